@@ -1,0 +1,82 @@
+"""The ``squall`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from squall.cli import config_cmds, dags_cmds, db_cmds
+from squall.cli.common import CliContext, CliError
+from squall.common.errors import SettingsError, SquallError
+from squall.common.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="squall",
+        description="Squall: a distributed, Celery-based workflow executor. Settings come "
+        "from defaults, $SQUALL_HOME/squall.toml (or $SQUALL_CONFIG) and SQUALL__SECTION__KEY "
+        "environment variables; $SQUALL_HOME defaults to ~/squall.",
+    )
+    parser.add_argument("--config", help="a squall.toml settings file to use")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    db_cmds.register(sub)
+    dags_cmds.register(sub)
+    dags_cmds.register_tasks(sub)
+    config_cmds.register(sub)
+    p = sub.add_parser("version", help="print Squall's version")
+    p.set_defaults(func=_print_version)
+    return parser
+
+
+def _print_version(ctx: CliContext, args: argparse.Namespace) -> int:
+    print(_version())
+    return 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("squall")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, stream=sys.stderr,
+        format="[%(asctime)s] %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.load(config_file=args.config)
+    except SettingsError as exc:
+        print(f"squall: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("DEBUG" if args.verbose else settings.logging.logging_level)
+    ctx = CliContext(settings=settings)
+    try:
+        return int(args.func(ctx, args) or 0)
+    except CliError as exc:
+        print(f"squall: {exc}", file=sys.stderr)
+        return 1
+    except SquallError as exc:
+        print(f"squall: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("squall: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""What every CLI command shares: settings, the database, output formats."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import Engine
+
+from squall.common import dbops
+from squall.common.db import SessionFactory, make_engine, make_session_factory
+from squall.common.errors import SquallError
+from squall.common.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class CliError(SquallError):
+    """A command cannot go on; the message is printed and the exit code is 1."""
+
+
+@dataclass
+class CliContext:
+    """Built once in ``main`` and handed to each command."""
+
+    settings: Settings
+
+    @cached_property
+    def engine(self) -> Engine:
+        db = self.settings.database
+        return make_engine(self.settings.sql_alchemy_conn, pool_size=db.sql_alchemy_pool_size,
+                           max_overflow=db.sql_alchemy_max_overflow,
+                           pool_recycle=db.sql_alchemy_pool_recycle,
+                           pool_pre_ping=db.sql_alchemy_pool_pre_ping)
+
+    def session_factory(self, *, auto_migrate: bool = True) -> SessionFactory:
+        """A session factory on a database at the current schema revision.
+
+        A database with no Squall tables yet (a first run) is migrated on the spot when
+        ``auto_migrate``; one at an older revision is an error asking for ``squall db migrate``.
+        """
+        self.ensure_home()
+        revision = dbops.current_revision(self.engine)
+        if revision is None and auto_migrate:
+            log.info("Database %s is empty: creating the schema",
+                     self.engine.url.render_as_string(hide_password=True))
+            dbops.migrate(self.engine)
+        elif revision != dbops.head_revision():
+            raise CliError(
+                f"the database is at schema revision {revision or 'none'}, this Squall needs "
+                f"{dbops.head_revision()}: run `squall db migrate`"
+            )
+        return make_session_factory(self.engine)
+
+    def ensure_home(self) -> None:
+        if self.settings.sql_alchemy_conn.startswith("sqlite:///"):
+            self.settings.home.mkdir(parents=True, exist_ok=True)
+
+
+def console() -> Console:
+    return Console(soft_wrap=True)
+
+
+def print_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], output: str,
+               *, title: str | None = None) -> None:
+    """Print ``rows`` as a rich table, or as JSON for ``-o json``."""
+    if output == "json":
+        json.dump(list(rows), sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+    console().print(table)
+
+
+def add_output_flag(parser: Any) -> None:
+    parser.add_argument("-o", "--output", choices=("table", "json"), default="table",
+                        help="output format (default: table)")

@@ -1,0 +1,237 @@
+"""``squall dags ...`` and ``squall tasks test``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from sqlalchemy import select, update
+
+from squall.cli.common import CliContext, CliError, add_output_flag, console, print_rows
+from squall.common.dag import DAG
+from squall.common.dagbag import DagBag, list_dag_files, parse_files_isolated, sync_to_db
+from squall.common.db import session_scope
+from squall.common.errors import SquallError
+from squall.common.models import DagModel, ImportError_, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def examples_folder() -> Path:
+    """The example DAGs shipped in the repository's ``examples/`` folder."""
+    return Path(__file__).resolve().parent.parent.parent / "examples"
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    dags = sub.add_parser("dags", help="list, inspect, pause and test DAGs",
+                          description="Work with the DAGs in [core] dags_folder.")
+    dsub = dags.add_subparsers(dest="dags_command", required=True, metavar="COMMAND")
+
+    p = dsub.add_parser("list", help="parse the DAG folder and list its DAGs")
+    add_output_flag(p)
+    p.set_defaults(func=list_dags)
+
+    p = dsub.add_parser("list-import-errors", help="DAG files that failed to load, and why")
+    add_output_flag(p)
+    p.set_defaults(func=list_import_errors)
+
+    p = dsub.add_parser("show", help="print a DAG's tasks and dependencies")
+    p.add_argument("dag_id")
+    p.set_defaults(func=show_dag)
+
+    for name, paused in (("pause", True), ("unpause", False)):
+        p = dsub.add_parser(name, help=f"{name} a DAG (a paused DAG gets no scheduled runs)")
+        p.add_argument("dag_id")
+        p.set_defaults(func=set_paused, paused=paused)
+
+    p = dsub.add_parser(
+        "test", help="run one DAG run in this process (no broker, no worker)",
+        description="Runs every task of one DAG run here, one after another, honouring "
+        "dependencies, trigger rules, retries (waiting out their delays), timeouts, sensors "
+        "and XCom, then prints the run's state and each task instance's state and try "
+        "number. Exit code 0 when the run succeeded, 1 otherwise.")
+    p.add_argument("dag_id")
+    p.add_argument("logical_date", nargs="?", help="ISO date or datetime (default: now)")
+    p.add_argument("--conf", help="JSON object passed to the run as dag_run.conf")
+    add_output_flag(p)
+    p.set_defaults(func=test_dag)
+
+
+def register_tasks(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    tasks = sub.add_parser("tasks", help="run or inspect single tasks")
+    tsub = tasks.add_subparsers(dest="tasks_command", required=True, metavar="COMMAND")
+    p = tsub.add_parser(
+        "test", help="run one task once in this process, without checking its dependencies",
+        description="Creates a run for LOGICAL_DATE (replacing an existing one) and runs one "
+        "try of TASK_ID in it. Exit code 0 when the task succeeded or skipped.")
+    p.add_argument("dag_id")
+    p.add_argument("task_id")
+    p.add_argument("logical_date", nargs="?", help="ISO date or datetime (default: now)")
+    p.add_argument("--conf", help="JSON object passed to the run as dag_run.conf")
+    add_output_flag(p)
+    p.set_defaults(func=test_task)
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def _folders(ctx: CliContext) -> list[Path]:
+    folders = [ctx.settings.dags_folder]
+    if ctx.settings.core.load_examples:
+        folders.append(examples_folder())
+    return folders
+
+
+def parse_and_sync(ctx: CliContext) -> None:
+    """Parse every DAG file (in child processes) and record the result in the database."""
+    factory = ctx.session_factory()
+    for folder in _folders(ctx):
+        if not folder.is_dir():
+            log.warning("DAG folder %s does not exist", folder)
+            continue
+        files = list_dag_files(folder, syntax=ctx.settings.core.dag_ignore_file_syntax)
+        result = parse_files_isolated(files, folder, ctx.settings.core.dagbag_import_timeout)
+        with session_scope(factory) as session:
+            sync_to_db(session, result,
+                       paused_at_creation=ctx.settings.core.dags_are_paused_at_creation,
+                       now=utcnow())
+
+
+def load_dag(ctx: CliContext, dag_id: str) -> DAG:
+    """Load ``dag_id`` in this process (it runs the DAG file's code)."""
+    for folder in _folders(ctx):
+        if not folder.is_dir():
+            continue
+        bag = DagBag(folder, import_timeout=ctx.settings.core.dagbag_import_timeout,
+                     ignore_file_syntax=ctx.settings.core.dag_ignore_file_syntax)
+        bag.collect_in_process()
+        if dag_id in bag.dags:
+            return bag.dags[dag_id]
+        for path, message in bag.import_errors.items():
+            log.warning("DAG file %s failed to load: %s", path, message.splitlines()[-1])
+    searched = ", ".join(str(f) for f in _folders(ctx))
+    raise CliError(f"DAG {dag_id!r} not found in {searched} "
+                   "(see `squall dags list-import-errors` for files that failed to load)")
+
+
+def list_dags(ctx: CliContext, args: argparse.Namespace) -> int:
+    parse_and_sync(ctx)
+    with session_scope(ctx.session_factory()) as session:
+        rows = session.scalars(select(DagModel).where(DagModel.is_active.is_(True))
+                               .order_by(DagModel.dag_id)).all()
+        data = [{"dag_id": d.dag_id, "fileloc": d.fileloc, "owners": d.owners,
+                 "is_paused": d.is_paused, "schedule": d.schedule,
+                 "tags": ",".join(d.tags or [])} for d in rows]
+    print_rows(data, ["dag_id", "fileloc", "owners", "is_paused", "schedule", "tags"],
+               args.output)
+    return 0
+
+
+def list_import_errors(ctx: CliContext, args: argparse.Namespace) -> int:
+    parse_and_sync(ctx)
+    with session_scope(ctx.session_factory()) as session:
+        rows = session.scalars(select(ImportError_).order_by(ImportError_.filename)).all()
+        data = [{"filepath": e.filename, "error": e.stacktrace} for e in rows]
+    if not data and args.output == "table":
+        print("No import errors.")
+        return 0
+    print_rows(data, ["filepath", "error"], args.output)
+    return 0
+
+
+def show_dag(ctx: CliContext, args: argparse.Namespace) -> int:
+    dag = load_dag(ctx, args.dag_id)
+    out = console()
+    out.print(f"DAG {dag.dag_id}  schedule={dag.timetable.summary}  file={dag.fileloc}")
+    for line in dag.tree_lines():
+        out.print(line, markup=False, highlight=False)
+    return 0
+
+
+def set_paused(ctx: CliContext, args: argparse.Namespace) -> int:
+    factory = ctx.session_factory()
+    with session_scope(factory) as session:
+        exists = session.get(DagModel, args.dag_id) is not None
+    if not exists:
+        parse_and_sync(ctx)
+    with session_scope(factory) as session:
+        changed = session.execute(
+            update(DagModel).where(DagModel.dag_id == args.dag_id)
+            .values(is_paused=args.paused)
+        ).rowcount  # type: ignore[attr-defined]
+    if not changed:
+        raise CliError(f"DAG {args.dag_id!r} not found (see `squall dags list`)")
+    print(f"DAG {args.dag_id}: {'paused' if args.paused else 'unpaused'}")
+    return 0
+
+
+def _parse_date(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = pendulum.parse(value, tz="UTC")
+    except (ValueError, pendulum.parsing.exceptions.ParserError) as exc:
+        raise CliError(f"logical date {value!r} is not an ISO date or datetime: {exc}") from None
+    if not isinstance(parsed, datetime):
+        raise CliError(f"logical date {value!r} is not a date or datetime")
+    return parsed
+
+
+def _parse_conf(value: str | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        conf = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"--conf is not valid JSON: {exc}") from None
+    if not isinstance(conf, dict):
+        raise CliError("--conf must be a JSON object")
+    return conf
+
+
+def test_dag(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.worker.local_run import run_dag_locally
+
+    logical = _parse_date(args.logical_date)
+    conf = _parse_conf(args.conf)
+    dag = load_dag(ctx, args.dag_id)
+    try:
+        result = run_dag_locally(dag, ctx.session_factory(), logical_date=logical, conf=conf,
+                                 log_folder=ctx.settings.log_folder)
+    except SquallError as exc:
+        raise CliError(str(exc)) from exc
+    if args.output == "json":
+        json.dump(result.as_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        rows = [{"task_id": t.task_id, "state": t.state, "try_number": t.try_number,
+                 "reason": t.state_reason} for t in result.task_instances]
+        print_rows(rows, ["task_id", "state", "try_number", "reason"], "table",
+                   title=f"DagRun {result.dag_id} {result.run_id}: {result.state.value}")
+    return 0 if result.state.value == "success" else 1
+
+
+def test_task(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.worker.local_run import run_task_locally
+
+    dag = load_dag(ctx, args.dag_id)
+    if not dag.has_task(args.task_id):
+        raise CliError(f"DAG {dag.dag_id} has no task {args.task_id!r} "
+                       f"(tasks: {', '.join(dag.task_ids)})")
+    summary = run_task_locally(dag, args.task_id, ctx.session_factory(),
+                               logical_date=_parse_date(args.logical_date),
+                               conf=_parse_conf(args.conf), log_folder=ctx.settings.log_folder)
+    row = {"task_id": summary.task_id, "state": summary.state,
+           "try_number": summary.try_number, "reason": summary.state_reason}
+    if args.output == "json":
+        json.dump(row, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print_rows([row], ["task_id", "state", "try_number", "reason"], "table")
+    return 0 if summary.state in ("success", "skipped") else 1

@@ -1,0 +1,63 @@
+"""``squall db migrate | reset | check``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from squall.cli.common import CliContext, CliError
+from squall.common import dbops
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    db = sub.add_parser("db", help="manage the metadata database",
+                        description="Create, upgrade, reset or check the metadata database.")
+    dbsub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    p = dbsub.add_parser("migrate", help="create or upgrade the schema to this version")
+    p.set_defaults(func=migrate)
+    p = dbsub.add_parser("reset", help="drop every Squall table and create the schema anew")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=reset)
+    p = dbsub.add_parser("check", help="check that the database is reachable and up to date")
+    p.set_defaults(func=check)
+
+
+def migrate(ctx: CliContext, args: argparse.Namespace) -> int:
+    ctx.ensure_home()
+    before = dbops.current_revision(ctx.engine)
+    dbops.migrate(ctx.engine)
+    after = dbops.current_revision(ctx.engine)
+    print(f"Database {_where(ctx)}: schema revision {before or 'none'} -> {after}")
+    return 0
+
+
+def reset(ctx: CliContext, args: argparse.Namespace) -> int:
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise CliError("db reset deletes every DAG run and task instance: pass --yes")
+        answer = input(f"Delete all Squall data in {_where(ctx)}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("Cancelled.")
+            return 1
+    ctx.ensure_home()
+    dbops.reset(ctx.engine)
+    print(f"Database {_where(ctx)} reset to revision {dbops.current_revision(ctx.engine)}")
+    return 0
+
+
+def check(ctx: CliContext, args: argparse.Namespace) -> int:
+    problems = dbops.check(ctx.engine)
+    if problems:
+        for problem in problems:
+            print(f"problem: {problem}", file=sys.stderr)
+        return 1
+    print(f"Database {_where(ctx)} is reachable and at revision "
+          f"{dbops.current_revision(ctx.engine)}")
+    return 0
+
+
+def _where(ctx: CliContext) -> str:
+    return ctx.engine.url.render_as_string(hide_password=True)

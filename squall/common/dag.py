@@ -1,0 +1,351 @@
+"""The DAG: a named set of tasks, their dependencies and a schedule (Airflow 2's shape)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import sys
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ParamSpec
+
+import pendulum
+
+from squall.common.errors import (
+    CycleError,
+    DagDefinitionError,
+    DuplicateTaskIdError,
+    TaskNotFound,
+)
+from squall.common.timetables import Timetable, coerce_datetime, timetable_from_schedule
+
+if TYPE_CHECKING:
+    from squall.common.operators.base import BaseOperator
+    from squall.common.taskgroup import TaskGroup
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+
+DagCallback = Callable[[dict[str, Any]], Any]
+
+_UNSET: Any = object()
+
+
+class DagContext:
+    """The stack of DAGs opened with ``with DAG(...)``; tasks created inside join the top."""
+
+    _stack: list[DAG] = []
+    #: while not None, every DAG created is appended to it (the DAG bag sets it around the
+    #: import of a DAG file to find the DAGs the file defines)
+    created: list[DAG] | None = None
+
+    @classmethod
+    def push(cls, dag: DAG) -> None:
+        cls._stack.append(dag)
+
+    @classmethod
+    def pop(cls) -> DAG | None:
+        return cls._stack.pop() if cls._stack else None
+
+    @classmethod
+    def current(cls) -> DAG | None:
+        return cls._stack[-1] if cls._stack else None
+
+
+class DAG:
+    """A workflow: tasks, their dependencies and when to run them.
+
+    ``schedule`` (or its older name ``schedule_interval``) is a cron string, a preset
+    (``@daily`` ...), a ``timedelta``, a :class:`Timetable` or ``None`` (manual only).
+    """
+
+    def __init__(
+        self,
+        dag_id: str,
+        description: str | None = None,
+        schedule: Any = _UNSET,
+        schedule_interval: Any = _UNSET,
+        start_date: datetime | None = None,
+        end_date: datetime | None = None,
+        catchup: bool = True,
+        default_args: dict[str, Any] | None = None,
+        max_active_runs: int = 16,
+        max_active_tasks: int | None = None,
+        concurrency: int | None = None,
+        dagrun_timeout: timedelta | None = None,
+        tags: Iterable[str] | None = None,
+        params: dict[str, Any] | None = None,
+        doc_md: str | None = None,
+        on_success_callback: DagCallback | None = None,
+        on_failure_callback: DagCallback | None = None,
+        user_defined_macros: dict[str, Any] | None = None,
+        user_defined_filters: dict[str, Callable[..., Any]] | None = None,
+        template_searchpath: str | Iterable[str] | None = None,
+        render_template_as_native_obj: bool = False,
+        is_paused_upon_creation: bool | None = None,
+        owner_links: dict[str, str] | None = None,
+        timezone: str | None = None,
+    ) -> None:
+        if not isinstance(dag_id, str) or not dag_id:
+            raise DagDefinitionError(f"dag_id must be a non-empty string, got {dag_id!r}")
+        _validate_key(dag_id, "dag_id")
+        if schedule is not _UNSET and schedule_interval is not _UNSET:
+            raise DagDefinitionError(
+                f"DAG {dag_id}: give either schedule or schedule_interval, not both"
+            )
+        if max_active_tasks is not None and concurrency is not None:
+            raise DagDefinitionError(
+                f"DAG {dag_id}: give either max_active_tasks or concurrency, not both"
+            )
+        self.dag_id = dag_id
+        self.description = description
+        self.default_args: dict[str, Any] = dict(default_args or {})
+        start = start_date if start_date is not None else self.default_args.get("start_date")
+        tz_name = timezone or _tz_name_of(start) or "UTC"
+        self.timezone = pendulum.timezone(tz_name)
+        self.start_date = coerce_datetime(start, self.timezone)
+        end = end_date if end_date is not None else self.default_args.get("end_date")
+        self.end_date = coerce_datetime(end, self.timezone)
+        raw_schedule = schedule if schedule is not _UNSET else schedule_interval
+        if raw_schedule is _UNSET:
+            raw_schedule = None
+        self.schedule: Any = raw_schedule
+        self.timetable: Timetable = timetable_from_schedule(raw_schedule, self.timezone)
+        self.catchup = bool(catchup)
+        if not isinstance(max_active_runs, int) or max_active_runs < 1:
+            raise DagDefinitionError(f"DAG {dag_id}: max_active_runs must be an int >= 1")
+        self.max_active_runs = max_active_runs
+        active_tasks = max_active_tasks if max_active_tasks is not None else concurrency
+        self.max_active_tasks: int = 16 if active_tasks is None else int(active_tasks)
+        if self.max_active_tasks < 1:
+            raise DagDefinitionError(f"DAG {dag_id}: max_active_tasks must be >= 1")
+        if dagrun_timeout is not None and not isinstance(dagrun_timeout, timedelta):
+            raise DagDefinitionError(f"DAG {dag_id}: dagrun_timeout must be a timedelta")
+        self.dagrun_timeout = dagrun_timeout
+        self.tags: list[str] = sorted(set(tags or []))
+        self.params: dict[str, Any] = dict(params or {})
+        self.doc_md = doc_md
+        self.on_success_callback = on_success_callback
+        self.on_failure_callback = on_failure_callback
+        self.user_defined_macros = dict(user_defined_macros or {})
+        self.user_defined_filters = dict(user_defined_filters or {})
+        if isinstance(template_searchpath, str):
+            template_searchpath = [template_searchpath]
+        self.template_searchpath: list[str] = list(template_searchpath or [])
+        self.render_template_as_native_obj = render_template_as_native_obj
+        self.is_paused_upon_creation = is_paused_upon_creation
+        self.owner_links = dict(owner_links or {})
+        self.task_dict: dict[str, BaseOperator] = {}
+        self.fileloc: str = _caller_file()
+        from squall.common.taskgroup import TaskGroup
+
+        self.task_group: TaskGroup = TaskGroup.create_root(self)
+        if DagContext.created is not None:
+            DagContext.created.append(self)
+
+    # Context manager -----------------------------------------------------------------
+
+    def __enter__(self) -> DAG:
+        DagContext.push(self)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        DagContext.pop()
+
+    def __repr__(self) -> str:
+        return f"<DAG: {self.dag_id}>"
+
+    # Tasks ----------------------------------------------------------------------------
+
+    def add_task(self, task: BaseOperator) -> None:
+        if task.task_id in self.task_dict and self.task_dict[task.task_id] is not task:
+            raise DuplicateTaskIdError(
+                f"DAG {self.dag_id}: task_id {task.task_id!r} is used by more than one task"
+            )
+        self.task_dict[task.task_id] = task
+
+    @property
+    def tasks(self) -> list[BaseOperator]:
+        return list(self.task_dict.values())
+
+    @property
+    def task_ids(self) -> list[str]:
+        return list(self.task_dict)
+
+    def get_task(self, task_id: str) -> BaseOperator:
+        try:
+            return self.task_dict[task_id]
+        except KeyError:
+            raise TaskNotFound(f"DAG {self.dag_id} has no task {task_id!r}") from None
+
+    def has_task(self, task_id: str) -> bool:
+        return task_id in self.task_dict
+
+    @property
+    def roots(self) -> list[BaseOperator]:
+        return [t for t in self.task_dict.values() if not t.upstream_task_ids]
+
+    @property
+    def leaves(self) -> list[BaseOperator]:
+        return [t for t in self.task_dict.values() if not t.downstream_task_ids]
+
+    @property
+    def owner(self) -> str:
+        return ", ".join(sorted({t.owner for t in self.task_dict.values()}))
+
+    # Validation -----------------------------------------------------------------------
+
+    def check_cycle(self) -> None:
+        """Raise :class:`CycleError` naming the tasks of a cycle, if there is one."""
+        white, grey, black = 0, 1, 2
+        color = dict.fromkeys(self.task_dict, white)
+        for start in self.task_dict:
+            if color[start] != white:
+                continue
+            path: list[str] = []
+            stack: list[tuple[str, Iterable[str]]] = [
+                (start, iter(sorted(self.task_dict[start].downstream_task_ids)))
+            ]
+            color[start] = grey
+            path.append(start)
+            while stack:
+                node, children = stack[-1]
+                child = next(iter(children), None)
+                if child is None:
+                    stack.pop()
+                    path.pop()
+                    color[node] = black
+                    continue
+                if color.get(child, white) == grey:
+                    cycle = [*path[path.index(child):], child]
+                    raise CycleError(
+                        f"DAG {self.dag_id} has a cycle: {' >> '.join(cycle)}"
+                    )
+                if color.get(child, white) == white:
+                    color[child] = grey
+                    path.append(child)
+                    stack.append((child, iter(sorted(self.task_dict[child].downstream_task_ids))))
+
+    def validate(self) -> None:
+        """Everything a DAG file is checked for when it is loaded."""
+        for task in self.task_dict.values():
+            for other in task.upstream_task_ids | task.downstream_task_ids:
+                if other not in self.task_dict:
+                    raise DagDefinitionError(
+                        f"DAG {self.dag_id}: task {task.task_id} depends on {other!r}, "
+                        "which is not in this DAG"
+                    )
+        self.check_cycle()
+
+    def topological_sort(self) -> list[BaseOperator]:
+        order: list[BaseOperator] = []
+        indegree = {tid: len(t.upstream_task_ids) for tid, t in self.task_dict.items()}
+        ready = sorted(tid for tid, d in indegree.items() if d == 0)
+        while ready:
+            tid = ready.pop(0)
+            order.append(self.task_dict[tid])
+            for down in sorted(self.task_dict[tid].downstream_task_ids):
+                indegree[down] -= 1
+                if indegree[down] == 0:
+                    ready.append(down)
+        if len(order) != len(self.task_dict):
+            self.check_cycle()
+        return order
+
+    def partial_subset(self, task_ids: Iterable[str]) -> list[str]:
+        return [t for t in task_ids if t in self.task_dict]
+
+    # Scheduling helpers ---------------------------------------------------------------
+
+    @property
+    def schedule_summary(self) -> str:
+        return self.timetable.summary
+
+    def tree_lines(self) -> list[str]:
+        """The DAG as indented text, one task a line (for ``squall dags show``)."""
+        lines: list[str] = []
+
+        def walk(task: BaseOperator, depth: int, seen: set[str]) -> None:
+            lines.append(f"{'    ' * depth}<Task({type(task).__name__}): {task.task_id}>")
+            if task.task_id in seen:
+                return
+            for down in sorted(task.downstream_task_ids):
+                walk(self.task_dict[down], depth + 1, seen | {task.task_id})
+
+        for root in sorted(self.roots, key=lambda t: t.task_id):
+            walk(root, 0, set())
+        return lines
+
+
+def dag(dag_id: str | None = None, **dag_kwargs: Any) -> Callable[[Callable[P, Any]],
+                                                                  Callable[P, DAG]]:
+    """Decorate a function that builds tasks; calling it returns the DAG.
+
+    Keyword parameters of the function become DAG params (their defaults the params'
+    defaults), as with Airflow's ``@dag``.
+    """
+    if callable(dag_id):  # used bare: @dag
+        func = dag_id
+        return dag()(func)  # type: ignore[return-value]
+
+    def decorator(func: Callable[P, Any]) -> Callable[P, DAG]:
+        @functools.wraps(func)
+        def factory(*args: P.args, **kwargs: P.kwargs) -> DAG:
+            sig = inspect.signature(func)
+            bound = sig.bind_partial(*args, **kwargs)
+            bound.apply_defaults()
+            params = dict(dag_kwargs.get("params") or {})
+            params.update(bound.arguments)
+            kw = {k: v for k, v in dag_kwargs.items() if k != "params"}
+            kw.setdefault("description", (func.__doc__ or "").strip() or None)
+            kw.setdefault("doc_md", func.__doc__)
+            new_dag = DAG(dag_id or func.__name__, params=params, **kw)
+            new_dag.fileloc = inspect.getfile(func)
+            with new_dag:
+                func(*args, **kwargs)
+            return new_dag
+
+        return factory
+
+    return decorator
+
+
+def get_current_dag() -> DAG | None:
+    return DagContext.current()
+
+
+def _tz_name_of(value: Any) -> str | None:
+    tz = getattr(value, "tzinfo", None)
+    if tz is None:
+        return None
+    name = getattr(tz, "name", None) or getattr(tz, "key", None)
+    if name:
+        return str(name)
+    offset = value.utcoffset()
+    if offset == timedelta(0):
+        return "UTC"
+    return None
+
+
+def _caller_file() -> str:
+    """The file that created the DAG: the first frame outside Squall's own package."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if "/squall/common/" not in filename and "/squall/compat/" not in filename:
+            return filename
+        frame = frame.f_back  # type: ignore[assignment]
+    return "<unknown>"
+
+
+def _validate_key(key: str, what: str) -> None:
+    import re
+
+    if len(key) > 250 or not re.fullmatch(r"[A-Za-z0-9_.\-]+", key):
+        raise DagDefinitionError(
+            f"{what} {key!r} must be at most 250 characters of letters, digits, '_', '.', '-'"
+        )

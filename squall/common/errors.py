@@ -1,0 +1,94 @@
+"""Squall's exceptions.
+
+Two families, kept apart:
+
+* :class:`SquallError` and its subclasses are *failures*: something is wrong with a setting,
+  a DAG file, a message, a database row.
+* :class:`TaskControl` and its subclasses are how task code talks to the runner (skip me,
+  fail me without retrying, reschedule me). They are control flow, not bugs, and the runner
+  turns each into a task instance state.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+
+class SquallError(Exception):
+    """Root of every Squall failure."""
+
+
+class SettingsError(SquallError):
+    """A setting has an invalid value or an unknown key; the message names the key."""
+
+
+class DagDefinitionError(SquallError):
+    """A DAG is malformed (bad argument, unknown task, wrong schedule)."""
+
+
+class DuplicateTaskIdError(DagDefinitionError):
+    """Two tasks of one DAG share a task_id."""
+
+
+class CycleError(DagDefinitionError):
+    """The task dependencies of a DAG form a cycle."""
+
+
+class DagNotFound(SquallError):
+    """No DAG with that dag_id is known."""
+
+
+class TaskNotFound(SquallError):
+    """The DAG has no task with that task_id."""
+
+
+class DagRunNotFound(SquallError):
+    """No DAG run with that run_id."""
+
+
+class DagRunAlreadyExists(SquallError):
+    """A DAG run with that run_id or logical date already exists."""
+
+
+class DagFileLoadError(SquallError):
+    """A DAG file could not be loaded (syntax error, exception at import, timeout)."""
+
+
+class XComValueError(SquallError):
+    """A value pushed to XCom cannot be serialised to JSON."""
+
+
+class TemplateError(SquallError):
+    """A templated field failed to render."""
+
+
+class PayloadError(SquallError):
+    """A message is not a well-formed, supported Squall command."""
+
+
+class TaskControl(Exception):  # noqa: N818 - these are signals, not errors
+    """Base of the exceptions task code raises to steer the runner."""
+
+
+class TaskSkipped(TaskControl):
+    """Mark this try skipped (Airflow: AirflowSkipException)."""
+
+
+class TaskFailedNoRetry(TaskControl):
+    """Fail this try and do not retry it (Airflow: AirflowFailException)."""
+
+
+class TaskTimedOut(TaskControl):
+    """The try ran past its execution_timeout (Airflow: AirflowTaskTimeout)."""
+
+
+class SensorTimeout(TaskFailedNoRetry):
+    """A sensor waited past its timeout (Airflow: AirflowSensorTimeout); never retried."""
+
+
+class Reschedule(TaskControl):
+    """Release the worker slot and run this try again at ``reschedule_date``."""
+
+    def __init__(self, reschedule_date: datetime) -> None:
+        super().__init__(f"reschedule at {reschedule_date.isoformat()}")
+        self.reschedule_date = reschedule_date

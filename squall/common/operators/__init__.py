@@ -1,0 +1,1 @@
+"""Operators shipped with Squall."""

@@ -1,0 +1,406 @@
+"""BaseOperator: what every task is, and XComArg, a reference to another task's result."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from squall.common.dependencies import DependencyMixin
+from squall.common.errors import DagDefinitionError
+from squall.common.trigger_rule import TriggerRule, WeightRule
+
+if TYPE_CHECKING:
+    from squall.common.dag import DAG
+    from squall.common.taskgroup import TaskGroup
+
+log = logging.getLogger(__name__)
+
+Context = dict[str, Any]
+TaskCallback = Callable[[Context], Any]
+
+DEFAULT_QUEUE = "default"
+DEFAULT_POOL = "default_pool"
+
+
+class BaseOperatorMeta(type):
+    """Applies ``default_args`` (from the DAG, enclosing task groups and the ``default_args``
+    argument) to the keyword arguments of the outermost ``__init__`` of an operator."""
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> Any:
+        cls = super().__new__(mcs, name, bases, namespace)
+        if "__init__" in namespace:
+            cls.__init__ = _apply_defaults(cls.__init__)  # type: ignore[misc]
+        return cls
+
+
+def _accepted_params(cls: type) -> set[str]:
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        init = getattr(init, "__wrapped__", init)
+        for p in inspect.signature(init).parameters.values():
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self":
+                names.add(p.name)
+    return names
+
+
+def _apply_defaults(init: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(init)
+    def wrapper(self: BaseOperator, *args: Any, **kwargs: Any) -> None:
+        depth = self.__dict__.get("_init_depth", 0)
+        self.__dict__["_init_depth"] = depth + 1
+        try:
+            if depth == 0:
+                from squall.common.dag import DagContext
+                from squall.common.taskgroup import TaskGroupContext
+
+                dag = kwargs.get("dag") or DagContext.current()
+                group = kwargs.get("task_group")
+                if group is None and dag is not None:
+                    group = TaskGroupContext.current(dag)
+                merged: dict[str, Any] = {}
+                if group is not None:
+                    merged.update(group.merged_default_args())
+                elif dag is not None:
+                    merged.update(dag.default_args)
+                merged.update(kwargs.pop("default_args", None) or {})
+                if merged:
+                    accepted = _accepted_params(type(self))
+                    for key, value in merged.items():
+                        if key in accepted and key not in kwargs:
+                            kwargs[key] = value
+                    if "params" in merged and "params" in kwargs and (
+                        kwargs["params"] is not merged["params"]
+                    ):
+                        kwargs["params"] = {**merged["params"], **kwargs["params"]}
+            init(self, *args, **kwargs)
+        finally:
+            self.__dict__["_init_depth"] = depth
+        if depth == 0:
+            self._set_xcomarg_dependencies()
+
+    return wrapper
+
+
+class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
+    """A task: one unit of work, run once per DAG run (per try).
+
+    Subclasses implement :meth:`execute`. Fields named in ``template_fields`` are rendered
+    with Jinja before ``execute`` is called; ``XComArg`` values in them are resolved to the
+    upstream task's result.
+    """
+
+    template_fields: Sequence[str] = ()
+    template_ext: Sequence[str] = ()
+    template_fields_renderers: dict[str, str] = {}
+    ui_color: str = "#fff"
+
+    def __init__(
+        self,
+        *,
+        task_id: str,
+        owner: str = "squall",
+        email: str | Sequence[str] | None = None,
+        retries: int | None = 0,
+        retry_delay: timedelta | float = timedelta(seconds=300),
+        retry_exponential_backoff: bool = False,
+        max_retry_delay: timedelta | float | None = None,
+        execution_timeout: timedelta | float | None = None,
+        priority_weight: int = 1,
+        weight_rule: str = WeightRule.DOWNSTREAM,
+        pool: str | None = None,
+        pool_slots: int = 1,
+        queue: str | None = None,
+        trigger_rule: str = TriggerRule.ALL_SUCCESS,
+        depends_on_past: bool = False,
+        wait_for_downstream: bool = False,
+        max_active_tis_per_dag: int | None = None,
+        task_concurrency: int | None = None,
+        executor_config: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        start_date: datetime | None = None,
+        end_date: datetime | None = None,
+        on_execute_callback: TaskCallback | None = None,
+        on_success_callback: TaskCallback | None = None,
+        on_failure_callback: TaskCallback | None = None,
+        on_retry_callback: TaskCallback | None = None,
+        do_xcom_push: bool = True,
+        multiple_outputs: bool = False,
+        doc_md: str | None = None,
+        dag: DAG | None = None,
+        task_group: TaskGroup | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs:
+            raise DagDefinitionError(
+                f"{type(self).__name__}({task_id!r}): unexpected argument(s) "
+                f"{', '.join(sorted(kwargs))}"
+            )
+        from squall.common.dag import DagContext, _validate_key
+        from squall.common.taskgroup import TaskGroupContext
+
+        if not isinstance(task_id, str) or not task_id:
+            raise DagDefinitionError(f"task_id must be a non-empty string, got {task_id!r}")
+        _validate_key(task_id, "task_id")
+        if not TriggerRule.is_valid(str(trigger_rule)):
+            raise DagDefinitionError(
+                f"task {task_id}: unknown trigger_rule {trigger_rule!r} "
+                f"(one of {', '.join(sorted(TriggerRule.all_triggers()))})"
+            )
+        if str(weight_rule) not in {w.value for w in WeightRule}:
+            raise DagDefinitionError(f"task {task_id}: unknown weight_rule {weight_rule!r}")
+        if max_active_tis_per_dag is not None and task_concurrency is not None:
+            raise DagDefinitionError(
+                f"task {task_id}: give max_active_tis_per_dag or task_concurrency, not both"
+            )
+        if pool_slots < 1:
+            raise DagDefinitionError(f"task {task_id}: pool_slots must be >= 1")
+        if retries is not None and (not isinstance(retries, int) or retries < 0):
+            try:
+                retries = int(retries)
+            except (TypeError, ValueError):
+                raise DagDefinitionError(
+                    f"task {task_id}: retries must be a non-negative int, got {retries!r}"
+                ) from None
+
+        self.owner = owner
+        self.email = email
+        self.retries: int = int(retries or 0)
+        self.retry_delay = _as_timedelta(retry_delay, "retry_delay", task_id)
+        self.retry_exponential_backoff = retry_exponential_backoff
+        self.max_retry_delay = (
+            _as_timedelta(max_retry_delay, "max_retry_delay", task_id)
+            if max_retry_delay is not None else None
+        )
+        self.execution_timeout = (
+            _as_timedelta(execution_timeout, "execution_timeout", task_id)
+            if execution_timeout is not None else None
+        )
+        self.priority_weight = int(priority_weight)
+        self.weight_rule = WeightRule(str(weight_rule))
+        self.pool = pool or DEFAULT_POOL
+        self.pool_slots = int(pool_slots)
+        self.queue = queue or DEFAULT_QUEUE
+        self.trigger_rule = TriggerRule(str(trigger_rule))
+        self.depends_on_past = depends_on_past
+        self.wait_for_downstream = wait_for_downstream
+        if wait_for_downstream:
+            self.depends_on_past = True
+        self.max_active_tis_per_dag = (
+            max_active_tis_per_dag if max_active_tis_per_dag is not None else task_concurrency
+        )
+        self.executor_config: dict[str, Any] = dict(executor_config or {})
+        self.params: dict[str, Any] = dict(params or {})
+        self.start_date = start_date
+        self.end_date = end_date
+        self.on_execute_callback = on_execute_callback
+        self.on_success_callback = on_success_callback
+        self.on_failure_callback = on_failure_callback
+        self.on_retry_callback = on_retry_callback
+        self.do_xcom_push = do_xcom_push
+        self.multiple_outputs = multiple_outputs
+        self.doc_md = doc_md
+        self.upstream_task_ids: set[str] = set()
+        self.downstream_task_ids: set[str] = set()
+
+        dag = dag or DagContext.current()
+        if task_group is None and dag is not None:
+            task_group = TaskGroupContext.current(dag)
+        self.task_group: TaskGroup | None = task_group
+        self.task_id = task_group.child_id(task_id) if task_group is not None else task_id
+        self.dag: DAG | None = None
+        if dag is not None:
+            self._attach(dag)
+
+    def _attach(self, dag: DAG) -> None:
+        from squall.common.dag import DAG
+
+        if not isinstance(dag, DAG):
+            raise DagDefinitionError(f"task {self.task_id}: dag= must be a DAG, got {dag!r}")
+        if self.start_date is None:
+            self.start_date = dag.start_date
+        if self.end_date is None:
+            self.end_date = dag.end_date
+        dag.add_task(self)
+        self.dag = dag
+        if self.task_group is None:
+            self.task_group = dag.task_group
+        self.task_group.add(self)
+
+    # Identity ------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return f"<Task({type(self).__name__}): {self.task_id}>"
+
+    @property
+    def dag_id(self) -> str:
+        return self.dag.dag_id if self.dag is not None else "_no_dag_"
+
+    @property
+    def label(self) -> str:
+        return self.task_id.rsplit(".", 1)[-1]
+
+    @property
+    def operator_name(self) -> str:
+        return type(self).__name__
+
+    @property
+    def roots(self) -> list[BaseOperator]:
+        return [self]
+
+    @property
+    def leaves(self) -> list[BaseOperator]:
+        return [self]
+
+    @property
+    def output(self) -> XComArg:
+        """This task's return value, for another task's arguments."""
+        return XComArg(self)
+
+    # Dependencies --------------------------------------------------------------------
+
+    def add_downstream_edge(self, other: BaseOperator) -> None:
+        if other is self:
+            raise DagDefinitionError(f"task {self.task_id} cannot depend on itself")
+        if self.dag is None and other.dag is not None:
+            self._attach(other.dag)
+        elif other.dag is None and self.dag is not None:
+            other._attach(self.dag)
+        if self.dag is not other.dag:
+            raise DagDefinitionError(
+                f"tasks {self.task_id} and {other.task_id} belong to different DAGs "
+                f"({self.dag_id}, {other.dag_id})"
+            )
+        self.downstream_task_ids.add(other.task_id)
+        other.upstream_task_ids.add(self.task_id)
+
+    def get_direct_relatives(self, upstream: bool = False) -> list[BaseOperator]:
+        assert self.dag is not None
+        ids = self.upstream_task_ids if upstream else self.downstream_task_ids
+        return [self.dag.task_dict[t] for t in sorted(ids)]
+
+    def get_flat_relative_ids(self, upstream: bool = False) -> set[str]:
+        """Every task reachable downstream (or upstream), not including this one."""
+        if self.dag is None:
+            return set()
+        seen: set[str] = set()
+        todo = list(self.upstream_task_ids if upstream else self.downstream_task_ids)
+        while todo:
+            tid = todo.pop()
+            if tid in seen:
+                continue
+            seen.add(tid)
+            task = self.dag.task_dict[tid]
+            todo.extend(task.upstream_task_ids if upstream else task.downstream_task_ids)
+        return seen
+
+    @property
+    def priority_weight_total(self) -> int:
+        """The priority used to order runnable task instances (higher runs first)."""
+        if self.weight_rule == WeightRule.ABSOLUTE or self.dag is None:
+            return self.priority_weight
+        upstream = self.weight_rule == WeightRule.UPSTREAM
+        relatives = self.get_flat_relative_ids(upstream=upstream)
+        return self.priority_weight + sum(
+            self.dag.task_dict[t].priority_weight for t in relatives
+        )
+
+    def _set_xcomarg_dependencies(self) -> None:
+        for field in self.template_fields:
+            value = getattr(self, field, None)
+            for arg in iter_xcom_args(value):
+                self.set_upstream(arg.operator)
+
+    # Running -------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not implement execute()")
+
+    def pre_execute(self, context: Context) -> None:
+        """Hook run just before :meth:`execute`."""
+
+    def post_execute(self, context: Context, result: Any = None) -> None:
+        """Hook run just after :meth:`execute` succeeded."""
+
+    def on_kill(self) -> None:
+        """Called when the try is killed (timeout, SIGTERM): release external resources."""
+
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """Render every templated field in place, resolving XComArgs first."""
+        from squall.common.templating import render_template_fields
+
+        render_template_fields(self, context, jinja_env)
+
+    def retry_delay_for(self, try_number: int) -> timedelta:
+        """How long to wait after failed try ``try_number`` before the next one."""
+        delay = self.retry_delay
+        if self.retry_exponential_backoff:
+            seconds = max(delay.total_seconds(), 1.0) * (2 ** max(try_number - 1, 0))
+            delay = timedelta(seconds=min(seconds, 365 * 24 * 3600.0))
+        if self.max_retry_delay is not None and delay > self.max_retry_delay:
+            delay = self.max_retry_delay
+        return delay
+
+
+class XComArg(DependencyMixin):
+    """A reference to a value another task pushes to XCom (by default its return value).
+
+    Passing one as an argument of a task makes that task downstream of the producer; the
+    runner resolves it to the value before rendering templates.
+    """
+
+    def __init__(self, operator: BaseOperator, key: str = "return_value") -> None:
+        self.operator = operator
+        self.key = key
+
+    def __getitem__(self, key: str) -> XComArg:
+        return XComArg(self.operator, key=key)
+
+    def __iter__(self) -> Any:
+        raise TypeError("an XComArg cannot be iterated when the DAG is defined; index it")
+
+    def __repr__(self) -> str:
+        return f"XComArg({self.operator.task_id!r}, key={self.key!r})"
+
+    @property
+    def roots(self) -> list[BaseOperator]:
+        return [self.operator]
+
+    @property
+    def leaves(self) -> list[BaseOperator]:
+        return [self.operator]
+
+    def resolve(self, context: Context) -> Any:
+        ti = context["ti"]
+        return ti.xcom_pull(task_ids=self.operator.task_id, key=self.key)
+
+
+def iter_xcom_args(value: Any) -> list[XComArg]:
+    """Every XComArg inside ``value`` (lists, tuples, sets, dicts, nested)."""
+    found: list[XComArg] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, XComArg):
+            found.append(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            stack.extend(item)
+    return found
+
+
+def _as_timedelta(value: timedelta | float | int, name: str, task_id: str) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    raise DagDefinitionError(
+        f"task {task_id}: {name} must be a timedelta or a number of seconds, got {value!r}"
+    )

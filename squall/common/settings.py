@@ -1,0 +1,253 @@
+"""Typed settings: defaults < optional ``squall.toml`` < ``SQUALL__SECTION__KEY`` variables.
+
+A :class:`Settings` object is built once at each entry point (CLI, scheduler, worker, API)
+with :meth:`Settings.load` and passed down. Nothing here is read at import time.
+
+Keys are named as Airflow names them where it has one (``[core] dags_folder``,
+``[database] sql_alchemy_conn``, ``[celery] broker_url`` ...). An unknown key or an
+invalid value raises :class:`~squall.common.errors.SettingsError` naming the key and where
+the value came from.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from squall.common.errors import SettingsError
+
+ENV_PREFIX = "SQUALL__"
+HOME_ENV = "SQUALL_HOME"
+CONFIG_ENV = "SQUALL_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class CoreSettings(_Section):
+    dags_folder: str = ""  # default: $SQUALL_HOME/dags
+    load_examples: bool = False
+    airflow_compat: bool = False
+    default_timezone: str = "UTC"
+    dagbag_import_timeout: float = Field(default=30.0, gt=0)
+    dag_ignore_file_syntax: Literal["regexp", "glob"] = "regexp"
+    parallelism: int = Field(default=32, ge=1)
+    max_active_tasks_per_dag: int = Field(default=16, ge=1)
+    max_active_runs_per_dag: int = Field(default=16, ge=1)
+    default_pool_task_slot_count: int = Field(default=128, ge=1)
+    execute_tasks_new_python_interpreter: bool = False
+    dags_are_paused_at_creation: bool = False
+    default_task_retries: int = Field(default=0, ge=0)
+
+
+class DatabaseSettings(_Section):
+    sql_alchemy_conn: str = ""  # default: sqlite:///$SQUALL_HOME/squall.db
+    sql_alchemy_pool_size: int = Field(default=5, ge=0)
+    sql_alchemy_max_overflow: int = Field(default=10, ge=0)
+    sql_alchemy_pool_recycle: int = Field(default=1800, ge=-1)
+    sql_alchemy_pool_pre_ping: bool = True
+
+
+class CelerySettings(_Section):
+    broker_url: str = ""  # default: the embedded broker under $SQUALL_HOME
+    result_backend: str = ""  # default: the metadata database (db+...)
+    worker_concurrency: int = Field(default=4, ge=1)
+    operation_timeout: float = Field(default=1.0, gt=0)
+    task_publish_max_retries: int = Field(default=3, ge=0)
+    sync_parallelism: int = Field(default=0, ge=0)  # 0: max(1, cpu count - 1)
+    visibility_timeout: int = Field(default=21600, ge=1)
+    task_adoption_timeout: float = Field(default=600.0, gt=0)
+    result_expires: int = Field(default=86400, ge=0)
+    default_queue: str = Field(default="default", min_length=1)
+    worker_send_task_events: bool = True
+
+
+class SchedulerSettings(_Section):
+    job_heartbeat_sec: float = Field(default=5.0, gt=0)
+    scheduler_heartbeat_sec: float = Field(default=5.0, gt=0)
+    scheduler_idle_sleep_time: float = Field(default=1.0, gt=0)
+    zombie_threshold: float = Field(default=300.0, gt=0)
+    zombie_detection_interval: float = Field(default=10.0, gt=0)
+    task_queued_timeout: float = Field(default=600.0, gt=0)
+    max_tis_per_query: int = Field(default=512, ge=1)
+    min_file_process_interval: float = Field(default=30.0, ge=0)
+    dag_dir_list_interval: float = Field(default=300.0, ge=0)
+    catchup_by_default: bool = True
+
+
+class LoggingSettings(_Section):
+    base_log_folder: str = ""  # default: $SQUALL_HOME/logs
+    logging_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+
+
+class MetricsSettings(_Section):
+    statsd_on: bool = False
+    statsd_host: str = "localhost"
+    statsd_port: int = Field(default=8125, ge=1, le=65535)
+    statsd_prefix: str = "squall"
+
+
+_SECTIONS: dict[str, type[_Section]] = {
+    "core": CoreSettings,
+    "database": DatabaseSettings,
+    "celery": CelerySettings,
+    "scheduler": SchedulerSettings,
+    "logging": LoggingSettings,
+    "api": ApiSettings,
+    "metrics": MetricsSettings,
+}
+
+
+class Settings(BaseModel):
+    """All of Squall's settings, one frozen object per process entry point."""
+
+    model_config = ConfigDict(frozen=True)
+
+    home: Path
+    core: CoreSettings
+    database: DatabaseSettings
+    celery: CelerySettings
+    scheduler: SchedulerSettings
+    logging: LoggingSettings
+    api: ApiSettings
+    metrics: MetricsSettings
+    #: where each non-default value came from, "section.key" -> "file PATH" / "env NAME"
+    sources: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        env: Mapping[str, str] | None = None,
+        config_file: str | Path | None = None,
+        overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> Settings:
+        """Build settings from defaults, a TOML file and environment variables.
+
+        The file is ``config_file``, else ``$SQUALL_CONFIG``, else ``$SQUALL_HOME/squall.toml``
+        when it exists. ``overrides`` (section -> key -> value) win over everything; tests
+        and the standalone command use them.
+        """
+        environ = os.environ if env is None else env
+        home = Path(environ.get(HOME_ENV) or Path.home() / "squall").expanduser()
+        raw: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+        sources: dict[str, str] = {}
+
+        path: Path | None
+        if config_file is not None:
+            path = Path(config_file)
+            if not path.is_file():
+                raise SettingsError(f"config file {path} does not exist")
+        elif environ.get(CONFIG_ENV):
+            path = Path(environ[CONFIG_ENV])
+            if not path.is_file():
+                raise SettingsError(f"{CONFIG_ENV}={path}: the file does not exist")
+        else:
+            candidate = home / "squall.toml"
+            path = candidate if candidate.is_file() else None
+        if path is not None:
+            _merge_file(path, raw, sources)
+
+        for name, value in environ.items():
+            if not name.startswith(ENV_PREFIX):
+                continue
+            parts = name[len(ENV_PREFIX) :].lower().split("__")
+            if len(parts) != 2 or not all(parts):
+                raise SettingsError(
+                    f"environment variable {name}: expected {ENV_PREFIX}SECTION__KEY"
+                )
+            section, key = parts
+            _check_key(section, key, f"environment variable {name}")
+            raw[section][key] = value
+            sources[f"{section}.{key}"] = f"env {name}"
+
+        for section, values in (overrides or {}).items():
+            for key, value in values.items():
+                _check_key(section, key, "override")
+                raw[section][key] = value
+                sources[f"{section}.{key}"] = "override"
+
+        sections: dict[str, _Section] = {}
+        for section, model in _SECTIONS.items():
+            try:
+                sections[section] = model.model_validate(raw[section])
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                key = str(err["loc"][0]) if err["loc"] else "?"
+                origin = sources.get(f"{section}.{key}", "default")
+                raise SettingsError(
+                    f"setting [{section}] {key} = {raw[section].get(key)!r} ({origin}): "
+                    f"{err['msg']}"
+                ) from None
+        return cls(home=home, sources=sources, **sections)  # type: ignore[arg-type]
+
+    # Derived values: defaults that depend on $SQUALL_HOME.
+
+    @property
+    def dags_folder(self) -> Path:
+        return Path(self.core.dags_folder).expanduser() if self.core.dags_folder else (
+            self.home / "dags"
+        )
+
+    @property
+    def sql_alchemy_conn(self) -> str:
+        return self.database.sql_alchemy_conn or f"sqlite:///{self.home / 'squall.db'}"
+
+    @property
+    def log_folder(self) -> Path:
+        folder = self.logging.base_log_folder
+        return Path(folder).expanduser() if folder else self.home / "logs"
+
+    def get(self, section: str, key: str) -> Any:
+        """The effective value of ``[section] key`` (derived defaults filled in)."""
+        _check_key(section, key, "lookup")
+        derived = {
+            ("core", "dags_folder"): lambda: str(self.dags_folder),
+            ("database", "sql_alchemy_conn"): lambda: self.sql_alchemy_conn,
+            ("logging", "base_log_folder"): lambda: str(self.log_folder),
+        }
+        if (section, key) in derived:
+            return derived[(section, key)]()
+        return getattr(getattr(self, section), key)
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        """Every section and key with its effective value."""
+        return {
+            section: {key: self.get(section, key) for key in model.model_fields}
+            for section, model in _SECTIONS.items()
+        }
+
+
+def _check_key(section: str, key: str, origin: str) -> None:
+    model = _SECTIONS.get(section)
+    if model is None:
+        raise SettingsError(
+            f"{origin}: unknown section [{section}] (known: {', '.join(sorted(_SECTIONS))})"
+        )
+    if key not in model.model_fields:
+        raise SettingsError(f"{origin}: unknown setting [{section}] {key}")
+
+
+def _merge_file(path: Path, raw: dict[str, dict[str, Any]], sources: dict[str, str]) -> None:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"config file {path}: {exc}") from None
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise SettingsError(f"config file {path}: [{section}] must be a table")
+        for key, value in values.items():
+            _check_key(section, key, f"config file {path}")
+            raw[section][key] = value
+            sources[f"{section}.{key}"] = f"file {path}"

@@ -1,0 +1,82 @@
+"""Task instance and DAG run states.
+
+States are ``str`` enums so they compare equal to the strings stored in the database and
+read naturally in logs. Code asks set questions (``state in FINISHED_STATES``) instead of
+listing strings. A task instance that has never been looked at has the state ``NONE``
+(stored as the string ``"none"``, never SQL NULL, so a compare-and-set on the state column
+works the same for every state).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class TaskInstanceState(StrEnum):
+    NONE = "none"
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    RESTARTING = "restarting"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    UPSTREAM_FAILED = "upstream_failed"
+    UP_FOR_RETRY = "up_for_retry"
+    UP_FOR_RESCHEDULE = "up_for_reschedule"
+    REMOVED = "removed"
+
+
+class DagRunState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+
+
+class DagRunType(StrEnum):
+    MANUAL = "manual"
+    SCHEDULED = "scheduled"
+    BACKFILL = "backfill"
+
+    def generate_run_id(self, logical_date_iso: str) -> str:
+        return f"{self.value}__{logical_date_iso}"
+
+
+class JobState(StrEnum):
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+
+
+TI = TaskInstanceState
+
+#: A try that has ended and will not change again without a clear or a new try.
+FINISHED_STATES: frozenset[TaskInstanceState] = frozenset(
+    {TI.SUCCESS, TI.FAILED, TI.SKIPPED, TI.UPSTREAM_FAILED, TI.REMOVED}
+)
+#: Still has work ahead of it.
+UNFINISHED_STATES: frozenset[TaskInstanceState] = frozenset(
+    {
+        TI.NONE,
+        TI.SCHEDULED,
+        TI.QUEUED,
+        TI.RUNNING,
+        TI.RESTARTING,
+        TI.UP_FOR_RETRY,
+        TI.UP_FOR_RESCHEDULE,
+    }
+)
+#: Handed to an executor and not yet back: what a scheduler may adopt from a dead one.
+ADOPTABLE_STATES: frozenset[TaskInstanceState] = frozenset({TI.QUEUED, TI.RUNNING})
+#: Counted against pools and concurrency limits.
+OCCUPYING_STATES: frozenset[TaskInstanceState] = frozenset({TI.QUEUED, TI.RUNNING})
+#: Upstream outcomes that count as "succeeded" for trigger rules.
+SUCCESS_LIKE_STATES: frozenset[TaskInstanceState] = frozenset({TI.SUCCESS})
+#: Upstream outcomes that count as "failed" for trigger rules.
+FAILED_LIKE_STATES: frozenset[TaskInstanceState] = frozenset({TI.FAILED, TI.UPSTREAM_FAILED})
+
+DAGRUN_FINISHED_STATES: frozenset[DagRunState] = frozenset({DagRunState.SUCCESS, DagRunState.FAILED})
+DAGRUN_UNFINISHED_STATES: frozenset[DagRunState] = frozenset(
+    {DagRunState.QUEUED, DagRunState.RUNNING}
+)

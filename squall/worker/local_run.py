@@ -1,0 +1,246 @@
+"""``squall dags test``: one whole DAG run in this process, no broker and no worker.
+
+It goes through the same decisions as the cluster (``dagrun_ops.update_dag_run`` for
+dependencies and trigger rules, ``schedule_tis`` for try numbers, the runner for each try and
+its compare-and-sets), but runs the ready task instances one after another here, and waits
+out retry delays and sensor reschedules instead of handing them to a scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from sqlalchemy import delete, select
+
+from squall.common.dag import DAG
+from squall.common.dagrun_ops import create_dag_run, schedule_tis, update_dag_run
+from squall.common.db import SessionFactory, session_scope
+from squall.common.models import DagModel, DagRun, TaskInstance, compare_and_set_state, utcnow
+from squall.common.state import DagRunState, DagRunType, TaskInstanceState
+from squall.worker.runner import run_try, task_log_path
+
+log = logging.getLogger(__name__)
+
+#: The longest single wait for a retry delay or a sensor reschedule.
+MAX_WAIT_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class TaskInstanceSummary:
+    task_id: str
+    state: str
+    try_number: int
+    start_date: datetime | None
+    end_date: datetime | None
+    state_reason: str | None
+
+
+@dataclass
+class LocalRunResult:
+    dag_id: str
+    run_id: str
+    state: DagRunState
+    reason: str | None
+    task_instances: list[TaskInstanceSummary] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dag_id": self.dag_id,
+            "run_id": self.run_id,
+            "state": self.state.value,
+            "reason": self.reason,
+            "task_instances": [
+                {"task_id": t.task_id, "state": t.state, "try_number": t.try_number,
+                 "start_date": t.start_date.isoformat() if t.start_date else None,
+                 "end_date": t.end_date.isoformat() if t.end_date else None,
+                 "reason": t.state_reason}
+                for t in self.task_instances
+            ],
+        }
+
+
+def ensure_dag_row(session: Any, dag: DAG) -> None:
+    """A ``dag`` row must exist before runs of it; insert a minimal one if missing."""
+    if session.get(DagModel, dag.dag_id) is None:
+        session.add(DagModel(dag_id=dag.dag_id, fileloc=dag.fileloc, is_paused=False,
+                             is_active=True, max_active_tasks=dag.max_active_tasks,
+                             max_active_runs=dag.max_active_runs,
+                             schedule=dag.timetable.summary, tags=dag.tags,
+                             owners=dag.owner, description=dag.description))
+        session.flush()
+
+
+def run_dag_locally(
+    dag: DAG,
+    session_factory: SessionFactory,
+    *,
+    logical_date: datetime | None = None,
+    conf: dict[str, Any] | None = None,
+    run_id: str | None = None,
+    log_folder: Path | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> LocalRunResult:
+    """Run every task of one DAG run of ``dag`` to a final state and report the states."""
+    logical = pendulum.instance(logical_date) if logical_date else pendulum.now("UTC")
+    hostname = socket.gethostname()
+    with session_scope(session_factory) as session:
+        ensure_dag_row(session, dag)
+        # `dags test` for a date that already has a run replaces that run, as Airflow does.
+        session.execute(delete(DagRun).where(
+            DagRun.dag_id == dag.dag_id,
+            (DagRun.logical_date == logical) | (DagRun.run_id == (run_id or "")),
+        ))
+        session.flush()
+        run = create_dag_run(session, dag, run_type=DagRunType.MANUAL, logical_date=logical,
+                             data_interval=None, run_id=run_id, conf=conf,
+                             state=DagRunState.RUNNING, external_trigger=True)
+        run_pk = run.id
+    log.info("DagRun %s %s: started by dags test", dag.dag_id, run.run_id)
+
+    reason: str | None = None
+    while True:
+        with session_scope(session_factory) as session:
+            run = session.get_one(DagRun, run_pk)
+            update = update_dag_run(session, dag, run, now=utcnow())
+            if update.finished_now or update.state in (DagRunState.SUCCESS, DagRunState.FAILED):
+                reason = update.reason
+                break
+            schedule_tis(session, update.schedulable, now=utcnow())
+        ran = _run_scheduled(dag, run, session_factory, hostname, log_folder)
+        if not ran:
+            wait = _seconds_until_next_wake(session_factory, run)
+            if wait is None:
+                continue  # update_dag_run decides (it detects deadlocks)
+            sleep(wait)
+
+    _run_dag_callback(dag, run, session_factory, reason)
+    return _summarise(dag, session_factory, run_pk, reason)
+
+
+def _run_scheduled(dag: DAG, run: DagRun, session_factory: SessionFactory, hostname: str,
+                   log_folder: Path | None) -> int:
+    with session_scope(session_factory) as session:
+        scheduled = session.scalars(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id,
+                TaskInstance.state == TaskInstanceState.SCHEDULED.value,
+            ).order_by(TaskInstance.priority_weight.desc(), TaskInstance.task_id)
+        ).all()
+    ran = 0
+    for ti in scheduled:
+        start = utcnow()
+        with session_scope(session_factory) as session:
+            won = compare_and_set_state(
+                session, ti.key, expected=TaskInstanceState.SCHEDULED,
+                try_number=ti.try_number, new_state=TaskInstanceState.RUNNING,
+                start_date=start, end_date=None, hostname=hostname, pid=os.getpid(),
+            )
+        if not won:
+            continue
+        path = task_log_path(log_folder, ti.key, ti.try_number) if log_folder else None
+        run_try(dag.get_task(ti.task_id), run, try_number=ti.try_number,
+                max_tries=ti.max_tries, start_date=start, session_factory=session_factory,
+                hostname=hostname, log_path=path)
+        ran += 1
+    return ran
+
+
+def _seconds_until_next_wake(session_factory: SessionFactory, run: DagRun) -> float | None:
+    with session_scope(session_factory) as session:
+        wake = session.scalars(
+            select(TaskInstance.next_retry_at).where(
+                TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id,
+                TaskInstance.state.in_([TaskInstanceState.UP_FOR_RETRY.value,
+                                        TaskInstanceState.UP_FOR_RESCHEDULE.value]),
+                TaskInstance.next_retry_at.is_not(None),
+            ).order_by(TaskInstance.next_retry_at).limit(1)
+        ).first()
+    if wake is None:
+        return None
+    seconds = (wake - utcnow()).total_seconds()
+    # a little past the due time so the retry period has surely elapsed
+    return min(max(seconds, 0.0) + 0.01, MAX_WAIT_SECONDS)
+
+
+def _run_dag_callback(dag: DAG, run: DagRun, session_factory: SessionFactory,
+                      reason: str | None) -> None:
+    with session_scope(session_factory) as session:
+        fresh = session.get_one(DagRun, run.id)
+        state = fresh.state
+    callback = (dag.on_success_callback if state == DagRunState.SUCCESS
+                else dag.on_failure_callback)
+    if callback is None:
+        return
+    try:
+        callback({"dag": dag, "dag_run": fresh, "run_id": fresh.run_id,
+                  "reason": reason or ("success" if state == DagRunState.SUCCESS else "failed")})
+    except Exception:
+        log.exception("DAG %s: %s callback raised", dag.dag_id, state)
+
+
+def _summarise(dag: DAG, session_factory: SessionFactory, run_pk: int,
+               reason: str | None) -> LocalRunResult:
+    with session_scope(session_factory) as session:
+        run = session.get_one(DagRun, run_pk)
+        tis = session.scalars(
+            select(TaskInstance).where(TaskInstance.dag_id == run.dag_id,
+                                       TaskInstance.run_id == run.run_id)
+        ).all()
+    order = {t.task_id: i for i, t in enumerate(dag.topological_sort())}
+    tis = sorted(tis, key=lambda t: (order.get(t.task_id, len(order)), t.task_id))
+    return LocalRunResult(
+        dag_id=run.dag_id, run_id=run.run_id, state=DagRunState(run.state), reason=reason,
+        task_instances=[TaskInstanceSummary(t.task_id, t.state, t.try_number, t.start_date,
+                                            t.end_date, t.state_reason) for t in tis],
+    )
+
+
+def run_task_locally(
+    dag: DAG,
+    task_id: str,
+    session_factory: SessionFactory,
+    *,
+    logical_date: datetime | None = None,
+    conf: dict[str, Any] | None = None,
+    log_folder: Path | None = None,
+) -> TaskInstanceSummary:
+    """``squall tasks test``: one try of one task, its dependencies not checked.
+
+    A fresh manual run is made for the logical date (replacing one that exists, as
+    ``dags test`` does), so templates, XCom and the task's own state all work as in a run.
+    """
+    task = dag.get_task(task_id)
+    logical = pendulum.instance(logical_date) if logical_date else pendulum.now("UTC")
+    hostname = socket.gethostname()
+    with session_scope(session_factory) as session:
+        ensure_dag_row(session, dag)
+        session.execute(delete(DagRun).where(DagRun.dag_id == dag.dag_id,
+                                             DagRun.logical_date == logical))
+        session.flush()
+        run = create_dag_run(session, dag, run_type=DagRunType.MANUAL, logical_date=logical,
+                             data_interval=None, conf=conf, state=DagRunState.RUNNING,
+                             external_trigger=True)
+        ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id))
+        schedule_tis(session, [ti], now=utcnow())
+    with session_scope(session_factory) as session:
+        ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id))
+        start = utcnow()
+        compare_and_set_state(session, ti.key, expected=TaskInstanceState.SCHEDULED,
+                              try_number=ti.try_number, new_state=TaskInstanceState.RUNNING,
+                              start_date=start, hostname=hostname, pid=os.getpid())
+    path = task_log_path(log_folder, ti.key, ti.try_number) if log_folder else None
+    run_try(task, run, try_number=ti.try_number, max_tries=ti.max_tries, start_date=start,
+            session_factory=session_factory, hostname=hostname, log_path=path)
+    with session_scope(session_factory) as session:
+        ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id))
+    return TaskInstanceSummary(ti.task_id, ti.state, ti.try_number, ti.start_date, ti.end_date,
+                               ti.state_reason)

@@ -1,0 +1,370 @@
+"""Runs one try of one task instance: context, templates, timeout, outcome, XCom, callbacks.
+
+This is the code path shared by the Celery worker's task process and ``squall dags test``.
+It does not decide *whether* the try may run (the caller moved the task instance to RUNNING
+with a compare-and-set); it runs the user's code and records how the try ended, again with a
+compare-and-set so that a try that was cleared or failed elsewhere is not overwritten.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import signal
+import socket
+import threading
+import traceback
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pendulum
+from sqlalchemy import func, select, update
+
+from squall.common import xcom
+from squall.common.db import SessionFactory, session_scope
+from squall.common.errors import (
+    Reschedule,
+    TaskFailedNoRetry,
+    TaskSkipped,
+    TaskTimedOut,
+)
+from squall.common.models import (
+    DagRun,
+    TaskInstance,
+    TaskInstanceKey,
+    TaskReschedule,
+    compare_and_set_state,
+    utcnow,
+)
+from squall.common.operators.base import BaseOperator, Context
+from squall.common.state import TaskInstanceState
+
+log = logging.getLogger(__name__)
+
+
+class OutcomeKind(StrEnum):
+    """How a try ended, as the runner saw it (not yet a task instance state)."""
+
+    SUCCESS = "success"
+    FAILED = "failed"  # may still become up_for_retry, per retries
+    FAILED_NO_RETRY = "failed_no_retry"
+    SKIPPED = "skipped"
+    RESCHEDULE = "reschedule"
+
+
+@dataclass(frozen=True)
+class TryOutcome:
+    kind: OutcomeKind
+    error: str | None = None
+    reschedule_date: datetime | None = None
+    exception: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class TryResult:
+    """What was recorded for a try."""
+
+    state: TaskInstanceState
+    recorded: bool  # False when the compare-and-set lost (the row changed under us)
+    outcome: TryOutcome
+
+
+class DbTaskInstance:
+    """The ``ti`` a running task sees (see :class:`squall.common.runtime.RuntimeTaskInstance`),
+    backed by the metadata database."""
+
+    map_index = -1
+
+    def __init__(self, *, task: BaseOperator, dag_run: DagRun, try_number: int,
+                 max_tries: int, start_date: datetime, session_factory: SessionFactory,
+                 hostname: str) -> None:
+        self.task = task
+        self.dag_id = dag_run.dag_id
+        self.task_id = task.task_id
+        self.run_id = dag_run.run_id
+        self.try_number = try_number
+        self.max_tries = max_tries
+        self.start_date = start_date
+        self.hostname = hostname
+        self._factory = session_factory
+
+    @property
+    def key(self) -> TaskInstanceKey:
+        return TaskInstanceKey(self.dag_id, self.task_id, self.run_id)
+
+    def __repr__(self) -> str:
+        return f"<TaskInstance {self.key} try={self.try_number}>"
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        with session_scope(self._factory) as session:
+            xcom.push(session, dag_id=self.dag_id, run_id=self.run_id, task_id=self.task_id,
+                      key=key, value=value)
+
+    def xcom_pull(self, task_ids: str | Iterable[str] | None = None,
+                  key: str = xcom.RETURN_VALUE_KEY, dag_id: str | None = None,
+                  default: Any = None) -> Any:
+        with session_scope(self._factory) as session:
+            return xcom.pull(session, dag_id=dag_id or self.dag_id, run_id=self.run_id,
+                             task_ids=self.task_id if task_ids is None else task_ids,
+                             key=key, default=default)
+
+    def skip_tasks(self, task_ids: Iterable[str]) -> None:
+        ids = sorted(set(task_ids))
+        if not ids:
+            return
+        now = utcnow()
+        with session_scope(self._factory) as session:
+            session.execute(
+                update(TaskInstance)
+                .where(
+                    TaskInstance.dag_id == self.dag_id,
+                    TaskInstance.run_id == self.run_id,
+                    TaskInstance.task_id.in_(ids),
+                    TaskInstance.state.in_(
+                        [TaskInstanceState.NONE.value, TaskInstanceState.SCHEDULED.value]
+                    ),
+                )
+                .values(state=TaskInstanceState.SKIPPED.value, start_date=now, end_date=now,
+                        duration=0.0, state_reason=f"skipped by {self.task_id}",
+                        updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        log.info("TaskInstance %s: skipped downstream %s", self.key, ", ".join(ids))
+
+    def _reschedule_rows(self) -> tuple[datetime | None, int]:
+        with session_scope(self._factory) as session:
+            first, count = session.execute(
+                select(func.min(TaskReschedule.start_date), func.count()).where(
+                    TaskReschedule.dag_id == self.dag_id,
+                    TaskReschedule.task_id == self.task_id,
+                    TaskReschedule.run_id == self.run_id,
+                    TaskReschedule.try_number == self.try_number,
+                )
+            ).one()
+        if first is not None and first.tzinfo is None:
+            first = first.replace(tzinfo=pendulum.UTC)
+        return first, int(count)
+
+    @property
+    def sensor_started_at(self) -> datetime:
+        first, _ = self._reschedule_rows()
+        return first if first is not None else self.start_date
+
+    @property
+    def reschedule_count(self) -> int:
+        return self._reschedule_rows()[1]
+
+
+def build_task_context(task: BaseOperator, dag_run: DagRun, ti: DbTaskInstance) -> Context:
+    from squall.common.templating import build_context
+
+    assert task.dag is not None
+    logical_date = pendulum.instance(dag_run.logical_date)
+    start = dag_run.data_interval_start or dag_run.logical_date
+    end = dag_run.data_interval_end or dag_run.logical_date
+    return build_context(
+        dag=task.dag,
+        task=task,
+        dag_run=dag_run,
+        ti=ti,
+        logical_date=logical_date,
+        data_interval_start=pendulum.instance(start),
+        data_interval_end=pendulum.instance(end),
+        conf=dict(dag_run.conf or {}),
+        params=None,
+    )
+
+
+@contextmanager
+def execution_timeout(task: BaseOperator) -> Iterator[None]:
+    """Raise :class:`TaskTimedOut` in this (main) thread when the task runs too long."""
+    limit = task.execution_timeout
+    if limit is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    seconds = max(limit.total_seconds(), 0.001)
+
+    def _on_alarm(_signum: int, _frame: FrameType | None) -> None:
+        raise TaskTimedOut(f"task {task.task_id} timed out after {limit} (execution_timeout)")
+
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def execute_try(task: BaseOperator, context: Context) -> TryOutcome:
+    """Run the user's code for one try and classify how it ended. Never raises for task
+    errors; writes XComs (return value) but no task instance state."""
+    ti: DbTaskInstance = context["ti"]
+    try:
+        with session_scope(ti._factory) as session:
+            xcom.clear(session, dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id)
+        task.render_template_fields(context)
+        if task.on_execute_callback is not None:
+            _run_callback(task.on_execute_callback, context, "on_execute_callback")
+        with execution_timeout(task):
+            try:
+                task.pre_execute(context)
+                result = task.execute(context)
+                task.post_execute(context, result)
+            except TaskTimedOut:
+                _safe_on_kill(task)
+                raise
+        if result is not None and task.do_xcom_push:
+            ti.xcom_push(xcom.RETURN_VALUE_KEY, result)
+        return TryOutcome(OutcomeKind.SUCCESS)
+    except TaskSkipped as exc:
+        log.info("TaskInstance %s: skipped (%s)", ti.key, exc or "TaskSkipped")
+        return TryOutcome(OutcomeKind.SKIPPED, error=str(exc) or None)
+    except Reschedule as exc:
+        log.info("TaskInstance %s: rescheduled to %s", ti.key, exc.reschedule_date.isoformat())
+        return TryOutcome(OutcomeKind.RESCHEDULE, reschedule_date=exc.reschedule_date)
+    except TaskFailedNoRetry as exc:
+        log.error("TaskInstance %s: failed without retry: %s", ti.key, exc)
+        return TryOutcome(OutcomeKind.FAILED_NO_RETRY, error=_describe(exc), exception=exc)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any task error ends the try
+        log.error("TaskInstance %s: try %d failed:\n%s", ti.key, ti.try_number,
+                  "".join(traceback.format_exception(exc)).rstrip())
+        return TryOutcome(OutcomeKind.FAILED, error=_describe(exc), exception=exc)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+def _safe_on_kill(task: BaseOperator) -> None:
+    try:
+        task.on_kill()
+    except Exception:
+        log.exception("Task %s: on_kill failed", task.task_id)
+
+
+def final_state(outcome: TryOutcome, try_number: int, max_tries: int) -> TaskInstanceState:
+    if outcome.kind == OutcomeKind.SUCCESS:
+        return TaskInstanceState.SUCCESS
+    if outcome.kind == OutcomeKind.SKIPPED:
+        return TaskInstanceState.SKIPPED
+    if outcome.kind == OutcomeKind.RESCHEDULE:
+        return TaskInstanceState.UP_FOR_RESCHEDULE
+    if outcome.kind == OutcomeKind.FAILED and try_number <= max_tries:
+        return TaskInstanceState.UP_FOR_RETRY
+    return TaskInstanceState.FAILED
+
+
+def record_outcome(session_factory: SessionFactory, task: BaseOperator, key: TaskInstanceKey,
+                   *, try_number: int, max_tries: int, start_date: datetime,
+                   outcome: TryOutcome) -> TryResult:
+    """Write how the try ended, RUNNING -> final state, as a compare-and-set."""
+    state = final_state(outcome, try_number, max_tries)
+    now = utcnow()
+    values: dict[str, Any] = {
+        "end_date": now,
+        "duration": (now - start_date).total_seconds(),
+        "state_reason": outcome.error,
+        "next_retry_at": None,
+    }
+    if state == TaskInstanceState.UP_FOR_RETRY:
+        values["next_retry_at"] = now + task.retry_delay_for(try_number)
+    elif state == TaskInstanceState.UP_FOR_RESCHEDULE:
+        assert outcome.reschedule_date is not None
+        values["next_retry_at"] = outcome.reschedule_date
+    with session_scope(session_factory) as session:
+        won = compare_and_set_state(
+            session, key, expected=TaskInstanceState.RUNNING, try_number=try_number,
+            new_state=state, **values,
+        )
+        if won and state == TaskInstanceState.UP_FOR_RESCHEDULE:
+            assert outcome.reschedule_date is not None
+            session.add(TaskReschedule(
+                dag_id=key.dag_id, task_id=key.task_id, run_id=key.run_id,
+                try_number=try_number, start_date=start_date, end_date=now,
+                duration=(now - start_date).total_seconds(),
+                reschedule_date=outcome.reschedule_date,
+            ))
+    if won:
+        log.info("TaskInstance %s: try %d running -> %s", key, try_number, state.value)
+    else:
+        log.warning("TaskInstance %s: try %d ended %s but the row changed meanwhile; "
+                    "not recorded", key, try_number, state.value)
+    return TryResult(state=state, recorded=won, outcome=outcome)
+
+
+def run_callbacks(task: BaseOperator, context: Context, result: TryResult) -> None:
+    """on_success / on_failure / on_retry, after the state is recorded; errors are logged."""
+    if not result.recorded:
+        return
+    callback = {
+        TaskInstanceState.SUCCESS: task.on_success_callback,
+        TaskInstanceState.FAILED: task.on_failure_callback,
+        TaskInstanceState.UP_FOR_RETRY: task.on_retry_callback,
+    }.get(result.state)
+    if callback is None:
+        return
+    if result.outcome.exception is not None:
+        context = {**context, "exception": result.outcome.exception}
+    _run_callback(callback, context, f"{result.state.value} callback")
+
+
+def _run_callback(callback: Any, context: Context, name: str) -> None:
+    try:
+        callback(context)
+    except Exception:
+        log.exception("Task %s: %s raised; the task's state is unchanged",
+                      context["task"].task_id, name)
+
+
+def run_try(task: BaseOperator, dag_run: DagRun, *, try_number: int, max_tries: int,
+            start_date: datetime, session_factory: SessionFactory,
+            hostname: str | None = None, log_path: Path | None = None) -> TryResult:
+    """Run one try of ``task`` in ``dag_run`` (already RUNNING in the database) end to end."""
+    task = copy.copy(task)  # rendering templates must not change the DAG's own task object
+    ti = DbTaskInstance(task=task, dag_run=dag_run, try_number=try_number,
+                        max_tries=max_tries, start_date=start_date,
+                        session_factory=session_factory,
+                        hostname=hostname or socket.gethostname())
+    with task_log_handler(log_path):
+        log.info("TaskInstance %s: starting try %d of %d", ti.key, try_number, max_tries + 1)
+        context = build_task_context(task, dag_run, ti)
+        outcome = execute_try(task, context)
+        result = record_outcome(session_factory, task, ti.key, try_number=try_number,
+                                max_tries=max_tries, start_date=start_date, outcome=outcome)
+        run_callbacks(task, context, result)
+    return result
+
+
+def task_log_path(log_folder: Path, key: TaskInstanceKey, try_number: int) -> Path:
+    return (log_folder / f"dag_id={key.dag_id}" / f"run_id={key.run_id}"
+            / f"task_id={key.task_id}" / f"attempt={try_number}.log")
+
+
+@contextmanager
+def task_log_handler(path: Path | None) -> Iterator[None]:
+    """Send everything logged while the try runs to its log file too."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(
+        "[%(asctime)s] {%(name)s} %(levelname)s - %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    old_level = root.level
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        handler.close()
