@@ -1,0 +1,328 @@
+"""The ``airflow`` import name, mapped onto Squall (``[core] airflow_compat = true``).
+
+:func:`install` puts a meta path finder at the front of :data:`sys.meta_path` that answers
+for ``airflow`` and a fixed set of its submodules, the core of Airflow 2's authoring API
+(:data:`SUPPORTED_MODULES`). Each is a virtual module whose attributes are Squall's own
+objects: ``airflow.operators.bash.BashOperator`` *is*
+:class:`squall.common.operators.bash.BashOperator`, ``airflow.exceptions.AirflowSkipException``
+*is* :class:`squall.common.errors.TaskSkipped` (so raising it in a task skips the task), and
+so on. A DAG file that uses only these runs unchanged.
+
+The modules are built lazily: a Squall module is imported when the ``airflow`` module that
+maps onto it is imported, not by :func:`install`.
+
+Anything else under ``airflow`` (``airflow.providers...``, ``airflow.hooks.base``,
+``from airflow.models import Variable``) raises :class:`ImportError` saying that it is not
+supported and listing what is.
+
+:func:`install` refuses (:class:`AirflowCompatError`) when a real Apache Airflow is importable:
+Squall never shadows it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import logging
+import sys
+import threading
+import types
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Final
+
+import pendulum
+
+from squall.common.errors import SquallError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "PACKAGES",
+    "SUPPORTED_MODULES",
+    "AirflowCompatError",
+    "AirflowCompatFinder",
+    "days_ago",
+    "install",
+    "is_installed",
+    "supported_summary",
+    "uninstall",
+]
+
+#: ``airflow`` module name -> {attribute: "squall.module:attribute"}.
+SUPPORTED_MODULES: Final[dict[str, dict[str, str]]] = {
+    "airflow": {"DAG": "squall.common.dag:DAG"},
+    "airflow.models": {
+        "DAG": "squall.common.dag:DAG",
+        "BaseOperator": "squall.common.operators.base:BaseOperator",
+    },
+    "airflow.models.dag": {
+        "DAG": "squall.common.dag:DAG",
+        "dag": "squall.common.dag:dag",
+    },
+    "airflow.models.baseoperator": {
+        "BaseOperator": "squall.common.operators.base:BaseOperator",
+        "chain": "squall.common.dependencies:chain",
+        "cross_downstream": "squall.common.dependencies:cross_downstream",
+    },
+    "airflow.operators": {},
+    "airflow.operators.bash": {"BashOperator": "squall.common.operators.bash:BashOperator"},
+    "airflow.operators.python": {
+        "PythonOperator": "squall.common.operators.python:PythonOperator",
+        "BranchPythonOperator": "squall.common.operators.python:BranchPythonOperator",
+        "ShortCircuitOperator": "squall.common.operators.python:ShortCircuitOperator",
+    },
+    "airflow.operators.empty": {"EmptyOperator": "squall.common.operators.empty:EmptyOperator"},
+    "airflow.operators.dummy": {"DummyOperator": "squall.common.operators.dummy:DummyOperator"},
+    "airflow.decorators": {
+        "dag": "squall.common.decorators:dag",
+        "task": "squall.common.decorators:task",
+        "task_group": "squall.common.decorators:task_group",
+    },
+    "airflow.exceptions": {
+        "AirflowSkipException": "squall.common.errors:TaskSkipped",
+        "AirflowFailException": "squall.common.errors:TaskFailedNoRetry",
+        "AirflowSensorTimeout": "squall.common.errors:SensorTimeout",
+        "AirflowTaskTimeout": "squall.common.errors:TaskTimedOut",
+        "AirflowException": "squall.common.errors:SquallError",
+    },
+    "airflow.utils": {},
+    "airflow.utils.trigger_rule": {"TriggerRule": "squall.common.trigger_rule:TriggerRule"},
+    "airflow.utils.task_group": {"TaskGroup": "squall.common.taskgroup:TaskGroup"},
+    "airflow.utils.dates": {"days_ago": "squall.compat.airflow:days_ago"},
+    "airflow.sensors": {},
+    "airflow.sensors.base": {
+        "BaseSensorOperator": "squall.common.sensors.base:BaseSensorOperator",
+        "PokeReturnValue": "squall.common.sensors.base:PokeReturnValue",
+    },
+    "airflow.sensors.python": {"PythonSensor": "squall.common.sensors.python:PythonSensor"},
+    "airflow.sensors.filesystem": {"FileSensor": "squall.common.sensors.filesystem:FileSensor"},
+    "airflow.sensors.time_delta": {
+        "TimeDeltaSensor": "squall.common.sensors.time_delta:TimeDeltaSensor",
+    },
+}
+
+#: the supported modules that are packages in Airflow (they get ``__path__ = []``)
+PACKAGES: Final[frozenset[str]] = frozenset(
+    {
+        "airflow",
+        "airflow.models",
+        "airflow.operators",
+        "airflow.utils",
+        "airflow.sensors",
+        "airflow.decorators",
+    }
+)
+
+_ORIGIN: Final = "squall.compat.airflow"
+_ROOT: Final = "airflow"
+
+
+class AirflowCompatError(SquallError):
+    """The Airflow compatibility layer cannot be installed (a real Airflow is importable)."""
+
+
+# --------------------------------------------------------------------------- airflow.utils.dates
+
+
+def _utcnow() -> pendulum.DateTime:
+    return pendulum.now("UTC")
+
+
+def days_ago(
+    n: int, hour: int = 0, minute: int = 0, second: int = 0, microsecond: int = 0
+) -> pendulum.DateTime:
+    """Today (UTC) at ``hour:minute:second.microsecond`` (midnight by default), minus ``n`` days.
+
+    Airflow 2's ``airflow.utils.dates.days_ago``; the result is an aware UTC datetime.
+    """
+    today = _utcnow().replace(hour=hour, minute=minute, second=second, microsecond=microsecond)
+    return today - timedelta(days=n)
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def _is_airflow_name(fullname: str) -> bool:
+    return fullname == _ROOT or fullname.startswith(_ROOT + ".")
+
+
+def supported_summary() -> str:
+    """What the compatibility layer provides, ``module (attributes)`` for each module that has
+    attributes (the bare packages ``airflow.operators`` ... only hold those modules)."""
+    return "; ".join(
+        f"{name} ({', '.join(sorted(attrs))})"
+        for name, attrs in sorted(SUPPORTED_MODULES.items())
+        if attrs
+    )
+
+
+def _unsupported(what: str) -> str:
+    return (
+        f"{what}: it is not supported by Squall's Airflow compatibility layer "
+        f"([core] airflow_compat), which provides only: {supported_summary()}"
+    )
+
+
+def _module_not_supported(fullname: str) -> ModuleNotFoundError:
+    return ModuleNotFoundError(_unsupported(f"No module named {fullname!r}"), name=fullname)
+
+
+def _attribute_not_supported(modname: str, attr: str) -> ImportError:
+    return ImportError(_unsupported(f"cannot import name {attr!r} from {modname!r}"), name=modname)
+
+
+# --------------------------------------------------------------------------- finder / loader
+
+
+def _resolve(target: str) -> object:
+    """``"squall.module:attr"`` -> the object (importing the module)."""
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def _make_getattr(modname: str) -> Callable[[str], object]:
+    """The module ``__getattr__`` (PEP 562) of the virtual module ``modname``.
+
+    A supported submodule is imported on first access; any other public name raises
+    :class:`ImportError` naming what is supported. Private and dunder names raise
+    :class:`AttributeError`, as tools probing modules (``hasattr(m, "__file__")``) expect.
+    """
+
+    def __getattr__(name: str) -> object:  # noqa: N807 - PEP 562 module hook
+        child = f"{modname}.{name}"
+        if child in SUPPORTED_MODULES:
+            return importlib.import_module(child)
+        if name.startswith("_"):
+            raise AttributeError(f"module {modname!r} has no attribute {name!r}")
+        raise _attribute_not_supported(modname, name)
+
+    return __getattr__
+
+
+class AirflowCompatFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds and builds the virtual ``airflow`` modules; refuses every other ``airflow.*``."""
+
+    def __init__(self) -> None:
+        #: every module this loader executed, by name (uninstall removes them)
+        self.created: dict[str, types.ModuleType] = {}
+
+    # MetaPathFinder -------------------------------------------------------------------
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if not _is_airflow_name(fullname):
+            return None
+        if fullname not in SUPPORTED_MODULES:
+            log.debug("airflow compat: refusing unsupported module %s", fullname)
+            raise _module_not_supported(fullname)
+        return importlib.machinery.ModuleSpec(
+            fullname, self, origin=_ORIGIN, is_package=fullname in PACKAGES
+        )
+
+    def invalidate_caches(self) -> None:
+        return None
+
+    # Loader ---------------------------------------------------------------------------
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        return types.ModuleType(spec.name)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        name = module.__name__
+        attrs = SUPPORTED_MODULES[name]
+        module.__doc__ = (
+            f"Squall's stand-in for Airflow's {name} (Squall's Airflow compatibility layer)."
+        )
+        for attr, target in attrs.items():
+            setattr(module, attr, _resolve(target))
+        setattr(module, "__all__", sorted(attrs))  # noqa: B010 - a module's own attribute
+        setattr(module, "__getattr__", _make_getattr(name))  # noqa: B010
+        self.created[name] = module
+        log.debug(
+            "airflow compat: built %s from %s",
+            name,
+            ", ".join(sorted({t.partition(":")[0] for t in attrs.values()})) or "nothing",
+        )
+
+
+_FINDER: Final = AirflowCompatFinder()
+_lock = threading.Lock()
+
+
+# --------------------------------------------------------------------------- install
+
+
+def _real_airflow_location() -> str | None:
+    """Where a real Airflow would be imported from (ignoring our finder), or None."""
+    loaded = sys.modules.get(_ROOT)
+    if loaded is not None:
+        loaded_spec = getattr(loaded, "__spec__", None)
+        if loaded_spec is None or loaded_spec.loader is not _FINDER:
+            # imported already, by something other than us
+            return str(
+                getattr(loaded, "__file__", None)
+                or getattr(loaded_spec, "origin", None)
+                or "<already imported>"
+            )
+    spec = importlib.machinery.PathFinder.find_spec(_ROOT)
+    if spec is None:
+        return None
+    if spec.origin is None or not spec.has_location:
+        # a namespace package: a bare directory named "airflow" on sys.path, not an Airflow
+        log.warning(
+            "airflow compat: a directory named airflow without __init__.py is on "
+            "sys.path (%s); it is not an Airflow installation and will be shadowed",
+            ", ".join(spec.submodule_search_locations or []),
+        )
+        return None
+    origin = Path(spec.origin)
+    return str(origin.parent if spec.submodule_search_locations is not None else origin)
+
+
+def install() -> None:
+    """Provide the ``airflow`` import name (idempotent).
+
+    Raises :class:`AirflowCompatError` when a real Apache Airflow is importable.
+    """
+    with _lock:
+        if _FINDER in sys.meta_path:
+            return
+        location = _real_airflow_location()
+        if location is not None:
+            raise AirflowCompatError(
+                f"a real Apache Airflow is installed at {location}; Squall will not shadow it: "
+                "uninstall it or set [core] airflow_compat = false"
+            )
+        sys.meta_path.insert(0, _FINDER)
+        log.info(
+            "airflow compat: installed the airflow import name (%d modules)", len(SUPPORTED_MODULES)
+        )
+
+
+def uninstall() -> None:
+    """Remove the finder and every ``airflow`` module it put in :data:`sys.modules`."""
+    with _lock:
+        was_installed = _FINDER in sys.meta_path
+        while _FINDER in sys.meta_path:
+            sys.meta_path.remove(_FINDER)
+        for name, module in list(_FINDER.created.items()):
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
+        for name, module in list(sys.modules.items()):
+            if (
+                _is_airflow_name(name)
+                and getattr(getattr(module, "__spec__", None), "loader", None) is _FINDER
+            ):
+                del sys.modules[name]
+        _FINDER.created.clear()
+        if was_installed:
+            log.info("airflow compat: uninstalled the airflow import name")
+
+
+def is_installed() -> bool:
+    """True while the finder is on :data:`sys.meta_path`."""
+    return _FINDER in sys.meta_path
