@@ -10,7 +10,7 @@ from squall.cli.common import CliContext, add_output_flag, print_rows
 SECRET_HINTS = ("password", "secret", "token")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     cfg = sub.add_parser(
         "config", help="show the effective settings",
         description="Settings come from defaults, then $SQUALL_HOME/squall.toml (or "
@@ -37,7 +37,7 @@ def _mask(key: str, value: str) -> str:
     if "://" in value:
         try:
             return make_url(value).render_as_string(hide_password=True)
-        except Exception:  # noqa: BLE001 - not a URL after all
+        except Exception:
             return value
     return value
 

@@ -7,7 +7,6 @@ import json
 import logging
 import sys
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pendulum
@@ -15,7 +14,7 @@ from sqlalchemy import select, update
 
 from squall.cli.common import CliContext, CliError, add_output_flag, console, print_rows
 from squall.common.dag import DAG
-from squall.common.dagbag import DagBag, list_dag_files, parse_files_isolated, sync_to_db
+from squall.common.dagbag import DagBag, sync_to_db
 from squall.common.db import session_scope
 from squall.common.errors import SquallError
 from squall.common.models import DagModel, ImportError_, utcnow
@@ -23,12 +22,7 @@ from squall.common.models import DagModel, ImportError_, utcnow
 log = logging.getLogger(__name__)
 
 
-def examples_folder() -> Path:
-    """The example DAGs shipped in the repository's ``examples/`` folder."""
-    return Path(__file__).resolve().parent.parent.parent / "examples"
-
-
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     dags = sub.add_parser("dags", help="list, inspect, pause and test DAGs",
                           description="Work with the DAGs in [core] dags_folder.")
     dsub = dags.add_subparsers(dest="dags_command", required=True, metavar="COMMAND")
@@ -63,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=test_dag)
 
 
-def register_tasks(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_tasks(sub: argparse._SubParsersAction) -> None:
     tasks = sub.add_parser("tasks", help="run or inspect single tasks")
     tsub = tasks.add_subparsers(dest="tasks_command", required=True, metavar="COMMAND")
     p = tsub.add_parser(
@@ -81,41 +75,36 @@ def register_tasks(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
 # ---------------------------------------------------------------------------------------
 
 
-def _folders(ctx: CliContext) -> list[Path]:
-    folders = [ctx.settings.dags_folder]
-    if ctx.settings.core.load_examples:
-        folders.append(examples_folder())
-    return folders
+def _bag(ctx: CliContext) -> DagBag:
+    core = ctx.settings.core
+    return DagBag(ctx.settings.dags_folder, include_examples=core.load_examples,
+                  import_timeout=core.dagbag_import_timeout,
+                  ignore_file_syntax=core.dag_ignore_file_syntax,
+                  airflow_compat=core.airflow_compat)
 
 
 def parse_and_sync(ctx: CliContext) -> None:
     """Parse every DAG file (in child processes) and record the result in the database."""
     factory = ctx.session_factory()
-    for folder in _folders(ctx):
-        if not folder.is_dir():
-            log.warning("DAG folder %s does not exist", folder)
-            continue
-        files = list_dag_files(folder, syntax=ctx.settings.core.dag_ignore_file_syntax)
-        result = parse_files_isolated(files, folder, ctx.settings.core.dagbag_import_timeout)
-        with session_scope(factory) as session:
-            sync_to_db(session, result,
-                       paused_at_creation=ctx.settings.core.dags_are_paused_at_creation,
-                       now=utcnow())
+    bag = _bag(ctx)
+    if not bag.dag_folder.is_dir():
+        log.warning("DAG folder %s does not exist", bag.dag_folder)
+    result = bag.parse_isolated()
+    with session_scope(factory) as session:
+        sync_to_db(session, result,
+                   paused_at_creation=ctx.settings.core.dags_are_paused_at_creation,
+                   now=utcnow(), known_files=result.files_parsed)
 
 
 def load_dag(ctx: CliContext, dag_id: str) -> DAG:
     """Load ``dag_id`` in this process (it runs the DAG file's code)."""
-    for folder in _folders(ctx):
-        if not folder.is_dir():
-            continue
-        bag = DagBag(folder, import_timeout=ctx.settings.core.dagbag_import_timeout,
-                     ignore_file_syntax=ctx.settings.core.dag_ignore_file_syntax)
-        bag.collect_in_process()
-        if dag_id in bag.dags:
-            return bag.dags[dag_id]
-        for path, message in bag.import_errors.items():
-            log.warning("DAG file %s failed to load: %s", path, message.splitlines()[-1])
-    searched = ", ".join(str(f) for f in _folders(ctx))
+    bag = _bag(ctx)
+    bag.collect_in_process()
+    if dag_id in bag.dags:
+        return bag.dags[dag_id]
+    for path, message in bag.import_errors.items():
+        log.warning("DAG file %s failed to load: %s", path, message.splitlines()[-1])
+    searched = str(bag.dag_folder) + (" and the examples" if bag.include_examples else "")
     raise CliError(f"DAG {dag_id!r} not found in {searched} "
                    "(see `squall dags list-import-errors` for files that failed to load)")
 

@@ -12,7 +12,7 @@ from squall.common import dbops
 log = logging.getLogger(__name__)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     db = sub.add_parser("db", help="manage the metadata database",
                         description="Create, upgrade, reset or check the metadata database.")
     dbsub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")

@@ -37,7 +37,7 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10,
     """
     try:
         parsed = make_url(normalise_url(url))
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several types here
+    except Exception as exc:
         raise SettingsError(f"[database] sql_alchemy_conn = {url!r}: {exc}") from None
     kwargs: dict[str, Any] = {"future": True}
     if parsed.get_backend_name() == "sqlite":

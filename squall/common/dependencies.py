@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
@@ -78,7 +79,7 @@ def _connect(upstream: list[BaseOperator], downstream: list[BaseOperator]) -> No
 def chain(*tasks: Dependable) -> None:
     """``chain(a, [b, c], d)``: a >> [b, c] >> d; two adjacent lists must have equal length
     and are connected pairwise."""
-    for left, right in zip(tasks, tasks[1:], strict=False):
+    for left, right in itertools.pairwise(tasks):
         left_is_list = not isinstance(left, DependencyMixin)
         right_is_list = not isinstance(right, DependencyMixin)
         if left_is_list and right_is_list:

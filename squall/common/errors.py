@@ -66,7 +66,7 @@ class PayloadError(SquallError):
     """A message is not a well-formed, supported Squall command."""
 
 
-class TaskControl(Exception):  # noqa: N818 - these are signals, not errors
+class TaskControl(Exception):
     """Base of the exceptions task code raises to steer the runner."""
 
 

@@ -76,7 +76,9 @@ SUCCESS_LIKE_STATES: frozenset[TaskInstanceState] = frozenset({TI.SUCCESS})
 #: Upstream outcomes that count as "failed" for trigger rules.
 FAILED_LIKE_STATES: frozenset[TaskInstanceState] = frozenset({TI.FAILED, TI.UPSTREAM_FAILED})
 
-DAGRUN_FINISHED_STATES: frozenset[DagRunState] = frozenset({DagRunState.SUCCESS, DagRunState.FAILED})
+DAGRUN_FINISHED_STATES: frozenset[DagRunState] = frozenset(
+    {DagRunState.SUCCESS, DagRunState.FAILED}
+)
 DAGRUN_UNFINISHED_STATES: frozenset[DagRunState] = frozenset(
     {DagRunState.QUEUED, DagRunState.RUNNING}
 )

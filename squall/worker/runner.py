@@ -232,7 +232,7 @@ def execute_try(task: BaseOperator, context: Context) -> TryOutcome:
     except TaskFailedNoRetry as exc:
         log.error("TaskInstance %s: failed without retry: %s", ti.key, exc)
         return TryOutcome(OutcomeKind.FAILED_NO_RETRY, error=_describe(exc), exception=exc)
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any task error ends the try
+    except (Exception, SystemExit) as exc:
         log.error("TaskInstance %s: try %d failed:\n%s", ti.key, ti.try_number,
                   "".join(traceback.format_exception(exc)).rstrip())
         return TryOutcome(OutcomeKind.FAILED, error=_describe(exc), exception=exc)

@@ -52,7 +52,7 @@ class Pool(Base):
     description: Mapped[str | None] = mapped_column(Text)
 
 
-class ImportError_(Base):
+class ImportError_(Base):  # noqa: N801 - ImportError is a builtin
     """A DAG file that failed to load, with a readable message."""
 
     __tablename__ = "import_error"

@@ -1,0 +1,483 @@
+"""DAGs as JSON: what the DAG processor stores and what schedulers and the API work from.
+
+The scheduler and the API never import user code. A DAG file is parsed in a child process,
+which hands back :func:`serialize_dag` of each DAG: a JSON-able dict with the DAG's settings,
+its schedule as a timetable *spec*, its task groups and, per task, the attributes that
+scheduling depends on. :func:`deserialize_dag` rebuilds a real :class:`~squall.common.dag.DAG`
+from it whose tasks are :class:`SerializedOperator` stand-ins: same ids, dependencies, trigger
+rules, retries, pools, queues and priority weights (so ``priority_weight_total`` gives the
+same numbers), but no user code (``execute`` raises).
+
+Layout (version 1)::
+
+    {"__version": 1,
+     "dag": {"dag_id": ..., "fileloc": ..., "timezone": "UTC",
+             "schedule": {"type": "cron", "expression": "@daily", "timezone": "UTC"},
+             "start_date": "2024-01-01T00:00:00+00:00", ...,
+             "task_group": {"group_id": null, "children": [...]},
+             "tasks": [{"task_id": ..., "operator": "BashOperator", ...}, ...]}}
+
+Schedule specs: ``{"type": "none"}``, ``{"type": "once"}``,
+``{"type": "cron", "expression", "timezone"}``, ``{"type": "delta", "seconds", "timezone"}``
+or ``{"type": "delta", "relativedelta": {"years", "months", "days", "hours", "minutes",
+"seconds", "microseconds"}, "timezone"}``. A time zone is a name, or a UTC offset in seconds
+for a fixed-offset zone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import pendulum
+from dateutil.relativedelta import relativedelta  # type: ignore[import-untyped, unused-ignore]
+from pendulum.tz.timezone import FixedTimezone, Timezone
+
+from squall.common.dag import DAG
+from squall.common.errors import SquallError
+from squall.common.operators.base import BaseOperator, Context
+from squall.common.taskgroup import TaskGroup
+from squall.common.timetables import (
+    CronDataIntervalTimetable,
+    DeltaDataIntervalTimetable,
+    NullTimetable,
+    OnceTimetable,
+    Timetable,
+    coerce_datetime,
+)
+
+log = logging.getLogger(__name__)
+
+SERIALIZATION_VERSION = 1
+
+_RELATIVEDELTA_FIELDS = ("years", "months", "days", "hours", "minutes", "seconds",
+                         "microseconds")
+
+
+class SerializationError(SquallError):
+    """A DAG cannot be serialized, or serialized data cannot be turned back into a DAG."""
+
+
+# --------------------------------------------------------------------------- stand-in operator
+
+
+class SerializedOperator(BaseOperator):
+    """A task rebuilt from its serialized form: every scheduling attribute, no user code.
+
+    ``operator_name`` is the original operator's class name; :meth:`execute` raises.
+    """
+
+    #: the sensor mode (``"poke"`` / ``"reschedule"``) when the original task had one
+    mode: str | None = None
+
+    def __init__(
+        self,
+        *,
+        operator_name: str,
+        operator_module: str | None = None,
+        template_fields: Sequence[str] = (),
+        is_sensor: bool = False,
+        mode: str | None = None,
+        sensor: Mapping[str, Any] | None = None,
+        ui_color: str = "#fff",
+        has_on_success_callback: bool = False,
+        has_on_failure_callback: bool = False,
+        has_on_retry_callback: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self._operator_name = operator_name
+        self.operator_module = operator_module
+        self.template_fields = tuple(template_fields)
+        self.is_sensor = is_sensor
+        if mode is not None:
+            self.mode = mode
+        #: a sensor's poke_interval, timeout (seconds), soft_fail, exponential_backoff and
+        #: max_wait (seconds), as the original had them
+        self.sensor_settings: dict[str, Any] | None = dict(sensor) if sensor else None
+        self.ui_color = ui_color
+        self.has_on_success_callback = has_on_success_callback
+        self.has_on_failure_callback = has_on_failure_callback
+        self.has_on_retry_callback = has_on_retry_callback
+        super().__init__(**kwargs)
+
+    @property
+    def operator_name(self) -> str:
+        return self._operator_name
+
+    def __repr__(self) -> str:
+        return f"<Task({self._operator_name}): {self.task_id}>"
+
+    def execute(self, context: Context) -> Any:
+        raise SquallError(
+            f"task {self.dag_id}.{self.task_id} ({self._operator_name}) is a stand-in rebuilt "
+            "from the serialized DAG and cannot run: load the DAG file to execute it"
+        )
+
+
+# --------------------------------------------------------------------------- serialize
+
+
+def serialize_dag(dag: DAG) -> dict[str, Any]:
+    """The JSON-able form of ``dag`` (see the module docstring for the layout).
+
+    Raises :class:`SerializationError` for a schedule that has no spec (a custom timetable).
+    """
+    data: dict[str, Any] = {
+        "dag_id": dag.dag_id,
+        "fileloc": dag.fileloc,
+        "description": dag.description,
+        "timezone": _tz_to_json(dag.timezone),
+        "schedule": _timetable_spec(dag),
+        "start_date": _dt_to_json(dag.start_date),
+        "end_date": _dt_to_json(dag.end_date),
+        "catchup": dag.catchup,
+        "max_active_runs": dag.max_active_runs,
+        "max_active_tasks": dag.max_active_tasks,
+        "dagrun_timeout": _td_to_json(dag.dagrun_timeout),
+        "tags": list(dag.tags),
+        "params": jsonable(dag.params),
+        "doc_md": dag.doc_md,
+        "has_on_success_callback": (
+            dag.on_success_callback is not None
+            or bool(getattr(dag, "has_on_success_callback", False))
+        ),
+        "has_on_failure_callback": (
+            dag.on_failure_callback is not None
+            or bool(getattr(dag, "has_on_failure_callback", False))
+        ),
+        "is_paused_upon_creation": dag.is_paused_upon_creation,
+        "render_template_as_native_obj": bool(dag.render_template_as_native_obj),
+        "template_searchpath": [str(p) for p in dag.template_searchpath],
+        "owner_links": jsonable(dag.owner_links),
+        "task_group": _serialize_group(dag.task_group),
+        "tasks": [_serialize_task(task) for task in dag.task_dict.values()],
+    }
+    return {"__version": SERIALIZATION_VERSION, "dag": data}
+
+
+def _timetable_spec(dag: DAG) -> dict[str, Any]:
+    timetable: Timetable = dag.timetable
+    if isinstance(timetable, NullTimetable):
+        return {"type": "none"}
+    if isinstance(timetable, OnceTimetable):
+        return {"type": "once"}
+    if isinstance(timetable, CronDataIntervalTimetable):
+        return {
+            "type": "cron",
+            "expression": timetable.summary or timetable.expression,
+            "timezone": _tz_to_json(timetable.timezone),
+        }
+    if isinstance(timetable, DeltaDataIntervalTimetable):
+        delta = timetable.delta
+        spec: dict[str, Any] = {"type": "delta", "timezone": _tz_to_json(timetable.timezone)}
+        if isinstance(delta, timedelta):
+            spec["seconds"] = delta.total_seconds()
+        else:
+            spec["relativedelta"] = {f: getattr(delta, f) for f in _RELATIVEDELTA_FIELDS}
+        return spec
+    raise SerializationError(
+        f"DAG {dag.dag_id}: the timetable {type(timetable).__name__} cannot be serialized "
+        "(use None, '@once', a cron expression, a timedelta or a relativedelta)"
+    )
+
+
+def _serialize_group(group: TaskGroup) -> dict[str, Any]:
+    children: list[dict[str, Any]] = []
+    for child_id, child in group.children.items():
+        if isinstance(child, TaskGroup):
+            children.append({"type": "group", **_serialize_group(child)})
+        else:
+            children.append({"type": "task", "task_id": child_id})
+    return {
+        "group_id": group.group_id,
+        "label": getattr(group, "_label", None),
+        "prefix_group_id": group.prefix_group_id,
+        "tooltip": group.tooltip,
+        "children": children,
+    }
+
+
+def _serialize_task(task: BaseOperator) -> dict[str, Any]:
+    mode = getattr(task, "mode", None)
+    is_sensor = mode is not None or bool(getattr(task, "is_sensor", False))
+    email = task.email
+    return {
+        "task_id": task.task_id,
+        "operator": task.operator_name,
+        "operator_module": (
+            task.operator_module if isinstance(task, SerializedOperator) else type(task).__module__
+        ),
+        "upstream_task_ids": sorted(task.upstream_task_ids),
+        "downstream_task_ids": sorted(task.downstream_task_ids),
+        "trigger_rule": str(task.trigger_rule),
+        "retries": task.retries,
+        "retry_delay": _td_to_json(task.retry_delay),
+        "retry_exponential_backoff": bool(task.retry_exponential_backoff),
+        "max_retry_delay": _td_to_json(task.max_retry_delay),
+        "execution_timeout": _td_to_json(task.execution_timeout),
+        "priority_weight": task.priority_weight,
+        "weight_rule": str(task.weight_rule),
+        "pool": task.pool,
+        "pool_slots": task.pool_slots,
+        "queue": task.queue,
+        "depends_on_past": bool(task.depends_on_past),
+        "wait_for_downstream": bool(task.wait_for_downstream),
+        "max_active_tis_per_dag": task.max_active_tis_per_dag,
+        "executor_config": jsonable(task.executor_config),
+        "params": jsonable(task.params),
+        "start_date": _dt_to_json(task.start_date),
+        "end_date": _dt_to_json(task.end_date),
+        "owner": task.owner,
+        "email": email if email is None or isinstance(email, str) else [str(e) for e in email],
+        "is_sensor": is_sensor,
+        "mode": str(mode) if mode is not None else None,
+        "sensor": (
+            task.sensor_settings if isinstance(task, SerializedOperator)
+            else _sensor_settings(task) if is_sensor else None
+        ),
+        "template_fields": [str(f) for f in task.template_fields],
+        "doc_md": task.doc_md,
+        "ui_color": str(getattr(task, "ui_color", "#fff")),
+        "do_xcom_push": bool(task.do_xcom_push),
+        "multiple_outputs": bool(task.multiple_outputs),
+        "has_on_execute_callback": task.on_execute_callback is not None,
+        "has_on_success_callback": task.on_success_callback is not None,
+        "has_on_failure_callback": task.on_failure_callback is not None,
+        "has_on_retry_callback": task.on_retry_callback is not None,
+    }
+
+
+_SENSOR_FIELDS = ("poke_interval", "timeout", "soft_fail", "exponential_backoff", "max_wait")
+
+
+def _sensor_settings(task: BaseOperator) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in _SENSOR_FIELDS:
+        value = getattr(task, name, None)
+        out[name] = _td_to_json(value) if isinstance(value, timedelta) else jsonable(value)
+    return out
+
+
+# --------------------------------------------------------------------------- deserialize
+
+
+def deserialize_dag(data: Mapping[str, Any]) -> DAG:
+    """A :class:`DAG` rebuilt from :func:`serialize_dag` output, tasks as stand-ins.
+
+    Besides the ordinary attributes, the DAG gets ``has_on_success_callback`` and
+    ``has_on_failure_callback`` (the callbacks themselves are user code and stay behind).
+    """
+    version = data.get("__version")
+    if version != SERIALIZATION_VERSION:
+        raise SerializationError(
+            f"unsupported serialized DAG version {version!r} (expected {SERIALIZATION_VERSION})"
+        )
+    try:
+        d: Mapping[str, Any] = data["dag"]
+        return _build_dag(d)
+    except SerializationError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        dag_id = data.get("dag", {}).get("dag_id") if isinstance(data.get("dag"), dict) else None
+        raise SerializationError(
+            f"malformed serialized DAG {dag_id!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _build_dag(d: Mapping[str, Any]) -> DAG:
+    tz = _tz_from_json(d.get("timezone") or "UTC")
+    timetable, raw_schedule = _timetable_from_spec(d["schedule"])
+    dag = DAG(
+        d["dag_id"],
+        description=d.get("description"),
+        schedule=timetable,
+        start_date=_dt_from_json(d.get("start_date"), tz),
+        end_date=_dt_from_json(d.get("end_date"), tz),
+        catchup=bool(d.get("catchup", True)),
+        max_active_runs=int(d.get("max_active_runs", 16)),
+        max_active_tasks=int(d.get("max_active_tasks", 16)),
+        dagrun_timeout=_td_from_json(d.get("dagrun_timeout")),
+        tags=d.get("tags") or [],
+        params=dict(d.get("params") or {}),
+        doc_md=d.get("doc_md"),
+        template_searchpath=list(d.get("template_searchpath") or []),
+        render_template_as_native_obj=bool(d.get("render_template_as_native_obj", False)),
+        is_paused_upon_creation=d.get("is_paused_upon_creation"),
+        owner_links=dict(d.get("owner_links") or {}),
+        timezone=tz.name if isinstance(tz, Timezone) else None,
+    )
+    dag.schedule = raw_schedule
+    dag.fileloc = d.get("fileloc") or "<unknown>"
+    setattr(dag, "has_on_success_callback", bool(d.get("has_on_success_callback")))  # noqa: B010
+    setattr(dag, "has_on_failure_callback", bool(d.get("has_on_failure_callback")))  # noqa: B010
+
+    tasks: list[SerializedOperator] = []
+    for t in d.get("tasks") or []:
+        tasks.append(_build_task(t, dag, tz))
+    for t, task in zip(d.get("tasks") or [], tasks, strict=True):
+        task.upstream_task_ids = set(t.get("upstream_task_ids") or [])
+        task.downstream_task_ids = set(t.get("downstream_task_ids") or [])
+    group = d.get("task_group")
+    if group:
+        _rebuild_groups(dag, dag.task_group, group)
+    return dag
+
+
+def _build_task(
+    t: Mapping[str, Any], dag: DAG, tz: Timezone | FixedTimezone
+) -> SerializedOperator:
+    return SerializedOperator(
+        operator_name=t.get("operator") or "BaseOperator",
+        operator_module=t.get("operator_module"),
+        template_fields=list(t.get("template_fields") or []),
+        is_sensor=bool(t.get("is_sensor", False)),
+        mode=t.get("mode"),
+        sensor=t.get("sensor"),
+        ui_color=t.get("ui_color") or "#fff",
+        has_on_success_callback=bool(t.get("has_on_success_callback")),
+        has_on_failure_callback=bool(t.get("has_on_failure_callback")),
+        has_on_retry_callback=bool(t.get("has_on_retry_callback")),
+        task_id=t["task_id"],
+        owner=t.get("owner") or "squall",
+        email=t.get("email"),
+        retries=int(t.get("retries") or 0),
+        retry_delay=_td_from_json(t.get("retry_delay")) or timedelta(seconds=300),
+        retry_exponential_backoff=bool(t.get("retry_exponential_backoff", False)),
+        max_retry_delay=_td_from_json(t.get("max_retry_delay")),
+        execution_timeout=_td_from_json(t.get("execution_timeout")),
+        priority_weight=int(t.get("priority_weight", 1)),
+        weight_rule=t.get("weight_rule") or "downstream",
+        pool=t.get("pool"),
+        pool_slots=int(t.get("pool_slots", 1)),
+        queue=t.get("queue"),
+        trigger_rule=t.get("trigger_rule") or "all_success",
+        depends_on_past=bool(t.get("depends_on_past", False)),
+        wait_for_downstream=bool(t.get("wait_for_downstream", False)),
+        max_active_tis_per_dag=t.get("max_active_tis_per_dag"),
+        executor_config=dict(t.get("executor_config") or {}),
+        params=dict(t.get("params") or {}),
+        start_date=_dt_from_json(t.get("start_date"), tz),
+        end_date=_dt_from_json(t.get("end_date"), tz),
+        do_xcom_push=bool(t.get("do_xcom_push", True)),
+        multiple_outputs=bool(t.get("multiple_outputs", False)),
+        doc_md=t.get("doc_md"),
+        dag=dag,
+        task_group=dag.task_group,
+    )
+
+
+def _rebuild_groups(dag: DAG, group: TaskGroup, spec: Mapping[str, Any]) -> None:
+    """Recreate the task groups below ``group`` and move the tasks into them."""
+    for child in spec.get("children") or []:
+        if child.get("type") == "group":
+            label = child.get("label") or str(child["group_id"]).rsplit(".", 1)[-1]
+            sub = TaskGroup(
+                label,
+                dag=dag,
+                parent_group=group,
+                prefix_group_id=bool(child.get("prefix_group_id", True)),
+                tooltip=child.get("tooltip") or "",
+            )
+            if sub.group_id != child["group_id"]:  # keep the id the original had
+                group.children.pop(str(sub.group_id), None)
+                sub.group_id = child["group_id"]
+                group.children[str(sub.group_id)] = sub
+            _rebuild_groups(dag, sub, child)
+        elif child.get("type") == "task" and group is not dag.task_group:
+            task = dag.task_dict.get(child["task_id"])
+            if task is None:
+                continue
+            dag.task_group.children.pop(task.task_id, None)
+            group.children[task.task_id] = task
+            task.task_group = group
+    # the children in their original order
+    order = [c.get("group_id") if c.get("type") == "group" else c.get("task_id")
+             for c in spec.get("children") or []]
+    children = dict(group.children)
+    group.children.clear()
+    group.children.update({key: children.pop(key) for key in order if key in children})
+    group.children.update(children)
+
+
+def _timetable_from_spec(spec: Mapping[str, Any]) -> tuple[Timetable, Any]:
+    """The timetable and the ``schedule`` value the spec stands for."""
+    kind = spec.get("type")
+    if kind == "none":
+        return NullTimetable(), None
+    if kind == "once":
+        return OnceTimetable(), "@once"
+    if kind == "cron":
+        expression = spec["expression"]
+        timetable = CronDataIntervalTimetable(expression, _tz_from_json(spec.get("timezone")))
+        return timetable, expression
+    if kind == "delta":
+        delta: timedelta | relativedelta
+        if "relativedelta" in spec:
+            delta = relativedelta(**{f: spec["relativedelta"].get(f, 0)
+                                     for f in _RELATIVEDELTA_FIELDS})
+        else:
+            delta = timedelta(seconds=float(spec["seconds"]))
+        return DeltaDataIntervalTimetable(delta, _tz_from_json(spec.get("timezone"))), delta
+    raise SerializationError(f"unknown schedule type {kind!r} in serialized DAG")
+
+
+# --------------------------------------------------------------------------- hashing / JSON
+
+
+def dag_hash(data: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of the canonical JSON of serialized DAG ``data``."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with everything JSON cannot hold replaced by its ``repr``.
+
+    Dicts (keys become strings), lists and tuples are walked; ``None``, booleans, ints,
+    finite floats and strings are kept.
+    """
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return repr(value)
+
+
+def _tz_to_json(tz: Any) -> str | int:
+    if isinstance(tz, FixedTimezone):
+        return int(tz.offset)
+    name = getattr(tz, "name", None) or getattr(tz, "key", None)
+    return str(name) if name else "UTC"
+
+
+def _tz_from_json(value: Any) -> Timezone | FixedTimezone:
+    if value is None:
+        return pendulum.UTC
+    if isinstance(value, int):
+        return pendulum.UTC if value == 0 else pendulum.FixedTimezone(value)
+    return pendulum.timezone(str(value))
+
+
+def _dt_to_json(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _dt_from_json(value: str | None, tz: Timezone | FixedTimezone) -> datetime | None:
+    return coerce_datetime(value, tz) if value else None
+
+
+def _td_to_json(value: timedelta | None) -> float | None:
+    return None if value is None else value.total_seconds()
+
+
+def _td_from_json(value: float | int | None) -> timedelta | None:
+    return None if value is None else timedelta(seconds=float(value))
