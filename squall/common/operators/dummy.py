@@ -1,0 +1,9 @@
+"""DummyOperator: Airflow's old name for :class:`EmptyOperator`."""
+
+from __future__ import annotations
+
+from squall.common.operators.empty import EmptyOperator
+
+DummyOperator = EmptyOperator
+
+__all__ = ["DummyOperator"]
