@@ -53,6 +53,8 @@ def configure_logging(level: str) -> None:
         level=level, stream=sys.stderr,
         format="[%(asctime)s] %(levelname)s %(name)s: %(message)s",
     )
+    if level != "DEBUG":
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

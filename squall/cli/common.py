@@ -65,7 +65,8 @@ class CliContext:
 
 
 def console() -> Console:
-    return Console(soft_wrap=True)
+    # Piped output is not cut to 80 columns: nothing a script reads should be ellipsised.
+    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 def print_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], output: str,
@@ -77,7 +78,7 @@ def print_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], output: s
         return
     table = Table(title=title)
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
     console().print(table)
