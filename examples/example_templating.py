@@ -28,7 +28,8 @@ with DAG(
             "echo 'hello {{ params.who }} on {{ ds }} ({{ ds_nodash }}), ts={{ ts }}, "
             "interval {{ data_interval_start }} - {{ data_interval_end }}, "
             "key {{ task_instance_key_str }}, "
-            "next day {{ macros.ds_add(ds, 1) }} {{ macros.ds_format(ds, \"%Y-%m-%d\", \"%d/%m/%Y\") }}'"
+            "next day {{ macros.ds_add(ds, 1) }} "
+            "{{ macros.ds_format(ds, \"%Y-%m-%d\", \"%d/%m/%Y\") }}'"
         ),
     ) >> PythonOperator(
         task_id="check",

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec
+from typing import TYPE_CHECKING, Any, ParamSpec, overload
 
 import pendulum
 
@@ -281,16 +281,23 @@ class DAG:
         return lines
 
 
+@overload
+def dag(dag_id: Callable[P, Any]) -> Callable[P, DAG]: ...
+
+
+@overload
 def dag(dag_id: str | None = None, **dag_kwargs: Any) -> Callable[[Callable[P, Any]],
-                                                                  Callable[P, DAG]]:
+                                                                  Callable[P, DAG]]: ...
+
+
+def dag(dag_id: Any = None, **dag_kwargs: Any) -> Any:
     """Decorate a function that builds tasks; calling it returns the DAG.
 
     Keyword parameters of the function become DAG params (their defaults the params'
     defaults), as with Airflow's ``@dag``.
     """
     if callable(dag_id):  # used bare: @dag
-        func = dag_id
-        return dag()(func)  # type: ignore[return-value]
+        return dag()(dag_id)
 
     def decorator(func: Callable[P, Any]) -> Callable[P, DAG]:
         @functools.wraps(func)
