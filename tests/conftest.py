@@ -28,6 +28,7 @@ import socket
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
@@ -39,6 +40,9 @@ from sqlalchemy.pool import NullPool
 from squall.common import dbops
 from squall.common.db import SessionFactory, make_engine, make_session_factory, normalise_url
 from squall.common.models import Base
+
+if TYPE_CHECKING:
+    from tests.support.services import RedisServer
 
 DEFAULT_PG_SERVER_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -217,3 +221,20 @@ def redis_url() -> str:
     parsed = urlsplit(url)
     require_service("Redis", parsed.hostname or "127.0.0.1", parsed.port or 6379)
     return url
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of this test session's own, on a free port (fails under CI when
+    redis-server is not installed). Flush it (``flushall()``) where a test needs it empty."""
+    from tests.support.services import RedisServer
+
+    server = RedisServer(workdir=tmp_path_factory.mktemp("redis"))
+    try:
+        server.start()
+    except RuntimeError as exc:
+        if in_ci():
+            pytest.fail(str(exc), pytrace=False)
+        pytest.skip(str(exc))
+    yield server
+    server.stop()

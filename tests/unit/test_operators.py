@@ -11,7 +11,6 @@ from typing import Any
 
 import pendulum
 import pytest
-from fake_ti import FakeTI, make_context, run_task
 
 from squall.common.dag import DAG
 from squall.common.errors import DagDefinitionError, TaskSkipped
@@ -25,6 +24,7 @@ from squall.common.operators.python import (
     ShortCircuitOperator,
 )
 from squall.common.taskgroup import TaskGroup
+from tests.unit.fake_ti import FakeTI, make_context, run_task
 
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import pendulum
 import pytest
-from fake_ti import FakeTI, make_context, run_task
 
 from squall.common.dag import DAG
 from squall.common.errors import (
@@ -25,6 +24,7 @@ from squall.common.sensors.base import BaseSensorOperator, PokeReturnValue
 from squall.common.sensors.filesystem import FileSensor
 from squall.common.sensors.python import PythonSensor
 from squall.common.sensors.time_delta import TimeDeltaSensor
+from tests.unit.fake_ti import FakeTI, make_context, run_task
 
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
 T0 = pendulum.datetime(2024, 6, 1, 12, 0, 0, tz="UTC")

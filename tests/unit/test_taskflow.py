@@ -6,7 +6,6 @@ from typing import Any
 
 import pendulum
 import pytest
-from fake_ti import FakeTI, run_task
 
 from squall import DAG, XComArg, dag, task, task_group
 from squall.common.errors import DagDefinitionError, TaskSkipped
@@ -14,6 +13,7 @@ from squall.common.operators.base import BaseOperator
 from squall.common.operators.python import PythonOperator
 from squall.common.sensors.base import PokeReturnValue
 from squall.common.taskgroup import TaskGroup
+from tests.unit.fake_ti import FakeTI, run_task
 
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
 

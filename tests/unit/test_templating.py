@@ -7,7 +7,6 @@ from types import SimpleNamespace
 
 import pendulum
 import pytest
-from fake_ti import LOGICAL_DATE, FakeTI, make_context
 
 from squall.common.dag import DAG
 from squall.common.errors import TemplateError
@@ -22,6 +21,7 @@ from squall.common.templating import (
     render_template,
     render_template_fields,
 )
+from tests.unit.fake_ti import LOGICAL_DATE, FakeTI, make_context
 
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
 
