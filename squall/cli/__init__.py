@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from squall.cli import config_cmds, dags_cmds, db_cmds
+from squall.cli import config_cmds, dags_cmds, db_cmds, standalone_cmds
 from squall.cli.common import CliContext, CliError
 from squall.common.errors import SettingsError, SquallError
 from squall.common.settings import Settings
@@ -29,9 +29,23 @@ def build_parser() -> argparse.ArgumentParser:
     dags_cmds.register(sub)
     dags_cmds.register_tasks(sub)
     config_cmds.register(sub)
+    standalone_cmds.register(sub)
     p = sub.add_parser("version", help="print Squall's version")
     p.set_defaults(func=_print_version)
+    _describe_subcommands(parser)
     return parser
+
+
+def _describe_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Use each subcommand's one-line help as its ``--help`` description when it has none."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        helps = {choice.dest: choice.help for choice in action._choices_actions}
+        for name, child in action.choices.items():
+            if child.description is None:
+                child.description = helps.get(name)
+            _describe_subcommands(child)
 
 
 def _print_version(ctx: CliContext, args: argparse.Namespace) -> int:

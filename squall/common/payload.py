@@ -32,7 +32,7 @@ class TaskRunCommand(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    version: Literal[1] = PAYLOAD_VERSION
+    version: Literal[1] = 1
     kind: Literal["run_task"] = "run_task"
     dag_id: str = Field(pattern=_KEY_PATTERN)
     task_id: str = Field(pattern=_KEY_PATTERN)

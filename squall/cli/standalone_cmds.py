@@ -1,0 +1,148 @@
+"""``squall standalone``: the whole system on one machine, no servers to install.
+
+It uses the same processes as a cluster: one ``squall scheduler`` and one ``squall celery
+worker``, started as child processes, against a SQLite metadata database and the embedded
+Celery broker and result backend under ``$SQUALL_HOME``. Ctrl-C (or SIGTERM) stops them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from types import FrameType
+
+from squall.cli.common import CliContext, CliError
+from squall.common import dbops
+from squall.common.celery_app import broker_url, result_backend_url
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_SECONDS = 30.0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "standalone", help="run a scheduler and a worker on this machine (no servers needed)",
+        description="Creates $SQUALL_HOME (default ~/squall) with a SQLite metadata database "
+        "and an embedded Celery broker and result backend, loads the example DAGs, and runs "
+        "one scheduler and one Celery worker as child processes until Ctrl-C. Settings from "
+        "squall.toml / SQUALL__SECTION__KEY still apply (e.g. a PostgreSQL database).")
+    p.add_argument("-c", "--concurrency", type=int, default=None,
+                   help="worker concurrency (default: [celery] worker_concurrency)")
+    p.add_argument("-q", "--queues", default=None,
+                   help="queues the worker consumes, comma-separated (default: "
+                   "[celery] default_queue)")
+    p.add_argument("--no-examples", action="store_true",
+                   help="do not load the example DAGs")
+    p.set_defaults(func=standalone)
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+
+
+def _child_env(ctx: CliContext, load_examples: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    env["SQUALL_HOME"] = str(ctx.settings.home)
+    env["SQUALL__CORE__LOAD_EXAMPLES"] = "true" if load_examples else "false"
+    return env
+
+
+def standalone(ctx: CliContext, args: argparse.Namespace) -> int:
+    settings = ctx.settings
+    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.dags_folder.mkdir(parents=True, exist_ok=True)
+    dbops.migrate(ctx.engine)
+    load_examples = not args.no_examples
+    env = _child_env(ctx, load_examples)
+
+    worker_cmd = [sys.executable, "-m", "squall", "celery", "worker"]
+    if args.concurrency:
+        worker_cmd += ["-c", str(args.concurrency)]
+    if args.queues:
+        worker_cmd += ["-q", args.queues]
+    commands = {
+        "scheduler": [sys.executable, "-m", "squall", "scheduler"],
+        "worker": worker_cmd,
+    }
+
+    stopping = False
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    children: list[Child] = []
+    try:
+        for name, cmd in commands.items():
+            # Children get their own process group: a terminal's Ctrl-C reaches only us,
+            # and we stop them in order.
+            proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+            children.append(Child(name, proc))
+            log.info("standalone: started %s (pid %d)", name, proc.pid)
+        _print_banner(ctx, children, load_examples)
+        while not stopping:
+            for child in children:
+                code = child.process.poll()
+                if code is not None:
+                    raise CliError(f"the {child.name} exited unexpectedly with code {code}; "
+                                   "stopping everything")
+            time.sleep(0.2)
+        print("\nsquall standalone: stopping ...", flush=True)
+        return 0
+    finally:
+        _stop_all(children)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop_all(children: list[Child]) -> None:
+    for child in children:
+        if child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for child in children:
+        remaining = max(0.0, deadline - time.monotonic())
+        try:
+            child.process.wait(remaining)
+        except subprocess.TimeoutExpired:
+            log.warning("standalone: %s did not stop within %.0f s; killing it",
+                        child.name, STOP_GRACE_SECONDS)
+            child.process.kill()
+            child.process.wait()
+        log.info("standalone: %s stopped (exit code %s)", child.name, child.process.returncode)
+
+
+def _print_banner(ctx: CliContext, children: list[Child], load_examples: bool) -> None:
+    s = ctx.settings
+    db = ctx.engine.url.render_as_string(hide_password=True)
+    pids = ", ".join(f"{c.name} pid {c.process.pid}" for c in children)
+    example = "example_taskflow" if load_examples else "<your_dag_id>"
+    print(
+        f"""
+squall standalone is running ({pids})
+  home:            {s.home}
+  DAG folder:      {s.dags_folder}{'  (+ the example DAGs)' if load_examples else ''}
+  database:        {db}
+  broker:          {broker_url(s)}
+  result backend:  {result_backend_url(s)}
+  task logs:       {s.log_folder}
+
+In another terminal (with the same SQUALL_HOME):
+  squall dags list
+  squall dags trigger {example}
+  squall dags list-runs {example}
+  squall tasks states-for-dag-run {example} RUN_ID
+
+Press Ctrl-C to stop.""",
+        flush=True,
+    )
