@@ -1,6 +1,10 @@
 """Every trigger rule against the same mixed upstream outcomes: one success, one failure
 (no retries) and one skip. Each rule task is a leaf, so the run ends FAILED (a failed or
-upstream_failed leaf fails the run) while each task shows what its rule decided."""
+upstream_failed leaf fails the run) while each task shows what its rule decided.
+
+``skip`` runs after ``fail`` (trigger rule all_done) so the outcome does not depend on which
+finishes first: under all_success a task is skipped as soon as one upstream is skipped,
+before a later upstream failure could make it upstream_failed."""
 
 import pendulum
 
@@ -14,7 +18,9 @@ with DAG(
 ) as dag:
     ok = EmptyOperator(task_id="ok")
     fail = BashOperator(task_id="fail", bash_command="exit 1", retries=0)
-    skip = BashOperator(task_id="skip", bash_command="exit 99")
+    skip = BashOperator(task_id="skip", bash_command="exit 99",
+                        trigger_rule=TriggerRule.ALL_DONE)
+    fail >> skip
     upstreams = [ok, fail, skip]
 
     for rule in TriggerRule:

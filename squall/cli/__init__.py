@@ -7,7 +7,16 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from squall.cli import config_cmds, dags_cmds, db_cmds, standalone_cmds
+from squall.cli import (
+    celery_cmds,
+    config_cmds,
+    dags_cmds,
+    db_cmds,
+    runs_cmds,
+    scheduler_cmds,
+    standalone_cmds,
+    worker_cmds,
+)
 from squall.cli.common import CliContext, CliError
 from squall.common.errors import SettingsError, SquallError
 from squall.common.settings import Settings
@@ -28,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     db_cmds.register(sub)
     dags_cmds.register(sub)
     dags_cmds.register_tasks(sub)
+    worker_cmds.register(sub)
+    celery_cmds.register(sub)
+    runs_cmds.register(sub)
+    scheduler_cmds.register(sub)
     config_cmds.register(sub)
     standalone_cmds.register(sub)
     p = sub.add_parser("version", help="print Squall's version")

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 from squall.cli.common import CliContext, CliError
@@ -49,6 +50,23 @@ class Child:
     process: subprocess.Popen[bytes]
 
 
+CONFIG_TEMPLATE = """# Written by `squall standalone` on its first start; edit freely.
+# Every setting can also be given as SQUALL__SECTION__KEY in the environment.
+[core]
+load_examples = {load_examples}
+"""
+
+
+def _ensure_config(ctx: CliContext, load_examples: bool) -> Path | None:
+    """Write $SQUALL_HOME/squall.toml on a first start, so that other commands run against
+    this home (``squall dags trigger`` in another terminal) see the same DAGs."""
+    path = ctx.settings.home / "squall.toml"
+    if path.exists() or ctx.settings.sources.get("core.load_examples"):
+        return None
+    path.write_text(CONFIG_TEMPLATE.format(load_examples=str(load_examples).lower()))
+    return path
+
+
 def _child_env(ctx: CliContext, load_examples: bool) -> dict[str, str]:
     env = dict(os.environ)
     env["SQUALL_HOME"] = str(ctx.settings.home)
@@ -62,6 +80,9 @@ def standalone(ctx: CliContext, args: argparse.Namespace) -> int:
     settings.dags_folder.mkdir(parents=True, exist_ok=True)
     dbops.migrate(ctx.engine)
     load_examples = not args.no_examples
+    written = _ensure_config(ctx, load_examples)
+    if written is not None:
+        print(f"squall standalone: wrote {written}", flush=True)
     env = _child_env(ctx, load_examples)
 
     worker_cmd = [sys.executable, "-m", "squall", "celery", "worker"]

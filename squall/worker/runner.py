@@ -14,7 +14,7 @@ import signal
 import socket
 import threading
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -325,8 +325,13 @@ def _run_callback(callback: Any, context: Context, name: str) -> None:
 
 def run_try(task: BaseOperator, dag_run: DagRun, *, try_number: int, max_tries: int,
             start_date: datetime, session_factory: SessionFactory,
-            hostname: str | None = None, log_path: Path | None = None) -> TryResult:
-    """Run one try of ``task`` in ``dag_run`` (already RUNNING in the database) end to end."""
+            hostname: str | None = None, log_path: Path | None = None,
+            on_recording: Callable[[], None] | None = None) -> TryResult:
+    """Run one try of ``task`` in ``dag_run`` (already RUNNING in the database) end to end.
+
+    ``on_recording`` is called when the task's code has ended, just before its outcome is
+    written (a supervisor uses it to tell its task's own state change from an external one).
+    """
     task = copy.copy(task)  # rendering templates must not change the DAG's own task object
     ti = DbTaskInstance(task=task, dag_run=dag_run, try_number=try_number,
                         max_tries=max_tries, start_date=start_date,
@@ -336,6 +341,8 @@ def run_try(task: BaseOperator, dag_run: DagRun, *, try_number: int, max_tries: 
         log.info("TaskInstance %s: starting try %d of %d", ti.key, try_number, max_tries + 1)
         context = build_task_context(task, dag_run, ti)
         outcome = execute_try(task, context)
+        if on_recording is not None:
+            on_recording()
         result = record_outcome(session_factory, task, ti.key, try_number=try_number,
                                 max_tries=max_tries, start_date=start_date, outcome=outcome)
         run_callbacks(task, context, result)

@@ -1,0 +1,87 @@
+"""``squall celery worker`` and ``squall celery flower``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from squall.cli.common import CliContext, CliError
+
+log = logging.getLogger(__name__)
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+FLOWER_API_ENV = "FLOWER_UNAUTHENTICATED_API"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    celery = sub.add_parser("celery", help="run a Celery worker, or Flower to watch workers")
+    csub = celery.add_subparsers(dest="celery_command", required=True, metavar="COMMAND")
+
+    p = csub.add_parser(
+        "worker", help="consume task-run commands from queues and run them",
+        description="Starts a Celery worker (prefork pool, task events on) on [celery] "
+        "broker_url. For each command it forks a LocalTaskJob supervisor that runs the task "
+        "in a child process and records its state in the metadata database. Same as "
+        "`celery -A squall.worker worker -Q QUEUES -c N -n NAME -E`.")
+    p.add_argument("-q", "--queues",
+                   help="queues to consume, comma-separated (default: [celery] default_queue)")
+    p.add_argument("-c", "--concurrency", type=int, metavar="N",
+                   help="task slots: pool processes (default: [celery] worker_concurrency)")
+    p.add_argument("-n", "--name", metavar="NODENAME",
+                   help="the worker's node name, e.g. w1@%%h (%%h: this host's name; "
+                   "default: celery@%%h). Recorded as the task instances' hostname")
+    p.add_argument("--loglevel", type=str.upper, choices=LOG_LEVELS,
+                   help="log level (default: [logging] logging_level)")
+    p.set_defaults(func=run_worker)
+
+    p = csub.add_parser(
+        "flower", help="start Flower, the Celery monitoring web UI, on the same broker",
+        description=f"Starts Flower in the foreground on [celery] broker_url. Unless Flower "
+        f"authentication is configured (FLOWER_BASIC_AUTH, FLOWER_AUTH) or {FLOWER_API_ENV} "
+        f"is set, sets {FLOWER_API_ENV}=true for its process so that its HTTP API "
+        "(/api/workers, /api/tasks, ...) answers without authentication: bind it to a "
+        "trusted address.")
+    p.add_argument("--port", type=int, default=5555, help="HTTP port (default: 5555)")
+    p.add_argument("--address", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1)")
+    p.set_defaults(func=run_flower)
+
+
+def run_worker(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.worker import build_worker_app
+
+    settings = ctx.settings
+    queues = args.queues or settings.celery.default_queue
+    names = [q.strip() for q in queues.split(",")]
+    if not all(names):
+        raise CliError(f"--queues {queues!r}: expected comma-separated queue names")
+    concurrency = args.concurrency or settings.celery.worker_concurrency
+    if concurrency < 1:
+        raise CliError(f"--concurrency {concurrency}: must be at least 1")
+    # Refuse a database at the wrong schema now rather than on every task; the engine is
+    # disposed of before the pool forks.
+    ctx.session_factory(auto_migrate=False)
+    ctx.engine.dispose()
+
+    app = build_worker_app(settings)
+    argv = ["worker", f"--queues={','.join(names)}", f"--concurrency={concurrency}",
+            "--task-events", f"--loglevel={args.loglevel or settings.logging.logging_level}"]
+    if args.name:
+        argv.append(f"--hostname={args.name}")
+    log.info("Worker: starting on queues %s with %d process(es)", ",".join(names), concurrency)
+    return int(app.start(argv) or 0)
+
+
+def run_flower(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.celery_app import create_celery_app
+
+    try:
+        import flower  # noqa: F401
+    except ImportError:
+        raise CliError("Flower is not installed (pip install flower)") from None
+    if not (os.environ.get("FLOWER_BASIC_AUTH") or os.environ.get("FLOWER_AUTH")):
+        os.environ.setdefault(FLOWER_API_ENV, "true")
+    app = create_celery_app(ctx.settings)
+    log.info("Flower: starting on http://%s:%d", args.address, args.port)
+    return int(app.start(["flower", f"--port={args.port}", f"--address={args.address}"]) or 0)

@@ -1,0 +1,201 @@
+"""DAG run and task instance commands: ``squall dags trigger | state | list-runs`` and
+``squall tasks state | states-for-dag-run``.
+
+They work from the database (the serialized DAG, the ``dag_run`` and ``task_instance``
+rows); only ``dags trigger`` of a DAG the database does not know yet parses the DAG folder
+(in child processes) first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from squall.cli.common import CliContext, CliError, add_output_flag, print_rows
+from squall.cli.dags_cmds import _bag, _parse_conf, _parse_date
+from squall.common.dagbag import load_serialized_dags, sync_to_db
+from squall.common.dagrun_ops import create_dag_run
+from squall.common.db import session_scope
+from squall.common.errors import DagRunAlreadyExists
+from squall.common.models import DagModel, DagRun, TaskInstance, utcnow
+from squall.common.state import DagRunState, DagRunType, TaskInstanceState
+
+log = logging.getLogger(__name__)
+
+RUN_COLUMNS = ["dag_id", "run_id", "state", "run_type", "logical_date", "start_date",
+               "end_date"]
+TI_COLUMNS = ["task_id", "state", "try_number", "hostname", "start_date", "end_date"]
+
+
+def _subcommands(sub: argparse._SubParsersAction, name: str) -> argparse._SubParsersAction:
+    """The subcommands of the already registered command ``name`` (``dags`` / ``tasks``)."""
+    parser = sub.choices[name]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    raise RuntimeError(f"command {name!r} has no subcommands")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the run commands to ``dags`` and ``tasks`` (registered before this)."""
+    dsub = _subcommands(sub, "dags")
+    p = dsub.add_parser(
+        "trigger", help="create a manual DAG run; the scheduler starts it",
+        description="Creates a QUEUED manual run of DAG_ID from the DAG as last parsed into "
+        "the database (the DAG folder is parsed first if the DAG is not there yet) and "
+        "prints its run id. The scheduler starts it when the DAG has room under "
+        "max_active_runs and is not paused.")
+    p.add_argument("dag_id")
+    p.add_argument("-c", "--conf", help="JSON object passed to the run as dag_run.conf")
+    p.add_argument("-r", "--run-id", help="the run id (default: manual__<logical date>)")
+    p.add_argument("-e", "--logical-date", help="ISO date or datetime (default: now)")
+    p.set_defaults(func=trigger)
+
+    p = dsub.add_parser("state", help="print the state of a DAG run")
+    p.add_argument("dag_id")
+    p.add_argument("run_id")
+    p.set_defaults(func=dag_run_state)
+
+    p = dsub.add_parser("list-runs", help="list a DAG's runs, newest first")
+    p.add_argument("dag_id")
+    p.add_argument("--state", choices=[s.value for s in DagRunState],
+                   help="only runs in this state")
+    add_output_flag(p)
+    p.set_defaults(func=list_runs)
+
+    tsub = _subcommands(sub, "tasks")
+    p = tsub.add_parser("state", help="print the state of a task instance")
+    p.add_argument("dag_id")
+    p.add_argument("task_id")
+    p.add_argument("run_id")
+    p.set_defaults(func=task_state)
+
+    p = tsub.add_parser("states-for-dag-run",
+                        help="list the task instances of a DAG run and their states")
+    p.add_argument("dag_id")
+    p.add_argument("run_id")
+    add_output_flag(p)
+    p.set_defaults(func=states_for_dag_run)
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def trigger(ctx: CliContext, args: argparse.Namespace) -> int:
+    conf = _parse_conf(args.conf)
+    logical = _parse_date(args.logical_date) or utcnow()
+    if args.run_id is not None and not args.run_id.strip():
+        raise CliError("--run-id must not be empty")
+    factory = ctx.session_factory()
+    with session_scope(factory) as session:
+        known = bool(load_serialized_dags(session, [args.dag_id], only_active=True))
+    if not known:
+        log.info("DAG %s is not in the database yet: parsing the DAG folder", args.dag_id)
+        _parse_and_add(ctx)
+    with session_scope(factory) as session:
+        dags = load_serialized_dags(session, [args.dag_id], only_active=True)
+        dag = dags.get(args.dag_id)
+        if dag is None:
+            raise CliError(f"DAG {args.dag_id!r} not found (see `squall dags list` and "
+                           "`squall dags list-import-errors`)")
+        try:
+            run = create_dag_run(session, dag, run_type=DagRunType.MANUAL,
+                                 logical_date=logical, data_interval=None,
+                                 run_id=args.run_id, conf=conf, state=DagRunState.QUEUED,
+                                 external_trigger=True)
+        except DagRunAlreadyExists as exc:
+            raise CliError(str(exc)) from None
+        run_id = run.run_id
+        paused = session.scalar(select(DagModel.is_paused)
+                                .where(DagModel.dag_id == args.dag_id))
+    print(f"Created DagRun {args.dag_id} {run_id} (queued)")
+    if paused:
+        print(f"DAG {args.dag_id} is paused: the run starts once it is unpaused "
+              f"(squall dags unpause {args.dag_id})")
+    return 0
+
+
+def _parse_and_add(ctx: CliContext) -> None:
+    """Parse the DAG folder (in child processes) and record what it defines, deactivating
+    nothing: this command's settings (``load_examples``, the folder) may differ from the
+    scheduler's, whose DAG processor owns the full picture."""
+    result = _bag(ctx).parse_isolated()
+    with session_scope(ctx.session_factory()) as session:
+        sync_to_db(session, result,
+                   paused_at_creation=ctx.settings.core.dags_are_paused_at_creation,
+                   now=utcnow())
+
+
+def _get_run(session: Session, dag_id: str, run_id: str) -> DagRun:
+    run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id,
+                                              DagRun.run_id == run_id))
+    if run is None:
+        if session.get(DagModel, dag_id) is None:
+            raise CliError(f"DAG {dag_id!r} not found (see `squall dags list`)")
+        raise CliError(f"DAG {dag_id} has no run {run_id!r} "
+                       f"(see `squall dags list-runs {dag_id}`)")
+    return run
+
+
+def dag_run_state(ctx: CliContext, args: argparse.Namespace) -> int:
+    with session_scope(ctx.session_factory()) as session:
+        run = _get_run(session, args.dag_id, args.run_id)
+        print(run.state)
+    return 0
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def list_runs(ctx: CliContext, args: argparse.Namespace) -> int:
+    with session_scope(ctx.session_factory()) as session:
+        if session.get(DagModel, args.dag_id) is None:
+            raise CliError(f"DAG {args.dag_id!r} not found (see `squall dags list`)")
+        stmt = select(DagRun).where(DagRun.dag_id == args.dag_id)
+        if args.state:
+            stmt = stmt.where(DagRun.state == args.state)
+        runs = session.scalars(stmt.order_by(DagRun.logical_date.desc())).all()
+        rows: list[dict[str, Any]] = [
+            {"dag_id": r.dag_id, "run_id": r.run_id, "state": r.state,
+             "run_type": r.run_type, "logical_date": _iso(r.logical_date),
+             "start_date": _iso(r.start_date), "end_date": _iso(r.end_date)}
+            for r in runs
+        ]
+    print_rows(rows, RUN_COLUMNS, args.output)
+    return 0
+
+
+def task_state(ctx: CliContext, args: argparse.Namespace) -> int:
+    with session_scope(ctx.session_factory()) as session:
+        _get_run(session, args.dag_id, args.run_id)
+        state = session.scalar(select(TaskInstance.state).where(
+            TaskInstance.dag_id == args.dag_id, TaskInstance.run_id == args.run_id,
+            TaskInstance.task_id == args.task_id))
+        if state is None:
+            raise CliError(f"DagRun {args.dag_id} {args.run_id} has no task {args.task_id!r} "
+                           f"(see `squall tasks states-for-dag-run {args.dag_id} "
+                           f"{args.run_id}`)")
+    print(TaskInstanceState(state).value)
+    return 0
+
+
+def states_for_dag_run(ctx: CliContext, args: argparse.Namespace) -> int:
+    with session_scope(ctx.session_factory()) as session:
+        _get_run(session, args.dag_id, args.run_id)
+        tis = session.scalars(select(TaskInstance).where(
+            TaskInstance.dag_id == args.dag_id, TaskInstance.run_id == args.run_id,
+        ).order_by(TaskInstance.task_id)).all()
+        rows: list[dict[str, Any]] = [
+            {"task_id": t.task_id, "state": t.state, "try_number": t.try_number,
+             "hostname": t.hostname, "start_date": _iso(t.start_date),
+             "end_date": _iso(t.end_date)}
+            for t in tis
+        ]
+    print_rows(rows, TI_COLUMNS, args.output)
+    return 0

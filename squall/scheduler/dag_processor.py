@@ -1,0 +1,228 @@
+"""The DAG processor: keeps the ``dag`` / ``serialized_dag`` / ``import_error`` tables current.
+
+Every ``[scheduler] min_file_process_interval`` seconds (or as soon as somebody asks with
+:meth:`DagProcessor.request_parse`) it parses the DAG folder, and the examples with
+``[core] load_examples``, each file in a child process with ``[core] dagbag_import_timeout``
+(:meth:`DagBag.parse_isolated`), and syncs the result to the database. With an interval of 0
+it parses whenever the scheduler asks, which the scheduler does once per loop.
+
+Why a long-lived child process of its own, and not a thread of the scheduler: the scheduler
+runs threads (the executor publishes in parallel), and the isolated parse forks a child per
+DAG file. Forking a multi-threaded process copies locks other threads may hold at that
+instant (stdout, logging handlers, the broker client's) into a child that then runs user
+code and may deadlock on one of them until it is killed as "timed out": a spurious import
+error. The processor is started with the ``spawn`` method, so it is a fresh single-threaded
+interpreter that forks its parse children safely, builds its own database engine from the
+settings, and takes the parse's CPU and memory (JSON, hashing, a leaking DAG file) out of the
+scheduler's process. The cost is one more process, which the scheduler starts and stops.
+
+Stopping: :meth:`DagProcessor.stop` sets an event; the processor finishes the pass it is in
+(bounded by the import timeout) and exits; after a grace period it gets SIGTERM (which exits
+it and, through multiprocessing's exit handler, kills its parse children) and then SIGKILL.
+A processor whose parent died exits by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from multiprocessing.context import SpawnContext, SpawnProcess
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Event
+from pathlib import Path
+from types import FrameType
+
+from squall.common.dagbag import DagBag, ParseResult, sync_to_db
+from squall.common.db import SessionFactory, make_engine, make_session_factory, session_scope
+from squall.common.models import utcnow
+from squall.common.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: How long a stopping processor may take to finish its pass, on top of the import timeout.
+STOP_GRACE_SECONDS = 10.0
+#: How often an idle processor checks that its parent is still alive.
+_PARENT_CHECK_SECONDS = 2.0
+
+
+def parse_and_sync_once(settings: Settings, session_factory: SessionFactory, *,
+                        examples_folder: Path | None = None) -> ParseResult:
+    """Parse every DAG file (in child processes) and record the result; one pass.
+
+    When the DAG folder does not exist (an unmounted volume) nothing is deactivated: the
+    pass is logged and skipped rather than taken for "every DAG file is gone".
+    """
+    core = settings.core
+    bag = DagBag(settings.dags_folder, include_examples=core.load_examples,
+                 examples_folder=examples_folder, import_timeout=core.dagbag_import_timeout,
+                 ignore_file_syntax=core.dag_ignore_file_syntax,
+                 airflow_compat=core.airflow_compat)
+    if not bag.dag_folder.exists():
+        log.warning("DAG folder %s does not exist; nothing parsed", bag.dag_folder)
+        return ParseResult()
+    started = time.monotonic()
+    result = bag.parse_isolated()
+    with session_scope(session_factory) as session:
+        sync_to_db(session, result, paused_at_creation=core.dags_are_paused_at_creation,
+                   now=utcnow(), known_files=result.files_parsed)
+    log.debug("DAG processor: parsed %d file(s) in %.2f s: %d DAG(s), %d import error(s)",
+              len(result.files_parsed), time.monotonic() - started, len(result.serialized),
+              len(result.import_errors))
+    return result
+
+
+class DagProcessor:
+    """The scheduler's handle on the DAG processor process (see the module docstring)."""
+
+    def __init__(self, settings: Settings, *, examples_folder: Path | None = None) -> None:
+        self._settings = settings
+        self._examples_folder = examples_folder
+        self._ctx: SpawnContext = multiprocessing.get_context("spawn")
+        self._process: SpawnProcess | None = None
+        self._wake: Event | None = None
+        self._stop: Event | None = None
+        self._passes: Synchronized[int] | None = None
+
+    @property
+    def passes(self) -> int:
+        """How many parse passes the processor has completed (0 before it started)."""
+        return int(self._passes.value) if self._passes is not None else 0
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def is_alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
+    def start(self) -> None:
+        """Start the processor process (it parses at once)."""
+        if self.is_alive():
+            return
+        self._wake = self._ctx.Event()
+        self._stop = self._ctx.Event()
+        if self._passes is None:
+            self._passes = self._ctx.Value("i", 0)
+        self._process = self._ctx.Process(
+            target=_processor_main, name="squall-dag-processor",
+            args=(self._settings, self._examples_folder, self._wake, self._stop,
+                  self._passes, os.getpid()),
+        )
+        self._process.start()
+        log.info("DAG processor: started (pid %s, every %g s, folder %s)", self._process.pid,
+                 self._settings.scheduler.min_file_process_interval,
+                 self._settings.dags_folder)
+
+    def request_parse(self) -> None:
+        """Ask for a pass now (coalesced with any pass already asked for)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    def tick(self) -> None:
+        """Called by the scheduler every loop: restart the processor if it died; with
+        ``min_file_process_interval = 0``, ask for a pass."""
+        if self._process is None or (self._stop is not None and self._stop.is_set()):
+            return
+        if self._process.is_alive():
+            if self._settings.scheduler.min_file_process_interval <= 0:
+                self.request_parse()
+            return
+        log.error("DAG processor: exited unexpectedly with code %s; restarting it",
+                  self._process.exitcode)
+        self._process.close()
+        self._process = None
+        self.start()
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop the processor: finish the current pass, then SIGTERM, then SIGKILL."""
+        process = self._process
+        if process is None:
+            return
+        if grace is None:
+            grace = self._settings.core.dagbag_import_timeout + STOP_GRACE_SECONDS
+        if self._stop is not None:
+            self._stop.set()
+        if self._wake is not None:
+            self._wake.set()
+        process.join(grace)
+        if process.is_alive():
+            log.warning("DAG processor: still busy after %.0f s; terminating it", grace)
+            process.terminate()
+            process.join(STOP_GRACE_SECONDS)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        log.info("DAG processor: stopped (exit code %s)", process.exitcode)
+        process.close()
+        self._process = None
+
+
+# --------------------------------------------------------------------------- the child
+
+
+class _Terminated(BaseException):
+    """Raised by the processor's SIGTERM handler."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated()
+
+
+def _processor_main(settings: Settings, examples_folder: Path | None, wake: Event,
+                    stop: Event, passes: Synchronized[int], parent_pid: int) -> None:
+    """The processor process: parse, sync, wait for the interval or a wake-up; repeat."""
+    # A terminal's Ctrl-C reaches the whole process group: the scheduler decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    logging.basicConfig(level=settings.logging.logging_level, stream=sys.stderr,
+                        format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    db = settings.database
+    engine = make_engine(settings.sql_alchemy_conn, pool_size=1, max_overflow=1,
+                         pool_recycle=db.sql_alchemy_pool_recycle,
+                         pool_pre_ping=db.sql_alchemy_pool_pre_ping)
+    factory = make_session_factory(engine)
+    interval = settings.scheduler.min_file_process_interval
+    last: tuple[int, int, int, list[str]] | None = None
+    try:
+        while not stop.is_set():
+            started = time.monotonic()
+            wake.clear()
+            try:
+                result = parse_and_sync_once(settings, factory, examples_folder=examples_folder)
+                summary = (len(result.files_parsed), len(result.serialized),
+                           len(result.import_errors), sorted(result.import_errors))
+                if summary != last:  # say so when something changed, not every pass
+                    log.info("DAG processor: %d file(s), %d DAG(s), %d import error(s)%s",
+                             *summary[:3],
+                             f" ({', '.join(summary[3])})" if summary[3] else "")
+                last = summary
+            except Exception:
+                log.exception("DAG processor: the pass failed; trying again next time")
+            with passes.get_lock():
+                passes.value += 1
+            _wait(wake, stop, started + interval if interval > 0 else None, parent_pid)
+    except _Terminated:
+        log.info("DAG processor: terminated")
+    finally:
+        engine.dispose()
+
+
+def _wait(wake: Event, stop: Event, deadline: float | None, parent_pid: int) -> None:
+    """Until ``deadline`` (None: until woken), a wake-up, a stop, or the parent's death."""
+    while not stop.is_set():
+        if os.getppid() != parent_pid:
+            log.warning("DAG processor: the scheduler (pid %d) is gone; exiting", parent_pid)
+            stop.set()
+            return
+        timeout = _PARENT_CHECK_SECONDS
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            timeout = min(timeout, remaining)
+        if wake.wait(timeout):
+            return

@@ -1,0 +1,260 @@
+"""The scheduler's DAG-run steps: create due runs, start queued ones, decide running ones.
+
+Both steps work on a session the caller commits. On PostgreSQL the rows a step works on are
+locked ``FOR UPDATE SKIP LOCKED`` (``dag`` rows for creation, ``dag_run`` rows for
+deciding), so with several schedulers each row is handled by one of them at a time and the
+others move on to the next rows instead of waiting.
+
+``max_active_runs``: a scheduled run is created (QUEUED) only while the DAG has fewer than
+``max_active_runs`` QUEUED + RUNNING runs, so catch-up never piles up runs ahead of need;
+a QUEUED run (created here, or triggered by hand, which is never refused) is started only
+while the DAG has fewer than ``max_active_runs`` RUNNING runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pendulum
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from squall.common.dag import DAG
+from squall.common.dagrun_ops import create_dag_run, schedule_tis, update_dag_run
+from squall.common.db import is_postgres
+from squall.common.errors import DagRunAlreadyExists
+from squall.common.models import DagModel, DagRun, SerializedDagModel
+from squall.common.serialization import SerializationError, deserialize_dag
+from squall.common.state import DagRunState, DagRunType
+from squall.common.timetables import DataInterval
+
+log = logging.getLogger(__name__)
+
+#: Most DAGs whose due runs are created in one loop.
+MAX_DAGS_TO_CREATE_PER_LOOP = 64
+#: Most QUEUED and most RUNNING runs looked at in one loop (least recently decided first).
+MAX_RUNS_PER_LOOP = 64
+
+
+class SerializedDagCache:
+    """Deserialized DAGs by dag_id, kept across loops and rebuilt when their hash changes.
+
+    The first :meth:`get_many` of a loop (after :meth:`new_loop`) for a dag_id checks its
+    hash: one query for all the ids asked for, and one more for the data of the DAGs that
+    are new or changed; later calls in the same loop answer from memory.
+    """
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, tuple[str, DAG]] = {}
+        self._broken: dict[str, str] = {}  # dag_id -> hash that failed to deserialize
+        self._checked: set[str] = set()  # dag_ids whose hash was checked this loop
+
+    def new_loop(self) -> None:
+        self._checked.clear()
+
+    def get_many(self, session: Session, dag_ids: Iterable[str]) -> dict[str, DAG]:
+        ids = set(dag_ids)
+        unchecked = sorted(ids - self._checked)
+        if unchecked:
+            self._refresh(session, unchecked)
+        return {d: self._by_id[d][1] for d in ids if d in self._by_id}
+
+    def _refresh(self, session: Session, ids: list[str]) -> None:
+        hashes: dict[str, str] = {
+            dag_id: dag_hash for dag_id, dag_hash in session.execute(
+                select(SerializedDagModel.dag_id, SerializedDagModel.dag_hash)
+                .where(SerializedDagModel.dag_id.in_(ids))
+            ).all()
+        }
+        self._checked.update(ids)
+        for gone in set(ids) - set(hashes):
+            self._by_id.pop(gone, None)
+        stale = [d for d, h in hashes.items()
+                 if (d not in self._by_id or self._by_id[d][0] != h)
+                 and self._broken.get(d) != h]
+        for d, h in hashes.items():
+            if d in self._by_id and self._by_id[d][0] != h:
+                del self._by_id[d]
+        if not stale:
+            return
+        for dag_id, dag_hash, data in session.execute(
+            select(SerializedDagModel.dag_id, SerializedDagModel.dag_hash,
+                   SerializedDagModel.data).where(SerializedDagModel.dag_id.in_(stale))
+        ).all():
+            try:
+                self._by_id[dag_id] = (dag_hash, deserialize_dag(data))
+                self._broken.pop(dag_id, None)
+            except SerializationError as exc:
+                log.error("DAG %s: cannot rebuild it from serialized_dag: %s", dag_id, exc)
+                self._broken[dag_id] = dag_hash
+
+
+@dataclass
+class RunStepStats:
+    created: int = 0
+    started: int = 0
+    finished: int = 0
+    tis_scheduled: int = 0
+    #: dag_ids that have due or active runs but no usable serialized DAG
+    missing_dags: set[str] = field(default_factory=set)
+
+
+def create_due_dag_runs(session: Session, cache: SerializedDagCache, *,
+                        now: datetime) -> RunStepStats:
+    """Create the due scheduled runs (QUEUED) and move each DAG's ``next_dagrun`` on."""
+    stats = RunStepStats()
+    stmt = (
+        select(DagModel)
+        .where(DagModel.is_active.is_(True), DagModel.is_paused.is_(False),
+               DagModel.next_dagrun_create_after.is_not(None),
+               DagModel.next_dagrun_create_after <= now)
+        .order_by(DagModel.next_dagrun_create_after, DagModel.dag_id)
+        .limit(MAX_DAGS_TO_CREATE_PER_LOOP)
+    )
+    if is_postgres(session):
+        stmt = stmt.with_for_update(skip_locked=True)
+    due = session.scalars(stmt).all()
+    if not due:
+        return stats
+    ids = [dm.dag_id for dm in due]
+    dags = cache.get_many(session, ids)
+    active = _count_runs(session, ids, (DagRunState.QUEUED, DagRunState.RUNNING))
+    pnow = pendulum.instance(now)
+    for dm in due:
+        dag = dags.get(dm.dag_id)
+        if dag is None:
+            log.warning("DAG %s: due for a run but it has no usable serialized DAG",
+                        dm.dag_id)
+            stats.missing_dags.add(dm.dag_id)
+            continue
+        count = active.get(dm.dag_id, 0)
+        while (dm.next_dagrun is not None and dm.next_dagrun_create_after is not None
+               and dm.next_dagrun_create_after <= now):
+            if count >= dag.max_active_runs:
+                log.debug("DAG %s: %d active run(s), max_active_runs %d; next run waits",
+                          dm.dag_id, count, dag.max_active_runs)
+                break
+            logical = pendulum.instance(dm.next_dagrun)
+            interval = DataInterval(
+                pendulum.instance(dm.next_dagrun_data_interval_start or logical),
+                pendulum.instance(dm.next_dagrun_data_interval_end or logical),
+            )
+            try:
+                create_dag_run(session, dag, run_type=DagRunType.SCHEDULED,
+                               logical_date=logical, data_interval=interval,
+                               state=DagRunState.QUEUED, now=now)
+                count += 1
+                stats.created += 1
+            except DagRunAlreadyExists as exc:
+                # another scheduler, a backfill or a manual run got there first
+                log.info("DAG %s: scheduled run not created: %s", dm.dag_id, exc)
+            info = dag.timetable.next_dagrun_info(
+                last_automated_data_interval=interval, start_date=dag.start_date,
+                end_date=dag.end_date, catchup=dag.catchup, now=pnow,
+            )
+            dm.next_dagrun = info.logical_date if info else None
+            dm.next_dagrun_data_interval_start = info.data_interval.start if info else None
+            dm.next_dagrun_data_interval_end = info.data_interval.end if info else None
+            dm.next_dagrun_create_after = info.run_after if info else None
+    return stats
+
+
+def schedule_dag_runs(session: Session, cache: SerializedDagCache, *,
+                      now: datetime) -> RunStepStats:
+    """Start QUEUED runs that have room under ``max_active_runs``; decide RUNNING ones.
+
+    Each run gets :func:`update_dag_run` (trigger rules, run state) and its schedulable task
+    instances :func:`schedule_tis`. Runs of paused DAGs are left alone.
+    """
+    stats = RunStepStats()
+    postgres = is_postgres(session)
+    queued = _runs(session, DagRunState.QUEUED, postgres)
+    running = _runs(session, DagRunState.RUNNING, postgres)
+    if not queued and not running:
+        return stats
+    dags = cache.get_many(session, {r.dag_id for r in (*queued, *running)})
+    running_counts = (
+        _count_runs(session, {r.dag_id for r in queued}, (DagRunState.RUNNING,))
+        if queued else {}
+    )
+    for run in queued:
+        dag = dags.get(run.dag_id)
+        if dag is None:
+            stats.missing_dags.add(run.dag_id)
+            continue
+        count = running_counts.get(run.dag_id, 0)
+        if count >= dag.max_active_runs:
+            continue
+        running_counts[run.dag_id] = count + 1
+        stats.started += 1
+        _decide(session, dag, run, now, stats)
+    for run in running:
+        dag = dags.get(run.dag_id)
+        if dag is None:
+            log.warning("DagRun %s %s: no usable serialized DAG for it; not decided",
+                        run.dag_id, run.run_id)
+            stats.missing_dags.add(run.dag_id)
+            continue
+        _decide(session, dag, run, now, stats)
+    return stats
+
+
+def _decide(session: Session, dag: DAG, run: DagRun, now: datetime,
+            stats: RunStepStats) -> None:
+    result = update_dag_run(session, dag, run, now=now, may_start=True)
+    if result.schedulable:
+        stats.tis_scheduled += schedule_tis(session, result.schedulable, now=now)
+    if result.finished_now:
+        stats.finished += 1
+        _report_dag_callback(dag, run, result.state)
+
+
+def _report_dag_callback(dag: DAG, run: DagRun, state: DagRunState) -> None:
+    kind = "success" if state == DagRunState.SUCCESS else "failure"
+    if getattr(dag, f"has_on_{kind}_callback", False):
+        # User code never runs in the scheduler; TODO: run DAG callbacks in the DAG processor.
+        log.warning("DagRun %s %s: the DAG's on_%s_callback is not run (DAG-level callbacks "
+                    "are not supported by the scheduler yet)", run.dag_id, run.run_id, kind)
+
+
+def _runs(session: Session, state: DagRunState, postgres: bool) -> list[DagRun]:
+    stmt = (
+        select(DagRun)
+        .join(DagModel, DagModel.dag_id == DagRun.dag_id)
+        .where(DagRun.state == state.value, DagModel.is_paused.is_(False))
+        .limit(MAX_RUNS_PER_LOOP)
+    )
+    if state == DagRunState.QUEUED:
+        # only runs of DAGs with room: queued runs of a DAG at its limit must not fill the
+        # batch and starve the queued runs of other DAGs
+        other = aliased(DagRun)
+        running = (
+            select(func.count()).select_from(other)
+            .where(other.dag_id == DagRun.dag_id,
+                   other.state == DagRunState.RUNNING.value)
+            .scalar_subquery()
+        )
+        stmt = stmt.where(or_(DagModel.max_active_runs.is_(None),
+                              running < DagModel.max_active_runs))
+        stmt = stmt.order_by(DagRun.logical_date, DagRun.id)
+    else:
+        stmt = stmt.order_by(DagRun.last_scheduling_decision.asc().nulls_first(), DagRun.id)
+    if postgres:
+        stmt = stmt.with_for_update(of=DagRun, skip_locked=True)
+    return list(session.scalars(stmt.execution_options(populate_existing=True)))
+
+
+def _count_runs(session: Session, dag_ids: Iterable[str],
+                states: Iterable[DagRunState]) -> dict[str, int]:
+    ids = sorted(set(dag_ids))
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(DagRun.dag_id, func.count())
+        .where(DagRun.dag_id.in_(ids), DagRun.state.in_([s.value for s in states]))
+        .group_by(DagRun.dag_id)
+    ).all()
+    return {dag_id: int(n) for dag_id, n in rows}

@@ -1,0 +1,339 @@
+"""SchedulerJob: the scheduler's loop.
+
+Each loop (:meth:`SchedulerJob.run_once`), every step in a transaction of its own:
+
+a. create the due scheduled runs (QUEUED) and move each DAG's ``next_dagrun`` on
+   (:func:`~squall.scheduler.dag_runs.create_due_dag_runs`);
+b. start QUEUED runs with room under ``max_active_runs``, decide every RUNNING run (trigger
+   rules, run state) and move ready task instances to SCHEDULED
+   (:func:`~squall.scheduler.dag_runs.schedule_dag_runs`);
+c. the critical section (:func:`~squall.scheduler.critical_section.queue_scheduled_tis`):
+   SCHEDULED -> QUEUED within every limit, **commit**, then ``executor.publish``; task
+   instances whose publish failed go back to SCHEDULED;
+d. ``executor.sync()`` and its events: a Celery failure of a try still QUEUED (the worker
+   died before starting it) fails or retries that try, with the reason recorded; anything
+   else the worker has recorded itself;
+e. heartbeat the ``job`` row every ``[scheduler] scheduler_heartbeat_sec``.
+
+:meth:`SchedulerJob.run` repeats that until :meth:`SchedulerJob.stop` or SIGTERM / SIGINT
+(the handlers only set a flag: the loop finishes its transaction and exits, marking its job
+row ``success``), sleeping ``[scheduler] scheduler_idle_sleep_time`` after a loop that did
+nothing. It starts and stops the DAG processor when it has one. No user code runs here:
+DAGs come from ``serialized_dag``; DAG-level callbacks are reported as not run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence, Sized
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
+
+from sqlalchemy import select, tuple_, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from squall.common.dagbag import DEFAULT_EXAMPLES_FOLDER
+from squall.common.dagrun_ops import handle_failure_state, next_retry_at
+from squall.common.db import SessionFactory, session_scope
+from squall.common.models import Job, TaskInstance, compare_and_set_state, utcnow
+from squall.common.settings import Settings
+from squall.common.state import JobState, TaskInstanceState
+from squall.scheduler.critical_section import queue_scheduled_tis, requeue_failed_publishes
+from squall.scheduler.dag_processor import DagProcessor
+from squall.scheduler.dag_runs import (
+    RunStepStats,
+    SerializedDagCache,
+    create_due_dag_runs,
+    schedule_dag_runs,
+)
+from squall.scheduler.executor import EventKind, ExecutorEvent, PublishOutcome, QueuedTask
+
+log = logging.getLogger(__name__)
+
+TI = TaskInstanceState
+JOB_TYPE = "SchedulerJob"
+FAILED_BEFORE_START = "celery task failed before the task started"
+_SIGNAL_POLL_SECONDS = 0.1
+
+
+class ExecutorLike(Protocol):
+    """What the scheduler uses of :class:`~squall.scheduler.executor.CeleryExecutor`."""
+
+    @property
+    def running(self) -> Sized:
+        """The tries in flight (counted against ``[core] parallelism``)."""
+
+    def publish(self, tasks: list[QueuedTask]) -> list[PublishOutcome]: ...
+    def sync(self) -> None: ...
+    def get_event_buffer(self) -> Sequence[ExecutorEvent]: ...
+    def end(self) -> None: ...
+
+
+@dataclass
+class LoopStats:
+    """What one loop did."""
+
+    runs_created: int = 0
+    runs_started: int = 0
+    runs_finished: int = 0
+    tis_scheduled: int = 0
+    tis_queued: int = 0
+    publish_failed: int = 0
+    events: int = 0
+    tis_failed_by_events: int = 0
+
+    @property
+    def did_work(self) -> bool:
+        return any((self.runs_created, self.runs_started, self.runs_finished,
+                    self.tis_scheduled, self.tis_queued, self.publish_failed, self.events))
+
+
+class SchedulerJob:
+    """The scheduler loop (see the module docstring)."""
+
+    def __init__(self, settings: Settings, session_factory: SessionFactory,
+                 executor: ExecutorLike, *, dag_processor: DagProcessor | None = None,
+                 clock: Callable[[], datetime] = utcnow,
+                 examples_folder: Path | None = None) -> None:
+        self._settings = settings
+        self._factory = session_factory
+        self._executor = executor
+        self._processor = dag_processor
+        self._clock = clock
+        self._examples_folder = examples_folder or DEFAULT_EXAMPLES_FOLDER
+        self._stop = threading.Event()
+        #: set by the signal handlers, which must not take locks (Event.set does)
+        self._signalled = False
+        self._dags = SerializedDagCache()
+        self._warned_pools: set[str] = set()
+        self._parse_requested_for: set[str] = set()
+        self._last_heartbeat = 0.0
+        self.job_id: int | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish its current loop and return (from any thread)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._signalled or self._stop.is_set()
+
+    def _idle(self, seconds: float) -> None:
+        """Sleep ``seconds`` unless stopped; a signal is noticed within a tenth of a second."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._stop.wait(min(remaining, _SIGNAL_POLL_SECONDS))
+
+    def run(self, *, num_runs: int | None = None) -> None:
+        """Loop until :meth:`stop`, SIGTERM / SIGINT, or ``num_runs`` loops."""
+        previous = self._install_signal_handlers()
+        final = JobState.FAILED
+        loops = 0
+        try:
+            job_id = self._ensure_job()
+            log.info("scheduler: job %d started (pid %d)", job_id, os.getpid())
+            if self._processor is not None:
+                self._processor.start()
+            while not self.stopping:
+                stats = self._run_once_guarded()
+                loops += 1
+                if num_runs is not None and loops >= num_runs:
+                    break
+                if stats is None or not stats.did_work:
+                    self._idle(self._settings.scheduler.scheduler_idle_sleep_time)
+            final = JobState.SUCCESS
+        finally:
+            try:
+                if self._processor is not None:
+                    self._processor.stop()
+                self._executor.end()
+            finally:
+                self._end_job(final)
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+        log.info("scheduler: job %s stopped after %d loop(s)", self.job_id, loops)
+
+    def _run_once_guarded(self) -> LoopStats | None:
+        try:
+            return self.run_once()
+        except OperationalError as exc:
+            # the database went away or timed out: this loop's transaction is rolled back;
+            # the next loop starts afresh
+            log.error("scheduler: loop failed on a database error, retrying: %s", exc)
+            return None
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            # only a flag: the loop finishes the transaction it is in, then returns
+            self._signalled = True
+            log.info("scheduler: got %s; stopping after this loop",
+                     signal.Signals(signum).name)
+
+        return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def _ensure_job(self) -> int:
+        if self.job_id is None:
+            now = self._clock()
+            with session_scope(self._factory) as session:
+                job = Job(job_type=JOB_TYPE, state=JobState.RUNNING.value,
+                          hostname=socket.getfqdn(), pid=os.getpid(), start_date=now,
+                          latest_heartbeat=now)
+                session.add(job)
+                session.flush()
+                self.job_id = job.id
+            self._last_heartbeat = time.monotonic()
+        return self.job_id
+
+    def _end_job(self, state: JobState) -> None:
+        if self.job_id is None:
+            return
+        try:
+            with session_scope(self._factory) as session:
+                session.execute(update(Job).where(Job.id == self.job_id).values(
+                    state=state.value, end_date=self._clock()))
+        except Exception as exc:
+            log.error("scheduler: could not mark job %d %s: %s", self.job_id, state.value,
+                      exc)
+
+    # ------------------------------------------------------------------ one loop
+
+    def run_once(self) -> LoopStats:
+        """One loop of steps a-e; returns what it did."""
+        job_id = self._ensure_job()
+        if self._processor is not None:
+            self._processor.tick()
+        stats = LoopStats()
+        self._dags.new_loop()
+        now = self._clock()
+        with session_scope(self._factory) as session:
+            self._count(stats, create_due_dag_runs(session, self._dags, now=now))
+        with session_scope(self._factory) as session:
+            self._count(stats, schedule_dag_runs(session, self._dags, now=now))
+        self._queue_and_publish(job_id, now, stats)
+        self._executor.sync()
+        self._process_events(self._executor.get_event_buffer(), stats)
+        self._heartbeat()
+        if stats.did_work:
+            log.debug("scheduler: loop %s", stats)
+        return stats
+
+    def _count(self, stats: LoopStats, step: RunStepStats) -> None:
+        stats.runs_created += step.created
+        stats.runs_started += step.started
+        stats.runs_finished += step.finished
+        stats.tis_scheduled += step.tis_scheduled
+        new_missing = step.missing_dags - self._parse_requested_for
+        if new_missing and self._processor is not None:
+            # once per dag_id: a DAG whose file is gone must not make it parse every loop
+            log.info("scheduler: no serialized DAG for %s; asking for a parse",
+                     ", ".join(sorted(new_missing)))
+            self._parse_requested_for |= new_missing
+            self._processor.request_parse()
+
+    def _queue_and_publish(self, job_id: int, now: datetime, stats: LoopStats) -> None:
+        slots = self._settings.core.parallelism - len(self._executor.running)
+        if slots <= 0:
+            log.debug("scheduler: executor full (%d in flight)", len(self._executor.running))
+            return
+        with session_scope(self._factory) as session:
+            dag_ids = session.scalars(
+                select(TaskInstance.dag_id).where(TaskInstance.state == TI.SCHEDULED.value)
+                .distinct()
+            ).all()
+            if not dag_ids:
+                return
+            queued = queue_scheduled_tis(
+                session, executor_slots=slots,
+                max_tis=self._settings.scheduler.max_tis_per_query, job_id=job_id,
+                dags=self._dags.get_many(session, dag_ids),
+                dags_folder=self._settings.dags_folder,
+                examples_folder=self._examples_folder, now=now,
+                warned_pools=self._warned_pools,
+            )
+        # committed: only now may a worker see the messages
+        if not queued:
+            return
+        stats.tis_queued += len(queued)
+        outcomes = self._executor.publish(queued)
+        failed = [o for o in outcomes if not o.ok]
+        if failed:
+            with session_scope(self._factory) as session:
+                stats.publish_failed += requeue_failed_publishes(session, failed)
+
+    def _process_events(self, events: Sequence[ExecutorEvent], stats: LoopStats) -> None:
+        stats.events += len(events)
+        failed: list[ExecutorEvent] = []
+        for event in events:
+            if event.kind == EventKind.FAILED:
+                failed.append(event)
+            else:
+                log.debug("%s try %d: executor event %s", event.key, event.try_number,
+                          event.kind)
+        if not failed:
+            return
+        now = self._clock()
+        with session_scope(self._factory) as session:
+            rows = self._load_tis(session, failed)
+            dags = self._dags.get_many(session, {e.key.dag_id for e in failed})
+            for event in failed:
+                ti = rows.get((event.key.dag_id, event.key.task_id, event.key.run_id))
+                if (ti is None or ti.state != TI.QUEUED or ti.try_number != event.try_number
+                        or ti.external_executor_id != event.external_executor_id):
+                    log.debug("%s try %d: celery failure for a try that left QUEUED (now %s "
+                              "try %s); the worker recorded it", event.key, event.try_number,
+                              ti.state if ti else "gone", ti.try_number if ti else "-")
+                    continue
+                new_state = handle_failure_state(ti.try_number, ti.max_tries)
+                reason = f"{FAILED_BEFORE_START}: {event.info or 'no details'}"[:2000]
+                values: dict[str, Any] = {"state_reason": reason, "end_date": now}
+                if new_state == TI.UP_FOR_RETRY:
+                    dag = dags.get(ti.dag_id)
+                    task = dag.task_dict.get(ti.task_id) if dag is not None else None
+                    values["next_retry_at"] = (
+                        next_retry_at(task, ti.try_number, now) if task is not None else now
+                    )
+                if compare_and_set_state(
+                    session, event.key, expected=TI.QUEUED, try_number=event.try_number,
+                    new_state=new_state,
+                    expected_external_executor_id=event.external_executor_id, **values,
+                ):
+                    stats.tis_failed_by_events += 1
+                    log.warning("%s try %d: %s; now %s", event.key, event.try_number, reason,
+                                new_state.value)
+
+    @staticmethod
+    def _load_tis(session: Session, events: Sequence[ExecutorEvent]
+                  ) -> dict[tuple[str, str, str], TaskInstance]:
+        keys = sorted({(e.key.dag_id, e.key.task_id, e.key.run_id) for e in events})
+        found = session.scalars(
+            select(TaskInstance).where(
+                tuple_(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id).in_(keys))
+            .execution_options(populate_existing=True)
+        ).all()
+        return {(t.dag_id, t.task_id, t.run_id): t for t in found}
+
+    def _heartbeat(self) -> None:
+        every = self._settings.scheduler.scheduler_heartbeat_sec
+        if time.monotonic() - self._last_heartbeat < every:
+            return
+        with session_scope(self._factory) as session:
+            session.execute(update(Job).where(Job.id == self.job_id).values(
+                latest_heartbeat=self._clock()))
+        self._last_heartbeat = time.monotonic()

@@ -1,0 +1,450 @@
+"""The LocalTaskJob supervisor: one per task-run command a worker accepts.
+
+Process model (one line per process, parent first)::
+
+    celery worker            preloads Squall's modules, forks its pool
+      pool process           squall.run_task -> execute_command(): forks, waits, reports
+        supervisor           LocalTaskJob.run(): Job row, QUEUED -> RUNNING, heartbeat, watch
+          task process       run_task_process(): load the DAG file, run_try (forked, or a new
+                             interpreter: ``python -m squall tasks run ... --raw``)
+
+The supervisor is forked, not started with multiprocessing, because billiard's pool processes
+are daemonic and may not have children of that kind. It opens its own database engine, inserts
+its ``job`` row and moves the task instance QUEUED -> RUNNING with one compare-and-set (state,
+try number and Celery task id) in the same transaction; a lost compare-and-set (a duplicate
+delivery, a cleared or finished task instance) leaves nothing behind. While the task process
+runs, it heartbeats every ``[scheduler] job_heartbeat_sec`` and kills the task process's
+group when the row stops being RUNNING under this job and try. A task process that exits
+without recording a state, and a SIGTERM to the supervisor, end the try as failed (or
+up_for_retry) with the reason recorded.
+
+:class:`SupervisorStatus` says how the supervisor's work ended; it is not a task instance
+state (that is in ``SupervisorResult.state``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from sqlalchemy import Engine, update
+from sqlalchemy import select as sql_select
+from sqlalchemy.exc import SQLAlchemyError
+
+from squall.common.db import make_session_factory, session_scope
+from squall.common.models import Job, TaskInstance, compare_and_set_state, utcnow
+from squall.common.payload import TaskRunCommand
+from squall.common.settings import Settings
+from squall.common.state import JobState, TaskInstanceState
+from squall.worker.runner import task_log_handler, task_log_path
+from squall.worker.task_process import (
+    TaskProcessHandle,
+    TaskProcessSpec,
+    describe_exit,
+    kill_group,
+    open_pidfd,
+    parent_death_sigterm,
+    raw_task_argv,
+    raw_task_env,
+    record_failure,
+    run_task_process,
+)
+
+log = logging.getLogger(__name__)
+
+JOB_TYPE = "LocalTaskJob"
+#: how long a task process may take to exit after SIGTERM before it gets SIGKILL
+KILL_GRACE_SECONDS = 5.0
+REASON_SIGTERM = "supervisor received SIGTERM"
+
+
+class SupervisorStatus(StrEnum):
+    """How a supervisor's work on one command ended (not a task instance state)."""
+
+    COMPLETED = "completed"  # the task process ran the try and recorded its outcome
+    SKIPPED_DUPLICATE = "skipped_duplicate"  # not QUEUED for this try and Celery task id
+    KILLED = "killed"  # the row changed under it; the task process was killed
+    TASK_PROCESS_DIED = "task_process_died"  # exited without recording; recorded failed
+    TERMINATED = "terminated"  # the supervisor got SIGTERM; recorded failed
+
+
+@dataclass(frozen=True)
+class SupervisorResult:
+    status: SupervisorStatus
+    dag_id: str
+    task_id: str
+    run_id: str
+    try_number: int
+    #: the task instance's state when the supervisor finished, when it was still this try's
+    state: str | None = None
+    job_id: int | None = None
+    pid: int | None = None  # the task process
+    exit_code: int | None = None  # the task process's; negative: killed by that signal
+    reason: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "status": self.status.value}
+
+
+class LocalTaskJob:
+    """Supervises one try of one task instance (see the module docstring)."""
+
+    def __init__(self, command: TaskRunCommand, *, settings: Settings, engine: Engine,
+                 celery_task_id: str, worker_name: str,
+                 heartbeat_interval: float | None = None,
+                 kill_grace: float = KILL_GRACE_SECONDS,
+                 child_close_fds: Sequence[int] = ()) -> None:
+        self.command = command
+        self.key = command.key
+        self.try_number = command.try_number
+        self._settings = settings
+        self._engine = engine
+        self._factory = make_session_factory(engine)
+        self._celery_task_id = celery_task_id
+        self._worker_name = worker_name
+        self._heartbeat = heartbeat_interval or settings.scheduler.job_heartbeat_sec
+        self._kill_grace = kill_grace
+        self._child_close_fds = tuple(child_close_fds)
+        self._job_id: int | None = None
+        self._terminate_requested = False
+        self._wakeup: tuple[int, int] | None = None
+        self._previous: dict[int, Any] = {}
+        self._previous_wakeup = -1
+        self._status_fd: int | None = None  # read end of the task process's status pipe
+        self._task_recording = False
+
+    # ----------------------------------------------------------------------- lifecycle
+
+    def run(self) -> SupervisorResult:
+        self._install_signal_handlers()
+        try:
+            return self._run()
+        finally:
+            self._restore_signal_handlers()
+
+    def _run(self) -> SupervisorResult:
+        job_id = self._start()
+        if job_id is None:
+            return self._result(SupervisorStatus.SKIPPED_DUPLICATE, reason=self._refusal)
+        result: SupervisorResult | None = None
+        try:
+            if self._terminate_requested:
+                result = self._fail_try(SupervisorStatus.TERMINATED, REASON_SIGTERM)
+            else:
+                child = self._start_task_process(job_id)
+                self._record_pid(child.pid)
+                result = self._watch(child)
+            return result
+        finally:
+            self._finish_job(result)
+
+    def _result(self, status: SupervisorStatus, **values: Any) -> SupervisorResult:
+        return SupervisorResult(status=status, dag_id=self.key.dag_id,
+                                task_id=self.key.task_id, run_id=self.key.run_id,
+                                try_number=self.try_number, job_id=self._job_id, **values)
+
+    def _start(self) -> int | None:
+        """Insert the job row and move QUEUED -> RUNNING, in one transaction; the job id,
+        or None (and nothing written) when the compare-and-set loses."""
+        now = utcnow()
+        with self._factory() as session:
+            job = Job(job_type=JOB_TYPE, state=JobState.RUNNING.value,
+                      hostname=self._worker_name, pid=os.getpid(), dag_id=self.key.dag_id,
+                      start_date=now, latest_heartbeat=now)
+            session.add(job)
+            session.flush()
+            won = compare_and_set_state(
+                session, self.key, expected=TaskInstanceState.QUEUED,
+                try_number=self.try_number, new_state=TaskInstanceState.RUNNING,
+                expected_external_executor_id=self._celery_task_id,
+                hostname=self._worker_name, pid=os.getpid(), job_id=job.id, start_date=now,
+                end_date=None,
+            )
+            if won:
+                session.commit()
+                self._job_id = job.id
+                log.info("TaskInstance %s: try %d queued -> running on %s (job %d)",
+                         self.key, self.try_number, self._worker_name, job.id)
+                return job.id
+            session.rollback()
+            row = session.execute(
+                sql_select(TaskInstance.state, TaskInstance.try_number,
+                           TaskInstance.external_executor_id).where(*self._key_clause())
+            ).one_or_none()
+        if row is None:
+            self._refusal = "the task instance does not exist"
+        elif row.try_number != self.try_number:
+            self._refusal = f"the task instance is at try {row.try_number} ({row.state})"
+        elif row.state != TaskInstanceState.QUEUED:
+            self._refusal = f"the task instance is {row.state}, not queued"
+        else:
+            self._refusal = (f"the task instance was queued under Celery task id "
+                             f"{row.external_executor_id}, not {self._celery_task_id}")
+        log.warning("TaskInstance %s: try %d not started: %s", self.key, self.try_number,
+                    self._refusal)
+        return None
+
+    _refusal = ""
+
+    def _key_clause(self) -> tuple[Any, ...]:
+        return (TaskInstance.dag_id == self.key.dag_id,
+                TaskInstance.task_id == self.key.task_id,
+                TaskInstance.run_id == self.key.run_id)
+
+    def _ours_clause(self) -> tuple[Any, ...]:
+        return (*self._key_clause(), TaskInstance.state == TaskInstanceState.RUNNING.value,
+                TaskInstance.try_number == self.try_number,
+                TaskInstance.job_id == self._job_id)
+
+    def _record_pid(self, pid: int) -> None:
+        with session_scope(self._factory) as session:
+            session.execute(update(TaskInstance).where(*self._ours_clause())
+                            .values(pid=pid).execution_options(synchronize_session=False))
+
+    def _finish_job(self, result: SupervisorResult | None) -> None:
+        ok = result is not None and result.status == SupervisorStatus.COMPLETED
+        state = JobState.SUCCESS if ok else JobState.FAILED
+        now = utcnow()
+        try:
+            with session_scope(self._factory) as session:
+                session.execute(update(Job).where(Job.id == self._job_id).values(
+                    state=state.value, end_date=now, latest_heartbeat=now))
+        except SQLAlchemyError as exc:
+            log.error("TaskInstance %s: job %s not marked %s: %s", self.key, self._job_id,
+                      state.value, exc)
+
+    # ----------------------------------------------------------------------- task process
+
+    def _start_task_process(self, job_id: int) -> TaskProcessHandle:
+        status_read, status_write = os.pipe()
+        os.set_blocking(status_read, False)
+        self._status_fd = status_read
+        spec = TaskProcessSpec(key=self.key, try_number=self.try_number, job_id=job_id,
+                               dag_file=self.command.dag_file, hostname=self._worker_name,
+                               status_fd=status_write)
+        try:
+            if self._settings.core.execute_tasks_new_python_interpreter:
+                popen = subprocess.Popen(
+                    raw_task_argv(self._settings, spec), env=raw_task_env(),
+                    stdin=subprocess.DEVNULL, process_group=0, close_fds=True,
+                    pass_fds=(status_write,), preexec_fn=parent_death_sigterm,
+                )
+                log.info("TaskInstance %s: try %d: task process %d (new interpreter)",
+                         self.key, self.try_number, popen.pid)
+                return TaskProcessHandle(popen.pid, popen)
+            # SIGTERM stays blocked across the fork until the child has its own handlers
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            try:
+                pid = os.fork()
+            except BaseException:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+                raise
+            if pid == 0:  # the task process
+                code = 1
+                try:
+                    self._become_task_process()
+                    code = run_task_process(self._settings, spec)
+                except BaseException:
+                    log.exception("TaskInstance %s: try %d: task process failed", self.key,
+                                  self.try_number)
+                finally:
+                    for stream in (sys.stdout, sys.stderr):
+                        try:
+                            stream.flush()
+                        except Exception:
+                            pass
+                    os._exit(code)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+            try:
+                os.setpgid(pid, pid)
+            except OSError:
+                pass  # the child did it first
+            log.info("TaskInstance %s: try %d: task process %d (forked)", self.key,
+                     self.try_number, pid)
+            return TaskProcessHandle(pid)
+        finally:
+            os.close(status_write)
+
+    def _task_is_recording(self) -> bool:
+        """Whether the task process said it is recording its own outcome (so a changed
+        state is its doing, and it is finishing: callbacks, then exit)."""
+        if not self._task_recording and self._status_fd is not None:
+            try:
+                self._task_recording = bool(os.read(self._status_fd, 64))
+            except BlockingIOError:
+                pass
+        return self._task_recording
+
+    def _become_task_process(self) -> None:
+        """In the forked child: own process group, default signals, no inherited fds or
+        pooled database connections."""
+        os.setpgid(0, 0)
+        parent_death_sigterm()
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGTERM, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for fd in (*(self._wakeup or ()), self._status_fd, *self._child_close_fds):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._engine.dispose(close=False)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+    # ----------------------------------------------------------------------- watching
+
+    def _watch(self, child: TaskProcessHandle) -> SupervisorResult:
+        pidfd = open_pidfd(child.pid)
+        try:
+            next_beat = time.monotonic() + self._heartbeat
+            while True:
+                code = child.poll()
+                if code is not None:
+                    return self._on_task_exit(child, code)
+                if self._terminate_requested:
+                    log.warning("TaskInstance %s: try %d: %s; terminating task process %d",
+                                self.key, self.try_number, REASON_SIGTERM, child.pid)
+                    self._kill(child, pidfd)
+                    return self._fail_try(SupervisorStatus.TERMINATED, REASON_SIGTERM,
+                                          pid=child.pid, exit_code=child.returncode)
+                now = time.monotonic()
+                if now < next_beat:
+                    self._wait(pidfd, next_beat - now)
+                    continue
+                next_beat = now + self._heartbeat
+                changed = self._heartbeat_and_check()
+                if changed is not None and self._task_is_recording():
+                    log.debug("TaskInstance %s: %s by the task process itself", self.key,
+                              changed)
+                elif changed is not None:
+                    with task_log_handler(self._log_path()):
+                        log.warning("TaskInstance %s: state changed externally to %s; killing",
+                                    self.key, changed)
+                    self._kill(child, pidfd)
+                    return self._result(SupervisorStatus.KILLED, pid=child.pid,
+                                        exit_code=child.returncode,
+                                        reason=f"state changed externally to {changed}")
+        finally:
+            for fd in (pidfd, self._status_fd):
+                if fd is not None:
+                    os.close(fd)
+            self._status_fd = None
+
+    def _heartbeat_and_check(self) -> str | None:
+        """Beat the job row; None while the row is still this job's running try, else what
+        it became."""
+        try:
+            with session_scope(self._factory) as session:
+                session.execute(update(Job).where(Job.id == self._job_id)
+                                .values(latest_heartbeat=utcnow()))
+                row = session.execute(
+                    sql_select(TaskInstance.state, TaskInstance.try_number,
+                               TaskInstance.job_id).where(*self._key_clause())
+                ).one_or_none()
+        except SQLAlchemyError as exc:
+            log.warning("TaskInstance %s: heartbeat of job %s failed: %s", self.key,
+                        self._job_id, exc)
+            return None
+        if row is None:
+            return "deleted"
+        if row.try_number != self.try_number or row.job_id != self._job_id:
+            return f"{row.state} (try {row.try_number}, job {row.job_id})"
+        if row.state != TaskInstanceState.RUNNING:
+            return str(row.state)
+        return None
+
+    def _wait(self, pidfd: int | None, timeout: float) -> None:
+        """Sleep until the task process exits, a signal arrives, or ``timeout`` passes."""
+        assert self._wakeup is not None
+        fds = [self._wakeup[0]] + ([pidfd] if pidfd is not None else [])
+        ready, _, _ = select.select(fds, [], [], max(timeout, 0.0))
+        if self._wakeup[0] in ready:
+            try:
+                while os.read(self._wakeup[0], 512):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def _kill(self, child: TaskProcessHandle, pidfd: int | None) -> None:
+        """SIGTERM the task process's group, SIGKILL after the grace period, reap it."""
+        kill_group(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self._kill_grace
+        while child.poll() is None and time.monotonic() < deadline:
+            self._wait(pidfd, min(deadline - time.monotonic(), 0.5))
+        if child.poll() is None:
+            log.warning("TaskInstance %s: task process %d still alive %.1f s after SIGTERM; "
+                        "sending SIGKILL", self.key, child.pid, self._kill_grace)
+            kill_group(child.pid, signal.SIGKILL)
+            while child.poll() is None:
+                self._wait(pidfd, 0.5)
+        kill_group(child.pid, signal.SIGKILL)  # whatever it left behind in its group
+
+    def _on_task_exit(self, child: TaskProcessHandle, code: int) -> SupervisorResult:
+        with session_scope(self._factory) as session:
+            row = session.execute(
+                sql_select(TaskInstance.state).where(*self._ours_clause())
+            ).one_or_none()
+        if row is not None:  # still RUNNING under this job: nobody recorded an outcome
+            return self._fail_try(SupervisorStatus.TASK_PROCESS_DIED, describe_exit(code),
+                                  pid=child.pid, exit_code=code)
+        with session_scope(self._factory) as session:
+            state = session.scalar(
+                sql_select(TaskInstance.state).where(
+                    *self._key_clause(), TaskInstance.try_number == self.try_number))
+        log.info("TaskInstance %s: try %d: task process %d exited (%s); state %s", self.key,
+                 self.try_number, child.pid, code, state)
+        return self._result(SupervisorStatus.COMPLETED, state=state, pid=child.pid,
+                            exit_code=code)
+
+    def _fail_try(self, status: SupervisorStatus, reason: str, **values: Any) -> SupervisorResult:
+        """Record the running try failed / up_for_retry with ``reason`` (compare-and-set)."""
+        with session_scope(self._factory) as session:
+            ti = session.scalars(sql_select(TaskInstance).where(*self._key_clause())).first()
+        state: str | None = None
+        if ti is not None:
+            with task_log_handler(self._log_path()):
+                log.error("TaskInstance %s: try %d: %s", self.key, self.try_number, reason)
+                result = record_failure(self._factory, self.key, try_number=self.try_number,
+                                        max_tries=ti.max_tries,
+                                        start_date=ti.start_date or utcnow(), reason=reason)
+            state = result.state.value if result.recorded else None
+        return self._result(status, state=state, reason=reason, **values)
+
+    def _log_path(self) -> Path:
+        return task_log_path(self._settings.log_folder, self.key, self.try_number)
+
+    # ----------------------------------------------------------------------- signals
+
+    def _on_sigterm(self, _signum: int, _frame: FrameType | None) -> None:
+        self._terminate_requested = True
+
+    def _install_signal_handlers(self) -> None:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        self._wakeup = (read_fd, write_fd)
+        self._previous_wakeup = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_sigterm)
+        # wakes the select when the task process exits (where pidfds are not available)
+        self._previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda *_: None)
+
+    def _restore_signal_handlers(self) -> None:
+        signal.set_wakeup_fd(self._previous_wakeup)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        for fd in self._wakeup or ():
+            os.close(fd)
+        self._wakeup = None

@@ -1,0 +1,269 @@
+"""The task process: the child a LocalTaskJob supervisor starts to run one try.
+
+It runs either forked from the supervisor or in a new interpreter
+(``squall tasks run ... --raw``, with ``[core] execute_tasks_new_python_interpreter``); both
+end up in :func:`run_task_process`. The supervisor has already moved the task instance to
+RUNNING under its job; this process checks that it still is, imports the DAG file, and hands
+the task to :func:`squall.worker.runner.run_try`. A DAG file or task that cannot be loaded is
+recorded as a failed try (retried per ``retries``) with a reason naming the file.
+
+:func:`record_failure` is also how the supervisor records a try whose task process died; the
+process-handling helpers at the end (exit descriptions, process groups, pidfds, the parent
+death signal) are what the supervisor uses to watch and stop a task process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+from squall.common.dagbag import DEFAULT_EXAMPLES_FOLDER, load_file, load_serialized_dags
+from squall.common.db import SessionFactory, make_engine, make_session_factory, session_scope
+from squall.common.errors import DagFileLoadError, PayloadError
+from squall.common.models import DagRun, TaskInstance, TaskInstanceKey, utcnow
+from squall.common.operators.base import BaseOperator
+from squall.common.payload import DAGS_FOLDER_ROOT, EXAMPLES_ROOT, resolve_dag_file
+from squall.common.settings import Settings
+from squall.common.state import TaskInstanceState
+from squall.worker.runner import (
+    OutcomeKind,
+    TryOutcome,
+    TryResult,
+    record_outcome,
+    run_try,
+    task_log_handler,
+    task_log_path,
+)
+
+log = logging.getLogger(__name__)
+
+#: ``state_reason`` is a 2000-character column
+MAX_REASON = 2000
+
+EXIT_OK = 0  # the try ran (or could not be loaded) and its outcome was recorded
+EXIT_NOT_OURS = 3  # the task instance is no longer running under this job: nothing done
+
+
+class TaskLoadError(DagFileLoadError):
+    """The DAG file or the task of a command cannot be loaded on this worker."""
+
+
+@dataclass(frozen=True)
+class TaskProcessSpec:
+    """What a task process needs to know, beyond the settings."""
+
+    key: TaskInstanceKey
+    try_number: int
+    job_id: int
+    dag_file: str
+    hostname: str
+    #: a pipe to the supervisor: one byte is written just before the outcome is recorded
+    status_fd: int | None = None
+
+    def notify_recording(self) -> None:
+        if self.status_fd is not None:
+            try:
+                os.write(self.status_fd, b"R")
+            except OSError:
+                pass
+
+
+def raw_task_argv(settings: Settings, spec: TaskProcessSpec) -> list[str]:
+    """``python -m squall tasks run ... --raw``: this process in a new interpreter
+    (``[core] execute_tasks_new_python_interpreter``); the settings file, if any, goes too."""
+    config = sorted({origin[5:] for origin in settings.sources.values()
+                     if origin.startswith("file ")})
+    argv = [sys.executable, "-m", "squall"]
+    if config:
+        argv += ["--config", config[0]]
+    argv += ["tasks", "run", spec.key.dag_id, spec.key.task_id, spec.key.run_id,
+             "--try", str(spec.try_number), "--job-id", str(spec.job_id),
+             "--dag-file", spec.dag_file, "--hostname", spec.hostname, "--raw"]
+    if spec.status_fd is not None:
+        argv += ["--status-fd", str(spec.status_fd)]
+    return argv
+
+
+def raw_task_env() -> dict[str, str]:
+    """The environment for :func:`raw_task_argv`: this one, with Squall importable."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent.parent)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root not in paths:
+        env["PYTHONPATH"] = os.pathsep.join([root, *paths])
+    return env
+
+
+def run_task_process(settings: Settings, spec: TaskProcessSpec) -> int:
+    """Run the try described by ``spec`` in this process; returns the exit code to use.
+
+    Opens its own database engine (never one inherited through a fork) and disposes of it.
+    """
+    db = settings.database
+    engine = make_engine(settings.sql_alchemy_conn, pool_size=2, max_overflow=2,
+                         pool_recycle=db.sql_alchemy_pool_recycle,
+                         pool_pre_ping=db.sql_alchemy_pool_pre_ping)
+    try:
+        return _run(settings, spec, make_session_factory(engine))
+    finally:
+        engine.dispose()
+
+
+def _run(settings: Settings, spec: TaskProcessSpec, factory: SessionFactory) -> int:
+    key = spec.key
+    with session_scope(factory) as session:
+        ti = session.scalars(select(TaskInstance).where(
+            TaskInstance.dag_id == key.dag_id, TaskInstance.task_id == key.task_id,
+            TaskInstance.run_id == key.run_id)).one_or_none()
+        dag_run = session.scalars(select(DagRun).where(
+            DagRun.dag_id == key.dag_id, DagRun.run_id == key.run_id)).one_or_none()
+    if (ti is None or dag_run is None or ti.state != TaskInstanceState.RUNNING
+            or ti.try_number != spec.try_number or ti.job_id != spec.job_id):
+        seen = "gone" if ti is None or dag_run is None else (
+            f"{ti.state} (try {ti.try_number}, job {ti.job_id})")
+        log.warning("TaskInstance %s: try %d not run: expected running under job %d, "
+                    "found %s", key, spec.try_number, spec.job_id, seen)
+        return EXIT_NOT_OURS
+
+    log_path = task_log_path(settings.log_folder, key, spec.try_number)
+    start_date = ti.start_date or utcnow()
+    try:
+        with task_log_handler(log_path):
+            log.info("TaskInstance %s: try %d: loading %s on %s (pid %d)", key,
+                     spec.try_number, spec.dag_file, spec.hostname, os.getpid())
+            task = load_task(settings, spec.dag_file, key)
+    except TaskLoadError as exc:
+        with task_log_handler(log_path):
+            log.error("TaskInstance %s: try %d cannot run: %s", key, spec.try_number, exc)
+            spec.notify_recording()
+            record_failure(factory, key, try_number=spec.try_number, max_tries=ti.max_tries,
+                           start_date=start_date, reason=str(exc))
+        return EXIT_OK
+    run_try(task, dag_run, try_number=spec.try_number, max_tries=ti.max_tries,
+            start_date=start_date, session_factory=factory, hostname=spec.hostname,
+            log_path=log_path, on_recording=spec.notify_recording)
+    return EXIT_OK
+
+
+def load_task(settings: Settings, dag_file: str, key: TaskInstanceKey) -> BaseOperator:
+    """Import ``dag_file`` (as named in a command) and return the task of ``key``."""
+    examples = DEFAULT_EXAMPLES_FOLDER if settings.core.load_examples else None
+    try:
+        path = resolve_dag_file(dag_file, settings.dags_folder, examples)
+    except PayloadError as exc:
+        raise TaskLoadError(f"cannot load DAG {key.dag_id}: {exc}") from None
+    if not path.is_file():
+        raise TaskLoadError(f"cannot load DAG {key.dag_id}: DAG file {path} does not exist "
+                            "on this worker")
+    root_name = dag_file.partition("/")[0]
+    root: Path | None = {DAGS_FOLDER_ROOT: settings.dags_folder,
+                         EXAMPLES_ROOT: examples}.get(root_name)
+    loaded = load_file(path, root, timeout=settings.core.dagbag_import_timeout,
+                       airflow_compat=settings.core.airflow_compat)
+    dag = next((d for d in loaded.dags if d.dag_id == key.dag_id), None)
+    if dag is None:
+        detail = loaded.error or (
+            f"DAG file {path} defines no DAG {key.dag_id!r} "
+            f"(it defines: {', '.join(d.dag_id for d in loaded.dags) or 'none'})")
+        raise TaskLoadError(f"cannot load DAG {key.dag_id}: {detail}")
+    if not dag.has_task(key.task_id):
+        raise TaskLoadError(f"DAG {key.dag_id} in {path} has no task {key.task_id!r}")
+    return dag.get_task(key.task_id)
+
+
+def retry_policy_task(factory: SessionFactory, key: TaskInstanceKey) -> BaseOperator:
+    """The task's stand-in from ``serialized_dag`` (its retry delay and backoff), for
+    recording a failure without importing the DAG file; a default one when not found."""
+    from squall.common.serialization import SerializedOperator
+
+    with session_scope(factory) as session:
+        dag = load_serialized_dags(session, [key.dag_id]).get(key.dag_id)
+    if dag is not None and dag.has_task(key.task_id):
+        return dag.get_task(key.task_id)
+    log.warning("TaskInstance %s: no serialized DAG to take the retry delay from; "
+                "using the default", key)
+    return SerializedOperator(operator_name="unknown", task_id=key.task_id)
+
+
+def record_failure(factory: SessionFactory, key: TaskInstanceKey, *, try_number: int,
+                   max_tries: int, start_date: datetime, reason: str) -> TryResult:
+    """Record try ``try_number`` as failed, or up_for_retry while tries remain, with
+    ``reason``; a compare-and-set from RUNNING with that try, like any other outcome."""
+    task = retry_policy_task(factory, key)
+    outcome = TryOutcome(OutcomeKind.FAILED, error=reason[:MAX_REASON])
+    return record_outcome(factory, task, key, try_number=try_number, max_tries=max_tries,
+                          start_date=start_date, outcome=outcome)
+
+
+# --------------------------------------------------------------------------- process handling
+
+_PR_SET_PDEATHSIG = 1
+
+
+class TaskProcessHandle:
+    """A started task process: forked (``popen`` None) or a new interpreter."""
+
+    def __init__(self, pid: int, popen: subprocess.Popen[bytes] | None = None) -> None:
+        self.pid = pid
+        self._popen = popen
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        """The exit code (negative: the signal) once it has exited, else None."""
+        if self.returncode is None:
+            if self._popen is not None:
+                self.returncode = self._popen.poll()
+            else:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"task process exited with signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"task process exited with signal {-code}"
+    return f"task process exited with code {code}"
+
+
+def set_parent_death_signal(signum: int) -> None:
+    """Ask Linux to send ``signum`` to this process when its parent dies (best effort)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
+    except (OSError, AttributeError):
+        log.debug("prctl(PR_SET_PDEATHSIG) is not available")
+
+
+def kill_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def open_pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def parent_death_sigterm() -> None:
+    """In a task process (also the ``preexec_fn`` of a new interpreter): get SIGTERM when
+    the supervisor dies, so no task outlives its supervisor."""
+    set_parent_death_signal(signal.SIGTERM)

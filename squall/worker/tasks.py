@@ -1,0 +1,211 @@
+"""The one Celery task Squall defines, the fork of its supervisor, and the worker's hooks.
+
+:func:`run_task` is registered as ``squall.run_task`` by
+:func:`squall.common.celery_app.create_celery_app`. It is deliberately thin: it validates the
+message into a :class:`~squall.common.payload.TaskRunCommand` (anything else is refused and
+logged, never executed) and calls :func:`execute_command`, which forks a LocalTaskJob
+supervisor (:mod:`squall.worker.local_task_job`), waits for it and returns its summary as the
+Celery result. A supervisor that dies without reporting raises :class:`SupervisorCrashed`, so
+Celery records FAILURE (which the scheduler handles for a task instance still QUEUED).
+
+:func:`install_worker_hooks` connects two Celery signals (when a worker app is built, never at
+import): ``worker_init`` preloads the modules every task process needs, in the worker parent
+before it forks its pool; ``worker_process_init`` disposes of database engines a pool process
+inherited, so no pooled connection is ever shared across a fork.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+from types import FrameType
+from typing import Any
+
+from celery import Task
+from celery.signals import worker_init, worker_process_init
+
+from squall.common.db import make_engine
+from squall.common.errors import PayloadError, SquallError
+from squall.common.payload import TaskRunCommand
+from squall.common.settings import Settings
+from squall.worker.local_task_job import LocalTaskJob
+from squall.worker.task_process import set_parent_death_signal
+
+log = logging.getLogger(__name__)
+
+#: the longest reason a refusal carries back in its result and log line
+MAX_REASON = 500
+
+
+class SupervisorCrashed(SquallError):
+    """The supervisor process died without reporting."""
+
+
+PRELOADED_MODULES = (
+    "pendulum",
+    "jinja2",
+    "sqlalchemy.dialects.postgresql.psycopg2",
+    "sqlalchemy.dialects.sqlite.pysqlite",
+    "squall.common.dag",
+    "squall.common.dagbag",
+    "squall.common.dagrun_ops",
+    "squall.common.decorators",
+    "squall.common.models",
+    "squall.common.operators",
+    "squall.common.operators.bash",
+    "squall.common.operators.python",
+    "squall.common.operators.empty",
+    "squall.common.sensors",
+    "squall.common.serialization",
+    "squall.common.taskgroup",
+    "squall.common.templating",
+    "squall.common.xcom",
+    "squall.worker.runner",
+    "squall.worker.task_process",
+)
+
+
+def run_task(self: Task, message: Any) -> dict[str, Any]:
+    """Run one try of one task instance, as ``message`` (a task-run command) asks."""
+    celery_task_id = str(self.request.id)
+    try:
+        command = TaskRunCommand.from_message(message)
+    except PayloadError as exc:
+        reason = str(exc)[:MAX_REASON]
+        log.error("Celery task %s: refused: %s", celery_task_id, reason)
+        return {"status": "refused", "reason": reason}
+    log.info("Celery task %s: TaskInstance %s try %d received", celery_task_id, command.key,
+             command.try_number)
+    return execute_command(self.app.squall_settings, command, celery_task_id=celery_task_id,
+                           worker_name=str(self.request.hostname))
+
+
+# --------------------------------------------------------------------------- the supervisor
+
+
+def execute_command(settings: Settings, command: TaskRunCommand, *, celery_task_id: str,
+                    worker_name: str) -> dict[str, Any]:
+    """Fork a supervisor for ``command``, wait for it, and return its summary.
+
+    Raises :class:`SupervisorCrashed` when the supervisor died without reporting. A SIGTERM
+    to this process while it waits is passed on to the supervisor.
+    """
+    read_fd, write_fd = os.pipe()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        os._exit(_supervisor_main(settings, command, celery_task_id, worker_name,
+                                  write_fd, parent))
+    os.close(write_fd)
+    try:
+        status = _wait_forwarding_sigterm(pid)
+        os.set_blocking(read_fd, False)
+        data = b""
+        try:
+            while chunk := os.read(read_fd, 65536):
+                data += chunk
+        except BlockingIOError:
+            pass
+    finally:
+        os.close(read_fd)
+    try:
+        summary: dict[str, Any] = json.loads(data)
+    except ValueError:
+        code = os.waitstatus_to_exitcode(status)
+        raise SupervisorCrashed(
+            f"TaskInstance {command.key}: try {command.try_number}: the supervisor (pid {pid}) "
+            f"exited with {f'signal {-code}' if code < 0 else f'code {code}'} without "
+            "reporting") from None
+    return summary
+
+
+def _wait_forwarding_sigterm(pid: int) -> int:
+    def forward(_signum: int, _frame: FrameType | None) -> None:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    try:
+        previous = signal.signal(signal.SIGTERM, forward)
+    except ValueError:  # not the main thread (a threaded pool): nothing to forward
+        previous = None
+    try:
+        return os.waitpid(pid, 0)[1]
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _supervisor_main(settings: Settings, command: TaskRunCommand, celery_task_id: str,
+                     worker_name: str, write_fd: int, parent: int) -> int:
+    """The forked supervisor's body; returns its exit code (never raises)."""
+    try:
+        set_parent_death_signal(signal.SIGTERM)
+        if os.getppid() != parent:
+            return 1
+        db = settings.database
+        engine = make_engine(settings.sql_alchemy_conn, pool_size=1, max_overflow=2,
+                             pool_recycle=db.sql_alchemy_pool_recycle,
+                             pool_pre_ping=db.sql_alchemy_pool_pre_ping)
+        try:
+            result = LocalTaskJob(command, settings=settings, engine=engine,
+                                  celery_task_id=celery_task_id, worker_name=worker_name,
+                                  child_close_fds=(write_fd,)).run()
+        finally:
+            engine.dispose()
+        os.write(write_fd, json.dumps(result.as_dict()).encode("utf-8"))
+        return 0
+    except BaseException:
+        log.exception("TaskInstance %s: try %d: supervisor failed", command.key,
+                      command.try_number)
+        return 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+
+
+def preload_modules(names: tuple[str, ...] = PRELOADED_MODULES) -> None:
+    """Import what task processes need, so forked pool processes start with it loaded."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            log.warning("Worker: cannot preload %s: %s", name, exc)
+
+
+def dispose_inherited_engines() -> int:
+    """Drop the connection pools of every SQLAlchemy engine this (just forked) process
+    inherited, without closing the parent's connections; returns how many there were."""
+    from sqlalchemy import Engine
+
+    engines = [obj for obj in gc.get_objects() if isinstance(obj, Engine)]
+    for engine in engines:
+        engine.dispose(close=False)
+    return len(engines)
+
+
+def _on_worker_init(**_: Any) -> None:
+    preload_modules()
+
+
+def _on_worker_process_init(**_: Any) -> None:
+    count = dispose_inherited_engines()
+    if count:
+        log.debug("Worker: disposed of %d inherited database engine(s)", count)
+
+
+def install_worker_hooks() -> None:
+    """Connect the worker signal handlers (idempotent)."""
+    worker_init.connect(_on_worker_init, weak=False, dispatch_uid="squall.worker.preload")
+    worker_process_init.connect(_on_worker_process_init, weak=False,
+                                dispatch_uid="squall.worker.dispose_engines")

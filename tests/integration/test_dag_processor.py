@@ -1,0 +1,152 @@
+"""The DAG processor (squall.scheduler.dag_processor): its own process, the interval, wake-ups,
+stopping; and the scheduler running with it. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from squall.common.db import SessionFactory, session_scope
+from squall.common.models import DagModel, ImportError_
+from squall.common.settings import Settings
+from squall.scheduler.dag_processor import DagProcessor, parse_and_sync_once
+from squall.scheduler.job import SchedulerJob
+from tests.support.scheduling import FakeExecutor
+from tests.support.services import wait_until
+
+DAG_FILE = '''
+import pendulum
+from squall import DAG, EmptyOperator
+
+with DAG("NAME", schedule=SCHEDULE, start_date=pendulum.datetime(2024, 1, 1, tz="UTC")):
+    EmptyOperator(task_id="only")
+'''
+
+
+def write_dag(folder: Path, name: str, schedule: str = "None") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.py").write_text(
+        DAG_FILE.replace("NAME", name).replace("SCHEDULE", schedule))
+
+
+def settings_for(db_url: str, home: Path, **scheduler: Any) -> Settings:
+    return Settings.load(env={"SQUALL_HOME": str(home)}, overrides={
+        "database": {"sql_alchemy_conn": db_url},
+        "core": {"dags_folder": str(home / "dags"), "dagbag_import_timeout": 20},
+        "scheduler": {"scheduler_idle_sleep_time": 0.05, **scheduler},
+    })
+
+
+def active_dags(sf: SessionFactory) -> set[str]:
+    with session_scope(sf) as session:
+        return set(session.scalars(select(DagModel.dag_id)
+                                   .where(DagModel.is_active.is_(True))))
+
+
+def test_parse_and_sync_once(db_url: str, tmp_path: Path,
+                             session_factory: SessionFactory) -> None:
+    settings = settings_for(db_url, tmp_path)
+    write_dag(tmp_path / "dags", "good")
+    (tmp_path / "dags" / "bad_dag.py").write_text(
+        "# a DAG file\nraise RuntimeError('broken on purpose')\n")
+    result = parse_and_sync_once(settings, session_factory)
+    assert set(result.serialized) == {"good"}
+    assert active_dags(session_factory) == {"good"}
+    with session_scope(session_factory) as session:
+        [error] = session.scalars(select(ImportError_)).all()
+        assert "broken on purpose" in error.stacktrace
+
+
+def test_missing_dags_folder_deactivates_nothing(db_url: str, tmp_path: Path,
+                                                 session_factory: SessionFactory) -> None:
+    settings = settings_for(db_url, tmp_path)
+    write_dag(tmp_path / "dags", "kept")
+    parse_and_sync_once(settings, session_factory)
+    (tmp_path / "dags" / "kept.py").rename(tmp_path / "kept.py")
+    (tmp_path / "dags").rmdir()
+    parse_and_sync_once(settings, session_factory)
+    assert active_dags(session_factory) == {"kept"}
+
+
+def test_processor_parses_on_start_on_request_and_stops(
+        db_url: str, tmp_path: Path, session_factory: SessionFactory) -> None:
+    settings = settings_for(db_url, tmp_path, min_file_process_interval=3600)
+    write_dag(tmp_path / "dags", "first")
+    processor = DagProcessor(settings)
+    processor.start()
+    try:
+        assert processor.is_alive()
+        wait_until(lambda: "first" in active_dags(session_factory), 60,
+                   message="the first pass")
+        passes = processor.passes
+        write_dag(tmp_path / "dags", "second")
+        # the interval is an hour: only the request makes it parse again
+        processor.request_parse()
+        wait_until(lambda: "second" in active_dags(session_factory), 60,
+                   message="a pass on request")
+        assert processor.passes > passes
+    finally:
+        processor.stop(grace=30)
+    assert not processor.is_alive()
+
+
+def test_processor_interval(db_url: str, tmp_path: Path,
+                            session_factory: SessionFactory) -> None:
+    settings = settings_for(db_url, tmp_path, min_file_process_interval=0.5)
+    write_dag(tmp_path / "dags", "early")
+    processor = DagProcessor(settings)
+    processor.start()
+    try:
+        wait_until(lambda: processor.passes >= 1, 60, message="the first pass")
+        write_dag(tmp_path / "dags", "late")
+        wait_until(lambda: "late" in active_dags(session_factory), 30,
+                   message="a pass after the interval")
+    finally:
+        processor.stop(grace=30)
+
+
+def test_scheduler_runs_its_processor(db_url: str, tmp_path: Path,
+                                      session_factory: SessionFactory) -> None:
+    settings = settings_for(db_url, tmp_path, min_file_process_interval=0)
+    write_dag(tmp_path / "dags", "hourly", schedule='"@hourly"')
+    fake = FakeExecutor()
+    processor = DagProcessor(settings)
+    job = SchedulerJob(settings, session_factory, fake, dag_processor=processor)
+    thread = threading.Thread(target=job.run)
+    thread.start()
+    try:
+        wait_until(lambda: len(fake.published) >= 1, 90,
+                   message="a scheduled run's task to be published")
+        assert fake.published[0].key.dag_id == "hourly"
+        assert processor.is_alive()
+    finally:
+        job.stop()
+        thread.join(60)
+    assert not thread.is_alive()
+    assert not processor.is_alive()
+
+
+def test_processor_that_died_is_restarted(db_url: str, tmp_path: Path,
+                                          session_factory: SessionFactory) -> None:
+    settings = settings_for(db_url, tmp_path, min_file_process_interval=3600)
+    write_dag(tmp_path / "dags", "phoenix")
+    processor = DagProcessor(settings)
+    processor.start()
+    try:
+        wait_until(lambda: processor.passes >= 1, 60, message="the first pass")
+        pid = processor.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not processor.is_alive(), 30, message="the processor to die")
+        processor.tick()
+        assert processor.is_alive() and processor.pid != pid
+        wait_until(lambda: processor.passes >= 2, 60, message="a pass after the restart")
+    finally:
+        processor.stop(grace=30)
+    processor.tick()  # a stopped processor stays stopped
+    assert not processor.is_alive()
