@@ -31,6 +31,7 @@ class CliContext:
     """Built once in ``main`` and handed to each command."""
 
     settings: Settings
+    _checked_factory: SessionFactory | None = None
 
     @cached_property
     def engine(self) -> Engine:
@@ -45,7 +46,10 @@ class CliContext:
 
         A database with no Squall tables yet (a first run) is migrated on the spot when
         ``auto_migrate``; one at an older revision is an error asking for ``squall db migrate``.
+        The check runs once per command.
         """
+        if self._checked_factory is not None:
+            return self._checked_factory
         self.ensure_home()
         revision = dbops.current_revision(self.engine)
         if revision is None and auto_migrate:
@@ -57,7 +61,8 @@ class CliContext:
                 f"the database is at schema revision {revision or 'none'}, this Squall needs "
                 f"{dbops.head_revision()}: run `squall db migrate`"
             )
-        return make_session_factory(self.engine)
+        self._checked_factory = make_session_factory(self.engine)
+        return self._checked_factory
 
     def ensure_home(self) -> None:
         if self.settings.sql_alchemy_conn.startswith("sqlite:///"):

@@ -88,36 +88,44 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def trigger(ctx: CliContext, args: argparse.Namespace) -> int:
     conf = _parse_conf(args.conf)
-    logical = _parse_date(args.logical_date) or utcnow()
+    logical = _parse_date(args.logical_date)
     if args.run_id is not None and not args.run_id.strip():
         raise CliError("--run-id must not be empty")
-    factory = ctx.session_factory()
-    with session_scope(factory) as session:
-        known = bool(load_serialized_dags(session, [args.dag_id], only_active=True))
-    if not known:
-        log.info("DAG %s is not in the database yet: parsing the DAG folder", args.dag_id)
-        _parse_and_add(ctx)
-    with session_scope(factory) as session:
-        dags = load_serialized_dags(session, [args.dag_id], only_active=True)
-        dag = dags.get(args.dag_id)
-        if dag is None:
-            raise CliError(f"DAG {args.dag_id!r} not found (see `squall dags list` and "
-                           "`squall dags list-import-errors`)")
-        try:
-            run = create_dag_run(session, dag, run_type=DagRunType.MANUAL,
-                                 logical_date=logical, data_interval=None,
-                                 run_id=args.run_id, conf=conf, state=DagRunState.QUEUED,
-                                 external_trigger=True)
-        except DagRunAlreadyExists as exc:
-            raise CliError(str(exc)) from None
-        run_id = run.run_id
-        paused = session.scalar(select(DagModel.is_paused)
-                                .where(DagModel.dag_id == args.dag_id))
+    run_id, paused = trigger_dag_run(ctx, args.dag_id, conf=conf, run_id=args.run_id,
+                                     logical_date=logical)
     print(f"Created DagRun {args.dag_id} {run_id} (queued)")
     if paused:
         print(f"DAG {args.dag_id} is paused: the run starts once it is unpaused "
               f"(squall dags unpause {args.dag_id})")
     return 0
+
+
+def trigger_dag_run(ctx: CliContext, dag_id: str, *, conf: dict[str, Any] | None = None,
+                    run_id: str | None = None,
+                    logical_date: datetime | None = None) -> tuple[str, bool]:
+    """Create a QUEUED manual run of ``dag_id`` (parsing the DAG folder first when the DAG
+    is not in the database yet); returns the run id and whether the DAG is paused."""
+    factory = ctx.session_factory()
+    with session_scope(factory) as session:
+        known = bool(load_serialized_dags(session, [dag_id], only_active=True))
+    if not known:
+        log.info("DAG %s is not in the database yet: parsing the DAG folder", dag_id)
+        _parse_and_add(ctx)
+    with session_scope(factory) as session:
+        dag = load_serialized_dags(session, [dag_id], only_active=True).get(dag_id)
+        if dag is None:
+            raise CliError(f"DAG {dag_id!r} not found (see `squall dags list` and "
+                           "`squall dags list-import-errors`)")
+        try:
+            run = create_dag_run(session, dag, run_type=DagRunType.MANUAL,
+                                 logical_date=logical_date or utcnow(), data_interval=None,
+                                 run_id=run_id, conf=conf, state=DagRunState.QUEUED,
+                                 external_trigger=True)
+        except DagRunAlreadyExists as exc:
+            raise CliError(str(exc)) from None
+        paused = bool(session.scalar(select(DagModel.is_paused)
+                                     .where(DagModel.dag_id == dag_id)))
+        return run.run_id, paused
 
 
 def _parse_and_add(ctx: CliContext) -> None:

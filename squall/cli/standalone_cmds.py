@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from sqlalchemy import select
+
 from squall.cli.common import CliContext, CliError
 from squall.common import dbops
 from squall.common.celery_app import broker_url, result_backend_url
@@ -41,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "[celery] default_queue)")
     p.add_argument("--no-examples", action="store_true",
                    help="do not load the example DAGs")
+    p.add_argument("--trigger", metavar="DAG_ID", action="append", default=[],
+                   help="trigger a run of DAG_ID once everything is up, and print its "
+                   "outcome (repeatable); e.g. --trigger example_taskflow")
     p.set_defaults(func=standalone)
 
 
@@ -111,7 +116,9 @@ def standalone(ctx: CliContext, args: argparse.Namespace) -> int:
             children.append(Child(name, proc))
             log.info("standalone: started %s (pid %d)", name, proc.pid)
         _print_banner(ctx, children, load_examples)
+        watching = _trigger_all(ctx, args.trigger)
         while not stopping:
+            watching = _report_finished(ctx, watching)
             for child in children:
                 code = child.process.poll()
                 if code is not None:
@@ -124,6 +131,44 @@ def standalone(ctx: CliContext, args: argparse.Namespace) -> int:
         _stop_all(children)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _trigger_all(ctx: CliContext, dag_ids: list[str]) -> dict[tuple[str, str], str]:
+    from squall.cli.runs_cmds import trigger_dag_run
+
+    watching: dict[tuple[str, str], str] = {}
+    for dag_id in dag_ids:
+        run_id, paused = trigger_dag_run(ctx, dag_id)
+        note = " (the DAG is paused: unpause it to start the run)" if paused else ""
+        print(f"Triggered DagRun {dag_id} {run_id}{note}", flush=True)
+        watching[(dag_id, run_id)] = "queued"
+    return watching
+
+
+def _report_finished(ctx: CliContext,
+                     watching: dict[tuple[str, str], str]) -> dict[tuple[str, str], str]:
+    """Print each watched run once it has finished, with its task instances' states."""
+    if not watching:
+        return watching
+    from squall.common.db import session_scope
+    from squall.common.models import DagRun, TaskInstance
+
+    still: dict[tuple[str, str], str] = {}
+    with session_scope(ctx.session_factory()) as session:
+        for (dag_id, run_id), last in watching.items():
+            state = session.scalar(select(DagRun.state).where(
+                DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+            if state not in ("success", "failed"):
+                still[(dag_id, run_id)] = str(state or last)
+                continue
+            tis = session.execute(select(TaskInstance.task_id, TaskInstance.state,
+                                         TaskInstance.try_number).where(
+                TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
+                .order_by(TaskInstance.task_id)).all()
+            print(f"DagRun {dag_id} {run_id}: {state}", flush=True)
+            for task_id, ti_state, try_number in tis:
+                print(f"  {task_id}: {ti_state} (try {try_number})", flush=True)
+    return still
 
 
 def _stop_all(children: list[Child]) -> None:

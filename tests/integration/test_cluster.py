@@ -272,7 +272,8 @@ def test_standalone_runs_an_example_from_an_empty_home(tmp_path: Path) -> None:
     env.update({"SQUALL_HOME": str(home), "PYTHONPATH": str(REPO_ROOT)})
     log_path = tmp_path / "standalone.log"
     with log_path.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "squall", "standalone"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "squall", "standalone", "--trigger",
+                                 "example_python_operator"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_until(lambda: b"Press Ctrl-C" in log_path.read_bytes() or proc.poll() is not None,
@@ -293,6 +294,13 @@ def test_standalone_runs_an_example_from_an_empty_home(tmp_path: Path) -> None:
                                 "from_test", "-o", "json").stdout)
         assert {r["task_id"]: r["state"] for r in states} == {
             "extract": "success", "transform": "success", "load": "success"}
+        # the run standalone triggered itself is reported when it finishes
+        wait_until(lambda: b"DagRun example_python_operator" in log_path.read_bytes(), 60,
+                   interval=0.2, message="standalone to report its triggered run")
+        report = log_path.read_text()
+        assert "DagRun example_python_operator" in report and ": success" in report, report
+        assert "  consume: success (try 1)" in report, report
+        assert (home / "squall.toml").is_file()
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
