@@ -238,3 +238,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         pytest.skip(str(exc))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def pg_engine(_pg_engine: Engine) -> Iterator[Engine]:
+    """An engine on the PostgreSQL test database alone (clean, migrated), for behaviour only
+    PostgreSQL has (several schedulers, row locks); not parametrized, so nothing is skipped."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    _pg_clean(_pg_engine)
+    eng = make_engine(_pg_engine.url.render_as_string(hide_password=False))
+    yield eng
+    eng.dispose()

@@ -120,7 +120,8 @@ def trigger_dag_run(ctx: CliContext, dag_id: str, *, conf: dict[str, Any] | None
             run = create_dag_run(session, dag, run_type=DagRunType.MANUAL,
                                  logical_date=logical_date or utcnow(), data_interval=None,
                                  run_id=run_id, conf=conf, state=DagRunState.QUEUED,
-                                 external_trigger=True)
+                                 external_trigger=True,
+                                 default_queue=ctx.settings.celery.default_queue)
         except DagRunAlreadyExists as exc:
             raise CliError(str(exc)) from None
         paused = bool(session.scalar(select(DagModel.is_paused)

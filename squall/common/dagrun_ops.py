@@ -41,6 +41,7 @@ from squall.common.deps import (
 )
 from squall.common.errors import DagNotFound, DagRunAlreadyExists
 from squall.common.models import DagModel, DagRun, TaskInstance, utcnow
+from squall.common.operators.base import DEFAULT_QUEUE
 from squall.common.state import (
     DAGRUN_FINISHED_STATES,
     FAILED_LIKE_STATES,
@@ -104,7 +105,7 @@ class TaskLike(Protocol):
     @property
     def pool_slots(self) -> int: ...
     @property
-    def queue(self) -> str: ...
+    def queue(self) -> str | None: ...
     @property
     def executor_config(self) -> Mapping[str, Any] | None: ...
     @property
@@ -175,8 +176,12 @@ def create_dag_run(
     state: DagRunState = DagRunState.QUEUED,
     external_trigger: bool = False,
     now: datetime | None = None,
+    default_queue: str = DEFAULT_QUEUE,
 ) -> DagRun:
     """Insert a DAG run of ``dag`` and its task instances, and return it (flushed).
+
+    Task instances of tasks that name no queue go to ``default_queue`` (the deployment's
+    ``[celery] default_queue``).
 
     ``run_id`` defaults to ``"<run_type>__<logical date in UTC, ISO 8601>"``. A manual run
     without a data interval gets the one its timetable infers. Raises
@@ -219,7 +224,7 @@ def create_dag_run(
         # lost a race with another creator: report it as such; anything else is re-raised
         _raise_if_run_exists(session, dag.dag_id, run_id, logical_date)
         raise
-    changes = verify_integrity(session, dag, dag_run)
+    changes = verify_integrity(session, dag, dag_run, default_queue=default_queue)
     log.info("DagRun %s %s created (%s, %s, %d task instances)", dag.dag_id, run_id,
              run_type.value, dag_run.state, len(changes.created))
     return dag_run
@@ -241,7 +246,8 @@ def _raise_if_run_exists(session: Session, dag_id: str, run_id: str,
         )
 
 
-def verify_integrity(session: Session, dag: DagLike, dag_run: DagRun) -> IntegrityChanges:
+def verify_integrity(session: Session, dag: DagLike, dag_run: DagRun, *,
+                     default_queue: str = DEFAULT_QUEUE) -> IntegrityChanges:
     """Make the run's task instance rows match the DAG's tasks.
 
     Creates the missing ones (state ``none``, try 0, ``max_tries = retries``, the task's
@@ -271,7 +277,7 @@ def verify_integrity(session: Session, dag: DagLike, dag_run: DagRun) -> Integri
             max_tries=int(task.retries),
             pool=task.pool,
             pool_slots=int(task.pool_slots),
-            queue=task.queue,
+            queue=task.queue or default_queue,
             priority_weight=int(task.priority_weight_total),
             operator=task.operator_name,
             executor_config=dict(task.executor_config) if task.executor_config else None,

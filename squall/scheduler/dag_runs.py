@@ -27,6 +27,7 @@ from squall.common.dagrun_ops import create_dag_run, schedule_tis, update_dag_ru
 from squall.common.db import is_postgres
 from squall.common.errors import DagRunAlreadyExists
 from squall.common.models import DagModel, DagRun, SerializedDagModel
+from squall.common.operators.base import DEFAULT_QUEUE
 from squall.common.serialization import SerializationError, deserialize_dag
 from squall.common.state import DagRunState, DagRunType
 from squall.common.timetables import DataInterval
@@ -103,7 +104,7 @@ class RunStepStats:
 
 
 def create_due_dag_runs(session: Session, cache: SerializedDagCache, *,
-                        now: datetime) -> RunStepStats:
+                        now: datetime, default_queue: str = DEFAULT_QUEUE) -> RunStepStats:
     """Create the due scheduled runs (QUEUED) and move each DAG's ``next_dagrun`` on."""
     stats = RunStepStats()
     stmt = (
@@ -144,6 +145,7 @@ def create_due_dag_runs(session: Session, cache: SerializedDagCache, *,
             )
             try:
                 create_dag_run(session, dag, run_type=DagRunType.SCHEDULED,
+                               default_queue=default_queue,
                                logical_date=logical, data_interval=interval,
                                state=DagRunState.QUEUED, now=now)
                 count += 1

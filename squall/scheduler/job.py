@@ -223,7 +223,9 @@ class SchedulerJob:
         self._dags.new_loop()
         now = self._clock()
         with session_scope(self._factory) as session:
-            self._count(stats, create_due_dag_runs(session, self._dags, now=now))
+            self._count(stats, create_due_dag_runs(
+                session, self._dags, now=now,
+                default_queue=self._settings.celery.default_queue))
         with session_scope(self._factory) as session:
             self._count(stats, schedule_dag_runs(session, self._dags, now=now))
         self._queue_and_publish(job_id, now, stats)

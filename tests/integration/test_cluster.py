@@ -310,3 +310,36 @@ def test_standalone_runs_an_example_from_an_empty_home(tmp_path: Path) -> None:
             proc.kill()
             raise
     assert code == 0, log_path.read_text()
+
+
+def test_rabbitmq_broker(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """The same pipeline with RabbitMQ as the broker (the machine's server, on a queue name
+    of this test's own) and Redis as the result backend."""
+    import uuid
+
+    from tests.conftest import require_service
+
+    require_service("RabbitMQ", "127.0.0.1", 5672)
+    redis_server: RedisServer = request.getfixturevalue("redis_server")
+    redis_server.flushall()
+    engine = request.getfixturevalue("_pg_engine")
+    _pg_clean(engine)
+    queue = f"squall_test_{uuid.uuid4().hex[:12]}"
+    cluster = Cluster(home=tmp_path / "home",
+                      db_url=engine.url.render_as_string(hide_password=False),
+                      broker_url="amqp://guest:guest@127.0.0.1:5672//",
+                      result_backend=redis_server.db_url(1),
+                      extra_env={"SQUALL__CELERY__DEFAULT_QUEUE": queue})
+    try:
+        exec_log = write_fanout(cluster, 5)
+        cluster.cli("db", "migrate")
+        cluster.start_scheduler()
+        cluster.start_worker(queues=queue)
+        run_id = cluster.trigger("fanout")
+        assert cluster.wait_for_run("fanout", run_id) == "success", cluster.logs()
+        tis = cluster.task_instances("fanout", run_id)
+        assert {(t.state, t.try_number, t.queue) for t in tis.values()} == {
+            ("success", 1, queue)}
+        assert sum(executions(exec_log).values()) == 7
+    finally:
+        cluster.stop_all()

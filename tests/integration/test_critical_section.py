@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import Engine, select, update
 
 from squall.common.dag import DAG
 from squall.common.dagbag import load_serialized_dags
@@ -317,11 +317,9 @@ def _race(sf: SessionFactory, slots: int) -> tuple[list[QueuedTask], list[Queued
 
 
 @pytest.mark.postgres
-def test_two_concurrent_transactions_take_disjoint_sets(db_url: str, engine: Any,
-                                                        session_factory: SessionFactory
-                                                        ) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("several schedulers need PostgreSQL")
+def test_two_concurrent_transactions_take_disjoint_sets(pg_engine: Engine) -> None:
+    engine = pg_engine
+    session_factory = make_session_factory(engine)
     dag = make_dag("race", 20, max_active_tasks=100)
     sync_dags(session_factory, dag)
     add_run(session_factory, dag)
@@ -341,10 +339,9 @@ def test_two_concurrent_transactions_take_disjoint_sets(db_url: str, engine: Any
 
 
 @pytest.mark.postgres
-def test_concurrent_transactions_share_pool_limits(db_url: str, engine: Any,
-                                                   session_factory: SessionFactory) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("several schedulers need PostgreSQL")
+def test_concurrent_transactions_share_pool_limits(pg_engine: Engine) -> None:
+    engine = pg_engine
+    session_factory = make_session_factory(engine)
     add_pool(session_factory, "tight", 5)
     dag = make_dag("tightrace", 20, max_active_tasks=100, task_kwargs={"pool": "tight"})
     sync_dags(session_factory, dag)

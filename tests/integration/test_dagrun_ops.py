@@ -681,3 +681,16 @@ def test_racing_writer_is_not_overwritten(session_factory: SessionFactory,
     assert len(calls) == 2  # decided again on fresh rows
     assert result.state == DagRunState.RUNNING  # t1 is in flight
     assert states_of(session_factory, "race", run_id)["t1"] == TI.SCHEDULED
+
+
+def test_tasks_without_a_queue_get_the_deployment_default(
+        session_factory: SessionFactory) -> None:
+    dag = make_dag("queues")
+    with dag:
+        Noop(task_id="named", queue="etl")
+        Noop(task_id="unnamed")
+    run_id = new_run(session_factory, dag, default_queue="fast_lane")
+    with session_factory() as session:
+        queues = {ti.task_id: ti.queue for ti in session.scalars(
+            select(TaskInstance).where(TaskInstance.run_id == run_id))}
+    assert queues == {"named": "etl", "unnamed": "fast_lane"}

@@ -176,7 +176,7 @@ def test_override() -> None:
     assert d.task_dict["work"].retries == 1
     assert d.task_dict["other"].retries == 5
     assert d.task_dict["other"].queue == "q"
-    assert d.task_dict["work"].queue == "default"
+    assert d.task_dict["work"].queue is None  # the deployment default queue
 
 
 def test_default_args_apply_to_decorated_tasks() -> None:
