@@ -13,11 +13,8 @@ Two ways to load a DAG file:
 ``import_error`` tables; :func:`load_serialized_dags` rebuilds DAGs (with stand-in tasks)
 from ``serialized_dag``.
 
-Which files are DAG files (:func:`list_dag_files`): ``*.py`` files under the folder,
-recursively, except those in hidden directories or ``__pycache__``, those matched by a
-pattern of a ``.squallignore`` file (in the file's folder or one above it; one regular
-expression a line by default, as Airflow's ``.airflowignore``, or gitignore-style globs), and
-those whose text does not contain ``dag`` in any case (Airflow's "safe mode" heuristic).
+Which files are DAG files: :mod:`squall.common.dag_files`. Writing a parse to the database:
+:mod:`squall.common.dag_sync` (re-exported here).
 """
 
 from __future__ import annotations
@@ -37,199 +34,38 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
-
-import pendulum
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from typing import Any
 
 from squall.common.dag import DAG, DagContext
-from squall.common.models import DagModel, DagRun, ImportError_, SerializedDagModel
-from squall.common.serialization import (
-    SerializationError,
-    dag_hash,
-    deserialize_dag,
-    serialize_dag,
-)
-from squall.common.state import DagRunType
+from squall.common.dag_files import DEFAULT_IGNORE_FILE, IgnoreSyntax, list_dag_files
+from squall.common.dag_sync import load_serialized_dags, sync_to_db
+from squall.common.serialization import serialize_dag
 from squall.common.taskgroup import TaskGroupContext
-from squall.common.timetables import DataInterval
+
+__all__ = [
+    "DEFAULT_EXAMPLES_FOLDER",
+    "DEFAULT_IGNORE_FILE",
+    "DagBag",
+    "FileLoadResult",
+    "IgnoreSyntax",
+    "ParseResult",
+    "list_dag_files",
+    "load_file",
+    "load_serialized_dags",
+    "parse_files_isolated",
+    "sync_to_db",
+]
 
 log = logging.getLogger(__name__)
 
-IgnoreSyntax = Literal["regexp", "glob"]
-
-DEFAULT_IGNORE_FILE = ".squallignore"
 #: the example DAGs in the repository's ``examples/`` folder (``include_examples``)
 DEFAULT_EXAMPLES_FOLDER = Path(__file__).resolve().parent.parent.parent / "examples"
-
-
-# --------------------------------------------------------------------------- listing files
-
-
-class _IgnoreRule:
-    """One pattern of an ignore file, matched against paths relative to the file's folder."""
-
-    def __init__(self, regex: re.Pattern[str], base: str, *, search: bool,
-                 negated: bool = False, dirs_only: bool = False) -> None:
-        self.regex = regex
-        self.base = base
-        self.search = search
-        self.negated = negated
-        self.dirs_only = dirs_only
-
-    def matches(self, path: str, is_dir: bool) -> bool:
-        if self.dirs_only and not is_dir:
-            return False
-        rel = os.path.relpath(path, self.base).replace(os.sep, "/")
-        if self.search:
-            return self.regex.search(rel) is not None
-        return self.regex.fullmatch(rel) is not None
-
-
-def _glob_to_regex(pattern: str) -> str:
-    """A gitignore-style glob (``*``, ``?``, ``[...]``, ``**``) as a regular expression."""
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif c == "*":
-            out.append("[^/]*")
-            i += 1
-        elif c == "?":
-            out.append("[^/]")
-            i += 1
-        elif c == "[":
-            end = pattern.find("]", i + 2)
-            if end == -1:
-                out.append(re.escape(c))
-                i += 1
-            else:
-                body = pattern[i + 1:end]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body}]")
-                i = end + 1
-        else:
-            out.append(re.escape(c))
-            i += 1
-    return "".join(out)
-
-
-def _parse_ignore_file(path: Path, syntax: IgnoreSyntax) -> list[_IgnoreRule]:
-    base = str(path.parent)
-    rules: list[_IgnoreRule] = []
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError as exc:
-        log.warning("cannot read ignore file %s: %s", path, exc)
-        return rules
-    for raw in lines:
-        if syntax == "regexp":
-            line = re.sub(r"\s*#.*", "", raw).strip()
-            if not line:
-                continue
-            try:
-                rules.append(_IgnoreRule(re.compile(line), base, search=True))
-            except re.error as exc:
-                log.warning("ignoring invalid pattern %r in %s: %s", line, path, exc)
-            continue
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        negated = line.startswith("!")
-        if negated:
-            line = line[1:]
-        dirs_only = line.endswith("/")
-        line = line.rstrip("/")
-        if not line:
-            continue
-        anchored = "/" in line
-        body = _glob_to_regex(line.lstrip("/"))
-        regex = body if anchored else f"(?:.*/)?{body}"
-        rules.append(_IgnoreRule(re.compile(regex), base, search=False, negated=negated,
-                                 dirs_only=dirs_only))
-    return rules
-
-
-def _ignored(path: str, is_dir: bool, rules: list[_IgnoreRule]) -> bool:
-    ignored = False
-    for rule in rules:
-        if rule.matches(path, is_dir):
-            ignored = not rule.negated
-    return ignored
-
-
-def _might_contain_dag(path: Path) -> bool:
-    try:
-        with path.open("rb") as fh:
-            return b"dag" in fh.read().lower()
-    except OSError:
-        return False
-
-
-def list_dag_files(
-    folder: str | os.PathLike[str],
-    ignore_file_name: str = DEFAULT_IGNORE_FILE,
-    syntax: IgnoreSyntax = "regexp",
-    *,
-    safe_mode: bool = True,
-) -> list[Path]:
-    """The DAG files under ``folder`` (a single ``.py`` file counts as itself), sorted.
-
-    See the module docstring for what is skipped. ``syntax`` is the pattern syntax of the
-    ignore files: ``"regexp"`` (each line a regular expression searched for in the path
-    relative to the ignore file's folder) or ``"glob"`` (gitignore-style).
-    """
-    if syntax not in ("regexp", "glob"):
-        raise ValueError(f"unknown ignore file syntax {syntax!r} (regexp or glob)")
-    root = Path(os.path.abspath(folder))
-    if root.is_file():
-        return [root] if root.suffix == ".py" else []
-    if not root.is_dir():
-        return []
-    found: list[Path] = []
-    rules_by_dir: dict[str, list[_IgnoreRule]] = {}
-    seen_dirs: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen_dirs:  # a symlink loop
-            dirnames[:] = []
-            continue
-        seen_dirs.add(real)
-        parent = os.path.dirname(dirpath)
-        rules = list(rules_by_dir.get(parent, [])) if dirpath != str(root) else []
-        if ignore_file_name in filenames:
-            rules.extend(_parse_ignore_file(Path(dirpath, ignore_file_name), syntax))
-        rules_by_dir[dirpath] = rules
-        dirnames[:] = sorted(
-            d for d in dirnames
-            if not d.startswith(".") and d != "__pycache__"
-            and not _ignored(os.path.join(dirpath, d), True, rules)
-        )
-        for name in sorted(filenames):
-            if not name.endswith(".py") or name.startswith("."):
-                continue
-            path = os.path.join(dirpath, name)
-            if _ignored(path, False, rules):
-                continue
-            if safe_mode and not _might_contain_dag(Path(path)):
-                continue
-            found.append(Path(path))
-    return sorted(found)
 
 
 # --------------------------------------------------------------------------- in-process load
@@ -674,198 +510,3 @@ def _collect(job: _Job) -> tuple[list[dict[str, Any]], str | None]:
         f"the process parsing DAG file {job.path} died without an answer, with "
         f"{_exit_description(job.process.exitcode)}"
     )
-
-
-# --------------------------------------------------------------------------- database
-
-
-def _last_automated_interval(session: Session, dag_id: str) -> DataInterval | None:
-    run = session.scalars(
-        select(DagRun)
-        .where(
-            DagRun.dag_id == dag_id,
-            DagRun.run_type.in_([DagRunType.SCHEDULED.value, DagRunType.BACKFILL.value]),
-        )
-        .order_by(DagRun.logical_date.desc())
-        .limit(1)
-    ).first()
-    if run is None:
-        return None
-    start = run.data_interval_start or run.logical_date
-    end = run.data_interval_end or start
-    return DataInterval(pendulum.instance(start), pendulum.instance(end))
-
-
-_TIMING_KEYS = ("schedule", "start_date", "end_date", "catchup", "timezone")
-
-
-def _timing(data: dict[str, Any] | None) -> tuple[Any, ...] | None:
-    if data is None:
-        return None
-    d = data.get("dag") or {}
-    return tuple(json.dumps(d.get(k), sort_keys=True) for k in _TIMING_KEYS)
-
-
-def sync_to_db(
-    session: Session,
-    result: ParseResult,
-    *,
-    paused_at_creation: bool,
-    now: datetime,
-    known_files: Collection[str] | None = None,
-) -> None:
-    """Record ``result`` in the ``dag``, ``serialized_dag`` and ``import_error`` tables.
-
-    * every DAG parsed gets its ``dag`` row created or updated (``is_active``, parse time,
-      settings); a new row is paused if ``DAG(is_paused_upon_creation=...)`` says so, else
-      if ``paused_at_creation``; ``is_paused`` of an existing row is never changed;
-    * ``serialized_dag`` is only rewritten when the DAG's hash changed;
-    * the ``import_error`` rows of the parsed files are replaced by one row per broken file,
-      and the ``dag`` rows of a broken file get ``has_import_errors``;
-    * DAGs whose file parsed cleanly but no longer defines them become inactive (those of a
-      broken file stay as they were);
-    * ``next_dagrun``: computed when it is NULL or when the DAG's schedule, start or end date,
-      catchup or time zone changed, from the latest scheduled run if there is one;
-    * with ``known_files`` (every DAG file there is), DAGs of other files become inactive
-      and import errors of other files are deleted.
-
-    Flushes; the caller commits. ``now`` must be timezone-aware.
-    """
-    if now.tzinfo is None:
-        raise ValueError("sync_to_db needs a timezone-aware `now`")
-    pnow = pendulum.instance(now)
-    parsed = set(result.files_parsed)
-    broken = set(result.import_errors)
-    import_errors = dict(result.import_errors)
-    dag_ids = list(result.serialized)
-
-    rows: dict[str, DagModel] = {}
-    if dag_ids or parsed:
-        conditions = []
-        if dag_ids:
-            conditions.append(DagModel.dag_id.in_(dag_ids))
-        if parsed:
-            conditions.append(DagModel.fileloc.in_(sorted(parsed)))
-        rows = {m.dag_id: m for m in session.scalars(select(DagModel).where(or_(*conditions)))}
-    serialized_rows: dict[str, SerializedDagModel] = {}
-    if dag_ids:
-        serialized_rows = {
-            s.dag_id: s
-            for s in session.scalars(
-                select(SerializedDagModel).where(SerializedDagModel.dag_id.in_(dag_ids))
-            )
-        }
-
-    written: set[str] = set()
-    for dag_id, data in result.serialized.items():
-        fileloc = data["dag"]["fileloc"]
-        try:
-            dag = deserialize_dag(data)
-        except SerializationError as exc:
-            message = f"Broken DAG file {fileloc}:\nSerializationError: {exc}"
-            old = import_errors.get(fileloc)
-            import_errors[fileloc] = f"{old}\n{message}" if old else message
-            broken.add(fileloc)
-            continue
-        written.add(dag_id)
-        row = rows.get(dag_id)
-        if row is None:
-            upon_creation = data["dag"].get("is_paused_upon_creation")
-            row = DagModel(
-                dag_id=dag_id,
-                is_paused=bool(paused_at_creation if upon_creation is None else upon_creation),
-                fileloc=fileloc,
-            )
-            session.add(row)
-            rows[dag_id] = row
-        row.fileloc = fileloc
-        row.owners = dag.owner or None
-        row.description = dag.description
-        row.tags = list(dag.tags)
-        row.schedule = dag.timetable.summary
-        row.timetable_description = dag.timetable.description
-        row.max_active_runs = dag.max_active_runs
-        row.max_active_tasks = dag.max_active_tasks
-        row.is_active = True
-        row.last_parsed_time = now
-        row.has_import_errors = fileloc in broken
-        row.params = data["dag"].get("params") or {}
-
-        new_hash = dag_hash(data)
-        stored = serialized_rows.get(dag_id)
-        timing_changed = stored is not None and _timing(stored.data) != _timing(data)
-        if stored is None:
-            session.add(SerializedDagModel(dag_id=dag_id, fileloc=fileloc, data=data,
-                                           dag_hash=new_hash, last_updated=now))
-        elif stored.dag_hash != new_hash:
-            stored.data = data
-            stored.dag_hash = new_hash
-            stored.fileloc = fileloc
-            stored.last_updated = now
-
-        if row.next_dagrun is None or timing_changed:
-            info = dag.timetable.next_dagrun_info(
-                last_automated_data_interval=_last_automated_interval(session, dag_id),
-                start_date=dag.start_date,
-                end_date=dag.end_date,
-                catchup=dag.catchup,
-                now=pnow,
-            )
-            row.next_dagrun = info.logical_date if info else None
-            row.next_dagrun_data_interval_start = info.data_interval.start if info else None
-            row.next_dagrun_data_interval_end = info.data_interval.end if info else None
-            row.next_dagrun_create_after = info.run_after if info else None
-
-    for dag_id, row in rows.items():
-        if dag_id in written or row.fileloc not in parsed:
-            continue
-        if row.fileloc in broken:
-            row.has_import_errors = True
-        elif row.is_active:
-            log.info("DAG %s is no longer defined in %s: deactivating it", dag_id, row.fileloc)
-            row.is_active = False
-
-    if parsed or import_errors:
-        stale = parsed | set(import_errors)
-        for old_error in session.scalars(
-            select(ImportError_).where(ImportError_.filename.in_(sorted(stale)))
-        ):
-            session.delete(old_error)
-    for filename, message in sorted(import_errors.items()):
-        session.add(ImportError_(filename=filename, stacktrace=message, timestamp=now))
-
-    if known_files is not None:
-        known = {os.path.abspath(f) for f in known_files}
-        for row in session.scalars(select(DagModel).where(DagModel.is_active.is_(True))):
-            if row.fileloc not in known and row.dag_id not in written:
-                log.info("the file of DAG %s (%s) is gone: deactivating it", row.dag_id,
-                         row.fileloc)
-                row.is_active = False
-        for old_error in session.scalars(select(ImportError_)):
-            if old_error.filename not in known:
-                session.delete(old_error)
-    session.flush()
-
-
-def load_serialized_dags(
-    session: Session, dag_ids: Iterable[str] | None = None, *, only_active: bool = False
-) -> dict[str, DAG]:
-    """DAGs rebuilt from ``serialized_dag`` (all, or those of ``dag_ids``), by dag_id.
-
-    With ``only_active``, only DAGs whose ``dag`` row is active. A row that cannot be
-    deserialized is logged and left out.
-    """
-    stmt = select(SerializedDagModel)
-    if dag_ids is not None:
-        stmt = stmt.where(SerializedDagModel.dag_id.in_(list(dag_ids)))
-    if only_active:
-        stmt = stmt.join(DagModel, DagModel.dag_id == SerializedDagModel.dag_id).where(
-            DagModel.is_active.is_(True)
-        )
-    out: dict[str, DAG] = {}
-    for row in session.scalars(stmt.order_by(SerializedDagModel.dag_id)):
-        try:
-            out[row.dag_id] = deserialize_dag(row.data)
-        except SerializationError as exc:
-            log.warning("cannot rebuild DAG %s from serialized_dag: %s", row.dag_id, exc)
-    return out
