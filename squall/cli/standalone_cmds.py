@@ -23,6 +23,8 @@ from sqlalchemy import select
 from squall.cli.common import CliContext, CliError
 from squall.common import dbops
 from squall.common.celery_app import broker_url, result_backend_url
+from squall.common.errors import SquallError
+from squall.common.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,8 @@ def standalone(ctx: CliContext, args: argparse.Namespace) -> int:
     if written is not None:
         print(f"squall standalone: wrote {written}", flush=True)
     env = _child_env(ctx, load_examples)
+    if args.config:
+        env["SQUALL_CONFIG"] = os.path.abspath(args.config)
 
     worker_cmd = [sys.executable, "-m", "squall", "celery", "worker"]
     if args.concurrency:
@@ -116,9 +120,13 @@ def standalone(ctx: CliContext, args: argparse.Namespace) -> int:
             children.append(Child(name, proc))
             log.info("standalone: started %s (pid %d)", name, proc.pid)
         _print_banner(ctx, children, load_examples)
-        watching = _trigger_all(ctx, args.trigger)
+        # our own commands see what the children see (load_examples as set above)
+        own = CliContext(settings=Settings.load(
+            config_file=args.config,
+            overrides={"core": {"load_examples": load_examples}}))
+        watching = _trigger_all(own, args.trigger)
         while not stopping:
-            watching = _report_finished(ctx, watching)
+            watching = _report_finished(own, watching)
             for child in children:
                 code = child.process.poll()
                 if code is not None:
@@ -138,7 +146,12 @@ def _trigger_all(ctx: CliContext, dag_ids: list[str]) -> dict[tuple[str, str], s
 
     watching: dict[tuple[str, str], str] = {}
     for dag_id in dag_ids:
-        run_id, paused = trigger_dag_run(ctx, dag_id)
+        try:
+            run_id, paused = trigger_dag_run(ctx, dag_id)
+        except SquallError as exc:
+            print(f"squall standalone: could not trigger {dag_id}: {exc}", file=sys.stderr,
+                  flush=True)
+            continue
         note = " (the DAG is paused: unpause it to start the run)" if paused else ""
         print(f"Triggered DagRun {dag_id} {run_id}{note}", flush=True)
         watching[(dag_id, run_id)] = "queued"

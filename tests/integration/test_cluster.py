@@ -286,9 +286,13 @@ def test_standalone_runs_an_example_from_an_empty_home(tmp_path: Path) -> None:
 
         trig = cli("dags", "trigger", "example_taskflow", "--run-id", "from_test")
         assert trig.returncode == 0, trig.stderr
-        wait_until(lambda: cli("dags", "state", "example_taskflow", "from_test").stdout.strip()
-                   in ("success", "failed"), 120, interval=0.5,
-                   message="example_taskflow to finish under standalone")
+        try:
+            wait_until(lambda: cli("dags", "state", "example_taskflow", "from_test")
+                       .stdout.strip() in ("success", "failed"), 120, interval=0.5,
+                       message="example_taskflow to finish under standalone")
+        except AssertionError:
+            states = cli("tasks", "states-for-dag-run", "example_taskflow", "from_test").stdout
+            raise AssertionError(f"{states}\n{log_path.read_text()[-6000:]}") from None
         assert cli("dags", "state", "example_taskflow", "from_test").stdout.strip() == "success"
         states = json.loads(cli("tasks", "states-for-dag-run", "example_taskflow",
                                 "from_test", "-o", "json").stdout)

@@ -81,15 +81,15 @@ def test_processor_parses_on_start_on_request_and_stops(
     processor.start()
     try:
         assert processor.is_alive()
-        wait_until(lambda: "first" in active_dags(session_factory), 60,
-                   message="the first pass")
+        wait_until(lambda: "first" in active_dags(session_factory)
+                   and processor.passes >= 1, 60, message="the first pass")
         passes = processor.passes
         write_dag(tmp_path / "dags", "second")
-        # the interval is an hour: only the request makes it parse again
+        # the interval is an hour: only the request makes it parse again (the pass counter
+        # moves just after the pass's commit, so wait for both)
         processor.request_parse()
-        wait_until(lambda: "second" in active_dags(session_factory), 60,
-                   message="a pass on request")
-        assert processor.passes > passes
+        wait_until(lambda: "second" in active_dags(session_factory)
+                   and processor.passes > passes, 60, message="a pass on request")
     finally:
         processor.stop(grace=30)
     assert not processor.is_alive()
