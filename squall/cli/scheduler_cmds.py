@@ -34,6 +34,7 @@ def _hide_password(url: str) -> str:
 
 def run_scheduler(ctx: CliContext, args: argparse.Namespace) -> int:
     from squall.common.celery_app import create_celery_app
+    from squall.common.metrics import metrics_from_settings
     from squall.scheduler.dag_processor import DagProcessor
     from squall.scheduler.executor import CeleryExecutor
     from squall.scheduler.job import SchedulerJob
@@ -47,8 +48,9 @@ def run_scheduler(ctx: CliContext, args: argparse.Namespace) -> int:
              ctx.engine.url.render_as_string(hide_password=True),
              _hide_password(str(app.conf.broker_url)),
              _hide_password(str(app.conf.result_backend)), settings.dags_folder)
-    executor = CeleryExecutor.from_settings(app, settings)
+    metrics = metrics_from_settings(settings)
+    executor = CeleryExecutor.from_settings(app, settings, metrics)
     processor = None if args.no_dag_processor else DagProcessor(settings)
-    job = SchedulerJob(settings, factory, executor, dag_processor=processor)
+    job = SchedulerJob(settings, factory, executor, dag_processor=processor, metrics=metrics)
     job.run(num_runs=args.num_runs)
     return 0

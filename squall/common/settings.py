@@ -75,6 +75,10 @@ class SchedulerSettings(_Section):
     zombie_threshold: float = Field(default=300.0, gt=0)
     zombie_detection_interval: float = Field(default=10.0, gt=0)
     task_queued_timeout: float = Field(default=600.0, gt=0)
+    #: a scheduler whose job heartbeat is older than this is dead: others adopt its tasks
+    scheduler_health_check_threshold: float = Field(default=30.0, gt=0)
+    #: how often a running scheduler looks for task instances of dead schedulers
+    orphaned_tasks_check_interval: float = Field(default=300.0, gt=0)
     max_tis_per_query: int = Field(default=512, ge=1)
     min_file_process_interval: float = Field(default=30.0, ge=0)
     dag_dir_list_interval: float = Field(default=300.0, ge=0)

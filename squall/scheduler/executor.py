@@ -30,6 +30,22 @@ Syncing (:meth:`CeleryExecutor.sync`)
     One :meth:`BulkStateFetcher.get_many` for every task in ``running``: SUCCESS becomes a
     SUCCESS event, FAILURE and REVOKED a FAILED event (with the failure text), and those
     tasks leave ``running``; PENDING, RECEIVED, STARTED, RETRY and unread ones stay.
+
+Adoption (:meth:`CeleryExecutor.track` with ``adopted=True``)
+    A try taken over from a dead scheduler is tracked with the time it was adopted. Every
+    sync looks at *all* adopted ids (no order assumed): one read in any state but PENDING is
+    no longer watched for the timeout; one still PENDING ``task_adoption_timeout`` seconds
+    after adoption leaves ``running`` as an ``ADOPTION_TIMED_OUT`` event, which the
+    scheduler turns into SCHEDULED when the task instance is still QUEUED.
+
+Revoking (:meth:`CeleryExecutor.revoke`)
+    Forgets the ids and asks the workers to revoke them with ``app.control.revoke`` on a
+    thread of its own, best effort: never waited for, skipped when earlier revokes are still
+    hanging (a dead broker).
+
+Metrics: ``celery.task_timeout_error`` for each publish attempt that timed out,
+``celery.publish_failed`` for each task not published after its retries,
+``celery.result_backend_outage`` once per result-backend outage.
 """
 
 from __future__ import annotations
@@ -38,7 +54,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from enum import StrEnum
@@ -47,6 +63,13 @@ from typing import TYPE_CHECKING
 from celery import Celery, states
 
 from squall.common.celery_app import RUN_TASK_NAME
+from squall.common.metrics import (
+    PUBLISH_FAILED,
+    PUBLISH_TIMEOUT,
+    RESULT_BACKEND_OUTAGE,
+    LogMetrics,
+    Metrics,
+)
 from squall.common.models import TaskInstanceKey
 from squall.common.payload import TaskRunCommand
 from squall.scheduler.state_fetcher import FAILED_STATES, BulkStateFetcher
@@ -59,6 +82,8 @@ log = logging.getLogger(__name__)
 #: Backoff before retry n (1-based) of a send: 0.05, 0.1, 0.2, ... capped.
 BACKOFF_BASE = 0.05
 BACKOFF_MAX = 0.5
+#: revokes still waiting or hanging past which further revokes are skipped
+MAX_PENDING_REVOKES = 4
 
 
 def backoff(retry: int) -> float:
@@ -92,6 +117,8 @@ class EventKind(StrEnum):
     QUEUED = "queued"
     SUCCESS = "success"
     FAILED = "failed"
+    #: an adopted task whose Celery state stayed PENDING past task_adoption_timeout
+    ADOPTION_TIMED_OUT = "adoption_timed_out"
 
 
 @dataclass(frozen=True)
@@ -119,7 +146,9 @@ class CeleryExecutor:
     """Publishes commands onto Celery queues and turns Celery states into events."""
 
     def __init__(self, app: Celery, fetcher: BulkStateFetcher, *, operation_timeout: float,
-                 publish_max_retries: int, sync_parallelism: int) -> None:
+                 publish_max_retries: int, sync_parallelism: int,
+                 task_adoption_timeout: float = 600.0, metrics: Metrics | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         if operation_timeout <= 0:
             raise ValueError(f"operation_timeout must be > 0, got {operation_timeout}")
         if publish_max_retries < 0:
@@ -139,15 +168,26 @@ class CeleryExecutor:
         self.running: dict[str, tuple[TaskInstanceKey, int]] = {}
         self.publish_timeouts = 0
         self.publish_failures = 0
+        self._adoption_timeout = task_adoption_timeout
+        self._metrics: Metrics = metrics if metrics is not None else LogMetrics()
+        self._monotonic = monotonic
+        #: external_executor_id -> monotonic time of adoption, for adopted tasks not yet
+        #: seen in any state but PENDING
+        self.adopted: dict[str, float] = {}
+        self._revoker: ThreadPoolExecutor | None = None
+        self._pending_revokes: set[Future[None]] = set()
+        self._backend_down = False
 
     @classmethod
-    def from_settings(cls, app: Celery, settings: Settings) -> CeleryExecutor:
+    def from_settings(cls, app: Celery, settings: Settings,
+                      metrics: Metrics | None = None) -> CeleryExecutor:
         cel = settings.celery
         parallelism = cel.sync_parallelism or default_sync_parallelism()
         fetcher = BulkStateFetcher(app, sync_parallelism=parallelism)
         return cls(app, fetcher, operation_timeout=cel.operation_timeout,
                    publish_max_retries=cel.task_publish_max_retries,
-                   sync_parallelism=parallelism)
+                   sync_parallelism=parallelism,
+                   task_adoption_timeout=cel.task_adoption_timeout, metrics=metrics)
 
     # ------------------------------------------------------------------ publishing
 
@@ -198,6 +238,7 @@ class CeleryExecutor:
                 elif attempt.started is not None and (
                         now - attempt.started >= timeout or now >= deadline):
                     self.publish_timeouts += 1  # abandoned: see the module docstring
+                    self._metrics.incr(PUBLISH_TIMEOUT)
                     error = f"no answer from the broker within {timeout} s"
                 else:
                     continue
@@ -210,10 +251,12 @@ class CeleryExecutor:
                     retry_at[index] = (now + backoff(attempt.number), attempt.number + 1)
                 else:
                     self.publish_failures += 1
+                    self._metrics.incr(PUBLISH_FAILED)
                     outcomes[index] = PublishOutcome(attempt.task, False, attempt.number, error)
             if now >= deadline:
                 for index, (_, number) in retry_at.items():
                     self.publish_failures += 1
+                    self._metrics.incr(PUBLISH_FAILED)
                     outcomes[index] = PublishOutcome(tasks[index], False, number - 1,
                                                      errors.get(index))
                 retry_at.clear()
@@ -276,16 +319,71 @@ class CeleryExecutor:
 
     # ------------------------------------------------------------------ tracking
 
-    def track(self, key: TaskInstanceKey, try_number: int, external_executor_id: str) -> None:
+    def track(self, key: TaskInstanceKey, try_number: int, external_executor_id: str,
+              *, adopted: bool = False) -> None:
         """Watch a task already in flight (published by another scheduler, or before a
-        restart) as if this executor had published it."""
+        restart) as if this executor had published it; ``adopted``: and reset it when it
+        stays PENDING past ``task_adoption_timeout``."""
         self.running[external_executor_id] = (key, try_number)
+        if adopted:
+            self.adopted[external_executor_id] = self._monotonic()
+
+    def revoke(self, external_executor_ids: Sequence[str]) -> None:
+        """Stop tracking these tasks and revoke them, best effort, never blocking."""
+        ids = list(external_executor_ids)
+        for task_id in ids:
+            self.running.pop(task_id, None)
+            self.adopted.pop(task_id, None)
+        if not ids:
+            return
+        self._pending_revokes = {f for f in self._pending_revokes if not f.done()}
+        if len(self._pending_revokes) >= MAX_PENDING_REVOKES:
+            log.warning("CeleryExecutor: %d earlier revokes still pending; not revoking %s",
+                        len(self._pending_revokes), ", ".join(ids))
+            return
+        with self._pool_lock:
+            if self._revoker is None:
+                self._revoker = ThreadPoolExecutor(1, thread_name_prefix="squall-revoke")
+            revoker = self._revoker
+        self._pending_revokes.add(revoker.submit(self._revoke, ids))
+
+    def _revoke(self, ids: list[str]) -> None:
+        try:
+            self._app.control.revoke(ids)
+            log.info("CeleryExecutor: revoked %s", ", ".join(ids))
+        except Exception as exc:
+            log.warning("CeleryExecutor: could not revoke %s: %s", ", ".join(ids), exc)
 
     def sync(self) -> None:
         """Read the Celery state of everything running; finished tasks become events."""
         if not self.running:
             return
         found = self._fetcher.get_many(list(self.running))
+        down = len(found) < len(self.running)
+        if down and not self._backend_down:
+            self._metrics.incr(RESULT_BACKEND_OUTAGE)
+        elif self._backend_down and not down:
+            log.info("CeleryExecutor: result backend readable again")
+        self._backend_down = down
+        self._fetcher.quiet = down
+        now = self._monotonic()
+        for task_id, adopted_at in list(self.adopted.items()):  # every one: no order assumed
+            celery_state = found.get(task_id)
+            entry = self.running.get(task_id)
+            if celery_state is None or entry is None:
+                if entry is None:
+                    del self.adopted[task_id]
+                continue
+            if celery_state.state != states.PENDING:
+                del self.adopted[task_id]  # seen alive (or finished): handled below
+            elif now - adopted_at > self._adoption_timeout:
+                del self.adopted[task_id]
+                del self.running[task_id]
+                key, try_number = entry
+                log.info("TaskInstance %s try %d: adopted Celery task %s still PENDING after "
+                         "%.0f s", key, try_number, task_id, now - adopted_at)
+                self._events.append(ExecutorEvent(key, try_number, task_id,
+                                                  EventKind.ADOPTION_TIMED_OUT, None))
         for task_id, celery_state in found.items():
             entry = self.running.get(task_id)
             if entry is None:
@@ -316,4 +414,8 @@ class CeleryExecutor:
             if self._publisher is not None:
                 self._publisher.close()
                 self._publisher = None
+        with self._pool_lock:
+            if self._revoker is not None:
+                self._revoker.shutdown(wait=False, cancel_futures=True)
+                self._revoker = None
         self._fetcher.end()

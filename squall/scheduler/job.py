@@ -13,7 +13,18 @@ c. the critical section (:func:`~squall.scheduler.critical_section.queue_schedul
 d. ``executor.sync()`` and its events: a Celery failure of a try still QUEUED (the worker
    died before starting it) fails or retries that try, with the reason recorded; anything
    else the worker has recorded itself;
-e. heartbeat the ``job`` row every ``[scheduler] scheduler_heartbeat_sec``.
+e. the watch (:mod:`squall.scheduler.watchdog`): every ``[scheduler]
+   zombie_detection_interval`` zombies and task instances stuck in QUEUED past
+   ``task_queued_timeout`` are failed or retried; at the first loop and every
+   ``[scheduler] orphaned_tasks_check_interval`` (at most ``scheduler_health_check_threshold``)
+   the in-flight task instances of dead schedulers are adopted; adopted ones still PENDING
+   past ``[celery] task_adoption_timeout`` go back to SCHEDULED;
+f. heartbeat the ``job`` row every ``[scheduler] scheduler_heartbeat_sec``.
+
+A database outage (an ``OperationalError``, or a ``DBAPIError`` that invalidated its
+connection) never ends :meth:`SchedulerJob.run`: the loop's transaction is rolled back, the
+outage is logged once at ERROR (and counted, ``scheduler.outage``) and once when it is
+over, and the loop retries with an exponential backoff up to ``MAX_OUTAGE_BACKOFF`` seconds.
 
 :meth:`SchedulerJob.run` repeats that until :meth:`SchedulerJob.stop` or SIGTERM / SIGINT
 (the handlers only set a flag: the loop finishes its transaction and exits, marking its job
@@ -38,13 +49,20 @@ from types import FrameType
 from typing import Any, Protocol
 
 from sqlalchemy import select, tuple_, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from squall.common.dagbag import DEFAULT_EXAMPLES_FOLDER
 from squall.common.dagrun_ops import handle_failure_state, next_retry_at
 from squall.common.db import SessionFactory, session_scope
-from squall.common.models import Job, TaskInstance, compare_and_set_state, utcnow
+from squall.common.metrics import SCHEDULER_HEARTBEAT, SCHEDULER_OUTAGE, LogMetrics, Metrics
+from squall.common.models import (
+    Job,
+    TaskInstance,
+    TaskInstanceKey,
+    compare_and_set_state,
+    utcnow,
+)
 from squall.common.settings import Settings
 from squall.common.state import JobState, TaskInstanceState
 from squall.scheduler.critical_section import queue_scheduled_tis, requeue_failed_publishes
@@ -56,6 +74,12 @@ from squall.scheduler.dag_runs import (
     schedule_dag_runs,
 )
 from squall.scheduler.executor import EventKind, ExecutorEvent, PublishOutcome, QueuedTask
+from squall.scheduler.watchdog import (
+    adopt_orphans,
+    fail_stuck_queued,
+    fail_zombies,
+    reset_adopted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +87,9 @@ TI = TaskInstanceState
 JOB_TYPE = "SchedulerJob"
 FAILED_BEFORE_START = "celery task failed before the task started"
 _SIGNAL_POLL_SECONDS = 0.1
+#: the longest wait between two loops while the database is unreachable
+MAX_OUTAGE_BACKOFF = 5.0
+_FIRST_OUTAGE_BACKOFF = 0.1
 
 
 class ExecutorLike(Protocol):
@@ -76,6 +103,9 @@ class ExecutorLike(Protocol):
     def sync(self) -> None: ...
     def get_event_buffer(self) -> Sequence[ExecutorEvent]: ...
     def end(self) -> None: ...
+    def track(self, key: TaskInstanceKey, try_number: int, external_executor_id: str,
+              *, adopted: bool = False) -> None: ...
+    def revoke(self, external_executor_ids: Sequence[str]) -> None: ...
 
 
 @dataclass
@@ -90,11 +120,16 @@ class LoopStats:
     publish_failed: int = 0
     events: int = 0
     tis_failed_by_events: int = 0
+    zombies: int = 0
+    queued_timeouts: int = 0
+    adopted: int = 0
+    adoption_resets: int = 0
 
     @property
     def did_work(self) -> bool:
         return any((self.runs_created, self.runs_started, self.runs_finished,
-                    self.tis_scheduled, self.tis_queued, self.publish_failed, self.events))
+                    self.tis_scheduled, self.tis_queued, self.publish_failed, self.events,
+                    self.zombies, self.queued_timeouts, self.adopted, self.adoption_resets))
 
 
 class SchedulerJob:
@@ -103,7 +138,7 @@ class SchedulerJob:
     def __init__(self, settings: Settings, session_factory: SessionFactory,
                  executor: ExecutorLike, *, dag_processor: DagProcessor | None = None,
                  clock: Callable[[], datetime] = utcnow,
-                 examples_folder: Path | None = None) -> None:
+                 examples_folder: Path | None = None, metrics: Metrics | None = None) -> None:
         self._settings = settings
         self._factory = session_factory
         self._executor = executor
@@ -117,6 +152,12 @@ class SchedulerJob:
         self._warned_pools: set[str] = set()
         self._parse_requested_for: set[str] = set()
         self._last_heartbeat = 0.0
+        self._metrics: Metrics = metrics if metrics is not None else LogMetrics()
+        #: monotonic times of the last watch steps (0: at the first loop)
+        self._last_zombie_check = 0.0
+        self._last_adoption_check = 0.0
+        self._outage_since: float | None = None
+        self._outage_backoff = _FIRST_OUTAGE_BACKOFF
         self.job_id: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -144,8 +185,6 @@ class SchedulerJob:
         final = JobState.FAILED
         loops = 0
         try:
-            job_id = self._ensure_job()
-            log.info("scheduler: job %d started (pid %d)", job_id, os.getpid())
             if self._processor is not None:
                 self._processor.start()
             while not self.stopping:
@@ -153,7 +192,10 @@ class SchedulerJob:
                 loops += 1
                 if num_runs is not None and loops >= num_runs:
                     break
-                if stats is None or not stats.did_work:
+                if stats is None:
+                    self._idle(self._outage_backoff)
+                    self._outage_backoff = min(self._outage_backoff * 2, MAX_OUTAGE_BACKOFF)
+                elif not stats.did_work:
                     self._idle(self._settings.scheduler.scheduler_idle_sleep_time)
             final = JobState.SUCCESS
         finally:
@@ -168,13 +210,28 @@ class SchedulerJob:
         log.info("scheduler: job %s stopped after %d loop(s)", self.job_id, loops)
 
     def _run_once_guarded(self) -> LoopStats | None:
+        """One loop; None when the database could not be used (the caller backs off)."""
         try:
-            return self.run_once()
-        except OperationalError as exc:
+            stats = self.run_once()
+        except DBAPIError as exc:
+            if not (isinstance(exc, OperationalError) or exc.connection_invalidated):
+                raise
             # the database went away or timed out: this loop's transaction is rolled back;
             # the next loop starts afresh
-            log.error("scheduler: loop failed on a database error, retrying: %s", exc)
+            if self._outage_since is None:
+                self._outage_since = time.monotonic()
+                self._metrics.incr(SCHEDULER_OUTAGE)
+                log.error("scheduler: database unreachable: %s; retrying with backoff "
+                          "(up to %.0f s)", exc, MAX_OUTAGE_BACKOFF)
+            else:
+                log.debug("scheduler: database still unreachable: %s", exc)
             return None
+        if self._outage_since is not None:
+            log.error("scheduler: database reachable again after %.1f s",
+                      time.monotonic() - self._outage_since)
+            self._outage_since = None
+            self._outage_backoff = _FIRST_OUTAGE_BACKOFF
+        return stats
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
@@ -197,8 +254,10 @@ class SchedulerJob:
                           latest_heartbeat=now)
                 session.add(job)
                 session.flush()
-                self.job_id = job.id
+                job_id = job.id
+            self.job_id = job_id
             self._last_heartbeat = time.monotonic()
+            log.info("scheduler: job %d started (pid %d)", job_id, os.getpid())
         return self.job_id
 
     def _end_job(self, state: JobState) -> None:
@@ -231,6 +290,7 @@ class SchedulerJob:
         self._queue_and_publish(job_id, now, stats)
         self._executor.sync()
         self._process_events(self._executor.get_event_buffer(), stats)
+        self._watch(job_id, stats)
         self._heartbeat()
         if stats.did_work:
             log.debug("scheduler: loop %s", stats)
@@ -282,12 +342,21 @@ class SchedulerJob:
     def _process_events(self, events: Sequence[ExecutorEvent], stats: LoopStats) -> None:
         stats.events += len(events)
         failed: list[ExecutorEvent] = []
+        timed_out: list[ExecutorEvent] = []
         for event in events:
             if event.kind == EventKind.FAILED:
                 failed.append(event)
+            elif event.kind == EventKind.ADOPTION_TIMED_OUT:
+                timed_out.append(event)
             else:
                 log.debug("%s try %d: executor event %s", event.key, event.try_number,
                           event.kind)
+        if timed_out:
+            with session_scope(self._factory) as session:
+                stats.adoption_resets += reset_adopted(
+                    session, [(e.key, e.try_number, e.external_executor_id) for e in timed_out],
+                    timeout=self._settings.celery.task_adoption_timeout,
+                    metrics=self._metrics)
         if not failed:
             return
         now = self._clock()
@@ -331,6 +400,44 @@ class SchedulerJob:
         ).all()
         return {(t.dag_id, t.task_id, t.run_id): t for t in found}
 
+    def _watch(self, job_id: int, stats: LoopStats) -> None:
+        """Step e: zombies, stuck in QUEUED, adoption (each on its own interval)."""
+        sched = self._settings.scheduler
+        mono = time.monotonic()
+        # a scheduler that died just before this one started is adoptable one health-check
+        # threshold later: look at least that often (one indexed query)
+        every = min(sched.orphaned_tasks_check_interval, sched.scheduler_health_check_threshold)
+        if not self._last_adoption_check or mono - self._last_adoption_check >= every:
+            with session_scope(self._factory) as session:
+                adopted = adopt_orphans(session, job_id=job_id, now=self._clock(),
+                                        threshold=sched.scheduler_health_check_threshold,
+                                        metrics=self._metrics)
+            # committed: only now are they ours to track
+            for a in adopted:
+                self._executor.track(a.key, a.try_number, a.external_executor_id,
+                                     adopted=True)
+            stats.adopted += len(adopted)
+            self._last_adoption_check = mono
+        if self._last_zombie_check and (
+                mono - self._last_zombie_check < sched.zombie_detection_interval):
+            return
+        now = self._clock()
+        with session_scope(self._factory) as session:
+            dags = self._dags.get_many(session, session.scalars(
+                select(TaskInstance.dag_id).where(
+                    TaskInstance.state.in_([TI.RUNNING.value, TI.QUEUED.value])).distinct()
+            ).all())
+            stats.zombies += fail_zombies(session, dags, now=now,
+                                          threshold=sched.zombie_threshold,
+                                          metrics=self._metrics)
+            revoke = fail_stuck_queued(session, dags, now=now,
+                                       timeout=sched.task_queued_timeout,
+                                       metrics=self._metrics)
+        stats.queued_timeouts += len(revoke)
+        if revoke:
+            self._executor.revoke(revoke)
+        self._last_zombie_check = mono
+
     def _heartbeat(self) -> None:
         every = self._settings.scheduler.scheduler_heartbeat_sec
         if time.monotonic() - self._last_heartbeat < every:
@@ -339,3 +446,4 @@ class SchedulerJob:
             session.execute(update(Job).where(Job.id == self.job_id).values(
                 latest_heartbeat=self._clock()))
         self._last_heartbeat = time.monotonic()
+        self._metrics.incr(SCHEDULER_HEARTBEAT)

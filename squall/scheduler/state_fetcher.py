@@ -15,6 +15,8 @@ An id with no stored result is PENDING. Ids are deduplicated and split into chun
 ``chunk_size``. A failed read is logged once per call, with the exception; the ids of that
 chunk and of every later one are left out of the answer (no further chunk is tried, so a
 dead backend costs one timeout, not one per chunk), and the caller keeps them in flight.
+While ``quiet`` is set (the caller knows the backend is down) failures are logged at DEBUG,
+so an outage is logged once.
 
 Failure details are decoded without rebuilding the exception (Celery's
 ``exception_to_python`` imports the module a result names): ``info`` is "Type: message" from
@@ -64,6 +66,8 @@ class BulkStateFetcher:
         self._parallelism = sync_parallelism
         self._chunk_size = chunk_size
         self._pool: ThreadPoolExecutor | None = None
+        #: log read failures at DEBUG (set by the executor during an outage)
+        self.quiet = False
 
     def get_many(self, task_ids: Iterable[str]) -> dict[str, CeleryTaskState]:
         """The state of each id that could be read; ids whose read failed are left out."""
@@ -85,12 +89,13 @@ class BulkStateFetcher:
             for chunk_states in fetched:
                 result.update(chunk_states)
         except Exception as exc:
-            log.warning(
+            log.log(
+                logging.DEBUG if self.quiet else logging.WARNING,
                 "BulkStateFetcher: could not read %d of %d task states from the %s result "
                 "backend; they stay in flight until the next sync: %s",
                 len(ids) - len(result), len(ids),
                 type(backend).__name__ if backend is not None else "configured", exc,
-                exc_info=exc,
+                exc_info=None if self.quiet else exc,
             )
         return result
 

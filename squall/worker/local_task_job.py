@@ -18,6 +18,13 @@ group when the row stops being RUNNING under this job and try. A task process th
 without recording a state, and a SIGTERM to the supervisor, end the try as failed (or
 up_for_retry) with the reason recorded.
 
+A heartbeat that fails because the database is unreachable changes nothing: the task keeps
+running and the next heartbeat tries again (the outage is logged once at ERROR, counted as
+``worker.outage``, and once when it is over). Only a row *read* as changed kills the task
+(``scheduler.tasks.killed_externally``). If the outage outlasts ``[scheduler]
+zombie_threshold`` the scheduler fails the try as a zombie, and the first heartbeat after
+the outage reads that and kills the task.
+
 :class:`SupervisorStatus` says how the supervisor's work ended; it is not a task instance
 state (that is in ``SupervisorResult.state``).
 """
@@ -43,6 +50,7 @@ from sqlalchemy import select as sql_select
 from sqlalchemy.exc import SQLAlchemyError
 
 from squall.common.db import make_session_factory, session_scope
+from squall.common.metrics import TASKS_KILLED_EXTERNALLY, WORKER_OUTAGE, LogMetrics, Metrics
 from squall.common.models import Job, TaskInstance, compare_and_set_state, utcnow
 from squall.common.payload import TaskRunCommand
 from squall.common.settings import Settings
@@ -104,7 +112,8 @@ class LocalTaskJob:
                  celery_task_id: str, worker_name: str,
                  heartbeat_interval: float | None = None,
                  kill_grace: float = KILL_GRACE_SECONDS,
-                 child_close_fds: Sequence[int] = ()) -> None:
+                 child_close_fds: Sequence[int] = (),
+                 metrics: Metrics | None = None) -> None:
         self.command = command
         self.key = command.key
         self.try_number = command.try_number
@@ -123,6 +132,8 @@ class LocalTaskJob:
         self._previous_wakeup = -1
         self._status_fd: int | None = None  # read end of the task process's status pipe
         self._task_recording = False
+        self._metrics: Metrics = metrics if metrics is not None else LogMetrics()
+        self._outage_since: float | None = None
 
     # ----------------------------------------------------------------------- lifecycle
 
@@ -208,9 +219,12 @@ class LocalTaskJob:
                 TaskInstance.job_id == self._job_id)
 
     def _record_pid(self, pid: int) -> None:
-        with session_scope(self._factory) as session:
-            session.execute(update(TaskInstance).where(*self._ours_clause())
-                            .values(pid=pid).execution_options(synchronize_session=False))
+        try:
+            with session_scope(self._factory) as session:
+                session.execute(update(TaskInstance).where(*self._ours_clause())
+                                .values(pid=pid).execution_options(synchronize_session=False))
+        except SQLAlchemyError as exc:  # informational only: the task must run regardless
+            log.warning("TaskInstance %s: pid %d not recorded: %s", self.key, pid, exc)
 
     def _finish_job(self, result: SupervisorResult | None) -> None:
         ok = result is not None and result.status == SupervisorStatus.COMPLETED
@@ -334,6 +348,7 @@ class LocalTaskJob:
                         log.warning("TaskInstance %s: state changed externally to %s; killing",
                                     self.key, changed)
                     self._kill(child, pidfd)
+                    self._metrics.incr(TASKS_KILLED_EXTERNALLY)
                     return self._result(SupervisorStatus.KILLED, pid=child.pid,
                                         exit_code=child.returncode,
                                         reason=f"state changed externally to {changed}")
@@ -355,9 +370,22 @@ class LocalTaskJob:
                                TaskInstance.job_id).where(*self._key_clause())
                 ).one_or_none()
         except SQLAlchemyError as exc:
-            log.warning("TaskInstance %s: heartbeat of job %s failed: %s", self.key,
-                        self._job_id, exc)
+            # never kill the task because the database is unreachable; retry next beat
+            if self._outage_since is None:
+                self._outage_since = time.monotonic()
+                self._metrics.incr(WORKER_OUTAGE)
+                log.error("TaskInstance %s: database unreachable: heartbeat of job %s failed: "
+                          "%s; the task keeps running, retrying every %.1f s", self.key,
+                          self._job_id, exc, self._heartbeat)
+            else:
+                log.debug("TaskInstance %s: heartbeat of job %s failed again: %s", self.key,
+                          self._job_id, exc)
             return None
+        if self._outage_since is not None:
+            log.error("TaskInstance %s: database reachable again after %.1f s; heartbeat of "
+                      "job %s resumed", self.key, time.monotonic() - self._outage_since,
+                      self._job_id)
+            self._outage_since = None
         if row is None:
             return "deleted"
         if row.try_number != self.try_number or row.job_id != self._job_id:

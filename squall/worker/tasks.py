@@ -31,6 +31,7 @@ from celery.signals import worker_init, worker_process_init
 
 from squall.common.db import make_engine
 from squall.common.errors import PayloadError, SquallError
+from squall.common.metrics import metrics_from_settings
 from squall.common.payload import TaskRunCommand
 from squall.common.settings import Settings
 from squall.worker.local_task_job import LocalTaskJob
@@ -157,7 +158,8 @@ def _supervisor_main(settings: Settings, command: TaskRunCommand, celery_task_id
         try:
             result = LocalTaskJob(command, settings=settings, engine=engine,
                                   celery_task_id=celery_task_id, worker_name=worker_name,
-                                  child_close_fds=(write_fd,)).run()
+                                  child_close_fds=(write_fd,),
+                                  metrics=metrics_from_settings(settings)).run()
         finally:
             engine.dispose()
         os.write(write_fd, json.dumps(result.as_dict()).encode("utf-8"))

@@ -40,6 +40,9 @@ class FakeExecutor:
     events: list[ExecutorEvent] = field(default_factory=list)
     syncs: int = 0
     ended: bool = False
+    #: external_executor_id of each adopted task, in the order tracked
+    adopted: list[str] = field(default_factory=list)
+    revoked: list[str] = field(default_factory=list)
 
     def publish(self, tasks: Sequence[QueuedTask]) -> list[PublishOutcome]:
         outcomes = []
@@ -62,6 +65,17 @@ class FakeExecutor:
 
     def end(self) -> None:
         self.ended = True
+
+    def track(self, key: TaskInstanceKey, try_number: int, external_executor_id: str,
+              *, adopted: bool = False) -> None:
+        self.running[external_executor_id] = (key, try_number)
+        if adopted:
+            self.adopted.append(external_executor_id)
+
+    def revoke(self, external_executor_ids: Sequence[str]) -> None:
+        for task_id in external_executor_ids:
+            self.running.pop(task_id, None)
+            self.revoked.append(task_id)
 
     def emit(self, task: QueuedTask, kind: EventKind, info: str | None = None) -> None:
         self.running.pop(task.external_executor_id, None)

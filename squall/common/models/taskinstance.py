@@ -88,13 +88,15 @@ def compare_and_set_state(
     try_number: int | None,
     new_state: TaskInstanceState,
     expected_external_executor_id: str | None = None,
+    expected_job_id: int | None = None,
     **values: Any,
 ) -> bool:
     """Move a task instance to ``new_state`` only if it is still as the caller saw it.
 
     Issues ``UPDATE task_instance SET state = :new ... WHERE <key> AND state = :expected
     AND try_number = :try`` (and ``external_executor_id = :id`` when
-    ``expected_external_executor_id`` is given) and reports
+    ``expected_external_executor_id`` is given, ``job_id = :job`` when ``expected_job_id``
+    is given) and reports
     whether exactly one row changed. A loser must not assume anything about the row: it was
     cleared, moved on, or finished by somebody else.
     """
@@ -111,6 +113,8 @@ def compare_and_set_state(
         stmt = stmt.where(TaskInstance.try_number == try_number)
     if expected_external_executor_id is not None:
         stmt = stmt.where(TaskInstance.external_executor_id == expected_external_executor_id)
+    if expected_job_id is not None:
+        stmt = stmt.where(TaskInstance.job_id == expected_job_id)
     values.setdefault("updated_at", utcnow())
     result = session.execute(
         stmt.values(state=new_state.value, **values).execution_options(

@@ -1,0 +1,228 @@
+"""The scheduler's watch over task instances in flight (step 9 of the design).
+
+Every function works in the caller's session (the caller commits) and changes a task
+instance only by compare-and-set, so a try that moved on meanwhile (finished, started,
+cleared) is never touched:
+
+* :func:`fail_zombies`: RUNNING task instances whose supervisor (``job_id``) has not
+  heartbeated for ``[scheduler] zombie_threshold`` seconds, or whose job row is gone or no
+  longer running, become UP_FOR_RETRY or FAILED (CAS on RUNNING, try number and job id).
+* :func:`fail_stuck_queued`: QUEUED for longer than ``[scheduler] task_queued_timeout``
+  (by ``queued_dttm``) become UP_FOR_RETRY or FAILED (CAS on QUEUED, try number and Celery
+  task id); the caller revokes their Celery tasks, best effort.
+* :func:`adopt_orphans`: QUEUED / RUNNING task instances queued by a scheduler whose job
+  row is not running or whose heartbeat is older than ``[scheduler]
+  scheduler_health_check_threshold`` are taken over (``queued_by_job_id`` guarded by its
+  old value); the caller tracks them in its executor by their Celery task ids.
+* :func:`reset_adopted`: adopted task instances whose Celery task stayed PENDING past
+  ``[celery] task_adoption_timeout`` and that are still QUEUED go back to SCHEDULED (same
+  try, Celery task id cleared), so they are queued again under a new id; a late copy of the
+  old message is refused by the worker's compare-and-set on the id.
+
+Task callbacks are user code and never run in the scheduler: a zombie whose task has an
+``on_failure_callback`` / ``on_retry_callback`` is logged as "callback not run".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from squall.common.dag import DAG
+from squall.common.dagrun_ops import handle_failure_state, next_retry_at
+from squall.common.metrics import (
+    ADOPTION_RESET,
+    ORPHANS_CLEARED,
+    QUEUED_TIMEOUT,
+    TASKS_ADOPTED,
+    ZOMBIES_KILLED,
+    Metrics,
+)
+from squall.common.models import Job, TaskInstance, TaskInstanceKey, compare_and_set_state
+from squall.common.state import ADOPTABLE_STATES, JobState, TaskInstanceState
+
+log = logging.getLogger(__name__)
+
+TI = TaskInstanceState
+
+
+@dataclass(frozen=True)
+class Adopted:
+    """A try taken over from a dead scheduler, to be tracked by its Celery task id."""
+
+    key: TaskInstanceKey
+    try_number: int
+    external_executor_id: str
+    state: TaskInstanceState
+
+
+def _failure_values(ti: TaskInstance, dags: Mapping[str, DAG], now: datetime,
+                    reason: str) -> tuple[TaskInstanceState, dict[str, Any]]:
+    new_state = handle_failure_state(ti.try_number, ti.max_tries)
+    values: dict[str, Any] = {"state_reason": reason[:2000], "end_date": now}
+    if new_state == TI.UP_FOR_RETRY:
+        dag = dags.get(ti.dag_id)
+        task = dag.task_dict.get(ti.task_id) if dag is not None else None
+        values["next_retry_at"] = (next_retry_at(task, ti.try_number, now)
+                                   if task is not None else now)
+    return new_state, values
+
+
+def _report_callback_not_run(ti: TaskInstance, new_state: TaskInstanceState,
+                             dags: Mapping[str, DAG]) -> None:
+    dag = dags.get(ti.dag_id)
+    task = dag.task_dict.get(ti.task_id) if dag is not None else None
+    attr = "has_on_retry_callback" if new_state == TI.UP_FOR_RETRY else "has_on_failure_callback"
+    if task is not None and getattr(task, attr, False):
+        # TODO: send a callback command to a worker; user code never runs in the scheduler
+        log.warning("TaskInstance %s: try %d: %s not run (the scheduler runs no user code)",
+                    ti.key, ti.try_number, attr.removeprefix("has_"))
+
+
+def zombie_candidates(session: Session, *, now: datetime, threshold: float
+                      ) -> list[tuple[TaskInstance, Job | None]]:
+    """RUNNING task instances (with a supervisor job id) whose job is stale, gone or ended."""
+    limit = now - timedelta(seconds=threshold)
+    rows = session.execute(
+        select(TaskInstance, Job).outerjoin(Job, Job.id == TaskInstance.job_id)
+        .where(TaskInstance.state == TI.RUNNING.value, TaskInstance.job_id.is_not(None),
+               or_(Job.id.is_(None), Job.state != JobState.RUNNING.value,
+                   Job.latest_heartbeat.is_(None), Job.latest_heartbeat < limit))
+        .order_by(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id)
+        .execution_options(populate_existing=True)
+    ).all()
+    return [(row[0], row[1]) for row in rows]
+
+
+def fail_zombies(session: Session, dags: Mapping[str, DAG], *, now: datetime,
+                 threshold: float, metrics: Metrics) -> int:
+    """Fail or retry every zombie (see the module docstring); how many were changed."""
+    killed = 0
+    for ti, job in zombie_candidates(session, now=now, threshold=threshold):
+        if job is None:
+            where = f"job {ti.job_id} is gone"
+        elif job.state != JobState.RUNNING:
+            where = f"job {job.id} on host {job.hostname} is {job.state}"
+        else:
+            where = f"job {job.id} on host {job.hostname}"
+        reason = f"zombie: supervisor heartbeat older than {threshold:g} s ({where})"
+        new_state, values = _failure_values(ti, dags, now, reason)
+        assert ti.job_id is not None
+        if compare_and_set_state(session, ti.key, expected=TI.RUNNING,
+                                 try_number=ti.try_number, new_state=new_state,
+                                 expected_job_id=ti.job_id, **values):
+            killed += 1
+            metrics.incr(ZOMBIES_KILLED)
+            log.warning("TaskInstance %s: try %d: %s; now %s", ti.key, ti.try_number, reason,
+                        new_state.value)
+            _report_callback_not_run(ti, new_state, dags)
+        else:
+            log.debug("TaskInstance %s: try %d: zombie candidate moved on; left alone",
+                      ti.key, ti.try_number)
+    return killed
+
+
+def fail_stuck_queued(session: Session, dags: Mapping[str, DAG], *, now: datetime,
+                      timeout: float, metrics: Metrics) -> list[str]:
+    """Fail or retry task instances QUEUED for longer than ``timeout`` seconds; the Celery
+    task ids of those changed (to revoke)."""
+    limit = now - timedelta(seconds=timeout)
+    stuck = session.scalars(
+        select(TaskInstance).where(TaskInstance.state == TI.QUEUED.value,
+                                   TaskInstance.queued_dttm.is_not(None),
+                                   TaskInstance.queued_dttm < limit)
+        .order_by(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id)
+        .execution_options(populate_existing=True)
+    ).all()
+    revoke: list[str] = []
+    reason = f"queued for more than {timeout:g} s (task_queued_timeout)"
+    for ti in stuck:
+        new_state, values = _failure_values(ti, dags, now, reason)
+        if compare_and_set_state(session, ti.key, expected=TI.QUEUED, try_number=ti.try_number,
+                                 new_state=new_state,
+                                 expected_external_executor_id=ti.external_executor_id,
+                                 **values):
+            metrics.incr(QUEUED_TIMEOUT)
+            log.warning("TaskInstance %s: try %d: %s; now %s", ti.key, ti.try_number, reason,
+                        new_state.value)
+            if ti.external_executor_id:
+                revoke.append(ti.external_executor_id)
+    return revoke
+
+
+def adopt_orphans(session: Session, *, job_id: int, now: datetime, threshold: float,
+                  metrics: Metrics) -> list[Adopted]:
+    """Take over the in-flight task instances of dead schedulers (see the module
+    docstring); those with a Celery task id, to track. Ones without an id cannot be
+    tracked: QUEUED ones go back to SCHEDULED (``scheduler.orphaned_tasks.cleared``)."""
+    limit = now - timedelta(seconds=threshold)
+    rows = session.execute(
+        select(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id,
+               TaskInstance.try_number, TaskInstance.state, TaskInstance.external_executor_id,
+               TaskInstance.queued_by_job_id)
+        .outerjoin(Job, Job.id == TaskInstance.queued_by_job_id)
+        .where(TaskInstance.state.in_([s.value for s in ADOPTABLE_STATES]),
+               TaskInstance.queued_by_job_id.is_not(None),
+               TaskInstance.queued_by_job_id != job_id,
+               or_(Job.id.is_(None), Job.state != JobState.RUNNING.value,
+                   Job.latest_heartbeat.is_(None), Job.latest_heartbeat < limit))
+        .order_by(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id)
+    ).all()
+    adopted: list[Adopted] = []
+    for row in rows:
+        key = TaskInstanceKey(row.dag_id, row.task_id, row.run_id)
+        if not row.external_executor_id:
+            if row.state == TI.QUEUED and compare_and_set_state(
+                    session, key, expected=TI.QUEUED, try_number=row.try_number,
+                    new_state=TI.SCHEDULED, queued_dttm=None, queued_by_job_id=None,
+                    state_reason=f"orphaned by scheduler job {row.queued_by_job_id} with no "
+                                 "Celery task id; queued again"):
+                metrics.incr(ORPHANS_CLEARED)
+                log.warning("TaskInstance %s: try %d: orphaned without a Celery task id; "
+                            "back to scheduled", key, row.try_number)
+            continue
+        result = session.execute(
+            update(TaskInstance).where(
+                TaskInstance.dag_id == key.dag_id, TaskInstance.task_id == key.task_id,
+                TaskInstance.run_id == key.run_id, TaskInstance.try_number == row.try_number,
+                TaskInstance.state.in_([s.value for s in ADOPTABLE_STATES]),
+                TaskInstance.queued_by_job_id == row.queued_by_job_id,
+            ).values(queued_by_job_id=job_id).execution_options(synchronize_session=False))
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            continue  # another scheduler adopted it, or it moved on
+        adopted.append(Adopted(key, row.try_number, row.external_executor_id, TI(row.state)))
+        log.info("TaskInstance %s: try %d (%s): adopted from scheduler job %d (Celery task "
+                 "%s)", key, row.try_number, row.state, row.queued_by_job_id,
+                 row.external_executor_id)
+    if adopted:
+        metrics.incr(TASKS_ADOPTED, len(adopted))
+    return adopted
+
+
+def reset_adopted(session: Session, timed_out: Iterable[tuple[TaskInstanceKey, int, str]],
+                  *, timeout: float, metrics: Metrics) -> int:
+    """Adopted tries whose Celery task stayed PENDING past ``timeout`` and that are still
+    QUEUED under that id: back to SCHEDULED (same try, id cleared); how many."""
+    reset = 0
+    reason = (f"adopted, but its Celery task stayed PENDING for more than {timeout:g} s "
+              "(task_adoption_timeout); queued again")
+    for key, try_number, external_executor_id in timed_out:
+        if compare_and_set_state(session, key, expected=TI.QUEUED, try_number=try_number,
+                                 new_state=TI.SCHEDULED,
+                                 expected_external_executor_id=external_executor_id,
+                                 external_executor_id=None, queued_dttm=None,
+                                 queued_by_job_id=None, state_reason=reason):
+            reset += 1
+            metrics.incr(ADOPTION_RESET)
+            log.warning("TaskInstance %s: try %d: %s", key, try_number, reason)
+        else:
+            log.debug("TaskInstance %s: try %d: adoption timeout, but the row moved on",
+                      key, try_number)
+    return reset
+
