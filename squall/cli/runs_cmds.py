@@ -24,6 +24,7 @@ from squall.common.db import session_scope
 from squall.common.errors import DagRunAlreadyExists
 from squall.common.models import DagModel, DagRun, TaskInstance, utcnow
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
+from squall.common.wakeup import notify_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ def trigger_dag_run(ctx: CliContext, dag_id: str, *, conf: dict[str, Any] | None
             raise CliError(str(exc)) from None
         paused = bool(session.scalar(select(DagModel.is_paused)
                                      .where(DagModel.dag_id == dag_id)))
+        notify_scheduler(session, dag_id)
         return run.run_id, paused
 
 

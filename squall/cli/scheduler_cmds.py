@@ -35,6 +35,7 @@ def _hide_password(url: str) -> str:
 def run_scheduler(ctx: CliContext, args: argparse.Namespace) -> int:
     from squall.common.celery_app import create_celery_app
     from squall.common.metrics import metrics_from_settings
+    from squall.common.wakeup import waker_for
     from squall.scheduler.dag_processor import DagProcessor
     from squall.scheduler.executor import CeleryExecutor
     from squall.scheduler.job import SchedulerJob
@@ -51,6 +52,7 @@ def run_scheduler(ctx: CliContext, args: argparse.Namespace) -> int:
     metrics = metrics_from_settings(settings)
     executor = CeleryExecutor.from_settings(app, settings, metrics)
     processor = None if args.no_dag_processor else DagProcessor(settings)
-    job = SchedulerJob(settings, factory, executor, dag_processor=processor, metrics=metrics)
+    job = SchedulerJob(settings, factory, executor, dag_processor=processor, metrics=metrics,
+                       waker=waker_for(ctx.engine))
     job.run(num_runs=args.num_runs)
     return 0

@@ -30,7 +30,8 @@ over, and the loop retries with an exponential backoff up to ``MAX_OUTAGE_BACKOF
 (the handlers only set a flag: the loop finishes its transaction and exits, marking its job
 row ``success``), sleeping ``[scheduler] scheduler_idle_sleep_time`` after a loop that did
 nothing. It starts and stops the DAG processor when it has one. No user code runs here:
-DAGs come from ``serialized_dag``; DAG-level callbacks are reported as not run.
+DAGs come from ``serialized_dag``; the callbacks a zombie or a finished run calls for are
+recorded as ``callback_request`` rows, which the DAG processor runs (ADR 8).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from squall.common.models import (
 )
 from squall.common.settings import Settings
 from squall.common.state import JobState, TaskInstanceState
+from squall.common.wakeup import Waker
 from squall.scheduler.critical_section import queue_scheduled_tis, requeue_failed_publishes
 from squall.scheduler.dag_processor import DagProcessor
 from squall.scheduler.dag_runs import (
@@ -138,7 +140,8 @@ class SchedulerJob:
     def __init__(self, settings: Settings, session_factory: SessionFactory,
                  executor: ExecutorLike, *, dag_processor: DagProcessor | None = None,
                  clock: Callable[[], datetime] = utcnow,
-                 examples_folder: Path | None = None, metrics: Metrics | None = None) -> None:
+                 examples_folder: Path | None = None, metrics: Metrics | None = None,
+                 waker: Waker | None = None) -> None:
         self._settings = settings
         self._factory = session_factory
         self._executor = executor
@@ -153,6 +156,8 @@ class SchedulerJob:
         self._parse_requested_for: set[str] = set()
         self._last_heartbeat = 0.0
         self._metrics: Metrics = metrics if metrics is not None else LogMetrics()
+        #: cuts the idle sleep short when a try finishes (None: plain sleep)
+        self._waker = waker
         #: monotonic times of the last watch steps (0: at the first loop)
         self._last_zombie_check = 0.0
         self._last_adoption_check = 0.0
@@ -170,14 +175,20 @@ class SchedulerJob:
     def stopping(self) -> bool:
         return self._signalled or self._stop.is_set()
 
-    def _idle(self, seconds: float) -> None:
-        """Sleep ``seconds`` unless stopped; a signal is noticed within a tenth of a second."""
+    def _idle(self, seconds: float, *, wake_on_change: bool = False) -> None:
+        """Sleep ``seconds`` unless stopped (a signal is noticed within a tenth of a second),
+        or, with ``wake_on_change``, until the waker reports a finished try."""
         deadline = time.monotonic() + seconds
         while not self.stopping:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            self._stop.wait(min(remaining, _SIGNAL_POLL_SECONDS))
+            step = min(remaining, _SIGNAL_POLL_SECONDS)
+            if wake_on_change and self._waker is not None:
+                if self._waker.wait(step):
+                    return
+            else:
+                self._stop.wait(step)
 
     def run(self, *, num_runs: int | None = None) -> None:
         """Loop until :meth:`stop`, SIGTERM / SIGINT, or ``num_runs`` loops."""
@@ -196,13 +207,16 @@ class SchedulerJob:
                     self._idle(self._outage_backoff)
                     self._outage_backoff = min(self._outage_backoff * 2, MAX_OUTAGE_BACKOFF)
                 elif not stats.did_work:
-                    self._idle(self._settings.scheduler.scheduler_idle_sleep_time)
+                    self._idle(self._settings.scheduler.scheduler_idle_sleep_time,
+                               wake_on_change=True)
             final = JobState.SUCCESS
         finally:
             try:
                 if self._processor is not None:
                     self._processor.stop()
                 self._executor.end()
+                if self._waker is not None:
+                    self._waker.close()
             finally:
                 self._end_job(final)
                 for sig, handler in previous.items():

@@ -25,6 +25,7 @@ from typing import Any
 
 import pendulum
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from squall.common import xcom
 from squall.common.db import SessionFactory, session_scope
@@ -44,6 +45,7 @@ from squall.common.models import (
 )
 from squall.common.operators.base import BaseOperator, Context
 from squall.common.state import TaskInstanceState
+from squall.common.wakeup import notify_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -263,8 +265,13 @@ def final_state(outcome: TryOutcome, try_number: int, max_tries: int) -> TaskIns
 
 def record_outcome(session_factory: SessionFactory, task: BaseOperator, key: TaskInstanceKey,
                    *, try_number: int, max_tries: int, start_date: datetime,
-                   outcome: TryOutcome) -> TryResult:
-    """Write how the try ended, RUNNING -> final state, as a compare-and-set."""
+                   outcome: TryOutcome,
+                   on_recorded: Callable[[Session, TaskInstanceState], None] | None = None,
+                   ) -> TryResult:
+    """Write how the try ended, RUNNING -> final state, as a compare-and-set.
+
+    ``on_recorded`` is called with the session and the new state when the compare-and-set
+    won, in the same transaction (to record more with it, e.g. a callback request)."""
     state = final_state(outcome, try_number, max_tries)
     now = utcnow()
     values: dict[str, Any] = {
@@ -283,6 +290,8 @@ def record_outcome(session_factory: SessionFactory, task: BaseOperator, key: Tas
             session, key, expected=TaskInstanceState.RUNNING, try_number=try_number,
             new_state=state, **values,
         )
+        if won:
+            notify_scheduler(session, str(key))
         if won and state == TaskInstanceState.UP_FOR_RESCHEDULE:
             assert outcome.reschedule_date is not None
             session.add(TaskReschedule(
@@ -291,6 +300,8 @@ def record_outcome(session_factory: SessionFactory, task: BaseOperator, key: Tas
                 duration=(now - start_date).total_seconds(),
                 reschedule_date=outcome.reschedule_date,
             ))
+        if won and on_recorded is not None:
+            on_recorded(session, state)
     if won:
         log.info("TaskInstance %s: try %d running -> %s", key, try_number, state.value)
     else:

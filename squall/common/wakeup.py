@@ -1,0 +1,163 @@
+"""Waking the scheduler when a try finishes, instead of waiting out its idle sleep.
+
+* PostgreSQL: whoever records a try's outcome runs ``pg_notify('squall_scheduler', ...)`` in
+  the same transaction (:func:`notify_scheduler`); the scheduler ``LISTEN``s on a connection
+  of its own and ``select()``s on it while idle. A notification is delivered only when the
+  transaction commits, so a woken scheduler always sees the new state.
+* SQLite (one machine): the scheduler polls ``PRAGMA data_version`` on a connection of its
+  own, which changes whenever another connection commits; a poll costs microseconds and no
+  lock.
+
+Either way the idle sleep (``[scheduler] scheduler_idle_sleep_time``) stays the upper bound,
+so a lost notification only costs what polling cost before.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import time
+from typing import Any, Protocol
+
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "squall_scheduler"
+SQLITE_POLL_SECONDS = 0.02
+
+
+def notify_scheduler(session: Session, payload: str = "") -> None:
+    """Wake idle schedulers when this transaction commits (PostgreSQL; a no-op elsewhere)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_notify(:channel, :payload)"),
+                        {"channel": CHANNEL, "payload": payload[:200]})
+
+
+class Waker(Protocol):
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds; True when woken by a change."""
+
+    def close(self) -> None: ...
+
+
+class SleepWaker:
+    """No wake-ups: just sleep."""
+
+    def wait(self, timeout: float) -> bool:
+        time.sleep(max(timeout, 0.0))
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+class PostgresWaker:
+    """LISTEN on a dedicated connection; reconnects lazily after an error."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: Any = None
+        self._broken_logged = False
+
+    def _connect(self) -> Any:
+        raw = self._engine.raw_connection()
+        dbapi = raw.dbapi_connection
+        assert dbapi is not None
+        dbapi.autocommit = True
+        cur = dbapi.cursor()
+        try:
+            cur.execute(f"LISTEN {CHANNEL}")
+        finally:
+            cur.close()
+        self._raw = raw
+        return dbapi
+
+    def wait(self, timeout: float) -> bool:
+        try:
+            if self._conn is None:
+                self._conn = self._connect()
+                self._broken_logged = False
+            conn = self._conn
+            if not conn.notifies:
+                readable, _, _ = select.select([conn], [], [], max(timeout, 0.0))
+                if not readable:
+                    return False
+                conn.poll()
+            woken = bool(conn.notifies)
+            conn.notifies.clear()
+            return woken
+        except Exception as exc:  # a lost connection: fall back to sleeping, retry later
+            if not self._broken_logged:
+                log.warning("scheduler wake-up: LISTEN connection failed (%s); polling", exc)
+                self._broken_logged = True
+            self.close()
+            time.sleep(max(timeout, 0.0))
+            return False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._raw.invalidate()
+            except Exception:
+                log.debug("scheduler wake-up: closing the LISTEN connection failed",
+                          exc_info=True)
+            self._conn = None
+
+
+class SqliteWaker:
+    """Poll ``PRAGMA data_version``: it changes when another connection commits."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._raw: Any = None
+        self._version: int | None = None
+
+    def _data_version(self) -> int:
+        if self._raw is None:
+            self._raw = self._engine.raw_connection()
+        cur = self._raw.dbapi_connection.cursor()
+        try:
+            cur.execute("PRAGMA data_version")
+            return int(cur.fetchone()[0])
+        finally:
+            cur.close()
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + max(timeout, 0.0)
+        try:
+            if self._version is None:
+                self._version = self._data_version()
+            while True:
+                version = self._data_version()
+                if version != self._version:
+                    self._version = version
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                time.sleep(min(SQLITE_POLL_SECONDS, remaining))
+        except Exception as exc:
+            log.debug("scheduler wake-up: data_version poll failed (%s)", exc)
+            self.close()
+            time.sleep(max(deadline - time.monotonic(), 0.0))
+            return False
+
+    def close(self) -> None:
+        if self._raw is not None:
+            try:
+                self._raw.close()
+            except Exception:
+                log.debug("scheduler wake-up: closing the poll connection failed",
+                          exc_info=True)
+            self._raw = None
+            self._version = None
+
+
+def waker_for(engine: Engine) -> Waker:
+    if engine.dialect.name == "postgresql":
+        return PostgresWaker(engine)
+    if engine.dialect.name == "sqlite":
+        return SqliteWaker(engine)
+    return SleepWaker()
