@@ -82,6 +82,8 @@ class SchedulerSettings(_Section):
     max_tis_per_query: int = Field(default=512, ge=1)
     min_file_process_interval: float = Field(default=30.0, ge=0)
     dag_dir_list_interval: float = Field(default=300.0, ge=0)
+    #: how long the DAG processor lets one task / DAG callback run before killing it
+    callback_timeout: float = Field(default=60.0, gt=0)
     catchup_by_default: bool = True
 
 

@@ -6,6 +6,12 @@ Every ``[scheduler] min_file_process_interval`` seconds (or as soon as somebody 
 (:meth:`DagBag.parse_isolated`), and syncs the result to the database. With an interval of 0
 it parses whenever the scheduler asks, which the scheduler does once per loop.
 
+After each pass, and every couple of seconds while it waits, it also runs the pending
+callback requests (``callback_request``: zombie and dead-task-process task callbacks,
+DAG-level run callbacks), each in a child process with ``[scheduler] callback_timeout``
+(:mod:`squall.scheduler.callback_runner`): user callbacks run here, where DAG files are
+imported anyway, and never in the scheduler.
+
 Why a long-lived child process of its own, and not a thread of the scheduler: the scheduler
 runs threads (the executor publishes in parallel), and the isolated parse forks a child per
 DAG file. Forking a multi-threaded process copies locks other threads may hold at that
@@ -30,6 +36,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing.context import SpawnContext, SpawnProcess
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event
@@ -40,6 +47,7 @@ from squall.common.dagbag import DagBag, ParseResult, sync_to_db
 from squall.common.db import SessionFactory, make_engine, make_session_factory, session_scope
 from squall.common.models import utcnow
 from squall.common.settings import Settings
+from squall.scheduler.callback_runner import run_pending_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -202,18 +210,34 @@ def _processor_main(settings: Settings, examples_folder: Path | None, wake: Even
                 last = summary
             except Exception:
                 log.exception("DAG processor: the pass failed; trying again next time")
+            _run_callbacks(settings, factory)
             with passes.get_lock():
                 passes.value += 1
-            _wait(wake, stop, started + interval if interval > 0 else None, parent_pid)
+            _wait(wake, stop, started + interval if interval > 0 else None, parent_pid,
+                  idle=lambda: _run_callbacks(settings, factory))
     except _Terminated:
         log.info("DAG processor: terminated")
     finally:
         engine.dispose()
 
 
-def _wait(wake: Event, stop: Event, deadline: float | None, parent_pid: int) -> None:
-    """Until ``deadline`` (None: until woken), a wake-up, a stop, or the parent's death."""
+def _run_callbacks(settings: Settings, factory: SessionFactory) -> None:
+    """Run the pending callback requests (never raises: a failure is logged)."""
+    try:
+        run_pending_callbacks(settings, factory)
+    except Exception:
+        log.exception("DAG processor: running callback requests failed; trying again later")
+
+
+def _wait(wake: Event, stop: Event, deadline: float | None, parent_pid: int,
+          idle: Callable[[], None] | None = None) -> None:
+    """Until ``deadline`` (None: until woken), a wake-up, a stop, or the parent's death;
+    ``idle`` is called every ``_PARENT_CHECK_SECONDS`` meanwhile."""
+    first = True
     while not stop.is_set():
+        if idle is not None and not first:
+            idle()
+        first = False
         if os.getppid() != parent_pid:
             log.warning("DAG processor: the scheduler (pid %d) is gone; exiting", parent_pid)
             stop.set()

@@ -22,6 +22,7 @@ import pendulum
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, aliased
 
+from squall.common.callbacks import CallbackKind, enqueue_callback
 from squall.common.dag import DAG
 from squall.common.dagrun_ops import create_dag_run, schedule_tis, update_dag_run
 from squall.common.db import is_postgres
@@ -211,15 +212,19 @@ def _decide(session: Session, dag: DAG, run: DagRun, now: datetime,
         stats.tis_scheduled += schedule_tis(session, result.schedulable, now=now)
     if result.finished_now:
         stats.finished += 1
-        _report_dag_callback(dag, run, result.state)
+        _request_dag_callback(session, dag, run, result.state, result.reason, now)
 
 
-def _report_dag_callback(dag: DAG, run: DagRun, state: DagRunState) -> None:
-    kind = "success" if state == DagRunState.SUCCESS else "failure"
-    if getattr(dag, f"has_on_{kind}_callback", False):
-        # User code never runs in the scheduler; TODO: run DAG callbacks in the DAG processor.
-        log.warning("DagRun %s %s: the DAG's on_%s_callback is not run (DAG-level callbacks "
-                    "are not supported by the scheduler yet)", run.dag_id, run.run_id, kind)
+def _request_dag_callback(session: Session, dag: DAG, run: DagRun, state: DagRunState,
+                          reason: str | None, now: datetime) -> None:
+    """When the DAG has the callback for how the run ended, ask the DAG processor to run
+    it, in this transaction (the one that records the run's end)."""
+    success = state == DagRunState.SUCCESS
+    kind = CallbackKind.DAG_SUCCESS if success else CallbackKind.DAG_FAILURE
+    if getattr(dag, f"has_{kind.callback_name}", False):
+        enqueue_callback(session, kind=kind, dag_id=run.dag_id, fileloc=dag.fileloc,
+                         run_id=run.run_id, message=reason or ("success" if success
+                                                               else "failed"), now=now)
 
 
 def _runs(session: Session, state: DagRunState, postgres: bool) -> list[DagRun]:

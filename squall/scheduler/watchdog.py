@@ -19,8 +19,10 @@ cleared) is never touched:
   try, Celery task id cleared), so they are queued again under a new id; a late copy of the
   old message is refused by the worker's compare-and-set on the id.
 
-Task callbacks are user code and never run in the scheduler: a zombie whose task has an
-``on_failure_callback`` / ``on_retry_callback`` is logged as "callback not run".
+Task callbacks are user code and never run in the scheduler: for a zombie whose task has an
+``on_failure_callback`` / ``on_retry_callback`` a ``callback_request`` row is inserted in the
+transaction of the compare-and-set that failed it (only when that won); the DAG processor
+runs it (:mod:`squall.scheduler.callback_runner`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from squall.common.callbacks import enqueue_callback, task_kind
 from squall.common.dag import DAG
 from squall.common.dagrun_ops import handle_failure_state, next_retry_at
 from squall.common.metrics import (
@@ -74,15 +77,19 @@ def _failure_values(ti: TaskInstance, dags: Mapping[str, DAG], now: datetime,
     return new_state, values
 
 
-def _report_callback_not_run(ti: TaskInstance, new_state: TaskInstanceState,
-                             dags: Mapping[str, DAG]) -> None:
+def _request_callback(session: Session, ti: TaskInstance, new_state: TaskInstanceState,
+                      reason: str, dags: Mapping[str, DAG], now: datetime) -> None:
+    """When the task has the callback for ``new_state``, ask the DAG processor to run it
+    (in the caller's transaction, which holds the won compare-and-set)."""
+    kind = task_kind(new_state)
     dag = dags.get(ti.dag_id)
     task = dag.task_dict.get(ti.task_id) if dag is not None else None
-    attr = "has_on_retry_callback" if new_state == TI.UP_FOR_RETRY else "has_on_failure_callback"
-    if task is not None and getattr(task, attr, False):
-        # TODO: send a callback command to a worker; user code never runs in the scheduler
-        log.warning("TaskInstance %s: try %d: %s not run (the scheduler runs no user code)",
-                    ti.key, ti.try_number, attr.removeprefix("has_"))
+    if kind is None or dag is None or task is None:
+        return
+    if getattr(task, f"has_{kind.callback_name}", False):
+        enqueue_callback(session, kind=kind, dag_id=ti.dag_id, fileloc=dag.fileloc,
+                         run_id=ti.run_id, task_id=ti.task_id, try_number=ti.try_number,
+                         message=reason, now=now)
 
 
 def zombie_candidates(session: Session, *, now: datetime, threshold: float
@@ -121,7 +128,7 @@ def fail_zombies(session: Session, dags: Mapping[str, DAG], *, now: datetime,
             metrics.incr(ZOMBIES_KILLED)
             log.warning("TaskInstance %s: try %d: %s; now %s", ti.key, ti.try_number, reason,
                         new_state.value)
-            _report_callback_not_run(ti, new_state, dags)
+            _request_callback(session, ti, new_state, reason, dags, now)
         else:
             log.debug("TaskInstance %s: try %d: zombie candidate moved on; left alone",
                       ti.key, ti.try_number)

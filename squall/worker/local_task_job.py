@@ -16,7 +16,9 @@ delivery, a cleared or finished task instance) leaves nothing behind. While the 
 runs, it heartbeats every ``[scheduler] job_heartbeat_sec`` and kills the task process's
 group when the row stops being RUNNING under this job and try. A task process that exits
 without recording a state, and a SIGTERM to the supervisor, end the try as failed (or
-up_for_retry) with the reason recorded.
+up_for_retry) with the reason recorded; when the task has the matching
+``on_failure_callback`` / ``on_retry_callback``, a ``callback_request`` for the DAG processor
+is inserted in the same transaction (the supervisor has no DAG object to run it with).
 
 A heartbeat that fails because the database is unreachable changes nothing: the task keeps
 running and the next heartbeat tries again (the outage is logged once at ERROR, counted as
@@ -48,11 +50,19 @@ from typing import Any
 from sqlalchemy import Engine, update
 from sqlalchemy import select as sql_select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
+from squall.common.callbacks import (
+    enqueue_callback,
+    serialized_task_callback_fileloc,
+    task_kind,
+)
+from squall.common.dagbag import DEFAULT_EXAMPLES_FOLDER
 from squall.common.db import make_session_factory, session_scope
+from squall.common.errors import PayloadError
 from squall.common.metrics import TASKS_KILLED_EXTERNALLY, WORKER_OUTAGE, LogMetrics, Metrics
 from squall.common.models import Job, TaskInstance, compare_and_set_state, utcnow
-from squall.common.payload import TaskRunCommand
+from squall.common.payload import TaskRunCommand, resolve_dag_file
 from squall.common.settings import Settings
 from squall.common.state import JobState, TaskInstanceState
 from squall.worker.runner import task_log_handler, task_log_path
@@ -447,9 +457,37 @@ class LocalTaskJob:
                 log.error("TaskInstance %s: try %d: %s", self.key, self.try_number, reason)
                 result = record_failure(self._factory, self.key, try_number=self.try_number,
                                         max_tries=ti.max_tries,
-                                        start_date=ti.start_date or utcnow(), reason=reason)
+                                        start_date=ti.start_date or utcnow(), reason=reason,
+                                        on_recorded=lambda session, new_state: (
+                                            self._request_callback(session, new_state, reason)))
             state = result.state.value if result.recorded else None
         return self._result(status, state=state, reason=reason, **values)
+
+    def _request_callback(self, session: Session, new_state: TaskInstanceState,
+                          reason: str) -> None:
+        """In the transaction of the won compare-and-set: when the task has the callback for
+        ``new_state``, a request for the DAG processor to run it (the supervisor has no DAG
+        object). The file is the processor's own (``serialized_dag.fileloc``), or this
+        command's DAG file when the DAG is not serialized."""
+        kind = task_kind(new_state)
+        if kind is None:
+            return
+        known, fileloc = serialized_task_callback_fileloc(session, self.key.dag_id,
+                                                          self.key.task_id, kind)
+        if known and fileloc is None:
+            return  # the task has no such callback
+        if fileloc is None:
+            examples = DEFAULT_EXAMPLES_FOLDER if self._settings.core.load_examples else None
+            try:
+                fileloc = str(resolve_dag_file(self.command.dag_file,
+                                               self._settings.dags_folder, examples))
+            except PayloadError as exc:
+                log.warning("TaskInstance %s: try %d: %s not requested: %s", self.key,
+                            self.try_number, kind.callback_name, exc)
+                return
+        enqueue_callback(session, kind=kind, dag_id=self.key.dag_id, fileloc=fileloc,
+                         run_id=self.key.run_id, task_id=self.key.task_id,
+                         try_number=self.try_number, message=reason)
 
     def _log_path(self) -> Path:
         return task_log_path(self._settings.log_folder, self.key, self.try_number)

@@ -20,11 +20,13 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from squall.common.dagbag import DEFAULT_EXAMPLES_FOLDER, load_file, load_serialized_dags
 from squall.common.db import SessionFactory, make_engine, make_session_factory, session_scope
@@ -195,13 +197,16 @@ def retry_policy_task(factory: SessionFactory, key: TaskInstanceKey) -> BaseOper
 
 
 def record_failure(factory: SessionFactory, key: TaskInstanceKey, *, try_number: int,
-                   max_tries: int, start_date: datetime, reason: str) -> TryResult:
+                   max_tries: int, start_date: datetime, reason: str,
+                   on_recorded: Callable[[Session, TaskInstanceState], None] | None = None,
+                   ) -> TryResult:
     """Record try ``try_number`` as failed, or up_for_retry while tries remain, with
-    ``reason``; a compare-and-set from RUNNING with that try, like any other outcome."""
+    ``reason``; a compare-and-set from RUNNING with that try, like any other outcome
+    (``on_recorded``: see :func:`record_outcome`)."""
     task = retry_policy_task(factory, key)
     outcome = TryOutcome(OutcomeKind.FAILED, error=reason[:MAX_REASON])
     return record_outcome(factory, task, key, try_number=try_number, max_tries=max_tries,
-                          start_date=start_date, outcome=outcome)
+                          start_date=start_date, outcome=outcome, on_recorded=on_recorded)
 
 
 # --------------------------------------------------------------------------- process handling

@@ -5,6 +5,7 @@ from squall.common.models.dag import DagModel
 from squall.common.models.dagrun import DagRun
 from squall.common.models.misc import (
     DEFAULT_POOL,
+    CallbackRequest,
     ImportError_,
     Job,
     Pool,
@@ -21,6 +22,7 @@ from squall.common.models.taskinstance import (
 __all__ = [
     "DEFAULT_POOL",
     "Base",
+    "CallbackRequest",
     "DagModel",
     "DagRun",
     "ImportError_",
