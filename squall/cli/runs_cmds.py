@@ -22,11 +22,15 @@ from squall.common.dagbag import load_serialized_dags, sync_to_db
 from squall.common.dagrun_ops import create_dag_run
 from squall.common.db import session_scope
 from squall.common.errors import DagRunAlreadyExists
-from squall.common.models import DagModel, DagRun, TaskInstance, utcnow
+from squall.common.models import DagModel, DagRun, TaskInstance, compare_and_set_state, utcnow
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
 
 log = logging.getLogger(__name__)
+
+#: what `squall tasks set-state` may set
+SETTABLE_STATES = (TaskInstanceState.FAILED, TaskInstanceState.SUCCESS,
+                   TaskInstanceState.SKIPPED)
 
 RUN_COLUMNS = ["dag_id", "run_id", "state", "run_type", "logical_date", "start_date",
                "end_date"]
@@ -75,6 +79,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("task_id")
     p.add_argument("run_id")
     p.set_defaults(func=task_state)
+
+    p = tsub.add_parser(
+        "set-state", help="mark a task instance failed, success or skipped",
+        description="Sets the task instance's state by compare-and-set (it fails if the row "
+        "changes meanwhile). A running try's supervisor sees the change at its next "
+        "heartbeat and kills the task process; the scheduler then goes on with the run as "
+        "if the task had ended that way.")
+    p.add_argument("dag_id")
+    p.add_argument("task_id")
+    p.add_argument("run_id")
+    p.add_argument("--state", required=True, choices=[s.value for s in SETTABLE_STATES])
+    p.set_defaults(func=set_task_state)
 
     p = tsub.add_parser("states-for-dag-run",
                         help="list the task instances of a DAG run and their states")
@@ -193,6 +209,36 @@ def task_state(ctx: CliContext, args: argparse.Namespace) -> int:
                            f"(see `squall tasks states-for-dag-run {args.dag_id} "
                            f"{args.run_id}`)")
     print(TaskInstanceState(state).value)
+    return 0
+
+
+def set_task_state(ctx: CliContext, args: argparse.Namespace) -> int:
+    new = TaskInstanceState(args.state)
+    with session_scope(ctx.session_factory()) as session:
+        _get_run(session, args.dag_id, args.run_id)
+        ti = session.get(TaskInstance, (args.dag_id, args.task_id, args.run_id))
+        if ti is None:
+            raise CliError(f"DagRun {args.dag_id} {args.run_id} has no task {args.task_id!r} "
+                           f"(see `squall tasks states-for-dag-run {args.dag_id} "
+                           f"{args.run_id}`)")
+        old = TaskInstanceState(ti.state)
+        key = ti.key
+        if old == new:
+            print(f"TaskInstance {key}: already {new.value}")
+            return 0
+        now = utcnow()
+        values: dict[str, Any] = {"end_date": now,
+                                  "state_reason": f"set to {new.value} by `squall tasks "
+                                                  "set-state`"}
+        if ti.start_date is None:
+            values["start_date"] = now
+        if not compare_and_set_state(session, key, expected=old, try_number=ti.try_number,
+                                     new_state=new, **values):
+            raise CliError(f"TaskInstance {key} changed meanwhile; look again and retry")
+        notify_scheduler(session, str(key))
+    note = (" (the running try is killed at its supervisor's next heartbeat)"
+            if old == TaskInstanceState.RUNNING else "")
+    print(f"TaskInstance {key}: {old.value} -> {new.value}{note}")
     return 0
 
 

@@ -10,10 +10,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import update
 
-from squall.common.db import session_scope
-from squall.common.models import TaskInstance
 from tests.faults.conftest import FAST, prepare_db, start_with_env, trigger, write_dag
 from tests.faults.helpers import (
     assert_each_try_once,
@@ -74,10 +71,9 @@ def test_sigkilled_worker_becomes_zombie_and_is_retried_elsewhere(
 @pytest.mark.parametrize("kind", KINDS)
 def test_task_marked_failed_while_running_is_killed_within_two_heartbeats(
         kind: str, cluster_factory: Callable[..., Cluster]) -> None:
-    """Fault: the running task instance is marked failed behind the worker's back. There is
-    no CLI command to set a task instance's state, so the test updates the row directly
-    (what ``tasks set-state`` / the UI would do). The supervisor's heartbeat sees the change
-    and kills the task process (its pid is the one the task wrote) within two heartbeats;
+    """Fault: the running task instance is marked failed behind the worker's back, through
+    the CLI (``squall tasks set-state ... --state failed``). The supervisor's heartbeat sees
+    the change and kills the task process (its pid is the one the task wrote) within two heartbeats;
     the row stays failed; the try executed once; the run fails; the kill is counted
     (``scheduler.tasks.killed_externally``)."""
     statsd = StatsdListener()
@@ -92,12 +88,9 @@ def test_task_marked_failed_while_running_is_killed_within_two_heartbeats(
         pid = wait_for_execution(cluster, exec_log, "t0", 1)
         wait_for_states(cluster, "marked", run_id, {"running"}, 1)
         assert not process_gone(pid)
-        with session_scope(cluster.session_factory) as session:
-            changed = session.scalars(update(TaskInstance).where(
-                TaskInstance.dag_id == "marked", TaskInstance.run_id == run_id,
-                TaskInstance.task_id == "t0", TaskInstance.state == "running",
-            ).values(state="failed").returning(TaskInstance.task_id)).all()
-        assert changed == ["t0"]
+        out = cluster.cli("tasks", "set-state", "marked", "t0", run_id,
+                          "--state", "failed").stdout
+        assert "running -> failed" in out, out
         marked_at = time.monotonic()
         # two heartbeats, plus half a second for the SIGTERM to land on a busy 2-core machine
         limit = 2 * HEARTBEAT + 0.5

@@ -107,3 +107,17 @@ def test_trigger_of_a_paused_dag_says_so(home: Path) -> None:
     ok(squall(home, "dags", "pause", "demo"))
     out = ok(squall(home, "dags", "trigger", "demo", "--run-id", "p1")).stdout
     assert "p1" in out and "paused" in out
+
+
+def test_set_task_state(home: Path) -> None:
+    ok(squall(home, "dags", "trigger", "demo", "--run-id", "r1"))
+    out = ok(squall(home, "tasks", "set-state", "demo", "first", "r1", "--state",
+                    "success")).stdout
+    assert "none -> success" in out
+    assert ok(squall(home, "tasks", "state", "demo", "first", "r1")).stdout.strip() == "success"
+    assert "already success" in ok(squall(home, "tasks", "set-state", "demo", "first", "r1",
+                                          "--state", "success")).stdout
+    failed(squall(home, "tasks", "set-state", "demo", "ghost", "r1", "--state", "failed"),
+           "has no task 'ghost'")
+    bad = squall(home, "tasks", "set-state", "demo", "first", "r1", "--state", "running")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
