@@ -40,6 +40,7 @@ from squall.common.db import (
 )
 from squall.common.errors import SquallError
 from squall.common.models import CallbackRequest, DagRun, TaskInstance, TaskInstanceKey, utcnow
+from squall.common.procutil import flush_std_streams
 from squall.common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -155,11 +156,7 @@ def _child_main(settings: Settings, request: PendingCallback) -> None:
                       request.describe())
     finally:
         engine.dispose()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
+        flush_std_streams()
     sys.exit(code)
 
 

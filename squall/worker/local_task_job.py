@@ -38,7 +38,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -63,6 +62,7 @@ from squall.common.errors import PayloadError
 from squall.common.metrics import TASKS_KILLED_EXTERNALLY, WORKER_OUTAGE, LogMetrics, Metrics
 from squall.common.models import Job, TaskInstance, compare_and_set_state, utcnow
 from squall.common.payload import TaskRunCommand, resolve_dag_file
+from squall.common.procutil import flush_std_streams
 from squall.common.settings import Settings
 from squall.common.state import JobState, TaskInstanceState
 from squall.worker.runner import task_log_handler, task_log_path
@@ -283,11 +283,7 @@ class LocalTaskJob:
                     log.exception("TaskInstance %s: try %d: task process failed", self.key,
                                   self.try_number)
                 finally:
-                    for stream in (sys.stdout, sys.stderr):
-                        try:
-                            stream.flush()
-                        except Exception:
-                            pass
+                    flush_std_streams()
                     os._exit(code)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
             try:

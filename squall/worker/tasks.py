@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import signal
-import sys
 from types import FrameType
 from typing import Any
 
@@ -33,6 +32,7 @@ from squall.common.db import make_engine
 from squall.common.errors import PayloadError, SquallError
 from squall.common.metrics import metrics_from_settings
 from squall.common.payload import TaskRunCommand
+from squall.common.procutil import flush_std_streams
 from squall.common.settings import Settings
 from squall.worker.local_task_job import LocalTaskJob
 from squall.worker.task_process import set_parent_death_signal
@@ -169,11 +169,7 @@ def _supervisor_main(settings: Settings, command: TaskRunCommand, celery_task_id
                       command.try_number)
         return 1
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
+        flush_std_streams()
 
 
 def preload_modules(names: tuple[str, ...] = PRELOADED_MODULES) -> None:

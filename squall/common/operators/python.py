@@ -158,6 +158,14 @@ class SkipMixin(BaseOperator):
 # --------------------------------------------------------------------------- operators
 
 
+def require_callable(python_callable: Any, task_id: object) -> None:
+    """The check PythonOperator and PythonSensor make of their ``python_callable``."""
+    if not callable(python_callable):
+        raise DagDefinitionError(
+            f"task {task_id}: python_callable must be callable, got {python_callable!r}"
+        )
+
+
 class PythonOperator(BaseOperator):
     """Call ``python_callable(*op_args, **kwargs)``; its return value is the task's result.
 
@@ -181,11 +189,7 @@ class PythonOperator(BaseOperator):
         show_return_value_in_logs: bool = True,
         **kwargs: Any,
     ) -> None:
-        if not callable(python_callable):
-            raise DagDefinitionError(
-                f"task {kwargs.get('task_id')}: python_callable must be callable, "
-                f"got {python_callable!r}"
-            )
+        require_callable(python_callable, kwargs.get("task_id"))
         super().__init__(**kwargs)
         self.python_callable = python_callable
         self.op_args: Any = op_args if op_args is not None else []

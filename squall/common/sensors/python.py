@@ -6,9 +6,8 @@ import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-from squall.common.errors import DagDefinitionError
 from squall.common.operators.base import Context
-from squall.common.operators.python import call_with_context
+from squall.common.operators.python import call_with_context, require_callable
 from squall.common.sensors.base import BaseSensorOperator, PokeReturnValue
 
 log = logging.getLogger(__name__)
@@ -33,11 +32,7 @@ class PythonSensor(BaseSensorOperator):
         templates_dict: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if not callable(python_callable):
-            raise DagDefinitionError(
-                f"task {kwargs.get('task_id')}: python_callable must be callable, "
-                f"got {python_callable!r}"
-            )
+        require_callable(python_callable, kwargs.get("task_id"))
         super().__init__(**kwargs)
         self.python_callable = python_callable
         self.op_args: Any = op_args if op_args is not None else []
