@@ -76,7 +76,7 @@ from squall.worker.task_process import (
     raw_task_argv,
     raw_task_env,
     record_failure,
-    run_task_process,
+    run_forked_task_process,
 )
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,7 @@ class LocalTaskJob:
         self._previous: dict[int, Any] = {}
         self._previous_wakeup = -1
         self._status_fd: int | None = None  # read end of the task process's status pipe
+        self._go_fd: int | None = None  # write end of the forked task process's go-ahead
         self._task_recording = False
         self._metrics: Metrics = metrics if metrics is not None else LogMetrics()
         self._outage_since: float | None = None
@@ -155,7 +156,29 @@ class LocalTaskJob:
             self._restore_signal_handlers()
 
     def _run(self) -> SupervisorResult:
-        job_id = self._start()
+        if self._settings.core.execute_tasks_new_python_interpreter:
+            return self._run_new_interpreter()
+        # The task process is forked first and waits for the go-ahead: its pid then goes
+        # into the start transaction, and it loads the DAG file while that transaction runs.
+        child = self._fork_task_process()
+        job_id = self._start(task_pid=child.pid)
+        if job_id is None:
+            self._release_child(child, go=False)
+            return self._result(SupervisorStatus.SKIPPED_DUPLICATE, reason=self._refusal)
+        result: SupervisorResult | None = None
+        try:
+            if self._terminate_requested:
+                self._release_child(child, go=False)
+                result = self._fail_try(SupervisorStatus.TERMINATED, REASON_SIGTERM)
+            else:
+                self._release_child(child, go=True, job_id=job_id)
+                result = self._watch(child)
+            return result
+        finally:
+            self._finish_job(result)
+
+    def _run_new_interpreter(self) -> SupervisorResult:
+        job_id = self._start(task_pid=None)
         if job_id is None:
             return self._result(SupervisorStatus.SKIPPED_DUPLICATE, reason=self._refusal)
         result: SupervisorResult | None = None
@@ -163,7 +186,7 @@ class LocalTaskJob:
             if self._terminate_requested:
                 result = self._fail_try(SupervisorStatus.TERMINATED, REASON_SIGTERM)
             else:
-                child = self._start_task_process(job_id)
+                child = self._start_new_interpreter(job_id)
                 self._record_pid(child.pid)
                 result = self._watch(child)
             return result
@@ -175,9 +198,10 @@ class LocalTaskJob:
                                 task_id=self.key.task_id, run_id=self.key.run_id,
                                 try_number=self.try_number, job_id=self._job_id, **values)
 
-    def _start(self) -> int | None:
-        """Insert the job row and move QUEUED -> RUNNING, in one transaction; the job id,
-        or None (and nothing written) when the compare-and-set loses."""
+    def _start(self, task_pid: int | None) -> int | None:
+        """Insert the job row and move QUEUED -> RUNNING (recording ``task_pid``, or this
+        process's pid), in one transaction; the job id, or None (and nothing written) when
+        the compare-and-set loses."""
         now = utcnow()
         with self._factory() as session:
             job = Job(job_type=JOB_TYPE, state=JobState.RUNNING.value,
@@ -189,8 +213,8 @@ class LocalTaskJob:
                 session, self.key, expected=TaskInstanceState.QUEUED,
                 try_number=self.try_number, new_state=TaskInstanceState.RUNNING,
                 expected_external_executor_id=self._celery_task_id,
-                hostname=self._worker_name, pid=os.getpid(), job_id=job.id, start_date=now,
-                end_date=None,
+                hostname=self._worker_name, pid=task_pid or os.getpid(), job_id=job.id,
+                start_date=now, end_date=None,
             )
             if won:
                 session.commit()
@@ -250,35 +274,38 @@ class LocalTaskJob:
 
     # ----------------------------------------------------------------------- task process
 
-    def _start_task_process(self, job_id: int) -> TaskProcessHandle:
+    def _new_status_pipe(self) -> int:
+        """A pipe the task process writes one byte to before it records its outcome; the
+        read end stays here, the write end is returned (close it once the child has it)."""
         status_read, status_write = os.pipe()
         os.set_blocking(status_read, False)
         self._status_fd = status_read
-        spec = TaskProcessSpec(key=self.key, try_number=self.try_number, job_id=job_id,
+        return status_write
+
+    def _fork_task_process(self) -> TaskProcessHandle:
+        """Fork the task process; it loads the DAG file, then waits for
+        :meth:`_release_child` before it runs anything of the try."""
+        status_write = self._new_status_pipe()
+        go_read, go_write = os.pipe()
+        self._go_fd = go_write
+        spec = TaskProcessSpec(key=self.key, try_number=self.try_number, job_id=0,
                                dag_file=self.command.dag_file, hostname=self._worker_name,
                                status_fd=status_write)
         try:
-            if self._settings.core.execute_tasks_new_python_interpreter:
-                popen = subprocess.Popen(
-                    raw_task_argv(self._settings, spec), env=raw_task_env(),
-                    stdin=subprocess.DEVNULL, process_group=0, close_fds=True,
-                    pass_fds=(status_write,), preexec_fn=parent_death_sigterm,
-                )
-                log.info("TaskInstance %s: try %d: task process %d (new interpreter)",
-                         self.key, self.try_number, popen.pid)
-                return TaskProcessHandle(popen.pid, popen)
             # SIGTERM stays blocked across the fork until the child has its own handlers
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
             try:
                 pid = os.fork()
             except BaseException:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+                os.close(go_write)
+                self._go_fd = None
                 raise
             if pid == 0:  # the task process
                 code = 1
                 try:
                     self._become_task_process()
-                    code = run_task_process(self._settings, spec)
+                    code = run_forked_task_process(self._settings, spec, go_read, self._engine)
                 except BaseException:
                     log.exception("TaskInstance %s: try %d: task process failed", self.key,
                                   self.try_number)
@@ -290,9 +317,47 @@ class LocalTaskJob:
                 os.setpgid(pid, pid)
             except OSError:
                 pass  # the child did it first
-            log.info("TaskInstance %s: try %d: task process %d (forked)", self.key,
-                     self.try_number, pid)
             return TaskProcessHandle(pid)
+        finally:
+            os.close(status_write)
+            os.close(go_read)
+
+    def _release_child(self, child: TaskProcessHandle, *, go: bool, job_id: int = 0) -> None:
+        """Tell the waiting task process to run the try under ``job_id`` (``go``), or stop
+        it before it ran anything of the try (killed and reaped)."""
+        fd, self._go_fd = self._go_fd, None
+        assert fd is not None
+        try:
+            if go:
+                os.write(fd, b"%d\n" % job_id)
+                log.info("TaskInstance %s: try %d: task process %d (forked)", self.key,
+                         self.try_number, child.pid)
+        except OSError as exc:  # it died already: _watch sees its exit and records that
+            log.warning("TaskInstance %s: try %d: task process %d did not take the "
+                        "go-ahead: %s", self.key, self.try_number, child.pid, exc)
+        finally:
+            os.close(fd)
+        if not go:
+            kill_group(child.pid, signal.SIGKILL)
+            os.waitpid(child.pid, 0)
+            if self._status_fd is not None:
+                os.close(self._status_fd)
+                self._status_fd = None
+
+    def _start_new_interpreter(self, job_id: int) -> TaskProcessHandle:
+        status_write = self._new_status_pipe()
+        spec = TaskProcessSpec(key=self.key, try_number=self.try_number, job_id=job_id,
+                               dag_file=self.command.dag_file, hostname=self._worker_name,
+                               status_fd=status_write)
+        try:
+            popen = subprocess.Popen(
+                raw_task_argv(self._settings, spec), env=raw_task_env(),
+                stdin=subprocess.DEVNULL, process_group=0, close_fds=True,
+                pass_fds=(status_write,), preexec_fn=parent_death_sigterm,
+            )
+            log.info("TaskInstance %s: try %d: task process %d (new interpreter)",
+                     self.key, self.try_number, popen.pid)
+            return TaskProcessHandle(popen.pid, popen)
         finally:
             os.close(status_write)
 
@@ -315,7 +380,8 @@ class LocalTaskJob:
         for signum in (signal.SIGTERM, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        for fd in (*(self._wakeup or ()), self._status_fd, *self._child_close_fds):
+        for fd in (*(self._wakeup or ()), self._status_fd, self._go_fd,
+                   *self._child_close_fds):
             if fd is not None:
                 try:
                     os.close(fd)

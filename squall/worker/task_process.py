@@ -21,11 +21,12 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from squall.common.dagbag import DEFAULT_EXAMPLES_FOLDER, load_file, load_serialized_dags
@@ -120,7 +121,51 @@ def run_task_process(settings: Settings, spec: TaskProcessSpec) -> int:
         engine.dispose()
 
 
-def _run(settings: Settings, spec: TaskProcessSpec, factory: SessionFactory) -> int:
+def run_forked_task_process(settings: Settings, spec: TaskProcessSpec, go_fd: int,
+                            engine: Engine) -> int:
+    """The body of a task process forked before its try started: load the task (and open a
+    connection) while the supervisor starts the try, then wait on ``go_fd`` for the
+    go-ahead, the job id the try runs under; an end of file instead means the try is not
+    ours and nothing is done. ``engine`` is the supervisor's, its pool emptied by the fork
+    (so no connection is shared, and the dialect is not initialised again); it is disposed
+    of here.
+    """
+    try:
+        loaded: BaseOperator | TaskLoadError = load_task(settings, spec.dag_file, spec.key)
+    except TaskLoadError as exc:
+        loaded = exc
+    try:
+        with engine.connect():
+            pass  # the pool keeps it for the reads and writes below
+    except SQLAlchemyError:
+        pass  # the first real use reports it
+    try:
+        job_id = _wait_for_go(go_fd)
+        if job_id is None:
+            return EXIT_NOT_OURS
+        spec = replace(spec, job_id=job_id)
+        return _run(settings, spec, make_session_factory(engine), loaded)
+    finally:
+        engine.dispose()
+
+
+def _wait_for_go(go_fd: int) -> int | None:
+    data = b""
+    try:
+        while not data.endswith(b"\n"):
+            chunk = os.read(go_fd, 64)
+            if not chunk:
+                return None
+            data += chunk
+    finally:
+        os.close(go_fd)
+    return int(data)
+
+
+def _run(settings: Settings, spec: TaskProcessSpec, factory: SessionFactory,
+         loaded: BaseOperator | TaskLoadError | None = None) -> int:
+    """Check that the try is still running under ``spec.job_id``, then run it (``loaded``:
+    the task or why it cannot be loaded, when already tried; else the DAG file is loaded)."""
     key = spec.key
     with session_scope(factory) as session:
         ti = session.scalars(select(TaskInstance).where(
@@ -138,18 +183,19 @@ def _run(settings: Settings, spec: TaskProcessSpec, factory: SessionFactory) -> 
 
     log_path = task_log_path(settings.log_folder, key, spec.try_number)
     start_date = ti.start_date or utcnow()
-    try:
+    if loaded is None:
+        try:
+            loaded = load_task(settings, spec.dag_file, key)
+        except TaskLoadError as exc:
+            loaded = exc
+    if isinstance(loaded, TaskLoadError):
         with task_log_handler(log_path):
-            log.info("TaskInstance %s: try %d: loading %s on %s (pid %d)", key,
-                     spec.try_number, spec.dag_file, spec.hostname, os.getpid())
-            task = load_task(settings, spec.dag_file, key)
-    except TaskLoadError as exc:
-        with task_log_handler(log_path):
-            log.error("TaskInstance %s: try %d cannot run: %s", key, spec.try_number, exc)
+            log.error("TaskInstance %s: try %d cannot run: %s", key, spec.try_number, loaded)
             spec.notify_recording()
             record_failure(factory, key, try_number=spec.try_number, max_tries=ti.max_tries,
-                           start_date=start_date, reason=str(exc))
+                           start_date=start_date, reason=str(loaded))
         return EXIT_OK
+    task = loaded
     run_try(task, dag_run, try_number=spec.try_number, max_tries=ti.max_tries,
             start_date=start_date, session_factory=factory, hostname=spec.hostname,
             log_path=log_path, on_recording=spec.notify_recording)

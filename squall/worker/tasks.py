@@ -22,15 +22,17 @@ import json
 import logging
 import os
 import signal
+import threading
 from types import FrameType
 from typing import Any
 
 from celery import Task
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from sqlalchemy import Engine
 
 from squall.common.db import make_engine
 from squall.common.errors import PayloadError, SquallError
-from squall.common.metrics import metrics_from_settings
+from squall.common.metrics import Metrics, metrics_from_settings
 from squall.common.payload import TaskRunCommand
 from squall.common.procutil import flush_std_streams
 from squall.common.settings import Settings
@@ -91,6 +93,56 @@ def run_task(self: Task, message: Any) -> dict[str, Any]:
 
 def execute_command(settings: Settings, command: TaskRunCommand, *, celery_task_id: str,
                     worker_name: str) -> dict[str, Any]:
+    """Supervise ``command`` and return the supervisor's summary.
+
+    In a pool process's main thread (the prefork and solo pools) this process is the
+    supervisor, on its long-lived database engine (:func:`process_engine`). Elsewhere (a
+    threaded pool, where signals cannot be handled) a supervisor is forked:
+    :func:`execute_forked`.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return execute_forked(settings, command, celery_task_id=celery_task_id,
+                              worker_name=worker_name)
+    result = LocalTaskJob(command, settings=settings, engine=process_engine(settings),
+                          celery_task_id=celery_task_id, worker_name=worker_name,
+                          metrics=_process_metrics(settings)).run()
+    return result.as_dict()
+
+
+#: this process's engines and metrics clients, by database URL / settings identity; made on
+#: first use in the process that uses them (a pool process, after the fork)
+_engines: dict[tuple[int, str], Engine] = {}
+_metrics: dict[int, Metrics] = {}
+
+
+def process_engine(settings: Settings) -> Engine:
+    """This process's long-lived engine for ``settings``' database (made on first use)."""
+    key = (os.getpid(), settings.sql_alchemy_conn)
+    engine = _engines.get(key)
+    if engine is None:
+        db = settings.database
+        engine = make_engine(settings.sql_alchemy_conn, pool_size=1, max_overflow=2,
+                             pool_recycle=db.sql_alchemy_pool_recycle,
+                             pool_pre_ping=db.sql_alchemy_pool_pre_ping)
+        _engines[key] = engine
+    return engine
+
+
+def _process_metrics(settings: Settings) -> Metrics:
+    metrics = _metrics.get(id(settings))
+    if metrics is None:
+        metrics = _metrics[id(settings)] = metrics_from_settings(settings)
+    return metrics
+
+
+def dispose_process_engines() -> None:
+    """Close this process's long-lived engines (at pool process shutdown)."""
+    for key in [k for k in _engines if k[0] == os.getpid()]:
+        _engines.pop(key).dispose()
+
+
+def execute_forked(settings: Settings, command: TaskRunCommand, *, celery_task_id: str,
+                   worker_name: str) -> dict[str, Any]:
     """Fork a supervisor for ``command``, wait for it, and return its summary.
 
     Raises :class:`SupervisorCrashed` when the supervisor died without reporting. A SIGTERM
@@ -202,8 +254,14 @@ def _on_worker_process_init(**_: Any) -> None:
         log.debug("Worker: disposed of %d inherited database engine(s)", count)
 
 
+def _on_worker_process_shutdown(**_: Any) -> None:
+    dispose_process_engines()
+
+
 def install_worker_hooks() -> None:
     """Connect the worker signal handlers (idempotent)."""
+    worker_process_shutdown.connect(_on_worker_process_shutdown, weak=False,
+                                    dispatch_uid="squall.worker.close_engines")
     worker_init.connect(_on_worker_init, weak=False, dispatch_uid="squall.worker.preload")
     worker_process_init.connect(_on_worker_process_init, weak=False,
                                 dispatch_uid="squall.worker.dispose_engines")
