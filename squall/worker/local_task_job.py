@@ -41,7 +41,9 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from enum import StrEnum
+from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -51,6 +53,7 @@ from sqlalchemy import select as sql_select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from squall.common import xcom
 from squall.common.callbacks import (
     enqueue_callback,
     serialized_task_callback_fileloc,
@@ -60,15 +63,18 @@ from squall.common.dagbag import DEFAULT_EXAMPLES_FOLDER
 from squall.common.db import make_session_factory, session_scope
 from squall.common.errors import PayloadError
 from squall.common.metrics import TASKS_KILLED_EXTERNALLY, WORKER_OUTAGE, LogMetrics, Metrics
-from squall.common.models import Job, TaskInstance, compare_and_set_state, utcnow
+from squall.common.models import DagRun, Job, TaskInstance, compare_and_set_state, utcnow
 from squall.common.payload import TaskRunCommand, resolve_dag_file
 from squall.common.procutil import flush_std_streams
 from squall.common.settings import Settings
 from squall.common.state import JobState, TaskInstanceState
-from squall.worker.runner import task_log_handler, task_log_path
+from squall.worker.runner import task_log_handler, task_log_path, write_outcome
 from squall.worker.task_process import (
+    MSG_OUTCOME,
+    StartedTry,
     TaskProcessHandle,
     TaskProcessSpec,
+    dag_run_values,
     describe_exit,
     kill_group,
     open_pidfd,
@@ -141,7 +147,10 @@ class LocalTaskJob:
         self._previous: dict[int, Any] = {}
         self._previous_wakeup = -1
         self._status_fd: int | None = None  # read end of the task process's status pipe
-        self._go_fd: int | None = None  # write end of the forked task process's go-ahead
+        self._channel: Connection | None = None  # to the forked task process
+        self._started: StartedTry | None = None
+        self._recorded: tuple[bool, str] | None = None  # (won, state) of the written outcome
+        self._job_finished = False
         self._task_recording = False
         self._metrics: Metrics = metrics if metrics is not None else LogMetrics()
         self._outage_since: float | None = None
@@ -171,7 +180,7 @@ class LocalTaskJob:
                 self._release_child(child, go=False)
                 result = self._fail_try(SupervisorStatus.TERMINATED, REASON_SIGTERM)
             else:
-                self._release_child(child, go=True, job_id=job_id)
+                self._release_child(child, go=True)
                 result = self._watch(child)
             return result
         finally:
@@ -217,6 +226,14 @@ class LocalTaskJob:
                 start_date=now, end_date=None,
             )
             if won:
+                xcom.clear(session, dag_id=self.key.dag_id, run_id=self.key.run_id,
+                           task_id=self.key.task_id)
+                dag_run = session.scalars(sql_select(DagRun).where(
+                    DagRun.dag_id == self.key.dag_id, DagRun.run_id == self.key.run_id)).one()
+                max_tries = session.scalar(sql_select(TaskInstance.max_tries)
+                                           .where(*self._key_clause()))
+                self._started = StartedTry(job_id=job.id, max_tries=int(max_tries or 0),
+                                           start_date=now, dag_run=dag_run_values(dag_run))
                 session.commit()
                 self._job_id = job.id
                 log.info("TaskInstance %s: try %d queued -> running on %s (job %d)",
@@ -261,6 +278,9 @@ class LocalTaskJob:
             log.warning("TaskInstance %s: pid %d not recorded: %s", self.key, pid, exc)
 
     def _finish_job(self, result: SupervisorResult | None) -> None:
+        self._close_channel()
+        if self._job_finished:
+            return
         ok = result is not None and result.status == SupervisorStatus.COMPLETED
         state = JobState.SUCCESS if ok else JobState.FAILED
         now = utcnow()
@@ -285,12 +305,10 @@ class LocalTaskJob:
     def _fork_task_process(self) -> TaskProcessHandle:
         """Fork the task process; it loads the DAG file, then waits for
         :meth:`_release_child` before it runs anything of the try."""
-        status_write = self._new_status_pipe()
-        go_read, go_write = os.pipe()
-        self._go_fd = go_write
+        ours, theirs = Pipe(duplex=True)
+        self._channel = ours
         spec = TaskProcessSpec(key=self.key, try_number=self.try_number, job_id=0,
-                               dag_file=self.command.dag_file, hostname=self._worker_name,
-                               status_fd=status_write)
+                               dag_file=self.command.dag_file, hostname=self._worker_name)
         try:
             # SIGTERM stays blocked across the fork until the child has its own handlers
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
@@ -298,14 +316,13 @@ class LocalTaskJob:
                 pid = os.fork()
             except BaseException:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-                os.close(go_write)
-                self._go_fd = None
+                self._close_channel()
                 raise
             if pid == 0:  # the task process
                 code = 1
                 try:
                     self._become_task_process()
-                    code = run_forked_task_process(self._settings, spec, go_read, self._engine)
+                    code = run_forked_task_process(self._settings, spec, theirs, self._engine)
                 except BaseException:
                     log.exception("TaskInstance %s: try %d: task process failed", self.key,
                                   self.try_number)
@@ -319,30 +336,72 @@ class LocalTaskJob:
                 pass  # the child did it first
             return TaskProcessHandle(pid)
         finally:
-            os.close(status_write)
-            os.close(go_read)
+            theirs.close()
 
-    def _release_child(self, child: TaskProcessHandle, *, go: bool, job_id: int = 0) -> None:
-        """Tell the waiting task process to run the try under ``job_id`` (``go``), or stop
-        it before it ran anything of the try (killed and reaped)."""
-        fd, self._go_fd = self._go_fd, None
-        assert fd is not None
-        try:
-            if go:
-                os.write(fd, b"%d\n" % job_id)
+    def _close_channel(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def _release_child(self, child: TaskProcessHandle, *, go: bool) -> None:
+        """Tell the waiting task process to run the try (``go``: it gets the
+        :class:`StartedTry`), or stop it before it ran anything of the try (killed and
+        reaped)."""
+        if go:
+            assert self._channel is not None and self._started is not None
+            try:
+                self._channel.send(self._started)
                 log.info("TaskInstance %s: try %d: task process %d (forked)", self.key,
                          self.try_number, child.pid)
-        except OSError as exc:  # it died already: _watch sees its exit and records that
-            log.warning("TaskInstance %s: try %d: task process %d did not take the "
-                        "go-ahead: %s", self.key, self.try_number, child.pid, exc)
-        finally:
-            os.close(fd)
-        if not go:
-            kill_group(child.pid, signal.SIGKILL)
-            os.waitpid(child.pid, 0)
-            if self._status_fd is not None:
-                os.close(self._status_fd)
-                self._status_fd = None
+            except OSError as exc:  # it died already: _watch sees its exit and records it
+                log.warning("TaskInstance %s: try %d: task process %d did not take the "
+                            "go-ahead: %s", self.key, self.try_number, child.pid, exc)
+            return
+        self._close_channel()
+        kill_group(child.pid, signal.SIGKILL)
+        os.waitpid(child.pid, 0)
+
+    def _serve_channel(self) -> None:
+        """Answer what the forked task process sent: write its outcome (or its load error)
+        by compare-and-set, finishing the job row in the same transaction, and tell it
+        whether that won."""
+        channel = self._channel
+        while channel is not None and channel.poll():
+            try:
+                kind, payload = channel.recv()
+            except (EOFError, OSError):
+                self._close_channel()
+                return
+            self._task_recording = True
+            if kind == MSG_OUTCOME:
+                won = write_outcome(self._factory, self.key, try_number=self.try_number,
+                                    record=payload, on_recorded=self._finish_job_with,
+                                    quiet=True)
+                self._recorded = (won, payload.state.value)
+            else:
+                reason = str(payload)
+                with self._factory() as session:
+                    max_tries = session.scalar(sql_select(TaskInstance.max_tries)
+                                               .where(*self._key_clause()))
+                result = record_failure(self._factory, self.key, try_number=self.try_number,
+                                        max_tries=int(max_tries or 0),
+                                        start_date=self._started_at(), reason=reason,
+                                        on_recorded=self._finish_job_with)
+                won = result.recorded
+                self._recorded = (won, result.state.value)
+            try:
+                channel.send(won)
+            except OSError:
+                pass  # it died meanwhile; the outcome is written all the same
+
+    def _finish_job_with(self, session: Session, _state: TaskInstanceState) -> None:
+        now = utcnow()
+        session.execute(update(Job).where(Job.id == self._job_id).values(
+            state=JobState.SUCCESS.value, end_date=now, latest_heartbeat=now))
+        self._job_finished = True
+
+    def _started_at(self) -> datetime:
+        return self._started.start_date if self._started is not None else utcnow()
 
     def _start_new_interpreter(self, job_id: int) -> TaskProcessHandle:
         status_write = self._new_status_pipe()
@@ -364,7 +423,7 @@ class LocalTaskJob:
     def _task_is_recording(self) -> bool:
         """Whether the task process said it is recording its own outcome (so a changed
         state is its doing, and it is finishing: callbacks, then exit)."""
-        if not self._task_recording and self._status_fd is not None:
+        if not self._task_recording and self._status_fd is not None:  # a new interpreter
             try:
                 self._task_recording = bool(os.read(self._status_fd, 64))
             except BlockingIOError:
@@ -380,8 +439,9 @@ class LocalTaskJob:
         for signum in (signal.SIGTERM, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        for fd in (*(self._wakeup or ()), self._status_fd, self._go_fd,
-                   *self._child_close_fds):
+        if self._channel is not None:
+            self._channel.close()
+        for fd in (*(self._wakeup or ()), self._status_fd, *self._child_close_fds):
             if fd is not None:
                 try:
                     os.close(fd)
@@ -470,7 +530,10 @@ class LocalTaskJob:
         """Sleep until the task process exits, a signal arrives, or ``timeout`` passes."""
         assert self._wakeup is not None
         fds = [self._wakeup[0]] + ([pidfd] if pidfd is not None else [])
+        if self._channel is not None:
+            fds.append(self._channel.fileno())
         ready, _, _ = select.select(fds, [], [], max(timeout, 0.0))
+        self._serve_channel()
         if self._wakeup[0] in ready:
             try:
                 while os.read(self._wakeup[0], 512):
@@ -493,6 +556,21 @@ class LocalTaskJob:
         kill_group(child.pid, signal.SIGKILL)  # whatever it left behind in its group
 
     def _on_task_exit(self, child: TaskProcessHandle, code: int) -> SupervisorResult:
+        if self._started is not None:  # forked: this process writes the outcome
+            self._serve_channel()  # anything it sent before it exited
+            if self._recorded is None:
+                return self._fail_try(SupervisorStatus.TASK_PROCESS_DIED, describe_exit(code),
+                                      pid=child.pid, exit_code=code)
+            won, written = self._recorded
+            state: str | None = written
+            if not won:
+                with session_scope(self._factory) as session:
+                    state = session.scalar(sql_select(TaskInstance.state).where(
+                        *self._key_clause(), TaskInstance.try_number == self.try_number))
+            log.info("TaskInstance %s: try %d: task process %d exited (%s); state %s",
+                     self.key, self.try_number, child.pid, code, state)
+            return self._result(SupervisorStatus.COMPLETED, state=state, pid=child.pid,
+                                exit_code=code)
         with session_scope(self._factory) as session:
             row = session.execute(
                 sql_select(TaskInstance.state).where(*self._ours_clause())
@@ -501,12 +579,12 @@ class LocalTaskJob:
             return self._fail_try(SupervisorStatus.TASK_PROCESS_DIED, describe_exit(code),
                                   pid=child.pid, exit_code=code)
         with session_scope(self._factory) as session:
-            state = session.scalar(
+            now_state = session.scalar(
                 sql_select(TaskInstance.state).where(
                     *self._key_clause(), TaskInstance.try_number == self.try_number))
         log.info("TaskInstance %s: try %d: task process %d exited (%s); state %s", self.key,
-                 self.try_number, child.pid, code, state)
-        return self._result(SupervisorStatus.COMPLETED, state=state, pid=child.pid,
+                 self.try_number, child.pid, code, now_state)
+        return self._result(SupervisorStatus.COMPLETED, state=now_state, pid=child.pid,
                             exit_code=code)
 
     def _fail_try(self, status: SupervisorStatus, reason: str, **values: Any) -> SupervisorResult:

@@ -204,13 +204,15 @@ def execution_timeout(task: BaseOperator) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def execute_try(task: BaseOperator, context: Context) -> TryOutcome:
+def execute_try(task: BaseOperator, context: Context, *, clear_xcom: bool = True) -> TryOutcome:
     """Run the user's code for one try and classify how it ended. Never raises for task
-    errors; writes XComs (return value) but no task instance state."""
+    errors; writes XComs (return value; first deletes the task instance's old ones, with
+    ``clear_xcom``) but no task instance state."""
     ti: DbTaskInstance = context["ti"]
     try:
-        with session_scope(ti._factory) as session:
-            xcom.clear(session, dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id)
+        if clear_xcom:
+            with session_scope(ti._factory) as session:
+                xcom.clear(session, dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id)
         task.render_template_fields(context)
         if task.on_execute_callback is not None:
             _run_callback(task.on_execute_callback, context, "on_execute_callback")
@@ -263,15 +265,20 @@ def final_state(outcome: TryOutcome, try_number: int, max_tries: int) -> TaskIns
     return TaskInstanceState.FAILED
 
 
-def record_outcome(session_factory: SessionFactory, task: BaseOperator, key: TaskInstanceKey,
-                   *, try_number: int, max_tries: int, start_date: datetime,
-                   outcome: TryOutcome,
-                   on_recorded: Callable[[Session, TaskInstanceState], None] | None = None,
-                   ) -> TryResult:
-    """Write how the try ended, RUNNING -> final state, as a compare-and-set.
+@dataclass(frozen=True)
+class OutcomeRecord:
+    """The row values that record how a try ended (picklable: a forked task process sends
+    it to its supervisor, which writes it)."""
 
-    ``on_recorded`` is called with the session and the new state when the compare-and-set
-    won, in the same transaction (to record more with it, e.g. a callback request)."""
+    state: TaskInstanceState
+    values: dict[str, Any]  # end_date, duration, state_reason, next_retry_at
+    start_date: datetime
+    reschedule_date: datetime | None = None
+
+
+def outcome_record(task: BaseOperator, outcome: TryOutcome, *, try_number: int,
+                   max_tries: int, start_date: datetime) -> OutcomeRecord:
+    """What to write for ``outcome``: the final state (retries counted) and its values."""
     state = final_state(outcome, try_number, max_tries)
     now = utcnow()
     values: dict[str, Any] = {
@@ -285,29 +292,67 @@ def record_outcome(session_factory: SessionFactory, task: BaseOperator, key: Tas
     elif state == TaskInstanceState.UP_FOR_RESCHEDULE:
         assert outcome.reschedule_date is not None
         values["next_retry_at"] = outcome.reschedule_date
+    return OutcomeRecord(state=state, values=values, start_date=start_date,
+                         reschedule_date=outcome.reschedule_date)
+
+
+def write_outcome(session_factory: SessionFactory, key: TaskInstanceKey, *, try_number: int,
+                  record: OutcomeRecord,
+                  on_recorded: Callable[[Session, TaskInstanceState], None] | None = None,
+                  quiet: bool = False) -> bool:
+    """Write ``record``, RUNNING -> its state, as a compare-and-set in one transaction (with
+    the scheduler's wake-up, and ``on_recorded(session, state)`` when it won); whether it
+    won. The result is logged unless ``quiet``."""
+    state, now = record.state, record.values["end_date"]
     with session_scope(session_factory) as session:
         won = compare_and_set_state(
             session, key, expected=TaskInstanceState.RUNNING, try_number=try_number,
-            new_state=state, **values,
+            new_state=state, **record.values,
         )
         if won:
             notify_scheduler(session, str(key))
         if won and state == TaskInstanceState.UP_FOR_RESCHEDULE:
-            assert outcome.reschedule_date is not None
+            assert record.reschedule_date is not None
             session.add(TaskReschedule(
                 dag_id=key.dag_id, task_id=key.task_id, run_id=key.run_id,
-                try_number=try_number, start_date=start_date, end_date=now,
-                duration=(now - start_date).total_seconds(),
-                reschedule_date=outcome.reschedule_date,
+                try_number=try_number, start_date=record.start_date, end_date=now,
+                duration=(now - record.start_date).total_seconds(),
+                reschedule_date=record.reschedule_date,
             ))
         if won and on_recorded is not None:
             on_recorded(session, state)
+    if not quiet:
+        log_written(key, try_number, state, won)
+    return won
+
+
+def log_written(key: TaskInstanceKey, try_number: int, state: TaskInstanceState,
+                won: bool) -> None:
     if won:
         log.info("TaskInstance %s: try %d running -> %s", key, try_number, state.value)
     else:
         log.warning("TaskInstance %s: try %d ended %s but the row changed meanwhile; "
                     "not recorded", key, try_number, state.value)
-    return TryResult(state=state, recorded=won, outcome=outcome)
+
+
+def record_outcome(session_factory: SessionFactory, task: BaseOperator, key: TaskInstanceKey,
+                   *, try_number: int, max_tries: int, start_date: datetime,
+                   outcome: TryOutcome,
+                   on_recorded: Callable[[Session, TaskInstanceState], None] | None = None,
+                   ) -> TryResult:
+    """Write how the try ended, RUNNING -> final state, as a compare-and-set.
+
+    ``on_recorded`` is called with the session and the new state when the compare-and-set
+    won, in the same transaction (to record more with it, e.g. a callback request)."""
+    record = outcome_record(task, outcome, try_number=try_number, max_tries=max_tries,
+                            start_date=start_date)
+    won = write_outcome(session_factory, key, try_number=try_number, record=record,
+                        on_recorded=on_recorded)
+    return TryResult(state=record.state, recorded=won, outcome=outcome)
+
+
+#: writes an outcome somewhere else (a forked task process's supervisor); whether it won
+Recorder = Callable[[OutcomeRecord], bool]
 
 
 def run_callbacks(task: BaseOperator, context: Context, result: TryResult) -> None:
@@ -337,11 +382,15 @@ def _run_callback(callback: Any, context: Context, name: str) -> None:
 def run_try(task: BaseOperator, dag_run: DagRun, *, try_number: int, max_tries: int,
             start_date: datetime, session_factory: SessionFactory,
             hostname: str | None = None, log_path: Path | None = None,
-            on_recording: Callable[[], None] | None = None) -> TryResult:
+            on_recording: Callable[[], None] | None = None,
+            recorder: Recorder | None = None, clear_xcom: bool = True) -> TryResult:
     """Run one try of ``task`` in ``dag_run`` (already RUNNING in the database) end to end.
 
     ``on_recording`` is called when the task's code has ended, just before its outcome is
     written (a supervisor uses it to tell its task's own state change from an external one).
+    ``recorder`` writes the outcome instead of this process (see
+    :func:`squall.worker.task_process.run_forked_task_process`); ``clear_xcom`` False when
+    the try's start already deleted the task instance's XComs.
     """
     task = copy.copy(task)  # rendering templates must not change the DAG's own task object
     ti = DbTaskInstance(task=task, dag_run=dag_run, try_number=try_number,
@@ -351,11 +400,17 @@ def run_try(task: BaseOperator, dag_run: DagRun, *, try_number: int, max_tries: 
     with task_log_handler(log_path):
         log.info("TaskInstance %s: starting try %d of %d", ti.key, try_number, max_tries + 1)
         context = build_task_context(task, dag_run, ti)
-        outcome = execute_try(task, context)
+        outcome = execute_try(task, context, clear_xcom=clear_xcom)
         if on_recording is not None:
             on_recording()
-        result = record_outcome(session_factory, task, ti.key, try_number=try_number,
-                                max_tries=max_tries, start_date=start_date, outcome=outcome)
+        if recorder is None:
+            result = record_outcome(session_factory, task, ti.key, try_number=try_number,
+                                    max_tries=max_tries, start_date=start_date,
+                                    outcome=outcome)
+        else:
+            record = outcome_record(task, outcome, try_number=try_number,
+                                    max_tries=max_tries, start_date=start_date)
+            result = TryResult(state=record.state, recorded=recorder(record), outcome=outcome)
         run_callbacks(task, context, result)
     return result
 

@@ -21,12 +21,14 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
 from squall.common.dagbag import DEFAULT_EXAMPLES_FOLDER, load_file, load_serialized_dags
@@ -39,8 +41,10 @@ from squall.common.settings import Settings
 from squall.common.state import TaskInstanceState
 from squall.worker.runner import (
     OutcomeKind,
+    OutcomeRecord,
     TryOutcome,
     TryResult,
+    log_written,
     record_outcome,
     run_try,
     task_log_handler,
@@ -121,45 +125,78 @@ def run_task_process(settings: Settings, spec: TaskProcessSpec) -> int:
         engine.dispose()
 
 
-def run_forked_task_process(settings: Settings, spec: TaskProcessSpec, go_fd: int,
+@dataclass(frozen=True)
+class StartedTry:
+    """What a supervisor sends its forked task process as the go-ahead: the try started
+    under ``job_id``, with what the task process would otherwise read back."""
+
+    job_id: int
+    max_tries: int
+    start_date: datetime
+    dag_run: dict[str, Any]  # the DagRun's column values
+
+
+#: a forked task process's messages to its supervisor (answered with whether it was written)
+MSG_OUTCOME = "outcome"  # an OutcomeRecord: the try ran
+MSG_LOAD_ERROR = "load_error"  # a reason: the DAG file or task could not be loaded
+
+
+def dag_run_values(dag_run: DagRun) -> dict[str, Any]:
+    return {attr.key: getattr(dag_run, attr.key) for attr in sa_inspect(DagRun).column_attrs}
+
+
+def run_forked_task_process(settings: Settings, spec: TaskProcessSpec, channel: Connection,
                             engine: Engine) -> int:
-    """The body of a task process forked before its try started: load the task (and open a
-    connection) while the supervisor starts the try, then wait on ``go_fd`` for the
-    go-ahead, the job id the try runs under; an end of file instead means the try is not
-    ours and nothing is done. ``engine`` is the supervisor's, its pool emptied by the fork
-    (so no connection is shared, and the dialect is not initialised again); it is disposed
-    of here.
+    """The body of a task process forked before its try started.
+
+    It loads the task while the supervisor starts the try, then waits on ``channel`` for
+    the go-ahead (a :class:`StartedTry`; an end of file means the try is not ours and nothing
+    is done). It runs the try and sends the outcome to the supervisor, which writes it on its
+    own long-lived connection and answers whether the compare-and-set won; callbacks run
+    after that. ``engine`` is the supervisor's, its pool emptied by the fork: the task's own
+    reads and writes (XCom, skips) connect on first use. It is disposed of here.
     """
     try:
         loaded: BaseOperator | TaskLoadError = load_task(settings, spec.dag_file, spec.key)
     except TaskLoadError as exc:
         loaded = exc
     try:
-        with engine.connect():
-            pass  # the pool keeps it for the reads and writes below
-    except SQLAlchemyError:
-        pass  # the first real use reports it
-    try:
-        job_id = _wait_for_go(go_fd)
-        if job_id is None:
+        try:
+            started: StartedTry = channel.recv()
+        except EOFError:
             return EXIT_NOT_OURS
-        spec = replace(spec, job_id=job_id)
-        return _run(settings, spec, make_session_factory(engine), loaded)
+        key = spec.key
+        log_path = task_log_path(settings.log_folder, key, spec.try_number)
+        if isinstance(loaded, TaskLoadError):
+            with task_log_handler(log_path):
+                log.error("TaskInstance %s: try %d cannot run: %s", key, spec.try_number,
+                          loaded)
+                _ask(channel, (MSG_LOAD_ERROR, str(loaded)[:MAX_REASON]))
+            return EXIT_OK
+
+        def recorder(record: OutcomeRecord) -> bool:
+            won = _ask(channel, (MSG_OUTCOME, record))
+            log_written(key, spec.try_number, record.state, won)  # into the task's log
+            return won
+
+        run_try(loaded, DagRun(**started.dag_run), try_number=spec.try_number,
+                max_tries=started.max_tries, start_date=started.start_date,
+                session_factory=make_session_factory(engine), hostname=spec.hostname,
+                log_path=log_path, recorder=recorder, clear_xcom=False)
+        return EXIT_OK
     finally:
+        channel.close()
         engine.dispose()
 
 
-def _wait_for_go(go_fd: int) -> int | None:
-    data = b""
+def _ask(channel: Connection, message: tuple[str, Any]) -> bool:
+    """Send ``message`` to the supervisor; whether it wrote it (False if it is gone)."""
     try:
-        while not data.endswith(b"\n"):
-            chunk = os.read(go_fd, 64)
-            if not chunk:
-                return None
-            data += chunk
-    finally:
-        os.close(go_fd)
-    return int(data)
+        channel.send(message)
+        return bool(channel.recv())
+    except (EOFError, OSError):
+        log.error("the supervisor did not answer; the outcome may not be recorded")
+        return False
 
 
 def _run(settings: Settings, spec: TaskProcessSpec, factory: SessionFactory,
@@ -198,7 +235,7 @@ def _run(settings: Settings, spec: TaskProcessSpec, factory: SessionFactory,
     task = loaded
     run_try(task, dag_run, try_number=spec.try_number, max_tries=ti.max_tries,
             start_date=start_date, session_factory=factory, hostname=spec.hostname,
-            log_path=log_path, on_recording=spec.notify_recording)
+            log_path=log_path, on_recording=spec.notify_recording, clear_xcom=False)
     return EXIT_OK
 
 
