@@ -66,6 +66,9 @@ class CelerySettings(_Section):
     result_expires: int = Field(default=86400, ge=0)
     default_queue: str = Field(default="default", min_length=1)
     worker_send_task_events: bool = True
+    #: keep each DAG file imported in the worker's pool process (re-imported when it or a
+    #: module of the DAG folder changes); false: every try imports it afresh
+    worker_cache_dag_files: bool = True
 
 
 class SchedulerSettings(_Section):

@@ -1,24 +1,29 @@
-"""The LocalTaskJob supervisor: one per task-run command a worker accepts.
+"""The LocalTaskJob supervisor: one per task-run command a worker accepts (ADR 9).
 
 Process model (one line per process, parent first)::
 
     celery worker            preloads Squall's modules, forks its pool
-      pool process           squall.run_task -> execute_command(): forks, waits, reports
-        supervisor           LocalTaskJob.run(): Job row, QUEUED -> RUNNING, heartbeat, watch
-          task process       run_task_process(): load the DAG file, run_try (forked, or a new
-                             interpreter: ``python -m squall tasks run ... --raw``)
+      pool process           squall.run_task -> execute_command() -> LocalTaskJob.run():
+                             the supervisor, on this process's long-lived engine
+        task process         run_forked_task_process(): run_try, outcome sent back (forked;
+                             or a new interpreter, ``python -m squall tasks run ... --raw``,
+                             which records its own outcome)
 
-The supervisor is forked, not started with multiprocessing, because billiard's pool processes
-are daemonic and may not have children of that kind. It opens its own database engine, inserts
-its ``job`` row and moves the task instance QUEUED -> RUNNING with one compare-and-set (state,
-try number and Celery task id) in the same transaction; a lost compare-and-set (a duplicate
-delivery, a cleared or finished task instance) leaves nothing behind. While the task process
-runs, it heartbeats every ``[scheduler] job_heartbeat_sec`` and kills the task process's
-group when the row stops being RUNNING under this job and try. A task process that exits
-without recording a state, and a SIGTERM to the supervisor, end the try as failed (or
+The task process is forked first, with its task from the pool process's
+:data:`DAG_FILE_CACHE` (or loading it itself), and waits. One transaction then inserts the
+``job`` row, moves the task instance QUEUED -> RUNNING with one compare-and-set (state, try
+number and Celery task id; the task process's pid is recorded), deletes the task's XComs
+and reads its run; the task process gets that as its go-ahead. A lost compare-and-set (a
+duplicate delivery, a cleared or finished task instance) leaves nothing behind, and the
+waiting task process is killed. While the task runs the supervisor heartbeats every
+``[scheduler] job_heartbeat_sec`` and kills the task process's group when the row stops
+being RUNNING under this job and try. The task process sends its outcome; the supervisor
+writes it by compare-and-set from RUNNING, with the job row's end, in one transaction, and
+answers whether it won (callbacks run in the task process after that). A task process that
+exits without an outcome, and a SIGTERM to the supervisor, end the try as failed (or
 up_for_retry) with the reason recorded; when the task has the matching
 ``on_failure_callback`` / ``on_retry_callback``, a ``callback_request`` for the DAG processor
-is inserted in the same transaction (the supervisor has no DAG object to run it with).
+is inserted in the same transaction (the supervisor runs no user code).
 
 A heartbeat that fails because the database is unreachable changes nothing: the task keeps
 running and the next heartbeat tries again (the outage is logged once at ERROR, counted as
@@ -64,6 +69,7 @@ from squall.common.db import make_session_factory, session_scope
 from squall.common.errors import PayloadError
 from squall.common.metrics import TASKS_KILLED_EXTERNALLY, WORKER_OUTAGE, LogMetrics, Metrics
 from squall.common.models import DagRun, Job, TaskInstance, compare_and_set_state, utcnow
+from squall.common.operators.base import BaseOperator
 from squall.common.payload import TaskRunCommand, resolve_dag_file
 from squall.common.procutil import flush_std_streams
 from squall.common.settings import Settings
@@ -71,7 +77,9 @@ from squall.common.state import JobState, TaskInstanceState
 from squall.worker.runner import task_log_handler, task_log_path, write_outcome
 from squall.worker.task_process import (
     MSG_OUTCOME,
+    DagFileCache,
     StartedTry,
+    TaskLoadError,
     TaskProcessHandle,
     TaskProcessSpec,
     dag_run_values,
@@ -86,6 +94,9 @@ from squall.worker.task_process import (
 )
 
 log = logging.getLogger(__name__)
+
+#: the DAG files this (pool) process keeps imported, for the task processes it forks
+DAG_FILE_CACHE = DagFileCache()
 
 JOB_TYPE = "LocalTaskJob"
 #: how long a task process may take to exit after SIGTERM before it gets SIGKILL
@@ -303,8 +314,16 @@ class LocalTaskJob:
         return status_write
 
     def _fork_task_process(self) -> TaskProcessHandle:
-        """Fork the task process; it loads the DAG file, then waits for
-        :meth:`_release_child` before it runs anything of the try."""
+        """Fork the task process, with its task loaded from this process's
+        :data:`DAG_FILE_CACHE` (``[celery] worker_cache_dag_files``) or loading it itself;
+        it waits for :meth:`_release_child` before it runs anything of the try."""
+        loaded: BaseOperator | TaskLoadError | None = None
+        if self._settings.celery.worker_cache_dag_files:
+            try:
+                loaded = DAG_FILE_CACHE.load_task(self._settings, self.command.dag_file,
+                                                  self.key)
+            except TaskLoadError as exc:
+                loaded = exc  # the task process reports it once the try has started
         ours, theirs = Pipe(duplex=True)
         self._channel = ours
         spec = TaskProcessSpec(key=self.key, try_number=self.try_number, job_id=0,
@@ -322,7 +341,8 @@ class LocalTaskJob:
                 code = 1
                 try:
                     self._become_task_process()
-                    code = run_forked_task_process(self._settings, spec, theirs, self._engine)
+                    code = run_forked_task_process(self._settings, spec, theirs, self._engine,
+                                                   loaded)
                 except BaseException:
                     log.exception("TaskInstance %s: try %d: task process failed", self.key,
                                   self.try_number)

@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +32,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
+from squall.common.dag import DAG
 from squall.common.dagbag import DEFAULT_EXAMPLES_FOLDER, load_file, load_serialized_dags
 from squall.common.db import SessionFactory, make_engine, make_session_factory, session_scope
 from squall.common.errors import DagFileLoadError, PayloadError
@@ -146,20 +148,23 @@ def dag_run_values(dag_run: DagRun) -> dict[str, Any]:
 
 
 def run_forked_task_process(settings: Settings, spec: TaskProcessSpec, channel: Connection,
-                            engine: Engine) -> int:
+                            engine: Engine,
+                            loaded: BaseOperator | TaskLoadError | None = None) -> int:
     """The body of a task process forked before its try started.
 
-    It loads the task while the supervisor starts the try, then waits on ``channel`` for
+    It loads the task (unless the supervisor had it ``loaded``, from its
+    :class:`DagFileCache`) while the supervisor starts the try, then waits on ``channel`` for
     the go-ahead (a :class:`StartedTry`; an end of file means the try is not ours and nothing
     is done). It runs the try and sends the outcome to the supervisor, which writes it on its
     own long-lived connection and answers whether the compare-and-set won; callbacks run
     after that. ``engine`` is the supervisor's, its pool emptied by the fork: the task's own
     reads and writes (XCom, skips) connect on first use. It is disposed of here.
     """
-    try:
-        loaded: BaseOperator | TaskLoadError = load_task(settings, spec.dag_file, spec.key)
-    except TaskLoadError as exc:
-        loaded = exc
+    if loaded is None:
+        try:
+            loaded = load_task(settings, spec.dag_file, spec.key)
+        except TaskLoadError as exc:
+            loaded = exc
     try:
         try:
             started: StartedTry = channel.recv()
@@ -241,24 +246,106 @@ def _run(settings: Settings, spec: TaskProcessSpec, factory: SessionFactory,
 
 def load_task(settings: Settings, dag_file: str, key: TaskInstanceKey) -> BaseOperator:
     """Import ``dag_file`` (as named in a command) and return the task of ``key``."""
+    path, root = _dag_file_path(settings, dag_file, key)
+    if not path.is_file():
+        raise TaskLoadError(f"cannot load DAG {key.dag_id}: DAG file {path} does not exist "
+                            "on this worker")
+    loaded = load_file(path, root, timeout=settings.core.dagbag_import_timeout,
+                       airflow_compat=settings.core.airflow_compat)
+    return _task_of(loaded.dags, key, path, loaded.error)
+
+
+class DagFileCache:
+    """DAG files kept imported in a pool process (``[celery] worker_cache_dag_files``), so a
+    forked task process starts with its task loaded.
+
+    An entry is used while its file's size and modification time are unchanged, and while
+    no module imported from the DAG folder (a helper the DAG files share) has changed; a
+    changed helper empties the cache and drops those modules, so they are imported afresh.
+    At most ``max_files`` files are kept (least recently used go first). A file that fails
+    to load is not kept: each try loads it again and reports why.
+    """
+
+    def __init__(self, max_files: int = 64) -> None:
+        self.max_files = max_files
+        self._files: OrderedDict[str, tuple[tuple[int, int], list[DAG]]] = OrderedDict()
+        self._helpers: dict[str, tuple[str, int]] = {}  # module -> (file, mtime_ns)
+
+    def load_task(self, settings: Settings, dag_file: str, key: TaskInstanceKey
+                  ) -> BaseOperator:
+        path, root = _dag_file_path(settings, dag_file, key)
+        try:
+            stat = path.stat()
+        except OSError:
+            raise TaskLoadError(f"cannot load DAG {key.dag_id}: DAG file {path} does not "
+                                "exist on this worker") from None
+        if self._helpers_changed():
+            self.clear()
+        signature = (stat.st_mtime_ns, stat.st_size)
+        entry = self._files.get(str(path))
+        if entry is not None and entry[0] == signature:
+            self._files.move_to_end(str(path))
+            return _task_of(entry[1], key, path)
+        loaded = load_file(path, root, timeout=settings.core.dagbag_import_timeout,
+                           airflow_compat=settings.core.airflow_compat)
+        if loaded.error is not None and not loaded.dags:
+            self._files.pop(str(path), None)
+            raise TaskLoadError(f"cannot load DAG {key.dag_id}: {loaded.error}")
+        self._files[str(path)] = (signature, loaded.dags)
+        while len(self._files) > self.max_files:
+            self._files.popitem(last=False)
+        self._note_helpers([r for r in (root, path.parent) if r is not None])
+        return _task_of(loaded.dags, key, path, loaded.error)
+
+    def clear(self) -> None:
+        self._files.clear()
+        for name in self._helpers:
+            sys.modules.pop(name, None)
+        self._helpers.clear()
+
+    def _note_helpers(self, roots: list[Path]) -> None:
+        prefixes = tuple(str(r.resolve()) + os.sep for r in roots)
+        for name, module in list(sys.modules.items()):
+            file = getattr(module, "__file__", None)
+            if (name in self._helpers or name.startswith("squall_dag_") or not file
+                    or not os.path.abspath(file).startswith(prefixes)):
+                continue
+            try:
+                self._helpers[name] = (file, os.stat(file).st_mtime_ns)
+            except OSError:
+                continue
+
+    def _helpers_changed(self) -> bool:
+        for file, mtime in self._helpers.values():
+            try:
+                if os.stat(file).st_mtime_ns != mtime:
+                    return True
+            except OSError:
+                return True
+        return False
+
+
+def _dag_file_path(settings: Settings, dag_file: str, key: TaskInstanceKey
+                   ) -> tuple[Path, Path | None]:
+    """The DAG file a command names, and the folder it is under."""
     examples = DEFAULT_EXAMPLES_FOLDER if settings.core.load_examples else None
     try:
         path = resolve_dag_file(dag_file, settings.dags_folder, examples)
     except PayloadError as exc:
         raise TaskLoadError(f"cannot load DAG {key.dag_id}: {exc}") from None
-    if not path.is_file():
-        raise TaskLoadError(f"cannot load DAG {key.dag_id}: DAG file {path} does not exist "
-                            "on this worker")
     root_name = dag_file.partition("/")[0]
     root: Path | None = {DAGS_FOLDER_ROOT: settings.dags_folder,
                          EXAMPLES_ROOT: examples}.get(root_name)
-    loaded = load_file(path, root, timeout=settings.core.dagbag_import_timeout,
-                       airflow_compat=settings.core.airflow_compat)
-    dag = next((d for d in loaded.dags if d.dag_id == key.dag_id), None)
+    return path, root
+
+
+def _task_of(dags: list[DAG], key: TaskInstanceKey, path: Path,
+             error: str | None = None) -> BaseOperator:
+    dag = next((d for d in dags if d.dag_id == key.dag_id), None)
     if dag is None:
-        detail = loaded.error or (
+        detail = error or (
             f"DAG file {path} defines no DAG {key.dag_id!r} "
-            f"(it defines: {', '.join(d.dag_id for d in loaded.dags) or 'none'})")
+            f"(it defines: {', '.join(d.dag_id for d in dags) or 'none'})")
         raise TaskLoadError(f"cannot load DAG {key.dag_id}: {detail}")
     if not dag.has_task(key.task_id):
         raise TaskLoadError(f"DAG {key.dag_id} in {path} has no task {key.task_id!r}")

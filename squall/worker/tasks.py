@@ -1,17 +1,20 @@
-"""The one Celery task Squall defines, the fork of its supervisor, and the worker's hooks.
+"""The one Celery task Squall defines, where its supervisor runs, and the worker's hooks.
 
 :func:`run_task` is registered as ``squall.run_task`` by
 :func:`squall.common.celery_app.create_celery_app`. It is deliberately thin: it validates the
 message into a :class:`~squall.common.payload.TaskRunCommand` (anything else is refused and
-logged, never executed) and calls :func:`execute_command`, which forks a LocalTaskJob
-supervisor (:mod:`squall.worker.local_task_job`), waits for it and returns its summary as the
-Celery result. A supervisor that dies without reporting raises :class:`SupervisorCrashed`, so
-Celery records FAILURE (which the scheduler handles for a task instance still QUEUED).
+logged, never executed) and calls :func:`execute_command`. In a pool process's main thread
+that process is the LocalTaskJob supervisor (:mod:`squall.worker.local_task_job`, ADR 9) on
+its long-lived engine (:func:`process_engine`); elsewhere :func:`execute_forked` forks one,
+waits for it and raises :class:`SupervisorCrashed` when it died without reporting. The
+supervisor's summary is the Celery result; a pool process that dies makes Celery record
+FAILURE, which the scheduler handles for a task instance still QUEUED.
 
-:func:`install_worker_hooks` connects two Celery signals (when a worker app is built, never at
+:func:`install_worker_hooks` connects Celery signals (when a worker app is built, never at
 import): ``worker_init`` preloads the modules every task process needs, in the worker parent
 before it forks its pool; ``worker_process_init`` disposes of database engines a pool process
-inherited, so no pooled connection is ever shared across a fork.
+inherited, so no pooled connection is ever shared across a fork; ``worker_process_shutdown``
+closes the pool process's own engines.
 """
 
 from __future__ import annotations
