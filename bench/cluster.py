@@ -273,19 +273,22 @@ class BenchCluster:
         return out.stdout
 
     def trigger(self, dag_ids: Iterable[str]) -> dict[str, str]:
-        """``squall dags trigger`` for each DAG, all launched at once; returns the run ids."""
-        launched = [(d, subprocess.Popen([sys.executable, "-m", "squall", "dags", "trigger", d],
-                                         env=self.env, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, text=True, cwd=self.home))
-                    for d in dag_ids]
+        """One ``squall dags trigger DAG_ID...`` for all of them; returns the run ids."""
+        ids = list(dag_ids)
+        p = subprocess.run([sys.executable, "-m", "squall", "dags", "trigger", *ids],
+                           env=self.env, capture_output=True, text=True, cwd=self.home,
+                           timeout=120)
+        if p.returncode != 0:
+            raise RuntimeError(f"trigger {' '.join(ids)} failed:\n{p.stdout}\n{p.stderr}")
         runs: dict[str, str] = {}
-        for dag_id, p in launched:
-            out, err = p.communicate(timeout=120)
-            if p.returncode != 0:
-                raise RuntimeError(f"trigger {dag_id} failed:\n{out}\n{err}")
+        for line in p.stdout.splitlines():
             # "Created DagRun <dag_id> <run_id> (queued)"
-            words = out.split("Created DagRun", 1)[1].split()
-            runs[dag_id] = words[1]
+            if line.startswith("Created DagRun "):
+                words = line.split()
+                runs[words[2]] = words[3]
+        missing = set(ids) - set(runs)
+        if missing:
+            raise RuntimeError(f"trigger: no run reported for {sorted(missing)}:\n{p.stdout}")
         return runs
 
     def wait_parsed(self, dag_ids: Sequence[str] = BENCH_DAG_IDS, timeout: float = 120) -> None:

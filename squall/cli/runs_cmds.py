@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from datetime import datetime
 from typing import Any
 
@@ -50,12 +51,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the run commands to ``dags`` and ``tasks`` (registered before this)."""
     dsub = _subcommands(sub, "dags")
     p = dsub.add_parser(
-        "trigger", help="create a manual DAG run; the scheduler starts it",
-        description="Creates a QUEUED manual run of DAG_ID from the DAG as last parsed into "
-        "the database (the DAG folder is parsed first if the DAG is not there yet) and "
+        "trigger", help="create a manual DAG run (of one or more DAGs); the scheduler starts it",
+        description="Creates a QUEUED manual run of each DAG_ID from the DAG as last parsed "
+        "into the database (the DAG folder is parsed first if a DAG is not there yet) and "
         "prints its run id. The scheduler starts it when the DAG has room under "
-        "max_active_runs and is not paused.")
-    p.add_argument("dag_id")
+        "max_active_runs and is not paused. With several DAG_IDs each run is created on its "
+        "own: one that fails is reported and the others are still created (exit status 1).")
+    p.add_argument("dag_id", nargs="+")
     p.add_argument("-c", "--conf", help="JSON object passed to the run as dag_run.conf")
     p.add_argument("-r", "--run-id", help="the run id (default: manual__<logical date>)")
     p.add_argument("-e", "--logical-date", help="ISO date or datetime (default: now)")
@@ -108,13 +110,23 @@ def trigger(ctx: CliContext, args: argparse.Namespace) -> int:
     logical = _parse_date(args.logical_date)
     if args.run_id is not None and not args.run_id.strip():
         raise CliError("--run-id must not be empty")
-    run_id, paused = trigger_dag_run(ctx, args.dag_id, conf=conf, run_id=args.run_id,
-                                     logical_date=logical)
-    print(f"Created DagRun {args.dag_id} {run_id} (queued)")
-    if paused:
-        print(f"DAG {args.dag_id} is paused: the run starts once it is unpaused "
-              f"(squall dags unpause {args.dag_id})")
-    return 0
+    dag_ids: list[str] = list(dict.fromkeys(args.dag_id))
+    failed = 0
+    for dag_id in dag_ids:
+        try:
+            run_id, paused = trigger_dag_run(ctx, dag_id, conf=conf, run_id=args.run_id,
+                                             logical_date=logical)
+        except CliError as exc:
+            if len(dag_ids) == 1:
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"Created DagRun {dag_id} {run_id} (queued)")
+        if paused:
+            print(f"DAG {dag_id} is paused: the run starts once it is unpaused "
+                  f"(squall dags unpause {dag_id})")
+    return 1 if failed else 0
 
 
 def trigger_dag_run(ctx: CliContext, dag_id: str, *, conf: dict[str, Any] | None = None,

@@ -93,6 +93,23 @@ def test_trigger_errors(home: Path) -> None:
     failed(squall(home, "dags", "trigger", "demo", "--run-id", "dup"), "already has a run")
 
 
+def test_trigger_several_dags_in_one_call(home: Path) -> None:
+    (home / "dags" / "demo2.py").write_text(
+        (home / "dags" / "demo.py").read_text().replace('DAG("demo"', 'DAG("demo2"'))
+    out = ok(squall(home, "dags", "trigger", "demo", "demo2", "demo")).stdout
+    created = [line.split()[2] for line in out.splitlines() if line.startswith("Created")]
+    assert created == ["demo", "demo2"]  # each DAG once, in the order given
+    for dag_id in ("demo", "demo2"):
+        [run] = as_json(squall(home, "dags", "list-runs", dag_id, "-o", "json"))
+        assert run["state"] == "queued" and run["run_id"] in out
+
+    # one unknown DAG is reported; the others are still triggered
+    proc = squall(home, "dags", "trigger", "ghost", "demo2", "--run-id", "second")
+    failed(proc, "DAG 'ghost' not found")
+    assert "Created DagRun demo2 second" in proc.stdout
+    assert ok(squall(home, "dags", "state", "demo2", "second")).stdout.strip() == "queued"
+
+
 def test_missing_runs_and_tasks(home: Path) -> None:
     ok(squall(home, "dags", "trigger", "demo", "--run-id", "r1"))
     failed(squall(home, "dags", "state", "demo", "r2"), "has no run 'r2'")
