@@ -190,7 +190,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
-        "task_track_started": True,
+        # STARTED would cost every try a result-backend read and write before it starts; the
+        # database already says RUNNING, and adoption only resets tries still QUEUED
+        "task_track_started": False,
         "task_send_sent_event": cel.worker_send_task_events,
         "worker_send_task_events": cel.worker_send_task_events,
         "result_expires": cel.result_expires,

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import pendulum
 from sqlalchemy import func, or_, select
@@ -27,10 +28,10 @@ from squall.common.dag import DAG
 from squall.common.dagrun_ops import create_dag_run, schedule_tis, update_dag_run
 from squall.common.db import is_postgres
 from squall.common.errors import DagRunAlreadyExists
-from squall.common.models import DagModel, DagRun, SerializedDagModel
+from squall.common.models import DagModel, DagRun, SerializedDagModel, TaskInstance
 from squall.common.operators.base import DEFAULT_QUEUE
 from squall.common.serialization import SerializationError, deserialize_dag
-from squall.common.state import DagRunState, DagRunType
+from squall.common.state import FINISHED_STATES, DagRunState, DagRunType, TaskInstanceState
 from squall.common.timetables import DataInterval
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,11 @@ class SerializedDagCache:
 
     def new_loop(self) -> None:
         self._checked.clear()
+
+    def hash_of(self, dag_id: str) -> str | None:
+        """The hash of the version of ``dag_id`` held, if any."""
+        entry = self._by_id.get(dag_id)
+        return entry[0] if entry is not None else None
 
     def get_many(self, session: Session, dag_ids: Iterable[str]) -> dict[str, DAG]:
         ids = set(dag_ids)
@@ -92,6 +98,89 @@ class SerializedDagCache:
             except SerializationError as exc:
                 log.error("DAG %s: cannot rebuild it from serialized_dag: %s", dag_id, exc)
                 self._broken[dag_id] = dag_hash
+
+
+#: A running run whose task instances show no change is still decided again this often
+#: (seconds): for what time alone changes (``dagrun_timeout``, ``depends_on_past`` on an
+#: earlier run, a DAG's new version).
+REDECIDE_AFTER_SECONDS = 2.0
+#: The task instance states whose changes can make a new decision possible (the scheduler's
+#: own moves, none -> scheduled -> queued, and a worker's queued -> running cannot).
+_SIGNATURE_STATES = sorted({*(s.value for s in FINISHED_STATES),
+                            TaskInstanceState.UP_FOR_RETRY.value,
+                            TaskInstanceState.UP_FOR_RESCHEDULE.value})
+_RETRY_STATES = {TaskInstanceState.UP_FOR_RETRY.value, TaskInstanceState.UP_FOR_RESCHEDULE.value}
+
+
+class RunDecisionMemo:
+    """What each running run looked like when this scheduler last decided it, so that a
+    loop decides only the runs whose task instances changed since (ADR 10).
+
+    A run's signature is, per state that can unblock something (finished, up_for_retry,
+    up_for_reschedule), how many of its task instances are in it and their latest
+    ``updated_at``: one grouped query for all running runs. A run is decided when its
+    signature or its DAG's version changed, when a retry or reschedule wait is over, and
+    at least every :data:`REDECIDE_AFTER_SECONDS`.
+    """
+
+    def __init__(self, redecide_after: float = REDECIDE_AFTER_SECONDS) -> None:
+        self.redecide_after = redecide_after
+        self._seen: dict[int, tuple[Any, str | None, datetime]] = {}
+        self._pending: dict[int, Any] = {}  # the signatures read by the last due()
+
+    def due(self, session: Session, cache: SerializedDagCache, *, now: datetime,
+            limit: int) -> list[int]:
+        """The ids of the running runs (of unpaused DAGs) to decide this loop, least
+        recently decided first, at most ``limit``."""
+        runs = session.execute(
+            select(DagRun.id, DagRun.dag_id, DagRun.last_scheduling_decision)
+            .join(DagModel, DagModel.dag_id == DagRun.dag_id)
+            .where(DagRun.state == DagRunState.RUNNING.value, DagModel.is_paused.is_(False))
+        ).all()
+        if not runs:
+            self._seen.clear()
+            return []
+        groups: dict[int, list[tuple[str, int, Any]]] = {}
+        retry_due: set[int] = set()
+        for run_id, state, count, latest, next_retry in session.execute(
+            select(DagRun.id, TaskInstance.state, func.count(), func.max(TaskInstance.updated_at),
+                   func.min(TaskInstance.next_retry_at))
+            .join(TaskInstance, (TaskInstance.dag_id == DagRun.dag_id)
+                  & (TaskInstance.run_id == DagRun.run_id))
+            .where(DagRun.state == DagRunState.RUNNING.value,
+                   TaskInstance.state.in_(_SIGNATURE_STATES))
+            .group_by(DagRun.id, TaskInstance.state)
+        ).all():
+            groups.setdefault(run_id, []).append((state, int(count), latest))
+            if state in _RETRY_STATES and next_retry is not None and _aware(next_retry) <= now:
+                retry_due.add(run_id)
+        due: list[tuple[datetime, int]] = []
+        alive: set[int] = set()
+        for run_id, dag_id, last in runs:
+            alive.add(run_id)
+            seen = self._seen.get(run_id)
+            if (seen is None or run_id in retry_due
+                    or seen[0] != frozenset(groups.get(run_id, ()))
+                    or seen[1] != cache.hash_of(dag_id)
+                    or (now - seen[2]).total_seconds() >= self.redecide_after):
+                due.append((_aware(last) if last is not None else _EPOCH, run_id))
+        for gone in set(self._seen) - alive:
+            del self._seen[gone]
+        due.sort()
+        self._pending = {run_id: frozenset(groups.get(run_id, ())) for _, run_id in due}
+        return [run_id for _, run_id in due[:limit]]
+
+    def decided(self, run: DagRun, cache: SerializedDagCache, now: datetime) -> None:
+        signature = self._pending.get(run.id)
+        if signature is not None:
+            self._seen[run.id] = (signature, cache.hash_of(run.dag_id), now)
+
+
+_EPOCH = pendulum.datetime(1970, 1, 1, tz="UTC")
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=pendulum.UTC)
 
 
 @dataclass
@@ -166,8 +255,9 @@ def create_due_dag_runs(session: Session, cache: SerializedDagCache, *,
 
 
 def schedule_dag_runs(session: Session, cache: SerializedDagCache, *,
-                      now: datetime) -> RunStepStats:
-    """Start QUEUED runs that have room under ``max_active_runs``; decide RUNNING ones.
+                      now: datetime, memo: RunDecisionMemo | None = None) -> RunStepStats:
+    """Start QUEUED runs that have room under ``max_active_runs``; decide RUNNING ones
+    (with a ``memo``, only those it says are due).
 
     Each run gets :func:`update_dag_run` (trigger rules, run state) and its schedulable task
     instances :func:`schedule_tis`. Runs of paused DAGs are left alone.
@@ -175,7 +265,11 @@ def schedule_dag_runs(session: Session, cache: SerializedDagCache, *,
     stats = RunStepStats()
     postgres = is_postgres(session)
     queued = _runs(session, DagRunState.QUEUED, postgres)
-    running = _runs(session, DagRunState.RUNNING, postgres)
+    if memo is None:
+        running = _runs(session, DagRunState.RUNNING, postgres)
+    else:
+        running = _runs_by_id(session, memo.due(session, cache, now=now,
+                                                limit=MAX_RUNS_PER_LOOP), postgres)
     if not queued and not running:
         return stats
     dags = cache.get_many(session, {r.dag_id for r in (*queued, *running)})
@@ -202,6 +296,8 @@ def schedule_dag_runs(session: Session, cache: SerializedDagCache, *,
             stats.missing_dags.add(run.dag_id)
             continue
         _decide(session, dag, run, now, stats)
+        if memo is not None:
+            memo.decided(run, cache, now)
     return stats
 
 
@@ -252,6 +348,18 @@ def _runs(session: Session, state: DagRunState, postgres: bool) -> list[DagRun]:
     if postgres:
         stmt = stmt.with_for_update(of=DagRun, skip_locked=True)
     return list(session.scalars(stmt.execution_options(populate_existing=True)))
+
+
+def _runs_by_id(session: Session, ids: list[int], postgres: bool) -> list[DagRun]:
+    """These runs, if still RUNNING (locked ``SKIP LOCKED`` on PostgreSQL), in that order."""
+    if not ids:
+        return []
+    stmt = select(DagRun).where(DagRun.id.in_(ids),
+                                DagRun.state == DagRunState.RUNNING.value)
+    if postgres:
+        stmt = stmt.with_for_update(skip_locked=True)
+    found = {r.id: r for r in session.scalars(stmt.execution_options(populate_existing=True))}
+    return [found[i] for i in ids if i in found]
 
 
 def _count_runs(session: Session, dag_ids: Iterable[str],

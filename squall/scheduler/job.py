@@ -70,6 +70,7 @@ from squall.common.wakeup import Waker
 from squall.scheduler.critical_section import queue_scheduled_tis, requeue_failed_publishes
 from squall.scheduler.dag_processor import DagProcessor
 from squall.scheduler.dag_runs import (
+    RunDecisionMemo,
     RunStepStats,
     SerializedDagCache,
     create_due_dag_runs,
@@ -152,6 +153,7 @@ class SchedulerJob:
         #: set by the signal handlers, which must not take locks (Event.set does)
         self._signalled = False
         self._dags = SerializedDagCache()
+        self._run_memo = RunDecisionMemo()
         self._warned_pools: set[str] = set()
         self._parse_requested_for: set[str] = set()
         self._last_heartbeat = 0.0
@@ -300,7 +302,8 @@ class SchedulerJob:
                 session, self._dags, now=now,
                 default_queue=self._settings.celery.default_queue))
         with session_scope(self._factory) as session:
-            self._count(stats, schedule_dag_runs(session, self._dags, now=now))
+            self._count(stats, schedule_dag_runs(session, self._dags, now=now,
+                                                          memo=self._run_memo))
         self._queue_and_publish(job_id, now, stats)
         self._executor.sync()
         self._process_events(self._executor.get_event_buffer(), stats)

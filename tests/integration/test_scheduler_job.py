@@ -21,6 +21,7 @@ from squall.common.db import SessionFactory, session_scope
 from squall.common.models import DagModel, DagRun, Job, TaskInstance
 from squall.common.settings import Settings
 from squall.common.state import DagRunState, DagRunType, JobState, TaskInstanceState
+from squall.scheduler.dag_runs import REDECIDE_AFTER_SECONDS
 from squall.scheduler.executor import EventKind
 from squall.scheduler.job import FAILED_BEFORE_START, SchedulerJob
 from tests.support.scheduling import FakeExecutor, Noop, sync_dags
@@ -434,3 +435,47 @@ def test_queued_runs_of_a_full_dag_do_not_starve_others(
     assert [r.state for r in runs(session_factory, "free")] == [DagRunState.RUNNING]
     assert [r.state for r in runs(session_factory, "full")] == [
         DagRunState.RUNNING, DagRunState.QUEUED, DagRunState.QUEUED, DagRunState.QUEUED]
+
+
+def decided_at(sf: SessionFactory, dag_id: str) -> list[datetime | None]:
+    return [r.last_scheduling_decision and r.last_scheduling_decision.replace(tzinfo=UTC)
+            for r in runs(sf, dag_id)]
+
+
+def test_only_runs_whose_task_instances_changed_are_decided_again(
+        job: SchedulerJob, session_factory: SessionFactory, fake: FakeExecutor,
+        clock: Clock) -> None:
+    dags = []
+    for name in ("calm", "busy"):
+        dag = DAG(name, schedule=None, start_date=MIDNIGHT_3_DAYS_AGO)
+        with dag:
+            Noop(task_id="a") >> Noop(task_id="b")
+        dags.append(dag)
+    sync_dags(session_factory, *dags, now=NOW)
+    for dag in dags:
+        manual_run(session_factory, dag)
+    job.run_once()  # both runs start; their roots are queued
+    clock.now = NOW + timedelta(seconds=0.5)
+    job.run_once()  # decided again as running runs, which the memo had not seen yet
+    first = {d: decided_at(session_factory, d) for d in ("calm", "busy")}
+
+    # nothing changed: neither run is decided again
+    clock.now = NOW + timedelta(seconds=1)
+    job.run_once()
+    assert {d: decided_at(session_factory, d) for d in ("calm", "busy")} == first
+
+    # busy's root finishes: only busy is decided, and its next task is queued
+    with session_scope(session_factory) as session:
+        session.execute(update(TaskInstance).where(TaskInstance.dag_id == "busy",
+                                                   TaskInstance.task_id == "a")
+                        .values(state=TI.SUCCESS.value, updated_at=clock.now))
+    clock.now = NOW + timedelta(seconds=1.5)
+    job.run_once()
+    assert decided_at(session_factory, "calm") == first["calm"]
+    assert decided_at(session_factory, "busy") == [clock.now]
+    assert tis(session_factory, "busy")["b"].state == TI.QUEUED
+
+    # after REDECIDE_AFTER_SECONDS an unchanged run is decided all the same
+    clock.now = NOW + timedelta(seconds=0.5 + REDECIDE_AFTER_SECONDS)
+    job.run_once()
+    assert decided_at(session_factory, "calm") == [clock.now]
