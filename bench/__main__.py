@@ -100,7 +100,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from bench.profile import run_profile
 
     return run_profile(Path(args.out), args.duration, _parse_set(args.set),
-                       args.workload.upper())
+                       args.workload.upper(), on_cpu=args.on_cpu)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=int, default=25, help="py-spy seconds")
     p.add_argument("--workload", default="W2", choices=["W1", "W2", "W3", "w1", "w2", "w3"])
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--on-cpu", action="store_true",
+                   help="sample running threads only (CPU), not waiting ones")
     p.set_defaults(func=cmd_profile)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_signal)

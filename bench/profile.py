@@ -47,7 +47,9 @@ def summarize(path: Path, top: int = 25) -> str:
 
 
 def run_profile(out_dir: Path, duration: int, extra_env: dict[str, str],
-                workload: str = "W2") -> int:
+                workload: str = "W2", on_cpu: bool = False) -> int:
+    """py-spy both trees during one run of ``workload``; ``on_cpu``: sample only threads
+    that are running (where the CPU goes), else waiting ones too (where the time goes)."""
     py_spy = _py_spy()
     out_dir.mkdir(parents=True, exist_ok=True)
     with BenchCluster("redis-pg", extra_env=extra_env, keep_home=True) as cluster:
@@ -59,7 +61,7 @@ def run_profile(out_dir: Path, duration: int, extra_env: dict[str, str],
             out = out_dir / f"{name}.txt"
             cmd = [py_spy, "record", "--pid", str(cluster.proc(name).pid), "--duration",
                    str(duration), "--rate", "200", "--format", "raw", "--subprocesses",
-                   "--idle", "--output", str(out)]
+                   *([] if on_cpu else ["--idle"]), "--output", str(out)]
             spies.append((out, subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                                                 stderr=subprocess.DEVNULL)))
         sample = WORKLOADS[workload][1](cluster)

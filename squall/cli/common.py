@@ -8,16 +8,19 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
 from sqlalchemy import Engine
 
 from squall.common import dbops
 from squall.common.db import SessionFactory, make_engine, make_session_factory
 from squall.common.errors import SquallError
 from squall.common.settings import Settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# rich is imported where it prints: long-running commands (scheduler, worker) never need it.
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,8 @@ class CliContext:
 
 
 def console() -> Console:
+    from rich.console import Console
+
     # Piped output is not cut to 80 columns: nothing a script reads should be ellipsised.
     return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
@@ -81,6 +86,8 @@ def print_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], output: s
         json.dump(list(rows), sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
         return
+    from rich.table import Table
+
     table = Table(title=title)
     for column in columns:
         table.add_column(column, overflow="fold")

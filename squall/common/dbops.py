@@ -14,19 +14,22 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, MetaData, select, text
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from squall.common.errors import SquallError
 from squall.common.models import DEFAULT_POOL, Base, Pool
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+# Alembic (and Mako) are imported where used: the scheduler and worker processes, which load
+# this module through the CLI, never migrate, and should not carry them in memory.
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,8 @@ def alembic_config(connection: Connection | None = None, url: str | None = None)
     Give either an open ``connection`` (used as is; the caller owns its transaction) or a
     ``url`` (``env.py`` then makes its own engine).
     """
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     if url is not None:
@@ -60,11 +65,23 @@ def alembic_config(connection: Connection | None = None, url: str | None = None)
 
 
 def _script() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config())
+
+
+#: The revision the migrations end at: what :func:`head_revision` returns without importing
+#: Alembic (a test checks it against the migration scripts; update it with a new migration).
+HEAD_REVISION = "0002"
 
 
 def head_revision() -> str:
     """The revision the migrations end at."""
+    return HEAD_REVISION
+
+
+def script_head_revision() -> str:
+    """The head revision as the migration scripts say (imports Alembic)."""
     heads = _script().get_heads()
     if len(heads) != 1:
         raise DatabaseMigrationError(f"migrations have {len(heads)} heads: {heads}")
@@ -76,9 +93,18 @@ def _safe_url(engine: Engine) -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The revision the database is at, or ``None`` when it was never migrated."""
+    """The revision the database is at, or ``None`` when it was never migrated.
+
+    Read from ``alembic_version`` with plain SQL, so that every command's start-up check
+    (:meth:`squall.cli.common.CliContext.session_factory`) does not import Alembic."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not sa_inspect(conn).has_table("alembic_version"):
+            return None
+        versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    if len(versions) > 1:
+        raise DatabaseMigrationError(f"the database has {len(versions)} Alembic heads: "
+                                     f"{sorted(versions)}")
+    return versions[0] if versions else None
 
 
 def migrate(engine: Engine) -> None:
@@ -88,6 +114,9 @@ def migrate(engine: Engine) -> None:
     write lock at ``BEGIN IMMEDIATE``), so two processes starting at once do not both try to
     create the tables.
     """
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
     log.debug("migrating %s to head", _safe_url(engine))
     try:
         with engine.begin() as conn:
@@ -165,6 +194,9 @@ def _describe_diff(diff: Any) -> str:
 
 def schema_diff(conn: Connection) -> list[str]:
     """How the database schema differs from the models, one readable line per difference."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
     ctx = MigrationContext.configure(conn, opts={"compare_type": True})
     return [_describe_diff(d) for d in compare_metadata(ctx, Base.metadata)]
 
@@ -175,6 +207,8 @@ def check(engine: Engine) -> list[str]:
     Reports an unreachable database, a revision other than the head one, and (at head) any
     difference between the tables in the database and the models.
     """
+    from alembic.runtime.migration import MigrationContext
+
     url = _safe_url(engine)
     try:
         head = head_revision()

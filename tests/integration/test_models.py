@@ -3,6 +3,8 @@ PostgreSQL (every test taking ``db_url`` / ``engine`` / ``session_factory`` runs
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -74,6 +76,19 @@ def test_migrations_build_the_schema(engine: Engine) -> None:
     assert [(p.pool, p.slots, p.description) for p in pools] == [
         (DEFAULT_POOL, 128, "Default pool")
     ]
+
+
+def test_head_revision_constant_matches_the_migration_scripts() -> None:
+    # HEAD_REVISION spares every command's start-up check an import of Alembic
+    assert dbops.head_revision() == dbops.script_head_revision()
+
+
+def test_no_alembic_or_rich_in_a_long_running_process() -> None:
+    code = ("import sys; from squall.cli import main; "
+            "print(sorted(m for m in ('alembic', 'mako', 'rich') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_migrate_empty_database_and_is_idempotent(engine: Engine) -> None:
