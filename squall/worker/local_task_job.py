@@ -44,18 +44,18 @@ import select
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
 from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, update
 from sqlalchemy import select as sql_select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from squall.common import xcom
@@ -102,6 +102,10 @@ JOB_TYPE = "LocalTaskJob"
 #: how long a task process may take to exit after SIGTERM before it gets SIGKILL
 KILL_GRACE_SECONDS = 5.0
 REASON_SIGTERM = "supervisor received SIGTERM"
+#: how often an outcome the database could not take is written again
+OUTCOME_RETRY_SECONDS = 1.0
+
+T = TypeVar("T")
 
 
 class SupervisorStatus(StrEnum):
@@ -161,6 +165,9 @@ class LocalTaskJob:
         self._channel: Connection | None = None  # to the forked task process
         self._started: StartedTry | None = None
         self._recorded: tuple[bool, str] | None = None  # (won, state) of the written outcome
+        self._pending: tuple[str, Any] | None = None  # a message not answered yet
+        self._pending_retry_at = 0.0
+        self._pending_failed = False  # a write of the pending message failed (logged once)
         self._job_finished = False
         self._task_recording = False
         self._metrics: Metrics = metrics if metrics is not None else LogMetrics()
@@ -219,6 +226,10 @@ class LocalTaskJob:
                                 try_number=self.try_number, job_id=self._job_id, **values)
 
     def _start(self, task_pid: int | None) -> int | None:
+        return self._once_more_on_disconnect("starting the try",
+                                             lambda: self._start_once(task_pid))
+
+    def _start_once(self, task_pid: int | None) -> int | None:
         """Insert the job row and move QUEUED -> RUNNING (recording ``task_pid``, or this
         process's pid), in one transaction; the job id, or None (and nothing written) when
         the compare-and-set loses."""
@@ -239,10 +250,11 @@ class LocalTaskJob:
             if won:
                 xcom.clear(session, dag_id=self.key.dag_id, run_id=self.key.run_id,
                            task_id=self.key.task_id)
-                dag_run = session.scalars(sql_select(DagRun).where(
-                    DagRun.dag_id == self.key.dag_id, DagRun.run_id == self.key.run_id)).one()
-                max_tries = session.scalar(sql_select(TaskInstance.max_tries)
-                                           .where(*self._key_clause()))
+                dag_run, max_tries = session.execute(
+                    sql_select(DagRun, TaskInstance.max_tries)
+                    .join(TaskInstance, (TaskInstance.dag_id == DagRun.dag_id)
+                          & (TaskInstance.run_id == DagRun.run_id))
+                    .where(*self._key_clause())).one()
                 self._started = StartedTry(job_id=job.id, max_tries=int(max_tries or 0),
                                            start_date=now, dag_run=dag_run_values(dag_run))
                 session.commit()
@@ -384,35 +396,69 @@ class LocalTaskJob:
     def _serve_channel(self) -> None:
         """Answer what the forked task process sent: write its outcome (or its load error)
         by compare-and-set, finishing the job row in the same transaction, and tell it
-        whether that won."""
+        whether that won. While the database cannot be written the outcome stays pending
+        (the task process waits for its answer) and is tried again every
+        :data:`OUTCOME_RETRY_SECONDS`."""
         channel = self._channel
-        while channel is not None and channel.poll():
+        if self._pending is None and channel is not None and channel.poll():
             try:
-                kind, payload = channel.recv()
+                self._pending = channel.recv()
             except (EOFError, OSError):
                 self._close_channel()
                 return
             self._task_recording = True
-            if kind == MSG_OUTCOME:
-                won = write_outcome(self._factory, self.key, try_number=self.try_number,
-                                    record=payload, on_recorded=self._finish_job_with,
-                                    quiet=True)
-                self._recorded = (won, payload.state.value)
-            else:
-                reason = str(payload)
-                with self._factory() as session:
-                    max_tries = session.scalar(sql_select(TaskInstance.max_tries)
-                                               .where(*self._key_clause()))
-                result = record_failure(self._factory, self.key, try_number=self.try_number,
-                                        max_tries=int(max_tries or 0),
-                                        start_date=self._started_at(), reason=reason,
-                                        on_recorded=self._finish_job_with)
-                won = result.recorded
-                self._recorded = (won, result.state.value)
-            try:
-                channel.send(won)
-            except OSError:
-                pass  # it died meanwhile; the outcome is written all the same
+        if self._pending is None or time.monotonic() < self._pending_retry_at:
+            return
+        try:
+            won, state = self._write_pending(*self._pending)
+        except SQLAlchemyError as exc:
+            if self._outage_since is None:  # one outage, counted once (heartbeats share it)
+                self._outage_since = time.monotonic()
+                self._metrics.incr(WORKER_OUTAGE)
+            if not self._pending_failed:
+                self._pending_failed = True
+                log.error("TaskInstance %s: database unreachable: the try's outcome is not "
+                          "written yet: %s; retrying every %.1f s", self.key, exc,
+                          OUTCOME_RETRY_SECONDS)
+            self._pending_retry_at = time.monotonic() + OUTCOME_RETRY_SECONDS
+            return
+        if self._outage_since is not None:
+            log.error("TaskInstance %s: database reachable again after %.1f s; outcome "
+                      "written", self.key, time.monotonic() - self._outage_since)
+            self._outage_since = None
+        self._pending = None
+        self._recorded = (won, state)
+        try:
+            if self._channel is not None:
+                self._channel.send(won)
+        except OSError:
+            pass  # it died meanwhile; the outcome is written all the same
+
+    def _write_pending(self, kind: str, payload: Any) -> tuple[bool, str]:
+        if kind == MSG_OUTCOME:
+            won = self._once_more_on_disconnect("writing the outcome", lambda: write_outcome(
+                self._factory, self.key, try_number=self.try_number, record=payload,
+                on_recorded=self._finish_job_with, quiet=True))
+            return won, payload.state.value
+        max_tries = self._started.max_tries if self._started is not None else 0
+        result = self._once_more_on_disconnect("recording the load error", lambda: (
+            record_failure(self._factory, self.key, try_number=self.try_number,
+                           max_tries=max_tries, start_date=self._started_at(),
+                           reason=str(payload), on_recorded=self._finish_job_with)))
+        return result.recorded, result.state.value
+
+    def _once_more_on_disconnect(self, what: str, call: Callable[[], T]) -> T:
+        """``call()``; once more if it failed because the pooled connection was dead (the
+        pool process's engine has no pre-ping: a database restart between two tries
+        shows up here, on the first statement)."""
+        try:
+            return call()
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            log.warning("TaskInstance %s: %s: the database connection was lost (%s); trying "
+                        "once more on a new one", self.key, what, exc.orig)
+            return call()
 
     def _finish_job_with(self, session: Session, _state: TaskInstanceState) -> None:
         now = utcnow()
@@ -488,7 +534,10 @@ class LocalTaskJob:
                                           pid=child.pid, exit_code=child.returncode)
                 now = time.monotonic()
                 if now < next_beat:
-                    self._wait(pidfd, next_beat - now)
+                    wait = next_beat - now
+                    if self._pending is not None:
+                        wait = min(wait, max(self._pending_retry_at - now, 0.0))
+                    self._wait(pidfd, wait)
                     continue
                 next_beat = now + self._heartbeat
                 changed = self._heartbeat_and_check()
@@ -514,13 +563,7 @@ class LocalTaskJob:
         """Beat the job row; None while the row is still this job's running try, else what
         it became."""
         try:
-            with session_scope(self._factory) as session:
-                session.execute(update(Job).where(Job.id == self._job_id)
-                                .values(latest_heartbeat=utcnow()))
-                row = session.execute(
-                    sql_select(TaskInstance.state, TaskInstance.try_number,
-                               TaskInstance.job_id).where(*self._key_clause())
-                ).one_or_none()
+            row = self._once_more_on_disconnect("heartbeat", self._beat)
         except SQLAlchemyError as exc:
             # never kill the task because the database is unreachable; retry next beat
             if self._outage_since is None:
@@ -545,6 +588,15 @@ class LocalTaskJob:
         if row.state != TaskInstanceState.RUNNING:
             return str(row.state)
         return None
+
+    def _beat(self) -> Any:
+        with session_scope(self._factory) as session:
+            session.execute(update(Job).where(Job.id == self._job_id)
+                            .values(latest_heartbeat=utcnow()))
+            return session.execute(
+                sql_select(TaskInstance.state, TaskInstance.try_number,
+                           TaskInstance.job_id).where(*self._key_clause())
+            ).one_or_none()
 
     def _wait(self, pidfd: int | None, timeout: float) -> None:
         """Sleep until the task process exits, a signal arrives, or ``timeout`` passes."""
@@ -578,6 +630,11 @@ class LocalTaskJob:
     def _on_task_exit(self, child: TaskProcessHandle, code: int) -> SupervisorResult:
         if self._started is not None:  # forked: this process writes the outcome
             self._serve_channel()  # anything it sent before it exited
+            deadline = time.monotonic() + self._settings.scheduler.zombie_threshold
+            while (self._pending is not None and time.monotonic() < deadline
+                   and not self._terminate_requested):
+                time.sleep(max(self._pending_retry_at - time.monotonic(), 0.05))  # backoff
+                self._serve_channel()
             if self._recorded is None:
                 return self._fail_try(SupervisorStatus.TASK_PROCESS_DIED, describe_exit(code),
                                       pid=child.pid, exit_code=code)
@@ -609,6 +666,11 @@ class LocalTaskJob:
 
     def _fail_try(self, status: SupervisorStatus, reason: str, **values: Any) -> SupervisorResult:
         """Record the running try failed / up_for_retry with ``reason`` (compare-and-set)."""
+        return self._once_more_on_disconnect(
+            "recording the failure", lambda: self._fail_try_once(status, reason, **values))
+
+    def _fail_try_once(self, status: SupervisorStatus, reason: str,
+                       **values: Any) -> SupervisorResult:
         with session_scope(self._factory) as session:
             ti = session.scalars(sql_select(TaskInstance).where(*self._key_clause())).first()
         state: str | None = None

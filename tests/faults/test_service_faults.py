@@ -159,3 +159,35 @@ def test_postgres_restarted_during_a_run(private_pg: PrivatePostgres,
         assert log.count("scheduler: database unreachable") == 1, log
     finally:
         fast_stop_all(cluster)
+
+
+def test_outcome_written_once_the_database_is_back(private_pg: PrivatePostgres,
+                                                  redis_server: RedisServer,
+                                                  tmp_path: Path) -> None:
+    """Fault: the metadata database is down when a task ends. The supervisor keeps the
+    outcome its task process sent and writes it once the database is back: the try
+    succeeds, in its first try, executed once (no zombie: the threshold is long here)."""
+    redis_server.flushall()
+    db_url = private_pg.create_database("faults_outcome_pending")
+    cluster = Cluster(home=tmp_path / "home", db_url=db_url,
+                      broker_url=redis_server.db_url(0), result_backend=redis_server.db_url(1),
+                      extra_env=fast_env({"scheduler": {"zombie_threshold": 120}}))
+    try:
+        exec_log = write_dag(cluster, "pending", width=1, sleep_first=2, retries=0)
+        cluster.cli("db", "migrate")
+        cluster.start_scheduler()
+        worker = cluster.start_worker(concurrency=1, wait=False)
+        run_id = trigger(cluster, "pending")
+        wait_for_execution(cluster, exec_log, "t0", 1)
+        private_pg.stop("fast")
+        try:
+            wait_until(lambda: "outcome is not written yet" in worker.log_path.read_text(
+                errors="replace"), 20, message="the supervisor to hold the outcome")
+        finally:
+            private_pg.start()
+        assert cluster.wait_for_run("pending", run_id, timeout=40) == "success", cluster.logs()
+        assert_each_try_once(cluster, exec_log, "pending", run_id)
+        assert cluster.task_instances("pending", run_id)["t0"].try_number == 1
+        assert "database reachable again" in worker.log_path.read_text(errors="replace")
+    finally:
+        fast_stop_all(cluster)
