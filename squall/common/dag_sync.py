@@ -154,7 +154,7 @@ def sync_to_db(
             stored.fileloc = fileloc
             stored.last_updated = now
 
-        if row.next_dagrun is None or timing_changed:
+        if (row.next_dagrun is None and dag.timetable.can_be_scheduled) or timing_changed:
             info = dag.timetable.next_dagrun_info(
                 last_automated_data_interval=_last_automated_interval(session, dag_id),
                 start_date=dag.start_date,
