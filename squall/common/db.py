@@ -7,12 +7,14 @@ its settings and hands the resulting :class:`~sqlalchemy.orm.sessionmaker` down.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from squall.common.errors import SettingsError
@@ -50,9 +52,38 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10,
             f"[database] sql_alchemy_conn: unsupported database {parsed.get_backend_name()!r}"
             " (use sqlite:/// or postgresql+psycopg2://)"
         )
-    kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_recycle=pool_recycle,
-                  pool_pre_ping=pool_pre_ping)
-    return create_engine(parsed, **kwargs)
+    kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_recycle=pool_recycle)
+    engine = create_engine(parsed, **kwargs)
+    if pool_pre_ping:
+        _ping_idle_connections(engine)
+    return engine
+
+
+#: A pooled connection idle for longer than this is pinged before it is handed out.
+PRE_PING_IDLE_SECONDS = 1.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """``pool_pre_ping``, for connections that sat idle in the pool for more than
+    :data:`PRE_PING_IDLE_SECONDS` only: one that was used a moment ago is almost surely
+    alive, and a loop checking out several times a second would otherwise pay a round trip
+    each time. A dead one is replaced before use (``DisconnectionError`` makes the pool
+    connect again); one that died within the second fails its first statement, which
+    callers already treat as an outage."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["squall_checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("squall_checked_in")
+        if since is None or time.monotonic() - since < PRE_PING_IDLE_SECONDS:
+            return  # new, or just used
+        try:
+            engine.dialect.do_ping(dbapi_conn)  # the dialect's own ping (in autocommit)
+        except Exception as exc:
+            raise DisconnectionError(f"pooled connection is gone: {exc}") from exc
 
 
 def _configure_sqlite(engine: Engine) -> None:
