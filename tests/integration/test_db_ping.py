@@ -22,7 +22,6 @@ def _kill(admin: Engine, pid: int) -> None:
         conn.commit()
 
 
-
 def test_an_idle_dead_connection_is_replaced(pg_engine: Engine,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(db, "PRE_PING_IDLE_SECONDS", 0.0)  # every pooled connection is idle
