@@ -89,6 +89,9 @@ log = logging.getLogger(__name__)
 TI = TaskInstanceState
 JOB_TYPE = "SchedulerJob"
 FAILED_BEFORE_START = "celery task failed before the task started"
+#: After a wake-up with several tries in flight, how long the loop waits for more changes
+#: (finished tries) to handle them together. A lone try (a chain) is not held up.
+WAKE_COALESCE_SECONDS = 0.01
 _SIGNAL_POLL_SECONDS = 0.1
 #: the longest wait between two loops while the database is unreachable
 MAX_OUTAGE_BACKOFF = 5.0
@@ -188,6 +191,10 @@ class SchedulerJob:
             step = min(remaining, _SIGNAL_POLL_SECONDS)
             if wake_on_change and self._waker is not None:
                 if self._waker.wait(step):
+                    if len(self._executor.running) > 1:
+                        # with several tries in flight, more finish within milliseconds of
+                        # this one: one loop for all of them costs less than a loop each
+                        self._stop.wait(WAKE_COALESCE_SECONDS)
                     return
             else:
                 self._stop.wait(step)

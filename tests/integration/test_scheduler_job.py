@@ -18,12 +18,12 @@ from sqlalchemy import Engine, event, select, update
 from squall.common.dag import DAG
 from squall.common.dagrun_ops import create_dag_run
 from squall.common.db import SessionFactory, session_scope
-from squall.common.models import DagModel, DagRun, Job, TaskInstance
+from squall.common.models import DagModel, DagRun, Job, TaskInstance, TaskInstanceKey
 from squall.common.settings import Settings
 from squall.common.state import DagRunState, DagRunType, JobState, TaskInstanceState
 from squall.scheduler.dag_runs import REDECIDE_AFTER_SECONDS
 from squall.scheduler.executor import EventKind
-from squall.scheduler.job import FAILED_BEFORE_START, SchedulerJob
+from squall.scheduler.job import FAILED_BEFORE_START, WAKE_COALESCE_SECONDS, SchedulerJob
 from tests.support.scheduling import FakeExecutor, Noop, sync_dags
 from tests.support.services import wait_until
 
@@ -479,3 +479,27 @@ def test_only_runs_whose_task_instances_changed_are_decided_again(
     clock.now = NOW + timedelta(seconds=0.5 + REDECIDE_AFTER_SECONDS)
     job.run_once()
     assert decided_at(session_factory, "calm") == [clock.now]
+
+
+class OneWakeUp:
+    """A waker that reports a change at once."""
+
+    def wait(self, timeout: float) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("in_flight, coalesced", [(0, False), (1, False), (2, True)])
+def test_a_wake_up_waits_briefly_for_more_only_with_several_tries_in_flight(
+        tmp_path: Path, session_factory: SessionFactory, fake: FakeExecutor,
+        in_flight: int, coalesced: bool) -> None:
+    job = SchedulerJob(make_settings(tmp_path), session_factory, fake, waker=OneWakeUp())
+    for i in range(in_flight):
+        fake.running[f"celery-{i}"] = (TaskInstanceKey("d", f"t{i}", "r"), 1)
+    waits: list[float | None] = []
+    job._stop = type("Recorder", (), {"wait": lambda _self, t=None: waits.append(t),
+                                       "is_set": lambda _self: False})()
+    job._idle(5.0, wake_on_change=True)  # returns at the wake-up, not after 5 s
+    assert waits == ([WAKE_COALESCE_SECONDS] if coalesced else [])
