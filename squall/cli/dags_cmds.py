@@ -18,6 +18,7 @@ from squall.common.dagbag import DagBag, sync_to_db
 from squall.common.db import session_scope
 from squall.common.errors import SquallError
 from squall.common.models import DagModel, ImportError_, utcnow
+from squall.common.wakeup import notify_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,8 @@ def set_paused(ctx: CliContext, args: argparse.Namespace) -> int:
             update(DagModel).where(DagModel.dag_id == args.dag_id)
             .values(is_paused=args.paused)
         ).rowcount  # type: ignore[attr-defined]
+        if changed and not args.paused:
+            notify_scheduler(session, f"dag {args.dag_id} unpaused")
     if not changed:
         raise CliError(f"DAG {args.dag_id!r} not found (see `squall dags list`)")
     print(f"DAG {args.dag_id}: {'paused' if args.paused else 'unpaused'}")

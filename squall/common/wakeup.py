@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "squall_scheduler"
 SQLITE_POLL_SECONDS = 0.02
+#: the poll while nothing at all is active (a trigger is then noticed within this)
+SQLITE_RELAXED_POLL_SECONDS = 0.1
 
 
 def notify_scheduler(session: Session, payload: str = "") -> None:
@@ -36,8 +38,9 @@ def notify_scheduler(session: Session, payload: str = "") -> None:
 
 
 class Waker(Protocol):
-    def wait(self, timeout: float) -> bool:
-        """Block up to ``timeout`` seconds; True when woken by a change."""
+    def wait(self, timeout: float, *, relaxed: bool = False) -> bool:
+        """Block up to ``timeout`` seconds; True when woken by a change. ``relaxed``: the
+        caller has nothing active, so a poller may look less often."""
 
     def close(self) -> None: ...
 
@@ -45,7 +48,7 @@ class Waker(Protocol):
 class SleepWaker:
     """No wake-ups: just sleep."""
 
-    def wait(self, timeout: float) -> bool:
+    def wait(self, timeout: float, *, relaxed: bool = False) -> bool:
         time.sleep(max(timeout, 0.0))
         return False
 
@@ -74,7 +77,7 @@ class PostgresWaker:
         self._raw = raw
         return dbapi
 
-    def wait(self, timeout: float) -> bool:
+    def wait(self, timeout: float, *, relaxed: bool = False) -> bool:
         try:
             if self._conn is None:
                 self._conn = self._connect()
@@ -124,8 +127,9 @@ class SqliteWaker:
         finally:
             cur.close()
 
-    def wait(self, timeout: float) -> bool:
+    def wait(self, timeout: float, *, relaxed: bool = False) -> bool:
         deadline = time.monotonic() + max(timeout, 0.0)
+        poll = SQLITE_RELAXED_POLL_SECONDS if relaxed else SQLITE_POLL_SECONDS
         try:
             if self._version is None:
                 self._version = self._data_version()
@@ -137,7 +141,7 @@ class SqliteWaker:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                time.sleep(min(SQLITE_POLL_SECONDS, remaining))
+                time.sleep(min(poll, remaining))
         except Exception as exc:
             log.debug("scheduler wake-up: data_version poll failed (%s)", exc)
             self.close()

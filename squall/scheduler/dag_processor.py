@@ -47,6 +47,7 @@ from squall.common.dagbag import DagBag, ParseResult, sync_to_db
 from squall.common.db import SessionFactory, make_engine, make_session_factory, session_scope
 from squall.common.models import utcnow
 from squall.common.settings import Settings
+from squall.common.wakeup import notify_scheduler
 from squall.scheduler.callback_runner import run_pending_callbacks
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ def parse_and_sync_once(settings: Settings, session_factory: SessionFactory, *,
     with session_scope(session_factory) as session:
         sync_to_db(session, result, paused_at_creation=core.dags_are_paused_at_creation,
                    now=utcnow(), known_files=result.files_parsed)
+        # a new or changed DAG may have a run due now: an idle scheduler looks at once
+        notify_scheduler(session, "dags parsed")
     log.debug("DAG processor: parsed %d file(s) in %.2f s: %d DAG(s), %d import error(s)",
               len(result.files_parsed), time.monotonic() - started, len(result.serialized),
               len(result.import_errors))

@@ -127,6 +127,7 @@ class RunDecisionMemo:
         self.redecide_after = redecide_after
         self._seen: dict[int, tuple[Any, str | None, datetime]] = {}
         self._pending: dict[int, Any] = {}  # the signatures read by the last due()
+        self.running_runs = 0  # how many running runs the last due() saw
 
     def due(self, session: Session, cache: SerializedDagCache, *, now: datetime,
             limit: int) -> list[int]:
@@ -137,6 +138,7 @@ class RunDecisionMemo:
             .join(DagModel, DagModel.dag_id == DagRun.dag_id)
             .where(DagRun.state == DagRunState.RUNNING.value, DagModel.is_paused.is_(False))
         ).all()
+        self.running_runs = len(runs)
         if not runs:
             self._seen.clear()
             return []
@@ -189,6 +191,8 @@ class RunStepStats:
     started: int = 0
     finished: int = 0
     tis_scheduled: int = 0
+    #: QUEUED and RUNNING runs of unpaused DAGs seen (with a memo: all of them)
+    active_runs: int = 0
     #: dag_ids that have due or active runs but no usable serialized DAG
     missing_dags: set[str] = field(default_factory=set)
 
@@ -267,9 +271,11 @@ def schedule_dag_runs(session: Session, cache: SerializedDagCache, *,
     queued = _runs(session, DagRunState.QUEUED, postgres)
     if memo is None:
         running = _runs(session, DagRunState.RUNNING, postgres)
+        stats.active_runs = len(queued) + len(running)
     else:
         running = _runs_by_id(session, memo.due(session, cache, now=now,
                                                 limit=MAX_RUNS_PER_LOOP), postgres)
+        stats.active_runs = len(queued) + memo.running_runs
     if not queued and not running:
         return stats
     dags = cache.get_many(session, {r.dag_id for r in (*queued, *running)})

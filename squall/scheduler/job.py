@@ -44,13 +44,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from sqlalchemy import select, tuple_, update
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy import func, select, tuple_, update
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from squall.common.dagbag import DEFAULT_EXAMPLES_FOLDER
@@ -58,6 +58,7 @@ from squall.common.dagrun_ops import handle_failure_state, next_retry_at
 from squall.common.db import SessionFactory, session_scope
 from squall.common.metrics import SCHEDULER_HEARTBEAT, SCHEDULER_OUTAGE, LogMetrics, Metrics
 from squall.common.models import (
+    DagModel,
     Job,
     TaskInstance,
     TaskInstanceKey,
@@ -66,7 +67,7 @@ from squall.common.models import (
 )
 from squall.common.settings import Settings
 from squall.common.state import JobState, TaskInstanceState
-from squall.common.wakeup import Waker
+from squall.common.wakeup import SleepWaker, Waker
 from squall.scheduler.critical_section import queue_scheduled_tis, requeue_failed_publishes
 from squall.scheduler.dag_processor import DagProcessor
 from squall.scheduler.dag_runs import (
@@ -130,6 +131,7 @@ class LoopStats:
     queued_timeouts: int = 0
     adopted: int = 0
     adoption_resets: int = 0
+    active_runs: int = 0  # QUEUED + RUNNING runs of unpaused DAGs
 
     @property
     def did_work(self) -> bool:
@@ -180,7 +182,8 @@ class SchedulerJob:
     def stopping(self) -> bool:
         return self._signalled or self._stop.is_set()
 
-    def _idle(self, seconds: float, *, wake_on_change: bool = False) -> None:
+    def _idle(self, seconds: float, *, wake_on_change: bool = False,
+              relaxed: bool = False) -> None:
         """Sleep ``seconds`` unless stopped (a signal is noticed within a tenth of a second),
         or, with ``wake_on_change``, until the waker reports a finished try."""
         deadline = time.monotonic() + seconds
@@ -190,7 +193,7 @@ class SchedulerJob:
                 return
             step = min(remaining, _SIGNAL_POLL_SECONDS)
             if wake_on_change and self._waker is not None:
-                if self._waker.wait(step):
+                if self._waker.wait(step, relaxed=relaxed):
                     if len(self._executor.running) > 1:
                         # with several tries in flight, more finish within milliseconds of
                         # this one: one loop for all of them costs less than a loop each
@@ -216,8 +219,9 @@ class SchedulerJob:
                     self._idle(self._outage_backoff)
                     self._outage_backoff = min(self._outage_backoff * 2, MAX_OUTAGE_BACKOFF)
                 elif not stats.did_work:
-                    self._idle(self._settings.scheduler.scheduler_idle_sleep_time,
-                               wake_on_change=True)
+                    seconds = self._idle_seconds(stats)
+                    self._idle(seconds, wake_on_change=True,
+                               relaxed=seconds > self._settings.scheduler.scheduler_idle_sleep_time)
             final = JobState.SUCCESS
         finally:
             try:
@@ -231,6 +235,31 @@ class SchedulerJob:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
         log.info("scheduler: job %s stopped after %d loop(s)", self.job_id, loops)
+
+    def _idle_seconds(self, stats: LoopStats) -> float:
+        """How long to sleep after a loop that did nothing: ``scheduler_idle_sleep_time``;
+        when nothing is active at all (no queued or running run, nothing in flight) and a
+        waker reports changes, until the next scheduled run is due, at most
+        ``scheduler_heartbeat_sec`` (the heartbeat and the watchdog's intervals are kept).
+        Triggers, unpausing, finished tries and DAG processor passes wake it earlier."""
+        cfg = self._settings.scheduler
+        idle = cfg.scheduler_idle_sleep_time
+        if (self._waker is None or isinstance(self._waker, SleepWaker)
+                or stats.active_runs or len(self._executor.running)
+                or cfg.scheduler_heartbeat_sec <= idle):
+            return idle
+        try:
+            with session_scope(self._factory) as session:
+                due = session.scalar(
+                    select(func.min(DagModel.next_dagrun_create_after))
+                    .where(DagModel.is_active.is_(True), DagModel.is_paused.is_(False)))
+        except SQLAlchemyError:
+            return idle  # the next loop meets the outage and backs off
+        longest = cfg.scheduler_heartbeat_sec
+        if due is not None:
+            due = due if due.tzinfo is not None else due.replace(tzinfo=UTC)
+            longest = min(longest, (due - self._clock()).total_seconds())
+        return max(idle, longest)
 
     def _run_once_guarded(self) -> LoopStats | None:
         """One loop; None when the database could not be used (the caller backs off)."""
@@ -325,6 +354,7 @@ class SchedulerJob:
         stats.runs_started += step.started
         stats.runs_finished += step.finished
         stats.tis_scheduled += step.tis_scheduled
+        stats.active_runs += step.active_runs
         new_missing = step.missing_dags - self._parse_requested_for
         if new_missing and self._processor is not None:
             # once per dag_id: a DAG whose file is gone must not make it parse every loop

@@ -23,7 +23,12 @@ from squall.common.settings import Settings
 from squall.common.state import DagRunState, DagRunType, JobState, TaskInstanceState
 from squall.scheduler.dag_runs import REDECIDE_AFTER_SECONDS
 from squall.scheduler.executor import EventKind
-from squall.scheduler.job import FAILED_BEFORE_START, WAKE_COALESCE_SECONDS, SchedulerJob
+from squall.scheduler.job import (
+    FAILED_BEFORE_START,
+    WAKE_COALESCE_SECONDS,
+    LoopStats,
+    SchedulerJob,
+)
 from tests.support.scheduling import FakeExecutor, Noop, sync_dags
 from tests.support.services import wait_until
 
@@ -484,7 +489,7 @@ def test_only_runs_whose_task_instances_changed_are_decided_again(
 class OneWakeUp:
     """A waker that reports a change at once."""
 
-    def wait(self, timeout: float) -> bool:
+    def wait(self, timeout: float, *, relaxed: bool = False) -> bool:
         return True
 
     def close(self) -> None:
@@ -503,3 +508,30 @@ def test_a_wake_up_waits_briefly_for_more_only_with_several_tries_in_flight(
                                        "is_set": lambda _self: False})()
     job._idle(5.0, wake_on_change=True)  # returns at the wake-up, not after 5 s
     assert waits == ([WAKE_COALESCE_SECONDS] if coalesced else [])
+
+
+def test_idle_sleep_is_longer_only_when_nothing_is_active(
+        tmp_path: Path, session_factory: SessionFactory, fake: FakeExecutor,
+        clock: Clock) -> None:
+    settings = make_settings(tmp_path, scheduler_idle_sleep_time=1.0,
+                             scheduler_heartbeat_sec=5.0)
+    job = SchedulerJob(settings, session_factory, fake, clock=clock, waker=OneWakeUp())
+    assert job._idle_seconds(LoopStats()) == 5.0  # nothing at all: until the heartbeat
+    assert job._idle_seconds(LoopStats(active_runs=1)) == 1.0
+    fake.running["celery-x"] = (TaskInstanceKey("d", "t", "r"), 1)
+    assert job._idle_seconds(LoopStats()) == 1.0
+    fake.running.clear()
+
+    # a scheduled run due in 2.5 s bounds it; one already due gives the normal sleep
+    dag = daily("cron_soon")
+    sync_dags(session_factory, dag, now=NOW)
+    with session_scope(session_factory) as session:
+        session.execute(update(DagModel).where(DagModel.dag_id == "cron_soon").values(
+            next_dagrun_create_after=NOW + timedelta(seconds=2.5)))
+    assert job._idle_seconds(LoopStats()) == pytest.approx(2.5)
+    clock.now = NOW + timedelta(seconds=10)
+    assert job._idle_seconds(LoopStats()) == 1.0
+
+    # without a waker that reports changes, the normal sleep
+    plain = SchedulerJob(settings, session_factory, fake, clock=clock)
+    assert plain._idle_seconds(LoopStats()) == 1.0
