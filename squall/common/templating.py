@@ -218,7 +218,7 @@ def render_template_fields(
     XComArg values (also inside lists, tuples and dicts) are replaced by the value they
     refer to. Any failure raises :class:`TemplateError` naming the task and the field.
     """
-    env = jinja_env if jinja_env is not None else make_jinja_env(task.dag)
+    env = jinja_env
     for field in task.template_fields:
         if not hasattr(task, field):
             raise TemplateError(
@@ -226,8 +226,10 @@ def render_template_fields(
                 f"{field!r} (listed in template_fields)"
             )
         value = getattr(task, field)
-        if value is None:
-            continue
+        if value is None or (isinstance(value, list | tuple | dict) and not value):
+            continue  # nothing to render (no Jinja environment is built for it)
+        if env is None:
+            env = make_jinja_env(task.dag)
         try:
             rendered = _render(value, context, env, task.template_ext, set())
         except TaskControl:
