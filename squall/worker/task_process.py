@@ -1,11 +1,15 @@
 """The task process: the child a LocalTaskJob supervisor starts to run one try.
 
-It runs either forked from the supervisor or in a new interpreter
-(``squall tasks run ... --raw``, with ``[core] execute_tasks_new_python_interpreter``); both
-end up in :func:`run_task_process`. The supervisor has already moved the task instance to
-RUNNING under its job; this process checks that it still is, imports the DAG file, and hands
-the task to :func:`squall.worker.runner.run_try`. A DAG file or task that cannot be loaded is
-recorded as a failed try (retried per ``retries``) with a reason naming the file.
+Forked (the default, ADR 9): :func:`run_forked_task_process` gets its task from the
+supervisor's :class:`DagFileCache` (or imports the DAG file itself), waits for the
+go-ahead (:class:`StartedTry`: the try started, with its run and ``max_tries``), hands the
+task to :func:`squall.worker.runner.run_try`, and sends the outcome back for the supervisor
+to write; it opens a database connection only when the task itself needs one (XCom, skips).
+In a new interpreter (``squall tasks run ... --raw``, with ``[core]
+execute_tasks_new_python_interpreter``): :func:`run_task_process` checks that the task
+instance is RUNNING under its job, imports the DAG file and records its own outcome. A DAG
+file or task that cannot be loaded is recorded as a failed try (retried per ``retries``)
+with a reason naming the file.
 
 :func:`record_failure` is also how the supervisor records a try whose task process died; the
 process-handling helpers at the end (exit descriptions, process groups, pidfds, the parent
