@@ -208,10 +208,9 @@ def _ask(channel: Connection, message: tuple[str, Any]) -> bool:
         return False
 
 
-def _run(settings: Settings, spec: TaskProcessSpec, factory: SessionFactory,
-         loaded: BaseOperator | TaskLoadError | None = None) -> int:
-    """Check that the try is still running under ``spec.job_id``, then run it (``loaded``:
-    the task or why it cannot be loaded, when already tried; else the DAG file is loaded)."""
+def _run(settings: Settings, spec: TaskProcessSpec, factory: SessionFactory) -> int:
+    """Check that the try is still running under ``spec.job_id``, load the DAG file and run
+    the try, recording its outcome (the new-interpreter path)."""
     key = spec.key
     with session_scope(factory) as session:
         ti = session.scalars(select(TaskInstance).where(
@@ -229,19 +228,15 @@ def _run(settings: Settings, spec: TaskProcessSpec, factory: SessionFactory,
 
     log_path = task_log_path(settings.log_folder, key, spec.try_number)
     start_date = ti.start_date or utcnow()
-    if loaded is None:
-        try:
-            loaded = load_task(settings, spec.dag_file, key)
-        except TaskLoadError as exc:
-            loaded = exc
-    if isinstance(loaded, TaskLoadError):
+    try:
+        task = load_task(settings, spec.dag_file, key)
+    except TaskLoadError as exc:
         with task_log_handler(log_path):
-            log.error("TaskInstance %s: try %d cannot run: %s", key, spec.try_number, loaded)
+            log.error("TaskInstance %s: try %d cannot run: %s", key, spec.try_number, exc)
             spec.notify_recording()
             record_failure(factory, key, try_number=spec.try_number, max_tries=ti.max_tries,
-                           start_date=start_date, reason=str(loaded))
+                           start_date=start_date, reason=str(exc))
         return EXIT_OK
-    task = loaded
     run_try(task, dag_run, try_number=spec.try_number, max_tries=ti.max_tries,
             start_date=start_date, session_factory=factory, hostname=spec.hostname,
             log_path=log_path, on_recording=spec.notify_recording, clear_xcom=False)
