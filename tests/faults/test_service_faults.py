@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import fast_env, fast_stop_all, new_cluster, trigger, write_dag
+from tests.faults.conftest import fast_stop_all, new_cluster, trigger, write_dag
 from tests.faults.helpers import assert_each_try_once, wait_for_execution
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, Proc
 from tests.support.faults import (
     PersistentRedisServer,
     PrivatePostgres,
@@ -126,17 +126,33 @@ def test_broker_stopped_during_publish_burst_then_restarted(
         statsd.close()
 
 
+def _private_pg_cluster(private_pg: PrivatePostgres, redis_server: RedisServer,
+                        tmp_path: Path, database: str,
+                        overrides: dict[str, dict[str, object]] | None = None) -> Cluster:
+    """A cluster on a new database of the private PostgreSQL and the flushed private Redis."""
+    redis_server.flushall()
+    return new_cluster(tmp_path / "home", private_pg.create_database(database),
+                       redis_server.db_url(0), redis_server.db_url(1), overrides)
+
+
+def _postgres_down_until(private_pg: PrivatePostgres, worker: Proc, line: str, timeout: float,
+                         message: str) -> None:
+    """Stop the private PostgreSQL until the worker logs ``line``, then start it again."""
+    private_pg.stop("fast")
+    try:
+        wait_until(lambda: line in worker.log_path.read_text(errors="replace"), timeout,
+                   message=message)
+    finally:
+        private_pg.start()
+
+
 def test_postgres_restarted_during_a_run(private_pg: PrivatePostgres,
                                          redis_server: RedisServer, tmp_path: Path) -> None:
     """Fault: the metadata database (a private PostgreSQL cluster) is stopped while a task
     runs -- the worker's heartbeat fails -- and started again. Scheduler and worker
     reconnect; the 3-task chain completes; each task executed once, in its first try; the
     scheduler logs the outage once."""
-    redis_server.flushall()
-    db_url = private_pg.create_database("faults_pg_restart")
-    cluster = Cluster(home=tmp_path / "home", db_url=db_url,
-                      broker_url=redis_server.db_url(0), result_backend=redis_server.db_url(1),
-                      extra_env=fast_env())
+    cluster = _private_pg_cluster(private_pg, redis_server, tmp_path, "faults_pg_restart")
     try:
         exec_log = write_dag(cluster, "chain", width=3, sleep_first=3, chain=True, retries=0)
         cluster.cli("db", "migrate")
@@ -144,12 +160,8 @@ def test_postgres_restarted_during_a_run(private_pg: PrivatePostgres,
         worker = cluster.start_worker(concurrency=2, wait=False)
         run_id = trigger(cluster, "chain")
         wait_for_execution(cluster, exec_log, "t1", 1)
-        private_pg.stop("fast")
-        try:
-            wait_until(lambda: "heartbeat of job" in worker.log_path.read_text(errors="replace"),
-                       10, message="the worker's heartbeat to fail")
-        finally:
-            private_pg.start()
+        _postgres_down_until(private_pg, worker, "heartbeat of job", 10,
+                             "the worker's heartbeat to fail")
         assert cluster.wait_for_run("chain", run_id, timeout=40) == "success", cluster.logs()
         assert_each_try_once(cluster, exec_log, "chain", run_id)
         assert [ti.try_number for ti in cluster.task_instances("chain", run_id).values()] == [
@@ -167,11 +179,8 @@ def test_outcome_written_once_the_database_is_back(private_pg: PrivatePostgres,
     """Fault: the metadata database is down when a task ends. The supervisor keeps the
     outcome its task process sent and writes it once the database is back: the try
     succeeds, in its first try, executed once (no zombie: the threshold is long here)."""
-    redis_server.flushall()
-    db_url = private_pg.create_database("faults_outcome_pending")
-    cluster = Cluster(home=tmp_path / "home", db_url=db_url,
-                      broker_url=redis_server.db_url(0), result_backend=redis_server.db_url(1),
-                      extra_env=fast_env({"scheduler": {"zombie_threshold": 120}}))
+    cluster = _private_pg_cluster(private_pg, redis_server, tmp_path, "faults_outcome_pending",
+                                  {"scheduler": {"zombie_threshold": 120}})
     try:
         exec_log = write_dag(cluster, "pending", width=1, sleep_first=2, retries=0)
         cluster.cli("db", "migrate")
@@ -179,12 +188,8 @@ def test_outcome_written_once_the_database_is_back(private_pg: PrivatePostgres,
         worker = cluster.start_worker(concurrency=1, wait=False)
         run_id = trigger(cluster, "pending")
         wait_for_execution(cluster, exec_log, "t0", 1)
-        private_pg.stop("fast")
-        try:
-            wait_until(lambda: "outcome is not written yet" in worker.log_path.read_text(
-                errors="replace"), 20, message="the supervisor to hold the outcome")
-        finally:
-            private_pg.start()
+        _postgres_down_until(private_pg, worker, "outcome is not written yet", 20,
+                             "the supervisor to hold the outcome")
         assert cluster.wait_for_run("pending", run_id, timeout=40) == "success", cluster.logs()
         assert_each_try_once(cluster, exec_log, "pending", run_id)
         assert cluster.task_instances("pending", run_id)["t0"].try_number == 1
