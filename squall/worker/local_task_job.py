@@ -449,9 +449,9 @@ class LocalTaskJob:
         return result.recorded, result.state.value
 
     def _once_more_on_disconnect(self, what: str, call: Callable[[], T]) -> T:
-        """``call()``; once more if it failed because the pooled connection was dead (the
-        pool process's engine has no pre-ping: a database restart between two tries
-        shows up here, on the first statement)."""
+        """``call()``; once more if it failed because the pooled connection was dead: one
+        used less than ``PRE_PING_IDLE_SECONDS`` ago is not pinged (``common/db.py``), so a
+        database restart just then shows up here, on the first statement."""
         try:
             return call()
         except DBAPIError as exc:

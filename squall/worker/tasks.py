@@ -119,18 +119,14 @@ _metrics: dict[int, Metrics] = {}
 
 
 def process_engine(settings: Settings) -> Engine:
-    """This process's long-lived engine for ``settings``' database (made on first use).
-
-    Without pre-ping (a round trip per checkout, several per try): the supervisor tries a
-    statement once more when its pooled connection turns out dead (a database restart
-    between two tries), and tolerates outages where it must.
-    """
+    """This process's long-lived engine for ``settings``' database (made on first use)."""
     key = (os.getpid(), settings.sql_alchemy_conn)
     engine = _engines.get(key)
     if engine is None:
         db = settings.database
         engine = make_engine(settings.sql_alchemy_conn, pool_size=1, max_overflow=2,
-                             pool_recycle=db.sql_alchemy_pool_recycle, pool_pre_ping=False)
+                             pool_recycle=db.sql_alchemy_pool_recycle,
+                             pool_pre_ping=db.sql_alchemy_pool_pre_ping)
         _engines[key] = engine
     return engine
 
