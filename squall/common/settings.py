@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from squall.common.errors import SettingsError
 
@@ -44,6 +44,18 @@ class CoreSettings(_Section):
     execute_tasks_new_python_interpreter: bool = False
     dags_are_paused_at_creation: bool = False
     default_task_retries: int = Field(default=0, ge=0)
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        import pendulum
+
+        try:
+            pendulum.timezone(value)
+        except ValueError:
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as "
+                             "'Europe/Amsterdam', or 'UTC')") from None
+        return value
 
 
 class DatabaseSettings(_Section):
@@ -95,11 +107,6 @@ class LoggingSettings(_Section):
     logging_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
 
-class ApiSettings(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=1, le=65535)
-
-
 class MetricsSettings(_Section):
     statsd_on: bool = False
     statsd_host: str = "localhost"
@@ -113,7 +120,6 @@ _SECTIONS: dict[str, type[_Section]] = {
     "celery": CelerySettings,
     "scheduler": SchedulerSettings,
     "logging": LoggingSettings,
-    "api": ApiSettings,
     "metrics": MetricsSettings,
 }
 
@@ -129,7 +135,6 @@ class Settings(BaseModel):
     celery: CelerySettings
     scheduler: SchedulerSettings
     logging: LoggingSettings
-    api: ApiSettings
     metrics: MetricsSettings
     #: where each non-default value came from, "section.key" -> "file PATH" / "env NAME"
     sources: dict[str, str] = Field(default_factory=dict)
@@ -242,7 +247,8 @@ def _check_key(section: str, key: str, origin: str) -> None:
     model = _SECTIONS.get(section)
     if model is None:
         raise SettingsError(
-            f"{origin}: unknown section [{section}] (known: {', '.join(sorted(_SECTIONS))})"
+            f"{origin}: unknown setting [{section}] {key}: unknown section [{section}] "
+            f"(known: {', '.join(sorted(_SECTIONS))})"
         )
     if key not in model.model_fields:
         raise SettingsError(f"{origin}: unknown setting [{section}] {key}")

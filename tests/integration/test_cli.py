@@ -357,18 +357,18 @@ def rows_by_key(result: Result) -> dict[str, dict[str, str]]:
 
 def test_config_list_shows_values_and_sources(cli: CliRunner, tmp_path: Path) -> None:
     toml = tmp_path / "squall.toml"
-    toml.write_text("[api]\nport = 9090\n")
+    toml.write_text("[metrics]\nstatsd_port = 9090\n")
     rows = rows_by_key(cli("config", "list", "-o", "json",
                            env={"SQUALL__CORE__PARALLELISM": "7"}))
     assert rows["core.parallelism"]["value"] == "7"
     assert rows["core.parallelism"]["source"] == "env SQUALL__CORE__PARALLELISM"
-    assert rows["api.port"] == {"section": "api", "key": "port", "value": "9090",
-                                "source": f"file {toml}"}
+    assert rows["metrics.statsd_port"] == {"section": "metrics", "key": "statsd_port",
+                                           "value": "9090", "source": f"file {toml}"}
     assert rows["core.dags_folder"]["value"] == str(tmp_path / "dags")
     assert rows["core.dags_folder"]["source"] == "default"
     assert rows["core.load_examples"]["value"] == "false"
     assert {r["source"] for k, r in rows.items()
-            if k not in ("core.parallelism", "api.port")} == {"default"}
+            if k not in ("core.parallelism", "metrics.statsd_port")} == {"default"}
 
 
 def test_config_list_masks_passwords(cli: CliRunner) -> None:

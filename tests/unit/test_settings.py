@@ -98,21 +98,21 @@ dag_ignore_file_syntax = "glob"
 [celery]
 default_queue = "fast"
 
-[api]
-port = 9090
+[metrics]
+statsd_port = 9090
 """)
     settings = Settings.load(env=env_for(home))
     assert settings.core.parallelism == 8
     assert settings.core.load_examples is True
     assert settings.core.dag_ignore_file_syntax == "glob"
     assert settings.celery.default_queue == "fast"
-    assert settings.api.port == 9090
+    assert settings.metrics.statsd_port == 9090
     assert settings.sources == {
         "core.parallelism": f"file {path}",
         "core.load_examples": f"file {path}",
         "core.dag_ignore_file_syntax": f"file {path}",
         "celery.default_queue": f"file {path}",
-        "api.port": f"file {path}",
+        "metrics.statsd_port": f"file {path}",
     }
 
 
@@ -148,15 +148,16 @@ def test_env_overrides_file(home: Path) -> None:
 def test_overrides_win_over_env_and_file(home: Path) -> None:
     write_toml(home / "squall.toml", "[core]\nparallelism = 8\n")
     settings = Settings.load(
-        env=env_for(home, SQUALL__CORE__PARALLELISM="12", SQUALL__API__PORT="9000"),
+        env=env_for(home, SQUALL__CORE__PARALLELISM="12",
+                   SQUALL__METRICS__STATSD_PORT="9000"),
         overrides={"core": {"parallelism": 3}, "celery": {"worker_concurrency": 2}},
     )
     assert settings.core.parallelism == 3
-    assert settings.api.port == 9000
+    assert settings.metrics.statsd_port == 9000
     assert settings.celery.worker_concurrency == 2
     assert settings.sources == {
         "core.parallelism": "override",
-        "api.port": "env SQUALL__API__PORT",
+        "metrics.statsd_port": "env SQUALL__METRICS__STATSD_PORT",
         "celery.worker_concurrency": "override",
     }
 
@@ -192,9 +193,9 @@ def test_invalid_bool_from_env(home: Path) -> None:
 
 def test_numbers_from_env(home: Path) -> None:
     settings = Settings.load(env=env_for(home, SQUALL__CELERY__OPERATION_TIMEOUT="2.5",
-                                         SQUALL__API__PORT="8081"))
+                                         SQUALL__METRICS__STATSD_PORT="8081"))
     assert settings.celery.operation_timeout == 2.5
-    assert settings.api.port == 8081
+    assert settings.metrics.statsd_port == 8081
 
 
 @pytest.mark.parametrize("level", ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
@@ -225,11 +226,11 @@ def test_invalid_value_from_env_names_key_value_and_variable(home: Path) -> None
 
 
 def test_invalid_value_from_file_names_key_value_and_file(home: Path) -> None:
-    path = write_toml(home / "squall.toml", "[api]\nport = 70000\n")
+    path = write_toml(home / "squall.toml", "[metrics]\nstatsd_port = 70000\n")
     with pytest.raises(SettingsError) as info:
         Settings.load(env=env_for(home))
     message = str(info.value)
-    assert "[api] port" in message
+    assert "[metrics] statsd_port" in message
     assert "70000" in message
     assert f"file {path}" in message
 
@@ -269,6 +270,32 @@ def test_unknown_env_variables(home: Path, name: str, fragment: str) -> None:
     assert f"environment variable {name}" in str(info.value)
 
 
+@pytest.mark.parametrize("key", ["host", "port"])
+def test_api_keys_are_unknown_until_there_is_an_api(home: Path, key: str) -> None:
+    # [api] host / port were accepted and read by nothing: there is no API server yet
+    name = f"SQUALL__API__{key.upper()}"
+    with pytest.raises(SettingsError) as info:
+        Settings.load(env=env_for(home, **{name: "8080"}))
+    assert f"environment variable {name}: unknown setting [api] {key}" in str(info.value)
+
+    path = write_toml(home / "squall.toml", f"[api]\n{key} = \"x\"\n")
+    with pytest.raises(SettingsError) as info:
+        Settings.load(env=env_for(home))
+    assert f"config file {path}: unknown setting [api] {key}" in str(info.value)
+
+
+def test_default_timezone_must_be_a_known_zone(home: Path) -> None:
+    assert Settings.load(env=env_for(
+        home, SQUALL__CORE__DEFAULT_TIMEZONE="Europe/Amsterdam")).core.default_timezone == (
+        "Europe/Amsterdam")
+    with pytest.raises(SettingsError) as info:
+        Settings.load(env=env_for(home, SQUALL__CORE__DEFAULT_TIMEZONE="Mars/Olympus"))
+    message = str(info.value)
+    assert "[core] default_timezone = 'Mars/Olympus'" in message
+    assert "env SQUALL__CORE__DEFAULT_TIMEZONE" in message
+    assert "unknown time zone" in message
+
+
 @pytest.mark.parametrize("name", [
     "SQUALL__CORE", "SQUALL__CORE__", "SQUALL____PARALLELISM", "SQUALL__CORE__PARALLELISM__X",
 ])
@@ -280,8 +307,8 @@ def test_malformed_env_variable_name(home: Path, name: str) -> None:
 
 
 def test_unknown_override(home: Path) -> None:
-    with pytest.raises(SettingsError, match=r"override: unknown setting \[api\] nope"):
-        Settings.load(env=env_for(home), overrides={"api": {"nope": 1}})
+    with pytest.raises(SettingsError, match=r"override: unknown setting \[metrics\] nope"):
+        Settings.load(env=env_for(home), overrides={"metrics": {"nope": 1}})
 
 
 def test_missing_config_file_argument(home: Path, tmp_path: Path) -> None:
@@ -348,8 +375,7 @@ def test_get_unknown_key(home: Path, section: str, key: str, fragment: str) -> N
 def test_as_dict_lists_every_section_and_key(home: Path) -> None:
     settings = Settings.load(env=env_for(home, SQUALL__SCHEDULER__CATCHUP_BY_DEFAULT="false"))
     data = settings.as_dict()
-    assert set(data) == {"core", "database", "celery", "scheduler", "logging", "api",
-                         "metrics"}
+    assert set(data) == {"core", "database", "celery", "scheduler", "logging", "metrics"}
     for section, values in data.items():
         assert set(values) == set(type(getattr(settings, section)).model_fields)
         for key, value in values.items():
@@ -358,4 +384,3 @@ def test_as_dict_lists_every_section_and_key(home: Path) -> None:
     assert data["database"]["sql_alchemy_conn"] == f"sqlite:///{home / 'squall.db'}"
     assert data["logging"]["base_log_folder"] == str(home / "logs")
     assert data["scheduler"]["catchup_by_default"] is False
-    assert data["api"]["port"] == 8080
