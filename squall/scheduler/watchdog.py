@@ -158,6 +158,7 @@ def fail_stuck_queued(session: Session, dags: Mapping[str, DAG], *, now: datetim
             metrics.incr(QUEUED_TIMEOUT)
             log.warning("TaskInstance %s: try %d: %s; now %s", ti.key, ti.try_number, reason,
                         new_state.value)
+            _request_callback(session, ti, new_state, reason, dags, now)
             if ti.external_executor_id:
                 revoke.append(ti.external_executor_id)
     return revoke

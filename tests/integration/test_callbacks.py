@@ -198,6 +198,33 @@ def test_zombie_callbacks_run_once_in_a_child(db_url: str, tmp_path: Path, marke
         assert ti.state == TI.FAILED
 
 
+def test_queued_timeout_requests_the_callback_like_any_failure(
+        db_url: str, tmp_path: Path, markers: Path, session_factory: SessionFactory) -> None:
+    """A try failed by task_queued_timeout asks for on_retry / on_failure_callback in the
+    transaction of its compare-and-set, and the DAG processor runs it."""
+    settings, dag, run_id = setup(db_url, tmp_path, session_factory, markers)
+    long_ago = utcnow() - timedelta(seconds=700)
+    with session_scope(session_factory) as session:
+        session.execute(update(TaskInstance).where(
+            TaskInstance.run_id == run_id, TaskInstance.task_id.in_(["t", "plain"])).values(
+                state=TI.QUEUED.value, try_number=1, external_executor_id="celery-id",
+                queued_dttm=long_ago))
+        session.execute(update(TaskInstance).where(
+            TaskInstance.run_id == run_id, TaskInstance.task_id == "t").values(max_tries=1))
+    with session_scope(session_factory) as session:
+        revoked = watchdog.fail_stuck_queued(session, {dag.dag_id: dag}, now=utcnow(),
+                                             timeout=600, metrics=LogMetrics())
+    assert revoked == ["celery-id", "celery-id"]
+    [request] = requests(session_factory)  # "plain" has no callback: no request
+    assert (request.kind, request.task_id, request.try_number) == ("task_retry", "t", 1)
+    assert request.message == "queued for more than 600 s (task_queued_timeout)"
+
+    assert run_pending_callbacks(settings, session_factory) == 1
+    [retry] = read_marker(markers, "task_retry")
+    assert (retry["task_id"], retry["try"], retry["run_id"]) == ("t", 1, run_id)
+    assert retry["reason"] == "queued for more than 600 s (task_queued_timeout)"
+
+
 def test_no_request_when_the_compare_and_set_lost(db_url: str, tmp_path: Path,
                                                   markers: Path,
                                                   session_factory: SessionFactory,
