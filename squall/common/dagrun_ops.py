@@ -32,11 +32,11 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from squall.common.deps import (
+    PreviousInstance,
     TriggerDecision,
     UpstreamCounts,
     evaluate_trigger_rule,
-    past_ok,
-    past_pending,
+    past_wait_reason,
     retry_period_elapsed,
 )
 from squall.common.errors import DagNotFound, DagRunAlreadyExists
@@ -78,6 +78,8 @@ _MAX_KEYS_PER_STATEMENT = 2000
 _MAX_KEYS_OLD_SQLITE = 300
 #: How often update_dag_run re-reads and re-decides after a racing writer won a guard.
 _MAX_DECISION_ROUNDS = 3
+#: The ``state_reason`` column's length.
+_MAX_REASON = 2000
 
 
 # --------------------------------------------------------------------------- DAG shape
@@ -131,6 +133,8 @@ class DagLike(Protocol):
     def dagrun_timeout(self) -> timedelta | None: ...
     @property
     def timetable(self) -> Timetable: ...
+    @property
+    def catchup(self) -> bool: ...
 
 
 # --------------------------------------------------------------------------- results
@@ -150,6 +154,8 @@ class RunUpdate:
     reason: str | None = None
     #: task ids marked SKIPPED / UPSTREAM_FAILED / REMOVED by this update, by new state
     changed: dict[str, list[str]] = field(default_factory=dict)
+    #: task id -> why ``depends_on_past`` holds it back (also its ``state_reason``)
+    waiting_on_past: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -326,10 +332,14 @@ def update_dag_run(
       call); those whose rule is met (and whose ``depends_on_past`` is satisfied) are
       returned as schedulable, as are ``up_for_retry`` / ``up_for_reschedule`` ones whose
       wait is over. Rows of tasks no longer in the DAG are marked ``removed``.
+    * A task instance whose rule is met but which ``depends_on_past`` holds back waits, with
+      the reason (which previous task instance, in what state) in its ``state_reason``; the
+      run goes on waiting, as in Airflow 2, however the previous instance ended: it may be
+      cleared or set to success.
     * When every task instance has finished the run succeeds if every leaf succeeded or was
       skipped, and fails if a leaf failed or is upstream_failed (Airflow 2's rule). When
       some have not finished but none can make progress (nothing schedulable, nothing in
-      flight, nothing waiting for a previous run still in progress) it fails as deadlocked.
+      flight, nothing held back by ``depends_on_past``) it fails as deadlocked.
 
     One SELECT loads the run's task instances; state changes are a few bulk UPDATEs, each
     guarded by the state the row was seen in. The run's own changes are left to the flush.
@@ -368,8 +378,10 @@ def update_dag_run(
 
     final, reason = _run_outcome(dag, dag_run, tis, plan)
     if final is None:
+        _record_past_waits(session, plan.waiting_on_past, now)
         return RunUpdate(schedulable=plan.schedulable, state=DagRunState.RUNNING,
-                         changed=changed)
+                         changed=changed, waiting_on_past={
+                             ti.task_id: why for ti, why in plan.waiting_on_past})
     _finish(dag_run, final, now)
     log.info("DagRun %s %s: %s (%s)", dag_run.dag_id, dag_run.run_id, final.value, reason)
     return RunUpdate(schedulable=[], state=final, finished_now=True, reason=reason,
@@ -383,10 +395,8 @@ class _Plan:
     #: new state -> task instances to move there (with the states they are expected in)
     moves: dict[TaskInstanceState, list[TaskInstance]] = field(default_factory=dict)
     schedulable: list[TaskInstance] = field(default_factory=list)
-    #: waiting for a previous run that has not finished: not a deadlock
-    waiting_on_past: bool = False
-    #: refused by depends_on_past for good (the previous run's instance did not succeed)
-    blocked_by_past: list[str] = field(default_factory=list)
+    #: held back by depends_on_past, and why: a wait, not a deadlock
+    waiting_on_past: list[tuple[TaskInstance, str]] = field(default_factory=list)
 
 
 def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskInstance],
@@ -441,42 +451,67 @@ def _filter_depends_on_past(session: Session, dag: DagLike, dag_run: DagRun,
                             candidates: list[TaskInstance],
                             downstream: Mapping[str, AbstractSet[str]],
                             plan: _Plan) -> list[TaskInstance]:
+    """The candidates ``depends_on_past`` lets run; the others go to ``plan.waiting_on_past``.
+
+    The previous run is Airflow 2's: the latest run of the DAG with an earlier logical
+    date, leaving out manual runs when the DAG catches up (``catchup``).
+    """
     tasks = dag.task_dict
     if not any(tasks[ti.task_id].depends_on_past for ti in candidates):
         return candidates
-    previous = session.execute(
+    stmt = (
         select(DagRun.run_id, DagRun.logical_date)
         .where(DagRun.dag_id == dag_run.dag_id, DagRun.logical_date < dag_run.logical_date)
         .order_by(DagRun.logical_date.desc())
         .limit(1)
-    ).first()
-    previous_states: dict[str, str] = {}
-    if previous is not None:
-        previous_states = {
-            row.task_id: row.state
-            for row in session.execute(
-                select(TaskInstance.task_id, TaskInstance.state).where(
-                    TaskInstance.dag_id == dag_run.dag_id,
-                    TaskInstance.run_id == previous.run_id,
-                )
+    )
+    if dag.catchup:
+        stmt = stmt.where(DagRun.run_type != DagRunType.MANUAL.value)
+    previous = session.execute(stmt).first()
+    if previous is None:
+        return candidates
+    previous_states: dict[str, str] = {
+        row.task_id: row.state
+        for row in session.execute(
+            select(TaskInstance.task_id, TaskInstance.state).where(
+                TaskInstance.dag_id == dag_run.dag_id,
+                TaskInstance.run_id == previous.run_id,
             )
-        }
+        )
+    }
     kept: list[TaskInstance] = []
     for ti in candidates:
         task = tasks[ti.task_id]
-        if not task.depends_on_past or previous is None:
+        if not task.depends_on_past:
             kept.append(ti)
             continue
-        prev_state = previous_states.get(ti.task_id)
-        down_states = [previous_states.get(d) for d in downstream.get(ti.task_id, ())]
-        if past_ok(prev_state, task.wait_for_downstream, down_states,
-                   task_start_date=task.start_date, previous_logical_date=previous.logical_date):
+        why = past_wait_reason(
+            PreviousInstance(
+                dag_id=dag_run.dag_id, task_id=ti.task_id, run_id=previous.run_id,
+                logical_date=previous.logical_date, state=previous_states.get(ti.task_id),
+                downstream_states={d: previous_states.get(d)
+                                   for d in downstream.get(ti.task_id, ())},
+            ),
+            wait_for_downstream=task.wait_for_downstream, task_start_date=task.start_date,
+        )
+        if why is None:
             kept.append(ti)
-        elif past_pending(prev_state, task.wait_for_downstream, down_states):
-            plan.waiting_on_past = True
         else:
-            plan.blocked_by_past.append(ti.task_id)
+            plan.waiting_on_past.append((ti, why))
     return kept
+
+
+def _record_past_waits(session: Session, waits: Sequence[tuple[TaskInstance, str]],
+                       now: datetime) -> None:
+    """Write why each task instance waits on the past into its ``state_reason``, when that
+    changed (guarded by the state it was seen in; a racing writer wins)."""
+    for ti, why in waits:
+        why = why[:_MAX_REASON]
+        if ti.state_reason == why:
+            continue
+        if _bulk_set(session, [ti], expected={ti.state}, values={"state_reason": why},
+                     now=now):
+            log.info("TaskInstance %s: waits (%s)", ti.key, why)
 
 
 def _apply(session: Session, plan: _Plan, now: datetime,
@@ -526,11 +561,8 @@ def _run_outcome(dag: DagLike, dag_run: DagRun, tis: Sequence[TaskInstance],
     if any(ti.state in IN_FLIGHT_STATES for ti in unfinished):
         return None, None
     stuck = sorted(ti.task_id for ti in unfinished)
-    detail = f"deadlock: no task instance can make progress ({_short_list(stuck)} waiting)"
-    if plan.blocked_by_past:
-        detail += (f"; depends_on_past not met by the previous run for "
-                   f"{_short_list(sorted(plan.blocked_by_past))}")
-    return DagRunState.FAILED, detail
+    return (DagRunState.FAILED,
+            f"deadlock: no task instance can make progress ({_short_list(stuck)} waiting)")
 
 
 def _time_out(session: Session, dag_run: DagRun, tis: Sequence[TaskInstance],
@@ -561,7 +593,8 @@ def schedule_tis(session: Session, tis: Sequence[TaskInstance], *, now: datetime
     """Move task instances to SCHEDULED if each is still in the state it was seen in.
 
     ``none`` and ``up_for_retry`` start a new try (``try_number + 1``); ``up_for_reschedule``
-    continues the same try. One UPDATE per current state (and per chunk of a few thousand
+    continues the same try. The ``state_reason`` (why it waited, or how the last try
+    ended) is cleared. One UPDATE per current state (and per chunk of a few thousand
     keys), each ``WHERE <key> IN (...) AND state = <that state>``. Returns how many moved;
     the moved objects are updated in place, and the ones a racing writer changed are
     expired so that they are read again on next access.
@@ -576,7 +609,7 @@ def schedule_tis(session: Session, tis: Sequence[TaskInstance], *, now: datetime
     for state, group in by_state.items():
         new_try = state != TI.UP_FOR_RESCHEDULE
         values: dict[str, Any] = {"state": TI.SCHEDULED.value, "next_retry_at": None,
-                                  "updated_at": now}
+                                  "state_reason": None, "updated_at": now}
         if new_try:
             values["try_number"] = TaskInstance.try_number + 1
         for chunk in _chunks(group, _chunk_size(session)):

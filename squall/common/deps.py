@@ -9,12 +9,12 @@ before every upstream is done.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from squall.common.state import FINISHED_STATES, UNFINISHED_STATES, TaskInstanceState
+from squall.common.state import FINISHED_STATES, TaskInstanceState
 from squall.common.trigger_rule import TriggerRule
 
 TI = TaskInstanceState
@@ -160,52 +160,60 @@ def retry_period_elapsed(ti_next_retry_at: datetime | None, now: datetime) -> bo
     return ti_next_retry_at is None or ti_next_retry_at <= now
 
 
-def past_ok(
-    previous_ti_state: str | None,
-    wait_for_downstream: bool = False,
-    previous_downstream_states: Iterable[str | None] = (),
+@dataclass(frozen=True)
+class PreviousInstance:
+    """The same task's instance in the previous run, as ``depends_on_past`` looks at it."""
+
+    dag_id: str
+    task_id: str
+    run_id: str
+    logical_date: datetime
+    #: its state; ``None`` when that run has no instance of the task (the task is newer)
+    state: str | None
+    #: the states of the task's direct downstreams in that run (``None``: no row)
+    downstream_states: Mapping[str, str | None] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.dag_id}.{self.task_id} of run {self.run_id}"
+
+
+def past_wait_reason(
+    previous: PreviousInstance | None,
     *,
-    task_start_date: datetime | None = None,
-    previous_logical_date: datetime | None = None,
-) -> bool:
-    """Whether ``depends_on_past`` lets a task instance run.
-
-    ``previous_ti_state`` is the state of the same task in the previous run (``None``: there
-    is no previous run, or it has no task instance of this task, e.g. the task is newer).
-    When the task's ``start_date`` is later than the previous run's logical date the
-    previous run is not looked at. Otherwise the previous task instance must have succeeded
-    or been skipped, and with ``wait_for_downstream`` so must the previous run's task
-    instances of the task's direct downstreams (rows that do not exist, ``None``, or were
-    removed are not waited for).
-    """
-    if (task_start_date is not None and previous_logical_date is not None
-            and task_start_date > previous_logical_date):
-        return True
-    if previous_ti_state is None:
-        return True
-    if previous_ti_state not in PAST_OK_STATES:
-        return False
-    if wait_for_downstream:
-        return all(
-            state is None or state == TI.REMOVED or state in PAST_OK_STATES
-            for state in previous_downstream_states
-        )
-    return True
-
-
-def past_pending(
-    previous_ti_state: str | None,
     wait_for_downstream: bool = False,
-    previous_downstream_states: Iterable[str | None] = (),
-) -> bool:
-    """Whether a ``depends_on_past`` refusal may still turn into a yes on its own.
+    task_start_date: datetime | None = None,
+) -> str | None:
+    """Why ``depends_on_past`` holds a task instance back, or ``None`` when it may run.
 
-    True when the previous run's task instance (or, with ``wait_for_downstream``, one of its
-    downstreams) has not finished yet; false when it finished in a state that does not
-    satisfy ``depends_on_past`` (a clear of the previous run is then the only way out).
+    ``previous`` is the task's instance in the previous run (``None``: there is no previous
+    run). The first instance of a task is never held back: with no previous run, when the
+    previous run has no instance of the task, or when the task's ``start_date`` is later
+    than the previous run's logical date. Otherwise the previous instance must have
+    succeeded or been skipped, and with ``wait_for_downstream`` so must the previous run's
+    instances of the task's direct downstreams (rows that do not exist or were removed are
+    not waited for).
+
+    A task instance held back waits; it is never a deadlock. The previous instance may
+    still be on its way, and one that failed can be cleared or set to success by hand.
     """
-    if previous_ti_state is not None and previous_ti_state in UNFINISHED_STATES:
-        return True
-    return wait_for_downstream and any(
-        state is not None and state in UNFINISHED_STATES for state in previous_downstream_states
-    )
+    if previous is None or previous.state is None:
+        return None
+    if task_start_date is not None and task_start_date > previous.logical_date:
+        return None
+    if previous.state not in PAST_OK_STATES:
+        return (f"depends_on_past: waiting for previous task instance {previous.name} "
+                f"({previous.state}) to succeed or be skipped")
+    if wait_for_downstream:
+        pending = sorted(
+            f"{task_id} ({state})" for task_id, state in previous.downstream_states.items()
+            if state is not None and state != TI.REMOVED and state not in PAST_OK_STATES
+        )
+        if pending:
+            shown = ", ".join(pending[:10])
+            if len(pending) > 10:
+                shown += f", ... ({len(pending)} in all)"
+            return (f"depends_on_past (wait_for_downstream): waiting for the downstreams of "
+                    f"previous task instance {previous.name} to succeed or be skipped: "
+                    f"{shown}")
+    return None

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 #: The longest single wait for a retry delay or a sensor reschedule.
 MAX_WAIT_SECONDS = 3600.0
+#: How often a run held back by ``depends_on_past`` looks again (only a change made
+#: elsewhere, to the previous run, lets it go on).
+PAST_POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ def run_dag_locally(
     log.info("DagRun %s %s: started by dags test", dag.dag_id, run.run_id)
 
     reason: str | None = None
+    past_waits: dict[str, str] = {}
     while True:
         with session_scope(session_factory) as session:
             run = session.get_one(DagRun, run_pk)
@@ -118,6 +122,14 @@ def run_dag_locally(
         ran = _run_scheduled(dag, run, session_factory, hostname, log_folder)
         if not ran:
             wait = _seconds_until_next_wake(session_factory, run)
+            if wait is None and update.waiting_on_past:
+                # as Airflow's `dags test` does: say why, and wait for the previous run
+                if update.waiting_on_past != past_waits:
+                    past_waits = dict(update.waiting_on_past)
+                    for task_id, why in sorted(past_waits.items()):
+                        log.warning("DagRun %s %s: %s %s", dag.dag_id, run.run_id, task_id,
+                                    why)
+                wait = PAST_POLL_SECONDS
             if wait is None:
                 continue  # update_dag_run decides (it detects deadlocks)
             sleep(wait)

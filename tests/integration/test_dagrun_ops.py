@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -9,7 +10,7 @@ from typing import Any
 
 import pendulum
 import pytest
-from sqlalchemy import Engine, event, select, update
+from sqlalchemy import Engine, delete, event, select, update
 from sqlalchemy.orm import Session
 
 from squall.common.dag import DAG
@@ -28,6 +29,7 @@ from squall.common.models import DagModel, DagRun, TaskInstance
 from squall.common.operators.base import BaseOperator, Context
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
 from squall.common.trigger_rule import TriggerRule, WeightRule
+from squall.worker.local_run import PAST_POLL_SECONDS, run_dag_locally
 
 TI = TaskInstanceState
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -465,8 +467,8 @@ def test_dagrun_timeout(session_factory: SessionFactory) -> None:
     del b, c, d
 
 
-def _past_dag(dag_id: str, *, wait_for_downstream: bool = False) -> DAG:
-    dag = make_dag(dag_id)
+def _past_dag(dag_id: str, *, wait_for_downstream: bool = False, **kwargs: Any) -> DAG:
+    dag = make_dag(dag_id, **kwargs)
     with dag:
         t = Noop(task_id="t", depends_on_past=True, wait_for_downstream=wait_for_downstream)
         u = Noop(task_id="u")
@@ -474,64 +476,201 @@ def _past_dag(dag_id: str, *, wait_for_downstream: bool = False) -> DAG:
     return dag
 
 
+def scheduled_run(sf: SessionFactory, dag: DAG, logical_date: datetime = DAY1,
+                  **kwargs: Any) -> str:
+    """A RUNNING scheduled run (a catch-up DAG's previous run is never a manual one)."""
+    return new_run(sf, dag, logical_date, state=DagRunState.RUNNING,
+                   run_type=DagRunType.SCHEDULED, **kwargs)
+
+
+def past_reason(dag_id: str, run_id: str, state: str) -> str:
+    return (f"depends_on_past: waiting for previous task instance {dag_id}.t of run {run_id} "
+            f"({state}) to succeed or be skipped")
+
+
+def run_to_the_end(sf: SessionFactory, dag: DAG, run_ids: list[str],
+                   now: datetime = NOW) -> list[tuple[int, str, str]]:
+    """Decide the runs, then succeed whatever was scheduled, round after round (as the
+    scheduler and workers would), until every run has finished; returns
+    ``(round, run_id, task_id)`` of each task instance run, in order."""
+    ran: list[tuple[int, str, str]] = []
+    for round_no in range(20):
+        states = {}
+        this_round: list[tuple[int, str, str]] = []
+        for run_id in run_ids:
+            with sf() as session:
+                result = update_dag_run(session, dag, get_run(session, dag.dag_id, run_id),
+                                        now=now)
+                schedule_tis(session, result.schedulable, now=now)
+                session.commit()
+            states[run_id] = result.state
+            this_round.extend((round_no, run_id, task_id) for task_id in ids(result.schedulable))
+        for _, run_id, task_id in this_round:
+            set_ti(sf, dag.dag_id, run_id, task_id, state=TI.SUCCESS)
+        ran.extend(this_round)
+        if all(state in (DagRunState.SUCCESS, DagRunState.FAILED) for state in states.values()):
+            return ran
+    raise AssertionError(f"runs still going after 20 rounds: {states}")
+
+
 def test_depends_on_past(session_factory: SessionFactory) -> None:
     dag = _past_dag("past")
-    run1 = new_run(session_factory, dag, state=DagRunState.RUNNING)
+    run1 = scheduled_run(session_factory, dag)
     # the first run has no previous run
     assert ids(step(session_factory, dag, run1).schedulable) == ["t"]
     set_ti(session_factory, "past", run1, "t", state=TI.RUNNING)
-    run2 = new_run(session_factory, dag, logical_date=DAY2, state=DagRunState.RUNNING)
+    run2 = scheduled_run(session_factory, dag, DAY2)
     # the previous instance is still running: wait, this is no deadlock
     waiting = step(session_factory, dag, run2)
     assert (waiting.schedulable, waiting.state) == ([], DagRunState.RUNNING)
+    assert waiting.waiting_on_past == {"t": past_reason("past", run1, "running")}
     set_ti(session_factory, "past", run1, "t", state=TI.SUCCESS)
-    assert ids(step(session_factory, dag, run2).schedulable) == ["t"]
+    assert schedule_all(session_factory, dag, run2) == ["t"]
+    # scheduled, it no longer says it waits
+    t = tis_of(session_factory, "past", run2)["t"]
+    assert (t.state, t.state_reason) == (TI.SCHEDULED, None)
 
 
-def test_depends_on_past_deadlock(session_factory: SessionFactory) -> None:
-    dag = _past_dag("deadlock")
-    run1 = new_run(session_factory, dag, state=DagRunState.RUNNING)
-    set_ti(session_factory, "deadlock", run1, "t", state=TI.FAILED)
+def test_runs_after_a_failed_run_wait_on_the_past(session_factory: SessionFactory) -> None:
+    """Issue 9 defect 4: a failure of a depends_on_past task makes the next runs wait
+    (RUNNING, saying for which task instance), not fail as deadlocked; once that task
+    instance succeeds (set by hand here) they go on, one after another, and finish."""
+    dag = _past_dag("after_failure")
+    run1 = scheduled_run(session_factory, dag)
+    set_ti(session_factory, "after_failure", run1, "t", state=TI.FAILED)
     assert step(session_factory, dag, run1).state == DagRunState.FAILED
-    run2 = new_run(session_factory, dag, logical_date=DAY2, state=DagRunState.RUNNING)
-    result = step(session_factory, dag, run2)
-    assert (result.state, result.finished_now) == (DagRunState.FAILED, True)
-    assert result.reason is not None
-    assert "deadlock" in result.reason and "depends_on_past" in result.reason
-    assert states_of(session_factory, "deadlock", run2) == {"t": TI.NONE, "u": TI.NONE}
+    run2 = scheduled_run(session_factory, dag, DAY2)
+    run3 = scheduled_run(session_factory, dag, DAY2 + timedelta(days=1))
+    for later in (NOW, NOW + timedelta(days=1)):  # and again much later: still waiting
+        for run_id in (run2, run3):
+            result = step(session_factory, dag, run_id, now=later)
+            assert (result.state, result.finished_now, result.schedulable) == (
+                DagRunState.RUNNING, False, [])
+    second = tis_of(session_factory, "after_failure", run2)
+    assert {k: ti.state for k, ti in second.items()} == {"t": TI.NONE, "u": TI.NONE}
+    assert second["t"].state_reason == past_reason("after_failure", run1, "failed")
+    assert second["u"].state_reason is None
+    third = tis_of(session_factory, "after_failure", run3)["t"]
+    assert (third.state, third.state_reason) == (
+        TI.NONE, past_reason("after_failure", run2, "none"))
+    with session_factory() as session:
+        assert [get_run(session, "after_failure", r).state for r in (run2, run3)] == [
+            DagRunState.RUNNING, DagRunState.RUNNING]
+
+    # the failed task instance is set to success (`squall tasks set-state`, or a clear)
+    set_ti(session_factory, "after_failure", run1, "t", state=TI.SUCCESS)
+    ran = run_to_the_end(session_factory, dag, [run2, run3], now=NOW + timedelta(days=1))
+    # run3's t only once run2's had succeeded
+    assert ran == [(0, run2, "t"), (1, run2, "u"), (1, run3, "t"), (2, run3, "u")]
+    with session_factory() as session:
+        assert [get_run(session, "after_failure", r).state for r in (run2, run3)] == [
+            DagRunState.SUCCESS, DagRunState.SUCCESS]
+
+
+def test_dags_test_waits_on_the_past_without_spinning(
+        session_factory: SessionFactory, caplog: pytest.LogCaptureFixture) -> None:
+    """`squall dags test` of a run held back by depends_on_past says why and polls (as
+    Airflow's does) until the previous run's task instance is set to success elsewhere."""
+    dag = _past_dag("local_past")
+    run1 = scheduled_run(session_factory, dag)
+    set_ti(session_factory, "local_past", run1, "t", state=TI.FAILED)
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 3:  # somebody sets it to success meanwhile
+            set_ti(session_factory, "local_past", run1, "t", state=TI.SUCCESS)
+
+    with caplog.at_level(logging.WARNING, logger="squall.worker.local_run"):
+        result = run_dag_locally(dag, session_factory, logical_date=DAY2, sleep=sleep)
+    assert result.state == DagRunState.SUCCESS
+    assert sleeps == [PAST_POLL_SECONDS] * 3
+    warned = [r.getMessage() for r in caplog.records if "depends_on_past" in r.getMessage()]
+    assert warned == [f"DagRun local_past {result.run_id}: t "
+                      f"{past_reason('local_past', run1, 'failed')}"]  # said once
+
+
+def test_depends_on_past_previous_run_is_airflows(session_factory: SessionFactory) -> None:
+    """With catchup the previous run is the latest earlier non-manual run; without, the
+    latest earlier run of any kind."""
+    for catchup in (True, False):
+        dag_id = f"prev_{str(catchup).lower()}"
+        dag = _past_dag(dag_id, catchup=catchup)
+        scheduled = scheduled_run(session_factory, dag)
+        set_ti(session_factory, dag_id, scheduled, "t", state=TI.FAILED)
+        manual = new_run(session_factory, dag, DAY1 + timedelta(hours=12),
+                         state=DagRunState.RUNNING)
+        set_ti(session_factory, dag_id, manual, "t", state=TI.SUCCESS)
+        later = scheduled_run(session_factory, dag, DAY2)
+        result = step(session_factory, dag, later)
+        if catchup:
+            assert result.waiting_on_past == {"t": past_reason(dag_id, scheduled, "failed")}
+        else:
+            assert ids(result.schedulable) == ["t"]
+        # the manual run itself waits on the scheduled one in either case
+        assert step(session_factory, dag, manual).state == DagRunState.RUNNING
 
 
 def test_depends_on_past_ignores_runs_before_the_task_started(
     session_factory: SessionFactory,
 ) -> None:
     old = _past_dag("late_start")
-    run1 = new_run(session_factory, old, state=DagRunState.RUNNING)
+    run1 = scheduled_run(session_factory, old)
     set_ti(session_factory, "late_start", run1, "t", state=TI.FAILED)
     new = make_dag("late_start")
     with new:
         Noop(task_id="t", depends_on_past=True, start_date=DAY1 + timedelta(hours=1))
-    run2 = new_run(session_factory, new, logical_date=DAY2, state=DagRunState.RUNNING)
+    run2 = scheduled_run(session_factory, new, DAY2)
+    assert ids(step(session_factory, new, run2).schedulable) == ["t"]
+
+
+def test_depends_on_past_first_instance_of_a_new_task(session_factory: SessionFactory) -> None:
+    old = make_dag("new_task")
+    with old:
+        Noop(task_id="u")
+    run1 = scheduled_run(session_factory, old)
+    set_ti(session_factory, "new_task", run1, "u", state=TI.FAILED)
+    new = _past_dag("new_task")
+    run2 = scheduled_run(session_factory, new, DAY2)
+    # the previous run has no instance of t: nothing to wait for
     assert ids(step(session_factory, new, run2).schedulable) == ["t"]
 
 
 def test_wait_for_downstream(session_factory: SessionFactory) -> None:
     dag = _past_dag("wfd", wait_for_downstream=True)
-    run1 = new_run(session_factory, dag, state=DagRunState.RUNNING)
+    run1 = scheduled_run(session_factory, dag)
     set_ti(session_factory, "wfd", run1, "t", state=TI.SUCCESS)
     set_ti(session_factory, "wfd", run1, "u", state=TI.QUEUED)
-    run2 = new_run(session_factory, dag, logical_date=DAY2, state=DagRunState.RUNNING)
+    run2 = scheduled_run(session_factory, dag, DAY2)
     assert step(session_factory, dag, run2).schedulable == []
     set_ti(session_factory, "wfd", run1, "u", state=TI.SUCCESS)
     assert ids(step(session_factory, dag, run2).schedulable) == ["t"]
 
 
-def test_wait_for_downstream_deadlock(session_factory: SessionFactory) -> None:
-    dag = _past_dag("wfd_dead", wait_for_downstream=True)
-    run1 = new_run(session_factory, dag, state=DagRunState.RUNNING)
-    set_ti(session_factory, "wfd_dead", run1, "t", state=TI.SUCCESS)
-    set_ti(session_factory, "wfd_dead", run1, "u", state=TI.FAILED)
-    run2 = new_run(session_factory, dag, logical_date=DAY2, state=DagRunState.RUNNING)
+def test_wait_for_downstream_after_a_failure_waits(session_factory: SessionFactory) -> None:
+    dag = _past_dag("wfd_failed", wait_for_downstream=True)
+    run1 = scheduled_run(session_factory, dag)
+    set_ti(session_factory, "wfd_failed", run1, "t", state=TI.SUCCESS)
+    set_ti(session_factory, "wfd_failed", run1, "u", state=TI.FAILED)
+    run2 = scheduled_run(session_factory, dag, DAY2)
     result = step(session_factory, dag, run2)
+    assert (result.state, result.finished_now) == (DagRunState.RUNNING, False)
+    assert tis_of(session_factory, "wfd_failed", run2)["t"].state_reason == (
+        "depends_on_past (wait_for_downstream): waiting for the downstreams of previous task "
+        f"instance wfd_failed.t of run {run1} to succeed or be skipped: u (failed)")
+    set_ti(session_factory, "wfd_failed", run1, "u", state=TI.SUCCESS)
+    assert ids(step(session_factory, dag, run2).schedulable) == ["t"]
+
+
+def test_a_real_deadlock_still_fails_the_run(session_factory: SessionFactory) -> None:
+    dag = _past_dag("real_deadlock")
+    run1 = scheduled_run(session_factory, dag)
+    # u's upstream t has no task instance at all (a row lost): nothing can ever run u
+    with session_factory() as session:
+        session.execute(delete(TaskInstance).where(TaskInstance.dag_id == "real_deadlock",
+                                                   TaskInstance.task_id == "t"))
+        session.commit()
+    result = step(session_factory, dag, run1)
     assert result.state == DagRunState.FAILED
     assert result.reason is not None and "deadlock" in result.reason
 

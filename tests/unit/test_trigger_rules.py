@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from squall.common.deps import (
+    PreviousInstance,
     TriggerDecision,
     UpstreamCounts,
     evaluate_trigger_rule,
-    past_ok,
-    past_pending,
+    past_wait_reason,
     retry_period_elapsed,
 )
 from squall.common.state import TaskInstanceState
@@ -135,50 +135,54 @@ def test_retry_period_elapsed() -> None:
     assert not retry_period_elapsed(now + timedelta(seconds=1), now)
 
 
+PREVIOUS_DATE = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def previous(state: str | None, downstream: list[str | None] | None = None) -> PreviousInstance:
+    return PreviousInstance(
+        dag_id="d", task_id="t", run_id="r1", logical_date=PREVIOUS_DATE, state=state,
+        downstream_states={f"u{i}": s for i, s in enumerate(downstream or [])})
+
+
 @pytest.mark.parametrize(
-    ("previous", "wait", "downstream", "expected"),
+    ("state", "wait", "downstream", "expected"),
     [
-        (None, False, [], True),  # no previous run / no instance then
+        (None, False, [], True),  # the previous run has no instance of the task
         (S, False, [], True),
         (SK, False, [], True),
         (F, False, [], False),
         (UF, False, [], False),
         (RUN, False, [], False),
         (NONE, False, [], False),
+        (RETRY, False, [], False),
+        (RM, False, [], False),
         (S, False, [F], True),  # downstreams only matter with wait_for_downstream
         (S, True, [S, SK], True),
         (S, True, [S, F], False),
         (S, True, [S, RUN], False),
+        (S, True, [Q], False),
         (S, True, [None, RM], True),  # missing or removed downstreams are not waited for
         (F, True, [S], False),
     ],
 )
-def test_past_ok(previous: str | None, wait: bool, downstream: list[str | None],
-                 expected: bool) -> None:
-    assert past_ok(previous, wait, downstream) is expected
+def test_past_wait_reason(state: str | None, wait: bool, downstream: list[str | None],
+                          expected: bool) -> None:
+    why = past_wait_reason(previous(state, downstream), wait_for_downstream=wait)
+    assert (why is None) is expected
 
 
-def test_past_ok_ignores_runs_before_the_task_started() -> None:
-    previous_logical = datetime(2024, 1, 1, tzinfo=UTC)
-    assert past_ok(F, False, task_start_date=previous_logical + timedelta(days=1),
-                   previous_logical_date=previous_logical)
-    assert not past_ok(F, False, task_start_date=previous_logical,
-                       previous_logical_date=previous_logical)
+def test_past_wait_reason_names_the_previous_instance_and_its_state() -> None:
+    assert past_wait_reason(None) is None  # no previous run
+    assert past_wait_reason(previous(F)) == (
+        "depends_on_past: waiting for previous task instance d.t of run r1 (failed) to "
+        "succeed or be skipped")
+    why = past_wait_reason(previous(S, [S, F, RUN]), wait_for_downstream=True)
+    assert why == (
+        "depends_on_past (wait_for_downstream): waiting for the downstreams of previous "
+        "task instance d.t of run r1 to succeed or be skipped: u1 (failed), u2 (running)")
 
 
-@pytest.mark.parametrize(
-    ("previous", "wait", "downstream", "expected"),
-    [
-        (RUN, False, [], True),
-        (NONE, False, [], True),
-        (RETRY, False, [], True),
-        (F, False, [], False),
-        (None, False, [], False),
-        (S, True, [Q], True),
-        (S, True, [F], False),
-        (S, False, [Q], False),
-    ],
-)
-def test_past_pending(previous: str | None, wait: bool, downstream: list[str | None],
-                      expected: bool) -> None:
-    assert past_pending(previous, wait, downstream) is expected
+def test_past_wait_reason_ignores_runs_before_the_task_started() -> None:
+    assert past_wait_reason(previous(F),
+                            task_start_date=PREVIOUS_DATE + timedelta(days=1)) is None
+    assert past_wait_reason(previous(F), task_start_date=PREVIOUS_DATE) is not None
