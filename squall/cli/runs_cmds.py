@@ -35,7 +35,8 @@ SETTABLE_STATES = (TaskInstanceState.FAILED, TaskInstanceState.SUCCESS,
 
 RUN_COLUMNS = ["dag_id", "run_id", "state", "run_type", "logical_date", "start_date",
                "end_date"]
-TI_COLUMNS = ["task_id", "state", "try_number", "hostname", "start_date", "end_date"]
+TI_COLUMNS = ["task_id", "state", "try_number", "hostname", "start_date", "end_date",
+              "reason"]
 
 
 def _subcommands(sub: argparse._SubParsersAction, name: str) -> argparse._SubParsersAction:
@@ -95,7 +96,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=set_task_state)
 
     p = tsub.add_parser("states-for-dag-run",
-                        help="list the task instances of a DAG run and their states")
+                        help="list the task instances of a DAG run, their states and why "
+                        "(e.g. what a task instance waits for)")
     p.add_argument("dag_id")
     p.add_argument("run_id")
     add_output_flag(p)
@@ -263,7 +265,7 @@ def states_for_dag_run(ctx: CliContext, args: argparse.Namespace) -> int:
         rows: list[dict[str, Any]] = [
             {"task_id": t.task_id, "state": t.state, "try_number": t.try_number,
              "hostname": t.hostname, "start_date": _iso(t.start_date),
-             "end_date": _iso(t.end_date)}
+             "end_date": _iso(t.end_date), "reason": t.state_reason}
             for t in tis
         ]
     print_rows(rows, TI_COLUMNS, args.output)

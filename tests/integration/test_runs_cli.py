@@ -70,7 +70,7 @@ def test_trigger_then_inspect_the_run(home: Path) -> None:
     assert [(r["task_id"], r["state"], r["try_number"]) for r in rows] == [
         ("first", "none", 0), ("second", "none", 0)]
     assert set(rows[0]) == {"task_id", "state", "try_number", "hostname", "start_date",
-                            "end_date"}
+                            "end_date", "reason"}
     table = ok(squall(home, "tasks", "states-for-dag-run", "demo", "r1")).stdout
     assert "first" in table and "second" in table
     assert ok(squall(home, "tasks", "state", "demo", "first", "r1")).stdout.strip() == "none"

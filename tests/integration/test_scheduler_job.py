@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -535,3 +536,77 @@ def test_idle_sleep_is_longer_only_when_nothing_is_active(
     # without a waker that reports changes, the normal sleep
     plain = SchedulerJob(settings, session_factory, fake, clock=clock)
     assert plain._idle_seconds(LoopStats()) == 1.0
+
+
+# --------------------------------------------------------------------------- depends_on_past
+
+
+def ti_by_run(sf: SessionFactory, dag_id: str, task_id: str) -> dict[str, TaskInstance]:
+    with session_scope(sf) as session:
+        return {t.run_id: t for t in session.scalars(
+            select(TaskInstance).where(TaskInstance.dag_id == dag_id,
+                                       TaskInstance.task_id == task_id))}
+
+
+def test_runs_after_a_failure_wait_on_the_past_and_then_go_on_in_order(
+        tmp_path: Path, job: SchedulerJob, session_factory: SessionFactory,
+        fake: FakeExecutor, clock: Clock, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 9 defect 4, through the scheduler loop and the CLI: after run 1's
+    depends_on_past task fails, runs 2 and 3 wait (RUNNING, not failed as deadlocked) and
+    `squall tasks states-for-dag-run` says for which task instance; once that one is set to
+    success with `squall tasks set-state`, they run one after the other and succeed."""
+    from argparse import Namespace
+
+    from squall.cli.common import CliContext
+    from squall.cli.runs_cmds import set_task_state, states_for_dag_run
+
+    dag = DAG("dop", schedule="@daily", start_date=MIDNIGHT_3_DAYS_AGO, catchup=True)
+    with dag:
+        Noop(task_id="t", depends_on_past=True)
+    dag.fileloc = str(tmp_path / "dags" / "dop.py")  # a command names a file in the folder
+    sync_dags(session_factory, dag, now=NOW)
+
+    def loop() -> None:
+        # every run is decided each loop (past REDECIDE_AFTER_SECONDS since the last)
+        clock.now += timedelta(seconds=REDECIDE_AFTER_SECONDS)
+        job.run_once()
+
+    def worker_ends(run_id: str, state: TaskInstanceState) -> None:
+        with session_scope(session_factory) as session:
+            session.execute(update(TaskInstance).where(
+                TaskInstance.dag_id == "dop", TaskInstance.run_id == run_id)
+                .values(state=state.value, updated_at=clock.now))
+        fake.finish()
+
+    loop()
+    run1, run2, run3 = (r.run_id for r in runs(session_factory, "dop"))
+    assert [t.key.run_id for t in fake.published] == [run1]
+    worker_ends(run1, TI.FAILED)
+    for _ in range(3):
+        loop()
+    assert [r.state for r in runs(session_factory, "dop")] == [
+        DagRunState.FAILED, DagRunState.RUNNING, DagRunState.RUNNING]
+    waiting = ti_by_run(session_factory, "dop", "t")
+    assert (waiting[run2].state, waiting[run2].state_reason) == (
+        TI.NONE, f"depends_on_past: waiting for previous task instance dop.t of run {run1} "
+                 "(failed) to succeed or be skipped")
+    assert (waiting[run3].state, waiting[run3].state_reason) == (
+        TI.NONE, f"depends_on_past: waiting for previous task instance dop.t of run {run2} "
+                 "(none) to succeed or be skipped")
+
+    ctx = CliContext(make_settings(tmp_path), _checked_factory=session_factory)
+    capsys.readouterr()
+    states_for_dag_run(ctx, Namespace(dag_id="dop", run_id=run2, output="json"))
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["state"], row["reason"]) == ("none", waiting[run2].state_reason)
+
+    set_task_state(ctx, Namespace(dag_id="dop", task_id="t", run_id=run1, state="success"))
+    loop()
+    assert [t.key.run_id for t in fake.published] == [run1, run2]
+    worker_ends(run2, TI.SUCCESS)
+    loop()
+    assert [t.key.run_id for t in fake.published] == [run1, run2, run3]
+    worker_ends(run3, TI.SUCCESS)
+    loop()
+    assert [r.state for r in runs(session_factory, "dop")] == [
+        DagRunState.FAILED, DagRunState.SUCCESS, DagRunState.SUCCESS]
