@@ -77,11 +77,7 @@ def register_tasks(sub: argparse._SubParsersAction) -> None:
 
 
 def _bag(ctx: CliContext) -> DagBag:
-    core = ctx.settings.core
-    return DagBag(ctx.settings.dags_folder, include_examples=core.load_examples,
-                  import_timeout=core.dagbag_import_timeout,
-                  ignore_file_syntax=core.dag_ignore_file_syntax,
-                  airflow_compat=core.airflow_compat)
+    return DagBag.from_settings(ctx.settings)
 
 
 def parse_and_sync(ctx: CliContext) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, overload
 
 import pendulum
 
+from squall.common.dag_defaults import current_defaults
 from squall.common.errors import (
     CycleError,
     DagDefinitionError,
@@ -60,6 +61,10 @@ class DAG:
 
     ``schedule`` (or its older name ``schedule_interval``) is a cron string, a preset
     (``@daily`` ...), a ``timedelta``, a :class:`Timetable` or ``None`` (manual only).
+
+    ``catchup``, ``max_active_runs`` and ``max_active_tasks`` left out, and the time zone of
+    a DAG whose ``start_date`` is naive or missing, come from the deployment's settings
+    (:mod:`squall.common.dag_defaults`).
     """
 
     def __init__(
@@ -70,9 +75,9 @@ class DAG:
         schedule_interval: Any = _UNSET,
         start_date: datetime | None = None,
         end_date: datetime | None = None,
-        catchup: bool = True,
+        catchup: bool | None = None,
         default_args: dict[str, Any] | None = None,
-        max_active_runs: int = 16,
+        max_active_runs: int | None = None,
         max_active_tasks: int | None = None,
         concurrency: int | None = None,
         dagrun_timeout: timedelta | None = None,
@@ -100,11 +105,12 @@ class DAG:
             raise DagDefinitionError(
                 f"DAG {dag_id}: give either max_active_tasks or concurrency, not both"
             )
+        defaults = current_defaults()
         self.dag_id = dag_id
         self.description = description
         self.default_args: dict[str, Any] = dict(default_args or {})
         start = start_date if start_date is not None else self.default_args.get("start_date")
-        tz_name = timezone or _tz_name_of(start) or "UTC"
+        tz_name = timezone or _tz_name_of(start) or defaults.timezone
         self.timezone = pendulum.timezone(tz_name)
         self.start_date = coerce_datetime(start, self.timezone)
         end = end_date if end_date is not None else self.default_args.get("end_date")
@@ -114,12 +120,16 @@ class DAG:
             raw_schedule = None
         self.schedule: Any = raw_schedule
         self.timetable: Timetable = timetable_from_schedule(raw_schedule, self.timezone)
-        self.catchup = bool(catchup)
+        self.catchup = defaults.catchup if catchup is None else bool(catchup)
+        if max_active_runs is None:
+            max_active_runs = defaults.max_active_runs
         if not isinstance(max_active_runs, int) or max_active_runs < 1:
             raise DagDefinitionError(f"DAG {dag_id}: max_active_runs must be an int >= 1")
         self.max_active_runs = max_active_runs
         active_tasks = max_active_tasks if max_active_tasks is not None else concurrency
-        self.max_active_tasks: int = 16 if active_tasks is None else int(active_tasks)
+        self.max_active_tasks: int = (
+            defaults.max_active_tasks if active_tasks is None else int(active_tasks)
+        )
         if self.max_active_tasks < 1:
             raise DagDefinitionError(f"DAG {dag_id}: max_active_tasks must be >= 1")
         if dagrun_timeout is not None and not isinstance(dagrun_timeout, timedelta):

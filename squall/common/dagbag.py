@@ -40,13 +40,17 @@ from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from squall.common.dag import DAG, DagContext
+from squall.common.dag_defaults import DagDefaults, authoring_defaults
 from squall.common.dag_files import DEFAULT_IGNORE_FILE, IgnoreSyntax, list_dag_files
 from squall.common.dag_sync import load_serialized_dags, sync_to_db
 from squall.common.serialization import serialize_dag
 from squall.common.taskgroup import TaskGroupContext
+
+if TYPE_CHECKING:
+    from squall.common.settings import Settings
 
 __all__ = [
     "DEFAULT_EXAMPLES_FOLDER",
@@ -162,6 +166,7 @@ def load_file(
     *,
     timeout: float | None = None,
     airflow_compat: bool = False,
+    dag_defaults: DagDefaults | None = None,
 ) -> FileLoadResult:
     """Import the DAG file ``path`` into this process and return the DAGs it defines.
 
@@ -172,7 +177,9 @@ def load_file(
     ``error``, as is any exception raised by the import (with the line of the user's file),
     a duplicate dag_id, or running past ``timeout`` seconds (enforced with ``SIGALRM`` when
     called from the main thread). With ``airflow_compat`` the ``airflow`` import name is
-    provided first (:mod:`squall.compat.airflow`).
+    provided first (:mod:`squall.compat.airflow`). ``dag_defaults`` (the deployment's, see
+    :mod:`squall.common.dag_defaults`) are what the file's DAGs and tasks get for what it
+    leaves out; without them, Airflow's own defaults.
     """
     filepath = os.path.abspath(path)
     root = os.path.abspath(dags_folder) if dags_folder else os.path.dirname(filepath)
@@ -193,7 +200,7 @@ def load_file(
             from squall.compat import airflow as airflow_compat_layer
 
             airflow_compat_layer.install()
-        with _alarm(timeout):
+        with _alarm(timeout), authoring_defaults(dag_defaults):
             spec = importlib.util.spec_from_file_location(name, filepath)
             if spec is None or spec.loader is None:
                 raise ImportError(f"cannot import {filepath}")
@@ -251,8 +258,10 @@ class DagBag:
         import_timeout: float = 30.0,
         ignore_file_syntax: IgnoreSyntax = "regexp",
         airflow_compat: bool = False,
+        dag_defaults: DagDefaults | None = None,
     ) -> None:
         self.airflow_compat = airflow_compat
+        self.dag_defaults = dag_defaults
         self.dag_folder = Path(os.path.abspath(dag_folder))
         self.include_examples = include_examples
         self.examples_folder = Path(
@@ -263,6 +272,18 @@ class DagBag:
         self.dags: dict[str, DAG] = {}
         self.import_errors: dict[str, str] = {}
         self.collected = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *,
+                      examples_folder: str | os.PathLike[str] | None = None) -> DagBag:
+        """The bag of ``[core] dags_folder`` (and the examples with ``load_examples``), loaded
+        as the settings say: import timeout, ignore file syntax, Airflow names, DAG defaults."""
+        core = settings.core
+        return cls(settings.dags_folder, include_examples=core.load_examples,
+                   examples_folder=examples_folder, import_timeout=core.dagbag_import_timeout,
+                   ignore_file_syntax=core.dag_ignore_file_syntax,
+                   airflow_compat=core.airflow_compat,
+                   dag_defaults=DagDefaults.from_settings(settings))
 
     def _roots(self) -> list[Path]:
         roots = [self.dag_folder]
@@ -285,7 +306,8 @@ class DagBag:
         self.dags, self.import_errors = {}, {}
         for path, root in self.files():
             loaded = load_file(path, root, timeout=self.import_timeout,
-                               airflow_compat=self.airflow_compat)
+                               airflow_compat=self.airflow_compat,
+                               dag_defaults=self.dag_defaults)
             errors = [loaded.error] if loaded.error else []
             for dag in loaded.dags:
                 other = self.dags.get(dag.dag_id)
@@ -311,7 +333,8 @@ class DagBag:
             by_root.setdefault(root, []).append(path)
         return _merge_results(
             parse_files_isolated(paths, root, self.import_timeout, parallelism=parallelism,
-                                 airflow_compat=self.airflow_compat)
+                                 airflow_compat=self.airflow_compat,
+                                 dag_defaults=self.dag_defaults)
             for root, paths in by_root.items()
         )
 
@@ -363,13 +386,15 @@ def _merge_results(results: Iterable[ParseResult]) -> ParseResult:
 
 
 def _parse_in_child(path: str, dags_folder: str, conn: Connection,
-                    airflow_compat: bool = False) -> None:
+                    airflow_compat: bool = False,
+                    dag_defaults: DagDefaults | None = None) -> None:
     """The child process: load one file, send back ``{"dags": [...], "error": ...}`` as JSON."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     payload: dict[str, Any]
     try:
-        loaded = load_file(path, dags_folder, airflow_compat=airflow_compat)
+        loaded = load_file(path, dags_folder, airflow_compat=airflow_compat,
+                           dag_defaults=dag_defaults)
         serialized: list[dict[str, Any]] = []
         errors = [loaded.error] if loaded.error else []
         for dag in loaded.dags:
@@ -424,6 +449,7 @@ def parse_files_isolated(
     *,
     parallelism: int | None = None,
     airflow_compat: bool = False,
+    dag_defaults: DagDefaults | None = None,
 ) -> ParseResult:
     """Parse each DAG file in a child process of its own and gather the serialized DAGs.
 
@@ -431,6 +457,7 @@ def parse_files_isolated(
     that runs past ``timeout`` seconds is killed; one that dies without answering (a crash,
     ``os._exit``) is reported with its exit code. A dag_id defined by two files is kept from
     the first in ``paths`` order and reported as an import error of the later one.
+    ``airflow_compat`` and ``dag_defaults`` are as for :func:`load_file`.
     """
     files = [os.path.abspath(p) for p in paths]
     files = list(dict.fromkeys(files))
@@ -446,7 +473,8 @@ def parse_files_isolated(
             path = pending.popleft()
             reader, writer = ctx.Pipe(duplex=False)
             process = ctx.Process(  # type: ignore[attr-defined]
-                target=_parse_in_child, args=(path, root, writer, airflow_compat),
+                target=_parse_in_child,
+                args=(path, root, writer, airflow_compat, dag_defaults),
                 name=f"squall-parse-{Path(path).name}", daemon=True,
             )
             try:

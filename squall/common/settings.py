@@ -34,15 +34,20 @@ class CoreSettings(_Section):
     dags_folder: str = ""  # default: $SQUALL_HOME/dags
     load_examples: bool = False
     airflow_compat: bool = False
+    #: the time zone of a DAG whose start_date is naive or missing: naive start / end dates
+    #: are wall times there and its cron schedule ticks there
     default_timezone: str = "UTC"
     dagbag_import_timeout: float = Field(default=30.0, gt=0)
     dag_ignore_file_syntax: Literal["regexp", "glob"] = "regexp"
     parallelism: int = Field(default=32, ge=1)
+    #: a DAG's max_active_tasks when its DAG file does not say
     max_active_tasks_per_dag: int = Field(default=16, ge=1)
+    #: a DAG's max_active_runs when its DAG file does not say
     max_active_runs_per_dag: int = Field(default=16, ge=1)
     default_pool_task_slot_count: int = Field(default=128, ge=1)
     execute_tasks_new_python_interpreter: bool = False
     dags_are_paused_at_creation: bool = False
+    #: a task's retries when neither the task nor default_args say
     default_task_retries: int = Field(default=0, ge=0)
 
     @field_validator("default_timezone")
@@ -99,6 +104,7 @@ class SchedulerSettings(_Section):
     dag_dir_list_interval: float = Field(default=300.0, ge=0)
     #: how long the DAG processor lets one task / DAG callback run before killing it
     callback_timeout: float = Field(default=60.0, gt=0)
+    #: a DAG's catchup when its DAG file does not say
     catchup_by_default: bool = True
 
 

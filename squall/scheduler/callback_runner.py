@@ -30,6 +30,7 @@ from sqlalchemy import select, update
 
 from squall.common.callbacks import CallbackKind
 from squall.common.dag import DAG
+from squall.common.dag_defaults import DagDefaults
 from squall.common.dagbag import DEFAULT_EXAMPLES_FOLDER, load_file
 from squall.common.db import (
     SessionFactory,
@@ -175,7 +176,8 @@ def load_dag(settings: Settings, request: PendingCallback) -> DAG:
     """Import the request's DAG file in this process and return its DAG."""
     loaded = load_file(request.fileloc, _root_for(settings, request.fileloc),
                        timeout=settings.core.dagbag_import_timeout,
-                       airflow_compat=settings.core.airflow_compat)
+                       airflow_compat=settings.core.airflow_compat,
+                       dag_defaults=DagDefaults.from_settings(settings))
     dag = next((d for d in loaded.dags if d.dag_id == request.dag_id), None)
     if dag is None:
         raise SquallError(loaded.error or f"DAG file {request.fileloc} defines no DAG "

@@ -66,10 +66,7 @@ def parse_and_sync_once(settings: Settings, session_factory: SessionFactory, *,
     pass is logged and skipped rather than taken for "every DAG file is gone".
     """
     core = settings.core
-    bag = DagBag(settings.dags_folder, include_examples=core.load_examples,
-                 examples_folder=examples_folder, import_timeout=core.dagbag_import_timeout,
-                 ignore_file_syntax=core.dag_ignore_file_syntax,
-                 airflow_compat=core.airflow_compat)
+    bag = DagBag.from_settings(settings, examples_folder=examples_folder)
     if not bag.dag_folder.exists():
         log.warning("DAG folder %s does not exist; nothing parsed", bag.dag_folder)
         return ParseResult()

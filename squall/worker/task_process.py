@@ -37,6 +37,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
 from squall.common.dag import DAG
+from squall.common.dag_defaults import DagDefaults
 from squall.common.dagbag import DEFAULT_EXAMPLES_FOLDER, load_file, load_serialized_dags
 from squall.common.db import SessionFactory, make_engine, make_session_factory, session_scope
 from squall.common.errors import DagFileLoadError, PayloadError
@@ -250,7 +251,8 @@ def load_task(settings: Settings, dag_file: str, key: TaskInstanceKey) -> BaseOp
         raise TaskLoadError(f"cannot load DAG {key.dag_id}: DAG file {path} does not exist "
                             "on this worker")
     loaded = load_file(path, root, timeout=settings.core.dagbag_import_timeout,
-                       airflow_compat=settings.core.airflow_compat)
+                       airflow_compat=settings.core.airflow_compat,
+                       dag_defaults=DagDefaults.from_settings(settings))
     return _task_of(loaded.dags, key, path, loaded.error)
 
 
@@ -286,7 +288,8 @@ class DagFileCache:
             self._files.move_to_end(str(path))
             return _task_of(entry[1], key, path)
         loaded = load_file(path, root, timeout=settings.core.dagbag_import_timeout,
-                           airflow_compat=settings.core.airflow_compat)
+                           airflow_compat=settings.core.airflow_compat,
+                           dag_defaults=DagDefaults.from_settings(settings))
         if loaded.error is not None and not loaded.dags:
             self._files.pop(str(path), None)
             raise TaskLoadError(f"cannot load DAG {key.dag_id}: {loaded.error}")

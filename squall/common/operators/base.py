@@ -9,8 +9,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from squall.common.dag_defaults import current_defaults
 from squall.common.dependencies import DependencyMixin
 from squall.common.errors import DagDefinitionError
+from squall.common.timetables import coerce_datetime
 from squall.common.trigger_rule import TriggerRule, WeightRule
 
 if TYPE_CHECKING:
@@ -107,7 +109,7 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
         task_id: str,
         owner: str = "squall",
         email: str | Sequence[str] | None = None,
-        retries: int | None = 0,
+        retries: int | None = None,  # None: the deployment's [core] default_task_retries
         retry_delay: timedelta | float = timedelta(seconds=300),
         retry_exponential_backoff: bool = False,
         max_retry_delay: timedelta | float | None = None,
@@ -171,7 +173,7 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
 
         self.owner = owner
         self.email = email
-        self.retries: int = int(retries or 0)
+        self.retries: int = current_defaults().retries if retries is None else int(retries)
         self.retry_delay = _as_timedelta(retry_delay, "retry_delay", task_id)
         self.retry_exponential_backoff = retry_exponential_backoff
         self.max_retry_delay = (
@@ -197,8 +199,9 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
         )
         self.executor_config: dict[str, Any] = dict(executor_config or {})
         self.params: dict[str, Any] = dict(params or {})
-        self.start_date = start_date
-        self.end_date = end_date
+        # a naive date is a wall time in the deployment's [core] default_timezone (Airflow's rule)
+        self.start_date = coerce_datetime(start_date, current_defaults().timezone)
+        self.end_date = coerce_datetime(end_date, current_defaults().timezone)
         self.on_execute_callback = on_execute_callback
         self.on_success_callback = on_success_callback
         self.on_failure_callback = on_failure_callback
