@@ -326,10 +326,12 @@ class DagBag:
             self.collect_in_process()
         return self.dags.get(dag_id)
 
-    def parse_isolated(self, *, parallelism: int | None = None) -> ParseResult:
-        """:func:`parse_files_isolated` on every DAG file of this bag."""
+    def parse_isolated(self, *, parallelism: int | None = None,
+                       files: Iterable[tuple[Path, Path]] | None = None) -> ParseResult:
+        """:func:`parse_files_isolated` on ``files`` (``(file, folder)`` pairs from an earlier
+        :meth:`files`), by default on every DAG file of this bag."""
         by_root: dict[Path, list[Path]] = {}
-        for path, root in self.files():
+        for path, root in self.files() if files is None else files:
             by_root.setdefault(root, []).append(path)
         return _merge_results(
             parse_files_isolated(paths, root, self.import_timeout, parallelism=parallelism,

@@ -1,10 +1,14 @@
 """The DAG processor: keeps the ``dag`` / ``serialized_dag`` / ``import_error`` tables current.
 
 Every ``[scheduler] min_file_process_interval`` seconds (or as soon as somebody asks with
-:meth:`DagProcessor.request_parse`) it parses the DAG folder, and the examples with
-``[core] load_examples``, each file in a child process with ``[core] dagbag_import_timeout``
-(:meth:`DagBag.parse_isolated`), and syncs the result to the database. With an interval of 0
-it parses whenever the scheduler asks, which the scheduler does once per loop.
+:meth:`DagProcessor.request_parse`) it parses the DAG files, those of ``[core] dags_folder``
+and the examples with ``[core] load_examples``, each in a child process with
+``[core] dagbag_import_timeout`` (:meth:`DagBag.parse_isolated`), and syncs the result to the
+database. With an interval of 0 it parses whenever the scheduler asks, which the scheduler
+does once per loop. Which files there are is found by listing the folders (a walk that reads
+every ``.py`` file), every ``[scheduler] dag_dir_list_interval`` seconds and on a request: a
+file added meanwhile is parsed at the listing that finds it; a known file that has gone is
+dropped at its next parse (its DAGs become inactive).
 
 After each pass, and every couple of seconds while it waits, it also runs the pending
 callback requests (``callback_request``: zombie and dead-task-process task callbacks,
@@ -31,6 +35,7 @@ A processor whose parent died exits by itself.
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -58,23 +63,34 @@ STOP_GRACE_SECONDS = 10.0
 _PARENT_CHECK_SECONDS = 2.0
 
 
-def parse_and_sync_once(settings: Settings, session_factory: SessionFactory, *,
-                        examples_folder: Path | None = None) -> ParseResult:
-    """Parse every DAG file (in child processes) and record the result; one pass.
+DagFiles = list[tuple[Path, Path]]
 
-    When the DAG folder does not exist (an unmounted volume) nothing is deactivated: the
-    pass is logged and skipped rather than taken for "every DAG file is gone".
+
+def parse_and_sync_once(settings: Settings, session_factory: SessionFactory, *,
+                        examples_folder: Path | None = None, files: DagFiles | None = None,
+                        known: DagFiles | None = None) -> ParseResult:
+    """Parse DAG files (in child processes) and record the result; one pass.
+
+    ``files`` are the ``(file, folder)`` pairs to parse (default: list the folders and parse
+    them all); ``known`` every DAG file there is (default: ``files``), whose DAGs are kept
+    active. Files of either that no longer exist are left out. When the DAG folder does not
+    exist (an unmounted volume) nothing is deactivated: the pass is logged and skipped
+    rather than taken for "every DAG file is gone".
     """
-    core = settings.core
     bag = DagBag.from_settings(settings, examples_folder=examples_folder)
     if not bag.dag_folder.exists():
         log.warning("DAG folder %s does not exist; nothing parsed", bag.dag_folder)
         return ParseResult()
     started = time.monotonic()
-    result = bag.parse_isolated()
+    if files is None:
+        files = bag.files()
+    files = [(path, root) for path, root in files if path.is_file()]
+    known_files = [str(path) for path, _ in (files if known is None else known)
+                   if path.is_file()]
+    result = bag.parse_isolated(files=files)
     with session_scope(session_factory) as session:
-        sync_to_db(session, result, paused_at_creation=core.dags_are_paused_at_creation,
-                   now=utcnow(), known_files=result.files_parsed)
+        sync_to_db(session, result, paused_at_creation=settings.core.dags_are_paused_at_creation,
+                   now=utcnow(), known_files=known_files)
         # a new or changed DAG may have a run due now: an idle scheduler looks at once
         notify_scheduler(session, "dags parsed")
     log.debug("DAG processor: parsed %d file(s) in %.2f s: %d DAG(s), %d import error(s)",
@@ -92,6 +108,7 @@ class DagProcessor:
         self._ctx: SpawnContext = multiprocessing.get_context("spawn")
         self._process: SpawnProcess | None = None
         self._wake: Event | None = None
+        self._relist: Event | None = None
         self._stop: Event | None = None
         self._passes: Synchronized[int] | None = None
 
@@ -112,21 +129,26 @@ class DagProcessor:
         if self.is_alive():
             return
         self._wake = self._ctx.Event()
+        self._relist = self._ctx.Event()
         self._stop = self._ctx.Event()
         if self._passes is None:
             self._passes = self._ctx.Value("i", 0)
         self._process = self._ctx.Process(
             target=_processor_main, name="squall-dag-processor",
-            args=(self._settings, self._examples_folder, self._wake, self._stop,
-                  self._passes, os.getpid()),
+            args=(self._settings, self._examples_folder, self._wake, self._relist,
+                  self._stop, self._passes, os.getpid()),
         )
         self._process.start()
-        log.info("DAG processor: started (pid %s, every %g s, folder %s)", self._process.pid,
+        log.info("DAG processor: started (pid %s, files parsed every %g s, folder %s listed "
+                 "every %g s)", self._process.pid,
                  self._settings.scheduler.min_file_process_interval,
-                 self._settings.dags_folder)
+                 self._settings.dags_folder, self._settings.scheduler.dag_dir_list_interval)
 
     def request_parse(self) -> None:
-        """Ask for a pass now (coalesced with any pass already asked for)."""
+        """Ask for a pass now, the folders listed first (coalesced with any pass already
+        asked for)."""
+        if self._relist is not None:
+            self._relist.set()
         if self._wake is not None:
             self._wake.set()
 
@@ -136,8 +158,8 @@ class DagProcessor:
         if self._process is None or (self._stop is not None and self._stop.is_set()):
             return
         if self._process.is_alive():
-            if self._settings.scheduler.min_file_process_interval <= 0:
-                self.request_parse()
+            if self._settings.scheduler.min_file_process_interval <= 0 and self._wake is not None:
+                self._wake.set()  # a pass of the files known: listing keeps its own interval
             return
         log.error("DAG processor: exited unexpectedly with code %s; restarting it",
                   self._process.exitcode)
@@ -180,9 +202,36 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise _Terminated()
 
 
+class _Listing:
+    """The DAG files as last listed; listed again every ``dag_dir_list_interval`` seconds
+    (with 0, at every pass) or when asked."""
+
+    def __init__(self, bag: DagBag, interval: float) -> None:
+        self._bag = bag
+        self._interval = interval
+        self.files: DagFiles = []
+        self._listed_at = -math.inf
+
+    def refresh(self, now: float, *, force: bool = False) -> DagFiles:
+        """List the folders if that is due (or ``force``); the files new since last time."""
+        if not force and now - self._listed_at < self._interval:
+            return []
+        before = {path for path, _ in self.files}
+        self.files = self._bag.files()
+        self._listed_at = now
+        return [(path, root) for path, root in self.files if path not in before]
+
+    @property
+    def deadline(self) -> float | None:
+        """When the next listing is due (None: at the next pass, whenever that is)."""
+        return self._listed_at + self._interval if self._interval > 0 else None
+
+
 def _processor_main(settings: Settings, examples_folder: Path | None, wake: Event,
-                    stop: Event, passes: Synchronized[int], parent_pid: int) -> None:
-    """The processor process: parse, sync, wait for the interval or a wake-up; repeat."""
+                    relist: Event, stop: Event, passes: Synchronized[int],
+                    parent_pid: int) -> None:
+    """The processor process: list when due, parse and sync when due (new files at once),
+    wait for the next of those or a wake-up; repeat."""
     # A terminal's Ctrl-C reaches the whole process group: the scheduler decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -194,26 +243,45 @@ def _processor_main(settings: Settings, examples_folder: Path | None, wake: Even
                          pool_pre_ping=db.sql_alchemy_pool_pre_ping)
     factory = make_session_factory(engine)
     interval = settings.scheduler.min_file_process_interval
+    listing = _Listing(DagBag.from_settings(settings, examples_folder=examples_folder),
+                       settings.scheduler.dag_dir_list_interval)
+    parsed_at = -math.inf
     last: tuple[int, int, int, list[str]] | None = None
     try:
         while not stop.is_set():
             started = time.monotonic()
+            asked = wake.is_set()
             wake.clear()
+            force_list = relist.is_set()
+            relist.clear()
             try:
-                result = parse_and_sync_once(settings, factory, examples_folder=examples_folder)
-                summary = (len(result.files_parsed), len(result.serialized),
-                           len(result.import_errors), sorted(result.import_errors))
-                if summary != last:  # say so when something changed, not every pass
-                    log.info("DAG processor: %d file(s), %d DAG(s), %d import error(s)%s",
-                             *summary[:3],
-                             f" ({', '.join(summary[3])})" if summary[3] else "")
-                last = summary
+                added = listing.refresh(started, force=force_list)
+                due = asked or started - parsed_at >= interval
+                if due or added:
+                    if due:
+                        parsed_at = started
+                    result = parse_and_sync_once(
+                        settings, factory, examples_folder=examples_folder,
+                        files=listing.files if due else added, known=listing.files)
+                    summary = (len(result.files_parsed), len(result.serialized),
+                               len(result.import_errors), sorted(result.import_errors))
+                    if not due:
+                        log.info("DAG processor: new file(s) %s: %d DAG(s), %d import "
+                                 "error(s)", ", ".join(str(p) for p, _ in added),
+                                 *summary[1:3])
+                    elif summary != last:  # say so when something changed, not every pass
+                        log.info("DAG processor: %d file(s), %d DAG(s), %d import error(s)%s",
+                                 *summary[:3],
+                                 f" ({', '.join(summary[3])})" if summary[3] else "")
+                        last = summary
+                    with passes.get_lock():
+                        passes.value += 1
             except Exception:
                 log.exception("DAG processor: the pass failed; trying again next time")
             _run_callbacks(settings, factory)
-            with passes.get_lock():
-                passes.value += 1
-            _wait(wake, stop, started + interval if interval > 0 else None, parent_pid,
+            deadlines = [d for d in (parsed_at + interval if interval > 0 else None,
+                                     listing.deadline) if d is not None]
+            _wait(wake, stop, min(deadlines, default=None), parent_pid,
                   idle=lambda: _run_callbacks(settings, factory))
     except _Terminated:
         log.info("DAG processor: terminated")

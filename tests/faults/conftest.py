@@ -31,6 +31,7 @@ FAST: dict[str, dict[str, object]] = {
         "task_queued_timeout": 10,
         "scheduler_health_check_threshold": 3,
         "min_file_process_interval": 2,
+        "dag_dir_list_interval": 2,
     },
     "celery": {
         "operation_timeout": 0.5,

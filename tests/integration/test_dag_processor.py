@@ -95,17 +95,71 @@ def test_processor_parses_on_start_on_request_and_stops(
     assert not processor.is_alive()
 
 
+def write_dags(folder: Path, name: str, *dag_ids: str) -> None:
+    """``name.py`` defining a DAG per dag_id."""
+    (folder / f"{name}.py").write_text("".join(
+        DAG_FILE.replace("NAME", dag_id).replace("SCHEDULE", "None") for dag_id in dag_ids))
+
+
 def test_processor_interval(db_url: str, tmp_path: Path,
                             session_factory: SessionFactory) -> None:
-    settings = settings_for(db_url, tmp_path, min_file_process_interval=0.5)
+    # min_file_process_interval: a known file is parsed again (a change to it is seen)
+    settings = settings_for(db_url, tmp_path, min_file_process_interval=0.5,
+                            dag_dir_list_interval=3600)
     write_dag(tmp_path / "dags", "early")
     processor = DagProcessor(settings)
     processor.start()
     try:
         wait_until(lambda: processor.passes >= 1, 60, message="the first pass")
-        write_dag(tmp_path / "dags", "late")
+        write_dags(tmp_path / "dags", "early", "early", "late")
         wait_until(lambda: "late" in active_dags(session_factory), 30,
                    message="a pass after the interval")
+    finally:
+        processor.stop(grace=30)
+
+
+def test_a_new_file_is_parsed_when_the_folder_is_listed(
+        db_url: str, tmp_path: Path, session_factory: SessionFactory) -> None:
+    # dag_dir_list_interval: the folder is listed again, and a new file parsed, without
+    # waiting for the next pass of the files already known
+    settings = settings_for(db_url, tmp_path, min_file_process_interval=3600,
+                            dag_dir_list_interval=0.5)
+    write_dag(tmp_path / "dags", "first")
+    processor = DagProcessor(settings)
+    processor.start()
+    try:
+        wait_until(lambda: "first" in active_dags(session_factory), 60,
+                   message="the first pass")
+        write_dag(tmp_path / "dags", "second")
+        wait_until(lambda: "second" in active_dags(session_factory), 30,
+                   message="the listing after the interval")
+    finally:
+        processor.stop(grace=30)
+
+
+def test_new_files_wait_for_the_folder_listing(
+        db_url: str, tmp_path: Path, session_factory: SessionFactory) -> None:
+    settings = settings_for(db_url, tmp_path, min_file_process_interval=0.2,
+                            dag_dir_list_interval=3600)
+    folder = tmp_path / "dags"
+    write_dag(folder, "known")
+    processor = DagProcessor(settings)
+    processor.start()
+    try:
+        wait_until(lambda: "known" in active_dags(session_factory), 60,
+                   message="the first pass")
+        write_dag(folder, "newcomer")
+        write_dags(folder, "known", "known", "sibling")
+        wait_until(lambda: "sibling" in active_dags(session_factory), 30,
+                   message="the known file parsed again")
+        passes = processor.passes
+        wait_until(lambda: processor.passes >= passes + 2, 30,
+                   message="a whole pass begun after the new file was written")
+        assert "newcomer" not in active_dags(session_factory)  # not listed yet
+
+        processor.request_parse()  # a request lists the folder first
+        wait_until(lambda: "newcomer" in active_dags(session_factory), 30,
+                   message="a pass on request")
     finally:
         processor.stop(grace=30)
 

@@ -67,6 +67,7 @@ class Cluster:
             "SQUALL__CORE__DAGS_FOLDER": str(self.dags_folder),
             "SQUALL__CORE__LOAD_EXAMPLES": "true" if self.load_examples else "false",
             "SQUALL__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "2",
+            "SQUALL__SCHEDULER__DAG_DIR_LIST_INTERVAL": "2",
             "SQUALL__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.1",
             "SQUALL__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             "SQUALL__SCHEDULER__JOB_HEARTBEAT_SEC": "1",
