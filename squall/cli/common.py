@@ -58,7 +58,8 @@ class CliContext:
         if revision is None and auto_migrate:
             log.info("Database %s is empty: creating the schema",
                      self.engine.url.render_as_string(hide_password=True))
-            dbops.migrate(self.engine)
+            dbops.migrate(self.engine,
+                          default_pool_slots=self.settings.core.default_pool_task_slot_count)
         elif revision != dbops.head_revision():
             raise CliError(
                 f"the database is at schema revision {revision or 'none'}, this Squall needs "

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def migrate(ctx: CliContext, args: argparse.Namespace) -> int:
     ctx.ensure_home()
     before = dbops.current_revision(ctx.engine)
-    dbops.migrate(ctx.engine)
+    dbops.migrate(ctx.engine, default_pool_slots=ctx.settings.core.default_pool_task_slot_count)
     after = dbops.current_revision(ctx.engine)
     print(f"Database {_where(ctx)}: schema revision {before or 'none'} -> {after}")
     return 0
@@ -43,7 +43,7 @@ def reset(ctx: CliContext, args: argparse.Namespace) -> int:
             print("Cancelled.")
             return 1
     ctx.ensure_home()
-    dbops.reset(ctx.engine)
+    dbops.reset(ctx.engine, default_pool_slots=ctx.settings.core.default_pool_task_slot_count)
     print(f"Database {_where(ctx)} reset to revision {dbops.current_revision(ctx.engine)}")
     return 0
 

@@ -85,7 +85,7 @@ def standalone(ctx: CliContext, args: argparse.Namespace) -> int:
     settings = ctx.settings
     settings.home.mkdir(parents=True, exist_ok=True)
     settings.dags_folder.mkdir(parents=True, exist_ok=True)
-    dbops.migrate(ctx.engine)
+    dbops.migrate(ctx.engine, default_pool_slots=ctx.settings.core.default_pool_task_slot_count)
     load_examples = not args.no_examples
     written = _ensure_config(ctx, load_examples)
     if written is not None:

@@ -4,7 +4,8 @@ The Alembic configuration is built in code (there is no ``alembic.ini``): the sc
 is the ``squall/migrations`` folder and the database is handed over as an open connection in
 ``config.attributes["connection"]``, so ``env.py`` never reads Squall's settings.
 
-* :func:`migrate` upgrades to the head revision (a no-op when already there);
+* :func:`migrate` upgrades to the head revision (a no-op when already there); the default
+  pool it creates has ``default_pool_slots`` slots (``[core] default_pool_task_slot_count``);
 * :func:`reset` drops every table (``alembic_version`` included) and migrates again;
 * :func:`check` lists what is wrong (unreachable, not at head, schema differs from models);
 * :func:`current_revision` / :func:`head_revision` report revisions.
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 #: the folder holding ``env.py`` and ``versions/``
 MIGRATIONS_DIR: Path = Path(__file__).resolve().parent.parent / "migrations"
-#: slots of the default pool created by the initial migration
+#: slots of the default pool created by the initial migration, unless told otherwise
 DEFAULT_POOL_SLOTS = 128
 DEFAULT_POOL_DESCRIPTION = "Default pool"
 #: key of the PostgreSQL advisory lock that serialises concurrent migrations
@@ -46,11 +47,13 @@ class DatabaseMigrationError(SquallError):
     """The metadata database could not be migrated, reset or inspected."""
 
 
-def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
+def alembic_config(connection: Connection | None = None, url: str | None = None, *,
+                   default_pool_slots: int = DEFAULT_POOL_SLOTS) -> Config:
     """An Alembic :class:`Config` for Squall's migrations.
 
     Give either an open ``connection`` (used as is; the caller owns its transaction) or a
-    ``url`` (``env.py`` then makes its own engine).
+    ``url`` (``env.py`` then makes its own engine). ``default_pool_slots`` are the slots of
+    the default pool if a migration creates it.
     """
     from alembic.config import Config
 
@@ -61,6 +64,7 @@ def alembic_config(connection: Connection | None = None, url: str | None = None)
         cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     if connection is not None:
         cfg.attributes["connection"] = connection
+    cfg.attributes["default_pool_slots"] = default_pool_slots
     return cfg
 
 
@@ -107,8 +111,11 @@ def current_revision(engine: Engine) -> str | None:
     return versions[0] if versions else None
 
 
-def migrate(engine: Engine) -> None:
+def migrate(engine: Engine, *, default_pool_slots: int = DEFAULT_POOL_SLOTS) -> None:
     """Upgrade the database to the head revision; safe to call when it already is there.
+
+    A database migrated from nothing gets a default pool of ``default_pool_slots`` slots
+    (Airflow's ``[core] default_pool_task_slot_count``); an existing pool keeps its slots.
 
     On PostgreSQL concurrent callers are serialised by an advisory lock (SQLite takes its
     write lock at ``BEGIN IMMEDIATE``), so two processes starting at once do not both try to
@@ -124,7 +131,8 @@ def migrate(engine: Engine) -> None:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"),
                              {"k": _MIGRATION_LOCK_KEY})
             before = MigrationContext.configure(conn).get_current_revision()
-            command.upgrade(alembic_config(connection=conn), "head")
+            command.upgrade(
+                alembic_config(connection=conn, default_pool_slots=default_pool_slots), "head")
             after = MigrationContext.configure(conn).get_current_revision()
     except SQLAlchemyError as exc:
         raise DatabaseMigrationError(
@@ -152,10 +160,11 @@ def drop_all(engine: Engine) -> None:
     log.info("dropped all tables of %s", _safe_url(engine))
 
 
-def reset(engine: Engine) -> None:
-    """Drop everything and build the schema again from the migrations: all data is lost."""
+def reset(engine: Engine, *, default_pool_slots: int = DEFAULT_POOL_SLOTS) -> None:
+    """Drop everything and build the schema again from the migrations: all data is lost
+    (the default pool is created anew with ``default_pool_slots`` slots)."""
     drop_all(engine)
-    migrate(engine)
+    migrate(engine, default_pool_slots=default_pool_slots)
 
 
 def _describe_diff(diff: Any) -> str:

@@ -233,6 +233,24 @@ def test_db_migrate_creates_the_database_in_an_empty_home(tmp_path: Path) -> Non
     assert f"schema revision {head} -> {head}" in again.stdout
 
 
+def test_default_pool_task_slot_count_sizes_the_default_pool_created(tmp_path: Path) -> None:
+    def pools() -> list[tuple[str, int]]:
+        conn = sqlite3.connect(tmp_path / "squall.db")
+        try:
+            return [tuple(r) for r in conn.execute("SELECT pool, slots FROM slot_pool")]
+        finally:
+            conn.close()
+
+    ok(squall(tmp_path, "db", "migrate", env={"SQUALL__CORE__DEFAULT_POOL_TASK_SLOT_COUNT": "5"}))
+    assert pools() == [("default_pool", 5)]
+    # an existing pool keeps its slots; a reset creates it anew
+    ok(squall(tmp_path, "db", "migrate", env={"SQUALL__CORE__DEFAULT_POOL_TASK_SLOT_COUNT": "7"}))
+    assert pools() == [("default_pool", 5)]
+    ok(squall(tmp_path, "db", "reset", "--yes",
+              env={"SQUALL__CORE__DEFAULT_POOL_TASK_SLOT_COUNT": "7"}))
+    assert pools() == [("default_pool", 7)]
+
+
 def test_db_check_ok_then_broken(tmp_path: Path) -> None:
     ok(squall(tmp_path, "db", "migrate"))
     proc = ok(squall(tmp_path, "db", "check"))
@@ -412,6 +430,12 @@ def test_invalid_setting_in_env_exits_2(tmp_path: Path) -> None:
     proc = squall(tmp_path, "config", "list", env={"SQUALL__CORE__PARALLELISM": "abc"})
     assert_clean_error(proc, 2, "[core] parallelism", "'abc'", "env SQUALL__CORE__PARALLELISM")
     assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("key", ["HOST", "PORT"])
+def test_api_settings_are_refused_until_there_is_an_api(tmp_path: Path, key: str) -> None:
+    proc = squall(tmp_path, "config", "list", env={f"SQUALL__API__{key}": "8080"})
+    assert_clean_error(proc, 2, f"SQUALL__API__{key}", f"unknown setting [api] {key.lower()}")
 
 
 def test_malformed_env_variable_exits_2(cli: CliRunner) -> None:

@@ -1,5 +1,8 @@
 """Initial schema and the default pool.
 
+The default pool gets ``config.attributes["default_pool_slots"]`` slots (``[core]
+default_pool_task_slot_count``, handed over by ``squall.common.dbops``), 128 without it.
+
 Tables: dag, dag_run, task_instance, task_reschedule, xcom, job, slot_pool, import_error,
 serialized_dag.
 
@@ -17,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 # revision identifiers, used by Alembic.
 revision: str = "0001"
@@ -227,9 +230,10 @@ def upgrade() -> None:
         sa.column("slots", sa.Integer),
         sa.column("description", sa.Text),
     )
+    slots = int(context.config.attributes.get("default_pool_slots", DEFAULT_POOL_SLOTS))
     op.bulk_insert(
         slot_pool,
-        [{"pool": DEFAULT_POOL, "slots": DEFAULT_POOL_SLOTS,
+        [{"pool": DEFAULT_POOL, "slots": slots,
           "description": DEFAULT_POOL_DESCRIPTION}],
     )
 
