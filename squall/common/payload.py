@@ -4,8 +4,12 @@ A message is a JSON object validated into :class:`TaskRunCommand` (pydantic, fro
 keys). Anything else (another kind, another version, a missing or malformed field) raises
 :class:`~squall.common.errors.PayloadError` and is never executed.
 
-The DAG file travels relative to a named root (``DAGS_FOLDER/etl/daily.py``), because the
-scheduler's and the workers' DAG folders may be mounted at different paths.
+The DAG file travels relative to a named root (``DAGS_FOLDER/etl/daily.py``, or
+``EXAMPLES/...`` for the shipped examples), because the scheduler's and the workers' DAG
+folders may be mounted at different paths. Nothing else is accepted: an absolute path, a
+path with ``..`` or another root is a malformed command, refused before anything is
+imported, so a message can make a worker import only files under its DAG folder (or the
+shipped examples).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from squall.common.errors import PayloadError
 from squall.common.models import TaskInstanceKey
@@ -24,6 +28,7 @@ PAYLOAD_VERSION = 1
 DAGS_FOLDER_ROOT = "DAGS_FOLDER"
 EXAMPLES_ROOT = "EXAMPLES"
 
+_ROOTS = (DAGS_FOLDER_ROOT, EXAMPLES_ROOT)
 _KEY_PATTERN = r"^[A-Za-z0-9_.\-]{1,250}$"
 
 
@@ -40,6 +45,18 @@ class TaskRunCommand(BaseModel):
     try_number: int = Field(ge=1)
     dag_file: str = Field(min_length=1, max_length=2000)
     queue: str = Field(min_length=1, max_length=256)
+
+    @field_validator("dag_file")
+    @classmethod
+    def _under_a_root(cls, value: str) -> str:
+        root, _, rest = value.partition("/")
+        parts = rest.split("/")
+        if root not in _ROOTS or not rest or "\x00" in rest or any(
+                part in ("", ".", "..") for part in parts):
+            raise ValueError(
+                f"must be a relative path under {DAGS_FOLDER_ROOT}/ or {EXAMPLES_ROOT}/ "
+                f"without '.', '..' or empty parts, got {value!r}")
+        return value
 
     @property
     def key(self) -> TaskInstanceKey:
@@ -78,7 +95,8 @@ class TaskRunCommand(BaseModel):
 
 
 def relative_dag_file(fileloc: str, dags_folder: Path, examples_folder: Path | None) -> str:
-    """``fileloc`` as ``ROOT/relative/path`` when it is under a known root, else as is."""
+    """``fileloc`` as ``ROOT/relative/path`` when it is under a known root, else as is (which
+    no command accepts: the scheduler fails such a task instance with the reason)."""
     path = Path(os.path.abspath(fileloc))
     for root_name, root in ((DAGS_FOLDER_ROOT, dags_folder), (EXAMPLES_ROOT, examples_folder)):
         if root is None:
@@ -92,7 +110,8 @@ def relative_dag_file(fileloc: str, dags_folder: Path, examples_folder: Path | N
 
 
 def resolve_dag_file(dag_file: str, dags_folder: Path, examples_folder: Path | None) -> Path:
-    """The local path of a ``dag_file`` from a command; refuses paths that escape the root."""
+    """The local path of a ``dag_file`` from a command: under this worker's DAG folder or
+    examples folder; anything else raises :class:`PayloadError`."""
     root_name, _, rest = dag_file.partition("/")
     roots = {DAGS_FOLDER_ROOT: dags_folder, EXAMPLES_ROOT: examples_folder}
     if root_name in roots and rest:
@@ -104,4 +123,5 @@ def resolve_dag_file(dag_file: str, dags_folder: Path, examples_folder: Path | N
         if base != path and base not in path.parents:
             raise PayloadError(f"dag_file {dag_file!r} points outside {root_name}")
         return path
-    return Path(dag_file)
+    raise PayloadError(f"dag_file {dag_file!r} is not under {DAGS_FOLDER_ROOT}/ or "
+                       f"{EXAMPLES_ROOT}/")

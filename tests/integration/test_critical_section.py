@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +25,8 @@ from tests.support.scheduling import Noop, sync_dags
 TI = TaskInstanceState
 START = datetime(2024, 1, 1, tzinfo=UTC)
 NOW = datetime(2024, 2, 1, 12, tzinfo=UTC)
-DAGS_FOLDER = Path("/nonexistent/dags")
+#: the DAGs of these tests are defined in this module: its folder is their DAG folder
+DAGS_FOLDER = Path(__file__).parent
 JOB_ID = 7
 
 
@@ -114,7 +114,7 @@ def test_priority_order_and_queued_columns(session_factory: SessionFactory) -> N
         assert task.command.try_number == 1
         assert task.command.key == task.key
         assert task.command.queue == ("etl" if task.key.task_id == "top" else "default")
-        assert task.command.dag_file == os.path.abspath(dag.fileloc)
+        assert task.command.dag_file == f"DAGS_FOLDER/{Path(dag.fileloc).name}"
     assert queue(session_factory) == []
 
 
@@ -137,6 +137,22 @@ def test_dag_file_relative_to_the_dags_folder(session_factory: SessionFactory) -
                                      dags=load_serialized_dags(session), dags_folder=folder,
                                      examples_folder=None)
     assert task.command.dag_file == f"DAGS_FOLDER/{Path(dag.fileloc).name}"
+
+
+def test_a_dag_file_outside_the_dags_folder_fails_its_task_instance(
+        session_factory: SessionFactory) -> None:
+    """No command can name a file outside the DAG folder (a worker would refuse it): the
+    task instance is failed with the reason, nothing is published."""
+    dag = make_dag("elsewhere", 1)
+    dag.fileloc = "/srv/somewhere/else.py"
+    sync_dags(session_factory, dag)
+    run_id = add_run(session_factory, dag)
+    assert queue(session_factory) == []
+    ti = states(session_factory, "elsewhere")[(run_id, "t0")]
+    assert ti.state == TI.FAILED
+    assert ti.state_reason is not None and ti.state_reason.startswith(
+        "cannot build the task-run command")
+    assert "'/srv/somewhere/else.py'" in ti.state_reason
 
 
 # --------------------------------------------------------------------------- limits

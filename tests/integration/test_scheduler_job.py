@@ -46,11 +46,16 @@ class Clock:
         return self.now
 
 
+#: the DAGs of these tests are defined in this module: its folder is their DAG folder (a
+#: task-run command names a file under it)
+DAGS_FOLDER = Path(__file__).parent
+
+
 def make_settings(tmp_path: Path, **scheduler: Any) -> Settings:
     scheduler.setdefault("scheduler_idle_sleep_time", 0.05)
     scheduler.setdefault("scheduler_heartbeat_sec", 0.1)
     return Settings.load(env={"SQUALL_HOME": str(tmp_path)}, overrides={
-        "core": {"dags_folder": str(tmp_path / "dags")}, "scheduler": scheduler})
+        "core": {"dags_folder": str(DAGS_FOLDER)}, "scheduler": scheduler})
 
 
 @pytest.fixture
@@ -563,7 +568,6 @@ def test_runs_after_a_failure_wait_on_the_past_and_then_go_on_in_order(
     dag = DAG("dop", schedule="@daily", start_date=MIDNIGHT_3_DAYS_AGO, catchup=True)
     with dag:
         Noop(task_id="t", depends_on_past=True)
-    dag.fileloc = str(tmp_path / "dags" / "dop.py")  # a command names a file in the folder
     sync_dags(session_factory, dag, now=NOW)
 
     def loop() -> None:

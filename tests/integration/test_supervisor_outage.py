@@ -35,7 +35,7 @@ def test_heartbeat_during_an_outage_keeps_the_task(
     settings = Settings.load(env={"SQUALL_HOME": str(tmp_path)})
     engine = create_engine(f"sqlite:///{tmp_path / 'no-such-dir' / 'squall.db'}")
     command = TaskRunCommand(dag_id="d", task_id="t", run_id="r", try_number=1,
-                             dag_file="d.py", queue="default")
+                             dag_file="DAGS_FOLDER/d.py", queue="default")
     metrics = RecordingMetrics()
     job = LocalTaskJob(command, settings=settings, engine=engine, celery_task_id="c",
                        worker_name="w", metrics=metrics)

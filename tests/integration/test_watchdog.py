@@ -55,7 +55,7 @@ class RecordingMetrics:
 
 def make_settings(tmp_path: Path, **celery: Any) -> Settings:
     return Settings.load(env={"SQUALL_HOME": str(tmp_path)}, overrides={
-        "core": {"dags_folder": str(tmp_path / "dags")},
+        "core": {"dags_folder": str(Path(__file__).parent)},  # where its DAGs are defined
         "scheduler": {"scheduler_idle_sleep_time": 0.01, "zombie_threshold": 300,
                       "task_queued_timeout": 600, "scheduler_health_check_threshold": 30},
         "celery": celery})
