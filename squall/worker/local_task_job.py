@@ -72,7 +72,13 @@ from squall.common.metrics import TASKS_KILLED_EXTERNALLY, WORKER_OUTAGE, LogMet
 from squall.common.models import DagRun, Job, TaskInstance, compare_and_set_state, utcnow
 from squall.common.operators.base import BaseOperator
 from squall.common.payload import TaskRunCommand, resolve_dag_file
-from squall.common.procutil import flush_std_streams
+from squall.common.procutil import (
+    child_pids,
+    end_descendants,
+    flush_std_streams,
+    has_children,
+    set_child_subreaper,
+)
 from squall.common.settings import Settings
 from squall.common.state import JobState, TaskInstanceState
 from squall.worker.runner import task_log_handler, task_log_path, write_outcome
@@ -83,8 +89,10 @@ from squall.worker.task_process import (
     TaskLoadError,
     TaskProcessHandle,
     TaskProcessSpec,
+    TryTermination,
     dag_run_values,
     describe_exit,
+    kill_grace_for,
     kill_group,
     open_pidfd,
     parent_death_sigterm,
@@ -100,8 +108,6 @@ log = logging.getLogger(__name__)
 DAG_FILE_CACHE = DagFileCache()
 
 JOB_TYPE = "LocalTaskJob"
-#: how long a task process may take to exit after SIGTERM before it gets SIGKILL
-KILL_GRACE_SECONDS = 5.0
 REASON_SIGTERM = "supervisor received SIGTERM"
 #: how often an outcome the database could not take is written again
 OUTCOME_RETRY_SECONDS = 1.0
@@ -143,7 +149,7 @@ class LocalTaskJob:
     def __init__(self, command: TaskRunCommand, *, settings: Settings, engine: Engine,
                  celery_task_id: str, worker_name: str,
                  heartbeat_interval: float | None = None,
-                 kill_grace: float = KILL_GRACE_SECONDS,
+                 kill_grace: float | None = None,
                  child_close_fds: Sequence[int] = (),
                  metrics: Metrics | None = None) -> None:
         self.command = command
@@ -155,7 +161,9 @@ class LocalTaskJob:
         self._celery_task_id = celery_task_id
         self._worker_name = worker_name
         self._heartbeat = heartbeat_interval or settings.scheduler.job_heartbeat_sec
-        self._kill_grace = kill_grace
+        #: how long the task process may take to exit after SIGTERM before SIGKILL
+        self._kill_grace = kill_grace if kill_grace is not None else kill_grace_for(
+            self._heartbeat)
         self._child_close_fds = tuple(child_close_fds)
         self._job_id: int | None = None
         self._terminate_requested = False
@@ -178,10 +186,27 @@ class LocalTaskJob:
 
     def run(self) -> SupervisorResult:
         self._install_signal_handlers()
+        # orphans of the try's processes come to this process, so none escapes the sweep
+        set_child_subreaper()
+        before = set(child_pids()) if has_children() else set()
         try:
             return self._run()
         finally:
+            self._end_leftovers(before)
             self._restore_signal_handlers()
+
+    def _end_leftovers(self, before: set[int]) -> None:
+        """End what the try's processes left running (a background command, a daemon, a
+        grandchild of a killed task process): the try's processes end with it. Only this
+        process's children that were not there before the try; a system call says when
+        there are none, the usual case."""
+        if not has_children():
+            return
+        ended = end_descendants(self._kill_grace, exclude=before)
+        if ended:
+            log.warning("TaskInstance %s: try %d: ended %d process(es) the try left running: "
+                        "%s", self.key, self.try_number, len(ended),
+                        ", ".join(str(pid) for pid in ended))
 
     def _run(self) -> SupervisorResult:
         if self._settings.core.execute_tasks_new_python_interpreter:
@@ -353,9 +378,9 @@ class LocalTaskJob:
             if pid == 0:  # the task process
                 code = 1
                 try:
-                    self._become_task_process()
+                    termination = self._become_task_process()
                     code = run_forked_task_process(self._settings, spec, theirs, self._engine,
-                                                   loaded)
+                                                   loaded, termination)
                 except BaseException:
                     log.exception("TaskInstance %s: try %d: task process failed", self.key,
                                   self.try_number)
@@ -497,17 +522,18 @@ class LocalTaskJob:
                 pass
         return self._task_recording
 
-    def _become_task_process(self) -> None:
-        """In the forked child: own process group, default signals, no inherited fds or
-        pooled database connections; the garbage collector leaves inherited objects alone
-        (a full collection would touch, and so copy, every page the pool process shares
-        with this process: tens of milliseconds)."""
+    def _become_task_process(self) -> TryTermination:
+        """In the forked child: own process group, SIGTERM ending the try and its processes
+        (:class:`TryTermination`), no inherited fds or pooled database connections; the
+        garbage collector leaves inherited objects alone (a full collection would touch,
+        and so copy, every page the pool process shares with this process: tens of
+        milliseconds)."""
         gc.freeze()
         os.setpgid(0, 0)
-        parent_death_sigterm()
         signal.set_wakeup_fd(-1)
-        for signum in (signal.SIGTERM, signal.SIGCHLD):
-            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        termination = TryTermination(self._kill_grace / 2)
+        termination.install()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         if self._channel is not None:
             self._channel.close()
@@ -519,6 +545,7 @@ class LocalTaskJob:
                     pass
         self._engine.dispose(close=False)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        return termination
 
     # ----------------------------------------------------------------------- watching
 

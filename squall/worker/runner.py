@@ -222,7 +222,7 @@ def execute_try(task: BaseOperator, context: Context, *, clear_xcom: bool = True
                 result = task.execute(context)
                 task.post_execute(context, result)
             except TaskTimedOut:
-                _safe_on_kill(task)
+                safe_on_kill(task)
                 raise
         if result is not None and task.do_xcom_push:
             ti.xcom_push(xcom.RETURN_VALUE_KEY, result)
@@ -246,7 +246,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:2000]
 
 
-def _safe_on_kill(task: BaseOperator) -> None:
+def safe_on_kill(task: BaseOperator) -> None:
     try:
         task.on_kill()
     except Exception:
@@ -383,16 +383,21 @@ def run_try(task: BaseOperator, dag_run: DagRun, *, try_number: int, max_tries: 
             start_date: datetime, session_factory: SessionFactory,
             hostname: str | None = None, log_path: Path | None = None,
             on_recording: Callable[[], None] | None = None,
-            recorder: Recorder | None = None, clear_xcom: bool = True) -> TryResult:
+            recorder: Recorder | None = None, clear_xcom: bool = True,
+            on_task: Callable[[BaseOperator], None] | None = None) -> TryResult:
     """Run one try of ``task`` in ``dag_run`` (already RUNNING in the database) end to end.
 
     ``on_recording`` is called when the task's code has ended, just before its outcome is
     written (a supervisor uses it to tell its task's own state change from an external one).
     ``recorder`` writes the outcome instead of this process (see
     :func:`squall.worker.task_process.run_forked_task_process`); ``clear_xcom`` False when
-    the try's start already deleted the task instance's XComs.
+    the try's start already deleted the task instance's XComs. ``on_task`` is given the
+    task object the try runs (a copy of ``task``), before its code runs: a task process's
+    :class:`~squall.worker.task_process.TryTermination` calls its ``on_kill``.
     """
     task = copy.copy(task)  # rendering templates must not change the DAG's own task object
+    if on_task is not None:
+        on_task(task)
     ti = DbTaskInstance(task=task, dag_run=dag_run, try_number=try_number,
                         max_tries=max_tries, start_date=start_date,
                         session_factory=session_factory,

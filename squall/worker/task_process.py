@@ -18,7 +18,6 @@ death signal) are what the supervisor uses to watch and stop a task process.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -44,6 +44,12 @@ from squall.common.errors import DagFileLoadError, PayloadError
 from squall.common.models import DagRun, TaskInstance, TaskInstanceKey, utcnow
 from squall.common.operators.base import BaseOperator
 from squall.common.payload import DAGS_FOLDER_ROOT, EXAMPLES_ROOT, resolve_dag_file
+from squall.common.procutil import (
+    end_descendants,
+    flush_std_streams,
+    set_child_subreaper,
+    set_parent_death_signal,
+)
 from squall.common.settings import Settings
 from squall.common.state import TaskInstanceState
 from squall.worker.runner import (
@@ -54,6 +60,7 @@ from squall.worker.runner import (
     log_written,
     record_outcome,
     run_try,
+    safe_on_kill,
     task_log_handler,
     task_log_path,
 )
@@ -65,6 +72,9 @@ MAX_REASON = 2000
 
 EXIT_OK = 0  # the try ran (or could not be loaded) and its outcome was recorded
 EXIT_NOT_OURS = 3  # the task instance is no longer running under this job: nothing done
+#: the longest a supervisor waits for its task process to exit after SIGTERM (see
+#: :func:`kill_grace`: never more than half a heartbeat)
+KILL_GRACE_SECONDS = 5.0
 
 
 class TaskLoadError(DagFileLoadError):
@@ -121,13 +131,16 @@ def run_task_process(settings: Settings, spec: TaskProcessSpec) -> int:
     """Run the try described by ``spec`` in this process; returns the exit code to use.
 
     Opens its own database engine (never one inherited through a fork) and disposes of it.
+    SIGTERM ends the try and every process it started (:class:`TryTermination`).
     """
+    termination = TryTermination(kill_grace_for(settings.scheduler.job_heartbeat_sec) / 2)
+    termination.install()
     db = settings.database
     engine = make_engine(settings.sql_alchemy_conn, pool_size=2, max_overflow=2,
                          pool_recycle=db.sql_alchemy_pool_recycle,
                          pool_pre_ping=db.sql_alchemy_pool_pre_ping)
     try:
-        return _run(settings, spec, make_session_factory(engine))
+        return _run(settings, spec, make_session_factory(engine), termination)
     finally:
         engine.dispose()
 
@@ -154,7 +167,8 @@ def dag_run_values(dag_run: DagRun) -> dict[str, Any]:
 
 def run_forked_task_process(settings: Settings, spec: TaskProcessSpec, channel: Connection,
                             engine: Engine,
-                            loaded: BaseOperator | TaskLoadError | None = None) -> int:
+                            loaded: BaseOperator | TaskLoadError | None = None,
+                            termination: TryTermination | None = None) -> int:
     """The body of a task process forked before its try started.
 
     It loads the task (unless the supervisor had it ``loaded``, from its
@@ -164,6 +178,7 @@ def run_forked_task_process(settings: Settings, spec: TaskProcessSpec, channel: 
     own long-lived connection and answers whether the compare-and-set won; callbacks run
     after that. ``engine`` is the supervisor's, its pool emptied by the fork: the task's own
     reads and writes (XCom, skips) connect on first use. It is disposed of here.
+    ``termination``, installed by the caller, learns the task the try runs.
     """
     if loaded is None:
         try:
@@ -192,7 +207,8 @@ def run_forked_task_process(settings: Settings, spec: TaskProcessSpec, channel: 
         run_try(loaded, DagRun(**started.dag_run), try_number=spec.try_number,
                 max_tries=started.max_tries, start_date=started.start_date,
                 session_factory=make_session_factory(engine), hostname=spec.hostname,
-                log_path=log_path, recorder=recorder, clear_xcom=False)
+                log_path=log_path, recorder=recorder, clear_xcom=False,
+                on_task=termination.running if termination is not None else None)
         return EXIT_OK
     finally:
         channel.close()
@@ -209,7 +225,8 @@ def _ask(channel: Connection, message: tuple[str, Any]) -> bool:
         return False
 
 
-def _run(settings: Settings, spec: TaskProcessSpec, factory: SessionFactory) -> int:
+def _run(settings: Settings, spec: TaskProcessSpec, factory: SessionFactory,
+         termination: TryTermination) -> int:
     """Check that the try is still running under ``spec.job_id``, load the DAG file and run
     the try, recording its outcome (the new-interpreter path)."""
     key = spec.key
@@ -240,7 +257,8 @@ def _run(settings: Settings, spec: TaskProcessSpec, factory: SessionFactory) -> 
         return EXIT_OK
     run_try(task, dag_run, try_number=spec.try_number, max_tries=ti.max_tries,
             start_date=start_date, session_factory=factory, hostname=spec.hostname,
-            log_path=log_path, on_recording=spec.notify_recording, clear_xcom=False)
+            log_path=log_path, on_recording=spec.notify_recording, clear_xcom=False,
+            on_task=termination.running)
     return EXIT_OK
 
 
@@ -383,9 +401,6 @@ def record_failure(factory: SessionFactory, key: TaskInstanceKey, *, try_number:
 
 # --------------------------------------------------------------------------- process handling
 
-_PR_SET_PDEATHSIG = 1
-
-
 class TaskProcessHandle:
     """A started task process: forked (``popen`` None) or a new interpreter."""
 
@@ -415,17 +430,6 @@ def describe_exit(code: int) -> str:
     return f"task process exited with code {code}"
 
 
-def set_parent_death_signal(signum: int) -> None:
-    """Ask Linux to send ``signum`` to this process when its parent dies (best effort)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
-    except (OSError, AttributeError):
-        log.debug("prctl(PR_SET_PDEATHSIG) is not available")
-
-
 def kill_group(pgid: int, signum: int) -> None:
     try:
         os.killpg(pgid, signum)
@@ -444,3 +448,51 @@ def parent_death_sigterm() -> None:
     """In a task process (also the ``preexec_fn`` of a new interpreter): get SIGTERM when
     the supervisor dies, so no task outlives its supervisor."""
     set_parent_death_signal(signal.SIGTERM)
+
+
+def kill_grace_for(heartbeat: float) -> float:
+    """How long a supervisor lets its task process take to exit after SIGTERM before it
+    sends SIGKILL: at most half a heartbeat, so that a try Squall ends is gone, with every
+    process it started, within two heartbeats (one to notice, one to end it)."""
+    return min(KILL_GRACE_SECONDS, heartbeat / 2)
+
+
+class TryTermination:
+    """How a task process ends its try when it gets SIGTERM: from its supervisor (the
+    try was cleared, marked, found a zombie, or the worker is stopping) or as its
+    parent-death signal (the supervisor died, even by SIGKILL).
+
+    :meth:`install` makes this process a child subreaper (an orphaned grandchild stays its
+    descendant), asks for SIGTERM when the supervisor dies and installs the handler. The
+    handler runs the running task's ``on_kill``, ends every process the try started
+    (SIGTERM, ``grace`` seconds, SIGKILL; grandchildren in sessions of their own included:
+    :func:`~squall.common.procutil.end_descendants`), and then lets SIGTERM end this
+    process. It records nothing: the supervisor records the try, or the scheduler finds it
+    a zombie when the supervisor is gone.
+    """
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self.task: BaseOperator | None = None  # the task whose try runs, once it runs
+
+    def install(self) -> None:
+        set_child_subreaper()
+        parent_death_sigterm()
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def running(self, task: BaseOperator) -> None:
+        self.task = task
+
+    def _on_sigterm(self, _signum: int, _frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        log.warning("Task process %d: SIGTERM: ending the try and every process it started",
+                    os.getpid())
+        if self.task is not None:
+            safe_on_kill(self.task)
+        ended = end_descendants(self.grace)
+        if ended:
+            log.warning("Task process %d: ended %s", os.getpid(),
+                        ", ".join(str(pid) for pid in ended))
+        flush_std_streams()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)

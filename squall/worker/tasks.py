@@ -37,10 +37,9 @@ from squall.common.db import make_engine
 from squall.common.errors import PayloadError, SquallError
 from squall.common.metrics import Metrics, metrics_from_settings
 from squall.common.payload import TaskRunCommand
-from squall.common.procutil import flush_std_streams
+from squall.common.procutil import flush_std_streams, set_parent_death_signal
 from squall.common.settings import Settings
 from squall.worker.local_task_job import LocalTaskJob
-from squall.worker.task_process import set_parent_death_signal
 
 log = logging.getLogger(__name__)
 

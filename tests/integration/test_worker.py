@@ -38,6 +38,7 @@ from squall.common.models.taskinstance import compare_and_set_state
 from squall.common.payload import TaskRunCommand, relative_dag_file
 from squall.common.settings import Settings
 from squall.common.state import DagRunState, DagRunType, JobState, TaskInstanceState
+from squall.worker.local_task_job import REASON_SIGTERM
 from squall.worker.runner import task_log_path
 from tests.conftest import _pg_clean
 from tests.support.services import RedisServer, wait_until
@@ -56,7 +57,7 @@ import time
 
 import pendulum
 
-from squall import DAG, PythonOperator
+from squall import DAG, BashOperator, PythonOperator
 
 MARKS = {marks!r}
 
@@ -102,7 +103,30 @@ for dag_id, func, retries in (("w_ok", ok, 0), ("w_fail", boom, 1), ("w_sleep", 
 
 with DAG("w_callback", schedule=None, start_date=START):
     PythonOperator(task_id="t", python_callable=ok, on_success_callback=slow_callback)
+
+TREE = {tree!r}  # see TREE in the test module
+for dag_id, command, timeout in (
+        ("w_bash", TREE + "sleep 300", None),
+        ("w_bash_timeout", TREE + "sleep 300", pendulum.duration(seconds=2)),
+        ("w_bash_leaves", TREE + "echo finished", None)):
+    with DAG(dag_id, schedule=None, start_date=START):
+        BashOperator(task_id="t", bash_command=command, env={{"MARKS": MARKS}},
+                     append_env=True, execution_timeout=timeout)
 '''
+
+# A bash command that starts a tree: a background child, a grandchild, and a process in a
+# session of its own whose parent has exited (an orphan). Each writes its pid to
+# MARKS/<dag>.<run>.pids; the command's own pid comes first, "ready" last.
+TREE = r"""
+export P="$MARKS/$SQUALL_CTX_DAG_ID.$SQUALL_CTX_DAG_RUN_ID.pids"
+echo $$ >> "$P"
+sleep 300 > /dev/null 2>&1 &
+echo $! >> "$P"
+bash -c 'sleep 300 > /dev/null 2>&1 & echo $! >> "$P"; wait' > /dev/null 2>&1 &
+(setsid bash -c 'echo $$ >> "$P"; exec sleep 300' > /dev/null 2>&1 &)
+while [ "$(wc -l < "$P")" -lt 4 ]; do sleep 0.05; done
+echo ready >> "$P"
+"""
 
 BROKEN_VALID = '''
 import pendulum
@@ -144,7 +168,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, _pg_engine: Engine,
     dags, marks = home / "dags", home / "marks"
     dags.mkdir()
     marks.mkdir()
-    (dags / "worker_dags.py").write_text(DAGS.format(marks=str(marks)))
+    (dags / "worker_dags.py").write_text(DAGS.format(marks=str(marks), tree=TREE))
     (dags / "broken_dag.py").write_text(BROKEN_VALID)
     environ = {k: v for k, v in os.environ.items() if not k.startswith("SQUALL")}
     environ.update({
@@ -339,6 +363,53 @@ def squall_cli(env: Env, *args: str) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie has ended: it only waits to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
+
+
+def tree_pids(env: Env, key: TaskInstanceKey) -> list[int]:
+    """The pids the TREE bash command wrote (the command, a background child, a grandchild,
+    an orphan in its own session), once it wrote them all."""
+    path = env.marks / f"{key.dag_id}.{key.run_id}.pids"
+    wait_until(lambda: path.exists() and path.read_text().endswith("ready\n"), 30,
+               message=f"the bash command of {key} to start its processes")
+    pids = [int(line) for line in path.read_text().split()[:-1]]
+    assert len(pids) == 4 and all(alive(pid) for pid in pids), pids
+    return pids
+
+
+#: every process of a try Squall ends is gone within two heartbeats (docs/guarantees.md);
+#: the second of slack is for this test's polling on a loaded machine
+KILL_BOUND = 2 * HEARTBEAT + 1.0
+
+
+def assert_all_gone(pids: list[int], since: float, what: str) -> None:
+    wait_until(lambda: not any(alive(pid) for pid in pids), 30, interval=0.02,
+               message=f"every process of the try to end after {what}: "
+                       f"{[pid for pid in pids if alive(pid)]} still run")
+    took = time.monotonic() - since
+    assert took <= KILL_BOUND, f"the try's processes took {took:.2f} s to end after {what}"
+
+
+def running_tree(env: Env, worker: Worker, dag_id: str = "w_bash"
+                 ) -> tuple[Sent, int, list[int]]:
+    """A running bash try with its tree started: (sent, supervisor pid, every pid of the
+    try: the task process first)."""
+    sent = queue_try(env, new_run(env, dag_id))
+    ti = wait_state(env, sent.key, {"running"}, worker)
+    supervisor = job_row(env, ti.job_id).pid
+    assert supervisor is not None
+    pids = tree_pids(env, sent.key)
+    task_pid = ti_row(env, sent.key).pid
+    assert task_pid is not None and task_pid != supervisor and alive(task_pid)
+    return sent, supervisor, [task_pid, *pids]
+
+
 # --------------------------------------------------------------------------- tests
 
 
@@ -523,6 +594,114 @@ def test_dag_file_broken_on_the_worker_fails_the_try(env: Env, worker: Worker) -
     assert "this DAG file is broken on the worker" in ti.state_reason
     proc = squall_cli(env, "tasks", "logs", "w_broken", "t", sent.key.run_id)
     assert proc.returncode == 0 and "broken on the worker" in proc.stdout
+
+
+# --------------------------------------------------------------------------- a try's processes
+
+
+@pytest.mark.parametrize("how", ["set-state", "clear"])
+def test_a_try_marked_or_cleared_ends_every_process_it_started(
+        env: Env, worker: Worker, how: str) -> None:
+    sent, _supervisor, pids = running_tree(env, worker)
+    if how == "set-state":
+        proc = squall_cli(env, "tasks", "set-state", "w_bash", "t", sent.key.run_id,
+                          "--state", "failed")
+        assert proc.returncode == 0, proc.stderr
+    else:  # what clearing a running task instance does to its row
+        with session_scope(env.factory) as session:
+            session.execute(update(TaskInstance).where(
+                TaskInstance.dag_id == "w_bash", TaskInstance.run_id == sent.key.run_id)
+                .values(state="none", end_date=None))
+    assert_all_gone(pids, time.monotonic(), how)
+    result = celery_result(env, sent.celery_id, "killed")
+    assert result["reason"].startswith("state changed externally to")
+    log = task_log_path(env.settings.log_folder, sent.key, 1).read_text()
+    assert "Sending SIGTERM to the process group of the bash command" in log  # on_kill ran
+
+
+def test_sigterm_to_the_supervisor_ends_every_process_of_the_try(
+        env: Env, worker: Worker) -> None:
+    sent, supervisor, pids = running_tree(env, worker)
+    os.kill(supervisor, signal.SIGTERM)
+    assert_all_gone(pids, time.monotonic(), "SIGTERM to the supervisor")
+    assert wait_state(env, sent.key, {"failed"}, worker).state_reason == REASON_SIGTERM
+
+
+def test_a_supervisor_killed_by_sigkill_takes_the_try_with_it(env: Env, worker: Worker) -> None:
+    sent, supervisor, pids = running_tree(env, worker)
+    os.kill(supervisor, signal.SIGKILL)  # no handler runs: the parent-death signal does it
+    assert_all_gone(pids, time.monotonic(), "SIGKILL to the supervisor")
+    # the try is left RUNNING for the scheduler to find a zombie; nothing of it still runs
+    assert ti_row(env, sent.key).state == "running"
+
+
+def test_a_zombie_try_is_ended_when_its_supervisor_wakes(env: Env, worker: Worker) -> None:
+    from squall.common.metrics import LogMetrics
+    from squall.scheduler.watchdog import fail_zombies
+
+    sent, supervisor, pids = running_tree(env, worker)
+    os.kill(supervisor, signal.SIGSTOP)  # a supervisor that stopped heartbeating
+    try:
+        with session_scope(env.factory) as session:
+            later = utcnow() + timedelta(seconds=400)  # its heartbeat is long stale by then
+            assert fail_zombies(session, {}, now=later, threshold=300,
+                                metrics=LogMetrics()) >= 1
+        assert ti_row(env, sent.key).state == "failed"
+    finally:
+        os.kill(supervisor, signal.SIGCONT)
+    assert_all_gone(pids, time.monotonic(), "the zombie's supervisor woke")
+    assert celery_result(env, sent.celery_id, "killed")["reason"] == (
+        "state changed externally to failed")
+
+
+def test_execution_timeout_ends_every_process_of_the_try(env: Env, worker: Worker) -> None:
+    sent, _supervisor, pids = running_tree(env, worker, "w_bash_timeout")
+    ti = wait_state(env, sent.key, {"failed"}, worker)
+    assert ti.state_reason is not None and "execution_timeout" in ti.state_reason
+    assert_all_gone(pids, time.monotonic(), "the execution timeout")
+
+
+def test_what_a_finished_try_left_running_is_ended(env: Env, worker: Worker) -> None:
+    sent = queue_try(env, new_run(env, "w_bash_leaves"))
+    wait_state(env, sent.key, {"success"}, worker)
+    pids = [int(line) for line in (env.marks / f"w_bash_leaves.{sent.key.run_id}.pids")
+            .read_text().split()[:-1]]
+    assert len(pids) == 4
+    assert_all_gone(pids, time.monotonic(), "the try succeeded")
+    [line] = [line for line in worker.log().splitlines()
+              if f"TaskInstance {sent.key}: try 1: ended" in line]
+    assert "the try left running" in line
+    named = {int(pid) for pid in line.rsplit(": ", 1)[1].split(", ")}
+    assert set(pids[1:]) <= named  # all but the command itself, which had exited
+
+
+# --------------------------------------------------------------------------- payload rule
+
+
+@pytest.mark.parametrize("dag_file", ["{outside}", "DAGS_FOLDER/../outside.py"])
+def test_a_message_naming_a_file_outside_the_dag_folder_is_refused_unread(
+        env: Env, worker: Worker, dag_file: str) -> None:
+    outside = env.home / "outside.py"
+    imported = env.home / "outside.imported"
+    outside.write_text(f"open({str(imported)!r}, 'a').write('imported\\n')\n")
+    key = new_run(env, "w_ok")
+    message = {"version": 1, "kind": "run_task", "dag_id": key.dag_id,
+               "task_id": key.task_id, "run_id": key.run_id, "try_number": 1,
+               "dag_file": dag_file.format(outside=outside), "queue": QUEUE}
+    celery_id = str(uuid.uuid4())
+    publish(env, message, celery_id)
+    refused = celery_result(env, celery_id, "refused")
+    assert "dag_file" in refused["reason"] and "DAGS_FOLDER/" in refused["reason"]
+    sent = queue_try(env, new_run(env, "w_ok"))  # the worker goes on, and behind it ...
+    wait_state(env, sent.key, {"success"}, worker)
+    assert not imported.exists()
+    assert worker.log().count(f"Celery task {celery_id}: refused") == 1  # logged once
+    client = redis.Redis.from_url(env.redis_url)
+    try:
+        assert client.llen(QUEUE) == 0  # ... the refused message was acknowledged
+    finally:
+        client.close()
+    assert ti_row(env, key).state == "none"  # and its task instance untouched
 
 
 def test_celery_dash_a_form_runs_tasks(env: Env) -> None:
