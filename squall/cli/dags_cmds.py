@@ -159,11 +159,13 @@ def set_paused(ctx: CliContext, args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_date(value: str | None) -> datetime | None:
+def _parse_date(value: str | None, timezone: str) -> datetime | None:
+    """A logical date from the command line; without an offset it is a wall time in
+    ``timezone`` (``[core] default_timezone``, as Airflow's CLI takes it)."""
     if value is None:
         return None
     try:
-        parsed = pendulum.parse(value, tz="UTC")
+        parsed = pendulum.parse(value, tz=timezone)
     except (ValueError, pendulum.parsing.exceptions.ParserError) as exc:
         raise CliError(f"logical date {value!r} is not an ISO date or datetime: {exc}") from None
     if not isinstance(parsed, datetime):
@@ -186,7 +188,7 @@ def _parse_conf(value: str | None) -> dict[str, Any] | None:
 def test_dag(ctx: CliContext, args: argparse.Namespace) -> int:
     from squall.worker.local_run import run_dag_locally
 
-    logical = _parse_date(args.logical_date)
+    logical = _parse_date(args.logical_date, ctx.settings.core.default_timezone)
     conf = _parse_conf(args.conf)
     dag = load_dag(ctx, args.dag_id)
     try:
@@ -213,7 +215,8 @@ def test_task(ctx: CliContext, args: argparse.Namespace) -> int:
         raise CliError(f"DAG {dag.dag_id} has no task {args.task_id!r} "
                        f"(tasks: {', '.join(dag.task_ids)})")
     summary = run_task_locally(dag, args.task_id, ctx.session_factory(),
-                               logical_date=_parse_date(args.logical_date),
+                               logical_date=_parse_date(args.logical_date,
+                                                        ctx.settings.core.default_timezone),
                                conf=_parse_conf(args.conf), log_folder=ctx.settings.log_folder)
     row = {"task_id": summary.task_id, "state": summary.state,
            "try_number": summary.try_number, "reason": summary.state_reason}

@@ -109,7 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def trigger(ctx: CliContext, args: argparse.Namespace) -> int:
     conf = _parse_conf(args.conf)
-    logical = _parse_date(args.logical_date)
+    logical = _parse_date(args.logical_date, ctx.settings.core.default_timezone)
     if args.run_id is not None and not args.run_id.strip():
         raise CliError("--run-id must not be empty")
     dag_ids: list[str] = list(dict.fromkeys(args.dag_id))

@@ -356,6 +356,18 @@ def test_dags_test_bad_logical_date(dag_home: Path) -> None:
     assert proc.stdout == ""
 
 
+def test_a_naive_logical_date_is_in_the_default_timezone(dag_home: Path) -> None:
+    env = {"SQUALL__CORE__DEFAULT_TIMEZONE": "Europe/Amsterdam"}
+    ok(squall(dag_home, "dags", "trigger", "beta", "--run-id", "r1",
+              "--logical-date", "2024-03-01T02:00", env=env))
+    ok(squall(dag_home, "dags", "trigger", "beta", "--run-id", "r2",
+              "--logical-date", "2024-03-01T02:00+00:00", env=env))
+    runs = {r["run_id"]: r["logical_date"]
+            for r in as_json(squall(dag_home, "dags", "list-runs", "beta", "-o", "json"))}
+    assert runs["r1"].startswith("2024-03-01T01:00:00")  # 02:00 in Amsterdam
+    assert runs["r2"].startswith("2024-03-01T02:00:00")
+
+
 def test_tasks_test_runs_one_task(dag_home: Path) -> None:
     proc = ok(squall(dag_home, "tasks", "test", "alpha", "hello", "2024-03-01", "-o", "json"))
     assert as_json(proc) == {"task_id": "hello", "state": "success", "try_number": 1,
