@@ -735,18 +735,17 @@ def test_cold_shutdown_of_the_worker_fails_the_running_try(env: Env) -> None:
     w4 = start_worker(env, ["-m", "squall", "celery", "worker", "-q", "w4_queue", "-c", "1",
                             "-n", "w4@%h"], "w4")
     try:
-        sent = queue_try(env, new_run(env, "w_sleep"), queue="w4_queue")
+        sent = queue_try(env, new_run(env, "w_bash"), queue="w4_queue")
         ti = wait_state(env, sent.key, {"running"}, w4)
         supervisor = job_row(env, ti.job_id).pid
-        wait_until(lambda: ti_row(env, sent.key).pid != supervisor and marks(env, sent.key),
-                   15, message="the task process to start")
+        pids = tree_pids(env, sent.key)
         task_pid = ti_row(env, sent.key).pid
-        assert task_pid is not None
+        assert task_pid is not None and task_pid != supervisor
 
         w4.process.send_signal(signal.SIGQUIT)  # Celery's cold shutdown
         after = wait_state(env, sent.key, {"failed"}, w4, timeout=15)
         assert after.state_reason == "supervisor received SIGTERM"
-        wait_until(lambda: pid_gone(task_pid), 10, message="the task process to exit")
+        assert_all_gone([task_pid, *pids], time.monotonic(), "the cold shutdown")
         w4.process.wait(15)
     finally:
         stop_worker(w4)
