@@ -216,6 +216,10 @@ class _Listing:
         """List the folders if that is due (or ``force``); the files new since last time."""
         if not force and now - self._listed_at < self._interval:
             return []
+        if not self._bag.dag_folder.exists():
+            # an unmounted volume is not "every DAG file is gone": keep the last listing
+            # (the pass skips the sync) and list again next time
+            return []
         before = {path for path, _ in self.files}
         self.files = self._bag.files()
         self._listed_at = now

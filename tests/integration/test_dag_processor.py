@@ -164,6 +164,29 @@ def test_new_files_wait_for_the_folder_listing(
         processor.stop(grace=30)
 
 
+def test_a_listing_of_a_missing_folder_forgets_no_file(
+        db_url: str, tmp_path: Path, session_factory: SessionFactory) -> None:
+    settings = settings_for(db_url, tmp_path, min_file_process_interval=0.2,
+                            dag_dir_list_interval=3600)
+    folder = tmp_path / "dags"
+    write_dag(folder, "kept")
+    processor = DagProcessor(settings)
+    processor.start()
+    try:
+        wait_until(lambda: "kept" in active_dags(session_factory), 60,
+                   message="the first pass")
+        folder.rename(tmp_path / "unmounted")
+        processor.request_parse()  # lists the folder while it is missing
+        passes = processor.passes
+        wait_until(lambda: processor.passes >= passes + 2, 30, message="passes without it")
+        (tmp_path / "unmounted").rename(folder)
+        passes = processor.passes
+        wait_until(lambda: processor.passes >= passes + 2, 30, message="passes with it back")
+        assert active_dags(session_factory) == {"kept"}
+    finally:
+        processor.stop(grace=30)
+
+
 def test_scheduler_runs_its_processor(db_url: str, tmp_path: Path,
                                       session_factory: SessionFactory) -> None:
     settings = settings_for(db_url, tmp_path, min_file_process_interval=0)
