@@ -10,45 +10,45 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from squall.common.dag import DAG, dag
-    from squall.common.decorators import task
-    from squall.common.dependencies import chain, cross_downstream
     from squall.common.errors import SensorTimeout, TaskFailedNoRetry, TaskSkipped, TaskTimedOut
-    from squall.common.operators.base import BaseOperator, XComArg
-    from squall.common.operators.bash import BashOperator
-    from squall.common.operators.empty import EmptyOperator
-    from squall.common.operators.python import (
+    from squall.sdk.dag import DAG, dag
+    from squall.sdk.decorators import task
+    from squall.sdk.edges import chain, cross_downstream
+    from squall.sdk.operators.base import BaseOperator, XComArg
+    from squall.sdk.operators.bash import BashOperator
+    from squall.sdk.operators.empty import EmptyOperator
+    from squall.sdk.operators.python import (
         BranchPythonOperator,
         PythonOperator,
         ShortCircuitOperator,
     )
-    from squall.common.sensors.base import BaseSensorOperator
-    from squall.common.sensors.filesystem import FileSensor
-    from squall.common.sensors.python import PythonSensor
-    from squall.common.sensors.time_delta import TimeDeltaSensor
-    from squall.common.taskgroup import TaskGroup, task_group
-    from squall.common.trigger_rule import TriggerRule
+    from squall.sdk.sensors.base import BaseSensorOperator
+    from squall.sdk.sensors.filesystem import FileSensor
+    from squall.sdk.sensors.python import PythonSensor
+    from squall.sdk.sensors.time_delta import TimeDeltaSensor
+    from squall.sdk.taskgroup import TaskGroup, task_group
+    from squall.sdk.trigger_rule import TriggerRule
 
 _EXPORTS: dict[str, str] = {
-    "DAG": "squall.common.dag",
-    "dag": "squall.common.dag",
-    "task": "squall.common.decorators",
-    "task_group": "squall.common.taskgroup",
-    "TaskGroup": "squall.common.taskgroup",
-    "chain": "squall.common.dependencies",
-    "cross_downstream": "squall.common.dependencies",
-    "BaseOperator": "squall.common.operators.base",
-    "XComArg": "squall.common.operators.base",
-    "EmptyOperator": "squall.common.operators.empty",
-    "BashOperator": "squall.common.operators.bash",
-    "PythonOperator": "squall.common.operators.python",
-    "BranchPythonOperator": "squall.common.operators.python",
-    "ShortCircuitOperator": "squall.common.operators.python",
-    "BaseSensorOperator": "squall.common.sensors.base",
-    "PythonSensor": "squall.common.sensors.python",
-    "TimeDeltaSensor": "squall.common.sensors.time_delta",
-    "FileSensor": "squall.common.sensors.filesystem",
-    "TriggerRule": "squall.common.trigger_rule",
+    "DAG": "squall.sdk.dag",
+    "dag": "squall.sdk.dag",
+    "task": "squall.sdk.decorators",
+    "task_group": "squall.sdk.taskgroup",
+    "TaskGroup": "squall.sdk.taskgroup",
+    "chain": "squall.sdk.edges",
+    "cross_downstream": "squall.sdk.edges",
+    "BaseOperator": "squall.sdk.operators.base",
+    "XComArg": "squall.sdk.operators.base",
+    "EmptyOperator": "squall.sdk.operators.empty",
+    "BashOperator": "squall.sdk.operators.bash",
+    "PythonOperator": "squall.sdk.operators.python",
+    "BranchPythonOperator": "squall.sdk.operators.python",
+    "ShortCircuitOperator": "squall.sdk.operators.python",
+    "BaseSensorOperator": "squall.sdk.sensors.base",
+    "PythonSensor": "squall.sdk.sensors.python",
+    "TimeDeltaSensor": "squall.sdk.sensors.time_delta",
+    "FileSensor": "squall.sdk.sensors.filesystem",
+    "TriggerRule": "squall.sdk.trigger_rule",
     "TaskSkipped": "squall.common.errors",
     "TaskFailedNoRetry": "squall.common.errors",
     "TaskTimedOut": "squall.common.errors",

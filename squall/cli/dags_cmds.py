@@ -13,12 +13,12 @@ import pendulum
 from sqlalchemy import select, update
 
 from squall.cli.common import CliContext, CliError, add_output_flag, console, print_rows
-from squall.common.dag import DAG
 from squall.common.dagbag import DagBag, sync_to_db
 from squall.common.db import session_scope
 from squall.common.errors import SquallError
 from squall.common.models import DagModel, ImportError_, utcnow
 from squall.common.wakeup import notify_scheduler
+from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
 

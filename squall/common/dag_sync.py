@@ -18,11 +18,11 @@ import pendulum
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from squall.common.dag import DAG
 from squall.common.models import DagModel, DagRun, ImportError_, SerializedDagModel
 from squall.common.serialization import SerializationError, dag_hash, deserialize_dag
 from squall.common.state import DagRunType
-from squall.common.timetables import DataInterval
+from squall.sdk.dag import DAG
+from squall.sdk.timetables import DataInterval
 
 if TYPE_CHECKING:
     from squall.common.dagbag import ParseResult

@@ -42,12 +42,12 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from squall.common.dag import DAG, DagContext
-from squall.common.dag_defaults import DagDefaults, authoring_defaults
 from squall.common.dag_files import DEFAULT_IGNORE_FILE, IgnoreSyntax, list_dag_files
 from squall.common.dag_sync import load_serialized_dags, sync_to_db
 from squall.common.serialization import serialize_dag
-from squall.common.taskgroup import TaskGroupContext
+from squall.sdk.dag import DAG, DagContext
+from squall.sdk.dag_defaults import DagDefaults, authoring_defaults
+from squall.sdk.taskgroup import TaskGroupContext
 
 if TYPE_CHECKING:
     from squall.common.settings import Settings
@@ -178,7 +178,7 @@ def load_file(
     a duplicate dag_id, or running past ``timeout`` seconds (enforced with ``SIGALRM`` when
     called from the main thread). With ``airflow_compat`` the ``airflow`` import name is
     provided first (:mod:`squall.compat.airflow`). ``dag_defaults`` (the deployment's, see
-    :mod:`squall.common.dag_defaults`) are what the file's DAGs and tasks get for what it
+    :mod:`squall.sdk.dag_defaults`) are what the file's DAGs and tasks get for what it
     leaves out; without them, Airflow's own defaults.
     """
     filepath = os.path.abspath(path)

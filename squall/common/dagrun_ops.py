@@ -11,7 +11,7 @@ only one deciding for a given run at a time (the scheduler holds the run's row l
 state guards on every bulk UPDATE protect the changes of *other* writers (workers, the API)
 from being overwritten, they do not make two deciders safe.
 
-The ``dag`` given is anything shaped like :class:`squall.common.dag.DAG` (see
+The ``dag`` given is anything shaped like :class:`squall.sdk.dag.DAG` (see
 :class:`DagLike`): the DAG itself, or a stand-in rebuilt from its serialised form.
 """
 
@@ -41,7 +41,6 @@ from squall.common.deps import (
 )
 from squall.common.errors import DagNotFound, DagRunAlreadyExists
 from squall.common.models import DagModel, DagRun, TaskInstance, utcnow
-from squall.common.operators.base import DEFAULT_QUEUE
 from squall.common.state import (
     DAGRUN_FINISHED_STATES,
     FAILED_LIKE_STATES,
@@ -50,7 +49,8 @@ from squall.common.state import (
     DagRunType,
     TaskInstanceState,
 )
-from squall.common.timetables import DataInterval, Timetable
+from squall.sdk.operators.base import DEFAULT_QUEUE
+from squall.sdk.timetables import DataInterval, Timetable
 
 log = logging.getLogger(__name__)
 

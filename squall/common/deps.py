@@ -15,7 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from squall.common.state import FINISHED_STATES, TaskInstanceState
-from squall.common.trigger_rule import TriggerRule
+from squall.sdk.trigger_rule import TriggerRule
 
 TI = TaskInstanceState
 

@@ -3,7 +3,7 @@
 The scheduler and the API never import user code. A DAG file is parsed in a child process,
 which hands back :func:`serialize_dag` of each DAG: a JSON-able dict with the DAG's settings,
 its schedule as a timetable *spec*, its task groups and, per task, the attributes that
-scheduling depends on. :func:`deserialize_dag` rebuilds a real :class:`~squall.common.dag.DAG`
+scheduling depends on. :func:`deserialize_dag` rebuilds a real :class:`~squall.sdk.dag.DAG`
 from it whose tasks are :class:`SerializedOperator` stand-ins: same ids, dependencies, trigger
 rules, retries, pools, queues and priority weights (so ``priority_weight_total`` gives the
 same numbers), but no user code (``execute`` raises).
@@ -38,11 +38,11 @@ import pendulum
 from dateutil.relativedelta import relativedelta  # type: ignore[import-untyped, unused-ignore]
 from pendulum.tz.timezone import FixedTimezone, Timezone
 
-from squall.common.dag import DAG
 from squall.common.errors import SquallError
-from squall.common.operators.base import BaseOperator, Context
-from squall.common.taskgroup import TaskGroup
-from squall.common.timetables import (
+from squall.sdk.dag import DAG
+from squall.sdk.operators.base import BaseOperator, Context
+from squall.sdk.taskgroup import TaskGroup
+from squall.sdk.timetables import (
     CronDataIntervalTimetable,
     DeltaDataIntervalTimetable,
     NullTimetable,

@@ -4,7 +4,7 @@
 for ``airflow`` and a fixed set of its submodules, the core of Airflow 2's authoring API
 (:data:`SUPPORTED_MODULES`). Each is a virtual module whose attributes are Squall's own
 objects: ``airflow.operators.bash.BashOperator`` *is*
-:class:`squall.common.operators.bash.BashOperator`, ``airflow.exceptions.AirflowSkipException``
+:class:`squall.sdk.operators.bash.BashOperator`, ``airflow.exceptions.AirflowSkipException``
 *is* :class:`squall.common.errors.TaskSkipped` (so raising it in a task skips the task), and
 so on. A DAG file that uses only these runs unchanged.
 
@@ -53,33 +53,33 @@ __all__ = [
 
 #: ``airflow`` module name -> {attribute: "squall.module:attribute"}.
 SUPPORTED_MODULES: Final[dict[str, dict[str, str]]] = {
-    "airflow": {"DAG": "squall.common.dag:DAG"},
+    "airflow": {"DAG": "squall.sdk.dag:DAG"},
     "airflow.models": {
-        "DAG": "squall.common.dag:DAG",
-        "BaseOperator": "squall.common.operators.base:BaseOperator",
+        "DAG": "squall.sdk.dag:DAG",
+        "BaseOperator": "squall.sdk.operators.base:BaseOperator",
     },
     "airflow.models.dag": {
-        "DAG": "squall.common.dag:DAG",
-        "dag": "squall.common.dag:dag",
+        "DAG": "squall.sdk.dag:DAG",
+        "dag": "squall.sdk.dag:dag",
     },
     "airflow.models.baseoperator": {
-        "BaseOperator": "squall.common.operators.base:BaseOperator",
-        "chain": "squall.common.dependencies:chain",
-        "cross_downstream": "squall.common.dependencies:cross_downstream",
+        "BaseOperator": "squall.sdk.operators.base:BaseOperator",
+        "chain": "squall.sdk.edges:chain",
+        "cross_downstream": "squall.sdk.edges:cross_downstream",
     },
     "airflow.operators": {},
-    "airflow.operators.bash": {"BashOperator": "squall.common.operators.bash:BashOperator"},
+    "airflow.operators.bash": {"BashOperator": "squall.sdk.operators.bash:BashOperator"},
     "airflow.operators.python": {
-        "PythonOperator": "squall.common.operators.python:PythonOperator",
-        "BranchPythonOperator": "squall.common.operators.python:BranchPythonOperator",
-        "ShortCircuitOperator": "squall.common.operators.python:ShortCircuitOperator",
+        "PythonOperator": "squall.sdk.operators.python:PythonOperator",
+        "BranchPythonOperator": "squall.sdk.operators.python:BranchPythonOperator",
+        "ShortCircuitOperator": "squall.sdk.operators.python:ShortCircuitOperator",
     },
-    "airflow.operators.empty": {"EmptyOperator": "squall.common.operators.empty:EmptyOperator"},
-    "airflow.operators.dummy": {"DummyOperator": "squall.common.operators.dummy:DummyOperator"},
+    "airflow.operators.empty": {"EmptyOperator": "squall.sdk.operators.empty:EmptyOperator"},
+    "airflow.operators.dummy": {"DummyOperator": "squall.sdk.operators.dummy:DummyOperator"},
     "airflow.decorators": {
-        "dag": "squall.common.decorators:dag",
-        "task": "squall.common.decorators:task",
-        "task_group": "squall.common.decorators:task_group",
+        "dag": "squall.sdk.decorators:dag",
+        "task": "squall.sdk.decorators:task",
+        "task_group": "squall.sdk.decorators:task_group",
     },
     "airflow.exceptions": {
         "AirflowSkipException": "squall.common.errors:TaskSkipped",
@@ -89,18 +89,18 @@ SUPPORTED_MODULES: Final[dict[str, dict[str, str]]] = {
         "AirflowException": "squall.common.errors:SquallError",
     },
     "airflow.utils": {},
-    "airflow.utils.trigger_rule": {"TriggerRule": "squall.common.trigger_rule:TriggerRule"},
-    "airflow.utils.task_group": {"TaskGroup": "squall.common.taskgroup:TaskGroup"},
+    "airflow.utils.trigger_rule": {"TriggerRule": "squall.sdk.trigger_rule:TriggerRule"},
+    "airflow.utils.task_group": {"TaskGroup": "squall.sdk.taskgroup:TaskGroup"},
     "airflow.utils.dates": {"days_ago": "squall.compat.airflow:days_ago"},
     "airflow.sensors": {},
     "airflow.sensors.base": {
-        "BaseSensorOperator": "squall.common.sensors.base:BaseSensorOperator",
-        "PokeReturnValue": "squall.common.sensors.base:PokeReturnValue",
+        "BaseSensorOperator": "squall.sdk.sensors.base:BaseSensorOperator",
+        "PokeReturnValue": "squall.sdk.sensors.base:PokeReturnValue",
     },
-    "airflow.sensors.python": {"PythonSensor": "squall.common.sensors.python:PythonSensor"},
-    "airflow.sensors.filesystem": {"FileSensor": "squall.common.sensors.filesystem:FileSensor"},
+    "airflow.sensors.python": {"PythonSensor": "squall.sdk.sensors.python:PythonSensor"},
+    "airflow.sensors.filesystem": {"FileSensor": "squall.sdk.sensors.filesystem:FileSensor"},
     "airflow.sensors.time_delta": {
-        "TimeDeltaSensor": "squall.common.sensors.time_delta:TimeDeltaSensor",
+        "TimeDeltaSensor": "squall.sdk.sensors.time_delta:TimeDeltaSensor",
     },
 }
 

@@ -29,8 +29,6 @@ from pathlib import Path
 from sqlalchemy import select, update
 
 from squall.common.callbacks import CallbackKind
-from squall.common.dag import DAG
-from squall.common.dag_defaults import DagDefaults
 from squall.common.dagbag import DEFAULT_EXAMPLES_FOLDER, load_file
 from squall.common.db import (
     SessionFactory,
@@ -43,6 +41,8 @@ from squall.common.errors import SquallError
 from squall.common.models import CallbackRequest, DagRun, TaskInstance, TaskInstanceKey, utcnow
 from squall.common.procutil import flush_std_streams
 from squall.common.settings import Settings
+from squall.sdk.dag import DAG
+from squall.sdk.dag_defaults import DagDefaults
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from squall.common.dag import DAG
 from squall.common.db import is_postgres
 from squall.common.models import (
     DagModel,
@@ -67,6 +66,7 @@ from squall.common.models import (
 from squall.common.payload import TaskRunCommand, relative_dag_file
 from squall.common.state import OCCUPYING_STATES, DagRunState, TaskInstanceState
 from squall.scheduler.executor import PublishOutcome, QueuedTask
+from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
 

@@ -24,15 +24,15 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from squall.common.callbacks import CallbackKind, enqueue_callback
-from squall.common.dag import DAG
 from squall.common.dagrun_ops import create_dag_run, schedule_tis, update_dag_run
 from squall.common.db import is_postgres
 from squall.common.errors import DagRunAlreadyExists
 from squall.common.models import DagModel, DagRun, SerializedDagModel, TaskInstance
-from squall.common.operators.base import DEFAULT_QUEUE
 from squall.common.serialization import SerializationError, deserialize_dag
 from squall.common.state import FINISHED_STATES, DagRunState, DagRunType, TaskInstanceState
-from squall.common.timetables import DataInterval
+from squall.sdk.dag import DAG
+from squall.sdk.operators.base import DEFAULT_QUEUE
+from squall.sdk.timetables import DataInterval
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,6 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from squall.common.callbacks import enqueue_callback, task_kind
-from squall.common.dag import DAG
 from squall.common.dagrun_ops import handle_failure_state, next_retry_at
 from squall.common.metrics import (
     ADOPTION_RESET,
@@ -49,6 +48,7 @@ from squall.common.metrics import (
 )
 from squall.common.models import Job, TaskInstance, TaskInstanceKey, compare_and_set_state
 from squall.common.state import ADOPTABLE_STATES, JobState, TaskInstanceState
+from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
 

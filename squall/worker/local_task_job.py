@@ -70,7 +70,6 @@ from squall.common.db import make_session_factory, session_scope
 from squall.common.errors import PayloadError
 from squall.common.metrics import TASKS_KILLED_EXTERNALLY, WORKER_OUTAGE, LogMetrics, Metrics
 from squall.common.models import DagRun, Job, TaskInstance, compare_and_set_state, utcnow
-from squall.common.operators.base import BaseOperator
 from squall.common.payload import TaskRunCommand, resolve_dag_file
 from squall.common.procutil import (
     child_pids,
@@ -81,6 +80,7 @@ from squall.common.procutil import (
 )
 from squall.common.settings import Settings
 from squall.common.state import JobState, TaskInstanceState
+from squall.sdk.operators.base import BaseOperator
 from squall.worker.runner import task_log_handler, task_log_path, write_outcome
 from squall.worker.task_process import (
     MSG_OUTCOME,

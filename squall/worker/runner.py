@@ -43,9 +43,9 @@ from squall.common.models import (
     compare_and_set_state,
     utcnow,
 )
-from squall.common.operators.base import BaseOperator, Context
 from squall.common.state import TaskInstanceState
 from squall.common.wakeup import notify_scheduler
+from squall.sdk.operators.base import BaseOperator, Context
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class TryResult:
 
 
 class DbTaskInstance:
-    """The ``ti`` a running task sees (see :class:`squall.common.runtime.RuntimeTaskInstance`),
+    """The ``ti`` a running task sees (see :class:`squall.sdk.runtime.RuntimeTaskInstance`),
     backed by the metadata database."""
 
     map_index = -1
@@ -164,7 +164,7 @@ class DbTaskInstance:
 
 
 def build_task_context(task: BaseOperator, dag_run: DagRun, ti: DbTaskInstance) -> Context:
-    from squall.common.templating import build_context
+    from squall.sdk.templating import build_context
 
     assert task.dag is not None
     logical_date = pendulum.instance(dag_run.logical_date)

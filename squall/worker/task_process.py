@@ -36,13 +36,10 @@ from sqlalchemy import Engine, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
-from squall.common.dag import DAG
-from squall.common.dag_defaults import DagDefaults
 from squall.common.dagbag import DEFAULT_EXAMPLES_FOLDER, load_file, load_serialized_dags
 from squall.common.db import SessionFactory, make_engine, make_session_factory, session_scope
 from squall.common.errors import DagFileLoadError, PayloadError
 from squall.common.models import DagRun, TaskInstance, TaskInstanceKey, utcnow
-from squall.common.operators.base import BaseOperator
 from squall.common.payload import DAGS_FOLDER_ROOT, EXAMPLES_ROOT, resolve_dag_file
 from squall.common.procutil import (
     end_descendants,
@@ -52,6 +49,9 @@ from squall.common.procutil import (
 )
 from squall.common.settings import Settings
 from squall.common.state import TaskInstanceState
+from squall.sdk.dag import DAG
+from squall.sdk.dag_defaults import DagDefaults
+from squall.sdk.operators.base import BaseOperator
 from squall.worker.runner import (
     OutcomeKind,
     OutcomeRecord,

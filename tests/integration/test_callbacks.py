@@ -16,7 +16,6 @@ import pytest
 from sqlalchemy import Engine, select, update
 
 from squall.common.callbacks import CallbackKind
-from squall.common.dag import DAG
 from squall.common.dagrun_ops import create_dag_run
 from squall.common.db import SessionFactory, session_scope
 from squall.common.metrics import LogMetrics
@@ -38,6 +37,7 @@ from squall.scheduler.callback_runner import run_pending_callbacks
 from squall.scheduler.dag_processor import DagProcessor, parse_and_sync_once
 from squall.scheduler.dag_runs import SerializedDagCache, schedule_dag_runs
 from squall.scheduler.watchdog import fail_zombies
+from squall.sdk.dag import DAG
 from squall.worker.local_task_job import LocalTaskJob, SupervisorStatus
 from tests.support.services import wait_until
 

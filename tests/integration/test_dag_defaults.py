@@ -1,4 +1,4 @@
-"""The deployment's DAG defaults (squall.common.dag_defaults): ``[scheduler] catchup_by_default``,
+"""The deployment's DAG defaults (squall.sdk.dag_defaults): ``[scheduler] catchup_by_default``,
 ``[core] max_active_runs_per_dag``, ``max_active_tasks_per_dag``, ``default_task_retries`` and
 ``default_timezone`` apply to a DAG file that does not say, as the DAG processor parses it, as
 the scheduler schedules it and as a worker or ``squall dags test`` loads it. On SQLite and
@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy import select
 
-from squall.common.dag import DAG
 from squall.common.dagbag import DagBag
 from squall.common.db import SessionFactory, session_scope
 from squall.common.models import (
@@ -26,6 +25,7 @@ from squall.common.serialization import deserialize_dag
 from squall.common.settings import Settings
 from squall.scheduler.dag_processor import parse_and_sync_once
 from squall.scheduler.job import SchedulerJob
+from squall.sdk.dag import DAG
 from squall.worker.task_process import DagFileCache, load_task
 from tests.support.scheduling import FakeExecutor
 

@@ -16,7 +16,6 @@ import pytest
 from dateutil.relativedelta import relativedelta  # type: ignore[import-untyped, unused-ignore]
 from sqlalchemy import select
 
-from squall.common.dag import DAG
 from squall.common.dagbag import (
     DagBag,
     ParseResult,
@@ -29,15 +28,16 @@ from squall.common.dagbag import (
 from squall.common.db import SessionFactory
 from squall.common.errors import SquallError
 from squall.common.models import DagModel, ImportError_, SerializedDagModel
-from squall.common.operators.base import BaseOperator, Context
-from squall.common.operators.empty import EmptyOperator
 from squall.common.serialization import (
     SerializedOperator,
     dag_hash,
     deserialize_dag,
     serialize_dag,
 )
-from squall.common.taskgroup import TaskGroup
+from squall.sdk.dag import DAG
+from squall.sdk.operators.base import BaseOperator, Context
+from squall.sdk.operators.empty import EmptyOperator
+from squall.sdk.taskgroup import TaskGroup
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +45,8 @@ NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 
 GOOD_DAG = '''
 from datetime import datetime
-from squall.common.dag import DAG
-from squall.common.operators.empty import EmptyOperator
+from squall.sdk.dag import DAG
+from squall.sdk.operators.empty import EmptyOperator
 
 with DAG("good", schedule="@daily", start_date=datetime(2024, 1, 1), catchup=False,
          tags=["t1"]) as dag:
@@ -57,18 +57,18 @@ with DAG("good", schedule="@daily", start_date=datetime(2024, 1, 1), catchup=Fal
 
 BROKEN_FILES: dict[str, str] = {
     "syntax": '''
-from squall.common.dag import DAG
+from squall.sdk.dag import DAG
 
 with DAG("syntax_dag") as dag:
     x = (1,
 ''',
     "exception": '''
-from squall.common.dag import DAG
+from squall.sdk.dag import DAG
 raise ValueError("boom from the dag file")
 ''',
     "cycle": '''
-from squall.common.dag import DAG
-from squall.common.operators.empty import EmptyOperator
+from squall.sdk.dag import DAG
+from squall.sdk.operators.empty import EmptyOperator
 
 with DAG("cyclic") as dag:
     first = EmptyOperator(task_id="first")
@@ -76,8 +76,8 @@ with DAG("cyclic") as dag:
     first >> second >> first
 ''',
     "duplicate_task": '''
-from squall.common.dag import DAG
-from squall.common.operators.empty import EmptyOperator
+from squall.sdk.dag import DAG
+from squall.sdk.operators.empty import EmptyOperator
 
 with DAG("dup_tasks") as dag:
     EmptyOperator(task_id="same_task")
@@ -85,7 +85,7 @@ with DAG("dup_tasks") as dag:
 ''',
     "timeout": '''
 import time
-from squall.common.dag import DAG
+from squall.sdk.dag import DAG
 time.sleep(60)
 ''',
 }
@@ -185,14 +185,14 @@ def test_squallignore_glob(dags_folder: Path) -> None:
 def test_good_folder_loads_in_process_and_isolated(dags_folder: Path) -> None:
     write(dags_folder, "good.py", GOOD_DAG)
     write(dags_folder, "dag_helpers_mod.py", '''
-        from squall.common.operators.empty import EmptyOperator
+        from squall.sdk.operators.empty import EmptyOperator
 
         def make_chain(prefix):
             first = EmptyOperator(task_id=f"{prefix}_1")
             first >> EmptyOperator(task_id=f"{prefix}_2")
     ''')
     write(dags_folder, "uses_helper.py", '''
-        from squall.common.dag import DAG, dag
+        from squall.sdk.dag import DAG, dag
         from dag_helpers_mod import make_chain
 
         with DAG("helped"):  # not assigned to anything
@@ -266,11 +266,11 @@ def test_child_that_dies_is_reported_with_its_exit_code(dags_folder: Path) -> No
 @pytest.mark.parametrize("mode", ["in_process", "isolated"])
 def test_duplicate_dag_id_across_files(dags_folder: Path, mode: str) -> None:
     first = write(dags_folder, "a_first.py", '''
-        from squall.common.dag import DAG
+        from squall.sdk.dag import DAG
         DAG("shared")
     ''')
     second = write(dags_folder, "b_second.py", '''
-        from squall.common.dag import DAG
+        from squall.sdk.dag import DAG
         DAG("shared")
         DAG("other")
     ''')
@@ -289,7 +289,7 @@ def test_duplicate_dag_id_across_files(dags_folder: Path, mode: str) -> None:
 
 def test_duplicate_dag_id_within_a_file(dags_folder: Path) -> None:
     path = write(dags_folder, "twice.py", '''
-        from squall.common.dag import DAG
+        from squall.sdk.dag import DAG
         DAG("twice")
         DAG("twice")
     ''')
@@ -301,7 +301,7 @@ def test_duplicate_dag_id_within_a_file(dags_folder: Path) -> None:
 def test_error_in_helper_names_the_user_frames(dags_folder: Path) -> None:
     write(dags_folder, "bad_helper.py", "def build():\n    return 1 / 0\n")
     path = write(dags_folder, "calls_helper.py", '''
-        from squall.common.dag import DAG
+        from squall.sdk.dag import DAG
         from bad_helper import build
         build()
     ''')
@@ -321,8 +321,8 @@ def test_sync_to_db_writes_rows_and_keeps_user_pause(
     good = write(dags_folder, "good.py", GOOD_DAG)
     write(dags_folder, "more.py", '''
         from datetime import datetime, timedelta
-        from squall.common.dag import DAG
-        from squall.common.operators.empty import EmptyOperator
+        from squall.sdk.dag import DAG
+        from squall.sdk.operators.empty import EmptyOperator
 
         with DAG("paused_one", schedule=None, is_paused_upon_creation=True,
                  params={"n": 3, "when": datetime(2024, 1, 1)}):
@@ -365,8 +365,8 @@ def test_sync_to_db_writes_rows_and_keeps_user_pause(
 
     # the file changes: "hourly" disappears, "good" is unchanged
     write(dags_folder, "more.py", '''
-        from squall.common.dag import DAG
-        from squall.common.operators.empty import EmptyOperator
+        from squall.sdk.dag import DAG
+        from squall.sdk.operators.empty import EmptyOperator
 
         with DAG("paused_one", schedule=None, is_paused_upon_creation=True,
                  description="now described"):

@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import Engine, delete, event, select, update
 from sqlalchemy.orm import Session
 
-from squall.common.dag import DAG
 from squall.common.dagrun_ops import (
     RunUpdate,
     create_dag_run,
@@ -26,9 +25,10 @@ from squall.common.dagrun_ops import (
 from squall.common.db import SessionFactory
 from squall.common.errors import DagNotFound, DagRunAlreadyExists
 from squall.common.models import DagModel, DagRun, TaskInstance
-from squall.common.operators.base import BaseOperator, Context
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
-from squall.common.trigger_rule import TriggerRule, WeightRule
+from squall.sdk.dag import DAG
+from squall.sdk.operators.base import BaseOperator, Context
+from squall.sdk.trigger_rule import TriggerRule, WeightRule
 from squall.worker.local_run import PAST_POLL_SECONDS, run_dag_locally
 
 TI = TaskInstanceState
@@ -189,7 +189,7 @@ def test_create_run_and_task_instances(session_factory: SessionFactory) -> None:
 
 
 def test_create_running_run_with_explicit_interval(session_factory: SessionFactory) -> None:
-    from squall.common.timetables import DataInterval
+    from squall.sdk.timetables import DataInterval
 
     dag = chain_dag("explicit", 1)
     interval = DataInterval(start=pendulum.instance(DAY1 - timedelta(days=1)),

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from squall.common.trigger_rule import TriggerRule
+from squall.sdk.trigger_rule import TriggerRule
 
 S, F, K, UF = "success", "failed", "skipped", "upstream_failed"
 

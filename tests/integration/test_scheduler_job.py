@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, select, update
 
-from squall.common.dag import DAG
 from squall.common.dagrun_ops import create_dag_run
 from squall.common.db import SessionFactory, session_scope
 from squall.common.models import DagModel, DagRun, Job, TaskInstance, TaskInstanceKey
@@ -30,6 +29,7 @@ from squall.scheduler.job import (
     LoopStats,
     SchedulerJob,
 )
+from squall.sdk.dag import DAG
 from tests.support.scheduling import FakeExecutor, Noop, sync_dags
 from tests.support.services import wait_until
 

@@ -16,7 +16,6 @@ from celery import Celery, states
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from squall.common.dag import DAG
 from squall.common.dagrun_ops import create_dag_run
 from squall.common.db import SessionFactory, session_scope
 from squall.common.metrics import (
@@ -33,6 +32,7 @@ from squall.common.state import DagRunState, DagRunType, JobState, TaskInstanceS
 from squall.scheduler.executor import CeleryExecutor, EventKind
 from squall.scheduler.job import SchedulerJob
 from squall.scheduler.state_fetcher import CeleryTaskState
+from squall.sdk.dag import DAG
 from tests.support.scheduling import FakeExecutor, Noop, sync_dags
 
 TI = TaskInstanceState

@@ -1,4 +1,4 @@
-"""A small in-memory stand-in for the runtime ``ti`` (squall.common.runtime) in unit tests."""
+"""A small in-memory stand-in for the runtime ``ti`` (squall.sdk.runtime) in unit tests."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pendulum
 
-from squall.common.operators.base import BaseOperator, Context
-from squall.common.templating import build_context
+from squall.sdk.operators.base import BaseOperator, Context
+from squall.sdk.templating import build_context
 
 
 class FakeTI:

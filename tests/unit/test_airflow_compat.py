@@ -19,11 +19,11 @@ import pendulum
 import pytest
 
 from squall.common import errors
-from squall.common.dag import DAG
 from squall.common.errors import SquallError
-from squall.common.trigger_rule import TriggerRule
 from squall.compat import airflow as compat
 from squall.compat.airflow import SUPPORTED_MODULES, AirflowCompatError
+from squall.sdk.dag import DAG
+from squall.sdk.trigger_rule import TriggerRule
 
 #: what the brief promises: airflow module -> attributes (each a Squall object)
 EXPECTED: dict[str, set[str]] = {
@@ -120,10 +120,10 @@ def test_install_imports_no_squall_module_until_airflow_is_imported() -> None:
         import sys
         from squall.compat import airflow as compat
         compat.install()
-        assert "squall.common.operators.bash" not in sys.modules, "install imported too much"
-        assert "squall.common.dag" not in sys.modules, "install imported too much"
+        assert "squall.sdk.operators.bash" not in sys.modules, "install imported too much"
+        assert "squall.sdk.dag" not in sys.modules, "install imported too much"
         import airflow.operators.bash
-        assert "squall.common.operators.bash" in sys.modules
+        assert "squall.sdk.operators.bash" in sys.modules
         print("ok")
         """
     )
@@ -205,22 +205,23 @@ def test_airflow_names_are_squall_classes(installed: None) -> None:
     from airflow.utils.task_group import TaskGroup
     from airflow.utils.trigger_rule import TriggerRule as AirflowTriggerRule
 
-    from squall.common import dependencies, taskgroup
     from squall.common import errors as squall_errors
-    from squall.common.decorators import dag as squall_dag_decorator
-    from squall.common.decorators import task as squall_task
-    from squall.common.decorators import task_group as squall_task_group
-    from squall.common.operators.base import BaseOperator as SquallBaseOperator
-    from squall.common.operators.bash import BashOperator as SquallBash
-    from squall.common.operators.dummy import DummyOperator as SquallDummy
-    from squall.common.operators.empty import EmptyOperator as SquallEmpty
-    from squall.common.operators.python import BranchPythonOperator as SquallBranch
-    from squall.common.operators.python import PythonOperator as SquallPython
-    from squall.common.operators.python import ShortCircuitOperator as SquallShort
-    from squall.common.sensors.base import BaseSensorOperator as SquallBaseSensor
-    from squall.common.sensors.filesystem import FileSensor as SquallFileSensor
-    from squall.common.sensors.python import PythonSensor as SquallPythonSensor
-    from squall.common.sensors.time_delta import TimeDeltaSensor as SquallTimeDelta
+    from squall.sdk import edges as dependencies
+    from squall.sdk import taskgroup
+    from squall.sdk.decorators import dag as squall_dag_decorator
+    from squall.sdk.decorators import task as squall_task
+    from squall.sdk.decorators import task_group as squall_task_group
+    from squall.sdk.operators.base import BaseOperator as SquallBaseOperator
+    from squall.sdk.operators.bash import BashOperator as SquallBash
+    from squall.sdk.operators.dummy import DummyOperator as SquallDummy
+    from squall.sdk.operators.empty import EmptyOperator as SquallEmpty
+    from squall.sdk.operators.python import BranchPythonOperator as SquallBranch
+    from squall.sdk.operators.python import PythonOperator as SquallPython
+    from squall.sdk.operators.python import ShortCircuitOperator as SquallShort
+    from squall.sdk.sensors.base import BaseSensorOperator as SquallBaseSensor
+    from squall.sdk.sensors.filesystem import FileSensor as SquallFileSensor
+    from squall.sdk.sensors.python import PythonSensor as SquallPythonSensor
+    from squall.sdk.sensors.time_delta import TimeDeltaSensor as SquallTimeDelta
 
     assert airflow.DAG is TopDAG is ModelsDAG is DagModuleDAG is airflow.models.DAG is DAG
     assert BaseOperator is ModelsBaseOperator is airflow.models.BaseOperator is SquallBaseOperator
@@ -535,8 +536,8 @@ def test_airflow_dag_file_loads_unchanged(installed: None, tmp_path: Path) -> No
     assert start.retry_delay == timedelta(minutes=1)
 
     # the operators are Squall's
-    from squall.common.operators.bash import BashOperator
-    from squall.common.operators.python import PythonOperator
+    from squall.sdk.operators.bash import BashOperator
+    from squall.sdk.operators.python import PythonOperator
 
     assert type(start) is BashOperator
     skipper = dag.get_task("maybe_skip")

@@ -15,8 +15,8 @@ from squall.common.settings import Settings
 from squall.worker.task_process import DagFileCache, TaskLoadError
 
 DAG_FILE = '''
-from squall.common.dag import DAG
-from squall.common.operators.python import PythonOperator
+from squall.sdk.dag import DAG
+from squall.sdk.operators.python import PythonOperator
 import helper_mod
 
 with DAG("cached", schedule=None) as dag:

@@ -12,18 +12,18 @@ from typing import Any
 import pendulum
 import pytest
 
-from squall.common.dag import DAG
 from squall.common.errors import DagDefinitionError, TaskSkipped
-from squall.common.operators.bash import BashCommandFailed, BashOperator
-from squall.common.operators.dummy import DummyOperator
-from squall.common.operators.empty import EmptyOperator
-from squall.common.operators.python import (
+from squall.sdk.dag import DAG
+from squall.sdk.operators.bash import BashCommandFailed, BashOperator
+from squall.sdk.operators.dummy import DummyOperator
+from squall.sdk.operators.empty import EmptyOperator
+from squall.sdk.operators.python import (
     BranchPythonOperator,
     InvalidBranchError,
     PythonOperator,
     ShortCircuitOperator,
 )
-from squall.common.taskgroup import TaskGroup
+from squall.sdk.taskgroup import TaskGroup
 from tests.unit.fake_ti import FakeTI, make_context, run_task
 
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
@@ -50,7 +50,7 @@ def test_empty_and_dummy() -> None:
 def test_bash_last_line_returned_and_logged(caplog: pytest.LogCaptureFixture) -> None:
     with _dag():
         op = BashOperator(task_id="b", bash_command="echo first; echo oops >&2; echo last")
-    with caplog.at_level(logging.INFO, logger="squall.common.operators.bash"):
+    with caplog.at_level(logging.INFO, logger="squall.sdk.operators.bash"):
         assert run_task(op) == "last"
     messages = [r.getMessage() for r in caplog.records]
     assert "first" in messages

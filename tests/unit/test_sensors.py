@@ -10,7 +10,6 @@ from typing import Any
 import pendulum
 import pytest
 
-from squall.common.dag import DAG
 from squall.common.errors import (
     DagDefinitionError,
     Reschedule,
@@ -18,12 +17,13 @@ from squall.common.errors import (
     TaskFailedNoRetry,
     TaskSkipped,
 )
-from squall.common.operators.base import Context
-from squall.common.sensors import base
-from squall.common.sensors.base import BaseSensorOperator, PokeReturnValue
-from squall.common.sensors.filesystem import FileSensor
-from squall.common.sensors.python import PythonSensor
-from squall.common.sensors.time_delta import TimeDeltaSensor
+from squall.sdk.dag import DAG
+from squall.sdk.operators.base import Context
+from squall.sdk.sensors import base
+from squall.sdk.sensors.base import BaseSensorOperator, PokeReturnValue
+from squall.sdk.sensors.filesystem import FileSensor
+from squall.sdk.sensors.python import PythonSensor
+from squall.sdk.sensors.time_delta import TimeDeltaSensor
 from tests.unit.fake_ti import FakeTI, make_context, run_task
 
 START = pendulum.datetime(2024, 1, 1, tz="UTC")

@@ -9,10 +9,10 @@ import pytest
 
 from squall import DAG, XComArg, dag, task, task_group
 from squall.common.errors import DagDefinitionError, TaskSkipped
-from squall.common.operators.base import BaseOperator
-from squall.common.operators.python import PythonOperator
-from squall.common.sensors.base import PokeReturnValue
-from squall.common.taskgroup import TaskGroup
+from squall.sdk.operators.base import BaseOperator
+from squall.sdk.operators.python import PythonOperator
+from squall.sdk.sensors.base import PokeReturnValue
+from squall.sdk.taskgroup import TaskGroup
 from tests.unit.fake_ti import FakeTI, run_task
 
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
@@ -120,7 +120,7 @@ def test_execution_passes_values_and_context() -> None:
 
 
 def _placeholder(d: DAG) -> BaseOperator:
-    from squall.common.operators.empty import EmptyOperator
+    from squall.sdk.operators.empty import EmptyOperator
 
     return EmptyOperator(task_id="src", dag=d)
 

@@ -8,12 +8,12 @@ from types import SimpleNamespace
 import pendulum
 import pytest
 
-from squall.common.dag import DAG
 from squall.common.errors import TemplateError
-from squall.common.operators.bash import BashOperator
-from squall.common.operators.empty import EmptyOperator
-from squall.common.operators.python import PythonOperator
-from squall.common.templating import (
+from squall.sdk.dag import DAG
+from squall.sdk.operators.bash import BashOperator
+from squall.sdk.operators.empty import EmptyOperator
+from squall.sdk.operators.python import PythonOperator
+from squall.sdk.templating import (
     build_context,
     ds_add,
     ds_format,

@@ -16,7 +16,7 @@ from dateutil.relativedelta import relativedelta  # type: ignore[import-untyped,
 from pendulum import DateTime
 
 from squall.common.errors import DagDefinitionError
-from squall.common.timetables import (
+from squall.sdk.timetables import (
     CronDataIntervalTimetable,
     DagRunInfo,
     DataInterval,

@@ -15,7 +15,7 @@ from squall.common.deps import (
     retry_period_elapsed,
 )
 from squall.common.state import TaskInstanceState
-from squall.common.trigger_rule import TriggerRule
+from squall.sdk.trigger_rule import TriggerRule
 
 TI = TaskInstanceState
 S, F, SK, UF = TI.SUCCESS, TI.FAILED, TI.SKIPPED, TI.UPSTREAM_FAILED

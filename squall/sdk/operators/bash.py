@@ -12,7 +12,7 @@ from collections.abc import Container, Iterator, Sequence
 from typing import Any
 
 from squall.common.errors import DagDefinitionError, SquallError, TaskSkipped
-from squall.common.operators.base import BaseOperator, Context
+from squall.sdk.operators.base import BaseOperator, Context
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from datetime import timedelta
 from typing import Any
 
 from squall.common.errors import DagDefinitionError
-from squall.common.operators.base import Context
-from squall.common.sensors import base
-from squall.common.sensors.base import BaseSensorOperator
+from squall.sdk.operators.base import Context
+from squall.sdk.sensors import base
+from squall.sdk.sensors.base import BaseSensorOperator
 
 log = logging.getLogger(__name__)
 

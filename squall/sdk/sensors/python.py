@@ -6,9 +6,9 @@ import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-from squall.common.operators.base import Context
-from squall.common.operators.python import call_with_context, require_callable
-from squall.common.sensors.base import BaseSensorOperator, PokeReturnValue
+from squall.sdk.operators.base import Context
+from squall.sdk.operators.python import call_with_context, require_callable
+from squall.sdk.sensors.base import BaseSensorOperator, PokeReturnValue
 
 log = logging.getLogger(__name__)
 

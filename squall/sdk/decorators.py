@@ -1,7 +1,7 @@
 """TaskFlow: ``@task`` turns a function into a task factory.
 
 Calling the decorated function inside a DAG creates the task and returns an
-:class:`~squall.common.operators.base.XComArg` for its result; passing such XComArgs (or
+:class:`~squall.sdk.operators.base.XComArg` for its result; passing such XComArgs (or
 ``result["key"]``) as arguments of another decorated call makes that task downstream::
 
     @task
@@ -24,22 +24,22 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from squall.common.dag import DagContext, dag
 from squall.common.errors import DagDefinitionError, TemplateError
-from squall.common.operators.base import BaseOperator, Context, XComArg
-from squall.common.operators.bash import BashOperator
-from squall.common.operators.python import (
+from squall.sdk.dag import DagContext, dag
+from squall.sdk.operators.base import BaseOperator, Context, XComArg
+from squall.sdk.operators.bash import BashOperator
+from squall.sdk.operators.python import (
     BranchPythonOperator,
     PythonOperator,
     ShortCircuitOperator,
     call_with_context,
 )
-from squall.common.sensors.python import PythonSensor
-from squall.common.taskgroup import TaskGroupContext, task_group
+from squall.sdk.sensors.python import PythonSensor
+from squall.sdk.taskgroup import TaskGroupContext, task_group
 
 if TYPE_CHECKING:
-    from squall.common.dag import DAG
-    from squall.common.taskgroup import TaskGroup
+    from squall.sdk.dag import DAG
+    from squall.sdk.taskgroup import TaskGroup
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class _BashDecoratedOperator(BashOperator):
         self.op_kwargs: Any = op_kwargs if op_kwargs is not None else {}
 
     def execute(self, context: Context) -> Any:
-        from squall.common.templating import make_jinja_env, render_template
+        from squall.sdk.templating import make_jinja_env, render_template
 
         command = call_with_context(self.python_callable, self.op_args, self.op_kwargs, context)
         if not isinstance(command, str) or not command.strip():

@@ -27,8 +27,8 @@ from jinja2.nativetypes import NativeEnvironment
 from squall.common.errors import TaskControl, TemplateError
 
 if TYPE_CHECKING:
-    from squall.common.dag import DAG
-    from squall.common.operators.base import BaseOperator, Context
+    from squall.sdk.dag import DAG
+    from squall.sdk.operators.base import BaseOperator, Context
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def _render(
     template_ext: Sequence[str],
     seen: set[int],
 ) -> Any:
-    from squall.common.operators.base import XComArg
+    from squall.sdk.operators.base import XComArg
 
     if isinstance(content, XComArg):
         # a value from XCom is data, never a template

@@ -8,8 +8,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from squall.common.operators.base import Context
-from squall.common.sensors.base import BaseSensorOperator
+from squall.sdk.operators.base import Context
+from squall.sdk.sensors.base import BaseSensorOperator
 
 log = logging.getLogger(__name__)
 

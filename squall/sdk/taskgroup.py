@@ -5,12 +5,12 @@ from __future__ import annotations
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from squall.common.dependencies import DependencyMixin
 from squall.common.errors import DagDefinitionError
+from squall.sdk.edges import DependencyMixin
 
 if TYPE_CHECKING:
-    from squall.common.dag import DAG
-    from squall.common.operators.base import BaseOperator
+    from squall.sdk.dag import DAG
+    from squall.sdk.operators.base import BaseOperator
 
 
 class TaskGroupContext:
@@ -47,7 +47,7 @@ class TaskGroup(DependencyMixin):
         tooltip: str = "",
         _root: bool = False,
     ) -> None:
-        from squall.common.dag import DagContext
+        from squall.sdk.dag import DagContext
 
         self.tooltip = tooltip
         self.prefix_group_id = prefix_group_id
@@ -99,7 +99,7 @@ class TaskGroup(DependencyMixin):
         self.children[task.task_id] = task
 
     def iter_tasks(self) -> list[BaseOperator]:
-        from squall.common.operators.base import BaseOperator
+        from squall.sdk.operators.base import BaseOperator
 
         out: list[BaseOperator] = []
         for child in self.children.values():

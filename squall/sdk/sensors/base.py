@@ -18,7 +18,7 @@ from squall.common.errors import (
     TaskSkipped,
     TaskTimedOut,
 )
-from squall.common.operators.base import BaseOperator, Context
+from squall.sdk.operators.base import BaseOperator, Context
 
 log = logging.getLogger(__name__)
 

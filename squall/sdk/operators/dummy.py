@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from squall.common.operators.empty import EmptyOperator
+from squall.sdk.operators.empty import EmptyOperator
 
 DummyOperator = EmptyOperator
 

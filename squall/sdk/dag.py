@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -13,18 +14,18 @@ from typing import TYPE_CHECKING, Any, ParamSpec, overload
 
 import pendulum
 
-from squall.common.dag_defaults import current_defaults
 from squall.common.errors import (
     CycleError,
     DagDefinitionError,
     DuplicateTaskIdError,
     TaskNotFound,
 )
-from squall.common.timetables import Timetable, coerce_datetime, timetable_from_schedule
+from squall.sdk.dag_defaults import current_defaults
+from squall.sdk.timetables import Timetable, coerce_datetime, timetable_from_schedule
 
 if TYPE_CHECKING:
-    from squall.common.operators.base import BaseOperator
-    from squall.common.taskgroup import TaskGroup
+    from squall.sdk.operators.base import BaseOperator
+    from squall.sdk.taskgroup import TaskGroup
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class DAG:
 
     ``catchup``, ``max_active_runs`` and ``max_active_tasks`` left out, and the time zone of
     a DAG whose ``start_date`` is naive or missing, come from the deployment's settings
-    (:mod:`squall.common.dag_defaults`).
+    (:mod:`squall.sdk.dag_defaults`).
     """
 
     def __init__(
@@ -150,7 +151,7 @@ class DAG:
         self.owner_links = dict(owner_links or {})
         self.task_dict: dict[str, BaseOperator] = {}
         self.fileloc: str = _caller_file()
-        from squall.common.taskgroup import TaskGroup
+        from squall.sdk.taskgroup import TaskGroup
 
         self.task_group: TaskGroup = TaskGroup.create_root(self)
         if DagContext.created is not None:
@@ -348,12 +349,19 @@ def _tz_name_of(value: Any) -> str | None:
     return None
 
 
+_SDK_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_COMPAT_DIR = os.path.join(os.path.dirname(os.path.dirname(_SDK_DIR)), "compat") + os.sep
+_EXAMPLES_DIR = os.path.join(_SDK_DIR, "examples") + os.sep
+
+
 def _caller_file() -> str:
-    """The file that created the DAG: the first frame outside Squall's own package."""
+    """The file that created the DAG: the first frame outside Squall's authoring API and
+    its Airflow compatibility layer (the shipped examples are DAG files like any other)."""
     frame = sys._getframe(1)
     while frame is not None:
         filename = frame.f_code.co_filename
-        if "/squall/common/" not in filename and "/squall/compat/" not in filename:
+        if (not filename.startswith((_SDK_DIR, _COMPAT_DIR))
+                or filename.startswith(_EXAMPLES_DIR)):
             return filename
         frame = frame.f_back  # type: ignore[assignment]
     return "<unknown>"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from squall.common.operators.base import BaseOperator, Context
+from squall.sdk.operators.base import BaseOperator, Context
 
 
 class EmptyOperator(BaseOperator):

@@ -8,11 +8,11 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from squall.common.errors import DagDefinitionError, SquallError
-from squall.common.operators.base import BaseOperator, Context
+from squall.sdk.operators.base import BaseOperator, Context
 
 if TYPE_CHECKING:
-    from squall.common.dag import DAG
-    from squall.common.taskgroup import TaskGroup
+    from squall.sdk.dag import DAG
+    from squall.sdk.taskgroup import TaskGroup
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def call_with_context(
 
 def find_task_group(dag: DAG, group_id: str) -> TaskGroup | None:
     """The task group of ``dag`` whose id is ``group_id``, if there is one."""
-    from squall.common.taskgroup import TaskGroup
+    from squall.sdk.taskgroup import TaskGroup
 
     todo: list[TaskGroup] = [dag.task_group]
     while todo:

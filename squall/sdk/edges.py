@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Union
 from squall.common.errors import DagDefinitionError
 
 if TYPE_CHECKING:
-    from squall.common.operators.base import BaseOperator
+    from squall.sdk.operators.base import BaseOperator
 
 Dependable = Union["DependencyMixin", Sequence["DependencyMixin"]]
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from squall.common.operators.base import BaseOperator
+    from squall.sdk.operators.base import BaseOperator
 
 
 class RuntimeTaskInstance(Protocol):

@@ -9,15 +9,15 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from squall.common.dag_defaults import current_defaults
-from squall.common.dependencies import DependencyMixin
 from squall.common.errors import DagDefinitionError
-from squall.common.timetables import coerce_datetime
-from squall.common.trigger_rule import TriggerRule, WeightRule
+from squall.sdk.dag_defaults import current_defaults
+from squall.sdk.edges import DependencyMixin
+from squall.sdk.timetables import coerce_datetime
+from squall.sdk.trigger_rule import TriggerRule, WeightRule
 
 if TYPE_CHECKING:
-    from squall.common.dag import DAG
-    from squall.common.taskgroup import TaskGroup
+    from squall.sdk.dag import DAG
+    from squall.sdk.taskgroup import TaskGroup
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ def _apply_defaults(init: Callable[..., None]) -> Callable[..., None]:
         self.__dict__["_init_depth"] = depth + 1
         try:
             if depth == 0:
-                from squall.common.dag import DagContext
-                from squall.common.taskgroup import TaskGroupContext
+                from squall.sdk.dag import DagContext
+                from squall.sdk.taskgroup import TaskGroupContext
 
                 dag = kwargs.get("dag") or DagContext.current()
                 group = kwargs.get("task_group")
@@ -144,8 +144,8 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
                 f"{type(self).__name__}({task_id!r}): unexpected argument(s) "
                 f"{', '.join(sorted(kwargs))}"
             )
-        from squall.common.dag import DagContext, _validate_key
-        from squall.common.taskgroup import TaskGroupContext
+        from squall.sdk.dag import DagContext, _validate_key
+        from squall.sdk.taskgroup import TaskGroupContext
 
         if not isinstance(task_id, str) or not task_id:
             raise DagDefinitionError(f"task_id must be a non-empty string, got {task_id!r}")
@@ -222,7 +222,7 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
             self._attach(dag)
 
     def _attach(self, dag: DAG) -> None:
-        from squall.common.dag import DAG
+        from squall.sdk.dag import DAG
 
         if not isinstance(dag, DAG):
             raise DagDefinitionError(f"task {self.task_id}: dag= must be a DAG, got {dag!r}")
@@ -336,7 +336,7 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
 
     def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
         """Render every templated field in place, resolving XComArgs first."""
-        from squall.common.templating import render_template_fields
+        from squall.sdk.templating import render_template_fields
 
         render_template_fields(self, context, jinja_env)
 
