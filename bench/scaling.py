@@ -36,13 +36,13 @@ from bench.procs import tree_pss_mib, tree_rss_mib
 from bench.report import Row
 from squall import DAG, EmptyOperator
 from squall.common import dbops
-from squall.common.dagbag import ParseResult, sync_to_db
-from squall.common.dagrun_ops import create_dag_run
 from squall.common.db import SessionFactory, make_engine, make_session_factory, session_scope
 from squall.common.models import DagRun, TaskInstance, TaskInstanceKey
-from squall.common.serialization import serialize_dag
 from squall.common.settings import Settings
 from squall.common.state import DagRunState
+from squall.dag_processing.dagbag import ParseResult, sync_to_db
+from squall.dag_processing.serialization import serialize_dag
+from squall.scheduler.dagrun_ops import create_dag_run
 from squall.scheduler.executor import ExecutorEvent, PublishOutcome, QueuedTask
 from squall.scheduler.job import SchedulerJob
 

@@ -13,11 +13,11 @@ import pendulum
 from sqlalchemy import select, update
 
 from squall.cli.common import CliContext, CliError, add_output_flag, console, print_rows
-from squall.common.dagbag import DagBag, sync_to_db
 from squall.common.db import session_scope
 from squall.common.errors import SquallError
 from squall.common.models import DagModel, ImportError_, utcnow
 from squall.common.wakeup import notify_scheduler
+from squall.dag_processing.dagbag import DagBag, sync_to_db
 from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def _parse_conf(value: str | None) -> dict[str, Any] | None:
 
 
 def test_dag(ctx: CliContext, args: argparse.Namespace) -> int:
-    from squall.worker.local_run import run_dag_locally
+    from squall.scheduler.local_run import run_dag_locally
 
     logical = _parse_date(args.logical_date, ctx.settings.core.default_timezone)
     conf = _parse_conf(args.conf)
@@ -208,7 +208,7 @@ def test_dag(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def test_task(ctx: CliContext, args: argparse.Namespace) -> int:
-    from squall.worker.local_run import run_task_locally
+    from squall.scheduler.local_run import run_task_locally
 
     dag = load_dag(ctx, args.dag_id)
     if not dag.has_task(args.task_id):

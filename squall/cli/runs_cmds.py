@@ -19,13 +19,13 @@ from sqlalchemy.orm import Session
 
 from squall.cli.common import CliContext, CliError, add_output_flag, print_rows
 from squall.cli.dags_cmds import _bag, _parse_conf, _parse_date
-from squall.common.dagbag import load_serialized_dags, sync_to_db
-from squall.common.dagrun_ops import create_dag_run
 from squall.common.db import session_scope
 from squall.common.errors import DagRunAlreadyExists
 from squall.common.models import DagModel, DagRun, TaskInstance, compare_and_set_state, utcnow
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
+from squall.dag_processing.dagbag import load_serialized_dags, sync_to_db
+from squall.scheduler.dagrun_ops import create_dag_run
 
 log = logging.getLogger(__name__)
 

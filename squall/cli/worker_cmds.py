@@ -68,7 +68,7 @@ def _key(args: argparse.Namespace) -> TaskInstanceKey:
 
 
 def print_task_log(ctx: CliContext, args: argparse.Namespace) -> int:
-    from squall.worker.runner import task_log_path
+    from squall.execution.runner import task_log_path
 
     key = _key(args)
     folder = task_log_path(ctx.settings.log_folder, key, 1).parent

@@ -28,8 +28,6 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
-from squall.common.callbacks import CallbackKind
-from squall.common.dagbag import DEFAULT_EXAMPLES_FOLDER, load_file
 from squall.common.db import (
     SessionFactory,
     is_postgres,
@@ -41,6 +39,8 @@ from squall.common.errors import SquallError
 from squall.common.models import CallbackRequest, DagRun, TaskInstance, TaskInstanceKey, utcnow
 from squall.common.procutil import flush_std_streams
 from squall.common.settings import Settings
+from squall.dag_processing.dagbag import DEFAULT_EXAMPLES_FOLDER, load_file
+from squall.execution.callbacks import CallbackKind
 from squall.sdk.dag import DAG
 from squall.sdk.dag_defaults import DagDefaults
 
@@ -190,7 +190,7 @@ def run_callback(settings: Settings, session_factory: SessionFactory,
     """Load the DAG and call the request's callback in this process (user code: only in a
     child of the DAG processor); False when there is no such callback. Raises what it
     raises."""
-    from squall.worker.runner import DbTaskInstance, build_task_context
+    from squall.execution.runner import DbTaskInstance, build_task_context
 
     dag = load_dag(settings, request)
     with session_scope(session_factory) as session:

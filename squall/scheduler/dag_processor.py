@@ -48,11 +48,11 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from types import FrameType
 
-from squall.common.dagbag import DagBag, ParseResult, sync_to_db
 from squall.common.db import SessionFactory, make_engine, make_session_factory, session_scope
 from squall.common.models import utcnow
 from squall.common.settings import Settings
 from squall.common.wakeup import notify_scheduler
+from squall.dag_processing.dagbag import DagBag, ParseResult, sync_to_db
 from squall.scheduler.callback_runner import run_pending_callbacks
 
 log = logging.getLogger(__name__)

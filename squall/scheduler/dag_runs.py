@@ -23,13 +23,13 @@ import pendulum
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from squall.common.callbacks import CallbackKind, enqueue_callback
-from squall.common.dagrun_ops import create_dag_run, schedule_tis, update_dag_run
 from squall.common.db import is_postgres
 from squall.common.errors import DagRunAlreadyExists
 from squall.common.models import DagModel, DagRun, SerializedDagModel, TaskInstance
-from squall.common.serialization import SerializationError, deserialize_dag
 from squall.common.state import FINISHED_STATES, DagRunState, DagRunType, TaskInstanceState
+from squall.dag_processing.serialization import SerializationError, deserialize_dag
+from squall.execution.callbacks import CallbackKind, enqueue_callback
+from squall.scheduler.dagrun_ops import create_dag_run, schedule_tis, update_dag_run
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import DEFAULT_QUEUE
 from squall.sdk.timetables import DataInterval

@@ -53,8 +53,6 @@ from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from squall.common.dagbag import DEFAULT_EXAMPLES_FOLDER
-from squall.common.dagrun_ops import handle_failure_state, next_retry_at
 from squall.common.db import SessionFactory, session_scope
 from squall.common.metrics import SCHEDULER_HEARTBEAT, SCHEDULER_OUTAGE, LogMetrics, Metrics
 from squall.common.models import (
@@ -68,6 +66,7 @@ from squall.common.models import (
 from squall.common.settings import Settings
 from squall.common.state import JobState, TaskInstanceState
 from squall.common.wakeup import SleepWaker, Waker
+from squall.dag_processing.dagbag import DEFAULT_EXAMPLES_FOLDER
 from squall.scheduler.critical_section import queue_scheduled_tis, requeue_failed_publishes
 from squall.scheduler.dag_processor import DagProcessor
 from squall.scheduler.dag_runs import (
@@ -77,6 +76,7 @@ from squall.scheduler.dag_runs import (
     create_due_dag_runs,
     schedule_dag_runs,
 )
+from squall.scheduler.dagrun_ops import handle_failure_state, next_retry_at
 from squall.scheduler.executor import EventKind, ExecutorEvent, PublishOutcome, QueuedTask
 from squall.scheduler.watchdog import (
     adopt_orphans,

@@ -36,8 +36,6 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from squall.common.callbacks import enqueue_callback, task_kind
-from squall.common.dagrun_ops import handle_failure_state, next_retry_at
 from squall.common.metrics import (
     ADOPTION_RESET,
     ORPHANS_CLEARED,
@@ -48,6 +46,8 @@ from squall.common.metrics import (
 )
 from squall.common.models import Job, TaskInstance, TaskInstanceKey, compare_and_set_state
 from squall.common.state import ADOPTABLE_STATES, JobState, TaskInstanceState
+from squall.execution.callbacks import enqueue_callback, task_kind
+from squall.scheduler.dagrun_ops import handle_failure_state, next_retry_at
 from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)

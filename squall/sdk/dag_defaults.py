@@ -5,7 +5,7 @@ Airflow 2 reads ``[scheduler] catchup_by_default``, ``[core] max_active_runs_per
 file is parsed. Squall does the same without a global configuration: whoever imports a DAG
 file (the DAG processor's parse children, a worker, ``squall dags test``, the callback
 runner) holds a :class:`~squall.common.settings.Settings`, builds :class:`DagDefaults` from
-it and has the loader (:func:`squall.common.dagbag.load_file`) install them around the
+it and has the loader (:func:`squall.dag_processing.dagbag.load_file`) install them around the
 import with :func:`authoring_defaults`. The ``DAG`` and ``BaseOperator`` constructors read
 :func:`current_defaults` for every argument left out.
 

@@ -1,6 +1,6 @@
 """What a running task sees: the ``ti`` object in its template context.
 
-The runner (``squall.worker.runner``) builds a concrete implementation backed by the metadata
+The runner (``squall.execution.runner``) builds a concrete implementation backed by the metadata
 database; operators and sensors only rely on this protocol, so they can be unit-tested with a
 small fake.
 """

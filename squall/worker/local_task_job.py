@@ -60,12 +60,6 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from squall.common import xcom
-from squall.common.callbacks import (
-    enqueue_callback,
-    serialized_task_callback_fileloc,
-    task_kind,
-)
-from squall.common.dagbag import DEFAULT_EXAMPLES_FOLDER
 from squall.common.db import make_session_factory, session_scope
 from squall.common.errors import PayloadError
 from squall.common.metrics import TASKS_KILLED_EXTERNALLY, WORKER_OUTAGE, LogMetrics, Metrics
@@ -80,8 +74,14 @@ from squall.common.procutil import (
 )
 from squall.common.settings import Settings
 from squall.common.state import JobState, TaskInstanceState
+from squall.dag_processing.dagbag import DEFAULT_EXAMPLES_FOLDER
+from squall.execution.callbacks import (
+    enqueue_callback,
+    serialized_task_callback_fileloc,
+    task_kind,
+)
+from squall.execution.runner import task_log_handler, task_log_path, write_outcome
 from squall.sdk.operators.base import BaseOperator
-from squall.worker.runner import task_log_handler, task_log_path, write_outcome
 from squall.worker.task_process import (
     MSG_OUTCOME,
     DagFileCache,

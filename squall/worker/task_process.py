@@ -3,7 +3,7 @@
 Forked (the default, ADR 9): :func:`run_forked_task_process` gets its task from the
 supervisor's :class:`DagFileCache` (or imports the DAG file itself), waits for the
 go-ahead (:class:`StartedTry`: the try started, with its run and ``max_tries``), hands the
-task to :func:`squall.worker.runner.run_try`, and sends the outcome back for the supervisor
+task to :func:`squall.execution.runner.run_try`, and sends the outcome back for the supervisor
 to write; it opens a database connection only when the task itself needs one (XCom, skips).
 In a new interpreter (``squall tasks run ... --raw``, with ``[core]
 execute_tasks_new_python_interpreter``): :func:`run_task_process` checks that the task
@@ -36,7 +36,6 @@ from sqlalchemy import Engine, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
-from squall.common.dagbag import DEFAULT_EXAMPLES_FOLDER, load_file, load_serialized_dags
 from squall.common.db import SessionFactory, make_engine, make_session_factory, session_scope
 from squall.common.errors import DagFileLoadError, PayloadError
 from squall.common.models import DagRun, TaskInstance, TaskInstanceKey, utcnow
@@ -49,10 +48,8 @@ from squall.common.procutil import (
 )
 from squall.common.settings import Settings
 from squall.common.state import TaskInstanceState
-from squall.sdk.dag import DAG
-from squall.sdk.dag_defaults import DagDefaults
-from squall.sdk.operators.base import BaseOperator
-from squall.worker.runner import (
+from squall.dag_processing.dagbag import DEFAULT_EXAMPLES_FOLDER, load_file, load_serialized_dags
+from squall.execution.runner import (
     OutcomeKind,
     OutcomeRecord,
     TryOutcome,
@@ -64,6 +61,9 @@ from squall.worker.runner import (
     task_log_handler,
     task_log_path,
 )
+from squall.sdk.dag import DAG
+from squall.sdk.dag_defaults import DagDefaults
+from squall.sdk.operators.base import BaseOperator
 
 log = logging.getLogger(__name__)
 
@@ -375,7 +375,7 @@ def _task_of(dags: list[DAG], key: TaskInstanceKey, path: Path,
 def retry_policy_task(factory: SessionFactory, key: TaskInstanceKey) -> BaseOperator:
     """The task's stand-in from ``serialized_dag`` (its retry delay and backoff), for
     recording a failure without importing the DAG file; a default one when not found."""
-    from squall.common.serialization import SerializedOperator
+    from squall.dag_processing.serialization import SerializedOperator
 
     with session_scope(factory) as session:
         dag = load_serialized_dags(session, [key.dag_id]).get(key.dag_id)

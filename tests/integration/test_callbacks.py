@@ -1,4 +1,4 @@
-"""Callback requests (squall.common.callbacks) and their execution in the DAG processor
+"""Callback requests (squall.execution.callbacks) and their execution in the DAG processor
 (squall.scheduler.callback_runner): zombies, dead task processes and finished runs ask for
 the callback in the transaction of their state change; the processor runs each once, in a
 child process, with a timeout. On SQLite and PostgreSQL."""
@@ -15,8 +15,6 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select, update
 
-from squall.common.callbacks import CallbackKind
-from squall.common.dagrun_ops import create_dag_run
 from squall.common.db import SessionFactory, session_scope
 from squall.common.metrics import LogMetrics
 from squall.common.models import (
@@ -29,13 +27,15 @@ from squall.common.models import (
     utcnow,
 )
 from squall.common.payload import TaskRunCommand
-from squall.common.serialization import deserialize_dag
 from squall.common.settings import Settings
 from squall.common.state import DagRunState, DagRunType, JobState, TaskInstanceState
+from squall.dag_processing.serialization import deserialize_dag
+from squall.execution.callbacks import CallbackKind
 from squall.scheduler import watchdog
 from squall.scheduler.callback_runner import run_pending_callbacks
 from squall.scheduler.dag_processor import DagProcessor, parse_and_sync_once
 from squall.scheduler.dag_runs import SerializedDagCache, schedule_dag_runs
+from squall.scheduler.dagrun_ops import create_dag_run
 from squall.scheduler.watchdog import fail_zombies
 from squall.sdk.dag import DAG
 from squall.worker.local_task_job import LocalTaskJob, SupervisorStatus

@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy import select
 
-from squall.common.dagbag import DagBag
 from squall.common.db import SessionFactory, session_scope
 from squall.common.models import (
     DagModel,
@@ -21,8 +20,9 @@ from squall.common.models import (
     TaskInstance,
     TaskInstanceKey,
 )
-from squall.common.serialization import deserialize_dag
 from squall.common.settings import Settings
+from squall.dag_processing.dagbag import DagBag
+from squall.dag_processing.serialization import deserialize_dag
 from squall.scheduler.dag_processor import parse_and_sync_once
 from squall.scheduler.job import SchedulerJob
 from squall.sdk.dag import DAG

@@ -16,7 +16,10 @@ import pytest
 from dateutil.relativedelta import relativedelta  # type: ignore[import-untyped, unused-ignore]
 from sqlalchemy import select
 
-from squall.common.dagbag import (
+from squall.common.db import SessionFactory
+from squall.common.errors import SquallError
+from squall.common.models import DagModel, ImportError_, SerializedDagModel
+from squall.dag_processing.dagbag import (
     DagBag,
     ParseResult,
     list_dag_files,
@@ -25,10 +28,7 @@ from squall.common.dagbag import (
     parse_files_isolated,
     sync_to_db,
 )
-from squall.common.db import SessionFactory
-from squall.common.errors import SquallError
-from squall.common.models import DagModel, ImportError_, SerializedDagModel
-from squall.common.serialization import (
+from squall.dag_processing.serialization import (
     SerializedOperator,
     dag_hash,
     deserialize_dag,

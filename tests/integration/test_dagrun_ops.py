@@ -1,4 +1,4 @@
-"""DAG run bookkeeping (squall.common.dagrun_ops) on SQLite and PostgreSQL."""
+"""DAG run bookkeeping (squall.scheduler.dagrun_ops) on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,7 +13,11 @@ import pytest
 from sqlalchemy import Engine, delete, event, select, update
 from sqlalchemy.orm import Session
 
-from squall.common.dagrun_ops import (
+from squall.common.db import SessionFactory
+from squall.common.errors import DagNotFound, DagRunAlreadyExists
+from squall.common.models import DagModel, DagRun, TaskInstance
+from squall.common.state import DagRunState, DagRunType, TaskInstanceState
+from squall.scheduler.dagrun_ops import (
     RunUpdate,
     create_dag_run,
     handle_failure_state,
@@ -22,14 +26,10 @@ from squall.common.dagrun_ops import (
     update_dag_run,
     verify_integrity,
 )
-from squall.common.db import SessionFactory
-from squall.common.errors import DagNotFound, DagRunAlreadyExists
-from squall.common.models import DagModel, DagRun, TaskInstance
-from squall.common.state import DagRunState, DagRunType, TaskInstanceState
+from squall.scheduler.local_run import PAST_POLL_SECONDS, run_dag_locally
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import BaseOperator, Context
 from squall.sdk.trigger_rule import TriggerRule, WeightRule
-from squall.worker.local_run import PAST_POLL_SECONDS, run_dag_locally
 
 TI = TaskInstanceState
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -581,7 +581,7 @@ def test_dags_test_waits_on_the_past_without_spinning(
         if len(sleeps) == 3:  # somebody sets it to success meanwhile
             set_ti(session_factory, "local_past", run1, "t", state=TI.SUCCESS)
 
-    with caplog.at_level(logging.WARNING, logger="squall.worker.local_run"):
+    with caplog.at_level(logging.WARNING, logger="squall.scheduler.local_run"):
         result = run_dag_locally(dag, session_factory, logical_date=DAY2, sleep=sleep)
     assert result.state == DagRunState.SUCCESS
     assert sleeps == [PAST_POLL_SECONDS] * 3
@@ -797,7 +797,7 @@ def test_next_retry_at_uses_the_task_retry_delay() -> None:
 
 def test_racing_writer_is_not_overwritten(session_factory: SessionFactory,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from squall.common import dagrun_ops
+    from squall.scheduler import dagrun_ops
 
     dag = chain_dag("race", 3)
     run_id = new_run(session_factory, dag, state=DagRunState.RUNNING)

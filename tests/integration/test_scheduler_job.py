@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, select, update
 
-from squall.common.dagrun_ops import create_dag_run
 from squall.common.db import SessionFactory, session_scope
 from squall.common.models import DagModel, DagRun, Job, TaskInstance, TaskInstanceKey
 from squall.common.settings import Settings
 from squall.common.state import DagRunState, DagRunType, JobState, TaskInstanceState
 from squall.scheduler.dag_runs import REDECIDE_AFTER_SECONDS
+from squall.scheduler.dagrun_ops import create_dag_run
 from squall.scheduler.executor import EventKind
 from squall.scheduler.job import (
     FAILED_BEFORE_START,

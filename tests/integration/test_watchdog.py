@@ -16,7 +16,6 @@ from celery import Celery, states
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from squall.common.dagrun_ops import create_dag_run
 from squall.common.db import SessionFactory, session_scope
 from squall.common.metrics import (
     ADOPTION_RESET,
@@ -29,6 +28,7 @@ from squall.common.metrics import (
 from squall.common.models import Job, TaskInstance, TaskInstanceKey, compare_and_set_state
 from squall.common.settings import Settings
 from squall.common.state import DagRunState, DagRunType, JobState, TaskInstanceState
+from squall.scheduler.dagrun_ops import create_dag_run
 from squall.scheduler.executor import CeleryExecutor, EventKind
 from squall.scheduler.job import SchedulerJob
 from squall.scheduler.state_fetcher import CeleryTaskState

@@ -30,16 +30,16 @@ from celery import Celery
 from sqlalchemy import Engine, select, update
 
 from squall.common.celery_app import RUN_TASK_NAME, create_celery_app
-from squall.common.dagbag import parse_files_isolated, sync_to_db
-from squall.common.dagrun_ops import create_dag_run, schedule_tis
 from squall.common.db import SessionFactory, make_engine, make_session_factory, session_scope
 from squall.common.models import DagModel, Job, TaskInstance, TaskInstanceKey, utcnow
 from squall.common.models.taskinstance import compare_and_set_state
 from squall.common.payload import TaskRunCommand, relative_dag_file
 from squall.common.settings import Settings
 from squall.common.state import DagRunState, DagRunType, JobState, TaskInstanceState
+from squall.dag_processing.dagbag import parse_files_isolated, sync_to_db
+from squall.execution.runner import task_log_path
+from squall.scheduler.dagrun_ops import create_dag_run, schedule_tis
 from squall.worker.local_task_job import REASON_SIGTERM
-from squall.worker.runner import task_log_path
 from tests.conftest import _pg_clean
 from tests.support.services import RedisServer, wait_until
 
@@ -262,7 +262,7 @@ class Sent:
 
 
 def new_run(env: Env, dag_id: str) -> TaskInstanceKey:
-    from squall.common.dagbag import load_serialized_dags
+    from squall.dag_processing.dagbag import load_serialized_dags
 
     logical = utcnow().replace(microsecond=0) + timedelta(seconds=next(_dates))
     with session_scope(env.factory) as session:

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from squall.common.deps import (
+from squall.common.state import TaskInstanceState
+from squall.scheduler.readiness import (
     PreviousInstance,
     TriggerDecision,
     UpstreamCounts,
@@ -14,7 +15,6 @@ from squall.common.deps import (
     past_wait_reason,
     retry_period_elapsed,
 )
-from squall.common.state import TaskInstanceState
 from squall.sdk.trigger_rule import TriggerRule
 
 TI = TaskInstanceState

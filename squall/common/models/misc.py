@@ -129,7 +129,7 @@ class CallbackRequest(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False, default=utcnow)
     dag_id: Mapped[str] = mapped_column(String(250), nullable=False)
     fileloc: Mapped[str] = mapped_column(String(2000), nullable=False)
-    #: a :class:`squall.common.callbacks.CallbackKind` value
+    #: a :class:`squall.execution.callbacks.CallbackKind` value
     kind: Mapped[str] = mapped_column(String(20), nullable=False)
     run_id: Mapped[str] = mapped_column(String(250), nullable=False)
     task_id: Mapped[str | None] = mapped_column(String(250))

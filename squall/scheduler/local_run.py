@@ -21,12 +21,12 @@ from typing import Any
 import pendulum
 from sqlalchemy import delete, select
 
-from squall.common.dagrun_ops import create_dag_run, schedule_tis, update_dag_run
 from squall.common.db import SessionFactory, session_scope
 from squall.common.models import DagModel, DagRun, TaskInstance, compare_and_set_state, utcnow
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
+from squall.execution.runner import run_try, task_log_path
+from squall.scheduler.dagrun_ops import create_dag_run, schedule_tis, update_dag_run
 from squall.sdk.dag import DAG
-from squall.worker.runner import run_try, task_log_path
 
 log = logging.getLogger(__name__)
 

@@ -31,14 +31,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from squall.common.deps import (
-    PreviousInstance,
-    TriggerDecision,
-    UpstreamCounts,
-    evaluate_trigger_rule,
-    past_wait_reason,
-    retry_period_elapsed,
-)
 from squall.common.errors import DagNotFound, DagRunAlreadyExists
 from squall.common.models import DagModel, DagRun, TaskInstance, utcnow
 from squall.common.state import (
@@ -48,6 +40,14 @@ from squall.common.state import (
     DagRunState,
     DagRunType,
     TaskInstanceState,
+)
+from squall.scheduler.readiness import (
+    PreviousInstance,
+    TriggerDecision,
+    UpstreamCounts,
+    evaluate_trigger_rule,
+    past_wait_reason,
+    retry_period_elapsed,
 )
 from squall.sdk.operators.base import DEFAULT_QUEUE
 from squall.sdk.timetables import DataInterval, Timetable

@@ -17,8 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from squall.common.models import CallbackRequest, SerializedDagModel, utcnow
-from squall.common.serialization import SerializationError, deserialize_dag
 from squall.common.state import TaskInstanceState
+from squall.dag_processing.serialization import SerializationError, deserialize_dag
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Recording a parse in the database, and rebuilding DAGs from it.
 
-:func:`sync_to_db` writes a :class:`~squall.common.dagbag.ParseResult` to the ``dag``,
+:func:`sync_to_db` writes a :class:`~squall.dag_processing.dagbag.ParseResult` to the ``dag``,
 ``serialized_dag`` and ``import_error`` tables; :func:`load_serialized_dags` rebuilds DAGs
 (with stand-in tasks) from ``serialized_dag``, so schedulers never import user code (ADR 3).
 """
@@ -19,13 +19,13 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from squall.common.models import DagModel, DagRun, ImportError_, SerializedDagModel
-from squall.common.serialization import SerializationError, dag_hash, deserialize_dag
 from squall.common.state import DagRunType
+from squall.dag_processing.serialization import SerializationError, dag_hash, deserialize_dag
 from squall.sdk.dag import DAG
 from squall.sdk.timetables import DataInterval
 
 if TYPE_CHECKING:
-    from squall.common.dagbag import ParseResult
+    from squall.dag_processing.dagbag import ParseResult
 
 log = logging.getLogger(__name__)
 

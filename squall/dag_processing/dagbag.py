@@ -6,15 +6,15 @@ Two ways to load a DAG file:
   process. Workers and ``squall dags test`` do this; they run user code anyway.
 * **isolated** (:func:`parse_files_isolated`): each file is imported in a child process with
   a time limit; what comes back is the *serialized* form of its DAGs (JSON, see
-  :mod:`squall.common.serialization`) or a readable error. The scheduler and the API only
+  :mod:`squall.dag_processing.serialization`) or a readable error. The scheduler and the API only
   ever do this, so no user code runs in their own process.
 
 :func:`sync_to_db` writes the result of a parse to the ``dag``, ``serialized_dag`` and
 ``import_error`` tables; :func:`load_serialized_dags` rebuilds DAGs (with stand-in tasks)
 from ``serialized_dag``.
 
-Which files are DAG files: :mod:`squall.common.dag_files`. Writing a parse to the database:
-:mod:`squall.common.dag_sync` (re-exported here).
+Which files are DAG files: :mod:`squall.dag_processing.files`. Writing a parse to the database:
+:mod:`squall.dag_processing.sync` (re-exported here).
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from squall.common.dag_files import DEFAULT_IGNORE_FILE, IgnoreSyntax, list_dag_files
-from squall.common.dag_sync import load_serialized_dags, sync_to_db
-from squall.common.serialization import serialize_dag
+from squall.dag_processing.files import DEFAULT_IGNORE_FILE, IgnoreSyntax, list_dag_files
+from squall.dag_processing.serialization import serialize_dag
+from squall.dag_processing.sync import load_serialized_dags, sync_to_db
 from squall.sdk.dag import DAG, DagContext
 from squall.sdk.dag_defaults import DagDefaults, authoring_defaults
 from squall.sdk.taskgroup import TaskGroupContext
