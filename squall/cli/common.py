@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from squall.common import dbops
 from squall.common.db import SessionFactory, make_engine, make_session_factory
-from squall.common.errors import SquallError
+from squall.common.errors import CliError
 from squall.common.settings import Settings
 
 if TYPE_CHECKING:
@@ -23,10 +23,6 @@ if TYPE_CHECKING:
 # rich is imported where it prints: long-running commands (scheduler, worker) never need it.
 
 log = logging.getLogger(__name__)
-
-
-class CliError(SquallError):
-    """A command cannot go on; the message is printed and the exit code is 1."""
 
 
 @dataclass

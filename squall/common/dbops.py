@@ -22,7 +22,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from squall.common.errors import SquallError
+from squall.common.errors import DatabaseMigrationError
 from squall.common.models import DEFAULT_POOL, Base, Pool
 
 if TYPE_CHECKING:
@@ -41,10 +41,6 @@ DEFAULT_POOL_SLOTS = 128
 DEFAULT_POOL_DESCRIPTION = "Default pool"
 #: key of the PostgreSQL advisory lock that serialises concurrent migrations
 _MIGRATION_LOCK_KEY = 0x5351_4C4C  # "SQLL"
-
-
-class DatabaseMigrationError(SquallError):
-    """The metadata database could not be migrated, reset or inspected."""
 
 
 def alembic_config(connection: Connection | None = None, url: str | None = None, *,

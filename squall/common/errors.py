@@ -66,6 +66,46 @@ class PayloadError(SquallError):
     """A message is not a well-formed, supported Squall command."""
 
 
+class SerializationError(SquallError):
+    """A DAG cannot be serialized, or serialized data cannot be turned back into a DAG."""
+
+
+class DatabaseMigrationError(SquallError):
+    """The metadata database could not be migrated, reset or inspected."""
+
+
+class TaskLoadError(DagFileLoadError):
+    """The DAG file or the task of a command cannot be loaded on this worker."""
+
+
+class SupervisorCrashed(SquallError):
+    """The supervisor process died without reporting."""
+
+
+class CallbackFailed(SquallError):
+    """The reason a task callback was called for, as its context's ``exception``."""
+
+
+class BashCommandFailed(SquallError):
+    """The bash command exited with a non-zero code (not one of ``skip_on_exit_code``)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class InvalidBranchError(SquallError):
+    """A branch callable returned something that is not a task or task group id."""
+
+
+class AirflowCompatError(SquallError):
+    """The Airflow compatibility layer cannot be installed (a real Airflow is importable)."""
+
+
+class CliError(SquallError):
+    """A command cannot go on; the message is printed and the exit code is 1."""
+
+
 class TaskControl(Exception):
     """Base of the exceptions task code raises to steer the runner."""
 

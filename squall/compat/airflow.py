@@ -35,7 +35,7 @@ from typing import Final
 
 import pendulum
 
-from squall.common.errors import SquallError
+from squall.common.errors import AirflowCompatError
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +118,6 @@ PACKAGES: Final[frozenset[str]] = frozenset(
 
 _ORIGIN: Final = "squall.compat.airflow"
 _ROOT: Final = "airflow"
-
-
-class AirflowCompatError(SquallError):
-    """The Airflow compatibility layer cannot be installed (a real Airflow is importable)."""
 
 
 # --------------------------------------------------------------------------- airflow.utils.dates

@@ -38,7 +38,7 @@ import pendulum
 from dateutil.relativedelta import relativedelta  # type: ignore[import-untyped, unused-ignore]
 from pendulum.tz.timezone import FixedTimezone, Timezone
 
-from squall.common.errors import SquallError
+from squall.common.errors import SerializationError, SquallError
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import BaseOperator, Context
 from squall.sdk.taskgroup import TaskGroup
@@ -57,10 +57,6 @@ SERIALIZATION_VERSION = 1
 
 _RELATIVEDELTA_FIELDS = ("years", "months", "days", "hours", "minutes", "seconds",
                          "microseconds")
-
-
-class SerializationError(SquallError):
-    """A DAG cannot be serialized, or serialized data cannot be turned back into a DAG."""
 
 
 # --------------------------------------------------------------------------- stand-in operator

@@ -35,7 +35,7 @@ from squall.common.db import (
     make_session_factory,
     session_scope,
 )
-from squall.common.errors import SquallError
+from squall.common.errors import CallbackFailed, SquallError
 from squall.common.models import CallbackRequest, DagRun, TaskInstance, TaskInstanceKey, utcnow
 from squall.common.procutil import flush_std_streams
 from squall.common.settings import Settings
@@ -48,10 +48,6 @@ log = logging.getLogger(__name__)
 
 #: Most requests claimed at a time.
 MAX_CALLBACKS_PER_CLAIM = 32
-
-
-class CallbackFailed(SquallError):
-    """The reason a task callback was called for, as its context's ``exception``."""
 
 
 @dataclass(frozen=True)

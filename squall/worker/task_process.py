@@ -37,7 +37,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
 from squall.common.db import SessionFactory, make_engine, make_session_factory, session_scope
-from squall.common.errors import DagFileLoadError, PayloadError
+from squall.common.errors import PayloadError, TaskLoadError
 from squall.common.models import DagRun, TaskInstance, TaskInstanceKey, utcnow
 from squall.common.payload import DAGS_FOLDER_ROOT, EXAMPLES_ROOT, resolve_dag_file
 from squall.common.procutil import (
@@ -75,10 +75,6 @@ EXIT_NOT_OURS = 3  # the task instance is no longer running under this job: noth
 #: the longest a supervisor waits for its task process to exit after SIGTERM (see
 #: :func:`kill_grace`: never more than half a heartbeat)
 KILL_GRACE_SECONDS = 5.0
-
-
-class TaskLoadError(DagFileLoadError):
-    """The DAG file or the task of a command cannot be loaded on this worker."""
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 from sqlalchemy import Engine
 
 from squall.common.db import make_engine
-from squall.common.errors import PayloadError, SquallError
+from squall.common.errors import PayloadError, SupervisorCrashed
 from squall.common.metrics import Metrics, metrics_from_settings
 from squall.common.payload import TaskRunCommand
 from squall.common.procutil import flush_std_streams, set_parent_death_signal
@@ -45,10 +45,6 @@ log = logging.getLogger(__name__)
 
 #: the longest reason a refusal carries back in its result and log line
 MAX_REASON = 500
-
-
-class SupervisorCrashed(SquallError):
-    """The supervisor process died without reporting."""
 
 
 PRELOADED_MODULES = (

@@ -11,18 +11,10 @@ import tempfile
 from collections.abc import Container, Iterator, Sequence
 from typing import Any
 
-from squall.common.errors import DagDefinitionError, SquallError, TaskSkipped
+from squall.common.errors import BashCommandFailed, DagDefinitionError, TaskSkipped
 from squall.sdk.operators.base import BaseOperator, Context
 
 log = logging.getLogger(__name__)
-
-
-class BashCommandFailed(SquallError):
-    """The bash command exited with a non-zero code (not one of ``skip_on_exit_code``)."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 class BashOperator(BaseOperator):

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from squall.common.errors import DagDefinitionError, SquallError
+from squall.common.errors import DagDefinitionError, InvalidBranchError
 from squall.sdk.operators.base import BaseOperator, Context
 
 if TYPE_CHECKING:
@@ -25,10 +25,6 @@ __all__ = [
     "call_with_context",
     "determine_kwargs",
 ]
-
-
-class InvalidBranchError(SquallError):
-    """A branch callable returned something that is not a task or task group id."""
 
 
 # --------------------------------------------------------------------------- calling
