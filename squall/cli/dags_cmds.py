@@ -16,8 +16,10 @@ from squall.cli.common import CliContext, CliError, add_output_flag, console, pr
 from squall.common.db import session_scope
 from squall.common.errors import SquallError
 from squall.common.models import DagModel, ImportError_, utcnow
+from squall.common.state import SUCCEEDED_STATES, DagRunState
 from squall.common.wakeup import notify_scheduler
-from squall.dag_processing.dagbag import DagBag, sync_to_db
+from squall.dag_processing.dagbag import DagBag
+from squall.dag_processing.sync import sync_to_db
 from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
@@ -204,7 +206,7 @@ def test_dag(ctx: CliContext, args: argparse.Namespace) -> int:
                  "reason": t.state_reason} for t in result.task_instances]
         print_rows(rows, ["task_id", "state", "try_number", "reason"], "table",
                    title=f"DagRun {result.dag_id} {result.run_id}: {result.state.value}")
-    return 0 if result.state.value == "success" else 1
+    return 0 if result.state == DagRunState.SUCCESS else 1
 
 
 def test_task(ctx: CliContext, args: argparse.Namespace) -> int:
@@ -225,4 +227,4 @@ def test_task(ctx: CliContext, args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print_rows([row], ["task_id", "state", "try_number", "reason"], "table")
-    return 0 if summary.state in ("success", "skipped") else 1
+    return 0 if summary.state in SUCCEEDED_STATES else 1

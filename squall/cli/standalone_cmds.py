@@ -25,6 +25,7 @@ from squall.common import dbops
 from squall.common.celery_app import broker_url, result_backend_url
 from squall.common.errors import SquallError
 from squall.common.settings import Settings
+from squall.common.state import DAGRUN_FINISHED_STATES, DagRunState
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def _trigger_all(ctx: CliContext, dag_ids: list[str]) -> dict[tuple[str, str], s
             continue
         note = " (the DAG is paused: unpause it to start the run)" if paused else ""
         print(f"Triggered DagRun {dag_id} {run_id}{note}", flush=True)
-        watching[(dag_id, run_id)] = "queued"
+        watching[(dag_id, run_id)] = DagRunState.QUEUED.value
     return watching
 
 
@@ -171,7 +172,7 @@ def _report_finished(ctx: CliContext,
         for (dag_id, run_id), last in watching.items():
             state = session.scalar(select(DagRun.state).where(
                 DagRun.dag_id == dag_id, DagRun.run_id == run_id))
-            if state not in ("success", "failed"):
+            if state not in DAGRUN_FINISHED_STATES:
                 still[(dag_id, run_id)] = str(state or last)
                 continue
             tis = session.execute(select(TaskInstance.task_id, TaskInstance.state,

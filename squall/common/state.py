@@ -75,6 +75,34 @@ OCCUPYING_STATES: frozenset[TaskInstanceState] = frozenset({TI.QUEUED, TI.RUNNIN
 SUCCESS_LIKE_STATES: frozenset[TaskInstanceState] = frozenset({TI.SUCCESS})
 #: Upstream outcomes that count as "failed" for trigger rules.
 FAILED_LIKE_STATES: frozenset[TaskInstanceState] = frozenset({TI.FAILED, TI.UPSTREAM_FAILED})
+#: Ended without failing: ``squall tasks test`` exits 0 for a try that ends in one of these.
+SUCCEEDED_STATES: frozenset[TaskInstanceState] = frozenset({TI.SUCCESS, TI.SKIPPED})
+#: Waiting for their ``next_retry_at`` before the scheduler may schedule them again.
+RETRY_WAIT_STATES: frozenset[TaskInstanceState] = frozenset(
+    {TI.UP_FOR_RETRY, TI.UP_FOR_RESCHEDULE}
+)
+#: States from which a task instance can be moved to SCHEDULED.
+SCHEDULABLE_STATES: frozenset[TaskInstanceState] = frozenset(
+    {TI.NONE, TI.UP_FOR_RETRY, TI.UP_FOR_RESCHEDULE}
+)
+#: Unfinished states in which a task instance will move on without the scheduler deciding
+#: anything more for it (handed out, running, or waiting for its retry / reschedule time).
+IN_FLIGHT_STATES: frozenset[TaskInstanceState] = frozenset(
+    {TI.SCHEDULED, TI.QUEUED, TI.RUNNING, TI.RESTARTING, TI.UP_FOR_RETRY, TI.UP_FOR_RESCHEDULE}
+)
+#: Unfinished states a timed-out run's task instances are skipped from (not the running ones).
+TIMEOUT_SKIP_STATES: frozenset[TaskInstanceState] = frozenset(
+    {TI.NONE, TI.SCHEDULED, TI.UP_FOR_RETRY, TI.UP_FOR_RESCHEDULE}
+)
+#: Leaf states that make a finished run a success (removed leaves are not looked at).
+LEAF_SUCCESS_STATES: frozenset[TaskInstanceState] = frozenset({TI.SUCCESS, TI.SKIPPED})
+#: What ``depends_on_past`` accepts of the previous run's task instance (and its downstreams).
+PAST_OK_STATES: frozenset[TaskInstanceState] = frozenset({TI.SUCCESS, TI.SKIPPED})
+#: The states whose changes can make a new decision on a run possible (the scheduler's own
+#: moves, none -> scheduled -> queued, and a worker's queued -> running cannot).
+SIGNATURE_STATES: frozenset[TaskInstanceState] = FINISHED_STATES | RETRY_WAIT_STATES
+#: What ``squall tasks set-state`` may set, in the order its ``--state`` choices list them.
+SETTABLE_STATES: tuple[TaskInstanceState, ...] = (TI.FAILED, TI.SUCCESS, TI.SKIPPED)
 
 DAGRUN_FINISHED_STATES: frozenset[DagRunState] = frozenset(
     {DagRunState.SUCCESS, DagRunState.FAILED}
