@@ -40,8 +40,9 @@ from squall.common.db import SessionFactory, make_engine, make_session_factory, 
 from squall.common.models import DagRun, TaskInstance, TaskInstanceKey
 from squall.common.settings import Settings
 from squall.common.state import DagRunState
-from squall.dag_processing.dagbag import ParseResult, sync_to_db
+from squall.dag_processing.dagbag import ParseResult
 from squall.dag_processing.serialization import serialize_dag
+from squall.dag_processing.sync import sync_to_db
 from squall.scheduler.dagrun_ops import create_dag_run
 from squall.scheduler.executor import ExecutorEvent, PublishOutcome, QueuedTask
 from squall.scheduler.job import SchedulerJob

@@ -24,7 +24,7 @@ from squall.common.errors import DagRunAlreadyExists
 from squall.common.models import DagModel, DagRun, TaskInstance, compare_and_set_state, utcnow
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
-from squall.dag_processing.dagbag import load_serialized_dags, sync_to_db
+from squall.dag_processing.sync import load_serialized_dags, sync_to_db
 from squall.scheduler.dagrun_ops import create_dag_run
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Finding DAG files, loading them, and recording what they define in the database.
+"""Loading DAG files: into this process, or each in a child process with a time limit.
 
 Two ways to load a DAG file:
 
@@ -9,12 +9,13 @@ Two ways to load a DAG file:
   :mod:`squall.dag_processing.serialization`) or a readable error. The scheduler and the API only
   ever do this, so no user code runs in their own process.
 
-:func:`sync_to_db` writes the result of a parse to the ``dag``, ``serialized_dag`` and
-``import_error`` tables; :func:`load_serialized_dags` rebuilds DAGs (with stand-in tasks)
-from ``serialized_dag``.
+:func:`~squall.dag_processing.sync.sync_to_db` writes the result of a parse to the ``dag``,
+``serialized_dag`` and ``import_error`` tables;
+:func:`~squall.dag_processing.sync.load_serialized_dags` rebuilds DAGs (with stand-in tasks)
+from ``serialized_dag``: both live in :mod:`squall.dag_processing.sync`, which imports this
+module (for :class:`ParseResult`) and not the other way round.
 
-Which files are DAG files: :mod:`squall.dag_processing.files`. Writing a parse to the database:
-:mod:`squall.dag_processing.sync` (re-exported here).
+Which files are DAG files: :mod:`squall.dag_processing.files`.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ from typing import TYPE_CHECKING, Any
 
 from squall.dag_processing.files import DEFAULT_IGNORE_FILE, IgnoreSyntax, list_dag_files
 from squall.dag_processing.serialization import serialize_dag
-from squall.dag_processing.sync import load_serialized_dags, sync_to_db
 from squall.sdk.dag import DAG, DagContext
 from squall.sdk.dag_defaults import DagDefaults, authoring_defaults
 from squall.sdk.taskgroup import TaskGroupContext
@@ -61,9 +61,7 @@ __all__ = [
     "ParseResult",
     "list_dag_files",
     "load_file",
-    "load_serialized_dags",
     "parse_files_isolated",
-    "sync_to_db",
 ]
 
 log = logging.getLogger(__name__)

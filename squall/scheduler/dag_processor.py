@@ -52,7 +52,8 @@ from squall.common.db import SessionFactory, make_engine, make_session_factory, 
 from squall.common.models import utcnow
 from squall.common.settings import Settings
 from squall.common.wakeup import notify_scheduler
-from squall.dag_processing.dagbag import DagBag, ParseResult, sync_to_db
+from squall.dag_processing.dagbag import DagBag, ParseResult
+from squall.dag_processing.sync import sync_to_db
 from squall.scheduler.callback_runner import run_pending_callbacks
 
 log = logging.getLogger(__name__)

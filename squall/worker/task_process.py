@@ -48,7 +48,8 @@ from squall.common.procutil import (
 )
 from squall.common.settings import Settings
 from squall.common.state import TaskInstanceState
-from squall.dag_processing.dagbag import DEFAULT_EXAMPLES_FOLDER, load_file, load_serialized_dags
+from squall.dag_processing.dagbag import DEFAULT_EXAMPLES_FOLDER, load_file
+from squall.dag_processing.sync import load_serialized_dags
 from squall.execution.runner import (
     OutcomeKind,
     OutcomeRecord,

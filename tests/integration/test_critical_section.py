@@ -14,7 +14,7 @@ from sqlalchemy import Engine, select, update
 from squall.common.db import SessionFactory, make_session_factory, session_scope
 from squall.common.models import DagModel, DagRun, Pool, TaskInstance
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
-from squall.dag_processing.dagbag import load_serialized_dags
+from squall.dag_processing.sync import load_serialized_dags
 from squall.scheduler.critical_section import queue_scheduled_tis, requeue_failed_publishes
 from squall.scheduler.dagrun_ops import create_dag_run, schedule_tis
 from squall.scheduler.executor import PublishOutcome, QueuedTask

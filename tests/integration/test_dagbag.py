@@ -24,9 +24,7 @@ from squall.dag_processing.dagbag import (
     ParseResult,
     list_dag_files,
     load_file,
-    load_serialized_dags,
     parse_files_isolated,
-    sync_to_db,
 )
 from squall.dag_processing.serialization import (
     SerializedOperator,
@@ -34,6 +32,7 @@ from squall.dag_processing.serialization import (
     deserialize_dag,
     serialize_dag,
 )
+from squall.dag_processing.sync import load_serialized_dags, sync_to_db
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import BaseOperator, Context
 from squall.sdk.operators.empty import EmptyOperator

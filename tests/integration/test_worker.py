@@ -36,7 +36,8 @@ from squall.common.models.taskinstance import compare_and_set_state
 from squall.common.payload import TaskRunCommand, relative_dag_file
 from squall.common.settings import Settings
 from squall.common.state import DagRunState, DagRunType, JobState, TaskInstanceState
-from squall.dag_processing.dagbag import parse_files_isolated, sync_to_db
+from squall.dag_processing.dagbag import parse_files_isolated
+from squall.dag_processing.sync import sync_to_db
 from squall.execution.runner import task_log_path
 from squall.scheduler.dagrun_ops import create_dag_run, schedule_tis
 from squall.worker.local_task_job import REASON_SIGTERM
@@ -262,7 +263,7 @@ class Sent:
 
 
 def new_run(env: Env, dag_id: str) -> TaskInstanceKey:
-    from squall.dag_processing.dagbag import load_serialized_dags
+    from squall.dag_processing.sync import load_serialized_dags
 
     logical = utcnow().replace(microsecond=0) + timedelta(seconds=next(_dates))
     with session_scope(env.factory) as session:

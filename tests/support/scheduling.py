@@ -10,8 +10,9 @@ from typing import Any
 
 from squall.common.db import SessionFactory, session_scope
 from squall.common.models import TaskInstanceKey
-from squall.dag_processing.dagbag import ParseResult, sync_to_db
+from squall.dag_processing.dagbag import ParseResult
 from squall.dag_processing.serialization import serialize_dag
+from squall.dag_processing.sync import sync_to_db
 from squall.scheduler.executor import EventKind, ExecutorEvent, PublishOutcome, QueuedTask
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import BaseOperator, Context
