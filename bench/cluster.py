@@ -23,8 +23,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, func, select, text
 
-from squall.common.models import DagModel, DagRun, TaskInstance
-from squall.common.models.misc import SerializedDagModel
+from squall.common.models import DagModel, DagRun, SerializedDagModel, TaskInstance
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAGS_FOLDER = REPO_ROOT / "bench" / "dags"

@@ -1,23 +1,21 @@
-"""The metadata database's tables."""
+"""The metadata database's tables, one module a table (``base`` holds the declarative base and
+the UTC column type); every name is re-exported here."""
 
 from squall.common.models.base import Base, UtcDateTime, utcnow
+from squall.common.models.callback_request import CallbackRequest
 from squall.common.models.dag import DagModel
 from squall.common.models.dagrun import DagRun
-from squall.common.models.misc import (
-    DEFAULT_POOL,
-    CallbackRequest,
-    ImportError_,
-    Job,
-    Pool,
-    SerializedDagModel,
-    TaskReschedule,
-    XCom,
-)
+from squall.common.models.import_error import ImportError_
+from squall.common.models.job import Job
+from squall.common.models.pool import DEFAULT_POOL, Pool
+from squall.common.models.serialized_dag import SerializedDagModel
+from squall.common.models.task_reschedule import TaskReschedule
 from squall.common.models.taskinstance import (
     TaskInstance,
     TaskInstanceKey,
     compare_and_set_state,
 )
+from squall.common.models.xcom import XCom
 
 __all__ = [
     "DEFAULT_POOL",

@@ -1,0 +1,27 @@
+"""The ``xcom`` table: the values tasks pass to each other (see :mod:`squall.common.xcom`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKeyConstraint, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from squall.common.models.base import Base, UtcDateTime, utcnow
+
+
+class XCom(Base):
+    __tablename__ = "xcom"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["dag_id", "run_id"], ["dag_run.dag_id", "dag_run.run_id"], ondelete="CASCADE"
+        ),
+    )
+
+    dag_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    #: the JSON text of the value
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+    timestamp: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False, default=utcnow)
