@@ -43,9 +43,9 @@ from squall.common.state import DagRunState
 from squall.dag_processing.dagbag import ParseResult
 from squall.dag_processing.serialization import serialize_dag
 from squall.dag_processing.sync import sync_to_db
-from squall.scheduler.dagrun_ops import create_dag_run
 from squall.scheduler.executor import ExecutorEvent, PublishOutcome, QueuedTask
 from squall.scheduler.job import SchedulerJob
+from squall.scheduler.run_creation import create_dag_run
 
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
 

@@ -25,7 +25,7 @@ from squall.common.models import DagModel, DagRun, TaskInstance, compare_and_set
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.sync import load_serialized_dags, sync_to_db
-from squall.scheduler.dagrun_ops import create_dag_run
+from squall.scheduler.run_creation import create_dag_run
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,9 @@ from squall.common.models import DagModel, DagRun, SerializedDagModel, TaskInsta
 from squall.common.state import FINISHED_STATES, DagRunState, DagRunType, TaskInstanceState
 from squall.dag_processing.serialization import SerializationError, deserialize_dag
 from squall.execution.callbacks import CallbackKind, enqueue_callback
-from squall.scheduler.dagrun_ops import create_dag_run, schedule_tis, update_dag_run
+from squall.scheduler.decisions import update_dag_run
+from squall.scheduler.run_creation import create_dag_run
+from squall.scheduler.ti_updates import schedule_tis
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import DEFAULT_QUEUE
 from squall.sdk.timetables import DataInterval

@@ -76,7 +76,7 @@ from squall.scheduler.dag_runs import (
     create_due_dag_runs,
     schedule_dag_runs,
 )
-from squall.scheduler.dagrun_ops import handle_failure_state, next_retry_at
+from squall.scheduler.decisions import handle_failure_state, next_retry_at
 from squall.scheduler.executor import EventKind, ExecutorEvent, PublishOutcome, QueuedTask
 from squall.scheduler.watchdog import (
     adopt_orphans,

@@ -1,6 +1,6 @@
 """``squall dags test``: one whole DAG run in this process, no broker and no worker.
 
-It goes through the same decisions as the cluster (``dagrun_ops.update_dag_run`` for
+It goes through the same decisions as the cluster (``decisions.update_dag_run`` for
 dependencies and trigger rules, ``schedule_tis`` for try numbers, the runner for each try and
 its compare-and-sets), but runs the ready task instances one after another here, and waits
 out retry delays and sensor reschedules instead of handing them to a scheduler.
@@ -25,7 +25,9 @@ from squall.common.db import SessionFactory, session_scope
 from squall.common.models import DagModel, DagRun, TaskInstance, compare_and_set_state, utcnow
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
 from squall.execution.runner import run_try, task_log_path
-from squall.scheduler.dagrun_ops import create_dag_run, schedule_tis, update_dag_run
+from squall.scheduler.decisions import update_dag_run
+from squall.scheduler.run_creation import create_dag_run
+from squall.scheduler.ti_updates import schedule_tis
 from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Whether a task instance may run: trigger rules, retry periods, ``depends_on_past``.
 
-Pure decisions, no database: the caller (``squall.scheduler.dagrun_ops``) loads the states and
+Pure decisions, no database: the caller (``squall.scheduler.decisions``) loads the states and
 applies the verdicts. Trigger rules follow Airflow 2.7+'s ``TriggerRuleDep`` (with the
 scheduler's ``flag_upstream_failed``): besides "ready" and "wait", a rule can decide that the
 task instance will never run and must be marked ``skipped`` or ``upstream_failed`` now, even

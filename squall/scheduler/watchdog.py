@@ -47,7 +47,7 @@ from squall.common.metrics import (
 from squall.common.models import Job, TaskInstance, TaskInstanceKey, compare_and_set_state
 from squall.common.state import ADOPTABLE_STATES, JobState, TaskInstanceState
 from squall.execution.callbacks import enqueue_callback, task_kind
-from squall.scheduler.dagrun_ops import handle_failure_state, next_retry_at
+from squall.scheduler.decisions import handle_failure_state, next_retry_at
 from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)

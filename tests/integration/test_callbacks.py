@@ -35,7 +35,7 @@ from squall.scheduler import watchdog
 from squall.scheduler.callback_runner import run_pending_callbacks
 from squall.scheduler.dag_processor import DagProcessor, parse_and_sync_once
 from squall.scheduler.dag_runs import SerializedDagCache, schedule_dag_runs
-from squall.scheduler.dagrun_ops import create_dag_run
+from squall.scheduler.run_creation import create_dag_run
 from squall.scheduler.watchdog import fail_zombies
 from squall.sdk.dag import DAG
 from squall.worker.local_task_job import LocalTaskJob, SupervisorStatus

@@ -1,4 +1,5 @@
-"""DAG run bookkeeping (squall.scheduler.dagrun_ops) on SQLite and PostgreSQL."""
+"""DAG run bookkeeping (squall.scheduler: run_creation, decisions, ti_updates) on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -17,16 +18,15 @@ from squall.common.db import SessionFactory
 from squall.common.errors import DagNotFound, DagRunAlreadyExists
 from squall.common.models import DagModel, DagRun, TaskInstance
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
-from squall.scheduler.dagrun_ops import (
+from squall.scheduler.decisions import (
     RunUpdate,
-    create_dag_run,
     handle_failure_state,
     next_retry_at,
-    schedule_tis,
     update_dag_run,
-    verify_integrity,
 )
 from squall.scheduler.local_run import PAST_POLL_SECONDS, run_dag_locally
+from squall.scheduler.run_creation import create_dag_run, verify_integrity
+from squall.scheduler.ti_updates import schedule_tis
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import BaseOperator, Context
 from squall.sdk.trigger_rule import TriggerRule, WeightRule
@@ -797,12 +797,12 @@ def test_next_retry_at_uses_the_task_retry_delay() -> None:
 
 def test_racing_writer_is_not_overwritten(session_factory: SessionFactory,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from squall.scheduler import dagrun_ops
+    from squall.scheduler import decisions
 
     dag = chain_dag("race", 3)
     run_id = new_run(session_factory, dag, state=DagRunState.RUNNING)
     set_ti(session_factory, "race", run_id, "t0", state=TI.FAILED)
-    original = dagrun_ops._decide
+    original = decisions._decide
     calls: list[int] = []
 
     def decide_then_race(session: Session, *args: Any) -> Any:
@@ -815,7 +815,7 @@ def test_racing_writer_is_not_overwritten(session_factory: SessionFactory,
         calls.append(1)
         return plan
 
-    monkeypatch.setattr(dagrun_ops, "_decide", decide_then_race)
+    monkeypatch.setattr(decisions, "_decide", decide_then_race)
     result = step(session_factory, dag, run_id)
     assert len(calls) == 2  # decided again on fresh rows
     assert result.state == DagRunState.RUNNING  # t1 is in flight

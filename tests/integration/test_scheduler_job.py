@@ -21,7 +21,6 @@ from squall.common.models import DagModel, DagRun, Job, TaskInstance, TaskInstan
 from squall.common.settings import Settings
 from squall.common.state import DagRunState, DagRunType, JobState, TaskInstanceState
 from squall.scheduler.dag_runs import REDECIDE_AFTER_SECONDS
-from squall.scheduler.dagrun_ops import create_dag_run
 from squall.scheduler.executor import EventKind
 from squall.scheduler.job import (
     FAILED_BEFORE_START,
@@ -29,6 +28,7 @@ from squall.scheduler.job import (
     LoopStats,
     SchedulerJob,
 )
+from squall.scheduler.run_creation import create_dag_run
 from squall.sdk.dag import DAG
 from tests.support.scheduling import FakeExecutor, Noop, sync_dags
 from tests.support.services import wait_until

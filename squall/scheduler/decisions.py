@@ -1,0 +1,389 @@
+"""Deciding a DAG run, shared by the scheduler and ``squall dags test``.
+
+* :func:`update_dag_run` applies trigger rules (marking ``skipped`` / ``upstream_failed``,
+  cascading down chains), lists the task instances that may be scheduled (their
+  ``depends_on_past`` and retry / reschedule waits included), and decides the run's state
+  (leaves, deadlock, ``dagrun_timeout``);
+* the caller then moves the schedulable ones on with
+  :func:`squall.scheduler.ti_updates.schedule_tis`.
+
+Nothing here commits: the caller owns the transaction. The caller is also expected to be the
+only one deciding for a given run at a time (the scheduler holds the run's row lock); the
+state guards on every bulk UPDATE protect the changes of *other* writers (workers, the API)
+from being overwritten, they do not make two deciders safe.
+
+The ``dag`` given is anything shaped like :class:`squall.sdk.dag.DAG` (see
+:class:`~squall.scheduler.dag_shape.DagLike`): the DAG itself, or a stand-in rebuilt from
+its serialised form. The pure rules (trigger rules, waits) are in
+:mod:`squall.scheduler.readiness`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from squall.common.models import DagRun, TaskInstance
+from squall.common.state import (
+    DAGRUN_FINISHED_STATES,
+    FAILED_LIKE_STATES,
+    UNFINISHED_STATES,
+    DagRunState,
+    DagRunType,
+    TaskInstanceState,
+)
+from squall.scheduler.dag_shape import DagLike, downstream_map, leaf_ids, topological_order
+from squall.scheduler.readiness import (
+    PreviousInstance,
+    TriggerDecision,
+    UpstreamCounts,
+    evaluate_trigger_rule,
+    past_wait_reason,
+    retry_period_elapsed,
+)
+from squall.scheduler.ti_updates import SCHEDULABLE_STATES, bulk_set, load_tis
+
+log = logging.getLogger(__name__)
+
+TI = TaskInstanceState
+
+#: Unfinished states in which a task instance will move on without the scheduler deciding
+#: anything more for it (handed out, running, or waiting for its retry / reschedule time).
+IN_FLIGHT_STATES: frozenset[TaskInstanceState] = frozenset(
+    {TI.SCHEDULED, TI.QUEUED, TI.RUNNING, TI.RESTARTING, TI.UP_FOR_RETRY, TI.UP_FOR_RESCHEDULE}
+)
+#: Unfinished states a timed-out run's task instances are skipped from (not the running ones).
+TIMEOUT_SKIP_STATES: frozenset[TaskInstanceState] = frozenset(
+    {TI.NONE, TI.SCHEDULED, TI.UP_FOR_RETRY, TI.UP_FOR_RESCHEDULE}
+)
+#: Leaf states that make a finished run a success (removed leaves are not looked at).
+_LEAF_SUCCESS_STATES: frozenset[TaskInstanceState] = frozenset({TI.SUCCESS, TI.SKIPPED})
+
+#: How often update_dag_run re-reads and re-decides after a racing writer won a guard.
+_MAX_DECISION_ROUNDS = 3
+#: The ``state_reason`` column's length.
+_MAX_REASON = 2000
+
+
+class RetryableTask(Protocol):
+    def retry_delay_for(self, try_number: int) -> timedelta: ...
+
+
+@dataclass
+class RunUpdate:
+    """What :func:`update_dag_run` decided."""
+
+    #: task instances that may be moved to SCHEDULED now, highest priority first
+    schedulable: list[TaskInstance]
+    #: the run's state after this update
+    state: DagRunState
+    #: the run reached SUCCESS or FAILED in this very update
+    finished_now: bool = False
+    #: why the run finished (or ``None``)
+    reason: str | None = None
+    #: task ids marked SKIPPED / UPSTREAM_FAILED / REMOVED by this update, by new state
+    changed: dict[str, list[str]] = field(default_factory=dict)
+    #: task id -> why ``depends_on_past`` holds it back (also its ``state_reason``)
+    waiting_on_past: dict[str, str] = field(default_factory=dict)
+
+
+def update_dag_run(
+    session: Session,
+    dag: DagLike,
+    dag_run: DagRun,
+    *,
+    now: datetime,
+    may_start: bool = True,
+) -> RunUpdate:
+    """Apply trigger rules to the run's task instances and decide the run's state.
+
+    * A finished run is left alone. A queued run becomes running (``start_date = now``)
+      when ``may_start`` (admission under ``max_active_runs`` is the caller's business);
+      otherwise it stays queued and nothing else is looked at.
+    * A running run past its ``dagrun_timeout`` fails (reason ``"timed out"``); its task
+      instances that are not queued or running are marked skipped.
+    * Otherwise every task instance in state ``none`` whose trigger rule can no longer be
+      met is marked ``skipped`` / ``upstream_failed`` (cascading down chains within this
+      call); those whose rule is met (and whose ``depends_on_past`` is satisfied) are
+      returned as schedulable, as are ``up_for_retry`` / ``up_for_reschedule`` ones whose
+      wait is over. Rows of tasks no longer in the DAG are marked ``removed``.
+    * A task instance whose rule is met but which ``depends_on_past`` holds back waits, with
+      the reason (which previous task instance, in what state) in its ``state_reason``; the
+      run goes on waiting, as in Airflow 2, however the previous instance ended: it may be
+      cleared or set to success.
+    * When every task instance has finished the run succeeds if every leaf succeeded or was
+      skipped, and fails if a leaf failed or is upstream_failed (Airflow 2's rule). When
+      some have not finished but none can make progress (nothing schedulable, nothing in
+      flight, nothing held back by ``depends_on_past``) it fails as deadlocked.
+
+    One SELECT loads the run's task instances; state changes are a few bulk UPDATEs, each
+    guarded by the state the row was seen in. The run's own changes are left to the flush.
+    """
+    state = DagRunState(dag_run.state)
+    if state in DAGRUN_FINISHED_STATES:
+        return RunUpdate(schedulable=[], state=state)
+    if state == DagRunState.QUEUED and not may_start:
+        return RunUpdate(schedulable=[], state=state)
+    # read first, so that autoflush does not write the run twice
+    tis = load_tis(session, dag_run)
+    if state == DagRunState.QUEUED:
+        dag_run.state = DagRunState.RUNNING.value
+        dag_run.start_date = now
+        dag_run.end_date = None
+        log.info("DagRun %s %s: running", dag_run.dag_id, dag_run.run_id)
+    dag_run.last_scheduling_decision = now
+    timeout = dag.dagrun_timeout
+    if timeout is not None and dag_run.start_date is not None and (
+        now - dag_run.start_date > timeout
+    ):
+        return _time_out(session, dag_run, tis, now)
+
+    changed: dict[str, list[str]] = {}
+    plan = _Plan()
+    for _ in range(_MAX_DECISION_ROUNDS):
+        plan = _decide(session, dag, dag_run, tis, now)
+        if _apply(session, plan, now, changed):
+            break
+        log.info("DagRun %s %s: task instances changed under us; deciding again",
+                 dag_run.dag_id, dag_run.run_id)
+        tis = load_tis(session, dag_run)
+    else:
+        # still racing: report nothing schedulable this time and keep the run running
+        return RunUpdate(schedulable=[], state=DagRunState.RUNNING, changed=changed)
+
+    final, reason = _run_outcome(dag, dag_run, tis, plan)
+    if final is None:
+        _record_past_waits(session, plan.waiting_on_past, now)
+        return RunUpdate(schedulable=plan.schedulable, state=DagRunState.RUNNING,
+                         changed=changed, waiting_on_past={
+                             ti.task_id: why for ti, why in plan.waiting_on_past})
+    _finish(dag_run, final, now)
+    log.info("DagRun %s %s: %s (%s)", dag_run.dag_id, dag_run.run_id, final.value, reason)
+    return RunUpdate(schedulable=[], state=final, finished_now=True, reason=reason,
+                     changed=changed)
+
+
+@dataclass
+class _Plan:
+    """What one round of :func:`_decide` wants: new states and the schedulable instances."""
+
+    #: new state -> task instances to move there (with the states they are expected in)
+    moves: dict[TaskInstanceState, list[TaskInstance]] = field(default_factory=dict)
+    schedulable: list[TaskInstance] = field(default_factory=list)
+    #: held back by depends_on_past, and why: a wait, not a deadlock
+    waiting_on_past: list[tuple[TaskInstance, str]] = field(default_factory=list)
+
+
+def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskInstance],
+            now: datetime) -> _Plan:
+    plan = _Plan()
+    tasks = dag.task_dict
+    by_task = {ti.task_id: ti for ti in tis}
+    # the states as they will be after this update's own changes
+    states: dict[str, str] = {ti.task_id: ti.state for ti in tis}
+
+    orphans = [ti for ti in tis if ti.task_id not in tasks and ti.state != TI.REMOVED]
+    if orphans:
+        plan.moves[TI.REMOVED] = orphans
+        for ti in orphans:
+            states[ti.task_id] = TI.REMOVED.value
+
+    downstream = downstream_map(tasks)
+    candidates: list[TaskInstance] = []
+    # In topological order every upstream's state is final for this call before its
+    # downstreams are looked at, so a single pass reaches the fixed point: a skip or an
+    # upstream_failed cascades down a whole chain.
+    for task_id in topological_order(tasks, downstream):
+        found = by_task.get(task_id)
+        if found is None:
+            continue
+        ti = found
+        current = ti.state
+        if current not in SCHEDULABLE_STATES:
+            continue
+        task = tasks[task_id]
+        counts = UpstreamCounts.from_states(states.get(up) for up in task.upstream_task_ids)
+        decision = evaluate_trigger_rule(task.trigger_rule, counts)
+        final_state = decision.final_state
+        if final_state is not None:
+            if current == TI.NONE:
+                plan.moves.setdefault(final_state, []).append(ti)
+                states[task_id] = final_state.value
+            continue
+        if decision is not TriggerDecision.READY:
+            continue
+        if current != TI.NONE and not retry_period_elapsed(ti.next_retry_at, now):
+            continue
+        candidates.append(ti)
+
+    plan.schedulable = _filter_depends_on_past(session, dag, dag_run, candidates, downstream,
+                                               plan)
+    plan.schedulable.sort(key=lambda t: (-t.priority_weight, t.task_id))
+    return plan
+
+
+def _filter_depends_on_past(session: Session, dag: DagLike, dag_run: DagRun,
+                            candidates: list[TaskInstance],
+                            downstream: Mapping[str, AbstractSet[str]],
+                            plan: _Plan) -> list[TaskInstance]:
+    """The candidates ``depends_on_past`` lets run; the others go to ``plan.waiting_on_past``.
+
+    The previous run is Airflow 2's: the latest run of the DAG with an earlier logical
+    date, leaving out manual runs when the DAG catches up (``catchup``).
+    """
+    tasks = dag.task_dict
+    if not any(tasks[ti.task_id].depends_on_past for ti in candidates):
+        return candidates
+    stmt = (
+        select(DagRun.run_id, DagRun.logical_date)
+        .where(DagRun.dag_id == dag_run.dag_id, DagRun.logical_date < dag_run.logical_date)
+        .order_by(DagRun.logical_date.desc())
+        .limit(1)
+    )
+    if dag.catchup:
+        stmt = stmt.where(DagRun.run_type != DagRunType.MANUAL.value)
+    previous = session.execute(stmt).first()
+    if previous is None:
+        return candidates
+    previous_states: dict[str, str] = {
+        row.task_id: row.state
+        for row in session.execute(
+            select(TaskInstance.task_id, TaskInstance.state).where(
+                TaskInstance.dag_id == dag_run.dag_id,
+                TaskInstance.run_id == previous.run_id,
+            )
+        )
+    }
+    kept: list[TaskInstance] = []
+    for ti in candidates:
+        task = tasks[ti.task_id]
+        if not task.depends_on_past:
+            kept.append(ti)
+            continue
+        why = past_wait_reason(
+            PreviousInstance(
+                dag_id=dag_run.dag_id, task_id=ti.task_id, run_id=previous.run_id,
+                logical_date=previous.logical_date, state=previous_states.get(ti.task_id),
+                downstream_states={d: previous_states.get(d)
+                                   for d in downstream.get(ti.task_id, ())},
+            ),
+            wait_for_downstream=task.wait_for_downstream, task_start_date=task.start_date,
+        )
+        if why is None:
+            kept.append(ti)
+        else:
+            plan.waiting_on_past.append((ti, why))
+    return kept
+
+
+def _record_past_waits(session: Session, waits: Sequence[tuple[TaskInstance, str]],
+                       now: datetime) -> None:
+    """Write why each task instance waits on the past into its ``state_reason``, when that
+    changed (guarded by the state it was seen in; a racing writer wins)."""
+    for ti, why in waits:
+        why = why[:_MAX_REASON]
+        if ti.state_reason == why:
+            continue
+        if bulk_set(session, [ti], expected={ti.state}, values={"state_reason": why},
+                     now=now):
+            log.info("TaskInstance %s: waits (%s)", ti.key, why)
+
+
+def _apply(session: Session, plan: _Plan, now: datetime,
+           changed: dict[str, list[str]]) -> bool:
+    """Write the plan's state changes; False when a guard lost to another writer."""
+    all_moved = True
+    for new_state, tis in plan.moves.items():
+        if new_state == TI.REMOVED:
+            values: dict[str, Any] = {"state": new_state.value,
+                                      "state_reason": "task is no longer in the DAG"}
+            expected = {ti.state for ti in tis}
+        else:
+            values = {"state": new_state.value, "start_date": now, "end_date": now,
+                      "duration": 0.0, "state_reason": _TRIGGER_REASONS[new_state]}
+            expected = {TI.NONE.value}
+        moved = bulk_set(session, tis, expected=expected, values=values, now=now)
+        if moved == len(tis):
+            changed.setdefault(new_state.value, []).extend(ti.task_id for ti in tis)
+        else:
+            all_moved = False
+    return all_moved
+
+
+_TRIGGER_REASONS: dict[TaskInstanceState, str] = {
+    TI.SKIPPED: "skipped by its trigger rule (upstream outcome)",
+    TI.UPSTREAM_FAILED: "an upstream task failed",
+}
+
+
+def _run_outcome(dag: DagLike, dag_run: DagRun, tis: Sequence[TaskInstance],
+                 plan: _Plan) -> tuple[DagRunState | None, str | None]:
+    """The run's final state and why, or ``(None, None)`` while it goes on."""
+    unfinished = [ti for ti in tis if ti.state in UNFINISHED_STATES]
+    if not unfinished:
+        leaves = leaf_ids(dag.task_dict)
+        leaf_tis = [ti for ti in tis if ti.task_id in leaves and ti.state != TI.REMOVED]
+        failed = sorted(ti.task_id for ti in leaf_tis if ti.state in FAILED_LIKE_STATES)
+        if failed:
+            return DagRunState.FAILED, f"task failure: {', '.join(failed)}"
+        if all(ti.state in _LEAF_SUCCESS_STATES for ti in leaf_tis):
+            return DagRunState.SUCCESS, None
+        odd = sorted(f"{ti.task_id}={ti.state}" for ti in leaf_tis
+                     if ti.state not in _LEAF_SUCCESS_STATES)
+        return DagRunState.FAILED, f"leaves in unexpected states: {', '.join(odd)}"
+    if plan.schedulable or plan.waiting_on_past:
+        return None, None
+    if any(ti.state in IN_FLIGHT_STATES for ti in unfinished):
+        return None, None
+    stuck = sorted(ti.task_id for ti in unfinished)
+    return (DagRunState.FAILED,
+            f"deadlock: no task instance can make progress ({_short_list(stuck)} waiting)")
+
+
+def _time_out(session: Session, dag_run: DagRun, tis: Sequence[TaskInstance],
+              now: datetime) -> RunUpdate:
+    to_skip = [ti for ti in tis if ti.state in TIMEOUT_SKIP_STATES]
+    changed: dict[str, list[str]] = {}
+    if to_skip:
+        bulk_set(session, to_skip, expected=TIMEOUT_SKIP_STATES, values={
+            "state": TI.SKIPPED.value, "end_date": now, "state_reason": "the DAG run timed out",
+        }, now=now)
+        changed[TI.SKIPPED.value] = sorted(ti.task_id for ti in to_skip)
+    _finish(dag_run, DagRunState.FAILED, now)
+    log.warning("DagRun %s %s: timed out (started %s); %d task instance(s) skipped",
+                dag_run.dag_id, dag_run.run_id, dag_run.start_date, len(to_skip))
+    return RunUpdate(schedulable=[], state=DagRunState.FAILED, finished_now=True,
+                     reason="timed out", changed=changed)
+
+
+def _finish(dag_run: DagRun, state: DagRunState, now: datetime) -> None:
+    dag_run.state = state.value
+    dag_run.end_date = now
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def handle_failure_state(ti_try_number: int, max_tries: int) -> TaskInstanceState:
+    """What failed try ``ti_try_number`` becomes: retried while ``try_number <= max_tries``."""
+    return TI.UP_FOR_RETRY if ti_try_number <= max_tries else TI.FAILED
+
+
+def next_retry_at(task: RetryableTask, try_number: int, end_date: datetime) -> datetime:
+    """When the try after failed try ``try_number`` (ended at ``end_date``) may start."""
+    return end_date + task.retry_delay_for(try_number)
+
+
+def _short_list(items: Iterable[str], limit: int = 10) -> str:
+    items = list(items)
+    text = ", ".join(items[:limit])
+    if len(items) > limit:
+        text += f", ... ({len(items)} in all)"
+    return text
