@@ -17,7 +17,7 @@ idle
 
 Variants: kombu's SQLAlchemy transport on a SQLite file (``sqla``) and kombu's filesystem
 transport (``fs``), each with kombu's default polling interval (1 s) and a short one, and
-``squall``: the embedded broker Squall ships (``squall.common.celery_app``: the filesystem
+``squall``: the embedded broker Squall ships (``squall.common.transports``: the filesystem
 transport with atomic publish and claim), at its default interval and at 50 ms.
 
 Usage (bounded: each variant gives up after its deadlines)::
@@ -82,9 +82,9 @@ VARIANTS = {
 
 def broker_config(variant: Variant, workdir: Path) -> dict[str, Any]:
     if variant.kind == "squall":
-        from squall.common.celery_app import (
+        from squall.common.transports import EMBEDDED_TRANSPORT
+        from squall.common.transports.embedded import (
             EMBEDDED_BROKER_URL,
-            EMBEDDED_TRANSPORT,
             embedded_broker_options,
         )
 

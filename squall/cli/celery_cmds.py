@@ -75,6 +75,7 @@ def run_worker(ctx: CliContext, args: argparse.Namespace) -> int:
 
 def run_flower(ctx: CliContext, args: argparse.Namespace) -> int:
     from squall.common.celery_app import create_celery_app
+    from squall.worker import register_tasks
 
     try:
         import flower  # noqa: F401
@@ -82,6 +83,7 @@ def run_flower(ctx: CliContext, args: argparse.Namespace) -> int:
         raise CliError("Flower is not installed (pip install flower)") from None
     if not (os.environ.get("FLOWER_BASIC_AUTH") or os.environ.get("FLOWER_AUTH")):
         os.environ.setdefault(FLOWER_API_ENV, "true")
-    app = create_celery_app(ctx.settings)
+    # Flower's task API (/api/task/apply/...) looks the task up in its app
+    app = register_tasks(create_celery_app(ctx.settings))
     log.info("Flower: starting on http://%s:%d", args.address, args.port)
     return int(app.start(["flower", f"--port={args.port}", f"--address={args.address}"]) or 0)

@@ -1,126 +1,37 @@
-"""The one Celery app factory: broker, result backend, queues, acks, events, from settings.
+"""The one Celery configuration: broker, result backend, queues, acks, events, from settings.
 
 Nothing is built at import time. Each entry point (scheduler, worker, flower, CLI) calls
 :func:`create_celery_app` with its :class:`Settings`; the settings ride along on the app as
-``app.squall_settings`` so the worker's task code can reach them.
+``app.squall_settings`` so the worker's task code can reach them. The app registers no task:
+the scheduler sends :data:`RUN_TASK_NAME` by name, and the worker's app builder
+(:func:`squall.worker.build_worker_app`) registers the task itself.
 
 Without ``[celery] broker_url`` the broker is embedded (ADR 0006): kombu's filesystem
-transport in ``$SQUALL_HOME/celery_broker/``, through :class:`EmbeddedBrokerTransport`
-(publish and claim by atomic rename, a 0.1 s polling interval).
+transport in ``$SQUALL_HOME/celery_broker/``, through
+:class:`~squall.common.transports.embedded.EmbeddedBrokerTransport` (publish and claim by atomic
+rename, a 0.1 s polling interval).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import time
-import uuid
 from pathlib import Path
-from queue import Empty
 from typing import Any
 
 from celery import Celery
-from kombu.exceptions import ChannelError
-from kombu.transport import filesystem
-from kombu.utils.encoding import bytes_to_str, str_to_bytes
-from kombu.utils.json import dumps, loads
 
 from squall.common.db import normalise_url
 from squall.common.errors import SettingsError
 from squall.common.settings import Settings
+from squall.common.transports import EMBEDDED_TRANSPORT
+from squall.common.transports.embedded import EMBEDDED_BROKER_URL, embedded_broker_options
 
 log = logging.getLogger(__name__)
 
 #: The name of the one Celery task Squall defines.
 RUN_TASK_NAME = "squall.run_task"
 
-EMBEDDED_BROKER_URL = "filesystem://"
-EMBEDDED_BROKER_DIR = "celery_broker"
 EMBEDDED_RESULTS_FILE = "celery_results.db"
-#: How often an idle worker looks for a message in the embedded broker (kombu's default is
-#: 1 s). Also bounds its throughput: a worker whose prefetch window is full sleeps this long
-#: before it looks again, so about ``concurrency / interval`` short tasks a second.
-EMBEDDED_POLLING_INTERVAL = 0.1
-EMBEDDED_TRANSPORT = "squall.common.celery_app:EmbeddedBrokerTransport"
-
-
-class _EmbeddedChannel(filesystem.Channel):
-    """kombu's filesystem channel, made safe for several publishers and consumers.
-
-    kombu writes a message file in place (a consumer may read it half written) and claims
-    one by moving it to the system temporary directory (a copy, if that is another file
-    system). Here a message is written under a ``.part`` name and renamed into the queue
-    folder, and claimed by renaming it into ``processed_folder`` (next to the queue folder):
-    both renames are atomic, so a message is read whole, by exactly one consumer.
-    """
-
-    def __init__(self, connection: Any, **kwargs: Any) -> None:
-        options = connection.client.transport_options
-        for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
-            if options.get(key):
-                Path(options[key]).mkdir(parents=True, exist_ok=True)
-        super().__init__(connection, **kwargs)
-
-    # kombu's own base classes disagree on this parameter's name (message / payload)
-    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        # CLOCK_MONOTONIC is system-wide on Linux: the names sort in publish order
-        name = f"{int(time.monotonic() * 1000):015d}_{uuid.uuid4().hex}.{queue}.msg"
-        final = os.path.join(self.data_folder_out, name)
-        partial = final + ".part"  # not "<queue>.msg": never picked up by _get
-        try:
-            with open(partial, "wb") as file:
-                file.write(str_to_bytes(dumps(message)))
-            os.rename(partial, final)
-        except OSError as exc:
-            try:
-                os.unlink(partial)
-            except OSError:
-                pass
-            raise ChannelError(f"Embedded broker: cannot add message {final}: {exc}") from exc
-
-    def _get(self, queue: str, timeout: float | None = None) -> Any:
-        suffix = f"{queue}.msg"
-        for name in sorted(os.listdir(self.data_folder_in)):
-            if name.partition(".")[2] != suffix:
-                continue
-            claimed = os.path.join(self.processed_folder, name)
-            try:
-                os.rename(os.path.join(self.data_folder_in, name), claimed)
-            except OSError:
-                continue  # another consumer took it
-            try:
-                with open(claimed, "rb") as file:
-                    payload = file.read()
-                if not self.store_processed:
-                    os.unlink(claimed)
-            except OSError as exc:
-                raise ChannelError(
-                    f"Embedded broker: cannot read message {claimed}: {exc}") from exc
-            try:
-                return loads(bytes_to_str(payload))
-            except ValueError as exc:
-                log.error("Embedded broker: dropping undecodable message %s: %s", name, exc)
-        raise Empty()
-
-
-class EmbeddedBrokerTransport(filesystem.Transport):
-    """The embedded broker's transport (``broker_transport``; see :data:`EMBEDDED_TRANSPORT`)."""
-
-    Channel = _EmbeddedChannel
-    polling_interval = EMBEDDED_POLLING_INTERVAL
-
-
-def embedded_broker_options(home: Path) -> dict[str, Any]:
-    """Transport options of the embedded broker: its folders under ``home``."""
-    root = Path(home) / EMBEDDED_BROKER_DIR
-    return {
-        "data_folder_in": str(root / "queue"),
-        "data_folder_out": str(root / "queue"),
-        "processed_folder": str(root / "claimed"),
-        "store_processed": False,
-        "control_folder": str(root / "control"),
-        "polling_interval": EMBEDDED_POLLING_INTERVAL,
-    }
 
 
 def broker_url(settings: Settings) -> str:
@@ -206,12 +117,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 def create_celery_app(settings: Settings) -> Celery:
-    """A Celery app for ``settings`` with Squall's task registered."""
+    """A Celery app configured for ``settings``, with no task registered (a worker's app gets
+    its task from :func:`squall.worker.build_worker_app`)."""
     app = Celery("squall", set_as_current=False)
     app.conf.update(celery_config(settings))
     app.squall_settings = settings
-
-    from squall.worker.tasks import run_task
-
-    app.task(name=RUN_TASK_NAME, bind=True, acks_late=True, ignore_result=False)(run_task)
     return app

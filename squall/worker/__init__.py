@@ -17,17 +17,25 @@ if TYPE_CHECKING:
 _app: Celery | None = None
 
 
-#: kombu's Redis transport with a guard against undecodable messages (see ``transport.py``)
-REDIS_TRANSPORT = "squall.worker.transport:RedisTransport"
+def register_tasks(app: Celery) -> Celery:
+    """Register Squall's one task, :func:`~squall.worker.tasks.run_task`, on ``app`` as
+    :data:`~squall.common.celery_app.RUN_TASK_NAME`; returns ``app``."""
+    from squall.common.celery_app import RUN_TASK_NAME
+    from squall.worker.tasks import run_task
+
+    app.task(name=RUN_TASK_NAME, bind=True, acks_late=True, ignore_result=False)(run_task)
+    return app
 
 
 def build_worker_app(settings: Settings) -> Celery:
-    """The Celery app a worker runs: Squall's app plus the worker process hooks, and for a
-    ``redis://`` broker a transport that drops undecodable messages instead of stopping."""
+    """The Celery app a worker runs: Squall's app with its task registered, the worker
+    process hooks, and for a ``redis://`` broker a transport that drops undecodable messages
+    instead of stopping (:class:`~squall.common.transports.redis_guard.RedisTransport`)."""
     from squall.common.celery_app import broker_url, create_celery_app
+    from squall.common.transports import REDIS_TRANSPORT
     from squall.worker.tasks import install_worker_hooks
 
-    app = create_celery_app(settings)
+    app = register_tasks(create_celery_app(settings))
     if broker_url(settings).startswith("redis://"):
         app.conf.broker_transport = REDIS_TRANSPORT
     install_worker_hooks()

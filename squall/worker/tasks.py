@@ -1,7 +1,7 @@
 """The one Celery task Squall defines, where its supervisor runs, and the worker's hooks.
 
 :func:`run_task` is registered as ``squall.run_task`` by
-:func:`squall.common.celery_app.create_celery_app`. It is deliberately thin: it validates the
+:func:`squall.worker.register_tasks` (a worker's app). It is deliberately thin: it validates the
 message into a :class:`~squall.common.payload.TaskRunCommand` (anything else is refused and
 logged, never executed) and calls :func:`execute_command`. In a pool process's main thread
 that process is the LocalTaskJob supervisor (:mod:`squall.worker.local_task_job`, ADR 9) on

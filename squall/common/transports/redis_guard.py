@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 EXCERPT = 200
 
 
-class Channel(kombu_redis.Channel):
+class _GuardedRedisChannel(kombu_redis.Channel):
     def _brpop_read(self, **options: Any) -> bool:
         try:
             return bool(super()._brpop_read(**options))
@@ -51,4 +51,7 @@ class Channel(kombu_redis.Channel):
 
 
 class RedisTransport(kombu_redis.Transport):
-    Channel = Channel
+    """kombu's Redis transport with the guard (``broker_transport``: see
+    :data:`squall.common.transports.REDIS_TRANSPORT`)."""
+
+    Channel = _GuardedRedisChannel
