@@ -22,16 +22,12 @@ from squall.cli.dags_cmds import _bag, _parse_conf, _parse_date
 from squall.common.db import session_scope
 from squall.common.errors import DagRunAlreadyExists
 from squall.common.models import DagModel, DagRun, TaskInstance, compare_and_set_state, utcnow
-from squall.common.state import DagRunState, DagRunType, TaskInstanceState
+from squall.common.state import SETTABLE_STATES, DagRunState, DagRunType, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.sync import load_serialized_dags, sync_to_db
 from squall.scheduler.run_creation import create_dag_run
 
 log = logging.getLogger(__name__)
-
-#: what `squall tasks set-state` may set
-SETTABLE_STATES = (TaskInstanceState.FAILED, TaskInstanceState.SUCCESS,
-                   TaskInstanceState.SKIPPED)
 
 RUN_COLUMNS = ["dag_id", "run_id", "state", "run_type", "logical_date", "start_date",
                "end_date"]

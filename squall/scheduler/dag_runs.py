@@ -26,7 +26,13 @@ from sqlalchemy.orm import Session, aliased
 from squall.common.db import is_postgres
 from squall.common.errors import DagRunAlreadyExists
 from squall.common.models import DagModel, DagRun, SerializedDagModel, TaskInstance
-from squall.common.state import FINISHED_STATES, DagRunState, DagRunType, TaskInstanceState
+from squall.common.state import (
+    DAGRUN_UNFINISHED_STATES,
+    RETRY_WAIT_STATES,
+    SIGNATURE_STATES,
+    DagRunState,
+    DagRunType,
+)
 from squall.dag_processing.serialization import SerializationError, deserialize_dag
 from squall.execution.callbacks import CallbackKind, enqueue_callback
 from squall.scheduler.decisions import update_dag_run
@@ -106,12 +112,8 @@ class SerializedDagCache:
 #: (seconds): for what time alone changes (``dagrun_timeout``, ``depends_on_past`` on an
 #: earlier run, a DAG's new version).
 REDECIDE_AFTER_SECONDS = 2.0
-#: The task instance states whose changes can make a new decision possible (the scheduler's
-#: own moves, none -> scheduled -> queued, and a worker's queued -> running cannot).
-_SIGNATURE_STATES = sorted({*(s.value for s in FINISHED_STATES),
-                            TaskInstanceState.UP_FOR_RETRY.value,
-                            TaskInstanceState.UP_FOR_RESCHEDULE.value})
-_RETRY_STATES = {TaskInstanceState.UP_FOR_RETRY.value, TaskInstanceState.UP_FOR_RESCHEDULE.value}
+#: :data:`SIGNATURE_STATES` as the query's ``IN`` list.
+_SIGNATURE_STATES = sorted(s.value for s in SIGNATURE_STATES)
 
 
 class RunDecisionMemo:
@@ -156,7 +158,7 @@ class RunDecisionMemo:
             .group_by(DagRun.id, TaskInstance.state)
         ).all():
             groups.setdefault(run_id, []).append((state, int(count), latest))
-            if state in _RETRY_STATES and next_retry is not None and _aware(next_retry) <= now:
+            if state in RETRY_WAIT_STATES and next_retry is not None and _aware(next_retry) <= now:
                 retry_due.add(run_id)
         due: list[tuple[datetime, int]] = []
         alive: set[int] = set()
@@ -218,7 +220,7 @@ def create_due_dag_runs(session: Session, cache: SerializedDagCache, *,
         return stats
     ids = [dm.dag_id for dm in due]
     dags = cache.get_many(session, ids)
-    active = _count_runs(session, ids, (DagRunState.QUEUED, DagRunState.RUNNING))
+    active = _count_runs(session, ids, DAGRUN_UNFINISHED_STATES)
     pnow = pendulum.instance(now)
     for dm in due:
         dag = dags.get(dm.dag_id)

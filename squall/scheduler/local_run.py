@@ -23,7 +23,13 @@ from sqlalchemy import delete, select
 
 from squall.common.db import SessionFactory, session_scope
 from squall.common.models import DagModel, DagRun, TaskInstance, compare_and_set_state, utcnow
-from squall.common.state import DagRunState, DagRunType, TaskInstanceState
+from squall.common.state import (
+    DAGRUN_FINISHED_STATES,
+    RETRY_WAIT_STATES,
+    DagRunState,
+    DagRunType,
+    TaskInstanceState,
+)
 from squall.execution.runner import run_try, task_log_path
 from squall.scheduler.decisions import update_dag_run
 from squall.scheduler.run_creation import create_dag_run
@@ -117,7 +123,7 @@ def run_dag_locally(
         with session_scope(session_factory) as session:
             run = session.get_one(DagRun, run_pk)
             update = update_dag_run(session, dag, run, now=utcnow())
-            if update.finished_now or update.state in (DagRunState.SUCCESS, DagRunState.FAILED):
+            if update.finished_now or update.state in DAGRUN_FINISHED_STATES:
                 reason = update.reason
                 break
             schedule_tis(session, update.schedulable, now=utcnow())
@@ -173,8 +179,7 @@ def _seconds_until_next_wake(session_factory: SessionFactory, run: DagRun) -> fl
         wake = session.scalars(
             select(TaskInstance.next_retry_at).where(
                 TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id,
-                TaskInstance.state.in_([TaskInstanceState.UP_FOR_RETRY.value,
-                                        TaskInstanceState.UP_FOR_RESCHEDULE.value]),
+                TaskInstance.state.in_(sorted(s.value for s in RETRY_WAIT_STATES)),
                 TaskInstance.next_retry_at.is_not(None),
             ).order_by(TaskInstance.next_retry_at).limit(1)
         ).first()

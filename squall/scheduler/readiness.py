@@ -14,13 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from squall.common.state import FINISHED_STATES, TaskInstanceState
+from squall.common.state import FINISHED_STATES, PAST_OK_STATES, TaskInstanceState
 from squall.sdk.trigger_rule import TriggerRule
 
 TI = TaskInstanceState
-
-#: What ``depends_on_past`` accepts of the previous run's task instance (and its downstreams).
-PAST_OK_STATES: frozenset[str] = frozenset({TI.SUCCESS.value, TI.SKIPPED.value})
 
 
 @dataclass(frozen=True)

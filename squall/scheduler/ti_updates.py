@@ -24,16 +24,11 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from squall.common.models import DagRun, TaskInstance, utcnow
-from squall.common.state import TaskInstanceState
+from squall.common.state import SCHEDULABLE_STATES, TaskInstanceState
 
 log = logging.getLogger(__name__)
 
 TI = TaskInstanceState
-
-#: States from which a task instance can be moved to SCHEDULED.
-SCHEDULABLE_STATES: frozenset[TaskInstanceState] = frozenset(
-    {TI.NONE, TI.UP_FOR_RETRY, TI.UP_FOR_RESCHEDULE}
-)
 
 #: Most keys in one ``IN`` list (up to 3 bind parameters each; SQLite allows 32766 since
 #: 3.32, 999 before).
