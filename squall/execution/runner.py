@@ -40,11 +40,13 @@ from squall.common.models import (
     TaskInstance,
     TaskInstanceKey,
     TaskReschedule,
+    clip_reason,
     compare_and_set_state,
     utcnow,
 )
 from squall.common.state import TaskInstanceState
 from squall.common.wakeup import notify_scheduler
+from squall.execution.outcome import RetryPolicy
 from squall.sdk.operators.base import BaseOperator, Context
 
 log = logging.getLogger(__name__)
@@ -243,7 +245,7 @@ def execute_try(task: BaseOperator, context: Context, *, clear_xcom: bool = True
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:2000]
+    return clip_reason(f"{type(exc).__name__}: {exc}")
 
 
 def safe_on_kill(task: BaseOperator) -> None:
@@ -253,16 +255,11 @@ def safe_on_kill(task: BaseOperator) -> None:
         log.exception("Task %s: on_kill failed", task.task_id)
 
 
-def final_state(outcome: TryOutcome, try_number: int, max_tries: int) -> TaskInstanceState:
-    if outcome.kind == OutcomeKind.SUCCESS:
-        return TaskInstanceState.SUCCESS
-    if outcome.kind == OutcomeKind.SKIPPED:
-        return TaskInstanceState.SKIPPED
-    if outcome.kind == OutcomeKind.RESCHEDULE:
-        return TaskInstanceState.UP_FOR_RESCHEDULE
-    if outcome.kind == OutcomeKind.FAILED and try_number <= max_tries:
-        return TaskInstanceState.UP_FOR_RETRY
-    return TaskInstanceState.FAILED
+#: the states of the outcomes that are neither failures nor reschedules
+_ENDED_STATES: dict[OutcomeKind, TaskInstanceState] = {
+    OutcomeKind.SUCCESS: TaskInstanceState.SUCCESS,
+    OutcomeKind.SKIPPED: TaskInstanceState.SKIPPED,
+}
 
 
 @dataclass(frozen=True)
@@ -278,20 +275,25 @@ class OutcomeRecord:
 
 def outcome_record(task: BaseOperator, outcome: TryOutcome, *, try_number: int,
                    max_tries: int, start_date: datetime) -> OutcomeRecord:
-    """What to write for ``outcome``: the final state (retries counted) and its values."""
-    state = final_state(outcome, try_number, max_tries)
+    """What to write for ``outcome``: the final state (a failure as the task's
+    :class:`~squall.execution.outcome.RetryPolicy` decides) and its values."""
     now = utcnow()
+    next_retry_at: datetime | None = None
+    if outcome.kind in (OutcomeKind.FAILED, OutcomeKind.FAILED_NO_RETRY):
+        failed = RetryPolicy(max_tries=max_tries, task=task).after_failure(
+            try_number, now=now, retry=outcome.kind == OutcomeKind.FAILED)
+        state, next_retry_at = failed.state, failed.next_retry_at
+    elif outcome.kind == OutcomeKind.RESCHEDULE:
+        assert outcome.reschedule_date is not None
+        state, next_retry_at = TaskInstanceState.UP_FOR_RESCHEDULE, outcome.reschedule_date
+    else:
+        state = _ENDED_STATES[outcome.kind]
     values: dict[str, Any] = {
         "end_date": now,
         "duration": (now - start_date).total_seconds(),
         "state_reason": outcome.error,
-        "next_retry_at": None,
+        "next_retry_at": next_retry_at,
     }
-    if state == TaskInstanceState.UP_FOR_RETRY:
-        values["next_retry_at"] = now + task.retry_delay_for(try_number)
-    elif state == TaskInstanceState.UP_FOR_RESCHEDULE:
-        assert outcome.reschedule_date is not None
-        values["next_retry_at"] = outcome.reschedule_date
     return OutcomeRecord(state=state, values=values, start_date=start_date,
                          reschedule_date=outcome.reschedule_date)
 

@@ -60,6 +60,7 @@ from squall.common.models import (
     Pool,
     TaskInstance,
     TaskInstanceKey,
+    clip_reason,
     compare_and_set_state,
     utcnow,
 )
@@ -174,7 +175,7 @@ def requeue_failed_publishes(session: Session, outcomes: Iterable[PublishOutcome
             session, task.key, expected=TI.QUEUED, try_number=task.try_number,
             new_state=TI.SCHEDULED,
             expected_external_executor_id=task.external_executor_id,
-            state_reason=reason[:2000], queued_dttm=None, queued_by_job_id=None,
+            state_reason=clip_reason(reason), queued_dttm=None, queued_by_job_id=None,
             external_executor_id=None,
         ):
             moved += 1
@@ -319,7 +320,7 @@ def _commands(
 def _fail_unbuildable(session: Session, ti: TaskInstance, error: str, now: datetime) -> None:
     log.error("%s try %d: %s; failing it", ti.key, ti.try_number, error)
     compare_and_set_state(session, ti.key, expected=TI.SCHEDULED, try_number=ti.try_number,
-                          new_state=TI.FAILED, state_reason=error[:2000], end_date=now)
+                          new_state=TI.FAILED, state_reason=clip_reason(error), end_date=now)
 
 
 def _mark_queued(session: Session, commands: Sequence[tuple[TaskInstance, TaskRunCommand]], *,

@@ -24,13 +24,13 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from squall.common.models import DagRun, TaskInstance
+from squall.common.models import DagRun, TaskInstance, clip_reason
 from squall.common.state import (
     DAGRUN_FINISHED_STATES,
     FAILED_LIKE_STATES,
@@ -68,12 +68,6 @@ _LEAF_SUCCESS_STATES: frozenset[TaskInstanceState] = frozenset({TI.SUCCESS, TI.S
 
 #: How often update_dag_run re-reads and re-decides after a racing writer won a guard.
 _MAX_DECISION_ROUNDS = 3
-#: The ``state_reason`` column's length.
-_MAX_REASON = 2000
-
-
-class RetryableTask(Protocol):
-    def retry_delay_for(self, try_number: int) -> timedelta: ...
 
 
 @dataclass
@@ -288,7 +282,7 @@ def _record_past_waits(session: Session, waits: Sequence[tuple[TaskInstance, str
     """Write why each task instance waits on the past into its ``state_reason``, when that
     changed (guarded by the state it was seen in; a racing writer wins)."""
     for ti, why in waits:
-        why = why[:_MAX_REASON]
+        why = clip_reason(why)
         if ti.state_reason == why:
             continue
         if bulk_set(session, [ti], expected={ti.state}, values={"state_reason": why},
@@ -366,19 +360,6 @@ def _time_out(session: Session, dag_run: DagRun, tis: Sequence[TaskInstance],
 def _finish(dag_run: DagRun, state: DagRunState, now: datetime) -> None:
     dag_run.state = state.value
     dag_run.end_date = now
-
-
-# --------------------------------------------------------------------------- failures
-
-
-def handle_failure_state(ti_try_number: int, max_tries: int) -> TaskInstanceState:
-    """What failed try ``ti_try_number`` becomes: retried while ``try_number <= max_tries``."""
-    return TI.UP_FOR_RETRY if ti_try_number <= max_tries else TI.FAILED
-
-
-def next_retry_at(task: RetryableTask, try_number: int, end_date: datetime) -> datetime:
-    """When the try after failed try ``try_number`` (ended at ``end_date``) may start."""
-    return end_date + task.retry_delay_for(try_number)
 
 
 def _short_list(items: Iterable[str], limit: int = 10) -> str:

@@ -67,6 +67,7 @@ from squall.common.settings import Settings
 from squall.common.state import JobState, TaskInstanceState
 from squall.common.wakeup import SleepWaker, Waker
 from squall.dag_processing.dagbag import DEFAULT_EXAMPLES_FOLDER
+from squall.execution.outcome import RetryPolicy
 from squall.scheduler.critical_section import queue_scheduled_tis, requeue_failed_publishes
 from squall.scheduler.dag_processor import DagProcessor
 from squall.scheduler.dag_runs import (
@@ -76,7 +77,6 @@ from squall.scheduler.dag_runs import (
     create_due_dag_runs,
     schedule_dag_runs,
 )
-from squall.scheduler.decisions import handle_failure_state, next_retry_at
 from squall.scheduler.executor import EventKind, ExecutorEvent, PublishOutcome, QueuedTask
 from squall.scheduler.watchdog import (
     adopt_orphans,
@@ -425,23 +425,18 @@ class SchedulerJob:
                               "try %s); the worker recorded it", event.key, event.try_number,
                               ti.state if ti else "gone", ti.try_number if ti else "-")
                     continue
-                new_state = handle_failure_state(ti.try_number, ti.max_tries)
-                reason = f"{FAILED_BEFORE_START}: {event.info or 'no details'}"[:2000]
-                values: dict[str, Any] = {"state_reason": reason, "end_date": now}
-                if new_state == TI.UP_FOR_RETRY:
-                    dag = dags.get(ti.dag_id)
-                    task = dag.task_dict.get(ti.task_id) if dag is not None else None
-                    values["next_retry_at"] = (
-                        next_retry_at(task, ti.try_number, now) if task is not None else now
-                    )
+                failure = RetryPolicy.for_task_instance(ti, dags).after_failure(
+                    ti.try_number, now=now,
+                    reason=f"{FAILED_BEFORE_START}: {event.info or 'no details'}")
                 if compare_and_set_state(
                     session, event.key, expected=TI.QUEUED, try_number=event.try_number,
-                    new_state=new_state,
-                    expected_external_executor_id=event.external_executor_id, **values,
+                    new_state=failure.state,
+                    expected_external_executor_id=event.external_executor_id,
+                    **failure.values(end_date=now),
                 ):
                     stats.tis_failed_by_events += 1
-                    log.warning("%s try %d: %s; now %s", event.key, event.try_number, reason,
-                                new_state.value)
+                    log.warning("%s try %d: %s; now %s", event.key, event.try_number,
+                                failure.state_reason, failure.state.value)
 
     @staticmethod
     def _load_tis(session: Session, events: Sequence[ExecutorEvent]

@@ -47,7 +47,7 @@ from squall.common.metrics import (
 from squall.common.models import Job, TaskInstance, TaskInstanceKey, compare_and_set_state
 from squall.common.state import ADOPTABLE_STATES, JobState, TaskInstanceState
 from squall.execution.callbacks import enqueue_callback, task_kind
-from squall.scheduler.decisions import handle_failure_state, next_retry_at
+from squall.execution.outcome import RetryPolicy
 from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
@@ -67,14 +67,9 @@ class Adopted:
 
 def _failure_values(ti: TaskInstance, dags: Mapping[str, DAG], now: datetime,
                     reason: str) -> tuple[TaskInstanceState, dict[str, Any]]:
-    new_state = handle_failure_state(ti.try_number, ti.max_tries)
-    values: dict[str, Any] = {"state_reason": reason[:2000], "end_date": now}
-    if new_state == TI.UP_FOR_RETRY:
-        dag = dags.get(ti.dag_id)
-        task = dag.task_dict.get(ti.task_id) if dag is not None else None
-        values["next_retry_at"] = (next_retry_at(task, ti.try_number, now)
-                                   if task is not None else now)
-    return new_state, values
+    failed = RetryPolicy.for_task_instance(ti, dags).after_failure(ti.try_number, now=now,
+                                                                   reason=reason)
+    return failed.state, failed.values(end_date=now)
 
 
 def _request_callback(session: Session, ti: TaskInstance, new_state: TaskInstanceState,

@@ -18,12 +18,7 @@ from squall.common.db import SessionFactory
 from squall.common.errors import DagNotFound, DagRunAlreadyExists
 from squall.common.models import DagModel, DagRun, TaskInstance
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
-from squall.scheduler.decisions import (
-    RunUpdate,
-    handle_failure_state,
-    next_retry_at,
-    update_dag_run,
-)
+from squall.scheduler.decisions import RunUpdate, update_dag_run
 from squall.scheduler.local_run import PAST_POLL_SECONDS, run_dag_locally
 from squall.scheduler.run_creation import create_dag_run, verify_integrity
 from squall.scheduler.ti_updates import schedule_tis
@@ -775,24 +770,6 @@ def test_update_dag_run_issues_a_bounded_number_of_statements(
     assert result.state == DagRunState.FAILED
     assert len(result.changed[TI.UPSTREAM_FAILED]) == 99
     assert len(statements) <= 6, statements
-
-
-# --------------------------------------------------------------------------- failures
-
-
-@pytest.mark.parametrize(
-    ("try_number", "max_tries", "expected"),
-    [(1, 0, TI.FAILED), (1, 2, TI.UP_FOR_RETRY), (2, 2, TI.UP_FOR_RETRY), (3, 2, TI.FAILED)],
-)
-def test_handle_failure_state(try_number: int, max_tries: int, expected: TI) -> None:
-    assert handle_failure_state(try_number, max_tries) is expected
-
-
-def test_next_retry_at_uses_the_task_retry_delay() -> None:
-    task = Noop(task_id="x", retry_delay=timedelta(seconds=10),
-                retry_exponential_backoff=True)
-    assert next_retry_at(task, 1, NOW) == NOW + timedelta(seconds=10)
-    assert next_retry_at(task, 3, NOW) == NOW + timedelta(seconds=40)
 
 
 def test_racing_writer_is_not_overwritten(session_factory: SessionFactory,

@@ -11,14 +11,17 @@ from squall.common.models.pool import DEFAULT_POOL, Pool
 from squall.common.models.serialized_dag import SerializedDagModel
 from squall.common.models.task_reschedule import TaskReschedule
 from squall.common.models.taskinstance import (
+    MAX_STATE_REASON,
     TaskInstance,
     TaskInstanceKey,
+    clip_reason,
     compare_and_set_state,
 )
 from squall.common.models.xcom import XCom
 
 __all__ = [
     "DEFAULT_POOL",
+    "MAX_STATE_REASON",
     "Base",
     "CallbackRequest",
     "DagModel",
@@ -32,6 +35,7 @@ __all__ = [
     "TaskReschedule",
     "UtcDateTime",
     "XCom",
+    "clip_reason",
     "compare_and_set_state",
     "utcnow",
 ]

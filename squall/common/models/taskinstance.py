@@ -20,6 +20,14 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from squall.common.models.base import Base, UtcDateTime, utcnow
 from squall.common.state import TaskInstanceState
 
+#: The ``state_reason`` column's length.
+MAX_STATE_REASON = 2000
+
+
+def clip_reason(reason: str) -> str:
+    """``reason`` cut to what the ``state_reason`` column holds."""
+    return reason[:MAX_STATE_REASON]
+
 
 @dataclass(frozen=True, order=True)
 class TaskInstanceKey:
@@ -68,7 +76,7 @@ class TaskInstance(Base):
     next_retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     executor_config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     #: why the last state change happened when it was not the task's own doing
-    state_reason: Mapped[str | None] = mapped_column(String(2000))
+    state_reason: Mapped[str | None] = mapped_column(String(MAX_STATE_REASON))
     updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=utcnow,
                                                         onupdate=utcnow)
 

@@ -1,0 +1,81 @@
+"""What a failed try becomes: the one home of the retry rule.
+
+A failed try becomes ``up_for_retry`` while tries remain (try ``n`` is retried when
+``n <= max_tries``; ADR 2), with ``next_retry_at`` its end plus the task's retry delay for
+that try (``retry_delay``, doubled per try with ``retry_exponential_backoff``, at most
+``max_retry_delay``: :meth:`~squall.sdk.operators.base.BaseOperator.retry_delay_for`);
+otherwise, or when the task asked for no retry, it becomes ``failed``.
+
+Every path that fails a try asks a :class:`RetryPolicy`: the runner (a try's own outcome,
+:func:`squall.execution.runner.outcome_record`), the worker's supervisor (a task process that
+died, through the same function), the scheduler's watchdog (zombies, the queued timeout) and
+the scheduler's executor events (a Celery failure before the try started).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from squall.common.models import TaskInstance, clip_reason
+from squall.common.state import TaskInstanceState
+from squall.sdk.dag import DAG
+
+
+class RetryDelays(Protocol):
+    """What a policy reads of a task (a BaseOperator or its serialized stand-in)."""
+
+    def retry_delay_for(self, try_number: int) -> timedelta: ...
+
+
+@dataclass(frozen=True)
+class FailedTry:
+    """What a failed try becomes."""
+
+    #: ``up_for_retry`` or ``failed``
+    state: TaskInstanceState
+    #: when the next try may start (``up_for_retry`` only)
+    next_retry_at: datetime | None
+    #: why, clipped to the ``state_reason`` column
+    state_reason: str | None
+
+    @property
+    def retried(self) -> bool:
+        return self.state == TaskInstanceState.UP_FOR_RETRY
+
+    def values(self, *, end_date: datetime) -> dict[str, Any]:
+        """The row values of a compare-and-set that records it (``next_retry_at`` only when
+        retried)."""
+        values: dict[str, Any] = {"state_reason": self.state_reason, "end_date": end_date}
+        if self.retried:
+            values["next_retry_at"] = self.next_retry_at
+        return values
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """The retry rule for one task instance: its ``max_tries`` (the row's) and the task
+    whose retry delay applies; without a task (its DAG is not known) a retry may start at
+    once."""
+
+    max_tries: int
+    task: RetryDelays | None = None
+
+    @classmethod
+    def for_task_instance(cls, ti: TaskInstance, dags: Mapping[str, DAG]) -> RetryPolicy:
+        """The policy of ``ti``, its task looked up in ``dags`` (by dag_id)."""
+        dag = dags.get(ti.dag_id)
+        task = dag.task_dict.get(ti.task_id) if dag is not None else None
+        return cls(max_tries=ti.max_tries, task=task)
+
+    def after_failure(self, try_number: int, *, now: datetime, reason: str | None = None,
+                      retry: bool = True) -> FailedTry:
+        """What failed try ``try_number``, ended at ``now``, becomes (``retry`` False: the
+        task asked for no retry)."""
+        clipped = clip_reason(reason) if reason is not None else None
+        if not retry or try_number > self.max_tries:
+            return FailedTry(TaskInstanceState.FAILED, None, clipped)
+        delay = self.task.retry_delay_for(try_number) if self.task is not None else timedelta(0)
+        return FailedTry(TaskInstanceState.UP_FOR_RETRY, now + delay, clipped)
