@@ -10,15 +10,17 @@ claims the rows and runs the callbacks (:mod:`squall.scheduler.callback_runner`)
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from squall.common.models import CallbackRequest, SerializedDagModel, utcnow
+from squall.common.models import CallbackRequest, SerializedDagModel, TaskInstanceKey, utcnow
 from squall.common.state import TaskInstanceState
 from squall.dag_processing.serialization import SerializationError, deserialize_dag
+from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,43 @@ def enqueue_callback(session: Session, *, kind: CallbackKind, dag_id: str, filel
     log.info("DAG %s run %s%s: %s requested (run by the DAG processor)", dag_id, run_id,
              f" task {task_id} try {try_number}" if task_id else "", kind.callback_name)
     return request
+
+
+def request_task_callback(session: Session, *, key: TaskInstanceKey, try_number: int,
+                          new_state: TaskInstanceState, reason: str | None,
+                          dag: DAG | None = None,
+                          fallback_fileloc: Callable[[], str | None] | None = None,
+                          now: datetime | None = None) -> bool:
+    """When the task has the callback a try ending in ``new_state`` calls for, add a request
+    for the DAG processor to run it to the caller's session (the transaction of the
+    compare-and-set that won); whether one was added.
+
+    The task is looked up in ``dag`` when given (the scheduler's, rebuilt from
+    ``serialized_dag``; the request names its ``fileloc``), else in ``serialized_dag`` (the
+    processor's own file); a DAG that is not serialized takes ``fallback_fileloc()`` (a
+    supervisor's command file; None: no request).
+    """
+    kind = task_kind(new_state)
+    if kind is None:
+        return False
+    if dag is not None:
+        task = dag.task_dict.get(key.task_id)
+        if task is None or not getattr(task, f"has_{kind.callback_name}", False):
+            return False
+        fileloc: str | None = dag.fileloc
+    else:
+        known, fileloc = serialized_task_callback_fileloc(session, key.dag_id, key.task_id,
+                                                          kind)
+        if known and fileloc is None:
+            return False  # the task has no such callback
+        if fileloc is None and fallback_fileloc is not None:
+            fileloc = fallback_fileloc()
+    if fileloc is None:
+        return False
+    enqueue_callback(session, kind=kind, dag_id=key.dag_id, fileloc=fileloc,
+                     run_id=key.run_id, task_id=key.task_id, try_number=try_number,
+                     message=reason, now=now)
+    return True
 
 
 def serialized_task_callback_fileloc(session: Session, dag_id: str, task_id: str,

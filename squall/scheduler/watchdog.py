@@ -46,7 +46,7 @@ from squall.common.metrics import (
 )
 from squall.common.models import Job, TaskInstance, TaskInstanceKey, compare_and_set_state
 from squall.common.state import ADOPTABLE_STATES, JobState, TaskInstanceState
-from squall.execution.callbacks import enqueue_callback, task_kind
+from squall.execution.callbacks import request_task_callback
 from squall.execution.outcome import RetryPolicy
 from squall.sdk.dag import DAG
 
@@ -75,16 +75,12 @@ def _failure_values(ti: TaskInstance, dags: Mapping[str, DAG], now: datetime,
 def _request_callback(session: Session, ti: TaskInstance, new_state: TaskInstanceState,
                       reason: str, dags: Mapping[str, DAG], now: datetime) -> None:
     """When the task has the callback for ``new_state``, ask the DAG processor to run it
-    (in the caller's transaction, which holds the won compare-and-set)."""
-    kind = task_kind(new_state)
+    (in the caller's transaction, which holds the won compare-and-set); only for a DAG
+    this scheduler knows."""
     dag = dags.get(ti.dag_id)
-    task = dag.task_dict.get(ti.task_id) if dag is not None else None
-    if kind is None or dag is None or task is None:
-        return
-    if getattr(task, f"has_{kind.callback_name}", False):
-        enqueue_callback(session, kind=kind, dag_id=ti.dag_id, fileloc=dag.fileloc,
-                         run_id=ti.run_id, task_id=ti.task_id, try_number=ti.try_number,
-                         message=reason, now=now)
+    if dag is not None:
+        request_task_callback(session, key=ti.key, try_number=ti.try_number,
+                              new_state=new_state, reason=reason, dag=dag, now=now)
 
 
 def zombie_candidates(session: Session, *, now: datetime, threshold: float
