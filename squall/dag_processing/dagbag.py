@@ -47,13 +47,13 @@ from squall.dag_processing.files import DEFAULT_IGNORE_FILE, IgnoreSyntax, list_
 from squall.dag_processing.serialization import serialize_dag
 from squall.sdk.dag import DAG, DagContext
 from squall.sdk.dag_defaults import DagDefaults, authoring_defaults
+from squall.sdk.examples import EXAMPLES_FOLDER
 from squall.sdk.taskgroup import TaskGroupContext
 
 if TYPE_CHECKING:
     from squall.common.settings import Settings
 
 __all__ = [
-    "DEFAULT_EXAMPLES_FOLDER",
     "DEFAULT_IGNORE_FILE",
     "DagBag",
     "FileLoadResult",
@@ -65,9 +65,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: the example DAGs in the repository's ``examples/`` folder (``include_examples``)
-DEFAULT_EXAMPLES_FOLDER = Path(__file__).resolve().parent.parent.parent / "examples"
 
 
 # --------------------------------------------------------------------------- in-process load
@@ -263,7 +260,7 @@ class DagBag:
         self.dag_folder = Path(os.path.abspath(dag_folder))
         self.include_examples = include_examples
         self.examples_folder = Path(
-            os.path.abspath(examples_folder) if examples_folder else DEFAULT_EXAMPLES_FOLDER
+            os.path.abspath(examples_folder) if examples_folder else EXAMPLES_FOLDER
         )
         self.import_timeout = import_timeout
         self.ignore_file_syntax: IgnoreSyntax = ignore_file_syntax

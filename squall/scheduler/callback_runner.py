@@ -39,10 +39,11 @@ from squall.common.errors import CallbackFailed, SquallError
 from squall.common.models import CallbackRequest, DagRun, TaskInstance, TaskInstanceKey, utcnow
 from squall.common.procutil import flush_std_streams
 from squall.common.settings import Settings
-from squall.dag_processing.dagbag import DEFAULT_EXAMPLES_FOLDER, load_file
+from squall.dag_processing.dagbag import load_file
 from squall.execution.callbacks import CallbackKind
 from squall.sdk.dag import DAG
 from squall.sdk.dag_defaults import DagDefaults
+from squall.sdk.examples import EXAMPLES_FOLDER
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ def _root_for(settings: Settings, fileloc: str) -> Path | None:
     path = Path(os.path.abspath(fileloc))
     roots = [settings.dags_folder]
     if settings.core.load_examples:
-        roots.append(DEFAULT_EXAMPLES_FOLDER)
+        roots.append(EXAMPLES_FOLDER)
     for root in roots:
         if path.is_relative_to(Path(os.path.abspath(root))):
             return root

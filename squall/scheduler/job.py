@@ -66,7 +66,6 @@ from squall.common.models import (
 from squall.common.settings import Settings
 from squall.common.state import JobState, TaskInstanceState
 from squall.common.wakeup import SleepWaker, Waker
-from squall.dag_processing.dagbag import DEFAULT_EXAMPLES_FOLDER
 from squall.execution.outcome import RetryPolicy
 from squall.scheduler.critical_section import queue_scheduled_tis, requeue_failed_publishes
 from squall.scheduler.dag_processor import DagProcessor
@@ -84,6 +83,7 @@ from squall.scheduler.watchdog import (
     fail_zombies,
     reset_adopted,
 )
+from squall.sdk.examples import EXAMPLES_FOLDER
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class SchedulerJob:
         self._executor = executor
         self._processor = dag_processor
         self._clock = clock
-        self._examples_folder = examples_folder or DEFAULT_EXAMPLES_FOLDER
+        self._examples_folder = examples_folder or EXAMPLES_FOLDER
         self._stop = threading.Event()
         #: set by the signal handlers, which must not take locks (Event.set does)
         self._signalled = False

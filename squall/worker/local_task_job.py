@@ -74,13 +74,13 @@ from squall.common.procutil import (
 )
 from squall.common.settings import Settings
 from squall.common.state import JobState, TaskInstanceState
-from squall.dag_processing.dagbag import DEFAULT_EXAMPLES_FOLDER
 from squall.execution.callbacks import (
     enqueue_callback,
     serialized_task_callback_fileloc,
     task_kind,
 )
 from squall.execution.runner import task_log_handler, task_log_path, write_outcome
+from squall.sdk.examples import EXAMPLES_FOLDER
 from squall.sdk.operators.base import BaseOperator
 from squall.worker.task_process import (
     MSG_OUTCOME,
@@ -730,7 +730,7 @@ class LocalTaskJob:
         if known and fileloc is None:
             return  # the task has no such callback
         if fileloc is None:
-            examples = DEFAULT_EXAMPLES_FOLDER if self._settings.core.load_examples else None
+            examples = EXAMPLES_FOLDER if self._settings.core.load_examples else None
             try:
                 fileloc = str(resolve_dag_file(self.command.dag_file,
                                                self._settings.dags_folder, examples))

@@ -48,7 +48,7 @@ from squall.common.procutil import (
 )
 from squall.common.settings import Settings
 from squall.common.state import TaskInstanceState
-from squall.dag_processing.dagbag import DEFAULT_EXAMPLES_FOLDER, load_file
+from squall.dag_processing.dagbag import load_file
 from squall.dag_processing.sync import load_serialized_dags
 from squall.execution.runner import (
     OutcomeKind,
@@ -64,6 +64,7 @@ from squall.execution.runner import (
 )
 from squall.sdk.dag import DAG
 from squall.sdk.dag_defaults import DagDefaults
+from squall.sdk.examples import EXAMPLES_FOLDER
 from squall.sdk.operators.base import BaseOperator
 
 log = logging.getLogger(__name__)
@@ -345,7 +346,7 @@ class DagFileCache:
 def _dag_file_path(settings: Settings, dag_file: str, key: TaskInstanceKey
                    ) -> tuple[Path, Path | None]:
     """The DAG file a command names, and the folder it is under."""
-    examples = DEFAULT_EXAMPLES_FOLDER if settings.core.load_examples else None
+    examples = EXAMPLES_FOLDER if settings.core.load_examples else None
     try:
         path = resolve_dag_file(dag_file, settings.dags_folder, examples)
     except PayloadError as exc:

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from squall.dag_processing.files import list_dag_files
+from squall.sdk.examples import EXAMPLES_FOLDER
 from squall.sdk.trigger_rule import TriggerRule
 
 S, F, K, UF = "success", "failed", "skipped", "upstream_failed"
@@ -88,9 +90,13 @@ def run_json(home: Path, dag_id: str, *extra: str,
 
 
 def test_every_example_has_expectations() -> None:
-    examples = Path(__file__).resolve().parents[2] / "examples"
-    files = {p.stem for p in examples.glob("example_*.py")}
+    files = {p.stem for p in EXAMPLES_FOLDER.glob("example_*.py")}
     assert files == set(EXPECTED)
+
+
+def test_the_examples_folder_lists_only_the_examples() -> None:
+    """The package's __init__.py is not taken for a DAG file (safe mode skips it)."""
+    assert {p.name for p in list_dag_files(EXAMPLES_FOLDER)} == {f"{d}.py" for d in EXPECTED}
 
 
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED))
