@@ -1,19 +1,20 @@
 """The task process: the child a LocalTaskJob supervisor starts to run one try.
 
 Forked (the default, ADR 9): :func:`run_forked_task_process` gets its task from the
-supervisor's :class:`DagFileCache` (or imports the DAG file itself), waits for the
-go-ahead (:class:`StartedTry`: the try started, with its run and ``max_tries``), hands the
-task to :func:`squall.execution.runner.run_try`, and sends the outcome back for the supervisor
-to write; it opens a database connection only when the task itself needs one (XCom, skips).
+supervisor's :class:`~squall.worker.dag_file_cache.DagFileCache` (or imports the DAG file
+itself), waits for the go-ahead (:class:`~squall.worker.try_writes.StartedTry`: the try
+started, with its run and ``max_tries``), hands the task to
+:func:`squall.execution.runner.run_try`, and sends the outcome back for the supervisor to
+write; it opens a database connection only when the task itself needs one (XCom, skips).
 In a new interpreter (``squall tasks run ... --raw``, with ``[core]
 execute_tasks_new_python_interpreter``): :func:`run_task_process` checks that the task
 instance is RUNNING under its job, imports the DAG file and records its own outcome. A DAG
 file or task that cannot be loaded is recorded as a failed try (retried per ``retries``)
 with a reason naming the file.
 
-:func:`record_failure` is also how the supervisor records a try whose task process died; the
-process-handling helpers at the end (exit descriptions, process groups, pidfds, the parent
-death signal) are what the supervisor uses to watch and stop a task process.
+How a task process ends its try on SIGTERM, and when its supervisor dies, is
+:class:`TryTermination` (ADR 12); how the supervisor starts and stops it is
+:mod:`squall.worker.children`.
 """
 
 from __future__ import annotations
@@ -21,25 +22,16 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
-import sys
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from multiprocessing.connection import Connection
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from sqlalchemy import Engine, select
-from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm import Session
 
 from squall.common.db import SessionFactory, make_engine, make_session_factory, session_scope
-from squall.common.errors import PayloadError, TaskLoadError
-from squall.common.models import DagRun, TaskInstance, TaskInstanceKey, utcnow
-from squall.common.payload import DAGS_FOLDER_ROOT, EXAMPLES_ROOT, resolve_dag_file
+from squall.common.errors import TaskLoadError
+from squall.common.models import DagRun, TaskInstance, TaskInstanceKey, clip_reason, utcnow
 from squall.common.procutil import (
     end_descendants,
     flush_std_streams,
@@ -48,29 +40,19 @@ from squall.common.procutil import (
 )
 from squall.common.settings import Settings
 from squall.common.state import TaskInstanceState
-from squall.dag_processing.dagbag import load_file
-from squall.dag_processing.sync import load_serialized_dags
 from squall.execution.runner import (
-    OutcomeKind,
     OutcomeRecord,
-    TryOutcome,
-    TryResult,
     log_written,
-    record_outcome,
     run_try,
     safe_on_kill,
     task_log_handler,
     task_log_path,
 )
-from squall.sdk.dag import DAG
-from squall.sdk.dag_defaults import DagDefaults
-from squall.sdk.examples import EXAMPLES_FOLDER
 from squall.sdk.operators.base import BaseOperator
+from squall.worker.dag_file_cache import load_task
+from squall.worker.try_writes import StartedTry, record_failure
 
 log = logging.getLogger(__name__)
-
-#: ``state_reason`` is a 2000-character column
-MAX_REASON = 2000
 
 EXIT_OK = 0  # the try ran (or could not be loaded) and its outcome was recorded
 EXIT_NOT_OURS = 3  # the task instance is no longer running under this job: nothing done
@@ -99,32 +81,6 @@ class TaskProcessSpec:
                 pass
 
 
-def raw_task_argv(settings: Settings, spec: TaskProcessSpec) -> list[str]:
-    """``python -m squall tasks run ... --raw``: this process in a new interpreter
-    (``[core] execute_tasks_new_python_interpreter``); the settings file, if any, goes too."""
-    config = sorted({origin[5:] for origin in settings.sources.values()
-                     if origin.startswith("file ")})
-    argv = [sys.executable, "-m", "squall"]
-    if config:
-        argv += ["--config", config[0]]
-    argv += ["tasks", "run", spec.key.dag_id, spec.key.task_id, spec.key.run_id,
-             "--try", str(spec.try_number), "--job-id", str(spec.job_id),
-             "--dag-file", spec.dag_file, "--hostname", spec.hostname, "--raw"]
-    if spec.status_fd is not None:
-        argv += ["--status-fd", str(spec.status_fd)]
-    return argv
-
-
-def raw_task_env() -> dict[str, str]:
-    """The environment for :func:`raw_task_argv`: this one, with Squall importable."""
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent.parent)
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if root not in paths:
-        env["PYTHONPATH"] = os.pathsep.join([root, *paths])
-    return env
-
-
 def run_task_process(settings: Settings, spec: TaskProcessSpec) -> int:
     """Run the try described by ``spec`` in this process; returns the exit code to use.
 
@@ -143,24 +99,9 @@ def run_task_process(settings: Settings, spec: TaskProcessSpec) -> int:
         engine.dispose()
 
 
-@dataclass(frozen=True)
-class StartedTry:
-    """What a supervisor sends its forked task process as the go-ahead: the try started
-    under ``job_id``, with what the task process would otherwise read back."""
-
-    job_id: int
-    max_tries: int
-    start_date: datetime
-    dag_run: dict[str, Any]  # the DagRun's column values
-
-
 #: a forked task process's messages to its supervisor (answered with whether it was written)
 MSG_OUTCOME = "outcome"  # an OutcomeRecord: the try ran
 MSG_LOAD_ERROR = "load_error"  # a reason: the DAG file or task could not be loaded
-
-
-def dag_run_values(dag_run: DagRun) -> dict[str, Any]:
-    return {attr.key: getattr(dag_run, attr.key) for attr in sa_inspect(DagRun).column_attrs}
 
 
 def run_forked_task_process(settings: Settings, spec: TaskProcessSpec, channel: Connection,
@@ -194,7 +135,7 @@ def run_forked_task_process(settings: Settings, spec: TaskProcessSpec, channel: 
             with task_log_handler(log_path):
                 log.error("TaskInstance %s: try %d cannot run: %s", key, spec.try_number,
                           loaded)
-                _ask(channel, (MSG_LOAD_ERROR, str(loaded)[:MAX_REASON]))
+                _ask(channel, (MSG_LOAD_ERROR, clip_reason(str(loaded))))
             return EXIT_OK
 
         def recorder(record: OutcomeRecord) -> bool:
@@ -260,187 +201,7 @@ def _run(settings: Settings, spec: TaskProcessSpec, factory: SessionFactory,
     return EXIT_OK
 
 
-def load_task(settings: Settings, dag_file: str, key: TaskInstanceKey) -> BaseOperator:
-    """Import ``dag_file`` (as named in a command) and return the task of ``key``."""
-    path, root = _dag_file_path(settings, dag_file, key)
-    if not path.is_file():
-        raise TaskLoadError(f"cannot load DAG {key.dag_id}: DAG file {path} does not exist "
-                            "on this worker")
-    loaded = load_file(path, root, timeout=settings.core.dagbag_import_timeout,
-                       airflow_compat=settings.core.airflow_compat,
-                       dag_defaults=DagDefaults.from_settings(settings))
-    return _task_of(loaded.dags, key, path, loaded.error)
-
-
-class DagFileCache:
-    """DAG files kept imported in a pool process (``[celery] worker_cache_dag_files``), so a
-    forked task process starts with its task loaded.
-
-    An entry is used while its file's size and modification time are unchanged, and while
-    no module imported from the DAG folder (a helper the DAG files share) has changed; a
-    changed helper empties the cache and drops those modules, so they are imported afresh.
-    At most ``max_files`` files are kept (least recently used go first). A file that fails
-    to load is not kept: each try loads it again and reports why.
-    """
-
-    def __init__(self, max_files: int = 64) -> None:
-        self.max_files = max_files
-        self._files: OrderedDict[str, tuple[tuple[int, int], list[DAG]]] = OrderedDict()
-        self._helpers: dict[str, tuple[str, int]] = {}  # module -> (file, mtime_ns)
-
-    def load_task(self, settings: Settings, dag_file: str, key: TaskInstanceKey
-                  ) -> BaseOperator:
-        path, root = _dag_file_path(settings, dag_file, key)
-        try:
-            stat = path.stat()
-        except OSError:
-            raise TaskLoadError(f"cannot load DAG {key.dag_id}: DAG file {path} does not "
-                                "exist on this worker") from None
-        if self._helpers_changed():
-            self.clear()
-        signature = (stat.st_mtime_ns, stat.st_size)
-        entry = self._files.get(str(path))
-        if entry is not None and entry[0] == signature:
-            self._files.move_to_end(str(path))
-            return _task_of(entry[1], key, path)
-        loaded = load_file(path, root, timeout=settings.core.dagbag_import_timeout,
-                           airflow_compat=settings.core.airflow_compat,
-                           dag_defaults=DagDefaults.from_settings(settings))
-        if loaded.error is not None and not loaded.dags:
-            self._files.pop(str(path), None)
-            raise TaskLoadError(f"cannot load DAG {key.dag_id}: {loaded.error}")
-        self._files[str(path)] = (signature, loaded.dags)
-        while len(self._files) > self.max_files:
-            self._files.popitem(last=False)
-        self._note_helpers([r for r in (root, path.parent) if r is not None])
-        return _task_of(loaded.dags, key, path, loaded.error)
-
-    def clear(self) -> None:
-        self._files.clear()
-        for name in self._helpers:
-            sys.modules.pop(name, None)
-        self._helpers.clear()
-
-    def _note_helpers(self, roots: list[Path]) -> None:
-        prefixes = tuple(str(r.resolve()) + os.sep for r in roots)
-        for name, module in list(sys.modules.items()):
-            file = getattr(module, "__file__", None)
-            if (name in self._helpers or name.startswith("squall_dag_") or not file
-                    or not os.path.abspath(file).startswith(prefixes)):
-                continue
-            try:
-                self._helpers[name] = (file, os.stat(file).st_mtime_ns)
-            except OSError:
-                continue
-
-    def _helpers_changed(self) -> bool:
-        for file, mtime in self._helpers.values():
-            try:
-                if os.stat(file).st_mtime_ns != mtime:
-                    return True
-            except OSError:
-                return True
-        return False
-
-
-def _dag_file_path(settings: Settings, dag_file: str, key: TaskInstanceKey
-                   ) -> tuple[Path, Path | None]:
-    """The DAG file a command names, and the folder it is under."""
-    examples = EXAMPLES_FOLDER if settings.core.load_examples else None
-    try:
-        path = resolve_dag_file(dag_file, settings.dags_folder, examples)
-    except PayloadError as exc:
-        raise TaskLoadError(f"cannot load DAG {key.dag_id}: {exc}") from None
-    root_name = dag_file.partition("/")[0]
-    root: Path | None = {DAGS_FOLDER_ROOT: settings.dags_folder,
-                         EXAMPLES_ROOT: examples}.get(root_name)
-    return path, root
-
-
-def _task_of(dags: list[DAG], key: TaskInstanceKey, path: Path,
-             error: str | None = None) -> BaseOperator:
-    dag = next((d for d in dags if d.dag_id == key.dag_id), None)
-    if dag is None:
-        detail = error or (
-            f"DAG file {path} defines no DAG {key.dag_id!r} "
-            f"(it defines: {', '.join(d.dag_id for d in dags) or 'none'})")
-        raise TaskLoadError(f"cannot load DAG {key.dag_id}: {detail}")
-    if not dag.has_task(key.task_id):
-        raise TaskLoadError(f"DAG {key.dag_id} in {path} has no task {key.task_id!r}")
-    return dag.get_task(key.task_id)
-
-
-def retry_policy_task(factory: SessionFactory, key: TaskInstanceKey) -> BaseOperator:
-    """The task's stand-in from ``serialized_dag`` (its retry delay and backoff), for
-    recording a failure without importing the DAG file; a default one when not found."""
-    from squall.dag_processing.serialization import SerializedOperator
-
-    with session_scope(factory) as session:
-        dag = load_serialized_dags(session, [key.dag_id]).get(key.dag_id)
-    if dag is not None and dag.has_task(key.task_id):
-        return dag.get_task(key.task_id)
-    log.warning("TaskInstance %s: no serialized DAG to take the retry delay from; "
-                "using the default", key)
-    return SerializedOperator(operator_name="unknown", task_id=key.task_id)
-
-
-def record_failure(factory: SessionFactory, key: TaskInstanceKey, *, try_number: int,
-                   max_tries: int, start_date: datetime, reason: str,
-                   on_recorded: Callable[[Session, TaskInstanceState], None] | None = None,
-                   ) -> TryResult:
-    """Record try ``try_number`` as failed, or up_for_retry while tries remain, with
-    ``reason``; a compare-and-set from RUNNING with that try, like any other outcome
-    (``on_recorded``: see :func:`record_outcome`)."""
-    task = retry_policy_task(factory, key)
-    outcome = TryOutcome(OutcomeKind.FAILED, error=reason[:MAX_REASON])
-    return record_outcome(factory, task, key, try_number=try_number, max_tries=max_tries,
-                          start_date=start_date, outcome=outcome, on_recorded=on_recorded)
-
-
 # --------------------------------------------------------------------------- process handling
-
-class TaskProcessHandle:
-    """A started task process: forked (``popen`` None) or a new interpreter."""
-
-    def __init__(self, pid: int, popen: subprocess.Popen[bytes] | None = None) -> None:
-        self.pid = pid
-        self._popen = popen
-        self.returncode: int | None = None
-
-    def poll(self) -> int | None:
-        """The exit code (negative: the signal) once it has exited, else None."""
-        if self.returncode is None:
-            if self._popen is not None:
-                self.returncode = self._popen.poll()
-            else:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-                if pid:
-                    self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-
-def describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"task process exited with signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"task process exited with signal {-code}"
-    return f"task process exited with code {code}"
-
-
-def kill_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def open_pidfd(pid: int) -> int | None:
-    try:
-        return os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return None
-
 
 def parent_death_sigterm() -> None:
     """In a task process (also the ``preexec_fn`` of a new interpreter): get SIGTERM when

@@ -4,7 +4,7 @@
 :func:`squall.worker.register_tasks` (a worker's app). It is deliberately thin: it validates the
 message into a :class:`~squall.common.payload.TaskRunCommand` (anything else is refused and
 logged, never executed) and calls :func:`execute_command`. In a pool process's main thread
-that process is the LocalTaskJob supervisor (:mod:`squall.worker.local_task_job`, ADR 9) on
+that process is the LocalTaskJob supervisor (:mod:`squall.worker.supervisor`, ADR 9) on
 its long-lived engine (:func:`process_engine`); elsewhere :func:`execute_forked` forks one,
 waits for it and raises :class:`SupervisorCrashed` when it died without reporting. The
 supervisor's summary is the Celery result; a pool process that dies makes Celery record
@@ -39,7 +39,7 @@ from squall.common.metrics import Metrics, metrics_from_settings
 from squall.common.payload import TaskRunCommand
 from squall.common.procutil import flush_std_streams, set_parent_death_signal
 from squall.common.settings import Settings
-from squall.worker.local_task_job import LocalTaskJob
+from squall.worker.supervisor import LocalTaskJob
 
 log = logging.getLogger(__name__)
 

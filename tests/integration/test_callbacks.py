@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import select, update
 
 from squall.common.db import SessionFactory, session_scope
 from squall.common.metrics import LogMetrics
@@ -38,7 +38,7 @@ from squall.scheduler.dag_runs import SerializedDagCache, schedule_dag_runs
 from squall.scheduler.run_creation import create_dag_run
 from squall.scheduler.watchdog import fail_zombies
 from squall.sdk.dag import DAG
-from squall.worker.local_task_job import LocalTaskJob, SupervisorStatus
+from squall.worker.try_writes import TryWrites
 from tests.support.services import wait_until
 
 TI = TaskInstanceState
@@ -290,22 +290,20 @@ def test_failing_and_slow_callbacks_are_logged_and_not_retried(
 
 
 def test_supervisor_fail_try_requests_the_callback(db_url: str, tmp_path: Path,
-                                                   markers: Path, engine: Engine,
+                                                   markers: Path,
                                                    session_factory: SessionFactory) -> None:
     settings, _dag, run_id = setup(db_url, tmp_path, session_factory, markers)
     make_zombie(session_factory, run_id, "t", try_number=2, max_tries=1)
     command = TaskRunCommand(dag_id="cb", task_id="t", run_id=run_id, try_number=2,
                              dag_file="DAGS_FOLDER/cb.py", queue="default")
-    supervisor = LocalTaskJob(command, settings=settings, engine=engine,
-                              celery_task_id="c1", worker_name="w1")
-    result = supervisor._fail_try(SupervisorStatus.TASK_PROCESS_DIED,
-                                  "task process died: killed by SIGKILL")
-    assert result.state == TI.FAILED
+    writes = TryWrites(command, settings=settings, factory=session_factory,
+                       celery_task_id="c1", worker_name="w1")
+    assert writes.fail("task process died: killed by SIGKILL") == TI.FAILED
     [request] = requests(session_factory)
     assert (request.kind, request.try_number) == (CallbackKind.TASK_FAILURE, 2)
     assert request.fileloc == str(tmp_path / "dags" / "cb.py")
     # a second report of the same try loses its compare-and-set: no second request
-    supervisor._fail_try(SupervisorStatus.TERMINATED, "supervisor received SIGTERM")
+    assert writes.fail("supervisor received SIGTERM") is None
     assert len(requests(session_factory)) == 1
     assert run_pending_callbacks(settings, session_factory) == 1
     [failure] = read_marker(markers, "task_failure")

@@ -26,7 +26,7 @@ from squall.dag_processing.serialization import deserialize_dag
 from squall.scheduler.dag_processor import parse_and_sync_once
 from squall.scheduler.job import SchedulerJob
 from squall.sdk.dag import DAG
-from squall.worker.task_process import DagFileCache, load_task
+from squall.worker.dag_file_cache import DagFileCache, load_task
 from tests.support.scheduling import FakeExecutor
 
 #: says nothing about catchup, max_active_runs / max_active_tasks, retries or its time zone

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine
 from squall.common.metrics import WORKER_OUTAGE
 from squall.common.payload import TaskRunCommand
 from squall.common.settings import Settings
-from squall.worker.local_task_job import LocalTaskJob
+from squall.worker.supervisor import LocalTaskJob
 
 
 class RecordingMetrics:
@@ -39,10 +39,10 @@ def test_heartbeat_during_an_outage_keeps_the_task(
     metrics = RecordingMetrics()
     job = LocalTaskJob(command, settings=settings, engine=engine, celery_task_id="c",
                        worker_name="w", metrics=metrics)
-    job._job_id = 1
-    with caplog.at_level(logging.DEBUG, logger="squall.worker.local_task_job"):
+    job.writes.job_id = 1  # as if the try had started
+    with caplog.at_level(logging.DEBUG, logger="squall.worker.supervisor"):
         for _ in range(3):
-            assert job._heartbeat_and_check() is None  # None: keep the task running
+            assert job.heartbeat() is None  # None: keep the task running
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "database unreachable" in errors[0]
     assert metrics.counts[WORKER_OUTAGE] == 1

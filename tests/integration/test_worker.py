@@ -41,7 +41,7 @@ from squall.dag_processing.sync import sync_to_db
 from squall.execution.runner import task_log_path
 from squall.scheduler.run_creation import create_dag_run
 from squall.scheduler.ti_updates import schedule_tis
-from squall.worker.local_task_job import REASON_SIGTERM
+from squall.worker.supervisor import REASON_SIGTERM
 from tests.conftest import _pg_clean
 from tests.support.services import RedisServer, wait_until
 

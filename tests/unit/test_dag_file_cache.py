@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from squall.common.errors import TaskLoadError
 from squall.common.models import TaskInstanceKey
 from squall.common.settings import Settings
-from squall.worker.task_process import DagFileCache, TaskLoadError
+from squall.worker.dag_file_cache import DagFileCache
 
 DAG_FILE = '''
 from squall.sdk.dag import DAG
