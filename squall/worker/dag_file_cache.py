@@ -19,9 +19,10 @@ from squall.common.errors import PayloadError, TaskLoadError
 from squall.common.models import TaskInstanceKey
 from squall.common.payload import DAGS_FOLDER_ROOT, EXAMPLES_ROOT, resolve_dag_file
 from squall.common.settings import Settings
-from squall.dag_processing.dagbag import DEFAULT_EXAMPLES_FOLDER, load_file
+from squall.dag_processing.dagbag import load_file
 from squall.sdk.dag import DAG
 from squall.sdk.dag_defaults import DagDefaults
+from squall.sdk.examples import EXAMPLES_FOLDER
 from squall.sdk.operators.base import BaseOperator
 
 
@@ -111,7 +112,7 @@ class DagFileCache:
 def _dag_file_path(settings: Settings, dag_file: str, key: TaskInstanceKey
                    ) -> tuple[Path, Path | None]:
     """The DAG file a command names, and the folder it is under."""
-    examples = DEFAULT_EXAMPLES_FOLDER if settings.core.load_examples else None
+    examples = EXAMPLES_FOLDER if settings.core.load_examples else None
     try:
         path = resolve_dag_file(dag_file, settings.dags_folder, examples)
     except PayloadError as exc:

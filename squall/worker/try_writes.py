@@ -44,7 +44,6 @@ from squall.common.models import (
 from squall.common.payload import TaskRunCommand, resolve_dag_file
 from squall.common.settings import Settings
 from squall.common.state import JobState, TaskInstanceState
-from squall.dag_processing.dagbag import DEFAULT_EXAMPLES_FOLDER
 from squall.dag_processing.sync import load_serialized_dags
 from squall.execution.callbacks import (
     enqueue_callback,
@@ -61,6 +60,7 @@ from squall.execution.runner import (
     task_log_path,
     write_outcome,
 )
+from squall.sdk.examples import EXAMPLES_FOLDER
 from squall.sdk.operators.base import BaseOperator
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,7 @@ class TryWrites:
         if known and fileloc is None:
             return  # the task has no such callback
         if fileloc is None:
-            examples = DEFAULT_EXAMPLES_FOLDER if self._settings.core.load_examples else None
+            examples = EXAMPLES_FOLDER if self._settings.core.load_examples else None
             try:
                 fileloc = str(resolve_dag_file(self.command.dag_file,
                                                self._settings.dags_folder, examples))
