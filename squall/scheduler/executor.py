@@ -71,6 +71,7 @@ from squall.common.metrics import (
     Metrics,
 )
 from squall.common.models import TaskInstanceKey
+from squall.common.outage import Outage
 from squall.common.payload import TaskRunCommand
 from squall.scheduler.state_fetcher import FAILED_STATES, BulkStateFetcher
 
@@ -176,7 +177,8 @@ class CeleryExecutor:
         self.adopted: dict[str, float] = {}
         self._revoker: ThreadPoolExecutor | None = None
         self._pending_revokes: set[Future[None]] = set()
-        self._backend_down = False
+        self._backend_outage = Outage("CeleryExecutor", self._metrics, RESULT_BACKEND_OUTAGE,
+                                      what="result backend", logger=log, level=logging.INFO)
 
     @classmethod
     def from_settings(cls, app: Celery, settings: Settings,
@@ -360,11 +362,10 @@ class CeleryExecutor:
             return
         found = self._fetcher.get_many(list(self.running))
         down = len(found) < len(self.running)
-        if down and not self._backend_down:
-            self._metrics.incr(RESULT_BACKEND_OUTAGE)
-        elif self._backend_down and not down:
-            log.info("CeleryExecutor: result backend readable again")
-        self._backend_down = down
+        if down:
+            self._backend_outage.failed()  # the fetcher logged the failed read
+        else:
+            self._backend_outage.ok()
         self._fetcher.quiet = down
         now = self._monotonic()
         for task_id, adopted_at in list(self.adopted.items()):  # every one: no order assumed

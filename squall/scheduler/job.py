@@ -63,6 +63,7 @@ from squall.common.models import (
     compare_and_set_state,
     utcnow,
 )
+from squall.common.outage import Outage
 from squall.common.settings import Settings
 from squall.common.state import JobState, TaskInstanceState
 from squall.common.wakeup import SleepWaker, Waker
@@ -168,7 +169,7 @@ class SchedulerJob:
         #: monotonic times of the last watch steps (0: at the first loop)
         self._last_zombie_check = 0.0
         self._last_adoption_check = 0.0
-        self._outage_since: float | None = None
+        self._outage = Outage("scheduler", self._metrics, SCHEDULER_OUTAGE, logger=log)
         self._outage_backoff = _FIRST_OUTAGE_BACKOFF
         self.job_id: int | None = None
 
@@ -270,18 +271,10 @@ class SchedulerJob:
                 raise
             # the database went away or timed out: this loop's transaction is rolled back;
             # the next loop starts afresh
-            if self._outage_since is None:
-                self._outage_since = time.monotonic()
-                self._metrics.incr(SCHEDULER_OUTAGE)
-                log.error("scheduler: database unreachable: %s; retrying with backoff "
-                          "(up to %.0f s)", exc, MAX_OUTAGE_BACKOFF)
-            else:
-                log.debug("scheduler: database still unreachable: %s", exc)
+            self._outage.failed("%s; retrying with backoff (up to %.0f s)", exc,
+                                MAX_OUTAGE_BACKOFF)
             return None
-        if self._outage_since is not None:
-            log.error("scheduler: database reachable again after %.1f s",
-                      time.monotonic() - self._outage_since)
-            self._outage_since = None
+        if self._outage.ok() is not None:
             self._outage_backoff = _FIRST_OUTAGE_BACKOFF
         return stats
 
