@@ -45,11 +45,7 @@ from squall.common.payload import TaskRunCommand, resolve_dag_file
 from squall.common.settings import Settings
 from squall.common.state import JobState, TaskInstanceState
 from squall.dag_processing.sync import load_serialized_dags
-from squall.execution.callbacks import (
-    enqueue_callback,
-    serialized_task_callback_fileloc,
-    task_kind,
-)
+from squall.execution.callbacks import request_task_callback, task_kind
 from squall.execution.runner import (
     OutcomeKind,
     OutcomeRecord,
@@ -242,25 +238,21 @@ class TryWrites:
         ``new_state``, a request for the DAG processor to run it (the supervisor has no DAG
         object). The file is the processor's own (``serialized_dag.fileloc``), or this
         command's DAG file when the DAG is not serialized."""
-        kind = task_kind(new_state)
-        if kind is None:
-            return
-        known, fileloc = serialized_task_callback_fileloc(session, self.key.dag_id,
-                                                          self.key.task_id, kind)
-        if known and fileloc is None:
-            return  # the task has no such callback
-        if fileloc is None:
-            examples = EXAMPLES_FOLDER if self._settings.core.load_examples else None
-            try:
-                fileloc = str(resolve_dag_file(self.command.dag_file,
-                                               self._settings.dags_folder, examples))
-            except PayloadError as exc:
-                log.warning("TaskInstance %s: try %d: %s not requested: %s", self.key,
-                            self.try_number, kind.callback_name, exc)
-                return
-        enqueue_callback(session, kind=kind, dag_id=self.key.dag_id, fileloc=fileloc,
-                         run_id=self.key.run_id, task_id=self.key.task_id,
-                         try_number=self.try_number, message=reason)
+        request_task_callback(session, key=self.key, try_number=self.try_number,
+                              new_state=new_state, reason=reason,
+                              fallback_fileloc=lambda: self._command_fileloc(new_state))
+
+    def _command_fileloc(self, new_state: TaskInstanceState) -> str | None:
+        """This command's DAG file, as a callback request names it (None: not resolvable)."""
+        examples = EXAMPLES_FOLDER if self._settings.core.load_examples else None
+        try:
+            return str(resolve_dag_file(self.command.dag_file, self._settings.dags_folder,
+                                        examples))
+        except PayloadError as exc:
+            kind = task_kind(new_state)
+            log.warning("TaskInstance %s: try %d: %s not requested: %s", self.key,
+                        self.try_number, kind.callback_name if kind else new_state, exc)
+            return None
 
     def state(self) -> str | None:
         """The task instance's state, while it is at this try (else None)."""
