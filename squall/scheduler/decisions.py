@@ -34,6 +34,10 @@ from squall.common.models import DagRun, TaskInstance, clip_reason
 from squall.common.state import (
     DAGRUN_FINISHED_STATES,
     FAILED_LIKE_STATES,
+    IN_FLIGHT_STATES,
+    LEAF_SUCCESS_STATES,
+    SCHEDULABLE_STATES,
+    TIMEOUT_SKIP_STATES,
     UNFINISHED_STATES,
     DagRunState,
     DagRunType,
@@ -48,23 +52,11 @@ from squall.scheduler.readiness import (
     past_wait_reason,
     retry_period_elapsed,
 )
-from squall.scheduler.ti_updates import SCHEDULABLE_STATES, bulk_set, load_tis
+from squall.scheduler.ti_updates import bulk_set, load_tis
 
 log = logging.getLogger(__name__)
 
 TI = TaskInstanceState
-
-#: Unfinished states in which a task instance will move on without the scheduler deciding
-#: anything more for it (handed out, running, or waiting for its retry / reschedule time).
-IN_FLIGHT_STATES: frozenset[TaskInstanceState] = frozenset(
-    {TI.SCHEDULED, TI.QUEUED, TI.RUNNING, TI.RESTARTING, TI.UP_FOR_RETRY, TI.UP_FOR_RESCHEDULE}
-)
-#: Unfinished states a timed-out run's task instances are skipped from (not the running ones).
-TIMEOUT_SKIP_STATES: frozenset[TaskInstanceState] = frozenset(
-    {TI.NONE, TI.SCHEDULED, TI.UP_FOR_RETRY, TI.UP_FOR_RESCHEDULE}
-)
-#: Leaf states that make a finished run a success (removed leaves are not looked at).
-_LEAF_SUCCESS_STATES: frozenset[TaskInstanceState] = frozenset({TI.SUCCESS, TI.SKIPPED})
 
 #: How often update_dag_run re-reads and re-decides after a racing writer won a guard.
 _MAX_DECISION_ROUNDS = 3
@@ -327,10 +319,10 @@ def _run_outcome(dag: DagLike, dag_run: DagRun, tis: Sequence[TaskInstance],
         failed = sorted(ti.task_id for ti in leaf_tis if ti.state in FAILED_LIKE_STATES)
         if failed:
             return DagRunState.FAILED, f"task failure: {', '.join(failed)}"
-        if all(ti.state in _LEAF_SUCCESS_STATES for ti in leaf_tis):
+        if all(ti.state in LEAF_SUCCESS_STATES for ti in leaf_tis):
             return DagRunState.SUCCESS, None
         odd = sorted(f"{ti.task_id}={ti.state}" for ti in leaf_tis
-                     if ti.state not in _LEAF_SUCCESS_STATES)
+                     if ti.state not in LEAF_SUCCESS_STATES)
         return DagRunState.FAILED, f"leaves in unexpected states: {', '.join(odd)}"
     if plan.schedulable or plan.waiting_on_past:
         return None, None

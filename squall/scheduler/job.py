@@ -65,7 +65,7 @@ from squall.common.models import (
 )
 from squall.common.outage import Outage
 from squall.common.settings import Settings
-from squall.common.state import JobState, TaskInstanceState
+from squall.common.state import ADOPTABLE_STATES, JobState, TaskInstanceState
 from squall.common.wakeup import SleepWaker, Waker
 from squall.execution.outcome import RetryPolicy
 from squall.scheduler.critical_section import queue_scheduled_tis, requeue_failed_publishes
@@ -467,7 +467,7 @@ class SchedulerJob:
         with session_scope(self._factory) as session:
             dags = self._dags.get_many(session, session.scalars(
                 select(TaskInstance.dag_id).where(
-                    TaskInstance.state.in_([TI.RUNNING.value, TI.QUEUED.value])).distinct()
+                    TaskInstance.state.in_(sorted(s.value for s in ADOPTABLE_STATES))).distinct()
             ).all())
             stats.zombies += fail_zombies(session, dags, now=now,
                                           threshold=sched.zombie_threshold,
