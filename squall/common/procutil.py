@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import multiprocessing
+import multiprocessing.context
 import os
 import signal
 import sys
@@ -26,6 +28,14 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 #: how often :func:`end_descendants` looks again while it waits for processes to exit
 _POLL_SECONDS = 0.01
+
+
+def child_process_context() -> multiprocessing.context.BaseContext:
+    """How Squall starts a short-lived child that runs Python code (a DAG file's parse, a
+    callback): forked where the platform can fork (the child starts with what the parent
+    imported), else spawned."""
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return multiprocessing.get_context(method)
 
 
 def flush_std_streams() -> None:

@@ -26,7 +26,6 @@ import importlib
 import importlib.util
 import json
 import logging
-import multiprocessing
 import os
 import re
 import signal
@@ -43,6 +42,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from squall.common.procutil import child_process_context
 from squall.dag_processing.files import DEFAULT_IGNORE_FILE, IgnoreSyntax, list_dag_files
 from squall.dag_processing.serialization import serialize_dag
 from squall.sdk.dag import DAG, DagContext
@@ -407,11 +407,6 @@ def _parse_in_child(path: str, dags_folder: str, conn: Connection,
     conn.close()
 
 
-def _mp_context() -> multiprocessing.context.BaseContext:
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    return multiprocessing.get_context(method)
-
-
 @dataclass
 class _Job:
     path: str
@@ -460,7 +455,7 @@ def parse_files_isolated(
     files = list(dict.fromkeys(files))
     root = os.path.abspath(dags_folder)
     limit = max(1, parallelism or min(4, os.cpu_count() or 1))
-    ctx = _mp_context()
+    ctx = child_process_context()
     outcome: dict[str, tuple[list[dict[str, Any]], str | None]] = {}
     pending = deque(files)
     running: list[_Job] = []

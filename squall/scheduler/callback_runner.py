@@ -16,7 +16,6 @@ callback; past ``[scheduler] callback_timeout`` seconds it is killed.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import signal
 import socket
@@ -37,7 +36,7 @@ from squall.common.db import (
 )
 from squall.common.errors import CallbackFailed, SquallError
 from squall.common.models import CallbackRequest, DagRun, TaskInstance, TaskInstanceKey, utcnow
-from squall.common.procutil import flush_std_streams
+from squall.common.procutil import child_process_context, flush_std_streams
 from squall.common.settings import Settings
 from squall.dag_processing.dagbag import load_file
 from squall.execution.callbacks import CallbackKind
@@ -119,8 +118,7 @@ def run_pending_callbacks(settings: Settings, session_factory: SessionFactory, *
 
 def run_in_child(settings: Settings, request: PendingCallback, *, timeout: float) -> bool:
     """Run one request in a child process, killed after ``timeout`` s; whether it ran fine."""
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    ctx = multiprocessing.get_context(method)
+    ctx = child_process_context()
     process = ctx.Process(target=_child_main, args=(settings, request),  # type: ignore[attr-defined]
                           name=f"squall-callback-{request.id}", daemon=True)
     started = time.monotonic()
