@@ -670,8 +670,15 @@ def test_what_a_finished_try_left_running_is_ended(env: Env, worker: Worker) -> 
             .read_text().split()[:-1]]
     assert len(pids) == 4
     assert_all_gone(pids, time.monotonic(), "the try succeeded")
-    [line] = [line for line in worker.log().splitlines()
-              if f"TaskInstance {sent.key}: try 1: ended" in line]
+    lines: list[str] = []
+
+    def swept() -> bool:  # logged once the sweep is over: just after the processes end
+        lines[:] = [line for line in worker.log().splitlines()
+                    if f"TaskInstance {sent.key}: try 1: ended" in line]
+        return bool(lines)
+
+    wait_until(swept, 10, message="the supervisor to log its sweep")
+    [line] = lines
     assert "the try left running" in line
     named = {int(pid) for pid in line.rsplit(": ", 1)[1].split(", ")}
     assert set(pids[1:]) <= named  # all but the command itself, which had exited
