@@ -320,7 +320,8 @@ class LocalTaskJob:
         self._children.kill(child, lambda seconds: self._wait(pidfd, seconds))
 
     def _on_task_exit(self, child: TaskProcessHandle, code: int) -> SupervisorResult:
-        if self.writes.started is not None:  # forked: this process writes the outcome
+        if not self._settings.core.execute_tasks_new_python_interpreter:
+            # forked: the task process sent its outcome, and this process writes it
             self._serve_channel()  # anything it sent before it exited
             deadline = time.monotonic() + self._settings.scheduler.zombie_threshold
             while (self._pending is not None and time.monotonic() < deadline

@@ -736,6 +736,12 @@ def test_new_interpreter_mode_runs_tasks(env: Env) -> None:
         lines = marks(env, sent.key)
         assert len(lines) == 1 and lines[0].endswith("tasks run"), lines
         assert "(new interpreter)" in w3.log()
+        # the interpreter recorded its own outcome: the supervisor reports it, no failure
+        result = celery_result(env, sent.celery_id)
+        assert (result["status"], result["state"]) == ("completed", "success"), result
+        assert ti.job_id is not None
+        wait_until(lambda: job_row(env, ti.job_id).state == JobState.SUCCESS, 10,
+                   message="the job row to finish as success")
     finally:
         stop_worker(w3)
 
