@@ -54,7 +54,6 @@ PRELOADED_MODULES = (
     "sqlalchemy.dialects.sqlite.pysqlite",
     "squall.sdk.dag",
     "squall.dag_processing.dagbag",
-    "squall.scheduler.decisions",
     "squall.sdk.decorators",
     "squall.common.models",
     "squall.sdk.operators",
