@@ -21,6 +21,7 @@ import signal
 import sys
 import time
 from collections.abc import Collection
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,23 @@ def child_process_context() -> multiprocessing.context.BaseContext:
     imported), else spawned."""
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     return multiprocessing.get_context(method)
+
+
+def stop_child(process: Any, wait: float, *, terminate_grace: float | None = None) -> bool:
+    """The one way a child with a time limit is ended: give ``process`` (a
+    ``multiprocessing`` process) ``wait`` seconds to exit by itself; then, with
+    ``terminate_grace``, SIGTERM and that many seconds more; then SIGKILL. It is reaped
+    either way. Whether it exited by itself within ``wait``."""
+    process.join(wait)
+    if not process.is_alive():
+        return True
+    if terminate_grace is not None:
+        process.terminate()
+        process.join(terminate_grace)
+    if process.is_alive():
+        process.kill()
+        process.join()
+    return False
 
 
 def flush_std_streams() -> None:

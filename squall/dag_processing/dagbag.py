@@ -42,7 +42,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from squall.common.procutil import child_process_context
+from squall.common.procutil import child_process_context, stop_child
 from squall.dag_processing.files import DEFAULT_IGNORE_FILE, IgnoreSyntax, list_dag_files
 from squall.dag_processing.serialization import serialize_dag
 from squall.sdk.dag import DAG, DagContext
@@ -427,10 +427,7 @@ def _exit_description(code: int | None) -> str:
 
 
 def _finish(job: _Job, grace: float = 5.0) -> None:
-    job.process.join(grace)
-    if job.process.is_alive():
-        job.process.kill()
-        job.process.join()
+    stop_child(job.process, grace)
     job.conn.close()
 
 
@@ -491,8 +488,7 @@ def parse_files_isolated(
             if job.conn in ready or job.process.sentinel in ready:
                 outcome[job.path] = _collect(job)
             elif now >= job.deadline:
-                job.process.kill()
-                job.process.join()
+                stop_child(job.process, 0)
                 job.conn.close()
                 log.warning("killed the parse of %s after %s s", job.path, timeout)
                 outcome[job.path] = ([], _timeout_message(job.path, timeout))

@@ -36,7 +36,7 @@ from squall.common.db import (
 )
 from squall.common.errors import CallbackFailed, SquallError
 from squall.common.models import CallbackRequest, DagRun, TaskInstance, TaskInstanceKey, utcnow
-from squall.common.procutil import child_process_context, flush_std_streams
+from squall.common.procutil import child_process_context, flush_std_streams, stop_child
 from squall.common.settings import Settings
 from squall.dag_processing.dagbag import load_file
 from squall.execution.callbacks import CallbackKind
@@ -123,10 +123,7 @@ def run_in_child(settings: Settings, request: PendingCallback, *, timeout: float
                           name=f"squall-callback-{request.id}", daemon=True)
     started = time.monotonic()
     process.start()
-    process.join(timeout)
-    if process.is_alive():
-        process.kill()
-        process.join()
+    if not stop_child(process, timeout):
         log.error("%s: timed out after %g s (callback_timeout); killed, not retried",
                   request.describe(), timeout)
         return False

@@ -50,6 +50,7 @@ from types import FrameType
 
 from squall.common.db import SessionFactory, make_engine, make_session_factory, session_scope
 from squall.common.models import utcnow
+from squall.common.procutil import stop_child
 from squall.common.settings import Settings
 from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.dagbag import DagBag, ParseResult
@@ -182,11 +183,7 @@ class DagProcessor:
         process.join(grace)
         if process.is_alive():
             log.warning("DAG processor: still busy after %.0f s; terminating it", grace)
-            process.terminate()
-            process.join(STOP_GRACE_SECONDS)
-        if process.is_alive():
-            process.kill()
-            process.join()
+            stop_child(process, 0, terminate_grace=STOP_GRACE_SECONDS)
         log.info("DAG processor: stopped (exit code %s)", process.exitcode)
         process.close()
         self._process = None
