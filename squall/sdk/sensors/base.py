@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import pendulum
 
@@ -22,19 +22,32 @@ from squall.sdk.operators.base import BaseOperator, Context
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BaseSensorOperator", "PokeReturnValue"]
+__all__ = ["BaseSensorOperator", "PokeReturnValue", "SensorClock", "SystemClock"]
 
 VALID_MODES = ("poke", "reschedule")
 
 
-def _now() -> pendulum.DateTime:
-    """The current time (a function so tests can replace it)."""
-    return pendulum.now("UTC")
+class SensorClock(Protocol):
+    """What a sensor uses of time: the current time, and a wait between pokes."""
+
+    def now(self) -> pendulum.DateTime: ...
+    def sleep(self, seconds: float) -> None: ...
 
 
-def _sleep(seconds: float) -> None:
-    """Wait between pokes (a function so tests can replace it)."""
-    time.sleep(seconds)
+class SystemClock:
+    """The real clock: ``pendulum.now("UTC")`` and ``time.sleep``."""
+
+    def now(self) -> pendulum.DateTime:
+        return pendulum.now("UTC")
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def __repr__(self) -> str:
+        return "SystemClock()"
+
+
+SYSTEM_CLOCK: SensorClock = SystemClock()
 
 
 class PokeReturnValue:
@@ -79,10 +92,15 @@ class BaseSensorOperator(BaseOperator):
       ``max_wait`` if given.
     * ``silent_fail``: an exception raised by ``poke`` is logged and counts as a false poke.
       ``never_fail``: such an exception skips the task instead of failing it.
+
+    ``clock`` (a :class:`SensorClock`, the real one unless set on the instance) is where the
+    sensor reads the time and sleeps between pokes; it is not a constructor argument, so the
+    constructor stays Airflow's.
     """
 
     ui_color = "#e6f1f2"
     valid_modes = VALID_MODES
+    clock: SensorClock = SYSTEM_CLOCK
 
     def __init__(
         self,
@@ -132,14 +150,14 @@ class BaseSensorOperator(BaseOperator):
 
     def execute(self, context: Context) -> Any:
         ti = context.get("ti")
-        started_at = _started_at(ti)
+        started_at = _started_at(ti, self.clock)
         poke_number = int(getattr(ti, "reschedule_count", 0) or 0) + 1 if self.reschedule else 1
         while True:
             result = self._poke_once(context)
             if result:
                 log.info("Success criteria met. Exiting.")
                 return result.xcom_value if isinstance(result, PokeReturnValue) else None
-            elapsed = (_now() - started_at).total_seconds()
+            elapsed = (self.clock.now() - started_at).total_seconds()
             if elapsed >= self.timeout:
                 message = (
                     f"Sensor has timed out; run duration of {elapsed:.1f} seconds exceeds the "
@@ -150,11 +168,11 @@ class BaseSensorOperator(BaseOperator):
                 raise SensorTimeout(message)
             interval = self.next_poke_interval(poke_number, elapsed)
             if self.reschedule:
-                when = _now() + timedelta(seconds=interval)
+                when = self.clock.now() + timedelta(seconds=interval)
                 log.info("Condition not met; rescheduling at %s", when.isoformat())
                 raise Reschedule(when)
             log.info("Condition not met; poking again in %s seconds", interval)
-            _sleep(interval)
+            self.clock.sleep(interval)
             poke_number += 1
 
     def next_poke_interval(self, poke_number: int, elapsed: float) -> float:
@@ -185,10 +203,10 @@ class BaseSensorOperator(BaseOperator):
             raise
 
 
-def _started_at(ti: Any) -> pendulum.DateTime:
+def _started_at(ti: Any, clock: SensorClock) -> pendulum.DateTime:
     value = getattr(ti, "sensor_started_at", None)
     if not isinstance(value, datetime):
-        return _now()
+        return clock.now()
     if isinstance(value, pendulum.DateTime):
         return value
     return pendulum.instance(value, tz="UTC")

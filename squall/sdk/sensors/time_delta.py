@@ -8,7 +8,6 @@ from typing import Any
 
 from squall.common.errors import DagDefinitionError
 from squall.sdk.operators.base import Context
-from squall.sdk.sensors import base
 from squall.sdk.sensors.base import BaseSensorOperator
 
 log = logging.getLogger(__name__)
@@ -28,4 +27,4 @@ class TimeDeltaSensor(BaseSensorOperator):
     def poke(self, context: Context) -> bool:
         target = context["data_interval_end"] + self.delta
         log.info("Checking if the time (%s) has come", target)
-        return bool(base._now() >= target)
+        return bool(self.clock.now() >= target)
