@@ -31,11 +31,18 @@ def normalise_url(url: str) -> str:
     return url
 
 
+#: A pooled connection idle for longer than this is pinged before it is handed out.
+PRE_PING_IDLE_SECONDS = 1.0
+
+
 def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10,
-                pool_recycle: int = 1800, pool_pre_ping: bool = True) -> Engine:
+                pool_recycle: int = 1800, pool_pre_ping: bool = True,
+                pre_ping_idle_seconds: float = PRE_PING_IDLE_SECONDS) -> Engine:
     """An engine for the metadata database at ``url``.
 
-    SQLite gets WAL journaling, a busy timeout and foreign keys on every connection.
+    SQLite gets WAL journaling, a busy timeout and foreign keys on every connection. With
+    ``pool_pre_ping``, a PostgreSQL connection idle in the pool for more than
+    ``pre_ping_idle_seconds`` is pinged before it is handed out.
     """
     try:
         parsed = make_url(normalise_url(url))
@@ -55,21 +62,17 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10,
     kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_recycle=pool_recycle)
     engine = create_engine(parsed, **kwargs)
     if pool_pre_ping:
-        _ping_idle_connections(engine)
+        _ping_idle_connections(engine, pre_ping_idle_seconds)
     return engine
 
 
-#: A pooled connection idle for longer than this is pinged before it is handed out.
-PRE_PING_IDLE_SECONDS = 1.0
-
-
-def _ping_idle_connections(engine: Engine) -> None:
+def _ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
     """``pool_pre_ping``, for connections that sat idle in the pool for more than
-    :data:`PRE_PING_IDLE_SECONDS` only: one that was used a moment ago is almost surely
-    alive, and a loop checking out several times a second would otherwise pay a round trip
-    each time. A dead one is replaced before use (``DisconnectionError`` makes the pool
-    connect again); one that died within the second fails its first statement, which
-    callers already treat as an outage."""
+    ``idle_seconds`` (:data:`PRE_PING_IDLE_SECONDS` by default) only: one that was used a
+    moment ago is almost surely alive, and a loop checking out several times a second would
+    otherwise pay a round trip each time. A dead one is replaced before use
+    (``DisconnectionError`` makes the pool connect again); one that died within the second
+    fails its first statement, which callers already treat as an outage."""
 
     @event.listens_for(engine, "checkin")
     def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
@@ -78,7 +81,7 @@ def _ping_idle_connections(engine: Engine) -> None:
     @event.listens_for(engine, "checkout")
     def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
         since = record.info.get("squall_checked_in")
-        if since is None or time.monotonic() - since < PRE_PING_IDLE_SECONDS:
+        if since is None or time.monotonic() - since < idle_seconds:
             return  # new, or just used
         try:
             engine.dialect.do_ping(dbapi_conn)  # the dialect's own ping (in autocommit)

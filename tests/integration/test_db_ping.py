@@ -1,5 +1,5 @@
 """The pre-ping of pooled PostgreSQL connections: only a connection idle for more than
-PRE_PING_IDLE_SECONDS is pinged; a dead one is replaced before it is handed out."""
+pre_ping_idle_seconds is pinged; a dead one is replaced before it is handed out."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from squall.common import db
 from squall.common.db import make_engine
 
 
@@ -22,11 +21,10 @@ def _kill(admin: Engine, pid: int) -> None:
         conn.commit()
 
 
-def test_an_idle_dead_connection_is_replaced(pg_engine: Engine,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(db, "PRE_PING_IDLE_SECONDS", 0.0)  # every pooled connection is idle
+def test_an_idle_dead_connection_is_replaced(pg_engine: Engine) -> None:
     engine = make_engine(pg_engine.url.render_as_string(hide_password=False), pool_size=1,
-                         max_overflow=0)
+                         max_overflow=0,
+                         pre_ping_idle_seconds=0.0)  # every pooled connection is idle
     try:
         first = _backend_pid(engine)
         _kill(pg_engine, first)
@@ -36,11 +34,9 @@ def test_an_idle_dead_connection_is_replaced(pg_engine: Engine,
         engine.dispose()
 
 
-def test_a_connection_just_used_is_not_pinged(pg_engine: Engine,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(db, "PRE_PING_IDLE_SECONDS", 3600.0)
+def test_a_connection_just_used_is_not_pinged(pg_engine: Engine) -> None:
     engine = make_engine(pg_engine.url.render_as_string(hide_password=False), pool_size=1,
-                         max_overflow=0)
+                         max_overflow=0, pre_ping_idle_seconds=3600.0)
     try:
         first = _backend_pid(engine)
         _kill(pg_engine, first)
