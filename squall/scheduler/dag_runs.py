@@ -263,22 +263,23 @@ def create_due_dag_runs(session: Session, cache: SerializedDagCache, *,
 
 
 def schedule_dag_runs(session: Session, cache: SerializedDagCache, *,
-                      now: datetime, memo: RunDecisionMemo | None = None) -> RunStepStats:
+                      now: datetime, memo: RunDecisionMemo | None = None,
+                      max_runs: int = MAX_RUNS_PER_LOOP) -> RunStepStats:
     """Start QUEUED runs that have room under ``max_active_runs``; decide RUNNING ones
-    (with a ``memo``, only those it says are due).
+    (with a ``memo``, only those it says are due); at most ``max_runs`` of each.
 
     Each run gets :func:`update_dag_run` (trigger rules, run state) and its schedulable task
     instances :func:`schedule_tis`. Runs of paused DAGs are left alone.
     """
     stats = RunStepStats()
     postgres = is_postgres(session)
-    queued = _runs(session, DagRunState.QUEUED, postgres)
+    queued = _runs(session, DagRunState.QUEUED, postgres, max_runs)
     if memo is None:
-        running = _runs(session, DagRunState.RUNNING, postgres)
+        running = _runs(session, DagRunState.RUNNING, postgres, max_runs)
         stats.active_runs = len(queued) + len(running)
     else:
         running = _runs_by_id(session, memo.due(session, cache, now=now,
-                                                limit=MAX_RUNS_PER_LOOP), postgres)
+                                                limit=max_runs), postgres)
         stats.active_runs = len(queued) + memo.running_runs
     if not queued and not running:
         return stats
@@ -333,12 +334,13 @@ def _request_dag_callback(session: Session, dag: DAG, run: DagRun, state: DagRun
                                                                else "failed"), now=now)
 
 
-def _runs(session: Session, state: DagRunState, postgres: bool) -> list[DagRun]:
+def _runs(session: Session, state: DagRunState, postgres: bool,
+          limit: int) -> list[DagRun]:
     stmt = (
         select(DagRun)
         .join(DagModel, DagModel.dag_id == DagRun.dag_id)
         .where(DagRun.state == state.value, DagModel.is_paused.is_(False))
-        .limit(MAX_RUNS_PER_LOOP)
+        .limit(limit)
     )
     if state == DagRunState.QUEUED:
         # only runs of DAGs with room: queued runs of a DAG at its limit must not fill the

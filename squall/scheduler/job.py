@@ -71,6 +71,7 @@ from squall.execution.outcome import RetryPolicy
 from squall.scheduler.critical_section import queue_scheduled_tis, requeue_failed_publishes
 from squall.scheduler.dag_processor import DagProcessor
 from squall.scheduler.dag_runs import (
+    MAX_RUNS_PER_LOOP,
     RunDecisionMemo,
     RunStepStats,
     SerializedDagCache,
@@ -148,12 +149,14 @@ class SchedulerJob:
                  executor: ExecutorLike, *, dag_processor: DagProcessor | None = None,
                  clock: Callable[[], datetime] = utcnow,
                  examples_folder: Path | None = None, metrics: Metrics | None = None,
-                 waker: Waker | None = None) -> None:
+                 waker: Waker | None = None, max_runs_per_loop: int = MAX_RUNS_PER_LOOP) -> None:
         self._settings = settings
         self._factory = session_factory
         self._executor = executor
         self._processor = dag_processor
         self._clock = clock
+        #: most QUEUED and most RUNNING runs looked at in one loop
+        self._max_runs_per_loop = max_runs_per_loop
         self._examples_folder = examples_folder or EXAMPLES_FOLDER
         self._stop = threading.Event()
         #: set by the signal handlers, which must not take locks (Event.set does)
@@ -332,7 +335,8 @@ class SchedulerJob:
                 default_queue=self._settings.celery.default_queue))
         with session_scope(self._factory) as session:
             self._count(stats, schedule_dag_runs(session, self._dags, now=now,
-                                                          memo=self._run_memo))
+                                                 memo=self._run_memo,
+                                                 max_runs=self._max_runs_per_loop))
         self._queue_and_publish(job_id, now, stats)
         self._executor.sync()
         self._process_events(self._executor.get_event_buffer(), stats)

@@ -428,10 +428,10 @@ def test_loop_statement_count_is_bounded(job: SchedulerJob,
 
 
 def test_queued_runs_of_a_full_dag_do_not_starve_others(
-        job: SchedulerJob, session_factory: SessionFactory, monkeypatch: Any) -> None:
-    from squall.scheduler import dag_runs
-
-    monkeypatch.setattr(dag_runs, "MAX_RUNS_PER_LOOP", 2)
+        tmp_path: Path, session_factory: SessionFactory, fake: FakeExecutor,
+        clock: Clock) -> None:
+    job = SchedulerJob(make_settings(tmp_path), session_factory, fake, clock=clock,
+                       max_runs_per_loop=2)
     full = DAG("full", schedule=None, start_date=MIDNIGHT_3_DAYS_AGO, max_active_runs=1)
     free = DAG("free", schedule=None, start_date=MIDNIGHT_3_DAYS_AGO)
     for dag in (full, free):
