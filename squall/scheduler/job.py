@@ -186,8 +186,8 @@ class SchedulerJob:
     def stopping(self) -> bool:
         return self._signalled or self._stop.is_set()
 
-    def _idle(self, seconds: float, *, wake_on_change: bool = False,
-              relaxed: bool = False) -> None:
+    def idle(self, seconds: float, *, wake_on_change: bool = False,
+             relaxed: bool = False) -> None:
         """Sleep ``seconds`` unless stopped (a signal is noticed within a tenth of a second),
         or, with ``wake_on_change``, until the waker reports a finished try."""
         deadline = time.monotonic() + seconds
@@ -220,12 +220,12 @@ class SchedulerJob:
                 if num_runs is not None and loops >= num_runs:
                     break
                 if stats is None:
-                    self._idle(self._outage_backoff)
+                    self.idle(self._outage_backoff)
                     self._outage_backoff = min(self._outage_backoff * 2, MAX_OUTAGE_BACKOFF)
                 elif not stats.did_work:
-                    seconds = self._idle_seconds(stats)
-                    self._idle(seconds, wake_on_change=True,
-                               relaxed=seconds > self._settings.scheduler.scheduler_idle_sleep_time)
+                    seconds = self.idle_seconds(stats)
+                    self.idle(seconds, wake_on_change=True,
+                              relaxed=seconds > self._settings.scheduler.scheduler_idle_sleep_time)
             final = JobState.SUCCESS
         finally:
             try:
@@ -240,7 +240,7 @@ class SchedulerJob:
                     signal.signal(sig, handler)
         log.info("scheduler: job %s stopped after %d loop(s)", self.job_id, loops)
 
-    def _idle_seconds(self, stats: LoopStats) -> float:
+    def idle_seconds(self, stats: LoopStats) -> float:
         """How long to sleep after a loop that did nothing: ``scheduler_idle_sleep_time``;
         when nothing is active at all (no queued or running run, nothing in flight) and a
         waker reports changes, until the next scheduled run is due, at most

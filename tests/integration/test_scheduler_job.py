@@ -512,7 +512,7 @@ def test_a_wake_up_waits_briefly_for_more_only_with_several_tries_in_flight(
     waits: list[float | None] = []
     job._stop = type("Recorder", (), {"wait": lambda _self, t=None: waits.append(t),
                                        "is_set": lambda _self: False})()
-    job._idle(5.0, wake_on_change=True)  # returns at the wake-up, not after 5 s
+    job.idle(5.0, wake_on_change=True)  # returns at the wake-up, not after 5 s
     assert waits == ([WAKE_COALESCE_SECONDS] if coalesced else [])
 
 
@@ -522,10 +522,10 @@ def test_idle_sleep_is_longer_only_when_nothing_is_active(
     settings = make_settings(tmp_path, scheduler_idle_sleep_time=1.0,
                              scheduler_heartbeat_sec=5.0)
     job = SchedulerJob(settings, session_factory, fake, clock=clock, waker=OneWakeUp())
-    assert job._idle_seconds(LoopStats()) == 5.0  # nothing at all: until the heartbeat
-    assert job._idle_seconds(LoopStats(active_runs=1)) == 1.0
+    assert job.idle_seconds(LoopStats()) == 5.0  # nothing at all: until the heartbeat
+    assert job.idle_seconds(LoopStats(active_runs=1)) == 1.0
     fake.running["celery-x"] = (TaskInstanceKey("d", "t", "r"), 1)
-    assert job._idle_seconds(LoopStats()) == 1.0
+    assert job.idle_seconds(LoopStats()) == 1.0
     fake.running.clear()
 
     # a scheduled run due in 2.5 s bounds it; one already due gives the normal sleep
@@ -534,13 +534,13 @@ def test_idle_sleep_is_longer_only_when_nothing_is_active(
     with session_scope(session_factory) as session:
         session.execute(update(DagModel).where(DagModel.dag_id == "cron_soon").values(
             next_dagrun_create_after=NOW + timedelta(seconds=2.5)))
-    assert job._idle_seconds(LoopStats()) == pytest.approx(2.5)
+    assert job.idle_seconds(LoopStats()) == pytest.approx(2.5)
     clock.now = NOW + timedelta(seconds=10)
-    assert job._idle_seconds(LoopStats()) == 1.0
+    assert job.idle_seconds(LoopStats()) == 1.0
 
     # without a waker that reports changes, the normal sleep
     plain = SchedulerJob(settings, session_factory, fake, clock=clock)
-    assert plain._idle_seconds(LoopStats()) == 1.0
+    assert plain.idle_seconds(LoopStats()) == 1.0
 
 
 # --------------------------------------------------------------------------- depends_on_past
