@@ -235,7 +235,7 @@ def test_flower_lists_workers_and_tasks(pg_cluster: Cluster) -> None:
     exec_log = write_fanout(cluster, 3)
     cluster.cli("db", "migrate")
     port = free_port()
-    flower = cluster._start("flower", ["celery", "flower", "--port", str(port)])
+    flower = cluster.start("flower", ["celery", "flower", "--port", str(port)])
     cluster.start_scheduler()
     cluster.start_worker()
     run_id = cluster.trigger("fanout")

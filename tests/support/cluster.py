@@ -78,7 +78,8 @@ class Cluster:
 
     # processes --------------------------------------------------------------------------
 
-    def _start(self, name: str, args: list[str]) -> Proc:
+    def start(self, name: str, args: list[str]) -> Proc:
+        """Start ``python -m squall ARGS`` in the cluster's home, logging to ``NAME.log``."""
         log_path = self.home / f"{name}.log"
         log_file = log_path.open("ab")
         process = subprocess.Popen([sys.executable, "-m", "squall", *args], env=self.env,
@@ -90,11 +91,11 @@ class Cluster:
         return proc
 
     def start_scheduler(self, name: str = "scheduler", *extra: str) -> Proc:
-        return self._start(name, ["scheduler", *extra])
+        return self.start(name, ["scheduler", *extra])
 
     def start_worker(self, name: str = "w1", queues: str = "default", concurrency: int = 2,
                      wait: bool = True) -> Proc:
-        proc = self._start(name, ["celery", "worker", "-q", queues, "-c", str(concurrency),
+        proc = self.start(name, ["celery", "worker", "-q", queues, "-c", str(concurrency),
                                   "-n", f"{name}@%h"])
         if wait:
             wait_until(lambda: b"ready" in proc.log_path.read_bytes()
