@@ -6,7 +6,8 @@ cleared) is never touched:
 
 * :func:`fail_zombies`: RUNNING task instances whose supervisor (``job_id``) has not
   heartbeated for ``[scheduler] zombie_threshold`` seconds, or whose job row is gone or no
-  longer running, become UP_FOR_RETRY or FAILED (CAS on RUNNING, try number and job id).
+  longer running, become UP_FOR_RETRY or FAILED (CAS on RUNNING, try number and job id;
+  :func:`fail_zombie` for one candidate of :func:`zombie_candidates`).
 * :func:`fail_stuck_queued`: QUEUED for longer than ``[scheduler] task_queued_timeout``
   (by ``queued_dttm``) become UP_FOR_RETRY or FAILED (CAS on QUEUED, try number and Celery
   task id); the caller revokes their Celery tasks, best effort.
@@ -101,29 +102,37 @@ def zombie_candidates(session: Session, *, now: datetime, threshold: float
 def fail_zombies(session: Session, dags: Mapping[str, DAG], *, now: datetime,
                  threshold: float, metrics: Metrics) -> int:
     """Fail or retry every zombie (see the module docstring); how many were changed."""
-    killed = 0
-    for ti, job in zombie_candidates(session, now=now, threshold=threshold):
-        if job is None:
-            where = f"job {ti.job_id} is gone"
-        elif job.state != JobState.RUNNING:
-            where = f"job {job.id} on host {job.hostname} is {job.state}"
-        else:
-            where = f"job {job.id} on host {job.hostname}"
-        reason = f"zombie: supervisor heartbeat older than {threshold:g} s ({where})"
-        new_state, values = _failure_values(ti, dags, now, reason)
-        assert ti.job_id is not None
-        if compare_and_set_state(session, ti.key, expected=TI.RUNNING,
+    return sum(fail_zombie(session, ti, job, dags, now=now, threshold=threshold,
+                           metrics=metrics)
+               for ti, job in zombie_candidates(session, now=now, threshold=threshold))
+
+
+def fail_zombie(session: Session, ti: TaskInstance, job: Job | None, dags: Mapping[str, DAG],
+                *, now: datetime, threshold: float, metrics: Metrics) -> bool:
+    """Fail or retry one candidate of :func:`zombie_candidates` (``ti`` as read, with its
+    ``job``), by compare-and-set on RUNNING, its try number and job id, and request its
+    callback in the same transaction; whether it won (False: the try moved on since it was
+    read, and is left alone)."""
+    if job is None:
+        where = f"job {ti.job_id} is gone"
+    elif job.state != JobState.RUNNING:
+        where = f"job {job.id} on host {job.hostname} is {job.state}"
+    else:
+        where = f"job {job.id} on host {job.hostname}"
+    reason = f"zombie: supervisor heartbeat older than {threshold:g} s ({where})"
+    new_state, values = _failure_values(ti, dags, now, reason)
+    assert ti.job_id is not None
+    if not compare_and_set_state(session, ti.key, expected=TI.RUNNING,
                                  try_number=ti.try_number, new_state=new_state,
                                  expected_job_id=ti.job_id, **values):
-            killed += 1
-            metrics.incr(ZOMBIES_KILLED)
-            log.warning("TaskInstance %s: try %d: %s; now %s", ti.key, ti.try_number, reason,
-                        new_state.value)
-            _request_callback(session, ti, new_state, reason, dags, now)
-        else:
-            log.debug("TaskInstance %s: try %d: zombie candidate moved on; left alone",
-                      ti.key, ti.try_number)
-    return killed
+        log.debug("TaskInstance %s: try %d: zombie candidate moved on; left alone",
+                  ti.key, ti.try_number)
+        return False
+    metrics.incr(ZOMBIES_KILLED)
+    log.warning("TaskInstance %s: try %d: %s; now %s", ti.key, ti.try_number, reason,
+                new_state.value)
+    _request_callback(session, ti, new_state, reason, dags, now)
+    return True
 
 
 def fail_stuck_queued(session: Session, dags: Mapping[str, DAG], *, now: datetime,

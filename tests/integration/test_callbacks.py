@@ -225,16 +225,30 @@ def test_queued_timeout_requests_the_callback_like_any_failure(
     assert retry["reason"] == "queued for more than 600 s (task_queued_timeout)"
 
 
+@pytest.mark.parametrize("moved_on", ["finished", "next_try"])
 def test_no_request_when_the_compare_and_set_lost(db_url: str, tmp_path: Path,
                                                   markers: Path,
                                                   session_factory: SessionFactory,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+                                                  moved_on: str) -> None:
     """The try moved on between the watchdog's read and its compare-and-set."""
     _settings, dag, run_id = setup(db_url, tmp_path, session_factory, markers)
     make_zombie(session_factory, run_id, "t", try_number=1, max_tries=1)
-    monkeypatch.setattr(watchdog, "compare_and_set_state", lambda *a, **k: False)
-    assert run_watchdog(session_factory, dag) == 0
+    with session_scope(session_factory) as session:
+        [(ti, job)] = watchdog.zombie_candidates(session, now=utcnow(), threshold=300)
+    if moved_on == "finished":  # its supervisor recorded the end after all
+        with session_scope(session_factory) as session:
+            session.execute(update(TaskInstance).where(TaskInstance.task_id == "t")
+                            .values(state=TI.SUCCESS.value))
+    else:  # cleared, and the next try runs under another supervisor
+        make_zombie(session_factory, run_id, "t", try_number=2, max_tries=1)
+    with session_scope(session_factory) as session:
+        assert not watchdog.fail_zombie(session, ti, job, {dag.dag_id: dag}, now=utcnow(),
+                                        threshold=300, metrics=LogMetrics())
     assert requests(session_factory) == []
+    with session_scope(session_factory) as session:
+        after = session.scalars(select(TaskInstance).where(TaskInstance.task_id == "t")).one()
+        assert (after.state, after.try_number) == (
+            (TI.SUCCESS, 1) if moved_on == "finished" else (TI.RUNNING, 2))
 
 
 @pytest.mark.parametrize("outcome", ["success", "failed"])
