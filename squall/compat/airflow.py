@@ -45,6 +45,7 @@ __all__ = [
     "AirflowCompatError",
     "AirflowCompatFinder",
     "days_ago",
+    "days_ago_from",
     "install",
     "is_installed",
     "supported_summary",
@@ -123,10 +124,6 @@ _ROOT: Final = "airflow"
 # --------------------------------------------------------------------------- airflow.utils.dates
 
 
-def _utcnow() -> pendulum.DateTime:
-    return pendulum.now("UTC")
-
-
 def days_ago(
     n: int, hour: int = 0, minute: int = 0, second: int = 0, microsecond: int = 0
 ) -> pendulum.DateTime:
@@ -134,7 +131,16 @@ def days_ago(
 
     Airflow 2's ``airflow.utils.dates.days_ago``; the result is an aware UTC datetime.
     """
-    today = _utcnow().replace(hour=hour, minute=minute, second=second, microsecond=microsecond)
+    return days_ago_from(pendulum.now("UTC"), n, hour=hour, minute=minute, second=second,
+                         microsecond=microsecond)
+
+
+def days_ago_from(
+    now: pendulum.DateTime, n: int, hour: int = 0, minute: int = 0, second: int = 0,
+    microsecond: int = 0,
+) -> pendulum.DateTime:
+    """:func:`days_ago` counted from ``now`` (a UTC time) instead of the current time."""
+    today = now.replace(hour=hour, minute=minute, second=second, microsecond=microsecond)
     return today - timedelta(days=n)
 
 

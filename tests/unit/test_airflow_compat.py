@@ -392,11 +392,11 @@ def test_bare_airflow_directory_is_not_a_real_airflow(
 # --------------------------------------------------------------------------- days_ago
 
 
-def test_days_ago(installed: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow.utils.dates import days_ago
-
+def test_days_ago() -> None:
     now = pendulum.datetime(2024, 3, 1, 15, 42, 7, 123456, tz="UTC")
-    monkeypatch.setattr(compat, "_utcnow", lambda: now)
+
+    def days_ago(n: int, **kwargs: int) -> pendulum.DateTime:
+        return compat.days_ago_from(now, n, **kwargs)
 
     assert days_ago(0) == pendulum.datetime(2024, 3, 1, tz="UTC")
     # across a month end in a leap year
