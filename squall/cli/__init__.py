@@ -12,6 +12,7 @@ from squall.cli import (
     config_cmds,
     dags_cmds,
     db_cmds,
+    pools_cmds,
     runs_cmds,
     scheduler_cmds,
     standalone_cmds,
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs_cmds.register(sub)
     scheduler_cmds.register(sub)
     config_cmds.register(sub)
+    pools_cmds.register(sub)
     standalone_cmds.register(sub)
     p = sub.add_parser("version", help="print Squall's version")
     p.set_defaults(func=_print_version)

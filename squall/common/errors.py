@@ -102,6 +102,10 @@ class AirflowCompatError(SquallError):
     """The Airflow compatibility layer cannot be installed (a real Airflow is importable)."""
 
 
+class PoolError(SquallError):
+    """A pool cannot be created, changed, found or deleted as asked; the message says why."""
+
+
 class CliError(SquallError):
     """A command cannot go on; the message is printed and the exit code is 1."""
 
