@@ -20,7 +20,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from squall.common.errors import PoolError
-from squall.common.models import DEFAULT_POOL, Pool, TaskInstance
+from squall.common.models import DEFAULT_POOL, Pool, TaskInstance, clip_reason
 from squall.common.state import TaskInstanceState
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,8 @@ class PoolUsage:
 
 def missing_pool_reason(name: str) -> str:
     """The ``state_reason`` of a SCHEDULED task instance whose pool ``name`` does not exist."""
-    return f"pool {name!r} does not exist; create it with `squall pools set {name} SLOTS`"
+    return clip_reason(
+        f"pool {name!r} does not exist; create it with `squall pools set {name} SLOTS`")
 
 
 def validate_pool(name: Any, slots: Any, description: Any = None) -> tuple[str, int, str | None]:

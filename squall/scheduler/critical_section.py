@@ -6,7 +6,8 @@ those that fit:
 
 * their pool's open slots (``slots`` minus the ``pool_slots`` of its QUEUED and RUNNING task
   instances; a pool with ``slots < 0`` is unlimited; a task instance whose pool does not
-  exist stays SCHEDULED and the pool is reported once);
+  exist stays SCHEDULED with a ``state_reason`` saying so, written only when it changes,
+  and the pool is logged once per scheduler until it exists);
 * their DAG's ``max_active_tasks`` (QUEUED + RUNNING task instances of the dag_id);
 * their task's ``max_active_tis_per_dag`` (QUEUED + RUNNING of the dag_id and task_id);
 * ``executor_slots`` (``[core] parallelism`` minus what the executor already has in flight).
@@ -65,6 +66,7 @@ from squall.common.models import (
     utcnow,
 )
 from squall.common.payload import TaskRunCommand, relative_dag_file
+from squall.common.pools import missing_pool_reason
 from squall.common.state import OCCUPYING_STATES, DagRunState, TaskInstanceState
 from squall.scheduler.executor import PublishOutcome, QueuedTask
 from squall.sdk.dag import DAG
@@ -93,6 +95,7 @@ class _Budget:
     starved_pools: set[str] = field(default_factory=set)
     starved_dags: set[str] = field(default_factory=set)
     starved_tasks: set[tuple[str, str]] = field(default_factory=set)
+    missing_pools: set[str] = field(default_factory=set)
 
     def new_filters(self) -> int:
         return len(self.starved_pools) + len(self.starved_dags) + len(self.starved_tasks)
@@ -124,6 +127,9 @@ def queue_scheduled_tis(
     postgres = is_postgres(session)
     warned: MutableSet[str] = warned_pools if warned_pools is not None else set()
     budget = _budget(session, executor_slots=limit, lock_pools=postgres)
+    # a pool created since it was reported is reported again if it goes away again
+    for pool in [p for p in warned if p in budget.pool_open]:
+        warned.discard(pool)
 
     chosen: list[TaskInstance] = []
     chosen_keys: set[TaskInstanceKey] = set()
@@ -142,6 +148,8 @@ def queue_scheduled_tis(
                 or budget.new_filters() == filters_before)
         if done:
             break
+    for pool in sorted(budget.missing_pools):
+        _record_missing_pool(session, pool, now)
     if not chosen:
         return []
 
@@ -263,7 +271,8 @@ def _fits(ti: TaskInstance, dags: Mapping[str, DAG], budget: _Budget,
         if ti.pool not in warned:
             warned.add(ti.pool)
             log.warning("%s: pool %r does not exist; its task instances stay scheduled until "
-                        "it is created", ti.key, ti.pool)
+                        "it is created (squall pools set %s SLOTS)", ti.key, ti.pool, ti.pool)
+        budget.missing_pools.add(ti.pool)
         budget.starved_pools.add(ti.pool)
         return False
     open_slots = budget.pool_open[ti.pool]
@@ -290,6 +299,18 @@ def _fits(ti: TaskInstance, dags: Mapping[str, DAG], budget: _Budget,
     budget.task_active[task_key] = task_active + 1
     budget.executor_slots -= 1
     return True
+
+
+def _record_missing_pool(session: Session, pool: str, now: datetime) -> None:
+    """Give the SCHEDULED task instances of the missing ``pool`` the reason, where they do
+    not have it yet (runs only while a pool is missing; writes no row twice)."""
+    reason = missing_pool_reason(pool)
+    session.execute(
+        update(TaskInstance)
+        .where(TaskInstance.pool == pool, TaskInstance.state == TI.SCHEDULED.value,
+               TaskInstance.state_reason.is_distinct_from(reason))
+        .values(state_reason=reason, updated_at=now)
+        .execution_options(synchronize_session=False))
 
 
 # --------------------------------------------------------------------------- queueing

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, event, select, update
 
+from squall.common import pools
 from squall.common.db import SessionFactory, make_session_factory, session_scope
 from squall.common.models import DagModel, DagRun, Pool, TaskInstance
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
@@ -55,11 +56,12 @@ def add_run(sf: SessionFactory, dag: DAG, day: int = 2, scheduled: bool = True) 
 
 def queue(sf: SessionFactory, slots: int = 100, max_tis: int = 512,
           **kwargs: Any) -> list[QueuedTask]:
+    kwargs.setdefault("now", NOW)
     with session_scope(sf) as session:
         dags = load_serialized_dags(session)
         return queue_scheduled_tis(session, executor_slots=slots, max_tis=max_tis,
                                    job_id=JOB_ID, dags=dags, dags_folder=DAGS_FOLDER,
-                                   examples_folder=None, now=NOW, **kwargs)
+                                   examples_folder=None, **kwargs)
 
 
 def states(sf: SessionFactory, dag_id: str) -> dict[tuple[str, str], TaskInstance]:
@@ -228,6 +230,110 @@ def test_missing_pool_stays_scheduled_warned_once(session_factory: SessionFactor
     assert {t.state for t in states(session_factory, "nopool").values()} == {TI.SCHEDULED}
     add_pool(session_factory, "ghost", 5)
     assert len(queue(session_factory, warned_pools=warned)) == 2
+    assert warned == set()  # reported again should it go away again
+
+
+def test_missing_pool_reason_written_once_and_cleared_when_the_pool_is_created(
+        session_factory: SessionFactory) -> None:
+    dag = make_dag("etlpool", 3, task_kwargs={"pool": "etl"})
+    sync_dags(session_factory, dag)
+    run_id = add_run(session_factory, dag)
+    reason = "pool 'etl' does not exist; create it with `squall pools set etl SLOTS`"
+
+    assert queue(session_factory, slots=1) == []  # even the ones no candidate round reached
+    rows = states(session_factory, "etlpool")
+    assert {(t.state, t.state_reason) for t in rows.values()} == {(TI.SCHEDULED, reason)}
+    written = {k: t.updated_at for k, t in rows.items()}
+    assert queue(session_factory, now=datetime(2024, 2, 2, tzinfo=UTC)) == []
+    # the reason did not change, so nothing was written again
+    assert {k: t.updated_at for k, t in states(session_factory, "etlpool").items()} == written
+
+    # creating the pool (as `squall pools set etl 1` does) clears the reason of all of them
+    with session_scope(session_factory) as session:
+        assert pools.set_pool(session, "etl", 1) is True
+    assert {t.state_reason for t in states(session_factory, "etlpool").values()} == {None}
+    [first] = queue(session_factory)
+    rows = states(session_factory, "etlpool")
+    assert rows[(run_id, first.key.task_id)].state == TI.QUEUED
+    assert rows[(run_id, first.key.task_id)].state_reason is None
+    waiting = [t for t in rows.values() if t.state == TI.SCHEDULED]
+    assert len(waiting) == 2 and {t.state_reason for t in waiting} == {None}
+
+    # deleted again: the waiting ones get the reason back, the queued one keeps going
+    with session_scope(session_factory) as session:
+        pools.delete_pool(session, "etl")
+    assert queue(session_factory) == []
+    rows = states(session_factory, "etlpool")
+    assert {t.state_reason for t in rows.values() if t.state == TI.SCHEDULED} == {reason}
+    assert rows[(run_id, first.key.task_id)].state == TI.QUEUED
+
+
+def test_existing_pools_cost_no_reason_write(session_factory: SessionFactory) -> None:
+    dag = make_dag("fine", 2)
+    sync_dags(session_factory, dag)
+    add_run(session_factory, dag)
+    with session_scope(session_factory) as session:
+        session.execute(update(Pool).where(Pool.pool == "default_pool").values(slots=1))
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    engine = session_factory.kw["bind"]
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert len(queue(session_factory)) == 1
+        first, statements[:] = list(statements), []
+        assert queue(session_factory) == []  # the pool is full now
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+    def updates(done: list[str]) -> list[str]:
+        return [s for s in done if s.lstrip().upper().startswith("UPDATE")]
+
+    assert len(updates(first)) == 1, first  # the move to QUEUED, nothing else
+    assert updates(statements) == [], statements
+    assert {t.state_reason for t in states(session_factory, "fine").values()} == {None}
+
+
+def _occupying(sf: SessionFactory, pool: str) -> int:
+    with session_scope(sf) as session:
+        return len(session.scalars(select(TaskInstance).where(
+            TaskInstance.pool == pool,
+            TaskInstance.state.in_([TI.QUEUED.value, TI.RUNNING.value]))).all())
+
+
+def test_a_one_slot_pool_never_has_two_task_instances_queued_or_running(
+        session_factory: SessionFactory) -> None:
+    add_pool(session_factory, "single", 1)
+    dag = make_dag("one_at_a_time", 4, max_active_tasks=100,
+                   task_kwargs={"pool": "single"})
+    other = make_dag("elsewhere", 2, max_active_tasks=100)
+    sync_dags(session_factory, dag, other)
+    add_run(session_factory, dag, day=2)
+    add_run(session_factory, dag, day=3)
+    add_run(session_factory, other)
+    done: list[str] = []
+    rounds = 0
+    while len(done) < 8:
+        rounds += 1
+        assert rounds <= 20, done
+        queued = [t for t in queue(session_factory, slots=10) if t.key.dag_id == dag.dag_id]
+        assert len(queued) <= 1
+        assert _occupying(session_factory, "single") <= 1
+        for task in queued:  # it starts; the next critical section runs while it runs
+            with session_scope(session_factory) as session:
+                session.execute(update(TaskInstance).where(
+                    TaskInstance.external_executor_id == task.external_executor_id
+                ).values(state=TI.RUNNING.value))
+            assert queue(session_factory, slots=10) == []
+            assert _occupying(session_factory, "single") == 1
+            with session_scope(session_factory) as session:
+                session.execute(update(TaskInstance).where(
+                    TaskInstance.external_executor_id == task.external_executor_id
+                ).values(state=TI.SUCCESS.value))
+            done.append(f"{task.key.run_id}/{task.key.task_id}")
+    assert len(set(done)) == 8
 
 
 def test_max_active_tasks(session_factory: SessionFactory) -> None:
