@@ -99,8 +99,11 @@ LEAF_SUCCESS_STATES: frozenset[TaskInstanceState] = frozenset({TI.SUCCESS, TI.SK
 #: What ``depends_on_past`` accepts of the previous run's task instance (and its downstreams).
 PAST_OK_STATES: frozenset[TaskInstanceState] = frozenset({TI.SUCCESS, TI.SKIPPED})
 #: The states whose changes can make a new decision on a run possible (the scheduler's own
-#: moves, none -> scheduled -> queued, and a worker's queued -> running cannot).
-SIGNATURE_STATES: frozenset[TaskInstanceState] = FINISHED_STATES | RETRY_WAIT_STATES
+#: moves, none -> scheduled -> queued, and a worker's queued -> running cannot; a cleared
+#: running try's restarting -> none can).
+SIGNATURE_STATES: frozenset[TaskInstanceState] = (
+    FINISHED_STATES | RETRY_WAIT_STATES | {TI.RESTARTING}
+)
 #: What ``squall tasks set-state`` may set, in the order its ``--state`` choices list them.
 SETTABLE_STATES: tuple[TaskInstanceState, ...] = (TI.FAILED, TI.SUCCESS, TI.SKIPPED)
 

@@ -81,6 +81,7 @@ from squall.scheduler.dag_runs import (
 from squall.scheduler.executor import EventKind, ExecutorEvent, PublishOutcome, QueuedTask
 from squall.scheduler.watchdog import (
     adopt_orphans,
+    end_stale_restarting,
     fail_stuck_queued,
     fail_zombies,
     reset_adopted,
@@ -476,6 +477,7 @@ class SchedulerJob:
             stats.zombies += fail_zombies(session, dags, now=now,
                                           threshold=sched.zombie_threshold,
                                           metrics=self._metrics)
+            end_stale_restarting(session, now=now, threshold=sched.zombie_threshold)
             revoke = fail_stuck_queued(session, dags, now=now,
                                        timeout=sched.task_queued_timeout,
                                        metrics=self._metrics)

@@ -8,6 +8,10 @@ cleared) is never touched:
   heartbeated for ``[scheduler] zombie_threshold`` seconds, or whose job row is gone or no
   longer running, become UP_FOR_RETRY or FAILED (CAS on RUNNING, try number and job id;
   :func:`fail_zombie` for one candidate of :func:`zombie_candidates`).
+* :func:`end_stale_restarting`: RESTARTING task instances (a running try stopped by
+  ``squall tasks clear``) whose supervisor is gone, ended or has not heartbeated for
+  ``[scheduler] zombie_threshold`` seconds go to ``none`` (the supervisor usually does this
+  itself once the try's processes are gone), so none stays RESTARTING.
 * :func:`fail_stuck_queued`: QUEUED for longer than ``[scheduler] task_queued_timeout``
   (by ``queued_dttm``) become UP_FOR_RETRY or FAILED (CAS on QUEUED, try number and Celery
   task id); the caller revokes their Celery tasks, best effort.
@@ -49,6 +53,7 @@ from squall.common.models import Job, TaskInstance, TaskInstanceKey, compare_and
 from squall.common.state import ADOPTABLE_STATES, JobState, TaskInstanceState
 from squall.execution.callbacks import request_task_callback
 from squall.execution.outcome import RetryPolicy
+from squall.execution.restart import REASON_RESTARTED, end_restart
 from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
@@ -133,6 +138,31 @@ def fail_zombie(session: Session, ti: TaskInstance, job: Job | None, dags: Mappi
                 new_state.value)
     _request_callback(session, ti, new_state, reason, dags, now)
     return True
+
+
+def end_stale_restarting(session: Session, *, now: datetime, threshold: float) -> int:
+    """Move RESTARTING task instances whose supervisor job is gone, ended or stale (older
+    than ``threshold`` seconds), or that have none, to ``none`` (compare-and-set on
+    RESTARTING, try number and job id); how many."""
+    limit = now - timedelta(seconds=threshold)
+    rows = session.execute(
+        select(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id,
+               TaskInstance.try_number, TaskInstance.job_id, Job.id.label("found"))
+        .outerjoin(Job, Job.id == TaskInstance.job_id)
+        .where(TaskInstance.state == TI.RESTARTING.value,
+               or_(Job.id.is_(None), Job.state != JobState.RUNNING.value,
+                   Job.latest_heartbeat.is_(None), Job.latest_heartbeat < limit))
+        .order_by(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id)
+    ).all()
+    moved = 0
+    for row in rows:
+        key = TaskInstanceKey(row.dag_id, row.task_id, row.run_id)
+        why = ("no supervisor" if row.job_id is None
+               else f"job {row.job_id} is gone" if row.found is None
+               else f"job {row.job_id} ended or has not heartbeated for {threshold:g} s")
+        moved += end_restart(session, key, try_number=row.try_number, job_id=row.job_id,
+                             now=now, reason=f"{REASON_RESTARTED} ({why})")
+    return moved
 
 
 def fail_stuck_queued(session: Session, dags: Mapping[str, DAG], *, now: datetime,

@@ -17,7 +17,9 @@ and reads its run; the task process gets that as its go-ahead. A lost compare-an
 duplicate delivery, a cleared or finished task instance) leaves nothing behind, and the
 waiting task process is killed. While the task runs the supervisor heartbeats every
 ``[scheduler] job_heartbeat_sec`` and kills the task process's group when the row stops
-being RUNNING under this job and try. The task process sends its outcome; the supervisor
+being RUNNING under this job and try (a try cleared by ``squall tasks clear`` is
+RESTARTING: once every process of it is gone the supervisor moves the row to ``none``, for
+its next try). The task process sends its outcome; the supervisor
 writes it by compare-and-set from RUNNING, with the job row's end, in one transaction, and
 answers whether it won (callbacks run in the task process after that). A task process that
 exits without an outcome, and a SIGTERM to the supervisor, end the try as failed (or
@@ -165,6 +167,8 @@ class LocalTaskJob:
             return self._run()
         finally:
             self._end_leftovers(before)
+            # a try stopped by `squall tasks clear` runs again once its processes are gone
+            self.writes.end_restart()
             self._restore_signal_handlers()
 
     def _end_leftovers(self, before: set[int]) -> None:

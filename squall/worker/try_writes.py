@@ -3,7 +3,8 @@
 :class:`TryWrites` is what the supervisor (ADR 9) writes and reads for its try: the start
 transaction (the ``job`` row, QUEUED -> RUNNING by compare-and-set on state, try number and
 Celery task id, the task's XComs cleared, the run and ``max_tries`` read for the
-go-ahead), the heartbeat with its read of the row, the pid of a task process in a new
+go-ahead), the heartbeat with its read of the row, the end of a try stopped by ``squall tasks
+clear`` (RESTARTING -> ``none``), the pid of a task process in a new
 interpreter, the outcome its forked task process sends (a compare-and-set from RUNNING, in
 one transaction with the job row's end), a failure it records itself (with a callback
 request for the DAG processor) and the job row's end. :func:`record_failure` records a
@@ -46,6 +47,7 @@ from squall.common.settings import Settings
 from squall.common.state import JobState, TaskInstanceState
 from squall.dag_processing.sync import load_serialized_dags
 from squall.execution.callbacks import request_task_callback, task_kind
+from squall.execution.restart import end_restart
 from squall.execution.runner import (
     OutcomeKind,
     OutcomeRecord,
@@ -283,6 +285,21 @@ class TryWrites:
         except SQLAlchemyError as exc:
             log.error("TaskInstance %s: job %s not marked %s: %s", self.key, self.job_id,
                       state.value, exc)
+
+    def end_restart(self) -> bool:
+        """When ``squall tasks clear`` stopped this try (the row is RESTARTING at this try
+        and job), move it to ``none`` for its next try, once the try's processes are gone; a
+        failure is logged (the scheduler's watchdog moves it on later). Whether it did."""
+        if self.job_id is None:
+            return False
+        try:
+            with session_scope(self._factory) as session:
+                return end_restart(session, self.key, try_number=self.try_number,
+                                   job_id=self.job_id, now=utcnow())
+        except SQLAlchemyError as exc:
+            log.error("TaskInstance %s: try %d: restarting -> none not written (the "
+                      "scheduler's watchdog will): %s", self.key, self.try_number, exc)
+            return False
 
     def _finish_job_with(self, session: Session, _state: TaskInstanceState) -> None:
         now = utcnow()
