@@ -123,8 +123,9 @@ class RunDecisionMemo:
     A run's signature is, per state that can unblock something (finished, up_for_retry,
     up_for_reschedule), how many of its task instances are in it and their latest
     ``updated_at``: one grouped query for all running runs. A run is decided when its
-    signature or its DAG's version changed, when a retry or reschedule wait is over, and
-    at least every :data:`REDECIDE_AFTER_SECONDS`.
+    signature or its DAG's version changed, when a retry or reschedule wait is over, when
+    its ``last_scheduling_decision`` is NULL (a finished run set back to running), and at
+    least every :data:`REDECIDE_AFTER_SECONDS`.
     """
 
     def __init__(self, redecide_after: float = REDECIDE_AFTER_SECONDS) -> None:
@@ -165,7 +166,9 @@ class RunDecisionMemo:
         for run_id, dag_id, last in runs:
             alive.add(run_id)
             seen = self._seen.get(run_id)
-            if (seen is None or run_id in retry_due
+            # no last decision: never decided, or handed back (a finished run reopened
+            # by squall.scheduler.mark): decide it whatever the memo says
+            if (seen is None or last is None or run_id in retry_due
                     or seen[0] != frozenset(groups.get(run_id, ()))
                     or seen[1] != cache.hash_of(dag_id)
                     or (now - seen[2]).total_seconds() >= self.redecide_after):
