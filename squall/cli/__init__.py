@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from squall.cli import (
     celery_cmds,
+    clear_cmds,
     config_cmds,
     dags_cmds,
     db_cmds,
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker_cmds.register(sub)
     celery_cmds.register(sub)
     runs_cmds.register(sub)
+    clear_cmds.register(sub)
     scheduler_cmds.register(sub)
     config_cmds.register(sub)
     pools_cmds.register(sub)

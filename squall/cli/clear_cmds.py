@@ -1,0 +1,127 @@
+"""``squall tasks clear``: clear task instances so that they run again (Airflow 2's
+``airflow tasks clear``).
+
+The selection and the database work are :mod:`squall.scheduler.clear`'s; this module
+parses the options, shows what will be cleared and asks before clearing it (unless
+``-y``; with no terminal to ask on, ``-y`` is required).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from typing import Any
+
+from squall.cli.common import CliContext, CliError, print_rows
+from squall.cli.dags_cmds import _parse_date
+from squall.cli.runs_cmds import _subcommands
+from squall.common.db import session_scope
+from squall.common.models import DagModel, utcnow
+from squall.common.state import TaskInstanceState
+from squall.dag_processing.sync import load_serialized_dags
+from squall.scheduler.clear import (
+    ONLY_FAILED_STATES,
+    ONLY_RUNNING_STATES,
+    clear_task_instances,
+    select_task_instances,
+)
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["dag_id", "run_id", "task_id", "state", "try_number"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``clear`` to ``tasks`` (registered before this)."""
+    p = _subcommands(sub, "tasks").add_parser(
+        "clear", help="clear task instances so that they run again",
+        description="Clears the selected task instances of DAG_ID: a finished one (or one "
+        "waiting for a retry, scheduled or queued) goes back to none with its retries "
+        "granted again (max_tries = try number + retries); a running try is stopped (state "
+        "restarting: its supervisor kills every process of it at its next heartbeat) and "
+        "then runs again as the next try. Their reschedule records are deleted and their "
+        "finished DAG runs are queued again, so the scheduler runs them. The selection is "
+        "listed and confirmed first (unless -y).")
+    p.add_argument("dag_id")
+    p.add_argument("-t", "--task-regex",
+                   help="only the tasks whose id matches this regular expression (search)")
+    p.add_argument("-s", "--start-date", help="only runs with a logical date from this one")
+    p.add_argument("-e", "--end-date", help="only runs with a logical date up to this one")
+    p.add_argument("--run-id", help="only this run")
+    p.add_argument("-u", "--upstream", action="store_true",
+                   help="also the tasks upstream of the matched ones")
+    p.add_argument("-d", "--downstream", action="store_true",
+                   help="also the tasks downstream of the matched ones")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("-f", "--only-failed", action="store_true",
+                      help="only failed and upstream_failed task instances")
+    only.add_argument("-r", "--only-running", action="store_true",
+                      help="only running task instances")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list what would be cleared and change nothing")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=clear)
+
+
+def clear(ctx: CliContext, args: argparse.Namespace) -> int:
+    tz = ctx.settings.core.default_timezone
+    start = _parse_date(args.start_date, tz)
+    end = _parse_date(args.end_date, tz)
+    if args.task_regex:
+        try:
+            re.compile(args.task_regex)
+        except re.error as exc:
+            raise CliError(f"--task-regex {args.task_regex!r}: {exc}") from None
+    states = (ONLY_FAILED_STATES if args.only_failed
+              else ONLY_RUNNING_STATES if args.only_running else None)
+    factory = ctx.session_factory()
+    with session_scope(factory) as session:
+        if session.get(DagModel, args.dag_id) is None:
+            raise CliError(f"DAG {args.dag_id!r} not found (see `squall dags list`)")
+        dag = load_serialized_dags(session, [args.dag_id]).get(args.dag_id)
+        if dag is None:
+            raise CliError(f"DAG {args.dag_id!r} has no usable serialized DAG yet (the "
+                           "scheduler's DAG processor writes it; see `squall dags "
+                           "list-import-errors`)")
+        tis = select_task_instances(session, dag, task_regex=args.task_regex,
+                                    upstream=args.upstream, downstream=args.downstream,
+                                    start=start, end=end, run_id=args.run_id, states=states)
+    if not tis:
+        print("No task instances to clear")
+        return 0
+    rows: list[dict[str, Any]] = [
+        {"dag_id": t.dag_id, "run_id": t.run_id, "task_id": t.task_id, "state": t.state,
+         "try_number": t.try_number} for t in tis]
+    print_rows(rows, COLUMNS, "table")
+    if args.dry_run:
+        print(f"Dry run: {len(tis)} task instance(s) would be cleared; nothing changed")
+        return 0
+    if not args.yes:
+        _confirm(len(tis))
+    # no transaction is held while asking; each row is cleared only if it is still as
+    # listed (compare-and-set), else reported
+    with session_scope(factory) as session:
+        result = clear_task_instances(session, tis, dag, utcnow())
+    stopped = sum(c.new_state == TaskInstanceState.RESTARTING for c in result.cleared)
+    note = (f" ({stopped} running: stopped at their supervisor's next heartbeat, then run "
+            "again)" if stopped else "")
+    print(f"Cleared {len(result.cleared)} task instance(s){note}")
+    if result.reactivated_runs:
+        print(f"Queued again {len(result.reactivated_runs)} finished DAG run(s): "
+              + ", ".join(run_id for _, run_id in result.reactivated_runs))
+    if result.changed:
+        print(f"Left alone {len(result.changed)} task instance(s) that changed meanwhile: "
+              + ", ".join(str(k) for k in result.changed), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _confirm(count: int) -> None:
+    if not sys.stdin.isatty():
+        raise CliError("no terminal to confirm on: pass -y to clear without asking "
+                       "(or --dry-run to only list)")
+    answer = input(f"Clear these {count} task instance(s)? [y/N] ")
+    if answer.strip().lower() not in ("y", "yes"):
+        raise CliError("cancelled; nothing cleared")
