@@ -11,6 +11,8 @@ import json
 import logging
 from pathlib import Path
 
+from sqlalchemy.exc import IntegrityError
+
 from squall.cli.common import CliContext, CliError, add_output_flag, print_rows
 from squall.common import pools
 from squall.common.db import session_scope
@@ -101,6 +103,9 @@ def set_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
             notify_scheduler(session, f"pool {args.name}")
     except PoolError as exc:
         raise CliError(str(exc)) from None
+    except IntegrityError:
+        raise CliError(f"pool {args.name!r} was created by someone else meanwhile; look "
+                       "again (`squall pools get`) and retry") from None
     _print_pools(ctx, [args.name], args.output)
     return 0
 
@@ -130,6 +135,9 @@ def import_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
             notify_scheduler(session, "pools imported")
     except PoolError as exc:
         raise CliError(f"{path}: {exc}; nothing was imported") from None
+    except IntegrityError:
+        raise CliError(f"{path}: a pool of it was created by someone else meanwhile; "
+                       "nothing was imported, retry") from None
     if args.output == "json":
         _print_pools(ctx, names, args.output)
     else:

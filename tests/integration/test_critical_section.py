@@ -472,3 +472,18 @@ def test_concurrent_transactions_share_pool_limits(pg_engine: Engine) -> None:
     one, two = _race(make_session_factory(engine), slots=10)
     assert len(one) + len(two) == 5
     assert not {t.key for t in one} & {t.key for t in two}
+
+
+@pytest.mark.postgres
+def test_two_schedulers_never_put_two_in_a_one_slot_pool(pg_engine: Engine) -> None:
+    session_factory = make_session_factory(pg_engine)
+    add_pool(session_factory, "single", 1)
+    dag = make_dag("singlerace", 6, max_active_tasks=100, task_kwargs={"pool": "single"})
+    sync_dags(session_factory, dag)
+    add_run(session_factory, dag)
+    for _ in range(3):
+        one, two = _race(make_session_factory(pg_engine), slots=10)
+        assert len(one) + len(two) == 1
+        assert _occupying(session_factory, "single") == 1
+        set_state(session_factory, "singlerace",
+                  [t.key.task_id for t in (*one, *two)], TI.SUCCESS)
