@@ -1,5 +1,5 @@
 """DAG run and task instance commands: ``squall dags trigger | state | list-runs`` and
-``squall tasks state | states-for-dag-run``.
+``squall tasks state | set-state | states-for-dag-run``.
 
 They work from the database (the serialized DAG, the ``dag_run`` and ``task_instance``
 rows); only ``dags trigger`` of a DAG the database does not know yet parses the DAG folder
@@ -20,11 +20,12 @@ from sqlalchemy.orm import Session
 from squall.cli.common import CliContext, CliError, add_output_flag, print_rows
 from squall.cli.dags_cmds import _bag, _parse_conf, _parse_date
 from squall.common.db import session_scope
-from squall.common.errors import DagRunAlreadyExists
-from squall.common.models import DagModel, DagRun, TaskInstance, compare_and_set_state, utcnow
+from squall.common.errors import DagRunAlreadyExists, TaskNotFound
+from squall.common.models import DagModel, DagRun, TaskInstance, utcnow
 from squall.common.state import SETTABLE_STATES, DagRunState, DagRunType, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.sync import load_serialized_dags, sync_to_db
+from squall.scheduler.mark import apply_marks, select_marks
 from squall.scheduler.run_creation import create_dag_run
 
 log = logging.getLogger(__name__)
@@ -80,15 +81,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=task_state)
 
     p = tsub.add_parser(
-        "set-state", help="mark a task instance failed, success or skipped",
-        description="Sets the task instance's state by compare-and-set (it fails if the row "
-        "changes meanwhile). A running try's supervisor sees the change at its next "
-        "heartbeat and kills the task process; the scheduler then goes on with the run as "
-        "if the task had ended that way.")
+        "set-state", help="mark a task instance (and its relatives) failed, success or "
+        "skipped",
+        description="Sets the task instance's state, and with --upstream / --downstream "
+        "that of its upstream / downstream tasks (transitively) in the run, with --past / "
+        "--future also in the DAG's runs with an earlier / later logical date (Airflow's "
+        "mark success / failed). Task instances already in that state are left out. Each "
+        "is changed by compare-and-set from the state it was listed in; one that changed "
+        "meanwhile is reported and left alone (exit status 1). A running try's supervisor "
+        "sees the change at its next heartbeat and kills the task process. A finished DAG "
+        "run with a changed task instance is set back to running and the scheduler decides "
+        "it again (a failed run whose failed leaf is marked success succeeds). More than "
+        "one task instance is listed and confirmed first (unless -y).")
     p.add_argument("dag_id")
     p.add_argument("task_id")
     p.add_argument("run_id")
     p.add_argument("--state", required=True, choices=[s.value for s in SETTABLE_STATES])
+    p.add_argument("-u", "--upstream", action="store_true",
+                   help="also the task's upstream tasks, transitively")
+    p.add_argument("-d", "--downstream", action="store_true",
+                   help="also the task's downstream tasks, transitively")
+    p.add_argument("--future", action="store_true",
+                   help="also in the DAG's runs with a later logical date")
+    p.add_argument("--past", action="store_true",
+                   help="also in the DAG's runs with an earlier logical date")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list what would change; change nothing")
+    p.add_argument("-y", "--yes", action="store_true",
+                   help="do not ask for confirmation (needed without a terminal when more "
+                   "than one task instance changes)")
     p.set_defaults(func=set_task_state)
 
     p = tsub.add_parser("states-for-dag-run",
@@ -224,32 +245,80 @@ def task_state(ctx: CliContext, args: argparse.Namespace) -> int:
 
 def set_task_state(ctx: CliContext, args: argparse.Namespace) -> int:
     new = TaskInstanceState(args.state)
-    with session_scope(ctx.session_factory()) as session:
+    factory = ctx.session_factory()
+    with session_scope(factory) as session:
         _get_run(session, args.dag_id, args.run_id)
-        ti = session.get(TaskInstance, (args.dag_id, args.task_id, args.run_id))
-        if ti is None:
+        if session.get(TaskInstance, (args.dag_id, args.task_id, args.run_id)) is None:
             raise CliError(f"DagRun {args.dag_id} {args.run_id} has no task {args.task_id!r} "
                            f"(see `squall tasks states-for-dag-run {args.dag_id} "
                            f"{args.run_id}`)")
-        old = TaskInstanceState(ti.state)
-        key = ti.key
-        if old == new:
-            print(f"TaskInstance {key}: already {new.value}")
-            return 0
-        now = utcnow()
-        values: dict[str, Any] = {"end_date": now,
-                                  "state_reason": f"set to {new.value} by `squall tasks "
-                                                  "set-state`"}
-        if ti.start_date is None:
-            values["start_date"] = now
-        if not compare_and_set_state(session, key, expected=old, try_number=ti.try_number,
-                                     new_state=new, **values):
-            raise CliError(f"TaskInstance {key} changed meanwhile; look again and retry")
-        notify_scheduler(session, str(key))
-    note = (" (the running try is killed at its supervisor's next heartbeat)"
-            if old == TaskInstanceState.RUNNING else "")
-    print(f"TaskInstance {key}: {old.value} -> {new.value}{note}")
-    return 0
+        known = bool(load_serialized_dags(session, [args.dag_id]))
+    if not known:  # e.g. its runs were made by `squall dags test`
+        log.info("DAG %s is not in the database yet: parsing the DAG folder", args.dag_id)
+        _parse_and_add(ctx)
+    with session_scope(factory) as session:
+        dag = load_serialized_dags(session, [args.dag_id]).get(args.dag_id)
+        if dag is None:
+            raise CliError(f"DAG {args.dag_id!r} has no usable serialized DAG in the database "
+                           "(see `squall dags list-import-errors`)")
+        try:
+            selection = select_marks(session, dag, task_id=args.task_id, run_id=args.run_id,
+                                     state=new, upstream=args.upstream,
+                                     downstream=args.downstream, past=args.past,
+                                     future=args.future)
+        except TaskNotFound as exc:
+            raise CliError(f"{exc} (it is no longer in the DAG)") from None
+        paused = bool(session.scalar(select(DagModel.is_paused)
+                                     .where(DagModel.dag_id == args.dag_id)))
+    targets = selection.targets
+    if not targets:
+        what = (f"TaskInstance {args.dag_id}.{args.task_id}[{args.run_id}]: already"
+                if selection.already == 1 else
+                f"Nothing to change: the {selection.already} task instance(s) selected are")
+        print(f"{what} {new.value}")
+        return 0
+    ask = len(targets) > 1 and not args.yes
+    if ask or args.dry_run:
+        print(f"{'Would set' if args.dry_run else 'To set'} to {new.value}:")
+        for t in targets:
+            print(f"  {t.key}: {t.state.value}")
+        if selection.already:
+            print(f"  ({selection.already} more already {new.value})")
+    if args.dry_run:
+        print(f"Dry run: {len(targets)} task instance(s) would be set to {new.value}; "
+              "nothing changed")
+        return 0
+    if ask:
+        _confirm_marks(len(targets), new)
+    # no transaction is held while asking: each row changes only if it is still as listed
+    with session_scope(factory) as session:
+        result = apply_marks(session, selection, now=utcnow(),
+                             reason=f"set to {new.value} by `squall tasks set-state`")
+        if result.changed:
+            notify_scheduler(session, f"{args.dag_id} set-state")
+    for t in result.changed:
+        note = (" (the running try is killed at its supervisor's next heartbeat)"
+                if t.state == TaskInstanceState.RUNNING else "")
+        print(f"TaskInstance {t.key}: {t.state.value} -> {new.value}{note}")
+    for run in result.reopened:
+        note = (f"; DAG {run.dag_id} is paused, so not before it is unpaused" if paused
+                else "")
+        print(f"DagRun {run.dag_id} {run.run_id}: {run.was.value} -> running (the scheduler "
+              f"decides it again{note})")
+    for t in result.lost:
+        print(f"error: TaskInstance {t.key} changed meanwhile (it was {t.state.value} when "
+              "listed); not set: look again and retry", file=sys.stderr)
+    return 1 if result.lost else 0
+
+
+def _confirm_marks(count: int, state: TaskInstanceState) -> None:
+    if not sys.stdin.isatty():
+        raise CliError(f"{count} task instances would change and there is no terminal to "
+                       "confirm on: pass -y to set them without asking (or --dry-run to "
+                       "only list)")
+    answer = input(f"Set these {count} task instances to {state.value}? [y/N] ")
+    if answer.strip().lower() not in ("y", "yes"):
+        raise CliError("cancelled; nothing changed")
 
 
 def states_for_dag_run(ctx: CliContext, args: argparse.Namespace) -> int:
