@@ -609,16 +609,49 @@ def test_a_try_marked_or_cleared_ends_every_process_it_started(
         proc = squall_cli(env, "tasks", "set-state", "w_bash", "t", sent.key.run_id,
                           "--state", "failed")
         assert proc.returncode == 0, proc.stderr
-    else:  # what clearing a running task instance does to its row
-        with session_scope(env.factory) as session:
-            session.execute(update(TaskInstance).where(
-                TaskInstance.dag_id == "w_bash", TaskInstance.run_id == sent.key.run_id)
-                .values(state="none", end_date=None))
+    else:
+        proc = squall_cli(env, "tasks", "clear", "w_bash", "--run-id", sent.key.run_id, "-y")
+        assert proc.returncode == 0, proc.stderr
     assert_all_gone(pids, time.monotonic(), how)
     result = celery_result(env, sent.celery_id, "killed")
     assert result["reason"].startswith("state changed externally to")
     log = task_log_path(env.settings.log_folder, sent.key, 1).read_text()
     assert "Sending SIGTERM to the process group of the bash command" in log  # on_kill ran
+
+
+def test_a_cleared_running_try_is_stopped_and_runs_again_once_as_the_next_try(
+        env: Env, worker: Worker) -> None:
+    sent, _supervisor, pids = running_tree(env, worker)
+    first_job = ti_row(env, sent.key).job_id
+    proc = squall_cli(env, "tasks", "clear", "w_bash", "-t", "^t$", "--run-id",
+                      sent.key.run_id, "-y")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 running: stopped" in proc.stdout
+    assert_all_gone(pids, time.monotonic(), "clear")
+    result = celery_result(env, sent.celery_id, "killed")
+    assert result["reason"] == "state changed externally to restarting"
+    # once its processes are gone the supervisor puts it up for its next try
+    ti = wait_state(env, sent.key, {"none"}, worker)
+    assert (ti.try_number, ti.max_tries) == (1, 1)
+    assert ti.state_reason == "cleared while running: the try was stopped and runs again"
+    assert job_row(env, first_job).end_date is not None
+
+    again = queue_try(env, sent.key)  # what the scheduler does with a task instance in none
+    assert again.try_number == 2
+    ti = wait_state(env, sent.key, {"running"}, worker)
+    assert ti.try_number == 2 and ti.job_id != first_job
+    path = env.marks / f"w_bash.{sent.key.run_id}.pids"
+    wait_until(lambda: path.read_text().count("ready") == 2, 30,
+               message="the second try to start its processes")
+    second = [int(line) for line in path.read_text().split() if line != "ready"][4:]
+    proc = squall_cli(env, "tasks", "set-state", "w_bash", "t", sent.key.run_id,
+                      "--state", "failed")
+    assert proc.returncode == 0, proc.stderr
+    assert_all_gone([ti_row(env, sent.key).pid or second[0], *second], time.monotonic(),
+                    "set-state")
+    assert path.read_text().count("ready") == 2  # the new try ran once
+    assert task_log_path(env.settings.log_folder, sent.key, 2).exists()
+    assert ti_row(env, sent.key).try_number == 2
 
 
 def test_sigterm_to_the_supervisor_ends_every_process_of_the_try(
