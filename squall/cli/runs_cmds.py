@@ -91,8 +91,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "meanwhile is reported and left alone (exit status 1). A running try's supervisor "
         "sees the change at its next heartbeat and kills the task process. A finished DAG "
         "run with a changed task instance is set back to running and the scheduler decides "
-        "it again (a failed run whose failed leaf is marked success succeeds). More than "
-        "one task instance is listed and confirmed first (unless -y).")
+        "it again (a failed run whose failed leaf is marked success succeeds). Marked "
+        "success or skipped, the failed and upstream_failed task instances downstream of "
+        "the task are cleared to run again, as Airflow does. More than one task instance "
+        "is listed and confirmed first (unless -y).")
     p.add_argument("dag_id")
     p.add_argument("task_id")
     p.add_argument("run_id")
@@ -270,29 +272,36 @@ def set_task_state(ctx: CliContext, args: argparse.Namespace) -> int:
             raise CliError(f"{exc} (it is no longer in the DAG)") from None
         paused = bool(session.scalar(select(DagModel.is_paused)
                                      .where(DagModel.dag_id == args.dag_id)))
-    targets = selection.targets
-    if not targets:
+    targets, to_clear = selection.targets, selection.to_clear
+    if not targets and not to_clear:
         what = (f"TaskInstance {args.dag_id}.{args.task_id}[{args.run_id}]: already"
                 if selection.already == 1 else
                 f"Nothing to change: the {selection.already} task instance(s) selected are")
         print(f"{what} {new.value}")
         return 0
-    ask = len(targets) > 1 and not args.yes
+    count = len(targets) + len(to_clear)
+    ask = count > 1 and not args.yes
     if ask or args.dry_run:
-        print(f"{'Would set' if args.dry_run else 'To set'} to {new.value}:")
-        for t in targets:
-            print(f"  {t.key}: {t.state.value}")
+        if targets:
+            print(f"{'Would set' if args.dry_run else 'To set'} to {new.value}:")
+            for t in targets:
+                print(f"  {t.key}: {t.state.value}")
         if selection.already:
             print(f"  ({selection.already} more already {new.value})")
+        if to_clear:
+            print(f"{'Would clear' if args.dry_run else 'To clear'} (failed downstream, "
+                  "to run again):")
+            for ti in to_clear:
+                print(f"  {ti.key}: {ti.state}")
     if args.dry_run:
-        print(f"Dry run: {len(targets)} task instance(s) would be set to {new.value}; "
-              "nothing changed")
+        print(f"Dry run: {len(targets)} task instance(s) would be set to {new.value} and "
+              f"{len(to_clear)} cleared; nothing changed")
         return 0
     if ask:
-        _confirm_marks(len(targets), new)
+        _confirm_marks(count, new)
     # no transaction is held while asking: each row changes only if it is still as listed
     with session_scope(factory) as session:
-        result = apply_marks(session, selection, now=utcnow(),
+        result = apply_marks(session, dag, selection, now=utcnow(),
                              reason=f"set to {new.value} by `squall tasks set-state`")
         if result.changed:
             notify_scheduler(session, f"{args.dag_id} set-state")
@@ -300,23 +309,30 @@ def set_task_state(ctx: CliContext, args: argparse.Namespace) -> int:
         note = (" (the running try is killed at its supervisor's next heartbeat)"
                 if t.state == TaskInstanceState.RUNNING else "")
         print(f"TaskInstance {t.key}: {t.state.value} -> {new.value}{note}")
+    for c in result.cleared.cleared:
+        print(f"TaskInstance {c.key}: {c.old_state.value} -> {c.new_state.value} (cleared "
+              "to run again)")
     for run in result.reopened:
         note = (f"; DAG {run.dag_id} is paused, so not before it is unpaused" if paused
                 else "")
         print(f"DagRun {run.dag_id} {run.run_id}: {run.was.value} -> running (the scheduler "
               f"decides it again{note})")
+    for dag_id, run_id in result.cleared.reactivated_runs:
+        print(f"DagRun {dag_id} {run_id}: queued again (a task instance was cleared)")
     for t in result.lost:
         print(f"error: TaskInstance {t.key} changed meanwhile (it was {t.state.value} when "
               "listed); not set: look again and retry", file=sys.stderr)
-    return 1 if result.lost else 0
+    for key in result.cleared.changed:
+        print(f"error: TaskInstance {key} changed meanwhile; not cleared", file=sys.stderr)
+    return 1 if result.lost or result.cleared.changed else 0
 
 
 def _confirm_marks(count: int, state: TaskInstanceState) -> None:
     if not sys.stdin.isatty():
         raise CliError(f"{count} task instances would change and there is no terminal to "
-                       "confirm on: pass -y to set them without asking (or --dry-run to "
+                       "confirm on: pass -y to change them without asking (or --dry-run to "
                        "only list)")
-    answer = input(f"Set these {count} task instances to {state.value}? [y/N] ")
+    answer = input(f"Change these {count} task instances (marked {state.value})? [y/N] ")
     if answer.strip().lower() not in ("y", "yes"):
         raise CliError("cancelled; nothing changed")
 

@@ -17,6 +17,12 @@
   every leaf is done, and the DAG's run callback is requested by the scheduler as for any
   run that finishes. A cleared ``last_scheduling_decision`` makes every scheduler decide the
   run at its next loop (:class:`squall.scheduler.dag_runs.RunDecisionMemo`).
+* Marked success or skipped, the failed and upstream_failed task instances downstream of
+  the task (in the same runs) are cleared so that they run again, as Airflow's
+  ``DAG.set_task_instance_state`` does after ``set_state``
+  (:func:`squall.scheduler.clear.clear_task_instances`); those just marked are not
+  (Airflow clears them too, and also when marking failed, which only makes the scheduler
+  mark them upstream_failed again).
 
 Nothing here commits: the caller owns the transaction.
 """
@@ -40,10 +46,21 @@ from squall.common.models import (
     clip_reason,
     compare_and_set_state,
 )
-from squall.common.state import DAGRUN_FINISHED_STATES, DagRunState, TaskInstanceState
+from squall.common.state import (
+    DAGRUN_FINISHED_STATES,
+    FAILED_LIKE_STATES,
+    DagRunState,
+    TaskInstanceState,
+)
+from squall.scheduler.clear import ClearResult, clear_task_instances
 from squall.scheduler.dag_shape import DagLike, downstream_map, topological_order
+from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
+
+#: Marked one of these, a task's failed downstream task instances are cleared to run again.
+CLEARS_FAILED_DOWNSTREAM: frozenset[TaskInstanceState] = frozenset(
+    {TaskInstanceState.SUCCESS, TaskInstanceState.SKIPPED})
 
 
 @dataclass(frozen=True)
@@ -66,6 +83,9 @@ class MarkSelection:
     targets: list[MarkTarget] = field(default_factory=list)
     #: how many selected task instances are already in ``state``
     already: int = 0
+    #: failed / upstream_failed task instances downstream of the task, to clear (rows as
+    #: read; see the module docstring)
+    to_clear: list[TaskInstance] = field(default_factory=list)
 
 
 @dataclass
@@ -85,6 +105,8 @@ class MarkResult:
     #: changed meanwhile (not in the state / try they were read in): left alone
     lost: list[MarkTarget] = field(default_factory=list)
     reopened: list[RunReopened] = field(default_factory=list)
+    #: what clearing :attr:`MarkSelection.to_clear` did
+    cleared: ClearResult = field(default_factory=ClearResult)
 
 
 def relatives(dag: DagLike, task_id: str, *, upstream: bool, downstream: bool) -> set[str]:
@@ -146,13 +168,24 @@ def select_marks(session: Session, dag: DagLike, *, task_id: str, run_id: str,
             try_number=try_number, logical_date=dates[rid], started=start is not None))
     selection.targets.sort(key=lambda t: (t.logical_date, order.get(t.key.task_id, -1),
                                           t.key.task_id))
+    if state in CLEARS_FAILED_DOWNSTREAM:
+        marked = {t.key for t in selection.targets}
+        below = relatives(dag, task_id, upstream=False, downstream=True) - {task_id}
+        selection.to_clear = [
+            ti for ti in session.scalars(select(TaskInstance).where(
+                TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id.in_(sorted(dates)),
+                TaskInstance.task_id.in_(sorted(below)),
+                TaskInstance.state.in_(sorted(s.value for s in FAILED_LIKE_STATES))))
+            if ti.key not in marked]
+        selection.to_clear.sort(key=lambda ti: (dates[ti.run_id], order.get(ti.task_id, -1),
+                                                ti.task_id))
     return selection
 
 
-def apply_marks(session: Session, selection: MarkSelection, *, now: datetime,
+def apply_marks(session: Session, dag: DAG, selection: MarkSelection, *, now: datetime,
                 reason: str) -> MarkResult:
-    """Change the selected task instances by compare-and-set, then set the finished runs
-    of those that changed back to running."""
+    """Change the selected task instances by compare-and-set, set the finished runs of
+    those that changed back to running, and clear the failed ones downstream."""
     new = selection.state
     result = MarkResult()
     why = clip_reason(reason)
@@ -171,6 +204,10 @@ def apply_marks(session: Session, selection: MarkSelection, *, now: datetime,
             result.lost.append(target)
     result.reopened = _reopen_runs(session, {(t.key.dag_id, t.key.run_id)
                                              for t in result.changed}, now)
+    if selection.to_clear:
+        result.cleared = clear_task_instances(
+            session, selection.to_clear, dag, now,
+            reason=f"cleared: an upstream task was marked {new.value}")
     return result
 
 

@@ -88,7 +88,7 @@ def mark(sf: SessionFactory, dag: DAG, task_id: str, run_id: str,
     with session_scope(sf) as session:
         sel = select_marks(session, dag, task_id=task_id, run_id=run_id,
                            state=kwargs.pop("state", TI.SUCCESS), **kwargs)
-        return apply_marks(session, sel, now=NOW, reason="marked by a test")
+        return apply_marks(session, dag, sel, now=NOW, reason="marked by a test")
 
 
 def test_relatives_are_transitive() -> None:
@@ -153,7 +153,7 @@ def test_a_lost_compare_and_set_is_reported(session_factory: SessionFactory) -> 
     # the try finishes between the read and the change
     set_states(session_factory, r1, b=TI.SUCCESS)
     with session_scope(session_factory) as session:
-        result = apply_marks(session, sel, now=NOW, reason="marked by a test")
+        result = apply_marks(session, dag, sel, now=NOW, reason="marked by a test")
     assert [t.key.task_id for t in result.lost] == ["b"]
     assert [t.key.task_id for t in result.changed] == ["c"]
     assert states(session_factory, r1)["b"] == "success"
@@ -204,3 +204,38 @@ def test_marking_a_leaf_failed_fails_a_successful_run(session_factory: SessionFa
         schedule_dag_runs(session, cache, now=NOW + timedelta(seconds=1),
                           memo=RunDecisionMemo())
     assert run_state(session_factory, r1) == "failed"
+
+
+def test_marked_success_its_failed_downstream_is_cleared_to_run_again(
+        session_factory: SessionFactory) -> None:
+    dag = make_dag()
+    r1, r2 = store(session_factory, dag, DAY[:2])
+    for run_id in (r1, r2):
+        set_states(session_factory, run_id, a=TI.SUCCESS, b=TI.FAILED, c=TI.UPSTREAM_FAILED,
+                   d=TI.FAILED, x=TI.SUCCESS)
+    cache = SerializedDagCache()
+    with session_scope(session_factory) as session:
+        schedule_dag_runs(session, cache, now=NOW)
+    assert run_state(session_factory, r1) == run_state(session_factory, r2) == "failed"
+
+    # marked failed: nothing is cleared
+    with session_scope(session_factory) as session:
+        assert select_marks(session, dag, task_id="b", run_id=r1,
+                            state=TI.FAILED).to_clear == []
+
+    with session_scope(session_factory) as session:
+        sel = select_marks(session, dag, task_id="b", run_id=r1, state=TI.SUCCESS)
+    assert [ti.task_id for ti in sel.to_clear] == ["c"]  # d is not downstream of b
+    with session_scope(session_factory) as session:
+        result = apply_marks(session, dag, sel, now=NOW, reason="marked by a test")
+    assert [(c.key.task_id, c.new_state) for c in result.cleared.cleared] == [("c", TI.NONE)]
+    assert states(session_factory, r1) == {"a": "success", "b": "success", "c": "none",
+                                           "d": "failed", "x": "success"}
+    assert states(session_factory, r2)["c"] == "upstream_failed"  # another run
+    assert run_state(session_factory, r1) == "running"
+    cache.new_loop()
+    with session_scope(session_factory) as session:
+        stats = schedule_dag_runs(session, cache, now=NOW + timedelta(seconds=1),
+                                  memo=RunDecisionMemo())
+    assert stats.tis_scheduled == 1
+    assert states(session_factory, r1)["c"] == "scheduled"

@@ -86,7 +86,7 @@ def test_relatives_dry_run_and_confirmation(home: Path) -> None:
     proc = at_terminal(home, "n", "tasks", "set-state", "m", "b", "r2", "--state", "success",
                        "--upstream", "--past")
     failed(proc, "cancelled")
-    assert "Set these 4 task instances to success? [y/N]" in proc.stdout
+    assert "Change these 4 task instances (marked success)? [y/N]" in proc.stdout
     assert states(home, "r2") == untouched
     out = ok(at_terminal(home, "y", "tasks", "set-state", "m", "b", "r2", "--state",
                          "success", "--upstream", "--past")).stdout
