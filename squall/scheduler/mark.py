@@ -13,10 +13,9 @@
 * A finished run (success / failed) of which a task instance changed is set back to
   running (``start_date`` now, ``end_date`` and ``last_scheduling_decision`` cleared), as
   Airflow's ``set_dag_run_state_to_running`` does, so that the scheduler decides it again
-  (ADR 15)
-  with its usual rules: a failed run whose failed leaf is marked success succeeds once
-  every leaf is done, and the DAG's run callback is requested by the scheduler as for any
-  run that finishes. A cleared ``last_scheduling_decision`` makes every scheduler decide the
+  with its usual rules (ADR 15): a failed run whose failed leaf is marked success succeeds
+  once every leaf is done, and the DAG's run callback is requested by the scheduler as for
+  any run that finishes. A cleared ``last_scheduling_decision`` makes every scheduler decide the
   run at its next loop (:class:`squall.scheduler.dag_runs.RunDecisionMemo`).
 * Marked success or skipped, the failed and upstream_failed task instances downstream of
   the task (in the same runs) are cleared so that they run again, as Airflow's
