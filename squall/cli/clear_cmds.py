@@ -16,7 +16,7 @@ from typing import Any
 
 from squall.cli.common import CliContext, CliError, print_rows
 from squall.cli.dags_cmds import _parse_date
-from squall.cli.runs_cmds import _subcommands
+from squall.cli.runs_cmds import _parse_and_add, _subcommands
 from squall.common.db import session_scope
 from squall.common.models import DagModel, utcnow
 from squall.common.state import TaskInstanceState
@@ -80,11 +80,15 @@ def clear(ctx: CliContext, args: argparse.Namespace) -> int:
     with session_scope(factory) as session:
         if session.get(DagModel, args.dag_id) is None:
             raise CliError(f"DAG {args.dag_id!r} not found (see `squall dags list`)")
+        known = bool(load_serialized_dags(session, [args.dag_id]))
+    if not known:  # e.g. its runs were made by `squall dags test`
+        log.info("DAG %s is not in the database yet: parsing the DAG folder", args.dag_id)
+        _parse_and_add(ctx)
+    with session_scope(factory) as session:
         dag = load_serialized_dags(session, [args.dag_id]).get(args.dag_id)
         if dag is None:
-            raise CliError(f"DAG {args.dag_id!r} has no usable serialized DAG yet (the "
-                           "scheduler's DAG processor writes it; see `squall dags "
-                           "list-import-errors`)")
+            raise CliError(f"DAG {args.dag_id!r} has no usable serialized DAG in the database "
+                           "(see `squall dags list-import-errors`)")
         tis = select_task_instances(session, dag, task_regex=args.task_regex,
                                     upstream=args.upstream, downstream=args.downstream,
                                     start=start, end=end, run_id=args.run_id, states=states)

@@ -92,3 +92,14 @@ def test_errors(home: Path) -> None:
     assert proc.returncode == 1 and "not found" in proc.stderr
     proc = squall(home, "tasks", "clear", "clr", "-t", "(", "-y")
     assert proc.returncode == 1 and "--task-regex" in proc.stderr
+
+
+def test_runs_of_dags_test_are_cleared_from_the_dag_folder(tmp_path: Path) -> None:
+    (tmp_path / "dags").mkdir()
+    (tmp_path / "dags" / "clr.py").write_text(DAG_FILE)
+    ok(squall(tmp_path, "dags", "test", "clr", "2024-03-01"))
+    [run] = json.loads(ok(squall(tmp_path, "dags", "list-runs", "clr", "-o", "json")))
+    assert {s for s, _ in states(tmp_path, run["run_id"]).values()} == {"success"}
+    out = ok(squall(tmp_path, "tasks", "clear", "clr", "-t", "^c$", "-y"))
+    assert "Cleared 1 task instance(s)" in out
+    assert states(tmp_path, run["run_id"])["c"] == ("none", 1)
