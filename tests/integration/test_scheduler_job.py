@@ -604,7 +604,10 @@ def test_runs_after_a_failure_wait_on_the_past_and_then_go_on_in_order(
     [row] = json.loads(capsys.readouterr().out)
     assert (row["state"], row["reason"]) == ("none", waiting[run2].state_reason)
 
-    set_task_state(ctx, Namespace(dag_id="dop", task_id="t", run_id=run1, state="success"))
+    set_task_state(ctx, Namespace(dag_id="dop", task_id="t", run_id=run1, state="success",
+                                  upstream=False, downstream=False, past=False, future=False,
+                                  dry_run=False, yes=False))
+    assert "DagRun dop" in capsys.readouterr().out  # run 1 is handed back to the scheduler
     loop()
     assert [t.key.run_id for t in fake.published] == [run1, run2]
     worker_ends(run2, TI.SUCCESS)
@@ -612,5 +615,6 @@ def test_runs_after_a_failure_wait_on_the_past_and_then_go_on_in_order(
     assert [t.key.run_id for t in fake.published] == [run1, run2, run3]
     worker_ends(run3, TI.SUCCESS)
     loop()
+    # run 1, decided again once its task instance was marked success, succeeded too
     assert [r.state for r in runs(session_factory, "dop")] == [
-        DagRunState.FAILED, DagRunState.SUCCESS, DagRunState.SUCCESS]
+        DagRunState.SUCCESS, DagRunState.SUCCESS, DagRunState.SUCCESS]
