@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from squall.cli import (
+    backfill_cmds,
     celery_cmds,
     clear_cmds,
     config_cmds,
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker_cmds.register(sub)
     celery_cmds.register(sub)
     runs_cmds.register(sub)
+    backfill_cmds.register(sub)
     clear_cmds.register(sub)
     scheduler_cmds.register(sub)
     config_cmds.register(sub)

@@ -106,6 +106,10 @@ class PoolError(SquallError):
     """A pool cannot be created, changed, found or deleted as asked; the message says why."""
 
 
+class BackfillError(SquallError):
+    """A backfill cannot be planned or created as asked; the message says why."""
+
+
 class CliError(SquallError):
     """A command cannot go on; the message is printed and the exit code is 1."""
 

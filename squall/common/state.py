@@ -43,6 +43,24 @@ class DagRunType(StrEnum):
         return f"{self.value}__{logical_date_iso}"
 
 
+class BackfillState(StrEnum):
+    """A backfill's state: ``queued`` until the scheduler creates its first run, ``running``
+    while it has runs to create or unfinished runs, then ``success`` / ``failed`` (a run
+    failed), or ``cancelled`` by ``squall backfills cancel``."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+BACKFILL_ACTIVE_STATES: frozenset[BackfillState] = frozenset(
+    {BackfillState.QUEUED, BackfillState.RUNNING})
+BACKFILL_FINISHED_STATES: frozenset[BackfillState] = frozenset(
+    {BackfillState.SUCCESS, BackfillState.FAILED, BackfillState.CANCELLED})
+
+
 class JobState(StrEnum):
     RUNNING = "running"
     SUCCESS = "success"

@@ -1,6 +1,7 @@
 """The metadata database's tables, one module a table (``base`` holds the declarative base and
 the UTC column type); every name is re-exported here."""
 
+from squall.common.models.backfill import Backfill
 from squall.common.models.base import Base, UtcDateTime, utcnow
 from squall.common.models.callback_request import CallbackRequest
 from squall.common.models.dag import DagModel
@@ -22,6 +23,7 @@ from squall.common.models.xcom import XCom
 __all__ = [
     "DEFAULT_POOL",
     "MAX_STATE_REASON",
+    "Backfill",
     "Base",
     "CallbackRequest",
     "DagModel",

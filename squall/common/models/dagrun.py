@@ -37,6 +37,8 @@ class DagRun(Base):
     start_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
     end_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_scheduling_decision: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: the backfill that created this run (run_type ``backfill``), else ``None``
+    backfill_id: Mapped[int | None] = mapped_column(Integer, index=True)
     updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=utcnow,
                                                         onupdate=utcnow)
 

@@ -1,0 +1,115 @@
+"""``squall dags backfill`` through the CLI in a subprocess, on an embedded SQLite database
+under SQUALL_HOME."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+DAILY_DAG = '''
+import pendulum
+from squall import DAG, EmptyOperator
+
+with DAG("daily", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+         max_active_runs=3):
+    EmptyOperator(task_id="first", depends_on_past=DEPENDS) >> EmptyOperator(task_id="second")
+'''
+
+
+def squall(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SQUALL")}
+    environ.update({"SQUALL_HOME": str(home), "PYTHONPATH": str(REPO_ROOT)})
+    return subprocess.run([sys.executable, "-m", "squall", *args], env=environ,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def failed(proc: subprocess.CompletedProcess[str], message: str) -> None:
+    assert proc.returncode == 1, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert message in proc.stderr, proc.stderr
+
+
+def rows(home: Path, query: str) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(home / "squall.db")
+    try:
+        return conn.execute(query).fetchall()
+    finally:
+        conn.close()
+
+
+def make_home(tmp_path: Path, *, depends_on_past: bool = False) -> Path:
+    (tmp_path / "dags").mkdir()
+    (tmp_path / "dags" / "daily.py").write_text(
+        DAILY_DAG.replace("DEPENDS", str(depends_on_past)))
+    return tmp_path
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return make_home(tmp_path)
+
+
+def test_dry_run_creates_nothing(home: Path) -> None:
+    ok(squall(home, "dags", "trigger", "daily", "--run-id", "by_hand",
+              "--logical-date", "2024-01-02"))
+    out = ok(squall(home, "dags", "backfill", "daily", "-s", "2024-01-01", "-e",
+                    "2024-01-04", "--dry-run", "-o", "json")).stdout
+    plan = json.loads(out)
+    assert [r["run_id"] for r in plan["runs"]] == [
+        f"backfill__2024-01-0{n}T00:00:00+00:00" for n in (1, 3, 4)]
+    assert plan["runs"][0]["task_ids"] == ["first", "second"]
+    assert [r["run_id"] for r in plan["existing"]] == ["by_hand"]
+
+    table = ok(squall(home, "dags", "backfill", "daily", "-s", "2024-01-01", "-e",
+                      "2024-01-04", "--dry-run")).stdout
+    assert "backfill__2024-01-03" in table and "nothing was created" in table
+    assert "already has run by_hand" in table
+    assert rows(home, "SELECT count(*) FROM backfill") == [(0,)]
+    assert rows(home, "SELECT run_id FROM dag_run") == [("by_hand",)]
+
+
+def test_backfill_row_is_created(home: Path) -> None:
+    out = ok(squall(home, "dags", "backfill", "daily", "-s", "2024-01-01", "-e",
+                    "2024-01-10", "-B", "-c", '{"k": "v"}', "--detach", "-y")).stdout
+    assert "Created backfill 1 of daily: 10 runs" in out
+    assert "at most 3 active" in out  # the DAG's max_active_runs
+    [row] = rows(home, "SELECT id, dag_id, run_backwards, max_active_runs, conf, state, "
+                       "total_runs FROM backfill")
+    assert row[:4] == (1, "daily", 1, 3)
+    assert json.loads(row[4]) == {"k": "v"} and row[5:] == ("queued", 10)
+    assert rows(home, "SELECT count(*) FROM dag_run") == [(0,)]  # the scheduler creates them
+
+    out = ok(squall(home, "dags", "backfill", "daily", "-s", "2024-01-01", "-e",
+                    "2024-01-02", "--max-active-runs", "1", "--detach", "-o", "json")).stdout
+    assert json.loads(out)["backfill_id"] == 2
+    assert rows(home, "SELECT max_active_runs FROM backfill WHERE id = 2") == [(1,)]
+
+
+def test_backfill_errors(tmp_path: Path) -> None:
+    home = make_home(tmp_path, depends_on_past=True)
+    failed(squall(home, "dags", "backfill", "daily", "-s", "2024-01-01", "-e", "2024-01-03",
+                  "-B"), "cannot backfill DAG daily backwards")
+    failed(squall(home, "dags", "backfill", "daily", "-s", "2024-01-05", "-e", "2024-01-03"),
+           "is after the end")
+    failed(squall(home, "dags", "backfill", "ghost", "-s", "2024-01-01", "-e", "2024-01-03"),
+           "DAG 'ghost' not found")
+    failed(squall(home, "dags", "backfill", "daily", "-s", "2024-01-01", "-e", "2024-01-03",
+                  "-c", "[1]"), "must be a JSON object")
+    failed(squall(home, "dags", "backfill", "daily", "-s", "2024-01-01", "-e", "2024-01-03",
+                  "--max-active-runs", "0"), "--max-active-runs must be >= 1")
+    assert rows(home, "SELECT count(*) FROM backfill") == [(0,)]
