@@ -1,10 +1,13 @@
-"""Backfills: planning the runs of a logical date range, and recording the request.
+"""Backfills: planning the runs of a logical date range, recording the request, and the
+scheduler's step that drives it.
 
 :func:`plan_backfill` computes the logical dates of ``[from_date, to_date]`` from the DAG's
 timetable (both ends included, each date a tick of the schedule), leaves out the dates the
 DAG already has a run for (they are reported, never touched) and orders the rest oldest
 first, or newest first for ``run_backwards``. :func:`create_backfill` inserts the
-``backfill`` row (state ``queued``) that the scheduler then drives.
+``backfill`` row (state ``queued``) that the scheduler then drives:
+:func:`drive_backfills`, a step of each scheduler loop, creates each active backfill's next
+runs and ends the backfill when all its runs are finished.
 
 Nothing here commits: the caller owns the transaction.
 """
@@ -21,10 +24,20 @@ import pendulum
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from squall.common.errors import BackfillError
+from squall.common.db import is_postgres
+from squall.common.errors import BackfillError, DagRunAlreadyExists
 from squall.common.models import Backfill, DagRun
-from squall.common.state import BackfillState, DagRunType
+from squall.common.state import (
+    BACKFILL_ACTIVE_STATES,
+    DAGRUN_UNFINISHED_STATES,
+    BackfillState,
+    DagRunState,
+    DagRunType,
+)
+from squall.scheduler.dag_runs import RunStepStats, SerializedDagCache
 from squall.scheduler.dag_shape import DagLike
+from squall.scheduler.run_creation import create_dag_run
+from squall.sdk.operators.base import DEFAULT_QUEUE
 from squall.sdk.timetables import DagRunInfo, DataInterval
 
 log = logging.getLogger(__name__)
@@ -168,3 +181,94 @@ def create_backfill(session: Session, plan: BackfillPlan, *, max_active_runs: in
              plan.to_date.isoformat(), ", backwards" if plan.run_backwards else "",
              max_active_runs)
     return backfill
+
+
+# --------------------------------------------------------------------------- the scheduler
+
+
+#: Most active backfills driven in one loop (oldest first).
+MAX_BACKFILLS_PER_LOOP = 16
+
+
+def drive_backfills(session: Session, cache: SerializedDagCache, *, now: datetime,
+                    default_queue: str = DEFAULT_QUEUE) -> RunStepStats:
+    """The scheduler's backfill step: for each queued or running backfill (locked ``FOR
+    UPDATE SKIP LOCKED`` on PostgreSQL, so two schedulers never drive the same one), create
+    its next runs in plan order while it has fewer than its ``max_active_runs`` unfinished
+    runs, and mark it ``success`` (or ``failed`` when one of its runs failed) once it has
+    nothing left to create and every run of it is finished.
+
+    Backfill runs are created RUNNING (the backfill's ``max_active_runs`` is their
+    admission) with run type ``backfill`` and ``backfill_id``; from then on they are decided,
+    queued and run like any other run, also when their DAG is paused. A date that got a run
+    since the backfill was planned is left alone. The caller commits."""
+    stats = RunStepStats()
+    stmt = (select(Backfill)
+            .where(Backfill.state.in_([s.value for s in BACKFILL_ACTIVE_STATES]))
+            .order_by(Backfill.id).limit(MAX_BACKFILLS_PER_LOOP))
+    if is_postgres(session):
+        stmt = stmt.with_for_update(skip_locked=True)
+    backfills = list(session.scalars(stmt))
+    if not backfills:
+        return stats
+    dags = cache.get_many(session, {b.dag_id for b in backfills})
+    states = _run_states(session, [b.id for b in backfills])
+    for backfill in backfills:
+        dag = dags.get(backfill.dag_id)
+        if dag is None:
+            log.warning("Backfill %s: DAG %s has no usable serialized DAG; waiting",
+                        backfill.id, backfill.dag_id)
+            stats.missing_dags.add(backfill.dag_id)
+            continue
+        run_states = states.get(backfill.id, [])
+        try:
+            plan = plan_backfill(session, dag, backfill.from_date, backfill.to_date,
+                                 run_backwards=backfill.run_backwards)
+        except BackfillError as exc:
+            log.error("Backfill %s of %s: %s; failed", backfill.id, backfill.dag_id, exc)
+            _finish(backfill, BackfillState.FAILED, now)
+            continue
+        unfinished = sum(1 for s in run_states if s in DAGRUN_UNFINISHED_STATES)
+        for planned in plan.runs[:max(0, backfill.max_active_runs - unfinished)]:
+            try:
+                run = create_dag_run(session, dag, run_type=DagRunType.BACKFILL,
+                                     logical_date=planned.logical_date,
+                                     data_interval=planned.data_interval,
+                                     run_id=planned.run_id, conf=backfill.conf,
+                                     state=DagRunState.RUNNING, now=now,
+                                     default_queue=default_queue)
+            except DagRunAlreadyExists as exc:
+                log.info("Backfill %s: run not created: %s", backfill.id, exc)
+                continue
+            run.backfill_id = backfill.id
+            unfinished += 1
+            stats.created += 1
+            stats.started += 1
+            run_states.append(DagRunState.RUNNING.value)
+        if run_states and backfill.state == BackfillState.QUEUED:
+            backfill.state = BackfillState.RUNNING.value
+            log.info("Backfill %s of %s: running", backfill.id, backfill.dag_id)
+        # every date of the range has a run (plan.runs was read before this loop's) and
+        # none of this backfill's is unfinished: it is over
+        if not plan.runs and unfinished == 0:
+            failed = any(s == DagRunState.FAILED.value for s in run_states)
+            _finish(backfill, BackfillState.FAILED if failed else BackfillState.SUCCESS, now)
+    session.flush()
+    return stats
+
+
+def _run_states(session: Session, backfill_ids: list[int]) -> dict[int, list[str]]:
+    """The states of each backfill's runs."""
+    out: dict[int, list[str]] = {}
+    for backfill_id, state in session.execute(
+        select(DagRun.backfill_id, DagRun.state).where(DagRun.backfill_id.in_(backfill_ids))
+    ).all():
+        if backfill_id is not None:
+            out.setdefault(backfill_id, []).append(state)
+    return out
+
+
+def _finish(backfill: Backfill, state: BackfillState, now: datetime) -> None:
+    backfill.state = state.value
+    backfill.completed_at = now
+    log.info("Backfill %s of %s: %s", backfill.id, backfill.dag_id, state.value)

@@ -68,6 +68,7 @@ from squall.common.models import (
 from squall.common.payload import TaskRunCommand, relative_dag_file
 from squall.common.pools import missing_pool_reason
 from squall.common.state import OCCUPYING_STATES, DagRunState, TaskInstanceState
+from squall.scheduler.dag_runs import not_paused_or_backfill
 from squall.scheduler.executor import PublishOutcome, QueuedTask
 from squall.sdk.dag import DAG
 
@@ -238,7 +239,7 @@ def _candidates(session: Session, budget: _Budget, limit: int,
         .join(DagModel, DagModel.dag_id == TaskInstance.dag_id)
         .where(TaskInstance.state == TI.SCHEDULED.value,
                DagRun.state == DagRunState.RUNNING.value,
-               DagModel.is_paused.is_(False))
+               not_paused_or_backfill())
         .order_by(TaskInstance.priority_weight.desc(), DagRun.logical_date,
                   TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id)
         .limit(limit)

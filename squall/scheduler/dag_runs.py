@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import pendulum
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from squall.common.db import is_postgres
@@ -136,12 +136,12 @@ class RunDecisionMemo:
 
     def due(self, session: Session, cache: SerializedDagCache, *, now: datetime,
             limit: int) -> list[int]:
-        """The ids of the running runs (of unpaused DAGs) to decide this loop, least
-        recently decided first, at most ``limit``."""
+        """The ids of the running runs (of unpaused DAGs, or backfill runs) to decide this
+        loop, least recently decided first, at most ``limit``."""
         runs = session.execute(
             select(DagRun.id, DagRun.dag_id, DagRun.last_scheduling_decision)
             .join(DagModel, DagModel.dag_id == DagRun.dag_id)
-            .where(DagRun.state == DagRunState.RUNNING.value, DagModel.is_paused.is_(False))
+            .where(DagRun.state == DagRunState.RUNNING.value, not_paused_or_backfill())
         ).all()
         self.running_runs = len(runs)
         if not runs:
@@ -186,6 +186,12 @@ class RunDecisionMemo:
 
 
 _EPOCH = pendulum.datetime(1970, 1, 1, tz="UTC")
+
+
+def not_paused_or_backfill() -> ColumnElement[bool]:
+    """The run's DAG (``DagModel`` joined) is not paused, or the run is a backfill's: a
+    paused DAG's backfill runs still go on (pausing stops the schedule only)."""
+    return or_(DagModel.is_paused.is_(False), DagRun.run_type == DagRunType.BACKFILL.value)
 
 
 def _aware(value: datetime) -> datetime:
@@ -272,7 +278,8 @@ def schedule_dag_runs(session: Session, cache: SerializedDagCache, *,
     (with a ``memo``, only those it says are due); at most ``max_runs`` of each.
 
     Each run gets :func:`update_dag_run` (trigger rules, run state) and its schedulable task
-    instances :func:`schedule_tis`. Runs of paused DAGs are left alone.
+    instances :func:`schedule_tis`. Runs of paused DAGs are left alone, but for backfill
+    runs.
     """
     stats = RunStepStats()
     postgres = is_postgres(session)
@@ -342,7 +349,7 @@ def _runs(session: Session, state: DagRunState, postgres: bool,
     stmt = (
         select(DagRun)
         .join(DagModel, DagModel.dag_id == DagRun.dag_id)
-        .where(DagRun.state == state.value, DagModel.is_paused.is_(False))
+        .where(DagRun.state == state.value, not_paused_or_backfill())
         .limit(limit)
     )
     if state == DagRunState.QUEUED:

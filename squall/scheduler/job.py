@@ -3,7 +3,9 @@
 Each loop (:meth:`SchedulerJob.run_once`), every step in a transaction of its own:
 
 a. create the due scheduled runs (QUEUED) and move each DAG's ``next_dagrun`` on
-   (:func:`~squall.scheduler.dag_runs.create_due_dag_runs`);
+   (:func:`~squall.scheduler.dag_runs.create_due_dag_runs`); create the next runs of each
+   active backfill and end the finished backfills
+   (:func:`~squall.scheduler.backfill.drive_backfills`);
 b. start QUEUED runs with room under ``max_active_runs``, decide every RUNNING run (trigger
    rules, run state) and move ready task instances to SCHEDULED
    (:func:`~squall.scheduler.dag_runs.schedule_dag_runs`);
@@ -68,6 +70,7 @@ from squall.common.settings import Settings
 from squall.common.state import ADOPTABLE_STATES, JobState, TaskInstanceState
 from squall.common.wakeup import SleepWaker, Waker
 from squall.execution.outcome import RetryPolicy
+from squall.scheduler.backfill import drive_backfills
 from squall.scheduler.critical_section import queue_scheduled_tis, requeue_failed_publishes
 from squall.scheduler.dag_processor import DagProcessor
 from squall.scheduler.dag_runs import (
@@ -332,6 +335,10 @@ class SchedulerJob:
         now = self._clock()
         with session_scope(self._factory) as session:
             self._count(stats, create_due_dag_runs(
+                session, self._dags, now=now,
+                default_queue=self._settings.celery.default_queue))
+        with session_scope(self._factory) as session:
+            self._count(stats, drive_backfills(
                 session, self._dags, now=now,
                 default_queue=self._settings.celery.default_queue))
         with session_scope(self._factory) as session:

@@ -1,22 +1,27 @@
-"""Backfill planning and the backfill row (squall.scheduler.backfill) on SQLite and
-PostgreSQL."""
+"""Backfill planning, the backfill row and the scheduler driving it
+(squall.scheduler.backfill, with a fake executor) on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from squall.common.db import SessionFactory
+from squall.common.db import SessionFactory, session_scope
 from squall.common.errors import BackfillError
-from squall.common.models import Backfill, DagModel
-from squall.common.state import BackfillState, DagRunState, DagRunType
+from squall.common.models import Backfill, DagModel, DagRun, TaskInstance
+from squall.common.settings import Settings
+from squall.common.state import BackfillState, DagRunState, DagRunType, TaskInstanceState
 from squall.scheduler.backfill import create_backfill, plan_backfill, range_run_infos
+from squall.scheduler.dag_runs import REDECIDE_AFTER_SECONDS
+from squall.scheduler.job import SchedulerJob
 from squall.scheduler.run_creation import create_dag_run
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import BaseOperator, Context
+from tests.support.scheduling import FakeExecutor, sync_dags
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -106,3 +111,115 @@ def test_create_backfill_row(session_factory: SessionFactory) -> None:
             create_backfill(session, plan, max_active_runs=1, options={"nope": 1})
         with pytest.raises(BackfillError, match="max_active_runs"):
             create_backfill(session, plan, max_active_runs=0)
+
+
+# --------------------------------------------------------------------------- the scheduler
+
+NOW = datetime(2024, 3, 1, 12, tzinfo=UTC)
+#: the DAGs of these tests are defined in this module: its folder is their DAG folder
+DAGS_FOLDER = Path(__file__).parent
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def record_backfill(sf: SessionFactory, dag: DAG, first: int, last: int, *,
+                    max_active_runs: int, run_backwards: bool = False) -> int:
+    with session_scope(sf) as session:
+        plan = plan_backfill(session, dag, day(first), day(last), run_backwards=run_backwards)
+        return create_backfill(session, plan, max_active_runs=max_active_runs,
+                               conf={"k": 1}).id
+
+
+def backfill_row(sf: SessionFactory, backfill_id: int) -> Backfill:
+    with session_scope(sf) as session:
+        row = session.get(Backfill, backfill_id)
+        assert row is not None
+        return row
+
+
+def backfill_runs(sf: SessionFactory, dag_id: str) -> list[DagRun]:
+    with session_scope(sf) as session:
+        return list(session.scalars(select(DagRun).where(DagRun.dag_id == dag_id)
+                                    .order_by(DagRun.id)))
+
+
+def drive(tmp_path: Path, sf: SessionFactory, dag: DAG, backfill_id: int, *,
+          fail: str | None = None) -> list[list[datetime]]:
+    """Run the scheduler loop, the fake worker finishing every published try (``fail``:
+    the run whose try fails), until the backfill ends; returns the logical dates of the
+    unfinished runs after each loop."""
+    settings = Settings.load(env={"SQUALL_HOME": str(tmp_path)}, overrides={
+        "core": {"dags_folder": str(DAGS_FOLDER)},
+        "scheduler": {"scheduler_idle_sleep_time": 0.05, "scheduler_heartbeat_sec": 0.1}})
+    fake, clock = FakeExecutor(), Clock()
+    job = SchedulerJob(settings, sf, fake, clock=clock)
+    active: list[list[datetime]] = []
+    for _ in range(60):
+        clock.now += timedelta(seconds=REDECIDE_AFTER_SECONDS)
+        job.run_once()
+        active.append([r.logical_date for r in backfill_runs(sf, dag.dag_id)
+                       if r.state == DagRunState.RUNNING])
+        if backfill_row(sf, backfill_id).state != BackfillState.RUNNING:
+            break
+        with session_scope(sf) as session:
+            for task in fake.published:
+                state = (TaskInstanceState.FAILED if task.key.run_id == fail
+                         else TaskInstanceState.SUCCESS)
+                session.execute(update(TaskInstance).where(
+                    TaskInstance.dag_id == task.key.dag_id,
+                    TaskInstance.task_id == task.key.task_id,
+                    TaskInstance.run_id == task.key.run_id,
+                    TaskInstance.state == TaskInstanceState.QUEUED.value,
+                ).values(state=state.value, updated_at=clock.now))
+        fake.finish()
+    return active
+
+
+def one_task_dag(dag_id: str) -> DAG:
+    with DAG(dag_id, schedule="@daily", start_date=START, max_active_runs=1,
+             catchup=False) as dag:
+        Noop(task_id="only")
+    return dag
+
+
+def test_scheduler_runs_a_ten_day_backfill_in_order(tmp_path: Path,
+                                                    session_factory: SessionFactory) -> None:
+    dag = one_task_dag("bf_sched")
+    # a paused DAG is backfilled all the same (its schedule stays paused)
+    sync_dags(session_factory, dag, paused=True, now=NOW)
+    backfill_id = record_backfill(session_factory, dag, 1, 10, max_active_runs=3)
+    active = drive(tmp_path, session_factory, dag, backfill_id)
+
+    row = backfill_row(session_factory, backfill_id)
+    assert row.state == BackfillState.SUCCESS and row.completed_at is not None
+    created = backfill_runs(session_factory, "bf_sched")
+    assert [r.logical_date for r in created] == [day(n) for n in range(1, 11)]  # in order
+    assert {(r.run_type, r.state, r.backfill_id) for r in created} == {
+        (DagRunType.BACKFILL, DagRunState.SUCCESS, backfill_id)}
+    assert created[0].run_id == f"backfill__{day(1).isoformat()}"
+    assert created[0].conf == {"k": 1}
+    assert created[0].data_interval_end == day(2)
+    assert max(len(a) for a in active) == 3  # its max_active_runs, not the DAG's 1
+    assert active[0] == [day(1), day(2), day(3)]
+
+
+def test_backwards_backfill_with_a_failed_run_fails(tmp_path: Path,
+                                                    session_factory: SessionFactory) -> None:
+    dag = one_task_dag("bf_back")
+    sync_dags(session_factory, dag, now=NOW)  # unpaused: its latest scheduled run goes on
+    backfill_id = record_backfill(session_factory, dag, 1, 4, max_active_runs=1,
+                                  run_backwards=True)
+    active = drive(tmp_path, session_factory, dag, backfill_id,
+                   fail=f"backfill__{day(3).isoformat()}")
+    assert [a for a in active if a][:4] == [[day(4)], [day(3)], [day(2)], [day(1)]]
+    assert backfill_row(session_factory, backfill_id).state == BackfillState.FAILED
+    states = {r.logical_date: r.state for r in backfill_runs(session_factory, "bf_back")
+              if r.run_type == DagRunType.BACKFILL}
+    assert states == {day(1): DagRunState.SUCCESS, day(2): DagRunState.SUCCESS,
+                      day(3): DagRunState.FAILED, day(4): DagRunState.SUCCESS}
