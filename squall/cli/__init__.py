@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     celery_cmds.register(sub)
     runs_cmds.register(sub)
     backfill_cmds.register(sub)
+    backfill_cmds.register_backfills(sub)
     clear_cmds.register(sub)
     scheduler_cmds.register(sub)
     config_cmds.register(sub)

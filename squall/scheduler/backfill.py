@@ -21,14 +21,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pendulum
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from squall.common.db import is_postgres
 from squall.common.errors import BackfillError, DagRunAlreadyExists
-from squall.common.models import Backfill, DagRun
+from squall.common.models import Backfill, DagRun, TaskInstance
 from squall.common.state import (
     BACKFILL_ACTIVE_STATES,
+    BACKFILL_FINISHED_STATES,
     DAGRUN_UNFINISHED_STATES,
     BackfillState,
     DagRunState,
@@ -272,3 +273,70 @@ def _finish(backfill: Backfill, state: BackfillState, now: datetime) -> None:
     backfill.state = state.value
     backfill.completed_at = now
     log.info("Backfill %s of %s: %s", backfill.id, backfill.dag_id, state.value)
+
+
+# --------------------------------------------------------------------------- following
+
+
+@dataclass
+class BackfillProgress:
+    """Where a backfill is: its row, its runs by state, its task instances by state."""
+
+    backfill_id: int
+    dag_id: str
+    state: BackfillState
+    total_runs: int
+    created_at: datetime
+    completed_at: datetime | None
+    runs_by_state: dict[str, int]
+    tis_by_state: dict[str, int]
+    failed_runs: list[str]
+
+    @property
+    def finished(self) -> bool:
+        return self.state in BACKFILL_FINISHED_STATES
+
+    @property
+    def runs_finished(self) -> int:
+        return sum(n for s, n in self.runs_by_state.items()
+                   if s not in DAGRUN_UNFINISHED_STATES)
+
+
+def backfill_progress(session: Session, backfill_id: int) -> BackfillProgress | None:
+    """The progress of backfill ``backfill_id`` (three queries), or ``None`` when there is no
+    such backfill."""
+    row = session.get(Backfill, backfill_id, populate_existing=True)
+    if row is None:
+        return None
+    runs = session.execute(select(DagRun.run_id, DagRun.state)
+                           .where(DagRun.backfill_id == backfill_id)
+                           .order_by(DagRun.logical_date)).all()
+    by_state: dict[str, int] = {}
+    for run in runs:
+        by_state[run.state] = by_state.get(run.state, 0) + 1
+    tis = session.execute(
+        select(TaskInstance.state, func.count())
+        .join(DagRun, (DagRun.dag_id == TaskInstance.dag_id)
+              & (DagRun.run_id == TaskInstance.run_id))
+        .where(DagRun.backfill_id == backfill_id).group_by(TaskInstance.state)
+    ).all()
+    return BackfillProgress(
+        backfill_id=row.id, dag_id=row.dag_id, state=BackfillState(row.state),
+        total_runs=row.total_runs, created_at=row.created_at, completed_at=row.completed_at,
+        runs_by_state=by_state, tis_by_state={state: int(n) for state, n in tis},
+        failed_runs=[r.run_id for r in runs if r.state == DagRunState.FAILED.value])
+
+
+def cancel_backfill(session: Session, backfill_id: int, *, now: datetime) -> bool:
+    """Cancel a queued or running backfill: the scheduler creates no more of its runs (those
+    already created go on to finish). Returns whether it was active."""
+    changed = session.execute(
+        update(Backfill)
+        .where(Backfill.id == backfill_id,
+               Backfill.state.in_([s.value for s in BACKFILL_ACTIVE_STATES]))
+        .values(state=BackfillState.CANCELLED.value, completed_at=now)
+    ).rowcount  # type: ignore[attr-defined]
+    if changed:
+        log.info("Backfill %s: cancelled", backfill_id)
+    return bool(changed)
+

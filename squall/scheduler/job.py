@@ -46,7 +46,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
@@ -95,6 +95,19 @@ log = logging.getLogger(__name__)
 
 TI = TaskInstanceState
 JOB_TYPE = "SchedulerJob"
+
+
+def scheduler_alive(session: Session, *, now: datetime, threshold: float) -> bool:
+    """Whether a scheduler's ``job`` row is running with a heartbeat in the last
+    ``threshold`` seconds (``[scheduler] scheduler_health_check_threshold``)."""
+    since = now - timedelta(seconds=threshold)
+    return session.scalar(
+        select(func.count()).select_from(Job)
+        .where(Job.job_type == JOB_TYPE, Job.state == JobState.RUNNING.value,
+               Job.latest_heartbeat >= since)
+    ) != 0
+
+
 FAILED_BEFORE_START = "celery task failed before the task started"
 #: After a wake-up with several tries in flight, how long the loop waits for more changes
 #: (finished tries) to handle them together. A lone try (a chain) is not held up.

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -10,11 +11,19 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from squall.cli.backfill_cmds import follow
+from squall.cli.common import CliContext
 from squall.common.db import SessionFactory, session_scope
-from squall.common.errors import BackfillError
-from squall.common.models import Backfill, DagModel, DagRun, TaskInstance
+from squall.common.errors import BackfillError, CliError
+from squall.common.models import Backfill, DagModel, DagRun, Job, TaskInstance, utcnow
 from squall.common.settings import Settings
-from squall.common.state import BackfillState, DagRunState, DagRunType, TaskInstanceState
+from squall.common.state import (
+    BackfillState,
+    DagRunState,
+    DagRunType,
+    JobState,
+    TaskInstanceState,
+)
 from squall.scheduler.backfill import create_backfill, plan_backfill, range_run_infos
 from squall.scheduler.dag_runs import REDECIDE_AFTER_SECONDS
 from squall.scheduler.job import SchedulerJob
@@ -149,16 +158,19 @@ def backfill_runs(sf: SessionFactory, dag_id: str) -> list[DagRun]:
                                     .order_by(DagRun.id)))
 
 
+def settings_for(tmp_path: Path) -> Settings:
+    return Settings.load(env={"SQUALL_HOME": str(tmp_path)}, overrides={
+        "core": {"dags_folder": str(DAGS_FOLDER)},
+        "scheduler": {"scheduler_idle_sleep_time": 0.05, "scheduler_heartbeat_sec": 0.1}})
+
+
 def drive(tmp_path: Path, sf: SessionFactory, dag: DAG, backfill_id: int, *,
           fail: str | None = None) -> list[list[datetime]]:
     """Run the scheduler loop, the fake worker finishing every published try (``fail``:
     the run whose try fails), until the backfill ends; returns the logical dates of the
     unfinished runs after each loop."""
-    settings = Settings.load(env={"SQUALL_HOME": str(tmp_path)}, overrides={
-        "core": {"dags_folder": str(DAGS_FOLDER)},
-        "scheduler": {"scheduler_idle_sleep_time": 0.05, "scheduler_heartbeat_sec": 0.1}})
     fake, clock = FakeExecutor(), Clock()
-    job = SchedulerJob(settings, sf, fake, clock=clock)
+    job = SchedulerJob(settings_for(tmp_path), sf, fake, clock=clock)
     active: list[list[datetime]] = []
     for _ in range(60):
         clock.now += timedelta(seconds=REDECIDE_AFTER_SECONDS)
@@ -188,8 +200,9 @@ def one_task_dag(dag_id: str) -> DAG:
     return dag
 
 
-def test_scheduler_runs_a_ten_day_backfill_in_order(tmp_path: Path,
-                                                    session_factory: SessionFactory) -> None:
+def test_scheduler_runs_a_ten_day_backfill_in_order(
+        tmp_path: Path, session_factory: SessionFactory,
+        capsys: pytest.CaptureFixture[str]) -> None:
     dag = one_task_dag("bf_sched")
     # a paused DAG is backfilled all the same (its schedule stays paused)
     sync_dags(session_factory, dag, paused=True, now=NOW)
@@ -208,9 +221,16 @@ def test_scheduler_runs_a_ten_day_backfill_in_order(tmp_path: Path,
     assert max(len(a) for a in active) == 3  # its max_active_runs, not the DAG's 1
     assert active[0] == [day(1), day(2), day(3)]
 
+    # followed once over: exit code 0
+    ctx = CliContext(settings_for(tmp_path), _checked_factory=session_factory)
+    capsys.readouterr()
+    assert follow(ctx, backfill_id, poll_seconds=0.01) == 0
+    assert "Backfill 1 of bf_sched: success (10 runs)" in capsys.readouterr().out
 
-def test_backwards_backfill_with_a_failed_run_fails(tmp_path: Path,
-                                                    session_factory: SessionFactory) -> None:
+
+def test_backwards_backfill_with_a_failed_run_fails(
+        tmp_path: Path, session_factory: SessionFactory,
+        capsys: pytest.CaptureFixture[str]) -> None:
     dag = one_task_dag("bf_back")
     sync_dags(session_factory, dag, now=NOW)  # unpaused: its latest scheduled run goes on
     backfill_id = record_backfill(session_factory, dag, 1, 4, max_active_runs=1,
@@ -223,3 +243,38 @@ def test_backwards_backfill_with_a_failed_run_fails(tmp_path: Path,
               if r.run_type == DagRunType.BACKFILL}
     assert states == {day(1): DagRunState.SUCCESS, day(2): DagRunState.SUCCESS,
                       day(3): DagRunState.FAILED, day(4): DagRunState.SUCCESS}
+
+    ctx = CliContext(settings_for(tmp_path), _checked_factory=session_factory)
+    capsys.readouterr()
+    assert follow(ctx, backfill_id, poll_seconds=0.01) == 1
+    assert (f"Backfill {backfill_id} of bf_back: failed (failed runs: "
+            f"backfill__{day(3).isoformat()})") in capsys.readouterr().err
+
+
+def test_follow_shows_progress_until_the_end(tmp_path: Path, session_factory: SessionFactory,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    dag = one_task_dag("bf_follow")
+    sync_dags(session_factory, dag, paused=True, now=NOW)
+    backfill_id = record_backfill(session_factory, dag, 1, 2, max_active_runs=2)
+    ctx = CliContext(settings_for(tmp_path), _checked_factory=session_factory)
+    with pytest.raises(CliError, match="no scheduler is running"):
+        follow(ctx, backfill_id, poll_seconds=0.01)
+
+    with session_scope(session_factory) as session:  # a scheduler heartbeats
+        session.add(Job(job_type="SchedulerJob", state=JobState.RUNNING.value,
+                        latest_heartbeat=utcnow()))
+
+    def the_scheduler_ends_it() -> None:
+        with session_scope(session_factory) as session:
+            session.execute(update(Backfill).values(state=BackfillState.SUCCESS.value,
+                                                    completed_at=utcnow()))
+
+    timer = threading.Timer(0.3, the_scheduler_ends_it)
+    timer.start()
+    try:
+        capsys.readouterr()
+        assert follow(ctx, backfill_id, poll_seconds=0.05) == 0
+    finally:
+        timer.join()
+    out = capsys.readouterr().out
+    assert "runs finished" in out and "Backfill 1 of bf_follow: success" in out

@@ -113,3 +113,40 @@ def test_backfill_errors(tmp_path: Path) -> None:
     failed(squall(home, "dags", "backfill", "daily", "-s", "2024-01-01", "-e", "2024-01-03",
                   "--max-active-runs", "0"), "--max-active-runs must be >= 1")
     assert rows(home, "SELECT count(*) FROM backfill") == [(0,)]
+
+
+def test_without_detach_and_no_scheduler_it_says_so_at_once(home: Path) -> None:
+    proc = squall(home, "dags", "backfill", "daily", "-s", "2024-01-01", "-e", "2024-01-02")
+    failed(proc, "no scheduler is running")
+    assert "squall backfills show 1 -f" in proc.stderr
+    assert "Created backfill 1" in proc.stdout
+    assert rows(home, "SELECT state FROM backfill") == [("queued",)]
+
+
+def test_backfills_list_show_cancel(home: Path) -> None:
+    for end in ("2024-01-03", "2024-01-05"):
+        ok(squall(home, "dags", "backfill", "daily", "-s", "2024-01-01", "-e", end,
+                  "--detach"))
+    listed = json.loads(ok(squall(home, "backfills", "list", "-o", "json")).stdout)
+    assert [(b["id"], b["dag_id"], b["state"], b["total_runs"]) for b in listed] == [
+        (2, "daily", "queued", 5), (1, "daily", "queued", 3)]
+    assert listed[0]["from_date"].startswith("2024-01-01T00:00:00")
+    assert "daily" in ok(squall(home, "backfills", "list")).stdout
+    assert json.loads(ok(squall(home, "backfills", "list", "--dag-id", "other", "-o",
+                                "json")).stdout) == []
+
+    shown = json.loads(ok(squall(home, "backfills", "show", "1", "-o", "json")).stdout)
+    assert {k: shown[k] for k in ("id", "state", "total_runs", "runs_finished",
+                                  "runs_by_state", "failed_runs")} == {
+        "id": 1, "state": "queued", "total_runs": 3, "runs_finished": 0,
+        "runs_by_state": {}, "failed_runs": []}
+    assert "Backfill 1 of daily: queued" in ok(squall(home, "backfills", "show", "1")).stdout
+
+    assert "cancelled" in ok(squall(home, "backfills", "cancel", "1")).stdout
+    assert rows(home, "SELECT id, state FROM backfill ORDER BY id") == [
+        (1, "cancelled"), (2, "queued")]
+    failed(squall(home, "backfills", "cancel", "1"), "is cancelled: nothing to cancel")
+    failed(squall(home, "backfills", "cancel", "9"), "no backfill 9")
+    failed(squall(home, "backfills", "show", "9"), "no backfill 9")
+    # a finished backfill is followed to its end at once, scheduler or not
+    failed(squall(home, "backfills", "show", "1", "-f"), "Backfill 1 of daily: cancelled")
