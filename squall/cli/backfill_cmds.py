@@ -21,13 +21,12 @@ from sqlalchemy import select
 
 from squall.cli.common import CliContext, CliError, add_output_flag, console, print_rows
 from squall.cli.dags_cmds import _parse_conf, _parse_date
-from squall.cli.runs_cmds import _parse_and_add, _subcommands
+from squall.cli.runs_cmds import _subcommands, load_dag
 from squall.common.db import session_scope
 from squall.common.errors import BackfillError
 from squall.common.models import Backfill, utcnow
 from squall.common.state import BackfillState
 from squall.common.wakeup import notify_scheduler
-from squall.dag_processing.sync import load_serialized_dags
 from squall.scheduler.backfill import (
     BackfillPlan,
     BackfillProgress,
@@ -103,22 +102,6 @@ def register_backfills(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cancel)
 
 
-def _load_dag(ctx: CliContext, dag_id: str) -> DAG:
-    """``dag_id`` from ``serialized_dag`` (parsing the DAG folder when it is not there)."""
-    factory = ctx.session_factory()
-    with session_scope(factory) as session:
-        dag = load_serialized_dags(session, [dag_id], only_active=True).get(dag_id)
-    if dag is None:
-        log.info("DAG %s is not in the database yet: parsing the DAG folder", dag_id)
-        _parse_and_add(ctx)
-        with session_scope(factory) as session:
-            dag = load_serialized_dags(session, [dag_id], only_active=True).get(dag_id)
-    if dag is None:
-        raise CliError(f"DAG {dag_id!r} not found (see `squall dags list` and "
-                       "`squall dags list-import-errors`)")
-    return dag
-
-
 def _date(value: str, ctx: CliContext) -> datetime:
     parsed = _parse_date(value, ctx.settings.core.default_timezone)
     assert parsed is not None
@@ -130,7 +113,7 @@ def backfill(ctx: CliContext, args: argparse.Namespace) -> int:
     conf = _parse_conf(args.conf)
     if args.max_active_runs is not None and args.max_active_runs < 1:
         raise CliError("--max-active-runs must be >= 1")
-    dag = _load_dag(ctx, args.dag_id)
+    dag = load_dag(ctx, args.dag_id)
     max_active_runs = args.max_active_runs or dag.max_active_runs
     factory = ctx.session_factory()
     with session_scope(factory) as session:

@@ -14,13 +14,12 @@ import re
 import sys
 from typing import Any
 
-from squall.cli.common import CliContext, CliError, print_rows
+from squall.cli.common import CliContext, CliError, confirm, print_rows
 from squall.cli.dags_cmds import _parse_date
-from squall.cli.runs_cmds import _parse_and_add, _subcommands
+from squall.cli.runs_cmds import NO_USABLE_DAG, _subcommands, load_dag
 from squall.common.db import session_scope
 from squall.common.models import DagModel, utcnow
 from squall.common.state import TaskInstanceState
-from squall.dag_processing.sync import load_serialized_dags
 from squall.scheduler.clear import (
     ONLY_FAILED_STATES,
     ONLY_RUNNING_STATES,
@@ -80,15 +79,8 @@ def clear(ctx: CliContext, args: argparse.Namespace) -> int:
     with session_scope(factory) as session:
         if session.get(DagModel, args.dag_id) is None:
             raise CliError(f"DAG {args.dag_id!r} not found (see `squall dags list`)")
-        known = bool(load_serialized_dags(session, [args.dag_id]))
-    if not known:  # e.g. its runs were made by `squall dags test`
-        log.info("DAG %s is not in the database yet: parsing the DAG folder", args.dag_id)
-        _parse_and_add(ctx)
+    dag = load_dag(ctx, args.dag_id, only_active=False, missing=NO_USABLE_DAG)
     with session_scope(factory) as session:
-        dag = load_serialized_dags(session, [args.dag_id]).get(args.dag_id)
-        if dag is None:
-            raise CliError(f"DAG {args.dag_id!r} has no usable serialized DAG in the database "
-                           "(see `squall dags list-import-errors`)")
         tis = select_task_instances(session, dag, task_regex=args.task_regex,
                                     upstream=args.upstream, downstream=args.downstream,
                                     start=start, end=end, run_id=args.run_id, states=states)
@@ -123,9 +115,7 @@ def clear(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def _confirm(count: int) -> None:
-    if not sys.stdin.isatty():
-        raise CliError("no terminal to confirm on: pass -y to clear without asking "
-                       "(or --dry-run to only list)")
-    answer = input(f"Clear these {count} task instance(s)? [y/N] ")
-    if answer.strip().lower() not in ("y", "yes"):
-        raise CliError("cancelled; nothing cleared")
+    confirm(f"Clear these {count} task instance(s)?",
+            no_terminal="no terminal to confirm on: pass -y to clear without asking "
+                        "(or --dry-run to only list)",
+            cancelled="cancelled; nothing cleared")

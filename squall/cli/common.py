@@ -96,3 +96,13 @@ def print_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], output: s
 def add_output_flag(parser: Any) -> None:
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table",
                         help="output format (default: table)")
+
+
+def confirm(question: str, *, no_terminal: str, cancelled: str) -> None:
+    """Ask ``question`` on the terminal; raise :class:`CliError` with ``no_terminal`` when
+    there is none to ask on, and with ``cancelled`` unless the answer is yes."""
+    if not sys.stdin.isatty():
+        raise CliError(no_terminal)
+    answer = input(f"{question} [y/N] ")
+    if answer.strip().lower() not in ("y", "yes"):
+        raise CliError(cancelled)

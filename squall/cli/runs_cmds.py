@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from squall.cli.common import CliContext, CliError, add_output_flag, print_rows
+from squall.cli.common import CliContext, CliError, add_output_flag, confirm, print_rows
 from squall.cli.dags_cmds import _bag, _parse_conf, _parse_date
 from squall.common.db import session_scope
 from squall.common.errors import DagRunAlreadyExists, TaskNotFound
@@ -27,6 +27,7 @@ from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.sync import load_serialized_dags, sync_to_db
 from squall.scheduler.mark import apply_marks, select_marks
 from squall.scheduler.run_creation import create_dag_run
+from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
 
@@ -155,17 +156,8 @@ def trigger_dag_run(ctx: CliContext, dag_id: str, *, conf: dict[str, Any] | None
                     logical_date: datetime | None = None) -> tuple[str, bool]:
     """Create a QUEUED manual run of ``dag_id`` (parsing the DAG folder first when the DAG
     is not in the database yet); returns the run id and whether the DAG is paused."""
-    factory = ctx.session_factory()
-    with session_scope(factory) as session:
-        known = bool(load_serialized_dags(session, [dag_id], only_active=True))
-    if not known:
-        log.info("DAG %s is not in the database yet: parsing the DAG folder", dag_id)
-        _parse_and_add(ctx)
-    with session_scope(factory) as session:
-        dag = load_serialized_dags(session, [dag_id], only_active=True).get(dag_id)
-        if dag is None:
-            raise CliError(f"DAG {dag_id!r} not found (see `squall dags list` and "
-                           "`squall dags list-import-errors`)")
+    dag = load_dag(ctx, dag_id)
+    with session_scope(ctx.session_factory()) as session:
         try:
             run = create_dag_run(session, dag, run_type=DagRunType.MANUAL,
                                  logical_date=logical_date or utcnow(), data_interval=None,
@@ -178,6 +170,33 @@ def trigger_dag_run(ctx: CliContext, dag_id: str, *, conf: dict[str, Any] | None
                                      .where(DagModel.dag_id == dag_id)))
         notify_scheduler(session, dag_id)
         return run.run_id, paused
+
+
+NOT_FOUND = ("DAG {dag_id!r} not found (see `squall dags list` and "
+             "`squall dags list-import-errors`)")
+
+
+NO_USABLE_DAG = ("DAG {dag_id!r} has no usable serialized DAG in the database "
+                 "(see `squall dags list-import-errors`)")
+
+
+def load_dag(ctx: CliContext, dag_id: str, *, only_active: bool = True,
+             missing: str = NOT_FOUND) -> DAG:
+    """``dag_id`` as the database has it (``serialized_dag``), parsing the DAG folder first
+    when it is not there (e.g. its runs were made by `squall dags test`); ``missing``
+    (formatted with ``dag_id``) is the error when it is still not there."""
+    factory = ctx.session_factory()
+    with session_scope(factory) as session:
+        dag = load_serialized_dags(session, [dag_id], only_active=only_active).get(dag_id)
+    if dag is None:
+        log.info("DAG %s is not in the database yet: parsing the DAG folder", dag_id)
+        _parse_and_add(ctx)
+        with session_scope(factory) as session:
+            dag = load_serialized_dags(session, [dag_id],
+                                       only_active=only_active).get(dag_id)
+    if dag is None:
+        raise CliError(missing.format(dag_id=dag_id))
+    return dag
 
 
 def _parse_and_add(ctx: CliContext) -> None:
@@ -254,15 +273,8 @@ def set_task_state(ctx: CliContext, args: argparse.Namespace) -> int:
             raise CliError(f"DagRun {args.dag_id} {args.run_id} has no task {args.task_id!r} "
                            f"(see `squall tasks states-for-dag-run {args.dag_id} "
                            f"{args.run_id}`)")
-        known = bool(load_serialized_dags(session, [args.dag_id]))
-    if not known:  # e.g. its runs were made by `squall dags test`
-        log.info("DAG %s is not in the database yet: parsing the DAG folder", args.dag_id)
-        _parse_and_add(ctx)
+    dag = load_dag(ctx, args.dag_id, only_active=False, missing=NO_USABLE_DAG)
     with session_scope(factory) as session:
-        dag = load_serialized_dags(session, [args.dag_id]).get(args.dag_id)
-        if dag is None:
-            raise CliError(f"DAG {args.dag_id!r} has no usable serialized DAG in the database "
-                           "(see `squall dags list-import-errors`)")
         try:
             selection = select_marks(session, dag, task_id=args.task_id, run_id=args.run_id,
                                      state=new, upstream=args.upstream,
@@ -328,13 +340,11 @@ def set_task_state(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def _confirm_marks(count: int, state: TaskInstanceState) -> None:
-    if not sys.stdin.isatty():
-        raise CliError(f"{count} task instances would change and there is no terminal to "
-                       "confirm on: pass -y to change them without asking (or --dry-run to "
-                       "only list)")
-    answer = input(f"Change these {count} task instances (marked {state.value})? [y/N] ")
-    if answer.strip().lower() not in ("y", "yes"):
-        raise CliError("cancelled; nothing changed")
+    confirm(f"Change these {count} task instances (marked {state.value})?",
+            no_terminal=f"{count} task instances would change and there is no terminal to "
+                        "confirm on: pass -y to change them without asking (or --dry-run to "
+                        "only list)",
+            cancelled="cancelled; nothing changed")
 
 
 def states_for_dag_run(ctx: CliContext, args: argparse.Namespace) -> int:
