@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +26,7 @@ from squall.cli.dags_cmds import _parse_conf, _parse_date
 from squall.cli.runs_cmds import _subcommands, load_dag
 from squall.common.db import session_scope
 from squall.common.errors import BackfillError
-from squall.common.models import Backfill, utcnow
+from squall.common.models import Backfill, Pool, utcnow
 from squall.common.state import BackfillState
 from squall.common.wakeup import notify_scheduler
 from squall.scheduler.backfill import (
@@ -35,6 +37,7 @@ from squall.scheduler.backfill import (
     create_backfill,
     plan_backfill,
 )
+from squall.scheduler.backfill_scope import BackfillScope
 from squall.sdk.dag import DAG
 
 if TYPE_CHECKING:
@@ -71,11 +74,39 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="unfinished backfill runs at a time (default: the DAG's "
                    "max_active_runs)")
     p.add_argument("-c", "--conf", help="JSON object passed to every run as dag_run.conf")
+    p.add_argument("-t", "--task-regex",
+                   help="only the tasks whose id matches this regex (re.search), with their "
+                   "upstream tasks unless -i")
+    p.add_argument("-i", "--ignore-dependencies", action="store_true",
+                   help="with -t: leave out the upstream tasks; the matching tasks do not "
+                   "wait for tasks outside the selection")
+    p.add_argument("-I", "--ignore-first-depends-on-past", action="store_true",
+                   help="the run at the first date of the range does not wait for its past "
+                   "(depends_on_past); later runs do")
+    p.add_argument("-m", "--mark-success", action="store_true",
+                   help="create the runs with every task instance marked success; nothing "
+                   "runs")
+    p.add_argument("--pool", help="run every task instance of the backfill in this pool "
+                   "(it must exist)")
+    p.add_argument("--delay-on-limit", type=float, default=0.0, metavar="SECS",
+                   help="after reaching --max-active-runs, wait SECS before creating the "
+                   "next run (default 0)")
+    p.add_argument("--rerun-failed-tasks", action="store_true",
+                   help="existing runs in the range: clear their failed and upstream_failed "
+                   "task instances and run them again (default: leave the runs alone)")
+    p.add_argument("--reset-dagruns", action="store_true",
+                   help="existing runs in the range: clear all their task instances and run "
+                   "them again")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the runs and task instances it would create; create nothing")
+                   help="print the runs and task instances it would create or clear; change "
+                   "nothing")
     p.add_argument("--detach", action="store_true",
                    help="return once the backfill is recorded (default: follow it until it "
                    "ends; exit code 0 when it succeeded)")
+    p.add_argument("--local", action="store_true",
+                   help="drive the backfill from this process with the scheduler's own loop, "
+                   "limited to this backfill (no `squall scheduler` needed; workers still "
+                   "run the tasks). If this process stops, a scheduler carries on with it")
     p.add_argument("-y", "--yes", action="store_true",
                    help="do not ask for confirmation")
     add_output_flag(p)
@@ -97,8 +128,11 @@ def register_backfills(sub: argparse._SubParsersAction) -> None:
     add_output_flag(p)
     p.set_defaults(func=show_backfill)
     p = bsub.add_parser("cancel", help="create no more runs of a backfill (those created "
-                        "go on to finish)")
+                        "go on to finish, or end now with --end-running)")
     p.add_argument("backfill_id", type=int)
+    p.add_argument("--end-running", action="store_true",
+                   help="also end its unfinished runs now: running task instances are set "
+                   "failed (their processes stopped), the rest skipped, the runs failed")
     p.set_defaults(func=cancel)
 
 
@@ -108,48 +142,144 @@ def _date(value: str, ctx: CliContext) -> datetime:
     return parsed
 
 
+def _options(ctx: CliContext, args: argparse.Namespace, dag: DAG) -> dict[str, Any]:
+    """The backfill's options (``backfill.options``), checked; a :class:`CliError` naming
+    the bad one."""
+    if args.ignore_dependencies and not args.task_regex:
+        raise CliError("-i/--ignore-dependencies needs -t/--task-regex (it leaves out the "
+                       "upstream tasks of the selected ones)")
+    if args.task_regex:
+        try:
+            re.compile(args.task_regex)
+        except re.error as exc:
+            raise CliError(f"-t/--task-regex {args.task_regex!r} is not a regular "
+                           f"expression: {exc}") from None
+        if not any(re.search(args.task_regex, tid) for tid in dag.task_dict):
+            raise CliError(f"-t/--task-regex {args.task_regex!r} matches no task of DAG "
+                           f"{dag.dag_id} (tasks: {', '.join(sorted(dag.task_dict))})")
+    if args.delay_on_limit < 0:
+        raise CliError("--delay-on-limit must be >= 0")
+    if args.pool:
+        with session_scope(ctx.session_factory()) as session:
+            if session.get(Pool, args.pool) is None:
+                raise CliError(f"--pool {args.pool}: no such pool (create it with `squall "
+                               f"pools set {args.pool} SLOTS`)")
+    options: dict[str, Any] = {
+        "mark_success": args.mark_success, "rerun_failed_tasks": args.rerun_failed_tasks,
+        "reset_dagruns": args.reset_dagruns, "task_regex": args.task_regex,
+        "ignore_first_depends_on_past": args.ignore_first_depends_on_past,
+        "ignore_dependencies": args.ignore_dependencies, "pool": args.pool,
+        "delay_on_limit": args.delay_on_limit,
+    }
+    return {k: v for k, v in options.items() if v}
+
+
 def backfill(ctx: CliContext, args: argparse.Namespace) -> int:
     start, end = _date(args.start_date, ctx), _date(args.end_date, ctx)
     conf = _parse_conf(args.conf)
     if args.max_active_runs is not None and args.max_active_runs < 1:
         raise CliError("--max-active-runs must be >= 1")
+    if args.local and args.detach:
+        raise CliError("--local drives the backfill from this process: it cannot --detach")
     dag = load_dag(ctx, args.dag_id)
+    options = _options(ctx, args, dag)
+    scope = BackfillScope.of(0, options)
     max_active_runs = args.max_active_runs or dag.max_active_runs
     factory = ctx.session_factory()
     with session_scope(factory) as session:
         try:
-            plan = plan_backfill(session, dag, start, end, run_backwards=args.run_backwards)
+            plan = plan_backfill(session, dag, start, end, run_backwards=args.run_backwards,
+                                 rerun_failed_tasks=args.rerun_failed_tasks,
+                                 reset_dagruns=args.reset_dagruns,
+                                 task_ids=scope.task_ids(dag))
         except BackfillError as exc:
             raise CliError(str(exc)) from None
         if args.dry_run:
-            _print_plan(dag, plan, args.output)
+            _print_plan(dag, plan, sorted(scope.task_ids(dag)), args.output,
+                        mark_success=args.mark_success)
             return 0
-        if not plan.runs:
+        if not plan.runs and not plan.rerun:
             _print_existing(plan)
             print(f"Nothing to backfill: DAG {dag.dag_id} has a run for every date of the "
-                  "range")
+                  "range" + (" and none has task instances to run again"
+                             if args.rerun_failed_tasks or args.reset_dagruns else ""))
             return 0
+        what = _what(plan)
         if not args.yes and sys.stdin.isatty():
-            answer = input(f"Backfill {dag.dag_id}: create {len(plan.runs)} runs? [y/N] ")
+            answer = input(f"Backfill {dag.dag_id}: {what}. Go on? [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
                 print("Cancelled, nothing created")
                 return 1
-        row = create_backfill(session, plan, max_active_runs=max_active_runs, conf=conf)
+        row = create_backfill(session, plan, max_active_runs=max_active_runs, conf=conf,
+                              options=options, dag=dag, now=utcnow())
         backfill_id = row.id
         notify_scheduler(session, f"backfill {backfill_id} of {dag.dag_id}")
     if args.output == "json":
         json.dump({"backfill_id": backfill_id, "dag_id": dag.dag_id,
                    "runs": [r.run_id for r in plan.runs],
-                   "existing": [r.run_id for r in plan.existing]}, sys.stdout, indent=2)
+                   "rerun": [r.run_id for r in plan.rerun],
+                   "existing": [r.run_id for r in plan.existing if not r.to_clear]},
+                  sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         _print_existing(plan)
-        print(f"Created backfill {backfill_id} of {dag.dag_id}: {len(plan.runs)} runs from "
-              f"{plan.runs[0].run_id} to {plan.runs[-1].run_id}, at most {max_active_runs} "
-              "active (queued: the scheduler creates the runs)")
+        print(f"Created backfill {backfill_id} of {dag.dag_id}: {what}, at most "
+              f"{max_active_runs} active" + ("" if args.local else
+                                             " (queued: the scheduler creates the runs)"))
     if args.detach:
         return 0
+    if args.local:
+        return follow_local(ctx, backfill_id, quiet=args.output == "json")
     return follow(ctx, backfill_id, quiet=args.output == "json")
+
+
+def _what(plan: BackfillPlan) -> str:
+    parts = []
+    if plan.runs:
+        parts.append(f"{len(plan.runs)} runs from {plan.runs[0].run_id} to "
+                     f"{plan.runs[-1].run_id}")
+    if plan.rerun:
+        tis = sum(len(r.to_clear) for r in plan.rerun)
+        parts.append(f"{len(plan.rerun)} existing runs run again ({tis} task instances "
+                     "cleared)")
+    return " and ".join(parts)
+
+
+def follow_local(ctx: CliContext, backfill_id: int, *, quiet: bool = False) -> int:
+    """Drive backfill ``backfill_id`` with a scheduler loop in this process, limited to it,
+    while following it; stop the loop when it ends (or on Ctrl-C: a scheduler then carries
+    on with it)."""
+    import threading
+
+    from squall.common.celery_app import create_celery_app
+    from squall.common.wakeup import waker_for
+    from squall.scheduler.executor import CeleryExecutor
+    from squall.scheduler.job import SchedulerJob
+
+    settings = ctx.settings
+    app = create_celery_app(settings)
+    executor = CeleryExecutor.from_settings(app, settings)
+    job = SchedulerJob(settings, ctx.session_factory(), executor, waker=waker_for(ctx.engine),
+                       only_backfill_id=backfill_id)
+    failure: list[BaseException] = []
+
+    def loop() -> None:
+        try:
+            job.run()
+        except BaseException as exc:  # reported by the follower below
+            failure.append(exc)
+
+    thread = threading.Thread(target=loop, name=f"backfill-{backfill_id}", daemon=True)
+    thread.start()
+    try:
+        return follow(ctx, backfill_id, quiet=quiet, check_scheduler=False,
+                      alive=lambda: not failure)
+    finally:
+        job.stop()
+        thread.join(timeout=60)
+        if failure:
+            log.error("backfill %s: the local scheduler loop stopped: %s", backfill_id,
+                      failure[0])
 
 
 # --------------------------------------------------------------------------- following
@@ -178,27 +308,34 @@ def _progress(ctx: CliContext, backfill_id: int) -> BackfillProgress:
 
 
 def follow(ctx: CliContext, backfill_id: int, *, quiet: bool = False,
-           poll_seconds: float = POLL_SECONDS) -> int:
+           poll_seconds: float = POLL_SECONDS, check_scheduler: bool = True,
+           alive: Callable[[], bool] | None = None) -> int:
     """Show the backfill's progress live until it ends (``quiet``: no display, the outcome
-    on stderr); 0 when it succeeded, else 1 (the failed runs named). Says so at once, and
-    returns 1, when no scheduler is running."""
+    on stderr); 0 when it succeeded, else 1 (the failed runs, or the deadlock report,
+    named). Says so at once, and returns 1, when no scheduler is running
+    (``check_scheduler``), or when ``alive`` (the local loop) says it stopped."""
     from contextlib import nullcontext
 
     from rich.live import Live
 
     progress = _progress(ctx, backfill_id)
-    if not progress.finished:
+    if not progress.finished and check_scheduler:
         _check_scheduler(ctx, backfill_id)
     started = checked = time.monotonic()
     live = (nullcontext() if quiet else
             Live(_render(progress, 0.0), console=console(), auto_refresh=False))
     with live:
         while not progress.finished:
+            if alive is not None and not alive():
+                raise CliError(f"backfill {backfill_id}: the local scheduler loop stopped "
+                               "(see the log above); a running `squall scheduler` carries on "
+                               f"with it: `squall backfills show {backfill_id} -f`")
             time.sleep(poll_seconds)
             progress = _progress(ctx, backfill_id)
             if isinstance(live, Live):
                 live.update(_render(progress, time.monotonic() - started), refresh=True)
-            if not progress.finished and time.monotonic() - checked >= SCHEDULER_CHECK_SECONDS:
+            if (check_scheduler and not progress.finished
+                    and time.monotonic() - checked >= SCHEDULER_CHECK_SECONDS):
                 checked = time.monotonic()
                 _check_scheduler(ctx, backfill_id)
     return _outcome(progress, quiet=quiet)
@@ -213,6 +350,8 @@ def _outcome(progress: BackfillProgress, *, quiet: bool = False) -> int:
     failed = ", ".join(progress.failed_runs) or "none"
     print(f"Backfill {progress.backfill_id} of {progress.dag_id}: {progress.state.value} "
           f"(failed runs: {failed})", file=sys.stderr)
+    if progress.reason:
+        print(progress.reason, file=sys.stderr)
     return 1
 
 
@@ -225,8 +364,10 @@ def _render(progress: BackfillProgress, elapsed: float) -> RenderableType:
     table = Table(show_header=False, box=None)
     table.add_row("runs finished", f"{progress.runs_finished} / {progress.total_runs}")
     table.add_row("runs", _counts(progress.runs_by_state))
-    table.add_row("task instances", _counts(progress.tis_by_state))
-    table.add_row("elapsed", f"{elapsed:.0f}s")
+    table.add_row("task instances", _ti_counts(progress))
+    table.add_row("elapsed", f"{elapsed:.0f}s" + _estimate(progress, elapsed))
+    if progress.reason:
+        table.add_row("reason", progress.reason)
     return Group(
         f"Backfill {progress.backfill_id} of {progress.dag_id}: {progress.state.value}",
         ProgressBar(total=total, completed=progress.runs_finished, width=40),
@@ -236,6 +377,28 @@ def _render(progress: BackfillProgress, elapsed: float) -> RenderableType:
 
 def _counts(by_state: dict[str, int]) -> str:
     return ", ".join(f"{state} {n}" for state, n in sorted(by_state.items())) or "-"
+
+
+#: The task instance states the display names, in its order (``none`` is "not ready").
+_TI_ORDER = ("success", "failed", "upstream_failed", "running", "queued", "scheduled",
+             "up_for_retry", "up_for_reschedule", "restarting", "skipped", "removed")
+
+
+def _ti_counts(progress: BackfillProgress) -> str:
+    by_state = progress.tis_by_state
+    parts = [f"{state} {by_state[state]}" for state in _TI_ORDER if by_state.get(state)]
+    if progress.not_ready:
+        label = "deadlocked" if progress.deadlocked else "not ready"
+        parts.append(f"{label} {progress.not_ready}")
+    return ", ".join(parts) or "-"
+
+
+def _estimate(progress: BackfillProgress, elapsed: float) -> str:
+    """``", about Ns left"`` from the pace so far (nothing before the first run ends)."""
+    done, total = progress.runs_finished, progress.total_runs
+    if progress.finished or done == 0 or done >= total:
+        return ""
+    return f", about {elapsed / done * (total - done):.0f}s left"
 
 
 # --------------------------------------------------------------------------- backfills
@@ -284,30 +447,44 @@ def cancel(ctx: CliContext, args: argparse.Namespace) -> int:
         row = session.get(Backfill, args.backfill_id)
         if row is None:
             raise CliError(f"no backfill {args.backfill_id} (see `squall backfills list`)")
-        if not cancel_backfill(session, args.backfill_id, now=utcnow()):
+        ended = cancel_backfill(session, args.backfill_id, now=utcnow(),
+                                end_running=args.end_running)
+        if ended is None:
             raise CliError(f"backfill {args.backfill_id} is {row.state}: nothing to cancel")
-    print(f"Backfill {args.backfill_id}: cancelled (its runs already created go on to "
-          "finish)")
+        if ended:
+            notify_scheduler(session, f"backfill {args.backfill_id} cancelled")
+    if args.end_running:
+        print(f"Backfill {args.backfill_id}: cancelled; {len(ended)} unfinished run(s) "
+              f"ended{': ' + ', '.join(ended) if ended else ''}")
+    else:
+        print(f"Backfill {args.backfill_id}: cancelled (its runs already created go on to "
+              "finish; `--end-running` ends them)")
     return 0
 
 
 def _print_existing(plan: BackfillPlan) -> None:
     for run in plan.existing:
-        print(f"Left alone: {plan.dag_id} already has run {run.run_id} ({run.run_type}, "
-              f"{run.state}) at {run.logical_date.isoformat()}")
+        if run.to_clear:
+            print(f"Run again: {plan.dag_id} run {run.run_id} ({run.run_type}, {run.state}) "
+                  f"at {run.logical_date.isoformat()}: clears {', '.join(run.to_clear)}")
+        else:
+            print(f"Left alone: {plan.dag_id} already has run {run.run_id} ({run.run_type}, "
+                  f"{run.state}) at {run.logical_date.isoformat()}")
 
 
-def _print_plan(dag: DAG, plan: BackfillPlan, output: str) -> None:
-    task_ids = sorted(dag.task_dict)
+def _print_plan(dag: DAG, plan: BackfillPlan, task_ids: list[str], output: str, *,
+                mark_success: bool = False) -> None:
     if output == "json":
         data: dict[str, Any] = {
             "dag_id": dag.dag_id,
+            "mark_success": mark_success,
             "runs": [{"run_id": r.run_id, "logical_date": r.logical_date.isoformat(),
                       "data_interval_start": r.data_interval.start.isoformat(),
                       "data_interval_end": r.data_interval.end.isoformat(),
                       "task_ids": task_ids} for r in plan.runs],
             "existing": [{"run_id": r.run_id, "logical_date": r.logical_date.isoformat(),
-                          "run_type": r.run_type, "state": r.state} for r in plan.existing],
+                          "run_type": r.run_type, "state": r.state,
+                          "to_clear": list(r.to_clear)} for r in plan.existing],
         }
         json.dump(data, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -316,7 +493,9 @@ def _print_plan(dag: DAG, plan: BackfillPlan, output: str) -> None:
              "data_interval": f"{r.data_interval.start.isoformat()} -> "
                               f"{r.data_interval.end.isoformat()}",
              "task_instances": ", ".join(task_ids)} for r in plan.runs]
+    marked = " (marked success, not run)" if mark_success else ""
     print_rows(rows, ["run_id", "logical_date", "data_interval", "task_instances"], "table",
-               title=f"Dry run: backfill of {dag.dag_id} would create {len(plan.runs)} runs")
+               title=f"Dry run: backfill of {dag.dag_id} would create {len(plan.runs)} "
+               f"runs{marked}")
     _print_existing(plan)
     console().print("Dry run: nothing was created.")

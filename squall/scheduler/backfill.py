@@ -1,13 +1,15 @@
-"""Backfills: planning the runs of a logical date range, recording the request, and the
-scheduler's step that drives it.
+"""Backfills: planning the runs of a logical date range, recording the request, following
+and cancelling it. The scheduler's step that drives a backfill is
+:mod:`squall.scheduler.backfill_driver`.
 
 :func:`plan_backfill` computes the logical dates of ``[from_date, to_date]`` from the DAG's
 timetable (both ends included, each date a tick of the schedule), leaves out the dates the
-DAG already has a run for (they are reported, never touched) and orders the rest oldest
-first, or newest first for ``run_backwards``. :func:`create_backfill` inserts the
-``backfill`` row (state ``queued``) that the scheduler then drives:
-:func:`drive_backfills`, a step of each scheduler loop, creates each active backfill's next
-runs and ends the backfill when all its runs are finished.
+DAG already has a run for and orders the rest oldest first, or newest first for
+``run_backwards``. The existing runs are left alone and reported; with
+``rerun_failed_tasks`` their failed and upstream_failed task instances, with
+``reset_dagruns`` all their task instances, are cleared and the runs join the backfill.
+:func:`create_backfill` inserts the ``backfill`` row (state ``queued``) and does those
+clears, in the caller's transaction.
 
 Nothing here commits: the caller owns the transaction.
 """
@@ -15,7 +17,7 @@ Nothing here commits: the caller owns the transaction.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,21 +26,23 @@ import pendulum
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from squall.common.db import is_postgres
-from squall.common.errors import BackfillError, DagRunAlreadyExists
-from squall.common.models import Backfill, DagRun, TaskInstance
+from squall.common.errors import BackfillError
+from squall.common.models import Backfill, DagRun, TaskInstance, clip_reason
 from squall.common.state import (
     BACKFILL_ACTIVE_STATES,
     BACKFILL_FINISHED_STATES,
     DAGRUN_UNFINISHED_STATES,
+    FAILED_LIKE_STATES,
+    UNFINISHED_STATES,
     BackfillState,
     DagRunState,
     DagRunType,
+    TaskInstanceState,
 )
-from squall.scheduler.dag_runs import RunStepStats, SerializedDagCache
+from squall.scheduler.backfill_scope import FIRST_DATE_KEY
+from squall.scheduler.clear import clear_task_instances
 from squall.scheduler.dag_shape import DagLike
-from squall.scheduler.run_creation import create_dag_run
-from squall.sdk.operators.base import DEFAULT_QUEUE
+from squall.sdk.dag import DAG
 from squall.sdk.timetables import DagRunInfo, DataInterval
 
 log = logging.getLogger(__name__)
@@ -63,12 +67,15 @@ class PlannedRun:
 
 @dataclass(frozen=True)
 class ExistingRun:
-    """A date of the range the DAG already has a run for: left alone."""
+    """A date of the range the DAG already has a run for: left alone, or with
+    ``--rerun-failed-tasks`` / ``--reset-dagruns`` the task instances ``to_clear`` are
+    cleared and the run joins the backfill."""
 
     logical_date: datetime
     run_id: str
     run_type: str
     state: str
+    to_clear: tuple[str, ...] = ()
 
 
 @dataclass
@@ -82,6 +89,13 @@ class BackfillPlan:
     run_backwards: bool
     runs: list[PlannedRun] = field(default_factory=list)
     existing: list[ExistingRun] = field(default_factory=list)
+    #: the first schedule tick of the range (``-I`` ignores depends_on_past there)
+    first_logical_date: datetime | None = None
+
+    @property
+    def rerun(self) -> list[ExistingRun]:
+        """The existing runs whose task instances are cleared and run again."""
+        return [r for r in self.existing if r.to_clear]
 
 
 def backfill_run_id(logical_date: datetime) -> str:
@@ -119,11 +133,15 @@ def range_run_infos(dag: DagLike, from_date: datetime, to_date: datetime) -> lis
 
 
 def plan_backfill(session: Session, dag: DagLike, from_date: datetime, to_date: datetime,
-                  *, run_backwards: bool = False) -> BackfillPlan:
+                  *, run_backwards: bool = False, rerun_failed_tasks: bool = False,
+                  reset_dagruns: bool = False,
+                  task_ids: Collection[str] | None = None) -> BackfillPlan:
     """The runs a backfill of ``dag`` over ``[from_date, to_date]`` creates.
 
     Dates the DAG already has a run for (of any type) are left out and listed in
-    ``existing``. Raises :class:`BackfillError` for ``run_backwards`` when a task depends on
+    ``existing``, with the task instances ``rerun_failed_tasks`` (the failed and
+    upstream_failed ones) or ``reset_dagruns`` (all) clears, of the tasks in ``task_ids``
+    (all without). Raises :class:`BackfillError` for ``run_backwards`` when a task depends on
     its past (its runs could never start), and as :func:`range_run_infos` does."""
     if run_backwards:
         depending = sorted(tid for tid, task in dag.task_dict.items() if task.depends_on_past)
@@ -133,7 +151,8 @@ def plan_backfill(session: Session, dag: DagLike, from_date: datetime, to_date: 
                 f"(depends_on_past): {', '.join(depending)}")
     infos = range_run_infos(dag, from_date, to_date)
     plan = BackfillPlan(dag_id=dag.dag_id, from_date=from_date, to_date=to_date,
-                        run_backwards=run_backwards)
+                        run_backwards=run_backwards,
+                        first_logical_date=infos[0].logical_date if infos else None)
     if not infos:
         return plan
     rows = session.execute(
@@ -143,11 +162,15 @@ def plan_backfill(session: Session, dag: DagLike, from_date: datetime, to_date: 
                DagRun.logical_date <= infos[-1].logical_date)
     ).all()
     by_date = {row.logical_date.timestamp(): row for row in rows}
+    clears = (_to_clear(session, dag.dag_id, [r.run_id for r in rows], reset=reset_dagruns,
+                        task_ids=task_ids)
+              if rows and (rerun_failed_tasks or reset_dagruns) else {})
     for info in infos:
         row = by_date.get(info.logical_date.timestamp())
         if row is not None:
             plan.existing.append(ExistingRun(logical_date=row.logical_date, run_id=row.run_id,
-                                             run_type=row.run_type, state=row.state))
+                                             run_type=row.run_type, state=row.state,
+                                             to_clear=tuple(clears.get(row.run_id, ()))))
             continue
         plan.runs.append(PlannedRun(logical_date=info.logical_date,
                                     data_interval=info.data_interval,
@@ -157,10 +180,29 @@ def plan_backfill(session: Session, dag: DagLike, from_date: datetime, to_date: 
     return plan
 
 
+def _to_clear(session: Session, dag_id: str, run_ids: list[str], *, reset: bool,
+              task_ids: Collection[str] | None) -> dict[str, list[str]]:
+    """run_id -> the task ids whose task instances a rerun (failed ones) or a reset (all)
+    clears."""
+    stmt = select(TaskInstance.run_id, TaskInstance.task_id).where(
+        TaskInstance.dag_id == dag_id, TaskInstance.run_id.in_(run_ids))
+    if not reset:
+        stmt = stmt.where(TaskInstance.state.in_([s.value for s in FAILED_LIKE_STATES]))
+    if task_ids is not None:
+        stmt = stmt.where(TaskInstance.task_id.in_(sorted(task_ids)))
+    out: dict[str, list[str]] = {}
+    for run_id, task_id in session.execute(stmt.order_by(TaskInstance.task_id)).all():
+        out.setdefault(run_id, []).append(task_id)
+    return out
+
+
 def create_backfill(session: Session, plan: BackfillPlan, *, max_active_runs: int,
                     conf: Mapping[str, Any] | None = None,
-                    options: Mapping[str, Any] | None = None) -> Backfill:
+                    options: Mapping[str, Any] | None = None,
+                    dag: DAG | None = None, now: datetime | None = None) -> Backfill:
     """Insert the ``backfill`` row of ``plan`` (state ``queued``) and return it (flushed).
+    The existing runs ``plan.rerun`` lists have their task instances cleared (``dag`` gives
+    the tasks' retries) and join the backfill.
 
     ``options`` may only hold the names in :data:`OPTION_NAMES`."""
     if max_active_runs < 1:
@@ -168,15 +210,20 @@ def create_backfill(session: Session, plan: BackfillPlan, *, max_active_runs: in
     unknown = sorted(set(options or {}) - set(OPTION_NAMES))
     if unknown:
         raise BackfillError(f"unknown backfill options: {', '.join(unknown)}")
+    stored = dict(options or {})
+    if plan.first_logical_date is not None:
+        stored[FIRST_DATE_KEY] = plan.first_logical_date.isoformat()
     backfill = Backfill(
         dag_id=plan.dag_id, from_date=plan.from_date, to_date=plan.to_date,
         run_backwards=plan.run_backwards, max_active_runs=max_active_runs,
         conf=dict(conf) if conf is not None else None,
-        options=dict(options) if options else None,
-        state=BackfillState.QUEUED.value, total_runs=len(plan.runs),
+        options=stored or None,
+        state=BackfillState.QUEUED.value, total_runs=len(plan.runs) + len(plan.rerun),
     )
     session.add(backfill)
     session.flush()
+    if plan.rerun:
+        _rerun_existing(session, backfill, plan, dag, now or datetime.now(UTC))
     log.info("Backfill %s of %s created: %d runs from %s to %s%s (max %d active)",
              backfill.id, plan.dag_id, len(plan.runs), plan.from_date.isoformat(),
              plan.to_date.isoformat(), ", backwards" if plan.run_backwards else "",
@@ -184,95 +231,23 @@ def create_backfill(session: Session, plan: BackfillPlan, *, max_active_runs: in
     return backfill
 
 
-# --------------------------------------------------------------------------- the scheduler
-
-
-#: Most active backfills driven in one loop (oldest first).
-MAX_BACKFILLS_PER_LOOP = 16
-
-
-def drive_backfills(session: Session, cache: SerializedDagCache, *, now: datetime,
-                    default_queue: str = DEFAULT_QUEUE) -> RunStepStats:
-    """The scheduler's backfill step: for each queued or running backfill (locked ``FOR
-    UPDATE SKIP LOCKED`` on PostgreSQL, so two schedulers never drive the same one), create
-    its next runs in plan order while it has fewer than its ``max_active_runs`` unfinished
-    runs, and mark it ``success`` (or ``failed`` when one of its runs failed) once it has
-    nothing left to create and every run of it is finished.
-
-    Backfill runs are created RUNNING (the backfill's ``max_active_runs`` is their
-    admission) with run type ``backfill`` and ``backfill_id``; from then on they are decided,
-    queued and run like any other run, also when their DAG is paused. A date that got a run
-    since the backfill was planned is left alone. The caller commits."""
-    stats = RunStepStats()
-    stmt = (select(Backfill)
-            .where(Backfill.state.in_([s.value for s in BACKFILL_ACTIVE_STATES]))
-            .order_by(Backfill.id).limit(MAX_BACKFILLS_PER_LOOP))
-    if is_postgres(session):
-        stmt = stmt.with_for_update(skip_locked=True)
-    backfills = list(session.scalars(stmt))
-    if not backfills:
-        return stats
-    dags = cache.get_many(session, {b.dag_id for b in backfills})
-    states = _run_states(session, [b.id for b in backfills])
-    for backfill in backfills:
-        dag = dags.get(backfill.dag_id)
-        if dag is None:
-            log.warning("Backfill %s: DAG %s has no usable serialized DAG; waiting",
-                        backfill.id, backfill.dag_id)
-            stats.missing_dags.add(backfill.dag_id)
-            continue
-        run_states = states.get(backfill.id, [])
-        try:
-            plan = plan_backfill(session, dag, backfill.from_date, backfill.to_date,
-                                 run_backwards=backfill.run_backwards)
-        except BackfillError as exc:
-            log.error("Backfill %s of %s: %s; failed", backfill.id, backfill.dag_id, exc)
-            _finish(backfill, BackfillState.FAILED, now)
-            continue
-        unfinished = sum(1 for s in run_states if s in DAGRUN_UNFINISHED_STATES)
-        for planned in plan.runs[:max(0, backfill.max_active_runs - unfinished)]:
-            try:
-                run = create_dag_run(session, dag, run_type=DagRunType.BACKFILL,
-                                     logical_date=planned.logical_date,
-                                     data_interval=planned.data_interval,
-                                     run_id=planned.run_id, conf=backfill.conf,
-                                     state=DagRunState.RUNNING, now=now,
-                                     default_queue=default_queue)
-            except DagRunAlreadyExists as exc:
-                log.info("Backfill %s: run not created: %s", backfill.id, exc)
-                continue
-            run.backfill_id = backfill.id
-            unfinished += 1
-            stats.created += 1
-            stats.started += 1
-            run_states.append(DagRunState.RUNNING.value)
-        if run_states and backfill.state == BackfillState.QUEUED:
-            backfill.state = BackfillState.RUNNING.value
-            log.info("Backfill %s of %s: running", backfill.id, backfill.dag_id)
-        # every date of the range has a run (plan.runs was read before this loop's) and
-        # none of this backfill's is unfinished: it is over
-        if not plan.runs and unfinished == 0:
-            failed = any(s == DagRunState.FAILED.value for s in run_states)
-            _finish(backfill, BackfillState.FAILED if failed else BackfillState.SUCCESS, now)
-    session.flush()
-    return stats
-
-
-def _run_states(session: Session, backfill_ids: list[int]) -> dict[int, list[str]]:
-    """The states of each backfill's runs."""
-    out: dict[int, list[str]] = {}
-    for backfill_id, state in session.execute(
-        select(DagRun.backfill_id, DagRun.state).where(DagRun.backfill_id.in_(backfill_ids))
-    ).all():
-        if backfill_id is not None:
-            out.setdefault(backfill_id, []).append(state)
-    return out
-
-
-def _finish(backfill: Backfill, state: BackfillState, now: datetime) -> None:
-    backfill.state = state.value
-    backfill.completed_at = now
-    log.info("Backfill %s of %s: %s", backfill.id, backfill.dag_id, state.value)
+def _rerun_existing(session: Session, backfill: Backfill, plan: BackfillPlan,
+                   dag: DAG | None, now: datetime) -> None:
+    """Clear the task instances of ``plan.rerun`` and hand those runs to the backfill."""
+    for existing in plan.rerun:
+        tis = list(session.scalars(
+            select(TaskInstance).where(TaskInstance.dag_id == plan.dag_id,
+                                       TaskInstance.run_id == existing.run_id,
+                                       TaskInstance.task_id.in_(existing.to_clear))
+            .execution_options(populate_existing=True)))
+        clear_task_instances(session, tis, dag, now,
+                             reason=f"cleared by backfill {backfill.id}")
+        session.execute(update(DagRun)
+                        .where(DagRun.dag_id == plan.dag_id, DagRun.run_id == existing.run_id)
+                        .values(backfill_id=backfill.id)
+                        .execution_options(synchronize_session=False))
+        log.info("Backfill %s: run %s joins it (%d task instances cleared)", backfill.id,
+                 existing.run_id, len(tis))
 
 
 # --------------------------------------------------------------------------- following
@@ -291,10 +266,22 @@ class BackfillProgress:
     runs_by_state: dict[str, int]
     tis_by_state: dict[str, int]
     failed_runs: list[str]
+    #: why it ended, when it did not simply run out of runs (the deadlock report)
+    reason: str | None = None
 
     @property
     def finished(self) -> bool:
         return self.state in BACKFILL_FINISHED_STATES
+
+    @property
+    def deadlocked(self) -> bool:
+        return self.reason is not None and self.reason.startswith(DEADLOCK_PREFIX)
+
+    @property
+    def not_ready(self) -> int:
+        """Task instances waiting for their upstream tasks or their past (state none); once
+        the backfill is deadlocked these are the blocked ones."""
+        return self.tis_by_state.get(TaskInstanceState.NONE.value, 0)
 
     @property
     def runs_finished(self) -> int:
@@ -324,19 +311,60 @@ def backfill_progress(session: Session, backfill_id: int) -> BackfillProgress | 
         backfill_id=row.id, dag_id=row.dag_id, state=BackfillState(row.state),
         total_runs=row.total_runs, created_at=row.created_at, completed_at=row.completed_at,
         runs_by_state=by_state, tis_by_state={state: int(n) for state, n in tis},
-        failed_runs=[r.run_id for r in runs if r.state == DagRunState.FAILED.value])
+        failed_runs=[r.run_id for r in runs if r.state == DagRunState.FAILED.value],
+        reason=row.reason)
 
 
-def cancel_backfill(session: Session, backfill_id: int, *, now: datetime) -> bool:
-    """Cancel a queued or running backfill: the scheduler creates no more of its runs (those
-    already created go on to finish). Returns whether it was active."""
+#: How a deadlock report (``backfill.reason``) begins.
+DEADLOCK_PREFIX = "deadlock"
+
+
+def cancel_backfill(session: Session, backfill_id: int, *, now: datetime,
+                    end_running: bool = False) -> list[str] | None:
+    """Cancel a queued or running backfill: the scheduler creates no more of its runs.
+    Those already created go on to finish, or with ``end_running`` are ended now: their
+    running task instances are set failed (their supervisors stop them, every process
+    included), the other unfinished ones skipped, and the runs failed.
+
+    Returns the run ids it ended (empty without ``end_running``), or ``None`` when the
+    backfill was not active."""
     changed = session.execute(
         update(Backfill)
         .where(Backfill.id == backfill_id,
                Backfill.state.in_([s.value for s in BACKFILL_ACTIVE_STATES]))
-        .values(state=BackfillState.CANCELLED.value, completed_at=now)
+        .values(state=BackfillState.CANCELLED.value, completed_at=now,
+                reason="cancelled" + (" (its unfinished runs ended)" if end_running else ""))
     ).rowcount  # type: ignore[attr-defined]
-    if changed:
-        log.info("Backfill %s: cancelled", backfill_id)
-    return bool(changed)
+    if not changed:
+        return None
+    log.info("Backfill %s: cancelled", backfill_id)
+    return _end_runs(session, backfill_id, now) if end_running else []
+
+
+def _end_runs(session: Session, backfill_id: int, now: datetime) -> list[str]:
+    """Fail the backfill's unfinished runs as Airflow's "mark run failed" does."""
+    runs = session.execute(
+        select(DagRun.dag_id, DagRun.run_id)
+        .where(DagRun.backfill_id == backfill_id,
+               DagRun.state.in_([s.value for s in DAGRUN_UNFINISHED_STATES]))).all()
+    why = clip_reason(f"backfill {backfill_id} was cancelled and its runs ended")
+    for dag_id, run_id in runs:
+        in_run = (TaskInstance.dag_id == dag_id) & (TaskInstance.run_id == run_id)
+        session.execute(
+            update(TaskInstance)
+            .where(in_run, TaskInstance.state.in_([TaskInstanceState.RUNNING.value,
+                                                   TaskInstanceState.RESTARTING.value]))
+            .values(state=TaskInstanceState.FAILED.value, end_date=now, state_reason=why)
+            .execution_options(synchronize_session=False))
+        session.execute(
+            update(TaskInstance)
+            .where(in_run, TaskInstance.state.in_([s.value for s in UNFINISHED_STATES]))
+            .values(state=TaskInstanceState.SKIPPED.value, end_date=now, state_reason=why)
+            .execution_options(synchronize_session=False))
+        session.execute(
+            update(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
+            .values(state=DagRunState.FAILED.value, end_date=now, updated_at=now)
+            .execution_options(synchronize_session=False))
+        log.info("DagRun %s %s: failed (backfill %s cancelled)", dag_id, run_id, backfill_id)
+    return [run_id for _, run_id in runs]
 

@@ -113,13 +113,15 @@ def queue_scheduled_tis(
     examples_folder: Path | None,
     now: datetime | None = None,
     warned_pools: MutableSet[str] | None = None,
+    only_backfill_id: int | None = None,
 ) -> list[QueuedTask]:
     """Move the SCHEDULED task instances that fit every limit to QUEUED; return them.
 
     ``dags`` maps dag_id to the (deserialized) DAG of every task instance that may be
     picked; task instances of a DAG missing from it are left SCHEDULED. ``warned_pools``
     (kept by the caller across calls) makes the warning about a missing pool appear once.
-    The caller commits, then publishes the returned tasks.
+    ``only_backfill_id`` picks only that backfill's task instances (every limit still
+    counts every task instance). The caller commits, then publishes the returned tasks.
     """
     now = now or utcnow()
     limit = min(max_tis, executor_slots)
@@ -137,7 +139,8 @@ def queue_scheduled_tis(
     for _ in range(_MAX_SELECTION_ROUNDS):
         filters_before = budget.new_filters()
         wanted = budget.executor_slots
-        candidates = _candidates(session, budget, wanted, chosen_keys, postgres)
+        candidates = _candidates(session, budget, wanted, chosen_keys, postgres,
+                                 only_backfill_id)
         for ti in candidates:
             if budget.executor_slots <= 0:
                 break
@@ -231,7 +234,8 @@ def _budget(session: Session, *, executor_slots: int, lock_pools: bool) -> _Budg
 
 
 def _candidates(session: Session, budget: _Budget, limit: int,
-                chosen: set[TaskInstanceKey], postgres: bool) -> Sequence[TaskInstance]:
+                chosen: set[TaskInstanceKey], postgres: bool,
+                only_backfill_id: int | None = None) -> Sequence[TaskInstance]:
     stmt = (
         select(TaskInstance)
         .join(DagRun, (DagRun.dag_id == TaskInstance.dag_id)
@@ -244,6 +248,8 @@ def _candidates(session: Session, budget: _Budget, limit: int,
                   TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id)
         .limit(limit)
     )
+    if only_backfill_id is not None:
+        stmt = stmt.where(DagRun.backfill_id == only_backfill_id)
     if budget.starved_pools:
         stmt = stmt.where(not_(TaskInstance.pool.in_(sorted(budget.starved_pools))))
     if budget.starved_dags:

@@ -14,7 +14,7 @@ while the DAG has fewer than ``max_active_runs`` RUNNING runs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,6 +35,7 @@ from squall.common.state import (
 )
 from squall.dag_processing.serialization import SerializationError, deserialize_dag
 from squall.execution.callbacks import CallbackKind, enqueue_callback
+from squall.scheduler.backfill_scope import BackfillScope, load_scopes
 from squall.scheduler.decisions import update_dag_run
 from squall.scheduler.run_creation import create_dag_run
 from squall.scheduler.ti_updates import schedule_tis
@@ -189,9 +190,10 @@ _EPOCH = pendulum.datetime(1970, 1, 1, tz="UTC")
 
 
 def not_paused_or_backfill() -> ColumnElement[bool]:
-    """The run's DAG (``DagModel`` joined) is not paused, or the run is a backfill's: a
+    """The run's DAG (``DagModel`` joined) is not paused, or the run is a backfill's
+    (created by one, or taken in by ``--rerun-failed-tasks`` / ``--reset-dagruns``): a
     paused DAG's backfill runs still go on (pausing stops the schedule only)."""
-    return or_(DagModel.is_paused.is_(False), DagRun.run_type == DagRunType.BACKFILL.value)
+    return or_(DagModel.is_paused.is_(False), DagRun.backfill_id.is_not(None))
 
 
 def _aware(value: datetime) -> datetime:
@@ -273,19 +275,20 @@ def create_due_dag_runs(session: Session, cache: SerializedDagCache, *,
 
 def schedule_dag_runs(session: Session, cache: SerializedDagCache, *,
                       now: datetime, memo: RunDecisionMemo | None = None,
-                      max_runs: int = MAX_RUNS_PER_LOOP) -> RunStepStats:
+                      max_runs: int = MAX_RUNS_PER_LOOP,
+                      only_backfill_id: int | None = None) -> RunStepStats:
     """Start QUEUED runs that have room under ``max_active_runs``; decide RUNNING ones
     (with a ``memo``, only those it says are due); at most ``max_runs`` of each.
 
     Each run gets :func:`update_dag_run` (trigger rules, run state) and its schedulable task
     instances :func:`schedule_tis`. Runs of paused DAGs are left alone, but for backfill
-    runs.
+    runs. ``only_backfill_id`` limits it to that backfill's runs (without the memo).
     """
     stats = RunStepStats()
     postgres = is_postgres(session)
-    queued = _runs(session, DagRunState.QUEUED, postgres, max_runs)
-    if memo is None:
-        running = _runs(session, DagRunState.RUNNING, postgres, max_runs)
+    queued = _runs(session, DagRunState.QUEUED, postgres, max_runs, only_backfill_id)
+    if memo is None or only_backfill_id is not None:
+        running = _runs(session, DagRunState.RUNNING, postgres, max_runs, only_backfill_id)
         stats.active_runs = len(queued) + len(running)
     else:
         running = _runs_by_id(session, memo.due(session, cache, now=now,
@@ -294,6 +297,7 @@ def schedule_dag_runs(session: Session, cache: SerializedDagCache, *,
     if not queued and not running:
         return stats
     dags = cache.get_many(session, {r.dag_id for r in (*queued, *running)})
+    scopes = load_scopes(session, (r.backfill_id for r in (*queued, *running)))
     running_counts = (
         _count_runs(session, {r.dag_id for r in queued}, (DagRunState.RUNNING,))
         if queued else {}
@@ -308,7 +312,7 @@ def schedule_dag_runs(session: Session, cache: SerializedDagCache, *,
             continue
         running_counts[run.dag_id] = count + 1
         stats.started += 1
-        _decide(session, dag, run, now, stats)
+        _decide(session, dag, run, now, stats, scopes)
     for run in running:
         dag = dags.get(run.dag_id)
         if dag is None:
@@ -316,15 +320,20 @@ def schedule_dag_runs(session: Session, cache: SerializedDagCache, *,
                         run.dag_id, run.run_id)
             stats.missing_dags.add(run.dag_id)
             continue
-        _decide(session, dag, run, now, stats)
+        _decide(session, dag, run, now, stats, scopes)
         if memo is not None:
             memo.decided(run, cache, now)
     return stats
 
 
 def _decide(session: Session, dag: DAG, run: DagRun, now: datetime,
-            stats: RunStepStats) -> None:
-    result = update_dag_run(session, dag, run, now=now, may_start=True)
+            stats: RunStepStats, scopes: Mapping[int, BackfillScope]) -> None:
+    scope = scopes.get(run.backfill_id) if run.backfill_id is not None else None
+    if scope is not None:
+        # a backfill's run: its task selection, its pool, -I for its first date
+        dag = scope.dag_for(dag)
+    result = update_dag_run(session, dag, run, now=now, may_start=True,
+                            ignore_depends_on_past=scope is not None and scope.ignores_past(run))
     if result.schedulable:
         stats.tis_scheduled += schedule_tis(session, result.schedulable, now=now)
     if result.finished_now:
@@ -345,13 +354,15 @@ def _request_dag_callback(session: Session, dag: DAG, run: DagRun, state: DagRun
 
 
 def _runs(session: Session, state: DagRunState, postgres: bool,
-          limit: int) -> list[DagRun]:
+          limit: int, only_backfill_id: int | None = None) -> list[DagRun]:
     stmt = (
         select(DagRun)
         .join(DagModel, DagModel.dag_id == DagRun.dag_id)
         .where(DagRun.state == state.value, not_paused_or_backfill())
         .limit(limit)
     )
+    if only_backfill_id is not None:
+        stmt = stmt.where(DagRun.backfill_id == only_backfill_id)
     if state == DagRunState.QUEUED:
         # only runs of DAGs with room: queued runs of a DAG at its limit must not fill the
         # batch and starve the queued runs of other DAGs

@@ -87,6 +87,7 @@ def update_dag_run(
     *,
     now: datetime,
     may_start: bool = True,
+    ignore_depends_on_past: bool = False,
 ) -> RunUpdate:
     """Apply trigger rules to the run's task instances and decide the run's state.
 
@@ -103,7 +104,8 @@ def update_dag_run(
     * A task instance whose rule is met but which ``depends_on_past`` holds back waits, with
       the reason (which previous task instance, in what state) in its ``state_reason``; the
       run goes on waiting, as in Airflow 2, however the previous instance ended: it may be
-      cleared or set to success.
+      cleared or set to success. ``ignore_depends_on_past`` leaves the past out (a
+      backfill's ``-I`` for its first run).
     * When every task instance has finished the run succeeds if every leaf succeeded or was
       skipped, and fails if a leaf failed or is upstream_failed (Airflow 2's rule). When
       some have not finished but none can make progress (nothing schedulable, nothing in
@@ -134,7 +136,8 @@ def update_dag_run(
     changed: dict[str, list[str]] = {}
     plan = _Plan()
     for _ in range(_MAX_DECISION_ROUNDS):
-        plan = _decide(session, dag, dag_run, tis, now)
+        plan = _decide(session, dag, dag_run, tis, now,
+                       ignore_past=ignore_depends_on_past)
         if _apply(session, plan, now, changed):
             break
         log.info("DagRun %s %s: task instances changed under us; deciding again",
@@ -168,7 +171,7 @@ class _Plan:
 
 
 def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskInstance],
-            now: datetime) -> _Plan:
+            now: datetime, *, ignore_past: bool = False) -> _Plan:
     plan = _Plan()
     tasks = dag.task_dict
     by_task = {ti.task_id: ti for ti in tis}
@@ -209,8 +212,8 @@ def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskI
             continue
         candidates.append(ti)
 
-    plan.schedulable = _filter_depends_on_past(session, dag, dag_run, candidates, downstream,
-                                               plan)
+    plan.schedulable = (candidates if ignore_past else _filter_depends_on_past(
+        session, dag, dag_run, candidates, downstream, plan))
     plan.schedulable.sort(key=lambda t: (-t.priority_weight, t.task_id))
     return plan
 

@@ -5,7 +5,7 @@ Each loop (:meth:`SchedulerJob.run_once`), every step in a transaction of its ow
 a. create the due scheduled runs (QUEUED) and move each DAG's ``next_dagrun`` on
    (:func:`~squall.scheduler.dag_runs.create_due_dag_runs`); create the next runs of each
    active backfill and end the finished backfills
-   (:func:`~squall.scheduler.backfill.drive_backfills`);
+   (:func:`~squall.scheduler.backfill_driver.drive_backfills`);
 b. start QUEUED runs with room under ``max_active_runs``, decide every RUNNING run (trigger
    rules, run state) and move ready task instances to SCHEDULED
    (:func:`~squall.scheduler.dag_runs.schedule_dag_runs`);
@@ -70,7 +70,7 @@ from squall.common.settings import Settings
 from squall.common.state import ADOPTABLE_STATES, JobState, TaskInstanceState
 from squall.common.wakeup import SleepWaker, Waker
 from squall.execution.outcome import RetryPolicy
-from squall.scheduler.backfill import drive_backfills
+from squall.scheduler.backfill_driver import drive_backfills
 from squall.scheduler.critical_section import queue_scheduled_tis, requeue_failed_publishes
 from squall.scheduler.dag_processor import DagProcessor
 from squall.scheduler.dag_runs import (
@@ -166,7 +166,8 @@ class SchedulerJob:
                  executor: ExecutorLike, *, dag_processor: DagProcessor | None = None,
                  clock: Callable[[], datetime] = utcnow,
                  examples_folder: Path | None = None, metrics: Metrics | None = None,
-                 waker: Waker | None = None, max_runs_per_loop: int = MAX_RUNS_PER_LOOP) -> None:
+                 waker: Waker | None = None, max_runs_per_loop: int = MAX_RUNS_PER_LOOP,
+                 only_backfill_id: int | None = None) -> None:
         self._settings = settings
         self._factory = session_factory
         self._executor = executor
@@ -174,6 +175,9 @@ class SchedulerJob:
         self._clock = clock
         #: most QUEUED and most RUNNING runs looked at in one loop
         self._max_runs_per_loop = max_runs_per_loop
+        #: ``squall dags backfill --local``: this loop drives, decides and queues only that
+        #: backfill's runs (it creates no scheduled runs; its watchdog steps are everyone's)
+        self._only_backfill_id = only_backfill_id
         self._examples_folder = examples_folder or EXAMPLES_FOLDER
         self._stop = threading.Event()
         #: set by the signal handlers, which must not take locks (Event.set does)
@@ -346,18 +350,21 @@ class SchedulerJob:
         stats = LoopStats()
         self._dags.new_loop()
         now = self._clock()
-        with session_scope(self._factory) as session:
-            self._count(stats, create_due_dag_runs(
-                session, self._dags, now=now,
-                default_queue=self._settings.celery.default_queue))
+        only = self._only_backfill_id
+        if only is None:
+            with session_scope(self._factory) as session:
+                self._count(stats, create_due_dag_runs(
+                    session, self._dags, now=now,
+                    default_queue=self._settings.celery.default_queue))
         with session_scope(self._factory) as session:
             self._count(stats, drive_backfills(
                 session, self._dags, now=now,
-                default_queue=self._settings.celery.default_queue))
+                default_queue=self._settings.celery.default_queue, only_backfill_id=only))
         with session_scope(self._factory) as session:
             self._count(stats, schedule_dag_runs(session, self._dags, now=now,
                                                  memo=self._run_memo,
-                                                 max_runs=self._max_runs_per_loop))
+                                                 max_runs=self._max_runs_per_loop,
+                                                 only_backfill_id=only))
         self._queue_and_publish(job_id, now, stats)
         self._executor.sync()
         self._process_events(self._executor.get_event_buffer(), stats)
@@ -399,7 +406,7 @@ class SchedulerJob:
                 dags=self._dags.get_many(session, dag_ids),
                 dags_folder=self._settings.dags_folder,
                 examples_folder=self._examples_folder, now=now,
-                warned_pools=self._warned_pools,
+                warned_pools=self._warned_pools, only_backfill_id=self._only_backfill_id,
             )
         # committed: only now may a worker see the messages
         if not queued:

@@ -113,7 +113,8 @@ def test_create_backfill_row(session_factory: SessionFactory) -> None:
         assert row.id == backfill_id
         assert (row.dag_id, row.from_date, row.to_date, row.run_backwards,
                 row.max_active_runs, row.conf, row.options, row.state, row.total_runs) == (
-            "bf", day(1), day(3), True, 2, {"x": 1}, {"task_regex": "^a$"},
+            "bf", day(1), day(3), True, 2, {"x": 1},
+            {"task_regex": "^a$", "first_logical_date": day(1).isoformat()},
             BackfillState.QUEUED, 3)
         assert row.created_at is not None and row.completed_at is None
         with pytest.raises(BackfillError, match="unknown backfill options: nope"):

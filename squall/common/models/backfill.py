@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Index, Integer, String
+from sqlalchemy import JSON, Boolean, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from squall.common.models.base import Base, UtcDateTime, utcnow
@@ -42,6 +42,12 @@ class Backfill(Base):
     total_runs: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: why it ended when it did not simply run out of runs (the deadlock report, a cancel)
+    reason: Mapped[str | None] = mapped_column(Text)
+    #: since when the scheduler has found it unable to make progress (``None``: it is not)
+    stalled_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: since when it has had ``max_active_runs`` unfinished runs (``--delay-on-limit``)
+    limit_reached_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     def __repr__(self) -> str:
         return f"<Backfill {self.id} {self.dag_id} {self.state}>"

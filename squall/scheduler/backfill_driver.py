@@ -1,0 +1,263 @@
+"""The scheduler's backfill step: :func:`drive_backfills`, in each scheduler loop.
+
+For each queued or running backfill (locked ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
+two schedulers never drive the same one):
+
+* it creates the next runs of its plan (:func:`squall.scheduler.backfill.plan_backfill`,
+  computed afresh from the timetable and the runs the DAG has) while it has fewer than
+  ``max_active_runs`` unfinished runs; with ``delay_on_limit`` it waits that long after
+  reaching the limit before creating the next one. The runs are created RUNNING with run
+  type ``backfill`` and ``backfill_id``, shaped by the backfill's options
+  (:class:`~squall.scheduler.backfill_scope.BackfillScope`: task selection, pool,
+  ``mark_success``); from then on they are decided, queued and run like any other run,
+  also when their DAG is paused;
+* it marks the backfill ``success`` (or ``failed`` when one of its runs failed) once it has
+  nothing left to create and every run of it is finished;
+* it ends the backfill as ``failed`` with a deadlock report when it can make no more
+  progress (:func:`blocked_task_instances`) for :data:`DEADLOCK_GRACE_SECONDS`: nothing of
+  the DAG in flight, and each unfinished task instance of its runs waiting for something
+  that cannot happen by itself (a failed past, a pool that does not exist). Its runs are
+  left as they are: clearing or marking the blocking task instances lets them go on.
+
+The caller commits.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from squall.common.db import is_postgres
+from squall.common.errors import BackfillError, DagRunAlreadyExists
+from squall.common.models import Backfill, DagRun, Pool, TaskInstance
+from squall.common.state import (
+    BACKFILL_ACTIVE_STATES,
+    DAGRUN_UNFINISHED_STATES,
+    BackfillState,
+    DagRunState,
+    DagRunType,
+    TaskInstanceState,
+)
+from squall.scheduler.backfill import DEADLOCK_PREFIX, plan_backfill
+from squall.scheduler.backfill_scope import BackfillScope
+from squall.scheduler.dag_runs import RunStepStats, SerializedDagCache
+from squall.scheduler.run_creation import create_dag_run
+from squall.sdk.operators.base import DEFAULT_QUEUE
+
+log = logging.getLogger(__name__)
+
+TI = TaskInstanceState
+
+#: Most active backfills driven in one loop (oldest first).
+MAX_BACKFILLS_PER_LOOP = 16
+#: How long a backfill must have been unable to make progress before it is called
+#: deadlocked (a few scheduler loops: a just-cleared run is decided within one).
+DEADLOCK_GRACE_SECONDS = 5.0
+#: How many blocked task instances a deadlock report names, and its longest length.
+REPORT_LIMIT = 20
+MAX_REPORT = 4000
+
+#: States in which a task instance moves on by itself (a worker, a retry, a reschedule).
+_MOVING_STATES = [s.value for s in (TI.QUEUED, TI.RUNNING, TI.RESTARTING, TI.UP_FOR_RETRY,
+                                    TI.UP_FOR_RESCHEDULE)]
+
+
+def drive_backfills(session: Session, cache: SerializedDagCache, *, now: datetime,
+                    default_queue: str = DEFAULT_QUEUE,
+                    only_backfill_id: int | None = None) -> RunStepStats:
+    """The backfill step (see the module docstring); ``only_backfill_id`` limits it to one
+    backfill (``squall dags backfill --local``)."""
+    stats = RunStepStats()
+    stmt = (select(Backfill)
+            .where(Backfill.state.in_([s.value for s in BACKFILL_ACTIVE_STATES]))
+            .order_by(Backfill.id).limit(MAX_BACKFILLS_PER_LOOP))
+    if only_backfill_id is not None:
+        stmt = stmt.where(Backfill.id == only_backfill_id)
+    if is_postgres(session):
+        stmt = stmt.with_for_update(skip_locked=True)
+    backfills = list(session.scalars(stmt.execution_options(populate_existing=True)))
+    if not backfills:
+        return stats
+    dags = cache.get_many(session, {b.dag_id for b in backfills})
+    states = _run_states(session, [b.id for b in backfills])
+    for backfill in backfills:
+        dag = dags.get(backfill.dag_id)
+        if dag is None:
+            log.warning("Backfill %s: DAG %s has no usable serialized DAG; waiting",
+                        backfill.id, backfill.dag_id)
+            stats.missing_dags.add(backfill.dag_id)
+            continue
+        run_states = states.get(backfill.id, [])
+        try:
+            plan = plan_backfill(session, dag, backfill.from_date, backfill.to_date,
+                                 run_backwards=backfill.run_backwards)
+        except BackfillError as exc:
+            _finish(backfill, BackfillState.FAILED, now, reason=str(exc))
+            continue
+        scope = BackfillScope.of(backfill.id, backfill.options)
+        run_dag = scope.dag_for(dag)
+        unfinished = sum(1 for s in run_states if s in DAGRUN_UNFINISHED_STATES)
+        created = 0
+        for planned in plan.runs[:_room(backfill, unfinished, now)]:
+            try:
+                run = create_dag_run(session, run_dag, run_type=DagRunType.BACKFILL,
+                                     logical_date=planned.logical_date,
+                                     data_interval=planned.data_interval,
+                                     run_id=planned.run_id, conf=backfill.conf,
+                                     state=DagRunState.RUNNING, now=now,
+                                     default_queue=default_queue)
+            except DagRunAlreadyExists as exc:
+                log.info("Backfill %s: run not created: %s", backfill.id, exc)
+                continue
+            run.backfill_id = backfill.id
+            if scope.mark_success:
+                _mark_success(session, run, backfill.id, now)
+            unfinished += 1
+            created += 1
+            stats.created += 1
+            stats.started += 1
+            run_states.append(DagRunState.RUNNING.value)
+        if run_states and backfill.state == BackfillState.QUEUED:
+            backfill.state = BackfillState.RUNNING.value
+            log.info("Backfill %s of %s: running", backfill.id, backfill.dag_id)
+        # every date of the range has a run (plan.runs was read before this loop's) and
+        # none of this backfill's is unfinished: it is over
+        if not plan.runs and unfinished == 0:
+            failed = any(s == DagRunState.FAILED.value for s in run_states)
+            _finish(backfill, BackfillState.FAILED if failed else BackfillState.SUCCESS, now)
+        elif created:
+            backfill.stalled_since = None
+        else:
+            _watch_for_deadlock(session, backfill, now)
+    session.flush()
+    return stats
+
+
+def _room(backfill: Backfill, unfinished: int, now: datetime) -> int:
+    """How many runs the backfill may create now: up to its ``max_active_runs``; none
+    for ``delay_on_limit`` seconds after it last reached that limit."""
+    room = backfill.max_active_runs - unfinished
+    if room <= 0:
+        if backfill.limit_reached_at is None:
+            backfill.limit_reached_at = now
+        return 0
+    if backfill.limit_reached_at is not None:
+        delay = float((backfill.options or {}).get("delay_on_limit") or 0)
+        if now < backfill.limit_reached_at + timedelta(seconds=delay):
+            return 0
+        backfill.limit_reached_at = None
+    return room
+
+
+def _mark_success(session: Session, run: DagRun, backfill_id: int, now: datetime) -> None:
+    """``--mark-success``: the new run's task instances are SUCCESS without running."""
+    session.execute(
+        update(TaskInstance)
+        .where(TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id,
+               TaskInstance.state == TI.NONE.value)
+        .values(state=TI.SUCCESS.value, start_date=now, end_date=now, duration=0.0,
+                state_reason=f"marked success by backfill {backfill_id} (--mark-success); "
+                "not run", updated_at=now)
+        .execution_options(synchronize_session=False))
+
+
+# --------------------------------------------------------------------------- deadlock
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """A task instance of a backfill run that cannot move on, and why."""
+
+    run_id: str
+    task_id: str
+    state: str
+    why: str
+
+    def describe(self) -> str:
+        return f"{self.task_id} in {self.run_id} ({self.state}): {self.why}"
+
+
+def blocked_task_instances(session: Session, backfill: Backfill) -> list[Blocked] | None:
+    """The backfill's blocked task instances when it can make no progress by itself, else
+    ``None``.
+
+    It can, when a run of it is queued (waiting for the DAG's ``max_active_runs``) or not
+    yet decided, when any task instance of the DAG (of any run) is queued, running, waiting
+    for a retry or a reschedule, or when one of its runs has a scheduled task
+    instance in a pool that exists (the critical section will queue it)."""
+    runs = session.execute(
+        select(DagRun.run_id, DagRun.state, DagRun.last_scheduling_decision)
+        .where(DagRun.backfill_id == backfill.id,
+               DagRun.state.in_([s.value for s in DAGRUN_UNFINISHED_STATES]))).all()
+    if not runs or any(r.state != DagRunState.RUNNING.value
+                       or r.last_scheduling_decision is None for r in runs):
+        return None
+    moving = session.scalar(
+        select(func.count()).select_from(TaskInstance)
+        .where(TaskInstance.dag_id == backfill.dag_id,
+               TaskInstance.state.in_(_MOVING_STATES)))
+    if moving:
+        return None
+    waiting = session.execute(
+        select(TaskInstance.run_id, TaskInstance.task_id, TaskInstance.state,
+               TaskInstance.pool, TaskInstance.state_reason)
+        .where(TaskInstance.dag_id == backfill.dag_id,
+               TaskInstance.run_id.in_([r.run_id for r in runs]),
+               TaskInstance.state.in_([TI.NONE.value, TI.SCHEDULED.value]))
+        .order_by(TaskInstance.run_id, TaskInstance.task_id)).all()
+    if not waiting:
+        return None  # every task instance finished: the next decision ends the run
+    pools = set(session.scalars(select(Pool.pool)))
+    if any(t.state == TI.SCHEDULED.value and t.pool in pools for t in waiting):
+        return None
+    return [Blocked(run_id=t.run_id, task_id=t.task_id, state=t.state,
+                    why=t.state_reason or "waits for its upstream tasks") for t in waiting]
+
+
+def _watch_for_deadlock(session: Session, backfill: Backfill, now: datetime) -> None:
+    blocked = blocked_task_instances(session, backfill)
+    if blocked is None:
+        backfill.stalled_since = None
+        return
+    if backfill.stalled_since is None:
+        backfill.stalled_since = now
+        return
+    if (now - backfill.stalled_since).total_seconds() < DEADLOCK_GRACE_SECONDS:
+        return
+    names = "; ".join(b.describe() for b in blocked[:REPORT_LIMIT])
+    more = f"; and {len(blocked) - REPORT_LIMIT} more" if len(blocked) > REPORT_LIMIT else ""
+    _finish(backfill, BackfillState.FAILED, now, reason=_clip(
+        f"{DEADLOCK_PREFIX}: {len(blocked)} task instance(s) can never run: {names}{more}",
+        limit=MAX_REPORT))
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _run_states(session: Session, backfill_ids: list[int]) -> dict[int, list[str]]:
+    """The states of each backfill's runs."""
+    out: dict[int, list[str]] = {}
+    for backfill_id, state in session.execute(
+        select(DagRun.backfill_id, DagRun.state).where(DagRun.backfill_id.in_(backfill_ids))
+    ).all():
+        if backfill_id is not None:
+            out.setdefault(backfill_id, []).append(state)
+    return out
+
+
+def _finish(backfill: Backfill, state: BackfillState, now: datetime, *,
+            reason: str | None = None) -> None:
+    backfill.state = state.value
+    backfill.completed_at = now
+    backfill.stalled_since = None
+    if reason is not None:
+        backfill.reason = reason
+        log.error("Backfill %s of %s: %s: %s", backfill.id, backfill.dag_id, state.value,
+                  reason)
+    else:
+        log.info("Backfill %s of %s: %s", backfill.id, backfill.dag_id, state.value)
