@@ -75,7 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=list_runs)
 
     tsub = _subcommands(sub, "tasks")
-    p = tsub.add_parser("state", help="print the state of a task instance")
+    p = tsub.add_parser("state", help="print the state of a task instance (and on stderr "
+                        "why it is in it, when the scheduler or a worker said)")
     p.add_argument("dag_id")
     p.add_argument("task_id")
     p.add_argument("run_id")
@@ -253,14 +254,18 @@ def list_runs(ctx: CliContext, args: argparse.Namespace) -> int:
 def task_state(ctx: CliContext, args: argparse.Namespace) -> int:
     with session_scope(ctx.session_factory()) as session:
         _get_run(session, args.dag_id, args.run_id)
-        state = session.scalar(select(TaskInstance.state).where(
+        row = session.execute(select(TaskInstance.state, TaskInstance.state_reason).where(
             TaskInstance.dag_id == args.dag_id, TaskInstance.run_id == args.run_id,
-            TaskInstance.task_id == args.task_id))
-        if state is None:
+            TaskInstance.task_id == args.task_id)).first()
+        if row is None:
             raise CliError(f"DagRun {args.dag_id} {args.run_id} has no task {args.task_id!r} "
                            f"(see `squall tasks states-for-dag-run {args.dag_id} "
                            f"{args.run_id}`)")
-    print(TaskInstanceState(state).value)
+    # the state alone on stdout, as Airflow prints it for scripts; why it is there (a
+    # missing pool, a wait on the past, a failure) on stderr, for the person reading
+    print(TaskInstanceState(row.state).value)
+    if row.state_reason:
+        print(f"reason: {row.state_reason}", file=sys.stderr)
     return 0
 
 

@@ -126,8 +126,9 @@ def test_a_task_in_a_missing_pool_says_so_until_the_pool_is_created(tmp_path: Pa
     [ti] = as_json(ok(squall(tmp_path, "tasks", "states-for-dag-run", "etl_dag", "r1",
                              "-o", "json", env=env)))
     assert (ti["state"], ti["reason"]) == ("scheduled", MISSING)
-    assert ok(squall(tmp_path, "tasks", "state", "etl_dag", "load", "r1",
-                     env=env)).stdout.strip() == "scheduled"
+    state = ok(squall(tmp_path, "tasks", "state", "etl_dag", "load", "r1", env=env))
+    assert state.stdout.strip() == "scheduled"  # the state alone, for scripts
+    assert f"reason: {MISSING}" in state.stderr  # and why, for the person reading
 
     ok(squall(tmp_path, "pools", "set", "etl", "1", env=env))
     [ti] = as_json(ok(squall(tmp_path, "tasks", "states-for-dag-run", "etl_dag", "r1",
