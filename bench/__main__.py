@@ -77,6 +77,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                  "dag_run.end_date (W3: first queued_at -> last end_date); hop = "
                  "start(c[i+1]) - end(c[i]). CPU s and peak RSS are of the process trees "
                  "(RSS summed over the tree's processes, sampled every 0.2 s).")
+        if "WB" in wanted:
+            notes += (" WB: wall = backfill.created_at (written by `squall dags backfill`) -> "
+                      "the last end_date of its 1,000 task instances; tasks/s = 1000 / wall; "
+                      "command start->success seen = the bench's clock from starting the "
+                      "command until it reads the backfill row as success.")
         append_results(title, rows, notes)
     return 0
 
@@ -106,8 +111,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="run workloads W1-W4 on a cluster of real processes")
-    p.add_argument("--workload", default="W1,W2,W3,W4", help="comma-separated, e.g. W1,W2")
+    p = sub.add_parser("run", help="run workloads W1-W4 and WB on a cluster of real processes")
+    p.add_argument("--workload", default="W1,W2,W3,WB,W4",
+                   help=f"comma-separated, e.g. W1,W2 (known: {', '.join(WORKLOADS)})")
     p.add_argument("--cluster", choices=CLUSTERS, default="redis-pg")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=4, help="worker -c (default 4)")
@@ -123,10 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test)")
     p.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     p.set_defaults(func=cmd_scaling)
-    p = sub.add_parser("profile", help="py-spy the scheduler and worker during W2")
+    p = sub.add_parser("profile", help="py-spy the scheduler and worker during W2 (or W1, W3, "
+                       "WB)")
     p.add_argument("--out", default="/tmp/squall-bench-profile", help="output folder")
     p.add_argument("--duration", type=int, default=25, help="py-spy seconds")
-    p.add_argument("--workload", default="W2", choices=["W1", "W2", "W3", "w1", "w2", "w3"])
+    p.add_argument("--workload", default="W2",
+                   choices=["W1", "W2", "W3", "WB", "w1", "w2", "w3", "wb"])
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--on-cpu", action="store_true",
                    help="sample running threads only (CPU), not waiting ones")

@@ -7,6 +7,8 @@ Everything started here runs in a process group of its own and is killed by :met
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 import signal
@@ -23,13 +25,21 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, func, select, text
 
-from squall.common.models import DagModel, DagRun, SerializedDagModel, TaskInstance
+from squall.common.models import Backfill, DagModel, DagRun, SerializedDagModel, TaskInstance
+
+log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAGS_FOLDER = REPO_ROOT / "bench" / "dags"
 PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 PG_DB = "squall_bench"
-BENCH_DAG_IDS = ["bench_fanout", "bench_chain", *[f"bench_many_{i}" for i in range(20)]]
+BENCH_DAG_IDS = ["bench_fanout", "bench_chain", *[f"bench_many_{i}" for i in range(20)],
+                 "bench_backfill"]
+#: DAGs left paused by :meth:`BenchCluster.wait_parsed`: ``bench_backfill`` (WB) has a daily
+#: schedule, and paused it gets no scheduled run, only the backfills' runs
+KEEP_PAUSED = frozenset({"bench_backfill"})
+#: the states of a backfill that has ended (squall.common.state.BACKFILL_FINISHED_STATES)
+BACKFILL_DONE = ("success", "failed", "cancelled")
 CLUSTERS = ("redis-pg", "standalone")
 
 #: clusters started and not yet stopped, so a signal handler can stop them all
@@ -305,7 +315,8 @@ class BenchCluster:
             paused = conn.scalars(select(DagModel.dag_id).where(
                 DagModel.dag_id.in_(dag_ids), DagModel.is_paused.is_(True))).all()
         for dag_id in paused:
-            self.cli("dags", "unpause", dag_id)
+            if dag_id not in KEEP_PAUSED:
+                self.cli("dags", "unpause", dag_id)
 
     def run_rows(self, runs: dict[str, str]) -> list[Any]:
         with self.engine.connect() as conn:
@@ -335,3 +346,64 @@ class BenchCluster:
                                        TaskInstance.start_date, TaskInstance.end_date).where(
                 TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)).all()
         return {r.task_id: TiTimes(r.queued_dttm, r.start_date, r.end_date) for r in rows}
+
+    def backfill(self, dag_id: str, start: str, end: str, max_active_runs: int) -> dict[str, Any]:
+        """``squall dags backfill DAG_ID -s START -e END -y --detach --max-active-runs N
+        --output json``, as a user types it; returns its JSON answer (``backfill_id``,
+        ``runs``, ``existing``)."""
+        args = ["dags", "backfill", dag_id, "-s", start, "-e", end, "-y", "--detach",
+                "--max-active-runs", str(max_active_runs), "--output", "json"]
+        out = self.cli(*args)
+        try:
+            answer: dict[str, Any] = json.loads(out)
+        except json.JSONDecodeError as exc:
+            raise RuntimeError(f"squall {' '.join(args)}: no JSON answer ({exc}):\n{out}") from None
+        log.debug("backfill %s of %s: %d runs", answer.get("backfill_id"), dag_id,
+                  len(answer.get("runs", [])))
+        return answer
+
+    def backfill_row(self, backfill_id: int) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(select(
+                Backfill.id, Backfill.dag_id, Backfill.state, Backfill.total_runs,
+                Backfill.created_at, Backfill.completed_at).where(
+                    Backfill.id == backfill_id)).one()
+
+    def wait_backfill(self, backfill_id: int, timeout: float = 600) -> Any:
+        """Poll the ``backfill`` row until its state is one of :data:`BACKFILL_DONE`;
+        returns the row (raises when it did not succeed, or on the deadline)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            row = self.backfill_row(backfill_id)
+            if row.state in BACKFILL_DONE:
+                if row.state != "success":
+                    raise RuntimeError(f"backfill {backfill_id} of {row.dag_id}: {row.state}")
+                return row
+            self.check_alive()
+            time.sleep(0.1)
+        row = self.backfill_row(backfill_id)
+        raise TimeoutError(f"backfill {backfill_id} not finished after {timeout} s: "
+                           f"{row.state}")
+
+    def backfill_tis(self, backfill_id: int) -> list[Any]:
+        """The task instances of the backfill's runs: state, queued / start / end dates."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(
+                select(TaskInstance.state, TaskInstance.queued_dttm, TaskInstance.start_date,
+                       TaskInstance.end_date)
+                .join(DagRun, (DagRun.dag_id == TaskInstance.dag_id)
+                      & (DagRun.run_id == TaskInstance.run_id))
+                .where(DagRun.backfill_id == backfill_id)).all())
+
+    def backfill_runs(self, backfill_id: int) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(
+                DagRun.run_id, DagRun.state, DagRun.logical_date, DagRun.queued_at,
+                DagRun.end_date).where(DagRun.backfill_id == backfill_id)).all())
+
+    def last_logical_date(self, dag_id: str) -> datetime | None:
+        """The newest logical date the DAG has a run for (``None``: no run)."""
+        with self.engine.connect() as conn:
+            value = conn.scalar(select(func.max(DagRun.logical_date))
+                                .where(DagRun.dag_id == dag_id))
+        return value

@@ -1,22 +1,38 @@
-"""W1-W4 of ../shared/bench/WORKLOADS.md against a warm :class:`BenchCluster`.
+"""W1-W4 of ../shared/bench/WORKLOADS.md, and WB (a backfill), against a warm
+:class:`BenchCluster`.
 
 Every figure comes from the metadata database: ``dag_run.queued_at`` (written by
 ``squall dags trigger``: the trigger time) to ``dag_run.end_date`` (run SUCCESS), and the
-task instances' ``start_date`` / ``end_date``."""
+task instances' ``start_date`` / ``end_date``; for WB, ``backfill.created_at`` (written by
+``squall dags backfill``) to the last task instance's ``end_date``."""
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from bench.cluster import BenchCluster
 from bench.procs import TreeSampler, tree_cpu_seconds
 
+log = logging.getLogger(__name__)
+
 MANY_DAG_IDS = [f"bench_many_{i}" for i in range(20)]
 IDLE_SECONDS = 60.0
+
+#: WB: ``bench/dags/bench_backfill.py`` (daily, W3's 10-task shape), 100 dates per backfill
+BACKFILL_DAG_ID = "bench_backfill"
+BACKFILL_RUNS = 100
+BACKFILL_TASKS = 10
+#: ``--max-active-runs`` of WB's backfill: 16 runs of up to 8 parallel tasks keep far more
+#: task instances ready than the 4 worker slots take, so it is not what WB measures
+BACKFILL_MAX_ACTIVE_RUNS = 16
+#: the first date backfilled (the DAG's start_date); each repetition takes the next 100
+BACKFILL_FIRST_DATE = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -79,6 +95,51 @@ def w3_many(cluster: BenchCluster) -> Sample:
     return Sample({"wall s": wall, "tasks/s": 200 / wall}, _usage(sampler))
 
 
+def wb_backfill(cluster: BenchCluster) -> Sample:
+    """A 100-run backfill of the 10-task ``bench_backfill``, created as a user does with
+    ``squall dags backfill -s START -e END -y --detach --max-active-runs 16``, followed until
+    the ``backfill`` row is ``success``.
+
+    Each repetition backfills the 100 dates after the DAG's newest run (the first one
+    starts at the DAG's start_date), so it starts with no run in its range and no backfill
+    active; the earlier repetitions' runs stay behind, finished, as W1-W3's do."""
+    last = cluster.last_logical_date(BACKFILL_DAG_ID)
+    first = BACKFILL_FIRST_DATE if last is None else last + timedelta(days=1)
+    end = first + timedelta(days=BACKFILL_RUNS - 1)
+    with TreeSampler(_roots(cluster)) as sampler:
+        t0 = time.monotonic()
+        answer = cluster.backfill(BACKFILL_DAG_ID, first.date().isoformat(),
+                                  end.date().isoformat(), BACKFILL_MAX_ACTIVE_RUNS)
+        if len(answer["runs"]) != BACKFILL_RUNS or answer["existing"]:
+            raise RuntimeError(f"backfill of {BACKFILL_DAG_ID} {first:%Y-%m-%d}..{end:%Y-%m-%d}"
+                               f": {len(answer['runs'])} runs planned, "
+                               f"{len(answer['existing'])} dates already run, "
+                               f"expected {BACKFILL_RUNS} and 0")
+        backfill_id = int(answer["backfill_id"])
+        row = cluster.wait_backfill(backfill_id)
+        command_wall = time.monotonic() - t0
+    runs = cluster.backfill_runs(backfill_id)
+    tis = cluster.backfill_tis(backfill_id)
+    run_states = Counter(r.state for r in runs)
+    ti_states = Counter(t.state for t in tis)
+    expected_tis = BACKFILL_RUNS * BACKFILL_TASKS
+    if run_states != {"success": BACKFILL_RUNS} or ti_states != {"success": expected_tis}:
+        raise RuntimeError(f"backfill {backfill_id}: runs {dict(run_states)}, task instances "
+                           f"{dict(ti_states)}; expected {BACKFILL_RUNS} and {expected_tis} "
+                           "success")
+    last_end = max(t.end_date for t in tis)
+    wall = (last_end - row.created_at).total_seconds()
+    first_queued = min(r.queued_at for r in runs)
+    log.debug("backfill %s: %s..%s, wall %.2f s", backfill_id, first, end, wall)
+    return Sample({"wall s": wall, "tasks/s": expected_tis / wall,
+                   "created->first run queued ms":
+                       (first_queued - row.created_at).total_seconds() * 1000,
+                   "last task end->backfill success ms":
+                       (row.completed_at - last_end).total_seconds() * 1000,
+                   "command start->success seen s": command_wall},
+                  _usage(sampler))
+
+
 def w4_idle(cluster: BenchCluster, seconds: float = IDLE_SECONDS) -> Sample:
     roots = _roots(cluster)
     with TreeSampler(roots, interval=1.0) as sampler:
@@ -95,5 +156,6 @@ WORKLOADS: dict[str, tuple[str, Callable[[BenchCluster], Sample]]] = {
     "W1": ("fan-out 102 tasks", w1_fanout),
     "W2": ("chain 20 tasks", w2_chain),
     "W3": ("20 DAGs x 10 tasks", w3_many),
+    "WB": ("backfill 100 runs x 10 tasks", wb_backfill),
     "W4": ("idle 60 s", w4_idle),
 }
