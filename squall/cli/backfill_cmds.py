@@ -450,11 +450,15 @@ def cancel(ctx: CliContext, args: argparse.Namespace) -> int:
         ended = cancel_backfill(session, args.backfill_id, now=utcnow(),
                                 end_running=args.end_running)
         if ended is None:
-            raise CliError(f"backfill {args.backfill_id} is {row.state}: nothing to cancel")
+            raise CliError(f"backfill {args.backfill_id} is {row.state}: nothing to cancel"
+                           + ("" if args.end_running else
+                              " (--end-running ends the runs it left unfinished)"))
+        state = row.state
         if ended:
             notify_scheduler(session, f"backfill {args.backfill_id} cancelled")
     if args.end_running:
-        print(f"Backfill {args.backfill_id}: cancelled; {len(ended)} unfinished run(s) "
+        what = "cancelled" if state in ("queued", "running") else f"{state} already"
+        print(f"Backfill {args.backfill_id}: {what}; {len(ended)} unfinished run(s) "
               f"ended{': ' + ', '.join(ended) if ended else ''}")
     else:
         print(f"Backfill {args.backfill_id}: cancelled (its runs already created go on to "

@@ -326,8 +326,9 @@ def cancel_backfill(session: Session, backfill_id: int, *, now: datetime,
     running task instances are set failed (their supervisors stop them, every process
     included), the other unfinished ones skipped, and the runs failed.
 
-    Returns the run ids it ended (empty without ``end_running``), or ``None`` when the
-    backfill was not active."""
+    A backfill that already ended (a deadlocked one) keeps its state; ``end_running`` still
+    ends its unfinished runs. Returns the run ids it ended (empty without
+    ``end_running``), or ``None`` when there was nothing to do."""
     changed = session.execute(
         update(Backfill)
         .where(Backfill.id == backfill_id,
@@ -336,7 +337,8 @@ def cancel_backfill(session: Session, backfill_id: int, *, now: datetime,
                 reason="cancelled" + (" (its unfinished runs ended)" if end_running else ""))
     ).rowcount  # type: ignore[attr-defined]
     if not changed:
-        return None
+        ended = _end_runs(session, backfill_id, now) if end_running else []
+        return ended or None
     log.info("Backfill %s: cancelled", backfill_id)
     return _end_runs(session, backfill_id, now) if end_running else []
 

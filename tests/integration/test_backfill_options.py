@@ -230,6 +230,13 @@ def test_a_past_failure_deadlocks_the_backfill_and_the_report_names_it(
     with session_scope(session_factory) as session:
         progress = backfill_progress(session, backfill_id)
     assert progress is not None and progress.deadlocked and progress.not_ready == 2
+    # cancel --end-running ends the runs it left waiting; the backfill stays failed
+    with session_scope(session_factory) as session:
+        assert cancel_backfill(session, backfill_id, now=loop.now, end_running=True) == [
+            run_id(2), run_id(3)]
+        assert cancel_backfill(session, backfill_id, now=loop.now, end_running=True) is None
+    assert {r.state for r in runs_of(session_factory, "bo_dead")} == {DagRunState.FAILED}
+    assert loop.backfill(backfill_id).state == BackfillState.FAILED
 
 
 def test_ignore_first_depends_on_past_lets_the_first_run_go(
