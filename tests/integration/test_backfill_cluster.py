@@ -111,9 +111,12 @@ def cluster(request: pytest.FixtureRequest,
     c.extra_env["SQUALL_TEST_FIXED_MARKER"] = str(c.home / "fixed")
     try:
         c.cli("db", "migrate")
-        c.cli("pools", "set", "one_slot", "1")
         c.start_scheduler()
-        c.start_worker(concurrency=4)
+        worker = c.start_worker(concurrency=4, wait=False)
+        c.cli("pools", "set", "one_slot", "1")
+        wait_until(lambda: b"ready" in worker.log_path.read_bytes()
+                   or worker.process.poll() is not None, 60, message="the worker to be ready")
+        assert worker.process.poll() is None, c.logs()
         yield c
     finally:
         c.stop_all()
@@ -340,8 +343,14 @@ def test_depends_on_past_holds_later_runs_back_until_the_first_is_cleared(
     for earlier, later in ((1, 2), (2, 3)):
         end, start = tis[run_id(earlier)].end_date, tis[run_id(later)].start_date
         assert end is not None and start is not None and end <= start, tis
-    # the backfill ends once its runs have: with them all successful in the end
-    assert wait_for_backfill(cluster, backfill_id) == "success"
+    # the backfill is over too: a success when the clear came in time, else failed by the
+    # scheduler's deadlock verdict (5 s with nothing able to move), naming the held runs
+    state = wait_for_backfill(cluster, backfill_id)
+    [row] = backfills(cluster, "bf_dop")
+    if state != "success":
+        assert state == "failed" and row.reason is not None, (state, row.reason)
+        assert row.reason.startswith("deadlock: 2 task instance(s) can never run: "), row.reason
+        assert f"t in {run_id(2)} (none): {waiting_on(2, 'failed')}" in row.reason, row.reason
 
 
 def test_a_pool_of_one_slot_runs_one_task_instance_at_a_time(cluster: Cluster) -> None:
