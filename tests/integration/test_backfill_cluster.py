@@ -291,6 +291,10 @@ def test_two_schedulers_create_and_run_each_date_once(
         pytest.skip("several schedulers need PostgreSQL")
     second = cluster.start_scheduler("s2")
     try:
+        wait_until(lambda: re.search(rb"scheduler: job \d+ started",
+                                     second.log_path.read_bytes())
+                   or second.process.poll() is not None, 60,
+                   message="the second scheduler's job to start")
         proc = cluster.cli("dags", "backfill", "bf_multi", "-s", "2024-01-01", "-e",
                            "2024-01-10", "-y", "--max-active-runs", "4", timeout=150)
         backfill_id = backfill_id_in(proc.stdout, "bf_multi")
