@@ -82,6 +82,17 @@ def _version() -> str:
         return "unknown"
 
 
+def log_level(configured: str, *, verbose: bool, service: bool) -> str:
+    """``-v``: DEBUG. The services (scheduler, worker, Flower, standalone, a task's raw run,
+    ``dags test`` / ``tasks test``) log at ``[logging] logging_level``; a one-shot command
+    prints its result and stays quiet below WARNING unless asked (``-v``)."""
+    if verbose:
+        return "DEBUG"
+    if service:
+        return configured
+    return configured if logging.getLevelName(configured) >= logging.WARNING else "WARNING"
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level, stream=sys.stderr,
@@ -99,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"squall: {exc}", file=sys.stderr)
         return 2
-    configure_logging("DEBUG" if args.verbose else settings.logging.logging_level)
+    configure_logging(log_level(settings.logging.logging_level, verbose=args.verbose,
+                                service=getattr(args, "service", False)))
     ctx = CliContext(settings=settings)
     try:
         return int(args.func(ctx, args) or 0)

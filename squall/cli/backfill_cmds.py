@@ -352,6 +352,11 @@ def _outcome(progress: BackfillProgress, *, quiet: bool = False) -> int:
           f"(failed runs: {failed})", file=sys.stderr)
     if progress.reason:
         print(progress.reason, file=sys.stderr)
+    if progress.deadlocked:
+        print("Its runs wait: fix the cause, then clear or mark the blocking task instances "
+              "(`squall tasks clear`, `squall tasks set-state`), or end the runs with "
+              f"`squall backfills cancel {progress.backfill_id} --end-running`",
+              file=sys.stderr)
     return 1
 
 
@@ -367,7 +372,7 @@ def _render(progress: BackfillProgress, elapsed: float) -> RenderableType:
     table.add_row("task instances", _ti_counts(progress))
     table.add_row("elapsed", f"{elapsed:.0f}s" + _estimate(progress, elapsed))
     if progress.reason:
-        table.add_row("reason", progress.reason)
+        table.add_row("reason", progress.reason.splitlines()[0])
     return Group(
         f"Backfill {progress.backfill_id} of {progress.dag_id}: {progress.state.value}",
         ProgressBar(total=total, completed=progress.runs_finished, width=40),

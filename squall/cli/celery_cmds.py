@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "default: celery@%%h). Recorded as the task instances' hostname")
     p.add_argument("--loglevel", type=str.upper, choices=LOG_LEVELS,
                    help="log level (default: [logging] logging_level)")
-    p.set_defaults(func=run_worker)
+    p.set_defaults(func=run_worker, service=True)
 
     p = csub.add_parser(
         "flower", help="start Flower, the Celery monitoring web UI, on the same broker",
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=5555, help="HTTP port (default: 5555)")
     p.add_argument("--address", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1)")
-    p.set_defaults(func=run_flower)
+    p.set_defaults(func=run_flower, service=True)
 
 
 def run_worker(ctx: CliContext, args: argparse.Namespace) -> int:

@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("logical_date", nargs="?", help="ISO date or datetime (default: now)")
     p.add_argument("--conf", help="JSON object passed to the run as dag_run.conf")
     add_output_flag(p)
-    p.set_defaults(func=test_dag)
+    p.set_defaults(func=test_dag, service=True)
 
 
 def register_tasks(sub: argparse._SubParsersAction) -> None:
@@ -72,7 +72,7 @@ def register_tasks(sub: argparse._SubParsersAction) -> None:
     p.add_argument("logical_date", nargs="?", help="ISO date or datetime (default: now)")
     p.add_argument("--conf", help="JSON object passed to the run as dag_run.conf")
     add_output_flag(p)
-    p.set_defaults(func=test_task)
+    p.set_defaults(func=test_task, service=True)
 
 
 # ---------------------------------------------------------------------------------------

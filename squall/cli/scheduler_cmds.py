@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stop after N loops (default: run until stopped)")
     p.add_argument("--no-dag-processor", action="store_true",
                    help="do not parse DAG files here (another process keeps them synced)")
-    p.set_defaults(func=run_scheduler)
+    p.set_defaults(func=run_scheduler, service=True)
 
 
 def _hide_password(url: str) -> str:

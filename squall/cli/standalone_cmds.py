@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trigger", metavar="DAG_ID", action="append", default=[],
                    help="trigger a run of DAG_ID once everything is up, and print its "
                    "outcome (repeatable); e.g. --trigger example_taskflow")
-    p.set_defaults(func=standalone)
+    p.set_defaults(func=standalone, service=True)
 
 
 @dataclass

@@ -228,11 +228,12 @@ def _watch_for_deadlock(session: Session, backfill: Backfill, now: datetime) -> 
         return
     if (now - backfill.stalled_since).total_seconds() < DEADLOCK_GRACE_SECONDS:
         return
-    names = "; ".join(b.describe() for b in blocked[:REPORT_LIMIT])
-    more = f"; and {len(blocked) - REPORT_LIMIT} more" if len(blocked) > REPORT_LIMIT else ""
+    lines = [f"  - {b.describe()}" for b in blocked[:REPORT_LIMIT]]
+    if len(blocked) > REPORT_LIMIT:
+        lines.append(f"  - and {len(blocked) - REPORT_LIMIT} more")
     _finish(backfill, BackfillState.FAILED, now, reason=_clip(
-        f"{DEADLOCK_PREFIX}: {len(blocked)} task instance(s) can never run: {names}{more}",
-        limit=MAX_REPORT))
+        f"{DEADLOCK_PREFIX}: {len(blocked)} task instance(s) can never run:\n"
+        + "\n".join(lines), limit=MAX_REPORT))
 
 
 def _clip(text: str, limit: int) -> str:

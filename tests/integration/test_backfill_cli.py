@@ -65,8 +65,10 @@ def home(tmp_path: Path) -> Path:
 
 
 def test_dry_run_creates_nothing(home: Path) -> None:
-    ok(squall(home, "dags", "trigger", "daily", "--run-id", "by_hand",
-              "--logical-date", "2024-01-02"))
+    trigger = ok(squall(home, "dags", "trigger", "daily", "--run-id", "by_hand",
+                        "--logical-date", "2024-01-02"))
+    # a one-shot command prints its result, not INFO logs (it parsed the DAG folder)
+    assert " INFO " not in trigger.stderr, trigger.stderr
     out = ok(squall(home, "dags", "backfill", "daily", "-s", "2024-01-01", "-e",
                     "2024-01-04", "--dry-run", "-o", "json")).stdout
     plan = json.loads(out)
@@ -81,6 +83,9 @@ def test_dry_run_creates_nothing(home: Path) -> None:
     assert "already has run by_hand" in table
     assert rows(home, "SELECT count(*) FROM backfill") == [(0,)]
     assert rows(home, "SELECT run_id FROM dag_run") == [("by_hand",)]
+    verbose = ok(squall(home, "-v", "dags", "trigger", "daily", "--run-id", "loud",
+                        "--logical-date", "2023-06-01"))
+    assert " INFO " in verbose.stderr, verbose.stderr  # unless asked
 
 
 def test_backfill_row_is_created(home: Path) -> None:
