@@ -4,7 +4,8 @@ For each queued or running backfill (locked ``FOR UPDATE SKIP LOCKED`` on Postgr
 two schedulers never drive the same one):
 
 * it creates the next runs of its plan (:func:`squall.scheduler.backfill.plan_backfill`,
-  computed afresh from the timetable and the runs the DAG has) while it has fewer than
+  computed afresh from the timetable and the runs the DAG has, only in a loop where it has
+  room for a run or nothing unfinished) while it has fewer than
   ``max_active_runs`` unfinished runs; with ``delay_on_limit`` it waits that long after
   reaching the limit before creating the next one. The runs are created RUNNING with run
   type ``backfill`` and ``backfill_id``, shaped by the backfill's options
@@ -42,7 +43,7 @@ from squall.common.state import (
     DagRunType,
     TaskInstanceState,
 )
-from squall.scheduler.backfill import DEADLOCK_PREFIX, plan_backfill
+from squall.scheduler.backfill import DEADLOCK_PREFIX, PlannedRun, plan_backfill
 from squall.scheduler.backfill_scope import BackfillScope
 from squall.scheduler.dag_runs import RunStepStats, SerializedDagCache
 from squall.scheduler.run_creation import create_dag_run
@@ -92,17 +93,21 @@ def drive_backfills(session: Session, cache: SerializedDagCache, *, now: datetim
             stats.missing_dags.add(backfill.dag_id)
             continue
         run_states = states.get(backfill.id, [])
-        try:
-            plan = plan_backfill(session, dag, backfill.from_date, backfill.to_date,
-                                 run_backwards=backfill.run_backwards)
-        except BackfillError as exc:
-            _finish(backfill, BackfillState.FAILED, now, reason=str(exc))
-            continue
+        unfinished = sum(1 for s in run_states if s in DAGRUN_UNFINISHED_STATES)
+        room = _room(backfill, unfinished, now)
+        planned_runs: list[PlannedRun] | None = None  # not planned: at its limit
+        if room > 0 or unfinished == 0:
+            try:
+                planned_runs = plan_backfill(session, dag, backfill.from_date,
+                                             backfill.to_date,
+                                             run_backwards=backfill.run_backwards).runs
+            except BackfillError as exc:
+                _finish(backfill, BackfillState.FAILED, now, reason=str(exc))
+                continue
         scope = BackfillScope.of(backfill.id, backfill.options)
         run_dag = scope.dag_for(dag)
-        unfinished = sum(1 for s in run_states if s in DAGRUN_UNFINISHED_STATES)
         created = 0
-        for planned in plan.runs[:_room(backfill, unfinished, now)]:
+        for planned in (planned_runs or [])[:room]:
             try:
                 run = create_dag_run(session, run_dag, run_type=DagRunType.BACKFILL,
                                      logical_date=planned.logical_date,
@@ -126,7 +131,7 @@ def drive_backfills(session: Session, cache: SerializedDagCache, *, now: datetim
             log.info("Backfill %s of %s: running", backfill.id, backfill.dag_id)
         # every date of the range has a run (plan.runs was read before this loop's) and
         # none of this backfill's is unfinished: it is over
-        if not plan.runs and unfinished == 0:
+        if planned_runs == [] and unfinished == 0:
             failed = any(s == DagRunState.FAILED.value for s in run_states)
             _finish(backfill, BackfillState.FAILED if failed else BackfillState.SUCCESS, now)
         elif created:

@@ -361,7 +361,7 @@ def test_depends_on_past_holds_later_runs_back_until_the_first_is_cleared(
     [row] = backfills(cluster, "bf_dop")
     if state != "success":
         assert state == "failed" and row.reason is not None, (state, row.reason)
-        assert row.reason.startswith("deadlock: 2 task instance(s) can never run: "), row.reason
+        assert row.reason.startswith("deadlock: 2 task instance(s) can never run:"), row.reason
         assert f"t in {run_id(2)} (none): {waiting_on(2, 'failed')}" in row.reason, row.reason
 
 
