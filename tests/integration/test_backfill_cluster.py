@@ -285,10 +285,8 @@ def test_backfill_goes_on_when_the_following_cli_is_killed(cluster: Cluster) -> 
     assert_one_after_the_other(cluster, "bf_kill", [1, 2, 3, 4])
 
 
-def test_two_schedulers_create_and_run_each_date_once(
-        cluster: Cluster, request: pytest.FixtureRequest) -> None:
-    if request.node.callspec.params["cluster"] != "redis-pg":
-        pytest.skip("several schedulers need PostgreSQL")
+@pytest.mark.parametrize("cluster", ["redis-pg"], indirect=True)  # several schedulers: PG
+def test_two_schedulers_create_and_run_each_date_once(cluster: Cluster) -> None:
     second = cluster.start_scheduler("s2")
     try:
         wait_until(lambda: re.search(rb"scheduler: job \d+ started",
