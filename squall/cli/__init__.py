@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from squall.cli import (
+    api_cmds,
     backfill_cmds,
     celery_cmds,
     clear_cmds,
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_cmds.register(sub)
     pools_cmds.register(sub)
     standalone_cmds.register(sub)
+    api_cmds.register(sub)
     p = sub.add_parser("version", help="print Squall's version")
     p.set_defaults(func=_print_version)
     _describe_subcommands(parser)

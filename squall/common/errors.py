@@ -106,6 +106,10 @@ class PoolError(SquallError):
     """A pool cannot be created, changed, found or deleted as asked; the message says why."""
 
 
+class UserError(SquallError):
+    """An API user cannot be created, found or deleted as asked; the message says why."""
+
+
 class BackfillError(SquallError):
     """A backfill cannot be planned or created as asked; the message says why."""
 

@@ -114,6 +114,23 @@ class SchedulerSettings(_Section):
 class LoggingSettings(_Section):
     base_log_folder: str = ""  # default: $SQUALL_HOME/logs
     logging_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    #: the port each ``squall celery worker`` serves its task logs on (as Airflow's)
+    worker_log_server_port: int = Field(default=8793, ge=1, le=65535)
+
+
+class ApiSettings(_Section):
+    """``squall api``: the REST API and the web UI (one process)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    #: signs the API's requests to the workers' log servers and the UI's sessions; every
+    #: host of a deployment needs the same value (default: one made for this $SQUALL_HOME,
+    #: kept in $SQUALL_HOME/secret_key, which suits a single host)
+    secret_key: str = ""
+    #: items in one page of a list when the request gives no ``limit``
+    page_size: int = Field(default=100, ge=1)
+    #: the largest ``limit`` a request may ask for
+    maximum_page_limit: int = Field(default=1000, ge=1)
 
 
 class MetricsSettings(_Section):
@@ -130,6 +147,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "scheduler": SchedulerSettings,
     "logging": LoggingSettings,
     "metrics": MetricsSettings,
+    "api": ApiSettings,
 }
 
 
@@ -145,6 +163,7 @@ class Settings(BaseModel):
     scheduler: SchedulerSettings
     logging: LoggingSettings
     metrics: MetricsSettings
+    api: ApiSettings
     #: where each non-default value came from, "section.key" -> "file PATH" / "env NAME"
     sources: dict[str, str] = Field(default_factory=dict)
 
@@ -232,6 +251,21 @@ class Settings(BaseModel):
         folder = self.logging.base_log_folder
         return Path(folder).expanduser() if folder else self.home / "logs"
 
+    def secret_key(self) -> str:
+        """``[api] secret_key``, or the one kept in ``$SQUALL_HOME/secret_key`` (made, with
+        owner-only permissions, the first time it is asked for)."""
+        if self.api.secret_key:
+            return self.api.secret_key
+        import secrets
+
+        path = self.home / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32))
+        return path.read_text().strip()
+
     def get(self, section: str, key: str) -> Any:
         """The effective value of ``[section] key`` (derived defaults filled in)."""
         _check_key(section, key, "lookup")
@@ -245,11 +279,16 @@ class Settings(BaseModel):
         return getattr(getattr(self, section), key)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
-        """Every section and key with its effective value."""
+        """Every section and key with its effective value (a secret set shows as ``***``)."""
         return {
-            section: {key: self.get(section, key) for key in model.model_fields}
+            section: {key: ("***" if (section, key) in SECRET_KEYS and self.get(section, key)
+                            else self.get(section, key)) for key in model.model_fields}
             for section, model in _SECTIONS.items()
         }
+
+
+#: Settings whose values are never shown (``squall config list``).
+SECRET_KEYS = frozenset({("api", "secret_key")})
 
 
 def _check_key(section: str, key: str, origin: str) -> None:

@@ -270,18 +270,25 @@ def test_unknown_env_variables(home: Path, name: str, fragment: str) -> None:
     assert f"environment variable {name}" in str(info.value)
 
 
-@pytest.mark.parametrize("key", ["host", "port"])
-def test_api_keys_are_unknown_until_there_is_an_api(home: Path, key: str) -> None:
-    # [api] host / port were accepted and read by nothing: there is no API server yet
-    name = f"SQUALL__API__{key.upper()}"
+def test_api_settings_and_their_errors(home: Path) -> None:
+    settings = Settings.load(env=env_for(home, SQUALL__API__PORT="9090"))
+    assert (settings.api.host, settings.api.port) == ("127.0.0.1", 9090)
     with pytest.raises(SettingsError) as info:
-        Settings.load(env=env_for(home, **{name: "8080"}))
-    assert f"environment variable {name}: unknown setting [api] {key}" in str(info.value)
+        Settings.load(env=env_for(home, SQUALL__API__PORT="0"))
+    assert "setting [api] port = '0' (env SQUALL__API__PORT)" in str(info.value)
+    with pytest.raises(SettingsError) as info:
+        Settings.load(env=env_for(home, SQUALL__API__HOSTNAME="x"))
+    assert "unknown setting [api] hostname" in str(info.value)
 
-    path = write_toml(home / "squall.toml", f"[api]\n{key} = \"x\"\n")
-    with pytest.raises(SettingsError) as info:
-        Settings.load(env=env_for(home))
-    assert f"config file {path}: unknown setting [api] {key}" in str(info.value)
+
+def test_secret_key_is_made_once_per_home_unless_set(home: Path) -> None:
+    settings = Settings.load(env=env_for(home))
+    key = settings.secret_key()
+    assert len(key) >= 32 and settings.secret_key() == key
+    assert (home / "secret_key").stat().st_mode & 0o777 == 0o600
+    configured = Settings.load(env=env_for(home, SQUALL__API__SECRET_KEY="s3"))
+    assert configured.secret_key() == "s3"
+    assert configured.as_dict()["api"]["secret_key"] == "***"  # never shown
 
 
 def test_default_timezone_must_be_a_known_zone(home: Path) -> None:
@@ -375,7 +382,7 @@ def test_get_unknown_key(home: Path, section: str, key: str, fragment: str) -> N
 def test_as_dict_lists_every_section_and_key(home: Path) -> None:
     settings = Settings.load(env=env_for(home, SQUALL__SCHEDULER__CATCHUP_BY_DEFAULT="false"))
     data = settings.as_dict()
-    assert set(data) == {"core", "database", "celery", "scheduler", "logging", "metrics"}
+    assert set(data) == {"core", "database", "celery", "scheduler", "logging", "metrics", "api"}
     for section, values in data.items():
         assert set(values) == set(type(getattr(settings, section)).model_fields)
         for key, value in values.items():

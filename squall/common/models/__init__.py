@@ -18,6 +18,7 @@ from squall.common.models.taskinstance import (
     clip_reason,
     compare_and_set_state,
 )
+from squall.common.models.user import User
 from squall.common.models.xcom import XCom
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "TaskInstance",
     "TaskInstanceKey",
     "TaskReschedule",
+    "User",
     "UtcDateTime",
     "XCom",
     "clip_reason",

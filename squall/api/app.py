@@ -1,0 +1,69 @@
+"""The API's FastAPI application: :func:`create_app`."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from squall.api import problems
+from squall.api.routes import ROUTERS
+from squall.api.state import ApiState
+from squall.common.db import SessionFactory, make_engine, make_session_factory
+from squall.common.settings import Settings
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("squall")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def create_app(settings: Settings, session_factory: SessionFactory | None = None) -> FastAPI:
+    """The API and web UI application for ``settings`` (its own engine when no
+    ``session_factory`` is given). The OpenAPI document is served at
+    ``/api/v1/openapi.json`` and browsable at ``/api/v1/ui``."""
+    factory = session_factory or make_session_factory(make_engine(settings.sql_alchemy_conn))
+    app = FastAPI(
+        title="Squall API", version=_version(),
+        description="Squall's REST API, shaped like Airflow 2's stable REST API. Every "
+        "endpoint but /api/v1/health needs HTTP basic auth (users: `squall users create`).",
+        openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/ui", redoc_url=None,
+    )
+    app.state.squall = ApiState(settings=settings, session_factory=factory,
+                                secret_key=settings.secret_key())
+    problems.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    _document_problems_not_422(app)
+    return app
+
+
+def _document_problems_not_422(app: FastAPI) -> None:
+    """Invalid requests are answered 400 with a problem body (as Airflow's API), not
+    FastAPI's 422: say so in the OpenAPI document."""
+    from typing import Any
+
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            for item in schema.get("paths", {}).values():
+                for operation in item.values():
+                    operation.get("responses", {}).pop("422", None)
+            components = schema.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                components.pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,128 @@
+"""``/api/v1/dags``: list (filters, order, pages), get, pause / unpause, tasks."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from squall.api.auth import Op, Viewer
+from squall.api.pagination import OrderBy, Paged, order_by, total
+from squall.api.problems import bad_request, not_found
+from squall.api.schemas import DAG, ERRORS, DAGCollection, TaskCollection
+from squall.api.serializers import dag_json, iso
+from squall.api.state import DB
+from squall.common.models import DagModel
+from squall.common.wakeup import notify_scheduler
+from squall.dag_processing.sync import load_serialized_dags
+
+router = APIRouter(prefix="/api/v1", tags=["DAG"], responses=ERRORS)
+
+_ORDER = {"dag_id": DagModel.dag_id, "last_parsed_time": DagModel.last_parsed_time,
+          "next_dagrun": DagModel.next_dagrun, "fileloc": DagModel.fileloc}
+
+
+def get_dag_row(session: Session, dag_id: str) -> DagModel:
+    row = session.get(DagModel, dag_id)
+    if row is None:
+        raise not_found(f"DAG with dag_id: '{dag_id}' not found")
+    return row
+
+
+@router.get("/dags", summary="List DAGs", response_model=DAGCollection)
+def list_dags(
+    pages: Paged, session: DB, user: Viewer, order: OrderBy = None,
+    tags: Annotated[list[str] | None, Query()] = None,
+    only_active: bool = True,
+    paused: bool | None = None,
+    dag_id_pattern: str | None = None,
+) -> dict[str, Any]:
+    stmt = select(DagModel)
+    if only_active:
+        stmt = stmt.where(DagModel.is_active.is_(True))
+    if paused is not None:
+        stmt = stmt.where(DagModel.is_paused.is_(paused))
+    if dag_id_pattern:
+        stmt = stmt.where(DagModel.dag_id.contains(dag_id_pattern, autoescape=True))
+    ordered = order_by(stmt, order, _ORDER, "dag_id")
+    if tags:  # any of the tags; the column is JSON, so this filter runs here
+        rows = [r for r in session.scalars(ordered) if set(tags) & set(r.tags or [])]
+        return {"dags": [dag_json(r) for r in rows[pages.offset:pages.offset + pages.limit]],
+                "total_entries": len(rows)}
+    return {"dags": [dag_json(r) for r in session.scalars(pages.apply(ordered))],
+            "total_entries": total(session, stmt)}
+
+
+@router.get("/dags/{dag_id}", summary="Get basic information about a DAG",
+            response_model=DAG)
+def get_dag(dag_id: str, session: DB, user: Viewer) -> dict[str, Any]:
+    return dag_json(get_dag_row(session, dag_id))
+
+
+@router.patch("/dags/{dag_id}", summary="Pause or unpause a DAG", response_model=DAG)
+def patch_dag(dag_id: str, body: Annotated[dict[str, Any], Body()], session: DB, user: Op,
+              update_mask: Annotated[list[str] | None, Query()] = None) -> dict[str, Any]:
+    row = get_dag_row(session, dag_id)
+    fields = update_mask or list(body)
+    unknown = sorted(set(fields) - {"is_paused"})
+    if unknown:
+        raise bad_request(f"only is_paused can be changed, not {', '.join(unknown)}")
+    if "is_paused" not in body or not isinstance(body["is_paused"], bool):
+        raise bad_request("is_paused must be given as true or false")
+    row.is_paused = body["is_paused"]
+    if not row.is_paused:
+        notify_scheduler(session, f"unpaused {dag_id} (API, by {user.username})")
+    session.flush()
+    return dag_json(row)
+
+
+def _duration(value: timedelta | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    return {"__type": "TimeDelta", "days": value.days, "seconds": value.seconds,
+            "microseconds": value.microseconds}
+
+
+@router.get("/dags/{dag_id}/tasks", summary="Get the tasks of a DAG",
+            response_model=TaskCollection)
+def get_tasks(dag_id: str, session: DB, user: Viewer,
+              order: OrderBy = None) -> dict[str, Any]:
+    get_dag_row(session, dag_id)
+    dag = load_serialized_dags(session, [dag_id], only_active=False).get(dag_id)
+    if dag is None:
+        raise not_found(f"DAG with dag_id: '{dag_id}' has no serialized form yet (not parsed)")
+    key = (order or "task_id").lstrip("-")
+    if key not in ("task_id", "priority_weight", "pool", "queue"):
+        raise bad_request(f"order_by {key!r} is not one of: pool, priority_weight, queue, "
+                          "task_id")
+    tasks = sorted(dag.task_dict.values(), key=lambda t: (getattr(t, key) or "", t.task_id)
+                   if key != "priority_weight" else (t.priority_weight_total, t.task_id),
+                   reverse=(order or "").startswith("-"))
+    return {"tasks": [_task_json(t) for t in tasks], "total_entries": len(tasks)}
+
+
+def _task_json(task: Any) -> dict[str, Any]:
+    cls = type(task)
+    return {
+        "class_ref": {"module_path": cls.__module__,
+                      "class_name": getattr(task, "operator_name", cls.__name__)},
+        "task_id": task.task_id, "owner": getattr(task, "owner", None),
+        "start_date": iso(task.start_date), "end_date": iso(task.end_date),
+        "trigger_rule": str(task.trigger_rule), "extra_links": [],
+        "depends_on_past": bool(task.depends_on_past),
+        "wait_for_downstream": bool(task.wait_for_downstream), "retries": task.retries,
+        "queue": task.queue, "pool": task.pool, "pool_slots": task.pool_slots,
+        "execution_timeout": _duration(getattr(task, "execution_timeout", None)),
+        "retry_delay": _duration(getattr(task, "retry_delay", None)),
+        "retry_exponential_backoff": bool(getattr(task, "retry_exponential_backoff", False)),
+        "priority_weight": task.priority_weight_total,
+        "weight_rule": str(getattr(task, "weight_rule", "downstream")),
+        "ui_color": getattr(task, "ui_color", "#fff"),
+        "ui_fgcolor": getattr(task, "ui_fgcolor", "#000"),
+        "template_fields": list(getattr(task, "template_fields", ())),
+        "sub_dag": None, "downstream_task_ids": sorted(task.downstream_task_ids),
+        "is_mapped": False,
+    }

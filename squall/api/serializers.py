@@ -1,0 +1,71 @@
+"""Rows as Airflow 2's REST API shapes them (field names and JSON types of its OpenAPI
+spec); dates are ISO 8601 with their UTC offset."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from squall.common.models import DagModel, DagRun, TaskInstance
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def schedule_interval(schedule: str | None) -> dict[str, Any] | None:
+    if schedule is None or schedule in ("None", ""):
+        return None
+    return {"__type": "CronExpression", "value": schedule}
+
+
+def dag_json(dag: DagModel) -> dict[str, Any]:
+    return {
+        "dag_id": dag.dag_id, "root_dag_id": None, "is_paused": dag.is_paused,
+        "is_active": dag.is_active, "is_subdag": False,
+        "last_parsed_time": iso(dag.last_parsed_time), "last_pickled": None,
+        "last_expired": None, "scheduler_lock": None, "pickle_id": None,
+        "default_view": "grid", "fileloc": dag.fileloc, "file_token": None,
+        "owners": [o.strip() for o in (dag.owners or "").split(",") if o.strip()],
+        "description": dag.description,
+        "schedule_interval": schedule_interval(dag.schedule),
+        "timetable_description": dag.timetable_description,
+        "tags": [{"name": t} for t in (dag.tags or [])],
+        "max_active_tasks": dag.max_active_tasks, "max_active_runs": dag.max_active_runs,
+        "has_task_concurrency_limits": False, "has_import_errors": dag.has_import_errors,
+        "next_dagrun": iso(dag.next_dagrun),
+        "next_dagrun_data_interval_start": iso(dag.next_dagrun_data_interval_start),
+        "next_dagrun_data_interval_end": iso(dag.next_dagrun_data_interval_end),
+        "next_dagrun_create_after": iso(dag.next_dagrun_create_after),
+    }
+
+
+def dag_run_json(run: DagRun) -> dict[str, Any]:
+    return {
+        "dag_run_id": run.run_id, "dag_id": run.dag_id,
+        "logical_date": iso(run.logical_date), "execution_date": iso(run.logical_date),
+        "start_date": iso(run.start_date), "end_date": iso(run.end_date),
+        "data_interval_start": iso(run.data_interval_start),
+        "data_interval_end": iso(run.data_interval_end),
+        "last_scheduling_decision": iso(run.last_scheduling_decision),
+        "run_type": run.run_type, "state": run.state,
+        "external_trigger": run.external_trigger, "conf": run.conf or {}, "note": None,
+        "backfill_id": run.backfill_id,
+    }
+
+
+def task_instance_json(ti: TaskInstance, run: DagRun | None = None) -> dict[str, Any]:
+    return {
+        "task_id": ti.task_id, "dag_id": ti.dag_id, "dag_run_id": ti.run_id,
+        "execution_date": iso(run.logical_date) if run is not None else None,
+        "start_date": iso(ti.start_date), "end_date": iso(ti.end_date),
+        "duration": ti.duration, "state": None if ti.state == "none" else ti.state,
+        "try_number": ti.try_number,
+        "map_index": -1, "max_tries": ti.max_tries, "hostname": ti.hostname or "",
+        "unixname": None, "pool": ti.pool, "pool_slots": ti.pool_slots, "queue": ti.queue,
+        "priority_weight": ti.priority_weight, "operator": ti.operator,
+        "queued_when": iso(ti.queued_dttm), "pid": ti.pid,
+        "executor_config": str(ti.executor_config or {}), "sla_miss": None,
+        "rendered_fields": {}, "trigger": None, "triggerer_job": None, "note": None,
+        "state_reason": ti.state_reason,
+    }

@@ -1,0 +1,106 @@
+"""``squall api`` (the REST API and web UI) and ``squall users create | list | delete``."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import sys
+
+from sqlalchemy import select
+
+from squall.cli.common import CliContext, CliError, add_output_flag, print_rows
+from squall.common.db import session_scope
+from squall.common.errors import UserError
+from squall.common.models import User
+from squall.common.users import ROLES, create_user, delete_user
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "api", help="serve the REST API (/api/v1) and the web UI",
+        description="Serves Airflow 2's stable REST API shape under /api/v1 (OpenAPI document "
+        "at /api/v1/openapi.json) and the web UI at /, on [api] host and port. Every endpoint "
+        "but /api/v1/health needs credentials: create users with `squall users create`.")
+    p.add_argument("--host", help="address to listen on (default: [api] host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default: [api] port, 8080)")
+    p.set_defaults(func=run_api, service=True)
+
+    users = sub.add_parser("users", help="create, list and delete the API's users")
+    usub = users.add_subparsers(dest="users_command", required=True, metavar="COMMAND")
+    p = usub.add_parser(
+        "create", help="create a user",
+        description="Roles: viewer reads; op also triggers, clears, marks and pauses; admin "
+        "also manages users and pools. The password is asked for when not given (and never "
+        "logged); it is stored as a salted scrypt hash.")
+    p.add_argument("--username", "-u", required=True)
+    p.add_argument("--role", "-r", required=True, choices=ROLES)
+    p.add_argument("--password", "-p", help="(asked for when not given)")
+    p.set_defaults(func=create)
+    p = usub.add_parser("list", help="the users and their roles")
+    add_output_flag(p)
+    p.set_defaults(func=list_users)
+    p = usub.add_parser("delete", help="delete a user")
+    p.add_argument("--username", "-u", required=True)
+    p.set_defaults(func=delete)
+
+
+def run_api(ctx: CliContext, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from squall.api.app import create_app
+
+    settings = ctx.settings
+    host = args.host or settings.api.host
+    port = args.port or settings.api.port
+    if not 1 <= port <= 65535:
+        raise CliError(f"--port {port}: not a port number")
+    app = create_app(settings, ctx.session_factory())
+    log.info("api: serving on http://%s:%d/ (API under /api/v1)", host, port)
+    uvicorn.run(app, host=host, port=port, log_level=settings.logging.logging_level.lower(),
+                access_log=False)
+    return 0
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password is not None:
+        return str(args.password)
+    if not sys.stdin.isatty():
+        raise CliError("--password is required when there is no terminal to ask on")
+    first = getpass.getpass(f"Password for {args.username}: ")
+    if getpass.getpass("Repeat it: ") != first:
+        raise CliError("the passwords differ; nothing created")
+    return first
+
+
+def create(ctx: CliContext, args: argparse.Namespace) -> int:
+    password = _password(args)
+    with session_scope(ctx.session_factory()) as session:
+        try:
+            create_user(session, args.username, args.role, password)
+        except UserError as exc:
+            raise CliError(str(exc)) from None
+    print(f"User {args.username} created ({args.role})")
+    return 0
+
+
+def list_users(ctx: CliContext, args: argparse.Namespace) -> int:
+    with session_scope(ctx.session_factory()) as session:
+        rows = [{"username": u.username, "role": u.role,
+                 "created_at": u.created_at.isoformat(),
+                 "last_login": u.last_login.isoformat() if u.last_login else None}
+                for u in session.scalars(select(User).order_by(User.username))]
+    print_rows(rows, ["username", "role", "created_at", "last_login"], args.output)
+    return 0
+
+
+def delete(ctx: CliContext, args: argparse.Namespace) -> int:
+    with session_scope(ctx.session_factory()) as session:
+        try:
+            delete_user(session, args.username)
+        except UserError as exc:
+            raise CliError(str(exc)) from None
+    print(f"User {args.username} deleted")
+    return 0
