@@ -2,6 +2,18 @@
 
 from fastapi import APIRouter
 
-from squall.api.routes import dags, monitor
+from squall.api import ui
+from squall.api.routes import (
+    dag_runs,
+    dags,
+    experimental,
+    logs,
+    misc,
+    monitor,
+    pools,
+    task_instances,
+)
 
-ROUTERS: list[APIRouter] = [monitor.router, dags.router]
+ROUTERS: list[APIRouter] = [monitor.router, dags.router, dag_runs.router,
+                            task_instances.router, logs.router, pools.router, misc.router,
+                            experimental.router, ui.router]
