@@ -70,7 +70,14 @@ def run_worker(ctx: CliContext, args: argparse.Namespace) -> int:
     if args.name:
         argv.append(f"--hostname={args.name}")
     log.info("Worker: starting on queues %s with %d process(es)", ",".join(names), concurrency)
-    return int(app.start(argv) or 0)
+    from squall.worker.log_server import start_log_server
+
+    log_server = start_log_server(settings)
+    try:
+        return int(app.start(argv) or 0)
+    finally:
+        if log_server is not None:
+            log_server.stop()
 
 
 def run_flower(ctx: CliContext, args: argparse.Namespace) -> int:
