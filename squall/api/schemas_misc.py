@@ -1,0 +1,130 @@
+"""Response and request shapes of the pools, importErrors and backfills routes: Airflow 2's
+``Pool`` and ``ImportError`` schemas by their names, and Squall's own ``Backfill`` (Airflow 2
+has no backfill resource; the field names follow Airflow 3's where it has one)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from squall.api.schemas import CollectionInfo, Error
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Pool(_Out):
+    """A pool and the slots its task instances hold. ``open_slots`` is ``null`` for an
+    unlimited pool (``slots`` -1); Squall has no deferred tasks, so ``deferred_slots`` is 0
+    and ``include_deferred`` false."""
+
+    name: str
+    slots: int
+    occupied_slots: int
+    running_slots: int
+    queued_slots: int
+    scheduled_slots: int
+    open_slots: int | None
+    deferred_slots: int
+    description: str | None
+    include_deferred: bool
+
+
+class PoolCollection(CollectionInfo):
+    pools: list[Pool]
+
+
+class ImportError(_Out):  # Airflow's schema name (shadows the builtin here only)
+    import_error_id: int
+    timestamp: str
+    filename: str
+    stack_trace: str
+
+
+class ImportErrorCollection(CollectionInfo):
+    import_errors: list[ImportError]
+
+
+class Backfill(_Out):
+    """A backfill request as recorded (``squall dags backfill``)."""
+
+    id: int
+    dag_id: str
+    from_date: str
+    to_date: str
+    run_backwards: bool
+    max_active_runs: int
+    dag_run_conf: dict[str, Any] | None
+    options: dict[str, Any]
+    state: str
+    total_runs: int
+    created_at: str
+    completed_at: str | None
+    reason: str | None
+
+
+class BackfillCollection(CollectionInfo):
+    backfills: list[Backfill]
+
+
+class BackfillDetail(Backfill):
+    """A backfill with its progress."""
+
+    runs_finished: int
+    runs_by_state: dict[str, int]
+    task_instances_by_state: dict[str, int]
+    failed_runs: list[str]
+    deadlocked: bool
+
+
+class BackfillCancelled(BackfillDetail):
+    #: the runs the cancel ended (``end_running``)
+    ended_runs: list[str]
+
+
+class BackfillCreated(BackfillDetail):
+    #: the runs the scheduler creates, in the order it creates them
+    planned_runs: list[str]
+    #: existing runs of the range that join the backfill (their task instances cleared)
+    rerun: list[str]
+    #: existing runs of the range left alone
+    existing: list[str]
+
+
+class CancelBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    end_running: bool = Field(
+        default=False, description="also end the backfill's unfinished runs now: running "
+        "task instances failed, the others skipped, the runs failed")
+
+
+class BackfillBody(BaseModel):
+    """``POST /api/v1/backfills``: the options of ``squall dags backfill``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dag_id: str
+    from_date: str = Field(description="first logical date (ISO 8601; without an offset, "
+                           "a wall time in [core] default_timezone)")
+    to_date: str = Field(description="last logical date (both ends included)")
+    run_backwards: bool = False
+    max_active_runs: int | None = Field(default=None, ge=1,
+                                        description="default: the DAG's max_active_runs")
+    dag_run_conf: dict[str, Any] | None = None
+    task_regex: str | None = None
+    ignore_dependencies: bool = False
+    ignore_first_depends_on_past: bool = False
+    mark_success: bool = False
+    pool: str | None = None
+    delay_on_limit: float = Field(default=0.0, ge=0)
+    rerun_failed_tasks: bool = False
+    reset_dagruns: bool = False
+
+
+#: ``responses=`` addition for the routes that answer 409
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": Error, "description": "conflicts with what exists"},
+}
