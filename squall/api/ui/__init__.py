@@ -1,5 +1,17 @@
-"""The web UI (being built: issue 12): pages and static files served by the API process."""
+"""The web UI (issue 12): pages and static files served by the API process.
+
+* :mod:`.session`: ``/login`` and ``/logout`` (the session cookie, CSRF tokens);
+* :mod:`.pages`: the pages (DAG list, grid, backfills, pools), jinja2 skeletons;
+* :mod:`.data`: ``GET /ui/api/...``, what the pages show (viewer);
+* :mod:`.actions`: ``POST /ui/api/...``, pause, trigger, clear, mark (op, CSRF header);
+* :mod:`.render`: templates and ``/ui/static/NAME``.
+
+None of these routes is in the OpenAPI document: it describes the Airflow-shaped API."""
 
 from fastapi import APIRouter
 
-router = APIRouter()
+from squall.api.ui import actions, data, pages, render, session
+
+router = APIRouter(include_in_schema=False)
+for _sub in (session.router, render.router, pages.router, data.router, actions.router):
+    router.include_router(_sub)

@@ -1,0 +1,133 @@
+"""The web UI's actions, ``POST /ui/api/...`` for users with the ``op`` role: pause and
+unpause, trigger (with conf), clear (with upstream / downstream), mark success / failed.
+
+They call the scheduler's own operations, as the CLI does (``squall dags trigger``,
+``squall tasks clear``, ``squall tasks set-state``). Made with the session cookie, each
+request must carry the session's CSRF token in ``X-CSRF-Token``
+(:func:`squall.api.auth.authenticate` refuses it with 403 otherwise)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Request
+from sqlalchemy.orm import Session
+
+from squall.api.auth import Op
+from squall.api.problems import ApiProblem, bad_request, not_found
+from squall.api.state import DB, api_state
+from squall.api.ui.data import dag_row, iso
+from squall.common.errors import DagRunAlreadyExists, DagRunNotFound, TaskNotFound
+from squall.common.models import utcnow
+from squall.common.state import DagRunState, DagRunType, TaskInstanceState
+from squall.common.wakeup import notify_scheduler
+from squall.dag_processing.sync import load_serialized_dags
+from squall.scheduler.clear import clear_task_instances, select_task_instances
+from squall.scheduler.mark import apply_marks, select_marks
+from squall.scheduler.run_creation import create_dag_run
+from squall.sdk.dag import DAG
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/ui/api", include_in_schema=False)
+
+JsonBody = Annotated[dict[str, Any], Body()]
+MARKABLE = {"success": TaskInstanceState.SUCCESS, "failed": TaskInstanceState.FAILED}
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise bad_request(f"{name} must be true or false")
+    return value
+
+
+def _dag(session: Session, dag_id: str) -> DAG:
+    dag_row(session, dag_id)
+    dag = load_serialized_dags(session, [dag_id]).get(dag_id)
+    if dag is None:
+        raise not_found(f"DAG with dag_id: '{dag_id}' has no serialized form (not parsed yet, "
+                        "or it cannot be read: see the import errors)")
+    return dag
+
+
+@router.post("/dags/{dag_id}/pause")
+def pause(dag_id: str, body: JsonBody, session: DB, user: Op) -> dict[str, Any]:
+    row = dag_row(session, dag_id)
+    paused = body.get("is_paused")
+    if not isinstance(paused, bool):
+        raise bad_request("is_paused must be true or false")
+    row.is_paused = paused
+    if not paused:
+        notify_scheduler(session, f"unpaused {dag_id} (UI, by {user.username})")
+    log.info("ui: %s %s DAG %s", user.username, "paused" if paused else "unpaused", dag_id)
+    return {"dag_id": dag_id, "is_paused": paused}
+
+
+@router.post("/dags/{dag_id}/trigger")
+def trigger(dag_id: str, body: JsonBody, session: DB, user: Op,
+            request: Request) -> dict[str, Any]:
+    conf = body.get("conf")
+    if conf is not None and not isinstance(conf, dict):
+        raise bad_request("conf must be a JSON object")
+    dag = _dag(session, dag_id)
+    try:
+        run = create_dag_run(session, dag, run_type=DagRunType.MANUAL, logical_date=utcnow(),
+                             data_interval=None, conf=conf or None,
+                             state=DagRunState.QUEUED, external_trigger=True,
+                             default_queue=api_state(request).settings.celery.default_queue)
+    except DagRunAlreadyExists as exc:
+        raise ApiProblem(409, str(exc)) from None
+    notify_scheduler(session, dag_id)
+    log.info("ui: %s triggered DAG %s: run %s", user.username, dag_id, run.run_id)
+    return {"dag_id": dag_id, "run_id": run.run_id, "state": run.state,
+            "logical_date": iso(run.logical_date), "is_paused": dag_row(session,
+                                                                        dag_id).is_paused}
+
+
+@router.post("/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/clear")
+def clear(dag_id: str, run_id: str, task_id: str, body: JsonBody, session: DB,
+          user: Op) -> dict[str, Any]:
+    upstream, downstream = _flag(body, "upstream"), _flag(body, "downstream")
+    dag = _dag(session, dag_id)
+    if task_id not in dag.task_dict:
+        raise not_found(f"task {task_id!r} is not in DAG {dag_id} (as last parsed)")
+    tis = select_task_instances(session, dag, task_regex=f"^{re.escape(task_id)}$",
+                                upstream=upstream, downstream=downstream, run_id=run_id)
+    result = clear_task_instances(session, tis, dag, utcnow(),
+                                  reason=f"cleared by {user.username} in the web UI")
+    log.info("ui: %s cleared %d task instance(s) of %s %s from %s", user.username,
+             len(result.cleared), dag_id, run_id, task_id)
+    return {"cleared": [{"task_id": c.key.task_id, "run_id": c.key.run_id,
+                         "old_state": c.old_state.value, "new_state": c.new_state.value}
+                        for c in result.cleared],
+            "changed_meanwhile": [k.task_id for k in result.changed],
+            "runs_queued_again": [r for _, r in result.reactivated_runs]}
+
+
+@router.post("/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/mark")
+def mark(dag_id: str, run_id: str, task_id: str, body: JsonBody, session: DB,
+         user: Op) -> dict[str, Any]:
+    state = MARKABLE.get(str(body.get("state")))
+    if state is None:
+        raise bad_request("state must be success or failed")
+    upstream, downstream = _flag(body, "upstream"), _flag(body, "downstream")
+    dag = _dag(session, dag_id)
+    try:
+        selection = select_marks(session, dag, task_id=task_id, run_id=run_id, state=state,
+                                 upstream=upstream, downstream=downstream)
+    except (TaskNotFound, DagRunNotFound) as exc:
+        raise not_found(str(exc)) from None
+    result = apply_marks(session, dag, selection, now=utcnow(),
+                         reason=f"marked {state.value} by {user.username} in the web UI")
+    if result.changed or result.cleared.cleared:
+        notify_scheduler(session, f"{dag_id} marked in the UI")
+    log.info("ui: %s marked %s %s %s %s: %d changed", user.username, dag_id, run_id, task_id,
+             state.value, len(result.changed))
+    return {"state": state.value, "already": selection.already,
+            "changed": [{"task_id": t.key.task_id, "run_id": t.key.run_id,
+                         "old_state": t.state.value} for t in result.changed],
+            "changed_meanwhile": [t.key.task_id for t in result.lost],
+            "cleared_downstream": [c.key.task_id for c in result.cleared.cleared]}

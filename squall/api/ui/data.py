@@ -1,0 +1,226 @@
+"""The web UI's read endpoints, ``GET /ui/api/...``: what its pages show, read straight
+from the database in as few queries as a page needs (the grid polls every 2 seconds).
+
+They are the UI's own (not in the OpenAPI document) and need the ``viewer`` role, by the
+session cookie (or basic auth)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import PlainTextResponse
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from squall.api.auth import Role, Viewer
+from squall.api.problems import bad_request, not_found
+from squall.api.state import DB, api_state
+from squall.common.models import (
+    Backfill,
+    DagModel,
+    DagRun,
+    ImportError_,
+    SerializedDagModel,
+    TaskInstance,
+    TaskInstanceKey,
+)
+from squall.common.pools import list_pools
+from squall.dag_processing.serialization import deserialize_dag
+from squall.execution.runner import task_log_path
+from squall.scheduler.backfill import backfill_progress
+from squall.scheduler.dag_shape import downstream_map, topological_order
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/ui/api", include_in_schema=False)
+
+#: runs shown per DAG on the list page, and at most on the grid
+RECENT_RUNS = 5
+GRID_RUNS = 25
+MAX_GRID_RUNS = 100
+
+#: the task order of each serialized DAG version seen, by (dag_id, dag_hash)
+_task_orders: dict[tuple[str, str], list[str]] = {}
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def dag_row(session: Session, dag_id: str) -> DagModel:
+    row = session.get(DagModel, dag_id)
+    if row is None:
+        raise not_found(f"DAG with dag_id: '{dag_id}' not found")
+    return row
+
+
+def _user(user: Viewer) -> dict[str, Any]:
+    return {"username": user.username, "role": user.role.value,
+            "may_act": user.may(Role.OP)}
+
+
+@router.get("/dags")
+def dags(session: DB, user: Viewer) -> dict[str, Any]:
+    """Every active DAG with its recent runs, and the import errors."""
+    rank = func.row_number().over(partition_by=DagRun.dag_id,
+                                  order_by=DagRun.logical_date.desc()).label("rank")
+    ranked = select(DagRun.dag_id, DagRun.run_id, DagRun.state, DagRun.logical_date,
+                    rank).subquery()
+    recent: dict[str, list[dict[str, Any]]] = {}
+    for row in session.execute(select(ranked).where(ranked.c.rank <= RECENT_RUNS)
+                               .order_by(ranked.c.dag_id, ranked.c.logical_date)):
+        recent.setdefault(row.dag_id, []).append(
+            {"run_id": row.run_id, "state": row.state, "logical_date": iso(row.logical_date)})
+    rows = session.scalars(select(DagModel).where(DagModel.is_active.is_(True))
+                           .order_by(DagModel.dag_id))
+    errors = session.scalars(select(ImportError_).order_by(ImportError_.filename))
+    return {
+        "user": _user(user),
+        "dags": [{"dag_id": d.dag_id, "is_paused": d.is_paused, "schedule": d.schedule,
+                  "timetable_description": d.timetable_description,
+                  "description": d.description, "tags": d.tags or [],
+                  "owners": d.owners, "next_dagrun": iso(d.next_dagrun),
+                  "has_import_errors": d.has_import_errors,
+                  "recent_runs": recent.get(d.dag_id, [])} for d in rows],
+        "import_errors": [{"filename": e.filename, "stacktrace": e.stacktrace,
+                           "timestamp": iso(e.timestamp)} for e in errors],
+    }
+
+
+def task_order(session: Session, dag_id: str) -> list[str]:
+    """The DAG's task ids upstream first (as parsed last), remembered per DAG version."""
+    row = session.execute(select(SerializedDagModel.dag_hash)
+                          .where(SerializedDagModel.dag_id == dag_id)).first()
+    if row is None:
+        return []
+    key = (dag_id, row.dag_hash)
+    order = _task_orders.get(key)
+    if order is None:
+        data = session.scalar(select(SerializedDagModel.data)
+                              .where(SerializedDagModel.dag_id == dag_id))
+        try:
+            tasks = deserialize_dag(data or {}).task_dict
+        except Exception as exc:  # a row this version cannot read: order by name instead
+            log.warning("ui: cannot rebuild DAG %s for its task order: %s", dag_id, exc)
+            return []
+        order = topological_order(tasks, downstream_map(tasks))
+        if len(_task_orders) > 256:
+            _task_orders.clear()
+        _task_orders[key] = order
+    return order
+
+
+@router.get("/dags/{dag_id}/grid")
+def grid(dag_id: str, session: DB, user: Viewer,
+         runs: int = Query(GRID_RUNS, ge=1, le=MAX_GRID_RUNS)) -> dict[str, Any]:
+    """The last ``runs`` runs (oldest first) and the state of each of their task instances:
+    ``states[task_id][i]`` is the task's state in ``runs[i]`` (``null``: no task instance)."""
+    dag = dag_row(session, dag_id)
+    newest = session.execute(
+        select(DagRun.run_id, DagRun.state, DagRun.logical_date, DagRun.run_type,
+               DagRun.start_date, DagRun.end_date)
+        .where(DagRun.dag_id == dag_id).order_by(DagRun.logical_date.desc()).limit(runs)
+    ).all()
+    ordered = list(reversed(newest))
+    column = {r.run_id: i for i, r in enumerate(ordered)}
+    states: dict[str, list[str | None]] = {}
+    if ordered:
+        for task_id, run_id, state in session.execute(
+                select(TaskInstance.task_id, TaskInstance.run_id, TaskInstance.state)
+                .where(TaskInstance.dag_id == dag_id,
+                       TaskInstance.run_id.in_(list(column)))):
+            states.setdefault(task_id, [None] * len(ordered))[column[run_id]] = state
+    order = task_order(session, dag_id)
+    known = set(order)
+    tasks = [t for t in order] + sorted(t for t in states if t not in known)
+    return {
+        "user": _user(user), "dag_id": dag_id, "is_paused": dag.is_paused,
+        "schedule": dag.schedule, "next_dagrun": iso(dag.next_dagrun),
+        "runs": [{"run_id": r.run_id, "state": r.state, "run_type": r.run_type,
+                  "logical_date": iso(r.logical_date), "start_date": iso(r.start_date),
+                  "end_date": iso(r.end_date)} for r in ordered],
+        "tasks": tasks,
+        "states": {t: states.get(t, [None] * len(ordered)) for t in tasks},
+    }
+
+
+def _task_instance(session: Session, dag_id: str, run_id: str, task_id: str) -> TaskInstance:
+    ti = session.get(TaskInstance, (dag_id, task_id, run_id))
+    if ti is None:
+        raise not_found(f"Task instance {dag_id}.{task_id} of run {run_id!r} not found")
+    return ti
+
+
+@router.get("/dags/{dag_id}/runs/{run_id}/tasks/{task_id}")
+def task_instance(dag_id: str, run_id: str, task_id: str, session: DB,
+                  user: Viewer) -> dict[str, Any]:
+    """A task instance as its panel shows it."""
+    ti = _task_instance(session, dag_id, run_id, task_id)
+    run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id,
+                                              DagRun.run_id == run_id))
+    return {
+        "dag_id": dag_id, "run_id": run_id, "task_id": task_id, "state": ti.state,
+        "try_number": ti.try_number, "max_tries": ti.max_tries,
+        "state_reason": ti.state_reason, "hostname": ti.hostname, "pid": ti.pid,
+        "operator": ti.operator, "pool": ti.pool, "queue": ti.queue,
+        "queued_dttm": iso(ti.queued_dttm), "start_date": iso(ti.start_date),
+        "end_date": iso(ti.end_date), "duration": ti.duration,
+        "run_state": run.state if run is not None else None,
+        "logical_date": iso(run.logical_date) if run is not None else None,
+    }
+
+
+def _safe(name: str, value: str) -> str:
+    if not value or "/" in value or "\x00" in value or value in (".", ".."):
+        raise bad_request(f"{name} {value!r} is not a valid identifier")
+    return value
+
+
+@router.get("/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/log/{try_number}",
+            response_class=PlainTextResponse)
+def local_log(dag_id: str, run_id: str, task_id: str, try_number: int, request: Request,
+              user: Viewer) -> PlainTextResponse:
+    """Try ``try_number``'s log from this host's log folder (as ``squall tasks logs`` reads
+    it): the panel's fallback when the API cannot serve the log."""
+    key = TaskInstanceKey(_safe("dag_id", dag_id), _safe("task_id", task_id),
+                          _safe("run_id", run_id))
+    folder = api_state(request).settings.log_folder
+    path = task_log_path(folder, key, try_number)
+    try:
+        inside = path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        inside = False
+    if try_number < 1 or not inside or not path.is_file():
+        raise not_found(f"no log of try {try_number} of {key} in this host's log folder")
+    return PlainTextResponse(path.read_text(encoding="utf-8", errors="replace"))
+
+
+@router.get("/backfills")
+def backfills(session: DB, user: Viewer,
+              limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
+    """The newest backfills with their progress."""
+    ids = session.scalars(select(Backfill.id).order_by(Backfill.id.desc()).limit(limit)).all()
+    out = []
+    for backfill_id in ids:
+        p = backfill_progress(session, backfill_id)
+        if p is None:
+            continue
+        row = session.get(Backfill, backfill_id)
+        done = sum(n for s, n in p.runs_by_state.items() if s in ("success", "failed"))
+        out.append({
+            "id": p.backfill_id, "dag_id": p.dag_id, "state": p.state.value,
+            "from_date": iso(row.from_date) if row else None,
+            "to_date": iso(row.to_date) if row else None,
+            "total_runs": p.total_runs, "finished_runs": done,
+            "runs_by_state": p.runs_by_state, "tis_by_state": p.tis_by_state,
+            "failed_runs": p.failed_runs, "created_at": iso(p.created_at),
+            "completed_at": iso(p.completed_at), "reason": p.reason})
+    return {"user": _user(user), "backfills": out}
+
+
+@router.get("/pools")
+def pools(session: DB, user: Viewer) -> dict[str, Any]:
+    return {"user": _user(user), "pools": [p.as_row() for p in list_pools(session)]}

@@ -1,0 +1,48 @@
+"""The web UI's pages: server-rendered skeletons that the scripts in ``static/`` fill from
+the ``/ui/api`` endpoints. A page asked for without a login redirects to ``/login``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+
+from squall.api.auth import Principal, Role
+from squall.api.ui.render import render
+from squall.api.ui.session import page_csrf, page_user
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(include_in_schema=False)
+
+
+def _page(request: Request, template: str, page: str, title: str,
+          **extra: Any) -> Response:
+    user: Principal | None = page_user(request)
+    if user is None:
+        return RedirectResponse("/login", status_code=303)
+    return render(request, template, {
+        "page": page, "title": title, "user": user, "may_act": user.may(Role.OP),
+        "csrf": page_csrf(request), **extra})
+
+
+@router.get("/")
+def dag_list(request: Request) -> Response:
+    return _page(request, "dags.html", "dags", "DAGs")
+
+
+@router.get("/dags/{dag_id}/grid")
+def dag_grid(dag_id: str, request: Request) -> Response:
+    return _page(request, "grid.html", "grid", f"{dag_id} · grid", dag_id=dag_id)
+
+
+@router.get("/backfills")
+def backfills(request: Request) -> Response:
+    return _page(request, "backfills.html", "backfills", "Backfills")
+
+
+@router.get("/pools")
+def pools(request: Request) -> Response:
+    return _page(request, "pools.html", "pools", "Pools")

@@ -1,0 +1,133 @@
+// Squall web UI: helpers shared by every page (no framework, no build step).
+"use strict";
+
+const Squall = (() => {
+  const csrf = () => document.querySelector('meta[name="csrf-token"]')?.content || "";
+  const mayAct = () => document.body.dataset.mayAct === "true";
+
+  class ApiError extends Error {
+    constructor(status, detail) { super(detail); this.status = status; }
+  }
+
+  // fetch a /ui/api or /api/v1 URL; state-changing requests carry the CSRF token
+  async function request(method, url, body, accept = "application/json") {
+    const headers = { Accept: accept };
+    if (method !== "GET") headers["X-CSRF-Token"] = csrf();
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const response = await fetch(url, {
+      method, headers, credentials: "same-origin",
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (response.status === 401) { window.location.assign("/login"); throw new ApiError(401, "signed out"); }
+    if (!response.ok) {
+      let detail = response.statusText;
+      try { const p = await response.json(); detail = p.detail || p.title || detail; } catch (e) { /* not JSON */ }
+      throw new ApiError(response.status, detail);
+    }
+    return accept === "application/json" ? response.json() : response.text();
+  }
+
+  // el("td", {class: "x", text: "y"}, child, ...)
+  function el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (v === undefined || v === null || v === false) continue;
+      if (k === "text") node.textContent = v;
+      else if (k === "class") node.className = v;
+      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else if (k === "dataset") Object.assign(node.dataset, v);
+      else node.setAttribute(k, v === true ? "" : v);
+    }
+    for (const c of children) if (c !== null && c !== undefined) node.append(c);
+    return node;
+  }
+
+  const pad = (n) => String(n).padStart(2, "0");
+  function fmtDate(iso) {
+    if (!iso) return "—";
+    const d = new Date(iso);
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }
+  function fmtDuration(seconds) {
+    if (seconds === null || seconds === undefined) return "—";
+    const s = Math.round(seconds * 10) / 10;
+    if (s < 60) return `${s}s`;
+    const m = Math.floor(s / 60), h = Math.floor(m / 60);
+    return h ? `${h}h ${m % 60}m ${Math.round(s % 60)}s` : `${m}m ${Math.round(s % 60)}s`;
+  }
+
+  let flashTimer = null;
+  function flash(message, kind = "info") {
+    const box = document.getElementById("flash");
+    if (!box) return;
+    box.textContent = message;
+    box.className = `flash ${kind}`;
+    box.hidden = false;
+    clearTimeout(flashTimer);
+    flashTimer = setTimeout(() => { box.hidden = true; }, kind === "error" ? 10000 : 4000);
+  }
+
+  // call fn now and every `ms` while the page is visible (light polling)
+  function poll(fn, ms = 2000) {
+    let timer = null, busy = false;
+    const live = document.getElementById("live");
+    async function tick() {
+      clearTimeout(timer);
+      if (document.visibilityState !== "visible") return;
+      if (!busy) {
+        busy = true;
+        try { await fn(); live?.classList.remove("stale"); }
+        catch (e) { live?.classList.add("stale"); if (e.status !== 401) console.warn(e); }
+        finally { busy = false; }
+      }
+      timer = setTimeout(tick, ms);
+    }
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible") tick(); else clearTimeout(timer);
+    });
+    tick();
+    return { now: tick };
+  }
+
+  const STATES = ["success", "running", "failed", "upstream_failed", "up_for_retry",
+    "up_for_reschedule", "queued", "scheduled", "restarting", "skipped", "removed", "none"];
+  const stateClass = (s) => `state-${s || "none"}`;
+
+  // the trigger dialog shared by the DAG list and the grid; onDone(result) after a trigger
+  function triggerDialog(onDone) {
+    const dialog = document.getElementById("trigger-dialog");
+    if (!dialog) return () => {};
+    const conf = document.getElementById("trigger-conf");
+    const error = document.getElementById("trigger-error");
+    let dagId = null;
+    document.getElementById("trigger-cancel").addEventListener("click", () => dialog.close());
+    document.getElementById("trigger-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      let parsed = null;
+      const text = conf.value.trim();
+      if (text) {
+        try { parsed = JSON.parse(text); } catch (e) { parsed = undefined; }
+        if (parsed === undefined || parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+          error.textContent = "The configuration must be a JSON object, e.g. {\"key\": \"value\"}.";
+          error.hidden = false;
+          return;
+        }
+      }
+      try {
+        const result = await request("POST", `/ui/api/dags/${encodeURIComponent(dagId)}/trigger`, { conf: parsed });
+        dialog.close();
+        flash(`Triggered ${dagId}: run ${result.run_id}` + (result.is_paused ? " (the DAG is paused: it starts once unpaused)" : ""), "ok");
+        onDone(result);
+      } catch (e) { error.textContent = e.message; error.hidden = false; }
+    });
+    return (id) => {
+      dagId = id;
+      document.getElementById("trigger-dag").textContent = id;
+      error.hidden = true;
+      dialog.showModal();
+      conf.focus();
+    };
+  }
+
+  return { request, el, fmtDate, fmtDuration, flash, poll, mayAct, STATES, stateClass, triggerDialog, ApiError };
+})();

@@ -1,0 +1,212 @@
+// A DAG's grid: runs (columns, newest right) x tasks (rows), coloured by state, polled every
+// 2 s while the page is visible; a cell opens the task instance panel with its log.
+"use strict";
+
+(() => {
+  const { request, el, fmtDate, fmtDuration, flash, poll, mayAct, stateClass, STATES } = Squall;
+  const dagId = document.body.dataset.dagId;
+  const dagUrl = `/ui/api/dags/${encodeURIComponent(dagId)}`;
+  const table = document.getElementById("grid");
+  const panel = document.getElementById("ti-panel");
+  const logBox = document.getElementById("ti-log");
+  const trySelect = document.getElementById("ti-try");
+  let shape = null;           // run ids + task ids the table was built for
+  let selected = null;        // {task_id, run_id}
+  let shownTry = null, ti = null, logRunning = false;
+
+  document.getElementById("legend").replaceChildren(...STATES.map((s) =>
+    el("span", { class: "legend-item" }, el("span", { class: `dot ${stateClass(s)}` }), s)));
+
+  const tiUrl = (t, r) => `${dagUrl}/runs/${encodeURIComponent(r)}/tasks/${encodeURIComponent(t)}`;
+
+  function header(runs) {
+    return el("tr", { class: "runs" }, el("th", { class: "task-head", text: `${runs.length} run${runs.length === 1 ? "" : "s"}` }),
+      ...runs.map((r) => el("th", { class: "run-head", title: `${r.run_id}\n${r.run_type}, ${r.state}\nlogical date ${fmtDate(r.logical_date)}` },
+        el("span", { class: `run-bar ${stateClass(r.state)}`, dataset: { runId: r.run_id } }),
+        el("span", { class: "run-label", text: fmtDate(r.logical_date).slice(5, 16) }))));
+  }
+
+  function build(data) {
+    const body = el("tbody");
+    body.append(header(data.runs));
+    for (const task of data.tasks) {
+      body.append(el("tr", {}, el("th", { class: "task", text: task, title: task }),
+        ...data.runs.map((r) => el("td", {
+          class: "cell", tabindex: 0, dataset: { taskId: task, runId: r.run_id },
+          onclick: () => select(task, r.run_id),
+          onkeydown: (ev) => { if (ev.key === "Enter") select(task, r.run_id); },
+        }))));
+    }
+    if (!data.runs.length) body.append(el("tr", {}, el("td", { class: "muted", text: "No runs yet." })));
+    table.replaceChildren(body);
+  }
+
+  function paint(data) {
+    data.runs.forEach((r, i) => {
+      const bar = table.querySelectorAll(".run-bar")[i];
+      if (bar) bar.className = `run-bar ${stateClass(r.state)}`;
+    });
+    for (const cell of table.querySelectorAll("td.cell")) {
+      const i = data.runs.findIndex((r) => r.run_id === cell.dataset.runId);
+      const state = data.states[cell.dataset.taskId]?.[i] ?? null;
+      const cls = `cell ${state === null ? "state-absent" : stateClass(state)}` +
+        (selected && selected.task_id === cell.dataset.taskId && selected.run_id === cell.dataset.runId ? " selected" : "");
+      if (cell.className !== cls) cell.className = cls;
+      cell.dataset.state = state ?? "";
+      cell.title = `${cell.dataset.taskId} · ${cell.dataset.runId}: ${state ?? "no task instance"}`;
+    }
+  }
+
+  function showDag(data) {
+    document.getElementById("dag-paused").hidden = !data.is_paused;
+    document.getElementById("dag-schedule").textContent =
+      `schedule ${data.schedule || "None"} · next run ${fmtDate(data.next_dagrun)}`;
+    const toggle = document.getElementById("pause-toggle");
+    if (toggle && !toggle.disabled) toggle.checked = data.is_paused;
+  }
+
+  async function refreshGrid() {
+    const data = await request("GET", `${dagUrl}/grid`);
+    const key = JSON.stringify([data.runs.map((r) => r.run_id), data.tasks]);
+    if (key !== shape) { build(data); shape = key; }
+    paint(data);
+    showDag(data);
+    if (selected) await refreshPanel(false);
+  }
+
+  // ---------------------------------------------------------------- the panel
+  function fact(name, value, cls) {
+    return [el("dt", { text: name }), el("dd", { class: cls, text: value ?? "—" })];
+  }
+
+  function renderFacts(t) {
+    let duration = t.duration;
+    if (duration === null && t.start_date && !t.end_date) duration = (Date.now() - new Date(t.start_date)) / 1000;
+    document.getElementById("ti-facts").replaceChildren(
+      ...fact("State", t.state, `state-text ${stateClass(t.state)}`),
+      ...fact("Try", t.try_number ? `${t.try_number} of ${Math.max(t.max_tries, t.try_number)}` : "not tried yet"),
+      ...fact("Reason", t.state_reason),
+      ...fact("Host", t.hostname),
+      ...fact("Started", fmtDate(t.start_date)),
+      ...fact("Ended", fmtDate(t.end_date)),
+      ...fact("Duration", fmtDuration(duration)),
+      ...fact("Operator", t.operator),
+      ...fact("Pool / queue", `${t.pool} / ${t.queue}`),
+      ...fact("Run", `${t.run_id} (${t.run_state})`));
+  }
+
+  function tries(t) {
+    const n = t.try_number;
+    const current = [...trySelect.options].map((o) => o.value).join(",");
+    const wanted = Array.from({ length: n }, (_, i) => String(i + 1)).join(",");
+    if (current !== wanted) {
+      trySelect.replaceChildren(...Array.from({ length: n }, (_, i) => el("option", { value: i + 1, text: `try ${i + 1}` })));
+    }
+    if (shownTry === null || shownTry > n) shownTry = n || null;
+    if (shownTry) trySelect.value = String(shownTry);
+    trySelect.hidden = n === 0;
+  }
+
+  async function fetchLog(t, n) {
+    const source = document.getElementById("log-source");
+    const api = `/api/v1/dags/${encodeURIComponent(t.dag_id)}/dagRuns/${encodeURIComponent(t.run_id)}/taskInstances/${encodeURIComponent(t.task_id)}/logs/${n}?full_content=true`;
+    try {
+      const r = await fetch(api, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+      if (r.ok) {
+        const type = r.headers.get("content-type") || "";
+        const body = type.includes("json") ? ((await r.json()).content ?? "") : await r.text();
+        source.textContent = "from the API";
+        return typeof body === "string" ? body : JSON.stringify(body, null, 2);
+      }
+    } catch (e) { /* fall back to this host's log folder */ }
+    try {
+      const text = await request("GET", `${tiUrl(t.task_id, t.run_id)}/log/${n}`, undefined, "text/plain");
+      source.textContent = "from this host's log folder";
+      return text;
+    } catch (e) {
+      source.textContent = "";
+      return null;
+    }
+  }
+
+  async function showLog(t, force) {
+    if (!t.try_number) { logBox.textContent = "Not run yet: no log."; return; }
+    const running = t.state === "running" && shownTry === t.try_number;
+    if (!force && !running && !logRunning) return;
+    logRunning = running;
+    const atBottom = logBox.scrollTop + logBox.clientHeight >= logBox.scrollHeight - 4;
+    const text = await fetchLog(t, shownTry);
+    if (!selected || selected.task_id !== t.task_id || selected.run_id !== t.run_id) return;
+    logBox.textContent = text === null ? "Log not available." : (text || "(the log is empty)");
+    logBox.classList.toggle("unavailable", text === null);
+    if (running && (atBottom || force)) logBox.scrollTop = logBox.scrollHeight;
+  }
+
+  async function refreshPanel(force) {
+    const sel = selected;
+    const t = await request("GET", tiUrl(sel.task_id, sel.run_id));
+    if (selected !== sel) return;
+    const changed = !ti || ti.try_number !== t.try_number || ti.state !== t.state;
+    ti = t;
+    document.getElementById("ti-title").textContent = `${t.task_id}`;
+    renderFacts(t);
+    tries(t);
+    await showLog(t, force || changed);
+  }
+
+  function select(task, run) {
+    selected = { task_id: task, run_id: run };
+    shownTry = null; ti = null; logRunning = false;
+    panel.hidden = false;
+    logBox.textContent = "Loading…";
+    for (const c of table.querySelectorAll("td.cell.selected")) c.classList.remove("selected");
+    table.querySelector(`td.cell[data-task-id="${CSS.escape(task)}"][data-run-id="${CSS.escape(run)}"]`)?.classList.add("selected");
+    refreshPanel(true).catch((e) => flash(e.message, "error"));
+  }
+
+  document.getElementById("ti-close").addEventListener("click", () => {
+    selected = null; panel.hidden = true;
+    for (const c of table.querySelectorAll("td.cell.selected")) c.classList.remove("selected");
+  });
+  trySelect.addEventListener("change", () => { shownTry = Number(trySelect.value); if (ti) showLog(ti, true); });
+
+  // ---------------------------------------------------------------- actions (op and admin)
+  const refresh = poll(refreshGrid, 2000);
+  if (!mayAct()) return;
+
+  const option = (id) => document.getElementById(id).checked;
+  async function act(verb, body, done) {
+    if (!selected) return;
+    const sel = selected;
+    for (const b of panel.querySelectorAll("button.action")) b.disabled = true;
+    try {
+      const result = await request("POST", `${tiUrl(sel.task_id, sel.run_id)}/${verb}`, body);
+      flash(done(result), "ok");
+    } catch (e) {
+      flash(`${sel.task_id}: ${e.message}`, "error");
+    } finally {
+      for (const b of panel.querySelectorAll("button.action")) b.disabled = false;
+      refresh.now();
+    }
+  }
+  document.getElementById("ti-clear").addEventListener("click", () =>
+    act("clear", { upstream: option("opt-upstream"), downstream: option("opt-downstream") },
+      (r) => `Cleared ${r.cleared.length} task instance(s)` + (r.changed_meanwhile.length ? `; ${r.changed_meanwhile.length} changed meanwhile, left alone` : "")));
+  for (const state of ["success", "failed"]) {
+    document.getElementById(`ti-mark-${state}`).addEventListener("click", () =>
+      act("mark", { state, upstream: option("opt-upstream"), downstream: option("opt-downstream") },
+        (r) => `Marked ${r.changed.length} task instance(s) ${state}` + (r.already ? ` (${r.already} already were)` : "")));
+  }
+
+  const toggle = document.getElementById("pause-toggle");
+  toggle.addEventListener("change", async () => {
+    toggle.disabled = true;
+    try {
+      await request("POST", `${dagUrl}/pause`, { is_paused: toggle.checked });
+      flash(`${dagId} ${toggle.checked ? "paused" : "unpaused"}`, "ok");
+    } catch (e) { toggle.checked = !toggle.checked; flash(e.message, "error"); }
+    finally { toggle.disabled = false; refresh.now(); }
+  });
+  const openTrigger = Squall.triggerDialog(() => refresh.now());
+  document.getElementById("trigger-button").addEventListener("click", () => openTrigger(dagId));
+})();
