@@ -369,7 +369,7 @@ class BenchCluster:
                 Backfill.created_at, Backfill.completed_at).where(
                     Backfill.id == backfill_id)).one()
 
-    def wait_backfill(self, backfill_id: int, timeout: float = 600) -> Any:
+    def wait_backfill(self, backfill_id: int, timeout: float = 1800) -> Any:
         """Poll the ``backfill`` row until its state is one of :data:`BACKFILL_DONE`;
         returns the row (raises when it did not succeed, or on the deadline)."""
         deadline = time.monotonic() + timeout
