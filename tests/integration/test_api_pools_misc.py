@@ -4,11 +4,18 @@ uvicorn on PostgreSQL (every answer checked against the served OpenAPI document)
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
@@ -29,8 +36,9 @@ from squall.common.models import (
 from squall.common.settings import Settings
 from squall.common.state import JobState
 from squall.sdk.dag import DAG
-from tests.support.api import Api, serve
+from tests.support.api import Api, basic, serve
 from tests.support.scheduling import Noop, sync_dags
+from tests.support.services import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -359,3 +367,56 @@ def test_metrics_are_scraped_without_credentials(api: Api,
     names = {s.name for f in text_string_to_metric_families(api.client.get("/metrics").text)
              for s in f.samples}
     assert names and all(f"`{n}`" in doc for n in names), names
+# --------------------------------------------------------------------------- standalone
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_standalone_serves_the_api_with_the_admin_it_created(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SQUALL")}
+    env.update({"SQUALL_HOME": str(home), "PYTHONPATH": str(REPO_ROOT),
+                "SQUALL__API__PORT": str(port),
+                "SQUALL__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port())})
+    log_path = tmp_path / "standalone.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "squall", "standalone", "--no-examples"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        wait_until(lambda: b"Press Ctrl-C" in log_path.read_bytes() or proc.poll() is not None,
+                   60, message="standalone to start")
+        assert proc.poll() is None, log_path.read_text()
+        banner = log_path.read_text()
+        assert f"http://127.0.0.1:{port}/" in banner, banner
+        found = re.search(r"username: (\S+)\s+password: (\S+)", banner)
+        assert found is not None, banner
+        username, password = found.groups()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            health = client.get("/api/v1/health")
+            assert health.status_code == 200
+            assert health.json()["metadatabase"] == {"status": "healthy"}
+            version = client.get("/api/v1/version", headers=basic(username, password))
+            assert version.status_code == 200, version.text
+            assert client.get("/api/v1/pools", headers=basic(username, password + "x")
+                              ).status_code == 401
+            created = client.post("/api/v1/pools", headers=basic(username, password),
+                                  json={"name": "admin_can", "slots": 1})
+            assert created.status_code == 200, created.text
+        saved = home / "standalone_admin_password.txt"
+        assert saved.read_text().strip() == password
+        assert oct(saved.stat().st_mode & 0o777) == "0o600"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert code == 0, log_path.read_text()
