@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from squall.common.models import DagModel, DagRun, TaskInstance
 from squall.common.settings import Settings
 from squall.worker.log_server import LogServer, start_log_server
 from tests.support.api import Api, basic, serve
+from tests.support.services import free_port, wait_until
 
 KEY = "a-shared-secret-for-tests"
 REL = "dag_id=d1/run_id=manual__2024-01-01T00:00:00+00:00/task_id=t1/attempt=1.log"
@@ -310,3 +312,99 @@ def test_the_route_is_documented_with_its_answers(logs_api: LogsApi) -> None:
     assert {"200", "400", "401", "403", "404", "503"} <= set(responses)
     assert set(responses["200"]["content"]) == {"application/json", "text/plain"}
 
+
+
+# ------------------------------------------------------------------ a real worker
+
+
+TAIL_DAG = '''
+import logging
+import os
+import time
+
+import pendulum
+from squall import DAG, PythonOperator
+
+RELEASE = os.environ["SQUALL_TEST_RELEASE"]
+log = logging.getLogger("talker")
+
+
+def talk():
+    print("printed by the task")
+    log.info("said before the wait")
+    deadline = time.monotonic() + 120
+    while not os.path.exists(RELEASE) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log.info("said after the wait")
+
+
+with DAG("tail", schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC")):
+    PythonOperator(task_id="talk", python_callable=talk)
+'''
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.integration
+@pytest.mark.postgres
+def test_a_workers_log_is_read_through_the_api_while_it_runs_and_after(
+        request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    from tests.integration.test_cluster import make_cluster
+
+    port, release = free_port(), tmp_path / "release"
+    cluster = make_cluster(request, "redis-pg", tmp_path / "worker-home")
+    cluster.extra_env.update({"SQUALL__API__SECRET_KEY": KEY,
+                              "SQUALL__LOGGING__WORKER_LOG_SERVER_PORT": str(port),
+                              "SQUALL_TEST_RELEASE": str(release)})
+    (cluster.dags_folder / "tail.py").write_text(TAIL_DAG)
+    settings = Settings.load(env={"SQUALL_HOME": str(tmp_path / "api-home")}, overrides={
+        "api": {"secret_key": KEY}, "logging": {"worker_log_server_port": port}})
+    try:
+        cluster.cli("db", "migrate")
+        cluster.start_scheduler()
+        worker = cluster.start_worker("w1")
+        assert f"serving task logs of {cluster.home / 'logs'} on port {port}" in \
+            cluster.logs("w1"), cluster.logs("w1")
+        run_id = cluster.trigger("tail")
+        url = f"/api/v1/dags/tail/dagRuns/{run_id}/taskInstances/talk/logs/1"
+        with serve(settings, cluster.session_factory) as api:
+            seen, token = [""], [""]
+
+            def read_on() -> bool:
+                response = api.get(url, params={"token": token[0]} if token[0] else {})
+                if response.status_code == 404:  # not queued yet: no try 1
+                    return False
+                assert response.status_code == 200, response.text
+                body = response.json()
+                seen[0] += body["content"]
+                token[0] = body["continuation_token"]
+                return "said before the wait" in seen[0]
+
+            wait_until(read_on, 90, interval=0.2,
+                       message=f"the running try's log through the API:\n{cluster.logs()}")
+            ti = cluster.task_instances("tail", run_id)["talk"]
+            assert ti.state == "running" and ti.hostname and ti.hostname.startswith("w1@")
+            assert "said after the wait" not in seen[0]
+            assert not _token_data(token[0])["end_of_log"]
+            rel = f"dag_id=tail/run_id={run_id}/task_id=talk/attempt=1.log"
+            assert (cluster.home / "logs" / rel).is_file()
+            assert not (settings.log_folder / rel).exists()  # so it came over HTTP
+            release.touch()
+            assert cluster.wait_for_run("tail", run_id) == "success", cluster.logs()
+            rest = api.get(url, params={"token": token[0]}).json()
+            assert "said after the wait" in rest["content"]
+            assert "said before the wait" not in rest["content"]
+            assert _token_data(rest["continuation_token"])["end_of_log"] is True
+            full = api.get(url, params={"full_content": "true"}).json()["content"]
+            assert full == (cluster.home / "logs" / rel).read_text()
+            assert full.index("said before the wait") < full.index("said after the wait")
+        cluster.stop(worker)  # its log server stops with it
+        wait_until(lambda: not _listening(port), 10, message="the log server to stop")
+    finally:
+        cluster.stop_all()
