@@ -154,7 +154,7 @@ def registry_for(app: FastAPI) -> CollectorRegistry:
 @metrics_router.get(
     "/metrics", summary="Prometheus metrics (no credentials needed)",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
                      "description": "Prometheus' text format"}})
 def metrics(request: Request) -> Response:
     """Prometheus' text exposition format; read from the database at each scrape."""

@@ -362,6 +362,8 @@ def test_metrics_are_scraped_without_credentials(api: Api,
     assert value("squall_pool_slots", pool="default_pool", kind="open") == 128
     assert 29 <= value("squall_scheduler_heartbeat_age_seconds") < 60
     assert 89 <= value("squall_oldest_queued_try_seconds") < 120
+    served = api.client.get("/api/v1/openapi.json").json()["paths"]["/metrics"]["get"]
+    assert "text/plain" in served["responses"]["200"]["content"]
     # the documented names are the served ones
     doc = (REPO_ROOT / "docs" / "metrics.md").read_text()
     names = {s.name for f in text_string_to_metric_families(api.client.get("/metrics").text)
