@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -21,105 +20,13 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
-from sqlalchemy import select, update
 
-from squall.common.db import SessionFactory, session_scope
-from squall.common.models import DagModel, ImportError_, TaskInstance, TaskInstanceKey
-from squall.common.settings import Settings
-from squall.common.state import DagRunState, DagRunType, TaskInstanceState
-from squall.execution.runner import task_log_path
-from squall.scheduler.run_creation import create_dag_run
-from squall.sdk.dag import DAG
-from tests.browser.conftest import WAIT
-from tests.support.api import PASSWORD, Api, serve
-from tests.support.scheduling import Noop, sync_dags
+from squall.common.state import TaskInstanceState
+from tests.browser.conftest import BIG_DAG, DAG_ID, LOG_LINE, WAIT, Ui, add_big_dag
+from tests.support.api import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres,
               pytest.mark.parametrize("db_url", ["postgres"], indirect=True)]
-
-DAG_ID = "ui_etl"
-DAY = datetime(2024, 3, 1, tzinfo=UTC)
-LOG_LINE = "transform: cannot parse row 42 (this line is in the failed try's log)"
-
-
-def make_dag(dag_id: str = DAG_ID) -> DAG:
-    dag = DAG(dag_id, schedule="@daily", start_date=DAY, tags=["etl"])
-    with dag:
-        extract = Noop(task_id="extract")
-        transform = Noop(task_id="transform")
-        load = Noop(task_id="load")
-        Noop(task_id="report")
-        extract >> transform >> load
-    return dag
-
-
-@dataclass
-class Ui:
-    url: str
-    api: Api
-    factory: SessionFactory
-    failed_run: str
-
-    def ti_state(self, task_id: str, run_id: str) -> str:
-        with session_scope(self.factory) as session:
-            return str(session.scalar(select(TaskInstance.state).where(
-                TaskInstance.dag_id == DAG_ID, TaskInstance.task_id == task_id,
-                TaskInstance.run_id == run_id)))
-
-
-def _set_states(factory: SessionFactory, run_id: str, states: dict[str, str],
-                start: datetime) -> None:
-    with session_scope(factory) as session:
-        for task_id, state in states.items():
-            finished = state in ("success", "failed", "upstream_failed")
-            session.execute(update(TaskInstance).where(
-                TaskInstance.dag_id == DAG_ID, TaskInstance.run_id == run_id,
-                TaskInstance.task_id == task_id).values(
-                state=state, try_number=1 if state != "upstream_failed" else 0,
-                hostname=socket.gethostname() if state != "upstream_failed" else None,
-                start_date=start if finished else None,
-                end_date=start + timedelta(seconds=7) if finished else None,
-                duration=7.0 if finished else None,
-                state_reason="a task upstream failed" if state == "upstream_failed" else None))
-
-
-@pytest.fixture
-def ui(tmp_path: Path, session_factory: SessionFactory,
-       browser: WebDriver) -> Iterator[Ui]:
-    """Three runs of ``ui_etl`` (two succeeded; the newest failed in ``transform``, whose
-    try 1 left a log), a second DAG, paused, and an import error; then the server."""
-    settings = Settings.load(env={"SQUALL_HOME": str(tmp_path)})
-    now = datetime.now(UTC)
-    sync_dags(session_factory, make_dag(), make_dag("ui_reports"), now=now)
-    runs = []
-    with session_scope(session_factory) as session:
-        for n in range(3):
-            run = create_dag_run(session, make_dag(), run_type=DagRunType.SCHEDULED,
-                                 logical_date=DAY + timedelta(days=n), data_interval=None,
-                                 state=DagRunState.SUCCESS if n < 2 else DagRunState.FAILED,
-                                 now=now)
-            runs.append(run.run_id)
-        session.execute(update(DagModel).where(DagModel.dag_id == "ui_reports")
-                        .values(is_paused=True))
-        session.execute(update(DagModel).where(DagModel.dag_id == DAG_ID)
-                        .values(next_dagrun=DAY + timedelta(days=3)))
-        session.add(ImportError_(filename="/dags/broken.py", timestamp=now,
-                                 stacktrace="SyntaxError: invalid syntax (broken.py, line 3)"))
-    for n, run_id in enumerate(runs):
-        failed = n == 2
-        _set_states(session_factory, run_id, {
-            "extract": "success", "transform": "failed" if failed else "success",
-            "load": "upstream_failed" if failed else "success", "report": "success"},
-            now - timedelta(hours=3 - n))
-    path = task_log_path(settings.log_folder, TaskInstanceKey(DAG_ID, "transform", runs[2]), 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"[2024-03-03 00:00:01] INFO - starting\n{LOG_LINE}\n"
-                    "[2024-03-03 00:00:07] ERROR - Task failed\n")
-    with serve(settings, session_factory) as api:
-        url = str(api.client.base_url).rstrip("/")
-        browser.get(url + "/login")
-        browser.delete_all_cookies()
-        yield Ui(url, api, session_factory, runs[2])
 
 
 def wait(browser: WebDriver, what: str, until: Callable[[WebDriver], object],
@@ -130,6 +37,8 @@ def wait(browser: WebDriver, what: str, until: Callable[[WebDriver], object],
 
 
 def login(browser: WebDriver, ui: Ui, username: str) -> None:
+    browser.get(ui.url + "/login")
+    browser.delete_all_cookies()  # an earlier test's session (cookies ignore the port)
     browser.get(ui.url + "/login")
     browser.find_element(By.ID, "username").send_keys(username)
     browser.find_element(By.ID, "password").send_keys(PASSWORD)
@@ -217,6 +126,20 @@ def test_a_viewer_sees_no_actions(ui: Ui, browser: WebDriver) -> None:
         wait(browser, f"the {page} page",
              lambda d, m=marker: "Loading" not in d.find_element(By.ID, m).text)
     assert "default_pool" in browser.find_element(By.ID, "pool-rows").text
+
+
+def test_the_grid_of_25_runs_by_200_tasks_shows_within_a_second(
+        ui: Ui, browser: WebDriver, capsys: pytest.CaptureFixture[str]) -> None:
+    add_big_dag(ui.factory)
+    login(browser, ui, "viewer")
+    started = time.monotonic()
+    browser.get(f"{ui.url}/dags/{BIG_DAG}/grid")
+    wait(browser, "the big grid", lambda d: d.execute_script(
+        "return document.querySelectorAll('td.cell.state-none').length") == 25 * 200)
+    elapsed = time.monotonic() - started
+    with capsys.disabled():
+        print(f"\nthe grid of 25 runs x 200 tasks showed in {elapsed:.2f}s")
+    assert elapsed < 1.0, f"the grid took {elapsed:.2f}s to show"
 
 
 def _login_token(client: httpx.Client) -> str:
