@@ -20,13 +20,14 @@ import errno
 import logging
 import os
 import re
+import sys
 import threading
 import weakref
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from socketserver import TCPServer
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from squall.common.log_signing import BadToken, check_log_request
@@ -52,6 +53,14 @@ class _Server(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         self.server_name = str(host)
         self.server_port = int(port)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # the base class prints a traceback to stderr; a reader going away is routine
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError):
+            log.debug("log server: %s went away: %s", client_address, exc)
+        else:
+            log.error("log server: answering %s failed", client_address, exc_info=exc)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -147,6 +147,15 @@ def test_a_taken_port_is_logged_and_not_fatal(worker_logs: tuple[LogServer, Path
     assert f"cannot serve task logs on port {server.port}" in caplog.text
 
 
+def test_the_worker_host_and_whole_characters() -> None:
+    assert logs_route.worker_host("w1@node-3.example") == "node-3.example"
+    assert logs_route.worker_host("node-3") == "node-3"
+    text = "aé€😀".encode()
+    cuts = {n: logs_route._complete_utf8(text[:n]) for n in range(len(text) + 1)}
+    assert [c.decode() for c in cuts.values()] == [
+        "", "a", "a", "aé", "aé", "aé", "aé€", "aé€", "aé€", "aé€", "aé€😀"]
+
+
 # ------------------------------------------------------------------ the API's endpoint
 
 

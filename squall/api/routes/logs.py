@@ -95,7 +95,8 @@ def _read_local(path: Path, offset: int, limit: int) -> Piece | None:
 
 def _read_remote(host: str, port: int, secret_key: str, relative: str, offset: int,
                  limit: int) -> Piece:
-    url = f"http://{host}:{port}/log/{quote(relative, safe='/=')}"
+    netloc = f"[{host}]" if ":" in host else host  # an IPv6 address
+    url = f"http://{netloc}:{port}/log/{quote(relative, safe='/=')}"
     headers = {"Authorization": f"Bearer {sign_log_request(secret_key, relative)}",
                "Range": f"bytes={offset}-{offset + limit - 1}"}
     try:
