@@ -161,7 +161,7 @@ def _options(ctx: CliContext, args: argparse.Namespace, dag: DAG) -> dict[str, A
         raise CliError("--delay-on-limit must be >= 0")
     if args.pool:
         with session_scope(ctx.session_factory()) as session:
-            if session.get(Pool, args.pool) is None:
+            if session.scalar(select(Pool.id).where(Pool.pool == args.pool)) is None:
                 raise CliError(f"--pool {args.pool}: no such pool (create it with `squall "
                                f"pools set {args.pool} SLOTS`)")
     options: dict[str, Any] = {

@@ -155,3 +155,20 @@ def test_backfills_list_show_cancel(home: Path) -> None:
     failed(squall(home, "backfills", "show", "9"), "no backfill 9")
     # a finished backfill is followed to its end at once, scheduler or not
     failed(squall(home, "backfills", "show", "1", "-f"), "Backfill 1 of daily: cancelled")
+
+
+def test_options_are_checked_before_anything_is_recorded(home: Path) -> None:
+    failed(squall(home, "dags", "backfill", "daily", "-s", "2024-01-01", "-e", "2024-01-02",
+                  "--pool", "nope", "-y"), "--pool nope: no such pool")
+    failed(squall(home, "dags", "backfill", "daily", "-s", "2024-01-01", "-e", "2024-01-02",
+                  "-i", "-y"), "-i/--ignore-dependencies needs -t/--task-regex")
+    failed(squall(home, "dags", "backfill", "daily", "-s", "2024-01-01", "-e", "2024-01-02",
+                  "-t", "(", "-y"), "is not a regular expression")
+    failed(squall(home, "dags", "backfill", "daily", "-s", "2024-01-01", "-e", "2024-01-02",
+                  "-t", "zzz", "-y"), "matches no task of DAG daily")
+    assert rows(home, "SELECT count(*) FROM backfill") == [(0,)]
+    ok(squall(home, "pools", "set", "one", "1"))
+    out = ok(squall(home, "dags", "backfill", "daily", "-s", "2024-01-01", "-e", "2024-01-02",
+                    "--pool", "one", "-t", "^second$", "--detach", "-y")).stdout
+    assert "Created backfill 1 of daily: 2 runs" in out
+    assert rows(home, "SELECT options FROM backfill")[0][0].count('"pool": "one"') == 1

@@ -3,6 +3,7 @@
 from fastapi import APIRouter
 
 from squall.api import ui
+from squall.api.metrics import metrics_router
 from squall.api.routes import (
     dag_runs,
     dags,
@@ -16,4 +17,4 @@ from squall.api.routes import (
 
 ROUTERS: list[APIRouter] = [monitor.router, dags.router, dag_runs.router,
                             task_instances.router, logs.router, pools.router, misc.router,
-                            experimental.router, ui.router]
+                            experimental.router, metrics_router, ui.router]
