@@ -77,6 +77,7 @@ class Ui:
     api: Api
     factory: SessionFactory
     failed_run: str
+    log_folder: Path
 
     def ti_state(self, task_id: str, run_id: str) -> str:
         with session_scope(self.factory) as session:
@@ -134,7 +135,8 @@ def ui(tmp_path: Path, session_factory: SessionFactory) -> Iterator[Ui]:
     path.write_text(f"[2024-03-03 00:00:01] INFO - starting\n{LOG_LINE}\n"
                     "[2024-03-03 00:00:07] ERROR - Task failed\n")
     with serve(settings, session_factory) as api:
-        yield Ui(str(api.client.base_url).rstrip("/"), api, session_factory, runs[2])
+        yield Ui(str(api.client.base_url).rstrip("/"), api, session_factory, runs[2],
+                 settings.log_folder)
 
 
 @pytest.fixture(scope="module")

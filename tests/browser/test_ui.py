@@ -20,8 +20,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
+from sqlalchemy import update
 
+from squall.common.db import session_scope
+from squall.common.models import TaskInstance, TaskInstanceKey
 from squall.common.state import TaskInstanceState
+from squall.execution.runner import task_log_path
 from tests.browser.conftest import BIG_DAG, DAG_ID, LOG_LINE, WAIT, Ui, add_big_dag
 from tests.support.api import PASSWORD
 
@@ -126,6 +130,31 @@ def test_a_viewer_sees_no_actions(ui: Ui, browser: WebDriver) -> None:
         wait(browser, f"the {page} page",
              lambda d, m=marker: "Loading" not in d.find_element(By.ID, m).text)
     assert "default_pool" in browser.find_element(By.ID, "pool-rows").text
+
+
+def test_the_panel_tails_a_running_try_s_log(ui: Ui, browser: WebDriver) -> None:
+    run_id = ui.failed_run
+    with session_scope(ui.factory) as session:
+        session.execute(update(TaskInstance).where(
+            TaskInstance.dag_id == DAG_ID, TaskInstance.run_id == run_id,
+            TaskInstance.task_id == "report").values(state="running", end_date=None,
+                                                     duration=None))
+    path = task_log_path(ui.log_folder, TaskInstanceKey(DAG_ID, "report", run_id), 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("first line of a running try\n")
+    login(browser, ui, "viewer")
+    browser.get(f"{ui.url}/dags/{DAG_ID}/grid")
+    wait(browser, "the running cell", lambda d: cell_state(d, "report", run_id) == "running")
+    browser.execute_script("window.__noReload = 'still the same page';")
+    cell(browser, "report", run_id).click()
+    wait(browser, "the log", lambda d: "first line" in d.find_element(By.ID, "ti-log").text)
+    with path.open("a") as handle:
+        handle.write("second line, written while the panel is open\n")
+    wait(browser, "the added line",
+         lambda d: "second line" in d.find_element(By.ID, "ti-log").text)
+    text = browser.find_element(By.ID, "ti-log").text
+    assert text.count("first line") == 1, text
+    assert browser.execute_script("return window.__noReload;") == "still the same page"
 
 
 def test_the_grid_of_25_runs_by_200_tasks_shows_within_a_second(

@@ -107,38 +107,46 @@
     trySelect.hidden = n === 0;
   }
 
-  async function fetchLog(t, n) {
+  // the log of try n: {text, token, append} from the API (a continuation token follows a
+  // running try: only what was added is fetched), else this host's log folder; null if neither
+  async function fetchLog(t, n, token) {
     const source = document.getElementById("log-source");
-    const api = `/api/v1/dags/${encodeURIComponent(t.dag_id)}/dagRuns/${encodeURIComponent(t.run_id)}/taskInstances/${encodeURIComponent(t.task_id)}/logs/${n}?full_content=true`;
+    const base = `/api/v1/dags/${encodeURIComponent(t.dag_id)}/dagRuns/${encodeURIComponent(t.run_id)}/taskInstances/${encodeURIComponent(t.task_id)}/logs/${n}`;
+    let why = "";
     try {
-      const r = await fetch(api, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+      const r = await fetch(token ? `${base}?token=${encodeURIComponent(token)}` : `${base}?full_content=true`,
+        { headers: { Accept: "application/json" }, credentials: "same-origin" });
       if (r.ok) {
-        const type = r.headers.get("content-type") || "";
-        const body = type.includes("json") ? ((await r.json()).content ?? "") : await r.text();
+        const body = await r.json();
         source.textContent = "from the API";
-        return typeof body === "string" ? body : JSON.stringify(body, null, 2);
+        return { text: body.content ?? "", token: body.continuation_token || null, append: Boolean(token) };
       }
+      if (r.status !== 404) { try { why = (await r.json()).detail || ""; } catch (e) { why = r.statusText; } }
     } catch (e) { /* fall back to this host's log folder */ }
     try {
       const text = await request("GET", `${tiUrl(t.task_id, t.run_id)}/log/${n}`, undefined, "text/plain");
       source.textContent = "from this host's log folder";
-      return text;
+      return { text, token: null, append: false };
     } catch (e) {
-      source.textContent = "";
+      source.textContent = why;
       return null;
     }
   }
 
+  let logToken = null;
   async function showLog(t, force) {
-    if (!t.try_number) { logBox.textContent = "Not run yet: no log."; return; }
+    if (!t.try_number) { logBox.textContent = "Not run yet: no log."; logBox.classList.remove("unavailable"); return; }
     const running = t.state === "running" && shownTry === t.try_number;
     if (!force && !running && !logRunning) return;
     logRunning = running;
     const atBottom = logBox.scrollTop + logBox.clientHeight >= logBox.scrollHeight - 4;
-    const text = await fetchLog(t, shownTry);
+    const log = await fetchLog(t, shownTry, force ? null : logToken);
     if (!selected || selected.task_id !== t.task_id || selected.run_id !== t.run_id) return;
-    logBox.textContent = text === null ? "Log not available." : (text || "(the log is empty)");
-    logBox.classList.toggle("unavailable", text === null);
+    logToken = log ? log.token : null;
+    logBox.classList.toggle("unavailable", log === null);
+    if (log === null) logBox.textContent = "Log not available.";
+    else if (log.append) logBox.append(log.text);
+    else logBox.textContent = log.text || "(the log is empty)";
     if (running && (atBottom || force)) logBox.scrollTop = logBox.scrollHeight;
   }
 
@@ -156,7 +164,7 @@
 
   function select(task, run) {
     selected = { task_id: task, run_id: run };
-    shownTry = null; ti = null; logRunning = false;
+    shownTry = null; ti = null; logRunning = false; logToken = null;
     panel.hidden = false;
     logBox.textContent = "Loading…";
     for (const c of table.querySelectorAll("td.cell.selected")) c.classList.remove("selected");
