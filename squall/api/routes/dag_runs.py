@@ -1,5 +1,351 @@
-"""(being built: issue 12)"""
+"""``/api/v1/dags/{dag_id}/dagRuns``: list (``~`` for every DAG, and the batch form
+``POST /dags/~/dagRuns/list``), get, trigger, set the state of, and clear DAG runs.
 
-from fastapi import APIRouter
+Setting a run's state does what Airflow 2's ``set_dag_run_state_to_*`` do, each task
+instance changed by compare-and-set from the state and try it was read in (one that moved
+on meanwhile is left as it is and logged):
 
-router = APIRouter(prefix="/api/v1")
+* ``success``: every task instance of the run that is not success (nor removed) is set to
+  success, then the run; a running try's supervisor sees its row change at its next
+  heartbeat and kills the task process;
+* ``failed``: the running (and up_for_reschedule) task instances are set to failed, the
+  other unfinished ones to skipped, then the run;
+* ``queued``: only the run, with its start and end cleared (so ``dagrun_timeout`` counts
+  afresh); the scheduler starts it and decides it with its usual rules.
+
+The date helpers here (:func:`aware`, :func:`date_range`, ...) are shared with the task
+instance and experimental routes.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import pendulum
+from fastapi import APIRouter, Query, Request
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from squall.api.auth import Op, Viewer
+from squall.api.pagination import OrderBy, Paged, order_by, total
+from squall.api.problems import ApiProblem, bad_request, not_found
+from squall.api.routes.dags import get_dag_row
+from squall.api.schemas import ERRORS, DAGRun, DAGRunCollection, Error, TaskInstanceCollection
+from squall.api.schemas_runs import (
+    ClearDagRun,
+    ListDagRunsForm,
+    TriggerDAGRun,
+    UpdateDagRunState,
+)
+from squall.api.serializers import dag_run_json, task_instance_json
+from squall.api.state import DB, api_state
+from squall.common.errors import DagRunAlreadyExists
+from squall.common.models import (
+    DagRun,
+    TaskInstance,
+    TaskInstanceKey,
+    compare_and_set_state,
+    utcnow,
+)
+from squall.common.state import DagRunState, DagRunType, TaskInstanceState
+from squall.common.wakeup import notify_scheduler
+from squall.dag_processing.sync import load_serialized_dags
+from squall.scheduler.clear import clear_task_instances, select_task_instances
+from squall.scheduler.run_creation import create_dag_run
+from squall.sdk.dag import DAG
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/v1", tags=["DAGRun"], responses=ERRORS)
+
+#: ``~`` in a path: every DAG (or every run)
+ANY = "~"
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": Error, "description": "a run with that id or logical date exists"}}
+
+_ORDER = {"id": DagRun.id, "dag_id": DagRun.dag_id, "dag_run_id": DagRun.run_id,
+          "state": DagRun.state, "run_type": DagRun.run_type,
+          "execution_date": DagRun.logical_date, "logical_date": DagRun.logical_date,
+          "start_date": DagRun.start_date, "end_date": DagRun.end_date,
+          "updated_at": DagRun.updated_at, "external_trigger": DagRun.external_trigger}
+
+#: a date query parameter (ISO 8601)
+DateQuery = Annotated[datetime | None, Query(description="ISO 8601 date and time")]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def default_tz(request: Request) -> str:
+    return api_state(request).settings.core.default_timezone
+
+
+def aware(value: datetime | None, tz: str) -> datetime | None:
+    """``value`` in UTC: one given without a UTC offset is a wall time in ``tz``."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=pendulum.timezone(tz))
+    return value.astimezone(UTC)
+
+
+def parse_date(text: str, tz: str, what: str = "date") -> datetime:
+    """An ISO 8601 date or date and time from a path; a 400 problem when it is not one."""
+    try:
+        parsed = pendulum.parse(text, tz=tz)
+    except (ValueError, pendulum.parsing.exceptions.ParserError):
+        parsed = None
+    if not isinstance(parsed, datetime):
+        raise bad_request(f"{what} {text!r} is not an ISO 8601 date or date and time "
+                          "(e.g. 2024-01-31T12:00:00+00:00)")
+    return parsed
+
+
+def date_range(stmt: Select[Any], tz: str, column: Any, gte: datetime | None,
+               lte: datetime | None) -> Select[Any]:
+    low, high = aware(gte, tz), aware(lte, tz)
+    if low is not None:
+        stmt = stmt.where(column >= low)
+    if high is not None:
+        stmt = stmt.where(column <= high)
+    return stmt
+
+
+def check_states(values: list[str] | None, known: type[DagRunState] | type[TaskInstanceState],
+                 what: str = "state") -> list[str] | None:
+    """The states asked for, each a known one (else a 400)."""
+    if not values:
+        return None
+    names = [s.value for s in known]
+    unknown = [v for v in values if v not in names]
+    if unknown:
+        raise bad_request(f"{what} {', '.join(map(repr, unknown))} is not one of: "
+                          f"{', '.join(names)}")
+    return list(values)
+
+
+def get_run(session: Session, dag_id: str, run_id: str) -> DagRun:
+    """The run; a 404 naming what is missing (the DAG, or its run)."""
+    run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id,
+                                              DagRun.run_id == run_id))
+    if run is None:
+        get_dag_row(session, dag_id)
+        raise not_found(f"DAGRun with DAG ID: '{dag_id}' and DagRun ID: '{run_id}' not found")
+    return run
+
+
+def serialized_dag(session: Session, dag_id: str, *, only_active: bool = False) -> DAG:
+    """``dag_id`` as last parsed into ``serialized_dag``; a 404 when it is not there."""
+    get_dag_row(session, dag_id)
+    dag = load_serialized_dags(session, [dag_id], only_active=only_active).get(dag_id)
+    if dag is None:
+        raise not_found(f"DAG with dag_id: '{dag_id}' has no usable serialized form "
+                        + ("or is not active" if only_active else "(not parsed yet)"))
+    return dag
+
+
+def checked_page(request: Request, limit: int | None) -> int:
+    """A batch form's ``page_limit``: ``[api] page_size`` when not given, at most ``[api]
+    maximum_page_limit``."""
+    settings = api_state(request).settings.api
+    if limit is None:
+        return settings.page_size
+    maximum = settings.maximum_page_limit
+    if limit > maximum:
+        raise bad_request(f"page_limit {limit} is over the maximum of {maximum} "
+                          "([api] maximum_page_limit)")
+    return limit
+
+
+def _filtered_runs(stmt: Select[Any], tz: str, *, states: list[str] | None,
+                   dates: dict[str, tuple[datetime | None, datetime | None]]) -> Select[Any]:
+    columns = {"execution_date": DagRun.logical_date, "start_date": DagRun.start_date,
+               "end_date": DagRun.end_date, "updated_at": DagRun.updated_at}
+    for name, (gte, lte) in dates.items():
+        stmt = date_range(stmt, tz, columns[name], gte, lte)
+    wanted = check_states(states, DagRunState)
+    if wanted:
+        stmt = stmt.where(DagRun.state.in_(wanted))
+    return stmt
+
+
+# --------------------------------------------------------------------------- reads
+
+
+@router.get("/dags/{dag_id}/dagRuns", summary="List DAG runs (`~` as dag_id: of every DAG)",
+            response_model=DAGRunCollection)
+def list_dag_runs(
+    dag_id: str, request: Request, pages: Paged, session: DB, user: Viewer,
+    order: OrderBy = None,
+    execution_date_gte: DateQuery = None, execution_date_lte: DateQuery = None,
+    start_date_gte: DateQuery = None, start_date_lte: DateQuery = None,
+    end_date_gte: DateQuery = None, end_date_lte: DateQuery = None,
+    updated_at_gte: DateQuery = None, updated_at_lte: DateQuery = None,
+    state: Annotated[list[str] | None, Query(description="any of these states")] = None,
+) -> dict[str, Any]:
+    stmt = select(DagRun)
+    if dag_id != ANY:
+        get_dag_row(session, dag_id)
+        stmt = stmt.where(DagRun.dag_id == dag_id)
+    stmt = _filtered_runs(stmt, default_tz(request), states=state, dates={
+        "execution_date": (execution_date_gte, execution_date_lte),
+        "start_date": (start_date_gte, start_date_lte),
+        "end_date": (end_date_gte, end_date_lte),
+        "updated_at": (updated_at_gte, updated_at_lte)})
+    ordered = order_by(stmt, order, _ORDER, "id").order_by(DagRun.id)
+    return {"dag_runs": [dag_run_json(r) for r in session.scalars(pages.apply(ordered))],
+            "total_entries": total(session, stmt)}
+
+
+@router.post("/dags/~/dagRuns/list", summary="List DAG runs of several DAGs (batch form)",
+             response_model=DAGRunCollection)
+def list_dag_runs_batch(body: ListDagRunsForm, request: Request, session: DB,
+                        user: Viewer) -> dict[str, Any]:
+    limit = checked_page(request, body.page_limit)
+    stmt = select(DagRun)
+    if body.dag_ids is not None:
+        stmt = stmt.where(DagRun.dag_id.in_(body.dag_ids))
+    stmt = _filtered_runs(stmt, default_tz(request), states=body.states, dates={
+        "execution_date": (body.execution_date_gte, body.execution_date_lte),
+        "start_date": (body.start_date_gte, body.start_date_lte),
+        "end_date": (body.end_date_gte, body.end_date_lte)})
+    ordered = order_by(stmt, body.order_by, _ORDER, "id").order_by(DagRun.id)
+    rows = session.scalars(ordered.limit(limit).offset(body.page_offset))
+    return {"dag_runs": [dag_run_json(r) for r in rows], "total_entries": total(session, stmt)}
+
+
+@router.get("/dags/{dag_id}/dagRuns/{dag_run_id}", summary="Get a DAG run",
+            response_model=DAGRun)
+def get_dag_run(dag_id: str, dag_run_id: str, session: DB, user: Viewer) -> dict[str, Any]:
+    return dag_run_json(get_run(session, dag_id, dag_run_id))
+
+
+# --------------------------------------------------------------------------- writes
+
+
+@router.post("/dags/{dag_id}/dagRuns", summary="Trigger a DAG run (queued; a paused DAG's "
+             "run starts once it is unpaused)", response_model=DAGRun, responses=CONFLICT)
+def trigger_dag_run(dag_id: str, body: TriggerDAGRun, request: Request, session: DB,
+                    user: Op) -> dict[str, Any]:
+    row = get_dag_row(session, dag_id)
+    if row.has_import_errors:
+        raise bad_request(f"DAG with dag_id: '{dag_id}' has import errors; fix them first")
+    dag = serialized_dag(session, dag_id, only_active=True)
+    tz = default_tz(request)
+    logical, older = aware(body.logical_date, tz), aware(body.execution_date, tz)
+    if logical is not None and older is not None and logical != older:
+        raise bad_request("logical_date and execution_date differ: give one of them")
+    if body.dag_run_id is not None and not body.dag_run_id.strip():
+        raise bad_request("dag_run_id must not be empty")
+    settings = api_state(request).settings
+    try:
+        run = create_dag_run(session, dag, run_type=DagRunType.MANUAL,
+                             logical_date=logical or older or utcnow(), data_interval=None,
+                             run_id=body.dag_run_id, conf=body.conf,
+                             state=DagRunState.QUEUED, external_trigger=True,
+                             default_queue=settings.celery.default_queue)
+    except DagRunAlreadyExists as exc:
+        raise ApiProblem(409, str(exc)) from None
+    notify_scheduler(session, dag_id)
+    log.info("DagRun %s %s triggered through the API by %s", dag_id, run.run_id,
+             user.username)
+    return dag_run_json(run)
+
+
+TI = TaskInstanceState
+#: marking a run failed: these task instances fail, the other unfinished ones are skipped
+_FAIL = frozenset({TI.RUNNING, TI.UP_FOR_RESCHEDULE})
+_SKIP = frozenset({TI.NONE, TI.SCHEDULED, TI.QUEUED, TI.RESTARTING, TI.UP_FOR_RETRY})
+
+
+def _new_ti_state(current: TaskInstanceState,
+                  run_state: DagRunState) -> TaskInstanceState | None:
+    if run_state == DagRunState.SUCCESS:
+        return None if current in (TI.SUCCESS, TI.REMOVED) else TI.SUCCESS
+    if run_state == DagRunState.FAILED:
+        return TI.FAILED if current in _FAIL else TI.SKIPPED if current in _SKIP else None
+    return None
+
+
+def mark_run(session: Session, run: DagRun, state: DagRunState, *, now: datetime,
+             reason: str) -> int:
+    """Set ``run`` to ``state`` and its task instances as the module docstring says;
+    returns how many task instances changed."""
+    changed = 0
+    rows = session.execute(select(TaskInstance.task_id, TaskInstance.state,
+                                  TaskInstance.try_number, TaskInstance.start_date)
+                           .where(TaskInstance.dag_id == run.dag_id,
+                                  TaskInstance.run_id == run.run_id)).all()
+    for task_id, current, try_number, started in rows:
+        new = _new_ti_state(TI(current), state)
+        if new is None:
+            continue
+        key = TaskInstanceKey(run.dag_id, task_id, run.run_id)
+        values: dict[str, Any] = {"end_date": now, "state_reason": reason}
+        if started is None:
+            values["start_date"] = now
+        if compare_and_set_state(session, key, expected=TI(current),
+                                 try_number=try_number, new_state=new, **values):
+            log.info("TaskInstance %s: %s -> %s (%s)", key, current, new.value, reason)
+            changed += 1
+        else:
+            log.info("TaskInstance %s: changed meanwhile; not set to %s", key, new.value)
+    if state == DagRunState.QUEUED:
+        run.queued_at, run.start_date, run.end_date = now, None, None
+    else:
+        run.start_date = run.start_date or now
+        run.end_date = now
+    run.state = state.value
+    run.last_scheduling_decision = None
+    run.updated_at = now
+    session.flush()
+    notify_scheduler(session, f"{run.dag_id} run state")
+    log.info("DagRun %s %s set to %s (%s; %d task instances changed)", run.dag_id,
+             run.run_id, state.value, reason, changed)
+    return changed
+
+
+@router.patch("/dags/{dag_id}/dagRuns/{dag_run_id}", summary="Set a DAG run's state "
+              "(success, failed or queued)", response_model=DAGRun)
+def update_dag_run_state(dag_id: str, dag_run_id: str, body: UpdateDagRunState,
+                         session: DB, user: Op) -> dict[str, Any]:
+    run = get_run(session, dag_id, dag_run_id)
+    mark_run(session, run, DagRunState(body.state), now=utcnow(),
+             reason=f"run set to {body.state} through the API by {user.username}")
+    session.expire_all()
+    return dag_run_json(get_run(session, dag_id, dag_run_id))
+
+
+@router.post("/dags/{dag_id}/dagRuns/{dag_run_id}/clear",
+             summary="Clear every task instance of a DAG run (dry_run: only list them)",
+             response_model=DAGRun | TaskInstanceCollection)
+def clear_dag_run(dag_id: str, dag_run_id: str, body: ClearDagRun, session: DB,
+                  user: Op) -> dict[str, Any]:
+    run = get_run(session, dag_id, dag_run_id)
+    dag = serialized_dag(session, dag_id)
+    tis = select_task_instances(session, dag, run_id=run.run_id)
+    if body.dry_run:
+        return {"task_instances": [task_instance_json(ti, run) for ti in tis],
+                "total_entries": len(tis)}
+    result = clear_task_instances(session, tis, dag, utcnow())
+    log.info("DagRun %s %s: %d task instances cleared through the API by %s (%d changed "
+             "meanwhile)", dag_id, dag_run_id, len(result.cleared), user.username,
+             len(result.changed))
+    session.expire_all()
+    return dag_run_json(get_run(session, dag_id, dag_run_id))
+
+
+def logical_dates(session: Session, keys: list[tuple[str, str]]) -> dict[tuple[str, str],
+                                                                        datetime]:
+    """The logical date of each ``(dag_id, run_id)``."""
+    if not keys:
+        return {}
+    pairs = sorted(set(keys))
+    dag_ids = sorted({d for d, _ in pairs})
+    rows = session.execute(select(DagRun.dag_id, DagRun.run_id, DagRun.logical_date)
+                           .where(DagRun.dag_id.in_(dag_ids),
+                                  DagRun.run_id.in_(sorted({r for _, r in pairs}))))
+    return {(d, r): when for d, r, when in rows}
+

@@ -1,5 +1,267 @@
-"""(being built: issue 12)"""
+"""``/api/v1/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances``: list (``~`` for every DAG
+and / or run, and the batch form ``POST /dags/~/dagRuns/~/taskInstances/list``), get, mark
+(PATCH ``new_state``), and ``POST /dags/{dag_id}/clearTaskInstances``.
 
-from fastapi import APIRouter
+Marking is :mod:`squall.scheduler.mark`'s (what ``squall tasks set-state`` does, without
+relatives): the task instance is changed by compare-and-set, a finished run is handed back
+to the scheduler, and when marked success or skipped its failed task instances downstream
+are cleared to run again. Clearing is :mod:`squall.scheduler.clear`'s (what ``squall tasks
+clear`` does). As in Airflow, both default to ``dry_run: true``, and clearing to
+``only_failed: true``.
+"""
 
-router = APIRouter(prefix="/api/v1")
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime
+from typing import Annotated, Any, cast
+
+from fastapi import APIRouter, Query, Request
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from squall.api.auth import Op, Viewer
+from squall.api.pagination import OrderBy, Paged, order_by, total
+from squall.api.problems import ApiProblem, bad_request, not_found
+from squall.api.routes.dag_runs import (
+    ANY,
+    DateQuery,
+    aware,
+    check_states,
+    checked_page,
+    date_range,
+    default_tz,
+    get_run,
+    logical_dates,
+    serialized_dag,
+)
+from squall.api.routes.dags import get_dag_row
+from squall.api.schemas import ERRORS, Error, TaskInstanceCollection
+from squall.api.schemas import TaskInstance as TaskInstanceOut
+from squall.api.schemas_runs import (
+    ClearTaskInstances,
+    ListTaskInstanceForm,
+    TaskInstanceReference,
+    TaskInstanceReferenceCollection,
+    UpdateTaskInstance,
+)
+from squall.api.serializers import iso, task_instance_json
+from squall.api.state import DB
+from squall.common.errors import TaskNotFound
+from squall.common.models import DagRun, TaskInstance, TaskInstanceKey, utcnow
+from squall.common.state import TaskInstanceState
+from squall.common.wakeup import notify_scheduler
+from squall.scheduler.clear import (
+    ONLY_FAILED_STATES,
+    ONLY_RUNNING_STATES,
+    clear_task_instances,
+    select_task_instances,
+)
+from squall.scheduler.mark import apply_marks, select_marks
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/v1", tags=["TaskInstance"], responses=ERRORS)
+
+TI = TaskInstance
+
+_ORDER = {"task_id": TI.task_id, "dag_id": TI.dag_id, "dag_run_id": TI.run_id,
+          "execution_date": DagRun.logical_date, "logical_date": DagRun.logical_date,
+          "state": TI.state, "start_date": TI.start_date, "end_date": TI.end_date,
+          "duration": TI.duration, "try_number": TI.try_number, "pool": TI.pool,
+          "queue": TI.queue, "priority_weight": TI.priority_weight,
+          "updated_at": TI.updated_at}
+_JOIN = (DagRun.dag_id == TI.dag_id) & (DagRun.run_id == TI.run_id)
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": Error, "description": "the task instance changed meanwhile"}}
+
+ListQuery = Annotated[list[str] | None, Query(description="any of these")]
+
+
+def _filtered(stmt: Select[Any], tz: str, *, states: list[str] | None = None,
+              pools: list[str] | None = None, queues: list[str] | None = None,
+              duration: tuple[float | None, float | None] = (None, None),
+              dates: dict[str, tuple[datetime | None, datetime | None]]) -> Select[Any]:
+    columns = {"execution_date": DagRun.logical_date, "start_date": TI.start_date,
+               "end_date": TI.end_date, "updated_at": TI.updated_at}
+    for name, (gte, lte) in dates.items():
+        stmt = date_range(stmt, tz, columns[name], gte, lte)
+    wanted = check_states(states, TaskInstanceState)
+    if wanted:
+        stmt = stmt.where(TI.state.in_(wanted))
+    if pools:
+        stmt = stmt.where(TI.pool.in_(pools))
+    if queues:
+        stmt = stmt.where(TI.queue.in_(queues))
+    if duration[0] is not None:
+        stmt = stmt.where(TI.duration >= duration[0])
+    if duration[1] is not None:
+        stmt = stmt.where(TI.duration <= duration[1])
+    return stmt
+
+
+def _both() -> Select[Any]:
+    """Task instances with their runs (for the logical date)."""
+    stmt: Any = select(TI, DagRun).join(DagRun, _JOIN)
+    return cast(Select[Any], stmt)
+
+
+def _page(session: Session, stmt: Select[Any], order: str | None, limit: int,
+          offset: int) -> dict[str, Any]:
+    ordered = (order_by(stmt, order, _ORDER, "execution_date")
+               .order_by(TI.dag_id, TI.run_id, TI.task_id))
+    rows = session.execute(ordered.limit(limit).offset(offset)).all()
+    return {"task_instances": [task_instance_json(ti, run) for ti, run in rows],
+            "total_entries": total(session, stmt)}
+
+
+@router.get("/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances",
+            summary="List the task instances of a DAG run (`~` as dag_id and / or "
+            "dag_run_id: of every DAG / run)", response_model=TaskInstanceCollection)
+def list_task_instances(
+    dag_id: str, dag_run_id: str, request: Request, pages: Paged, session: DB,
+    user: Viewer, order: OrderBy = None,
+    execution_date_gte: DateQuery = None, execution_date_lte: DateQuery = None,
+    start_date_gte: DateQuery = None, start_date_lte: DateQuery = None,
+    end_date_gte: DateQuery = None, end_date_lte: DateQuery = None,
+    updated_at_gte: DateQuery = None, updated_at_lte: DateQuery = None,
+    duration_gte: float | None = None, duration_lte: float | None = None,
+    state: ListQuery = None, pool: ListQuery = None, queue: ListQuery = None,
+) -> dict[str, Any]:
+    stmt = _both()
+    if dag_id != ANY:
+        if dag_run_id != ANY:
+            get_run(session, dag_id, dag_run_id)
+        else:
+            get_dag_row(session, dag_id)
+        stmt = stmt.where(TI.dag_id == dag_id)
+    if dag_run_id != ANY:
+        stmt = stmt.where(TI.run_id == dag_run_id)
+    stmt = _filtered(stmt, default_tz(request), states=state, pools=pool, queues=queue,
+                     duration=(duration_gte, duration_lte), dates={
+                         "execution_date": (execution_date_gte, execution_date_lte),
+                         "start_date": (start_date_gte, start_date_lte),
+                         "end_date": (end_date_gte, end_date_lte),
+                         "updated_at": (updated_at_gte, updated_at_lte)})
+    return _page(session, stmt, order, pages.limit, pages.offset)
+
+
+@router.post("/dags/~/dagRuns/~/taskInstances/list",
+             summary="List task instances across DAGs and runs (batch form)",
+             response_model=TaskInstanceCollection)
+def list_task_instances_batch(body: ListTaskInstanceForm, request: Request, session: DB,
+                              user: Viewer) -> dict[str, Any]:
+    limit = checked_page(request, body.page_limit)
+    stmt = _both()
+    if body.dag_ids is not None:
+        stmt = stmt.where(TI.dag_id.in_(body.dag_ids))
+    if body.dag_run_ids is not None:
+        stmt = stmt.where(TI.run_id.in_(body.dag_run_ids))
+    if body.task_ids is not None:
+        stmt = stmt.where(TI.task_id.in_(body.task_ids))
+    stmt = _filtered(stmt, default_tz(request), states=body.state, pools=body.pool,
+                     queues=body.queue, duration=(body.duration_gte, body.duration_lte),
+                     dates={"execution_date": (body.execution_date_gte,
+                                               body.execution_date_lte),
+                            "start_date": (body.start_date_gte, body.start_date_lte),
+                            "end_date": (body.end_date_gte, body.end_date_lte)})
+    return _page(session, stmt, None, limit, body.page_offset)
+
+
+def get_ti(session: Session, dag_id: str, run_id: str, task_id: str) -> tuple[TI, DagRun]:
+    """The task instance and its run; a 404 naming what is missing."""
+    run = get_run(session, dag_id, run_id)
+    ti = session.get(TI, (dag_id, task_id, run_id))
+    if ti is None:
+        raise not_found(f"Task instance {task_id!r} not found in DAGRun with DAG ID: "
+                        f"'{dag_id}' and DagRun ID: '{run_id}'")
+    return ti, run
+
+
+@router.get("/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}",
+            summary="Get a task instance", response_model=TaskInstanceOut)
+def get_task_instance(dag_id: str, dag_run_id: str, task_id: str, session: DB,
+                      user: Viewer) -> dict[str, Any]:
+    ti, run = get_ti(session, dag_id, dag_run_id, task_id)
+    return task_instance_json(ti, run)
+
+
+def _reference(key: TaskInstanceKey, when: datetime | None) -> dict[str, Any]:
+    return {"task_id": key.task_id, "dag_id": key.dag_id, "dag_run_id": key.run_id,
+            "execution_date": iso(when)}
+
+
+@router.patch("/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}",
+              summary="Mark a task instance success, failed or skipped (dry_run: only say "
+              "which)", response_model=TaskInstanceReference, responses=CONFLICT)
+def patch_task_instance(dag_id: str, dag_run_id: str, task_id: str,
+                        body: UpdateTaskInstance, session: DB, user: Op) -> dict[str, Any]:
+    ti, run = get_ti(session, dag_id, dag_run_id, task_id)
+    key, when = ti.key, run.logical_date
+    dag = serialized_dag(session, dag_id)
+    new = TaskInstanceState(body.new_state)
+    try:
+        selection = select_marks(session, dag, task_id=task_id, run_id=dag_run_id, state=new)
+    except TaskNotFound:
+        raise not_found(f"Task {task_id!r} is no longer in DAG {dag_id!r}") from None
+    if body.dry_run or (not selection.targets and not selection.to_clear):
+        return _reference(key, when)
+    result = apply_marks(session, dag, selection, now=utcnow(),
+                         reason=f"set to {new.value} through the API by {user.username}")
+    if result.lost:
+        raise ApiProblem(409, f"Task instance {key} changed while being marked "
+                         f"{new.value}; nothing changed: look again and retry")
+    notify_scheduler(session, f"{dag_id} set-state")
+    log.info("TaskInstance %s marked %s through the API by %s (%d cleared downstream)", key,
+             new.value, user.username, len(result.cleared.cleared))
+    return _reference(key, when)
+
+
+def _task_regex(dag_id: str, known: set[str], task_ids: list[str] | None) -> str | None:
+    if task_ids is None:
+        return None
+    missing = sorted(set(task_ids) - known)
+    if missing:
+        raise not_found(f"DAG {dag_id!r} has no task(s): {', '.join(missing)}")
+    return "^(?:" + "|".join(re.escape(t) for t in task_ids) + ")$"
+
+
+@router.post("/dags/{dag_id}/clearTaskInstances", tags=["DAG"],
+             summary="Clear task instances of a DAG so that they run again (dry_run: only "
+             "list them)", response_model=TaskInstanceReferenceCollection)
+def clear_tis(dag_id: str, body: ClearTaskInstances, request: Request, session: DB,
+              user: Op) -> dict[str, Any]:
+    get_dag_row(session, dag_id)
+    if body.only_failed and body.only_running:
+        raise bad_request("only_failed and only_running cannot both be true (only_failed "
+                          "is true unless given false)")
+    tz = default_tz(request)
+    start, end = aware(body.start_date, tz), aware(body.end_date, tz)
+    if start is not None and end is not None and start > end:
+        raise bad_request("start_date is after end_date")
+    run_id: str | None = None
+    if body.dag_run_id is not None:
+        run = get_run(session, dag_id, body.dag_run_id)
+        if body.include_past or body.include_future:
+            start = None if body.include_past else run.logical_date
+            end = None if body.include_future else run.logical_date
+        else:
+            run_id = run.run_id
+    dag = serialized_dag(session, dag_id)
+    regex = _task_regex(dag_id, set(dag.task_dict), body.task_ids)
+    states = (ONLY_FAILED_STATES if body.only_failed
+              else ONLY_RUNNING_STATES if body.only_running else None)
+    tis = select_task_instances(session, dag, task_regex=regex,
+                                upstream=body.include_upstream,
+                                downstream=body.include_downstream, start=start, end=end,
+                                run_id=run_id, states=states)
+    keys = [ti.key for ti in tis]
+    if not body.dry_run and tis:
+        result = clear_task_instances(session, tis, dag, utcnow())
+        keys = [c.key for c in result.cleared]
+        log.info("DAG %s: %d task instances cleared through the API by %s (%d changed "
+                 "meanwhile)", dag_id, len(keys), user.username, len(result.changed))
+    dates = logical_dates(session, [(k.dag_id, k.run_id) for k in keys])
+    return {"task_instances": [_reference(k, dates.get((k.dag_id, k.run_id)))
+                               for k in keys]}
