@@ -25,6 +25,7 @@ from typing import Annotated, Any
 
 import pendulum
 from fastapi import APIRouter, Query, Request
+from pydantic import BeforeValidator
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
@@ -71,8 +72,18 @@ _ORDER = {"id": DagRun.id, "dag_id": DagRun.dag_id, "dag_run_id": DagRun.run_id,
           "start_date": DagRun.start_date, "end_date": DagRun.end_date,
           "updated_at": DagRun.updated_at, "external_trigger": DagRun.external_trigger}
 
+
+
+def _plus_back(value: Any) -> Any:
+    """A ``+`` of a UTC offset left unescaped in a query string arrives as a space."""
+    if isinstance(value, str) and " " in value.strip():
+        return value.strip().replace(" ", "+")
+    return value
+
+
 #: a date query parameter (ISO 8601)
-DateQuery = Annotated[datetime | None, Query(description="ISO 8601 date and time")]
+DateQuery = Annotated[datetime | None, BeforeValidator(_plus_back),
+                      Query(description="ISO 8601 date and time")]
 
 
 # --------------------------------------------------------------------------- helpers
