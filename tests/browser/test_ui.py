@@ -12,6 +12,7 @@ import re
 import socket
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -23,10 +24,10 @@ from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import update
 
 from squall.common.db import session_scope
-from squall.common.models import TaskInstance, TaskInstanceKey
+from squall.common.models import Backfill, DagRun, TaskInstance, TaskInstanceKey
 from squall.common.state import TaskInstanceState
 from squall.execution.runner import task_log_path
-from tests.browser.conftest import BIG_DAG, DAG_ID, LOG_LINE, WAIT, Ui, add_big_dag
+from tests.browser.conftest import BIG_DAG, DAG_ID, DAY, LOG_LINE, WAIT, Ui, add_big_dag
 from tests.support.api import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres,
@@ -115,7 +116,15 @@ def test_op_clears_a_failed_task_and_the_grid_turns_without_a_reload(
          lambda d: "cleared by op" in d.find_element(By.ID, "ti-facts").text)
 
 
-def test_a_viewer_sees_no_actions(ui: Ui, browser: WebDriver) -> None:
+def test_a_viewer_sees_no_actions(ui: Ui, browser: WebDriver, artifacts: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    with session_scope(ui.factory) as session:
+        backfill = Backfill(dag_id=DAG_ID, from_date=DAY, to_date=DAY + timedelta(days=4),
+                            max_active_runs=2, state="running", total_runs=5)
+        session.add(backfill)
+        session.flush()
+        session.execute(update(DagRun).where(DagRun.dag_id == DAG_ID)
+                        .values(backfill_id=backfill.id))
     login(browser, ui, "viewer")
     assert browser.find_elements(By.CSS_SELECTOR, ".action, input[type=checkbox]") == []
     assert "paused" in browser.find_element(
@@ -125,11 +134,12 @@ def test_a_viewer_sees_no_actions(ui: Ui, browser: WebDriver) -> None:
     cell(browser, "transform", ui.failed_run).click()
     wait(browser, "the task's log", lambda d: LOG_LINE in d.find_element(By.ID, "ti-log").text)
     assert browser.find_elements(By.CSS_SELECTOR, ".action, #ti-actions, #trigger-button") == []
-    for page, marker in (("/backfills", "backfill-rows"), ("/pools", "pool-rows")):
-        browser.get(ui.url + page)
-        wait(browser, f"the {page} page",
-             lambda d, m=marker: "Loading" not in d.find_element(By.ID, m).text)
-    assert "default_pool" in browser.find_element(By.ID, "pool-rows").text
+    browser.get(ui.url + "/backfills")
+    wait(browser, "the backfill's progress", lambda d: "3 of 5 runs finished" in d.find_element(
+        By.ID, "backfill-rows").text)
+    screenshot(browser, artifacts, "ui-backfills.png", capsys)
+    browser.get(ui.url + "/pools")
+    wait(browser, "the pools", lambda d: "default_pool" in d.find_element(By.ID, "pool-rows").text)
 
 
 def test_the_panel_tails_a_running_try_s_log(ui: Ui, browser: WebDriver) -> None:

@@ -30,11 +30,11 @@
     return el("tr", { dataset: { backfillId: b.id } },
       el("td", { text: `#${b.id}` }),
       el("td", {}, el("a", { href: `/dags/${encodeURIComponent(b.dag_id)}/grid`, text: b.dag_id })),
-      el("td", { class: "small", text: `${fmtDate(b.from_date).slice(0, 10)} → ${fmtDate(b.to_date).slice(0, 10)}` }),
+      el("td", { class: "small nowrap", text: `${fmtDate(b.from_date).slice(0, 10)} → ${fmtDate(b.to_date).slice(0, 10)}` }),
       el("td", {}, el("span", { class: `badge ${stateClass(b.state)}`, text: b.state })),
       el("td", {}, progress),
       el("td", { class: "small" }, ...counts(b.tis_by_state)),
-      el("td", { class: "small", text: fmtDate(b.created_at) }),
+      el("td", { class: "small nowrap", text: fmtDate(b.created_at) }),
       el("td", { class: "small reason", text: b.reason || (b.failed_runs.length ? `failed runs: ${b.failed_runs.join(", ")}` : "") }));
   }
 
