@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import socket
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -169,16 +168,17 @@ def test_the_panel_tails_a_running_try_s_log(ui: Ui, browser: WebDriver) -> None
 
 def test_the_grid_of_25_runs_by_200_tasks_shows_within_a_second(
         ui: Ui, browser: WebDriver, capsys: pytest.CaptureFixture[str]) -> None:
-    add_big_dag(ui.factory)
+    add_big_dag(ui.factory, runs=25)
     login(browser, ui, "viewer")
-    started = time.monotonic()
     browser.get(f"{ui.url}/dags/{BIG_DAG}/grid")
     wait(browser, "the big grid", lambda d: d.execute_script(
         "return document.querySelectorAll('td.cell.state-none').length") == 25 * 200)
-    elapsed = time.monotonic() - started
+    # from the start of the navigation to the first paint of the grid, as the page saw it
+    shown = browser.execute_script(
+        "return performance.getEntriesByName('squall-grid-shown')[0].startTime;")
     with capsys.disabled():
-        print(f"\nthe grid of 25 runs x 200 tasks showed in {elapsed:.2f}s")
-    assert elapsed < 1.0, f"the grid took {elapsed:.2f}s to show"
+        print(f"\nthe grid of 25 runs x 200 tasks showed {shown / 1000:.2f}s after navigating")
+    assert shown < 1000, f"the grid took {shown / 1000:.2f}s to show"
 
 
 def _login_token(client: httpx.Client) -> str:

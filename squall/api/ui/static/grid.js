@@ -68,8 +68,10 @@
   async function refreshGrid() {
     const data = await request("GET", `${dagUrl}/grid`);
     const key = JSON.stringify([data.runs.map((r) => r.run_id), data.tasks]);
+    const first = shape === null;
     if (key !== shape) { build(data); shape = key; }
     paint(data);
+    if (first) performance.mark("squall-grid-shown");  // ms after navigation: how long it took
     showDag(data);
     if (selected) await refreshPanel(false);
   }
