@@ -10,11 +10,33 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: the largest offset PostgreSQL takes (bigint)
+MAX_OFFSET = 2**63 - 1
+
+
+def has_nul(value: Any) -> bool:
+    """Whether a NUL character is in ``value`` or anything in it (PostgreSQL cannot store
+    one in a string)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(v) for v in value)
+    return False
 
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        if has_nul(data):
+            raise ValueError("NUL characters (\\u0000) are not allowed")
+        return data
 
 
 class _Out(BaseModel):
@@ -47,7 +69,7 @@ class ClearDagRun(_In):
 
 class ListDagRunsForm(_In):
     order_by: str | None = None
-    page_offset: int = Field(default=0, ge=0)
+    page_offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     page_limit: int | None = Field(default=None, ge=1,
                                    description="default: [api] page_size")
     dag_ids: list[str] | None = None
@@ -61,7 +83,7 @@ class ListDagRunsForm(_In):
 
 
 class ListTaskInstanceForm(_In):
-    page_offset: int = Field(default=0, ge=0)
+    page_offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     page_limit: int | None = Field(default=None, ge=1,
                                    description="default: [api] page_size")
     dag_ids: list[str] | None = None

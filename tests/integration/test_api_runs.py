@@ -151,6 +151,8 @@ BAD_READS = [
     ("/dags/etl/dagRuns?limit=11", 400, "over the maximum of 10"),
     ("/dags/etl/dagRuns/nope", 404, "DagRun ID: 'nope' not found"),
     ("/dags/nope/dagRuns/x", 404, "DAG with dag_id: 'nope' not found"),
+    ("/dags/etl/dagRuns/x%00y", 400, "NUL characters"),
+    ("/dags/etl/dagRuns?state=a%00", 400, "NUL characters"),
 ]
 
 
@@ -170,6 +172,8 @@ def test_batch_list_and_get_a_dag_run(world: World) -> None:
     assert failed["total_entries"] == 2 and [r["dag_run_id"] for r in failed["dag_runs"]] == [
         RUNS[1]]
     problem(api.post(f"{V1}/dags/~/dagRuns/list", json={"page_limit": 11}), 400, "maximum")
+    problem(api.post(f"{V1}/dags/~/dagRuns/list", json={"page_offset": 2**63}), 400,
+            "page_offset")
     problem(api.post(f"{V1}/dags/~/dagRuns/list", json={"dag_idz": ["x"]}), 400, "dag_idz")
     run = api.get(f"{V1}/dags/etl/dagRuns/{RUNS[1]}", user="viewer").json()
     assert (run["state"], run["run_type"], run["execution_date"]) == (
@@ -217,6 +221,7 @@ BAD_TRIGGERS: list[tuple[Any, str]] = [
     ({"dag_run_id": 7}, "dag_run_id"),
     ({"dag_run_id": "  "}, "must not be empty"),
     ({"state": "running"}, "state"),
+    ({"conf": {"k": "a\u0000"}}, "NUL characters"),
     ([], ""),
 ]
 
@@ -402,6 +407,7 @@ BAD_CLEARS: list[tuple[dict[str, Any], int, str]] = [
     ({"task_ids": []}, 400, "task_ids"),
     ({"task_ids": ["extract", "ghost"]}, 404, "ghost"),
     ({"dag_run_id": "nope"}, 404, "nope"),
+    ({"dag_run_id": "a\u0000"}, 400, "NUL characters"),
     ({"dry_run": False, "surprise": 1}, 400, "surprise"),
 ]
 
@@ -434,3 +440,4 @@ def test_experimental_state_interfaces(world: World) -> None:
     problem(api.get(f"{base}/2023-01-01T00:00:00Z"), 404, "not found in dag etl")
     problem(api.get("/api/experimental/dags/nope/dag_runs/2024-02-01"), 404, "nope")
     problem(api.get(f"{base}/{DAYS[1].isoformat()}/tasks/ghost"), 404, "ghost")
+    problem(api.get(f"{base}/2024-02-01/tasks/a%00"), 400, "NUL characters")

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import pendulum
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BeforeValidator
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
@@ -39,6 +39,7 @@ from squall.api.schemas_runs import (
     ListDagRunsForm,
     TriggerDAGRun,
     UpdateDagRunState,
+    has_nul,
 )
 from squall.api.serializers import dag_run_json, task_instance_json
 from squall.api.state import DB, api_state
@@ -59,7 +60,20 @@ from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/api/v1", tags=["DAGRun"], responses=ERRORS)
+
+
+def refuse_nul(request: Request) -> None:
+    """A 400 for a NUL character in the path or the query (PostgreSQL cannot compare a
+    string holding one), rather than a database error."""
+    values = [*request.path_params.values(),
+              *(v for _, v in request.query_params.multi_items())]
+    if any(has_nul(str(v)) for v in values):
+        raise bad_request("NUL characters (\\u0000) are not allowed in the path or the query")
+
+
+#: what every router of these routes depends on
+CHECKS = [Depends(refuse_nul)]
+router = APIRouter(prefix="/api/v1", tags=["DAGRun"], responses=ERRORS, dependencies=CHECKS)
 
 #: ``~`` in a path: every DAG (or every run)
 ANY = "~"

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from squall.api.auth import Viewer
 from squall.api.problems import not_found
-from squall.api.routes.dag_runs import default_tz, parse_date
+from squall.api.routes.dag_runs import CHECKS, default_tz, parse_date
 from squall.api.schemas import ERRORS
 from squall.api.schemas_runs import ExperimentalDagRunState, ExperimentalTaskInstance
 from squall.api.state import DB
@@ -32,7 +32,8 @@ from squall.common.models import DagModel, DagRun, TaskInstance
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/api/experimental", tags=["Experimental"], responses=ERRORS)
+router = APIRouter(prefix="/api/experimental", tags=["Experimental"], responses=ERRORS,
+                   dependencies=CHECKS)
 
 
 def _run(session: Session, request: Request, dag_id: str, execution_date: str) -> DagRun:

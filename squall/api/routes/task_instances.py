@@ -26,6 +26,7 @@ from squall.api.pagination import OrderBy, Paged, order_by, total
 from squall.api.problems import ApiProblem, bad_request, not_found
 from squall.api.routes.dag_runs import (
     ANY,
+    CHECKS,
     DateQuery,
     aware,
     check_states,
@@ -62,7 +63,8 @@ from squall.scheduler.mark import apply_marks, select_marks
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/api/v1", tags=["TaskInstance"], responses=ERRORS)
+router = APIRouter(prefix="/api/v1", tags=["TaskInstance"], responses=ERRORS,
+                   dependencies=CHECKS)
 
 TI = TaskInstance
 
