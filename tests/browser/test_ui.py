@@ -20,10 +20,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from squall.common.db import session_scope
-from squall.common.models import Backfill, DagRun, TaskInstance, TaskInstanceKey
+from squall.common.models import Backfill, DagModel, DagRun, TaskInstance, TaskInstanceKey
 from squall.common.state import TaskInstanceState
 from squall.execution.runner import task_log_path
 from tests.browser.conftest import BIG_DAG, DAG_ID, DAY, LOG_LINE, WAIT, Ui, add_big_dag
@@ -113,6 +113,29 @@ def test_op_clears_a_failed_task_and_the_grid_turns_without_a_reload(
     assert ui.ti_state("transform", run_id) == TaskInstanceState.NONE
     wait(browser, "the panel to show the new state",
          lambda d: "cleared by op" in d.find_element(By.ID, "ti-facts").text)
+
+    # trigger with a conf: a fourth column appears; then pause the DAG from the grid
+    browser.find_element(By.ID, "trigger-button").click()
+    conf = browser.find_element(By.ID, "trigger-conf")
+    conf.send_keys("[1]")
+    browser.find_element(By.ID, "trigger-submit").click()
+    wait(browser, "the conf to be refused", lambda d: "must be a JSON object" in d.find_element(
+        By.ID, "trigger-error").text)
+    conf.clear()
+    conf.send_keys('{"day": 4}')
+    browser.find_element(By.ID, "trigger-submit").click()
+    wait(browser, "the triggered run's column",
+         lambda d: len(d.find_elements(By.CSS_SELECTOR, ".run-bar")) == 4)
+    with session_scope(ui.factory) as session:
+        confs = session.scalars(select(DagRun.conf).where(DagRun.run_type == "manual")).all()
+    assert confs == [{"day": 4}]
+    browser.find_element(By.ID, "pause-toggle").click()
+    wait(browser, "the paused badge",
+         lambda d: d.find_element(By.ID, "dag-paused").is_displayed())
+    with session_scope(ui.factory) as session:
+        dag = session.get(DagModel, DAG_ID)
+        assert dag is not None and dag.is_paused
+    assert browser.execute_script("return window.__noReload;") == "still the same page"
 
 
 def test_a_viewer_sees_no_actions(ui: Ui, browser: WebDriver, artifacts: Path,
