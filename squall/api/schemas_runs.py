@@ -50,7 +50,8 @@ class TriggerDAGRun(_In):
     """``POST /dags/{dag_id}/dagRuns`` (Airflow's ``DAGRun`` as a request body)."""
 
     dag_run_id: str | None = Field(
-        default=None, description="the run's id (default: manual__<logical date>)")
+        default=None, max_length=250,
+        description="the run's id (default: manual__<logical date>)")
     logical_date: datetime | None = Field(default=None, description="default: now")
     execution_date: datetime | None = Field(
         default=None, description="the older name of logical_date (deprecated by Airflow)")

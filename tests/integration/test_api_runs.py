@@ -153,6 +153,7 @@ BAD_READS = [
     ("/dags/nope/dagRuns/x", 404, "DAG with dag_id: 'nope' not found"),
     ("/dags/etl/dagRuns/x%00y", 400, "NUL characters"),
     ("/dags/etl/dagRuns?state=a%00", 400, "NUL characters"),
+    ("/dags/etl/dagRuns?end_date_lte=0001-01-01T00:00:00%2B01:00", 400, "out of range"),
 ]
 
 
@@ -220,6 +221,8 @@ BAD_TRIGGERS: list[tuple[Any, str]] = [
      "differ"),
     ({"dag_run_id": 7}, "dag_run_id"),
     ({"dag_run_id": "  "}, "must not be empty"),
+    ({"dag_run_id": "r" * 251}, "dag_run_id"),
+    ({"logical_date": "0001-01-01T00:00:00+05:00"}, "out of range"),
     ({"state": "running"}, "state"),
     ({"conf": {"k": "a\u0000"}}, "NUL characters"),
     ([], ""),
@@ -441,3 +444,4 @@ def test_experimental_state_interfaces(world: World) -> None:
     problem(api.get("/api/experimental/dags/nope/dag_runs/2024-02-01"), 404, "nope")
     problem(api.get(f"{base}/{DAYS[1].isoformat()}/tasks/ghost"), 404, "ghost")
     problem(api.get(f"{base}/2024-02-01/tasks/a%00"), 400, "NUL characters")
+    problem(api.get(f"{base}/0001-01-01T00:00:00+03:00"), 400, "out of range")

@@ -113,7 +113,10 @@ def aware(value: datetime | None, tz: str) -> datetime | None:
         return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=pendulum.timezone(tz))
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise bad_request(f"date {value.isoformat()} is out of range in UTC") from None
 
 
 def parse_date(text: str, tz: str, what: str = "date") -> datetime:
@@ -125,7 +128,9 @@ def parse_date(text: str, tz: str, what: str = "date") -> datetime:
     if not isinstance(parsed, datetime):
         raise bad_request(f"{what} {text!r} is not an ISO 8601 date or date and time "
                           "(e.g. 2024-01-31T12:00:00+00:00)")
-    return parsed
+    utc = aware(parsed, tz)
+    assert utc is not None
+    return utc
 
 
 def date_range(stmt: Select[Any], tz: str, column: Any, gte: datetime | None,
