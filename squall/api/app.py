@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from squall.api import problems
 from squall.api.routes import ROUTERS
+from squall.api.routes.dag_runs import refuse_nul
 from squall.api.state import ApiState
 from squall.common.db import SessionFactory, make_engine, make_session_factory
 from squall.common.settings import Settings
@@ -36,6 +37,8 @@ def create_app(settings: Settings, session_factory: SessionFactory | None = None
         description="Squall's REST API, shaped like Airflow 2's stable REST API. Every "
         "endpoint but /api/v1/health needs HTTP basic auth (users: `squall users create`).",
         openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/ui", redoc_url=None,
+        # a NUL in a path or query is a 400 everywhere, not a database error
+        dependencies=[Depends(refuse_nul)],
     )
     app.state.squall = ApiState(settings=settings, session_factory=factory,
                                 secret_key=settings.secret_key())

@@ -26,7 +26,8 @@ class Page:
 
 def page(request: Request,
          limit: Annotated[int | None, Query(ge=1, description="items per page")] = None,
-         offset: Annotated[int, Query(ge=0, description="items to skip")] = 0) -> Page:
+         offset: Annotated[int, Query(ge=0, le=2 ** 63 - 1,
+                                      description="items to skip")] = 0) -> Page:
     settings = api_state(request).settings.api
     wanted = settings.page_size if limit is None else limit
     if wanted > settings.maximum_page_limit:

@@ -88,6 +88,9 @@ def test_list_dags_pages_filters_and_orders(api: Api) -> None:
     ("/api/v1/dags?limit=abc", "limit"),
     ("/api/v1/dags?order_by=nope", "order_by 'nope' is not one of"),
     ("/api/v1/dags?paused=maybe", "paused"),
+    ("/api/v1/dags?offset=9999999999999999999", "offset"),
+    ("/api/v1/dags/a%00b", "NUL characters"),
+    ("/api/v1/dags?dag_id_pattern=a%00", "NUL characters"),
 ])
 def test_bad_queries_are_400_problems(api: Api, url: str, fragment: str) -> None:
     response = api.get(url)
