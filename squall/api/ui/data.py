@@ -135,7 +135,7 @@ def grid(dag_id: str, session: DB, user: Viewer,
             states.setdefault(task_id, [None] * len(ordered))[column[run_id]] = state
     order = task_order(session, dag_id)
     known = set(order)
-    tasks = [t for t in order] + sorted(t for t in states if t not in known)
+    tasks = order + sorted(t for t in states if t not in known)
     return {
         "user": _user(user), "dag_id": dag_id, "is_paused": dag.is_paused,
         "schedule": dag.schedule, "next_dagrun": iso(dag.next_dagrun),

@@ -5,6 +5,7 @@ endpoints, fetched by the small scripts in ``static/``, served at ``/ui/static/N
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ _env = Environment(loader=FileSystemLoader(str(TEMPLATES)),
 router = APIRouter(include_in_schema=False)
 
 
+@functools.cache
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
