@@ -17,11 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-import tests.support.api as api_support
-from squall.api.metrics import metrics_router
 from squall.common.db import SessionFactory, session_scope
 from squall.common.models import (
     Backfill,
@@ -43,22 +40,8 @@ from tests.support.services import wait_until
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2024, 1, 1, tzinfo=UTC)
 
-def _with_metrics(create: Any) -> Any:
-    """``create_app`` with /metrics mounted when the app does not mount it itself."""
-
-    def create_app(*args: Any, **kwargs: Any) -> FastAPI:
-        app: FastAPI = create(*args, **kwargs)
-        if not any(getattr(r, "path", None) == "/metrics" for r in app.routes):
-            app.include_router(metrics_router)
-        return app
-
-    return create_app
-
-
 @pytest.fixture
-def api(tmp_path: Path, session_factory: SessionFactory,
-        monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
-    monkeypatch.setattr(api_support, "create_app", _with_metrics(api_support.create_app))
+def api(tmp_path: Path, session_factory: SessionFactory) -> Iterator[Api]:
     settings = Settings.load(env={"SQUALL_HOME": str(tmp_path)},
                              overrides={"api": {"page_size": 2, "maximum_page_limit": 5}})
     with serve(settings, session_factory) as client:

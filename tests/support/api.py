@@ -86,7 +86,13 @@ class Api:
             f"{method} {path} answered {response.status_code}, which its OpenAPI entry does "
             f"not document ({sorted(op['responses'])}): {response.text}")
         content = documented.get("content", {})
-        schema = next((c.get("schema") for c in content.values()), None)
+        kind = response.headers.get("content-type", "").split(";")[0].strip()
+        if content and response.content:
+            assert kind in content or (kind == "application/problem+json"
+                                       and "application/json" in content), (
+                f"{method} {path} answered {kind}, not documented ({sorted(content)})")
+        entry = content.get(kind) or content.get("application/json") or {}
+        schema = entry.get("schema") if kind.endswith("json") else None
         if not schema or not response.content:
             return
         validator = jsonschema.Draft202012Validator(_resolve_refs(schema),
