@@ -135,21 +135,24 @@ def range_run_infos(dag: DagLike, from_date: datetime, to_date: datetime) -> lis
 def plan_backfill(session: Session, dag: DagLike, from_date: datetime, to_date: datetime,
                   *, run_backwards: bool = False, rerun_failed_tasks: bool = False,
                   reset_dagruns: bool = False,
-                  task_ids: Collection[str] | None = None) -> BackfillPlan:
+                  task_ids: Collection[str] | None = None,
+                  infos: list[DagRunInfo] | None = None) -> BackfillPlan:
     """The runs a backfill of ``dag`` over ``[from_date, to_date]`` creates.
 
     Dates the DAG already has a run for (of any type) are left out and listed in
     ``existing``, with the task instances ``rerun_failed_tasks`` (the failed and
     upstream_failed ones) or ``reset_dagruns`` (all) clears, of the tasks in ``task_ids``
     (all without). Raises :class:`BackfillError` for ``run_backwards`` when a task depends on
-    its past (its runs could never start), and as :func:`range_run_infos` does."""
+    its past (its runs could never start), and as :func:`range_run_infos` does. ``infos``
+    are the range's runs when the caller has them already (the scheduler keeps them)."""
     if run_backwards:
         depending = sorted(tid for tid, task in dag.task_dict.items() if task.depends_on_past)
         if depending:
             raise BackfillError(
                 f"cannot backfill DAG {dag.dag_id} backwards: tasks depend on their past "
                 f"(depends_on_past): {', '.join(depending)}")
-    infos = range_run_infos(dag, from_date, to_date)
+    if infos is None:
+        infos = range_run_infos(dag, from_date, to_date)
     plan = BackfillPlan(dag_id=dag.dag_id, from_date=from_date, to_date=to_date,
                         run_backwards=run_backwards,
                         first_logical_date=infos[0].logical_date if infos else None)

@@ -43,11 +43,18 @@ from squall.common.state import (
     DagRunType,
     TaskInstanceState,
 )
-from squall.scheduler.backfill import DEADLOCK_PREFIX, PlannedRun, plan_backfill
+from squall.scheduler.backfill import (
+    DEADLOCK_PREFIX,
+    PlannedRun,
+    plan_backfill,
+    range_run_infos,
+)
 from squall.scheduler.backfill_scope import BackfillScope
 from squall.scheduler.dag_runs import RunStepStats, SerializedDagCache
 from squall.scheduler.run_creation import create_dag_run
+from squall.sdk.dag import DAG
 from squall.sdk.operators.base import DEFAULT_QUEUE
+from squall.sdk.timetables import DagRunInfo
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +74,36 @@ _MOVING_STATES = [s.value for s in (TI.QUEUED, TI.RUNNING, TI.RESTARTING, TI.UP_
                                     TI.UP_FOR_RESCHEDULE)]
 
 
+class RangeCache:
+    """Each active backfill's schedule ticks (``range_run_infos``), kept by the scheduler
+    between loops: walking a timetable over a long range costs milliseconds a tick, and a
+    backfill's range and its DAG's schedule do not change (a new DAG version is a new
+    key)."""
+
+    def __init__(self) -> None:
+        self._infos: dict[tuple[int, str | None], list[DagRunInfo]] = {}
+
+    def get(self, backfill: Backfill, dag: DAG, dag_hash: str | None) -> list[DagRunInfo]:
+        key = (backfill.id, dag_hash)
+        infos = self._infos.get(key)
+        if infos is None:
+            infos = range_run_infos(dag, backfill.from_date, backfill.to_date)
+            self._infos[key] = infos
+        return infos
+
+    def keep_only(self, backfill_ids: set[int]) -> None:
+        """Forget the backfills that are no longer active."""
+        for key in [k for k in self._infos if k[0] not in backfill_ids]:
+            del self._infos[key]
+
+
 def drive_backfills(session: Session, cache: SerializedDagCache, *, now: datetime,
                     default_queue: str = DEFAULT_QUEUE,
-                    only_backfill_id: int | None = None) -> RunStepStats:
+                    only_backfill_id: int | None = None,
+                    ranges: RangeCache | None = None) -> RunStepStats:
     """The backfill step (see the module docstring); ``only_backfill_id`` limits it to one
-    backfill (``squall dags backfill --local``)."""
+    backfill (``squall dags backfill --local``); ``ranges`` keeps the backfills' ticks
+    between calls."""
     stats = RunStepStats()
     stmt = (select(Backfill)
             .where(Backfill.state.in_([s.value for s in BACKFILL_ACTIVE_STATES]))
@@ -81,6 +113,8 @@ def drive_backfills(session: Session, cache: SerializedDagCache, *, now: datetim
     if is_postgres(session):
         stmt = stmt.with_for_update(skip_locked=True)
     backfills = list(session.scalars(stmt.execution_options(populate_existing=True)))
+    if ranges is not None and only_backfill_id is None:
+        ranges.keep_only({b.id for b in backfills})
     if not backfills:
         return stats
     dags = cache.get_many(session, {b.dag_id for b in backfills})
@@ -98,8 +132,10 @@ def drive_backfills(session: Session, cache: SerializedDagCache, *, now: datetim
         planned_runs: list[PlannedRun] | None = None  # not planned: at its limit
         if room > 0 or unfinished == 0:
             try:
+                infos = (ranges.get(backfill, dag, cache.hash_of(dag.dag_id))
+                         if ranges is not None else None)
                 planned_runs = plan_backfill(session, dag, backfill.from_date,
-                                             backfill.to_date,
+                                             backfill.to_date, infos=infos,
                                              run_backwards=backfill.run_backwards).runs
             except BackfillError as exc:
                 _finish(backfill, BackfillState.FAILED, now, reason=str(exc))

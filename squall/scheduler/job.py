@@ -70,7 +70,7 @@ from squall.common.settings import Settings
 from squall.common.state import ADOPTABLE_STATES, JobState, TaskInstanceState
 from squall.common.wakeup import SleepWaker, Waker
 from squall.execution.outcome import RetryPolicy
-from squall.scheduler.backfill_driver import drive_backfills
+from squall.scheduler.backfill_driver import RangeCache, drive_backfills
 from squall.scheduler.critical_section import queue_scheduled_tis, requeue_failed_publishes
 from squall.scheduler.dag_processor import DagProcessor
 from squall.scheduler.dag_runs import (
@@ -184,6 +184,7 @@ class SchedulerJob:
         self._signalled = False
         self._dags = SerializedDagCache()
         self._run_memo = RunDecisionMemo()
+        self._backfill_ranges = RangeCache()
         self._warned_pools: set[str] = set()
         self._parse_requested_for: set[str] = set()
         self._last_heartbeat = 0.0
@@ -359,7 +360,8 @@ class SchedulerJob:
         with session_scope(self._factory) as session:
             self._count(stats, drive_backfills(
                 session, self._dags, now=now,
-                default_queue=self._settings.celery.default_queue, only_backfill_id=only))
+                default_queue=self._settings.celery.default_queue, only_backfill_id=only,
+                ranges=self._backfill_ranges))
         with session_scope(self._factory) as session:
             self._count(stats, schedule_dag_runs(session, self._dags, now=now,
                                                  memo=self._run_memo,

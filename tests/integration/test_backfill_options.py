@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 
 from squall.common.db import SessionFactory, session_scope
@@ -347,3 +348,26 @@ def test_cancel_end_running_ends_the_runs(tmp_path: Path,
     assert len(runs_of(session_factory, "bo_cancel")) == 2
     with session_scope(session_factory) as session:
         assert cancel_backfill(session, backfill_id, now=loop.now) is None
+
+
+def test_the_scheduler_walks_a_backfills_schedule_once(
+        tmp_path: Path, session_factory: SessionFactory,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import squall.scheduler.backfill_driver as driver
+
+    walks: list[int] = []
+    real = driver.range_run_infos
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        walks.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(driver, "range_run_infos", counting)
+    with DAG("bo_walk", schedule="@daily", start_date=START, catchup=False) as dag:
+        Noop(task_id="only")
+    sync_dags(session_factory, dag, paused=True, now=NOW)
+    backfill_id = record(session_factory, dag, 1, 5, max_active_runs=1)
+    loop = Loop(tmp_path, session_factory)
+    assert loop.until_over(backfill_id).state == BackfillState.SUCCESS
+    assert len(runs_of(session_factory, "bo_walk")) == 5
+    assert len(walks) == 1  # kept between loops, not walked again for each run
