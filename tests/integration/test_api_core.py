@@ -130,3 +130,44 @@ def test_the_openapi_document_is_served_without_422s(api: Api) -> None:
     for item in doc["paths"].values():
         for operation in item.values():
             assert "422" not in operation["responses"]
+
+
+#: POST routes that only read (Airflow's batch lists): a viewer may use them
+READ_POSTS = {"/api/v1/dags/~/dagRuns/list", "/api/v1/dags/~/dagRuns/~/taskInstances/list",
+              "/api/v1/dags/{dag_id}/dagRuns/list"}
+#: routes a visitor without credentials may use
+OPEN = {("get", "/api/v1/health"), ("get", "/metrics")}
+#: writes only an admin may make
+ADMIN_ONLY = "/api/v1/pools"
+
+
+def _routes(api: Api) -> list[tuple[str, str]]:
+    return sorted((method, path) for path, item in api.openapi["paths"].items()
+                  for method in item)
+
+
+def _concrete(path: str) -> str:
+    return (path.replace("{dag_id}", "dag_1").replace("{dag_run_id}", "r").replace(
+        "{task_id}", "t").replace("{task_try_number}", "1").replace("{pool_name}", "p")
+        .replace("{import_error_id}", "1").replace("{backfill_id}", "1")
+        .replace("{execution_date}", "2024-01-01T00:00:00+00:00"))
+
+
+def test_every_route_has_its_auth_rule(api: Api) -> None:
+    routes = _routes(api)
+    assert len(routes) > 25, routes
+    for method, path in routes:
+        url = _concrete(path)
+        assert "{" not in url, f"no value for a parameter of {path}"
+        anonymous = api.client.request(method.upper(), url, json={})
+        if (method, path) in OPEN:
+            assert anonymous.status_code == 200, (method, path, anonymous.text)
+            continue
+        assert anonymous.status_code == 401, (method, path, anonymous.status_code)
+        if method == "get" or path in READ_POSTS:
+            continue
+        as_viewer = api.request(method.upper(), url, user="viewer", json={})
+        assert as_viewer.status_code == 403, (method, path, as_viewer.status_code)
+        if path.startswith(ADMIN_ONLY):
+            as_op = api.request(method.upper(), url, user="op", json={})
+            assert as_op.status_code == 403, (method, path, as_op.status_code)
