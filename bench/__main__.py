@@ -1,4 +1,4 @@
-"""``python -m bench run ...`` and ``python -m bench scaling``; see bench/README.md."""
+"""``python -m bench run ...``, ``scaling``, ``profile`` and ``api``; see bench/README.md."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
             cluster.stop()
         except Exception as exc:
             print(f"bench: cleanup of {cluster.home} failed: {exc}", file=sys.stderr)
+    api_load = sys.modules.get("bench.api_load")
+    if api_load is not None:
+        api_load.stop_servers()
     print(f"bench: {signal.Signals(signum).name}: everything started was stopped",
           file=sys.stderr, flush=True)
     os._exit(128 + signum)
@@ -108,6 +111,53 @@ def cmd_profile(args: argparse.Namespace) -> int:
                        args.workload.upper(), on_cpu=args.on_cpu)
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    from bench.api_load import GRID_RUNS, KINDS, run
+
+    result = run(runs=args.runs, tasks=args.tasks, rate=args.rate, seconds=args.seconds,
+                 workers=args.workers, keep_db=args.keep_db)
+    names = {KINDS[0]: "GET task instance", KINDS[1]: "list a run's TIs (100)"}
+    rows: list[Row] = []
+    for kind in KINDS:
+        p = result.percentiles(kind)
+        group = names[kind]
+        q = result.percentiles(kind, from_slot=True)
+        rows += [(group, "requests", [p["n"]]), (group, "p50 ms", [p["p50"]]),
+                 (group, "p99 ms", [p["p99"]]), (group, "max ms", [p["max"]]),
+                 (group, "p50 ms from slot", [q["p50"]]),
+                 (group, "p99 ms from slot", [q["p99"]])]
+    rows += [("load", "achieved requests/s", [result.achieved_rate]),
+             ("load", "errors", [float(result.errors)]),
+             ("load", "late (> 50 ms after slot)", [float(result.late)]),
+             ("load", "load avg (1 min) before", [result.load_before]),
+             ("load", "load avg (1 min) after", [result.load_after]),
+             (f"grid {GRID_RUNS} runs x {result.tasks} tasks", "first ms",
+              [result.grid_first_ms]),
+             (f"grid {GRID_RUNS} runs x {result.tasks} tasks", "next ms", result.grid_ms)]
+    title = (f"bench api: {result.task_instances:,} task instances ({result.runs} runs x "
+             f"{result.tasks} tasks), {result.rate:g} requests/s for {result.seconds:g} s")
+    print_table(title, rows)
+    plan_lines = [f"- {name}: {'; '.join(scans) or '(no table scan)'}"
+                  for name, scans in result.plans.items()]
+    seq = [name for name, scans in result.plans.items()
+           if any(s.startswith("Seq Scan") for s in scans)]
+    print("PostgreSQL plans:\n" + "\n".join(plan_lines))
+    print("index check: " + (f"sequential scans in {seq}" if seq else
+                             "every read uses an index"))
+    if not args.no_record:
+        notes = ("Latency: the bench's clock from sending a request to its last byte (httpx, "
+                 f"{args.workers} client threads on the same machine), GET one task instance "
+                 "and list the first page (100) of a run's task instances alternately, each "
+                 "from a random run; late = started more than 50 ms after its slot (no free client "
+                 "thread); \"from slot\" = from the time it was due to its last byte. Grid: "
+                 "`GET /ui/api/dags/{dag_id}/grid` (25 newest runs x every task, "
+                 f"{result.grid_cells:,} states checked), the first request and the next "
+                 f"{len(result.grid_ms)}. Load avg: /proc/loadavg (1 min) before and after the "
+                 "load. Plans (index check, EXPLAIN after ANALYZE):\n\n" + "\n".join(plan_lines))
+        append_results(title, rows, notes)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -139,6 +189,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--on-cpu", action="store_true",
                    help="sample running threads only (CPU), not waiting ones")
     p.set_defaults(func=cmd_profile)
+    p = sub.add_parser("api", help="the REST API under a steady request rate with 100k task "
+                       "instances, and the grid's load time")
+    p.add_argument("--runs", type=int, default=500, help="runs of the DAG (default 500)")
+    p.add_argument("--tasks", type=int, default=200, help="tasks of the DAG (default 200)")
+    p.add_argument("--rate", type=float, default=100.0, help="requests/s (default 100)")
+    p.add_argument("--seconds", type=float, default=20.0, help="length of the load "
+                   "(default 20)")
+    p.add_argument("--workers", type=int, default=16, help="client threads (default 16)")
+    p.add_argument("--keep-db", action="store_true",
+                   help="keep the database squall_bench_api afterwards")
+    p.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    p.set_defaults(func=cmd_api)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
