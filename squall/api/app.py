@@ -49,6 +49,13 @@ def create_app(settings: Settings, session_factory: SessionFactory | None = None
     return app
 
 
+def app_from_settings() -> FastAPI:
+    """The app with settings loaded in this process: uvicorn's factory for the server
+    processes of ``squall api --workers N`` (each reads ``$SQUALL_HOME`` /
+    ``$SQUALL_CONFIG`` and the ``SQUALL__`` variables itself)."""
+    return create_app(Settings.load())
+
+
 def _document_problems_not_422(app: FastAPI) -> None:
     """Invalid requests are answered 400 with a problem body (as Airflow's API), not
     FastAPI's 422: say so in the OpenAPI document."""

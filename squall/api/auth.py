@@ -24,9 +24,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from squall.api.problems import ApiProblem
-from squall.api.state import ApiState, api_state
+from squall.api.state import DB, ApiState, api_state
 from squall.common.db import session_scope
 from squall.common.models import User
 
@@ -71,11 +72,16 @@ def _basic(header: str) -> tuple[str, str] | None:
     return (username, password) if sep else None
 
 
-def check_login(state: ApiState, username: str, password: str) -> Principal | None:
-    """The user with these credentials, or ``None``."""
-    with session_scope(state.session_factory) as session:
-        row = session.execute(select(User.role, User.password_hash)
-                              .where(User.username == username)).first()
+def check_login(state: ApiState, username: str, password: str,
+                session: Session | None = None) -> Principal | None:
+    """The user with these credentials, or ``None`` (read in ``session``, the request's,
+    when given)."""
+    stmt = select(User.role, User.password_hash).where(User.username == username)
+    if session is not None:
+        row = session.execute(stmt).first()
+    else:
+        with session_scope(state.session_factory) as own:
+            row = own.execute(stmt).first()
     if row is None or not state.credentials.check(username, password, row.password_hash):
         return None
     return Principal(username, Role(row.role))
@@ -92,7 +98,7 @@ def session_token(state: ApiState, username: str, now: float | None = None) -> s
     return f"{payload}|{_sign(state, payload)}"
 
 
-def _session_user(state: ApiState, token: str) -> Principal | None:
+def _session_user(state: ApiState, token: str, session: Session) -> Principal | None:
     username, _, rest = token.partition("|")
     expiry, _, signature = rest.partition("|")
     payload = f"{username}|{expiry}"
@@ -102,8 +108,7 @@ def _session_user(state: ApiState, token: str) -> Principal | None:
         return None
     if int(expiry) < time.time():
         return None
-    with session_scope(state.session_factory) as session:
-        role = session.scalar(select(User.role).where(User.username == username))
+    role = session.scalar(select(User.role).where(User.username == username))
     return Principal(username, Role(role)) if role is not None else None
 
 
@@ -113,22 +118,23 @@ def csrf_token(state: ApiState, session_cookie: str) -> str:
     return _sign(state, "csrf|" + session_cookie)
 
 
-def authenticate(request: Request) -> Principal:
+def authenticate(request: Request, session: DB) -> Principal:
     """The request's user, from basic auth or the UI's session cookie; 401 otherwise. A
-    state-changing request made with the session cookie must carry its CSRF token."""
+    state-changing request made with the session cookie must carry its CSRF token. The
+    user is read in the request's own database session (the one its route uses)."""
     state = api_state(request)
     header = request.headers.get("authorization")
     if header:
         creds = _basic(header)
         if creds is None:
             raise _unauthorized("malformed Authorization header: expected Basic credentials")
-        user = check_login(state, *creds)
+        user = check_login(state, *creds, session=session)
         if user is None:
             raise _unauthorized("invalid username or password")
         return user
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        user = _session_user(state, cookie)
+        user = _session_user(state, cookie, session)
         if user is not None:
             if request.method not in ("GET", "HEAD", "OPTIONS"):
                 sent = request.headers.get("x-csrf-token", "")

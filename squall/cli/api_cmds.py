@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import os
 import sys
 
 from sqlalchemy import select
@@ -26,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "but /api/v1/health needs credentials: create users with `squall users create`.")
     p.add_argument("--host", help="address to listen on (default: [api] host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default: [api] port, 8080)")
+    p.add_argument("--workers", type=int,
+                   help="server processes (default: [api] workers, 1; one uses one core)")
     p.set_defaults(func=run_api, service=True)
 
     users = sub.add_parser("users", help="create, list and delete the API's users")
@@ -57,10 +60,21 @@ def run_api(ctx: CliContext, args: argparse.Namespace) -> int:
     port = args.port or settings.api.port
     if not 1 <= port <= 65535:
         raise CliError(f"--port {port}: not a port number")
-    app = create_app(settings, ctx.session_factory())
-    log.info("api: serving on http://%s:%d/ (API under /api/v1)", host, port)
-    uvicorn.run(app, host=host, port=port, log_level=settings.logging.logging_level.lower(),
-                access_log=False)
+    workers = args.workers or settings.api.workers
+    if workers < 1:
+        raise CliError(f"--workers {workers}: at least 1")
+    level = settings.logging.logging_level.lower()
+    log.info("api: serving on http://%s:%d/ (API under /api/v1, %d process(es))", host, port,
+             workers)
+    if workers == 1:
+        uvicorn.run(create_app(settings, ctx.session_factory()), host=host, port=port,
+                    log_level=level, access_log=False)
+        return 0
+    if args.config:  # the server processes load the settings themselves
+        os.environ["SQUALL_CONFIG"] = str(args.config)
+    settings.secret_key()  # made once here, not raced by the processes
+    uvicorn.run("squall.api.app:app_from_settings", factory=True, host=host, port=port,
+                workers=workers, log_level=level, access_log=False)
     return 0
 
 

@@ -131,6 +131,8 @@ class ApiSettings(_Section):
     page_size: int = Field(default=100, ge=1)
     #: the largest ``limit`` a request may ask for
     maximum_page_limit: int = Field(default=1000, ge=1)
+    #: server processes of ``squall api`` (one uses one core)
+    workers: int = Field(default=1, ge=1)
 
 
 class MetricsSettings(_Section):

@@ -1,6 +1,6 @@
 """``squall users create | list | delete`` and ``squall api`` as a user runs them: in a
 subprocess, on the SQLite database under SQUALL_HOME; the created user then logs in to a
-real ``squall api`` process."""
+real ``squall api`` of two server processes."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_create_list_delete_and_log_in(tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SQUALL")}
     env.update({"SQUALL_HOME": str(tmp_path), "SQUALL__API__PORT": str(port)})
-    server = subprocess.Popen([sys.executable, "-m", "squall", "api"], env=env,
+    server = subprocess.Popen([sys.executable, "-m", "squall", "api", "--workers", "2"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               start_new_session=True)
     try:

@@ -39,6 +39,7 @@ from squall.api.auth import (
 from squall.api.problems import ApiProblem
 from squall.api.state import ApiState, api_state
 from squall.api.ui.render import render
+from squall.common.db import session_scope
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ def login_form_token(state: ApiState, nonce: str) -> str:
 def page_user(request: Request) -> Principal | None:
     """The user a page is shown to (session cookie or basic auth), or ``None``."""
     try:
-        return authenticate(request)
+        with session_scope(api_state(request).session_factory) as session:
+            return authenticate(request, session)
     except ApiProblem:
         return None
 
