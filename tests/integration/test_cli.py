@@ -444,10 +444,14 @@ def test_invalid_setting_in_env_exits_2(tmp_path: Path) -> None:
     assert proc.stdout == ""
 
 
-@pytest.mark.parametrize("key", ["HOST", "PORT"])
-def test_api_settings_are_refused_until_there_is_an_api(tmp_path: Path, key: str) -> None:
-    proc = squall(tmp_path, "config", "list", env={f"SQUALL__API__{key}": "8080"})
-    assert_clean_error(proc, 2, f"SQUALL__API__{key}", f"unknown setting [api] {key.lower()}")
+@pytest.mark.parametrize("key, value, fragment", [
+    ("PORT", "http", "[api] port = 'http'"),
+    ("WORKERS", "0", "[api] workers = '0'"),
+    ("HOSTNAME", "x", "unknown setting [api] hostname"),
+])
+def test_bad_api_settings_exit_2(tmp_path: Path, key: str, value: str, fragment: str) -> None:
+    proc = squall(tmp_path, "api", env={f"SQUALL__API__{key}": value})
+    assert_clean_error(proc, 2, f"SQUALL__API__{key}", fragment)
 
 
 def test_malformed_env_variable_exits_2(cli: CliRunner) -> None:
