@@ -115,7 +115,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from bench.api_load import GRID_RUNS, KINDS, run
 
     result = run(runs=args.runs, tasks=args.tasks, rate=args.rate, seconds=args.seconds,
-                 workers=args.workers, keep_db=args.keep_db)
+                 workers=args.workers, keep_db=args.keep_db, api_workers=args.api_workers)
     names = {KINDS[0]: "GET task instance", KINDS[1]: "list a run's TIs (100)"}
     rows: list[Row] = []
     for kind in KINDS:
@@ -135,7 +135,8 @@ def cmd_api(args: argparse.Namespace) -> int:
               [result.grid_first_ms]),
              (f"grid {GRID_RUNS} runs x {result.tasks} tasks", "next ms", result.grid_ms)]
     title = (f"bench api: {result.task_instances:,} task instances ({result.runs} runs x "
-             f"{result.tasks} tasks), {result.rate:g} requests/s for {result.seconds:g} s")
+             f"{result.tasks} tasks), {result.rate:g} requests/s for {result.seconds:g} s, "
+             f"{args.api_workers} server process(es)")
     print_table(title, rows)
     plan_lines = [f"- {name}: {'; '.join(scans) or '(no table scan)'}"
                   for name, scans in result.plans.items()]
@@ -197,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="length of the load "
                    "(default 20)")
     p.add_argument("--workers", type=int, default=16, help="client threads (default 16)")
+    p.add_argument("--api-workers", type=int, default=1,
+                   help="server processes of squall api (--workers; default 1)")
     p.add_argument("--keep-db", action="store_true",
                    help="keep the database squall_bench_api afterwards")
     p.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")

@@ -170,7 +170,7 @@ def _list_path(run_id: str) -> str:
 
 
 def run(*, runs: int = 500, tasks: int = 200, rate: float = 100.0, seconds: float = 20.0,
-        workers: int = 16, keep_db: bool = False) -> ApiLoadResult:
+        workers: int = 16, keep_db: bool = False, api_workers: int = 1) -> ApiLoadResult:
     """Seed, start ``squall api``, check, load, time the grid, check the plans."""
     if runs < GRID_RUNS or tasks < 1:
         raise ValueError(f"--runs must be at least {GRID_RUNS} and --tasks at least 1")
@@ -185,6 +185,7 @@ def run(*, runs: int = 500, tasks: int = 200, rate: float = 100.0, seconds: floa
         port = free_port()
         env = {**os.environ, "SQUALL_HOME": str(home),
                "SQUALL__DATABASE__SQL_ALCHEMY_CONN": url, "SQUALL__API__PORT": str(port),
+               "SQUALL__API__WORKERS": str(api_workers),
                "SQUALL__LOGGING__LOGGING_LEVEL": "WARNING"}
         log_file = (home / "api.log").open("wb")
         server = subprocess.Popen([sys.executable, "-m", "squall", "api"], env=env,
