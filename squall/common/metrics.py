@@ -41,6 +41,7 @@ ADOPTION_RESET = "scheduler.tasks.adoption_reset"
 ORPHANS_CLEARED = "scheduler.orphaned_tasks.cleared"
 SCHEDULER_OUTAGE = "scheduler.outage"
 WORKER_OUTAGE = "worker.outage"
+WORKER_LEASE_LOST = "worker.lease_lost"
 RESULT_BACKEND_OUTAGE = "celery.result_backend_outage"
 
 

@@ -17,9 +17,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from squall.common.errors import SettingsError
+from squall.common.lease import check_lease
 
 ENV_PREFIX = "SQUALL__"
 HOME_ENV = "SQUALL_HOME"
@@ -110,6 +118,15 @@ class SchedulerSettings(_Section):
     #: a DAG's catchup when its DAG file does not say
     catchup_by_default: bool = True
 
+
+    @model_validator(mode="after")
+    def _leaves_a_heartbeat_lease(self) -> SchedulerSettings:
+        # a supervisor cut off from the database must stop its try before the watchdog may
+        # call it a zombie (ADR 17): the threshold must leave room for a lease
+        problem = check_lease(self.zombie_threshold, self.job_heartbeat_sec)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
 
 class LoggingSettings(_Section):
     base_log_folder: str = ""  # default: $SQUALL_HOME/logs
@@ -228,7 +245,9 @@ class Settings(BaseModel):
                 sections[section] = model.model_validate(raw[section])
             except ValidationError as exc:
                 err = exc.errors()[0]
-                key = str(err["loc"][0]) if err["loc"] else "?"
+                if not err["loc"]:  # a rule across keys: its message names them
+                    raise SettingsError(f"settings: {err['msg']}") from None
+                key = str(err["loc"][0])
                 origin = sources.get(f"{section}.{key}", "default")
                 raise SettingsError(
                     f"setting [{section}] {key} = {raw[section].get(key)!r} ({origin}): "

@@ -301,15 +301,16 @@ def outcome_record(task: BaseOperator, outcome: TryOutcome, *, try_number: int,
 def write_outcome(session_factory: SessionFactory, key: TaskInstanceKey, *, try_number: int,
                   record: OutcomeRecord,
                   on_recorded: Callable[[Session, TaskInstanceState], None] | None = None,
-                  quiet: bool = False) -> bool:
+                  quiet: bool = False, expected_job_id: int | None = None) -> bool:
     """Write ``record``, RUNNING -> its state, as a compare-and-set in one transaction (with
     the scheduler's wake-up, and ``on_recorded(session, state)`` when it won); whether it
-    won. The result is logged unless ``quiet``."""
+    won. With ``expected_job_id`` the row must also still be that job's. The result is
+    logged unless ``quiet``."""
     state, now = record.state, record.values["end_date"]
     with session_scope(session_factory) as session:
         won = compare_and_set_state(
             session, key, expected=TaskInstanceState.RUNNING, try_number=try_number,
-            new_state=state, **record.values,
+            expected_job_id=expected_job_id, new_state=state, **record.values,
         )
         if won:
             notify_scheduler(session, str(key))
@@ -341,15 +342,16 @@ def record_outcome(session_factory: SessionFactory, task: BaseOperator, key: Tas
                    *, try_number: int, max_tries: int, start_date: datetime,
                    outcome: TryOutcome,
                    on_recorded: Callable[[Session, TaskInstanceState], None] | None = None,
-                   ) -> TryResult:
-    """Write how the try ended, RUNNING -> final state, as a compare-and-set.
+                   expected_job_id: int | None = None) -> TryResult:
+    """Write how the try ended, RUNNING -> final state, as a compare-and-set (on the try
+    number, and on the job when ``expected_job_id`` is given).
 
     ``on_recorded`` is called with the session and the new state when the compare-and-set
     won, in the same transaction (to record more with it, e.g. a callback request)."""
     record = outcome_record(task, outcome, try_number=try_number, max_tries=max_tries,
                             start_date=start_date)
     won = write_outcome(session_factory, key, try_number=try_number, record=record,
-                        on_recorded=on_recorded)
+                        on_recorded=on_recorded, expected_job_id=expected_job_id)
     return TryResult(state=record.state, recorded=won, outcome=outcome)
 
 

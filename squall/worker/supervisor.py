@@ -31,12 +31,18 @@ This module is the watch loop; every database write is :class:`~squall.worker.tr
 TryWrites`, and starting, talking to and killing the task process is
 :class:`~squall.worker.children.TaskProcessControl`.
 
-A heartbeat that fails because the database is unreachable changes nothing: the task keeps
-running and the next heartbeat tries again (the outage is logged once at ERROR, counted as
-``worker.outage``, and once when it is over: :class:`~squall.common.outage.Outage`). Only a
-row *read* as changed kills the task (``scheduler.tasks.killed_externally``). If the outage
-outlasts ``[scheduler] zombie_threshold`` the scheduler fails the try as a zombie, and the
-first heartbeat after the outage reads that and kills the task.
+A heartbeat that fails because the database is unreachable does not stop the task at once:
+the next heartbeat tries again (the outage is logged once at ERROR, counted as
+``worker.outage``, and once when it is over: :class:`~squall.common.outage.Outage`), and a
+row *read* as changed kills the task (``scheduler.tasks.killed_externally``). But every
+successful heartbeat renews a lease (:mod:`squall.common.lease`, ADR 17): ``[scheduler]
+zombie_threshold`` less a safety margin, on the monotonic clock. When it runs out without a
+successful heartbeat the supervisor stops the try itself, before the scheduler may call it a
+zombie and start the next try: every process of the try is killed, as for a changed row
+(ADR 12), and the failure ("heartbeat lease lost") is written by compare-and-set on state,
+try number and job once the database answers again, or not at all if it does not answer
+within ``zombie_threshold`` (the scheduler's zombie handling then ends the try). Counted as
+``worker.lease_lost``.
 
 :class:`SupervisorStatus` says how the supervisor's work ended; it is not a task instance
 state (that is in ``SupervisorResult.state``).
@@ -60,7 +66,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from squall.common.db import make_session_factory
 from squall.common.errors import TaskLoadError
-from squall.common.metrics import TASKS_KILLED_EXTERNALLY, WORKER_OUTAGE, LogMetrics, Metrics
+from squall.common.lease import HeartbeatLease, kill_grace_for, lease_terms
+from squall.common.metrics import (
+    TASKS_KILLED_EXTERNALLY,
+    WORKER_LEASE_LOST,
+    WORKER_OUTAGE,
+    LogMetrics,
+    Metrics,
+)
 from squall.common.outage import Outage
 from squall.common.payload import TaskRunCommand
 from squall.common.procutil import child_pids, end_descendants, has_children, set_child_subreaper
@@ -74,7 +87,7 @@ from squall.worker.children import (
     open_pidfd,
 )
 from squall.worker.dag_file_cache import DagFileCache
-from squall.worker.task_process import MSG_OUTCOME, TaskProcessSpec, kill_grace_for
+from squall.worker.task_process import MSG_OUTCOME, TaskProcessSpec
 from squall.worker.try_writes import TryWrites
 
 log = logging.getLogger(__name__)
@@ -95,6 +108,7 @@ class SupervisorStatus(StrEnum):
     KILLED = "killed"  # the row changed under it; the task process was killed
     TASK_PROCESS_DIED = "task_process_died"  # exited without recording; recorded failed
     TERMINATED = "terminated"  # the supervisor got SIGTERM; recorded failed
+    LEASE_LOST = "lease_lost"  # no successful heartbeat for the lease; killed, failed if it could
 
 
 @dataclass(frozen=True)
@@ -155,6 +169,11 @@ class LocalTaskJob:
         self._metrics: Metrics = metrics if metrics is not None else LogMetrics()
         self._outage = Outage(f"TaskInstance {self.key}", self._metrics, WORKER_OUTAGE,
                               logger=log)
+        #: seconds without a successful heartbeat after which the try stops itself (ADR 17)
+        self.lease_seconds = lease_terms(settings.scheduler.zombie_threshold,
+                                         self._heartbeat).lease
+        self._lease: HeartbeatLease | None = None  # from just before the start transaction
+        self._before: set[int] = set()  # this process's children before the try
 
     # ----------------------------------------------------------------------- lifecycle
 
@@ -162,11 +181,11 @@ class LocalTaskJob:
         self._install_signal_handlers()
         # orphans of the try's processes come to this process, so none escapes the sweep
         set_child_subreaper()
-        before = set(child_pids()) if has_children() else set()
+        self._before = set(child_pids()) if has_children() else set()
         try:
             return self._run()
         finally:
-            self._end_leftovers(before)
+            self._end_leftovers(self._before)
             # a try stopped by `squall tasks clear` runs again once its processes are gone
             self.writes.end_restart()
             self._restore_signal_handlers()
@@ -192,6 +211,7 @@ class LocalTaskJob:
         child = self._children.fork(self._cached_task(),
                                     close_in_child=(*(self._wakeup or ()),
                                                     *self._child_close_fds))
+        self._lease = HeartbeatLease(self.lease_seconds)
         started = self.writes.start(task_pid=child.pid)
         if started is None:
             self._children.release(child, None)
@@ -209,6 +229,7 @@ class LocalTaskJob:
             self._finish_job(result)
 
     def _run_new_interpreter(self) -> SupervisorResult:
+        self._lease = HeartbeatLease(self.lease_seconds)
         started = self.writes.start(task_pid=None)
         if started is None:
             return self._result(SupervisorStatus.SKIPPED_DUPLICATE, reason=self.writes.refusal)
@@ -262,9 +283,13 @@ class LocalTaskJob:
                     self._kill(child, pidfd)
                     return self._fail_try(SupervisorStatus.TERMINATED, REASON_SIGTERM,
                                           pid=child.pid, exit_code=child.returncode)
+                if self._lease is not None and self._lease.lost():
+                    return self._on_lease_lost(child, pidfd)
                 now = time.monotonic()
                 if now < next_beat:
                     wait = next_beat - now
+                    if self._lease is not None:
+                        wait = min(wait, self._lease.remaining())
                     if self._pending is not None:
                         wait = min(wait, max(self._pending_retry_at - now, 0.0))
                     self._wait(pidfd, wait)
@@ -291,17 +316,74 @@ class LocalTaskJob:
     def heartbeat(self) -> str | None:
         """Beat the job row; None while the row is still this job's running try, else what
         it became. A database that cannot be reached is an outage (logged once, counted
-        once): None, the task keeps running, and the next heartbeat tries again."""
+        once): None, and the next heartbeat tries again; the task keeps running until the
+        lease runs out. A heartbeat that succeeds renews the lease from when it was sent."""
+        sent_at = time.monotonic()
         try:
             changed = self.writes.heartbeat()
         except SQLAlchemyError as exc:
-            # never kill the task because the database is unreachable; retry next beat
+            # not killed for this alone; retry next beat until the lease runs out
             self._outage.failed("heartbeat of job %s failed: %s; the task keeps running, "
-                                "retrying every %.1f s", self.writes.job_id, exc,
-                                self._heartbeat)
+                                "retrying every %.1f s, for at most %.1f s (the lease)",
+                                self.writes.job_id, exc, self._heartbeat, self.lease_seconds)
             return None
+        if self._lease is not None:
+            self._lease.renew(sent_at)
         self._outage.ok("; heartbeat of job %s resumed", self.writes.job_id)
         return changed
+
+    def _on_lease_lost(self, child: TaskProcessHandle, pidfd: int | None) -> SupervisorResult:
+        """No successful heartbeat for the lease: end every process of the try now, then
+        record the failure if the database answers in time (ADR 17)."""
+        assert self._lease is not None
+        reason = (f"heartbeat lease lost: no database for {self._lease.since_renewed():.1f} s "
+                  f"(lease {self.lease_seconds:g} s)")
+        with task_log_handler(self.writes.log_path()):
+            log.error("TaskInstance %s: try %d: %s; killing task process %d and every "
+                      "process of the try", self.key, self.try_number, reason, child.pid)
+        self._kill(child, pidfd)
+        self._end_leftovers(self._before)
+        self._metrics.incr(WORKER_LEASE_LOST)
+        if self._pending is not None:
+            log.warning("TaskInstance %s: try %d: its outcome (%s) was never written; the "
+                        "try is recorded failed instead", self.key, self.try_number,
+                        self._pending[0])
+            self._pending = None
+        state = self._fail_when_the_database_answers(reason)
+        return self._result(SupervisorStatus.LEASE_LOST, state=state, pid=child.pid,
+                            exit_code=child.returncode, reason=reason)
+
+    def _fail_when_the_database_answers(self, reason: str) -> str | None:
+        """Record the failure by compare-and-set, retrying every :data:`OUTCOME_RETRY_SECONDS`
+        for up to ``zombie_threshold`` (or until SIGTERM); the state written, or None (lost,
+        or never written: the scheduler's zombie handling ends the try)."""
+        deadline = time.monotonic() + self._settings.scheduler.zombie_threshold
+        while True:
+            try:
+                state = self.writes.fail(reason)
+            except SQLAlchemyError as exc:
+                self._outage.failed("the lost lease's failure is not written yet: %s", exc)
+                if time.monotonic() >= deadline or self._terminate_requested:
+                    log.error("TaskInstance %s: try %d: the database did not answer; "
+                              "exiting without writing (the scheduler's zombie handling "
+                              "ends the try)", self.key, self.try_number)
+                    return None
+                self._sleep(min(OUTCOME_RETRY_SECONDS, deadline - time.monotonic()))
+                continue
+            self._outage.ok("; the lost lease's failure written by compare-and-set (%s)",
+                            state or "lost: the row had moved on")
+            return state
+
+    def _sleep(self, timeout: float) -> None:
+        """Sleep ``timeout`` seconds, or until a signal arrives."""
+        assert self._wakeup is not None
+        ready, _, _ = select.select([self._wakeup[0]], [], [], max(timeout, 0.0))
+        if ready:
+            try:
+                while os.read(self._wakeup[0], 512):
+                    pass
+            except BlockingIOError:
+                pass
 
     def _wait(self, pidfd: int | None, timeout: float) -> None:
         """Sleep until the task process exits, a signal arrives, or ``timeout`` passes."""

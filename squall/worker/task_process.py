@@ -31,6 +31,7 @@ from sqlalchemy import Engine, select
 
 from squall.common.db import SessionFactory, make_engine, make_session_factory, session_scope
 from squall.common.errors import TaskLoadError
+from squall.common.lease import kill_grace_for
 from squall.common.models import DagRun, TaskInstance, TaskInstanceKey, clip_reason, utcnow
 from squall.common.procutil import (
     end_descendants,
@@ -56,9 +57,6 @@ log = logging.getLogger(__name__)
 
 EXIT_OK = 0  # the try ran (or could not be loaded) and its outcome was recorded
 EXIT_NOT_OURS = 3  # the task instance is no longer running under this job: nothing done
-#: the longest a supervisor waits for its task process to exit after SIGTERM (see
-#: :func:`kill_grace`: never more than half a heartbeat)
-KILL_GRACE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -207,13 +205,6 @@ def parent_death_sigterm() -> None:
     """In a task process (also the ``preexec_fn`` of a new interpreter): get SIGTERM when
     the supervisor dies, so no task outlives its supervisor."""
     set_parent_death_signal(signal.SIGTERM)
-
-
-def kill_grace_for(heartbeat: float) -> float:
-    """How long a supervisor lets its task process take to exit after SIGTERM before it
-    sends SIGKILL: at most half a heartbeat, so that a try Squall ends is gone, with every
-    process it started, within two heartbeats (one to notice, one to end it)."""
-    return min(KILL_GRACE_SECONDS, heartbeat / 2)
 
 
 class TryTermination:

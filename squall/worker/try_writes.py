@@ -214,7 +214,8 @@ class TryWrites:
                            on_recorded=self._finish_job_with)))
 
     def fail(self, reason: str) -> str | None:
-        """Record the running try failed / up_for_retry with ``reason`` (compare-and-set),
+        """Record the running try failed / up_for_retry with ``reason`` (compare-and-set on
+        state, try number and job: a late write never touches a newer try),
         logged into the try's log, with a callback request when the task has the callback
         for the state; the state written, or None when the compare-and-set lost."""
         return self._once_more_on_disconnect("recording the failure",
@@ -230,6 +231,7 @@ class TryWrites:
             result = record_failure(self._factory, self.key, try_number=self.try_number,
                                     max_tries=ti.max_tries,
                                     start_date=ti.start_date or utcnow(), reason=reason,
+                                    expected_job_id=self.job_id,
                                     on_recorded=lambda session, new_state: (
                                         self._request_callback(session, new_state, reason)))
         return result.state.value if result.recorded else None
@@ -356,11 +358,13 @@ def retry_policy_task(factory: SessionFactory, key: TaskInstanceKey) -> BaseOper
 def record_failure(factory: SessionFactory, key: TaskInstanceKey, *, try_number: int,
                    max_tries: int, start_date: datetime, reason: str,
                    on_recorded: Callable[[Session, TaskInstanceState], None] | None = None,
-                   ) -> TryResult:
+                   expected_job_id: int | None = None) -> TryResult:
     """Record try ``try_number`` as failed, or up_for_retry while tries remain, with
-    ``reason``; a compare-and-set from RUNNING with that try, like any other outcome
-    (``on_recorded``: see :func:`~squall.execution.runner.record_outcome`)."""
+    ``reason``; a compare-and-set from RUNNING with that try (and job, when
+    ``expected_job_id``), like any other outcome (``on_recorded``: see
+    :func:`~squall.execution.runner.record_outcome`)."""
     task = retry_policy_task(factory, key)
     outcome = TryOutcome(OutcomeKind.FAILED, error=clip_reason(reason))
     return record_outcome(factory, task, key, try_number=try_number, max_tries=max_tries,
-                          start_date=start_date, outcome=outcome, on_recorded=on_recorded)
+                          start_date=start_date, outcome=outcome, on_recorded=on_recorded,
+                          expected_job_id=expected_job_id)
