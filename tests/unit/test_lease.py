@@ -1,0 +1,44 @@
+"""The heartbeat lease's terms (ADR 17) and the settings that leave no room for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from squall.common.errors import SettingsError
+from squall.common.lease import HeartbeatLease, check_lease, lease_terms
+from squall.common.settings import Settings
+
+
+def test_the_default_lease_keeps_a_tenth_of_the_threshold_and_the_kill_grace() -> None:
+    terms = lease_terms(300, 5)
+    assert terms.kill_grace == 2.5
+    assert terms.margin == 32.5 and terms.lease == 267.5
+    assert terms.drift_covered == 30
+
+
+def test_short_settings_keep_two_heartbeats_and_the_kill_grace() -> None:
+    terms = lease_terms(3, 0.5)
+    assert terms.margin == 1.25 and terms.lease == 1.75
+    assert check_lease(3, 0.5) is None
+
+
+def test_settings_without_room_for_a_lease_are_refused(tmp_path: Path) -> None:
+    assert check_lease(1.75, 0.5) is not None  # the lease would be one heartbeat
+    with pytest.raises(SettingsError, match=r"zombie_threshold .* too short"):
+        Settings.load(env={"SQUALL_HOME": str(tmp_path),
+                           "SQUALL__SCHEDULER__ZOMBIE_THRESHOLD": "1.5",
+                           "SQUALL__SCHEDULER__JOB_HEARTBEAT_SEC": "0.5"})
+
+
+def test_the_lease_counts_from_the_last_successful_heartbeat_sent() -> None:
+    now = [100.0]
+    lease = HeartbeatLease(2.0, clock=lambda: now[0])
+    now[0] = 101.5
+    lease.renew(sent_at=101.0)
+    now[0] = 102.9
+    assert not lease.lost() and lease.remaining() == pytest.approx(0.1)
+    lease.renew(sent_at=100.5)  # an older send never moves it back
+    now[0] = 103.0
+    assert lease.lost() and lease.since_renewed() == pytest.approx(2.0)
