@@ -15,6 +15,7 @@ from squall.cli import (
     config_cmds,
     dags_cmds,
     db_cmds,
+    jobs_cmds,
     pools_cmds,
     runs_cmds,
     scheduler_cmds,
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     pools_cmds.register(sub)
     standalone_cmds.register(sub)
     api_cmds.register(sub)
+    jobs_cmds.register(sub)
     p = sub.add_parser("version", help="print Squall's version")
     p.set_defaults(func=_print_version)
     _describe_subcommands(parser)

@@ -71,11 +71,14 @@ def run_worker(ctx: CliContext, args: argparse.Namespace) -> int:
         argv.append(f"--hostname={args.name}")
     log.info("Worker: starting on queues %s with %d process(es)", ",".join(names), concurrency)
     from squall.worker.log_server import start_log_server
+    from squall.worker.worker_job import WorkerJob, worker_node_name
 
     log_server = start_log_server(settings)
+    worker_job = WorkerJob(settings, worker_node_name(args.name)).start()
     try:
         return int(app.start(argv) or 0)
     finally:
+        worker_job.stop()
         if log_server is not None:
             log_server.stop()
 
