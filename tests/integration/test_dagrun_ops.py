@@ -782,8 +782,8 @@ def test_racing_writer_is_not_overwritten(session_factory: SessionFactory,
     original = decisions._decide
     calls: list[int] = []
 
-    def decide_then_race(session: Session, *args: Any) -> Any:
-        plan = original(session, *args)
+    def decide_then_race(session: Session, *args: Any, **kwargs: Any) -> Any:
+        plan = original(session, *args, **kwargs)
         if not calls:
             # another writer moves t1 after it was read and before the plan is written
             session.execute(update(TaskInstance).where(
