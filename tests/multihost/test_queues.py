@@ -47,8 +47,8 @@ def test_each_host_is_a_namespace_with_its_own_hostname(lab: HostLab) -> None:
         listener.listen(4)
         listener.settimeout(30)
         port = listener.getsockname()[1]
-        send = ("import socket; s = socket.create_connection((%r, %d), 5); "
-                "s.sendall(socket.gethostname().encode()); s.close()" % (lab.gateway, port))
+        send = (f"import socket; s = socket.create_connection(({lab.gateway!r}, {port}), 5); "
+                "s.sendall(socket.gethostname().encode()); s.close()")
         for name in ("h1", "h2", "h3"):
             out = subprocess.run(lab.command(name, [sys.executable, "-c", send]),
                                  capture_output=True, text=True, timeout=30, check=False)
