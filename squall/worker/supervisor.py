@@ -54,6 +54,7 @@ import logging
 import os
 import select
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -109,6 +110,10 @@ class SupervisorStatus(StrEnum):
     TASK_PROCESS_DIED = "task_process_died"  # exited without recording; recorded failed
     TERMINATED = "terminated"  # the supervisor got SIGTERM; recorded failed
     LEASE_LOST = "lease_lost"  # no successful heartbeat for the lease; killed, failed if it could
+
+
+class HeartbeatBlocked(Exception):
+    """A heartbeat did not return before the lease ran out (or is still hanging)."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,7 @@ class LocalTaskJob:
                                          self._heartbeat).lease
         self._lease: HeartbeatLease | None = None  # from just before the start transaction
         self._before: set[int] = set()  # this process's children before the try
+        self._hung_beat: threading.Thread | None = None  # a heartbeat given up on, not returned
 
     # ----------------------------------------------------------------------- lifecycle
 
@@ -320,8 +326,8 @@ class LocalTaskJob:
         lease runs out. A heartbeat that succeeds renews the lease from when it was sent."""
         sent_at = time.monotonic()
         try:
-            changed = self.writes.heartbeat()
-        except SQLAlchemyError as exc:
+            changed = self._beat_within_the_lease()
+        except (SQLAlchemyError, HeartbeatBlocked) as exc:
             # not killed for this alone; retry next beat until the lease runs out
             self._outage.failed("heartbeat of job %s failed: %s; the task keeps running, "
                                 "retrying every %.1f s, for at most %.1f s (the lease)",
@@ -331,6 +337,46 @@ class LocalTaskJob:
             self._lease.renew(sent_at)
         self._outage.ok("; heartbeat of job %s resumed", self.writes.job_id)
         return changed
+
+    def _beat_within_the_lease(self) -> str | None:
+        """``writes.heartbeat()``, waited for no longer than the lease has left.
+
+        Across a partition a database call does not fail, it hangs: the packets of an open
+        connection are dropped and the kernel retransmits them for many minutes. The call
+        therefore runs on a thread of its own, and the watch loop gets control back when
+        the lease runs out (or on SIGTERM) even if the call has not returned, so it can end
+        the try in time (ADR 17). A call given up on is left to finish or fail on its own
+        (it holds one pooled connection until then), and no second call is started while
+        it hangs: :class:`HeartbeatBlocked`."""
+        if self._lease is None:
+            return self.writes.heartbeat()
+        if self._hung_beat is not None and self._hung_beat.is_alive():
+            raise HeartbeatBlocked(f"the heartbeat sent {self._lease.since_renewed():.1f} s "
+                                   "ago or later has not returned yet")
+        self._hung_beat = None
+        outcome: list[Any] = []
+        done = threading.Event()
+
+        def beat() -> None:
+            try:
+                outcome.append(("value", self.writes.heartbeat()))
+            except BaseException as exc:  # handed to the watch loop's thread
+                outcome.append(("error", exc))
+            finally:
+                done.set()
+
+        thread = threading.Thread(target=beat, daemon=True,
+                                  name=f"heartbeat-job-{self.writes.job_id}")
+        thread.start()
+        while not done.wait(min(0.1, max(self._lease.remaining(), 0.0))):
+            if self._lease.lost() or self._terminate_requested:
+                self._hung_beat = thread
+                raise HeartbeatBlocked(f"no answer for {self._lease.since_renewed():.1f} s "
+                                       "(a hung connection)")
+        kind, value = outcome[0]
+        if kind == "error":
+            raise value
+        return value
 
     def _on_lease_lost(self, child: TaskProcessHandle, pidfd: int | None) -> SupervisorResult:
         """No successful heartbeat for the lease: end every process of the try now, then
