@@ -42,15 +42,30 @@ def _parse_set(values: list[str]) -> dict[str, str]:
     return env
 
 
+def _parse_schedulers(value: str) -> list[int]:
+    try:
+        counts = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        counts = []
+    if not counts or any(n < 1 for n in counts) or len(set(counts)) != len(counts):
+        raise SystemExit(f"--schedulers wants N or N,M,... (distinct, >= 1), got {value!r}")
+    return counts
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     wanted = [w.strip().upper() for w in args.workload.split(",") if w.strip()]
     unknown = [w for w in wanted if w not in WORKLOADS]
     if unknown:
         raise SystemExit(f"unknown workload(s) {unknown}; known: {', '.join(WORKLOADS)}")
+    counts = _parse_schedulers(args.schedulers)
+    if max(counts) > 1 and args.cluster != "redis-pg":
+        raise SystemExit("more than one scheduler needs PostgreSQL: --cluster redis-pg")
     extra = _parse_set(args.set)
-    results: dict[str, list[Sample]] = {w: [] for w in wanted}
+    # (workload, schedulers) -> samples; with several counts, each repetition runs the
+    # workload once per count, alternating on the same warm cluster
+    results: dict[tuple[str, int], list[Sample]] = {(w, n): [] for w in wanted for n in counts}
     with BenchCluster(args.cluster, concurrency=args.concurrency, extra_env=extra,
-                      keep_home=args.keep_home) as cluster:
+                      keep_home=args.keep_home, schedulers=counts[0]) as cluster:
         print(f"bench: cluster {args.cluster} up (home {cluster.home}); waiting for DAGs",
               flush=True)
         cluster.wait_parsed()
@@ -58,21 +73,26 @@ def cmd_run(args: argparse.Namespace) -> int:
             cluster.wait_runs(cluster.trigger(["bench_chain"]))
         for w in wanted:
             for rep in range(args.repeat):
-                t0 = time.monotonic()
-                sample = WORKLOADS[w][1](cluster)
-                results[w].append(sample)
-                figures = ", ".join(f"{k}={v:.3g}" for k, v in sample.figures.items())
-                print(f"bench: {w} #{rep + 1}: {figures} ({time.monotonic() - t0:.0f} s)",
-                      flush=True)
+                for n in counts:
+                    cluster.set_schedulers(n)
+                    t0 = time.monotonic()
+                    sample = WORKLOADS[w][1](cluster)
+                    results[(w, n)].append(sample)
+                    figures = ", ".join(f"{k}={v:.3g}" for k, v in sample.figures.items())
+                    print(f"bench: {w} #{rep + 1} ({n} scheduler(s)): {figures} "
+                          f"({time.monotonic() - t0:.0f} s)", flush=True)
     rows: list[Row] = []
-    for w, samples in results.items():
+    for (w, n), samples in results.items():
         group = f"{w} {WORKLOADS[w][0]}"
+        if counts != [1]:
+            group += f", {n} scheduler{'s' if n > 1 else ''}"
         for key in samples[0].figures:
             rows.append((group, key, [s.figures[key] for s in samples]))
         for key in samples[0].usage:
             rows.append((group, key, [s.usage[key] for s in samples]))
     settings = (" " + " ".join(args.set)) if args.set else ""
-    title = (f"bench run: cluster {args.cluster}, worker -c {args.concurrency}, "
+    schedulers = "" if counts == [1] else f"schedulers {args.schedulers}, "
+    title = (f"bench run: cluster {args.cluster}, {schedulers}worker -c {args.concurrency}, "
              f"repeat {args.repeat}{settings}")
     print_table(title, rows)
     if not args.no_record:
@@ -80,6 +100,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                  "dag_run.end_date (W3: first queued_at -> last end_date); hop = "
                  "start(c[i+1]) - end(c[i]). CPU s and peak RSS are of the process trees "
                  "(RSS summed over the tree's processes, sampled every 0.2 s).")
+        if len(counts) > 1:
+            notes += (f" Schedulers {args.schedulers}: each repetition ran the workload once "
+                      "with each count in that order, on the same warm cluster (schedulers "
+                      "stopped with SIGTERM or started, and heartbeating, in between).")
         if "WB" in wanted:
             notes += (" WB: wall = backfill.created_at (written by `squall dags backfill`) -> "
                       "the last end_date of its 1,000 task instances; tasks/s = 1000 / wall; "
@@ -168,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cluster", choices=CLUSTERS, default="redis-pg")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=4, help="worker -c (default 4)")
+    p.add_argument("--schedulers", default="1", metavar="N[,M...]",
+                   help="schedulers (default 1; more than one needs redis-pg); several "
+                   "counts, e.g. 1,2, alternate within each repetition on one cluster")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="a Squall setting for every process (SQUALL__SECTION__KEY), e.g. "
                    "scheduler.scheduler_idle_sleep_time=0.1; recorded in the title")

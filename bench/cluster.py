@@ -1,6 +1,7 @@
 """A benchmark cluster of real processes: a private redis-server (redis-pg), a PostgreSQL
 database of its own (dropped and recreated per start) or SQLite + the embedded broker
-(standalone), one ``python -m squall scheduler`` and one ``python -m squall celery worker``.
+(standalone), one ``python -m squall scheduler`` (or several: ``schedulers``, redis-pg only)
+and one ``python -m squall celery worker``.
 
 Everything started here runs in a process group of its own and is killed by :meth:`stop`
 (also on exceptions / Ctrl-C, when used as a context manager)."""
@@ -25,7 +26,14 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, func, select, text
 
-from squall.common.models import Backfill, DagModel, DagRun, SerializedDagModel, TaskInstance
+from squall.common.models import (
+    Backfill,
+    DagModel,
+    DagRun,
+    Job,
+    SerializedDagModel,
+    TaskInstance,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +132,8 @@ class BenchCluster:
     concurrency: int = 4
     extra_env: dict[str, str] = field(default_factory=dict)
     keep_home: bool = False
+    #: schedulers started by :meth:`start` (more than one needs PostgreSQL: redis-pg)
+    schedulers: int = 1
     home: Path = field(init=False)
     db_url: str = field(init=False, default="")
     redis: subprocess.Popen[bytes] | None = field(init=False, default=None)
@@ -134,6 +144,9 @@ class BenchCluster:
     def __post_init__(self) -> None:
         if self.kind not in CLUSTERS:
             raise ValueError(f"unknown cluster {self.kind!r} (one of {', '.join(CLUSTERS)})")
+        if self.schedulers < 1 or (self.schedulers > 1 and self.kind != "redis-pg"):
+            raise ValueError(f"{self.schedulers} schedulers on {self.kind}: one or more, and "
+                             "more than one only on redis-pg (PostgreSQL)")
         self.home = Path(tempfile.mkdtemp(prefix=f"squall-bench-{self.kind}-"))
 
     # -------------------------------------------------------------- environment
@@ -183,7 +196,7 @@ class BenchCluster:
             self.db_url = f"sqlite:///{self.home / 'squall.db'}"
         self.cli("db", "migrate")
         if scheduler:
-            self.start_scheduler()
+            self.set_schedulers(self.schedulers)
         if worker:
             self.start_worker()
 
@@ -217,8 +230,41 @@ class BenchCluster:
         self.procs.append(proc)
         return proc
 
-    def start_scheduler(self) -> Proc:
-        return self._spawn("scheduler", ["scheduler"])
+    def start_scheduler(self, name: str = "scheduler") -> Proc:
+        return self._spawn(name, ["scheduler"])
+
+    @staticmethod
+    def scheduler_name(n: int) -> str:
+        """The name of the n-th scheduler (1-based): ``scheduler``, ``scheduler2``, ..."""
+        return "scheduler" if n == 1 else f"scheduler{n}"
+
+    def scheduler_procs(self) -> list[Proc]:
+        return [p for p in self.procs if p.name.startswith("scheduler")]
+
+    def set_schedulers(self, count: int, timeout: float = 60) -> None:
+        """Run exactly ``count`` schedulers: stop the last ones (SIGTERM: each finishes its
+        loop and marks its job row ended, so nothing of theirs waits for adoption) or start
+        more, and wait until every new one has heartbeated its ``job`` row."""
+        if count < 1 or (count > 1 and self.kind != "redis-pg"):
+            raise ValueError(f"{count} schedulers on {self.kind}")
+        running = self.scheduler_procs()
+        for proc in running[count:]:
+            self.stop_proc(proc)
+        started = [self.start_scheduler(self.scheduler_name(n))
+                   for n in range(len(running) + 1, count + 1)]
+        if not started:
+            return
+        pids = [p.pid for p in started]
+
+        def beating() -> bool:
+            self.check_alive()
+            with self.engine.connect() as conn:
+                alive = conn.scalar(select(func.count()).select_from(Job).where(
+                    Job.job_type == "SchedulerJob", Job.state == "running",
+                    Job.pid.in_(pids), Job.latest_heartbeat > Job.start_date))
+            return int(alive or 0) == len(pids)
+
+        wait_for(beating, timeout, f"{len(pids)} new scheduler(s) to heartbeat", interval=0.2)
 
     def __eq__(self, other: object) -> bool:
         return self is other

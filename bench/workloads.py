@@ -52,7 +52,10 @@ def _usage(sampler: TreeSampler) -> dict[str, float]:
 
 
 def _roots(cluster: BenchCluster) -> dict[str, int]:
-    return {"scheduler": cluster.proc("scheduler").pid, "worker": cluster.proc("worker").pid}
+    """Every scheduler's process tree (``scheduler``, ``scheduler2``, ...) and the worker's."""
+    roots = {p.name: p.pid for p in cluster.scheduler_procs()}
+    roots["worker"] = cluster.proc("worker").pid
+    return roots
 
 
 def w1_fanout(cluster: BenchCluster) -> Sample:

@@ -145,6 +145,28 @@ def log_text(cluster: Cluster, prefix: str) -> str:
                      {p.log_path: p for p in cluster.procs if p.name.startswith(prefix)}.values())
 
 
+def unfinished(cluster: Cluster) -> str:
+    """The task instances not finished, with what the worker logged of their Celery task
+    ids (to tell a message never delivered from one refused or lost in the worker)."""
+    with session_scope(cluster.session_factory) as session:
+        rows = session.execute(select(
+            TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id,
+            TaskInstance.state, TaskInstance.try_number, TaskInstance.external_executor_id,
+            TaskInstance.queued_by_job_id, TaskInstance.queued_dttm,
+            TaskInstance.state_reason)
+            .where(TaskInstance.state.not_in(["success", "failed", "upstream_failed",
+                                              "skipped", "none", "scheduled"]))).all()
+    worker_log = log_text(cluster, "w1").splitlines()
+    out = [f"{len(rows)} task instance(s) queued or running:"]
+    for r in rows[:20]:
+        seen = [line for line in worker_log if r.external_executor_id
+                and r.external_executor_id in line]
+        out.append(f"  {r.dag_id}.{r.task_id}[{r.run_id}] {r.state} try {r.try_number} "
+                   f"celery {r.external_executor_id} queued by job {r.queued_by_job_id} at "
+                   f"{r.queued_dttm} ({r.state_reason}); worker lines: {seen[:3]}")
+    return "\n".join(out)
+
+
 def kill_when_busy(cluster: Cluster, proc: Proc, exec_log: Path, after: int) -> int:
     """Wait until ``after`` task instances have executed and ``proc`` (a scheduler) has
     task instances QUEUED under its job id, then SIGKILL its process group; how many
@@ -212,7 +234,8 @@ def test_two_schedulers_under_load_with_one_killed_twice_run_each_task_once(
                    message=f"all {DAGS * TRIGGERS} runs to finish")
     except AssertionError as exc:
         raise AssertionError(f"{exc}: runs {dict(run_states(cluster))}, executed "
-                             f"{executed(exec_log)}\n{cluster.logs()}") from None
+                             f"{executed(exec_log)}\n{unfinished(cluster)}\n"
+                             f"{cluster.logs()}") from None
     wall = time.monotonic() - t0
 
     with session_scope(cluster.session_factory) as session:
