@@ -18,7 +18,8 @@ log "migrating the metadata database"
 squall db migrate
 
 if [ -n "$username" ]; then
-    if squall users list -o json |
+    users="$(squall users list -o json)"
+    if printf '%s' "$users" |
         python3 -c 'import json, sys; sys.exit(0 if any(u["username"] == sys.argv[1] for u in json.load(sys.stdin)) else 1)' "$username"; then
         log "user $username exists; left as it is"
     elif [ -z "${SQUALL_ADMIN_PASSWORD:-}" ]; then

@@ -273,8 +273,12 @@ def compose_cluster(squall_image: str, tmp_path_factory: pytest.TempPathFactory
     project = ComposeProject(name=f"squalltest{secrets.token_hex(4)}", env_file=env_file,
                              env=env, workdir=workdir)
     try:
-        project.run("up", "--detach", "--no-build", "--scale", f"worker={WORKERS}",
-                    timeout=UP_TIMEOUT)
+        up = project.run("up", "--detach", "--no-build", "--scale", f"worker={WORKERS}",
+                         timeout=UP_TIMEOUT, check=False)
+        if up.returncode != 0:
+            raise AssertionError(f"docker-compose up exited {up.returncode}:\n"
+                                 f"{_tail(up.stdout + up.stderr, 20)}\n"
+                                 f"{_tail(project.logs(), 120)}")
         wait_healthy(project, {"postgres": 1, "redis": 1, "scheduler": 1, "worker": WORKERS,
                                "api": 1, "flower": 1}, HEALTHY_TIMEOUT)
         yield Cluster(project=project, api_url=f"http://127.0.0.1:{api_port}",

@@ -9,7 +9,8 @@ Each base image carries a label holding a hash of its inputs (its build files, i
 hash, the local CA certificates given to pip); :func:`ensure_base_images` builds only those
 whose tag is missing or whose label differs, under a file lock so that two test sessions do
 not build at once. The Squall image itself (``deploy/Dockerfile``) is built by every session
-on top of them; Docker's layer cache makes that quick when nothing changed.
+on top of them, from the checkout's latest commit (``SQUALL_TEST_BUILD_FROM=worktree``: from
+the files on disk); Docker's layer cache makes that quick when nothing changed.
 
 ``python -m tests.compose.images`` builds the base images ahead of a test run.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -60,8 +62,8 @@ def run(argv: Sequence[str], *, timeout: float = BUILD_TIMEOUT, check: bool = Tr
     proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
                           check=False)
     if check and proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-40:])
-        raise ImageBuildError(f"{' '.join(argv)} exited {proc.returncode}:\n{tail}")
+        raise ImageBuildError(f"{' '.join(argv)} exited {proc.returncode}:\n"
+                              f"{_tail(proc.stdout + proc.stderr)}")
     return proc
 
 
@@ -190,12 +192,40 @@ def _build_from_folder(image: BaseImage, wanted: str) -> None:
              "--build-arg", f"BOOKWORM={image.parent.tag}", "-t", image.tag, str(context)])
 
 
+#: What the Squall image is built from: ``head`` (default), the files of the checkout's
+#: latest commit (``git archive HEAD``), so that work in progress beside it cannot break the
+#: build; ``worktree``, the checkout as it is on disk (with .dockerignore).
+BUILD_FROM_ENV = "SQUALL_TEST_BUILD_FROM"
+CONTEXT_PATHS = ("pyproject.toml", "README.md", "squall", "deploy")
+
+
 def build_squall_image(tag: str = SQUALL) -> float:
     """Build deploy/Dockerfile on the test Python image; returns the seconds it took."""
     started = time.monotonic()
-    run(["docker", "build", "--pull=false", "-f", str(REPO / "deploy" / "Dockerfile"),
-         "--build-arg", f"BASE_IMAGE={PYTHON}", "-t", tag, str(REPO)])
+    base = ["docker", "build", "--pull=false", "--build-arg", f"BASE_IMAGE={PYTHON}",
+            "-t", tag]
+    source = os.environ.get(BUILD_FROM_ENV, "head")
+    if source == "worktree" or not (REPO / ".git").exists():
+        run([*base, "-f", str(REPO / "deploy" / "Dockerfile"), str(REPO)])
+    elif source == "head":
+        with tempfile.TemporaryDirectory(prefix="squall-context-") as tmp:
+            archive = Path(tmp) / "context.tar"
+            run(["git", "-C", str(REPO), "archive", "--format=tar", f"--output={archive}",
+                 "HEAD", "--", *CONTEXT_PATHS], timeout=120)
+            with archive.open("rb") as stdin:
+                proc = subprocess.run([*base, "-f", "deploy/Dockerfile", "-"], stdin=stdin,
+                                      capture_output=True, text=True, timeout=BUILD_TIMEOUT,
+                                      check=False)
+            if proc.returncode != 0:
+                raise ImageBuildError(f"docker build of HEAD exited {proc.returncode}:\n"
+                                      f"{_tail(proc.stdout + proc.stderr)}")
+    else:
+        raise ImageBuildError(f"{BUILD_FROM_ENV}={source!r}: expected head or worktree")
     return time.monotonic() - started
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
 
 
 def main() -> int:
