@@ -44,6 +44,7 @@ from squall.common.models import (
     compare_and_set_state,
     utcnow,
 )
+from squall.common.secrets import RedactingFilter
 from squall.common.state import TaskInstanceState
 from squall.common.wakeup import notify_scheduler
 from squall.execution.outcome import RetryPolicy
@@ -431,7 +432,8 @@ def task_log_path(log_folder: Path, key: TaskInstanceKey, try_number: int) -> Pa
 
 @contextmanager
 def task_log_handler(path: Path | None) -> Iterator[None]:
-    """Send everything logged while the try runs to its log file too."""
+    """Send everything logged while the try runs to its log file too, with the secrets the
+    process has read masked (:class:`~squall.common.secrets.RedactingFilter`)."""
     if path is None:
         yield
         return
@@ -439,6 +441,7 @@ def task_log_handler(path: Path | None) -> Iterator[None]:
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter(
         "[%(asctime)s] {%(name)s} %(levelname)s - %(message)s"))
+    handler.addFilter(RedactingFilter())  # connection passwords, sensitive variables
     root = logging.getLogger()
     root.addHandler(handler)
     old_level = root.level
