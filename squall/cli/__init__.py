@@ -13,6 +13,7 @@ from squall.cli import (
     celery_cmds,
     clear_cmds,
     config_cmds,
+    connections_cmds,
     dags_cmds,
     db_cmds,
     jobs_cmds,
@@ -20,10 +21,13 @@ from squall.cli import (
     runs_cmds,
     scheduler_cmds,
     standalone_cmds,
+    variables_cmds,
     worker_cmds,
 )
 from squall.cli.common import CliContext, CliError
+from squall.common import secrets_backend
 from squall.common.errors import SettingsError, SquallError
+from squall.common.secrets import RedactingFilter
 from squall.common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     standalone_cmds.register(sub)
     api_cmds.register(sub)
     jobs_cmds.register(sub)
+    variables_cmds.register(sub)
+    connections_cmds.register(sub)
     p = sub.add_parser("version", help="print Squall's version")
     p.set_defaults(func=_print_version)
     _describe_subcommands(parser)
@@ -102,6 +108,9 @@ def configure_logging(level: str) -> None:
         level=level, stream=sys.stderr,
         format="[%(asctime)s] %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:  # secrets a task read never reach stderr
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
     if level != "DEBUG":
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -118,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 service=getattr(args, "service", False)))
     ctx = CliContext(settings=settings)
     try:
+        # Variable.get / BaseHook.get_connection in DAG files and tasks read through it
+        secrets_backend.configure(secrets_backend.from_settings(settings))
         return int(args.func(ctx, args) or 0)
     except CliError as exc:
         print(f"squall: {exc}", file=sys.stderr)

@@ -58,6 +58,9 @@ class CoreSettings(_Section):
     dags_are_paused_at_creation: bool = False
     #: a task's retries when neither the task nor default_args say
     default_task_retries: int = Field(default=0, ge=0)
+    #: Fernet key(s) encrypting variable values and connection passwords and extras in the
+    #: database; several separated by commas (the first encrypts, all decrypt) to rotate
+    fernet_key: str = ""
 
     @field_validator("default_timezone")
     @classmethod
@@ -309,7 +312,7 @@ class Settings(BaseModel):
 
 
 #: Settings whose values are never shown (``squall config list``).
-SECRET_KEYS = frozenset({("api", "secret_key")})
+SECRET_KEYS = frozenset({("api", "secret_key"), ("core", "fernet_key")})
 
 
 def _check_key(section: str, key: str, origin: str) -> None:

@@ -4,6 +4,7 @@ the UTC column type); every name is re-exported here."""
 from squall.common.models.backfill import Backfill
 from squall.common.models.base import Base, UtcDateTime, utcnow
 from squall.common.models.callback_request import CallbackRequest
+from squall.common.models.connection import ConnectionModel
 from squall.common.models.dag import DagModel
 from squall.common.models.dagrun import DagRun
 from squall.common.models.import_error import ImportError_
@@ -19,6 +20,7 @@ from squall.common.models.taskinstance import (
     compare_and_set_state,
 )
 from squall.common.models.user import User
+from squall.common.models.variable import VariableModel
 from squall.common.models.xcom import XCom
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "Backfill",
     "Base",
     "CallbackRequest",
+    "ConnectionModel",
     "DagModel",
     "DagRun",
     "ImportError_",
@@ -38,6 +41,7 @@ __all__ = [
     "TaskReschedule",
     "User",
     "UtcDateTime",
+    "VariableModel",
     "XCom",
     "clip_reason",
     "compare_and_set_state",
