@@ -24,7 +24,9 @@ import jinja2
 import pendulum
 from jinja2.nativetypes import NativeEnvironment
 
+from squall.common.connection_store import ConnectionAccessor
 from squall.common.errors import TaskControl, TemplateError
+from squall.common.variables import VariableAccessor
 
 if TYPE_CHECKING:
     from squall.sdk.dag import DAG
@@ -316,6 +318,7 @@ def build_context(
     dag_id = dag.dag_id if dag is not None else task.dag_id
     return {
         "conf": conf,
+        "conn": ConnectionAccessor(),
         "dag": dag,
         "dag_run": dag_run,
         "data_interval_start": start,
@@ -344,5 +347,5 @@ def build_context(
         "ts": ts,
         "ts_nodash": logical.strftime("%Y%m%dT%H%M%S"),
         "ts_nodash_with_tz": ts.replace("-", "").replace(":", ""),
-        "var": None,
+        "var": VariableAccessor(),
     }

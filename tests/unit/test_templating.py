@@ -59,7 +59,7 @@ def test_context_has_airflow_keys() -> None:
     assert ctx["task_instance"] is ti
     assert ctx["task_instance_key_str"] == "ctx__t__20240305"
     assert ctx["conf"] == {"k": "v"}  # the run's conf (taken from dag_run when not given)
-    assert ctx["var"] is None
+    assert type(ctx["var"]).__name__ == "VariableAccessor"  # {{ var.value.key }}
     assert ctx["test_mode"] is False
     assert ctx["try_number"] == 3
     macros = ctx["macros"]
