@@ -11,8 +11,8 @@ so on. A DAG file that uses only these runs unchanged.
 The modules are built lazily: a Squall module is imported when the ``airflow`` module that
 maps onto it is imported, not by :func:`install`.
 
-Anything else under ``airflow`` (``airflow.providers...``, ``airflow.hooks.base``,
-``from airflow.models import Variable``) raises :class:`ImportError` saying that it is not
+Anything else under ``airflow`` (``airflow.providers...``, ``from airflow.models import
+XCom``) raises :class:`ImportError` saying that it is not
 supported and listing what is.
 
 :func:`install` refuses (:class:`AirflowCompatError`) when a real Apache Airflow is importable:
@@ -58,7 +58,13 @@ SUPPORTED_MODULES: Final[dict[str, dict[str, str]]] = {
     "airflow.models": {
         "DAG": "squall.sdk.dag:DAG",
         "BaseOperator": "squall.sdk.operators.base:BaseOperator",
+        "Variable": "squall.common.variables:Variable",
+        "Connection": "squall.common.connections:Connection",
     },
+    "airflow.models.variable": {"Variable": "squall.common.variables:Variable"},
+    "airflow.models.connection": {"Connection": "squall.common.connections:Connection"},
+    "airflow.hooks": {},
+    "airflow.hooks.base": {"BaseHook": "squall.sdk.hooks.base:BaseHook"},
     "airflow.models.dag": {
         "DAG": "squall.sdk.dag:DAG",
         "dag": "squall.sdk.dag:dag",
@@ -110,6 +116,7 @@ PACKAGES: Final[frozenset[str]] = frozenset(
     {
         "airflow",
         "airflow.models",
+        "airflow.hooks",
         "airflow.operators",
         "airflow.utils",
         "airflow.sensors",
