@@ -66,7 +66,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from squall.common.db import make_session_factory
-from squall.common.errors import TaskLoadError
+from squall.common.errors import SquallError, TaskLoadError
 from squall.common.lease import HeartbeatLease, kill_grace_for, lease_terms
 from squall.common.metrics import (
     TASKS_KILLED_EXTERNALLY,
@@ -112,7 +112,7 @@ class SupervisorStatus(StrEnum):
     LEASE_LOST = "lease_lost"  # no successful heartbeat for the lease; killed, failed if it could
 
 
-class HeartbeatBlocked(Exception):
+class HeartbeatBlocked(SquallError):
     """A heartbeat did not return before the lease ran out (or is still hanging)."""
 
 
@@ -327,7 +327,11 @@ class LocalTaskJob:
         sent_at = time.monotonic()
         try:
             changed = self._beat_within_the_lease()
-        except (SQLAlchemyError, HeartbeatBlocked) as exc:
+        except HeartbeatBlocked as exc:
+            # the lease ran out while it hung (or it still hangs): the watch loop ends the try
+            self._outage.failed("heartbeat of job %s hangs: %s", self.writes.job_id, exc)
+            return None
+        except SQLAlchemyError as exc:
             # not killed for this alone; retry next beat until the lease runs out
             self._outage.failed("heartbeat of job %s failed: %s; the task keeps running, "
                                 "retrying every %.1f s, for at most %.1f s (the lease)",
