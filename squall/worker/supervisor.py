@@ -36,9 +36,11 @@ the next heartbeat tries again (the outage is logged once at ERROR, counted as
 ``worker.outage``, and once when it is over: :class:`~squall.common.outage.Outage`), and a
 row *read* as changed kills the task (``scheduler.tasks.killed_externally``). But every
 successful heartbeat renews a lease (:mod:`squall.common.lease`, ADR 17): ``[scheduler]
-zombie_threshold`` less a safety margin, on the monotonic clock. When it runs out without a
-successful heartbeat the supervisor stops the try itself, before the scheduler may call it a
-zombie and start the next try: every process of the try is killed, as for a changed row
+zombie_threshold`` less a safety margin, on the monotonic clock; a heartbeat runs on a
+thread of its own and is waited for only while the lease lasts, since across a partition a
+call hangs rather than fails. When the lease runs out without a successful heartbeat the
+supervisor stops the try itself, before the scheduler may call it a zombie and start the
+next try: every process of the try is killed, as for a changed row
 (ADR 12), and the failure ("heartbeat lease lost") is written by compare-and-set on state,
 try number and job once the database answers again, or not at all if it does not answer
 within ``zombie_threshold`` (the scheduler's zombie handling then ends the try). Counted as
