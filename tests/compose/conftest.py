@@ -19,6 +19,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 COMPOSE_FILE = images.REPO / "docker-compose.yml"
 ENV_EXAMPLE = images.REPO / ".env.example"
+# each project's containers' logs are kept here after it is taken down
+LOG_DIR = Path(tempfile.gettempdir()) / "squall-compose-logs"
 UP_TIMEOUT = 300.0
 HEALTHY_TIMEOUT = 180.0
 LONG_RUNNING = ("postgres", "redis", "scheduler", "worker", "api", "flower")
@@ -209,13 +212,32 @@ def wait_healthy(project: ComposeProject, expected: dict[str, int], timeout: flo
                   if any(st == "unhealthy" or (st.startswith("exited") and st != "exited 0")
                          for st in states)}
         if broken:
-            raise AssertionError(f"containers failed: {broken}\n{_tail(project.logs(), 120)}")
+            raise AssertionError(f"containers failed: {broken}\n"
+                                 f"{_failure_details(project, set(broken))}")
         ready = all(summary.get(s, []).count("healthy") == n for s, n in expected.items())
         if ready and summary.get("squall-init") == ["exited 0"]:
             return
         time.sleep(1)
+    waiting = {s for s, n in expected.items() if summary.get(s, []).count("healthy") != n}
     raise AssertionError(f"not healthy within {timeout:.0f} s: {summary}\n"
-                         f"{_tail(project.logs(), 120)}")
+                         f"{_failure_details(project, waiting)}")
+
+
+def _failure_details(project: ComposeProject, services: set[str]) -> str:
+    """The latest health check output and the log's tail of each container of these
+    services."""
+    parts = []
+    for c in project.containers():
+        service = c["Config"]["Labels"].get("com.docker.compose.service")
+        if service not in services:
+            continue
+        health = (c["State"].get("Health") or {}).get("Log") or []
+        if health:
+            parts.append(f"--- {c['Name']}: last health check (exit {health[-1]['ExitCode']}):"
+                         f"\n{_tail(health[-1]['Output'], 10)}")
+        logs = docker("logs", "--tail", "40", c["Id"])
+        parts.append(f"--- {c['Name']}: log\n{_tail(logs.stdout + logs.stderr, 40)}")
+    return "\n".join(parts)
 
 
 @dataclass
@@ -285,8 +307,10 @@ def compose_cluster(squall_image: str, tmp_path_factory: pytest.TempPathFactory
                       flower_url=f"http://127.0.0.1:{flower_port}", admin=admin,
                       flower_auth=flower_auth, image=squall_image)
     finally:
-        (workdir / "compose.log").write_text(project.logs())
-        log.info("compose project %s: logs kept in %s", project.name, workdir / "compose.log")
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        kept = LOG_DIR / f"{project.name}.log"
+        kept.write_text(project.logs())
+        log.info("compose project %s: logs kept in %s", project.name, kept)
         project.down()
         left = project.containers()
         assert not left, f"docker-compose down left containers: {[c['Name'] for c in left]}"
