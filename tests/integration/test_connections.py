@@ -247,3 +247,31 @@ def test_a_task_that_prints_a_password_logs_stars(tmp_path: Path) -> None:
     assert f"password={MASK} host=db.example.com" in logs["task_id=sh"]
     for text_ in (*logs.values(), run.stderr, run.stdout):
         assert "s3cr3t" not in text_ and "Pa55" not in text_ and "tok-778899" not in text_
+
+
+@pytest.mark.integration
+def test_a_worker_run_logs_stars_for_the_password(request: pytest.FixtureRequest,
+                                                  tmp_path: Path) -> None:
+    """The same DAG through a real scheduler and Celery worker (Redis + PostgreSQL): the task
+    process, forked by the worker's supervisor, reads the connection from the database."""
+    from tests.integration.test_cluster import make_cluster
+
+    cluster = make_cluster(request, "redis-pg", tmp_path / "home")
+    cluster.extra_env["SQUALL__CORE__FERNET_KEY"] = KEY
+    try:
+        (cluster.dags_folder / "secrets_dag.py").write_text(SECRETS_DAG)
+        cluster.cli("db", "migrate")
+        cluster.cli("connections", "add", "my_db", "--conn-uri", URI)
+        cluster.cli("variables", "set", "service_token", "tok-778899")
+        cluster.start_scheduler()
+        cluster.start_worker()
+        run_id = cluster.trigger("secrets_dag")
+        assert cluster.wait_for_run("secrets_dag", run_id) == "success", cluster.logs()
+        logs = {p.parent.name: p.read_text()
+                for p in (cluster.home / "logs").rglob("attempt=*.log")}
+        assert f"with password {MASK}" in logs["task_id=py"]
+        assert f"password={MASK} host=db.example.com" in logs["task_id=sh"]
+        everything = "\n".join([*logs.values(), cluster.logs(tail=100000)])
+        assert "s3cr3t" not in everything and "tok-778899" not in everything
+    finally:
+        cluster.stop_all()
