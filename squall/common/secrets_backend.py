@@ -110,8 +110,10 @@ class _LazyFactory:
     def __call__(self) -> SessionFactory:
         with self._lock:
             if self._factory is None or self._pid != os.getpid():
-                if self._engine is not None and self._pid == os.getpid():
-                    self._engine.dispose()
+                if self._engine is not None:
+                    # a fork's copy: forget the parent's connections without closing them
+                    # (closing would end the parent's sessions on the shared sockets)
+                    self._engine.dispose(close=False)
                 db = self._settings.database
                 # a small pool: a task reads a few variables, it does not serve requests
                 self._engine = make_engine(self._settings.sql_alchemy_conn, pool_size=1,

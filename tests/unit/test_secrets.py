@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
@@ -18,7 +20,8 @@ from squall.common.secrets import (
     SecretsMasker,
     is_sensitive_key,
 )
-from squall.common.secrets_backend import SecretsBackend
+from squall.common.secrets_backend import SecretsBackend, from_settings
+from squall.common.settings import Settings
 
 # --------------------------------------------------------------------------- Fernet
 
@@ -218,3 +221,18 @@ def test_environment_lookups_and_the_airflow_prefix_only_under_compat() -> None:
     assert compat.variable_from_env("foo") == ("SQUALL_VAR_FOO", "squall")
     assert compat.variable_from_env("bar") == ("AIRFLOW_VAR_BAR", "af-only")
     assert compat.connection_from_env("db") == ("AIRFLOW_CONN_DB", "http://h")
+
+
+def test_the_lazy_engine_is_made_once_and_again_after_a_fork(tmp_path: Path) -> None:
+    settings = Settings.load(env={"SQUALL_HOME": str(tmp_path)})
+    backend = from_settings(settings)
+    first = backend.session_factory()
+    assert backend.session_factory() is first
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a new factory, the parent's left alone
+        os.write(write, b"1" if backend.session_factory() is not first else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    assert backend.session_factory() is first
