@@ -81,13 +81,15 @@ for n in range(DAGS):
 
 #: small intervals so adoption and its timeout happen within seconds; the queued timeout
 #: is long enough for a try to wait its turn behind 60 others on a loaded 2-core machine,
-#: and short enough that a try stuck in QUEUED fails its run well inside the deadline
+#: and short enough that a try stuck in QUEUED fails its run well inside the deadline; no
+#: worker dies here, so the zombie threshold only needs to leave a heartbeat lease (ADR 17)
+#: that a starved supervisor thread cannot outlive (26.75 s)
 OVERRIDES: dict[str, dict[str, object]] = {
     "scheduler": {
         "orphaned_tasks_check_interval": 1,
         "scheduler_health_check_threshold": 3,
         "task_queued_timeout": 90,
-        "zombie_threshold": 10,
+        "zombie_threshold": 30,
     },
     "celery": {"task_adoption_timeout": 10},
     "core": {"default_task_retries": 0},
