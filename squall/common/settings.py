@@ -62,6 +62,17 @@ class CoreSettings(_Section):
     #: database; several separated by commas (the first encrypts, all decrypt) to rotate
     fernet_key: str = ""
 
+    @field_validator("fernet_key")
+    @classmethod
+    def _fernet_keys(cls, value: str) -> str:
+        from squall.common.secrets import FernetCodec, SecretsError
+
+        try:
+            FernetCodec(value)
+        except SecretsError as exc:
+            raise ValueError(str(exc).removeprefix("[core] fernet_key: ")) from None
+        return value
+
     @field_validator("default_timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -252,8 +263,9 @@ class Settings(BaseModel):
                     raise SettingsError(f"settings: {err['msg']}") from None
                 key = str(err["loc"][0])
                 origin = sources.get(f"{section}.{key}", "default")
+                shown = "***" if (section, key) in SECRET_KEYS else repr(raw[section].get(key))
                 raise SettingsError(
-                    f"setting [{section}] {key} = {raw[section].get(key)!r} ({origin}): "
+                    f"setting [{section}] {key} = {shown} ({origin}): "
                     f"{err['msg']}"
                 ) from None
         return cls(home=home, sources=sources, **sections)  # type: ignore[arg-type]

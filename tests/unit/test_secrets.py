@@ -236,3 +236,17 @@ def test_the_lazy_engine_is_made_once_and_again_after_a_fork(tmp_path: Path) -> 
     os.waitpid(pid, 0)
     assert os.read(read, 1) == b"1"
     assert backend.session_factory() is first
+
+
+def test_a_bad_fernet_key_is_a_settings_error_that_hides_it(tmp_path: Path) -> None:
+    from squall.common.errors import SettingsError
+
+    with pytest.raises(SettingsError, match=r"\[core\] fernet_key = \*\*\* .*not a Fernet key") \
+            as info:
+        Settings.load(env={"SQUALL_HOME": str(tmp_path),
+                           "SQUALL__CORE__FERNET_KEY": "leaky-not-a-key"})
+    assert "leaky" not in str(info.value)
+    key = Fernet.generate_key().decode()
+    settings = Settings.load(env={"SQUALL_HOME": str(tmp_path),
+                                  "SQUALL__CORE__FERNET_KEY": f"{key},{key}"})
+    assert settings.as_dict()["core"]["fernet_key"] == MASK
