@@ -1,12 +1,13 @@
-"""A host cut off mid-task: its try is retried on another host, and never two at once.
+"""A host cut off mid-task: its tries are retried on other hosts, and never two at once.
 
-Hosts h1 and h2 both consume the queue ``work``. The first try of a long bash task runs on
-h1; the test takes h1's link down (its packets are dropped, its TCP connections hang, as in
-a real partition). The supervisor on h1 can no longer heartbeat: when its lease runs out
-(``zombie_threshold`` less the margin of ``squall/common/lease.py``: 8.75 s of 10 s here) it
-ends its task, and the scheduler's watchdog, seeing no heartbeat for ``zombie_threshold``,
-retries the try, which h2 runs. The link then comes back and the old supervisor's late
-failure write loses its compare-and-set: the row belongs to try 2.
+Hosts h1, h2 and h3 all consume the queue ``work``. The first tries of two long bash tasks
+run on h1 (its worker starts alone; the others start once both run); the test takes h1's
+link down (its packets are dropped, its TCP connections hang, as in a real partition). The
+supervisors on h1 can no longer heartbeat: when their lease runs out (``zombie_threshold``
+less the margin of ``squall/common/lease.py``: 8.75 s of 10 s here) they end their tasks,
+and the scheduler's watchdog, seeing no heartbeat for ``zombie_threshold``, retries the
+tries, which h2 and h3 run. The link then comes back and the old supervisors' late failure
+writes lose their compare-and-set: the rows belong to the second tries.
 
 What the bash task itself records (the filesystem is shared by every namespace) is the
 evidence: ``start.N`` (its pid and bash's ``$EPOCHREALTIME`` when try N starts) and
@@ -33,12 +34,16 @@ DETECTION = float(SETTINGS["scheduler"]["zombie_detection_interval"])  # type: i
 #: from the watchdog's decision to the next try's first line: the retry delay (0.2 s), a
 #: scheduler loop, the publish, the worker's start transaction and the task process
 SCHEDULING_SLACK = 5.0
+#: the tasks whose first tries run on h1 when it is cut off
+TASKS = ("long_a", "long_b")
+#: the workers that may run the retries (not h1's)
+OTHERS = {"w2@h2", "w3@h3"}
 
 COMMAND = r"""
-d=DIR; t={{ ti.try_number }}
+d=DIR; t={{ ti.task_id }}.{{ ti.try_number }}
 echo "$$ $EPOCHREALTIME" > $d/start.$t.tmp && mv $d/start.$t.tmp $d/start.$t
 trap 'echo $EPOCHREALTIME > $d/end.$t; exit 143' TERM
-if [ "$t" -eq 1 ]; then n=600; else n=10; fi
+if [ "{{ ti.try_number }}" -eq 1 ]; then n=600; else n=10; fi
 i=0
 while [ $i -lt $n ]; do echo $i >> $d/progress.$t; sleep 0.1; i=$((i+1)); done
 """
@@ -51,12 +56,13 @@ from squall import DAG, BashOperator
 
 with DAG("partition", schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
          default_args={"retries": 1, "retry_delay": timedelta(seconds=0.2)}):
-    BashOperator(task_id="long", queue="work", bash_command=COMMAND)
+    for task_id in TASKS:
+        BashOperator(task_id=task_id, queue="work", bash_command=COMMAND)
 '''
 
 
-def _started(marks: Path, try_number: int) -> tuple[int, float] | None:
-    path = marks / f"start.{try_number}"
+def _started(marks: Path, task_id: str, try_number: int) -> tuple[int, float] | None:
+    path = marks / f"start.{task_id}.{try_number}"
     if not path.exists():
         return None
     pid, at = path.read_text().split()
@@ -69,62 +75,68 @@ def test_cut_link_retries_on_another_host_and_never_two_tries_at_once(
     marks = cluster.home / "marks"
     marks.mkdir()
     (cluster.dags_folder / "partition.py").write_text(
-        DAG.replace("COMMAND", repr(COMMAND.replace("DIR", str(marks)))))
+        DAG.replace("COMMAND", repr(COMMAND.replace("DIR", str(marks))))
+        .replace("TASKS", repr(TASKS)))
     old_worker = multihost.start_worker("h1", "w1", "work")
     cluster.start_scheduler()
     run_id = cluster.trigger("partition")
 
-    wait_until(lambda: _started(marks, 1) is not None, 60, message="try 1 to start")
-    first = _started(marks, 1)
-    assert first is not None
-    old_pid = first[0]
-    ti = cluster.task_instances("partition", run_id)["long"]
-    assert (ti.state, ti.try_number, ti.hostname) == ("running", 1, "w1@h1")
+    wait_until(lambda: all(_started(marks, t, 1) for t in TASKS), 60,
+               message="the first tries to start on h1")
+    old_pids = {t: _started(marks, t, 1)[0] for t in TASKS}  # type: ignore[index]
+    for task_id, ti in cluster.task_instances("partition", run_id).items():
+        assert (ti.state, ti.try_number, ti.hostname) == ("running", 1, "w1@h1"), task_id
     multihost.start_worker("h2", "w2", "work")
-    assert not process_gone(old_pid)
+    multihost.start_worker("h3", "w3", "work")
+    assert not any(process_gone(pid) for pid in old_pids.values())
 
     lab.cut("h1")
     cut_at = time.time()
-    # until try 2 starts: note when the old task's pid is first seen gone
-    old_gone_seen: float | None = None
+    # until every second try starts: note when each old task's pid is first seen gone
+    old_gone_seen: dict[str, float] = {}
+    second: dict[str, float] = {}
     deadline = time.monotonic() + ZOMBIE_THRESHOLD + DETECTION + SCHEDULING_SLACK + 20
-    second = None
-    while second is None:
-        second = _started(marks, 2)
-        if second is None and old_gone_seen is None and process_gone(old_pid):
-            old_gone_seen = time.time()
+    while len(second) < len(TASKS):
+        for task_id in TASKS:
+            started = _started(marks, task_id, 2)
+            if started is not None:
+                second.setdefault(task_id, started[1])
+            elif task_id not in old_gone_seen and process_gone(old_pids[task_id]):
+                old_gone_seen[task_id] = time.time()
         assert time.monotonic() < deadline, (
-            f"try 2 did not start ({time.time() - cut_at:.1f} s after the cut; old task "
-            f"gone: {old_gone_seen is not None})\n{cluster.logs()}")
+            f"second tries started: {sorted(second)} ({time.time() - cut_at:.1f} s after "
+            f"the cut; old tasks gone: {sorted(old_gone_seen)})\n{cluster.logs()}")
         time.sleep(0.02)
-    second_started = second[1]
 
-    # no two tries at once: the old task was gone, and its TERM trap had run, before the
-    # new try's first line
-    assert old_gone_seen is not None and old_gone_seen < second_started, (
-        f"try 1 (pid {old_pid}) still ran when try 2 started\n{cluster.logs()}")
-    old_end = marks / "end.1"
-    assert old_end.exists(), "try 1 was not ended by SIGTERM (its trap never ran)"
-    assert float(old_end.read_text()) < second_started
-    # ... and it ended by its own supervisor's lease, before the watchdog could act
-    assert float(old_end.read_text()) - cut_at < ZOMBIE_THRESHOLD
-    # the retry came within zombie_threshold + the detection interval (+ scheduling)
-    latency = second_started - cut_at
-    assert latency <= ZOMBIE_THRESHOLD + DETECTION + SCHEDULING_SLACK, latency
-
-    ti = cluster.task_instances("partition", run_id)["long"]
-    assert (ti.try_number, ti.hostname) == (2, "w2@h2"), (ti.state, ti.try_number,
-                                                            ti.hostname)
+    for task_id in TASKS:
+        # no two tries at once: the old task was gone, and its TERM trap had run, before
+        # the new try's first line
+        assert task_id in old_gone_seen and old_gone_seen[task_id] < second[task_id], (
+            f"{task_id} try 1 (pid {old_pids[task_id]}) still ran when try 2 started\n"
+            f"{cluster.logs()}")
+        old_end = marks / f"end.{task_id}.1"
+        assert old_end.exists(), f"{task_id} try 1 was not ended by SIGTERM (no trap)"
+        ended = float(old_end.read_text())
+        assert ended < second[task_id]
+        # ... and it ended by its own supervisor's lease, before the watchdog could act
+        assert ended - cut_at < ZOMBIE_THRESHOLD, ended - cut_at
+        # the retry came within zombie_threshold + the detection interval (+ scheduling)
+        latency = second[task_id] - cut_at
+        assert latency <= ZOMBIE_THRESHOLD + DETECTION + SCHEDULING_SLACK, latency
+    for task_id, ti in cluster.task_instances("partition", run_id).items():
+        assert ti.try_number == 2 and ti.hostname in OTHERS, (task_id, ti.state,
+                                                               ti.try_number, ti.hostname)
 
     lab.restore("h1")
     assert cluster.wait_for_run("partition", run_id, timeout=60) == "success", cluster.logs()
-    # the old supervisor, back on the network, wrote its failure late: it lost
-    wait_until(lambda: b"lost: the row had moved on" in old_worker.log_path.read_bytes(), 60,
-               interval=0.2, message="the old supervisor's late write to lose its "
-                                     "compare-and-set")
-    old_log = old_worker.log_path.read_text(errors="replace")
-    assert "heartbeat lease lost" in old_log
-    ti = cluster.task_instances("partition", run_id)["long"]
-    assert (ti.state, ti.try_number, ti.hostname) == ("success", 2, "w2@h2")
-    assert not (marks / "start.3").exists()
-    assert len((marks / "progress.2").read_text().split()) == 10
+    # the old supervisors, back on the network, wrote their failures late: they lost
+    wait_until(lambda: old_worker.log_path.read_bytes().count(b"lost: the row had moved on")
+               == len(TASKS), 60, interval=0.2,
+               message="the old supervisors' late writes to lose their compare-and-set")
+    assert old_worker.log_path.read_text(errors="replace").count(
+        "heartbeat lease lost: no database") >= len(TASKS)
+    for task_id, ti in cluster.task_instances("partition", run_id).items():
+        assert (ti.state, ti.try_number) == ("success", 2), task_id
+        assert ti.hostname in OTHERS, (task_id, ti.hostname)
+        assert not (marks / f"start.{task_id}.3").exists()
+        assert len((marks / f"progress.{task_id}.2").read_text().split()) == 10

@@ -230,7 +230,7 @@ class TcpForwarder:
 
 def _pick_subnet() -> ipaddress.IPv4Network:
     """A /24 in 10.200.0.0/13 that no address or route of this machine overlaps."""
-    used = []
+    used: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     for line in (ip("-4", "-o", "addr", "show", check=False) + "\n"
                  + ip("-4", "route", "show", "table", "all", check=False)).splitlines():
         for word in line.split():
@@ -238,7 +238,7 @@ def _pick_subnet() -> ipaddress.IPv4Network:
                 used.append(ipaddress.ip_network(word, strict=False))
             except ValueError:
                 continue
-    space = list(ipaddress.ip_network("10.200.0.0/13").subnets(new_prefix=24))
+    space = list(ipaddress.IPv4Network("10.200.0.0/13").subnets(new_prefix=24))
     random.shuffle(space)
     for net in space:
         if not any(net.overlaps(u) for u in used if u.prefixlen > 0):
