@@ -10,8 +10,8 @@ tries, which h2 and h3 run. The link then comes back and the old supervisors' la
 writes lose their compare-and-set: the rows belong to the second tries.
 
 What the bash task itself records (the filesystem is shared by every namespace) is the
-evidence: ``start.N`` (its pid and bash's ``$EPOCHREALTIME`` when try N starts) and
-``end.N`` (the time its TERM trap ran; a builtin, as the trap's children are killed too).
+evidence: ``start.TASK.N`` (its pid and bash's ``$EPOCHREALTIME`` when try N starts) and
+``end.TASK.N`` (the time its TERM trap ran; a builtin, as the trap's children are killed too).
 The test also watches the old pid in ``/proc`` (every namespace's processes are visible from
 the root pid namespace).
 """
