@@ -29,16 +29,17 @@ from squall.common.secrets import FernetCodec
 
 log = logging.getLogger(__name__)
 
-_CONN_ID = re.compile(r"^[A-Za-z0-9_.\-]+$")
+#: Airflow's rule for a conn_id: word characters and # ! ( ) - . : / \, spaces after the first
+_CONN_ID = re.compile(r"^[\w#!()\-.:/\\]([\w#!()\-.:/\\]| )*$")
 
 
 def check_conn_id(conn_id: Any) -> str:
-    if not isinstance(conn_id, str) or not _CONN_ID.match(conn_id):
-        raise ConnectionError_(f"conn_id {conn_id!r}: letters, digits, _ . - only, "
-                               "at least one")
-    if len(conn_id) > MAX_CONN_ID:
+    if isinstance(conn_id, str) and len(conn_id) > MAX_CONN_ID:
         raise ConnectionError_(f"conn_id {conn_id[:40]!r}...: longer than {MAX_CONN_ID} "
                                "characters")
+    if not isinstance(conn_id, str) or not _CONN_ID.match(conn_id):
+        raise ConnectionError_(f"conn_id {conn_id!r}: letters, digits and _ # ! ( ) - . : / "
+                               "\\ (spaces after the first character)")
     return conn_id
 
 

@@ -166,6 +166,19 @@ def test_the_connections_commands_and_rotation(tmp_path: Path) -> None:
     table = ok(squall(home, "connections", "list", env=env)).stdout
     assert "s3cr3t" not in table and "k-112233" not in table and "api.example.com" in table
 
+    ok(squall(home, "connections", "add", "json conn", "--conn-json",
+              '{"conn_type": "http", "host": "j.example.com", "password": "jp-445566"}',
+              env=env))
+    [got] = as_json(ok(squall(home, "connections", "get", "json conn", "-o", "json",
+                              env={**env, "SQUALL_CONN_FROM_ENV": "http://e:ep-1@env.example"})))
+    assert (got["host"], got["password"]) == ("j.example.com", MASK)
+    [got] = as_json(ok(squall(home, "connections", "get", "from_env", "-o", "json",
+                              env={**env, "SQUALL_CONN_FROM_ENV": "http://e:ep-1@env.example"})))
+    assert (got["host"], got["password"], got["source"]) == ("env.example", MASK,
+                                                             "SQUALL_CONN_FROM_ENV")
+    ok(squall(home, "connections", "delete", "json conn", env=env))
+    assert_clean_error(squall(home, "connections", "add", "bad$id", "--conn-type", "http",
+                              env=env), 1, "conn_id 'bad$id'")
     assert_clean_error(squall(home, "connections", "add", "x", "--conn-uri", "nonsense",
                               env=env), 1, "is not a connection URI")
     assert_clean_error(squall(home, "connections", "add", "my_db", "--conn-uri", URI, env=env),
