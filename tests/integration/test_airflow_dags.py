@@ -37,7 +37,8 @@ def test_airflow_idiom_dags_reach_airflows_states(tmp_path: Path) -> None:
 
     assert _states(home, "af_variables", env) == ("failed", {
         "read_vars": "success", "templated": "success", "from_env": "success",
-        "missing_var": "failed", "after_failure": "upstream_failed"})
+        "deploy_staging": "success", "missing_var": "failed",
+        "after_failure": "upstream_failed"})
     assert _states(home, "af_connections", env) == ("success", {
         "read_db": "success", "templated": "success", "from_env": "success",
         "round_trip": "success", "missing_connection": "skipped"})

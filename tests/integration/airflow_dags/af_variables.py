@@ -1,7 +1,8 @@
 """Airflow 2 idiom: variables through ``airflow.models.Variable`` and ``{{ var }}``.
 
-Under Airflow 2 (with the variables the test sets) read_vars, templated and from_env
-succeed, missing_var fails (KeyError) and after_failure is upstream_failed.
+Under Airflow 2 (with the variables the test sets) read_vars, templated, from_env and
+deploy_staging (named from a variable read when the file is parsed) succeed, missing_var
+fails (KeyError) and after_failure is upstream_failed.
 """
 
 from datetime import datetime
@@ -10,6 +11,9 @@ from airflow import DAG
 from airflow.models import Variable
 from airflow.operators.bash import BashOperator
 from airflow.operators.python import PythonOperator
+
+# read at parse time, as many Airflow DAG files do
+ENVIRONMENT = Variable.get("environment", default_var="dev")
 
 
 def read_vars():
@@ -45,5 +49,6 @@ with DAG(
     )
     failing = PythonOperator(task_id="missing_var", python_callable=missing_var)
     after = BashOperator(task_id="after_failure", bash_command="echo never")
-    read >> templated
+    deploy = BashOperator(task_id=f"deploy_{ENVIRONMENT}", bash_command="echo deploying")
+    read >> templated >> deploy
     failing >> after
