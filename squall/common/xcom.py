@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, select
 from sqlalchemy.orm import Session
 
 from squall.common.errors import XComValueError
-from squall.common.models import XCom, utcnow
+from squall.common.models import DagRun, XCom, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -51,20 +52,48 @@ def push(session: Session, *, dag_id: str, run_id: str, task_id: str, key: str,
                      timestamp=utcnow()))
 
 
-def pull(session: Session, *, dag_id: str, run_id: str, task_ids: str | Iterable[str],
-         key: str = RETURN_VALUE_KEY, default: Any = None) -> Any:
-    """One value for a single task id, or a list (in the order asked) for several."""
-    single = isinstance(task_ids, str)
-    ids = [task_ids] if isinstance(task_ids, str) else list(task_ids)
-    rows = session.execute(
-        select(XCom.task_id, XCom.value).where(
-            XCom.dag_id == dag_id, XCom.run_id == run_id, XCom.task_id.in_(ids),
-            XCom.key == key,
-        )
-    ).all()
-    found = {task_id: json.loads(text) for task_id, text in rows}
-    if single:
-        return found.get(ids[0], default)
+def pull(session: Session, *, dag_id: str, run_id: str,
+         task_ids: str | Iterable[str] | None, key: str | None = RETURN_VALUE_KEY,
+         default: Any = None, include_prior_dates: bool = False,
+         logical_date: datetime | None = None) -> Any:
+    """XCom values, as Airflow 2's ``TaskInstance.xcom_pull`` finds them.
+
+    ``task_ids`` a single id, or None (any task: Airflow's "no filter"): the most recent
+    matching value, or ``default``. Several ids: a list in the order asked, each id's most
+    recent value or ``default``. ``key=None`` matches any key. With ``include_prior_dates``
+    the values of earlier runs of the DAG (by logical date) count too, the latest run first;
+    without it only those of ``run_id``. ``logical_date`` is the pulling run's (read from
+    ``run_id`` when not given; give it when pulling from another DAG).
+    """
+    query = (
+        select(XCom.task_id, XCom.value)
+        .join(DagRun, and_(DagRun.dag_id == XCom.dag_id, DagRun.run_id == XCom.run_id))
+        .where(XCom.dag_id == dag_id)
+    )
+    if include_prior_dates:
+        if logical_date is None:
+            logical_date = session.scalar(select(DagRun.logical_date).where(
+                DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+            if logical_date is None:
+                return default if task_ids is None or isinstance(task_ids, str) else [
+                    default for _ in task_ids]
+        query = query.where(DagRun.logical_date <= logical_date)
+    else:
+        query = query.where(XCom.run_id == run_id)
+    if key is not None:
+        query = query.where(XCom.key == key)
+    ids = None if task_ids is None else [task_ids] if isinstance(task_ids, str) else list(
+        task_ids)
+    if ids is not None:
+        query = query.where(XCom.task_id.in_(ids))
+    query = query.order_by(DagRun.logical_date.desc(), XCom.timestamp.desc())
+    if ids is None or isinstance(task_ids, str):
+        row = session.execute(query.limit(1)).first()
+        return default if row is None else json.loads(row.value)
+    found: dict[str, Any] = {}
+    for task_id, text in session.execute(query):
+        if task_id not in found:  # the most recent one
+            found[task_id] = json.loads(text)
     return [found.get(t, default) for t in ids]
 
 

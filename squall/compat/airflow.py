@@ -83,6 +83,33 @@ SUPPORTED_MODULES: Final[dict[str, dict[str, str]]] = {
     },
     "airflow.operators.empty": {"EmptyOperator": "squall.sdk.operators.empty:EmptyOperator"},
     "airflow.operators.dummy": {"DummyOperator": "squall.sdk.operators.dummy:DummyOperator"},
+    # Airflow 1 module names that Airflow 2 still serves (deprecated there)
+    "airflow.operators.bash_operator": {
+        "BashOperator": "squall.sdk.operators.bash:BashOperator",
+    },
+    "airflow.operators.python_operator": {
+        "PythonOperator": "squall.sdk.operators.python:PythonOperator",
+        "BranchPythonOperator": "squall.sdk.operators.python:BranchPythonOperator",
+        "ShortCircuitOperator": "squall.sdk.operators.python:ShortCircuitOperator",
+    },
+    "airflow.operators.dummy_operator": {
+        "DummyOperator": "squall.sdk.operators.dummy:DummyOperator",
+    },
+    "airflow.operators.branch": {
+        "BaseBranchOperator": "squall.sdk.operators.branch:BaseBranchOperator",
+    },
+    "airflow.operators.trigger_dagrun": {
+        "TriggerDagRunOperator": "squall.sdk.operators.trigger_dagrun:TriggerDagRunOperator",
+    },
+    "airflow.operators.dagrun_operator": {
+        "TriggerDagRunOperator": "squall.sdk.operators.trigger_dagrun:TriggerDagRunOperator",
+    },
+    "airflow.operators.latest_only": {
+        "LatestOnlyOperator": "squall.sdk.operators.latest_only:LatestOnlyOperator",
+    },
+    "airflow.operators.latest_only_operator": {
+        "LatestOnlyOperator": "squall.sdk.operators.latest_only:LatestOnlyOperator",
+    },
     "airflow.decorators": {
         "dag": "squall.sdk.decorators:dag",
         "task": "squall.sdk.decorators:task",
@@ -99,10 +126,27 @@ SUPPORTED_MODULES: Final[dict[str, dict[str, str]]] = {
     "airflow.utils.trigger_rule": {"TriggerRule": "squall.sdk.trigger_rule:TriggerRule"},
     "airflow.utils.task_group": {"TaskGroup": "squall.sdk.taskgroup:TaskGroup"},
     "airflow.utils.dates": {"days_ago": "squall.compat.airflow:days_ago"},
+    "airflow.utils.state": {
+        "State": "squall.compat.airflow_utils:State",
+        "TaskInstanceState": "squall.common.state:TaskInstanceState",
+        "DagRunState": "squall.common.state:DagRunState",
+    },
+    "airflow.utils.decorators": {"apply_defaults": "squall.compat.airflow_utils:apply_defaults"},
     "airflow.sensors": {},
     "airflow.sensors.base": {
         "BaseSensorOperator": "squall.sdk.sensors.base:BaseSensorOperator",
         "PokeReturnValue": "squall.sdk.sensors.base:PokeReturnValue",
+    },
+    "airflow.sensors.base_sensor_operator": {
+        "BaseSensorOperator": "squall.sdk.sensors.base:BaseSensorOperator",
+    },
+    "airflow.sensors.external_task": {
+        "ExternalTaskSensor": "squall.sdk.sensors.external_task:ExternalTaskSensor",
+        "ExternalTaskMarker": "squall.sdk.sensors.external_task:ExternalTaskMarker",
+    },
+    "airflow.sensors.external_task_sensor": {
+        "ExternalTaskSensor": "squall.sdk.sensors.external_task:ExternalTaskSensor",
+        "ExternalTaskMarker": "squall.sdk.sensors.external_task:ExternalTaskMarker",
     },
     "airflow.sensors.python": {"PythonSensor": "squall.sdk.sensors.python:PythonSensor"},
     "airflow.sensors.filesystem": {"FileSensor": "squall.sdk.sensors.filesystem:FileSensor"},

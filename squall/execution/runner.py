@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import pwd
 import signal
 import socket
 import threading
@@ -45,10 +47,11 @@ from squall.common.models import (
     utcnow,
 )
 from squall.common.secrets import RedactingFilter
-from squall.common.state import TaskInstanceState
+from squall.common.state import DagRunState, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
 from squall.execution.outcome import RetryPolicy
 from squall.sdk.operators.base import BaseOperator, Context
+from squall.sdk.templating import PreviousSuccess, build_context
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,7 @@ class DbTaskInstance:
         self.dag_id = dag_run.dag_id
         self.task_id = task.task_id
         self.run_id = dag_run.run_id
+        self.logical_date = dag_run.logical_date
         self.try_number = try_number
         self.max_tries = max_tries
         self.start_date = start_date
@@ -112,12 +116,20 @@ class DbTaskInstance:
                       key=key, value=value)
 
     def xcom_pull(self, task_ids: str | Iterable[str] | None = None,
-                  key: str = xcom.RETURN_VALUE_KEY, dag_id: str | None = None,
-                  default: Any = None) -> Any:
+                  key: str | None = xcom.RETURN_VALUE_KEY, dag_id: str | None = None,
+                  default: Any = None, include_prior_dates: bool = False) -> Any:
+        """As Airflow 2's: ``task_ids=None`` is any task of the run (no filter)."""
         with session_scope(self._factory) as session:
             return xcom.pull(session, dag_id=dag_id or self.dag_id, run_id=self.run_id,
-                             task_ids=self.task_id if task_ids is None else task_ids,
-                             key=key, default=default)
+                             task_ids=task_ids, key=key, default=default,
+                             include_prior_dates=include_prior_dates,
+                             logical_date=self.logical_date)
+
+    @property
+    def session_factory(self) -> SessionFactory:
+        """The metadata database, for operators that read or write it (TriggerDagRunOperator,
+        ExternalTaskSensor)."""
+        return self._factory
 
     def skip_tasks(self, task_ids: Iterable[str]) -> None:
         ids = sorted(set(task_ids))
@@ -167,12 +179,14 @@ class DbTaskInstance:
 
 
 def build_task_context(task: BaseOperator, dag_run: DagRun, ti: DbTaskInstance) -> Context:
-    from squall.sdk.templating import build_context
-
     assert task.dag is not None
+    if dag_run.conf is None:  # as in Airflow, a run without a conf has {} (dag_run.conf.get)
+        dag_run.conf = {}
     logical_date = pendulum.instance(dag_run.logical_date)
     start = dag_run.data_interval_start or dag_run.logical_date
     end = dag_run.data_interval_end or dag_run.logical_date
+    with session_scope(ti.session_factory) as session:
+        previous = previous_success(session, dag_run, task.task_id)
     return build_context(
         dag=task.dag,
         task=task,
@@ -183,7 +197,29 @@ def build_task_context(task: BaseOperator, dag_run: DagRun, ti: DbTaskInstance) 
         data_interval_end=pendulum.instance(end),
         conf=dict(dag_run.conf or {}),
         params=None,
+        previous_success=previous,
     )
+
+
+def previous_success(session: Session, dag_run: DagRun, task_id: str) -> PreviousSuccess | None:
+    """The DAG's latest successful run before ``dag_run`` by logical date, with when
+    ``task_id``'s instance in it started (Airflow 2's ``prev_*_success``); None if none."""
+    row = session.execute(
+        select(DagRun.run_id, DagRun.logical_date, DagRun.data_interval_start,
+               DagRun.data_interval_end)
+        .where(DagRun.dag_id == dag_run.dag_id,
+               DagRun.logical_date < dag_run.logical_date,
+               DagRun.state == DagRunState.SUCCESS.value)
+        .order_by(DagRun.logical_date.desc()).limit(1)
+    ).first()
+    if row is None:
+        return None
+    started = session.scalar(select(TaskInstance.start_date).where(
+        TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == row.run_id,
+        TaskInstance.task_id == task_id))
+    return PreviousSuccess(logical_date=row.logical_date,
+                           data_interval_start=row.data_interval_start,
+                           data_interval_end=row.data_interval_end, start_date=started)
 
 
 @contextmanager
@@ -389,7 +425,8 @@ def run_try(task: BaseOperator, dag_run: DagRun, *, try_number: int, max_tries: 
             hostname: str | None = None, log_path: Path | None = None,
             on_recording: Callable[[], None] | None = None,
             recorder: Recorder | None = None, clear_xcom: bool = True,
-            on_task: Callable[[BaseOperator], None] | None = None) -> TryResult:
+            on_task: Callable[[BaseOperator], None] | None = None,
+            switch_user: bool = False) -> TryResult:
     """Run one try of ``task`` in ``dag_run`` (already RUNNING in the database) end to end.
 
     ``on_recording`` is called when the task's code has ended, just before its outcome is
@@ -399,6 +436,8 @@ def run_try(task: BaseOperator, dag_run: DagRun, *, try_number: int, max_tries: 
     the try's start already deleted the task instance's XComs. ``on_task`` is given the
     task object the try runs (a copy of ``task``), before its code runs: a task process's
     :class:`~squall.worker.task_process.TryTermination` calls its ``on_kill``.
+    ``switch_user`` (a worker's task process, never ``dags test``'s own process): a task
+    with ``run_as_user`` runs as that user (:func:`become_run_as_user`).
     """
     task = copy.copy(task)  # rendering templates must not change the DAG's own task object
     if on_task is not None:
@@ -410,7 +449,15 @@ def run_try(task: BaseOperator, dag_run: DagRun, *, try_number: int, max_tries: 
     with task_log_handler(log_path):
         log.info("TaskInstance %s: starting try %d of %d", ti.key, try_number, max_tries + 1)
         context = build_task_context(task, dag_run, ti)
-        outcome = execute_try(task, context, clear_xcom=clear_xcom)
+        refused = become_run_as_user(task) if switch_user else None
+        if refused is not None:
+            log.error("TaskInstance %s: %s", ti.key, refused)
+            outcome = TryOutcome(OutcomeKind.FAILED_NO_RETRY, error=clip_reason(refused))
+        else:
+            if task.run_as_user and not switch_user:
+                log.info("TaskInstance %s: run_as_user=%s is applied by workers only; "
+                         "running as this process's user", ti.key, task.run_as_user)
+            outcome = execute_try(task, context, clear_xcom=clear_xcom)
         if on_recording is not None:
             on_recording()
         if recorder is None:
@@ -423,6 +470,34 @@ def run_try(task: BaseOperator, dag_run: DagRun, *, try_number: int, max_tries: 
             result = TryResult(state=record.state, recorded=recorder(record), outcome=outcome)
         run_callbacks(task, context, result)
     return result
+
+
+def become_run_as_user(task: BaseOperator) -> str | None:
+    """Switch this (task) process to ``task.run_as_user``, as Airflow's ``run_as_user``:
+    its groups, group and user, and ``HOME`` / ``USER`` / ``LOGNAME``. Only root may
+    switch; a process that already runs as that user stays as it is. Returns why it could
+    not (the try then fails without retry), or None."""
+    user = task.run_as_user
+    if not user:
+        return None
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return f"run_as_user={user!r}: no such user on {socket.gethostname()}"
+    if os.geteuid() == entry.pw_uid:
+        return None
+    if os.geteuid() != 0:
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        return (f"run_as_user={user!r}: the worker runs as {me!r} (uid {os.geteuid()}), not "
+                "root, so it cannot switch users; run the worker as root or leave "
+                "run_as_user out")
+    os.initgroups(entry.pw_name, entry.pw_gid)
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+    os.environ.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
+    log.info("Task %s: running as %s (uid %d, gid %d)", task.task_id, entry.pw_name,
+             entry.pw_uid, entry.pw_gid)
+    return None
 
 
 def task_log_path(log_folder: Path, key: TaskInstanceKey, try_number: int) -> Path:

@@ -34,7 +34,9 @@ from squall.execution.runner import run_try, task_log_path
 from squall.scheduler.decisions import update_dag_run
 from squall.scheduler.run_creation import create_dag_run
 from squall.scheduler.ti_updates import schedule_tis
+from squall.scheduler.triggered_runs import trigger_dag_run
 from squall.sdk.dag import DAG
+from squall.sdk.operators.trigger_dagrun import install_dag_run_trigger
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,7 @@ def run_dag_locally(
     sleep: Callable[[float], None] = time.sleep,
 ) -> LocalRunResult:
     """Run every task of one DAG run of ``dag`` to a final state and report the states."""
+    install_dag_run_trigger(trigger_dag_run)  # TriggerDagRunOperator creates runs here
     logical = pendulum.instance(logical_date) if logical_date else pendulum.now("UTC")
     hostname = socket.gethostname()
     with session_scope(session_factory) as session:
@@ -237,6 +240,7 @@ def run_task_locally(
     A fresh manual run is made for the logical date (replacing one that exists, as
     ``dags test`` does), so templates, XCom and the task's own state all work as in a run.
     """
+    install_dag_run_trigger(trigger_dag_run)
     task = dag.get_task(task_id)
     logical = pendulum.instance(logical_date) if logical_date else pendulum.now("UTC")
     hostname = socket.gethostname()

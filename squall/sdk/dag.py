@@ -87,6 +87,7 @@ class DAG:
         doc_md: str | None = None,
         on_success_callback: DagCallback | None = None,
         on_failure_callback: DagCallback | None = None,
+        sla_miss_callback: Callable[..., Any] | None = None,
         user_defined_macros: dict[str, Any] | None = None,
         user_defined_filters: dict[str, Callable[..., Any]] | None = None,
         template_searchpath: str | Iterable[str] | None = None,
@@ -141,6 +142,8 @@ class DAG:
         self.doc_md = doc_md
         self.on_success_callback = on_success_callback
         self.on_failure_callback = on_failure_callback
+        #: accepted as Airflow 2 does; SLA misses are not recorded yet (docs/airflow-compat.md)
+        self.sla_miss_callback = sla_miss_callback
         self.user_defined_macros = dict(user_defined_macros or {})
         self.user_defined_filters = dict(user_defined_filters or {})
         if isinstance(template_searchpath, str):

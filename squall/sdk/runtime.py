@@ -32,13 +32,16 @@ class RuntimeTaskInstance(Protocol):
     def xcom_pull(
         self,
         task_ids: str | Iterable[str] | None = None,
-        key: str = "return_value",
+        key: str | None = "return_value",
         dag_id: str | None = None,
         default: Any = None,
+        include_prior_dates: bool = False,
     ) -> Any:
         """A value pushed by ``task_ids`` in this DAG run (a list when task_ids is a list).
 
-        ``task_ids=None`` means this task itself.
+        As in Airflow 2, ``task_ids=None`` (and ``key=None``) remove that filter: the most
+        recent value any task of the run pushed. ``include_prior_dates`` also looks in the
+        DAG's earlier runs (by logical date).
         """
 
     def skip_tasks(self, task_ids: Iterable[str]) -> None:

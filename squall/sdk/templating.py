@@ -1,8 +1,9 @@
 """Jinja templating of task fields, and the template context a running task sees.
 
-The context has the keys Airflow 2 users know (``ds``, ``ts``, ``logical_date``,
-``data_interval_start``, ``params``, ``ti``, ``macros`` ...). One difference: ``conf`` is the
-DAG run's conf dict, not the server configuration.
+The context has the keys Airflow 2 gives (``ds``, ``ts``, ``logical_date``,
+``data_interval_start``, ``prev_ds``, ``next_ds``, ``params``, ``ti``, ``macros`` ...). As in
+Airflow, ``conf`` is the deployment's configuration (:class:`ConfigView`, read on first use);
+the run's conf is ``dag_run.conf``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -29,12 +31,15 @@ from squall.common.errors import TaskControl, TemplateError
 from squall.common.variables import VariableAccessor
 
 if TYPE_CHECKING:
+    from squall.common.settings import Settings
     from squall.sdk.dag import DAG
     from squall.sdk.operators.base import BaseOperator, Context
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "ConfigView",
+    "PreviousSuccess",
     "build_context",
     "ds_add",
     "ds_format",
@@ -72,7 +77,7 @@ def make_macros() -> SimpleNamespace:
         json=json,
         time=time,
         uuid=uuid,
-        random=random,
+        random=random.random,  # Airflow's macros.random is random.random, the function
     )
 
 
@@ -254,6 +259,8 @@ def _describe(exc: BaseException) -> str:
 
 # --------------------------------------------------------------------------- context
 
+_NO_FALLBACK: Any = object()
+
 
 def _as_datetime(value: Any) -> pendulum.DateTime | None:
     if value is None:
@@ -272,6 +279,120 @@ def _as_datetime(value: Any) -> pendulum.DateTime | None:
     return dt.in_timezone("UTC")
 
 
+@dataclass(frozen=True)
+class PreviousSuccess:
+    """The DAG's latest successful run before this one (by logical date), as Airflow 2's
+    ``prev_*_success`` context keys show it."""
+
+    logical_date: datetime | None
+    data_interval_start: datetime | None
+    data_interval_end: datetime | None
+    #: when this task's instance in that run started (None when it has none)
+    start_date: datetime | None
+
+
+class ConfigView:
+    """The ``conf`` of the template context: the deployment's settings, asked as Airflow's
+    ``airflow.configuration.conf`` is (``conf.get("core", "dags_folder")``,
+    ``conf.getboolean(...)``, ``getint``, ``getfloat``, ``has_option``).
+
+    ``load`` is called on first use only (most tasks never ask).
+    """
+
+    def __init__(self, load: Callable[[], Settings]) -> None:
+        self._load = load
+        self._settings: Settings | None = None
+
+    def _value(self, section: str, key: str, fallback: Any) -> Any:
+        from squall.common.errors import SettingsError
+
+        if self._settings is None:
+            self._settings = self._load()
+        try:
+            return self._settings.get(section.lower(), key.lower())
+        except SettingsError:
+            if fallback is not _NO_FALLBACK:
+                return fallback
+            raise
+
+    def get(self, section: str, key: str, fallback: Any = _NO_FALLBACK, **kwargs: Any) -> Any:
+        """The value as text (``""`` for an unset optional value); ``fallback`` (or
+        ``default``) for an unknown key, else :class:`SettingsError`."""
+        if "default" in kwargs:
+            fallback = kwargs["default"]
+        value = self._value(section, key, fallback)
+        if value is fallback:
+            return value
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return "True" if value else "False"
+        return str(value)
+
+    def getboolean(self, section: str, key: str, fallback: Any = _NO_FALLBACK) -> bool:
+        value = self._value(section, key, fallback)
+        if isinstance(value, str):
+            return value.strip().lower() in ("t", "true", "1", "yes", "on")
+        return bool(value)
+
+    def getint(self, section: str, key: str, fallback: Any = _NO_FALLBACK) -> int:
+        return int(self._value(section, key, fallback))
+
+    def getfloat(self, section: str, key: str, fallback: Any = _NO_FALLBACK) -> float:
+        return float(self._value(section, key, fallback))
+
+    def has_option(self, section: str, key: str) -> bool:
+        return self._value(section, key, None) is not None
+
+    def __repr__(self) -> str:
+        return "<squall configuration>"
+
+
+def _load_settings() -> Settings:
+    from squall.common.settings import Settings
+
+    return Settings.load()
+
+
+def _utc(value: datetime) -> pendulum.DateTime:
+    return pendulum.instance(value.astimezone(UTC), tz="UTC")
+
+
+def previous_schedule(dag: DAG | None, logical: datetime) -> pendulum.DateTime | None:
+    """The logical date of the schedule tick before ``logical`` (Airflow 2's
+    ``dag.previous_schedule``); None for a DAG without a periodic schedule."""
+    from squall.sdk.timetables.base import _DataIntervalTimetable
+
+    timetable = getattr(dag, "timetable", None)
+    if not isinstance(timetable, _DataIntervalTimetable):
+        return None
+    return _utc(timetable._prev(logical.astimezone(UTC)))
+
+
+def next_schedule(dag: DAG | None, start: datetime, end: datetime) -> pendulum.DateTime | None:
+    """The logical date of the run after the one covering ``[start, end)``, ignoring the
+    DAG's start and end dates and catchup (Airflow 2's ``next_dagrun_info(...,
+    restricted=False)``); None when the schedule has none."""
+    from squall.sdk.timetables.base import DataInterval
+
+    timetable = getattr(dag, "timetable", None)
+    if timetable is None:
+        return None
+    info = timetable.next_dagrun_info(
+        last_automated_data_interval=DataInterval(_utc(start), _utc(end)),
+        start_date=None, end_date=None, catchup=True, now=_utc(end),
+    )
+    return None if info is None else _utc(info.logical_date)
+
+
+def _ds(value: datetime | None) -> str | None:
+    return None if value is None else value.strftime("%Y-%m-%d")
+
+
+def _nodash(value: str | None) -> str | None:
+    return None if value is None else value.replace("-", "")
+
+
 def build_context(
     *,
     dag: DAG | None,
@@ -284,12 +405,19 @@ def build_context(
     conf: dict[str, Any] | None = None,
     params: dict[str, Any] | None = None,
     test_mode: bool = False,
+    previous_success: PreviousSuccess | None = None,
+    config: ConfigView | None = None,
 ) -> Context:
-    """The template context of one task instance try.
+    """The template context of one task instance try, with the keys Airflow 2 gives.
 
     Dates default to the DAG run's and are converted to UTC (as in Airflow, ``ds`` is the
     UTC date of the logical date). ``params`` is ``dag.params``, updated with
-    ``task.params``, then with the ``params`` argument, then with the run's ``conf``.
+    ``task.params``, then with the ``params`` argument, then with the run's ``conf`` (the
+    ``conf`` argument, else ``dag_run.conf``). ``prev_ds`` / ``next_ds`` and their
+    ``*_execution_date`` are the neighbouring schedule ticks, or this run's logical date for
+    a manually triggered run (``dag_run.external_trigger``), as in Airflow 2.2+.
+    ``previous_success`` gives the ``prev_*_success`` keys (None: there is none);
+    ``config`` is the context's ``conf`` (default: the settings loaded on first use).
     """
     if conf is None and dag_run is not None:
         conf = getattr(dag_run, "conf", None)
@@ -311,13 +439,23 @@ def build_context(
     merged_params.update(params or {})
     merged_params.update(conf)
 
+    if dag_run is not None and getattr(dag_run, "external_trigger", False):
+        prev_logical: pendulum.DateTime | None = logical
+        next_logical: pendulum.DateTime | None = logical
+    else:
+        prev_logical = previous_schedule(dag, logical)
+        next_logical = next_schedule(dag, start, end)
+    prev = previous_success or PreviousSuccess(None, None, None, None)
+
     ds = logical.strftime("%Y-%m-%d")
     ds_nodash = ds.replace("-", "")
+    yesterday_ds = _ds(logical - timedelta(days=1))
+    tomorrow_ds = _ds(logical + timedelta(days=1))
     ts = logical.isoformat()
     run_id = getattr(dag_run, "run_id", None) or getattr(ti, "run_id", None)
     dag_id = dag.dag_id if dag is not None else task.dag_id
     return {
-        "conf": conf,
+        "conf": config if config is not None else ConfigView(_load_settings),
         "conn": ConnectionAccessor(),
         "dag": dag,
         "dag_run": dag_run,
@@ -327,25 +465,36 @@ def build_context(
         "ds_nodash": ds_nodash,
         "execution_date": logical,
         "expanded_ti_count": None,
-        "inlets": [],
+        "inlets": list(getattr(task, "inlets", [])),
         "logical_date": logical,
         "macros": make_macros(),
         "map_index_template": None,
-        "outlets": [],
+        "next_ds": _ds(next_logical),
+        "next_ds_nodash": _nodash(_ds(next_logical)),
+        "next_execution_date": next_logical,
+        "outlets": list(getattr(task, "outlets", [])),
         "params": merged_params,
-        "prev_data_interval_start_success": None,
-        "prev_data_interval_end_success": None,
-        "prev_start_date_success": None,
+        "prev_data_interval_start_success": _as_datetime(prev.data_interval_start),
+        "prev_data_interval_end_success": _as_datetime(prev.data_interval_end),
+        "prev_ds": _ds(prev_logical),
+        "prev_ds_nodash": _nodash(_ds(prev_logical)),
+        "prev_execution_date": prev_logical,
+        "prev_execution_date_success": _as_datetime(prev.logical_date),
+        "prev_start_date_success": _as_datetime(prev.start_date),
         "run_id": run_id,
         "task": task,
         "task_instance": ti,
         "task_instance_key_str": f"{dag_id}__{task.task_id}__{ds_nodash}",
         "test_mode": test_mode,
         "ti": ti,
+        "tomorrow_ds": tomorrow_ds,
+        "tomorrow_ds_nodash": _nodash(tomorrow_ds),
         "triggering_dataset_events": {},
         "try_number": getattr(ti, "try_number", 1),
         "ts": ts,
         "ts_nodash": logical.strftime("%Y%m%dT%H%M%S"),
         "ts_nodash_with_tz": ts.replace("-", "").replace(":", ""),
         "var": VariableAccessor(),
+        "yesterday_ds": yesterday_ds,
+        "yesterday_ds_nodash": _nodash(yesterday_ds),
     }

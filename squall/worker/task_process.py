@@ -49,7 +49,9 @@ from squall.execution.runner import (
     task_log_handler,
     task_log_path,
 )
+from squall.scheduler.triggered_runs import trigger_dag_run
 from squall.sdk.operators.base import BaseOperator
+from squall.sdk.operators.trigger_dagrun import install_dag_run_trigger
 from squall.worker.dag_file_cache import load_task
 from squall.worker.try_writes import StartedTry, record_failure
 
@@ -141,11 +143,13 @@ def run_forked_task_process(settings: Settings, spec: TaskProcessSpec, channel: 
             log_written(key, spec.try_number, record.state, won)  # into the task's log
             return won
 
+        install_dag_run_trigger(trigger_dag_run)
         run_try(loaded, DagRun(**started.dag_run), try_number=spec.try_number,
                 max_tries=started.max_tries, start_date=started.start_date,
                 session_factory=make_session_factory(engine), hostname=spec.hostname,
                 log_path=log_path, recorder=recorder, clear_xcom=False,
-                on_task=termination.running if termination is not None else None)
+                on_task=termination.running if termination is not None else None,
+                switch_user=True)
         return EXIT_OK
     finally:
         channel.close()
@@ -192,10 +196,11 @@ def _run(settings: Settings, spec: TaskProcessSpec, factory: SessionFactory,
             record_failure(factory, key, try_number=spec.try_number, max_tries=ti.max_tries,
                            start_date=start_date, reason=str(exc))
         return EXIT_OK
+    install_dag_run_trigger(trigger_dag_run)
     run_try(task, dag_run, try_number=spec.try_number, max_tries=ti.max_tries,
             start_date=start_date, session_factory=factory, hostname=spec.hostname,
             log_path=log_path, on_recording=spec.notify_recording, clear_xcom=False,
-            on_task=termination.running)
+            on_task=termination.running, switch_user=True)
     return EXIT_OK
 
 

@@ -57,6 +57,21 @@ EXPECTED: dict[str, set[str]] = {
     "airflow.sensors.python": {"PythonSensor"},
     "airflow.sensors.filesystem": {"FileSensor"},
     "airflow.sensors.time_delta": {"TimeDeltaSensor"},
+    # issue 14: the operators and deprecated module paths Airflow 2 DAG files commonly use
+    "airflow.operators.bash_operator": {"BashOperator"},
+    "airflow.operators.python_operator": {
+        "PythonOperator", "BranchPythonOperator", "ShortCircuitOperator"},
+    "airflow.operators.dummy_operator": {"DummyOperator"},
+    "airflow.operators.branch": {"BaseBranchOperator"},
+    "airflow.operators.trigger_dagrun": {"TriggerDagRunOperator"},
+    "airflow.operators.dagrun_operator": {"TriggerDagRunOperator"},
+    "airflow.operators.latest_only": {"LatestOnlyOperator"},
+    "airflow.operators.latest_only_operator": {"LatestOnlyOperator"},
+    "airflow.utils.state": {"State", "TaskInstanceState", "DagRunState"},
+    "airflow.utils.decorators": {"apply_defaults"},
+    "airflow.sensors.base_sensor_operator": {"BaseSensorOperator"},
+    "airflow.sensors.external_task": {"ExternalTaskSensor", "ExternalTaskMarker"},
+    "airflow.sensors.external_task_sensor": {"ExternalTaskSensor", "ExternalTaskMarker"},
 }
 
 

@@ -16,6 +16,7 @@ from squall.sdk.timetables import coerce_datetime
 from squall.sdk.trigger_rule import TriggerRule, WeightRule
 
 if TYPE_CHECKING:
+    from squall.common.db import SessionFactory
     from squall.sdk.dag import DAG
     from squall.sdk.taskgroup import TaskGroup
 
@@ -102,6 +103,7 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
     template_ext: Sequence[str] = ()
     template_fields_renderers: dict[str, str] = {}
     ui_color: str = "#fff"
+    ui_fgcolor: str = "#000"
 
     def __init__(
         self,
@@ -109,6 +111,8 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
         task_id: str,
         owner: str = "squall",
         email: str | Sequence[str] | None = None,
+        email_on_retry: bool = True,
+        email_on_failure: bool = True,
         retries: int | None = None,  # None: the deployment's [core] default_task_retries
         retry_delay: timedelta | float = timedelta(seconds=300),
         retry_exponential_backoff: bool = False,
@@ -135,6 +139,10 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
         do_xcom_push: bool = True,
         multiple_outputs: bool = False,
         doc_md: str | None = None,
+        sla: timedelta | None = None,
+        run_as_user: str | None = None,
+        inlets: Any = None,
+        outlets: Any = None,
         dag: DAG | None = None,
         task_group: TaskGroup | None = None,
         **kwargs: Any,
@@ -171,8 +179,24 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
                     f"task {task_id}: retries must be a non-negative int, got {retries!r}"
                 ) from None
 
+        if sla is not None and not isinstance(sla, timedelta):
+            raise DagDefinitionError(f"task {task_id}: sla must be a timedelta, got {sla!r}")
+        if run_as_user is not None and (not isinstance(run_as_user, str) or not run_as_user):
+            raise DagDefinitionError(
+                f"task {task_id}: run_as_user must be a user name, got {run_as_user!r}"
+            )
+
         self.owner = owner
         self.email = email
+        # accepted and kept as Airflow 2 does; e-mail is not sent and SLA misses are not
+        # recorded yet (docs/airflow-compat.md)
+        self.email_on_retry = bool(email_on_retry)
+        self.email_on_failure = bool(email_on_failure)
+        self.sla = sla
+        #: the user the task process runs as (the worker must run as root to switch)
+        self.run_as_user = run_as_user
+        self.inlets: list[Any] = _as_list(inlets)
+        self.outlets: list[Any] = _as_list(outlets)
         self.retries: int = current_defaults().retries if retries is None else int(retries)
         self.retry_delay = _as_timedelta(retry_delay, "retry_delay", task_id)
         self.retry_exponential_backoff = retry_exponential_backoff
@@ -320,7 +344,30 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
             for arg in iter_xcom_args(value):
                 self.set_upstream(arg.operator)
 
+    @property
+    def log(self) -> logging.Logger:
+        """The task's logger (Airflow's ``self.log``): what it logs goes to the try's log."""
+        found = self.__dict__.get("_log")
+        if found is None:
+            cls = type(self)
+            found = logging.getLogger(f"squall.task.operators.{cls.__module__}.{cls.__name__}")
+        return found
+
+    @log.setter
+    def log(self, value: logging.Logger) -> None:
+        self.__dict__["_log"] = value
+
     # Running -------------------------------------------------------------------------
+
+    def xcom_push(self, context: Context, key: str, value: Any) -> None:
+        """Airflow's ``BaseOperator.xcom_push``: push ``value`` under ``key`` for this try."""
+        context["ti"].xcom_push(key=key, value=value)
+
+    def xcom_pull(self, context: Context, task_ids: Any = None, dag_id: str | None = None,
+                  key: str = "return_value", include_prior_dates: bool = False) -> Any:
+        """Airflow's ``BaseOperator.xcom_pull``, through the context's ``ti``."""
+        return context["ti"].xcom_pull(task_ids=task_ids, dag_id=dag_id, key=key,
+                                       include_prior_dates=include_prior_dates)
 
     def execute(self, context: Context) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not implement execute()")
@@ -384,6 +431,18 @@ class XComArg(DependencyMixin):
         return ti.xcom_pull(task_ids=self.operator.task_id, key=self.key)
 
 
+def session_factory_of(context: Context, what: str) -> SessionFactory:
+    """The metadata database of the running try (its ``ti``'s), for the operators that read
+    or write it (TriggerDagRunOperator, ExternalTaskSensor)."""
+    from squall.common.errors import SquallError
+
+    factory = getattr(context.get("ti"), "session_factory", None)
+    if factory is None:
+        raise SquallError(f"{what} needs the metadata database: run it in a DAG run "
+                          "(squall dags test, or a scheduler and workers)")
+    return factory
+
+
 def iter_xcom_args(value: Any) -> list[XComArg]:
     """Every XComArg inside ``value`` (lists, tuples, sets, dicts, nested)."""
     found: list[XComArg] = []
@@ -397,6 +456,14 @@ def iter_xcom_args(value: Any) -> list[XComArg]:
         elif isinstance(item, list | tuple | set | frozenset):
             stack.extend(item)
     return found
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, list | tuple | set | frozenset):
+        return list(value)
+    return [value]
 
 
 def _as_timedelta(value: timedelta | float | int, name: str, task_id: str) -> timedelta:

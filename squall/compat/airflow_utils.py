@@ -1,0 +1,64 @@
+"""Stand-ins for small Airflow 2 helpers DAG files import: ``airflow.utils.state.State`` and
+``airflow.utils.decorators.apply_defaults``.
+
+They are served under their Airflow names by :mod:`squall.compat.airflow`; Squall's own code
+uses :mod:`squall.common.state`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Final, TypeVar
+
+from squall.common.state import DagRunState, TaskInstanceState
+
+log = logging.getLogger(__name__)
+
+__all__ = ["State", "apply_defaults"]
+
+F = TypeVar("F", bound=Callable[..., object])
+
+TI = TaskInstanceState
+
+
+class State:
+    """Airflow 2's ``State``: the task instance and DAG run states as strings, and its sets.
+
+    ``State.NONE`` is ``None`` as in Airflow (Squall stores a task instance that has never
+    been looked at as ``"none"``; the ExternalTaskSensor accepts either).
+    """
+
+    NONE: Final = None
+    REMOVED: Final = TI.REMOVED
+    SCHEDULED: Final = TI.SCHEDULED
+    QUEUED: Final = TI.QUEUED
+    RUNNING: Final = TI.RUNNING
+    SUCCESS: Final = TI.SUCCESS
+    RESTARTING: Final = TI.RESTARTING
+    FAILED: Final = TI.FAILED
+    UP_FOR_RETRY: Final = TI.UP_FOR_RETRY
+    UP_FOR_RESCHEDULE: Final = TI.UP_FOR_RESCHEDULE
+    UPSTREAM_FAILED: Final = TI.UPSTREAM_FAILED
+    SKIPPED: Final = TI.SKIPPED
+    #: Airflow's deferred and shutdown states; no Squall task instance ever has them
+    DEFERRED: Final = "deferred"
+    SHUTDOWN: Final = "shutdown"
+
+    task_states: Final = (None, *TaskInstanceState.__members__.values())
+    dag_states: Final = (DagRunState.QUEUED, DagRunState.SUCCESS, DagRunState.RUNNING,
+                         DagRunState.FAILED)
+    finished_dr_states: Final = frozenset({DagRunState.SUCCESS, DagRunState.FAILED})
+    unfinished_dr_states: Final = frozenset({DagRunState.QUEUED, DagRunState.RUNNING})
+    finished: Final = frozenset({TI.SUCCESS, TI.FAILED, TI.SKIPPED, TI.UPSTREAM_FAILED,
+                                 TI.REMOVED})
+    unfinished: Final = frozenset({None, TI.SCHEDULED, TI.QUEUED, TI.RUNNING, TI.RESTARTING,
+                                   TI.UP_FOR_RETRY, TI.UP_FOR_RESCHEDULE})
+    failed_states: Final = frozenset({TI.FAILED, TI.UPSTREAM_FAILED})
+    success_states: Final = frozenset({TI.SUCCESS, TI.SKIPPED})
+
+
+def apply_defaults(func: F) -> F:
+    """Airflow 1's ``@apply_defaults``, a no-op as in Airflow 2: every operator's
+    ``__init__`` gets ``default_args`` already."""
+    return func

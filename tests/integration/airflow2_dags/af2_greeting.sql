@@ -1,0 +1,1 @@
+SELECT '{{ ds }}' AS day FROM {{ params.table }}
