@@ -132,6 +132,7 @@ SUPPORTED_MODULES: Final[dict[str, dict[str, str]]] = {
         "DagRunState": "squall.common.state:DagRunState",
     },
     "airflow.utils.decorators": {"apply_defaults": "squall.compat.airflow_utils:apply_defaults"},
+    "airflow.configuration": {"conf": "squall.compat.airflow_utils:conf"},
     "airflow.sensors": {},
     "airflow.sensors.base": {
         "BaseSensorOperator": "squall.sdk.sensors.base:BaseSensorOperator",

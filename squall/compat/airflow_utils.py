@@ -1,5 +1,5 @@
-"""Stand-ins for small Airflow 2 helpers DAG files import: ``airflow.utils.state.State`` and
-``airflow.utils.decorators.apply_defaults``.
+"""Stand-ins for small Airflow 2 helpers DAG files import: ``airflow.utils.state.State``,
+``airflow.utils.decorators.apply_defaults`` and ``airflow.configuration.conf``.
 
 They are served under their Airflow names by :mod:`squall.compat.airflow`; Squall's own code
 uses :mod:`squall.common.state`.
@@ -11,11 +11,13 @@ import logging
 from collections.abc import Callable
 from typing import Final, TypeVar
 
+from squall.common.settings import Settings
 from squall.common.state import DagRunState, TaskInstanceState
+from squall.sdk.templating import ConfigView
 
 log = logging.getLogger(__name__)
 
-__all__ = ["State", "apply_defaults"]
+__all__ = ["State", "apply_defaults", "conf"]
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -62,3 +64,12 @@ def apply_defaults(func: F) -> F:
     """Airflow 1's ``@apply_defaults``, a no-op as in Airflow 2: every operator's
     ``__init__`` gets ``default_args`` already."""
     return func
+
+
+def _settings() -> Settings:
+    return Settings.load()
+
+
+#: ``airflow.configuration.conf``: the settings of this process's environment and settings
+#: file, read on first use (not when the DAG file imports it), as the context's ``conf``
+conf = ConfigView(_settings)

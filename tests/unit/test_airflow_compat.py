@@ -69,6 +69,7 @@ EXPECTED: dict[str, set[str]] = {
     "airflow.operators.latest_only_operator": {"LatestOnlyOperator"},
     "airflow.utils.state": {"State", "TaskInstanceState", "DagRunState"},
     "airflow.utils.decorators": {"apply_defaults"},
+    "airflow.configuration": {"conf"},
     "airflow.sensors.base_sensor_operator": {"BaseSensorOperator"},
     "airflow.sensors.external_task": {"ExternalTaskSensor", "ExternalTaskMarker"},
     "airflow.sensors.external_task_sensor": {"ExternalTaskSensor", "ExternalTaskMarker"},

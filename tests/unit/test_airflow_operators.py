@@ -372,3 +372,15 @@ def test_loggers_reach_the_task_log(caplog: pytest.LogCaptureFixture) -> None:
         op.log.info("hello from the task")
     assert "hello from the task" in caplog.text
     assert TaskInstanceState.SUCCESS == "success"
+
+
+def test_airflow_configuration_and_mapping(airflow_installed: None) -> None:
+    from airflow.configuration import conf
+    from airflow.operators.bash import BashOperator
+
+    from squall.common.settings import Settings
+
+    assert conf.getint("core", "parallelism") == Settings.load().core.parallelism
+    assert conf.get("core", "no_such_key", fallback=None) is None
+    with pytest.raises(DagDefinitionError, match="dynamic task mapping"):
+        BashOperator.partial(task_id="many").expand(bash_command=["a", "b"])

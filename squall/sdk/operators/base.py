@@ -260,6 +260,14 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
             self.task_group = dag.task_group
         self.task_group.add(self)
 
+    @classmethod
+    def partial(cls, **_: Any) -> Any:
+        """Airflow's dynamic task mapping (``Operator.partial(...).expand(...)``): refused."""
+        raise DagDefinitionError(
+            f"{cls.__name__}.partial: dynamic task mapping (partial / expand) is not supported "
+            "by Squall; make one task per item in a loop when the DAG file is parsed, or "
+            "loop inside one task (docs/airflow-compat.md)")
+
     # Identity ------------------------------------------------------------------------
 
     def __repr__(self) -> str:
