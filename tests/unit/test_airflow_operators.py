@@ -384,3 +384,12 @@ def test_airflow_configuration_and_mapping(airflow_installed: None) -> None:
     assert conf.get("core", "no_such_key", fallback=None) is None
     with pytest.raises(DagDefinitionError, match="dynamic task mapping"):
         BashOperator.partial(task_id="many").expand(bash_command=["a", "b"])
+
+
+def test_operator_xcom_helpers() -> None:
+    op = EmptyOperator(task_id="t")
+    ti = FakeTI(op, xcoms={("up", "return_value"): 5})
+    context = make_context(op, ti)
+    op.xcom_push(context, "k", "v")
+    assert ti.xcoms[("t", "k")] == "v"
+    assert op.xcom_pull(context, task_ids="up") == 5

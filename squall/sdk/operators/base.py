@@ -374,8 +374,8 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
     def xcom_pull(self, context: Context, task_ids: Any = None, dag_id: str | None = None,
                   key: str = "return_value", include_prior_dates: bool = False) -> Any:
         """Airflow's ``BaseOperator.xcom_pull``, through the context's ``ti``."""
-        return context["ti"].xcom_pull(task_ids=task_ids, dag_id=dag_id, key=key,
-                                       include_prior_dates=include_prior_dates)
+        extra = {"include_prior_dates": True} if include_prior_dates else {}
+        return context["ti"].xcom_pull(task_ids=task_ids, dag_id=dag_id, key=key, **extra)
 
     def execute(self, context: Context) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not implement execute()")
