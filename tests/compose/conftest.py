@@ -39,7 +39,7 @@ ENV_EXAMPLE = images.REPO / ".env.example"
 # each project's containers' logs are kept here after it is taken down
 LOG_DIR = Path(tempfile.gettempdir()) / "squall-compose-logs"
 UP_TIMEOUT = 300.0
-HEALTHY_TIMEOUT = 180.0
+HEALTHY_TIMEOUT = 300.0
 LONG_RUNNING = ("postgres", "redis", "scheduler", "worker", "api", "flower")
 WORKERS = 2
 WORKER_CONCURRENCY = 2
