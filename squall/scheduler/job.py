@@ -44,7 +44,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence, Sized
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -88,6 +88,7 @@ from squall.scheduler.watchdog import (
     fail_stuck_queued,
     fail_zombies,
     reset_adopted,
+    tries_over,
 )
 from squall.sdk.examples import EXAMPLES_FOLDER
 
@@ -122,8 +123,9 @@ class ExecutorLike(Protocol):
     """What the scheduler uses of :class:`~squall.scheduler.executor.CeleryExecutor`."""
 
     @property
-    def running(self) -> Sized:
-        """The tries in flight (counted against ``[core] parallelism``)."""
+    def running(self) -> MutableMapping[str, tuple[TaskInstanceKey, int]]:
+        """The tries in flight, by Celery task id (counted against ``[core] parallelism``;
+        the watch step removes those whose try is over in the database)."""
 
     def publish(self, tasks: list[QueuedTask]) -> list[PublishOutcome]: ...
     def sync(self) -> None: ...
@@ -510,10 +512,23 @@ class SchedulerJob:
             revoke = fail_stuck_queued(session, dags, now=now,
                                        timeout=sched.task_queued_timeout,
                                        metrics=self._metrics)
+            over = tries_over(session, dict(self._executor.running))
         stats.queued_timeouts += len(revoke)
         if revoke:
             self._executor.revoke(revoke)
+        self._forget(over)
         self._last_zombie_check = mono
+
+    def _forget(self, external_executor_ids: Sequence[str]) -> None:
+        """Stop tracking tries that are over in the database but whose Celery result was
+        never read (see :func:`~squall.scheduler.watchdog.tries_over`): they must not hold
+        ``[core] parallelism`` slots. A result read later finds nothing to act on."""
+        running = self._executor.running
+        gone = [ext_id for ext_id in external_executor_ids
+                if running.pop(ext_id, None) is not None]
+        if gone:
+            log.info("scheduler: %d tracked Celery task(s) whose try is over in the database "
+                     "had no Celery result; no longer tracked (first: %s)", len(gone), gone[0])
 
     def _heartbeat(self) -> None:
         every = self._settings.scheduler.scheduler_heartbeat_sec

@@ -23,6 +23,12 @@ cleared) is never touched:
   ``[celery] task_adoption_timeout`` and that are still QUEUED go back to SCHEDULED (same
   try, Celery task id cleared), so they are queued again under a new id; a late copy of the
   old message is refused by the worker's compare-and-set on the id.
+* :func:`tries_over`: the Celery task ids the executor tracks whose try is over in the
+  database (the task instance is no longer QUEUED, RUNNING or RESTARTING under that id and
+  try); the caller stops tracking them. Their Celery result may never be read: a worker
+  whose result write failed through a result-backend outage (Celery gives up after about
+  20 s), or a result expired. Without this each would hold one of ``[core] parallelism``'s
+  slots for as long as the scheduler lives.
 
 Task callbacks are user code and never run in the scheduler: for a zombie whose task has an
 ``on_failure_callback`` / ``on_retry_callback`` a ``callback_request`` row is inserted in the
@@ -38,7 +44,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from squall.common.metrics import (
@@ -264,3 +270,37 @@ def reset_adopted(session: Session, timed_out: Iterable[tuple[TaskInstanceKey, i
                       key, try_number)
     return reset
 
+
+#: the states in which a try's Celery task may still be waited for
+IN_FLIGHT_STATES = frozenset({TI.QUEUED, TI.RUNNING, TI.RESTARTING})
+#: task instance keys per statement of :func:`tries_over`
+_KEYS_PER_STATEMENT = 500
+
+
+def tries_over(session: Session, in_flight: Mapping[str, tuple[TaskInstanceKey, int]]
+               ) -> list[str]:
+    """Of ``in_flight`` (Celery task id -> (key, try number), the executor's), the ids whose
+    task instance is gone or no longer QUEUED, RUNNING or RESTARTING under that id and try
+    number: the worker has recorded the try's end (or the try was queued again under
+    another id), so nothing waits for their Celery result any more."""
+    by_key: dict[tuple[str, str, str], list[tuple[str, int]]] = {}
+    for ext_id, (key, try_number) in in_flight.items():
+        by_key.setdefault((key.dag_id, key.task_id, key.run_id), []).append(
+            (ext_id, try_number))
+    keys = sorted(by_key)
+    alive: set[str] = set()
+    states = sorted(s.value for s in IN_FLIGHT_STATES)
+    for start in range(0, len(keys), _KEYS_PER_STATEMENT):
+        chunk = keys[start:start + _KEYS_PER_STATEMENT]
+        rows = session.execute(
+            select(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id,
+                   TaskInstance.try_number, TaskInstance.external_executor_id)
+            .where(tuple_(TaskInstance.dag_id, TaskInstance.task_id,
+                          TaskInstance.run_id).in_(chunk),
+                   TaskInstance.state.in_(states))
+        ).all()
+        for row in rows:
+            for ext_id, try_number in by_key[(row.dag_id, row.task_id, row.run_id)]:
+                if row.external_executor_id == ext_id and row.try_number == try_number:
+                    alive.add(ext_id)
+    return [ext_id for ext_id in in_flight if ext_id not in alive]
