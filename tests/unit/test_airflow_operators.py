@@ -393,3 +393,30 @@ def test_operator_xcom_helpers() -> None:
     op.xcom_push(context, "k", "v")
     assert ti.xcoms[("t", "k")] == "v"
     assert op.xcom_pull(context, task_ids="up") == 5
+
+
+def test_external_task_sensor_on_a_task_group(sqlite_session_factory: SessionFactory) -> None:
+    from squall.sdk.taskgroup import TaskGroup
+
+    factory = sqlite_session_factory
+    with DAG("grouped", start_date=START, schedule="@daily") as upstream:
+        with TaskGroup("load"):
+            EmptyOperator(task_id="a")
+            EmptyOperator(task_id="b")
+        EmptyOperator(task_id="outside")
+    _sync(factory, upstream)
+    assert run_dag_locally(upstream, factory, logical_date=START).state == "success"
+    with DAG("watcher", start_date=START, schedule="@daily"):
+        group = ExternalTaskSensor(task_id="g", external_dag_id="grouped",
+                                   external_task_group_id="load", check_existence=True)
+        missing = ExternalTaskSensor(task_id="m", external_dag_id="grouped",
+                                     external_task_group_id="nope")
+        unknown = ExternalTaskSensor(task_id="u", external_dag_id="grouped",
+                                     external_task_id="zzz", check_existence=True)
+    assert group.poke(make_context(group, DbTI(group, factory), logical_date=START)) is True
+    assert group.poke(make_context(group, DbTI(group, factory),
+                                   logical_date=START.add(days=1))) is False
+    with pytest.raises(SquallError, match="'nope' in DAG 'grouped' does not exist"):
+        missing.poke(make_context(missing, DbTI(missing, factory), logical_date=START))
+    with pytest.raises(SquallError, match=r"\['zzz'\] in DAG grouped do not exist"):
+        unknown.poke(make_context(unknown, DbTI(unknown, factory), logical_date=START))
