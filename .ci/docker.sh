@@ -17,7 +17,7 @@ missing=()
 command -v docker >/dev/null || missing+=(docker)
 command -v dockerd >/dev/null || missing+=(dockerd)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
-command -v debootstrap >/dev/null && [ -x "$(command -v debootstrap)" ] || missing+=(debootstrap)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
 if [ ${#missing[@]} -ne 0 ]; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
         log "installing ${PACKAGES[*]} (missing: ${missing[*]})"
