@@ -47,8 +47,10 @@ from squall.common.models import (
     utcnow,
 )
 from squall.common.secrets import RedactingFilter
+from squall.common.settings import SmtpSettings
 from squall.common.state import DagRunState, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
+from squall.execution.email_alerts import TryAlert, send_alert, wants_email
 from squall.execution.outcome import RetryPolicy
 from squall.sdk.operators.base import BaseOperator, Context
 from squall.sdk.templating import PreviousSuccess, build_context
@@ -178,7 +180,8 @@ class DbTaskInstance:
         return self._reschedule_rows()[1]
 
 
-def build_task_context(task: BaseOperator, dag_run: DagRun, ti: DbTaskInstance) -> Context:
+def build_task_context(task: BaseOperator, dag_run: DagRun, ti: DbTaskInstance, *,
+                       test_mode: bool = False) -> Context:
     assert task.dag is not None
     if dag_run.conf is None:  # as in Airflow, a run without a conf has {} (dag_run.conf.get)
         dag_run.conf = {}
@@ -198,6 +201,7 @@ def build_task_context(task: BaseOperator, dag_run: DagRun, ti: DbTaskInstance) 
         conf=dict(dag_run.conf or {}),
         params=None,
         previous_success=previous,
+        test_mode=test_mode,
     )
 
 
@@ -426,7 +430,8 @@ def run_try(task: BaseOperator, dag_run: DagRun, *, try_number: int, max_tries: 
             on_recording: Callable[[], None] | None = None,
             recorder: Recorder | None = None, clear_xcom: bool = True,
             on_task: Callable[[BaseOperator], None] | None = None,
-            switch_user: bool = False) -> TryResult:
+            switch_user: bool = False, test_mode: bool = False,
+            smtp: SmtpSettings | None = None, airflow_compat: bool = False) -> TryResult:
     """Run one try of ``task`` in ``dag_run`` (already RUNNING in the database) end to end.
 
     ``on_recording`` is called when the task's code has ended, just before its outcome is
@@ -437,7 +442,10 @@ def run_try(task: BaseOperator, dag_run: DagRun, *, try_number: int, max_tries: 
     task object the try runs (a copy of ``task``), before its code runs: a task process's
     :class:`~squall.worker.task_process.TryTermination` calls its ``on_kill``.
     ``switch_user`` (a worker's task process, never ``dags test``'s own process): a task
-    with ``run_as_user`` runs as that user (:func:`become_run_as_user`).
+    with ``run_as_user`` runs as that user (:func:`become_run_as_user`). ``test_mode`` is
+    the context's (``squall tasks test``, as ``airflow tasks test``). ``smtp``: where the
+    failure / retry e-mail of a task with ``email`` goes, after its callback
+    (:mod:`~squall.execution.email_alerts`; None: no e-mail, as in ``dags test``).
     """
     task = copy.copy(task)  # rendering templates must not change the DAG's own task object
     if on_task is not None:
@@ -448,7 +456,7 @@ def run_try(task: BaseOperator, dag_run: DagRun, *, try_number: int, max_tries: 
                         hostname=hostname or socket.gethostname())
     with task_log_handler(log_path):
         log.info("TaskInstance %s: starting try %d of %d", ti.key, try_number, max_tries + 1)
-        context = build_task_context(task, dag_run, ti)
+        context = build_task_context(task, dag_run, ti, test_mode=test_mode)
         refused = become_run_as_user(task) if switch_user else None
         if refused is not None:
             log.error("TaskInstance %s: %s", ti.key, refused)
@@ -469,6 +477,15 @@ def run_try(task: BaseOperator, dag_run: DagRun, *, try_number: int, max_tries: 
                                     max_tries=max_tries, start_date=start_date)
             result = TryResult(state=record.state, recorded=recorder(record), outcome=outcome)
         run_callbacks(task, context, result)
+        if result.recorded and wants_email(task, result.state):
+            if smtp is None:
+                log.info("TaskInstance %s: the %s e-mail is sent by workers only", ti.key,
+                         result.state.value)
+            else:
+                send_alert(smtp, task, TryAlert(
+                    key=ti.key, try_number=try_number, max_tries=max_tries,
+                    state=result.state, exception=result.outcome.error or "",
+                    hostname=ti.hostname, log_path=log_path), airflow_compat=airflow_compat)
     return result
 
 

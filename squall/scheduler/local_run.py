@@ -262,7 +262,7 @@ def run_task_locally(
                               start_date=start, hostname=hostname, pid=os.getpid())
     path = task_log_path(log_folder, ti.key, ti.try_number) if log_folder else None
     run_try(task, run, try_number=ti.try_number, max_tries=ti.max_tries, start_date=start,
-            session_factory=session_factory, hostname=hostname, log_path=path)
+            session_factory=session_factory, hostname=hostname, log_path=path, test_mode=True)
     with session_scope(session_factory) as session:
         ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id))
     return TaskInstanceSummary(ti.task_id, ti.state, ti.try_number, ti.start_date, ti.end_date,

@@ -198,3 +198,19 @@ def test_previous_success_and_xcom_across_runs(sqlite_session_factory: SessionFa
         "UTC").isoformat()
     assert abs(pendulum.parse(got["prev_started"]) - pendulum.instance(  # type: ignore[operator]
         record_ti.start_date)) < timedelta(seconds=1)
+
+
+def test_test_mode_is_true_under_tasks_test(sqlite_session_factory: SessionFactory) -> None:
+    from squall.common import xcom
+    from squall.scheduler.local_run import run_task_locally
+
+    with DAG("tm", start_date=START, schedule=None) as dag:
+        PythonOperator(task_id="t", python_callable=lambda test_mode: {"test_mode": test_mode})
+    single = run_task_locally(dag, "t", sqlite_session_factory, logical_date=START)
+    whole = run_dag_locally(dag, sqlite_session_factory, logical_date=START.add(days=1))
+    with session_scope(sqlite_session_factory) as session:
+        runs = dict(session.execute(select(DagRun.logical_date, DagRun.run_id)).all())
+        got = {when: xcom.pull(session, dag_id="tm", run_id=run_id, task_ids="t")
+               for when, run_id in runs.items()}
+    assert single.state == whole.state == "success"
+    assert got == {START: {"test_mode": True}, START.add(days=1): {"test_mode": False}}
