@@ -114,6 +114,11 @@ class BackfillError(SquallError):
     """A backfill cannot be planned or created as asked; the message says why."""
 
 
+class EmailError(SquallError):
+    """An e-mail could not be sent (no recipient, the SMTP server unreachable after
+    ``[smtp] smtp_retry_limit`` attempts, or it refused the message); the message says why."""
+
+
 class CliError(SquallError):
     """A command cannot go on; the message is printed and the exit code is 1."""
 

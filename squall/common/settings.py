@@ -173,6 +173,26 @@ class MetricsSettings(_Section):
     statsd_prefix: str = "squall"
 
 
+class SmtpSettings(_Section):
+    """How e-mail is sent (task failure / retry alerts, SLA misses, ``EmailOperator``): as
+    Airflow 2's ``[smtp]``, with its defaults. A login is made only when both
+    ``smtp_user`` and ``smtp_password`` are set."""
+
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    #: upgrade the connection with STARTTLS (ignored with ``smtp_ssl``)
+    smtp_starttls: bool = True
+    #: connect with TLS from the start (SMTPS, usually port 465)
+    smtp_ssl: bool = False
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_mail_from: str = "squall@example.com"
+    #: seconds for each connection attempt and each command
+    smtp_timeout: float = Field(default=30.0, gt=0)
+    #: connection attempts before giving up on a message
+    smtp_retry_limit: int = Field(default=5, ge=1)
+
+
 _SECTIONS: dict[str, type[_Section]] = {
     "core": CoreSettings,
     "database": DatabaseSettings,
@@ -181,6 +201,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "logging": LoggingSettings,
     "metrics": MetricsSettings,
     "api": ApiSettings,
+    "smtp": SmtpSettings,
 }
 
 
@@ -197,6 +218,7 @@ class Settings(BaseModel):
     logging: LoggingSettings
     metrics: MetricsSettings
     api: ApiSettings
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     #: where each non-default value came from, "section.key" -> "file PATH" / "env NAME"
     sources: dict[str, str] = Field(default_factory=dict)
 
@@ -324,7 +346,8 @@ class Settings(BaseModel):
 
 
 #: Settings whose values are never shown (``squall config list``).
-SECRET_KEYS = frozenset({("api", "secret_key"), ("core", "fernet_key")})
+SECRET_KEYS = frozenset({("api", "secret_key"), ("core", "fernet_key"),
+                         ("smtp", "smtp_password")})
 
 
 def _check_key(section: str, key: str, origin: str) -> None:

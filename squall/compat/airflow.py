@@ -110,6 +110,14 @@ SUPPORTED_MODULES: Final[dict[str, dict[str, str]]] = {
     "airflow.operators.latest_only_operator": {
         "LatestOnlyOperator": "squall.sdk.operators.latest_only:LatestOnlyOperator",
     },
+    "airflow.operators.email": {"EmailOperator": "squall.sdk.operators.email:EmailOperator"},
+    "airflow.operators.email_operator": {
+        "EmailOperator": "squall.sdk.operators.email:EmailOperator",
+    },
+    "airflow.utils.email": {
+        "send_email": "squall.common.email:send_email",
+        "get_email_address_list": "squall.common.email:get_email_address_list",
+    },
     "airflow.decorators": {
         "dag": "squall.sdk.decorators:dag",
         "task": "squall.sdk.decorators:task",

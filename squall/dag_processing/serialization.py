@@ -146,6 +146,10 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
             dag.on_failure_callback is not None
             or bool(getattr(dag, "has_on_failure_callback", False))
         ),
+        "has_sla_miss_callback": (
+            dag.sla_miss_callback is not None
+            or bool(getattr(dag, "has_sla_miss_callback", False))
+        ),
         "is_paused_upon_creation": dag.is_paused_upon_creation,
         "render_template_as_native_obj": bool(dag.render_template_as_native_obj),
         "template_searchpath": [str(p) for p in dag.template_searchpath],
@@ -230,6 +234,9 @@ def _serialize_task(task: BaseOperator) -> dict[str, Any]:
         "end_date": _dt_to_json(task.end_date),
         "owner": task.owner,
         "email": email if email is None or isinstance(email, str) else [str(e) for e in email],
+        "email_on_failure": bool(task.email_on_failure),
+        "email_on_retry": bool(task.email_on_retry),
+        "sla": _td_to_json(task.sla),
         "is_sensor": is_sensor,
         "mode": str(mode) if mode is not None else None,
         "sensor": (
@@ -265,8 +272,9 @@ def _sensor_settings(task: BaseOperator) -> dict[str, Any]:
 def deserialize_dag(data: Mapping[str, Any]) -> DAG:
     """A :class:`DAG` rebuilt from :func:`serialize_dag` output, tasks as stand-ins.
 
-    Besides the ordinary attributes, the DAG gets ``has_on_success_callback`` and
-    ``has_on_failure_callback`` (the callbacks themselves are user code and stay behind).
+    Besides the ordinary attributes, the DAG gets ``has_on_success_callback``,
+    ``has_on_failure_callback`` and ``has_sla_miss_callback`` (the callbacks themselves are
+    user code and stay behind).
     """
     version = data.get("__version")
     if version != SERIALIZATION_VERSION:
@@ -311,6 +319,7 @@ def _build_dag(d: Mapping[str, Any]) -> DAG:
     dag.fileloc = d.get("fileloc") or "<unknown>"
     setattr(dag, "has_on_success_callback", bool(d.get("has_on_success_callback")))  # noqa: B010
     setattr(dag, "has_on_failure_callback", bool(d.get("has_on_failure_callback")))  # noqa: B010
+    setattr(dag, "has_sla_miss_callback", bool(d.get("has_sla_miss_callback")))  # noqa: B010
 
     tasks: list[SerializedOperator] = []
     for t in d.get("tasks") or []:
@@ -341,6 +350,9 @@ def _build_task(
         task_id=t["task_id"],
         owner=t.get("owner") or "squall",
         email=t.get("email"),
+        email_on_failure=bool(t.get("email_on_failure", True)),
+        email_on_retry=bool(t.get("email_on_retry", True)),
+        sla=_td_from_json(t.get("sla")),
         retries=int(t.get("retries") or 0),
         retry_delay=_td_from_json(t.get("retry_delay")) or timedelta(seconds=300),
         retry_exponential_backoff=bool(t.get("retry_exponential_backoff", False)),

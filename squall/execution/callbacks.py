@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from squall.common.models import CallbackRequest, SerializedDagModel, TaskInstanceKey, utcnow
 from squall.common.state import TaskInstanceState
 from squall.dag_processing.serialization import SerializationError, deserialize_dag
+from squall.execution.email_alerts import wants_email
 from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,8 @@ def request_task_callback(session: Session, *, key: TaskInstanceKey, try_number:
                           dag: DAG | None = None,
                           fallback_fileloc: Callable[[], str | None] | None = None,
                           now: datetime | None = None) -> bool:
-    """When the task has the callback a try ending in ``new_state`` calls for, add a request
+    """When the task has the callback a try ending in ``new_state`` calls for (or the e-mail
+    it sends), add a request
     for the DAG processor to run it to the caller's session (the transaction of the
     compare-and-set that won); whether one was added.
 
@@ -86,7 +88,7 @@ def request_task_callback(session: Session, *, key: TaskInstanceKey, try_number:
         return False
     if dag is not None:
         task = dag.task_dict.get(key.task_id)
-        if task is None or not getattr(task, f"has_{kind.callback_name}", False):
+        if task is None or not task_wants_request(task, kind):
             return False
         fileloc: str | None = dag.fileloc
     else:
@@ -120,6 +122,18 @@ def serialized_task_callback_fileloc(session: Session, dag_id: str, task_id: str
         log.warning("DAG %s: cannot rebuild it from serialized_dag: %s", dag_id, exc)
         return False, None
     task = dag.task_dict.get(task_id)
-    if task is None or not getattr(task, f"has_{kind.callback_name}", False):
+    if task is None or not task_wants_request(task, kind):
         return True, None
     return True, row.fileloc
+
+
+def task_wants_request(task: object, kind: CallbackKind) -> bool:
+    """Whether a try of ``task`` (a stand-in rebuilt from ``serialized_dag``) ending as
+    ``kind`` has something for the DAG processor to do: the task's callback, or its
+    failure / retry e-mail (:mod:`squall.execution.email_alerts`)."""
+    if (getattr(task, f"has_{kind.callback_name}", False)
+            or getattr(task, kind.callback_name, None) is not None):
+        return True
+    state = (TaskInstanceState.FAILED if kind == CallbackKind.TASK_FAILURE
+             else TaskInstanceState.UP_FOR_RETRY)
+    return wants_email(task, state)

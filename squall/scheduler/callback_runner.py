@@ -10,7 +10,8 @@ Each request runs in a short-lived child process of its own (forked: the process
 single-threaded spawned interpreter), which imports the DAG file with :func:`load_file`,
 builds the context (for a task callback the one a try gets, plus ``exception`` and
 ``reason``; for a DAG callback ``dag``, ``dag_run``, ``run_id`` and ``reason``) and calls the
-callback; past ``[scheduler] callback_timeout`` seconds it is killed.
+callback; past ``[scheduler] callback_timeout`` seconds it is killed. A task's failure /
+retry e-mail (:mod:`squall.execution.email_alerts`) is sent there too, before its callback.
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ from squall.common.errors import CallbackFailed, SquallError
 from squall.common.models import CallbackRequest, DagRun, TaskInstance, TaskInstanceKey, utcnow
 from squall.common.procutil import child_process_context, flush_std_streams, stop_child
 from squall.common.settings import Settings
+from squall.common.state import TaskInstanceState
 from squall.dag_processing.dagbag import load_file
 from squall.execution.callbacks import CallbackKind
+from squall.execution.email_alerts import TryAlert, send_alert, wants_email
 from squall.sdk.dag import DAG
 from squall.sdk.dag_defaults import DagDefaults
 from squall.sdk.examples import EXAMPLES_FOLDER
@@ -182,7 +185,7 @@ def run_callback(settings: Settings, session_factory: SessionFactory,
     """Load the DAG and call the request's callback in this process (user code: only in a
     child of the DAG processor); False when there is no such callback. Raises what it
     raises."""
-    from squall.execution.runner import DbTaskInstance, build_task_context
+    from squall.execution.runner import DbTaskInstance, build_task_context, task_log_path
 
     dag = load_dag(settings, request)
     with session_scope(session_factory) as session:
@@ -204,7 +207,10 @@ def run_callback(settings: Settings, session_factory: SessionFactory,
         task = dag.get_task(request.task_id)
         callback = (task.on_failure_callback if request.kind == CallbackKind.TASK_FAILURE
                     else task.on_retry_callback)
-        if callback is None:
+        state = (TaskInstanceState.FAILED if request.kind == CallbackKind.TASK_FAILURE
+                 else TaskInstanceState.UP_FOR_RETRY)
+        emails = wants_email(task, state)
+        if callback is None and not emails:
             log.info("%s: the task has none (any more); nothing run", request.describe())
             return False
         ti = DbTaskInstance(
@@ -215,6 +221,14 @@ def run_callback(settings: Settings, session_factory: SessionFactory,
             session_factory=session_factory,
             hostname=(ti_row.hostname if ti_row is not None and ti_row.hostname
                       else socket.gethostname()))
+        if emails:  # first: a callback that raises must not stop the e-mail
+            send_alert(settings.smtp, task, TryAlert(
+                key=ti.key, try_number=ti.try_number, max_tries=ti.max_tries, state=state,
+                exception=reason, hostname=ti.hostname,
+                log_path=task_log_path(settings.log_folder, ti.key, ti.try_number)),
+                airflow_compat=settings.core.airflow_compat)
+        if callback is None:
+            return True
         context = {**build_task_context(task, dag_run, ti),
                    "exception": CallbackFailed(reason), "reason": reason}
         callback(context)

@@ -149,7 +149,8 @@ def run_forked_task_process(settings: Settings, spec: TaskProcessSpec, channel: 
                 session_factory=make_session_factory(engine), hostname=spec.hostname,
                 log_path=log_path, recorder=recorder, clear_xcom=False,
                 on_task=termination.running if termination is not None else None,
-                switch_user=True)
+                switch_user=True, smtp=settings.smtp,
+                airflow_compat=settings.core.airflow_compat)
         return EXIT_OK
     finally:
         channel.close()
@@ -200,7 +201,8 @@ def _run(settings: Settings, spec: TaskProcessSpec, factory: SessionFactory,
     run_try(task, dag_run, try_number=spec.try_number, max_tries=ti.max_tries,
             start_date=start_date, session_factory=factory, hostname=spec.hostname,
             log_path=log_path, on_recording=spec.notify_recording, clear_xcom=False,
-            on_task=termination.running, switch_user=True)
+            on_task=termination.running, switch_user=True, smtp=settings.smtp,
+            airflow_compat=settings.core.airflow_compat)
     return EXIT_OK
 
 

@@ -382,7 +382,8 @@ def test_get_unknown_key(home: Path, section: str, key: str, fragment: str) -> N
 def test_as_dict_lists_every_section_and_key(home: Path) -> None:
     settings = Settings.load(env=env_for(home, SQUALL__SCHEDULER__CATCHUP_BY_DEFAULT="false"))
     data = settings.as_dict()
-    assert set(data) == {"core", "database", "celery", "scheduler", "logging", "metrics", "api"}
+    assert set(data) == {"core", "database", "celery", "scheduler", "logging", "metrics", "api",
+                         "smtp"}
     for section, values in data.items():
         assert set(values) == set(type(getattr(settings, section)).model_fields)
         for key, value in values.items():
@@ -391,3 +392,18 @@ def test_as_dict_lists_every_section_and_key(home: Path) -> None:
     assert data["database"]["sql_alchemy_conn"] == f"sqlite:///{home / 'squall.db'}"
     assert data["logging"]["base_log_folder"] == str(home / "logs")
     assert data["scheduler"]["catchup_by_default"] is False
+
+
+def test_smtp_defaults_are_airflows_and_the_password_is_secret(home: Path) -> None:
+    settings = Settings.load(env=env_for(home))
+    smtp = settings.smtp
+    assert (smtp.smtp_host, smtp.smtp_port, smtp.smtp_starttls, smtp.smtp_ssl) == (
+        "localhost", 25, True, False)
+    assert (smtp.smtp_timeout, smtp.smtp_retry_limit) == (30.0, 5)
+    settings = Settings.load(env=env_for(home, SQUALL__SMTP__SMTP_PASSWORD="hunter2",
+                                         SQUALL__SMTP__SMTP_PORT="587"))
+    assert settings.smtp.smtp_password == "hunter2" and settings.smtp.smtp_port == 587
+    assert settings.as_dict()["smtp"]["smtp_password"] == "***"
+    with pytest.raises(SettingsError) as info:
+        Settings.load(env=env_for(home, SQUALL__SMTP__SMTP_PORT="0"))
+    assert "[smtp] smtp_port" in str(info.value)
