@@ -196,6 +196,8 @@ class SchedulerJob:
         #: monotonic times of the last watch steps (0: at the first loop)
         self._last_zombie_check = 0.0
         self._last_adoption_check = 0.0
+        #: Celery task ids found over in the database (without a result) at the last check
+        self._over_at_last_check: set[str] = set()
         self._outage = Outage("scheduler", self._metrics, SCHEDULER_OUTAGE, logger=log)
         self._outage_backoff = _FIRST_OUTAGE_BACKOFF
         self.job_id: int | None = None
@@ -519,16 +521,22 @@ class SchedulerJob:
         self._forget(over)
         self._last_zombie_check = mono
 
-    def _forget(self, external_executor_ids: Sequence[str]) -> None:
-        """Stop tracking tries that are over in the database but whose Celery result was
-        never read (see :func:`~squall.scheduler.watchdog.tries_over`): they must not hold
-        ``[core] parallelism`` slots. A result read later finds nothing to act on."""
+    def _forget(self, over: Sequence[str]) -> None:
+        """Stop tracking tries found over in the database at this check *and* the one
+        before (see :func:`~squall.scheduler.watchdog.tries_over`): their Celery result is
+        still unread a whole ``zombie_detection_interval`` later, so it may never come, and
+        they must not hold ``[core] parallelism`` slots. (A worker records the try's end
+        before Celery stores its result, so a try found over once is usually just that.)
+        A result read later finds nothing to act on."""
         running = self._executor.running
-        gone = [ext_id for ext_id in external_executor_ids
+        found = set(over)
+        gone = [ext_id for ext_id in sorted(found & self._over_at_last_check)
                 if running.pop(ext_id, None) is not None]
+        self._over_at_last_check = found - set(gone)
         if gone:
-            log.info("scheduler: %d tracked Celery task(s) whose try is over in the database "
-                     "had no Celery result; no longer tracked (first: %s)", len(gone), gone[0])
+            log.warning("scheduler: %d tracked Celery task(s) whose try ended in the database "
+                        "still had no Celery result one check later (lost?); no longer "
+                        "tracked (first: %s)", len(gone), gone[0])
 
     def _heartbeat(self) -> None:
         every = self._settings.scheduler.scheduler_heartbeat_sec

@@ -25,7 +25,8 @@ cleared) is never touched:
   old message is refused by the worker's compare-and-set on the id.
 * :func:`tries_over`: the Celery task ids the executor tracks whose try is over in the
   database (the task instance is no longer QUEUED, RUNNING or RESTARTING under that id and
-  try); the caller stops tracking them. Their Celery result may never be read: a worker
+  try); the caller stops tracking those found so at two checks in a row. Their Celery
+  result may never be read: a worker
   whose result write failed through a result-backend outage (Celery gives up after about
   20 s), or a result expired. Without this each would hold one of ``[core] parallelism``'s
   slots for as long as the scheduler lives.
