@@ -42,6 +42,14 @@ def _parse_set(values: list[str]) -> dict[str, str]:
     return env
 
 
+def _loadavg() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " / ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
 def _parse_schedulers(value: str) -> list[int]:
     try:
         counts = [int(v) for v in value.split(",") if v.strip()]
@@ -61,6 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if max(counts) > 1 and args.cluster != "redis-pg":
         raise SystemExit("more than one scheduler needs PostgreSQL: --cluster redis-pg")
     extra = _parse_set(args.set)
+    load_before = _loadavg()
     # (workload, schedulers) -> samples; with several counts, each repetition runs the
     # workload once per count, alternating on the same warm cluster
     results: dict[tuple[str, int], list[Sample]] = {(w, n): [] for w in wanted for n in counts}
@@ -100,6 +109,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                  "dag_run.end_date (W3: first queued_at -> last end_date); hop = "
                  "start(c[i+1]) - end(c[i]). CPU s and peak RSS are of the process trees "
                  "(RSS summed over the tree's processes, sampled every 0.2 s).")
+        notes += (f" Load average (1/5/15 min) at the start: {load_before}; at the end: "
+                  f"{_loadavg()}.")
         if len(counts) > 1:
             notes += (f" Schedulers {args.schedulers}: each repetition ran the workload once "
                       "with each count in that order, on the same warm cluster (schedulers "
