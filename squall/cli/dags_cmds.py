@@ -15,11 +15,12 @@ from sqlalchemy import select, update
 from squall.cli.common import CliContext, CliError, add_output_flag, console, print_rows
 from squall.common.db import session_scope
 from squall.common.errors import SquallError
-from squall.common.models import DagModel, ImportError_, utcnow
+from squall.common.models import DagModel, ImportError_, SlaMiss, utcnow
 from squall.common.state import SUCCEEDED_STATES, DagRunState
 from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.dagbag import DagBag
 from squall.dag_processing.sync import sync_to_db
+from squall.scheduler.sla import sla_miss_dict
 from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = dsub.add_parser(name, help=f"{name} a DAG (a paused DAG gets no scheduled runs)")
         p.add_argument("dag_id")
         p.set_defaults(func=set_paused, paused=paused)
+
+    p = dsub.add_parser(
+        "sla-misses", help="the DAG's tasks that missed their sla, latest first",
+        description="Lists the sla_miss rows of a DAG the DAG processor recorded: a task of "
+        "a scheduled run that had not succeeded by the run's data_interval_end plus the "
+        "task's sla; whether the DAG's sla_miss_callback / e-mail was run for it "
+        "(notification_sent) and the e-mail sent (email_sent).")
+    p.add_argument("dag_id")
+    add_output_flag(p)
+    p.set_defaults(func=list_sla_misses)
 
     p = dsub.add_parser(
         "test", help="run one DAG run in this process (no broker, no worker)",
@@ -118,6 +129,23 @@ def list_dags(ctx: CliContext, args: argparse.Namespace) -> int:
                  "tags": ",".join(d.tags or [])} for d in rows]
     print_rows(data, ["dag_id", "fileloc", "owners", "is_paused", "schedule", "tags"],
                args.output)
+    return 0
+
+
+def list_sla_misses(ctx: CliContext, args: argparse.Namespace) -> int:
+    with session_scope(ctx.session_factory()) as session:
+        if session.get(DagModel, args.dag_id) is None:
+            raise CliError(f"DAG {args.dag_id!r} is not in the metadata database (squall dags "
+                           "list parses the DAG folder)")
+        rows = session.scalars(select(SlaMiss).where(SlaMiss.dag_id == args.dag_id)
+                               .order_by(SlaMiss.execution_date.desc(),
+                                         SlaMiss.task_id)).all()
+        data = [sla_miss_dict(m) for m in rows]
+    if not data and args.output == "table":
+        print(f"No SLA misses for DAG {args.dag_id}.")
+        return 0
+    print_rows(data, ["task_id", "run_id", "execution_date", "deadline", "timestamp",
+                      "notification_sent", "email_sent"], args.output)
     return 0
 
 

@@ -58,6 +58,9 @@ class CoreSettings(_Section):
     dags_are_paused_at_creation: bool = False
     #: a task's retries when neither the task nor default_args say
     default_task_retries: int = Field(default=0, ge=0)
+    #: the DAG processor records tasks that miss their ``sla`` (and runs the DAGs'
+    #: ``sla_miss_callback``), as Airflow's ``[core] check_slas``
+    check_slas: bool = True
     #: Fernet key(s) encrypting variable values and connection passwords and extras in the
     #: database; several separated by commas (the first encrypts, all decrypt) to rotate
     fernet_key: str = ""

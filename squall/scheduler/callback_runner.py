@@ -156,7 +156,7 @@ def _child_main(settings: Settings, request: PendingCallback) -> None:
     sys.exit(code)
 
 
-def _root_for(settings: Settings, fileloc: str) -> Path | None:
+def root_for(settings: Settings, fileloc: str) -> Path | None:
     path = Path(os.path.abspath(fileloc))
     roots = [settings.dags_folder]
     if settings.core.load_examples:
@@ -169,7 +169,7 @@ def _root_for(settings: Settings, fileloc: str) -> Path | None:
 
 def load_dag(settings: Settings, request: PendingCallback) -> DAG:
     """Import the request's DAG file in this process and return its DAG."""
-    loaded = load_file(request.fileloc, _root_for(settings, request.fileloc),
+    loaded = load_file(request.fileloc, root_for(settings, request.fileloc),
                        timeout=settings.core.dagbag_import_timeout,
                        airflow_compat=settings.core.airflow_compat,
                        dag_defaults=DagDefaults.from_settings(settings))

@@ -14,7 +14,9 @@ After each pass, and every couple of seconds while it waits, it also runs the pe
 callback requests (``callback_request``: zombie and dead-task-process task callbacks,
 DAG-level run callbacks), each in a child process with ``[scheduler] callback_timeout``
 (:mod:`squall.scheduler.callback_runner`): user callbacks run here, where DAG files are
-imported anyway, and never in the scheduler.
+imported anyway, and never in the scheduler. With ``[core] check_slas`` it records the tasks
+that missed their ``sla`` and runs the DAGs' ``sla_miss_callback`` (:mod:`squall.scheduler.sla`)
+at the same moments, at most every few seconds.
 
 Why a long-lived child process of its own, and not a thread of the scheduler: the scheduler
 runs threads (the executor publishes in parallel), and the isolated parse forks a child per
@@ -56,6 +58,7 @@ from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.dagbag import DagBag, ParseResult
 from squall.dag_processing.sync import sync_to_db
 from squall.scheduler.callback_runner import run_pending_callbacks
+from squall.scheduler.sla import SlaChecker
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +251,7 @@ def _processor_main(settings: Settings, examples_folder: Path | None, wake: Even
     listing = _Listing(DagBag.from_settings(settings, examples_folder=examples_folder),
                        settings.scheduler.dag_dir_list_interval)
     parsed_at = -math.inf
+    slas = SlaChecker(settings, factory) if settings.core.check_slas else None
     last: tuple[int, int, int, list[str]] | None = None
     try:
         while not stop.is_set():
@@ -280,23 +284,30 @@ def _processor_main(settings: Settings, examples_folder: Path | None, wake: Even
                         passes.value += 1
             except Exception:
                 log.exception("DAG processor: the pass failed; trying again next time")
-            _run_callbacks(settings, factory)
+            _run_callbacks(settings, factory, slas)
             deadlines = [d for d in (parsed_at + interval if interval > 0 else None,
                                      listing.deadline) if d is not None]
             _wait(wake, stop, min(deadlines, default=None), parent_pid,
-                  idle=lambda: _run_callbacks(settings, factory))
+                  idle=lambda: _run_callbacks(settings, factory, slas))
     except _Terminated:
         log.info("DAG processor: terminated")
     finally:
         engine.dispose()
 
 
-def _run_callbacks(settings: Settings, factory: SessionFactory) -> None:
-    """Run the pending callback requests (never raises: a failure is logged)."""
+def _run_callbacks(settings: Settings, factory: SessionFactory,
+                   slas: SlaChecker | None = None) -> None:
+    """Run the pending callback requests, and the SLA check when it is due (never raises:
+    a failure is logged)."""
     try:
         run_pending_callbacks(settings, factory)
     except Exception:
         log.exception("DAG processor: running callback requests failed; trying again later")
+    if slas is not None:
+        try:
+            slas.check_if_due()
+        except Exception:
+            log.exception("DAG processor: the SLA check failed; trying again later")
 
 
 def _wait(wake: Event, stop: Event, deadline: float | None, parent_pid: int,

@@ -142,7 +142,8 @@ class DAG:
         self.doc_md = doc_md
         self.on_success_callback = on_success_callback
         self.on_failure_callback = on_failure_callback
-        #: accepted as Airflow 2 does; SLA misses are not recorded yet (docs/airflow-compat.md)
+        #: called by the DAG processor with Airflow's arguments when tasks miss their ``sla``
+        #: (squall.scheduler.sla)
         self.sla_miss_callback = sla_miss_callback
         self.user_defined_macros = dict(user_defined_macros or {})
         self.user_defined_filters = dict(user_defined_filters or {})

@@ -11,6 +11,7 @@ from squall.common.models.import_error import ImportError_
 from squall.common.models.job import Job
 from squall.common.models.pool import DEFAULT_POOL, Pool
 from squall.common.models.serialized_dag import SerializedDagModel
+from squall.common.models.sla_miss import SlaMiss
 from squall.common.models.task_reschedule import TaskReschedule
 from squall.common.models.taskinstance import (
     MAX_STATE_REASON,
@@ -36,6 +37,7 @@ __all__ = [
     "Job",
     "Pool",
     "SerializedDagModel",
+    "SlaMiss",
     "TaskInstance",
     "TaskInstanceKey",
     "TaskReschedule",

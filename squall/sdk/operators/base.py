@@ -188,8 +188,8 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
 
         self.owner = owner
         self.email = email
-        # accepted and kept as Airflow 2 does; e-mail is not sent and SLA misses are not
-        # recorded yet (docs/airflow-compat.md)
+        # a failed / retried try e-mails ``email`` (squall.execution.email_alerts); a miss
+        # of ``sla`` is recorded by the DAG processor (squall.scheduler.sla)
         self.email_on_retry = bool(email_on_retry)
         self.email_on_failure = bool(email_on_failure)
         self.sla = sla
