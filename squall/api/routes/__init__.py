@@ -5,6 +5,7 @@ from fastapi import APIRouter
 from squall.api import ui
 from squall.api.metrics import metrics_router
 from squall.api.routes import (
+    connections,
     dag_runs,
     dags,
     experimental,
@@ -12,9 +13,12 @@ from squall.api.routes import (
     misc,
     monitor,
     pools,
+    sla_misses,
     task_instances,
+    variables,
 )
 
 ROUTERS: list[APIRouter] = [monitor.router, dags.router, dag_runs.router,
                             task_instances.router, logs.router, pools.router, misc.router,
+                            variables.router, connections.router, sla_misses.router,
                             experimental.router, metrics_router, ui.router]
