@@ -226,3 +226,60 @@ def test_unreachable_server_changes_no_state(db_url: str, tmp_path: Path,
     # the request is run (the e-mail failing inside it is logged by the child)
     assert run_pending_callbacks(settings, session_factory) == 1
     assert row() == before
+
+
+def _fail() -> None:
+    raise ValueError("the source table is empty")
+
+
+@pytest.mark.parametrize("reachable", [True, False], ids=["server", "no-server"])
+def test_a_failed_try_alerts_from_the_task_process(
+        reachable: bool, session_factory: SessionFactory, smtp_server: SmtpServer,
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """run_try, as a worker's task process calls it: the outcome is recorded first, then
+    the alert is sent; without a server it is logged and the state is the same."""
+    from squall.common.models import compare_and_set_state
+    from squall.execution.runner import run_try
+    from squall.sdk.operators.python import PythonOperator
+    from tests.support.scheduling import sync_dags
+
+    with DAG("alerting", schedule=None,
+             start_date=pendulum.datetime(2024, 1, 1, tz="UTC")) as dag:
+        task = PythonOperator(task_id="load", python_callable=_fail, retries=0,
+                              email="data@example.com")
+    sync_dags(session_factory, dag)
+    start = utcnow()
+    with session_scope(session_factory) as session:
+        run = create_dag_run(session, dag, run_type=DagRunType.MANUAL,
+                             logical_date=datetime(2024, 3, 1, tzinfo=start.tzinfo),
+                             data_interval=None, state=DagRunState.RUNNING,
+                             external_trigger=True)
+        key = TaskInstanceKey("alerting", "load", run.run_id)
+        session.execute(update(TaskInstance).where(
+            TaskInstance.run_id == run.run_id).values(try_number=1, state=TI.SCHEDULED.value))
+        assert compare_and_set_state(session, key, expected=TI.SCHEDULED, try_number=1,
+                                     new_state=TI.RUNNING, start_date=start)
+        session.expunge(run)
+    smtp = smtp_settings(smtp_server if reachable else None)
+    caplog.set_level(logging.INFO)
+    result = run_try(task, run, try_number=1, max_tries=0, start_date=start,
+                     session_factory=session_factory, hostname="w7",
+                     log_path=tmp_path / "attempt=1.log", smtp=smtp)
+    assert (result.state, result.recorded) == (TI.FAILED, True)
+    with session_scope(session_factory) as session:
+        row = session.get_one(TaskInstance, ("alerting", "load", run.run_id))
+        assert row.state == TI.FAILED and "the source table is empty" in (row.state_reason
+                                                                          or "")
+    if reachable:
+        [alert] = smtp_server.messages
+        assert alert.subject == (f"Squall alert: <TaskInstance: alerting.load {run.run_id} "
+                                 "[failed]>")
+        body = alert.text()
+        for part in ("Task: load", f"Run: {run.run_id}", "Try 1 out of 1",
+                     "ValueError: the source table is empty", "Host: w7",
+                     f"w7:{tmp_path / 'attempt=1.log'}"):
+            assert part in body, body
+    else:
+        assert smtp_server.messages == []
+        assert "the failed e-mail was not sent" in caplog.text
+        assert "the failed e-mail was not sent" in (tmp_path / "attempt=1.log").read_text()
