@@ -14,10 +14,10 @@ hash changed. It looks at runs whose deadline passed within :data:`SLA_LOOKBACK`
 
 * A miss is recorded once: one ``sla_miss`` row per DAG, task and logical date, inserted
   with ``ON CONFLICT DO NOTHING`` (several processors may find it at once).
-* The processor then claims the DAG's misses that were not notified yet (setting
-  ``notification_sent`` in the claiming transaction, so each is notified at most once) and,
-  when the DAG has an ``sla_miss_callback`` or a missing task has ``email``, runs a forked
-  child with ``[scheduler] callback_timeout`` that imports the DAG file, calls
+* When the DAG has an ``sla_miss_callback`` or a task with an ``sla`` has ``email``, the
+  processor then claims the DAG's misses that were not notified yet (setting
+  ``notification_sent`` in the claiming transaction, so each is notified at most once) and
+  runs a forked child with ``[scheduler] callback_timeout`` that imports the DAG file, calls
   ``sla_miss_callback(dag, task_list, blocking_task_list, slas, blocking_tis)`` with
   Airflow 2's arguments and then e-mails the tasks' ``email`` addresses (setting
   ``email_sent``). A callback that raises or times out, or an e-mail that cannot be sent, is
@@ -216,8 +216,9 @@ class SlaChecker:
         for sla in self._sla_dags():
             with session_scope(self._factory) as session:
                 added += record_misses(session, find_misses(session, sla, now), now)
-                claimed = claim_unnotified(session, sla.dag_id)
-            if claimed and sla.notifies:
+                # nothing to notify: left unclaimed, as Airflow leaves them
+                claimed = claim_unnotified(session, sla.dag_id) if sla.notifies else []
+            if claimed:
                 notify_in_child(self._settings, sla, claimed,
                                 timeout=self._settings.scheduler.callback_timeout)
         return added

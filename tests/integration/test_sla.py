@@ -202,3 +202,36 @@ def test_dags_sla_misses_cli(db_url: str, tmp_path: Path, session_factory: Sessi
                              env=env, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1 and "'nope' is not in the metadata database" in (
         missing.stderr + missing.stdout)
+
+
+QUIET_DAG = '''
+from datetime import timedelta
+
+import pendulum
+from squall import DAG, EmptyOperator
+
+with DAG("sla", schedule=timedelta(hours=1), catchup=False,
+         start_date=pendulum.datetime(2024, 1, 1, tz="UTC")):
+    EmptyOperator(task_id="slow", sla=timedelta(seconds=30))
+'''
+
+
+def test_without_callback_or_email_the_miss_is_recorded_and_left_unclaimed(
+        db_url: str, tmp_path: Path, session_factory: SessionFactory,
+        smtp_server: SmtpServer) -> None:
+    sf = session_factory
+    settings, _, _ = _setup(db_url, tmp_path, sf, smtp_server)
+    (tmp_path / "dags" / "sla.py").write_text(QUIET_DAG)
+    parse_and_sync_once(settings, sf)
+    with session_scope(sf) as session:
+        dag = deserialize_dag(session.get_one(SerializedDagModel, "sla").data)
+    assert dag.task_ids == ["slow"]
+    run_id = _run(sf, dag, utcnow().replace(microsecond=0) - timedelta(minutes=5),
+                  DagRunType.SCHEDULED)
+    checker = SlaChecker(settings, sf)
+    assert checker.check() == 1
+    assert checker.check() == 0
+    [miss] = _misses(sf)
+    assert (miss.task_id, miss.run_id) == ("slow", run_id)
+    assert not miss.notification_sent and not miss.email_sent
+    assert smtp_server.messages == []
