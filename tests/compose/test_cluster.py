@@ -57,29 +57,35 @@ def test_every_service_is_healthy_and_runs_as_squall(compose_cluster: Cluster) -
     assert health["scheduler"]["status"] == "healthy", health
 
 
-def _dag_run(client: httpx.Client, run_id: str) -> dict[str, Any]:
-    response = client.get(f"/api/v1/dags/{FANOUT_DAG_ID}/dagRuns/{run_id}")
-    response.raise_for_status()
-    return dict(response.json())
+def trigger(client: httpx.Client, dag_id: str) -> str:
+    """Unpause the DAG (once the scheduler has parsed it) and trigger a run; its run id."""
+    poll(f"{dag_id} listed by the API",
+         lambda: client.get(f"/api/v1/dags/{dag_id}").status_code == 200, 120)
+    response = client.patch(f"/api/v1/dags/{dag_id}", json={"is_paused": False})
+    assert response.status_code == 200, response.text
+    response = client.post(f"/api/v1/dags/{dag_id}/dagRuns", json={"conf": {}})
+    assert response.status_code == 200, response.text
+    return str(response.json()["dag_run_id"])
+
+
+def finished_run(client: httpx.Client, dag_id: str, run_id: str) -> dict[str, Any]:
+    def state() -> dict[str, Any] | None:
+        response = client.get(f"/api/v1/dags/{dag_id}/dagRuns/{run_id}")
+        response.raise_for_status()
+        run = dict(response.json())
+        return run if run["state"] in ("success", "failed") else None
+
+    return dict(poll(f"{dag_id} run {run_id} finished", state, RUN_TIMEOUT))
 
 
 def test_a_dag_run_spreads_over_both_workers_and_its_logs_are_read_through_the_api(
         compose_cluster: Cluster) -> None:
     with compose_cluster.api() as client:
-        # the examples are loaded (SQUALL_LOAD_EXAMPLES=true) beside the DAG folder's file
-        poll("example_bash_operator listed by the API",
-             lambda: client.get("/api/v1/dags/example_bash_operator").status_code == 200, 120)
-        poll(f"{FANOUT_DAG_ID} (from the mounted DAG folder) listed by the API",
-             lambda: client.get(f"/api/v1/dags/{FANOUT_DAG_ID}").status_code == 200, 120)
-        response = client.patch(f"/api/v1/dags/{FANOUT_DAG_ID}", json={"is_paused": False})
-        assert response.status_code == 200, response.text
-        response = client.post(f"/api/v1/dags/{FANOUT_DAG_ID}/dagRuns", json={"conf": {}})
-        assert response.status_code == 200, response.text
-        run_id = response.json()["dag_run_id"]
-
-        run = poll(f"run {run_id} finished",
-                   lambda: (r := _dag_run(client, run_id))["state"] in ("success", "failed")
-                   and r, RUN_TIMEOUT)
+        # an example (SQUALL_LOAD_EXAMPLES=true) and a DAG of the mounted DAG folder
+        example_run = trigger(client, "example_bash_operator")
+        run_id = trigger(client, FANOUT_DAG_ID)
+        assert finished_run(client, "example_bash_operator", example_run)["state"] == "success"
+        run = finished_run(client, FANOUT_DAG_ID, run_id)
         response = client.get(f"/api/v1/dags/{FANOUT_DAG_ID}/dagRuns/{run_id}/taskInstances")
         response.raise_for_status()
         tis = response.json()["task_instances"]
