@@ -84,6 +84,14 @@ def test_variables_crud_pages_and_masking(api: Api, session_factory: SessionFact
                             params={"update_mask": "description"},
                             json={"description": "the region", "value": "ignored"}))
     assert patched == {"key": "region", "value": "us-east-1", "description": "the region"}
+    # a sensitive variable sent back as read keeps its value
+    shown = _ok(api.get("/api/v1/variables/db_password"))
+    _ok(api.patch("/api/v1/variables/db_password", user="op",
+                  json={**shown, "description": "the db"}))
+    with session_scope(session_factory) as session:
+        record = variables.read_variable(session, FernetCodec(KEY), "db_password")
+        assert record is not None and (record.value, record.description) == ("hunter2",
+                                                                             "the db")
     renamed = api.patch("/api/v1/variables/region", user="op", json={"key": "r", "value": "x"})
     assert renamed.status_code == 400 and "cannot be renamed" in renamed.json()["detail"]
     assert api.patch("/api/v1/variables/nope", user="op",
@@ -144,6 +152,16 @@ def test_connections_crud_never_answer_the_password(api: Api,
     with session_scope(session_factory) as session:
         conn = connection_store.read_connection(session, FernetCodec(KEY), "warehouse")
         assert conn is not None and (conn.host, conn.password) == ("db3", "s3cret!")
+
+    # the extra sent back as read (masked): the secrets are kept, the change is made
+    shown = json.loads(_ok(api.get("/api/v1/connections/warehouse"))["extra"])
+    shown["sslmode"] = "disable"
+    _ok(api.patch("/api/v1/connections/warehouse", user="op",
+                  params={"update_mask": "extra"}, json={"extra": json.dumps(shown)}))
+    with session_scope(session_factory) as session:
+        conn = connection_store.read_connection(session, FernetCodec(KEY), "warehouse")
+        assert conn is not None and conn.extra_dejson == {
+            "sslmode": "disable", "api_key": "k-123", "nested": {"token": "t-456"}}
 
     assert api.post("/api/v1/connections", user="op", json=body).status_code == 409
     for bad_body, fragment in (({"connection_id": "x"}, "missing required field(s): conn_type"),

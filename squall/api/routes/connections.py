@@ -3,7 +3,8 @@ shape.
 
 Reading needs the ``viewer`` role, changing a connection ``op`` (Airflow's Op role may).
 A connection's password is never answered (Airflow's API leaves it out too); in its
-``extra`` (a JSON object) the values of keys that name a secret are ``***``. The database
+``extra`` (a JSON object) the values of keys that name a secret are ``***``, and a ``***``
+sent back in a PATCH keeps the stored value. The database
 work is :mod:`squall.common.connection_store` (encrypted with ``[core] fernet_key`` when it
 is set, as ``squall connections`` does); connections given by environment variables of
 other processes are not visible here.
@@ -30,7 +31,7 @@ from squall.api.state import DB, api_state
 from squall.common import connection_store
 from squall.common.connections import Connection, ConnectionError_
 from squall.common.models import ConnectionModel
-from squall.common.secrets import FernetCodec, SecretsError, SecretsMasker
+from squall.common.secrets import MASK, FernetCodec, SecretsError, SecretsMasker
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,27 @@ def masked_extra(extra: str | None) -> str | None:
     except ValueError:
         return extra
     return json.dumps(SecretsMasker().redact(parsed))
+
+
+def restore_masked(new: Any, old: Any) -> Any:
+    """``new`` (a parsed extra sent back) with each ``***`` the API answered in place of a
+    value of ``old`` replaced by that value, so a client that sends back what it read does
+    not overwrite a secret with ``***``."""
+    if new == MASK and old is not None and not isinstance(old, (dict, list)):
+        return old
+    if isinstance(new, dict) and isinstance(old, dict):
+        return {k: restore_masked(v, old.get(k)) for k, v in new.items()}
+    return new
+
+
+def _unmasked_extra(extra: Any, old_extra: str | None) -> Any:
+    if not isinstance(extra, str) or not old_extra:
+        return extra
+    try:
+        new, old = json.loads(extra), json.loads(old_extra)
+    except ValueError:
+        return extra
+    return json.dumps(restore_masked(new, old))
 
 
 def _item(conn: Connection) -> dict[str, Any]:
@@ -174,6 +196,8 @@ def patch_connection(connection_id: str, body: ConnectionBody, request: Request,
     else:
         values = {api: getattr(old, attr) for api, attr in _FIELDS.items()}
         values.update(fields)
+    if "extra" in values:
+        values = {**values, "extra": _unmasked_extra(values["extra"], old.extra)}
     conn = _build(connection_id, values)
     connection_store.add_connection(session, codec, conn, overwrite=True)
     log.info("api: %s changed connection %s: %s", user.username, connection_id,

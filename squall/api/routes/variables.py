@@ -3,7 +3,8 @@ shape.
 
 Reading needs the ``viewer`` role, changing a variable ``op`` (Airflow's Op role may). The
 value of a key that names a secret (:func:`squall.common.secrets.is_sensitive_key`) is
-answered as ``***``. The database work is :mod:`squall.common.variables` (encrypted with
+answered as ``***`` (and a ``***`` sent back for it in a PATCH keeps the stored value). The
+database work is :mod:`squall.common.variables` (encrypted with
 ``[core] fernet_key`` when it is set, as ``squall variables`` does); variables given by
 ``AIRFLOW_VAR_*`` / ``SQUALL_VAR_*`` environment variables of other processes are not
 visible here.
@@ -146,6 +147,8 @@ def patch_variable(variable_key: str, body: VariableBody, request: Request, sess
             raise bad_request("missing required field(s): value (or name the fields to "
                               "change in update_mask)")
     value = _text(fields["value"], "value") if "value" in fields else record.value or ""
+    if value == MASK and is_sensitive_key(variable_key):
+        value = record.value or ""  # sent back as it was answered: keep the secret
     description = fields.get("description", record.description)
     if description is not None:
         description = _text(description, "description")
