@@ -2,8 +2,8 @@
 
 ``compose_cluster`` (one per session) builds the base images when missing or out of date
 (:mod:`tests.compose.images`), builds ``deploy/Dockerfile`` on them, and brings
-``docker-compose.yml`` up as a project of its own (postgres, redis, squall-init, a
-scheduler, two workers, the API and, profile ``flower``, Flower) with every secret and
+``docker-compose.yml`` up as a project of its own (postgres, redis, squall-init, two
+schedulers, two workers, the API and, profile ``flower``, Flower) with every secret and
 host port chosen here, waits until every health check passes, and takes it all down again
 (containers, networks and volumes) at the end, whatever happened. Without a reachable
 Docker daemon or docker-compose the tests skip on a laptop and fail under ``CI``.
@@ -42,6 +42,7 @@ UP_TIMEOUT = 300.0
 HEALTHY_TIMEOUT = 300.0
 LONG_RUNNING = ("postgres", "redis", "scheduler", "worker", "api", "flower")
 WORKERS = 2
+SCHEDULERS = 2
 WORKER_CONCURRENCY = 2
 
 # A DAG of the test's own, put in the project's DAG folder: six parallel tasks that each
@@ -296,12 +297,13 @@ def compose_cluster(squall_image: str, tmp_path_factory: pytest.TempPathFactory
                              env=env, workdir=workdir)
     try:
         up = project.run("up", "--detach", "--no-build", "--scale", f"worker={WORKERS}",
-                         timeout=UP_TIMEOUT, check=False)
+                         "--scale", f"scheduler={SCHEDULERS}", timeout=UP_TIMEOUT, check=False)
         if up.returncode != 0:
             raise AssertionError(f"docker-compose up exited {up.returncode}:\n"
                                  f"{_tail(up.stdout + up.stderr, 20)}\n"
                                  f"{_tail(project.logs(), 120)}")
-        wait_healthy(project, {"postgres": 1, "redis": 1, "scheduler": 1, "worker": WORKERS,
+        wait_healthy(project, {"postgres": 1, "redis": 1, "scheduler": SCHEDULERS,
+                               "worker": WORKERS,
                                "api": 1, "flower": 1}, HEALTHY_TIMEOUT)
         yield Cluster(project=project, api_url=f"http://127.0.0.1:{api_port}",
                       flower_url=f"http://127.0.0.1:{flower_port}", admin=admin,

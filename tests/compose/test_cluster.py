@@ -1,6 +1,7 @@
 """docker-compose.yml for real: the image built from deploy/Dockerfile, the project brought
-up under Docker with two workers and Flower, a DAG run spread over both workers, its task
-logs read through the API from the workers' log servers, and Flower behind basic auth."""
+up under Docker with two schedulers, two workers and Flower, DAG runs spread over both
+workers, their task logs read through the API from the workers' log servers, and Flower
+behind basic auth."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from tests.compose.conftest import (
     FANOUT_DAG_ID,
     FANOUT_TASKS,
+    SCHEDULERS,
     WORKERS,
     Cluster,
     docker,
@@ -47,7 +49,8 @@ def test_every_service_is_healthy_and_runs_as_squall(compose_cluster: Cluster) -
     project = compose_cluster.project
     for service in ("scheduler", "worker", "api", "flower"):
         containers = project.service_containers(service)
-        assert len(containers) == (WORKERS if service == "worker" else 1), service
+        expected = {"worker": WORKERS, "scheduler": SCHEDULERS}.get(service, 1)
+        assert len(containers) == expected, service
         for c in containers:
             assert c["State"]["Health"]["Status"] == "healthy", (service, c["State"])
             proc = exec_in(c["Id"], ["id", "-un"])
