@@ -15,6 +15,7 @@ import signal
 import string
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import count
@@ -93,6 +94,8 @@ class MultiHost:
             "SQUALL__DATABASE__SQL_ALCHEMY_CONN": self.host_db_url,
             "SQUALL__CELERY__BROKER_URL": f"{self.host_redis}/0",
             "SQUALL__CELERY__RESULT_BACKEND": f"{self.host_redis}/1",
+            # SIGABRT makes a process print every thread's stack (see dump_stacks)
+            "PYTHONFAULTHANDLER": "1",
         })
         log_path = cluster.home / f"{name}.log"
         argv = [sys.executable, "-m", "squall", "celery", "worker", "-q", queues,
@@ -109,6 +112,33 @@ class MultiHost:
                        message=f"worker {name} on {host} to be ready")
             assert proc.process.poll() is None, cluster.logs(name)
         return proc
+
+
+    def dump_stacks(self) -> None:
+        """Make every pool process of every worker print its threads' stacks into its
+        worker's log (faulthandler on SIGABRT), for a test that found one stuck; the
+        processes die of it."""
+        for proc in self.cluster.procs:
+            if proc.name == "scheduler" or proc.process.poll() is not None:
+                continue
+            children = subprocess.run(["pgrep", "-P", str(proc.process.pid)],
+                                      capture_output=True, text=True, check=False)
+            for pid in children.stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGABRT)
+                except ProcessLookupError:
+                    pass
+        time.sleep(1)  # let them write; nothing waits on this but the failure report
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> str:
+        """:meth:`Cluster.wait_for_run`; when it times out, the workers' pool processes
+        dump their stacks first (the logs in the failure then show where they were)."""
+        try:
+            return self.cluster.wait_for_run(dag_id, run_id, timeout=timeout)
+        except AssertionError:
+            self.dump_stacks()
+            raise AssertionError(f"run {dag_id} {run_id} not finished after {timeout} s; "
+                                 f"stacks dumped:\n{self.cluster.logs(tail=150)}") from None
 
 
 def _kill_all(cluster: Cluster) -> None:

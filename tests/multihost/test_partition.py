@@ -128,7 +128,7 @@ def test_cut_link_retries_on_another_host_and_never_two_tries_at_once(
                                                                ti.try_number, ti.hostname)
 
     lab.restore("h1")
-    assert cluster.wait_for_run("partition", run_id, timeout=60) == "success", cluster.logs()
+    assert multihost.wait_for_run("partition", run_id, timeout=60) == "success", cluster.logs()
     # the old supervisors, back on the network, wrote their failures late: they lost
     wait_until(lambda: old_worker.log_path.read_bytes().count(b"lost: the row had moved on")
                == len(TASKS), 60, interval=0.2,

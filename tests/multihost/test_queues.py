@@ -68,7 +68,7 @@ def test_tasks_land_only_on_hosts_that_consume_their_queue(multihost: MultiHost)
         multihost.start_worker(host, f"w{index}", queues)
     cluster.start_scheduler()
     run_id = cluster.trigger("spread")
-    assert cluster.wait_for_run("spread", run_id, timeout=120) == "success", cluster.logs()
+    assert multihost.wait_for_run("spread", run_id, timeout=120) == "success", cluster.logs()
 
     tis = cluster.task_instances("spread", run_id)
     assert len(tis) == 12
