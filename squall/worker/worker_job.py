@@ -11,10 +11,18 @@ again (inserting the row then, when the first beat could not).
 
 The thread opens its own engine, closes its connection after each beat and disposes of the
 engine when it ends. Pool processes forked from the worker do not run the thread (threads do
-not survive a fork); a pool process forked during a beat inherits that one connection but
-never uses it, and the worker's ``worker_process_init`` hook drops the connection pool of
-every engine a pool process inherited (:func:`squall.worker.tasks.dispose_inherited_engines`),
+not survive a fork), and the worker's ``worker_process_init`` hook drops the connection pool
+of every engine a pool process inherited (:func:`squall.worker.tasks.dispose_inherited_engines`),
 this one included.
+
+A fork never happens in the middle of a beat. A child inherits every lock as it was at the
+fork, and a beat takes library-wide ones (SQLAlchemy's mapper configuration mutex on the
+first ORM use, libpq's while connecting); a pool process forked while the thread held one
+hung at its first database call, its task instance left QUEUED. So a beat holds
+:data:`_BEAT_LOCK`, and a fork of the worker's main process (Celery forking a pool process)
+first waits for it, up to :data:`FORK_WAIT` seconds (a beat hung on an unreachable database
+must not stop the pool from being refilled; the mappers are configured before the thread
+starts, so what such a late fork risks is only the connection's own locks).
 """
 
 from __future__ import annotations
@@ -42,6 +50,43 @@ log = logging.getLogger(__name__)
 JOB_TYPE = "CeleryWorkerJob"
 #: how long :meth:`WorkerJob.stop` waits for the thread to mark the row ended
 STOP_TIMEOUT = 10.0
+#: how long a fork of the worker's main process waits for a beat in progress to end
+FORK_WAIT = 5.0
+
+#: held by the thread during each beat; a fork waits for it (module docstring)
+_BEAT_LOCK = threading.Lock()
+_fork_guard_installed = False
+_held_for_fork = False
+
+
+def _before_fork() -> None:
+    global _held_for_fork
+    _held_for_fork = _BEAT_LOCK.acquire(timeout=FORK_WAIT)
+    if not _held_for_fork:
+        log.warning("Worker: forking while the job heartbeat has been in progress for over "
+                    "%.0f s (the database does not answer)", FORK_WAIT)
+
+
+def _after_fork_in_parent() -> None:
+    global _held_for_fork
+    if _held_for_fork:
+        _held_for_fork = False
+        _BEAT_LOCK.release()
+
+
+def _after_fork_in_child() -> None:
+    global _BEAT_LOCK, _held_for_fork
+    _BEAT_LOCK = threading.Lock()  # the child runs no beat; start it with a free lock
+    _held_for_fork = False
+
+
+def install_fork_guard() -> None:
+    """Make forks of this process wait for a beat in progress (idempotent)."""
+    global _fork_guard_installed
+    if not _fork_guard_installed:
+        os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                            after_in_child=_after_fork_in_child)
+        _fork_guard_installed = True
 
 
 def worker_node_name(name: str | None) -> str:
@@ -71,6 +116,12 @@ class WorkerJob:
         self.job_id: int | None = None
 
     def start(self) -> WorkerJob:
+        from sqlalchemy.orm import configure_mappers
+
+        # the thread's first ORM use must not be what configures the mappers (module
+        # docstring): configure them here, before any thread runs
+        configure_mappers()
+        install_fork_guard()
         self._thread = threading.Thread(target=self._run, name="squall-worker-job",
                                         daemon=True)
         self._thread.start()
@@ -97,13 +148,15 @@ class WorkerJob:
         try:
             factory = make_session_factory(engine)
             while True:
-                self._beat(factory)
-                # hold no connection between beats: a pool process forked meanwhile then
-                # inherits none
-                engine.dispose()
+                with _BEAT_LOCK:
+                    self._beat(factory)
+                    # hold no connection between beats: a pool process forked meanwhile
+                    # then inherits none
+                    engine.dispose()
                 if self._stopping.wait(self.interval):
                     break
-            self._end(factory)
+            with _BEAT_LOCK:
+                self._end(factory)
         except Exception:  # never let the thread die with a traceback on stderr only
             log.exception("Worker %s: job heartbeat thread failed", self.hostname)
         finally:

@@ -239,3 +239,51 @@ def test_jobs_check_follows_a_real_worker_and_scheduler(standalone: Cluster) -> 
                60, interval=0.5, message="an alive scheduler job")
     assert cluster.stop(scheduler) == 0, cluster.logs("scheduler")
     assert_clean_error(_check(cluster, "--job-type", "scheduler"), 1, NONE_ALIVE)
+
+
+def test_a_fork_waits_for_the_beat_in_progress(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fork of the worker's main process (Celery forking a pool process) happens between
+    beats, never during one: a child forked mid-beat inherited the locks the beat held and
+    hung at its first database call. The beat here is held open until the test lets it end;
+    a fork attempted meanwhile returns only after it ended."""
+    import os
+    import threading
+
+    settings = Settings.load(env={"SQUALL_HOME": str(tmp_path)},
+                             overrides={"database": {"sql_alchemy_conn":
+                                                     f"sqlite:///{tmp_path / 'x.db'}"}})
+    events: list[str] = []
+    in_beat, let_go = threading.Event(), threading.Event()
+
+    def slow_beat(self: WorkerJob, factory: SessionFactory) -> None:
+        if not in_beat.is_set():
+            in_beat.set()
+            let_go.wait(10)
+            events.append("beat ended")
+
+    monkeypatch.setattr(WorkerJob, "_beat", slow_beat)
+    job = WorkerJob(settings, "w1@host", interval=60).start()
+    forked = threading.Event()
+
+    def fork() -> None:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        events.append("forked")
+        os.waitpid(pid, 0)
+        forked.set()
+
+    try:
+        assert in_beat.wait(10), "the first beat did not start"
+        forker = threading.Thread(target=fork)
+        forker.start()
+        # a fork that did not wait would be done within this window
+        assert not forked.wait(0.5), events
+        let_go.set()
+        assert forked.wait(10), "the fork did not go ahead once the beat ended"
+        forker.join(5)
+    finally:
+        let_go.set()
+        job.stop()
+    assert events == ["beat ended", "forked"]
