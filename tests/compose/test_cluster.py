@@ -23,7 +23,9 @@ from tests.compose.conftest import (
     poll,
 )
 
-pytestmark = [pytest.mark.compose, pytest.mark.integration, pytest.mark.timeout(900)]
+# one xdist process runs them all, so one compose project and one image build serve them
+pytestmark = [pytest.mark.compose, pytest.mark.integration, pytest.mark.timeout(900),
+              pytest.mark.xdist_group("compose")]
 
 RUN_TIMEOUT = 180.0
 

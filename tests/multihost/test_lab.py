@@ -12,7 +12,8 @@ import pytest
 
 from tests.support.netns import PREFIX, HostLab, ip, our_links, our_namespaces, sweep_stale
 
-pytestmark = [pytest.mark.multihost, pytest.mark.integration]
+# one xdist process runs the multihost tests, one lab at a time
+pytestmark = [pytest.mark.multihost, pytest.mark.integration, pytest.mark.xdist_group("multihost")]
 
 
 def _nothing_of(run: str) -> bool:

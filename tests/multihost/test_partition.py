@@ -27,7 +27,8 @@ from tests.multihost.conftest import SETTINGS, MultiHost
 from tests.support.faults import process_gone
 from tests.support.services import wait_until
 
-pytestmark = [pytest.mark.multihost, pytest.mark.integration]
+# one xdist process runs the multihost tests, one lab at a time
+pytestmark = [pytest.mark.multihost, pytest.mark.integration, pytest.mark.xdist_group("multihost")]
 
 ZOMBIE_THRESHOLD = float(SETTINGS["scheduler"]["zombie_threshold"])  # type: ignore[arg-type]
 DETECTION = float(SETTINGS["scheduler"]["zombie_detection_interval"])  # type: ignore[arg-type]

@@ -14,7 +14,8 @@ import pytest
 from tests.multihost.conftest import MultiHost
 from tests.support.netns import HostLab, our_links, our_namespaces
 
-pytestmark = [pytest.mark.multihost, pytest.mark.integration]
+# one xdist process runs the multihost tests, one lab at a time
+pytestmark = [pytest.mark.multihost, pytest.mark.integration, pytest.mark.xdist_group("multihost")]
 
 #: host -> the queues its worker consumes
 QUEUES = {"h1": "alpha", "h2": "beta", "h3": "gamma,alpha"}
