@@ -23,7 +23,7 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Final
 
 import pendulum
 from sqlalchemy import func, select, update
@@ -180,16 +180,26 @@ class DbTaskInstance:
         return self._reschedule_rows()[1]
 
 
+#: ``previous_success`` not read yet: :func:`build_task_context` reads it
+NOT_READ: Final = object()
+
+
 def build_task_context(task: BaseOperator, dag_run: DagRun, ti: DbTaskInstance, *,
-                       test_mode: bool = False) -> Context:
+                       test_mode: bool = False,
+                       previous: PreviousSuccess | object | None = NOT_READ) -> Context:
+    """The try's template context. ``previous`` is :func:`previous_success` when the caller
+    read it already (a worker's supervisor, in the try's start transaction, so that the
+    task process opens no database connection for it); otherwise it is read here."""
     assert task.dag is not None
     if dag_run.conf is None:  # as in Airflow, a run without a conf has {} (dag_run.conf.get)
         dag_run.conf = {}
     logical_date = pendulum.instance(dag_run.logical_date)
     start = dag_run.data_interval_start or dag_run.logical_date
     end = dag_run.data_interval_end or dag_run.logical_date
-    with session_scope(ti.session_factory) as session:
-        previous = previous_success(session, dag_run, task.task_id)
+    if previous is NOT_READ:
+        with session_scope(ti.session_factory) as session:
+            previous = previous_success(session, dag_run, task.task_id)
+    assert previous is None or isinstance(previous, PreviousSuccess)
     return build_context(
         dag=task.dag,
         task=task,
@@ -431,7 +441,8 @@ def run_try(task: BaseOperator, dag_run: DagRun, *, try_number: int, max_tries: 
             recorder: Recorder | None = None, clear_xcom: bool = True,
             on_task: Callable[[BaseOperator], None] | None = None,
             switch_user: bool = False, test_mode: bool = False,
-            smtp: SmtpSettings | None = None, airflow_compat: bool = False) -> TryResult:
+            smtp: SmtpSettings | None = None, airflow_compat: bool = False,
+            previous_success: PreviousSuccess | object | None = NOT_READ) -> TryResult:
     """Run one try of ``task`` in ``dag_run`` (already RUNNING in the database) end to end.
 
     ``on_recording`` is called when the task's code has ended, just before its outcome is
@@ -446,6 +457,8 @@ def run_try(task: BaseOperator, dag_run: DagRun, *, try_number: int, max_tries: 
     the context's (``squall tasks test``, as ``airflow tasks test``). ``smtp``: where the
     failure / retry e-mail of a task with ``email`` goes, after its callback
     (:mod:`~squall.execution.email_alerts`; None: no e-mail, as in ``dags test``).
+    ``previous_success``: the context's ``prev_*_success``, when the caller read it
+    already (:func:`build_task_context`).
     """
     task = copy.copy(task)  # rendering templates must not change the DAG's own task object
     if on_task is not None:
@@ -456,7 +469,8 @@ def run_try(task: BaseOperator, dag_run: DagRun, *, try_number: int, max_tries: 
                         hostname=hostname or socket.gethostname())
     with task_log_handler(log_path):
         log.info("TaskInstance %s: starting try %d of %d", ti.key, try_number, max_tries + 1)
-        context = build_task_context(task, dag_run, ti, test_mode=test_mode)
+        context = build_task_context(task, dag_run, ti, test_mode=test_mode,
+                                     previous=previous_success)
         refused = become_run_as_user(task) if switch_user else None
         if refused is not None:
             log.error("TaskInstance %s: %s", ti.key, refused)

@@ -150,6 +150,7 @@ def run_forked_task_process(settings: Settings, spec: TaskProcessSpec, channel: 
                 log_path=log_path, recorder=recorder, clear_xcom=False,
                 on_task=termination.running if termination is not None else None,
                 switch_user=True, smtp=settings.smtp,
+                previous_success=started.previous_success,
                 airflow_compat=settings.core.airflow_compat)
         return EXIT_OK
     finally:

@@ -53,6 +53,7 @@ from squall.execution.runner import (
     OutcomeRecord,
     TryOutcome,
     TryResult,
+    previous_success,
     record_outcome,
     task_log_handler,
     task_log_path,
@@ -60,6 +61,7 @@ from squall.execution.runner import (
 )
 from squall.sdk.examples import EXAMPLES_FOLDER
 from squall.sdk.operators.base import BaseOperator
+from squall.sdk.templating import PreviousSuccess
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,8 @@ class StartedTry:
     max_tries: int
     start_date: datetime
     dag_run: dict[str, Any]  # the DagRun's column values
+    #: the context's ``prev_*_success`` (:func:`~squall.execution.runner.previous_success`)
+    previous_success: PreviousSuccess | None = None
 
 
 def dag_run_values(dag_run: DagRun) -> dict[str, Any]:
@@ -136,8 +140,10 @@ class TryWrites:
                     .join(TaskInstance, (TaskInstance.dag_id == DagRun.dag_id)
                           & (TaskInstance.run_id == DagRun.run_id))
                     .where(*self._key_clause())).one()
-                self.started = StartedTry(job_id=job.id, max_tries=int(max_tries or 0),
-                                          start_date=now, dag_run=dag_run_values(dag_run))
+                self.started = StartedTry(
+                    job_id=job.id, max_tries=int(max_tries or 0), start_date=now,
+                    dag_run=dag_run_values(dag_run),
+                    previous_success=previous_success(session, dag_run, self.key.task_id))
                 session.commit()
                 self.job_id = job.id
                 log.info("TaskInstance %s: try %d queued -> running on %s (job %d)",
