@@ -60,19 +60,9 @@ def _parse_schedulers(value: str) -> list[int]:
     return counts
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    wanted = [w.strip().upper() for w in args.workload.split(",") if w.strip()]
-    unknown = [w for w in wanted if w not in WORKLOADS]
-    if unknown:
-        raise SystemExit(f"unknown workload(s) {unknown}; known: {', '.join(WORKLOADS)}")
-    counts = _parse_schedulers(args.schedulers)
-    if max(counts) > 1 and args.cluster != "redis-pg":
-        raise SystemExit("more than one scheduler needs PostgreSQL: --cluster redis-pg")
-    extra = _parse_set(args.set)
-    load_before = _loadavg()
-    # (workload, schedulers) -> samples; with several counts, each repetition runs the
-    # workload once per count, alternating on the same warm cluster
-    results: dict[tuple[str, int], list[Sample]] = {(w, n): [] for w in wanted for n in counts}
+def _run_warm(args: argparse.Namespace, wanted: list[str], counts: list[int],
+              extra: dict[str, str], results: dict[tuple[str, int], list[Sample]]) -> None:
+    """W1-W4 and WB, each ``--repeat`` times, on one warm cluster."""
     with BenchCluster(args.cluster, concurrency=args.concurrency, extra_env=extra,
                       keep_home=args.keep_home, schedulers=counts[0]) as cluster:
         print(f"bench: cluster {args.cluster} up (home {cluster.home}); waiting for DAGs",
@@ -90,6 +80,43 @@ def cmd_run(args: argparse.Namespace) -> int:
                     figures = ", ".join(f"{k}={v:.3g}" for k, v in sample.figures.items())
                     print(f"bench: {w} #{rep + 1} ({n} scheduler(s)): {figures} "
                           f"({time.monotonic() - t0:.0f} s)", flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    wanted = [w.strip().upper() for w in args.workload.split(",") if w.strip()]
+    w5 = "W5" in wanted
+    wanted = [w for w in wanted if w != "W5"]
+    unknown = [w for w in wanted if w not in WORKLOADS]
+    if unknown:
+        raise SystemExit(f"unknown workload(s) {unknown}; known: {', '.join(WORKLOADS)}")
+    counts = _parse_schedulers(args.schedulers)
+    if max(counts) > 1 and args.cluster != "redis-pg":
+        raise SystemExit("more than one scheduler needs PostgreSQL: --cluster redis-pg")
+    extra = _parse_set(args.set)
+    load_before = _loadavg()
+    # (workload, schedulers) -> samples; with several counts, each repetition runs the
+    # workload once per count, alternating on the same warm cluster
+    results: dict[tuple[str, int], list[Sample]] = {(w, n): [] for w in wanted for n in counts}
+    w5_samples: list[Sample] = []
+    w5_settings: dict[str, str] = {}
+    if w5:
+        from bench.many_files import processor_settings, w5_many_files
+
+        if counts != [1]:
+            raise SystemExit("W5 runs with one scheduler")
+        for rep in range(args.repeat):
+            t0 = time.monotonic()
+            sample = w5_many_files(args.cluster, concurrency=args.concurrency, extra_env=extra,
+                                   keep_home=args.keep_home)
+            w5_samples.append(sample)
+            figures = ", ".join(f"{k}={v:.3g}" for k, v in sample.figures.items())
+            print(f"bench: W5 #{rep + 1}: {figures} ({time.monotonic() - t0:.0f} s)",
+                  flush=True)
+        probe = BenchCluster(args.cluster, extra_env=extra)
+        w5_settings = processor_settings(probe)
+        probe.stop()
+    if wanted:
+        _run_warm(args, wanted, counts, extra, results)
     rows: list[Row] = []
     for (w, n), samples in results.items():
         group = f"{w} {WORKLOADS[w][0]}"
@@ -99,6 +126,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             rows.append((group, key, [s.figures[key] for s in samples]))
         for key in samples[0].usage:
             rows.append((group, key, [s.usage[key] for s in samples]))
+    if w5_samples:
+        group = "W5 1,000 DAG files x 10 tasks"
+        for key in w5_samples[0].figures:
+            rows.append((group, key, [s.figures[key] for s in w5_samples]))
+        for key in w5_samples[0].usage:
+            rows.append((group, key, [s.usage[key] for s in w5_samples]))
     settings = (" " + " ".join(args.set)) if args.set else ""
     schedulers = "" if counts == [1] else f"schedulers {args.schedulers}, "
     title = (f"bench run: cluster {args.cluster}, {schedulers}worker -c {args.concurrency}, "
@@ -115,6 +148,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             notes += (f" Schedulers {args.schedulers}: each repetition ran the workload once "
                       "with each count in that order, on the same warm cluster (schedulers "
                       "stopped with SIGTERM or started, and heartbeating, in between).")
+        if w5:
+            notes += (" W5: a fresh cluster per repetition whose DAG folder is bench/dags plus "
+                      "1,000 generated files (bench/many_files.py); times from the bench's "
+                      "clock: scheduler start -> every w5_* DAG has an active dag row and a "
+                      "serialized_dag row; one file rewritten (11th task) -> its dag_hash "
+                      "changes. DAG processor settings (defaults): "
+                      + ", ".join(f"{k} {v}" for k, v in w5_settings.items()) + ".")
         if "WB" in wanted:
             notes += (" WB: wall = backfill.created_at (written by `squall dags backfill`) -> "
                       "the last end_date of its 1,000 task instances; tasks/s = 1000 / wall; "
@@ -199,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run workloads W1-W4 and WB on a cluster of real processes")
     p.add_argument("--workload", default="W1,W2,W3,WB,W4",
-                   help=f"comma-separated, e.g. W1,W2 (known: {', '.join(WORKLOADS)})")
+                   help=f"comma-separated, e.g. W1,W2 (known: {', '.join(WORKLOADS)}, W5)")
     p.add_argument("--cluster", choices=CLUSTERS, default="redis-pg")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=4, help="worker -c (default 4)")

@@ -134,6 +134,8 @@ class BenchCluster:
     keep_home: bool = False
     #: schedulers started by :meth:`start` (more than one needs PostgreSQL: redis-pg)
     schedulers: int = 1
+    #: ``[core] dags_folder`` of every process (W5 points it at a folder under the home)
+    dags_folder: Path = DAGS_FOLDER
     home: Path = field(init=False)
     db_url: str = field(init=False, default="")
     redis: subprocess.Popen[bytes] | None = field(init=False, default=None)
@@ -158,7 +160,7 @@ class BenchCluster:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SQUALL")}
         env.update({
             "SQUALL_HOME": str(self.home),
-            "SQUALL__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+            "SQUALL__CORE__DAGS_FOLDER": str(self.dags_folder),
             "SQUALL__CORE__LOAD_EXAMPLES": "false",
             "PYTHONPATH": str(REPO_ROOT),
         })
