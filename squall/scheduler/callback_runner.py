@@ -167,17 +167,22 @@ def root_for(settings: Settings, fileloc: str) -> Path | None:
     return None
 
 
-def load_dag(settings: Settings, request: PendingCallback) -> DAG:
-    """Import the request's DAG file in this process and return its DAG."""
-    loaded = load_file(request.fileloc, root_for(settings, request.fileloc),
+def load_dag_from_file(settings: Settings, fileloc: str, dag_id: str) -> DAG:
+    """Import ``fileloc`` in this process and return its DAG ``dag_id`` (user code: only in
+    a child of the DAG processor)."""
+    loaded = load_file(fileloc, root_for(settings, fileloc),
                        timeout=settings.core.dagbag_import_timeout,
                        airflow_compat=settings.core.airflow_compat,
                        dag_defaults=DagDefaults.from_settings(settings))
-    dag = next((d for d in loaded.dags if d.dag_id == request.dag_id), None)
+    dag = next((d for d in loaded.dags if d.dag_id == dag_id), None)
     if dag is None:
-        raise SquallError(loaded.error or f"DAG file {request.fileloc} defines no DAG "
-                                          f"{request.dag_id!r}")
+        raise SquallError(loaded.error or f"DAG file {fileloc} defines no DAG {dag_id!r}")
     return dag
+
+
+def load_dag(settings: Settings, request: PendingCallback) -> DAG:
+    """Import the request's DAG file in this process and return its DAG."""
+    return load_dag_from_file(settings, request.fileloc, request.dag_id)
 
 
 def run_callback(settings: Settings, session_factory: SessionFactory,

@@ -47,7 +47,7 @@ from squall.common.db import (
     session_scope,
 )
 from squall.common.email import get_email_address_list, send_email
-from squall.common.errors import EmailError, SquallError
+from squall.common.errors import EmailError
 from squall.common.models import (
     DagModel,
     DagRun,
@@ -59,10 +59,7 @@ from squall.common.models import (
 from squall.common.procutil import child_process_context, flush_std_streams, stop_child
 from squall.common.settings import Settings
 from squall.common.state import DagRunType, TaskInstanceState
-from squall.dag_processing.dagbag import load_file
-from squall.scheduler.callback_runner import root_for
-from squall.sdk.dag import DAG
-from squall.sdk.dag_defaults import DagDefaults
+from squall.scheduler.callback_runner import load_dag_from_file
 
 log = logging.getLogger(__name__)
 
@@ -289,24 +286,12 @@ def _child_main(settings: Settings, sla: SlaDag, misses: list[Miss]) -> None:
     sys.exit(code)
 
 
-def _load_dag(settings: Settings, sla: SlaDag) -> DAG:
-    loaded = load_file(sla.fileloc, root_for(settings, sla.fileloc),
-                       timeout=settings.core.dagbag_import_timeout,
-                       airflow_compat=settings.core.airflow_compat,
-                       dag_defaults=DagDefaults.from_settings(settings))
-    dag = next((d for d in loaded.dags if d.dag_id == sla.dag_id), None)
-    if dag is None:
-        raise SquallError(loaded.error or f"DAG file {sla.fileloc} defines no DAG "
-                                          f"{sla.dag_id!r}")
-    return dag
-
-
 def notify(settings: Settings, session_factory: SessionFactory, sla: SlaDag,
            misses: list[Miss]) -> bool:
     """Import the DAG file, call ``sla_miss_callback`` with Airflow 2's arguments, then
     e-mail; whether everything that was due went fine (user code: only in a child of the
     DAG processor)."""
-    dag = _load_dag(settings, sla)
+    dag = load_dag_from_file(settings, sla.fileloc, sla.dag_id)
     with session_scope(session_factory) as session:
         slas = list(session.scalars(select(SlaMiss).where(
             SlaMiss.dag_id == sla.dag_id,
