@@ -34,7 +34,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for
@@ -57,6 +57,7 @@ __all__ = [
     "DEFAULT_IGNORE_FILE",
     "DagBag",
     "FileLoadResult",
+    "FileStat",
     "IgnoreSyntax",
     "ParseResult",
     "list_dag_files",
@@ -322,16 +323,17 @@ class DagBag:
         return self.dags.get(dag_id)
 
     def parse_isolated(self, *, parallelism: int | None = None,
-                       files: Iterable[tuple[Path, Path]] | None = None) -> ParseResult:
+                       files: Iterable[tuple[Path, Path]] | None = None,
+                       previous: Mapping[str, str] | None = None) -> ParseResult:
         """:func:`parse_files_isolated` on ``files`` (``(file, folder)`` pairs from an earlier
-        :meth:`files`), by default on every DAG file of this bag."""
+        :meth:`files`), by default on every DAG file of this bag; ``previous`` as there."""
         by_root: dict[Path, list[Path]] = {}
         for path, root in self.files() if files is None else files:
             by_root.setdefault(root, []).append(path)
         return _merge_results(
             parse_files_isolated(paths, root, self.import_timeout, parallelism=parallelism,
                                  airflow_compat=self.airflow_compat,
-                                 dag_defaults=self.dag_defaults)
+                                 dag_defaults=self.dag_defaults, previous=previous)
             for root, paths in by_root.items()
         )
 
@@ -343,18 +345,41 @@ def _duplicate_message(dag_id: str, first_file: str) -> str:
 # --------------------------------------------------------------------------- isolated parse
 
 
+@dataclass(frozen=True)
+class FileStat:
+    """How the parse of one DAG file went, as its child reported it."""
+
+    path: str
+    #: seconds the child spent importing the file and serializing its DAGs
+    duration: float
+    #: the DAGs the file defines (valid ones, in definition order)
+    dag_ids: tuple[str, ...]
+    #: tasks over those DAGs
+    task_count: int
+    #: whether the file has an import error
+    error: bool
+    #: digest of the child's whole answer for the file: equal means the same DAGs and error
+    fingerprint: str
+
+
 @dataclass
 class ParseResult:
     """What parsing some DAG files produced.
 
     ``serialized`` maps dag_id to serialized DAG (its ``fileloc`` names its file);
     ``import_errors`` maps a file to a readable message; ``files_parsed`` lists every file
-    parsed (whether it worked or not), as absolute paths.
+    parsed (whether it worked or not), as absolute paths. ``file_stats`` says how each file
+    answered (every file in ``files_parsed`` and in ``unchanged``). ``unchanged`` lists the
+    files whose answer had the fingerprint the caller already knew (``previous`` of
+    :func:`parse_files_isolated`): their DAGs and errors are not decoded again, and they are
+    in none of ``serialized``, ``import_errors`` and ``files_parsed``.
     """
 
     serialized: dict[str, dict[str, Any]] = field(default_factory=dict)
     import_errors: dict[str, str] = field(default_factory=dict)
     files_parsed: list[str] = field(default_factory=list)
+    file_stats: dict[str, FileStat] = field(default_factory=dict)
+    unchanged: list[str] = field(default_factory=list)
 
     def dag_ids_by_file(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {path: [] for path in self.files_parsed}
@@ -379,6 +404,8 @@ def _merge_results(results: Iterable[ParseResult]) -> ParseResult:
             old = merged.import_errors.get(path)
             merged.import_errors[path] = f"{old}\n{error}" if old else error
         merged.files_parsed.extend(result.files_parsed)
+        merged.file_stats.update(result.file_stats)
+        merged.unchanged.extend(result.unchanged)
     return merged
 
 
@@ -388,7 +415,9 @@ def _parse_in_child(path: str, dags_folder: str, conn: Connection,
     """The child process: load one file, send back ``{"dags": [...], "error": ...}`` as JSON."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    payload: dict[str, Any]
+    started = time.perf_counter()
+    stats: dict[str, Any] = {"dag_ids": [], "task_count": 0}
+    has_error = True
     try:
         loaded = load_file(path, dags_folder, airflow_compat=airflow_compat,
                            dag_defaults=dag_defaults)
@@ -399,11 +428,18 @@ def _parse_in_child(path: str, dags_folder: str, conn: Connection,
                 serialized.append(serialize_dag(dag))
             except Exception as exc:
                 errors.append(f"{_header(path)}\n{type(exc).__name__}: {exc}")
-        payload = {"dags": serialized, "error": "\n".join(errors) or None}
-        text = json.dumps(payload)
+        stats = {"dag_ids": [data["dag"]["dag_id"] for data in serialized],
+                 "task_count": sum(len(data["dag"].get("tasks") or ()) for data in serialized)}
+        has_error = bool(errors)
+        answer = json.dumps({"dags": serialized, "error": "\n".join(errors) or None})
     except BaseException as exc:  # anything at all must become a message
-        text = json.dumps({"dags": [], "error": f"{_header(path)}\n{type(exc).__name__}: {exc}"})
-    conn.send_bytes(text.encode("utf-8"))
+        answer = json.dumps({"dags": [],
+                             "error": f"{_header(path)}\n{type(exc).__name__}: {exc}"})
+    # The header (timing, counts) is outside the answer, so the answer's fingerprint does not
+    # change with the time the parse took.
+    header = json.dumps({"duration": time.perf_counter() - started, "error": has_error,
+                         **stats})
+    conn.send_bytes(header.encode("utf-8") + b"\n" + answer.encode("utf-8"))
     conn.close()
 
 
@@ -439,6 +475,7 @@ def parse_files_isolated(
     parallelism: int | None = None,
     airflow_compat: bool = False,
     dag_defaults: DagDefaults | None = None,
+    previous: Mapping[str, str] | None = None,
 ) -> ParseResult:
     """Parse each DAG file in a child process of its own and gather the serialized DAGs.
 
@@ -447,13 +484,18 @@ def parse_files_isolated(
     ``os._exit``) is reported with its exit code. A dag_id defined by two files is kept from
     the first in ``paths`` order and reported as an import error of the later one.
     ``airflow_compat`` and ``dag_defaults`` are as for :func:`load_file`.
+
+    ``previous`` maps files to the fingerprint (:attr:`FileStat.fingerprint`) of their last
+    answer: a file that answers the same again is listed in :attr:`ParseResult.unchanged`
+    and its answer is not decoded. A file that times out or dies is never unchanged.
     """
     files = [os.path.abspath(p) for p in paths]
     files = list(dict.fromkeys(files))
     root = os.path.abspath(dags_folder)
     limit = max(1, parallelism or min(4, os.cpu_count() or 1))
     ctx = child_process_context()
-    outcome: dict[str, tuple[list[dict[str, Any]], str | None]] = {}
+    known = previous or {}
+    outcome: dict[str, _Answer] = {}
     pending = deque(files)
     running: list[_Job] = []
 
@@ -471,7 +513,8 @@ def parse_files_isolated(
             except OSError as exc:
                 reader.close()
                 writer.close()
-                outcome[path] = ([], f"{path}: cannot start a process to parse it: {exc}")
+                outcome[path] = _Answer.failed(
+                    path, f"{path}: cannot start a process to parse it: {exc}")
                 continue
             writer.close()
             running.append(_Job(path, process, reader, time.monotonic() + timeout))
@@ -486,21 +529,27 @@ def parse_files_isolated(
         still: list[_Job] = []
         for job in running:
             if job.conn in ready or job.process.sentinel in ready:
-                outcome[job.path] = _collect(job)
+                outcome[job.path] = _collect(job, known.get(job.path))
             elif now >= job.deadline:
                 stop_child(job.process, 0)
                 job.conn.close()
                 log.warning("killed the parse of %s after %s s", job.path, timeout)
-                outcome[job.path] = ([], _timeout_message(job.path, timeout))
+                outcome[job.path] = _Answer.failed(job.path,
+                                                   _timeout_message(job.path, timeout))
             else:
                 still.append(job)
         running = still
 
-    result = ParseResult(files_parsed=list(files))
+    result = ParseResult()
     for path in files:
-        dags, error = outcome[path]
-        errors = [error] if error else []
-        for data in dags:
+        answer = outcome[path]
+        result.file_stats[path] = answer.stat
+        if answer.unchanged:
+            result.unchanged.append(path)
+            continue
+        result.files_parsed.append(path)
+        errors = [answer.error] if answer.error else []
+        for data in answer.dags:
             dag_id = data["dag"]["dag_id"]
             other = result.serialized.get(dag_id)
             if other is not None:
@@ -512,17 +561,55 @@ def parse_files_isolated(
     return result
 
 
-def _collect(job: _Job) -> tuple[list[dict[str, Any]], str | None]:
+@dataclass
+class _Answer:
+    """One file's answer, as the parent sees it."""
+
+    stat: FileStat
+    dags: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    unchanged: bool = False
+
+    @classmethod
+    def failed(cls, path: str, error: str, duration: float = 0.0) -> _Answer:
+        """A file whose child never answered (timed out, died, could not start)."""
+        digest = hashlib.blake2b(error.encode("utf-8"), digest_size=16).hexdigest()
+        return cls(FileStat(path, duration, (), 0, True, f"failed:{digest}"), error=error)
+
+
+def _fingerprint(answer: bytes) -> str:
+    return hashlib.blake2b(answer, digest_size=16).hexdigest()
+
+
+def _decode(path: str, message: bytes, previous: str | None) -> _Answer:
+    """A child's message: a JSON header line (timing, counts), then the JSON answer."""
+    head, _, body = message.partition(b"\n")
+    header = json.loads(head.decode("utf-8"))
+    fingerprint = _fingerprint(body)
+    if fingerprint == previous:
+        payload: dict[str, Any] = {"dags": [], "error": None}
+        unchanged = True
+    else:
+        payload = json.loads(body.decode("utf-8"))
+        unchanged = False
+    error = payload.get("error")
+    stat = FileStat(path, float(header.get("duration") or 0.0),
+                    tuple(header.get("dag_ids") or ()), int(header.get("task_count") or 0),
+                    bool(error) if not unchanged else bool(header.get("error")), fingerprint)
+    return _Answer(stat, list(payload.get("dags") or []), error, unchanged)
+
+
+def _collect(job: _Job, previous: str | None = None) -> _Answer:
     """Read a child's answer (it has answered or exited)."""
     try:
         if job.conn.poll():
-            payload = json.loads(job.conn.recv_bytes().decode("utf-8"))
+            message = job.conn.recv_bytes()
             _finish(job)
-            return list(payload.get("dags") or []), payload.get("error")
+            return _decode(job.path, message, previous)
     except (EOFError, OSError, ValueError):
         pass
     _finish(job)
-    return [], (
+    return _Answer.failed(job.path, (
         f"the process parsing DAG file {job.path} died without an answer, with "
         f"{_exit_description(job.process.exitcode)}"
-    )
+    ))
