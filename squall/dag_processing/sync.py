@@ -1,8 +1,9 @@
 """Recording a parse in the database, and rebuilding DAGs from it.
 
 :func:`sync_to_db` writes a :class:`~squall.dag_processing.dagbag.ParseResult` to the ``dag``,
-``serialized_dag`` and ``import_error`` tables; :func:`load_serialized_dags` rebuilds DAGs
-(with stand-in tasks) from ``serialized_dag``, so schedulers never import user code (ADR 3).
+``serialized_dag``, ``import_error`` and ``dag_file`` tables; :func:`load_serialized_dags`
+rebuilds DAGs (with stand-in tasks) from ``serialized_dag``, so schedulers never import user
+code (ADR 3).
 """
 
 from __future__ import annotations
@@ -10,22 +11,24 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pendulum
-from sqlalchemy import or_, select
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from squall.common.models import DagModel, DagRun, ImportError_, SerializedDagModel
+from squall.common.db import is_postgres
+from squall.common.models import DagFile, DagModel, DagRun, ImportError_, SerializedDagModel
 from squall.common.state import DagRunType
 from squall.dag_processing.serialization import SerializationError, dag_hash, deserialize_dag
 from squall.sdk.dag import DAG
 from squall.sdk.timetables import DataInterval
 
 if TYPE_CHECKING:
-    from squall.dag_processing.dagbag import ParseResult
+    from squall.dag_processing.dagbag import FileStat, ParseResult
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,15 @@ def sync_to_db(
     * ``next_dagrun``: computed when it is NULL or when the DAG's schedule, start or end date,
       catchup or time zone changed, from the latest scheduled run if there is one;
     * with ``known_files`` (every DAG file there is), DAGs of other files become inactive
-      and import errors of other files are deleted.
+      and import errors of other files are deleted;
+    * a dag_id whose active ``dag`` row belongs to another file that is in ``known_files``
+      and was not parsed in this pass (so, as of its last parse, still defines it) stays
+      with that file: the file parsed now gets the import error "dag_id X is already
+      defined in <other file>" (without ``known_files`` the parsed file takes the row);
+    * the files of ``result.unchanged`` (their answer was the one already recorded): their
+      active DAGs get ``last_parsed_time = now`` (one UPDATE), their import errors stay;
+    * every file of ``result.file_stats`` gets its ``dag_file`` row written (upserted);
+      with ``known_files``, the rows of other files are deleted.
 
     Flushes; the caller commits. ``now`` must be timezone-aware.
     """
@@ -86,6 +97,8 @@ def sync_to_db(
         raise ValueError("sync_to_db needs a timezone-aware `now`")
     pnow = pendulum.instance(now)
     parsed = set(result.files_parsed)
+    unchanged = set(result.unchanged) - parsed
+    known = None if known_files is None else {os.path.abspath(f) for f in known_files}
     broken = set(result.import_errors)
     import_errors = dict(result.import_errors)
     dag_ids = list(result.serialized)
@@ -107,8 +120,27 @@ def sync_to_db(
             )
         }
 
+    # A dag_id another known file still defines (as of its last parse) stays with it.
+    held_elsewhere: set[str] = set()
+    if known is not None:
+        for dag_id, data in result.serialized.items():
+            fileloc = data["dag"]["fileloc"]
+            row = rows.get(dag_id)
+            if (row is None or row.fileloc == fileloc or not row.is_active
+                    or row.fileloc not in known or row.fileloc in parsed):
+                continue
+            from squall.dag_processing.dagbag import _duplicate_message
+
+            message = _duplicate_message(dag_id, row.fileloc)
+            old = import_errors.get(fileloc)
+            import_errors[fileloc] = f"{old}\n{message}" if old else message
+            broken.add(fileloc)
+            held_elsewhere.add(dag_id)
+
     written: set[str] = set()
     for dag_id, data in result.serialized.items():
+        if dag_id in held_elsewhere:
+            continue
         fileloc = data["dag"]["fileloc"]
         try:
             dag = deserialize_dag(data)
@@ -185,8 +217,17 @@ def sync_to_db(
     for filename, message in sorted(import_errors.items()):
         session.add(ImportError_(filename=filename, stacktrace=message, timestamp=now))
 
-    if known_files is not None:
-        known = {os.path.abspath(f) for f in known_files}
+    if unchanged:
+        session.execute(
+            update(DagModel)
+            .where(DagModel.fileloc.in_(sorted(unchanged)), DagModel.is_active.is_(True))
+            .values(last_parsed_time=now)
+        )
+
+    _record_file_stats(session, result.file_stats, broken=broken, unchanged=unchanged,
+                       now=now)
+
+    if known is not None:
         for row in session.scalars(select(DagModel).where(DagModel.is_active.is_(True))):
             if row.fileloc not in known and row.dag_id not in written:
                 log.info("the file of DAG %s (%s) is gone: deactivating it", row.dag_id,
@@ -195,7 +236,46 @@ def sync_to_db(
         for old_error in session.scalars(select(ImportError_)):
             if old_error.filename not in known:
                 session.delete(old_error)
+        session.execute(delete(DagFile).where(DagFile.fileloc.not_in(sorted(known))))
     session.flush()
+
+
+#: ``dag_file`` rows per INSERT statement (7 bound values each: well under SQLite's limit)
+_STATS_CHUNK = 500
+
+
+def _record_file_stats(session: Session, stats: Mapping[str, FileStat], *, broken: set[str],
+                       unchanged: set[str], now: datetime) -> None:
+    """Upsert one ``dag_file`` row per file in ``stats``, a few hundred rows a statement.
+
+    A parsed file has an import error when its child said so or when this sync gave it one
+    (``broken``: a DAG it could not store, a dag_id another file holds); an unchanged file
+    when its child said so or it still has an ``import_error`` row.
+    """
+    if not stats:
+        return
+    still_broken: set[str] = set()
+    if unchanged:
+        still_broken = set(session.scalars(
+            select(ImportError_.filename).where(ImportError_.filename.in_(sorted(unchanged)))
+        ))
+    values = [
+        {"fileloc": path, "last_parsed_at": now, "last_duration": stat.duration,
+         "dag_ids": list(stat.dag_ids), "task_count": stat.task_count,
+         "has_import_error": bool(stat.error or path in broken or path in still_broken),
+         "fingerprint": stat.fingerprint}
+        for path, stat in sorted(stats.items())
+    ]
+    insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    for start in range(0, len(values), _STATS_CHUNK):
+        stmt = insert(DagFile).values(values[start:start + _STATS_CHUNK])
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[DagFile.fileloc],
+            set_={name: stmt.excluded[name] for name in
+                  ("last_parsed_at", "last_duration", "dag_ids", "task_count",
+                   "has_import_error", "fingerprint")},
+        )
+        session.execute(stmt)
 
 
 def load_serialized_dags(

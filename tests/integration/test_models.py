@@ -22,6 +22,7 @@ from squall.common.db import SessionFactory, make_engine
 from squall.common.models import (
     DEFAULT_POOL,
     Base,
+    DagFile,
     DagModel,
     DagRun,
     ImportError_,
@@ -112,6 +113,25 @@ def test_downgrade_to_base_and_up_again(engine: Engine) -> None:
     assert dbops.current_revision(engine) is None
     dbops.migrate(engine)
     assert dbops.check(engine) == []
+
+
+def test_migration_0008_adds_dag_file_to_a_0007_database_and_drops_it(engine: Engine) -> None:
+    with engine.begin() as conn:
+        command.downgrade(dbops.alembic_config(connection=conn), "0007")
+    assert "dag_file" not in inspect(engine).get_table_names()
+    assert "sla_miss" in inspect(engine).get_table_names()
+    assert dbops.current_revision(engine) == "0007"
+    dbops.migrate(engine)
+    assert dbops.current_revision(engine) == "0008"
+    assert dbops.check(engine) == []
+    with Session(engine) as s:
+        s.add(DagFile(fileloc="/dags/a.py", last_parsed_at=T0, last_duration=0.5,
+                      dag_ids=["a", "b"], task_count=3, has_import_error=False,
+                      fingerprint="f"))
+        s.commit()
+    with Session(engine) as s:
+        row = s.get_one(DagFile, "/dags/a.py")
+        assert (row.last_parsed_at, row.dag_ids, row.task_count) == (T0, ["a", "b"], 3)
 
 
 def test_migration_and_models_do_not_drift(engine: Engine) -> None:

@@ -6,6 +6,7 @@ from squall.common.models.base import Base, UtcDateTime, utcnow
 from squall.common.models.callback_request import CallbackRequest
 from squall.common.models.connection import ConnectionModel
 from squall.common.models.dag import DagModel
+from squall.common.models.dag_file import DagFile
 from squall.common.models.dagrun import DagRun
 from squall.common.models.import_error import ImportError_
 from squall.common.models.job import Job
@@ -31,6 +32,7 @@ __all__ = [
     "Base",
     "CallbackRequest",
     "ConnectionModel",
+    "DagFile",
     "DagModel",
     "DagRun",
     "ImportError_",
