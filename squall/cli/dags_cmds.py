@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pendulum
@@ -15,7 +17,7 @@ from sqlalchemy import select, update
 from squall.cli.common import CliContext, CliError, add_output_flag, console, print_rows
 from squall.common.db import session_scope
 from squall.common.errors import SquallError
-from squall.common.models import DagModel, ImportError_, SlaMiss, utcnow
+from squall.common.models import DagFile, DagModel, ImportError_, SlaMiss, utcnow
 from squall.common.state import SUCCEEDED_STATES, DagRunState
 from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.dagbag import DagBag
@@ -38,6 +40,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = dsub.add_parser("list-import-errors", help="DAG files that failed to load, and why")
     add_output_flag(p)
     p.set_defaults(func=list_import_errors)
+
+    p = dsub.add_parser(
+        "report", help="how long each DAG file took to parse, slowest first",
+        description="One row per DAG file, from the last parse a DAG processor (or `squall "
+        "dags list`) recorded, slowest first: the file (relative to [core] dags_folder when "
+        "inside it); duration: the seconds the parse's child process took to import the file "
+        "and serialize its DAGs (a file whose answer was unchanged still counts its import); "
+        "dag_num / task_num: the DAGs the file defines and their tasks; dags: their ids; "
+        "last_parsed: how long ago that parse was; import_error: whether the file has one "
+        "(see `squall dags list-import-errors`). The last line totals files, DAGs, tasks and "
+        "durations (not in -o json, a list of rows with the duration in seconds and "
+        "last_parsed_at in ISO 8601). Nothing is parsed by this command.")
+    p.add_argument("-o", "--output", choices=("table", "json", "plain"), default="table",
+                   help="output format: a table, JSON, or plain aligned columns without "
+                   "borders (default: table)")
+    p.set_defaults(func=report)
 
     p = dsub.add_parser("show", help="print a DAG's tasks and dependencies")
     p.add_argument("dag_id")
@@ -158,6 +176,76 @@ def list_import_errors(ctx: CliContext, args: argparse.Namespace) -> int:
         print("No import errors.")
         return 0
     print_rows(data, ["filepath", "error"], args.output)
+    return 0
+
+
+def _ago(seconds: float) -> str:
+    """``seconds`` as a short "ago": 42s, 3m 5s, 2h 10m, 4d 1h."""
+    total = max(0, int(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h ago"
+    if hours:
+        return f"{hours}h {minutes}m ago"
+    if minutes:
+        return f"{minutes}m {secs}s ago"
+    return f"{secs}s ago"
+
+
+def _shown_path(fileloc: str, folder: Path) -> str:
+    """``fileloc`` relative to ``folder`` when it is inside it, else as it is."""
+    try:
+        return str(Path(fileloc).relative_to(folder))
+    except ValueError:
+        return fileloc
+
+
+REPORT_COLUMNS = ["file", "duration", "dag_num", "task_num", "dags", "last_parsed",
+                  "import_error"]
+
+
+def report(ctx: CliContext, args: argparse.Namespace) -> int:
+    with session_scope(ctx.session_factory()) as session:
+        rows = session.scalars(select(DagFile).order_by(DagFile.last_duration.desc(),
+                                                        DagFile.fileloc)).all()
+    if not rows:
+        if args.output == "json":
+            print("[]")
+        else:
+            print("No DAG file has been parsed yet: a DAG processor records each parse "
+                  "(is the scheduler running?).")
+        return 0
+    folder = Path(os.path.abspath(ctx.settings.dags_folder))
+    now = utcnow()
+    if args.output == "json":
+        json.dump([{"file": _shown_path(r.fileloc, folder), "fileloc": r.fileloc,
+                    "duration": r.last_duration, "dag_num": len(r.dag_ids),
+                    "task_num": r.task_count, "dags": list(r.dag_ids),
+                    "last_parsed_at": r.last_parsed_at.isoformat(),
+                    "import_error": r.has_import_error} for r in rows],
+                  sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    data = [{"file": _shown_path(r.fileloc, folder), "duration": f"{r.last_duration:.3f}s",
+             "dag_num": len(r.dag_ids), "task_num": r.task_count,
+             "dags": ", ".join(r.dag_ids),
+             "last_parsed": _ago((now - r.last_parsed_at).total_seconds()),
+             "import_error": "yes" if r.has_import_error else "no"} for r in rows]
+    total = (f"Total: {len(rows)} file(s), {sum(len(r.dag_ids) for r in rows)} DAG(s), "
+             f"{sum(r.task_count for r in rows)} task(s), "
+             f"{sum(r.last_duration for r in rows):.3f}s of parsing")
+    if args.output == "plain":
+        cells = [REPORT_COLUMNS] + [[str(row[c]) for c in REPORT_COLUMNS] for row in data]
+        widths = [max(len(line[i]) for line in cells) for i in range(len(REPORT_COLUMNS))]
+        for line in cells:
+            print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True))
+                  .rstrip())
+        print(total)
+        return 0
+    print_rows(data, REPORT_COLUMNS, "table")
+    print(total)
     return 0
 
 
