@@ -67,7 +67,7 @@ def sync_to_db(
     paused_at_creation: bool,
     now: datetime,
     known_files: Collection[str] | None = None,
-) -> None:
+) -> set[str]:
     """Record ``result`` in the ``dag``, ``serialized_dag`` and ``import_error`` tables.
 
     * every DAG parsed gets its ``dag`` row created or updated (``is_active``, parse time,
@@ -91,7 +91,11 @@ def sync_to_db(
     * every file of ``result.file_stats`` gets its ``dag_file`` row written (upserted);
       with ``known_files``, the rows of other files are deleted.
 
-    Flushes; the caller commits. ``now`` must be timezone-aware.
+    Returns the unchanged files whose recorded answer no longer tells the whole story: one
+    of the DAGs the file defines has no active row (it lost the dag_id to another file,
+    which has now dropped it or is gone). Their DAGs were never decoded, so the caller must
+    parse them again without their fingerprint (their ``dag_file.fingerprint`` is recorded
+    empty). Flushes; the caller commits. ``now`` must be timezone-aware.
     """
     if now.tzinfo is None:
         raise ValueError("sync_to_db needs a timezone-aware `now`")
@@ -209,23 +213,13 @@ def sync_to_db(
             row.is_active = False
 
     if parsed or import_errors:
-        stale = parsed | set(import_errors)
+        replaced = parsed | set(import_errors)
         for old_error in session.scalars(
-            select(ImportError_).where(ImportError_.filename.in_(sorted(stale)))
+            select(ImportError_).where(ImportError_.filename.in_(sorted(replaced)))
         ):
             session.delete(old_error)
     for filename, message in sorted(import_errors.items()):
         session.add(ImportError_(filename=filename, stacktrace=message, timestamp=now))
-
-    if unchanged:
-        session.execute(
-            update(DagModel)
-            .where(DagModel.fileloc.in_(sorted(unchanged)), DagModel.is_active.is_(True))
-            .values(last_parsed_time=now)
-        )
-
-    _record_file_stats(session, result.file_stats, broken=broken, unchanged=unchanged,
-                       now=now)
 
     if known is not None:
         for row in session.scalars(select(DagModel).where(DagModel.is_active.is_(True))):
@@ -236,8 +230,43 @@ def sync_to_db(
         for old_error in session.scalars(select(ImportError_)):
             if old_error.filename not in known:
                 session.delete(old_error)
+
+    stale = _touch_unchanged(session, result.file_stats, unchanged, now)
+    _record_file_stats(session, result.file_stats, broken=broken, unchanged=unchanged,
+                       stale=stale, now=now)
+    if known is not None:
         session.execute(delete(DagFile).where(DagFile.fileloc.not_in(sorted(known))))
     session.flush()
+    return stale
+
+
+def _touch_unchanged(session: Session, stats: Mapping[str, FileStat], unchanged: set[str],
+                     now: datetime) -> set[str]:
+    """Set ``last_parsed_time`` of the unchanged files' active DAGs (one UPDATE); return the
+    unchanged files one of whose DAGs has no active row (see :func:`sync_to_db`).
+
+    When the UPDATE matched as many rows as the files define DAGs, every one of them is
+    active and held by its file: nothing more is read.
+    """
+    if not unchanged:
+        return set()
+    touched = session.execute(
+        update(DagModel)
+        .where(DagModel.fileloc.in_(sorted(unchanged)), DagModel.is_active.is_(True))
+        .values(last_parsed_time=now)
+    ).rowcount  # type: ignore[attr-defined]
+    defined = {path: stats[path].dag_ids for path in unchanged if path in stats}
+    if touched == sum(len(ids) for ids in defined.values()):
+        return set()
+    wanted = sorted({dag_id for ids in defined.values() for dag_id in ids})
+    active = set(session.scalars(
+        select(DagModel.dag_id).where(DagModel.dag_id.in_(wanted), DagModel.is_active.is_(True))
+    )) if wanted else set()
+    stale = {path for path, ids in defined.items() if not set(ids) <= active}
+    for path in sorted(stale):
+        log.info("DAG file %s is unchanged but defines a DAG that has no active row (another "
+                 "file held it): it must be parsed again in full", path)
+    return stale
 
 
 #: ``dag_file`` rows per INSERT statement (7 bound values each: well under SQLite's limit)
@@ -245,12 +274,13 @@ _STATS_CHUNK = 500
 
 
 def _record_file_stats(session: Session, stats: Mapping[str, FileStat], *, broken: set[str],
-                       unchanged: set[str], now: datetime) -> None:
+                       unchanged: set[str], stale: set[str], now: datetime) -> None:
     """Upsert one ``dag_file`` row per file in ``stats``, a few hundred rows a statement.
 
     A parsed file has an import error when its child said so or when this sync gave it one
     (``broken``: a DAG it could not store, a dag_id another file holds); an unchanged file
-    when its child said so or it still has an ``import_error`` row.
+    when its child said so or it still has an ``import_error`` row. A ``stale`` file's
+    fingerprint is recorded empty (its answer must be decoded again).
     """
     if not stats:
         return
@@ -263,7 +293,7 @@ def _record_file_stats(session: Session, stats: Mapping[str, FileStat], *, broke
         {"fileloc": path, "last_parsed_at": now, "last_duration": stat.duration,
          "dag_ids": list(stat.dag_ids), "task_count": stat.task_count,
          "has_import_error": bool(stat.error or path in broken or path in still_broken),
-         "fingerprint": stat.fingerprint}
+         "fingerprint": "" if path in stale else stat.fingerprint}
         for path, stat in sorted(stats.items())
     ]
     insert = postgresql.insert if is_postgres(session) else sqlite.insert

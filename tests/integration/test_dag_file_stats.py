@@ -228,3 +228,44 @@ def test_a_dag_id_moved_to_another_file_in_one_pass_goes_with_it(
         moving = session.get_one(DagModel, "moving")
         assert moving.fileloc == str(second) and moving.is_active
         assert session.scalars(select(ImportError_)).all() == []
+
+
+def test_an_unchanged_file_whose_lost_dag_id_is_free_again_must_be_parsed_in_full(
+        folder: Path, session_factory: SessionFactory) -> None:
+    first = folder / "first.py"
+    first.write_text(dag_file("shared", "kept"))
+    second = folder / "second.py"
+    second.write_text(dag_file("shared"))
+    sync(session_factory, parse_files_isolated([first], folder, 30), NOW, [first])
+    lost = parse_files_isolated([second], folder, 30)
+    sync(session_factory, lost, NOW, [first, second])  # second: "already defined in first"
+
+    # nothing changed: the dag_id is still held by the first file, nothing to do
+    again = parse_files_isolated([first, second], folder, 30,
+                                 previous={**fingerprints(lost), str(first): "?"})
+    assert again.unchanged == [str(second)]
+    with session_factory() as session:
+        assert sync_to_db(session, again, paused_at_creation=False, now=LATER,
+                          known_files=[str(first), str(second)]) == set()
+        session.commit()
+
+    # the first file drops the dag_id: the second file's answer was never decoded, so it is
+    # returned to be parsed again without its fingerprint
+    first.write_text(dag_file("kept"))
+    freed = parse_files_isolated([first, second], folder, 30, previous=fingerprints(lost))
+    assert freed.unchanged == [str(second)]
+    with session_factory() as session:
+        stale = sync_to_db(session, freed, paused_at_creation=False, now=LATER,
+                           known_files=[str(first), str(second)])
+        session.commit()
+    assert stale == {str(second)}
+    assert stats(session_factory)[str(second)].fingerprint == ""
+
+    full = parse_files_isolated([second], folder, 30)
+    with session_factory() as session:
+        assert sync_to_db(session, full, paused_at_creation=False, now=LATER,
+                          known_files=[str(first), str(second)]) == set()
+        session.commit()
+        shared = session.get_one(DagModel, "shared")
+        assert shared.fileloc == str(second) and shared.is_active
+        assert session.scalars(select(ImportError_)).all() == []
