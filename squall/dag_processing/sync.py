@@ -222,11 +222,18 @@ def sync_to_db(
         session.add(ImportError_(filename=filename, stacktrace=message, timestamp=now))
 
     if known is not None:
-        for row in session.scalars(select(DagModel).where(DagModel.is_active.is_(True))):
-            if row.fileloc not in known and row.dag_id not in written:
-                log.info("the file of DAG %s (%s) is gone: deactivating it", row.dag_id,
-                         row.fileloc)
-                row.is_active = False
+        # columns only, and one UPDATE: every active DAG is looked at on each pass
+        gone = sorted(
+            (dag_id, fileloc) for dag_id, fileloc in session.execute(
+                select(DagModel.dag_id, DagModel.fileloc).where(DagModel.is_active.is_(True)))
+            if fileloc not in known and dag_id not in written
+        )
+        for dag_id, fileloc in gone:
+            log.info("the file of DAG %s (%s) is gone: deactivating it", dag_id, fileloc)
+        if gone:
+            session.execute(update(DagModel)
+                            .where(DagModel.dag_id.in_([dag_id for dag_id, _ in gone]))
+                            .values(is_active=False))
         for old_error in session.scalars(select(ImportError_)):
             if old_error.filename not in known:
                 session.delete(old_error)
@@ -297,15 +304,15 @@ def _record_file_stats(session: Session, stats: Mapping[str, FileStat], *, broke
         for path, stat in sorted(stats.items())
     ]
     insert = postgresql.insert if is_postgres(session) else sqlite.insert
-    for start in range(0, len(values), _STATS_CHUNK):
-        stmt = insert(DagFile).values(values[start:start + _STATS_CHUNK])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[DagFile.fileloc],
-            set_={name: stmt.excluded[name] for name in
-                  ("last_parsed_at", "last_duration", "dag_ids", "task_count",
-                   "has_import_error", "fingerprint")},
-        )
-        session.execute(stmt)
+    stmt = insert(DagFile)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[DagFile.fileloc],
+        set_={name: stmt.excluded[name] for name in
+              ("last_parsed_at", "last_duration", "dag_ids", "task_count", "has_import_error",
+               "fingerprint")},
+    )
+    # one executemany: SQLAlchemy sends it as multi-row INSERTs ("insertmanyvalues")
+    session.execute(stmt, values)
 
 
 def load_serialized_dags(
