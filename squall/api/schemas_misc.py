@@ -1,6 +1,7 @@
-"""Response and request shapes of the pools, importErrors and backfills routes: Airflow 2's
-``Pool`` and ``ImportError`` schemas by their names, and Squall's own ``Backfill`` (Airflow 2
-has no backfill resource; the field names follow Airflow 3's where it has one)."""
+"""Response and request shapes of the pools, importErrors, backfills and dagFiles routes:
+Airflow 2's ``Pool`` and ``ImportError`` schemas by their names, and Squall's own ``Backfill``
+(Airflow 2 has no backfill resource; the field names follow Airflow 3's where it has one) and
+``DagFile`` (a DAG file's last parse, as ``squall dags report``)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,23 @@ class ImportError(_Out):  # Airflow's schema name (shadows the builtin here only
 
 class ImportErrorCollection(CollectionInfo):
     import_errors: list[ImportError]
+
+
+class DagFile(_Out):
+    """How the last parse of a DAG file went (``squall dags report``): seconds the parse took
+    to import the file and serialize its DAGs, the DAGs it defines and their tasks."""
+
+    fileloc: str
+    last_parsed_at: str
+    last_duration: float
+    dag_ids: list[str]
+    dag_count: int
+    task_count: int
+    has_import_error: bool
+
+
+class DagFileCollection(CollectionInfo):
+    dag_files: list[DagFile]
 
 
 class Backfill(_Out):

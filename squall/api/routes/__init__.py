@@ -6,6 +6,7 @@ from squall.api import ui
 from squall.api.metrics import metrics_router
 from squall.api.routes import (
     connections,
+    dag_files,
     dag_runs,
     dags,
     experimental,
@@ -21,4 +22,5 @@ from squall.api.routes import (
 ROUTERS: list[APIRouter] = [monitor.router, dags.router, dag_runs.router,
                             task_instances.router, logs.router, pools.router, misc.router,
                             variables.router, connections.router, sla_misses.router,
+                            dag_files.router,
                             experimental.router, metrics_router, ui.router]
