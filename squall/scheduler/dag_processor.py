@@ -86,7 +86,9 @@ from squall.dag_processing.sync import sync_to_db
 from squall.scheduler.callback_runner import run_pending_callbacks
 from squall.scheduler.sla import SlaChecker
 
-log = logging.getLogger(__name__)
+_MODULE = "squall.scheduler.dag_processor"
+#: (run as ``python -m``, this module is ``__main__``: its log records keep their name)
+log = logging.getLogger(_MODULE if __name__ == "__main__" else __name__)
 
 #: How long a stopping processor may take to finish its batch, on top of the import timeout.
 STOP_GRACE_SECONDS = 10.0
@@ -99,7 +101,6 @@ _BATCH_FILES = 64
 _RACY_NANOSECONDS = 2_000_000_000
 #: The largest message either side sends (the pickled settings are far smaller).
 _MESSAGE_BYTES = 1 << 20
-_MODULE = "squall.scheduler.dag_processor"
 
 
 DagFiles = list[tuple[Path, Path]]
