@@ -12,10 +12,10 @@ changed or not (a DAG file's shape may depend on more than its source): files ar
 one, so the work is spread over the interval rather than a pass over every file at once. A
 parse gives the fingerprint of each file's last answer to :meth:`DagBag.parse_isolated`
 (kept in this process's memory), so a file that answers as before is neither decoded nor
-written to the database again. At most ``_BATCH_FILES`` files are parsed and synced at a
-time (changed files first, then files never parsed, then the longest due), so a change is
-seen between two batches of a long first pass and the serialized DAGs of only one batch are
-held in memory. With ``min_file_process_interval = 0`` every file is parsed whenever the
+written to the database again. Changed files are parsed in a batch of their own, as soon as
+they are seen; otherwise at most ``_BATCH_FILES`` files are parsed and synced at a time
+(files never parsed first, then the longest due), so a change is seen between two batches
+of a long first pass and the serialized DAGs of only one batch are held in memory. With ``min_file_process_interval = 0`` every file is parsed whenever the
 scheduler asks, which it does once per loop. :meth:`DagProcessor.request_parse` lists the
 folders and parses every file without fingerprints (everything decoded and synced).
 
@@ -190,6 +190,8 @@ class DagProcessor:
         """Start the processor process (it lists and parses at once)."""
         if self.is_alive():
             return
+        if self._process is not None:  # died, and tick() has not seen it yet
+            self._forget()
         self._stopping = False
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -452,6 +454,7 @@ class _Processor:
             try:
                 if self.listing.refresh(now, force=force):
                     self.state.forget_except(self.listing.files)
+                    self.changed &= {path for path, _ in self.listing.files}
                 if force:
                     self.state.fingerprints.clear()
                     self.state.parsed_at.clear()
@@ -486,16 +489,18 @@ class _Processor:
         return parsed + self.interval if self.interval > 0 else math.inf
 
     def _batch(self, now: float, *, all_due: bool) -> DagFiles:
-        """The files to parse now: changed ones, then never parsed, then the longest due
-        (every one with ``all_due``), at most ``_BATCH_FILES`` but every changed file."""
+        """The files to parse now: with ``all_due`` every file; else the changed ones alone
+        (nothing else delays them), or else at most ``_BATCH_FILES`` of the files never
+        parsed and then of the longest due."""
         listed = self.listing.files
-        changed = [(p, r) for p, r in listed if p in self.changed]
         if all_due:
-            return changed + [(p, r) for p, r in listed if p not in self.changed]
-        due = sorted(((self._due_at(p), i) for i, (p, _) in enumerate(listed)
-                      if p not in self.changed and self._due_at(p) <= now))
-        room = max(_BATCH_FILES - len(changed), 0)
-        return changed + [listed[i] for _, i in due[:room]]
+            return list(listed)
+        changed = [(p, r) for p, r in listed if p in self.changed]
+        if changed:
+            return changed
+        due = sorted((due_at, i) for i, (p, _) in enumerate(listed)
+                     if (due_at := self._due_at(p)) <= now)
+        return [listed[i] for _, i in due[:_BATCH_FILES]]
 
     def _parse(self, batch: DagFiles) -> None:
         state = self.state
