@@ -15,8 +15,9 @@ parse gives the fingerprint of each file's last answer to :meth:`DagBag.parse_is
 written to the database again. Changed files are parsed in a batch of their own, as soon as
 they are seen; otherwise at most ``_BATCH_FILES`` files are parsed and synced at a time
 (files never parsed first, then the longest due), so a change is seen between two batches
-of a long first pass and the serialized DAGs of only one batch are held in memory. With ``min_file_process_interval = 0`` every file is parsed whenever the
-scheduler asks, which it does once per loop. :meth:`DagProcessor.request_parse` lists the
+of a long first pass and the serialized DAGs of only one batch are held in memory. With
+``min_file_process_interval = 0`` every file is parsed whenever the scheduler asks, which it
+does once per loop. :meth:`DagProcessor.request_parse` lists the
 folders and parses every file without fingerprints (everything decoded and synced).
 
 Each file is parsed in a child process with ``[core] dagbag_import_timeout``
@@ -441,7 +442,6 @@ class _Processor:
         self.changed: set[Path] = set()
         #: after a failed batch, no other before this (monotonic)
         self.retry_at = -math.inf
-        self.last_summary: tuple[int, int] | None = None
 
     def run(self) -> None:
         self.commands.read(0)
