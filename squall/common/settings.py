@@ -126,8 +126,11 @@ class SchedulerSettings(_Section):
     #: how often a running scheduler looks for task instances of dead schedulers
     orphaned_tasks_check_interval: float = Field(default=300.0, gt=0)
     max_tis_per_query: int = Field(default=512, ge=1)
-    #: how often the DAG processor parses the DAG files it knows (0: every scheduler loop)
+    #: how often the DAG processor parses each DAG file it knows, changed or not (0: every
+    #: scheduler loop)
     min_file_process_interval: float = Field(default=30.0, ge=0)
+    #: how often the DAG processor stats the DAG files it knows: a changed one is parsed at once
+    file_check_interval: float = Field(default=1.0, gt=0)
     #: how often the DAG processor lists the DAG folder for new DAG files (0: every pass)
     dag_dir_list_interval: float = Field(default=300.0, ge=0)
     #: how long the DAG processor lets one task / DAG callback run before killing it

@@ -1,16 +1,31 @@
 """The DAG processor: keeps the ``dag`` / ``serialized_dag`` / ``import_error`` tables current.
 
-Every ``[scheduler] min_file_process_interval`` seconds (or as soon as somebody asks with
-:meth:`DagProcessor.request_parse`) it parses the DAG files, those of ``[core] dags_folder``
-and the examples with ``[core] load_examples``, each in a child process with
-``[core] dagbag_import_timeout`` (:meth:`DagBag.parse_isolated`), and syncs the result to the
-database. With an interval of 0 it parses whenever the scheduler asks, which the scheduler
-does once per loop. Which files there are is found by listing the folders (a walk that reads
-every ``.py`` file), every ``[scheduler] dag_dir_list_interval`` seconds and on a request: a
-file added meanwhile is parsed at the listing that finds it; a known file that has gone is
-dropped at its next parse (its DAGs become inactive).
+Which files there are is found by listing the folders, those of ``[core] dags_folder`` and
+the examples with ``[core] load_examples`` (a walk that reads every ``.py`` file), every
+``[scheduler] dag_dir_list_interval`` seconds and on a request: a file added meanwhile is
+parsed as soon as the listing finds it. Every ``[scheduler] file_check_interval`` seconds
+the processor ``stat``\\ s each listed file (modification time, size, inode): a file that
+changed, or has gone, is parsed at once, together with the others changed since, and the
+DAGs of a file that has gone become inactive (ADR 20). Besides, each file is parsed again
+``[scheduler] min_file_process_interval`` seconds after its own last parse, whether it
+changed or not (a DAG file's shape may depend on more than its source): files are due one by
+one, so the work is spread over the interval rather than a pass over every file at once. A
+parse gives the fingerprint of each file's last answer to :meth:`DagBag.parse_isolated`
+(kept in this process's memory), so a file that answers as before is neither decoded nor
+written to the database again. Changed files are parsed in a batch of their own, as soon as
+they are seen; otherwise at most ``_BATCH_FILES`` files are parsed and synced at a time
+(files never parsed first, then the longest due), so a change is seen between two batches
+of a long first pass and the serialized DAGs of only one batch are held in memory. With
+``min_file_process_interval = 0`` every file is parsed whenever the scheduler asks, which it
+does once per loop. :meth:`DagProcessor.request_parse` lists the
+folders and parses every file without fingerprints (everything decoded and synced).
 
-After each pass, and every couple of seconds while it waits, it also runs the pending
+Each file is parsed in a child process with ``[core] dagbag_import_timeout``
+(:meth:`DagBag.parse_isolated`) and the result synced to the database
+(:func:`~squall.dag_processing.sync.sync_to_db`), every listed file passed as
+``known_files``.
+
+After each batch, and every couple of seconds while it waits, it also runs the pending
 callback requests (``callback_request``: zombie and dead-task-process task callbacks,
 DAG-level run callbacks), each in a child process with ``[scheduler] callback_timeout``
 (:mod:`squall.scheduler.callback_runner`): user callbacks run here, where DAG files are
@@ -23,36 +38,48 @@ runs threads (the executor publishes in parallel), and the isolated parse forks 
 DAG file. Forking a multi-threaded process copies locks other threads may hold at that
 instant (stdout, logging handlers, the broker client's) into a child that then runs user
 code and may deadlock on one of them until it is killed as "timed out": a spurious import
-error. The processor is started with the ``spawn`` method, so it is a fresh single-threaded
-interpreter that forks its parse children safely, builds its own database engine from the
-settings, and takes the parse's CPU and memory (JSON, hashing, a leaking DAG file) out of the
-scheduler's process. The cost is one more process, which the scheduler starts and stops.
+error. The processor is a fresh interpreter (``python -m squall.scheduler.dag_processor``,
+started with :class:`subprocess.Popen`, not ``multiprocessing``: no resource tracker process,
+no semaphores), single-threaded, that forks its parse children safely, builds its own
+database engine from the settings, and takes the parse's CPU and memory (JSON, hashing, a
+leaking DAG file) out of the scheduler's process. The cost is one more process, which the
+scheduler starts and stops.
 
-Stopping: :meth:`DagProcessor.stop` sets an event; the processor finishes the pass it is in
+The two talk over a ``SOCK_SEQPACKET`` socket pair (one message per datagram, and an end of
+file when the other side is gone): the scheduler first sends the pickled
+``(Settings, examples folder, its pid)`` (the very settings it runs with, ``--config``,
+``--set`` and environment included), then commands: ``parse`` (:meth:`request_parse`),
+``wake`` (a pass of every file, ``min_file_process_interval = 0``) and ``stop``. The
+processor answers ``pass N`` after each batch (N counted from its start), which the
+scheduler reads without blocking (:attr:`DagProcessor.passes`, :meth:`DagProcessor.tick`).
+
+Stopping: :meth:`DagProcessor.stop` sends ``stop``; the processor finishes the batch it is in
 (bounded by the import timeout) and exits; after a grace period it gets SIGTERM (which exits
 it and, through multiprocessing's exit handler, kills its parse children) and then SIGKILL.
-A processor whose parent died exits by itself.
+A processor whose parent died (its socket at end of file, or a new parent pid) exits by
+itself; :meth:`DagProcessor.tick` starts a new one when the processor died.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 import os
+import pickle
+import select
 import signal
+import socket
+import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
-from multiprocessing.context import SpawnContext, SpawnProcess
-from multiprocessing.sharedctypes import Synchronized
-from multiprocessing.synchronize import Event
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 from squall.common.db import SessionFactory, make_engine, make_session_factory, session_scope
 from squall.common.models import utcnow
-from squall.common.procutil import stop_child
 from squall.common.settings import Settings
 from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.dagbag import DagBag, ParseResult
@@ -60,12 +87,21 @@ from squall.dag_processing.sync import sync_to_db
 from squall.scheduler.callback_runner import run_pending_callbacks
 from squall.scheduler.sla import SlaChecker
 
-log = logging.getLogger(__name__)
+_MODULE = "squall.scheduler.dag_processor"
+#: (run as ``python -m``, this module is ``__main__``: its log records keep their name)
+log = logging.getLogger(_MODULE if __name__ == "__main__" else __name__)
 
-#: How long a stopping processor may take to finish its pass, on top of the import timeout.
+#: How long a stopping processor may take to finish its batch, on top of the import timeout.
 STOP_GRACE_SECONDS = 10.0
-#: How often an idle processor checks that its parent is still alive.
+#: How often an idle processor checks that its parent is still alive and runs callbacks.
 _PARENT_CHECK_SECONDS = 2.0
+#: At most this many files are parsed and synced at a time (see the module docstring).
+_BATCH_FILES = 64
+#: A file modified less than this long before it was ``stat``\ ed may change again without
+#: its modification time or size changing: it is parsed once more at the next check.
+_RACY_NANOSECONDS = 2_000_000_000
+#: The largest message either side sends (the pickled settings are far smaller).
+_MESSAGE_BYTES = 1 << 20
 
 
 DagFiles = list[tuple[Path, Path]]
@@ -73,14 +109,17 @@ DagFiles = list[tuple[Path, Path]]
 
 def parse_and_sync_once(settings: Settings, session_factory: SessionFactory, *,
                         examples_folder: Path | None = None, files: DagFiles | None = None,
-                        known: DagFiles | None = None) -> ParseResult:
-    """Parse DAG files (in child processes) and record the result; one pass.
+                        known: DagFiles | None = None,
+                        previous: Mapping[str, str] | None = None) -> ParseResult:
+    """Parse DAG files (in child processes) and record the result; one batch.
 
     ``files`` are the ``(file, folder)`` pairs to parse (default: list the folders and parse
     them all); ``known`` every DAG file there is (default: ``files``), whose DAGs are kept
-    active. Files of either that no longer exist are left out. When the DAG folder does not
-    exist (an unmounted volume) nothing is deactivated: the pass is logged and skipped
-    rather than taken for "every DAG file is gone".
+    active. Files of either that no longer exist are left out. ``previous`` maps files to
+    the fingerprint of their last answer (:meth:`DagBag.parse_isolated`): a file that
+    answers the same is in ``result.unchanged`` and costs no decode and no write. When the
+    DAG folder does not exist (an unmounted volume) nothing is deactivated: the batch is
+    logged and skipped rather than taken for "every DAG file is gone".
     """
     bag = DagBag.from_settings(settings, examples_folder=examples_folder)
     if not bag.dag_folder.exists():
@@ -89,19 +128,34 @@ def parse_and_sync_once(settings: Settings, session_factory: SessionFactory, *,
     started = time.monotonic()
     if files is None:
         files = bag.files()
+    listed = len(files)
     files = [(path, root) for path, root in files if path.is_file()]
     known_files = [str(path) for path, _ in (files if known is None else known)
                    if path.is_file()]
-    result = bag.parse_isolated(files=files)
+    result = bag.parse_isolated(files=files, previous=previous)
     with session_scope(session_factory) as session:
         sync_to_db(session, result, paused_at_creation=settings.core.dags_are_paused_at_creation,
                    now=utcnow(), known_files=known_files)
-        # a new or changed DAG may have a run due now: an idle scheduler looks at once
-        notify_scheduler(session, "dags parsed")
-    log.debug("DAG processor: parsed %d file(s) in %.2f s: %d DAG(s), %d import error(s)",
-              len(result.files_parsed), time.monotonic() - started, len(result.serialized),
-              len(result.import_errors))
+        if result.files_parsed or len(files) < listed:
+            # a new or changed DAG may have a run due now: an idle scheduler looks at once
+            notify_scheduler(session, "dags parsed")
+    log.debug("DAG processor: parsed %d file(s) in %.2f s: %d unchanged, %d DAG(s), %d "
+              "import error(s)", len(files), time.monotonic() - started,
+              len(result.unchanged), len(result.serialized), len(result.import_errors))
     return result
+
+
+def _child_environment() -> dict[str, str]:
+    """The processor's environment: the scheduler's, with the folder this ``squall``
+    package was imported from first on ``PYTHONPATH`` (so the child runs the same code)."""
+    import squall
+
+    env = dict(os.environ)
+    root = str(Path(squall.__file__).resolve().parent.parent)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root not in paths:
+        env["PYTHONPATH"] = os.pathsep.join([root, *paths])
+    return env
 
 
 class DagProcessor:
@@ -110,86 +164,133 @@ class DagProcessor:
     def __init__(self, settings: Settings, *, examples_folder: Path | None = None) -> None:
         self._settings = settings
         self._examples_folder = examples_folder
-        self._ctx: SpawnContext = multiprocessing.get_context("spawn")
-        self._process: SpawnProcess | None = None
-        self._wake: Event | None = None
-        self._relist: Event | None = None
-        self._stop: Event | None = None
-        self._passes: Synchronized[int] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._stopping = False
+        self._lock = threading.Lock()
+        #: passes of the processes that came before the current one
+        self._passes_before = 0
+        #: passes the current process reported
+        self._passes_now = 0
 
     @property
     def passes(self) -> int:
-        """How many parse passes the processor has completed (0 before it started)."""
-        return int(self._passes.value) if self._passes is not None else 0
+        """How many batches the processor has parsed and synced (0 before it started),
+        over its restarts too."""
+        self._drain()
+        return self._passes_before + self._passes_now
 
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
     def is_alive(self) -> bool:
-        return self._process is not None and self._process.is_alive()
+        return self._process is not None and self._process.poll() is None
 
     def start(self) -> None:
-        """Start the processor process (it parses at once)."""
+        """Start the processor process (it lists and parses at once)."""
         if self.is_alive():
             return
-        self._wake = self._ctx.Event()
-        self._relist = self._ctx.Event()
-        self._stop = self._ctx.Event()
-        if self._passes is None:
-            self._passes = self._ctx.Value("i", 0)
-        self._process = self._ctx.Process(
-            target=_processor_main, name="squall-dag-processor",
-            args=(self._settings, self._examples_folder, self._wake, self._relist,
-                  self._stop, self._passes, os.getpid()),
-        )
-        self._process.start()
-        log.info("DAG processor: started (pid %s, files parsed every %g s, folder %s listed "
-                 "every %g s)", self._process.pid,
+        if self._process is not None:  # died, and tick() has not seen it yet
+            self._forget()
+        self._stopping = False
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-P", "-m", _MODULE, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                env=_child_environment())
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        try:
+            ours.send(pickle.dumps((self._settings, self._examples_folder, os.getpid())))
+        except OSError as exc:  # it died at once: tick() restarts it
+            log.error("DAG processor: cannot hand it its settings: %s", exc)
+        ours.setblocking(False)
+        self._process, self._sock = process, ours
+        log.info("DAG processor: started (pid %s, files checked every %g s and parsed every "
+                 "%g s, folder %s listed every %g s)", process.pid,
+                 self._settings.scheduler.file_check_interval,
                  self._settings.scheduler.min_file_process_interval,
                  self._settings.dags_folder, self._settings.scheduler.dag_dir_list_interval)
 
+    def _send(self, command: bytes) -> None:
+        """Send a command without blocking; one that does not fit is dropped (commands are
+        idempotent, and a processor that reads none is restarted or killed anyway)."""
+        if self._sock is None:
+            return
+        try:
+            self._sock.send(command)
+        except (BlockingIOError, OSError):
+            pass
+
+    def _drain(self) -> None:
+        """Read what the processor reported, without blocking."""
+        with self._lock:
+            sock = self._sock
+            while sock is not None:
+                try:
+                    message = sock.recv(256)
+                except (BlockingIOError, OSError):
+                    return
+                if not message:  # the processor is gone
+                    return
+                kind, _, value = message.partition(b" ")
+                if kind == b"pass":
+                    self._passes_now = max(self._passes_now, int(value))
+
     def request_parse(self) -> None:
-        """Ask for a pass now, the folders listed first (coalesced with any pass already
-        asked for)."""
-        if self._relist is not None:
-            self._relist.set()
-        if self._wake is not None:
-            self._wake.set()
+        """Ask for the folders to be listed and every file parsed and synced now, without
+        fingerprints (coalesced with any request not yet served)."""
+        self._send(b"parse")
 
     def tick(self) -> None:
-        """Called by the scheduler every loop: restart the processor if it died; with
-        ``min_file_process_interval = 0``, ask for a pass."""
-        if self._process is None or (self._stop is not None and self._stop.is_set()):
+        """Called by the scheduler every loop: read the processor's reports; restart it if it
+        died; with ``min_file_process_interval = 0``, ask for a pass of every file."""
+        if self._process is None or self._stopping:
             return
-        if self._process.is_alive():
-            if self._settings.scheduler.min_file_process_interval <= 0 and self._wake is not None:
-                self._wake.set()  # a pass of the files known: listing keeps its own interval
+        self._drain()
+        if self._process.poll() is None:
+            if self._settings.scheduler.min_file_process_interval <= 0:
+                self._send(b"wake")  # listing keeps its own interval
             return
         log.error("DAG processor: exited unexpectedly with code %s; restarting it",
-                  self._process.exitcode)
-        self._process.close()
-        self._process = None
+                  self._process.returncode)
+        self._forget()
         self.start()
 
+    def _forget(self) -> None:
+        self._drain()
+        if self._sock is not None:
+            self._sock.close()
+        self._passes_before += self._passes_now
+        self._passes_now = 0
+        self._process = self._sock = None
+
     def stop(self, grace: float | None = None) -> None:
-        """Stop the processor: finish the current pass, then SIGTERM, then SIGKILL."""
+        """Stop the processor: finish the current batch, then SIGTERM, then SIGKILL."""
         process = self._process
         if process is None:
             return
+        self._stopping = True
         if grace is None:
             grace = self._settings.core.dagbag_import_timeout + STOP_GRACE_SECONDS
-        if self._stop is not None:
-            self._stop.set()
-        if self._wake is not None:
-            self._wake.set()
-        process.join(grace)
-        if process.is_alive():
+        self._send(b"stop")
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
             log.warning("DAG processor: still busy after %.0f s; terminating it", grace)
-            stop_child(process, 0, terminate_grace=STOP_GRACE_SECONDS)
-        log.info("DAG processor: stopped (exit code %s)", process.exitcode)
-        process.close()
-        self._process = None
+            process.terminate()
+            try:
+                process.wait(STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log.info("DAG processor: stopped (exit code %s)", process.returncode)
+        self._forget()
 
 
 # --------------------------------------------------------------------------- the child
@@ -205,7 +306,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 class _Listing:
     """The DAG files as last listed; listed again every ``dag_dir_list_interval`` seconds
-    (with 0, at every pass) or when asked."""
+    (with 0, at every batch) or when asked."""
 
     def __init__(self, bag: DagBag, interval: float) -> None:
         self._bag = bag
@@ -213,86 +314,247 @@ class _Listing:
         self.files: DagFiles = []
         self._listed_at = -math.inf
 
-    def refresh(self, now: float, *, force: bool = False) -> DagFiles:
-        """List the folders if that is due (or ``force``); the files new since last time."""
+    def refresh(self, now: float, *, force: bool = False) -> bool:
+        """List the folders if that is due (or ``force``); whether it did."""
         if not force and now - self._listed_at < self._interval:
-            return []
+            return False
         if not self._bag.dag_folder.exists():
             # an unmounted volume is not "every DAG file is gone": keep the last listing
-            # (the pass skips the sync) and list again next time
-            return []
-        before = {path for path, _ in self.files}
+            # (the batch skips the sync) and list again next time
+            return False
         self.files = self._bag.files()
         self._listed_at = now
-        return [(path, root) for path, root in self.files if path not in before]
+        return True
 
     @property
     def deadline(self) -> float | None:
-        """When the next listing is due (None: at the next pass, whenever that is)."""
+        """When the next listing is due (None: at the next batch, whenever that is)."""
         return self._listed_at + self._interval if self._interval > 0 else None
 
 
-def _processor_main(settings: Settings, examples_folder: Path | None, wake: Event,
-                    relist: Event, stop: Event, passes: Synchronized[int],
-                    parent_pid: int) -> None:
-    """The processor process: list when due, parse and sync when due (new files at once),
-    wait for the next of those or a wake-up; repeat."""
-    # A terminal's Ctrl-C reaches the whole process group: the scheduler decides when we stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    logging.basicConfig(level=settings.logging.logging_level, stream=sys.stderr,
-                        format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
-    db = settings.database
-    engine = make_engine(settings.sql_alchemy_conn, pool_size=1, max_overflow=1,
-                         pool_recycle=db.sql_alchemy_pool_recycle,
-                         pool_pre_ping=db.sql_alchemy_pool_pre_ping)
-    factory = make_session_factory(engine)
-    interval = settings.scheduler.min_file_process_interval
-    listing = _Listing(DagBag.from_settings(settings, examples_folder=examples_folder),
-                       settings.scheduler.dag_dir_list_interval)
-    parsed_at = -math.inf
-    slas = SlaChecker(settings, factory) if settings.core.check_slas else None
-    last: tuple[int, int, int, list[str]] | None = None
+#: what ``stat`` says of a file: (mtime_ns, size, inode); None: it does not exist
+_FileStat = tuple[int, int, int] | None
+#: recorded for a file modified just before it was looked at: never equal to a real stat
+_RACY: _FileStat = (-1, -1, -1)
+
+
+def _stat(path: Path) -> _FileStat:
     try:
-        while not stop.is_set():
-            started = time.monotonic()
-            asked = wake.is_set()
-            wake.clear()
-            force_list = relist.is_set()
-            relist.clear()
+        st = os.stat(path)
+    except OSError:
+        return None
+    if 0 <= time.time_ns() - st.st_mtime_ns < _RACY_NANOSECONDS:
+        return _RACY
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+@dataclass
+class _FileState:
+    """What the processor remembers of the files it parsed (all keyed by path)."""
+
+    #: ``stat`` of each file just before its last parse
+    stats: dict[Path, _FileStat] = field(default_factory=dict)
+    #: when each file was last parsed (monotonic)
+    parsed_at: dict[Path, float] = field(default_factory=dict)
+    #: the fingerprint of each file's last answer, as synced (absolute path strings)
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+    def forget_except(self, files: DagFiles) -> None:
+        """Drop the files no longer listed."""
+        keep = {path for path, _ in files}
+        for table in (self.stats, self.parsed_at):
+            for path in [p for p in table if p not in keep]:
+                del table[path]
+        names = {str(path) for path in keep}
+        for name in [n for n in self.fingerprints if n not in names]:
+            del self.fingerprints[name]
+
+
+class _Commands:
+    """The scheduler's end of the socket, as the processor sees it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.parse = False
+        self.wake = False
+        self.stop = False
+        self._unsent: bytes | None = None
+
+    def read(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for a command, then read all there are."""
+        if timeout > 0:
+            ready, _, _ = select.select([self.sock], [], [], timeout)
+            if not ready:
+                return
+        while True:
             try:
-                added = listing.refresh(started, force=force_list)
-                due = asked or started - parsed_at >= interval
-                if due or added:
-                    if due:
-                        parsed_at = started
-                    result = parse_and_sync_once(
-                        settings, factory, examples_folder=examples_folder,
-                        files=listing.files if due else added, known=listing.files)
-                    summary = (len(result.files_parsed), len(result.serialized),
-                               len(result.import_errors), sorted(result.import_errors))
-                    if not due:
-                        log.info("DAG processor: new file(s) %s: %d DAG(s), %d import "
-                                 "error(s)", ", ".join(str(p) for p, _ in added),
-                                 *summary[1:3])
-                    elif summary != last:  # say so when something changed, not every pass
-                        log.info("DAG processor: %d file(s), %d DAG(s), %d import error(s)%s",
-                                 *summary[:3],
-                                 f" ({', '.join(summary[3])})" if summary[3] else "")
-                        last = summary
-                    with passes.get_lock():
-                        passes.value += 1
+                message = self.sock.recv(256, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError:
+                message = b""
+            if not message:
+                log.warning("DAG processor: the scheduler closed its end; exiting")
+                self.stop = True
+                return
+            if message == b"parse":
+                self.parse = True
+            elif message == b"wake":
+                self.wake = True
+            elif message == b"stop":
+                self.stop = True
+
+    def report(self, message: bytes | None = None) -> None:
+        """Send ``message`` (the latest report replaces one not sent yet) without blocking."""
+        if message is not None:
+            self._unsent = message
+        if self._unsent is None:
+            return
+        try:
+            self.sock.send(self._unsent, socket.MSG_DONTWAIT)
+            self._unsent = None
+        except BlockingIOError:
+            pass  # the scheduler has not read for a while: sent with the next report
+        except OSError:
+            self.stop = True
+
+
+class _Processor:
+    """The processor process's loop (see the module docstring)."""
+
+    def __init__(self, settings: Settings, examples_folder: Path | None,
+                 commands: _Commands, parent_pid: int, factory: SessionFactory) -> None:
+        self.settings = settings
+        self.examples_folder = examples_folder
+        self.commands = commands
+        self.parent_pid = parent_pid
+        self.factory = factory
+        scheduler = settings.scheduler
+        self.interval = scheduler.min_file_process_interval
+        self.check_interval = scheduler.file_check_interval
+        self.listing = _Listing(DagBag.from_settings(settings, examples_folder=examples_folder),
+                                scheduler.dag_dir_list_interval)
+        self.state = _FileState()
+        self.slas = SlaChecker(settings, factory) if settings.core.check_slas else None
+        self.passes = 0
+        self.checked_at = -math.inf
+        self.callbacks_at = -math.inf
+        self.changed: set[Path] = set()
+        #: after a failed batch, no other before this (monotonic)
+        self.retry_at = -math.inf
+
+    def run(self) -> None:
+        self.commands.read(0)
+        while not self.commands.stop:
+            now = time.monotonic()
+            force = self.commands.parse
+            wake = self.commands.wake
+            self.commands.parse = self.commands.wake = False
+            did = False
+            try:
+                if self.listing.refresh(now, force=force):
+                    self.state.forget_except(self.listing.files)
+                    self.changed &= {path for path, _ in self.listing.files}
+                if force:
+                    self.state.fingerprints.clear()
+                    self.state.parsed_at.clear()
+                if force or now - self.checked_at >= self.check_interval:
+                    self._check(now)
+                batch = self._batch(now, all_due=wake) if now >= self.retry_at else []
+                if batch:
+                    self._parse(batch)
+                    did = True
             except Exception:
-                log.exception("DAG processor: the pass failed; trying again next time")
-            _run_callbacks(settings, factory, slas)
-            deadlines = [d for d in (parsed_at + interval if interval > 0 else None,
-                                     listing.deadline) if d is not None]
-            _wait(wake, stop, min(deadlines, default=None), parent_pid,
-                  idle=lambda: _run_callbacks(settings, factory, slas))
-    except _Terminated:
-        log.info("DAG processor: terminated")
-    finally:
-        engine.dispose()
+                log.exception("DAG processor: the batch failed; trying again next time")
+                did = True
+                self.retry_at = time.monotonic() + _PARENT_CHECK_SECONDS  # do not spin
+            if did or time.monotonic() - self.callbacks_at >= _PARENT_CHECK_SECONDS:
+                self._run_callbacks()
+            self.commands.report()
+            self._wait()
+
+    def _check(self, now: float) -> None:
+        """``stat`` every listed file: the ones that changed or went since their last parse
+        are parsed next."""
+        self.checked_at = now
+        stats = self.state.stats
+        for path, _ in self.listing.files:
+            if path in stats and _stat(path) != stats[path]:
+                self.changed.add(path)
+
+    def _due_at(self, path: Path) -> float:
+        parsed = self.state.parsed_at.get(path)
+        if parsed is None:
+            return -math.inf
+        return parsed + self.interval if self.interval > 0 else math.inf
+
+    def _batch(self, now: float, *, all_due: bool) -> DagFiles:
+        """The files to parse now: with ``all_due`` every file; else the changed ones alone
+        (nothing else delays them), or else at most ``_BATCH_FILES`` of the files never
+        parsed and then of the longest due."""
+        listed = self.listing.files
+        if all_due:
+            return list(listed)
+        changed = [(p, r) for p, r in listed if p in self.changed]
+        if changed:
+            return changed
+        due = sorted((due_at, i) for i, (p, _) in enumerate(listed)
+                     if (due_at := self._due_at(p)) <= now)
+        return [listed[i] for _, i in due[:_BATCH_FILES]]
+
+    def _parse(self, batch: DagFiles) -> None:
+        state = self.state
+        stats = {path: _stat(path) for path, _ in batch}
+        started = time.monotonic()
+        previous = {str(path): state.fingerprints[str(path)] for path, _ in batch
+                    if str(path) in state.fingerprints}
+        result = parse_and_sync_once(self.settings, self.factory,
+                                     examples_folder=self.examples_folder, files=batch,
+                                     known=self.listing.files, previous=previous)
+        # recorded once the sync committed: a failed one leaves the files to parse again
+        for path, _ in batch:
+            state.stats[path] = stats[path]
+            state.parsed_at[path] = started
+            self.changed.discard(path)
+            if stats[path] is None:
+                state.fingerprints.pop(str(path), None)
+        for name, stat in result.file_stats.items():
+            state.fingerprints[name] = stat.fingerprint
+        self.passes += 1
+        self.commands.report(b"pass %d" % self.passes)
+        gone = [str(path) for path, _ in batch if stats[path] is None]
+        if result.files_parsed or gone:
+            log.info("DAG processor: parsed %d file(s) (%d unchanged): %d DAG(s), %d import "
+                     "error(s)%s%s", len(batch) - len(gone), len(result.unchanged),
+                     len(result.serialized), len(result.import_errors),
+                     f" ({', '.join(sorted(result.import_errors))})"
+                     if result.import_errors else "",
+                     f"; gone: {', '.join(gone)}" if gone else "")
+
+    def _run_callbacks(self) -> None:
+        self.callbacks_at = time.monotonic()
+        _run_callbacks(self.settings, self.factory, self.slas)
+
+    def _wait(self) -> None:
+        """Until the next thing due (a check, a file, a listing, the callbacks), a command,
+        or the parent's death."""
+        if os.getppid() != self.parent_pid:
+            log.warning("DAG processor: the scheduler (pid %d) is gone; exiting",
+                        self.parent_pid)
+            self.commands.stop = True
+            return
+        now = time.monotonic()
+        deadlines = [self.checked_at + self.check_interval,
+                     self.callbacks_at + _PARENT_CHECK_SECONDS]
+        if self.listing.deadline is not None:
+            deadlines.append(self.listing.deadline)
+        files = self.listing.files
+        if self.changed or any(p not in self.state.parsed_at for p, _ in files):
+            deadlines.append(now)
+        elif self.interval > 0 and files:
+            deadlines.append(min(self._due_at(p) for p, _ in files))
+        deadline = max(min(deadlines), self.retry_at)
+        self.commands.read(max(0.0, deadline - now))
 
 
 def _run_callbacks(settings: Settings, factory: SessionFactory,
@@ -310,24 +572,39 @@ def _run_callbacks(settings: Settings, factory: SessionFactory,
             log.exception("DAG processor: the SLA check failed; trying again later")
 
 
-def _wait(wake: Event, stop: Event, deadline: float | None, parent_pid: int,
-          idle: Callable[[], None] | None = None) -> None:
-    """Until ``deadline`` (None: until woken), a wake-up, a stop, or the parent's death;
-    ``idle`` is called every ``_PARENT_CHECK_SECONDS`` meanwhile."""
-    first = True
-    while not stop.is_set():
-        if idle is not None and not first:
-            idle()
-        first = False
-        if os.getppid() != parent_pid:
-            log.warning("DAG processor: the scheduler (pid %d) is gone; exiting", parent_pid)
-            stop.set()
-            return
-        timeout = _PARENT_CHECK_SECONDS
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            timeout = min(timeout, remaining)
-        if wake.wait(timeout):
-            return
+def _main(argv: list[str]) -> int:
+    """``python -m squall.scheduler.dag_processor FD``: the processor process, talking to
+    the scheduler over the socket ``FD``."""
+    # A terminal's Ctrl-C reaches the whole process group: the scheduler decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    sock = socket.socket(fileno=int(argv[0]))
+    try:
+        setup = sock.recv(_MESSAGE_BYTES)
+    except _Terminated:
+        return 0
+    if not setup:
+        return 0  # the scheduler died before it told us anything
+    settings, examples_folder, parent_pid = pickle.loads(setup)
+    if not isinstance(settings, Settings):
+        raise TypeError(f"the DAG processor was sent {type(settings).__name__}, not Settings")
+    logging.basicConfig(level=settings.logging.logging_level, stream=sys.stderr,
+                        format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    db = settings.database
+    engine = make_engine(settings.sql_alchemy_conn, pool_size=1, max_overflow=1,
+                         pool_recycle=db.sql_alchemy_pool_recycle,
+                         pool_pre_ping=db.sql_alchemy_pool_pre_ping)
+    try:
+        processor = _Processor(settings, examples_folder, _Commands(sock), parent_pid,
+                               make_session_factory(engine))
+        processor.run()
+    except _Terminated:
+        log.info("DAG processor: terminated")
+    finally:
+        engine.dispose()
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,8 @@ from typing import Any
 from sqlalchemy import select
 
 from squall.common.db import SessionFactory, session_scope
-from squall.common.models import DagModel, ImportError_
+from squall.common.models import DagModel, ImportError_, SerializedDagModel
+from squall.common.procutil import descendant_pids
 from squall.common.settings import Settings
 from squall.scheduler.dag_processor import DagProcessor, parse_and_sync_once
 from squall.scheduler.job import SchedulerJob
@@ -227,3 +230,154 @@ def test_processor_that_died_is_restarted(db_url: str, tmp_path: Path,
         processor.stop(grace=30)
     processor.tick()  # a stopped processor stays stopped
     assert not processor.is_alive()
+
+
+# --------------------------------------------------------------------------- change detection
+
+
+def serialized_hashes(sf: SessionFactory) -> dict[str, str]:
+    with session_scope(sf) as session:
+        return {dag_id: dag_hash for dag_id, dag_hash in session.execute(
+            select(SerializedDagModel.dag_id, SerializedDagModel.dag_hash))}
+
+
+def test_a_changed_file_is_parsed_long_before_the_interval(
+        db_url: str, tmp_path: Path, session_factory: SessionFactory) -> None:
+    # an hour between periodic parses and listings: only the stat check can see the change
+    settings = settings_for(db_url, tmp_path, min_file_process_interval=3600,
+                            dag_dir_list_interval=3600, file_check_interval=0.2)
+    folder = tmp_path / "dags"
+    write_dag(folder, "changing")
+    write_dag(folder, "still")
+    processor = DagProcessor(settings)
+    processor.start()
+    try:
+        wait_until(lambda: {"changing", "still"} <= set(serialized_hashes(session_factory)),
+                   60, message="the first parse")
+        before = serialized_hashes(session_factory)["changing"]
+        (folder / "changing.py").write_text(
+            DAG_FILE.replace("NAME", "changing").replace("SCHEDULE", "None")
+            + "    EmptyOperator(task_id='second')\n")
+        wait_until(lambda: serialized_hashes(session_factory).get("changing") != before,
+                   30, message="the changed file parsed again")
+    finally:
+        processor.stop(grace=30)
+
+
+def test_an_unchanged_answer_is_not_synced_again(
+        db_url: str, tmp_path: Path, session_factory: SessionFactory) -> None:
+    # every file is parsed again every 0.2 s; a broken file's import_error row would be
+    # replaced by every sync of its answer: it stays the same row while it answers the same
+    settings = settings_for(db_url, tmp_path, min_file_process_interval=0.2,
+                            dag_dir_list_interval=3600)
+    folder = tmp_path / "dags"
+    write_dag(folder, "fine")
+    (folder / "broken_dag.py").write_text("# a DAG file\nraise RuntimeError('broken')\n")
+
+    def import_errors() -> list[tuple[int, Any]]:
+        with session_scope(session_factory) as session:
+            return [(e.id, e.timestamp) for e in session.scalars(select(ImportError_))]
+
+    processor = DagProcessor(settings)
+    processor.start()
+    try:
+        wait_until(lambda: len(import_errors()) == 1 and "fine" in active_dags(session_factory),
+                   60, message="the first parse")
+        # past the "modified just now" window, in which a file is parsed once more
+        wait_until(lambda: processor.passes >= 4, 60, message="more passes")
+        first = import_errors()
+        passes = processor.passes
+        wait_until(lambda: processor.passes >= passes + 4, 60, message="passes meanwhile")
+        assert import_errors() == first
+        assert "fine" in active_dags(session_factory)
+    finally:
+        processor.stop(grace=30)
+
+
+def test_a_removed_file_is_deactivated_at_once(
+        db_url: str, tmp_path: Path, session_factory: SessionFactory) -> None:
+    settings = settings_for(db_url, tmp_path, min_file_process_interval=3600,
+                            dag_dir_list_interval=3600, file_check_interval=0.2)
+    folder = tmp_path / "dags"
+    write_dag(folder, "staying")
+    write_dag(folder, "leaving")
+    processor = DagProcessor(settings)
+    processor.start()
+    try:
+        wait_until(lambda: active_dags(session_factory) == {"staying", "leaving"}, 60,
+                   message="the first parse")
+        (folder / "leaving.py").unlink()
+        wait_until(lambda: active_dags(session_factory) == {"staying"}, 30,
+                   message="the removed file's DAG deactivated")
+    finally:
+        processor.stop(grace=30)
+
+
+# --------------------------------------------------------------------------- the process
+
+
+_SCHEDULER_STANDIN = """
+import json, sys
+from pathlib import Path
+from squall.common.settings import Settings
+from squall.scheduler.dag_processor import DagProcessor
+from tests.support.services import wait_until
+
+db_url, home = sys.argv[1], Path(sys.argv[2])
+settings = Settings.load(env={"SQUALL_HOME": str(home)}, overrides={
+    "database": {"sql_alchemy_conn": db_url},
+    "core": {"dags_folder": str(home / "dags")},
+    "scheduler": {"min_file_process_interval": 3600},
+})
+processor = DagProcessor(settings)
+processor.start()
+wait_until(lambda: processor.passes >= 1, 60, message="the first pass")
+print(processor.pid, flush=True)
+sys.stdin.read()  # until the test kills us
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:].split()[0] != b"Z"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_the_processor_is_a_plain_subprocess_that_outlives_no_scheduler(
+        db_url: str, tmp_path: Path) -> None:
+    write_dag(tmp_path / "dags", "lonely")
+    repo = Path(__file__).resolve().parents[2]
+    processor_pid: int | None = None
+    with subprocess.Popen(
+            [sys.executable, "-c", _SCHEDULER_STANDIN, db_url, str(tmp_path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=repo,
+            env={**os.environ, "PYTHONPATH": str(repo)}) as scheduler:
+        try:
+            assert scheduler.stdout is not None
+            line = scheduler.stdout.readline()
+            assert line.strip().isdigit(), f"the stand-in said {line!r}"
+            processor_pid = int(line)
+            tree = {pid: _cmdline(pid) for pid in descendant_pids(scheduler.pid)}
+            assert processor_pid in tree
+            assert "squall.scheduler.dag_processor" in tree[processor_pid]
+            # no multiprocessing resource tracker, no spawned interpreter
+            assert not [cmd for cmd in tree.values() if "multiprocessing" in cmd], tree
+            scheduler.kill()
+            scheduler.wait(30)
+            wait_until(lambda: not _alive(processor_pid), 30,
+                       message="the processor to exit after the scheduler's SIGKILL")
+        finally:
+            if scheduler.poll() is None:
+                scheduler.kill()
+                scheduler.wait(30)
+            if processor_pid is not None and _alive(processor_pid):
+                os.kill(processor_pid, signal.SIGKILL)
