@@ -133,9 +133,21 @@ def parse_and_sync_once(settings: Settings, session_factory: SessionFactory, *,
     known_files = [str(path) for path, _ in (files if known is None else known)
                    if path.is_file()]
     result = bag.parse_isolated(files=files, previous=previous)
+    paused = settings.core.dags_are_paused_at_creation
     with session_scope(session_factory) as session:
-        sync_to_db(session, result, paused_at_creation=settings.core.dags_are_paused_at_creation,
-                   now=utcnow(), known_files=known_files)
+        stale = sync_to_db(session, result, paused_at_creation=paused, now=utcnow(),
+                           known_files=known_files)
+        if stale:
+            # unchanged files whose recorded answer lost a DAG row (see sync_to_db): parsed
+            # again in full, in the same transaction
+            again = bag.parse_isolated(files=[(p, r) for p, r in files if str(p) in stale])
+            sync_to_db(session, again, paused_at_creation=paused, now=utcnow(),
+                       known_files=known_files)
+            result.unchanged = [name for name in result.unchanged if name not in stale]
+            result.file_stats.update(again.file_stats)
+            result.serialized.update(again.serialized)
+            result.import_errors.update(again.import_errors)
+            result.files_parsed.extend(again.files_parsed)
         if result.files_parsed or len(files) < listed:
             # a new or changed DAG may have a run due now: an idle scheduler looks at once
             notify_scheduler(session, "dags parsed")

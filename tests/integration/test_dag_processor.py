@@ -65,6 +65,30 @@ def test_parse_and_sync_once(db_url: str, tmp_path: Path,
         assert "broken on purpose" in error.stacktrace
 
 
+def test_an_unchanged_file_gets_back_a_dag_id_freed_by_another(
+        db_url: str, tmp_path: Path, session_factory: SessionFactory) -> None:
+    """``second.py`` lost dag_id ``shared`` to ``first.py``; when ``first.py`` drops it, the
+    unchanged ``second.py`` (whose answer is not decoded) is parsed again in full."""
+    settings = settings_for(db_url, tmp_path)
+    folder = tmp_path / "dags"
+    write_dag(folder, "first")
+    first, second = folder / "first.py", folder / "second.py"
+    first.write_text(first.read_text().replace('"first"', '"shared"'))
+    parse_and_sync_once(settings, session_factory, files=[(first, folder)])
+    second.write_text(first.read_text())
+    both = [(first, folder), (second, folder)]
+    lost = parse_and_sync_once(settings, session_factory, files=both)
+    assert "already defined in" in lost.import_errors[str(second)]
+    known = {name: stat.fingerprint for name, stat in lost.file_stats.items()}
+
+    first.write_text(first.read_text().replace('"shared"', '"other"'))
+    result = parse_and_sync_once(settings, session_factory, files=both, previous=known)
+    assert result.unchanged == []
+    assert active_dags(session_factory) == {"shared", "other"}
+    with session_scope(session_factory) as session:
+        assert session.get_one(DagModel, "shared").fileloc == str(second)
+
+
 def test_missing_dags_folder_deactivates_nothing(db_url: str, tmp_path: Path,
                                                  session_factory: SessionFactory) -> None:
     settings = settings_for(db_url, tmp_path)
