@@ -43,15 +43,14 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
-    column,
     func,
     not_,
     select,
     text,
     tuple_,
     update,
-    values,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from squall.common.db import is_postgres
@@ -374,24 +373,52 @@ def _mark_queued(session: Session, commands: Sequence[tuple[TaskInstance, TaskRu
     return [t for t in planned if t.key in moved]
 
 
+_QUEUE_ROWS: Any = None
+
+
+def _queue_rows_statement() -> Any:
+    """The PostgreSQL bulk UPDATE of :func:`_update_from_values`, built on first use and
+    kept: its rows come as five array parameters (``unnest``), so one statement, compiled
+    once, serves every row count (a ``VALUES`` list is compiled again for each)."""
+    global _QUEUE_ROWS
+    if _QUEUE_ROWS is None:
+        table = cast(Table, TaskInstance.__table__)
+        picked = func.unnest(
+            bindparam("k_dag_ids", type_=ARRAY(String)),
+            bindparam("k_task_ids", type_=ARRAY(String)),
+            bindparam("k_run_ids", type_=ARRAY(String)),
+            bindparam("k_tries", type_=ARRAY(Integer)),
+            bindparam("k_ext_ids", type_=ARRAY(String)),
+        ).table_valued("dag_id", "task_id", "run_id", "try_number", "ext_id").render_derived(
+            name="picked")
+        _QUEUE_ROWS = (
+            update(table)
+            .where(table.c.dag_id == picked.c.dag_id, table.c.task_id == picked.c.task_id,
+                   table.c.run_id == picked.c.run_id,
+                   table.c.try_number == picked.c.try_number,
+                   table.c.state == TI.SCHEDULED.value)
+            .values(external_executor_id=picked.c.ext_id, state=TI.QUEUED.value,
+                    queued_dttm=bindparam("k_now", type_=table.c.queued_dttm.type),
+                    queued_by_job_id=bindparam("k_job_id", type_=Integer),
+                    state_reason=None,
+                    updated_at=bindparam("k_now", type_=table.c.updated_at.type))
+            .returning(table.c.dag_id, table.c.task_id, table.c.run_id)
+        )
+    return _QUEUE_ROWS
+
+
 def _update_from_values(session: Session, chunk: Sequence[QueuedTask],
                         common: Mapping[str, Any]) -> set[TaskInstanceKey]:
-    rows = values(
-        column("dag_id", String), column("task_id", String), column("run_id", String),
-        column("try_number", Integer), column("ext_id", String), name="picked",
-    ).data([(t.key.dag_id, t.key.task_id, t.key.run_id, t.try_number,
-             t.external_executor_id) for t in chunk])
-    stmt = (
-        update(TaskInstance)
-        .where(TaskInstance.dag_id == rows.c.dag_id, TaskInstance.task_id == rows.c.task_id,
-               TaskInstance.run_id == rows.c.run_id,
-               TaskInstance.try_number == rows.c.try_number,
-               TaskInstance.state == TI.SCHEDULED.value)
-        .values(external_executor_id=rows.c.ext_id, **common)
-        .returning(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id)
-        .execution_options(synchronize_session=False)
-    )
-    return {TaskInstanceKey(r.dag_id, r.task_id, r.run_id) for r in session.execute(stmt)}
+    params = {
+        "k_dag_ids": [t.key.dag_id for t in chunk],
+        "k_task_ids": [t.key.task_id for t in chunk],
+        "k_run_ids": [t.key.run_id for t in chunk],
+        "k_tries": [t.try_number for t in chunk],
+        "k_ext_ids": [t.external_executor_id for t in chunk],
+        "k_now": common["queued_dttm"], "k_job_id": common["queued_by_job_id"],
+    }
+    return {TaskInstanceKey(r.dag_id, r.task_id, r.run_id)
+            for r in session.execute(_queue_rows_statement(), params)}
 
 
 def _update_executemany(session: Session, chunk: Sequence[QueuedTask],

@@ -14,7 +14,7 @@ while the DAG has fewer than ``max_active_runs`` RUNNING runs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,7 +25,13 @@ from sqlalchemy.orm import Session, aliased
 
 from squall.common.db import is_postgres
 from squall.common.errors import DagRunAlreadyExists
-from squall.common.models import DagModel, DagRun, SerializedDagModel, TaskInstance
+from squall.common.models import (
+    DagModel,
+    DagRun,
+    SerializedDagModel,
+    TaskInstance,
+    TaskInstanceKey,
+)
 from squall.common.state import (
     DAGRUN_UNFINISHED_STATES,
     RETRY_WAIT_STATES,
@@ -39,6 +45,7 @@ from squall.scheduler.backfill_scope import BackfillScope, load_scopes
 from squall.scheduler.decisions import update_dag_run
 from squall.scheduler.run_creation import create_dag_run
 from squall.scheduler.ti_updates import schedule_tis
+from squall.scheduler.watchdog import tries_over_in
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import DEFAULT_QUEUE
 from squall.sdk.timetables import DataInterval
@@ -210,6 +217,23 @@ class RunStepStats:
     active_runs: int = 0
     #: dag_ids that have due or active runs but no usable serialized DAG
     missing_dags: set[str] = field(default_factory=set)
+    #: Celery task ids of ``in_flight`` whose try the decided runs show over
+    tries_over: list[str] = field(default_factory=list)
+
+
+#: the tries an executor tracks, by run: (dag_id, run_id) -> task id -> (Celery task id,
+#: try number) pairs (see :func:`in_flight_by_run`)
+InFlight = Mapping[tuple[str, str], Mapping[str, Sequence[tuple[str, int]]]]
+
+
+def in_flight_by_run(running: Mapping[str, tuple[TaskInstanceKey, int]]
+                     ) -> dict[tuple[str, str], dict[str, list[tuple[str, int]]]]:
+    """An executor's ``running`` (Celery task id -> (key, try number)) by run and task."""
+    by_run: dict[tuple[str, str], dict[str, list[tuple[str, int]]]] = {}
+    for ext_id, (key, try_number) in running.items():
+        by_run.setdefault((key.dag_id, key.run_id), {}).setdefault(key.task_id, []).append(
+            (ext_id, try_number))
+    return by_run
 
 
 def create_due_dag_runs(session: Session, cache: SerializedDagCache, *,
@@ -276,13 +300,17 @@ def create_due_dag_runs(session: Session, cache: SerializedDagCache, *,
 def schedule_dag_runs(session: Session, cache: SerializedDagCache, *,
                       now: datetime, memo: RunDecisionMemo | None = None,
                       max_runs: int = MAX_RUNS_PER_LOOP,
-                      only_backfill_id: int | None = None) -> RunStepStats:
+                      only_backfill_id: int | None = None,
+                      in_flight: InFlight | None = None) -> RunStepStats:
     """Start QUEUED runs that have room under ``max_active_runs``; decide RUNNING ones
     (with a ``memo``, only those it says are due); at most ``max_runs`` of each.
 
     Each run gets :func:`update_dag_run` (trigger rules, run state) and its schedulable task
     instances :func:`schedule_tis`. Runs of paused DAGs are left alone, but for backfill
     runs. ``only_backfill_id`` limits it to that backfill's runs (without the memo).
+    ``in_flight``: the tries the caller's executor tracks (:func:`in_flight_by_run`); those
+    a decided run's task instances show over are listed in ``tries_over`` (from the rows
+    the decision read: no query of its own).
     """
     stats = RunStepStats()
     postgres = is_postgres(session)
@@ -312,7 +340,7 @@ def schedule_dag_runs(session: Session, cache: SerializedDagCache, *,
             continue
         running_counts[run.dag_id] = count + 1
         stats.started += 1
-        _decide(session, dag, run, now, stats, scopes)
+        _decide(session, dag, run, now, stats, scopes, in_flight)
     for run in running:
         dag = dags.get(run.dag_id)
         if dag is None:
@@ -320,20 +348,25 @@ def schedule_dag_runs(session: Session, cache: SerializedDagCache, *,
                         run.dag_id, run.run_id)
             stats.missing_dags.add(run.dag_id)
             continue
-        _decide(session, dag, run, now, stats, scopes)
+        _decide(session, dag, run, now, stats, scopes, in_flight)
         if memo is not None:
             memo.decided(run, cache, now)
     return stats
 
 
 def _decide(session: Session, dag: DAG, run: DagRun, now: datetime,
-            stats: RunStepStats, scopes: Mapping[int, BackfillScope]) -> None:
+            stats: RunStepStats, scopes: Mapping[int, BackfillScope],
+            in_flight: InFlight | None = None) -> None:
     scope = scopes.get(run.backfill_id) if run.backfill_id is not None else None
     if scope is not None:
         # a backfill's run: its task selection, its pool, -I for its first date
         dag = scope.dag_for(dag)
     result = update_dag_run(session, dag, run, now=now, may_start=True,
                             ignore_depends_on_past=scope is not None and scope.ignores_past(run))
+    if in_flight:
+        tracked = in_flight.get((run.dag_id, run.run_id))
+        if tracked:
+            stats.tries_over += tries_over_in(result.tis, tracked)
     if result.schedulable:
         stats.tis_scheduled += schedule_tis(session, result.schedulable, now=now)
     if result.finished_now:

@@ -78,6 +78,10 @@ class RunUpdate:
     changed: dict[str, list[str]] = field(default_factory=dict)
     #: task id -> why ``depends_on_past`` holds it back (also its ``state_reason``)
     waiting_on_past: dict[str, str] = field(default_factory=dict)
+    #: the run's task instances as this update read them (none when it read nothing);
+    #: the scheduler sees from them which tries it tracks are over (ADR 22). One may be
+    #: expired (a racing writer won a guard): its attributes are then not loaded
+    tis: Sequence[TaskInstance] = ()
 
 
 def update_dag_run(
@@ -145,18 +149,18 @@ def update_dag_run(
         tis = load_tis(session, dag_run)
     else:
         # still racing: report nothing schedulable this time and keep the run running
-        return RunUpdate(schedulable=[], state=DagRunState.RUNNING, changed=changed)
+        return RunUpdate(schedulable=[], state=DagRunState.RUNNING, changed=changed, tis=tis)
 
     final, reason = _run_outcome(dag, dag_run, tis, plan)
     if final is None:
         _record_past_waits(session, plan.waiting_on_past, now)
         return RunUpdate(schedulable=plan.schedulable, state=DagRunState.RUNNING,
                          changed=changed, waiting_on_past={
-                             ti.task_id: why for ti, why in plan.waiting_on_past})
+                             ti.task_id: why for ti, why in plan.waiting_on_past}, tis=tis)
     _finish(dag_run, final, now)
     log.info("DagRun %s %s: %s (%s)", dag_run.dag_id, dag_run.run_id, final.value, reason)
     return RunUpdate(schedulable=[], state=final, finished_now=True, reason=reason,
-                     changed=changed)
+                     changed=changed, tis=tis)
 
 
 @dataclass
@@ -349,7 +353,7 @@ def _time_out(session: Session, dag_run: DagRun, tis: Sequence[TaskInstance],
     log.warning("DagRun %s %s: timed out (started %s); %d task instance(s) skipped",
                 dag_run.dag_id, dag_run.run_id, dag_run.start_date, len(to_skip))
     return RunUpdate(schedulable=[], state=DagRunState.FAILED, finished_now=True,
-                     reason="timed out", changed=changed)
+                     reason="timed out", changed=changed, tis=tis)
 
 
 def _finish(dag_run: DagRun, state: DagRunState, now: datetime) -> None:

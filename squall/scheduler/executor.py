@@ -27,9 +27,11 @@ Publishing (:meth:`CeleryExecutor.publish`)
     threads at once; there are never more threads than producers).
 
 Syncing (:meth:`CeleryExecutor.sync`)
-    One :meth:`BulkStateFetcher.get_many` for every task in ``running``: SUCCESS becomes a
-    SUCCESS event, FAILURE and REVOKED a FAILED event (with the failure text), and those
-    tasks leave ``running``; PENDING, RECEIVED, STARTED, RETRY and unread ones stay.
+    One :meth:`BulkStateFetcher.get_many` for every task in ``running``: FAILURE and REVOKED
+    become a FAILED event (with the failure text), SUCCESS a SUCCESS event, and those tasks
+    leave ``running``; PENDING, RECEIVED, STARTED, RETRY and unread ones stay. A worker
+    stores no result for a try that ends normally (ADR 22): such a try stays PENDING here,
+    and the scheduler removes it from ``running`` once the database shows it over.
 
 Adoption (:meth:`CeleryExecutor.track` with ``adopted=True``)
     A try taken over from a dead scheduler is tracked with the time it was adopted. Every

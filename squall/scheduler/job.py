@@ -8,7 +8,9 @@ a. create the due scheduled runs (QUEUED) and move each DAG's ``next_dagrun`` on
    (:func:`~squall.scheduler.backfill_driver.drive_backfills`);
 b. start QUEUED runs with room under ``max_active_runs``, decide every RUNNING run (trigger
    rules, run state) and move ready task instances to SCHEDULED
-   (:func:`~squall.scheduler.dag_runs.schedule_dag_runs`);
+   (:func:`~squall.scheduler.dag_runs.schedule_dag_runs`); the tries the executor tracks
+   that the decided runs' task instances show over stop being tracked (a try that ends
+   normally stores no Celery result: ADR 22);
 c. the critical section (:func:`~squall.scheduler.critical_section.queue_scheduled_tis`):
    SCHEDULED -> QUEUED within every limit, **commit**, then ``executor.publish``; task
    instances whose publish failed go back to SCHEDULED;
@@ -20,7 +22,8 @@ e. the watch (:mod:`squall.scheduler.watchdog`): every ``[scheduler]
    ``task_queued_timeout`` are failed or retried; at the first loop and every
    ``[scheduler] orphaned_tasks_check_interval`` (at most ``scheduler_health_check_threshold``)
    the in-flight task instances of dead schedulers are adopted; adopted ones still PENDING
-   past ``[celery] task_adoption_timeout`` go back to SCHEDULED;
+   past ``[celery] task_adoption_timeout`` go back to SCHEDULED; tracked tries over in the
+   database that step b did not let go of stop being tracked;
 f. heartbeat the ``job`` row every ``[scheduler] scheduler_heartbeat_sec``.
 
 A database outage (an ``OperationalError``, or a ``DBAPIError`` that invalidated its
@@ -79,6 +82,7 @@ from squall.scheduler.dag_runs import (
     RunStepStats,
     SerializedDagCache,
     create_due_dag_runs,
+    in_flight_by_run,
     schedule_dag_runs,
 )
 from squall.scheduler.executor import EventKind, ExecutorEvent, PublishOutcome, QueuedTask
@@ -125,7 +129,7 @@ class ExecutorLike(Protocol):
     @property
     def running(self) -> MutableMapping[str, tuple[TaskInstanceKey, int]]:
         """The tries in flight, by Celery task id (counted against ``[core] parallelism``;
-        the watch step removes those whose try is over in the database)."""
+        the scheduler removes those whose try is over in the database)."""
 
     def publish(self, tasks: list[QueuedTask]) -> list[PublishOutcome]: ...
     def sync(self) -> None: ...
@@ -196,8 +200,6 @@ class SchedulerJob:
         #: monotonic times of the last watch steps (0: at the first loop)
         self._last_zombie_check = 0.0
         self._last_adoption_check = 0.0
-        #: Celery task ids found over in the database (without a result) at the last check
-        self._over_at_last_check: set[str] = set()
         self._outage = Outage("scheduler", self._metrics, SCHEDULER_OUTAGE, logger=log)
         self._outage_backoff = _FIRST_OUTAGE_BACKOFF
         self.job_id: int | None = None
@@ -366,11 +368,19 @@ class SchedulerJob:
                 session, self._dags, now=now,
                 default_queue=self._settings.celery.default_queue, only_backfill_id=only,
                 ranges=self._backfill_ranges))
+        running = self._executor.running
         with session_scope(self._factory) as session:
-            self._count(stats, schedule_dag_runs(session, self._dags, now=now,
-                                                 memo=self._run_memo,
-                                                 max_runs=self._max_runs_per_loop,
-                                                 only_backfill_id=only))
+            step = schedule_dag_runs(session, self._dags, now=now, memo=self._run_memo,
+                                     max_runs=self._max_runs_per_loop,
+                                     only_backfill_id=only,
+                                     in_flight=in_flight_by_run(running) if running else None)
+        self._count(stats, step)
+        if step.tries_over:
+            # the rows the decisions read show these tries over: no Celery result comes for
+            # one that ended normally (ADR 22), and a late failure finds nothing to act on
+            for ext_id in step.tries_over:
+                running.pop(ext_id, None)
+            log.debug("scheduler: %d tr(ies) over; no longer tracked", len(step.tries_over))
         self._queue_and_publish(job_id, now, stats)
         self._executor.sync()
         self._process_events(self._executor.get_event_buffer(), stats)
@@ -522,21 +532,15 @@ class SchedulerJob:
         self._last_zombie_check = mono
 
     def _forget(self, over: Sequence[str]) -> None:
-        """Stop tracking tries found over in the database at this check *and* the one
-        before (see :func:`~squall.scheduler.watchdog.tries_over`): their Celery result is
-        still unread a whole ``zombie_detection_interval`` later, so it may never come, and
-        they must not hold ``[core] parallelism`` slots. (A worker records the try's end
-        before Celery stores its result, so a try found over once is usually just that.)
-        A result read later finds nothing to act on."""
+        """Stop tracking tries the watch found over in the database (see
+        :func:`~squall.scheduler.watchdog.tries_over`): the ones the run decisions did not
+        let go of already (runs not decided: a paused DAG's, one finished by hand). A try
+        over in the database needs no Celery result: a late one finds nothing to act on."""
         running = self._executor.running
-        found = set(over)
-        gone = [ext_id for ext_id in sorted(found & self._over_at_last_check)
-                if running.pop(ext_id, None) is not None]
-        self._over_at_last_check = found - set(gone)
+        gone = [ext_id for ext_id in over if running.pop(ext_id, None) is not None]
         if gone:
-            log.warning("scheduler: %d tracked Celery task(s) whose try ended in the database "
-                        "still had no Celery result one check later (lost?); no longer "
-                        "tracked (first: %s)", len(gone), gone[0])
+            log.info("scheduler: %d tracked Celery task(s) whose try is over in the database "
+                     "no longer tracked (first: %s)", len(gone), gone[0])
 
     def _heartbeat(self) -> None:
         every = self._settings.scheduler.scheduler_heartbeat_sec

@@ -25,11 +25,13 @@ cleared) is never touched:
   old message is refused by the worker's compare-and-set on the id.
 * :func:`tries_over`: the Celery task ids the executor tracks whose try is over in the
   database (the task instance is no longer QUEUED, RUNNING or RESTARTING under that id and
-  try); the caller stops tracking those found so at two checks in a row. Their Celery
-  result may never be read: a worker
-  whose result write failed through a result-backend outage (Celery gives up after about
-  20 s), or a result expired. Without this each would hold one of ``[core] parallelism``'s
-  slots for as long as the scheduler lives.
+  try); the caller stops tracking them. A try that ends normally stores no Celery result
+  (ADR 22), so this is how the scheduler lets go of it: usually at once, from the task
+  instances the run's decision has just read (:func:`tries_over_in`, no query of its
+  own); this query, every ``zombie_detection_interval``, is the backstop for the tries of
+  runs not decided (a paused DAG's, a run finished by hand, a DAG with no usable
+  serialized version). Without it each such try would hold one of ``[core]
+  parallelism``'s slots for as long as the scheduler lives.
 
 Task callbacks are user code and never run in the scheduler: for a zombie whose task has an
 ``on_failure_callback`` / ``on_retry_callback`` a ``callback_request`` row is inserted in the
@@ -40,7 +42,7 @@ runs it (:mod:`squall.scheduler.callback_runner`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -276,6 +278,25 @@ def reset_adopted(session: Session, timed_out: Iterable[tuple[TaskInstanceKey, i
 IN_FLIGHT_STATES = frozenset({TI.QUEUED, TI.RUNNING, TI.RESTARTING})
 #: task instance keys per statement of :func:`tries_over`
 _KEYS_PER_STATEMENT = 500
+
+
+def tries_over_in(tis: Iterable[TaskInstance],
+                  tracked: Mapping[str, Sequence[tuple[str, int]]]) -> list[str]:
+    """Of ``tracked`` (task id -> the (Celery task id, try number) pairs tracked for one
+    run), the Celery task ids whose try ``tis`` (that run's task instances, as just read)
+    show over: the task instance is no longer QUEUED, RUNNING or RESTARTING under that id
+    and try. A task instance not among ``tis``, or expired (not loaded), says nothing."""
+    over: list[str] = []
+    for ti in tis:
+        entries = tracked.get(ti.task_id)
+        values = ti.__dict__
+        if not entries or "state" not in values or "external_executor_id" not in values:
+            continue
+        state, ext_now, try_now = ti.state, ti.external_executor_id, ti.try_number
+        for ext_id, try_number in entries:
+            if not (state in IN_FLIGHT_STATES and ext_now == ext_id and try_now == try_number):
+                over.append(ext_id)
+    return over
 
 
 def tries_over(session: Session, in_flight: Mapping[str, tuple[TaskInstanceKey, int]]

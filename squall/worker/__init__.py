@@ -19,11 +19,18 @@ _app: Celery | None = None
 
 def register_tasks(app: Celery) -> Celery:
     """Register Squall's one task, :func:`~squall.worker.tasks.run_task`, on ``app`` as
-    :data:`~squall.common.celery_app.RUN_TASK_NAME`; returns ``app``."""
+    :data:`~squall.common.celery_app.RUN_TASK_NAME`; returns ``app``.
+
+    No result is stored when a try ends normally (the database holds its outcome, and the
+    scheduler stops tracking a try once the database says it is over); a failure Celery
+    sees (a pool process that died, a hard time limit, an exception out of the task) is
+    still stored (``store_errors_even_if_ignored``): the scheduler reads it to fail or retry
+    a try that was still QUEUED (ADR 22)."""
     from squall.common.celery_app import RUN_TASK_NAME
     from squall.worker.tasks import run_task
 
-    app.task(name=RUN_TASK_NAME, bind=True, acks_late=True, ignore_result=False)(run_task)
+    app.task(name=RUN_TASK_NAME, bind=True, acks_late=True, ignore_result=True,
+             store_errors_even_if_ignored=True)(run_task)
     return app
 
 

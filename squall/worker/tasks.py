@@ -7,8 +7,10 @@ logged, never executed) and calls :func:`execute_command`. In a pool process's m
 that process is the LocalTaskJob supervisor (:mod:`squall.worker.supervisor`, ADR 9) on
 its long-lived engine (:func:`process_engine`); elsewhere :func:`execute_forked` forks one,
 waits for it and raises :class:`SupervisorCrashed` when it died without reporting. The
-supervisor's summary is the Celery result; a pool process that dies makes Celery record
-FAILURE, which the scheduler handles for a task instance still QUEUED.
+supervisor's summary is returned but not stored (the task ignores its result: the database
+holds the outcome); a pool process that dies, or an exception out of the task, makes Celery
+store FAILURE (``store_errors_even_if_ignored``), which the scheduler handles for a task
+instance still QUEUED.
 
 :func:`install_worker_hooks` connects Celery signals (when a worker app is built, never at
 import): ``worker_init`` preloads the modules every task process needs, in the worker parent

@@ -1,11 +1,12 @@
-"""The scheduler stops tracking Celery tasks whose try is over in the database
-(``squall.scheduler.watchdog.tries_over``), on SQLite and PostgreSQL.
+"""The scheduler stops tracking Celery tasks whose try is over in the database, on SQLite
+and PostgreSQL: from the task instances a run's decision reads
+(``squall.scheduler.watchdog.tries_over_in``) and, for runs not decided, from the watch's
+query (``squall.scheduler.watchdog.tries_over``).
 
-A worker that cannot write its result through a result-backend outage longer than Celery's
-retries (about 20 s), or a result that expired, leaves its Celery task PENDING for ever; the
-executor's ``running`` would keep its id, and each such id would hold one of ``[core]
-parallelism``'s slots until the scheduler restarts (with enough of them, it queues nothing
-more)."""
+A try that ends normally stores no Celery result (ADR 22), so its Celery task stays PENDING
+for ever; the executor's ``running`` would keep its id, and each such id would hold one of
+``[core] parallelism``'s slots until the scheduler restarts (with enough of them, it queues
+nothing more)."""
 
 from __future__ import annotations
 
@@ -86,32 +87,56 @@ def test_tries_over_are_the_ids_no_row_waits_for(session_factory: SessionFactory
         assert tries_over(session, {}) == []
 
 
+def settings_for(tmp_path: Path, *, parallelism: int, zombie_detection_interval: float
+                 ) -> Settings:
+    return Settings.load(env={"SQUALL_HOME": str(tmp_path)}, overrides={
+        "core": {"dags_folder": str(Path(__file__).parent), "parallelism": parallelism},
+        "scheduler": {"task_queued_timeout": 600, "zombie_threshold": 300,
+                      "zombie_detection_interval": zombie_detection_interval}})
+
+
 def test_a_try_over_without_a_celery_result_frees_its_parallelism_slot(
         tmp_path: Path, session_factory: SessionFactory) -> None:
-    """Parallelism 5, five tracked ids of which three are tries already over and never get
-    a Celery result: the first two loops queue nothing (full); the second, finding them
-    over at two checks in a row, stops tracking the three; the third loop queues the
-    SCHEDULED task instance."""
+    """Parallelism 5, five tracked ids of which three are tries already over (a try that
+    ends normally stores no Celery result: ADR 22): the first loop lets go of the three
+    and queues the SCHEDULED task instance."""
     run_id = setup_run(session_factory)
     fake = FakeExecutor()
     fake.running.update(in_flight_rows(session_factory, run_id))
     set_ti(session_factory, run_id, "ready", state=TI.SCHEDULED)
-    settings = Settings.load(env={"SQUALL_HOME": str(tmp_path)}, overrides={
-        "core": {"dags_folder": str(Path(__file__).parent), "parallelism": 5},
-        "scheduler": {"task_queued_timeout": 600, "zombie_threshold": 300,
-                      "zombie_detection_interval": 0.001}})  # the watch at every loop
+    settings = settings_for(tmp_path, parallelism=5, zombie_detection_interval=0.001)
     job = SchedulerJob(settings, session_factory, fake, clock=lambda: NOW)
-    everything = set(fake.running)
     first = job.run_once()
-    assert first.tis_queued == 0
-    assert set(fake.running) == everything  # found over once: maybe its result is late
-    second = job.run_once()
-    assert second.tis_queued == 0
-    assert set(fake.running) == {"c-queued", "c-running"}
-    third = job.run_once()
-    assert third.tis_queued == 1
+    assert first.tis_queued == 1
     with session_scope(session_factory) as session:
         ready = session.get(TaskInstance, {"dag_id": "track", "task_id": "ready",
                                            "run_id": run_id})
         assert ready is not None and ready.state == TI.QUEUED
-        assert ready.external_executor_id in fake.running
+        assert set(fake.running) == {"c-queued", "c-running", ready.external_executor_id}
+
+
+def test_the_run_decision_lets_go_of_tries_over_without_the_watch(
+        tmp_path: Path, session_factory: SessionFactory) -> None:
+    """The watch runs at the first loop only (a long zombie_detection_interval): a try that
+    ends after it is let go of by the next loop's decision of its run, from the task
+    instances the decision reads, and its slot is used in that same loop."""
+    run_id = setup_run(session_factory)
+    fake = FakeExecutor()
+    set_ti(session_factory, run_id, "queued", state=TI.QUEUED, external_executor_id="c-queued",
+           queued_dttm=NOW)
+    set_ti(session_factory, run_id, "running", state=TI.RUNNING,
+           external_executor_id="c-running")
+    fake.running.update({"c-queued": (key(run_id, "queued"), 1),
+                         "c-running": (key(run_id, "running"), 1)})
+    settings = settings_for(tmp_path, parallelism=2, zombie_detection_interval=3600)
+    job = SchedulerJob(settings, session_factory, fake, clock=lambda: NOW)
+    job.run_once()  # decides the run, runs the watch: both tries are in flight
+    assert set(fake.running) == {"c-queued", "c-running"}
+
+    set_ti(session_factory, run_id, "running", state=TI.SUCCESS,
+           external_executor_id="c-running")  # what a worker records
+    set_ti(session_factory, run_id, "ready", state=TI.SCHEDULED)
+    second = job.run_once()
+    assert set(fake.running) - {"c-queued"} == {t.external_executor_id for t in fake.published}
+    assert "c-running" not in fake.running
+    assert second.tis_queued == 1  # the slot it held is used in the same loop

@@ -10,6 +10,7 @@ id. Executions are counted by a side effect the task writes (one line per execut
 
 from __future__ import annotations
 
+import ast
 import itertools
 import os
 import signal
@@ -40,6 +41,7 @@ from squall.dag_processing.dagbag import parse_files_isolated
 from squall.dag_processing.sync import sync_to_db
 from squall.execution.runner import task_log_path
 from squall.scheduler.run_creation import create_dag_run
+from squall.scheduler.state_fetcher import PENDING, BulkStateFetcher, CeleryTaskState
 from squall.scheduler.ti_updates import schedule_tis
 from squall.worker.supervisor import REASON_SIGTERM
 from tests.conftest import _pg_clean
@@ -319,20 +321,43 @@ def wait_state(env: Env, key: TaskInstanceKey, states: set[str], worker: Worker,
     return ti_row(env, key)
 
 
+def celery_summaries(env: Env, celery_id: str) -> list[dict[str, Any]]:
+    """The supervisor's summaries Celery logged for ``celery_id`` (``run_task`` ignores its
+    result, so a try that ends normally stores none: ADR 22), in the order logged."""
+    marker = f"squall.run_task[{celery_id}] succeeded in "
+    found: list[dict[str, Any]] = []
+    for path in sorted(env.home.glob("*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if marker in line:
+                value = ast.literal_eval(line.split(marker, 1)[1].split(": ", 1)[1])
+                assert isinstance(value, dict), line
+                found.append(value)
+    return found
+
+
+def stored_result(env: Env, celery_id: str) -> bytes | None:
+    """The raw value of ``celery_id``'s key in the result backend (Redis), if any."""
+    backend = env.app.backend
+    value = backend.get(backend.get_key_for_task(celery_id))
+    return None if value is None else bytes(value)
+
+
 def celery_result(env: Env, celery_id: str, status: str | None = None,
                   timeout: float = 30) -> dict[str, Any]:
-    """The task's Celery result once it is a dict (with ``status``, when given)."""
+    """The first summary the worker logged for the task (with ``status``, when given), once
+    there is one; and no result is stored for it."""
     found: dict[str, Any] = {}
 
     def ready() -> bool:
-        meta = env.app.backend.get_task_meta(celery_id, cache=False)
-        value = meta.get("result") if meta.get("status") == "SUCCESS" else None
-        if isinstance(value, dict) and (status is None or value.get("status") == status):
-            found.update(value)
-            return True
+        for value in celery_summaries(env, celery_id):
+            if status is None or value.get("status") == status:
+                found.update(value)
+                return True
         return False
 
-    wait_until(ready, timeout, interval=0.1, message=f"Celery result {celery_id} ({status})")
+    wait_until(ready, timeout, interval=0.1, message=f"Celery summary {celery_id} ({status})")
+    # Celery stores a result before it logs the task's success: none is stored
+    assert stored_result(env, celery_id) is None
     return found
 
 
@@ -439,6 +464,31 @@ def test_success_is_recorded_with_node_name_job_and_log(env: Env, worker: Worker
     assert "starting try 1" in proc.stdout and "running -> success" in proc.stdout
 
 
+def test_a_successful_try_stores_no_result_and_the_scheduler_lets_go_of_it(
+        env: Env, worker: Worker) -> None:
+    """ADR 22: nothing is written to the result backend for a try that ends normally, and
+    the scheduler stops tracking the try from the database alone (its loop decides the run
+    and sees the try over)."""
+    from squall.scheduler.executor import CeleryExecutor
+    from squall.scheduler.job import SchedulerJob
+
+    executor = CeleryExecutor.from_settings(env.app, env.settings)
+    try:
+        sent = queue_try(env, new_run(env, "w_ok"))
+        executor.track(sent.key, sent.try_number, sent.celery_id)
+        wait_state(env, sent.key, {"success"}, worker)
+        assert celery_result(env, sent.celery_id, "completed")["state"] == "success"
+        assert stored_result(env, sent.celery_id) is None
+        executor.sync()  # no result to read: still tracked, as PENDING
+        assert sent.celery_id in executor.running
+        assert executor.get_event_buffer() == []
+        job = SchedulerJob(env.settings, env.factory, executor)
+        job.run(num_runs=1)  # also ends the executor
+        assert sent.celery_id not in executor.running
+    finally:
+        executor.end()
+
+
 def test_callbacks_after_the_recorded_state_are_not_killed(env: Env, worker: Worker) -> None:
     sent = queue_try(env, new_run(env, "w_callback"))
     wait_state(env, sent.key, {"success"}, worker)
@@ -460,12 +510,12 @@ def test_duplicate_delivery_is_refused_and_changes_nothing(env: Env, worker: Wor
     publish(env, sent.command, other_id)
     result = celery_result(env, other_id, "skipped_duplicate")
     assert result["reason"] == "the task instance is success, not queued"
-    # A redelivery: same message, same id. Celery's result backend keeps the first SUCCESS
-    # result, so the refusal is seen in the worker's log.
+    # A redelivery: same message, same id.
     publish(env, sent.command, sent.celery_id)
     refusal = f"TaskInstance {sent.key}: try 1 not started: "
     wait_until(lambda: worker.log().count(refusal) == 2, 30, message="the second refusal")
-    assert celery_result(env, sent.celery_id)["status"] == "completed"
+    redelivered = celery_result(env, sent.celery_id, "skipped_duplicate")
+    assert redelivered["reason"] == "the task instance is success, not queued"
 
     after = ti_row(env, sent.key)
     assert (after.state, after.end_date, after.job_id, after.pid, after.try_number) == (
@@ -668,6 +718,20 @@ def test_a_supervisor_killed_by_sigkill_takes_the_try_with_it(env: Env, worker: 
     assert_all_gone(pids, time.monotonic(), "SIGKILL to the supervisor")
     # the try is left RUNNING for the scheduler to find a zombie; nothing of it still runs
     assert ti_row(env, sent.key).state == "running"
+    # the supervisor is the pool process: Celery stores its loss although run_task ignores
+    # its result, and the scheduler's fetcher reads it (a try still QUEUED would be failed
+    # or retried from it)
+    fetcher = BulkStateFetcher(env.app)
+    read: dict[str, CeleryTaskState] = {}
+
+    def stored() -> bool:
+        read.update(fetcher.get_many([sent.celery_id]))
+        return read.get(sent.celery_id, PENDING) != PENDING
+
+    wait_until(stored, 30, message="the Celery failure of the killed pool process")
+    state = read[sent.celery_id]
+    assert state.state == "FAILURE"
+    assert state.info is not None and state.info.startswith("WorkerLostError"), state
 
 
 def test_a_zombie_try_is_ended_when_its_supervisor_wakes(env: Env, worker: Worker) -> None:

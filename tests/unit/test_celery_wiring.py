@@ -31,6 +31,7 @@ PROBE = textwrap.dedent("""
         "registered": task is not None,
         "acks_late": getattr(task, "acks_late", None),
         "ignore_result": getattr(task, "ignore_result", None),
+        "store_errors_even_if_ignored": getattr(task, "store_errors_even_if_ignored", None),
         "transport": app.conf.broker_transport,
         "worker_modules": sorted(m for m in sys.modules if m.startswith("squall.worker")),
     }))
@@ -54,7 +55,9 @@ def test_a_worker_app_registers_the_task(tmp_path: Path) -> None:
     found = probe(tmp_path, "worker")
     assert found["registered"] is True
     assert found["acks_late"] is True
-    assert found["ignore_result"] is False
+    # no result for a try that ends normally, but failures are stored (ADR 22)
+    assert found["ignore_result"] is True
+    assert found["store_errors_even_if_ignored"] is True
     assert found["transport"] == "squall.common.transports.embedded:EmbeddedBrokerTransport"
 
 
