@@ -104,7 +104,10 @@ def scheduler_env() -> Iterator[Env]:
         dbops.migrate(engine)
         settings = Settings.load(env={"SQUALL_HOME": str(home),
                                       "SQUALL__DATABASE__SQL_ALCHEMY_CONN": url,
-                                      "SQUALL__CORE__LOAD_EXAMPLES": "false"})
+                                      "SQUALL__CORE__LOAD_EXAMPLES": "false",
+                                      # the DAGs are made in this file: it must be under the
+                                      # DAG folder for a task-run command to name it
+                                      "SQUALL__CORE__DAGS_FOLDER": str(Path(__file__).parent)})
         yield Env(engine, make_session_factory(engine), settings, StatementCounter(engine))
     finally:
         engine.dispose()
