@@ -165,10 +165,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_scaling(args: argparse.Namespace) -> int:
-    from bench.scaling import run_scaling
+    from bench.scaling import PARTS, run_scaling
 
-    rows = run_scaling(quick=args.quick)
-    title = "bench scaling" + (" (quick)" if args.quick else "")
+    parts = tuple(args.part) if args.part else PARTS
+    rows = run_scaling(quick=args.quick, parts=parts)
+    title = ("bench scaling" + (" (quick)" if args.quick else "")
+             + (f" (parts {','.join(parts)})" if args.part else ""))
     print_table(title, rows)
     if not args.no_record:
         append_results(title, rows, "Loop times are wall ms of one SchedulerJob.run_once "
@@ -256,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("scaling", help="scheduler loop / memory scaling")
     p.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test)")
+    p.add_argument("--part", action="append", choices=["a", "b", "c", "d"],
+                   help="run only this part (repeatable): a history, b runnable TIs, "
+                   "c idle worker tree RSS/PSS, d scheduler RSS; default all")
     p.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     p.set_defaults(func=cmd_scaling)
     p = sub.add_parser("profile", help="py-spy the scheduler and worker during W2 (or W1, W3, "

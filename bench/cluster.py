@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAGS_FOLDER = REPO_ROOT / "bench" / "dags"
 PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-PG_DB = "squall_bench"
+#: the database a redis-pg cluster recreates; ``SQUALL_BENCH_PG_DB`` names another, so two
+#: benches on one PostgreSQL server do not drop each other's
+PG_DB = os.environ.get("SQUALL_BENCH_PG_DB", "squall_bench")
 BENCH_DAG_IDS = ["bench_fanout", "bench_chain", *[f"bench_many_{i}" for i in range(20)],
                  "bench_backfill"]
 #: DAGs left paused by :meth:`BenchCluster.wait_parsed`: ``bench_backfill`` (WB) has a daily

@@ -284,11 +284,19 @@ def case_scheduler_rss(runs: int, budget_s: float) -> list[Row]:
             (group, "loop ms", loop_ms)]
 
 
-def run_scaling(quick: bool = False) -> list[Row]:
-    rows: list[Row] = []
-    rows += case_history([1_000, 10_000] if quick else [10_000, 100_000], loops=10)
-    rows += case_runnable([1_000] if quick else [1_000, 5_000], loops=5)
-    rows += case_worker_rss([1, 2] if quick else [1, 2, 4], settle=5 if quick else 10)
-    rows += case_scheduler_rss(100 if quick else 1_000, budget_s=60 if quick else 180)
-    return rows
+#: the parts of ``bench scaling`` (``--part``): a. history, b. runnable TIs, c. idle worker
+#: tree RSS/PSS, d. scheduler RSS over many runs
+PARTS = ("a", "b", "c", "d")
 
+
+def run_scaling(quick: bool = False, parts: Sequence[str] = PARTS) -> list[Row]:
+    rows: list[Row] = []
+    if "a" in parts:
+        rows += case_history([1_000, 10_000] if quick else [10_000, 100_000], loops=10)
+    if "b" in parts:
+        rows += case_runnable([1_000] if quick else [1_000, 5_000], loops=5)
+    if "c" in parts:
+        rows += case_worker_rss([1, 2] if quick else [1, 2, 4], settle=5 if quick else 10)
+    if "d" in parts:
+        rows += case_scheduler_rss(100 if quick else 1_000, budget_s=60 if quick else 180)
+    return rows

@@ -28,11 +28,17 @@ import logging
 import os
 import signal
 import threading
+import weakref
 from types import FrameType
 from typing import Any
 
 from celery import Task
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    worker_before_create_process,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+)
 from sqlalchemy import Engine
 
 from squall.common.db import make_engine
@@ -232,19 +238,43 @@ def preload_modules(names: tuple[str, ...] = PRELOADED_MODULES) -> None:
             log.warning("Worker: cannot preload %s: %s", name, exc)
 
 
+#: engines that existed when this process froze its heap (:func:`freeze_heap`):
+#: ``gc.get_objects()`` no longer lists them, so a forked child finds them here
+_frozen_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def freeze_heap() -> None:
+    """Move every object this process holds into the collector's permanent generation
+    (``gc.freeze()``), so that no later collection here or in a forked child walks them and
+    writes to their pages: a forked pool process then shares those pages with its parent
+    instead of copying them. Engines that exist now are remembered for
+    :func:`dispose_inherited_engines`."""
+    gc.collect()
+    _frozen_engines.update(obj for obj in gc.get_objects() if isinstance(obj, Engine))
+    gc.freeze()
+
+
 def dispose_inherited_engines() -> int:
     """Drop the connection pools of every SQLAlchemy engine this (just forked) process
-    inherited, without closing the parent's connections; returns how many there were."""
-    from sqlalchemy import Engine
+    inherited, without closing the parent's connections; returns how many there were.
 
-    engines = [obj for obj in gc.get_objects() if isinstance(obj, Engine)]
-    for engine in engines:
+    Looks only at objects the collector still tracks (those made since the parent's
+    :func:`freeze_heap`) and at the engines it remembered: walking the frozen heap would
+    write to every object's reference count and copy the pages a fork shares."""
+    engines = {id(obj): obj for obj in gc.get_objects() if isinstance(obj, Engine)}
+    engines.update((id(engine), engine) for engine in list(_frozen_engines))
+    for engine in engines.values():
         engine.dispose(close=False)
     return len(engines)
 
 
 def _on_worker_init(**_: Any) -> None:
     preload_modules()
+    freeze_heap()
+
+
+def _on_worker_before_create_process(**_: Any) -> None:
+    freeze_heap()
 
 
 def _on_worker_process_init(**_: Any) -> None:
@@ -262,5 +292,7 @@ def install_worker_hooks() -> None:
     worker_process_shutdown.connect(_on_worker_process_shutdown, weak=False,
                                     dispatch_uid="squall.worker.close_engines")
     worker_init.connect(_on_worker_init, weak=False, dispatch_uid="squall.worker.preload")
+    worker_before_create_process.connect(_on_worker_before_create_process, weak=False,
+                                         dispatch_uid="squall.worker.freeze_heap")
     worker_process_init.connect(_on_worker_process_init, weak=False,
                                 dispatch_uid="squall.worker.dispose_engines")
