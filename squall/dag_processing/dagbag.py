@@ -53,7 +53,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from squall.common.procutil import child_process_context, stop_child
 from squall.dag_processing.files import DEFAULT_IGNORE_FILE, IgnoreSyntax, list_dag_files
@@ -461,8 +461,8 @@ def _answer_for(path: str, dags_folder: str, airflow_compat: bool,
                              "error": f"{_header(path)}\n{type(exc).__name__}: {exc}"})
     # The header (timing, counts) is outside the answer, so the answer's fingerprint does not
     # change with the time the parse took.
-    header = json.dumps({"duration": time.perf_counter() - started, "error": has_error,
-                         **stats})
+    header = json.dumps({"path": path, "duration": time.perf_counter() - started,
+                         "error": has_error, **stats})
     return header.encode("utf-8") + b"\n" + answer.encode("utf-8")
 
 
@@ -629,12 +629,15 @@ def parse_files_isolated(
         ready = set(wait_for(waitables, timeout=max(0.0, wait_until - time.monotonic())))
         still: list[_Job] = []
         for job in running:
-            ended = False
+            state = "running"
             if job.conn in ready or job.process.sentinel in ready:
-                ended = _read_answers(job, outcome, known, timeout)
+                state = _read_answers(job, outcome, known, timeout)
             if not job.paths:
-                _finish(job)
-            elif ended:
+                _finish(job, 0 if state == "garbled" else 5.0)
+            elif state == "garbled":
+                _finish(job, 0)
+                pending.appendleft(list(job.paths))
+            elif state == "ended":
                 _finish(job)
                 path = job.paths.popleft()
                 outcome[path] = _Answer.failed(path, (
@@ -697,9 +700,12 @@ def _fingerprint(answer: bytes) -> str:
 
 
 def _decode(path: str, message: bytes, previous: str | None) -> _Answer:
-    """A child's message: a JSON header line (timing, counts), then the JSON answer."""
+    """A child's message: a JSON header line (the file, timing, counts), then the JSON
+    answer. ValueError if it is not an answer for ``path``."""
     head, _, body = message.partition(b"\n")
     header = json.loads(head.decode("utf-8"))
+    if not isinstance(header, dict) or header.get("path") != path:
+        raise ValueError("not an answer for this file")
     fingerprint = _fingerprint(body)
     if fingerprint == previous:
         payload: dict[str, Any] = {"dags": [], "error": None}
@@ -715,24 +721,32 @@ def _decode(path: str, message: bytes, previous: str | None) -> _Answer:
 
 
 def _read_answers(job: _Job, outcome: dict[str, _Answer], known: Mapping[str, str],
-                  timeout: float) -> bool:
+                  timeout: float) -> Literal["running", "ended", "garbled"]:
     """Take every answer ``job``'s child has sent so far (each gives the next file
-    ``timeout`` seconds); whether the child is gone (it exited, or closed its end)."""
+    ``timeout`` seconds). Whether the child is still ``running``, has ``ended`` (exited or
+    closed its end) or sent something that is not the answer it owes (``garbled``: a file
+    wrote to the pipe; that file gets an error and the child must be stopped)."""
 
-    def drain() -> bool:
+    def drain() -> Literal["running", "ended", "garbled"]:
         try:
             while job.paths and job.conn.poll():
                 message = job.conn.recv_bytes()
                 path = job.paths.popleft()
-                outcome[path] = _decode(path, message, known.get(path))
                 job.deadline = time.monotonic() + timeout
+                try:
+                    outcome[path] = _decode(path, message, known.get(path))
+                except Exception as exc:
+                    outcome[path] = _Answer.failed(path, (
+                        f"the process parsing DAG file {path} sent something else than its "
+                        f"answer ({type(exc).__name__}: {exc})"))
+                    return "garbled"
         except (EOFError, OSError):
-            return True
-        return False
+            return "ended"
+        return "running"
 
-    if drain():
-        return True
-    if job.process.is_alive():
-        return False
-    drain()  # what it sent just before it exited (a process of its own may hold the pipe)
-    return True
+    state = drain()
+    if state != "running" or job.process.is_alive():
+        return state
+    # it exited: what it sent just before is still in the pipe (and a process of its own
+    # may hold the pipe open, so no end-of-file may come)
+    return "garbled" if drain() == "garbled" else "ended"

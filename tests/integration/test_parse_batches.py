@@ -149,6 +149,30 @@ def test_what_a_file_changes_in_its_child_is_undone_for_the_next(folder: Path) -
     assert seen["leaks"]["pid"] == after["pid"]
 
 
+def test_a_file_that_writes_to_the_answer_pipe_does_not_answer_for_another(
+        folder: Path) -> None:
+    # a well-formed answer, for some other file: the parent must not take the real answer
+    # that follows for the next file's
+    forger = folder / "forger.py"
+    forger.write_text('''\
+import gc
+from multiprocessing.connection import Connection
+from squall.sdk.dag import DAG
+pipe = next(o for o in gc.get_objects() if isinstance(o, Connection) and o.writable
+            and not o.closed)
+pipe.send_bytes(b'{"path": "/elsewhere.py", "duration": 0}\\n{"dags": [], "error": null}')
+dag = DAG("forged", schedule=None)
+''')
+    paths = [forger, probe(folder, "after")]
+
+    result = parse_files_isolated(paths, folder, 30, parallelism=1, files_per_child=2)
+
+    assert list(result.serialized) == ["after"]
+    assert result.serialized["after"]["dag"]["fileloc"] == str(folder / "after.py")
+    assert "sent something else than its answer" in result.import_errors[str(forger)]
+    assert list(result.import_errors) == [str(forger)]
+
+
 def test_duplicate_dag_id_in_paths_order_across_batches(folder: Path) -> None:
     first = folder / "b_first.py"
     second = folder / "a_second.py"
