@@ -133,6 +133,12 @@ class SchedulerSettings(_Section):
     file_check_interval: float = Field(default=1.0, gt=0)
     #: how often the DAG processor lists the DAG folder for new DAG files (0: every pass)
     dag_dir_list_interval: float = Field(default=300.0, ge=0)
+    #: child processes the DAG processor parses DAG files in at a time (each parses a batch
+    #: of files in turn)
+    parsing_processes: int = Field(default=2, ge=1)
+    #: how much those children lower their CPU priority (``nice``; 0: not at all), so that
+    #: parsing yields the CPU to the scheduler loop and the workers
+    parsing_nice: int = Field(default=10, ge=0, le=19)
     #: how long the DAG processor lets one task / DAG callback run before killing it
     callback_timeout: float = Field(default=60.0, gt=0)
     #: a DAG's catchup when its DAG file does not say

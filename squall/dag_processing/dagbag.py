@@ -4,10 +4,23 @@ Two ways to load a DAG file:
 
 * **in-process** (:func:`load_file`, :class:`DagBag`): the file is imported into the calling
   process. Workers and ``squall dags test`` do this; they run user code anyway.
-* **isolated** (:func:`parse_files_isolated`): each file is imported in a child process with
-  a time limit; what comes back is the *serialized* form of its DAGs (JSON, see
-  :mod:`squall.dag_processing.serialization`) or a readable error. The scheduler and the API only
-  ever do this, so no user code runs in their own process.
+* **isolated** (:func:`parse_files_isolated`): the files are imported in child processes,
+  each file with a time limit; what comes back is the *serialized* form of its DAGs (JSON,
+  see :mod:`squall.dag_processing.serialization`) or a readable error. The scheduler and the
+  API only ever do this, so no user code runs in their own process.
+
+A child of the isolated parse imports a *batch* of files in turn (forking a process per file
+was most of the DAG processor's CPU at 1,000 files), one answer per file. What one file does
+to the child is not seen by the next file of its batch as far as Squall can undo it: each
+file is its own module (``squall_dag_<hash>_<stem>``), and before each file the child puts
+back the DAG and task group context stacks, ``sys.path``, the working directory and
+``os.environ`` as they were when it started. The residual risk: a file that changes
+anything else of the process (monkeypatches a library or one of Squall's modules, changes a
+module's globals, sets a signal handler, leaves a thread running, closes a descriptor)
+changes it for the later files of its batch, which a child per file did not; and a module
+of the DAG folder a file imports (a helper) is imported once per child, not once per file.
+A file whose child dies or runs out of time costs only itself an answer: the rest of its
+batch go to a new child.
 
 :func:`~squall.dag_processing.sync.sync_to_db` writes the result of a parse to the ``dag``,
 ``serialized_dag`` and ``import_error`` tables;
@@ -40,7 +53,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from squall.common.procutil import child_process_context, stop_child
 from squall.dag_processing.files import DEFAULT_IGNORE_FILE, IgnoreSyntax, list_dag_files
@@ -255,8 +268,12 @@ class DagBag:
         ignore_file_syntax: IgnoreSyntax = "regexp",
         airflow_compat: bool = False,
         dag_defaults: DagDefaults | None = None,
+        parsing_processes: int | None = None,
+        parsing_nice: int = 0,
     ) -> None:
         self.airflow_compat = airflow_compat
+        self.parsing_processes = parsing_processes
+        self.parsing_nice = parsing_nice
         self.dag_defaults = dag_defaults
         self.dag_folder = Path(os.path.abspath(dag_folder))
         self.include_examples = include_examples
@@ -273,13 +290,17 @@ class DagBag:
     def from_settings(cls, settings: Settings, *,
                       examples_folder: str | os.PathLike[str] | None = None) -> DagBag:
         """The bag of ``[core] dags_folder`` (and the examples with ``load_examples``), loaded
-        as the settings say: import timeout, ignore file syntax, Airflow names, DAG defaults."""
+        as the settings say: import timeout, ignore file syntax, Airflow names, DAG defaults,
+        and for :meth:`parse_isolated` ``[scheduler] parsing_processes`` and
+        ``parsing_nice``."""
         core = settings.core
         return cls(settings.dags_folder, include_examples=core.load_examples,
                    examples_folder=examples_folder, import_timeout=core.dagbag_import_timeout,
                    ignore_file_syntax=core.dag_ignore_file_syntax,
                    airflow_compat=core.airflow_compat,
-                   dag_defaults=DagDefaults.from_settings(settings))
+                   dag_defaults=DagDefaults.from_settings(settings),
+                   parsing_processes=settings.scheduler.parsing_processes,
+                   parsing_nice=settings.scheduler.parsing_nice)
 
     def _roots(self) -> list[Path]:
         roots = [self.dag_folder]
@@ -326,14 +347,19 @@ class DagBag:
                        files: Iterable[tuple[Path, Path]] | None = None,
                        previous: Mapping[str, str] | None = None) -> ParseResult:
         """:func:`parse_files_isolated` on ``files`` (``(file, folder)`` pairs from an earlier
-        :meth:`files`), by default on every DAG file of this bag; ``previous`` as there."""
+        :meth:`files`), by default on every DAG file of this bag; ``previous`` as there.
+        ``parallelism`` defaults to the bag's ``parsing_processes``; the children are niced
+        by its ``parsing_nice``."""
         by_root: dict[Path, list[Path]] = {}
         for path, root in self.files() if files is None else files:
             by_root.setdefault(root, []).append(path)
+        if parallelism is None:
+            parallelism = self.parsing_processes
         return _merge_results(
             parse_files_isolated(paths, root, self.import_timeout, parallelism=parallelism,
                                  airflow_compat=self.airflow_compat,
-                                 dag_defaults=self.dag_defaults, previous=previous)
+                                 dag_defaults=self.dag_defaults, previous=previous,
+                                 nice=self.parsing_nice)
             for root, paths in by_root.items()
         )
 
@@ -409,12 +435,10 @@ def _merge_results(results: Iterable[ParseResult]) -> ParseResult:
     return merged
 
 
-def _parse_in_child(path: str, dags_folder: str, conn: Connection,
-                    airflow_compat: bool = False,
-                    dag_defaults: DagDefaults | None = None) -> None:
-    """The child process: load one file, send back ``{"dags": [...], "error": ...}`` as JSON."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def _answer_for(path: str, dags_folder: str, airflow_compat: bool,
+                dag_defaults: DagDefaults | None) -> bytes:
+    """Load one file (in the child) and frame the answer: a JSON header line (timing,
+    counts), then the JSON ``{"dags": [...], "error": ...}``."""
     started = time.perf_counter()
     stats: dict[str, Any] = {"dag_ids": [], "task_count": 0}
     has_error = True
@@ -437,17 +461,70 @@ def _parse_in_child(path: str, dags_folder: str, conn: Connection,
                              "error": f"{_header(path)}\n{type(exc).__name__}: {exc}"})
     # The header (timing, counts) is outside the answer, so the answer's fingerprint does not
     # change with the time the parse took.
-    header = json.dumps({"duration": time.perf_counter() - started, "error": has_error,
-                         **stats})
-    conn.send_bytes(header.encode("utf-8") + b"\n" + answer.encode("utf-8"))
+    header = json.dumps({"path": path, "duration": time.perf_counter() - started,
+                         "error": has_error, **stats})
+    return header.encode("utf-8") + b"\n" + answer.encode("utf-8")
+
+
+@dataclass
+class _ProcessState:
+    """What one DAG file may change in its process and the next file must not see: taken
+    when the child starts, put back before each file (see the module docstring)."""
+
+    sys_path: list[str]
+    cwd: str | None
+    environ: dict[str, str]
+
+    @classmethod
+    def take(cls) -> _ProcessState:
+        try:
+            cwd: str | None = os.getcwd()
+        except OSError:
+            cwd = None
+        return cls(list(sys.path), cwd, dict(os.environ))
+
+    def restore(self) -> None:
+        DagContext._stack.clear()
+        DagContext.created = None
+        TaskGroupContext._stack.clear()
+        sys.path[:] = self.sys_path
+        if self.cwd is not None:
+            with contextlib.suppress(OSError):
+                if os.getcwd() != self.cwd:
+                    os.chdir(self.cwd)
+        if os.environ != self.environ:
+            os.environ.clear()
+            os.environ.update(self.environ)
+
+
+def _parse_in_child(paths: list[str], dags_folder: str, conn: Connection,
+                    airflow_compat: bool = False, dag_defaults: DagDefaults | None = None,
+                    nice: int = 0) -> None:
+    """The child process: lower its priority by ``nice``, then load each of ``paths`` in
+    turn, sending one framed answer (:func:`_answer_for`) per file, in order."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if nice > 0:
+        try:
+            os.nice(nice)
+        except OSError as exc:
+            log.debug("could not lower the parse child's priority: %s", exc)
+    state = _ProcessState.take()
+    for path in paths:
+        state.restore()
+        conn.send_bytes(_answer_for(path, dags_folder, airflow_compat, dag_defaults))
     conn.close()
 
 
 @dataclass
 class _Job:
-    path: str
+    """A child and the files it has not answered for yet (it is on the first)."""
+
+    paths: deque[str]
     process: Any  # multiprocessing.process.BaseProcess
     conn: Connection
+    #: when the file it is on runs out of time: ``timeout`` after the child started or
+    #: after its last answer
     deadline: float
 
 
@@ -467,6 +544,19 @@ def _finish(job: _Job, grace: float = 5.0) -> None:
     job.conn.close()
 
 
+#: the most files one child parses, when ``files_per_child`` is not given: small enough
+#: that the files are spread over every child and that a child killed for one file (a
+#: time-out) leaves few to hand to a new one, large enough that forking is a small part of
+#: the parse (measured with ``python -m bench.parse_files``: see the report of issue 15)
+AUTO_FILES_PER_CHILD = 50
+
+
+def _batch_size(files: int, children: int, files_per_child: int | None) -> int:
+    if files_per_child is not None:
+        return max(1, files_per_child)
+    return max(1, min(AUTO_FILES_PER_CHILD, -(-files // children)))
+
+
 def parse_files_isolated(
     paths: Iterable[str | os.PathLike[str]],
     dags_folder: str | os.PathLike[str],
@@ -476,14 +566,24 @@ def parse_files_isolated(
     airflow_compat: bool = False,
     dag_defaults: DagDefaults | None = None,
     previous: Mapping[str, str] | None = None,
+    files_per_child: int | None = None,
+    nice: int = 0,
 ) -> ParseResult:
-    """Parse each DAG file in a child process of its own and gather the serialized DAGs.
+    """Parse the DAG files in child processes and gather the serialized DAGs.
 
-    At most ``parallelism`` children (default ``min(4, cpu count)``) run at a time. A child
-    that runs past ``timeout`` seconds is killed; one that dies without answering (a crash,
-    ``os._exit``) is reported with its exit code. A dag_id defined by two files is kept from
-    the first in ``paths`` order and reported as an import error of the later one.
-    ``airflow_compat`` and ``dag_defaults`` are as for :func:`load_file`.
+    Each child parses a batch of ``files_per_child`` files in turn (default: the files spread
+    over the children, at most :data:`AUTO_FILES_PER_CHILD` each), and first lowers its
+    priority by ``nice`` (:func:`os.nice`), so that parsing yields the CPU to the scheduler
+    and the workers. At most ``parallelism`` children (default ``min(4, cpu count)``) run at
+    a time.
+
+    Each file gets ``timeout`` seconds from when its child starts it: a child past that is
+    killed, the file it was on gets a time-out error and the rest of its batch go to a new
+    child. A child that dies without answering (a crash, ``os._exit``, a signal) is reported
+    with its exit code as the error of the file it was on; the rest of its batch go to a new
+    child. A dag_id defined by two files is kept from the first in ``paths`` order and
+    reported as an import error of the later one. ``airflow_compat`` and ``dag_defaults``
+    are as for :func:`load_file`.
 
     ``previous`` maps files to the fingerprint (:attr:`FileStat.fingerprint`) of their last
     answer: a file that answers the same again is listed in :attr:`ParseResult.unchanged`
@@ -493,31 +593,33 @@ def parse_files_isolated(
     files = list(dict.fromkeys(files))
     root = os.path.abspath(dags_folder)
     limit = max(1, parallelism or min(4, os.cpu_count() or 1))
+    size = _batch_size(len(files), limit, files_per_child)
     ctx = child_process_context()
     known = previous or {}
     outcome: dict[str, _Answer] = {}
-    pending = deque(files)
+    pending: deque[list[str]] = deque(files[i:i + size] for i in range(0, len(files), size))
     running: list[_Job] = []
 
     while pending or running:
         while pending and len(running) < limit:
-            path = pending.popleft()
+            batch = pending.popleft()
             reader, writer = ctx.Pipe(duplex=False)
             process = ctx.Process(  # type: ignore[attr-defined]
                 target=_parse_in_child,
-                args=(path, root, writer, airflow_compat, dag_defaults),
-                name=f"squall-parse-{Path(path).name}", daemon=True,
+                args=(batch, root, writer, airflow_compat, dag_defaults, nice),
+                name=f"squall-parse-{Path(batch[0]).name}", daemon=True,
             )
             try:
                 process.start()
             except OSError as exc:
                 reader.close()
                 writer.close()
-                outcome[path] = _Answer.failed(
-                    path, f"{path}: cannot start a process to parse it: {exc}")
+                for path in batch:
+                    outcome[path] = _Answer.failed(
+                        path, f"{path}: cannot start a process to parse it: {exc}")
                 continue
             writer.close()
-            running.append(_Job(path, process, reader, time.monotonic() + timeout))
+            running.append(_Job(deque(batch), process, reader, time.monotonic() + timeout))
         if not running:
             continue
 
@@ -525,17 +627,33 @@ def parse_files_isolated(
         waitables: list[Any] = [job.conn for job in running]
         waitables.extend(job.process.sentinel for job in running)
         ready = set(wait_for(waitables, timeout=max(0.0, wait_until - time.monotonic())))
-        now = time.monotonic()
         still: list[_Job] = []
         for job in running:
+            state = "running"
             if job.conn in ready or job.process.sentinel in ready:
-                outcome[job.path] = _collect(job, known.get(job.path))
-            elif now >= job.deadline:
+                state = _read_answers(job, outcome, known, timeout)
+            if not job.paths:
+                _finish(job, 0 if state == "garbled" else 5.0)
+            elif state == "garbled":
+                _finish(job, 0)
+                pending.appendleft(list(job.paths))
+            elif state == "ended":
+                _finish(job)
+                path = job.paths.popleft()
+                outcome[path] = _Answer.failed(path, (
+                    f"the process parsing DAG file {path} died without an answer, with "
+                    f"{_exit_description(job.process.exitcode)}"
+                ))
+                if job.paths:
+                    pending.appendleft(list(job.paths))
+            elif time.monotonic() >= job.deadline:
                 stop_child(job.process, 0)
                 job.conn.close()
-                log.warning("killed the parse of %s after %s s", job.path, timeout)
-                outcome[job.path] = _Answer.failed(job.path,
-                                                   _timeout_message(job.path, timeout))
+                path = job.paths.popleft()
+                log.warning("killed the parse of %s after %s s", path, timeout)
+                outcome[path] = _Answer.failed(path, _timeout_message(path, timeout))
+                if job.paths:
+                    pending.appendleft(list(job.paths))
             else:
                 still.append(job)
         running = still
@@ -582,9 +700,12 @@ def _fingerprint(answer: bytes) -> str:
 
 
 def _decode(path: str, message: bytes, previous: str | None) -> _Answer:
-    """A child's message: a JSON header line (timing, counts), then the JSON answer."""
+    """A child's message: a JSON header line (the file, timing, counts), then the JSON
+    answer. ValueError if it is not an answer for ``path``."""
     head, _, body = message.partition(b"\n")
     header = json.loads(head.decode("utf-8"))
+    if not isinstance(header, dict) or header.get("path") != path:
+        raise ValueError("not an answer for this file")
     fingerprint = _fingerprint(body)
     if fingerprint == previous:
         payload: dict[str, Any] = {"dags": [], "error": None}
@@ -599,17 +720,33 @@ def _decode(path: str, message: bytes, previous: str | None) -> _Answer:
     return _Answer(stat, list(payload.get("dags") or []), error, unchanged)
 
 
-def _collect(job: _Job, previous: str | None = None) -> _Answer:
-    """Read a child's answer (it has answered or exited)."""
-    try:
-        if job.conn.poll():
-            message = job.conn.recv_bytes()
-            _finish(job)
-            return _decode(job.path, message, previous)
-    except (EOFError, OSError, ValueError):
-        pass
-    _finish(job)
-    return _Answer.failed(job.path, (
-        f"the process parsing DAG file {job.path} died without an answer, with "
-        f"{_exit_description(job.process.exitcode)}"
-    ))
+def _read_answers(job: _Job, outcome: dict[str, _Answer], known: Mapping[str, str],
+                  timeout: float) -> Literal["running", "ended", "garbled"]:
+    """Take every answer ``job``'s child has sent so far (each gives the next file
+    ``timeout`` seconds). Whether the child is still ``running``, has ``ended`` (exited or
+    closed its end) or sent something that is not the answer it owes (``garbled``: a file
+    wrote to the pipe; that file gets an error and the child must be stopped)."""
+
+    def drain() -> Literal["running", "ended", "garbled"]:
+        try:
+            while job.paths and job.conn.poll():
+                message = job.conn.recv_bytes()
+                path = job.paths.popleft()
+                job.deadline = time.monotonic() + timeout
+                try:
+                    outcome[path] = _decode(path, message, known.get(path))
+                except Exception as exc:
+                    outcome[path] = _Answer.failed(path, (
+                        f"the process parsing DAG file {path} sent something else than its "
+                        f"answer ({type(exc).__name__}: {exc})"))
+                    return "garbled"
+        except (EOFError, OSError):
+            return "ended"
+        return "running"
+
+    state = drain()
+    if state != "running" or job.process.is_alive():
+        return state
+    # it exited: what it sent just before is still in the pipe (and a process of its own
+    # may hold the pipe open, so no end-of-file may come)
+    return "garbled" if drain() == "garbled" else "ended"
