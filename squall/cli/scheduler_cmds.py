@@ -16,10 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Runs the scheduler loop: creates the due DAG runs, decides which task "
         "instances are ready, queues them on their Celery queues within pool and concurrency "
         "limits, and reacts to tasks that died before starting. A DAG processor child "
-        "process re-parses the DAG files every [scheduler] min_file_process_interval "
-        "seconds and lists [core] dags_folder for new ones every [scheduler] "
-        "dag_dir_list_interval seconds. Stops cleanly on SIGTERM or Ctrl-C. Several "
-        "schedulers may run at once on PostgreSQL.")
+        "process parses a changed DAG file within [scheduler] file_check_interval seconds, "
+        "every file again every [scheduler] min_file_process_interval seconds, and lists "
+        "[core] dags_folder for new ones every [scheduler] dag_dir_list_interval seconds "
+        "(`squall dags report` shows each file's last parse). Stops cleanly on SIGTERM or "
+        "Ctrl-C. Several schedulers may run at once on PostgreSQL.")
     p.add_argument("-n", "--num-runs", type=int, default=None, metavar="N",
                    help="stop after N loops (default: run until stopped)")
     p.add_argument("--no-dag-processor", action="store_true",
