@@ -87,8 +87,10 @@ def processor_settings(cluster: BenchCluster) -> dict[str, str]:
     s = settings.scheduler
     return {"min_file_process_interval": f"{s.min_file_process_interval:g}",
             "dag_dir_list_interval": f"{s.dag_dir_list_interval:g}",
-            "dagbag_import_timeout": f"{settings.core.dagbag_import_timeout:g}",
-            "parse children at a time": "min(4, cpu count) (not a setting)"}
+            "file_check_interval": f"{s.file_check_interval:g}",
+            "parsing_processes": str(s.parsing_processes),
+            "parsing_nice": str(s.parsing_nice),
+            "dagbag_import_timeout": f"{settings.core.dagbag_import_timeout:g}"}
 
 
 def _counts(cluster: BenchCluster) -> tuple[int, int]:
