@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import select
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -129,7 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # Variable.get / BaseHook.get_connection in DAG files and tasks read through it
         secrets_backend.configure(secrets_backend.from_settings(settings))
-        return int(args.func(ctx, args) or 0)
+        code = int(args.func(ctx, args) or 0)
+        sys.stdout.flush()  # here, where a closed pipe can still be answered quietly
+        return code
     except CliError as exc:
         print(f"squall: {exc}", file=sys.stderr)
         return 1
@@ -139,6 +144,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("squall: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # another pipe or socket: a real error, with its traceback
+        return 128 + signal.SIGPIPE
+
+
+def _stdout_closed() -> bool:
+    """Whether the reader of our standard output went away (``squall dags report -o json |
+    head``). If so, the command stops quietly, as one killed by SIGPIPE would, with no
+    traceback: standard output is pointed at /dev/null so the interpreter's last flush at
+    exit does not fail again."""
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        events = dict(poller.poll(0)).get(fd, 0)
+    except (OSError, ValueError):
+        return False
+    if not events & select.POLLERR:
+        return False
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return True
 
 
 if __name__ == "__main__":

@@ -438,6 +438,25 @@ def test_config_get_unknown_setting(cli: CliRunner, section: str, key: str,
     assert "Traceback" not in result.err
 
 
+def test_output_into_a_closed_pipe_stops_quietly(tmp_path: Path) -> None:
+    """``squall ... | head`` where head has already gone: no traceback, the exit code of a
+    command ended by SIGPIPE. The pipe's read end is closed before the command starts, so
+    its first write fails whatever the timing."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SQUALL")}
+    environ["SQUALL_HOME"] = str(tmp_path)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "squall", "config", "get", "core",
+                               "dags_folder"], env=environ, stdin=subprocess.DEVNULL,
+                              stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              timeout=120, check=False)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141, proc.stderr
+    assert proc.stderr == ""
+
+
 def test_invalid_setting_in_env_exits_2(tmp_path: Path) -> None:
     proc = squall(tmp_path, "config", "list", env={"SQUALL__CORE__PARALLELISM": "abc"})
     assert_clean_error(proc, 2, "[core] parallelism", "'abc'", "env SQUALL__CORE__PARALLELISM")
