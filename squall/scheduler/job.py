@@ -123,6 +123,16 @@ MAX_OUTAGE_BACKOFF = 5.0
 _FIRST_OUTAGE_BACKOFF = 0.1
 
 
+#: statements of the loop with nothing to bind, built once
+_SCHEDULED_DAG_IDS = (select(TaskInstance.dag_id)
+                      .where(TaskInstance.state == TI.SCHEDULED.value).distinct())
+_IN_FLIGHT_DAG_IDS = (select(TaskInstance.dag_id)
+                      .where(TaskInstance.state.in_(sorted(s.value for s in ADOPTABLE_STATES)))
+                      .distinct())
+_NEXT_DUE = (select(func.min(DagModel.next_dagrun_create_after))
+             .where(DagModel.is_active.is_(True), DagModel.is_paused.is_(False)))
+
+
 class ExecutorLike(Protocol):
     """What the scheduler uses of :class:`~squall.scheduler.executor.CeleryExecutor`."""
 
@@ -282,9 +292,7 @@ class SchedulerJob:
             return idle
         try:
             with session_scope(self._factory) as session:
-                due = session.scalar(
-                    select(func.min(DagModel.next_dagrun_create_after))
-                    .where(DagModel.is_active.is_(True), DagModel.is_paused.is_(False)))
+                due = session.scalar(_NEXT_DUE)
         except SQLAlchemyError:
             return idle  # the next loop meets the outage and backs off
         longest = cfg.scheduler_heartbeat_sec
@@ -410,10 +418,7 @@ class SchedulerJob:
             log.debug("scheduler: executor full (%d in flight)", len(self._executor.running))
             return
         with session_scope(self._factory) as session:
-            dag_ids = session.scalars(
-                select(TaskInstance.dag_id).where(TaskInstance.state == TI.SCHEDULED.value)
-                .distinct()
-            ).all()
+            dag_ids = session.scalars(_SCHEDULED_DAG_IDS).all()
             if not dag_ids:
                 return
             queued = queue_scheduled_tis(
@@ -513,10 +518,7 @@ class SchedulerJob:
             return
         now = self._clock()
         with session_scope(self._factory) as session:
-            dags = self._dags.get_many(session, session.scalars(
-                select(TaskInstance.dag_id).where(
-                    TaskInstance.state.in_(sorted(s.value for s in ADOPTABLE_STATES))).distinct()
-            ).all())
+            dags = self._dags.get_many(session, session.scalars(_IN_FLIGHT_DAG_IDS).all())
             stats.zombies += fail_zombies(session, dags, now=now,
                                           threshold=sched.zombie_threshold,
                                           metrics=self._metrics)
