@@ -28,8 +28,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from squall.common.db import is_postgres
@@ -105,18 +106,18 @@ def drive_backfills(session: Session, cache: SerializedDagCache, *, now: datetim
     backfill (``squall dags backfill --local``); ``ranges`` keeps the backfills' ticks
     between calls."""
     stats = RunStepStats()
-    stmt = (select(Backfill)
-            .where(Backfill.state.in_([s.value for s in BACKFILL_ACTIVE_STATES]))
-            .order_by(Backfill.id).limit(MAX_BACKFILLS_PER_LOOP))
-    if only_backfill_id is not None:
-        stmt = stmt.where(Backfill.id == only_backfill_id)
-    if is_postgres(session):
-        stmt = stmt.with_for_update(skip_locked=True)
-    backfills = list(session.scalars(stmt.execution_options(populate_existing=True)))
+    postgres = is_postgres(session)
+    backfills = list(session.scalars(
+        _active_backfills(postgres, only_backfill_id is not None),
+        {"only_backfill_id": only_backfill_id} if only_backfill_id is not None else None))
     if ranges is not None and only_backfill_id is None:
         ranges.keep_only({b.id for b in backfills})
     if not backfills:
+        if postgres and only_backfill_id is None:
+            # none free: there may be some another scheduler holds (SKIP LOCKED)
+            stats.backfills_active = bool(session.scalar(_ANY_ACTIVE))
         return stats
+    stats.backfills_active = True
     dags = cache.get_many(session, {b.dag_id for b in backfills})
     states = _run_states(session, [b.id for b in backfills])
     for backfill in backfills:
@@ -176,6 +177,27 @@ def drive_backfills(session: Session, cache: SerializedDagCache, *, now: datetim
             _watch_for_deadlock(session, backfill, now)
     session.flush()
     return stats
+
+
+_ACTIVE_STATES = sorted(s.value for s in BACKFILL_ACTIVE_STATES)
+#: whether any backfill is active, locked or not
+_ANY_ACTIVE = select(exists().where(Backfill.state.in_(_ACTIVE_STATES)))
+#: drive_backfills' query by (PostgreSQL, one backfill only), built on first use
+_ACTIVE: dict[tuple[bool, bool], Any] = {}
+
+
+def _active_backfills(postgres: bool, one: bool) -> Any:
+    stmt = _ACTIVE.get((postgres, one))
+    if stmt is None:
+        stmt = (select(Backfill).where(Backfill.state.in_(_ACTIVE_STATES))
+                .order_by(Backfill.id).limit(MAX_BACKFILLS_PER_LOOP)
+                .execution_options(populate_existing=True))
+        if one:
+            stmt = stmt.where(Backfill.id == bindparam("only_backfill_id"))
+        if postgres:
+            stmt = stmt.with_for_update(skip_locked=True)
+        _ACTIVE[(postgres, one)] = stmt
+    return stmt
 
 
 def _room(backfill: Backfill, unfinished: int, now: datetime) -> int:

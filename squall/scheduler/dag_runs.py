@@ -264,6 +264,9 @@ class RunStepStats:
     missing_dags: set[str] = field(default_factory=set)
     #: Celery task ids of ``in_flight`` whose try the decided runs show over
     tries_over: list[str] = field(default_factory=list)
+    #: (the backfill step) an active backfill exists, driven here or held by another
+    #: scheduler
+    backfills_active: bool = False
 
 
 #: the tries an executor tracks, by run: (dag_id, run_id) -> task id -> (Celery task id,
