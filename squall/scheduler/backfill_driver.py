@@ -26,6 +26,7 @@ The caller commits.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -119,7 +120,7 @@ def drive_backfills(session: Session, cache: SerializedDagCache, *, now: datetim
         return stats
     stats.backfills_active = True
     dags = cache.get_many(session, {b.dag_id for b in backfills})
-    states = _run_states(session, [b.id for b in backfills])
+    all_runs = _runs_of(session, [b.id for b in backfills])
     for backfill in backfills:
         dag = dags.get(backfill.dag_id)
         if dag is None:
@@ -127,7 +128,8 @@ def drive_backfills(session: Session, cache: SerializedDagCache, *, now: datetim
                         backfill.id, backfill.dag_id)
             stats.missing_dags.add(backfill.dag_id)
             continue
-        run_states = states.get(backfill.id, [])
+        runs = all_runs.get(backfill.id, [])
+        run_states = [r.state for r in runs]
         unfinished = sum(1 for s in run_states if s in DAGRUN_UNFINISHED_STATES)
         room = _room(backfill, unfinished, now)
         planned_runs: list[PlannedRun] | None = None  # not planned: at its limit
@@ -174,7 +176,7 @@ def drive_backfills(session: Session, cache: SerializedDagCache, *, now: datetim
         elif created:
             backfill.stalled_since = None
         else:
-            _watch_for_deadlock(session, backfill, now)
+            _watch_for_deadlock(session, backfill, now, runs)
     session.flush()
     return stats
 
@@ -244,18 +246,28 @@ class Blocked:
         return f"{self.task_id} in {self.run_id} ({self.state}): {self.why}"
 
 
-def blocked_task_instances(session: Session, backfill: Backfill) -> list[Blocked] | None:
+@dataclass(frozen=True)
+class BackfillRun:
+    """What the backfill step reads of each run of a backfill."""
+
+    run_id: str
+    state: str
+    last_scheduling_decision: datetime | None
+
+
+def blocked_task_instances(session: Session, backfill: Backfill,
+                           runs: Sequence[BackfillRun] | None = None) -> list[Blocked] | None:
     """The backfill's blocked task instances when it can make no progress by itself, else
     ``None``.
 
     It can, when a run of it is queued (waiting for the DAG's ``max_active_runs``) or not
     yet decided, when any task instance of the DAG (of any run) is queued, running, waiting
     for a retry or a reschedule, or when one of its runs has a scheduled task
-    instance in a pool that exists (the critical section will queue it)."""
-    runs = session.execute(
-        select(DagRun.run_id, DagRun.state, DagRun.last_scheduling_decision)
-        .where(DagRun.backfill_id == backfill.id,
-               DagRun.state.in_([s.value for s in DAGRUN_UNFINISHED_STATES]))).all()
+    instance in a pool that exists (the critical section will queue it). ``runs``: the
+    backfill's runs as the caller read them (read here when not given)."""
+    if runs is None:
+        runs = _runs_of(session, [backfill.id]).get(backfill.id, [])
+    runs = [r for r in runs if r.state in DAGRUN_UNFINISHED_STATES]
     if not runs or any(r.state != DagRunState.RUNNING.value
                        or r.last_scheduling_decision is None for r in runs):
         return None
@@ -281,8 +293,9 @@ def blocked_task_instances(session: Session, backfill: Backfill) -> list[Blocked
                     why=t.state_reason or "waits for its upstream tasks") for t in waiting]
 
 
-def _watch_for_deadlock(session: Session, backfill: Backfill, now: datetime) -> None:
-    blocked = blocked_task_instances(session, backfill)
+def _watch_for_deadlock(session: Session, backfill: Backfill, now: datetime,
+                        runs: Sequence[BackfillRun]) -> None:
+    blocked = blocked_task_instances(session, backfill, runs)
     if blocked is None:
         backfill.stalled_since = None
         return
@@ -303,15 +316,19 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _run_states(session: Session, backfill_ids: list[int]) -> dict[int, list[str]]:
-    """The states of each backfill's runs."""
-    out: dict[int, list[str]] = {}
-    for backfill_id, state in session.execute(
-        select(DagRun.backfill_id, DagRun.state).where(DagRun.backfill_id.in_(backfill_ids))
-    ).all():
+def _runs_of(session: Session, backfill_ids: list[int]) -> dict[int, list[BackfillRun]]:
+    """Each backfill's runs: one query serves the step and its deadlock watch."""
+    out: dict[int, list[BackfillRun]] = {}
+    for backfill_id, run_id, state, decided in session.execute(
+        _RUNS_OF, {"backfill_ids": backfill_ids}).all():
         if backfill_id is not None:
-            out.setdefault(backfill_id, []).append(state)
+            out.setdefault(backfill_id, []).append(BackfillRun(run_id, state, decided))
     return out
+
+
+_RUNS_OF = (select(DagRun.backfill_id, DagRun.run_id, DagRun.state,
+                   DagRun.last_scheduling_decision)
+            .where(DagRun.backfill_id.in_(bindparam("backfill_ids", expanding=True))))
 
 
 def _finish(backfill: Backfill, state: BackfillState, now: datetime, *,
