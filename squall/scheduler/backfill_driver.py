@@ -102,10 +102,13 @@ class RangeCache:
 def drive_backfills(session: Session, cache: SerializedDagCache, *, now: datetime,
                     default_queue: str = DEFAULT_QUEUE,
                     only_backfill_id: int | None = None,
-                    ranges: RangeCache | None = None) -> RunStepStats:
+                    ranges: RangeCache | None = None,
+                    look_for_held: bool = False) -> RunStepStats:
     """The backfill step (see the module docstring); ``only_backfill_id`` limits it to one
     backfill (``squall dags backfill --local``); ``ranges`` keeps the backfills' ticks
-    between calls."""
+    between calls. ``backfills_active`` in the result: a backfill was found, or, with
+    ``look_for_held`` when none was free, another scheduler holds one (PostgreSQL: one
+    more query, for a caller that skips the step while there is none)."""
     stats = RunStepStats()
     postgres = is_postgres(session)
     backfills = list(session.scalars(
@@ -114,7 +117,7 @@ def drive_backfills(session: Session, cache: SerializedDagCache, *, now: datetim
     if ranges is not None and only_backfill_id is None:
         ranges.keep_only({b.id for b in backfills})
     if not backfills:
-        if postgres and only_backfill_id is None:
+        if postgres and look_for_held and only_backfill_id is None:
             # none free: there may be some another scheduler holds (SKIP LOCKED)
             stats.backfills_active = bool(session.scalar(_ANY_ACTIVE))
         return stats

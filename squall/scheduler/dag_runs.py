@@ -264,8 +264,8 @@ class RunStepStats:
     missing_dags: set[str] = field(default_factory=set)
     #: Celery task ids of ``in_flight`` whose try the decided runs show over
     tries_over: list[str] = field(default_factory=list)
-    #: (the backfill step) an active backfill exists, driven here or held by another
-    #: scheduler
+    #: (the backfill step) an active backfill was found (with ``look_for_held``, also
+    #: one another scheduler holds)
     backfills_active: bool = False
 
 

@@ -372,6 +372,8 @@ class SchedulerJob:
     def run_once(self) -> LoopStats:
         """One loop of steps a-e; returns what it did."""
         job_id = self._ensure_job()
+        # first: every notification handed over was committed before this loop's reads
+        notices = self._waker.notices() if self._waker is not None else None
         if self._processor is not None:
             self._processor.tick()
         stats = LoopStats()
@@ -383,14 +385,18 @@ class SchedulerJob:
                 self._count(stats, create_due_dag_runs(
                     session, self._dags, now=now,
                     default_queue=self._settings.celery.default_queue))
-        if self._backfills_to_drive():
+        if self._backfills_to_drive(notices):
+            # only a waker that hands over what was notified lets the step be skipped:
+            # then, and only then, it is worth asking whether another scheduler holds one
+            may_skip = notices is not None and only is None
             with session_scope(self._factory) as session:
                 driven = drive_backfills(
                     session, self._dags, now=now,
                     default_queue=self._settings.celery.default_queue, only_backfill_id=only,
-                    ranges=self._backfill_ranges)
+                    ranges=self._backfill_ranges, look_for_held=may_skip)
             self._count(stats, driven)
-            self._no_backfill_since = None if driven.backfills_active else time.monotonic()
+            self._no_backfill_since = (time.monotonic()
+                                       if may_skip and not driven.backfills_active else None)
         running = self._executor.running
         with session_scope(self._factory) as session:
             step = schedule_dag_runs(session, self._dags, now=now, memo=self._run_memo,
@@ -413,12 +419,11 @@ class SchedulerJob:
             log.debug("scheduler: loop %s", stats)
         return stats
 
-    def _backfills_to_drive(self) -> bool:
+    def _backfills_to_drive(self, notices: Sequence[str] | None) -> bool:
         """Whether this loop runs the backfill step: always, unless the last one found no
-        active backfill and the waker's notices since show none created (the waker must
-        hand them over: a None answer means anything may have been), for at most
+        active backfill and the waker's ``notices`` since show none created (the waker
+        must hand them over: None means anything may have been), for at most
         ``backfill_recheck_seconds`` (:data:`BACKFILL_RECHECK_SECONDS`)."""
-        notices = self._waker.notices() if self._waker is not None else None
         if (notices is None or self._no_backfill_since is None
                 or self._only_backfill_id is not None):
             return True

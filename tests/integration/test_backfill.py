@@ -309,8 +309,11 @@ def test_no_backfill_is_looked_for_until_one_is_notified(
     job = SchedulerJob(settings_for(tmp_path), sf, FakeExecutor(), clock=Clock(),
                        waker=waker)
     try:
-        job.run_once()  # the waker has just begun listening: it looks
-        assert len(seen) == 2  # the free ones, then whether another scheduler holds one
+        job.run_once()  # the waker has just begun listening: it cannot vouch, so it looks
+        assert len(seen) == 1
+        seen.clear()
+        job.run_once()  # now it can: none free, and none another scheduler holds
+        assert len(seen) == 2
         seen.clear()
         for _ in range(3):
             job.run_once()
@@ -362,6 +365,9 @@ def test_a_backfill_another_scheduler_holds_keeps_the_step_running(
         holder.scalars(select(Backfill).with_for_update()).all()
         with session_scope(sf) as session:
             step = drive_backfills(session, SerializedDagCache(), now=NOW)
+            assert step.created == 0 and not step.backfills_active  # not asked to look
+            step = drive_backfills(session, SerializedDagCache(), now=NOW,
+                                   look_for_held=True)
         assert step.created == 0
         assert step.backfills_active  # still there: the next loops look again
         holder.rollback()

@@ -88,6 +88,8 @@ def test_postgres_waker_hands_over_what_was_notified(pg_engine: Engine) -> None:
             time.sleep(0.01)
         assert got == [f"{BACKFILL_NOTICE}7 of etl created", "d.t[r]"]
         assert waker.notices() == []
+        # handed over, so no longer a wake-up: the caller has seen what they committed
+        assert waker.wait(0.2) is False
         # what wait() received is handed over too
         writer = _commit_later(pg_engine, 0.1, notify=True)
         assert waker.wait(10) is True
