@@ -10,7 +10,9 @@ d. scheduler RSS (this process, which runs SchedulerJob in-process) over 1,000 D
    driven to success (task instances marked success directly after each loop).
 
 The scheduler runs in this process (``SchedulerJob.run_once``) against a PostgreSQL database
-of its own, with a no-op executor: publishing always works and nothing stays "in flight".
+of its own, with a no-op executor: publishing always works and nothing stays "in flight";
+with the waker ``squall scheduler`` has (``LISTEN``, on a connection whose statements are
+not counted).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from squall.common.db import SessionFactory, make_engine, make_session_factory, 
 from squall.common.models import DagRun, TaskInstance, TaskInstanceKey
 from squall.common.settings import Settings
 from squall.common.state import DagRunState
+from squall.common.wakeup import Waker, waker_for
 from squall.dag_processing.dagbag import ParseResult
 from squall.dag_processing.serialization import serialize_dag
 from squall.dag_processing.sync import sync_to_db
@@ -93,6 +96,7 @@ class Env:
     factory: SessionFactory
     settings: Settings
     counter: StatementCounter
+    waker: Waker
 
 
 @contextmanager
@@ -108,7 +112,12 @@ def scheduler_env() -> Iterator[Env]:
                                       # the DAGs are made in this file: it must be under the
                                       # DAG folder for a task-run command to name it
                                       "SQUALL__CORE__DAGS_FOLDER": str(Path(__file__).parent)})
-        yield Env(engine, make_session_factory(engine), settings, StatementCounter(engine))
+        waker = waker_for(engine)
+        try:
+            yield Env(engine, make_session_factory(engine), settings,
+                      StatementCounter(engine), waker)
+        finally:
+            waker.close()
     finally:
         engine.dispose()
         drop_pg_database()
@@ -187,7 +196,7 @@ def case_history(sizes: Sequence[int], loops: int) -> list[Row]:
         hist = make_dag("scale_hist", 100)
         active = make_dag("scale_active", 10)
         sync(env, hist, active)
-        job = SchedulerJob(env.settings, env.factory, NoopExecutor())
+        job = SchedulerJob(env.settings, env.factory, NoopExecutor(), waker=env.waker)
         create_runs(env, active, 1, DagRunState.QUEUED, "active")
         measure_loops(env, job, 3)  # start the run, queue its tasks
         done = 0
@@ -210,7 +219,7 @@ def case_runnable(sizes: Sequence[int], loops: int) -> list[Row]:
             wide = make_dag("scale_wide", 100, max_active_runs=1000)
             sync(env, wide)
             create_runs(env, wide, size // 100, DagRunState.RUNNING, "wide")
-            job = SchedulerJob(env.settings, env.factory, NoopExecutor())
+            job = SchedulerJob(env.settings, env.factory, NoopExecutor(), waker=env.waker)
             first_t, first_s = measure_loops(env, job, 1)
             times, stmts = measure_loops(env, job, loops)
             group = f"b. runnable {size // 1000}k TIs"

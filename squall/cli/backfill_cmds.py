@@ -213,7 +213,6 @@ def backfill(ctx: CliContext, args: argparse.Namespace) -> int:
         row = create_backfill(session, plan, max_active_runs=max_active_runs, conf=conf,
                               options=options, dag=dag, now=utcnow())
         backfill_id = row.id
-        notify_scheduler(session, f"backfill {backfill_id} of {dag.dag_id}")
     if args.output == "json":
         json.dump({"backfill_id": backfill_id, "dag_id": dag.dag_id,
                    "runs": [r.run_id for r in plan.runs],

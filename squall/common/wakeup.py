@@ -10,6 +10,11 @@
 
 Either way the idle sleep (``[scheduler] scheduler_idle_sleep_time``) stays the upper bound,
 so a lost notification only costs what polling cost before.
+
+A waker also hands over what was notified (:meth:`Waker.notices`): on PostgreSQL the
+payloads, so that the scheduler can skip a step until it is told there is something for it
+(a new backfill: :func:`notify_backfill`); a waker that cannot tell (SQLite, plain sleep,
+a LISTEN connection that was not up all the time) answers None: anything may have changed.
 """
 
 from __future__ import annotations
@@ -25,6 +30,11 @@ from sqlalchemy.orm import Session
 log = logging.getLogger(__name__)
 
 CHANNEL = "squall_scheduler"
+#: how the payload of a new (or cancelled) backfill's notification begins
+BACKFILL_NOTICE = "backfill "
+#: most payloads a waker keeps between two :meth:`Waker.notices` calls; past that it
+#: answers None (anything may have changed) once
+MAX_NOTICES = 1000
 SQLITE_POLL_SECONDS = 0.02
 #: the poll while nothing at all is active (a trigger is then noticed within this)
 SQLITE_RELAXED_POLL_SECONDS = 0.1
@@ -37,10 +47,24 @@ def notify_scheduler(session: Session, payload: str = "") -> None:
                         {"channel": CHANNEL, "payload": payload[:200]})
 
 
+def notify_backfill(session: Session, backfill_id: int, dag_id: str,
+                    what: str = "created") -> None:
+    """Tell the schedulers, when this transaction commits, that backfill ``backfill_id``
+    was created (or ``what`` happened to it): a scheduler that found no backfill to drive
+    looks again at once (:data:`BACKFILL_NOTICE`)."""
+    notify_scheduler(session, f"{BACKFILL_NOTICE}{backfill_id} of {dag_id} {what}")
+
+
 class Waker(Protocol):
     def wait(self, timeout: float, *, relaxed: bool = False) -> bool:
         """Block up to ``timeout`` seconds; True when woken by a change. ``relaxed``: the
         caller has nothing active, so a poller may look less often."""
+
+    def notices(self) -> list[str] | None:
+        """The payloads notified since the last call, reading without blocking those
+        waiting, or None when this waker cannot tell (it receives no payloads, or was not
+        listening all that time: not yet, or reconnected since). None: anything may have
+        been notified."""
 
     def close(self) -> None: ...
 
@@ -51,6 +75,9 @@ class SleepWaker:
     def wait(self, timeout: float, *, relaxed: bool = False) -> bool:
         time.sleep(max(timeout, 0.0))
         return False
+
+    def notices(self) -> list[str] | None:
+        return None
 
     def close(self) -> None:
         pass
@@ -63,6 +90,11 @@ class PostgresWaker:
         self._engine = engine
         self._conn: Any = None
         self._broken_logged = False
+        #: payloads received and not yet handed over by notices()
+        self._notices: list[str] = []
+        #: notices() has answered since the connection's LISTEN began: what it gathers
+        #: from then on is everything notified (False: the next answer is None)
+        self._complete = False
 
     def _connect(self) -> Any:
         raw = self._engine.raw_connection()
@@ -75,7 +107,21 @@ class PostgresWaker:
         finally:
             cur.close()
         self._raw = raw
+        self._notices.clear()
+        self._complete = False
         return dbapi
+
+    def _gather(self, conn: Any) -> bool:
+        """Move the connection's notifications to :attr:`_notices`; True when there were."""
+        if not conn.notifies:
+            return False
+        if len(self._notices) + len(conn.notifies) > MAX_NOTICES:
+            self._notices.clear()
+            self._complete = False  # some were dropped: the next answer is None
+        else:
+            self._notices.extend(str(n.payload) for n in conn.notifies)
+        conn.notifies.clear()
+        return True
 
     def wait(self, timeout: float, *, relaxed: bool = False) -> bool:
         try:
@@ -88,9 +134,7 @@ class PostgresWaker:
                 if not readable:
                     return False
                 conn.poll()
-            woken = bool(conn.notifies)
-            conn.notifies.clear()
-            return woken
+            return self._gather(conn)
         except Exception as exc:  # a lost connection: fall back to sleeping, retry later
             if not self._broken_logged:
                 log.warning("scheduler wake-up: LISTEN connection failed (%s); polling", exc)
@@ -98,6 +142,26 @@ class PostgresWaker:
             self.close()
             time.sleep(max(timeout, 0.0))
             return False
+
+    def notices(self) -> list[str] | None:
+        try:
+            if self._conn is None:
+                self._conn = self._connect()
+                self._broken_logged = False
+            self._conn.poll()  # reads what has arrived; does not block
+            self._gather(self._conn)
+        except Exception as exc:
+            if not self._broken_logged:
+                log.warning("scheduler wake-up: LISTEN connection failed (%s); polling", exc)
+                self._broken_logged = True
+            self.close()
+            return None
+        got, self._notices = self._notices, []
+        if not self._complete:
+            # listening only since the connection's LISTEN: what came before is unknown
+            self._complete = True
+            return None
+        return got
 
     def close(self) -> None:
         if self._conn is not None:
@@ -147,6 +211,9 @@ class SqliteWaker:
             self.close()
             time.sleep(max(deadline - time.monotonic(), 0.0))
             return False
+
+    def notices(self) -> list[str] | None:
+        return None  # data_version says that something committed, not what
 
     def close(self) -> None:
         if self._raw is not None:

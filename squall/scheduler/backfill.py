@@ -39,6 +39,7 @@ from squall.common.state import (
     DagRunType,
     TaskInstanceState,
 )
+from squall.common.wakeup import notify_backfill
 from squall.scheduler.backfill_scope import FIRST_DATE_KEY
 from squall.scheduler.clear import clear_task_instances
 from squall.scheduler.dag_shape import DagLike
@@ -227,6 +228,8 @@ def create_backfill(session: Session, plan: BackfillPlan, *, max_active_runs: in
     session.flush()
     if plan.rerun:
         _rerun_existing(session, backfill, plan, dag, now or datetime.now(UTC))
+    # schedulers that found no backfill to drive look again when this commits
+    notify_backfill(session, backfill.id, plan.dag_id)
     log.info("Backfill %s of %s created: %d runs from %s to %s%s (max %d active)",
              backfill.id, plan.dag_id, len(plan.runs), plan.from_date.isoformat(),
              plan.to_date.isoformat(), ", backwards" if plan.run_backwards else "",

@@ -26,10 +26,12 @@ The caller commits.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from squall.common.db import is_postgres
@@ -100,25 +102,28 @@ class RangeCache:
 def drive_backfills(session: Session, cache: SerializedDagCache, *, now: datetime,
                     default_queue: str = DEFAULT_QUEUE,
                     only_backfill_id: int | None = None,
-                    ranges: RangeCache | None = None) -> RunStepStats:
+                    ranges: RangeCache | None = None,
+                    look_for_held: bool = False) -> RunStepStats:
     """The backfill step (see the module docstring); ``only_backfill_id`` limits it to one
     backfill (``squall dags backfill --local``); ``ranges`` keeps the backfills' ticks
-    between calls."""
+    between calls. ``backfills_active`` in the result: a backfill was found, or, with
+    ``look_for_held`` when none was free, another scheduler holds one (PostgreSQL: one
+    more query, for a caller that skips the step while there is none)."""
     stats = RunStepStats()
-    stmt = (select(Backfill)
-            .where(Backfill.state.in_([s.value for s in BACKFILL_ACTIVE_STATES]))
-            .order_by(Backfill.id).limit(MAX_BACKFILLS_PER_LOOP))
-    if only_backfill_id is not None:
-        stmt = stmt.where(Backfill.id == only_backfill_id)
-    if is_postgres(session):
-        stmt = stmt.with_for_update(skip_locked=True)
-    backfills = list(session.scalars(stmt.execution_options(populate_existing=True)))
+    postgres = is_postgres(session)
+    backfills = list(session.scalars(
+        _active_backfills(postgres, only_backfill_id is not None),
+        {"only_backfill_id": only_backfill_id} if only_backfill_id is not None else None))
     if ranges is not None and only_backfill_id is None:
         ranges.keep_only({b.id for b in backfills})
     if not backfills:
+        if postgres and look_for_held and only_backfill_id is None:
+            # none free: there may be some another scheduler holds (SKIP LOCKED)
+            stats.backfills_active = bool(session.scalar(_ANY_ACTIVE))
         return stats
+    stats.backfills_active = True
     dags = cache.get_many(session, {b.dag_id for b in backfills})
-    states = _run_states(session, [b.id for b in backfills])
+    all_runs = _runs_of(session, [b.id for b in backfills])
     for backfill in backfills:
         dag = dags.get(backfill.dag_id)
         if dag is None:
@@ -126,7 +131,8 @@ def drive_backfills(session: Session, cache: SerializedDagCache, *, now: datetim
                         backfill.id, backfill.dag_id)
             stats.missing_dags.add(backfill.dag_id)
             continue
-        run_states = states.get(backfill.id, [])
+        runs = all_runs.get(backfill.id, [])
+        run_states = [r.state for r in runs]
         unfinished = sum(1 for s in run_states if s in DAGRUN_UNFINISHED_STATES)
         room = _room(backfill, unfinished, now)
         planned_runs: list[PlannedRun] | None = None  # not planned: at its limit
@@ -173,9 +179,30 @@ def drive_backfills(session: Session, cache: SerializedDagCache, *, now: datetim
         elif created:
             backfill.stalled_since = None
         else:
-            _watch_for_deadlock(session, backfill, now)
+            _watch_for_deadlock(session, backfill, now, runs)
     session.flush()
     return stats
+
+
+_ACTIVE_STATES = sorted(s.value for s in BACKFILL_ACTIVE_STATES)
+#: whether any backfill is active, locked or not
+_ANY_ACTIVE = select(exists().where(Backfill.state.in_(_ACTIVE_STATES)))
+#: drive_backfills' query by (PostgreSQL, one backfill only), built on first use
+_ACTIVE: dict[tuple[bool, bool], Any] = {}
+
+
+def _active_backfills(postgres: bool, one: bool) -> Any:
+    stmt = _ACTIVE.get((postgres, one))
+    if stmt is None:
+        stmt = (select(Backfill).where(Backfill.state.in_(_ACTIVE_STATES))
+                .order_by(Backfill.id).limit(MAX_BACKFILLS_PER_LOOP)
+                .execution_options(populate_existing=True))
+        if one:
+            stmt = stmt.where(Backfill.id == bindparam("only_backfill_id"))
+        if postgres:
+            stmt = stmt.with_for_update(skip_locked=True)
+        _ACTIVE[(postgres, one)] = stmt
+    return stmt
 
 
 def _room(backfill: Backfill, unfinished: int, now: datetime) -> int:
@@ -222,18 +249,28 @@ class Blocked:
         return f"{self.task_id} in {self.run_id} ({self.state}): {self.why}"
 
 
-def blocked_task_instances(session: Session, backfill: Backfill) -> list[Blocked] | None:
+@dataclass(frozen=True)
+class BackfillRun:
+    """What the backfill step reads of each run of a backfill."""
+
+    run_id: str
+    state: str
+    last_scheduling_decision: datetime | None
+
+
+def blocked_task_instances(session: Session, backfill: Backfill,
+                           runs: Sequence[BackfillRun] | None = None) -> list[Blocked] | None:
     """The backfill's blocked task instances when it can make no progress by itself, else
     ``None``.
 
     It can, when a run of it is queued (waiting for the DAG's ``max_active_runs``) or not
     yet decided, when any task instance of the DAG (of any run) is queued, running, waiting
     for a retry or a reschedule, or when one of its runs has a scheduled task
-    instance in a pool that exists (the critical section will queue it)."""
-    runs = session.execute(
-        select(DagRun.run_id, DagRun.state, DagRun.last_scheduling_decision)
-        .where(DagRun.backfill_id == backfill.id,
-               DagRun.state.in_([s.value for s in DAGRUN_UNFINISHED_STATES]))).all()
+    instance in a pool that exists (the critical section will queue it). ``runs``: the
+    backfill's runs as the caller read them (read here when not given)."""
+    if runs is None:
+        runs = _runs_of(session, [backfill.id]).get(backfill.id, [])
+    runs = [r for r in runs if r.state in DAGRUN_UNFINISHED_STATES]
     if not runs or any(r.state != DagRunState.RUNNING.value
                        or r.last_scheduling_decision is None for r in runs):
         return None
@@ -259,8 +296,9 @@ def blocked_task_instances(session: Session, backfill: Backfill) -> list[Blocked
                     why=t.state_reason or "waits for its upstream tasks") for t in waiting]
 
 
-def _watch_for_deadlock(session: Session, backfill: Backfill, now: datetime) -> None:
-    blocked = blocked_task_instances(session, backfill)
+def _watch_for_deadlock(session: Session, backfill: Backfill, now: datetime,
+                        runs: Sequence[BackfillRun]) -> None:
+    blocked = blocked_task_instances(session, backfill, runs)
     if blocked is None:
         backfill.stalled_since = None
         return
@@ -281,15 +319,19 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _run_states(session: Session, backfill_ids: list[int]) -> dict[int, list[str]]:
-    """The states of each backfill's runs."""
-    out: dict[int, list[str]] = {}
-    for backfill_id, state in session.execute(
-        select(DagRun.backfill_id, DagRun.state).where(DagRun.backfill_id.in_(backfill_ids))
-    ).all():
+def _runs_of(session: Session, backfill_ids: list[int]) -> dict[int, list[BackfillRun]]:
+    """Each backfill's runs: one query serves the step and its deadlock watch."""
+    out: dict[int, list[BackfillRun]] = {}
+    for backfill_id, run_id, state, decided in session.execute(
+        _RUNS_OF, {"backfill_ids": backfill_ids}).all():
         if backfill_id is not None:
-            out.setdefault(backfill_id, []).append(state)
+            out.setdefault(backfill_id, []).append(BackfillRun(run_id, state, decided))
     return out
+
+
+_RUNS_OF = (select(DagRun.backfill_id, DagRun.run_id, DagRun.state,
+                   DagRun.last_scheduling_decision)
+            .where(DagRun.backfill_id.in_(bindparam("backfill_ids", expanding=True))))
 
 
 def _finish(backfill: Backfill, state: BackfillState, now: datetime, *,

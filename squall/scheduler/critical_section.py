@@ -201,26 +201,33 @@ def requeue_failed_publishes(session: Session, outcomes: Iterable[PublishOutcome
 # --------------------------------------------------------------------------- limits
 
 
+#: :func:`_budget`'s statements, built once
+_POOLS = select(Pool.pool, Pool.slots).order_by(Pool.pool)
+_POOLS_LOCKED = _POOLS.with_for_update()
+_LOCK_TIMEOUT = text(f"SET LOCAL lock_timeout = '{int(POOL_LOCK_TIMEOUT * 1000)}ms'")
+_OCCUPYING = (
+    select(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.pool,
+           func.count(), func.coalesce(func.sum(TaskInstance.pool_slots), 0))
+    .where(TaskInstance.state.in_(sorted(s.value for s in OCCUPYING_STATES)))
+    .group_by(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.pool)
+)
+
+
 def _budget(session: Session, *, executor_slots: int, lock_pools: bool) -> _Budget:
-    pool_stmt = select(Pool.pool, Pool.slots).order_by(Pool.pool)
+    pool_stmt = _POOLS
     if lock_pools:
         # another scheduler holds them for a few milliseconds; one that hangs in its
         # critical section must not stall this one: the wait ends in an OperationalError
         # (this loop's critical section is skipped)
-        session.execute(text(f"SET LOCAL lock_timeout = '{int(POOL_LOCK_TIMEOUT * 1000)}ms'"))
-        pool_stmt = pool_stmt.with_for_update()
+        session.execute(_LOCK_TIMEOUT)
+        pool_stmt = _POOLS_LOCKED
     pool_open: dict[str, float] = {
         name: (float("inf") if slots < 0 else float(slots))
         for name, slots in session.execute(pool_stmt).all()
     }
     dag_active: dict[str, int] = {}
     task_active: dict[tuple[str, str], int] = {}
-    rows = session.execute(
-        select(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.pool,
-               func.count(), func.coalesce(func.sum(TaskInstance.pool_slots), 0))
-        .where(TaskInstance.state.in_(sorted(s.value for s in OCCUPYING_STATES)))
-        .group_by(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.pool)
-    ).all()
+    rows = session.execute(_OCCUPYING).all()
     for dag_id, task_id, pool, count, slots in rows:
         dag_active[dag_id] = dag_active.get(dag_id, 0) + int(count)
         task_active[(dag_id, task_id)] = task_active.get((dag_id, task_id), 0) + int(count)
@@ -235,6 +242,46 @@ def _budget(session: Session, *, executor_slots: int, lock_pools: bool) -> _Budg
 def _candidates(session: Session, budget: _Budget, limit: int,
                 chosen: set[TaskInstanceKey], postgres: bool,
                 only_backfill_id: int | None = None) -> Sequence[TaskInstance]:
+    shape = _CandidateShape(
+        postgres=postgres, one_backfill=only_backfill_id is not None,
+        starved_pools=bool(budget.starved_pools), starved_dags=bool(budget.starved_dags),
+        starved_tasks=bool(budget.starved_tasks), chosen=bool(chosen))
+    stmt = _CANDIDATES.get(shape)
+    if stmt is None:
+        stmt = _CANDIDATES[shape] = _candidates_statement(shape)
+    params: dict[str, Any] = {"c_limit": limit}
+    if only_backfill_id is not None:
+        params["c_backfill_id"] = only_backfill_id
+    if budget.starved_pools:
+        params["c_pools"] = sorted(budget.starved_pools)
+    if budget.starved_dags:
+        params["c_dags"] = sorted(budget.starved_dags)
+    if budget.starved_tasks:
+        params["c_tasks"] = sorted(budget.starved_tasks)
+    if chosen:
+        params["c_chosen"] = sorted((k.dag_id, k.task_id, k.run_id) for k in chosen)
+    return session.scalars(stmt, params).all()
+
+
+@dataclass(frozen=True)
+class _CandidateShape:
+    """Which parts :func:`_candidates`'s statement has (the values are bound per call)."""
+
+    postgres: bool
+    one_backfill: bool
+    starved_pools: bool
+    starved_dags: bool
+    starved_tasks: bool
+    chosen: bool
+
+
+#: :func:`_candidates`'s statements by shape, built on first use and kept: a loop binds
+#: its limit (and the limits found full) and executes. Building the statement and its
+#: cache key every loop was a few per cent of the scheduler's CPU.
+_CANDIDATES: dict[_CandidateShape, Any] = {}
+
+
+def _candidates_statement(shape: _CandidateShape) -> Any:
     stmt = (
         select(TaskInstance)
         .join(DagRun, (DagRun.dag_id == TaskInstance.dag_id)
@@ -245,24 +292,24 @@ def _candidates(session: Session, budget: _Budget, limit: int,
                not_paused_or_backfill())
         .order_by(TaskInstance.priority_weight.desc(), DagRun.logical_date,
                   TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id)
-        .limit(limit)
+        .limit(bindparam("c_limit", type_=Integer))
     )
-    if only_backfill_id is not None:
-        stmt = stmt.where(DagRun.backfill_id == only_backfill_id)
-    if budget.starved_pools:
-        stmt = stmt.where(not_(TaskInstance.pool.in_(sorted(budget.starved_pools))))
-    if budget.starved_dags:
-        stmt = stmt.where(not_(TaskInstance.dag_id.in_(sorted(budget.starved_dags))))
-    if budget.starved_tasks:
+    if shape.one_backfill:
+        stmt = stmt.where(DagRun.backfill_id == bindparam("c_backfill_id"))
+    if shape.starved_pools:
+        stmt = stmt.where(not_(TaskInstance.pool.in_(bindparam("c_pools", expanding=True))))
+    if shape.starved_dags:
+        stmt = stmt.where(not_(TaskInstance.dag_id.in_(bindparam("c_dags", expanding=True))))
+    if shape.starved_tasks:
         stmt = stmt.where(not_(tuple_(TaskInstance.dag_id, TaskInstance.task_id).in_(
-            sorted(budget.starved_tasks))))
-    if chosen:
+            bindparam("c_tasks", expanding=True))))
+    if shape.chosen:
         stmt = stmt.where(not_(tuple_(TaskInstance.dag_id, TaskInstance.task_id,
                                       TaskInstance.run_id).in_(
-            sorted((k.dag_id, k.task_id, k.run_id) for k in chosen))))
-    if postgres:
+            bindparam("c_chosen", expanding=True))))
+    if shape.postgres:
         stmt = stmt.with_for_update(of=TaskInstance, skip_locked=True)
-    return session.scalars(stmt.execution_options(populate_existing=True)).all()
+    return stmt.execution_options(populate_existing=True)
 
 
 def _fits(ti: TaskInstance, dags: Mapping[str, DAG], budget: _Budget,

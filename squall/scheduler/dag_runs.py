@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import pendulum
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, Integer, bindparam, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from squall.common.db import is_postgres
@@ -89,9 +89,7 @@ class SerializedDagCache:
     def _refresh(self, session: Session, ids: list[str]) -> None:
         hashes: dict[str, str] = {
             dag_id: dag_hash for dag_id, dag_hash in session.execute(
-                select(SerializedDagModel.dag_id, SerializedDagModel.dag_hash)
-                .where(SerializedDagModel.dag_id.in_(ids))
-            ).all()
+                _statements().dag_hashes, {"dag_ids": ids}).all()
         }
         self._checked.update(ids)
         for gone in set(ids) - set(hashes):
@@ -146,11 +144,7 @@ class RunDecisionMemo:
             limit: int) -> list[int]:
         """The ids of the running runs (of unpaused DAGs, or backfill runs) to decide this
         loop, least recently decided first, at most ``limit``."""
-        runs = session.execute(
-            select(DagRun.id, DagRun.dag_id, DagRun.last_scheduling_decision)
-            .join(DagModel, DagModel.dag_id == DagRun.dag_id)
-            .where(DagRun.state == DagRunState.RUNNING.value, not_paused_or_backfill())
-        ).all()
+        runs = session.execute(_statements().running_runs).all()
         self.running_runs = len(runs)
         if not runs:
             self._seen.clear()
@@ -158,13 +152,7 @@ class RunDecisionMemo:
         groups: dict[int, list[tuple[str, int, Any]]] = {}
         retry_due: set[int] = set()
         for run_id, state, count, latest, next_retry in session.execute(
-            select(DagRun.id, TaskInstance.state, func.count(), func.max(TaskInstance.updated_at),
-                   func.min(TaskInstance.next_retry_at))
-            .join(TaskInstance, (TaskInstance.dag_id == DagRun.dag_id)
-                  & (TaskInstance.run_id == DagRun.run_id))
-            .where(DagRun.state == DagRunState.RUNNING.value,
-                   TaskInstance.state.in_(_SIGNATURE_STATES))
-            .group_by(DagRun.id, TaskInstance.state)
+            _statements().signatures
         ).all():
             groups.setdefault(run_id, []).append((state, int(count), latest))
             if state in RETRY_WAIT_STATES and next_retry is not None and _aware(next_retry) <= now:
@@ -203,6 +191,63 @@ def not_paused_or_backfill() -> ColumnElement[bool]:
     return or_(DagModel.is_paused.is_(False), DagRun.backfill_id.is_not(None))
 
 
+@dataclass(frozen=True)
+class _Statements:
+    """The statements every loop runs, built once (:func:`_statements`) with bind
+    parameters: a loop binds its values and executes, without building a statement and
+    its cache key again."""
+
+    #: the running runs the memo looks at (of unpaused DAGs, or backfill runs)
+    running_runs: Any
+    #: per running run and signature state: count, latest updated_at, earliest retry
+    signatures: Any
+    #: ``run_ids`` that are still RUNNING (the ``_locked`` one: FOR UPDATE SKIP LOCKED)
+    runs_by_id: Any
+    runs_by_id_locked: Any
+    #: runs of ``count_dag_ids`` in ``count_states``, by dag_id
+    count_runs: Any
+    #: the serialized DAG hashes of ``dag_ids``
+    dag_hashes: Any
+
+
+_STATEMENTS: _Statements | None = None
+
+
+def _statements() -> _Statements:
+    global _STATEMENTS
+    if _STATEMENTS is None:
+        runs_by_id = (
+            select(DagRun)
+            .where(DagRun.id.in_(bindparam("run_ids", expanding=True)),
+                   DagRun.state == DagRunState.RUNNING.value)
+            .execution_options(populate_existing=True))
+        _STATEMENTS = _Statements(
+            running_runs=(
+                select(DagRun.id, DagRun.dag_id, DagRun.last_scheduling_decision)
+                .join(DagModel, DagModel.dag_id == DagRun.dag_id)
+                .where(DagRun.state == DagRunState.RUNNING.value, not_paused_or_backfill())),
+            signatures=(
+                select(DagRun.id, TaskInstance.state, func.count(),
+                       func.max(TaskInstance.updated_at), func.min(TaskInstance.next_retry_at))
+                .join(TaskInstance, (TaskInstance.dag_id == DagRun.dag_id)
+                      & (TaskInstance.run_id == DagRun.run_id))
+                .where(DagRun.state == DagRunState.RUNNING.value,
+                       TaskInstance.state.in_(_SIGNATURE_STATES))
+                .group_by(DagRun.id, TaskInstance.state)),
+            runs_by_id=runs_by_id,
+            runs_by_id_locked=runs_by_id.with_for_update(skip_locked=True),
+            count_runs=(
+                select(DagRun.dag_id, func.count())
+                .where(DagRun.dag_id.in_(bindparam("count_dag_ids", expanding=True)),
+                       DagRun.state.in_(bindparam("count_states", expanding=True)))
+                .group_by(DagRun.dag_id)),
+            dag_hashes=(
+                select(SerializedDagModel.dag_id, SerializedDagModel.dag_hash)
+                .where(SerializedDagModel.dag_id.in_(bindparam("dag_ids", expanding=True)))),
+        )
+    return _STATEMENTS
+
+
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=pendulum.UTC)
 
@@ -219,6 +264,9 @@ class RunStepStats:
     missing_dags: set[str] = field(default_factory=set)
     #: Celery task ids of ``in_flight`` whose try the decided runs show over
     tries_over: list[str] = field(default_factory=list)
+    #: (the backfill step) an active backfill was found (with ``look_for_held``, also
+    #: one another scheduler holds)
+    backfills_active: bool = False
 
 
 #: the tries an executor tracks, by run: (dag_id, run_id) -> task id -> (Celery task id,
@@ -236,21 +284,25 @@ def in_flight_by_run(running: Mapping[str, tuple[TaskInstanceKey, int]]
     return by_run
 
 
+#: :func:`create_due_dag_runs`'s query, built once (each loop binds ``due_now``); on
+#: PostgreSQL the DAG rows are locked ``FOR UPDATE SKIP LOCKED``
+_DUE_DAGS = (
+    select(DagModel)
+    .where(DagModel.is_active.is_(True), DagModel.is_paused.is_(False),
+           DagModel.next_dagrun_create_after.is_not(None),
+           DagModel.next_dagrun_create_after <= bindparam("due_now"))
+    .order_by(DagModel.next_dagrun_create_after, DagModel.dag_id)
+    .limit(MAX_DAGS_TO_CREATE_PER_LOOP)
+)
+_DUE_DAGS_LOCKED = _DUE_DAGS.with_for_update(skip_locked=True)
+
+
 def create_due_dag_runs(session: Session, cache: SerializedDagCache, *,
                         now: datetime, default_queue: str = DEFAULT_QUEUE) -> RunStepStats:
     """Create the due scheduled runs (QUEUED) and move each DAG's ``next_dagrun`` on."""
     stats = RunStepStats()
-    stmt = (
-        select(DagModel)
-        .where(DagModel.is_active.is_(True), DagModel.is_paused.is_(False),
-               DagModel.next_dagrun_create_after.is_not(None),
-               DagModel.next_dagrun_create_after <= now)
-        .order_by(DagModel.next_dagrun_create_after, DagModel.dag_id)
-        .limit(MAX_DAGS_TO_CREATE_PER_LOOP)
-    )
-    if is_postgres(session):
-        stmt = stmt.with_for_update(skip_locked=True)
-    due = session.scalars(stmt).all()
+    stmt = _DUE_DAGS_LOCKED if is_postgres(session) else _DUE_DAGS
+    due = session.scalars(stmt, {"due_now": now}).all()
     if not due:
         return stats
     ids = [dm.dag_id for dm in due]
@@ -388,14 +440,29 @@ def _request_dag_callback(session: Session, dag: DAG, run: DagRun, state: DagRun
 
 def _runs(session: Session, state: DagRunState, postgres: bool,
           limit: int, only_backfill_id: int | None = None) -> list[DagRun]:
+    key = (state, postgres, only_backfill_id is not None)
+    stmt = _RUNS.get(key)
+    if stmt is None:
+        stmt = _RUNS[key] = _runs_statement(*key)
+    params: dict[str, Any] = {"runs_limit": limit}
+    if only_backfill_id is not None:
+        params["runs_backfill_id"] = only_backfill_id
+    return list(session.scalars(stmt, params))
+
+
+#: :func:`_runs`'s statements by (state, PostgreSQL, one backfill only), built on first use
+_RUNS: dict[tuple[DagRunState, bool, bool], Any] = {}
+
+
+def _runs_statement(state: DagRunState, postgres: bool, one_backfill: bool) -> Any:
     stmt = (
         select(DagRun)
         .join(DagModel, DagModel.dag_id == DagRun.dag_id)
         .where(DagRun.state == state.value, not_paused_or_backfill())
-        .limit(limit)
+        .limit(bindparam("runs_limit", type_=Integer))
     )
-    if only_backfill_id is not None:
-        stmt = stmt.where(DagRun.backfill_id == only_backfill_id)
+    if one_backfill:
+        stmt = stmt.where(DagRun.backfill_id == bindparam("runs_backfill_id"))
     if state == DagRunState.QUEUED:
         # only runs of DAGs with room: queued runs of a DAG at its limit must not fill the
         # batch and starve the queued runs of other DAGs
@@ -413,18 +480,16 @@ def _runs(session: Session, state: DagRunState, postgres: bool,
         stmt = stmt.order_by(DagRun.last_scheduling_decision.asc().nulls_first(), DagRun.id)
     if postgres:
         stmt = stmt.with_for_update(of=DagRun, skip_locked=True)
-    return list(session.scalars(stmt.execution_options(populate_existing=True)))
+    return stmt.execution_options(populate_existing=True)
 
 
 def _runs_by_id(session: Session, ids: list[int], postgres: bool) -> list[DagRun]:
     """These runs, if still RUNNING (locked ``SKIP LOCKED`` on PostgreSQL), in that order."""
     if not ids:
         return []
-    stmt = select(DagRun).where(DagRun.id.in_(ids),
-                                DagRun.state == DagRunState.RUNNING.value)
-    if postgres:
-        stmt = stmt.with_for_update(skip_locked=True)
-    found = {r.id: r for r in session.scalars(stmt.execution_options(populate_existing=True))}
+    statements = _statements()
+    stmt = statements.runs_by_id_locked if postgres else statements.runs_by_id
+    found = {r.id: r for r in session.scalars(stmt, {"run_ids": ids})}
     return [found[i] for i in ids if i in found]
 
 
@@ -433,9 +498,6 @@ def _count_runs(session: Session, dag_ids: Iterable[str],
     ids = sorted(set(dag_ids))
     if not ids:
         return {}
-    rows = session.execute(
-        select(DagRun.dag_id, func.count())
-        .where(DagRun.dag_id.in_(ids), DagRun.state.in_([s.value for s in states]))
-        .group_by(DagRun.dag_id)
-    ).all()
+    rows = session.execute(_statements().count_runs, {
+        "count_dag_ids": ids, "count_states": [s.value for s in states]}).all()
     return {dag_id: int(n) for dag_id, n in rows}

@@ -5,7 +5,10 @@ Each loop (:meth:`SchedulerJob.run_once`), every step in a transaction of its ow
 a. create the due scheduled runs (QUEUED) and move each DAG's ``next_dagrun`` on
    (:func:`~squall.scheduler.dag_runs.create_due_dag_runs`); create the next runs of each
    active backfill and end the finished backfills
-   (:func:`~squall.scheduler.backfill_driver.drive_backfills`);
+   (:func:`~squall.scheduler.backfill_driver.drive_backfills`). Once that step found no
+   active backfill, and while the waker hands over what was notified (PostgreSQL), it is
+   skipped until a backfill's notification (:func:`~squall.common.wakeup.notify_backfill`,
+   sent when one is created) or ``BACKFILL_RECHECK_SECONDS`` later;
 b. start QUEUED runs with room under ``max_active_runs``, decide every RUNNING run (trigger
    rules, run state) and move ready task instances to SCHEDULED
    (:func:`~squall.scheduler.dag_runs.schedule_dag_runs`); the tries the executor tracks
@@ -71,7 +74,7 @@ from squall.common.models import (
 from squall.common.outage import Outage
 from squall.common.settings import Settings
 from squall.common.state import ADOPTABLE_STATES, JobState, TaskInstanceState
-from squall.common.wakeup import SleepWaker, Waker
+from squall.common.wakeup import BACKFILL_NOTICE, SleepWaker, Waker
 from squall.execution.outcome import RetryPolicy
 from squall.scheduler.backfill_driver import RangeCache, drive_backfills
 from squall.scheduler.critical_section import queue_scheduled_tis, requeue_failed_publishes
@@ -121,6 +124,20 @@ _SIGNAL_POLL_SECONDS = 0.1
 #: the longest wait between two loops while the database is unreachable
 MAX_OUTAGE_BACKOFF = 5.0
 _FIRST_OUTAGE_BACKOFF = 0.1
+#: While no backfill is active, how often the loop looks for one all the same (seconds):
+#: a backfill's notification makes it look in the next loop; this bounds the wait should
+#: a notification be lost
+BACKFILL_RECHECK_SECONDS = 10.0
+
+
+#: statements of the loop with nothing to bind, built once
+_SCHEDULED_DAG_IDS = (select(TaskInstance.dag_id)
+                      .where(TaskInstance.state == TI.SCHEDULED.value).distinct())
+_IN_FLIGHT_DAG_IDS = (select(TaskInstance.dag_id)
+                      .where(TaskInstance.state.in_(sorted(s.value for s in ADOPTABLE_STATES)))
+                      .distinct())
+_NEXT_DUE = (select(func.min(DagModel.next_dagrun_create_after))
+             .where(DagModel.is_active.is_(True), DagModel.is_paused.is_(False)))
 
 
 class ExecutorLike(Protocol):
@@ -173,7 +190,8 @@ class SchedulerJob:
                  clock: Callable[[], datetime] = utcnow,
                  examples_folder: Path | None = None, metrics: Metrics | None = None,
                  waker: Waker | None = None, max_runs_per_loop: int = MAX_RUNS_PER_LOOP,
-                 only_backfill_id: int | None = None) -> None:
+                 only_backfill_id: int | None = None,
+                 backfill_recheck_seconds: float = BACKFILL_RECHECK_SECONDS) -> None:
         self._settings = settings
         self._factory = session_factory
         self._executor = executor
@@ -200,6 +218,10 @@ class SchedulerJob:
         #: monotonic times of the last watch steps (0: at the first loop)
         self._last_zombie_check = 0.0
         self._last_adoption_check = 0.0
+        #: monotonic time of the last backfill step that found no active backfill (None:
+        #: one was found, or not looked yet: the step runs every loop)
+        self._no_backfill_since: float | None = None
+        self._backfill_recheck = backfill_recheck_seconds
         self._outage = Outage("scheduler", self._metrics, SCHEDULER_OUTAGE, logger=log)
         self._outage_backoff = _FIRST_OUTAGE_BACKOFF
         self.job_id: int | None = None
@@ -282,9 +304,7 @@ class SchedulerJob:
             return idle
         try:
             with session_scope(self._factory) as session:
-                due = session.scalar(
-                    select(func.min(DagModel.next_dagrun_create_after))
-                    .where(DagModel.is_active.is_(True), DagModel.is_paused.is_(False)))
+                due = session.scalar(_NEXT_DUE)
         except SQLAlchemyError:
             return idle  # the next loop meets the outage and backs off
         longest = cfg.scheduler_heartbeat_sec
@@ -352,6 +372,8 @@ class SchedulerJob:
     def run_once(self) -> LoopStats:
         """One loop of steps a-e; returns what it did."""
         job_id = self._ensure_job()
+        # first: every notification handed over was committed before this loop's reads
+        notices = self._waker.notices() if self._waker is not None else None
         if self._processor is not None:
             self._processor.tick()
         stats = LoopStats()
@@ -363,11 +385,18 @@ class SchedulerJob:
                 self._count(stats, create_due_dag_runs(
                     session, self._dags, now=now,
                     default_queue=self._settings.celery.default_queue))
-        with session_scope(self._factory) as session:
-            self._count(stats, drive_backfills(
-                session, self._dags, now=now,
-                default_queue=self._settings.celery.default_queue, only_backfill_id=only,
-                ranges=self._backfill_ranges))
+        if self._backfills_to_drive(notices):
+            # only a waker that hands over what was notified lets the step be skipped:
+            # then, and only then, it is worth asking whether another scheduler holds one
+            may_skip = notices is not None and only is None
+            with session_scope(self._factory) as session:
+                driven = drive_backfills(
+                    session, self._dags, now=now,
+                    default_queue=self._settings.celery.default_queue, only_backfill_id=only,
+                    ranges=self._backfill_ranges, look_for_held=may_skip)
+            self._count(stats, driven)
+            self._no_backfill_since = (time.monotonic()
+                                       if may_skip and not driven.backfills_active else None)
         running = self._executor.running
         with session_scope(self._factory) as session:
             step = schedule_dag_runs(session, self._dags, now=now, memo=self._run_memo,
@@ -390,6 +419,19 @@ class SchedulerJob:
             log.debug("scheduler: loop %s", stats)
         return stats
 
+    def _backfills_to_drive(self, notices: Sequence[str] | None) -> bool:
+        """Whether this loop runs the backfill step: always, unless the last one found no
+        active backfill and the waker's ``notices`` since show none created (the waker
+        must hand them over: None means anything may have been), for at most
+        ``backfill_recheck_seconds`` (:data:`BACKFILL_RECHECK_SECONDS`)."""
+        if (notices is None or self._no_backfill_since is None
+                or self._only_backfill_id is not None):
+            return True
+        if any(n.startswith(BACKFILL_NOTICE) for n in notices):
+            log.debug("scheduler: a backfill was notified; looking for backfills")
+            return True
+        return time.monotonic() - self._no_backfill_since >= self._backfill_recheck
+
     def _count(self, stats: LoopStats, step: RunStepStats) -> None:
         stats.runs_created += step.created
         stats.runs_started += step.started
@@ -410,10 +452,7 @@ class SchedulerJob:
             log.debug("scheduler: executor full (%d in flight)", len(self._executor.running))
             return
         with session_scope(self._factory) as session:
-            dag_ids = session.scalars(
-                select(TaskInstance.dag_id).where(TaskInstance.state == TI.SCHEDULED.value)
-                .distinct()
-            ).all()
+            dag_ids = session.scalars(_SCHEDULED_DAG_IDS).all()
             if not dag_ids:
                 return
             queued = queue_scheduled_tis(
@@ -513,10 +552,7 @@ class SchedulerJob:
             return
         now = self._clock()
         with session_scope(self._factory) as session:
-            dags = self._dags.get_many(session, session.scalars(
-                select(TaskInstance.dag_id).where(
-                    TaskInstance.state.in_(sorted(s.value for s in ADOPTABLE_STATES))).distinct()
-            ).all())
+            dags = self._dags.get_many(session, session.scalars(_IN_FLIGHT_DAG_IDS).all())
             stats.zombies += fail_zombies(session, dags, now=now,
                                           threshold=sched.zombie_threshold,
                                           metrics=self._metrics)

@@ -19,7 +19,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, and_, select, tuple_, update
+from sqlalchemy import ColumnElement, CursorResult, and_, bindparam, select, tuple_, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -99,13 +99,20 @@ def _schedule_chunk(session: Session, chunk: Sequence[TaskInstance], state: str,
     return moved
 
 
+#: :func:`load_tis`'s statement, built once: each call only binds the run's key (building
+#: and cache-keying a new statement every call cost more than running it)
+_LOAD_TIS = (
+    select(TaskInstance)
+    .where(TaskInstance.dag_id == bindparam("run_dag_id"),
+           TaskInstance.run_id == bindparam("run_run_id"))
+    .execution_options(populate_existing=True)
+)
+
+
 def load_tis(session: Session, dag_run: DagRun) -> list[TaskInstance]:
     """Every task instance of the run, in one query, refreshed from the database."""
     return list(session.scalars(
-        select(TaskInstance)
-        .where(TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id)
-        .execution_options(populate_existing=True)
-    ))
+        _LOAD_TIS, {"run_dag_id": dag_run.dag_id, "run_run_id": dag_run.run_id}))
 
 
 def bulk_set(session: Session, tis: Sequence[TaskInstance], *, expected: Collection[str],

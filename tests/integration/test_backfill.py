@@ -4,16 +4,17 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import Engine, event, select, update
 
 from squall.cli.backfill_cmds import follow
 from squall.cli.common import CliContext
-from squall.common.db import SessionFactory, session_scope
+from squall.common.db import SessionFactory, make_session_factory, session_scope
 from squall.common.errors import BackfillError, CliError
 from squall.common.models import Backfill, DagModel, DagRun, Job, TaskInstance, utcnow
 from squall.common.settings import Settings
@@ -24,8 +25,10 @@ from squall.common.state import (
     JobState,
     TaskInstanceState,
 )
+from squall.common.wakeup import PostgresWaker
 from squall.scheduler.backfill import create_backfill, plan_backfill, range_run_infos
-from squall.scheduler.dag_runs import REDECIDE_AFTER_SECONDS
+from squall.scheduler.backfill_driver import drive_backfills
+from squall.scheduler.dag_runs import REDECIDE_AFTER_SECONDS, SerializedDagCache
 from squall.scheduler.job import SchedulerJob
 from squall.scheduler.run_creation import create_dag_run
 from squall.sdk.dag import DAG
@@ -279,3 +282,95 @@ def test_follow_shows_progress_until_the_end(tmp_path: Path, session_factory: Se
         timer.join()
     out = capsys.readouterr().out
     assert "runs finished" in out and "Backfill 1 of bf_follow: success" in out
+
+
+# --------------------------------------------------------------------------- no backfill
+
+
+def _backfill_statements(engine: Engine) -> list[str]:
+    """The statements on ``engine`` that read the ``backfill`` table, as they run."""
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "FROM backfill" in statement:
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_no_backfill_is_looked_for_until_one_is_notified(
+        tmp_path: Path, pg_engine: Engine) -> None:
+    sf = make_session_factory(pg_engine)
+    dag = one_task_dag("bf_notified")
+    sync_dags(sf, dag, paused=True, now=NOW)
+    seen = _backfill_statements(pg_engine)
+    waker = PostgresWaker(pg_engine)
+    job = SchedulerJob(settings_for(tmp_path), sf, FakeExecutor(), clock=Clock(),
+                       waker=waker)
+    try:
+        job.run_once()  # the waker has just begun listening: it cannot vouch, so it looks
+        assert len(seen) == 1
+        seen.clear()
+        job.run_once()  # now it can: none free, and none another scheduler holds
+        assert len(seen) == 2
+        seen.clear()
+        for _ in range(3):
+            job.run_once()
+        assert seen == []  # none since, and no notification: no query
+
+        # a backfill created while the scheduler runs starts in its next loop
+        backfill_id = record_backfill(sf, dag, 1, 3, max_active_runs=1)
+        job.run_once()
+        assert [r.logical_date for r in backfill_runs(sf, "bf_notified")] == [day(1)]
+        assert backfill_row(sf, backfill_id).state == BackfillState.RUNNING
+        seen.clear()
+        job.run_once()
+        assert seen  # active: looked at every loop
+    finally:
+        waker.close()
+
+
+def test_a_backfill_nobody_notified_is_found_within_the_recheck(
+        tmp_path: Path, pg_engine: Engine) -> None:
+    sf = make_session_factory(pg_engine)
+    dag = one_task_dag("bf_quiet")
+    sync_dags(sf, dag, paused=True, now=NOW)
+    waker = PostgresWaker(pg_engine)
+    job = SchedulerJob(settings_for(tmp_path), sf, FakeExecutor(), clock=Clock(),
+                       waker=waker, backfill_recheck_seconds=0.3)
+    try:
+        job.run_once()
+        job.run_once()
+        with session_scope(sf) as session:  # written by hand: no notification
+            session.add(Backfill(dag_id="bf_quiet", from_date=day(1), to_date=day(1),
+                                 run_backwards=False, max_active_runs=1,
+                                 state=BackfillState.QUEUED.value, total_runs=1))
+        job.run_once()
+        assert backfill_runs(sf, "bf_quiet") == []  # not looked for yet
+        time.sleep(0.35)
+        job.run_once()
+        assert [r.logical_date for r in backfill_runs(sf, "bf_quiet")] == [day(1)]
+    finally:
+        waker.close()
+
+
+def test_a_backfill_another_scheduler_holds_keeps_the_step_running(
+        tmp_path: Path, pg_engine: Engine) -> None:
+    sf = make_session_factory(pg_engine)
+    dag = one_task_dag("bf_held")
+    sync_dags(sf, dag, paused=True, now=NOW)
+    record_backfill(sf, dag, 1, 2, max_active_runs=1)
+    with sf() as holder:  # the other scheduler, in its backfill step
+        holder.scalars(select(Backfill).with_for_update()).all()
+        with session_scope(sf) as session:
+            step = drive_backfills(session, SerializedDagCache(), now=NOW)
+            assert step.created == 0 and not step.backfills_active  # not asked to look
+            step = drive_backfills(session, SerializedDagCache(), now=NOW,
+                                   look_for_held=True)
+        assert step.created == 0
+        assert step.backfills_active  # still there: the next loops look again
+        holder.rollback()
+    with session_scope(sf) as session:
+        step = drive_backfills(session, SerializedDagCache(), now=NOW)
+    assert step.created == 1 and step.backfills_active

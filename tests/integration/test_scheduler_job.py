@@ -498,6 +498,9 @@ class OneWakeUp:
     def wait(self, timeout: float, *, relaxed: bool = False) -> bool:
         return True
 
+    def notices(self) -> list[str] | None:
+        return None
+
     def close(self) -> None:
         pass
 

@@ -227,7 +227,6 @@ def post_backfill(body: BackfillBody, request: Request, session: DB,
                               now=utcnow())
     except BackfillError as exc:
         raise bad_request(str(exc)) from None
-    notify_scheduler(session, f"backfill {row.id} of {dag.dag_id}")
     log.info("api: %s created backfill %s of %s", user.username, row.id, dag.dag_id)
     return {**_detail(session, row), "planned_runs": [r.run_id for r in plan.runs],
             "rerun": [r.run_id for r in plan.rerun],
