@@ -79,7 +79,12 @@ from squall.common.metrics import (
 )
 from squall.common.outage import Outage
 from squall.common.payload import TaskRunCommand
-from squall.common.procutil import child_pids, end_descendants, has_children, set_child_subreaper
+from squall.common.procutil import (
+    end_descendants,
+    has_children,
+    quick_child_pids,
+    set_child_subreaper,
+)
 from squall.common.settings import Settings
 from squall.execution.runner import task_log_handler
 from squall.sdk.operators.base import BaseOperator
@@ -90,6 +95,7 @@ from squall.worker.children import (
     open_pidfd,
 )
 from squall.worker.dag_file_cache import DagFileCache
+from squall.worker.fork_server import ForkServer
 from squall.worker.task_process import MSG_OUTCOME, TaskProcessSpec
 from squall.worker.try_writes import TryWrites
 
@@ -148,7 +154,8 @@ class LocalTaskJob:
                  kill_grace: float | None = None,
                  child_close_fds: Sequence[int] = (),
                  metrics: Metrics | None = None,
-                 writes: TryWrites | None = None) -> None:
+                 writes: TryWrites | None = None,
+                 fork_server: ForkServer | None = None) -> None:
         self.command = command
         self.key = command.key
         self.try_number = command.try_number
@@ -165,6 +172,10 @@ class LocalTaskJob:
             kill_grace=kill_grace if kill_grace is not None else kill_grace_for(
                 self._heartbeat))
         self._child_close_fds = tuple(child_close_fds)
+        self._engine = engine
+        #: forks the task process (``[celery] worker_fork_server``); None: this process does
+        self._fork_server = (
+            fork_server if not settings.core.execute_tasks_new_python_interpreter else None)
         self._terminate_requested = False
         self._wakeup: tuple[int, int] | None = None
         self._previous: dict[int, Any] = {}
@@ -182,14 +193,19 @@ class LocalTaskJob:
         self._lease: HeartbeatLease | None = None  # from just before the start transaction
         self._before: set[int] = set()  # this process's children before the try
         self._hung_beat: threading.Thread | None = None  # a heartbeat given up on, not returned
+        self._watched: TaskProcessHandle | None = None  # the task process being watched
 
     # ----------------------------------------------------------------------- lifecycle
 
     def run(self) -> SupervisorResult:
+        if self._fork_server is not None:
+            # before anything of the try exists, so the server inherits none of it; it is
+            # a child from before the try, so the sweep leaves it alone
+            self._fork_server.ensure(self._settings, self._engine)
         self._install_signal_handlers()
         # orphans of the try's processes come to this process, so none escapes the sweep
         set_child_subreaper()
-        self._before = set(child_pids()) if has_children() else set()
+        self._before = set(quick_child_pids()) if has_children() else set()
         try:
             return self._run()
         finally:
@@ -203,7 +219,7 @@ class LocalTaskJob:
         grandchild of a killed task process): the try's processes end with it. Only this
         process's children that were not there before the try; a system call says when
         there are none, the usual case."""
-        if not has_children():
+        if not has_children() or set(quick_child_pids()) <= before:
             return
         ended = end_descendants(self._children.kill_grace, exclude=before)
         if ended:
@@ -216,9 +232,11 @@ class LocalTaskJob:
             return self._run_new_interpreter()
         # The task process is forked first and waits for the go-ahead: its pid then goes
         # into the start transaction, and it loads the DAG file while that transaction runs.
-        child = self._children.fork(self._cached_task(),
+        server = self._fork_server
+        child = self._children.fork(None if server is not None else self._cached_task(),
                                     close_in_child=(*(self._wakeup or ()),
-                                                    *self._child_close_fds))
+                                                    *self._child_close_fds),
+                                    server=server)
         self._lease = HeartbeatLease(self.lease_seconds)
         started = self.writes.start(task_pid=child.pid)
         if started is None:
@@ -278,7 +296,10 @@ class LocalTaskJob:
     # ----------------------------------------------------------------------- watching
 
     def _watch(self, child: TaskProcessHandle) -> SupervisorResult:
-        pidfd = open_pidfd(child.pid)
+        # what select waits on for the task process's exit: its status pipe when the fork
+        # server forked it (readable when the server reaped it), else a pidfd
+        pidfd = open_pidfd(child.pid) if child.status_fd is None else None
+        self._watched = child
         try:
             next_beat = time.monotonic() + self._heartbeat
             while True:
@@ -319,6 +340,8 @@ class LocalTaskJob:
         finally:
             if pidfd is not None:
                 os.close(pidfd)
+            self._watched = None
+            child.close()
             self._children.close_status_pipe()
 
     def heartbeat(self) -> str | None:
@@ -441,6 +464,8 @@ class LocalTaskJob:
         """Sleep until the task process exits, a signal arrives, or ``timeout`` passes."""
         assert self._wakeup is not None
         fds = [self._wakeup[0]] + ([pidfd] if pidfd is not None else [])
+        if self._watched is not None and self._watched.status_fd is not None:
+            fds.append(self._watched.status_fd)
         if self._children.channel is not None:
             fds.append(self._children.channel.fileno())
         ready, _, _ = select.select(fds, [], [], max(timeout, 0.0))
@@ -467,8 +492,9 @@ class LocalTaskJob:
                 time.sleep(max(self._pending_retry_at - time.monotonic(), 0.05))  # backoff
                 self._serve_channel()
             if self._recorded is None:
-                return self._fail_try(SupervisorStatus.TASK_PROCESS_DIED, describe_exit(code),
-                                      pid=child.pid, exit_code=code)
+                return self._fail_try(SupervisorStatus.TASK_PROCESS_DIED,
+                                      child.describe_exit(code), pid=child.pid,
+                                      exit_code=code)
             won, written = self._recorded
             state: str | None = written if won else self.writes.state()
             log.info("TaskInstance %s: try %d: task process %d exited (%s); state %s",

@@ -47,6 +47,7 @@ from squall.common.metrics import Metrics, metrics_from_settings
 from squall.common.payload import TaskRunCommand
 from squall.common.procutil import flush_std_streams, set_parent_death_signal
 from squall.common.settings import Settings
+from squall.worker.fork_server import FORK_SERVER, close_fork_server
 from squall.worker.supervisor import LocalTaskJob
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,9 @@ def execute_command(settings: Settings, command: TaskRunCommand, *, celery_task_
                               worker_name=worker_name)
     result = LocalTaskJob(command, settings=settings, engine=process_engine(settings),
                           celery_task_id=celery_task_id, worker_name=worker_name,
-                          metrics=_process_metrics(settings)).run()
+                          metrics=_process_metrics(settings),
+                          fork_server=(FORK_SERVER if settings.celery.worker_fork_server
+                                       else None)).run()
     return result.as_dict()
 
 
@@ -284,6 +287,7 @@ def _on_worker_process_init(**_: Any) -> None:
 
 
 def _on_worker_process_shutdown(**_: Any) -> None:
+    close_fork_server()
     dispose_process_engines()
 
 
