@@ -114,7 +114,7 @@ class CelerySettings(_Section):
     worker_cache_dag_files: bool = True
     #: fork each task process from a small fork server per pool process (which also keeps
     #: the DAG files imported), so the pool process does not fork; false: it forks them
-    worker_fork_server: bool = False
+    worker_fork_server: bool = True
 
 
 class SchedulerSettings(_Section):

@@ -1,13 +1,17 @@
 """The supervisor's task process: starting it, talking to it, stopping it (ADR 9, ADR 12).
 
 :class:`TaskProcessControl` forks the task process before the try starts (it waits for the
-go-ahead on a socket pair, the *channel*, so its pid goes into the start transaction), or
-starts it in a new interpreter (``python -m squall tasks run ... --raw``, ``[core]
-execute_tasks_new_python_interpreter``) after the try started. It then releases the waiting
-process (the go-ahead, or a SIGKILL before it ran anything of the try), carries its messages
-(the outcome) and the supervisor's answers, and kills it: SIGTERM to its process group, half
-a heartbeat at most, then SIGKILL, then reaped. :class:`TaskProcessHandle` is a started task
-process, forked or not; the functions at the end are the process-handling helpers.
+go-ahead on a socket pair, the *channel*, so its pid goes into the start transaction): by
+the pool process's fork server (:mod:`squall.worker.fork_server`, ADR 21), which reaps it
+and writes its exit code to a *status pipe* the supervisor reads instead of ``waitpid``, or
+by the supervisor itself (the server off, or unable to fork; :func:`fork_task_process` is
+the one child body for both), or starts it in a new interpreter (``python -m squall tasks
+run ... --raw``, ``[core] execute_tasks_new_python_interpreter``) after the try started. It
+then releases the waiting process (the go-ahead, or a SIGKILL before it ran anything of the
+try), carries its messages (the outcome) and the supervisor's answers, and kills it: SIGTERM
+to its process group, half a heartbeat at most, then SIGKILL, then reaped.
+:class:`TaskProcessHandle` is a started task process, forked or not; the functions at the
+end are the process-handling helpers.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
@@ -40,13 +44,18 @@ from squall.worker.task_process import (
 )
 from squall.worker.try_writes import StartedTry
 
-if TYPE_CHECKING:
-    from squall.worker.fork_server import ForkServer
-
 log = logging.getLogger(__name__)
 
 #: a task process's exit code, as its fork server writes it to the status pipe
 EXIT_CODE = struct.Struct("<i")
+
+
+class TaskForker(Protocol):
+    """What forks a task process for :meth:`TaskProcessControl.fork` (the fork server:
+    :class:`squall.worker.fork_server.ForkServer`)."""
+
+    def fork_task(self, spec: TaskProcessSpec, kill_grace: float, channel_fd: int,
+                  status_fd: int) -> int: ...
 
 
 class TaskProcessHandle:
@@ -136,7 +145,7 @@ class TaskProcessControl:
 
     def fork(self, loaded: BaseOperator | TaskLoadError | None,
              close_in_child: Iterable[int | None],
-             server: ForkServer | None = None) -> TaskProcessHandle:
+             server: TaskForker | None = None) -> TaskProcessHandle:
         """Fork the task process, with its task ``loaded`` (from the pool process's DAG
         file cache) or loading it itself; it waits for :meth:`release` before it runs
         anything of the try. ``close_in_child``: the supervisor's descriptors the task

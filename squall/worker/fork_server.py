@@ -43,6 +43,7 @@ from squall.common.errors import TaskLoadError
 from squall.common.procutil import flush_std_streams, set_parent_death_signal
 from squall.common.settings import Settings
 from squall.worker.children import EXIT_CODE, fork_task_process
+from squall.worker.dag_file_cache import DagFileCache
 from squall.worker.task_process import TaskProcessSpec
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,8 @@ class ForkServer:
 
 #: this (pool) process's fork server
 FORK_SERVER = ForkServer()
+#: the DAG files a fork server keeps imported (each server's own copy, empty when forked)
+SERVER_DAG_FILE_CACHE = DagFileCache()
 
 
 def close_fork_server() -> None:
@@ -233,9 +236,8 @@ def _cached_task(settings: Settings, spec: TaskProcessSpec) -> Any:
     task process loads it itself: ``[celery] worker_cache_dag_files`` off)."""
     if not settings.celery.worker_cache_dag_files:
         return None
-    from squall.worker.supervisor import DAG_FILE_CACHE
     try:
-        return DAG_FILE_CACHE.load_task(settings, spec.dag_file, spec.key)
+        return SERVER_DAG_FILE_CACHE.load_task(settings, spec.dag_file, spec.key)
     except TaskLoadError as exc:
         return exc
 

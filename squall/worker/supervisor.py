@@ -5,27 +5,33 @@ Process model (one line per process, parent first)::
     celery worker            preloads Squall's modules, forks its pool
       pool process           squall.run_task -> execute_command() -> LocalTaskJob.run():
                              the supervisor, on this process's long-lived engine
-        task process         run_forked_task_process(): run_try, outcome sent back (forked;
-                             or a new interpreter, ``python -m squall tasks run ... --raw``,
-                             which records its own outcome)
+        fork server          one per pool process, forked on its first try (``[celery]
+                             worker_fork_server``, ADR 21): loads the task, forks, reaps
+          task process       run_forked_task_process(): run_try, outcome sent back (forked
+                             by the fork server, or by the pool process with it off; or a new
+                             interpreter, ``python -m squall tasks run ... --raw``, which
+                             records its own outcome)
 
-The task process is forked first, with its task from the pool process's
-:data:`DAG_FILE_CACHE` (or loading it itself), and waits. One transaction then inserts the
-``job`` row, moves the task instance QUEUED -> RUNNING with one compare-and-set (state, try
-number and Celery task id; the task process's pid is recorded), deletes the task's XComs
-and reads its run; the task process gets that as its go-ahead. A lost compare-and-set (a
-duplicate delivery, a cleared or finished task instance) leaves nothing behind, and the
-waiting task process is killed. While the task runs the supervisor heartbeats every
-``[scheduler] job_heartbeat_sec`` and kills the task process's group when the row stops
-being RUNNING under this job and try (a try cleared by ``squall tasks clear`` is
-RESTARTING: once every process of it is gone the supervisor moves the row to ``none``, for
-its next try). The task process sends its outcome; the supervisor
-writes it by compare-and-set from RUNNING, with the job row's end, in one transaction, and
-answers whether it won (callbacks run in the task process after that). A task process that
-exits without an outcome, and a SIGTERM to the supervisor, end the try as failed (or
-up_for_retry) with the reason recorded; when the task has the matching
-``on_failure_callback`` / ``on_retry_callback``, a ``callback_request`` for the DAG processor
-is inserted in the same transaction (the supervisor runs no user code).
+The task process is forked first, with its task from the fork server's own DAG file cache
+(with the server off, the pool process's :data:`DAG_FILE_CACHE`; or loading it itself), and
+waits; the server sends its exit code on a status pipe, which the watch reads instead of
+``waitpid``. The pool process's orphans include the task process's (the server is no
+subreaper), and the server, a child from before the try, is never swept (ADR 12). One
+transaction then inserts the ``job`` row, moves the task instance QUEUED -> RUNNING with one
+compare-and-set (state, try number and Celery task id; the task process's pid is recorded),
+deletes the task's XComs and reads its run; the task process gets that as its go-ahead. A
+lost compare-and-set (a duplicate delivery, a cleared or finished task instance) leaves
+nothing behind, and the waiting task process is killed. While the task runs the supervisor
+heartbeats every ``[scheduler] job_heartbeat_sec`` and kills the task process's group when
+the row stops being RUNNING under this job and try (a try cleared by ``squall tasks clear``
+is RESTARTING: once every process of it is gone the supervisor moves the row to ``none``,
+for its next try). The task process sends its outcome; the supervisor writes it by
+compare-and-set from RUNNING, with the job row's end, in one transaction, and answers
+whether it won (callbacks run in the task process after that). A task process that exits
+without an outcome, and a SIGTERM to the supervisor, end the try as failed (or up_for_retry)
+with the reason recorded; when the task has the matching ``on_failure_callback`` /
+``on_retry_callback``, a ``callback_request`` for the DAG processor is inserted in the same
+transaction (the supervisor runs no user code).
 
 This module is the watch loop; every database write is :class:`~squall.worker.try_writes.
 TryWrites`, and starting, talking to and killing the task process is
@@ -101,7 +107,8 @@ from squall.worker.try_writes import TryWrites
 
 log = logging.getLogger(__name__)
 
-#: the DAG files this (pool) process keeps imported, for the task processes it forks
+#: the DAG files this (pool) process keeps imported, for the task processes it forks (with
+#: ``[celery] worker_fork_server`` off; on, the fork server keeps its own)
 DAG_FILE_CACHE = DagFileCache()
 
 REASON_SIGTERM = "supervisor received SIGTERM"
@@ -201,7 +208,12 @@ class LocalTaskJob:
         if self._fork_server is not None:
             # before anything of the try exists, so the server inherits none of it; it is
             # a child from before the try, so the sweep leaves it alone
-            self._fork_server.ensure(self._settings, self._engine)
+            try:
+                self._fork_server.ensure(self._settings, self._engine)
+            except OSError as exc:  # cannot fork it now: this try forks its task process here
+                log.warning("TaskInstance %s: try %d: cannot start the fork server: %s",
+                            self.key, self.try_number, exc)
+                self._fork_server = None
         self._install_signal_handlers()
         # orphans of the try's processes come to this process, so none escapes the sweep
         set_child_subreaper()
