@@ -278,6 +278,21 @@ class TaskProcessControl:
                 wait(0.5)
         kill_group(child.pid, signal.SIGKILL)  # whatever it left behind in its group
 
+    def end_if_running(self, child: TaskProcessHandle) -> None:
+        """End ``child`` as :meth:`kill` does if it still runs (the try left it running),
+        and close its status pipe."""
+        if child.poll() is None:
+            self.close_channel()
+            log.warning("TaskInstance %s: try %d: task process %d still running after the "
+                        "try; ending it", self.key, self.try_number, child.pid)
+
+            def wait(seconds: float) -> None:
+                fds = [child.status_fd] if child.status_fd is not None else []
+                select.select(fds, [], [], max(seconds, 0.0))
+
+            self.kill(child, wait)
+        child.close()
+
 
 # --------------------------------------------------------------------------- process handling
 

@@ -4,8 +4,9 @@ Every fork write-protects all of the forking process's anonymous pages; the fork
 process then takes a page fault on the first write to each page of its working set. A
 pool process writes much (Celery, SQLAlchemy, the start and outcome transactions), so
 forking the task process from it costs it thousands of minor faults per try. The fork
-server is a small process forked from the pool process once, which writes almost nothing
-between forks: it takes those faults instead, and the pool process keeps its pages.
+server is a small process forked from the pool process once (at ``worker_process_init``:
+:func:`squall.worker.tasks.start_fork_server`; else on the first try), which writes almost
+nothing between forks: it takes those faults instead, and the pool process keeps its pages.
 
 The pool process (:class:`ForkServer`) sends a request on an AF_UNIX socket pair: the
 task's :class:`~squall.worker.task_process.TaskProcessSpec` and the kill grace, with two
@@ -56,7 +57,8 @@ class ForkServerError(OSError):
 
 
 class ForkServer:
-    """The pool process's handle on its fork server (started on first use)."""
+    """The pool process's handle on its fork server (started at ``worker_process_init``, or
+    on first use)."""
 
     def __init__(self) -> None:
         self.pid: int | None = None

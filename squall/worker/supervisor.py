@@ -5,7 +5,7 @@ Process model (one line per process, parent first)::
     celery worker            preloads Squall's modules, forks its pool
       pool process           squall.run_task -> execute_command() -> LocalTaskJob.run():
                              the supervisor, on this process's long-lived engine
-        fork server          one per pool process, forked on its first try (``[celery]
+        fork server          one per pool process, forked at worker_process_init (``[celery]
                              worker_fork_server``, ADR 21): loads the task, forks, reaps
           task process       run_forked_task_process(): run_try, outcome sent back (forked
                              by the fork server, or by the pool process with it off; or a new
@@ -201,6 +201,7 @@ class LocalTaskJob:
         self._before: set[int] = set()  # this process's children before the try
         self._hung_beat: threading.Thread | None = None  # a heartbeat given up on, not returned
         self._watched: TaskProcessHandle | None = None  # the task process being watched
+        self._forked: TaskProcessHandle | None = None  # the try's task process, once forked
 
     # ----------------------------------------------------------------------- lifecycle
 
@@ -221,10 +222,18 @@ class LocalTaskJob:
         try:
             return self._run()
         finally:
+            self._end_server_forked_task_process()
             self._end_leftovers(self._before)
             # a try stopped by `squall tasks clear` runs again once its processes are gone
             self.writes.end_restart()
             self._restore_signal_handlers()
+
+    def _end_server_forked_task_process(self) -> None:
+        """The fork server's subtree is not swept: end a task process it forked that the try
+        left running (an error out of the start or the watch)."""
+        child, self._forked = self._forked, None
+        if child is not None and child.status_fd is not None:
+            self._children.end_if_running(child)
 
     def _end_leftovers(self, before: set[int]) -> None:
         """End what the try's processes left running (a background command, a daemon, a
@@ -249,6 +258,7 @@ class LocalTaskJob:
                                     close_in_child=(*(self._wakeup or ()),
                                                     *self._child_close_fds),
                                     server=server)
+        self._forked = child
         self._lease = HeartbeatLease(self.lease_seconds)
         started = self.writes.start(task_pid=child.pid)
         if started is None:
