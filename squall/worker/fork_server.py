@@ -35,6 +35,7 @@ import pickle
 import select
 import signal
 import socket
+from collections.abc import Iterable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -50,6 +51,10 @@ from squall.worker.task_process import TaskProcessSpec
 log = logging.getLogger(__name__)
 
 _MAX_REQUEST = 1 << 16
+
+
+#: blocked across the server's fork until it ignores them
+_BLOCKED = {signal.SIGTERM, signal.SIGINT}
 
 
 class ForkServerError(OSError):
@@ -90,17 +95,27 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         parent = os.getpid()
         flush_std_streams()
-        pid = os.fork()
+        # a SIGTERM or SIGINT to the worker's group must not run the pool process's handlers
+        # in the server before it ignores them
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            ours.close()
+            theirs.close()
+            raise
         if pid == 0:  # the fork server
             code = 1
             try:
                 ours.close()
-                code = serve(settings, engine, theirs, parent)
+                code = serve(settings, engine, theirs, parent, mask)
             except BaseException:
                 log.exception("fork server failed")
             finally:
                 flush_std_streams()
                 os._exit(code)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         theirs.close()
         self.pid, self._sock, self._owner = pid, ours, parent
         log.debug("fork server %d started", pid)
@@ -165,14 +180,17 @@ def close_fork_server() -> None:
 # --------------------------------------------------------------------------- the server
 
 
-def serve(settings: Settings, engine: Engine, sock: socket.socket, parent: int) -> int:
-    """The fork server's loop (in the forked server); its exit code."""
+def serve(settings: Settings, engine: Engine, sock: socket.socket, parent: int,
+          mask: Iterable[int] = ()) -> int:
+    """The fork server's loop (in the forked server); its exit code. ``mask``: the signal
+    mask to restore once SIGTERM and SIGINT are ignored."""
     set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != parent:
         return 1
     gc.freeze()  # nothing inherited is ever walked (and so copied) by a collection here
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
