@@ -112,6 +112,9 @@ class CelerySettings(_Section):
     #: keep each DAG file imported in the worker's pool process (re-imported when it or a
     #: module of the DAG folder changes); false: every try imports it afresh
     worker_cache_dag_files: bool = True
+    #: fork each task process from a small fork server per pool process (which also keeps
+    #: the DAG files imported), so the pool process does not fork; false: it forks them
+    worker_fork_server: bool = True
 
 
 class SchedulerSettings(_Section):

@@ -3,8 +3,9 @@
 :func:`load_task` imports the DAG file a task-run command names (``DAGS_FOLDER/...`` or
 ``EXAMPLES/...``, resolved by :func:`~squall.common.payload.resolve_dag_file`) and returns
 the command's task; a file or task that cannot be loaded raises :class:`TaskLoadError` with a
-reason naming the file. :class:`DagFileCache` keeps DAG files imported in a pool process
-(``[celery] worker_cache_dag_files``, ADR 9), so a forked task process starts with its task
+reason naming the file. :class:`DagFileCache` keeps DAG files imported in a pool process's
+fork server (or in the pool process with ``[celery] worker_fork_server`` off; ``[celery]
+worker_cache_dag_files``, ADR 9, ADR 21), so a forked task process starts with its task
 loaded.
 """
 

@@ -5,27 +5,33 @@ Process model (one line per process, parent first)::
     celery worker            preloads Squall's modules, forks its pool
       pool process           squall.run_task -> execute_command() -> LocalTaskJob.run():
                              the supervisor, on this process's long-lived engine
-        task process         run_forked_task_process(): run_try, outcome sent back (forked;
-                             or a new interpreter, ``python -m squall tasks run ... --raw``,
-                             which records its own outcome)
+        fork server          one per pool process, forked at worker_process_init (``[celery]
+                             worker_fork_server``, ADR 21): loads the task, forks, reaps
+          task process       run_forked_task_process(): run_try, outcome sent back (forked
+                             by the fork server, or by the pool process with it off; or a new
+                             interpreter, ``python -m squall tasks run ... --raw``, which
+                             records its own outcome)
 
-The task process is forked first, with its task from the pool process's
-:data:`DAG_FILE_CACHE` (or loading it itself), and waits. One transaction then inserts the
-``job`` row, moves the task instance QUEUED -> RUNNING with one compare-and-set (state, try
-number and Celery task id; the task process's pid is recorded), deletes the task's XComs
-and reads its run; the task process gets that as its go-ahead. A lost compare-and-set (a
-duplicate delivery, a cleared or finished task instance) leaves nothing behind, and the
-waiting task process is killed. While the task runs the supervisor heartbeats every
-``[scheduler] job_heartbeat_sec`` and kills the task process's group when the row stops
-being RUNNING under this job and try (a try cleared by ``squall tasks clear`` is
-RESTARTING: once every process of it is gone the supervisor moves the row to ``none``, for
-its next try). The task process sends its outcome; the supervisor
-writes it by compare-and-set from RUNNING, with the job row's end, in one transaction, and
-answers whether it won (callbacks run in the task process after that). A task process that
-exits without an outcome, and a SIGTERM to the supervisor, end the try as failed (or
-up_for_retry) with the reason recorded; when the task has the matching
-``on_failure_callback`` / ``on_retry_callback``, a ``callback_request`` for the DAG processor
-is inserted in the same transaction (the supervisor runs no user code).
+The task process is forked first, with its task from the fork server's own DAG file cache
+(with the server off, the pool process's :data:`DAG_FILE_CACHE`; or loading it itself), and
+waits; the server sends its exit code on a status pipe, which the watch reads instead of
+``waitpid``. The pool process's orphans include the task process's (the server is no
+subreaper), and the server, a child from before the try, is never swept (ADR 12). One
+transaction then inserts the ``job`` row, moves the task instance QUEUED -> RUNNING with one
+compare-and-set (state, try number and Celery task id; the task process's pid is recorded),
+deletes the task's XComs and reads its run; the task process gets that as its go-ahead. A
+lost compare-and-set (a duplicate delivery, a cleared or finished task instance) leaves
+nothing behind, and the waiting task process is killed. While the task runs the supervisor
+heartbeats every ``[scheduler] job_heartbeat_sec`` and kills the task process's group when
+the row stops being RUNNING under this job and try (a try cleared by ``squall tasks clear``
+is RESTARTING: once every process of it is gone the supervisor moves the row to ``none``,
+for its next try). The task process sends its outcome; the supervisor writes it by
+compare-and-set from RUNNING, with the job row's end, in one transaction, and answers
+whether it won (callbacks run in the task process after that). A task process that exits
+without an outcome, and a SIGTERM to the supervisor, end the try as failed (or up_for_retry)
+with the reason recorded; when the task has the matching ``on_failure_callback`` /
+``on_retry_callback``, a ``callback_request`` for the DAG processor is inserted in the same
+transaction (the supervisor runs no user code).
 
 This module is the watch loop; every database write is :class:`~squall.worker.try_writes.
 TryWrites`, and starting, talking to and killing the task process is
@@ -79,7 +85,12 @@ from squall.common.metrics import (
 )
 from squall.common.outage import Outage
 from squall.common.payload import TaskRunCommand
-from squall.common.procutil import child_pids, end_descendants, has_children, set_child_subreaper
+from squall.common.procutil import (
+    end_descendants,
+    has_children,
+    quick_child_pids,
+    set_child_subreaper,
+)
 from squall.common.settings import Settings
 from squall.execution.runner import task_log_handler
 from squall.sdk.operators.base import BaseOperator
@@ -90,12 +101,14 @@ from squall.worker.children import (
     open_pidfd,
 )
 from squall.worker.dag_file_cache import DagFileCache
+from squall.worker.fork_server import ForkServer
 from squall.worker.task_process import MSG_OUTCOME, TaskProcessSpec
 from squall.worker.try_writes import TryWrites
 
 log = logging.getLogger(__name__)
 
-#: the DAG files this (pool) process keeps imported, for the task processes it forks
+#: the DAG files this (pool) process keeps imported, for the task processes it forks (with
+#: ``[celery] worker_fork_server`` off; on, the fork server keeps its own)
 DAG_FILE_CACHE = DagFileCache()
 
 REASON_SIGTERM = "supervisor received SIGTERM"
@@ -148,7 +161,8 @@ class LocalTaskJob:
                  kill_grace: float | None = None,
                  child_close_fds: Sequence[int] = (),
                  metrics: Metrics | None = None,
-                 writes: TryWrites | None = None) -> None:
+                 writes: TryWrites | None = None,
+                 fork_server: ForkServer | None = None) -> None:
         self.command = command
         self.key = command.key
         self.try_number = command.try_number
@@ -165,6 +179,10 @@ class LocalTaskJob:
             kill_grace=kill_grace if kill_grace is not None else kill_grace_for(
                 self._heartbeat))
         self._child_close_fds = tuple(child_close_fds)
+        self._engine = engine
+        #: forks the task process (``[celery] worker_fork_server``); None: this process does
+        self._fork_server = (
+            fork_server if not settings.core.execute_tasks_new_python_interpreter else None)
         self._terminate_requested = False
         self._wakeup: tuple[int, int] | None = None
         self._previous: dict[int, Any] = {}
@@ -182,28 +200,47 @@ class LocalTaskJob:
         self._lease: HeartbeatLease | None = None  # from just before the start transaction
         self._before: set[int] = set()  # this process's children before the try
         self._hung_beat: threading.Thread | None = None  # a heartbeat given up on, not returned
+        self._watched: TaskProcessHandle | None = None  # the task process being watched
+        self._forked: TaskProcessHandle | None = None  # the try's task process, once forked
 
     # ----------------------------------------------------------------------- lifecycle
 
     def run(self) -> SupervisorResult:
+        if self._fork_server is not None:
+            # before anything of the try exists, so the server inherits none of it; it is
+            # a child from before the try, so the sweep leaves it alone
+            try:
+                self._fork_server.ensure(self._settings, self._engine)
+            except OSError as exc:  # cannot fork it now: this try forks its task process here
+                log.warning("TaskInstance %s: try %d: cannot start the fork server: %s",
+                            self.key, self.try_number, exc)
+                self._fork_server = None
         self._install_signal_handlers()
         # orphans of the try's processes come to this process, so none escapes the sweep
         set_child_subreaper()
-        self._before = set(child_pids()) if has_children() else set()
+        self._before = set(quick_child_pids()) if has_children() else set()
         try:
             return self._run()
         finally:
+            self._end_server_forked_task_process()
             self._end_leftovers(self._before)
             # a try stopped by `squall tasks clear` runs again once its processes are gone
             self.writes.end_restart()
             self._restore_signal_handlers()
+
+    def _end_server_forked_task_process(self) -> None:
+        """The fork server's subtree is not swept: end a task process it forked that the try
+        left running (an error out of the start or the watch)."""
+        child, self._forked = self._forked, None
+        if child is not None and child.status_fd is not None:
+            self._children.end_if_running(child)
 
     def _end_leftovers(self, before: set[int]) -> None:
         """End what the try's processes left running (a background command, a daemon, a
         grandchild of a killed task process): the try's processes end with it. Only this
         process's children that were not there before the try; a system call says when
         there are none, the usual case."""
-        if not has_children():
+        if not has_children() or set(quick_child_pids()) <= before:
             return
         ended = end_descendants(self._children.kill_grace, exclude=before)
         if ended:
@@ -216,9 +253,12 @@ class LocalTaskJob:
             return self._run_new_interpreter()
         # The task process is forked first and waits for the go-ahead: its pid then goes
         # into the start transaction, and it loads the DAG file while that transaction runs.
-        child = self._children.fork(self._cached_task(),
+        server = self._fork_server
+        child = self._children.fork(None if server is not None else self._cached_task(),
                                     close_in_child=(*(self._wakeup or ()),
-                                                    *self._child_close_fds))
+                                                    *self._child_close_fds),
+                                    server=server)
+        self._forked = child
         self._lease = HeartbeatLease(self.lease_seconds)
         started = self.writes.start(task_pid=child.pid)
         if started is None:
@@ -278,7 +318,10 @@ class LocalTaskJob:
     # ----------------------------------------------------------------------- watching
 
     def _watch(self, child: TaskProcessHandle) -> SupervisorResult:
-        pidfd = open_pidfd(child.pid)
+        # what select waits on for the task process's exit: its status pipe when the fork
+        # server forked it (readable when the server reaped it), else a pidfd
+        pidfd = open_pidfd(child.pid) if child.status_fd is None else None
+        self._watched = child
         try:
             next_beat = time.monotonic() + self._heartbeat
             while True:
@@ -319,6 +362,8 @@ class LocalTaskJob:
         finally:
             if pidfd is not None:
                 os.close(pidfd)
+            self._watched = None
+            child.close()
             self._children.close_status_pipe()
 
     def heartbeat(self) -> str | None:
@@ -441,6 +486,8 @@ class LocalTaskJob:
         """Sleep until the task process exits, a signal arrives, or ``timeout`` passes."""
         assert self._wakeup is not None
         fds = [self._wakeup[0]] + ([pidfd] if pidfd is not None else [])
+        if self._watched is not None and self._watched.status_fd is not None:
+            fds.append(self._watched.status_fd)
         if self._children.channel is not None:
             fds.append(self._children.channel.fileno())
         ready, _, _ = select.select(fds, [], [], max(timeout, 0.0))
@@ -467,8 +514,9 @@ class LocalTaskJob:
                 time.sleep(max(self._pending_retry_at - time.monotonic(), 0.05))  # backoff
                 self._serve_channel()
             if self._recorded is None:
-                return self._fail_try(SupervisorStatus.TASK_PROCESS_DIED, describe_exit(code),
-                                      pid=child.pid, exit_code=code)
+                return self._fail_try(SupervisorStatus.TASK_PROCESS_DIED,
+                                      child.describe_exit(code), pid=child.pid,
+                                      exit_code=code)
             won, written = self._recorded
             state: str | None = written if won else self.writes.state()
             log.info("TaskInstance %s: try %d: task process %d exited (%s); state %s",

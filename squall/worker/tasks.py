@@ -15,8 +15,9 @@ instance still QUEUED.
 :func:`install_worker_hooks` connects Celery signals (when a worker app is built, never at
 import): ``worker_init`` preloads the modules every task process needs, in the worker parent
 before it forks its pool; ``worker_process_init`` disposes of database engines a pool process
-inherited, so no pooled connection is ever shared across a fork; ``worker_process_shutdown``
-closes the pool process's own engines.
+inherited, so no pooled connection is ever shared across a fork, and forks the pool process's
+fork server (:mod:`squall.worker.fork_server`, ADR 21); ``worker_process_shutdown`` closes
+the fork server and the pool process's own engines.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from squall.common.metrics import Metrics, metrics_from_settings
 from squall.common.payload import TaskRunCommand
 from squall.common.procutil import flush_std_streams, set_parent_death_signal
 from squall.common.settings import Settings
+from squall.worker.fork_server import FORK_SERVER, close_fork_server
 from squall.worker.supervisor import LocalTaskJob
 
 log = logging.getLogger(__name__)
@@ -110,7 +112,9 @@ def execute_command(settings: Settings, command: TaskRunCommand, *, celery_task_
                               worker_name=worker_name)
     result = LocalTaskJob(command, settings=settings, engine=process_engine(settings),
                           celery_task_id=celery_task_id, worker_name=worker_name,
-                          metrics=_process_metrics(settings)).run()
+                          metrics=_process_metrics(settings),
+                          fork_server=(FORK_SERVER if settings.celery.worker_fork_server
+                                       else None)).run()
     return result.as_dict()
 
 
@@ -281,9 +285,29 @@ def _on_worker_process_init(**_: Any) -> None:
     count = dispose_inherited_engines()
     if count:
         log.debug("Worker: disposed of %d inherited database engine(s)", count)
+    start_fork_server()
+
+
+def start_fork_server() -> None:
+    """Fork this pool process's fork server now (``[celery] worker_fork_server``), while the
+    process is still what the worker parent forked: the server then shares nearly all its
+    pages with the parent and the other slots, rather than holding copies of what the pool
+    process wrote before its first try. A server that dies is replaced on the next try."""
+    from celery import current_app
+
+    settings: Settings | None = getattr(current_app, "squall_settings", None)
+    if (settings is None or not settings.celery.worker_fork_server
+            or settings.core.execute_tasks_new_python_interpreter):
+        return
+    try:
+        FORK_SERVER.ensure(settings, process_engine(settings))
+    except OSError as exc:
+        log.warning("Worker: cannot start the fork server now (on the first try then): %s",
+                    exc)
 
 
 def _on_worker_process_shutdown(**_: Any) -> None:
+    close_fork_server()
     dispose_process_engines()
 
 

@@ -219,8 +219,11 @@ def supervise(world: World) -> None:
     result = LocalTaskJob(world.command, settings=settings, engine=engine,
                           celery_task_id=world.celery_id, worker_name="w",
                           metrics=metrics, writes=writes).run()
-    world.result_file.write_text(json.dumps(
+    # written whole, then renamed: the test reads it as soon as it exists
+    partial = world.result_file.with_suffix(".partial")
+    partial.write_text(json.dumps(
         {**result.as_dict(), "metrics": dict(metrics.counts)}, default=str))
+    partial.replace(world.result_file)
 
 
 @pytest.fixture

@@ -82,3 +82,40 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rfind(")") + 2] != "Z"
+
+
+def test_quick_child_pids_lists_this_process_s_children() -> None:
+    from squall.common.procutil import child_pids, quick_child_pids
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert child.pid in quick_child_pids()
+        assert sorted(quick_child_pids()) == sorted(child_pids())
+    finally:
+        child.kill()
+        child.wait()
+    assert child.pid not in quick_child_pids()
+
+
+def test_a_status_pipe_brings_the_exit_code_or_says_the_server_died() -> None:
+    import struct
+
+    from squall.worker.children import TaskProcessHandle
+
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    handle = TaskProcessHandle(12345, status_fd=read)
+    assert handle.poll() is None
+    os.write(write, struct.pack("<i", -15)[:2])  # a partial code is not an exit yet
+    assert handle.poll() is None
+    os.write(write, struct.pack("<i", -15)[2:])
+    os.close(write)
+    assert handle.poll() == -15 and handle.lost is None and handle.status_fd is None
+    assert handle.describe_exit(-15) == "task process exited with signal SIGTERM"
+
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    handle = TaskProcessHandle(12345, status_fd=read)
+    os.close(write)  # the server died without writing a code
+    assert handle.wait() < 0
+    assert handle.lost is not None and "fork server died" in handle.describe_exit(-9)
