@@ -223,7 +223,10 @@ def start_worker(env: Env, argv: list[str], name: str,
 
     def ready() -> bool:
         assert process.poll() is None, f"worker exited with {process.returncode}:\n{worker.log()}"
-        replies = env.app.control.ping(timeout=0.5)
+        # a connection of its own: kombu's pools are process-wide, and a pooled one may
+        # date from before a test restarted the session's redis-server
+        with env.app.connection_for_write() as conn:
+            replies = env.app.control.ping(timeout=0.5, connection=conn)
         return any(worker.name in reply for reply in replies)
 
     try:

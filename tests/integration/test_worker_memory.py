@@ -78,7 +78,11 @@ def worker(tmp_path: Path, _pg_engine: Engine, redis_server: RedisServer) -> Ite
     try:
         def ready() -> bool:
             assert process.poll() is None, log_path.read_text(errors="replace")
-            return any(name in reply for reply in app.control.ping(timeout=0.5))
+            # a connection of its own: kombu's pools are process-wide, and a pooled one
+            # may date from before a test restarted the session's redis-server
+            with app.connection_for_write() as conn:
+                replies = app.control.ping(timeout=0.5, connection=conn)
+            return any(name in reply for reply in replies)
 
         wait_until(ready, 60, interval=0.2, message="the worker to answer a ping")
         wait_until(lambda: len(children(process.pid)) >= CONCURRENCY, 30,
