@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from squall.scheduler.run_creation import create_dag_run
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import BaseOperator, Context
 from tests.support.scheduling import FakeExecutor, sync_dags
+from tests.support.services import wait_until
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -348,8 +348,12 @@ def test_a_backfill_nobody_notified_is_found_within_the_recheck(
                                  state=BackfillState.QUEUED.value, total_runs=1))
         job.run_once()
         assert backfill_runs(sf, "bf_quiet") == []  # not looked for yet
-        time.sleep(0.35)
-        job.run_once()
+
+        def found() -> bool:
+            job.run_once()
+            return bool(backfill_runs(sf, "bf_quiet"))
+
+        wait_until(found, 10, interval=0.05, message="the recheck to find the backfill")
         assert [r.logical_date for r in backfill_runs(sf, "bf_quiet")] == [day(1)]
     finally:
         waker.close()
