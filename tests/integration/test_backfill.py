@@ -319,9 +319,15 @@ def test_no_backfill_is_looked_for_until_one_is_notified(
             job.run_once()
         assert seen == []  # none since, and no notification: no query
 
-        # a backfill created while the scheduler runs starts in its next loop
+        # a backfill created while the scheduler runs starts within a loop or two: the
+        # notification reaches the LISTEN socket asynchronously after the commit
         backfill_id = record_backfill(sf, dag, 1, 3, max_active_runs=1)
-        job.run_once()
+
+        def started() -> bool:
+            job.run_once()
+            return bool(backfill_runs(sf, "bf_notified"))
+
+        wait_until(started, 10, interval=0.01, message="the notified backfill to start")
         assert [r.logical_date for r in backfill_runs(sf, "bf_notified")] == [day(1)]
         assert backfill_row(sf, backfill_id).state == BackfillState.RUNNING
         seen.clear()
