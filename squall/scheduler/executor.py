@@ -22,9 +22,12 @@ Publishing (:meth:`CeleryExecutor.publish`)
     backend disabled. Celery's ``send_task`` calls the result backend's ``on_task_call``, which
     for a Redis backend subscribes to the task's result channel (two more round trips per
     send, and 20 retries a second apart when Redis is down): a publish must depend on the
-    broker alone. Its producers come from its producer pool (a kombu resource pool: a thread
-    holds its own producer and connection while it sends, so no connection is used by two
-    threads at once; there are never more threads than producers).
+    broker alone. Its producers come from a producer pool of the executor's own (a kombu
+    resource pool: a thread holds its own producer and connection while it sends, so no
+    connection is used by two threads at once; there are never more threads than producers).
+    The pool is not kombu's process-wide one (``kombu.pools``, shared by every app with the same
+    broker URL): :meth:`CeleryExecutor.end` closes its connections, so no other executor in the
+    process is handed a connection this one left behind (after a broker restart, say).
 
 Syncing (:meth:`CeleryExecutor.sync`)
     One :meth:`BulkStateFetcher.get_many` for every task in ``running``: FAILURE and REVOKED
@@ -63,6 +66,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from celery import Celery, states
+from kombu.pools import ProducerPool
 
 from squall.common.celery_app import RUN_TASK_NAME
 from squall.common.metrics import (
@@ -165,6 +169,7 @@ class CeleryExecutor:
         self._parallelism = sync_parallelism
         self._pool: ThreadPoolExecutor | None = None
         self._publisher: Celery | None = None
+        self._producers: ProducerPool | None = None
         self._pool_lock = threading.Lock()
         self._events: list[ExecutorEvent] = []
         #: external_executor_id -> (key, try number) of every task in flight
@@ -283,14 +288,14 @@ class CeleryExecutor:
 
     def _submit(self, task: QueuedTask, number: int) -> _Attempt:
         attempt = _Attempt(task, number)
-        pool, publisher = self._thread_pool()
-        attempt.future = pool.submit(self._send, publisher, attempt)
+        pool, publisher, producers = self._thread_pool()
+        attempt.future = pool.submit(self._send, publisher, producers, attempt)
         return attempt
 
-    def _send(self, publisher: Celery, attempt: _Attempt) -> None:
+    def _send(self, publisher: Celery, producers: ProducerPool, attempt: _Attempt) -> None:
         attempt.started = time.monotonic()
         task = attempt.task
-        producer = publisher.producer_pool.acquire(block=True, timeout=self._operation_timeout)
+        producer = producers.acquire(block=True, timeout=self._operation_timeout)
         try:
             # connect without kombu's own retry loop; the retries are ours
             producer.connection.ensure_connection(max_retries=0)
@@ -307,19 +312,21 @@ class CeleryExecutor:
         self._events.append(ExecutorEvent(task.key, task.try_number, task.external_executor_id,
                                           EventKind.QUEUED, None))
 
-    def _thread_pool(self) -> tuple[ThreadPoolExecutor, Celery]:
+    def _thread_pool(self) -> tuple[ThreadPoolExecutor, Celery, ProducerPool]:
         with self._pool_lock:
-            if self._pool is None or self._publisher is None:
+            if self._pool is None or self._publisher is None or self._producers is None:
                 publisher = Celery(self._app.main, set_as_current=False)
                 publisher.conf.update(self._app.conf.table(with_defaults=False, censored=False))
                 publisher.conf.result_backend = "disabled"
                 # Build the producer pool here, once, not racing in the threads; more threads
                 # than it holds producers would only wait for one.
-                limit = publisher.producer_pool.limit
+                limit = publisher.conf.broker_pool_limit or 0
+                connections = publisher.connection_for_write().Pool(limit or None)
+                self._producers = ProducerPool(connections, limit=limit or None)
                 threads = min(self._parallelism, limit) if limit else self._parallelism
                 self._pool = ThreadPoolExecutor(threads, thread_name_prefix="squall-publish")
                 self._publisher = publisher
-            return self._pool, self._publisher
+            return self._pool, self._publisher, self._producers
 
     # ------------------------------------------------------------------ tracking
 
@@ -414,6 +421,11 @@ class CeleryExecutor:
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
+            if self._producers is not None:
+                # abandoned sends still hold theirs; those close when their thread lets go
+                self._producers.force_close_all()
+                self._producers.connections.force_close_all()
+                self._producers = None
             if self._publisher is not None:
                 self._publisher.close()
                 self._publisher = None
