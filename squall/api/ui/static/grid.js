@@ -86,7 +86,7 @@
     if (duration === null && t.start_date && !t.end_date) duration = (Date.now() - new Date(t.start_date)) / 1000;
     document.getElementById("ti-facts").replaceChildren(
       ...fact("State", t.state, `state-text ${stateClass(t.state)}`),
-      ...fact("Try", t.try_number ? `${t.try_number} of ${Math.max(t.max_tries, t.try_number)}` : "not tried yet"),
+      ...fact("Try", t.try_number ? `${t.try_number} of ${Math.max(t.max_tries + 1, t.try_number)}` : "not tried yet"),
       ...fact("Reason", t.state_reason),
       ...fact("Host", t.hostname),
       ...fact("Started", fmtDate(t.start_date)),
