@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from squall.cli.common import CliContext, CliError, add_output_flag, confirm, print_rows
@@ -206,16 +205,11 @@ def _parse_and_add(ctx: CliContext) -> None:
     nothing: this command's settings (``load_examples``, the folder) may differ from the
     scheduler's, whose DAG processor owns the full picture."""
     result = _bag(ctx).parse_isolated()
-    try:
-        with session_scope(ctx.session_factory()) as session:
-            sync_to_db(session, result,
-                       paused_at_creation=ctx.settings.core.dags_are_paused_at_creation,
-                       now=utcnow())
-    except IntegrityError as exc:
-        # the scheduler's DAG processor recorded the same DAGs at the same moment (its
-        # transaction won): what it wrote is read back by the caller
-        log.info("DAG folder recorded by another process meanwhile (%s)",
-                 str(exc.orig).splitlines()[0] if exc.orig else exc)
+    with session_scope(ctx.session_factory()) as session:
+        # a DAG processor recording the same DAGs now is waited for (sync_to_db serialises)
+        sync_to_db(session, result,
+                   paused_at_creation=ctx.settings.core.dags_are_paused_at_creation,
+                   now=utcnow())
 
 
 def _get_run(session: Session, dag_id: str, run_id: str) -> DagRun:

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pendulum
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from squall.dag_processing.dagbag import FileStat, ParseResult
 
 log = logging.getLogger(__name__)
+
+#: key of the PostgreSQL advisory lock that serialises writers of the DAG tables
+_SYNC_LOCK_KEY = 0x5351_4C44  # "SQLD"
 
 
 def _last_automated_interval(session: Session, dag_id: str) -> DataInterval | None:
@@ -96,9 +99,16 @@ def sync_to_db(
     which has now dropped it or is gone). Their DAGs were never decoded, so the caller must
     parse them again without their fingerprint (their ``dag_file.fingerprint`` is recorded
     empty). Flushes; the caller commits. ``now`` must be timezone-aware.
+
+    Writers are serialised: on PostgreSQL the transaction first takes an advisory lock (held
+    to its end), so the DAG processors of several schedulers and a CLI command recording the
+    same new DAG never both insert its row; the second reads what the first committed. (A
+    SQLite transaction that writes holds the database's write lock from its start, ADR 4.)
     """
     if now.tzinfo is None:
         raise ValueError("sync_to_db needs a timezone-aware `now`")
+    if is_postgres(session):
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SYNC_LOCK_KEY})
     pnow = pendulum.instance(now)
     parsed = set(result.files_parsed)
     unchanged = set(result.unchanged) - parsed

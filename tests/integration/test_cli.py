@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.orm import Session
 
 from squall.cli import main
 from squall.common import dbops
@@ -527,41 +526,3 @@ def test_dags_test_on_postgresql(db_url: str, tmp_path: Path) -> None:
         engine.dispose()
     assert runs == {"example_trigger_rules": "failed", "example_retries": "success"}
     assert tuple(flaky) == ("success", 3)
-
-
-def test_trigger_while_the_dag_processor_records_the_same_dag(
-        cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``squall dags trigger`` of a DAG the database has not seen parses the folder and
-    records it; when the scheduler's DAG processor records the same DAG at that moment, the
-    CLI's insert loses on the primary key. The trigger must then go on with the row the
-    processor wrote. The processor's commit is played here by a session of its own, just
-    before the CLI's insert fails as it did under CI."""
-    from sqlalchemy.exc import IntegrityError
-
-    from squall.cli import runs_cmds
-
-    (tmp_path / "dags").mkdir()
-    (tmp_path / "dags" / "raced.py").write_text(
-        "import pendulum\nfrom squall import DAG, EmptyOperator\n"
-        "with DAG('raced', schedule=None, start_date=pendulum.datetime(2024, 1, 1)):\n"
-        "    EmptyOperator(task_id='t')\n")
-    real_sync = runs_cmds.sync_to_db
-    calls: list[str] = []
-
-    def processor_wins(session: Any, result: Any, **kwargs: Any) -> Any:
-        calls.append("sync")
-        other = make_engine(str(session.get_bind().url))
-        try:
-            with Session(other) as theirs, theirs.begin():
-                real_sync(theirs, result, **kwargs)
-        finally:
-            other.dispose()
-        raise IntegrityError("INSERT INTO dag ...", {}, Exception(
-            'duplicate key value violates unique constraint "pk_dag"'))
-
-    monkeypatch.setattr(runs_cmds, "sync_to_db", processor_wins)
-    result = cli("dags", "trigger", "raced", "--run-id", "r1")
-    assert calls == ["sync"]
-    assert result.code == 0, result.err
-    assert "r1" in result.out
-    assert "Traceback" not in result.err

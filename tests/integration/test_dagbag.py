@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -393,6 +394,39 @@ def test_sync_to_db_writes_rows_and_keeps_user_pause(
         assert isinstance(good_dag.get_task("a"), SerializedOperator)
         assert good_dag.get_task("a").downstream_task_ids == {"b"}
         assert good_dag.timetable.summary == "@daily"
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_two_writers_recording_the_same_new_dags_both_succeed(
+    dags_folder: Path, session_factory: SessionFactory
+) -> None:
+    """The DAG processors of two schedulers (or one and ``squall dags trigger``) record the
+    same new DAG at the same moment: the second waits for the first's transaction and
+    updates the row it committed, instead of losing its INSERT on the primary key."""
+    write(dags_folder, "good.py", GOOD_DAG)
+    result = parse_files_isolated(list_dag_files(dags_folder), dags_folder, timeout=30)
+    assert result.serialized
+    errors: list[BaseException] = []
+
+    def second_writer() -> None:
+        try:
+            with session_factory() as theirs:
+                sync_to_db(theirs, result, paused_at_creation=False, now=NOW)
+                theirs.commit()
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    with session_factory() as first:
+        sync_to_db(first, result, paused_at_creation=False, now=NOW)  # rows flushed, held
+        thread = threading.Thread(target=second_writer)
+        thread.start()
+        thread.join(1.0)
+        assert thread.is_alive(), "the second writer did not wait for the first"
+        first.commit()
+    thread.join(30)
+    assert not thread.is_alive() and errors == []
+    with session_factory() as session:
+        assert set(session.scalars(select(DagModel.dag_id))) == set(result.serialized)
 
 
 def test_sync_broken_file_keeps_previous_dags(
