@@ -565,3 +565,10 @@ def test_trigger_while_the_dag_processor_records_the_same_dag(
     assert result.code == 0, result.err
     assert "r1" in result.out
     assert "Traceback" not in result.err
+
+
+def test_flower_with_require_auth_refuses_to_start_without_authentication(
+        tmp_path: Path) -> None:
+    proc = squall(tmp_path, "celery", "flower", "--require-auth",
+                  env={"FLOWER_BASIC_AUTH": "", "FLOWER_AUTH": ""}, timeout=60)
+    assert_clean_error(proc, 1, "--require-auth", "set FLOWER_BASIC_AUTH to user:password")
