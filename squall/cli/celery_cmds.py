@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=5555, help="HTTP port (default: 5555)")
     p.add_argument("--address", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--require-auth", action="store_true",
+                   help="refuse to start unless FLOWER_BASIC_AUTH or FLOWER_AUTH is set "
+                   "(docker-compose.yml's Flower: its profile is the only one that needs it)")
     p.set_defaults(func=run_flower, service=True)
 
 
@@ -87,11 +90,16 @@ def run_flower(ctx: CliContext, args: argparse.Namespace) -> int:
     from squall.common.celery_app import create_celery_app
     from squall.worker import register_tasks
 
+    authenticated = bool(os.environ.get("FLOWER_BASIC_AUTH") or os.environ.get("FLOWER_AUTH"))
+    if args.require_auth and not authenticated:
+        raise CliError("--require-auth: Flower's authentication is not set; set "
+                       "FLOWER_BASIC_AUTH to user:password (docker-compose: in .env) or "
+                       "FLOWER_AUTH")
     try:
         import flower  # noqa: F401
     except ImportError:
         raise CliError("Flower is not installed (pip install flower)") from None
-    if not (os.environ.get("FLOWER_BASIC_AUTH") or os.environ.get("FLOWER_AUTH")):
+    if not authenticated:
         os.environ.setdefault(FLOWER_API_ENV, "true")
     # Flower's task API (/api/task/apply/...) looks the task up in its app
     app = register_tasks(create_celery_app(ctx.settings))

@@ -1,7 +1,7 @@
 """docker-compose.yml for real: the image built from deploy/Dockerfile, the project brought
 up under Docker with two schedulers, two workers and Flower, DAG runs spread over both
-workers, their task logs read through the API from the workers' log servers, and Flower
-behind basic auth."""
+workers, their task logs read through the API from the log volume (also after the workers
+and the API are recreated), and Flower behind basic auth."""
 
 from __future__ import annotations
 
@@ -15,12 +15,15 @@ import pytest
 from tests.compose.conftest import (
     FANOUT_DAG_ID,
     FANOUT_TASKS,
+    HEALTHY_TIMEOUT,
     SCHEDULERS,
+    UP_TIMEOUT,
     WORKERS,
     Cluster,
     docker,
     exec_in,
     poll,
+    wait_healthy,
 )
 
 # one xdist process runs them all, so one compose project and one image build serve them
@@ -28,6 +31,15 @@ pytestmark = [pytest.mark.compose, pytest.mark.integration, pytest.mark.timeout(
               pytest.mark.xdist_group("compose")]
 
 RUN_TIMEOUT = 180.0
+# run in a container: the status a worker's log server answers to an unsigned request
+LOG_SERVER_STATUS = """
+import sys, urllib.error, urllib.request
+try:
+    urllib.request.urlopen(f"http://{sys.argv[1]}:8793/log/x.log", timeout=10)
+    print("200")
+except urllib.error.HTTPError as exc:
+    print(exc.code)
+"""
 
 
 def squall_version() -> str:
@@ -105,15 +117,13 @@ def test_a_dag_run_spreads_over_both_workers_and_its_logs_are_read_through_the_a
                         for c in compose_cluster.project.service_containers("worker")}
         assert hosts == worker_hosts, (hosts, worker_hosts)
 
-        # the API reads the log from the worker that ran the try, at http://<host>:8793:
-        # that host name resolves inside the compose network
+        # each worker's log server answers at http://<host>:8793 inside the compose network
+        # (for an API without the log volume); unsigned, it refuses
         api_container = compose_cluster.project.service_containers("api")[0]["Id"]
         for host in sorted(hosts):
-            proc = exec_in(api_container, ["python3", "-c",
-                                           "import socket, sys; "
-                                           "print(socket.gethostbyname(sys.argv[1]))", host])
-            assert proc.returncode == 0, f"{host} does not resolve in the api container: " \
-                                         f"{proc.stderr}"
+            proc = exec_in(api_container, ["python3", "-c", LOG_SERVER_STATUS, host])
+            assert proc.stdout.strip() == "403", \
+                f"the log server of {host} from the api container: {proc.stdout}{proc.stderr}"
         by_host: dict[str, dict[str, Any]] = {}
         for ti in tis:
             by_host.setdefault(ti["hostname"], ti)
@@ -126,9 +136,9 @@ def test_a_dag_run_spreads_over_both_workers_and_its_logs_are_read_through_the_a
             if ti["task_id"].startswith("sleep_"):
                 assert f"slept {ti['task_id'].removeprefix('sleep_')} on " \
                        f"{hostname.partition('@')[2]}" in content, content
-            # the API has no log folder of its own: it came from the worker's log server
-            proc = exec_in(api_container, ["sh", "-c", "ls /opt/squall/logs | wc -l"])
-            assert proc.stdout.strip() == "0", proc.stdout
+        # the API reads them in the workers' log volume, which it cannot write
+        proc = exec_in(api_container, ["touch", f"/opt/squall/logs/dag_id={FANOUT_DAG_ID}/x"])
+        assert proc.returncode != 0 and "Read-only file system" in proc.stderr, proc
 
 
 def test_flower_answers_behind_basic_auth(compose_cluster: Cluster) -> None:
@@ -157,3 +167,39 @@ def test_squall_init_runs_again_unchanged(compose_cluster: Cluster) -> None:
     assert time.monotonic() - started < 180
     with compose_cluster.api() as client:
         assert client.get("/api/v1/pools/default_pool").status_code == 200
+
+
+# last: it replaces the workers (Flower would still list the old ones)
+def test_old_logs_are_read_after_the_workers_and_the_api_are_recreated(
+        compose_cluster: Cluster) -> None:
+    """An upgrade (`docker-compose up -d` with a new image) replaces the containers: the
+    recorded workers' host names are gone, their tries' logs are read in the log volume."""
+    project = compose_cluster.project
+    with compose_cluster.api() as client:
+        runs = client.get(f"/api/v1/dags/{FANOUT_DAG_ID}/dagRuns").json()["dag_runs"]
+        run_id = next((r["dag_run_id"] for r in runs if r["state"] == "success"), None)
+        if run_id is None:
+            run_id = trigger(client, FANOUT_DAG_ID)
+            assert finished_run(client, FANOUT_DAG_ID, run_id)["state"] == "success"
+        base = f"/api/v1/dags/{FANOUT_DAG_ID}/dagRuns/{run_id}/taskInstances"
+        tis = client.get(base).json()["task_instances"]
+        before = {ti["task_id"]: client.get(f"{base}/{ti['task_id']}/logs/1",
+                                            params={"full_content": "true"}).json()["content"]
+                  for ti in tis}
+        assert all("slept" in before[f"sleep_{i}"] for i in range(FANOUT_TASKS)), before
+    old = {c["Id"] for c in project.service_containers("worker")}
+    old |= {c["Id"] for c in project.service_containers("api")}
+    project.run("up", "--detach", "--no-build", "--no-deps", "--force-recreate",
+                "--scale", f"worker={WORKERS}", "worker", "api", timeout=UP_TIMEOUT)
+    wait_healthy(project, {"worker": WORKERS, "api": 1}, HEALTHY_TIMEOUT)
+    new = {c["Id"] for c in project.service_containers("worker")}
+    new |= {c["Id"] for c in project.service_containers("api")}
+    assert not old & new, "the containers were not recreated"
+    workers = {c["Config"]["Hostname"] for c in project.service_containers("worker")}
+    assert not workers & {ti["hostname"].partition("@")[2] for ti in tis}, workers
+    with compose_cluster.api() as client:
+        for ti in tis:
+            response = client.get(f"{base}/{ti['task_id']}/logs/1",
+                                  params={"full_content": "true"})
+            assert response.status_code == 200, (ti["hostname"], response.text)
+            assert response.json()["content"] == before[ti["task_id"]]

@@ -17,6 +17,9 @@ from tests.compose.conftest import COMPOSE_FILE, ENV_EXAMPLE, compose_binary, un
 
 SECRETS = ("POSTGRES_PASSWORD", "SQUALL__API__SECRET_KEY", "SQUALL_ADMIN_PASSWORD",
            "FLOWER_BASIC_AUTH")
+# required by docker-compose itself; FLOWER_BASIC_AUTH is required by Flower's command
+# (`--require-auth`), so that the cluster without the profile "flower" does not need it
+REQUIRED = ("POSTGRES_PASSWORD", "SQUALL__API__SECRET_KEY", "SQUALL_ADMIN_PASSWORD")
 ONE_SHOT = ("squall-init",)
 SECRET_KEY = re.compile(r"PASSWORD|SECRET|BASIC_AUTH|TOKEN", re.IGNORECASE)
 REFERENCE = re.compile(r"\$\{(\w+)(?::?[-?][^}]*)?\}")
@@ -106,7 +109,32 @@ def test_secrets_come_from_the_environment_only(compose: dict[str, Any]) -> None
         set(REFERENCE.findall(text)) - set(example)
     for secret in SECRETS:
         assert example[secret] == "", f".env.example holds a value for {secret}"
+    for secret in REQUIRED:
         assert f"${{{secret}:?" in text, f"{secret} is not required (${{{secret}:?...}})"
+    flower = compose["services"]["flower"]
+    assert "--require-auth" in flower["command"], flower["command"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH"] == "${FLOWER_BASIC_AUTH:-}"
+
+
+def test_every_service_that_reads_task_logs_mounts_the_one_log_volume(
+        compose: dict[str, Any]) -> None:
+    """The workers write the tries' logs into one volume and the API reads them there
+    (read-only), so a log outlives the worker container that wrote it (docs/logs.md)."""
+    services = compose["services"]
+    assert "squall-logs:/opt/squall/logs" in services["worker"]["volumes"]
+    assert "squall-logs:/opt/squall/logs:ro" in services["api"]["volumes"]
+    env = compose["x-squall-common"]["environment"]
+    assert env["SQUALL__LOGGING__BASE_LOG_FOLDER"] == "/opt/squall/logs"
+
+
+def test_env_is_ignored_by_git() -> None:
+    """.env holds the secrets: git must never offer to commit it."""
+    if shutil.which("git") is None or not (COMPOSE_FILE.parent / ".git").exists():
+        pytest.skip("not a git checkout")
+    proc = subprocess.run(["git", "check-ignore", "--no-index", "--quiet", ".env"],
+                          cwd=COMPOSE_FILE.parent, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 0, f".env is not in .gitignore {proc.stderr}"
 
 
 def test_ports_are_published_on_localhost_only(compose: dict[str, Any]) -> None:
@@ -125,14 +153,16 @@ def test_postgres_urls_name_the_psycopg2_driver(compose: dict[str, Any]) -> None
                 assert str(value).startswith("postgresql+psycopg2://"), value
 
 
-def _config(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def _config(env: dict[str, str], *args: str, flower: bool = True
+            ) -> subprocess.CompletedProcess[str]:
     """`docker-compose config` with these variables alone (an empty env file: not the
-    repository's .env)."""
+    repository's .env), with the profile "flower" unless ``flower`` is false."""
     empty = Path(env["HOME"]) / "empty.env"
     empty.touch()
+    profile = ["--profile", "flower"] if flower else []
     return subprocess.run(
         [compose_binary(), "--file", str(COMPOSE_FILE), "--project-name", "squallconfig",
-         "--env-file", str(empty), "--profile", "flower", "config", *args],
+         "--env-file", str(empty), *profile, "config", *args],
         capture_output=True, text=True, timeout=60, check=False, env=env)
 
 
@@ -152,7 +182,11 @@ def test_docker_compose_config_validates_it(tmp_path: Path) -> None:
     assert f"FLOWER_BASIC_AUTH: {sentinels['FLOWER_BASIC_AUTH']}" in resolved
     assert resolved.count(sentinels["SQUALL_ADMIN_PASSWORD"]) == 1  # squall-init's alone
     # a missing secret stops it, naming the variable
-    for secret in SECRETS:
+    for secret in REQUIRED:
         proc = _config({**base, **{k: v for k, v in sentinels.items() if k != secret}}, "-q")
         assert proc.returncode != 0 and f"set {secret} in .env" in proc.stderr, \
             (secret, proc.stderr)
+    # Flower's secret is Flower's alone: without its profile the cluster does not ask for it
+    without_flower = {k: v for k, v in sentinels.items() if k != "FLOWER_BASIC_AUTH"}
+    proc = _config({**base, **without_flower}, "-q", flower=False)
+    assert proc.returncode == 0, proc.stderr

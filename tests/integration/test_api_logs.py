@@ -1,8 +1,9 @@
 """Task logs from anywhere: the worker's log server on its own (signed requests only, only
 inside its folder, ranges), and the API's logs endpoint reading a try's log from its own log
 folder or over HTTP from the worker's log server, following a growing log with continuation
-tokens, and saying clearly when the worker cannot be read; then a real worker in another
-home, read through the API while its task runs and after."""
+tokens, and saying clearly when the worker cannot be read (and whether it is gone); then a
+real worker in another home, read through the API while its task runs, after, and once the
+worker is gone (a clear 503, or the log read in a shared folder)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,15 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from squall.api.routes import logs as logs_route
 from squall.common.db import SessionFactory, session_scope
 from squall.common.log_signing import sign_log_request
-from squall.common.models import DagModel, DagRun, TaskInstance
+from squall.common.models import DagModel, DagRun, Job, TaskInstance, utcnow
 from squall.common.settings import Settings
 from squall.worker.log_server import LogServer, start_log_server
+from squall.worker.worker_job import JOB_TYPE as WORKER_JOB
 from tests.support.api import Api, basic, serve
 from tests.support.services import free_port, wait_until
 
@@ -302,6 +305,19 @@ def test_an_unreachable_or_refusing_worker_is_a_clear_503(logs_api: LogsApi) -> 
     assert detail.startswith("Could not read the log of try 1 from worker w1@127.0.0.1 "
                              f"(http://127.0.0.1:{port})"), detail
     assert "ConnectError" in detail
+    # why: the worker's job rows tell whether it is gone
+    assert "; no worker named w1@127.0.0.1 has a job row: it is gone" in detail, detail
+    with session_scope(logs_api.factory) as session:
+        job = Job(job_type=WORKER_JOB, hostname="w1@127.0.0.1", state="running",
+                  latest_heartbeat=datetime(2024, 1, 1, tzinfo=UTC))
+        session.add(job)
+    stale = logs_api.api.get(f"{URL}/1").json()["detail"]
+    assert "worker w1@127.0.0.1 is gone: no heartbeat since 2024-01-01T00:00:00" in stale, \
+        stale
+    with session_scope(logs_api.factory) as session:
+        session.execute(update(Job).values(latest_heartbeat=utcnow()))
+    alive = logs_api.api.get(f"{URL}/1").json()["detail"]  # the network is at fault
+    assert alive.endswith("Connection refused"), alive
     stranger = LogServer(logs_api.worker_folder, "another-key", host="127.0.0.1",
                          port=port).start()
     try:
@@ -415,5 +431,21 @@ def test_a_workers_log_is_read_through_the_api_while_it_runs_and_after(
             assert full.index("said before the wait") < full.index("said after the wait")
         cluster.stop(worker)  # its log server stops with it
         wait_until(lambda: not _listening(port), 10, message="the log server to stop")
+        # the worker is gone (replaced, scaled away): the API says so, and where logs live on
+        with serve(settings, cluster.session_factory, users=False) as api:
+            gone = api.get(url)
+        assert gone.status_code == 503, gone.text
+        detail = gone.json()["detail"]
+        assert f"worker {ti.hostname} is gone: it stopped at " in detail, detail
+        assert f"a log folder the API shares (its {settings.log_folder})" in detail, detail
+        # with the worker's log folder shared, the API reads it there: no worker is asked
+        shared = Settings.load(env={"SQUALL_HOME": str(tmp_path / "api-home")}, overrides={
+            "api": {"secret_key": KEY}, "logging": {"worker_log_server_port": port,
+                                                    "base_log_folder": str(cluster.home /
+                                                                           "logs")}})
+        with serve(shared, cluster.session_factory, users=False) as api:
+            kept = api.get(url, params={"full_content": "true"})
+        assert kept.status_code == 200, kept.text
+        assert kept.json()["content"] == full
     finally:
         cluster.stop_all()

@@ -526,3 +526,10 @@ def test_dags_test_on_postgresql(db_url: str, tmp_path: Path) -> None:
         engine.dispose()
     assert runs == {"example_trigger_rules": "failed", "example_retries": "success"}
     assert tuple(flaky) == ("success", 3)
+
+
+def test_flower_with_require_auth_refuses_to_start_without_authentication(
+        tmp_path: Path) -> None:
+    proc = squall(tmp_path, "celery", "flower", "--require-auth",
+                  env={"FLOWER_BASIC_AUTH": "", "FLOWER_AUTH": ""}, timeout=60)
+    assert_clean_error(proc, 1, "--require-auth", "set FLOWER_BASIC_AUTH to user:password")

@@ -148,9 +148,12 @@ def add_users(factory: SessionFactory) -> None:
 
 
 @contextmanager
-def serve(settings: Settings, factory: SessionFactory) -> Iterator[Api]:
-    """The API served for the ``with`` block, with a user of each role."""
-    add_users(factory)
+def serve(settings: Settings, factory: SessionFactory, *, users: bool = True
+          ) -> Iterator[Api]:
+    """The API served for the ``with`` block, with a user of each role (made unless
+    ``users`` is false: an API served before on the same database made them)."""
+    if users:
+        add_users(factory)
     server = ServerThread(settings, factory)
     try:
         with httpx.Client(base_url=server.url, timeout=30) as client:

@@ -5,7 +5,9 @@ The log is read from this host's log folder when the file is there (the API runs
 worker's host, or the log folder is shared); else from the log server of the worker that
 ran the try: the host part of the task instance's ``hostname`` (``w1@host`` -> ``host``) on
 ``[logging] worker_log_server_port``, with a request token signed by ``[api] secret_key``.
-A worker that cannot be reached (or refuses) is a 503 problem that names the host and why.
+A worker that cannot be reached (or refuses) is a 503 problem that names the host and why,
+and whether the worker's ``job`` rows show it gone: a replaced worker's logs outlive it only
+in a log folder the API shares (ADR 23).
 
 As Airflow's, the answer is ``{"content": ..., "continuation_token": ...}`` (or the text
 alone with ``Accept: text/plain``); passing the token back reads what was added since, so
@@ -42,8 +44,15 @@ from squall.common.log_signing import (
     sign_log_request,
     unseal,
 )
-from squall.common.models import DagModel, DagRun, TaskInstance, TaskInstanceKey
-from squall.common.state import FINISHED_STATES, TaskInstanceState
+from squall.common.models import (
+    DagModel,
+    DagRun,
+    Job,
+    TaskInstance,
+    TaskInstanceKey,
+    utcnow,
+)
+from squall.common.state import FINISHED_STATES, JobState, TaskInstanceState
 from squall.execution.runner import task_log_path
 
 log = logging.getLogger(__name__)
@@ -192,11 +201,20 @@ def get_log(
     may_grow = (task_try_number == ti.try_number
                 and ti.state not in FINISHED_STATES
                 and ti.state != TaskInstanceState.UP_FOR_RETRY)
-    piece = read_log(state.settings.log_folder, ti, task_try_number, offset,
-                     state.secret_key, state.settings.logging.worker_log_server_port)
+    folder = state.settings.log_folder
+    try:
+        piece = read_log(folder, ti, task_try_number, offset, state.secret_key,
+                         state.settings.logging.worker_log_server_port)
+    except LogUnreadable as exc:
+        detail = str(exc)
+        fate = worker_fate(session, ti.hostname or "",
+                           state.settings.scheduler.scheduler_health_check_threshold)
+        if fate:
+            detail += (f"; {fate}. A worker's logs outlive it only in a log folder the API "
+                       f"shares (its {folder}): see docs/logs.md")
+        raise ApiProblem(503, detail) from None
     if piece.size is None and not may_grow:
-        where = (f"in {state.settings.log_folder}" + (f" nor on worker {ti.hostname}"
-                                                      if ti.hostname else ""))
+        where = f"in {folder}" + (f" nor on worker {ti.hostname}" if ti.hostname else "")
         raise not_found(f"Log of task instance {ti.key} try {task_try_number} not found: no "
                         f"file {where}")
     size = piece.size or 0
@@ -217,7 +235,7 @@ def read_log(folder: Path, ti: TaskInstance, try_number: int, offset: int, secre
              port: int, limit: int | None = None) -> Piece:
     """Up to ``limit`` (default :data:`MAX_READ`) bytes of try ``try_number``'s log from
     ``offset`` on: from ``folder`` when the file is there, else from the log server of the
-    worker recorded on ``ti``; :class:`ApiProblem` 503 when that worker cannot be read."""
+    worker recorded on ``ti``; :class:`LogUnreadable` when that worker cannot be read."""
     limit = MAX_READ if limit is None else limit
     key = TaskInstanceKey(ti.dag_id, ti.task_id, ti.run_id)
     local = _read_local(task_log_path(folder, key, try_number), offset, limit)
@@ -230,5 +248,30 @@ def read_log(folder: Path, ti: TaskInstance, try_number: int, offset: int, secre
     except WorkerUnreachable as exc:
         log.warning("api: cannot read the log of %s try %d from %s:%d: %s", key, try_number,
                     host, port, exc)
-        raise ApiProblem(503, f"Could not read the log of try {try_number} from worker "
-                         f"{ti.hostname} (http://{host}:{port}): {exc}") from None
+        raise LogUnreadable(f"Could not read the log of try {try_number} from worker "
+                            f"{ti.hostname} (http://{host}:{port}): {exc}") from None
+
+
+class LogUnreadable(Exception):
+    """The log is not in this host's log folder, and the worker that ran the try could not
+    be read; the message names the worker, the URL tried and why."""
+
+
+def worker_fate(session: Session, hostname: str, threshold: float) -> str | None:
+    """Why the worker named ``hostname`` may be beyond reach, from its ``job`` rows: gone
+    (its latest row ended, or stopped heartbeating ``threshold`` seconds ago) or never seen;
+    None while it heartbeats (then the network or its log server is at fault)."""
+    from squall.worker.worker_job import JOB_TYPE  # the worker's modules only when needed
+
+    job = session.scalars(select(Job).where(Job.job_type == JOB_TYPE, Job.hostname == hostname)
+                          .order_by(Job.id.desc()).limit(1)).first()
+    if job is None:
+        return f"no worker named {hostname} has a job row: it is gone, or never ran here"
+    if job.state != JobState.RUNNING:
+        when = f" at {job.end_date.isoformat(timespec='seconds')}" if job.end_date else ""
+        return f"worker {hostname} is gone: it stopped{when}"
+    beat = job.latest_heartbeat
+    if beat is not None and (utcnow() - beat).total_seconds() > threshold:
+        return (f"worker {hostname} is gone: no heartbeat since "
+                f"{beat.isoformat(timespec='seconds')}")
+    return None
