@@ -107,7 +107,7 @@ class DAG:
         schedule = _deprecated_schedule(dag_id, schedule, schedule_interval, timetable)
         if concurrency is not None:
             warn_deprecated(f"DAG {dag_id}: concurrency is deprecated; use max_active_tasks")
-            if max_active_tasks is None:
+            if concurrency or max_active_tasks is None:  # Airflow 2.10: it wins when set
                 max_active_tasks = concurrency
         if full_filepath is not None:
             warn_deprecated(f"DAG {dag_id}: full_filepath is deprecated and has no effect; "
@@ -340,22 +340,21 @@ def dag(dag_id: Any = None, **dag_kwargs: Any) -> Any:
 
 def _deprecated_schedule(dag_id: str, schedule: Any, schedule_interval: Any,
                          timetable: Timetable | None) -> Any:
-    """The schedule given by ``schedule`` or one of its deprecated names (Airflow 2.10
-    warns for each and allows only one of the three)."""
+    """The schedule given by ``schedule`` or one of its deprecated names, by Airflow 2.10's
+    rules: a warning for each deprecated name given; at most one of the three set to
+    something (not None / empty); ``timetable``, then ``schedule_interval``, wins."""
     given = [name for name, value in (("schedule", schedule),
                                       ("schedule_interval", schedule_interval),
                                       ("timetable", timetable))
-             if value is not _UNSET and value is not None]
+             if value is not _UNSET and bool(value)]
     if len(given) > 1:
         raise DagDefinitionError(f"DAG {dag_id}: give only one of {', '.join(given)}")
     if schedule_interval is not _UNSET:
         warn_deprecated(f"DAG {dag_id}: schedule_interval is deprecated; use schedule")
-        if schedule is _UNSET:
-            schedule = schedule_interval
     if timetable is not None:
         warn_deprecated(f"DAG {dag_id}: timetable is deprecated; use schedule")
-        schedule = timetable
-    return schedule
+        return timetable
+    return schedule_interval if schedule_interval is not _UNSET else schedule
 
 
 def get_current_dag() -> DAG | None:
