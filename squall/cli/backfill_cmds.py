@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from squall.cli.common import CliContext, CliError, add_output_flag, console, print_rows
+from squall.cli.common import (
+    CliContext,
+    CliError,
+    add_output_flag,
+    ask_yes,
+    console,
+    print_rows,
+)
 from squall.cli.dags_cmds import _parse_conf, _parse_date
 from squall.cli.runs_cmds import _subcommands, load_dag
 from squall.common.db import session_scope
@@ -205,11 +212,10 @@ def backfill(ctx: CliContext, args: argparse.Namespace) -> int:
                              if args.rerun_failed_tasks or args.reset_dagruns else ""))
             return 0
         what = _what(plan)
-        if not args.yes and sys.stdin.isatty():
-            answer = input(f"Backfill {dag.dag_id}: {what}. Go on? [y/N] ")
-            if answer.strip().lower() not in ("y", "yes"):
-                print("Cancelled, nothing created")
-                return 1
+        if (not args.yes and sys.stdin.isatty()
+                and not ask_yes(f"Backfill {dag.dag_id}: {what}. Go on?")):
+            print("Cancelled, nothing created")
+            return 1
         row = create_backfill(session, plan, max_active_runs=max_active_runs, conf=conf,
                               options=options, dag=dag, now=utcnow())
         backfill_id = row.id

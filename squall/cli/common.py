@@ -103,6 +103,16 @@ def confirm(question: str, *, no_terminal: str, cancelled: str) -> None:
     there is none to ask on, and with ``cancelled`` unless the answer is yes."""
     if not sys.stdin.isatty():
         raise CliError(no_terminal)
-    answer = input(f"{question} [y/N] ")
-    if answer.strip().lower() not in ("y", "yes"):
+    if not ask_yes(question):
         raise CliError(cancelled)
+
+
+def ask_yes(question: str) -> bool:
+    """Ask ``question`` with ``[y/N]`` on the terminal: whether the answer is yes. The end of
+    the input (Ctrl-D) is a no, as an empty answer is."""
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        print()  # end the prompt's line, which the user's Enter would have ended
+        return False
+    return answer.strip().lower() in ("y", "yes")

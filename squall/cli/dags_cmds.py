@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from squall.cli.common import CliContext, CliError, add_output_flag, console, print_rows
 from squall.common.db import session_scope
@@ -145,6 +145,10 @@ def list_dags(ctx: CliContext, args: argparse.Namespace) -> int:
         data = [{"dag_id": d.dag_id, "fileloc": d.fileloc, "owners": d.owners,
                  "is_paused": d.is_paused, "schedule": d.schedule,
                  "tags": ",".join(d.tags or [])} for d in rows]
+        failed = session.scalar(select(func.count()).select_from(ImportError_)) or 0
+    if failed:  # as Airflow 2's `dags list` says it, on stderr: stdout stays the list
+        print(f"Error: Failed to load all files ({failed} file(s) with import errors). For "
+              "details, run `squall dags list-import-errors`", file=sys.stderr)
     print_rows(data, ["dag_id", "fileloc", "owners", "is_paused", "schedule", "tags"],
                args.output)
     return 0

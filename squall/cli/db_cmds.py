@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from squall.cli.common import CliContext, CliError
+from squall.cli.common import CliContext, CliError, ask_yes
 from squall.common import dbops
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,7 @@ def reset(ctx: CliContext, args: argparse.Namespace) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
             raise CliError("db reset deletes every DAG run and task instance: pass --yes")
-        answer = input(f"Delete all Squall data in {_where(ctx)}? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
+        if not ask_yes(f"Delete all Squall data in {_where(ctx)}?"):
             print("Cancelled.")
             return 1
     ctx.ensure_home()

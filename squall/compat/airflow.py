@@ -129,6 +129,7 @@ SUPPORTED_MODULES: Final[dict[str, dict[str, str]]] = {
         "AirflowSensorTimeout": "squall.common.errors:SensorTimeout",
         "AirflowTaskTimeout": "squall.common.errors:TaskTimedOut",
         "AirflowException": "squall.common.errors:SquallError",
+        "RemovedInAirflow3Warning": "squall.sdk.deprecation:DeprecatedArgumentWarning",
     },
     "airflow.utils": {},
     "airflow.utils.trigger_rule": {"TriggerRule": "squall.sdk.trigger_rule:TriggerRule"},

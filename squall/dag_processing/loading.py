@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,8 @@ class FileLoadResult:
     path: str
     dags: list[DAG] = field(default_factory=list)
     error: str | None = None
+    #: the warnings the import emitted (``file:line: Category: message``, each once)
+    warnings: list[str] = field(default_factory=list)
 
 
 class _ImportTimedOut(BaseException):
@@ -165,7 +168,8 @@ def load_file(
             from squall.compat import airflow as airflow_compat_layer
 
             airflow_compat_layer.install()
-        with _alarm(timeout), authoring_defaults(dag_defaults):
+        with _alarm(timeout), authoring_defaults(dag_defaults), \
+                _recorded_warnings(filepath, result.warnings):
             spec = importlib.util.spec_from_file_location(name, filepath)
             if spec is None or spec.loader is None:
                 raise ImportError(f"cannot import {filepath}")
@@ -205,6 +209,28 @@ def load_file(
         result.error = "\n".join([_header(filepath), *errors])
     return result
 
+
+
+@contextlib.contextmanager
+def _recorded_warnings(filepath: str, into: list[str]) -> Iterator[None]:
+    """Record the warnings raised inside (deprecated Airflow 2 arguments, ...) into ``into``
+    and log each once, instead of letting the process's warning filters print them or (as
+    with ``-W error``) turn them into an import error of the file. A filter the DAG file
+    itself sets (e.g. to ignore a category) still applies."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for w in caught:
+                category = w.category.__name__
+                if w.category.__module__ != "builtins":
+                    category = f"{w.category.__module__}.{category}"
+                text = f"{w.filename}:{w.lineno}: {category}: {w.message}"
+                if text not in into:
+                    into.append(text)
+    for text in into:
+        log.warning("%s", text)
 
 
 def _duplicate_message(dag_id: str, first_file: str) -> str:

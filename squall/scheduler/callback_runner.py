@@ -246,6 +246,6 @@ def run_callback(settings: Settings, session_factory: SessionFactory,
         log.info("%s: the DAG has none (any more); nothing run", request.describe())
         return False
     dag_callback({"dag": dag, "dag_run": dag_run, "run_id": dag_run.run_id, "reason": reason})
-    log.info("DagRun %s %s: ran the DAG's %s (%s)", dag.dag_id, dag_run.run_id,
-             request.kind.callback_name, reason)
+    log.info("DagRun %s %s: ran the DAG's %s%s", dag.dag_id, dag_run.run_id,
+             request.kind.callback_name, f" ({reason})" if reason else "")
     return True

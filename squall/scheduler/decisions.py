@@ -158,7 +158,8 @@ def update_dag_run(
                          changed=changed, waiting_on_past={
                              ti.task_id: why for ti, why in plan.waiting_on_past}, tis=tis)
     _finish(dag_run, final, now)
-    log.info("DagRun %s %s: %s (%s)", dag_run.dag_id, dag_run.run_id, final.value, reason)
+    log.info("DagRun %s %s: %s%s", dag_run.dag_id, dag_run.run_id, final.value,
+             f" ({reason})" if reason else "")
     return RunUpdate(schedulable=[], state=final, finished_now=True, reason=reason,
                      changed=changed, tis=tis)
 

@@ -21,6 +21,7 @@ from squall.common.errors import (
     TaskNotFound,
 )
 from squall.sdk.dag_defaults import current_defaults
+from squall.sdk.deprecation import warn_deprecated
 from squall.sdk.timetables import Timetable, coerce_datetime, timetable_from_schedule
 
 if TYPE_CHECKING:
@@ -60,8 +61,10 @@ class DagContext:
 class DAG:
     """A workflow: tasks, their dependencies and when to run them.
 
-    ``schedule`` (or its older name ``schedule_interval``) is a cron string, a preset
-    (``@daily`` ...), a ``timedelta``, a :class:`Timetable` or ``None`` (manual only).
+    ``schedule`` is a cron string, a preset (``@daily`` ...), a ``timedelta``, a
+    :class:`Timetable` or ``None`` (manual only). Its deprecated names ``schedule_interval``
+    and ``timetable``, ``concurrency`` (``max_active_tasks``) and ``full_filepath`` (no
+    effect) are accepted with a warning (:mod:`squall.sdk.deprecation`).
 
     ``catchup``, ``max_active_runs`` and ``max_active_tasks`` left out, and the time zone of
     a DAG whose ``start_date`` is naive or missing, come from the deployment's settings
@@ -95,18 +98,20 @@ class DAG:
         is_paused_upon_creation: bool | None = None,
         owner_links: dict[str, str] | None = None,
         timezone: str | None = None,
+        timetable: Timetable | None = None,
+        full_filepath: str | None = None,
     ) -> None:
         if not isinstance(dag_id, str) or not dag_id:
             raise DagDefinitionError(f"dag_id must be a non-empty string, got {dag_id!r}")
         _validate_key(dag_id, "dag_id")
-        if schedule is not _UNSET and schedule_interval is not _UNSET:
-            raise DagDefinitionError(
-                f"DAG {dag_id}: give either schedule or schedule_interval, not both"
-            )
-        if max_active_tasks is not None and concurrency is not None:
-            raise DagDefinitionError(
-                f"DAG {dag_id}: give either max_active_tasks or concurrency, not both"
-            )
+        schedule = _deprecated_schedule(dag_id, schedule, schedule_interval, timetable)
+        if concurrency is not None:
+            warn_deprecated(f"DAG {dag_id}: concurrency is deprecated; use max_active_tasks")
+            if concurrency or max_active_tasks is None:  # Airflow 2.10: it wins when set
+                max_active_tasks = concurrency
+        if full_filepath is not None:
+            warn_deprecated(f"DAG {dag_id}: full_filepath is deprecated and has no effect; "
+                            "leave it out")
         defaults = current_defaults()
         self.dag_id = dag_id
         self.description = description
@@ -117,9 +122,7 @@ class DAG:
         self.start_date = coerce_datetime(start, self.timezone)
         end = end_date if end_date is not None else self.default_args.get("end_date")
         self.end_date = coerce_datetime(end, self.timezone)
-        raw_schedule = schedule if schedule is not _UNSET else schedule_interval
-        if raw_schedule is _UNSET:
-            raw_schedule = None
+        raw_schedule = None if schedule is _UNSET else schedule
         self.schedule: Any = raw_schedule
         self.timetable: Timetable = timetable_from_schedule(raw_schedule, self.timezone)
         self.catchup = defaults.catchup if catchup is None else bool(catchup)
@@ -128,9 +131,8 @@ class DAG:
         if not isinstance(max_active_runs, int) or max_active_runs < 1:
             raise DagDefinitionError(f"DAG {dag_id}: max_active_runs must be an int >= 1")
         self.max_active_runs = max_active_runs
-        active_tasks = max_active_tasks if max_active_tasks is not None else concurrency
         self.max_active_tasks: int = (
-            defaults.max_active_tasks if active_tasks is None else int(active_tasks)
+            defaults.max_active_tasks if max_active_tasks is None else int(max_active_tasks)
         )
         if self.max_active_tasks < 1:
             raise DagDefinitionError(f"DAG {dag_id}: max_active_tasks must be >= 1")
@@ -334,6 +336,25 @@ def dag(dag_id: Any = None, **dag_kwargs: Any) -> Any:
         return factory
 
     return decorator
+
+
+def _deprecated_schedule(dag_id: str, schedule: Any, schedule_interval: Any,
+                         timetable: Timetable | None) -> Any:
+    """The schedule given by ``schedule`` or one of its deprecated names, by Airflow 2.10's
+    rules: a warning for each deprecated name given; at most one of the three set to
+    something (not None / empty); ``timetable``, then ``schedule_interval``, wins."""
+    given = [name for name, value in (("schedule", schedule),
+                                      ("schedule_interval", schedule_interval),
+                                      ("timetable", timetable))
+             if value is not _UNSET and bool(value)]
+    if len(given) > 1:
+        raise DagDefinitionError(f"DAG {dag_id}: give only one of {', '.join(given)}")
+    if schedule_interval is not _UNSET:
+        warn_deprecated(f"DAG {dag_id}: schedule_interval is deprecated; use schedule")
+    if timetable is not None:
+        warn_deprecated(f"DAG {dag_id}: timetable is deprecated; use schedule")
+        return timetable
+    return schedule_interval if schedule_interval is not _UNSET else schedule
 
 
 def get_current_dag() -> DAG | None:

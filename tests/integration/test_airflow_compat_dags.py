@@ -123,6 +123,26 @@ def test_airflow2_dag_files_under_dags_test(tmp_path: Path) -> None:
     assert ran["states"] == {"latest_only": "success", "work": "success", "after": "success"}
 
 
+def test_deprecated_airflow2_arguments_under_dags_test(tmp_path: Path) -> None:
+    """af2_deprecated.py passes the arguments Airflow 2.10 accepts with a deprecation
+    warning; the file loads, the warnings are shown, and the arguments have their effect
+    (the trigger rules 'dummy' and 'none_failed_or_skipped' let tasks after a skip run)."""
+    cluster = Cluster(home=tmp_path / "home", db_url=f"sqlite:///{tmp_path / 'squall.db'}",
+                      broker_url="", result_backend="")
+    shutil.copy(DAGS / "af2_deprecated.py", cluster.dags_folder / "af2_deprecated.py")
+    cluster.extra_env.update(COMPAT)
+    cluster.cli("db", "migrate")
+    listed = cluster.cli("dags", "list", "-o", "json")
+    assert [d["dag_id"] for d in json.loads(listed.stdout)] == ["af2_deprecated"]
+    assert "provide_context is deprecated and has no effect" in listed.stderr
+    assert cluster.cli("dags", "list-import-errors").stdout.strip() == "No import errors."
+
+    ran = _dags_test(cluster, "af2_deprecated", "2024-01-01")
+    assert ran["states"] == {"greet": "success", "skipped": "skipped", "ok": "success",
+                             "joined": "success", "after_skip": "success"}
+    assert _xcom(cluster, "af2_deprecated", ran["run_id"], "greet") == "hello 2024-01-01"
+
+
 @pytest.fixture
 def pg_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
     c = make_cluster(request, "redis-pg", tmp_path / "home")

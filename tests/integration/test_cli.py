@@ -297,6 +297,15 @@ def test_dags_list_shows_the_good_dags(dag_home: Path) -> None:
     assert rows["alpha"]["tags"] == "team"
     assert rows["beta"]["fileloc"] == str(dag_home / "dags" / "beta.py")
     assert all(row["is_paused"] is False for row in rows.values())
+    # broken.py failed to load: said on stderr (as Airflow 2's dags list says it), with how
+    # to see why; stdout is the list alone
+    assert proc.stderr.strip() == (
+        "Error: Failed to load all files (1 file(s) with import errors). For details, run "
+        "`squall dags list-import-errors`")
+
+    (dag_home / "dags" / "broken.py").unlink()
+    proc = ok(squall(dag_home, "dags", "list"))
+    assert "alpha" in proc.stdout and proc.stderr == ""
 
 
 def test_dags_list_import_errors_explains_the_broken_file(dag_home: Path) -> None:

@@ -397,6 +397,21 @@ def test_run_state_is_decided_by_the_leaves(session_factory: SessionFactory) -> 
     assert end.reason is not None and "report" in end.reason
 
 
+def test_the_run_s_end_is_logged_with_its_reason_if_it_has_one(
+        session_factory: SessionFactory, caplog: pytest.LogCaptureFixture) -> None:
+    dag = chain_dag("logged", 1)
+    ok_run = new_run(session_factory, dag, state=DagRunState.RUNNING)
+    failed_run = new_run(session_factory, dag, logical_date=DAY2, state=DagRunState.RUNNING)
+    set_ti(session_factory, "logged", ok_run, "t0", state=TI.SUCCESS)
+    set_ti(session_factory, "logged", failed_run, "t0", state=TI.FAILED)
+    with caplog.at_level(logging.INFO, logger="squall.scheduler.decisions"):
+        step(session_factory, dag, ok_run)
+        step(session_factory, dag, failed_run)
+    ended = [r.getMessage() for r in caplog.records if r.getMessage().startswith("DagRun")]
+    assert ended == [f"DagRun logged {ok_run}: success",
+                     f"DagRun logged {failed_run}: failed (task failure: t0)"]
+
+
 def test_removed_task_instances_do_not_block_the_run(session_factory: SessionFactory) -> None:
     full = chain_dag("orphans", 2)
     run_id = new_run(session_factory, full, state=DagRunState.RUNNING)

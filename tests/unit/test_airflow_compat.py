@@ -23,6 +23,7 @@ from squall.common.errors import SquallError
 from squall.compat import airflow as compat
 from squall.compat.airflow import SUPPORTED_MODULES, AirflowCompatError
 from squall.sdk.dag import DAG
+from squall.sdk.deprecation import DeprecatedArgumentWarning
 from squall.sdk.trigger_rule import TriggerRule
 
 #: what the brief promises: airflow module -> attributes (each a Squall object)
@@ -47,6 +48,7 @@ EXPECTED: dict[str, set[str]] = {
         "AirflowSensorTimeout",
         "AirflowTaskTimeout",
         "AirflowException",
+        "RemovedInAirflow3Warning",
     },
     "airflow.utils": set(),
     "airflow.utils.trigger_rule": {"TriggerRule"},
@@ -518,7 +520,8 @@ def _import_file(path: Path, name: str) -> ModuleType:
 def test_airflow_dag_file_loads_unchanged(installed: None, tmp_path: Path) -> None:
     path = tmp_path / "airflow_style.py"
     path.write_text(AIRFLOW_DAG_FILE)
-    module = _import_file(path, "squall_test_airflow_style_dag")
+    with pytest.warns(DeprecatedArgumentWarning, match="schedule_interval is deprecated"):
+        module = _import_file(path, "squall_test_airflow_style_dag")
 
     dag = module.dag
     assert isinstance(dag, DAG)

@@ -29,6 +29,7 @@ from squall.execution.runner import become_run_as_user
 from squall.scheduler.local_run import ensure_dag_row, run_dag_locally
 from squall.scheduler.triggered_runs import trigger_dag_run
 from squall.sdk.dag import DAG
+from squall.sdk.deprecation import DeprecatedArgumentWarning
 from squall.sdk.operators.empty import EmptyOperator
 from squall.sdk.operators.latest_only import LatestOnlyOperator
 from squall.sdk.operators.python import PythonOperator
@@ -270,7 +271,8 @@ def test_trigger_dag_run_creates_a_queued_run(sqlite_session_factory: SessionFac
     factory = sqlite_session_factory
     target = _upstream_dag()
     _sync(factory, target)
-    with DAG("controller", start_date=START, schedule=None):
+    with DAG("controller", start_date=START, schedule=None), pytest.warns(
+            DeprecatedArgumentWarning, match="execution_date is deprecated; use logical_date"):
         trigger = TriggerDagRunOperator(task_id="go", trigger_dag_id="upstream",
                                         trigger_run_id="from_{{ ds_nodash }}",
                                         conf={"day": "{{ ds }}"},

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from squall.common.errors import DagDefinitionError
 from squall.sdk.dag_defaults import current_defaults
+from squall.sdk.deprecation import warn_deprecated
 from squall.sdk.edges import DependencyMixin
 from squall.sdk.timetables import coerce_datetime
 from squall.sdk.trigger_rule import TriggerRule, WeightRule
@@ -158,6 +159,7 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
         if not isinstance(task_id, str) or not task_id:
             raise DagDefinitionError(f"task_id must be a non-empty string, got {task_id!r}")
         _validate_key(task_id, "task_id")
+        trigger_rule = _renamed_trigger_rule(str(trigger_rule), type(self).__name__, task_id)
         if not TriggerRule.is_valid(str(trigger_rule)):
             raise DagDefinitionError(
                 f"task {task_id}: unknown trigger_rule {trigger_rule!r} "
@@ -165,10 +167,9 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
             )
         if str(weight_rule) not in {w.value for w in WeightRule}:
             raise DagDefinitionError(f"task {task_id}: unknown weight_rule {weight_rule!r}")
-        if max_active_tis_per_dag is not None and task_concurrency is not None:
-            raise DagDefinitionError(
-                f"task {task_id}: give max_active_tis_per_dag or task_concurrency, not both"
-            )
+        if task_concurrency is not None:
+            warn_deprecated(f"{type(self).__name__}({task_id!r}): task_concurrency is "
+                            "deprecated; use max_active_tis_per_dag")
         if pool_slots < 1:
             raise DagDefinitionError(f"task {task_id}: pool_slots must be >= 1")
         if retries is not None and (not isinstance(retries, int) or retries < 0):
@@ -464,6 +465,22 @@ def iter_xcom_args(value: Any) -> list[XComArg]:
         elif isinstance(item, list | tuple | set | frozenset):
             stack.extend(item)
     return found
+
+
+#: trigger rule names Airflow 2 still accepts (with a warning) -> the rule they now are
+_RENAMED_TRIGGER_RULES = {
+    "dummy": TriggerRule.ALWAYS,
+    "none_failed_or_skipped": TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+}
+
+
+def _renamed_trigger_rule(rule: str, operator: str, task_id: str) -> str:
+    new = _RENAMED_TRIGGER_RULES.get(rule)
+    if new is None:
+        return rule
+    warn_deprecated(f"{operator}({task_id!r}): trigger_rule {rule!r} is deprecated; "
+                    f"use {new.value!r}")
+    return new.value
 
 
 def _as_list(value: Any) -> list[Any]:

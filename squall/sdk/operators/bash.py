@@ -12,6 +12,7 @@ from collections.abc import Container, Iterator, Sequence
 from typing import Any
 
 from squall.common.errors import BashCommandFailed, DagDefinitionError, TaskSkipped
+from squall.sdk.deprecation import warn_deprecated
 from squall.sdk.operators.base import BaseOperator, Context
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,14 @@ class BashOperator(BaseOperator):
         output_encoding: str = "utf-8",
         skip_on_exit_code: int | Container[int] | None = 99,
         cwd: str | None = None,
+        skip_exit_code: int | None = None,  # deprecated name of skip_on_exit_code
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if skip_exit_code is not None:
+            warn_deprecated(f"{type(self).__name__}({self.task_id!r}): skip_exit_code is "
+                            "deprecated; use skip_on_exit_code")
+            skip_on_exit_code = skip_exit_code
         if not isinstance(bash_command, str):
             raise DagDefinitionError(
                 f"task {kwargs.get('task_id')}: bash_command must be a string, "

@@ -8,6 +8,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from squall.common.errors import DagDefinitionError, InvalidBranchError
+from squall.sdk.deprecation import warn_deprecated
 from squall.sdk.operators.base import BaseOperator, Context
 
 if TYPE_CHECKING:
@@ -183,9 +184,14 @@ class PythonOperator(BaseOperator):
         templates_dict: dict[str, Any] | None = None,
         templates_exts: list[str] | tuple[str, ...] | None = None,
         show_return_value_in_logs: bool = True,
+        provide_context: bool | None = None,  # Airflow 1's; deprecated, no effect
         **kwargs: Any,
     ) -> None:
         require_callable(python_callable, kwargs.get("task_id"))
+        if provide_context is not None:
+            warn_deprecated(f"{type(self).__name__}({kwargs.get('task_id')!r}): "
+                            "provide_context is deprecated and has no effect (the callable "
+                            "gets the context entries its signature names); leave it out")
         super().__init__(**kwargs)
         self.python_callable = python_callable
         self.op_args: Any = op_args if op_args is not None else []

@@ -24,6 +24,7 @@ from squall.common.db import session_scope
 from squall.common.errors import DagDefinitionError, DagRunAlreadyExists, SquallError, TaskSkipped
 from squall.common.models import DagRun, utcnow
 from squall.common.state import DagRunState, DagRunType
+from squall.sdk.deprecation import warn_deprecated
 from squall.sdk.operators.base import BaseOperator, Context, session_factory_of
 from squall.sdk.sensors.base import SYSTEM_CLOCK, SensorClock
 
@@ -105,9 +106,11 @@ class TriggerDagRunOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if execution_date is not None and logical_date is not None:
-            raise DagDefinitionError(
-                f"task {self.task_id}: give execution_date or logical_date, not both")
+        if execution_date is not None:
+            # Airflow 2.10: deprecated, and it wins over logical_date
+            warn_deprecated(f"{type(self).__name__}({self.task_id!r}): execution_date is "
+                            "deprecated; use logical_date")
+            logical_date = execution_date
         if deferrable:
             raise DagDefinitionError(
                 f"task {self.task_id}: deferrable operators are not supported by Squall "
