@@ -106,8 +106,13 @@ def test_a_dead_workers_try_is_retried_on_the_other_worker_within_90_s(
         ti = cluster.task_instances("deadworker", run_id)["t0"]
         return ti.try_number == 2 and ti.state in ("running", "success")
 
-    wait_until(second_try_started, DEAD_WORKER_RETRY_SECONDS + 10, interval=0.5,
-               message=f"try 2 to start (the kill was at {killed_at:.1f})")
+    try:
+        wait_until(second_try_started, DEAD_WORKER_RETRY_SECONDS + 10, interval=0.5,
+                   message=f"try 2 to start after the kill of {dead}")
+    except AssertionError as exc:
+        ti = cluster.task_instances("deadworker", run_id)["t0"]
+        raise AssertionError(f"{exc}: t0 is {ti.state} at try {ti.try_number} "
+                             f"({ti.state_reason})\n{cluster.logs()}") from None
     ti = cluster.task_instances("deadworker", run_id)["t0"]
     assert ti.start_date is not None
     delay = ti.start_date.timestamp() - killed_at
