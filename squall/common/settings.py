@@ -121,7 +121,10 @@ class SchedulerSettings(_Section):
     job_heartbeat_sec: float = Field(default=5.0, gt=0)
     scheduler_heartbeat_sec: float = Field(default=5.0, gt=0)
     scheduler_idle_sleep_time: float = Field(default=1.0, gt=0)
-    zombie_threshold: float = Field(default=300.0, gt=0)
+    #: a RUNNING try whose supervisor has not heartbeated for this long is a zombie and is
+    #: retried elsewhere; the supervisor's heartbeat lease (ADR 17) is this less a margin, so
+    #: a database outage longer than that lease (47.5 s at the defaults) ends running tries
+    zombie_threshold: float = Field(default=60.0, gt=0)
     zombie_detection_interval: float = Field(default=10.0, gt=0)
     task_queued_timeout: float = Field(default=600.0, gt=0)
     #: a scheduler whose job heartbeat is older than this is dead: others adopt its tasks

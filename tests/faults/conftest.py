@@ -102,6 +102,14 @@ def start_with_env(cluster: Cluster, start: Callable[[], Proc], **env: str) -> P
         return start()
 
 
+#: what :class:`Cluster` sets to speed up heartbeats and the scheduler loop; a cluster at the
+#: default settings leaves them out (the DAG parse intervals stay short: they only matter
+#: before the first run)
+TIMING_ENV = frozenset({"SQUALL__SCHEDULER__JOB_HEARTBEAT_SEC",
+                        "SQUALL__SCHEDULER__SCHEDULER_HEARTBEAT_SEC",
+                        "SQUALL__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"})
+
+
 def fast_env(overrides: dict[str, dict[str, object]] | None = None) -> dict[str, str]:
     values = {section: dict(keys) for section, keys in FAST.items()}
     for section, keys in (overrides or {}).items():
@@ -110,44 +118,58 @@ def fast_env(overrides: dict[str, dict[str, object]] | None = None) -> dict[str,
 
 
 def new_cluster(home: Path, db_url: str, broker_url: str, result_backend: str,
-                overrides: dict[str, dict[str, object]] | None = None) -> Cluster:
-    cluster = Cluster(home=home, db_url=db_url, broker_url=broker_url,
-                      result_backend=result_backend, extra_env=fast_env(overrides))
-    return cluster
+                overrides: dict[str, dict[str, object]] | None = None, *,
+                defaults: bool = False) -> Cluster:
+    """With :data:`FAST` and ``overrides``; ``defaults``: with ``overrides`` only, and
+    without :data:`TIMING_ENV` (heartbeats, thresholds and the lease at their defaults)."""
+    if defaults:
+        return Cluster(home=home, db_url=db_url, broker_url=broker_url,
+                       result_backend=result_backend, extra_env=settings_env(overrides or {}),
+                       unset_env=TIMING_ENV)
+    return Cluster(home=home, db_url=db_url, broker_url=broker_url,
+                   result_backend=result_backend, extra_env=fast_env(overrides))
 
 
 def redis_pg_cluster(request: pytest.FixtureRequest, home: Path,
-                     overrides: dict[str, dict[str, object]] | None = None) -> Cluster:
+                     overrides: dict[str, dict[str, object]] | None = None, *,
+                     defaults: bool = False) -> Cluster:
     """Private Redis (flushed) + the session PostgreSQL test database (cleaned)."""
     redis_server: RedisServer = request.getfixturevalue("redis_server")
     redis_server.flushall()
     engine = request.getfixturevalue("_pg_engine")
     _pg_clean(engine)
     return new_cluster(home, engine.url.render_as_string(hide_password=False),
-                       redis_server.db_url(0), redis_server.db_url(1), overrides)
+                       redis_server.db_url(0), redis_server.db_url(1), overrides,
+                       defaults=defaults)
 
 
 def standalone_cluster(home: Path,
-                       overrides: dict[str, dict[str, object]] | None = None) -> Cluster:
+                       overrides: dict[str, dict[str, object]] | None = None, *,
+                       defaults: bool = False) -> Cluster:
     """The embedded default: SQLite and the embedded broker and result backend."""
-    return new_cluster(home, f"sqlite:///{home / 'squall.db'}", "", "", overrides)
+    return new_cluster(home, f"sqlite:///{home / 'squall.db'}", "", "", overrides,
+                       defaults=defaults)
 
 
 def make_cluster(request: pytest.FixtureRequest, kind: str, home: Path,
-                 overrides: dict[str, dict[str, object]] | None = None) -> Cluster:
+                 overrides: dict[str, dict[str, object]] | None = None, *,
+                 defaults: bool = False) -> Cluster:
     if kind == "redis-pg":
-        return redis_pg_cluster(request, home, overrides)
-    return standalone_cluster(home, overrides)
+        return redis_pg_cluster(request, home, overrides, defaults=defaults)
+    return standalone_cluster(home, overrides, defaults=defaults)
 
 
 @pytest.fixture
 def cluster_factory(request: pytest.FixtureRequest, tmp_path: Path
                     ) -> Iterator[Callable[..., Cluster]]:
-    """``cluster_factory(kind, overrides=None)``: a cluster stopped at teardown."""
+    """``cluster_factory(kind, overrides=None, defaults=False)``: a cluster (see
+    :func:`new_cluster`) stopped at teardown."""
     made: list[Cluster] = []
 
-    def make(kind: str, overrides: dict[str, dict[str, object]] | None = None) -> Cluster:
-        cluster = make_cluster(request, kind, tmp_path / f"home{len(made)}", overrides)
+    def make(kind: str, overrides: dict[str, dict[str, object]] | None = None, *,
+             defaults: bool = False) -> Cluster:
+        cluster = make_cluster(request, kind, tmp_path / f"home{len(made)}", overrides,
+                               defaults=defaults)
         made.append(cluster)
         return cluster
 

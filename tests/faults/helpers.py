@@ -6,6 +6,7 @@ import os
 import signal
 from pathlib import Path
 
+from squall.common.procutil import descendant_pids
 from tests.support.cluster import Cluster, Proc
 from tests.support.faults import (
     execution_counts,
@@ -53,6 +54,30 @@ def sigkill_group(cluster: Cluster, proc: Proc, timeout: float = 10) -> None:
     proc.stopped = True
     kill_process_group(proc.process.pid, signal.SIGKILL)
     proc.process.wait(timeout)
+
+
+def sigkill_tree(root: int) -> list[int]:
+    """SIGKILL ``root`` and every process descended from it, as a lost host or ``docker
+    kill`` ends them all at once; returns their pids. They are stopped first (SIGSTOP),
+    until no new descendant shows up, so none forks, restarts a child or reacts meanwhile."""
+    pids = [root]
+    while True:
+        for pid in pids:
+            _signal(pid, signal.SIGSTOP)
+        found = [root, *descendant_pids(root)]
+        if set(found) <= set(pids):
+            break
+        pids = list(dict.fromkeys([*pids, *found]))
+    for pid in pids:
+        _signal(pid, signal.SIGKILL)
+    return pids
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def sigkill_task_process(pid: int) -> None:

@@ -16,6 +16,7 @@ from tests.faults.helpers import (
     assert_each_try_once,
     sigkill_group,
     sigkill_task_process,
+    sigkill_tree,
     wait_for_execution,
     wait_for_states,
 )
@@ -66,6 +67,62 @@ def test_sigkilled_worker_becomes_zombie_and_is_retried_elsewhere(
                    message="the zombies_killed metric")
     finally:
         statsd.close()
+
+
+#: issue 22: at the default settings a dead worker's try is retried within this long
+DEAD_WORKER_RETRY_SECONDS = 90.0
+
+
+def test_a_dead_workers_try_is_retried_on_the_other_worker_within_90_s(
+        cluster_factory: Callable[..., Cluster]) -> None:
+    """Fault: every process of the worker running try 1 -- the Celery main process, its pool
+    processes, their fork servers and the task process -- is SIGKILLed at once, as when its
+    host is lost or its container is ``docker kill``ed. At the default settings (zombie
+    threshold, heartbeats, lease and detection interval not overridden) try 2 starts on the
+    other worker within 90 s of the kill, by the task instance's ``start_date``; no process
+    of try 1 was alive by then; each try executed once and the run succeeds."""
+    cluster = cluster_factory("redis-pg", defaults=True)
+    exec_log = write_dag(cluster, "deadworker", sleep_first=600, sleep_later=0, retries=1)
+    workers = {name: cluster.start_worker(name, concurrency=1, wait=False)
+               for name in ("w1", "w2")}
+    cluster.start_scheduler()
+    run_id = trigger(cluster, "deadworker")
+    task_pid = wait_for_execution(cluster, exec_log, "t0", 1, timeout=90)
+    wait_for_states(cluster, "deadworker", run_id, {"running"}, 1)
+    first = cluster.task_instances("deadworker", run_id)["t0"]
+    assert first.hostname is not None, first
+    dead = first.hostname.split("@")[0]
+    [other] = set(workers) - {dead}
+    workers[dead].stopped = True
+    killed = sigkill_tree(workers[dead].process.pid)
+    killed_at = time.time()
+    assert task_pid in killed, (task_pid, killed)
+    workers[dead].process.wait(10)
+    wait_until(lambda: all(process_gone(pid) for pid in killed), 10,
+               message="every process of the dead worker to be gone")
+    gone_at = time.time()
+
+    def second_try_started() -> bool:
+        ti = cluster.task_instances("deadworker", run_id)["t0"]
+        return ti.try_number == 2 and ti.state in ("running", "success")
+
+    try:
+        wait_until(second_try_started, DEAD_WORKER_RETRY_SECONDS + 10, interval=0.5,
+                   message=f"try 2 to start after the kill of {dead}")
+    except AssertionError as exc:
+        ti = cluster.task_instances("deadworker", run_id)["t0"]
+        raise AssertionError(f"{exc}: t0 is {ti.state} at try {ti.try_number} "
+                             f"({ti.state_reason})\n{cluster.logs()}") from None
+    ti = cluster.task_instances("deadworker", run_id)["t0"]
+    assert ti.start_date is not None
+    delay = ti.start_date.timestamp() - killed_at
+    assert delay <= DEAD_WORKER_RETRY_SECONDS, f"try 2 started {delay:.1f} s after the kill"
+    assert ti.hostname is not None and ti.hostname.startswith(f"{other}@"), ti.hostname
+    assert gone_at < ti.start_date.timestamp(), "try 2 started before try 1's processes died"
+    assert cluster.wait_for_run("deadworker", run_id, timeout=30) == "success", cluster.logs()
+    ti = cluster.task_instances("deadworker", run_id)["t0"]
+    assert (ti.state, ti.try_number) == ("success", 2), ti.state_reason
+    assert execution_counts(exec_log) == {("t0", 1): 1, ("t0", 2): 1}
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -126,7 +126,8 @@ class World:
     key: TaskInstanceKey
     command: TaskRunCommand
     celery_id: str
-    threshold: float
+    threshold: float  # zombie_threshold and job_heartbeat_sec, as the supervisor has them
+    heartbeat: float
 
     @property
     def switch(self) -> Path:
@@ -168,16 +169,20 @@ def alive(pid: int) -> bool:
     return stat[stat.rfind(")") + 2] != "Z"
 
 
-def make_world(tmp_path: Path, template: Path, threshold: float) -> World:
+def make_world(tmp_path: Path, template: Path, threshold: float | None) -> World:
+    """A try QUEUED for the supervisor, with ``threshold`` and a heartbeat of
+    :data:`HEARTBEAT` (None: both at their defaults)."""
     home, marks, dags = tmp_path / "home", tmp_path / "marks", tmp_path / "dags"
     for folder in (home, marks, dags):
         folder.mkdir()
     (dags / "outage_dag.py").write_text(DAG_FILE.format(marks=marks))
     db_url = _fresh_sqlite_url(template, tmp_path)
     environ = {"SQUALL_HOME": str(home), "SQUALL__DATABASE__SQL_ALCHEMY_CONN": db_url,
-               "SQUALL__CORE__DAGS_FOLDER": str(dags),
-               "SQUALL__SCHEDULER__JOB_HEARTBEAT_SEC": str(HEARTBEAT),
-               "SQUALL__SCHEDULER__ZOMBIE_THRESHOLD": str(threshold)}
+               "SQUALL__CORE__DAGS_FOLDER": str(dags)}
+    if threshold is not None:
+        environ.update({"SQUALL__SCHEDULER__JOB_HEARTBEAT_SEC": str(HEARTBEAT),
+                        "SQUALL__SCHEDULER__ZOMBIE_THRESHOLD": str(threshold)})
+    scheduler = Settings.load(env=environ).scheduler
     factory = make_session_factory(make_engine(db_url))
     parsed = parse_files_isolated(sorted(dags.glob("*.py")), dags, 30.0)
     assert not parsed.import_errors, parsed.import_errors
@@ -204,7 +209,8 @@ def make_world(tmp_path: Path, template: Path, threshold: float) -> World:
     command = TaskRunCommand(dag_id=key.dag_id, task_id=key.task_id, run_id=key.run_id,
                              try_number=try_number, queue="default",
                              dag_file=relative_dag_file(fileloc, dags, None))
-    return World(home, marks, environ, factory, key, command, celery_id, threshold)
+    return World(home, marks, environ, factory, key, command, celery_id,
+                 scheduler.zombie_threshold, scheduler.job_heartbeat_sec)
 
 
 def supervise(world: World) -> None:
@@ -231,7 +237,7 @@ def start(tmp_path: Path, _sqlite_template: Path
           ) -> Iterator[Any]:
     procs: list[multiprocessing.process.BaseProcess] = []
 
-    def starter(threshold: float) -> tuple[World, int]:
+    def starter(threshold: float | None) -> tuple[World, int]:
         world = make_world(tmp_path, _sqlite_template, threshold)
         proc = multiprocessing.get_context("fork").Process(target=supervise, args=(world,))
         proc.start()
@@ -278,25 +284,28 @@ def test_a_short_outage_leaves_the_task_running_and_it_finishes(start: Any) -> N
     assert world.ti().state == TaskInstanceState.SUCCESS
 
 
-@pytest.mark.parametrize("newer_try", [False, True], ids=["written", "newer-try-kept"])
+@pytest.mark.parametrize(("threshold", "newer_try"), [(4.0, False), (4.0, True), (None, False)],
+                         ids=["written", "newer-try-kept", "written-at-the-defaults"])
 def test_a_long_outage_ends_the_try_before_the_zombie_threshold(
-        start: Any, newer_try: bool) -> None:
-    threshold = 4.0
-    terms = lease_terms(threshold, HEARTBEAT)  # lease 4 - (1 + 0.25) = 2.75 s
+        start: Any, threshold: float | None, newer_try: bool) -> None:
+    # 4 s and a 0.5 s heartbeat: a lease of 4 - (1 + 0.25) = 2.75 s; None: the defaults,
+    # 60 s and 5 s, a lease of 60 - (10 + 2.5) = 47.5 s
     world, job_id = start(threshold)
+    threshold, heartbeat = world.threshold, world.heartbeat
+    terms = lease_terms(threshold, heartbeat)
     pids = world.pids()
     world.switch.touch()
     # the last heartbeat the database holds: the watchdog may act threshold s after it
     wait_until(lambda: refusals(world) >= 1, 30, message="a refused heartbeat")
     last_beat = world.job_heartbeat(job_id)
-    wait_until(lambda: not any(alive(pid) for pid in pids), 30, interval=0.02,
+    wait_until(lambda: not any(alive(pid) for pid in pids), threshold + 30, interval=0.02,
                message="the try's processes to end")
     gone_at = time.time()
     assert gone_at < last_beat + threshold, (
         f"the try's processes ended {gone_at - last_beat:.2f} s after the last heartbeat, "
         f"not before zombie_threshold ({threshold:g} s)")
     # and not early: the lease ran out first (counted from just before that heartbeat)
-    assert gone_at > last_beat + terms.lease - HEARTBEAT, gone_at - last_beat
+    assert gone_at > last_beat + terms.lease - heartbeat, gone_at - last_beat
     ti = world.ti()
     assert ti.state == TaskInstanceState.RUNNING and ti.job_id == job_id  # nothing written
     if newer_try:  # meanwhile the scheduler failed it as a zombie and started try 2

@@ -45,6 +45,8 @@ class Cluster:
     result_backend: str
     load_examples: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: variables of :attr:`env` left out, so those settings keep their defaults
+    unset_env: frozenset[str] = frozenset()
     procs: list[Proc] = field(default_factory=list)
     _factory: SessionFactory | None = None
 
@@ -74,6 +76,8 @@ class Cluster:
             "PYTHONPATH": str(REPO_ROOT),
         })
         environ.update(self.extra_env)
+        for name in self.unset_env:
+            environ.pop(name, None)
         return environ
 
     # processes --------------------------------------------------------------------------

@@ -11,9 +11,23 @@ from squall.common.lease import HeartbeatLease, check_lease, lease_terms
 from squall.common.settings import Settings
 
 
-def test_the_default_lease_keeps_a_tenth_of_the_threshold_and_the_kill_grace() -> None:
-    terms = lease_terms(300, 5)
+def test_the_default_lease_keeps_two_heartbeats_and_the_kill_grace(tmp_path: Path) -> None:
+    scheduler = Settings.load(env={"SQUALL_HOME": str(tmp_path)}).scheduler
+    assert (scheduler.zombie_threshold, scheduler.job_heartbeat_sec) == (60, 5)
+    terms = lease_terms(scheduler.zombie_threshold, scheduler.job_heartbeat_sec)
     assert terms.kill_grace == 2.5
+    assert terms.margin == 12.5 and terms.lease == 47.5
+    assert terms.drift_covered == 10
+    # issue 22: a dead worker's try is a zombie within the threshold and the detection
+    # interval of its last heartbeat, leaving 20 s of 90 for the retry to be scheduled and
+    # started; a database outage shorter than the lease (a restart, a fail-over) leaves
+    # running tries alone
+    assert scheduler.zombie_threshold + scheduler.zombie_detection_interval <= 70
+    assert terms.lease >= 45
+
+
+def test_a_long_threshold_keeps_a_tenth_of_it_and_the_kill_grace() -> None:
+    terms = lease_terms(300, 5)  # Airflow 2's default threshold
     assert terms.margin == 32.5 and terms.lease == 267.5
     assert terms.drift_covered == 30
 
