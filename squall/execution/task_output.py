@@ -210,7 +210,7 @@ class OutputCapture:
             os.write(self._stop_w, b"x")
             if self._reader is not None:
                 self._reader.join()
-            self._drain_now(-1, whole=True)
+            self._drain_now(-1, whole=True, final=True)
             self.active = False
             for handler in self._filtered:
                 handler.removeFilter(self._filter)
@@ -264,9 +264,16 @@ class OutputCapture:
             return
         self._local.busy = True
         try:
-            self.logger.log(level, text.removesuffix("\r"))
+            self._log(level, text.removesuffix("\r"))
         finally:
             self._local.busy = False
+
+    def _log(self, level: int, text: str) -> None:
+        # a record made here: the caller's frame (which findCaller would look for) is not
+        # the task's code anyway, and a task that prints much pays for no stack walks
+        if self.logger.isEnabledFor(level):
+            self.logger.handle(self.logger.makeRecord(
+                self.logger.name, level, "(task output)", 0, text, (), None))
 
     def _show_warning(self, message: Warning | str, category: type[Warning], filename: str,
                       lineno: int, file: IO[str] | None = None,
@@ -290,7 +297,7 @@ class OutputCapture:
         before it logs something: a subprocess that wrote it has most likely ended)."""
         self._drain_now(DRAIN_WAIT, whole=True)
 
-    def _drain_now(self, wait: float, whole: bool = False) -> None:
+    def _drain_now(self, wait: float, whole: bool = False, final: bool = False) -> None:
         if (self._read_fd < 0 or os.getpid() != self._owner
                 or getattr(self._local, "busy", False)):
             return  # a process the task forked, or this thread is logging already
@@ -299,7 +306,8 @@ class OutputCapture:
             if not self._lock.acquire(timeout=wait):
                 return
             try:
-                self._read_available()
+                while self._read_available() and final:
+                    pass
                 if whole and self._partial:  # the last line, without its end
                     self._log_pipe_line(self._partial)
                     self._partial = b""
@@ -308,17 +316,19 @@ class OutputCapture:
         finally:
             self._local.busy = False
 
-    def _read_available(self) -> None:
-        while not self._eof:
+    def _read_available(self) -> bool:
+        """Log the complete lines of what the pipe holds, at most 1 MiB of it (a process
+        that writes without end must not keep the lock); whether there may be more."""
+        for _ in range(16):
+            if self._eof:
+                return False
             try:
                 chunk = os.read(self._read_fd, 65536)
-            except BlockingIOError:
-                return
-            except OSError:  # closed at the end of the try
-                return
+            except OSError:  # nothing more for now (BlockingIOError), or closed
+                return False
             if not chunk:
                 self._eof = True
-                return
+                return False
             lines = (self._partial + chunk).split(b"\n")
             self._partial = lines.pop()
             for line in lines:
@@ -326,11 +336,12 @@ class OutputCapture:
             while len(self._partial) >= MAX_LINE:
                 self._log_pipe_line(self._partial[:MAX_LINE])
                 self._partial = self._partial[MAX_LINE:]
+        return True
 
     def _log_pipe_line(self, line: bytes) -> None:
         text = line.decode("utf-8", "backslashreplace").removesuffix("\r")
         if text.strip():
-            self.logger.info(text)
+            self._log(logging.INFO, text)
 
     def _read_loop(self) -> None:
         """The pipe's reader: logs what comes, as it comes, until :meth:`stop`."""
