@@ -274,8 +274,8 @@ OUTPUT = [
 
 
 def assert_task_output(text_: str, dags: Path, *, console: bool = False) -> None:
-    """``text_`` (task ``out``'s log, or with ``console`` the CLI's standard error) has all
-    of its output as log lines, masked, in order."""
+    """``text_`` (task ``out``'s log, or with ``console`` a process's standard error) has
+    all of its output as log lines, masked, in order."""
     wanted = [(f"{level} {name}: " if console else f"{{{name}}} {level} - ")
               + message.replace("{dags}", str(dags)) for name, level, message in OUTPUT]
     missing = [line for line in wanted if line not in text_]
@@ -336,6 +336,8 @@ def test_a_worker_run_logs_stars_for_the_password(request: pytest.FixtureRequest
         assert_task_output(logs["task_id=out"], cluster.dags_folder)
         everything = "\n".join([*logs.values(), cluster.logs(tail=100000)])
         assert "s3cr3t" not in everything and "tok-778899" not in everything
+        # the worker's console (squall standalone's, too) has them as log lines, masked
+        assert_task_output(cluster.logs("w1", tail=100000), cluster.dags_folder, console=True)
         assert_task_output(cluster.cli("tasks", "logs", "secrets_dag", "out", run_id).stdout,
                            cluster.dags_folder)
         settings = Settings.load(env={"SQUALL_HOME": str(cluster.home)})
