@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 OUTPUT_LOGGER = "squall.task"
 #: a line longer than this is logged in pieces of this size
 MAX_LINE = 64 * 1024
+#: how much of the pipe is read at a time (its capacity, by default)
+PIPE_READ = 64 * 1024
 #: how long a thread about to log waits for the pipe reader to finish logging what it has
 #: read (it only gives up so that a handler failing under another lock cannot deadlock)
 DRAIN_WAIT = 2.0
@@ -210,7 +212,7 @@ class OutputCapture:
             os.write(self._stop_w, b"x")
             if self._reader is not None:
                 self._reader.join()
-            self._drain_now(-1, whole=True, final=True)
+            self._drain_now(-1, whole=True)
             self.active = False
             for handler in self._filtered:
                 handler.removeFilter(self._filter)
@@ -297,7 +299,7 @@ class OutputCapture:
         before it logs something: a subprocess that wrote it has most likely ended)."""
         self._drain_now(DRAIN_WAIT, whole=True)
 
-    def _drain_now(self, wait: float, whole: bool = False, final: bool = False) -> None:
+    def _drain_now(self, wait: float, whole: bool = False) -> None:
         if (self._read_fd < 0 or os.getpid() != self._owner
                 or getattr(self._local, "busy", False)):
             return  # a process the task forked, or this thread is logging already
@@ -306,8 +308,7 @@ class OutputCapture:
             if not self._lock.acquire(timeout=wait):
                 return
             try:
-                while self._read_available() and final:
-                    pass
+                self._read_available()
                 if whole and self._partial:  # the last line, without its end
                     self._log_pipe_line(self._partial)
                     self._partial = b""
@@ -316,27 +317,26 @@ class OutputCapture:
         finally:
             self._local.busy = False
 
-    def _read_available(self) -> bool:
-        """Log the complete lines of what the pipe holds, at most 1 MiB of it (a process
-        that writes without end must not keep the lock); whether there may be more."""
-        for _ in range(16):
-            if self._eof:
-                return False
-            try:
-                chunk = os.read(self._read_fd, 65536)
-            except OSError:  # nothing more for now (BlockingIOError), or closed
-                return False
-            if not chunk:
-                self._eof = True
-                return False
-            lines = (self._partial + chunk).split(b"\n")
-            self._partial = lines.pop()
-            for line in lines:
-                self._log_pipe_line(line)
-            while len(self._partial) >= MAX_LINE:
-                self._log_pipe_line(self._partial[:MAX_LINE])
-                self._partial = self._partial[MAX_LINE:]
-        return True
+    def _read_available(self) -> None:
+        """Log the complete lines of what the pipe holds: one read, so 64 KiB at most (a
+        pipe's capacity; a process that writes without end must not keep the lock, nor the
+        end of the try wait)."""
+        if self._eof:
+            return
+        try:
+            chunk = os.read(self._read_fd, PIPE_READ)
+        except OSError:  # nothing for now (BlockingIOError), or closed
+            return
+        if not chunk:
+            self._eof = True
+            return
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._log_pipe_line(line)
+        while len(self._partial) >= MAX_LINE:
+            self._log_pipe_line(self._partial[:MAX_LINE])
+            self._partial = self._partial[MAX_LINE:]
 
     def _log_pipe_line(self, line: bytes) -> None:
         text = line.decode("utf-8", "backslashreplace").removesuffix("\r")

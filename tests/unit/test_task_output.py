@@ -8,10 +8,12 @@ from __future__ import annotations
 import io
 import logging
 import os
+import signal
 import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +101,26 @@ def test_a_handler_writing_to_the_captured_streams_does_not_loop(
     assert logged.count("{the_task} WARNING - once") == 1
     assert logged.count("{squall.task} INFO - once") == 1  # what the handler wrote
     assert logged.count("{squall.task} INFO - printed") == 1
+
+
+def test_a_process_left_writing_does_not_hold_up_the_end_of_the_try(tmp_path: Path) -> None:
+    """A try that leaves ``yes`` running: the capture ends all the same (in a child
+    interpreter, so that a hang is a timeout here), and ``yes`` loses its pipe."""
+    script = tmp_path / "left.py"
+    script.write_text(
+        "import logging, subprocess, sys, threading\n"
+        "from squall.execution.task_output import capture_task_output\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
+        "seen = threading.Event()\n"
+        "class Seen(logging.Handler):\n"
+        "    def emit(self, record):\n"
+        "        if record.getMessage() == 'left running': seen.set()\n"
+        "logging.getLogger('squall.task').addHandler(Seen())\n"
+        "with capture_task_output():\n"
+        "    left = subprocess.Popen(['yes', 'left running'])\n"
+        "    assert seen.wait(30)\n"
+        "print('ended', left.wait(), flush=True)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.stdout == f"ended {-signal.SIGPIPE}\n", done.stderr[-2000:]
+    assert "INFO:squall.task:left running\n" in done.stderr
