@@ -41,8 +41,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
-log = logging.getLogger(__name__)
-
 #: the logger whose records carry what the task wrote (Airflow's are ``airflow.task``'s)
 OUTPUT_LOGGER = "squall.task"
 #: a line longer than this is logged in pieces of this size
@@ -120,6 +118,7 @@ class LogWriter(io.TextIOBase):
             self._capture.log_text(self._level, pending)
         if self._buffer is not None:
             self._buffer.close()
+            self._buffer = None
 
 
 class _DrainFirst(logging.Filter):
