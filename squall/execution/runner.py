@@ -52,6 +52,7 @@ from squall.common.state import DagRunState, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
 from squall.execution.email_alerts import TryAlert, send_alert, wants_email
 from squall.execution.outcome import RetryPolicy
+from squall.execution.task_output import capture_task_output
 from squall.sdk.operators.base import BaseOperator, Context
 from squall.sdk.templating import PreviousSuccess, build_context
 
@@ -467,7 +468,8 @@ def run_try(task: BaseOperator, dag_run: DagRun, *, try_number: int, max_tries: 
                         max_tries=max_tries, start_date=start_date,
                         session_factory=session_factory,
                         hostname=hostname or socket.gethostname())
-    with task_log_handler(log_path):
+    # what the task writes to stdout / stderr (subprocesses included) goes where its log goes
+    with task_log_handler(log_path), capture_task_output(log_path is not None):
         log.info("TaskInstance %s: starting try %d of %d", ti.key, try_number, max_tries + 1)
         context = build_task_context(task, dag_run, ti, test_mode=test_mode,
                                      previous=previous_success)

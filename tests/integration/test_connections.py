@@ -21,6 +21,7 @@ from squall.common.db import SessionFactory, session_scope
 from squall.common.errors import SquallError
 from squall.common.secrets import MASK, FernetCodec, masker
 from squall.common.secrets_backend import SecretsBackend
+from squall.common.settings import Settings
 from squall.sdk.hooks import BaseHook
 from squall.sdk.templating import render_template
 from tests.integration.test_cli import as_json, assert_clean_error, ok, squall
@@ -219,6 +220,9 @@ def test_the_connections_commands_and_rotation(tmp_path: Path) -> None:
 
 SECRETS_DAG = '''
 import logging
+import subprocess
+import sys
+import warnings
 
 import pendulum
 from squall import DAG, BashOperator, PythonOperator
@@ -235,11 +239,50 @@ def show_connection():
     log.info("the token is %s", Variable.get("service_token"))
 
 
+def write_output():
+    password = BaseHook.get_connection("my_db").password
+    print("print says the password is", password)
+    log.info("logged in between")
+    sys.stderr.write(f"stderr says {password}\\n")
+    warnings.warn(f"the warning says {password}")
+    subprocess.run(["echo", f"echo says {password}"], check=True)
+    subprocess.run(["bash", "-c", "echo bash says to stderr >&2"], check=True)
+    print("printed at the end")
+
+
 with DAG("secrets_dag", schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC")):
     PythonOperator(task_id="py", python_callable=show_connection) >> BashOperator(
         task_id="sh",
         bash_command="echo password={{ conn.my_db.password }} host={{ conn.my_db.host }}")
+    PythonOperator(task_id="out", python_callable=write_output)
 '''
+
+_WARNED_AT = SECRETS_DAG.split("\n").index(
+    '    warnings.warn(f"the warning says {password}")') + 1
+
+#: what task ``out`` wrote, as it is logged (logger, level, message), in this order
+OUTPUT = [
+    ("squall.task", "INFO", f"print says the password is {MASK}\n"),
+    ("secrets_dag", "INFO", "logged in between\n"),
+    ("squall.task", "WARNING", f"stderr says {MASK}\n"),
+    ("squall.task", "WARNING", f"{{dags}}/secrets_dag.py:{_WARNED_AT}: UserWarning: the "
+                               f"warning says {MASK}\n  warnings.warn("),
+    ("squall.task", "INFO", f"echo says {MASK}\n"),
+    ("squall.task", "INFO", "bash says to stderr\n"),
+    ("squall.task", "INFO", "printed at the end\n"),
+]
+
+
+def assert_task_output(text_: str, dags: Path, *, console: bool = False) -> None:
+    """``text_`` (task ``out``'s log, or with ``console`` a process's standard error) has
+    all of its output as log lines, masked, in order."""
+    wanted = [(f"{level} {name}: " if console else f"{{{name}}} {level} - ")
+              + message.replace("{dags}", str(dags)) for name, level, message in OUTPUT]
+    missing = [line for line in wanted if line not in text_]
+    assert not missing, f"{missing} not in:\n{text_}"
+    at = [text_.index(line) for line in wanted]
+    assert at == sorted(at), text_
+    assert "s3cr3t" not in text_ and "Pa55" not in text_
 
 
 def test_a_task_that_prints_a_password_logs_stars(tmp_path: Path) -> None:
@@ -252,9 +295,12 @@ def test_a_task_that_prints_a_password_logs_stars(tmp_path: Path) -> None:
     run = squall(home, "dags", "test", "secrets_dag", "-o", "json", env=env)
     result = as_json(ok(run))
     assert {t["task_id"]: t["state"] for t in result["task_instances"]} == {
-        "py": "success", "sh": "success"}
+        "py": "success", "sh": "success", "out": "success"}
     logs = {p.parent.name: p.read_text() for p in (home / "logs").rglob("attempt=*.log")}
-    assert set(logs) == {"task_id=py", "task_id=sh"}
+    assert set(logs) == {"task_id=py", "task_id=sh", "task_id=out"}
+    # what the task wrote is in its log, and on the console as log lines, masked
+    assert_task_output(logs["task_id=out"], tmp_path / "dags")
+    assert_task_output(run.stderr, tmp_path / "dags", console=True)
     assert f"with password {MASK}" in logs["task_id=py"]
     assert f"the token is {MASK}" in logs["task_id=py"]
     assert f"password={MASK} host=db.example.com" in logs["task_id=sh"]
@@ -266,8 +312,11 @@ def test_a_task_that_prints_a_password_logs_stars(tmp_path: Path) -> None:
 def test_a_worker_run_logs_stars_for_the_password(request: pytest.FixtureRequest,
                                                   tmp_path: Path) -> None:
     """The same DAG through a real scheduler and Celery worker (Redis + PostgreSQL): the task
-    process, forked by the worker's supervisor, reads the connection from the database."""
+    process, forked by the worker's fork server, reads the connection from the database.
+    What task ``out`` wrote is in its log, masked, read through the API and the CLI; the
+    worker's console has it only masked."""
     from tests.integration.test_cluster import make_cluster
+    from tests.support.api import serve
 
     cluster = make_cluster(request, "redis-pg", tmp_path / "home")
     cluster.extra_env["SQUALL__CORE__FERNET_KEY"] = KEY
@@ -284,7 +333,18 @@ def test_a_worker_run_logs_stars_for_the_password(request: pytest.FixtureRequest
                 for p in (cluster.home / "logs").rglob("attempt=*.log")}
         assert f"with password {MASK}" in logs["task_id=py"]
         assert f"password={MASK} host=db.example.com" in logs["task_id=sh"]
+        assert_task_output(logs["task_id=out"], cluster.dags_folder)
         everything = "\n".join([*logs.values(), cluster.logs(tail=100000)])
         assert "s3cr3t" not in everything and "tok-778899" not in everything
+        # the worker's console (squall standalone's, too) has them as log lines, masked
+        assert_task_output(cluster.logs("w1", tail=100000), cluster.dags_folder, console=True)
+        assert_task_output(cluster.cli("tasks", "logs", "secrets_dag", "out", run_id).stdout,
+                           cluster.dags_folder)
+        settings = Settings.load(env={"SQUALL_HOME": str(cluster.home)})
+        with serve(settings, cluster.session_factory) as api:
+            url = f"/api/v1/dags/secrets_dag/dagRuns/{run_id}/taskInstances/out/logs/1"
+            response = api.get(url, params={"full_content": "true"})
+        assert response.status_code == 200, response.text
+        assert_task_output(response.json()["content"], cluster.dags_folder)
     finally:
         cluster.stop_all()

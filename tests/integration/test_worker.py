@@ -56,6 +56,7 @@ QUEUE = "worker_tests"
 
 DAGS = '''
 import os
+import subprocess
 import sys
 import time
 
@@ -74,6 +75,8 @@ def mark(context):
 
 def ok(**context):
     mark(context)
+    print("ok printed")
+    subprocess.run(["echo", "ok echoed"], check=True)
     return "done"
 
 
@@ -836,6 +839,12 @@ def test_new_interpreter_mode_runs_tasks(env: Env) -> None:
         lines = marks(env, sent.key)
         assert len(lines) == 1 and lines[0].endswith("tasks run"), lines
         assert "(new interpreter)" in w3.log()
+        # what the task and its subprocess wrote: in the try's log, on the console only
+        # as log lines
+        log = squall_cli(env, "tasks", "logs", "w_ok", "t", sent.key.run_id).stdout
+        assert "{squall.task} INFO - ok printed\n" in log, log
+        assert "{squall.task} INFO - ok echoed\n" in log, log
+        assert "\nok printed" not in w3.log() and "\nok echoed" not in w3.log()
         # the interpreter recorded its own outcome: the supervisor reports it, no failure
         result = celery_result(env, sent.celery_id)
         assert (result["status"], result["state"]) == ("completed", "success"), result
