@@ -62,7 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Records a backfill of DAG_ID over [START, END] (both included): the "
         "scheduler creates one backfill run per schedule interval in the range, oldest first "
         "(newest first with -B), at most --max-active-runs unfinished at a time. Dates the "
-        "DAG already has a run for are left alone. A paused DAG can be backfilled.")
+        "DAG already has a run for are left alone, but for an unfinished run nothing drives "
+        "(an ended backfill left it, or it is a paused DAG's): it joins the backfill as it "
+        "is. A paused DAG can be backfilled.")
     p.add_argument("dag_id")
     p.add_argument("-s", "--start-date", required=True,
                    help="first logical date (ISO date or datetime)")
@@ -521,7 +523,8 @@ def _print_plan(dag: DAG, plan: BackfillPlan, task_ids: list[str], output: str, 
                       "task_ids": task_ids} for r in plan.runs],
             "existing": [{"run_id": r.run_id, "logical_date": r.logical_date.isoformat(),
                           "run_type": r.run_type, "state": r.state,
-                          "to_clear": list(r.to_clear)} for r in plan.existing],
+                          "to_clear": list(r.to_clear), "taken_in": r.orphan}
+                         for r in plan.existing],
         }
         json.dump(data, sys.stdout, indent=2)
         sys.stdout.write("\n")
