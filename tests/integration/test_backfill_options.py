@@ -407,3 +407,22 @@ def test_a_backfill_takes_in_the_unfinished_runs_of_its_range_nothing_drives(
                   (manual, DagRunState.SUCCESS, second_id)]
     assert sorted(loop.ran) == sorted((r, t) for r in (run_id(1), run_id(2), manual)
                                       for t in "abcd")
+
+
+def test_a_run_rerun_behind_a_run_taken_in_starts_within_a_limit_of_one(
+        tmp_path: Path, session_factory: SessionFactory) -> None:
+    """With a limit of one run, day 3 (taken in, running, waiting for day 2) does not hold
+    back day 2, cleared and queued: the oldest unfinished run of a backfill starts."""
+    with DAG("bo_one", schedule="@daily", start_date=START, catchup=False,
+             max_active_runs=1) as dag:
+        Noop(task_id="p", depends_on_past=True)
+    sync_dags(session_factory, dag, paused=True, now=NOW)
+    first = record(session_factory, dag, 1, 4, max_active_runs=1)
+    row = Loop(tmp_path, session_factory, fail={run_id(2): {"p"}}).until_over(first)
+    assert row.reason is not None and row.reason.startswith("deadlock: 1 task instance(s)")
+    assert [r.state for r in runs_of(session_factory, "bo_one")] == [
+        DagRunState.SUCCESS, DagRunState.FAILED, DagRunState.RUNNING]
+    second = record(session_factory, dag, 1, 4, max_active_runs=1, rerun_failed_tasks=True)
+    loop = Loop(tmp_path, session_factory)
+    assert loop.until_over(second).state == BackfillState.SUCCESS
+    assert loop.ran == [(run_id(2), "p"), (run_id(3), "p"), (run_id(4), "p")]
