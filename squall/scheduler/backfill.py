@@ -207,7 +207,9 @@ def plan_backfill(session: Session, dag: DagLike, from_date: datetime, to_date: 
             orphan = None
             if row.state in _UNFINISHED_RUN:
                 if row.backfill_id is not None:
-                    if row.backfill_state not in _ACTIVE_BACKFILL:
+                    if row.backfill_state is None:  # (no foreign key holds it)
+                        orphan = f"its backfill {row.backfill_id} no longer exists"
+                    elif row.backfill_state not in _ACTIVE_BACKFILL:
                         orphan = f"backfill {row.backfill_id} ended ({row.backfill_state})"
                 else:
                     if paused is None:
