@@ -95,6 +95,12 @@ class BackfillDetail(Backfill):
     task_instances_by_state: dict[str, int]
     failed_runs: list[str]
     deadlocked: bool
+    #: its unfinished runs; once it ended, those it left that no backfill follows
+    unfinished_runs: list[str]
+    #: once it ended with runs unfinished: the ``squall dags backfill`` that resumes them
+    resume_command: str | None
+    #: once it ended: the runs of its range by state, whichever backfill made them
+    range_runs_by_state: dict[str, int]
 
 
 class BackfillCancelled(BackfillDetail):
@@ -107,6 +113,9 @@ class BackfillCreated(BackfillDetail):
     planned_runs: list[str]
     #: existing runs of the range that join the backfill (their task instances cleared)
     rerun: list[str]
+    #: unfinished runs of the range nothing drove (their backfill ended, or their DAG is
+    #: paused) that join the backfill as they are
+    taken_in: list[str]
     #: existing runs of the range left alone
     existing: list[str]
 

@@ -69,7 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Records a backfill of DAG_ID over [START, END] (both included): the "
         "scheduler creates one backfill run per schedule interval in the range, oldest first "
         "(newest first with -B), at most --max-active-runs unfinished at a time. Dates the "
-        "DAG already has a run for are left alone. A paused DAG can be backfilled.")
+        "DAG already has a run for are left alone, but for an unfinished run nothing drives "
+        "(an ended backfill left it, or it is a paused DAG's): it joins the backfill as it "
+        "is. A paused DAG can be backfilled.")
     p.add_argument("dag_id")
     p.add_argument("-s", "--start-date", required=True,
                    help="first logical date (ISO date or datetime)")
@@ -205,7 +207,7 @@ def backfill(ctx: CliContext, args: argparse.Namespace) -> int:
             _print_plan(dag, plan, sorted(scope.task_ids(dag)), args.output,
                         mark_success=args.mark_success)
             return 0
-        if not plan.runs and not plan.rerun:
+        if not plan.runs and not plan.joining:
             _print_existing(plan)
             print(f"Nothing to backfill: DAG {dag.dag_id} has a run for every date of the "
                   "range" + (" and none has task instances to run again"
@@ -223,7 +225,8 @@ def backfill(ctx: CliContext, args: argparse.Namespace) -> int:
         json.dump({"backfill_id": backfill_id, "dag_id": dag.dag_id,
                    "runs": [r.run_id for r in plan.runs],
                    "rerun": [r.run_id for r in plan.rerun],
-                   "existing": [r.run_id for r in plan.existing if not r.to_clear]},
+                   "taken_in": [r.run_id for r in plan.taken_in],
+                   "existing": [r.run_id for r in plan.existing if not r.joins]},
                   sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
@@ -247,6 +250,8 @@ def _what(plan: BackfillPlan) -> str:
         tis = sum(len(r.to_clear) for r in plan.rerun)
         parts.append(f"{len(plan.rerun)} existing runs run again ({tis} task instances "
                      "cleared)")
+    if plan.taken_in:
+        parts.append(f"{len(plan.taken_in)} unfinished runs nothing drives taken in")
     return " and ".join(parts)
 
 
@@ -348,21 +353,40 @@ def follow(ctx: CliContext, backfill_id: int, *, quiet: bool = False,
 
 def _outcome(progress: BackfillProgress, *, quiet: bool = False) -> int:
     """Print how the backfill ended; its exit code."""
+    in_range = _range_counts(progress)
     if progress.state == BackfillState.SUCCESS:
         print(f"Backfill {progress.backfill_id} of {progress.dag_id}: success "
-              f"({progress.runs_finished} runs)", file=sys.stderr if quiet else sys.stdout)
+              f"({progress.runs_finished} runs){in_range}",
+              file=sys.stderr if quiet else sys.stdout)
         return 0
     failed = ", ".join(progress.failed_runs) or "none"
     print(f"Backfill {progress.backfill_id} of {progress.dag_id}: {progress.state.value} "
-          f"(failed runs: {failed})", file=sys.stderr)
+          f"(failed runs: {failed}){in_range}", file=sys.stderr)
     if progress.reason:
         print(progress.reason, file=sys.stderr)
-    if progress.deadlocked:
-        print("Its runs wait: fix the cause, then clear or mark the blocking task instances "
-              "(`squall tasks clear`, `squall tasks set-state`), or end the runs with "
-              f"`squall backfills cancel {progress.backfill_id} --end-running`",
-              file=sys.stderr)
+    _print_left(progress, file=sys.stderr)
     return 1
+
+
+def _range_counts(progress: BackfillProgress) -> str:
+    """``"; its range has 5 runs: success 5"``: every run of the range, this backfill's or
+    not (empty until it ended)."""
+    total = sum(progress.range_runs_by_state.values())
+    if not total:
+        return ""
+    return f"; its range has {total} runs: {_counts(progress.range_runs_by_state)}"
+
+
+def _print_left(progress: BackfillProgress, *, file: Any = None) -> None:
+    """The runs an ended backfill left unfinished, and how to resume them."""
+    if not progress.resume:
+        return
+    print(f"It left {len(progress.unfinished_runs)} run(s) unfinished, which no backfill "
+          f"follows: {', '.join(progress.unfinished_runs)}", file=file)
+    fix = "fix the cause, then " if progress.state == BackfillState.FAILED else ""
+    print(f"To finish them, {fix}resume with: {progress.resume}\n(or clear or mark the "
+          "blocking task instances: `squall tasks clear`, `squall tasks set-state`; or end "
+          f"them: `squall backfills cancel {progress.backfill_id} --end-running`)", file=file)
 
 
 def _render(progress: BackfillProgress, elapsed: float) -> RenderableType:
@@ -438,7 +462,10 @@ def show_backfill(ctx: CliContext, args: argparse.Namespace) -> int:
                    "runs_finished": progress.runs_finished,
                    "runs_by_state": progress.runs_by_state,
                    "task_instances_by_state": progress.tis_by_state,
-                   "failed_runs": progress.failed_runs,
+                   "failed_runs": progress.failed_runs, "reason": progress.reason,
+                   "unfinished_runs": progress.unfinished_runs,
+                   "resume_command": progress.resume,
+                   "range_runs_by_state": progress.range_runs_by_state,
                    "created_at": progress.created_at.isoformat(),
                    "completed_at": (progress.completed_at.isoformat()
                                     if progress.completed_at else None)},
@@ -449,6 +476,7 @@ def show_backfill(ctx: CliContext, args: argparse.Namespace) -> int:
     console().print(_render(progress, elapsed))
     if progress.failed_runs:
         print(f"failed runs: {', '.join(progress.failed_runs)}")
+    _print_left(progress)
     return 0
 
 
@@ -478,7 +506,10 @@ def cancel(ctx: CliContext, args: argparse.Namespace) -> int:
 
 def _print_existing(plan: BackfillPlan) -> None:
     for run in plan.existing:
-        if run.to_clear:
+        if run.orphan is not None and not run.to_clear:
+            print(f"Taken in: {plan.dag_id} run {run.run_id} ({run.run_type}, {run.state}) "
+                  f"at {run.logical_date.isoformat()}: nothing drives it ({run.orphan})")
+        elif run.to_clear:
             print(f"Run again: {plan.dag_id} run {run.run_id} ({run.run_type}, {run.state}) "
                   f"at {run.logical_date.isoformat()}: clears {', '.join(run.to_clear)}")
         else:
@@ -498,7 +529,8 @@ def _print_plan(dag: DAG, plan: BackfillPlan, task_ids: list[str], output: str, 
                       "task_ids": task_ids} for r in plan.runs],
             "existing": [{"run_id": r.run_id, "logical_date": r.logical_date.isoformat(),
                           "run_type": r.run_type, "state": r.state,
-                          "to_clear": list(r.to_clear)} for r in plan.existing],
+                          "to_clear": list(r.to_clear), "taken_in": r.orphan}
+                         for r in plan.existing],
         }
         json.dump(data, sys.stdout, indent=2)
         sys.stdout.write("\n")

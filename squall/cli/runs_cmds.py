@@ -25,6 +25,7 @@ from squall.common.models import DagModel, DagRun, TaskInstance, utcnow
 from squall.common.state import SETTABLE_STATES, DagRunState, DagRunType, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.sync import load_serialized_dags, sync_to_db
+from squall.scheduler.backfill import ended_backfill_notes
 from squall.scheduler.mark import apply_marks, select_marks
 from squall.scheduler.run_creation import create_dag_run
 from squall.sdk.dag import DAG
@@ -365,5 +366,9 @@ def states_for_dag_run(ctx: CliContext, args: argparse.Namespace) -> int:
              "end_date": _iso(t.end_date), "reason": t.state_reason}
             for t in tis
         ]
+        note = ended_backfill_notes(session, args.dag_id, [args.run_id]).get(args.run_id)
     print_rows(rows, TI_COLUMNS, args.output)
+    if note is not None:  # (on stderr with -o json: the rows stay the document)
+        print(f"Run {args.run_id}: {note}",
+              file=sys.stderr if args.output == "json" else sys.stdout)
     return 0

@@ -8,15 +8,23 @@ DAG already has a run for and orders the rest oldest first, or newest first for
 ``run_backwards``. The existing runs are left alone and reported; with
 ``rerun_failed_tasks`` their failed and upstream_failed task instances, with
 ``reset_dagruns`` all their task instances, are cleared and the runs join the backfill.
-:func:`create_backfill` inserts the ``backfill`` row (state ``queued``) and does those
-clears, in the caller's transaction.
+An unfinished run nothing drives (its backfill ended, or it is a paused DAG's run of no
+backfill) joins it as it is: a backfill's job is every run of its range, so none is left
+waiting behind one that ended (ADR 16). :func:`create_backfill` inserts the ``backfill``
+row (state ``queued``), does those clears and takes those runs in, in the caller's
+transaction.
+
+A run whose backfill ended while it was unfinished says so where it is shown
+(:func:`ended_backfill_notes`), with the command that resumes it (:func:`resume_command`).
 
 Nothing here commits: the caller owns the transaction.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import shlex
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,7 +35,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from squall.common.errors import BackfillError
-from squall.common.models import Backfill, DagRun, TaskInstance, clip_reason
+from squall.common.models import Backfill, DagModel, DagRun, TaskInstance, clip_reason
 from squall.common.state import (
     BACKFILL_ACTIVE_STATES,
     BACKFILL_FINISHED_STATES,
@@ -70,13 +78,24 @@ class PlannedRun:
 class ExistingRun:
     """A date of the range the DAG already has a run for: left alone, or with
     ``--rerun-failed-tasks`` / ``--reset-dagruns`` the task instances ``to_clear`` are
-    cleared and the run joins the backfill."""
+    cleared and the run joins the backfill. An unfinished run nothing drives joins it as it
+    is (``orphan`` says why nothing drives it)."""
 
     logical_date: datetime
     run_id: str
     run_type: str
     state: str
     to_clear: tuple[str, ...] = ()
+    #: the backfill the run belongs to now (None: none)
+    backfill_id: int | None = None
+    #: why nothing drives this unfinished run ("backfill 3 ended (failed)", "its DAG is
+    #: paused"), when nothing does: it joins the backfill
+    orphan: str | None = None
+
+    @property
+    def joins(self) -> bool:
+        """Whether the run joins the backfill (cleared, or taken in as it is)."""
+        return bool(self.to_clear) or self.orphan is not None
 
 
 @dataclass
@@ -97,6 +116,16 @@ class BackfillPlan:
     def rerun(self) -> list[ExistingRun]:
         """The existing runs whose task instances are cleared and run again."""
         return [r for r in self.existing if r.to_clear]
+
+    @property
+    def taken_in(self) -> list[ExistingRun]:
+        """The existing unfinished runs nothing drives, that join without a clear."""
+        return [r for r in self.existing if r.orphan is not None and not r.to_clear]
+
+    @property
+    def joining(self) -> list[ExistingRun]:
+        """The existing runs that join the backfill (cleared or taken in)."""
+        return [r for r in self.existing if r.joins]
 
 
 def backfill_run_id(logical_date: datetime) -> str:
@@ -160,7 +189,9 @@ def plan_backfill(session: Session, dag: DagLike, from_date: datetime, to_date: 
     if not infos:
         return plan
     rows = session.execute(
-        select(DagRun.logical_date, DagRun.run_id, DagRun.run_type, DagRun.state)
+        select(DagRun.logical_date, DagRun.run_id, DagRun.run_type, DagRun.state,
+               DagRun.backfill_id, Backfill.state.label("backfill_state"))
+        .outerjoin(Backfill, Backfill.id == DagRun.backfill_id)
         .where(DagRun.dag_id == dag.dag_id,
                DagRun.logical_date >= infos[0].logical_date,
                DagRun.logical_date <= infos[-1].logical_date)
@@ -169,12 +200,26 @@ def plan_backfill(session: Session, dag: DagLike, from_date: datetime, to_date: 
     clears = (_to_clear(session, dag.dag_id, [r.run_id for r in rows], reset=reset_dagruns,
                         task_ids=task_ids)
               if rows and (rerun_failed_tasks or reset_dagruns) else {})
+    paused: bool | None = None  # read when a run of no backfill is unfinished
     for info in infos:
         row = by_date.get(info.logical_date.timestamp())
         if row is not None:
+            orphan = None
+            if row.state in _UNFINISHED_RUN:
+                if row.backfill_id is not None:
+                    if row.backfill_state is None:  # (no foreign key holds it)
+                        orphan = f"its backfill {row.backfill_id} no longer exists"
+                    elif row.backfill_state not in _ACTIVE_BACKFILL:
+                        orphan = f"backfill {row.backfill_id} ended ({row.backfill_state})"
+                else:
+                    if paused is None:
+                        paused = bool(session.scalar(select(DagModel.is_paused).where(
+                            DagModel.dag_id == dag.dag_id)))
+                    orphan = "its DAG is paused" if paused else None
             plan.existing.append(ExistingRun(logical_date=row.logical_date, run_id=row.run_id,
                                              run_type=row.run_type, state=row.state,
-                                             to_clear=tuple(clears.get(row.run_id, ()))))
+                                             to_clear=tuple(clears.get(row.run_id, ())),
+                                             backfill_id=row.backfill_id, orphan=orphan))
             continue
         plan.runs.append(PlannedRun(logical_date=info.logical_date,
                                     data_interval=info.data_interval,
@@ -182,6 +227,11 @@ def plan_backfill(session: Session, dag: DagLike, from_date: datetime, to_date: 
     if run_backwards:
         plan.runs.reverse()
     return plan
+
+
+_UNFINISHED_RUN = frozenset(s.value for s in DAGRUN_UNFINISHED_STATES)
+_ACTIVE_BACKFILL = frozenset(s.value for s in BACKFILL_ACTIVE_STATES)
+_FINISHED_BACKFILL = frozenset(s.value for s in BACKFILL_FINISHED_STATES)
 
 
 def _to_clear(session: Session, dag_id: str, run_ids: list[str], *, reset: bool,
@@ -205,8 +255,9 @@ def create_backfill(session: Session, plan: BackfillPlan, *, max_active_runs: in
                     options: Mapping[str, Any] | None = None,
                     dag: DAG | None = None, now: datetime | None = None) -> Backfill:
     """Insert the ``backfill`` row of ``plan`` (state ``queued``) and return it (flushed).
-    The existing runs ``plan.rerun`` lists have their task instances cleared (``dag`` gives
-    the tasks' retries) and join the backfill.
+    The existing runs ``plan.joining`` lists join the backfill: those of ``plan.rerun``
+    have their task instances cleared (``dag`` gives the tasks' retries), those of
+    ``plan.taken_in`` are taken in as they are.
 
     ``options`` may only hold the names in :data:`OPTION_NAMES`."""
     if max_active_runs < 1:
@@ -222,12 +273,12 @@ def create_backfill(session: Session, plan: BackfillPlan, *, max_active_runs: in
         run_backwards=plan.run_backwards, max_active_runs=max_active_runs,
         conf=dict(conf) if conf is not None else None,
         options=stored or None,
-        state=BackfillState.QUEUED.value, total_runs=len(plan.runs) + len(plan.rerun),
+        state=BackfillState.QUEUED.value, total_runs=len(plan.runs) + len(plan.joining),
     )
     session.add(backfill)
     session.flush()
-    if plan.rerun:
-        _rerun_existing(session, backfill, plan, dag, now or datetime.now(UTC))
+    if plan.joining:
+        _take_existing(session, backfill, plan, dag, now or datetime.now(UTC))
     # schedulers that found no backfill to drive look again when this commits
     notify_backfill(session, backfill.id, plan.dag_id)
     log.info("Backfill %s of %s created: %d runs from %s to %s%s (max %d active)",
@@ -237,23 +288,41 @@ def create_backfill(session: Session, plan: BackfillPlan, *, max_active_runs: in
     return backfill
 
 
-def _rerun_existing(session: Session, backfill: Backfill, plan: BackfillPlan,
+def _take_existing(session: Session, backfill: Backfill, plan: BackfillPlan,
                    dag: DAG | None, now: datetime) -> None:
-    """Clear the task instances of ``plan.rerun`` and hand those runs to the backfill."""
-    for existing in plan.rerun:
+    """Clear the task instances of ``plan.rerun`` and hand the runs of ``plan.joining`` to
+    the backfill. A run is decided afresh (``last_scheduling_decision`` NULL): the
+    backfill's deadlock watch waits for that decision. A run taken in as it is is taken
+    only if it is still unfinished and its backfill the one the plan saw (another
+    backfill created meanwhile may have taken it)."""
+    for existing in plan.joining:
         tis = list(session.scalars(
             select(TaskInstance).where(TaskInstance.dag_id == plan.dag_id,
                                        TaskInstance.run_id == existing.run_id,
                                        TaskInstance.task_id.in_(existing.to_clear))
-            .execution_options(populate_existing=True)))
-        clear_task_instances(session, tis, dag, now,
-                             reason=f"cleared by backfill {backfill.id}")
-        session.execute(update(DagRun)
-                        .where(DagRun.dag_id == plan.dag_id, DagRun.run_id == existing.run_id)
-                        .values(backfill_id=backfill.id)
-                        .execution_options(synchronize_session=False))
-        log.info("Backfill %s: run %s joins it (%d task instances cleared)", backfill.id,
-                 existing.run_id, len(tis))
+            .execution_options(populate_existing=True))) if existing.to_clear else []
+        if tis:
+            clear_task_instances(session, tis, dag, now,
+                                 reason=f"cleared by backfill {backfill.id}")
+        stmt = update(DagRun).where(DagRun.dag_id == plan.dag_id,
+                                    DagRun.run_id == existing.run_id)
+        if not existing.to_clear:
+            stmt = stmt.where(DagRun.state.in_(sorted(_UNFINISHED_RUN)),
+                              DagRun.backfill_id.is_(None) if existing.backfill_id is None
+                              else DagRun.backfill_id == existing.backfill_id)
+        taken = session.execute(
+            stmt.values(backfill_id=backfill.id, last_scheduling_decision=None)
+            .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
+        if not taken:
+            backfill.total_runs -= 1
+            log.info("Backfill %s: run %s was taken by another backfill meanwhile",
+                     backfill.id, existing.run_id)
+        elif tis:
+            log.info("Backfill %s: run %s joins it (%d task instances cleared)", backfill.id,
+                     existing.run_id, len(tis))
+        else:
+            log.info("Backfill %s: run %s (%s) joins it as it is: %s", backfill.id,
+                     existing.run_id, existing.state, existing.orphan)
 
 
 # --------------------------------------------------------------------------- following
@@ -274,6 +343,13 @@ class BackfillProgress:
     failed_runs: list[str]
     #: why it ended, when it did not simply run out of runs (the deadlock report)
     reason: str | None = None
+    #: its unfinished runs (once it ended: the runs it left without a backfill)
+    unfinished_runs: list[str] = field(default_factory=list)
+    #: once it ended with runs unfinished: the command that resumes them
+    resume: str | None = None
+    #: once it ended: the runs of its range by state, whichever backfill (or none) they
+    #: belong to
+    range_runs_by_state: dict[str, int] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -296,8 +372,8 @@ class BackfillProgress:
 
 
 def backfill_progress(session: Session, backfill_id: int) -> BackfillProgress | None:
-    """The progress of backfill ``backfill_id`` (three queries), or ``None`` when there is no
-    such backfill."""
+    """The progress of backfill ``backfill_id`` (three queries, four once it ended), or
+    ``None`` when there is no such backfill."""
     row = session.get(Backfill, backfill_id, populate_existing=True)
     if row is None:
         return None
@@ -307,22 +383,92 @@ def backfill_progress(session: Session, backfill_id: int) -> BackfillProgress | 
     by_state: dict[str, int] = {}
     for run in runs:
         by_state[run.state] = by_state.get(run.state, 0) + 1
+    unfinished = [r.run_id for r in runs if r.state in _UNFINISHED_RUN]
     tis = session.execute(
         select(TaskInstance.state, func.count())
         .join(DagRun, (DagRun.dag_id == TaskInstance.dag_id)
               & (DagRun.run_id == TaskInstance.run_id))
         .where(DagRun.backfill_id == backfill_id).group_by(TaskInstance.state)
     ).all()
+    ended = row.state in _FINISHED_BACKFILL
     return BackfillProgress(
         backfill_id=row.id, dag_id=row.dag_id, state=BackfillState(row.state),
         total_runs=row.total_runs, created_at=row.created_at, completed_at=row.completed_at,
         runs_by_state=by_state, tis_by_state={state: int(n) for state, n in tis},
         failed_runs=[r.run_id for r in runs if r.state == DagRunState.FAILED.value],
-        reason=row.reason)
+        reason=row.reason, unfinished_runs=unfinished,
+        resume=resume_command(row) if unfinished and ended else None,
+        range_runs_by_state=range_runs_by_state(session, row) if ended else {})
 
 
 #: How a deadlock report (``backfill.reason``) begins.
 DEADLOCK_PREFIX = "deadlock"
+
+
+def range_runs_by_state(session: Session, backfill: Backfill) -> dict[str, int]:
+    """How many runs of each state the DAG has in the backfill's range, whoever made them
+    (this backfill, an earlier one, the schedule, a trigger)."""
+    rows = session.execute(
+        select(DagRun.state, func.count())
+        .where(DagRun.dag_id == backfill.dag_id, DagRun.logical_date >= backfill.from_date,
+               DagRun.logical_date <= backfill.to_date)
+        .group_by(DagRun.state)).all()
+    return {state: int(n) for state, n in rows}
+
+
+def ended_how(backfill: Backfill) -> str:
+    """``deadlocked``, or the ended backfill's state."""
+    if backfill.reason is not None and backfill.reason.startswith(DEADLOCK_PREFIX):
+        return "deadlocked"
+    return str(backfill.state)
+
+
+def resume_command(backfill: Backfill) -> str:
+    """The ``squall dags backfill`` that takes in the runs ``backfill`` left unfinished: its
+    range and options again, with ``--rerun-failed-tasks`` when it failed (the failed task
+    instance that held the others back runs again once its cause is fixed)."""
+    opts = backfill.options or {}
+    args = ["squall", "dags", "backfill", backfill.dag_id, "-s",
+            backfill.from_date.isoformat(), "-e", backfill.to_date.isoformat()]
+    if backfill.state == BackfillState.FAILED.value or opts.get("rerun_failed_tasks"):
+        args.append("--rerun-failed-tasks")
+    if backfill.run_backwards:
+        args.append("-B")
+    for key, flag in (("task_regex", "-t"), ("pool", "--pool"),
+                      ("delay_on_limit", "--delay-on-limit")):
+        if opts.get(key):
+            args += [flag, str(opts[key])]
+    for key, flag in (("ignore_dependencies", "-i"), ("ignore_first_depends_on_past", "-I"),
+                      ("mark_success", "-m")):
+        if opts.get(key):
+            args.append(flag)
+    args += ["--max-active-runs", str(backfill.max_active_runs)]
+    if backfill.conf is not None:
+        args += ["-c", json.dumps(backfill.conf)]
+    return shlex.join(args)
+
+
+def ended_backfill_note(backfill: Backfill) -> str:
+    """What an unfinished run of the ended ``backfill`` shows."""
+    first = ("fix what held it back, then resume"
+             if backfill.state == BackfillState.FAILED.value else "resume")
+    return (f"backfill {backfill.id} ended ({ended_how(backfill)}) with this run unfinished "
+            f"and no backfill follows it; {first} with: {resume_command(backfill)}")
+
+
+def ended_backfill_notes(session: Session, dag_id: str,
+                         run_ids: Collection[str]) -> dict[str, str]:
+    """run_id -> :func:`ended_backfill_note` for those of ``run_ids`` that are unfinished
+    and whose backfill ended (one query)."""
+    if not run_ids:
+        return {}
+    rows = session.execute(
+        select(DagRun.run_id, Backfill)
+        .join(Backfill, Backfill.id == DagRun.backfill_id)
+        .where(DagRun.dag_id == dag_id, DagRun.run_id.in_(list(run_ids)),
+               DagRun.state.in_(sorted(_UNFINISHED_RUN)),
+               Backfill.state.in_(sorted(_FINISHED_BACKFILL)))).all()
+    return {run_id: ended_backfill_note(backfill) for run_id, backfill in rows}
 
 
 def cancel_backfill(session: Session, backfill_id: int, *, now: datetime,

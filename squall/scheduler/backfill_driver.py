@@ -3,6 +3,10 @@
 For each queued or running backfill (locked ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
 two schedulers never drive the same one):
 
+* it starts its queued runs (finished runs cleared when they joined it), oldest first,
+  while it has fewer than ``max_active_runs`` running, and its oldest unfinished run
+  whatever the limit, since later runs may wait for it (``depends_on_past``); the DAG's
+  ``max_active_runs`` is not looked at (:func:`_start_queued`);
 * it creates the next runs of its plan (:func:`squall.scheduler.backfill.plan_backfill`,
   computed afresh from the timetable and the runs the DAG has, only in a loop where it has
   room for a run or nothing unfinished) while it has fewer than
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -71,6 +75,7 @@ DEADLOCK_GRACE_SECONDS = 5.0
 REPORT_LIMIT = 20
 MAX_REPORT = 4000
 
+_UNFINISHED = frozenset(s.value for s in DAGRUN_UNFINISHED_STATES)
 #: States in which a task instance moves on by itself (a worker, a retry, a reschedule).
 _MOVING_STATES = [s.value for s in (TI.QUEUED, TI.RUNNING, TI.RESTARTING, TI.UP_FOR_RETRY,
                                     TI.UP_FOR_RESCHEDULE)]
@@ -131,7 +136,7 @@ def drive_backfills(session: Session, cache: SerializedDagCache, *, now: datetim
                         backfill.id, backfill.dag_id)
             stats.missing_dags.add(backfill.dag_id)
             continue
-        runs = all_runs.get(backfill.id, [])
+        runs = _start_queued(session, backfill, all_runs.get(backfill.id, []), now)
         run_states = [r.state for r in runs]
         unfinished = sum(1 for s in run_states if s in DAGRUN_UNFINISHED_STATES)
         room = _room(backfill, unfinished, now)
@@ -205,6 +210,37 @@ def _active_backfills(postgres: bool, one: bool) -> Any:
     return stmt
 
 
+def _start_queued(session: Session, backfill: Backfill, runs: list[BackfillRun],
+                  now: datetime) -> list[BackfillRun]:
+    """Start the backfill's queued runs (finished runs cleared when they joined it), oldest
+    first, while it has fewer than ``max_active_runs`` running; its oldest unfinished run
+    starts whatever the limit, since the later ones may wait for it (``depends_on_past``)
+    and a run taken in may hold the limit. The DAG's ``max_active_runs`` is not looked at,
+    as for the runs the backfill creates. ``runs`` as they are now."""
+    unfinished = sorted((r for r in runs if r.state in _UNFINISHED),
+                        key=lambda r: r.logical_date)
+    if not any(r.state == DagRunState.QUEUED.value for r in unfinished):
+        return runs
+    running = sum(1 for r in unfinished if r.state == DagRunState.RUNNING.value)
+    started: set[int] = set()
+    for i, run in enumerate(unfinished):
+        if run.state != DagRunState.QUEUED.value or (
+                i > 0 and running >= backfill.max_active_runs):
+            continue
+        if session.execute(
+            update(DagRun).where(DagRun.id == run.id,
+                                 DagRun.state == DagRunState.QUEUED.value)
+            .values(state=DagRunState.RUNNING.value, start_date=now, end_date=None,
+                    last_scheduling_decision=None)
+            .execution_options(synchronize_session=False)
+        ).rowcount:  # type: ignore[attr-defined]
+            log.info("Backfill %s: run %s started", backfill.id, run.run_id)
+            started.add(run.id)
+            running += 1
+    return [replace(r, state=DagRunState.RUNNING.value, last_scheduling_decision=None)
+            if r.id in started else r for r in runs]
+
+
 def _room(backfill: Backfill, unfinished: int, now: datetime) -> int:
     """How many runs the backfill may create now: up to its ``max_active_runs``; none
     for ``delay_on_limit`` seconds after it last reached that limit."""
@@ -256,6 +292,8 @@ class BackfillRun:
     run_id: str
     state: str
     last_scheduling_decision: datetime | None
+    id: int
+    logical_date: datetime
 
 
 def blocked_task_instances(session: Session, backfill: Backfill,
@@ -263,16 +301,17 @@ def blocked_task_instances(session: Session, backfill: Backfill,
     """The backfill's blocked task instances when it can make no progress by itself, else
     ``None``.
 
-    It can, when a run of it is queued (waiting for the DAG's ``max_active_runs``) or not
-    yet decided, when any task instance of the DAG (of any run) is queued, running, waiting
-    for a retry or a reschedule, or when one of its runs has a scheduled task
-    instance in a pool that exists (the critical section will queue it). ``runs``: the
+    It can, when a running run of it is not yet decided, when any task instance of the DAG
+    (of any run) is queued, running, waiting for a retry or a reschedule, or when one of
+    its running runs has a scheduled task instance in a pool that exists (the critical
+    section will queue it). Its queued runs are not looked at: they wait for a place
+    under its ``max_active_runs``, which only its running runs can free
+    (:func:`_start_queued` starts them, its oldest unfinished run at once). ``runs``: the
     backfill's runs as the caller read them (read here when not given)."""
     if runs is None:
         runs = _runs_of(session, [backfill.id]).get(backfill.id, [])
-    runs = [r for r in runs if r.state in DAGRUN_UNFINISHED_STATES]
-    if not runs or any(r.state != DagRunState.RUNNING.value
-                       or r.last_scheduling_decision is None for r in runs):
+    runs = [r for r in runs if r.state == DagRunState.RUNNING.value]
+    if not runs or any(r.last_scheduling_decision is None for r in runs):
         return None
     moving = session.scalar(
         select(func.count()).select_from(TaskInstance)
@@ -322,15 +361,16 @@ def _clip(text: str, limit: int) -> str:
 def _runs_of(session: Session, backfill_ids: list[int]) -> dict[int, list[BackfillRun]]:
     """Each backfill's runs: one query serves the step and its deadlock watch."""
     out: dict[int, list[BackfillRun]] = {}
-    for backfill_id, run_id, state, decided in session.execute(
+    for backfill_id, run_id, state, decided, pk, logical_date in session.execute(
         _RUNS_OF, {"backfill_ids": backfill_ids}).all():
         if backfill_id is not None:
-            out.setdefault(backfill_id, []).append(BackfillRun(run_id, state, decided))
+            out.setdefault(backfill_id, []).append(
+                BackfillRun(run_id, state, decided, pk, logical_date))
     return out
 
 
 _RUNS_OF = (select(DagRun.backfill_id, DagRun.run_id, DagRun.state,
-                   DagRun.last_scheduling_decision)
+                   DagRun.last_scheduling_decision, DagRun.id, DagRun.logical_date)
             .where(DagRun.backfill_id.in_(bindparam("backfill_ids", expanding=True))))
 
 

@@ -142,12 +142,16 @@ def test_op_clears_a_failed_task_and_the_grid_turns_without_a_reload(
 def test_a_viewer_sees_no_actions(ui: Ui, browser: WebDriver, artifacts: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     with session_scope(ui.factory) as session:
+        # a deadlocked backfill that left the newest run unfinished
         backfill = Backfill(dag_id=DAG_ID, from_date=DAY, to_date=DAY + timedelta(days=4),
-                            max_active_runs=2, state="running", total_runs=5)
+                            max_active_runs=2, state="failed", total_runs=5,
+                            reason="deadlock: 1 task instance(s) can never run")
         session.add(backfill)
         session.flush()
         session.execute(update(DagRun).where(DagRun.dag_id == DAG_ID)
                         .values(backfill_id=backfill.id))
+        session.execute(update(DagRun).where(DagRun.run_id == ui.failed_run)
+                        .values(state="running"))
     login(browser, ui, "viewer")
     assert browser.find_elements(By.CSS_SELECTOR, ".action, input[type=checkbox]") == []
     assert "paused" in browser.find_element(
@@ -157,9 +161,16 @@ def test_a_viewer_sees_no_actions(ui: Ui, browser: WebDriver, artifacts: Path,
     cell(browser, "transform", ui.failed_run).click()
     wait(browser, "the task's log", lambda d: LOG_LINE in d.find_element(By.ID, "ti-log").text)
     assert browser.find_elements(By.CSS_SELECTOR, ".action, #ti-actions, #trigger-button") == []
+    # the run its backfill left says so, with the command that resumes it
+    resume = "resume with: squall dags backfill ui_etl -s"
+    note = browser.find_element(By.CSS_SELECTOR, "#ti-facts .run-note").text
+    assert f"backfill {backfill.id} ended (deadlocked)" in note and resume in note, note
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".run-bar.orphaned")) == 1
     browser.get(ui.url + "/backfills")
-    wait(browser, "the backfill's progress", lambda d: "3 of 5 runs finished" in d.find_element(
+    wait(browser, "the backfill's progress", lambda d: "2 of 5 runs finished" in d.find_element(
         By.ID, "backfill-rows").text)
+    assert "left 1 run(s) unfinished; resume with:" in browser.find_element(
+        By.ID, "backfill-rows").text
     screenshot(browser, artifacts, "ui-backfills.png", capsys)
     browser.get(ui.url + "/pools")
     wait(browser, "the pools", lambda d: "default_pool" in d.find_element(By.ID, "pool-rows").text)

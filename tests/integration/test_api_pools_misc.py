@@ -285,6 +285,40 @@ def test_backfills_create_list_get_cancel(api: Api, session_factory: SessionFact
     with session_scope(session_factory) as session:
         assert {b.state for b in session.query(Backfill)} == {"cancelled"}
 
+    # a run the cancelled backfill left unfinished says so, with the command that resumes
+    # it, and a new backfill of its range takes it in
+    left = "backfill__2024-02-01T00:00:00+00:00"
+    with session_scope(session_factory) as session:
+        session.add(DagRun(dag_id="bf", run_id=left, logical_date=START + timedelta(days=31),
+                           state="running", backfill_id=second.json()["id"],
+                           run_type="backfill"))
+        session.flush()
+        session.add(TaskInstance(dag_id="bf", task_id="a", run_id=left, state="none"))
+    resume = ("squall dags backfill bf -s 2024-02-01T00:00:00+00:00 -e "
+              "2024-02-01T00:00:00+00:00 -B --max-active-runs 1")
+    ended = api.get(f"/api/v1/backfills/{second.json()['id']}").json()
+    assert (ended["unfinished_runs"], ended["resume_command"]) == ([left], resume)
+    assert ended["range_runs_by_state"] == {"running": 1}
+    note = (f"backfill {second.json()['id']} ended (cancelled) with this run unfinished and "
+            f"no backfill follows it; resume with: {resume}")
+    def ui(path: str) -> Any:  # the UI's own endpoints, not in the OpenAPI document
+        response = api.client.get(path, headers=basic("viewer"))
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    grid = ui("/ui/api/dags/bf/grid")
+    assert [r["note"] for r in grid["runs"] if r["run_id"] == left] == [note]
+    assert ui(f"/ui/api/dags/bf/runs/{left}/tasks/a")["run_note"] == note
+    page = ui("/ui/api/backfills")["backfills"]
+    assert [b["resume_command"] for b in page] == [resume, None]
+    resumed = api.post("/api/v1/backfills", user="op",
+                       json={"dag_id": "bf", "from_date": "2024-02-01",
+                             "to_date": "2024-02-01"})
+    assert resumed.status_code == 200, resumed.text
+    assert (resumed.json()["taken_in"], resumed.json()["total_runs"]) == ([left], 1)
+    assert api.get(f"/api/v1/backfills/{second.json()['id']}").json()[
+        "resume_command"] is None
+
     # every date of the range already has a run: nothing to backfill
     with session_scope(session_factory) as session:
         session.add(DagRun(dag_id="bf", run_id="manual_m", logical_date=START + timedelta(

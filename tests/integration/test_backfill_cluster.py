@@ -55,6 +55,11 @@ def record_or_fail_first_day(ti):
     record(ti)
     if "2024-01-01" in ti.run_id and not FIXED.exists():
         raise RuntimeError("broken on the first day until fixed")
+
+def record_or_fail_third_day(ti):
+    record(ti)
+    if "2024-01-03" in ti.run_id and not Path(f"{FIXED}.{ti.dag_id}").exists():
+        raise RuntimeError("broken on the third day until fixed")
 '''
 
 CHAIN_DAG = '''
@@ -80,6 +85,18 @@ with DAG("bf_dop", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1, t
                    depends_on_past=True, retries=0)
 '''
 
+#: day 3 fails (until fixed), so days 4 and 5 wait behind it: the backfill deadlocks
+RESUME_DAG = '''
+import pendulum
+from squall import DAG, PythonOperator
+from bf_record import record_or_fail_third_day
+
+with DAG("DAG_ID", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+         is_paused_upon_creation=True, max_active_runs=16):
+    PythonOperator(task_id="t", python_callable=record_or_fail_third_day,
+                   depends_on_past=True, retries=0)
+'''
+
 POOL_DAG = '''
 import pendulum
 from squall import DAG, BashOperator
@@ -91,6 +108,7 @@ with DAG("bf_pool", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1, 
 '''
 
 CHAIN_DAGS = ("bf_chain", "bf_back", "bf_dry", "bf_kill", "bf_multi")
+RESUME_DAGS = ("bf_rerun", "bf_reset")
 TASKS = ["a", "b", "c"]
 
 
@@ -109,6 +127,8 @@ def cluster(request: pytest.FixtureRequest,
         (c.dags_folder / f"{dag_id}.py").write_text(CHAIN_DAG.replace("DAG_ID", dag_id))
     (c.dags_folder / "bf_dop.py").write_text(DEPENDS_DAG)
     (c.dags_folder / "bf_pool.py").write_text(POOL_DAG)
+    for dag_id in RESUME_DAGS:
+        (c.dags_folder / f"{dag_id}.py").write_text(RESUME_DAG.replace("DAG_ID", dag_id))
     c.extra_env["SQUALL_TEST_EXEC_LOG"] = str(c.home / "executions.log")
     c.extra_env["SQUALL_TEST_FIXED_MARKER"] = str(c.home / "fixed")
     if request.param == "standalone":  # a copy of the session's migrated SQLite file
@@ -376,3 +396,71 @@ def test_a_pool_of_one_slot_runs_one_task_instance_at_a_time(cluster: Cluster) -
     assert len(intervals) == 8, tis
     for earlier, later in pairwise(intervals):
         assert earlier[1] <= later[0], f"{earlier} overlaps {later}"
+
+
+def deadlock_at_day_3(cluster: Cluster, dag_id: str) -> int:
+    """Backfill days 1-5 of ``dag_id``: day 3 fails and days 4, 5 wait behind it until the
+    backfill is called deadlocked (exit 1). Days 4 and 5, left unfinished, say so and how
+    to resume them, where a run's backfill is shown. The backfill's id."""
+    first = cluster.cli("dags", "backfill", dag_id, "-s", "2024-01-01", "-e", "2024-01-05",
+                        "-y", check=False, timeout=150)
+    assert first.returncode == 1, f"{first.stdout}\n{first.stderr}\n{cluster.logs()}"
+    assert "deadlock: 2 task instance(s) can never run" in first.stderr, first.stderr
+    assert {r.run_id: r.state for r in dag_runs(cluster, dag_id)} == {
+        run_id(1): "success", run_id(2): "success", run_id(3): "failed",
+        run_id(4): "running", run_id(5): "running"}
+    backfill_id = backfill_id_in(first.stdout, dag_id)
+    resume = (f"squall dags backfill {dag_id} -s 2024-01-01T00:00:00+00:00 -e "
+              "2024-01-05T00:00:00+00:00 --rerun-failed-tasks --max-active-runs 16")
+    left = f"It left 2 run(s) unfinished, which no backfill follows: {run_id(4)}, {run_id(5)}"
+    assert left in first.stderr and resume in first.stderr, first.stderr
+    shown = cluster.cli("backfills", "show", str(backfill_id)).stdout
+    assert left in shown and resume in shown, shown
+    states = cluster.cli("tasks", "states-for-dag-run", dag_id, run_id(4)).stdout
+    assert (f"Run {run_id(4)}: backfill {backfill_id} ended (deadlocked) with this run "
+            "unfinished and no backfill follows it; fix what held it back, then resume with: "
+            + resume) in states, states
+    return backfill_id
+
+
+@pytest.mark.parametrize("cluster", ["redis-pg"], indirect=True)
+def test_rerun_failed_tasks_takes_in_the_runs_a_deadlocked_backfill_left_waiting(
+        cluster: Cluster) -> None:
+    first = deadlock_at_day_3(cluster, "bf_rerun")
+    (cluster.home / "fixed.bf_rerun").touch()
+    again = cluster.cli("dags", "backfill", "bf_rerun", "-s", "2024-01-01", "-e",
+                        "2024-01-05", "--rerun-failed-tasks", "-y", check=False, timeout=150)
+    assert again.returncode == 0, f"{again.stdout}\n{again.stderr}\n{cluster.logs()}"
+    second = backfill_id_in(again.stdout, "bf_rerun")
+    assert (f"Taken in: bf_rerun run {run_id(4)} (backfill, running) at "
+            f"2024-01-04T00:00:00+00:00: nothing drives it (backfill {first} ended (failed))"
+            ) in again.stdout, again.stdout
+    assert (f"Backfill {second} of bf_rerun: success (3 runs); its range has 5 runs: "
+            "success 5") in again.stdout, again.stdout
+    runs = dag_runs(cluster, "bf_rerun")
+    assert [(r.run_id, r.state, r.backfill_id) for r in runs] == [
+        (run_id(1), "success", first), (run_id(2), "success", first),
+        (run_id(3), "success", second), (run_id(4), "success", second),
+        (run_id(5), "success", second)]
+    assert executions(cluster, "bf_rerun") == [
+        ("t", run_id(1), 1), ("t", run_id(2), 1), ("t", run_id(3), 1), ("t", run_id(3), 2),
+        ("t", run_id(4), 1), ("t", run_id(5), 1)]
+
+
+@pytest.mark.parametrize("cluster", ["redis-pg"], indirect=True)
+def test_reset_dagruns_over_a_deadlocked_backfill_runs_its_whole_range_again(
+        cluster: Cluster) -> None:
+    deadlock_at_day_3(cluster, "bf_reset")
+    (cluster.home / "fixed.bf_reset").touch()
+    again = cluster.cli("dags", "backfill", "bf_reset", "-s", "2024-01-01", "-e",
+                        "2024-01-05", "--reset-dagruns", "-y", check=False, timeout=150)
+    assert again.returncode == 0, f"{again.stdout}\n{again.stderr}\n{cluster.logs()}"
+    second = backfill_id_in(again.stdout, "bf_reset")
+    assert (f"Backfill {second} of bf_reset: success (5 runs); its range has 5 runs: "
+            "success 5") in again.stdout, again.stdout
+    assert [(r.state, r.backfill_id) for r in dag_runs(cluster, "bf_reset")] == [
+        ("success", second)] * 5
+    ran = executions(cluster, "bf_reset")
+    assert ran[:3] == [("t", run_id(d), 1) for d in (1, 2, 3)], ran
+    assert ran[3:] == [("t", run_id(1), 2), ("t", run_id(2), 2), ("t", run_id(3), 2),
+                       ("t", run_id(4), 1), ("t", run_id(5), 1)], ran

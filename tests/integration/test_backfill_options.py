@@ -22,6 +22,7 @@ from squall.scheduler.backfill import (
     backfill_progress,
     cancel_backfill,
     create_backfill,
+    ended_backfill_notes,
     plan_backfill,
 )
 from squall.scheduler.backfill_driver import DEADLOCK_GRACE_SECONDS
@@ -371,3 +372,57 @@ def test_the_scheduler_walks_a_backfills_schedule_once(
     assert loop.until_over(backfill_id).state == BackfillState.SUCCESS
     assert len(runs_of(session_factory, "bo_walk")) == 5
     assert len(walks) == 1  # kept between loops, not walked again for each run
+
+
+def test_a_backfill_takes_in_the_unfinished_runs_of_its_range_nothing_drives(
+        tmp_path: Path, session_factory: SessionFactory) -> None:
+    dag = diamond("bo_take")
+    sync_dags(session_factory, dag, paused=True, now=NOW)
+    first = record(session_factory, dag, 1, 2, max_active_runs=2)
+    loop = Loop(tmp_path, session_factory)
+    loop.now += timedelta(seconds=1)
+    loop.job.run_once()  # two runs created, their first task instances queued
+    with session_scope(session_factory) as session:
+        assert cancel_backfill(session, first, now=loop.now) == []  # its runs left running
+        manual = create_dag_run(session, dag, run_type=DagRunType.MANUAL, logical_date=day(3),
+                                data_interval=None, state=DagRunState.QUEUED, now=NOW).run_id
+    with session_scope(session_factory) as session:
+        assert ended_backfill_notes(session, "bo_take", [run_id(1), manual]) == {run_id(1): (
+            f"backfill {first} ended (cancelled) with this run unfinished and no backfill "
+            "follows it; resume with: squall dags backfill bo_take -s "
+            "2024-01-01T00:00:00+00:00 -e 2024-01-02T00:00:00+00:00 --max-active-runs 2")}
+        # two backfills planned at the same time: the one created first takes the runs in
+        plans = [plan_backfill(session, dag, day(1), day(3)) for _ in range(2)]
+        assert [(r.run_id, r.orphan) for r in plans[0].taken_in] == [
+            (run_id(1), f"backfill {first} ended (cancelled)"),
+            (run_id(2), f"backfill {first} ended (cancelled)"), (manual, "its DAG is paused")]
+        second, third = (create_backfill(session, plan, max_active_runs=3, now=NOW)
+                         for plan in plans)
+        assert (second.total_runs, third.total_runs) == (3, 0)
+        second_id = second.id
+    assert loop.until_over(second_id).state == BackfillState.SUCCESS
+    assert [(r.run_id, r.state, r.backfill_id) for r in runs_of(session_factory, "bo_take")
+            ] == [(run_id(1), DagRunState.SUCCESS, second_id),
+                  (run_id(2), DagRunState.SUCCESS, second_id),
+                  (manual, DagRunState.SUCCESS, second_id)]
+    assert sorted(loop.ran) == sorted((r, t) for r in (run_id(1), run_id(2), manual)
+                                      for t in "abcd")
+
+
+def test_a_run_rerun_behind_a_run_taken_in_starts_within_a_limit_of_one(
+        tmp_path: Path, session_factory: SessionFactory) -> None:
+    """With a limit of one run, day 3 (taken in, running, waiting for day 2) does not hold
+    back day 2, cleared and queued: the oldest unfinished run of a backfill starts."""
+    with DAG("bo_one", schedule="@daily", start_date=START, catchup=False,
+             max_active_runs=1) as dag:
+        Noop(task_id="p", depends_on_past=True)
+    sync_dags(session_factory, dag, paused=True, now=NOW)
+    first = record(session_factory, dag, 1, 4, max_active_runs=1)
+    row = Loop(tmp_path, session_factory, fail={run_id(2): {"p"}}).until_over(first)
+    assert row.reason is not None and row.reason.startswith("deadlock: 1 task instance(s)")
+    assert [r.state for r in runs_of(session_factory, "bo_one")] == [
+        DagRunState.SUCCESS, DagRunState.FAILED, DagRunState.RUNNING]
+    second = record(session_factory, dag, 1, 4, max_active_runs=1, rerun_failed_tasks=True)
+    loop = Loop(tmp_path, session_factory)
+    assert loop.until_over(second).state == BackfillState.SUCCESS
+    assert loop.ran == [(run_id(2), "p"), (run_id(3), "p"), (run_id(4), "p")]

@@ -109,7 +109,9 @@ def _detail(session: Session, row: Backfill) -> dict[str, Any]:
     return {**_backfill_json(row), "runs_finished": progress.runs_finished,
             "runs_by_state": progress.runs_by_state,
             "task_instances_by_state": progress.tis_by_state,
-            "failed_runs": progress.failed_runs, "deadlocked": progress.deadlocked}
+            "failed_runs": progress.failed_runs, "deadlocked": progress.deadlocked,
+            "unfinished_runs": progress.unfinished_runs, "resume_command": progress.resume,
+            "range_runs_by_state": progress.range_runs_by_state}
 
 
 def _get_backfill(session: Session, backfill_id: int) -> Backfill:
@@ -218,7 +220,7 @@ def post_backfill(body: BackfillBody, request: Request, session: DB,
         plan = plan_backfill(session, dag, start, end, run_backwards=body.run_backwards,
                              rerun_failed_tasks=body.rerun_failed_tasks,
                              reset_dagruns=body.reset_dagruns, task_ids=scope.task_ids(dag))
-        if not plan.runs and not plan.rerun:
+        if not plan.runs and not plan.joining:
             raise ApiProblem(409, f"nothing to backfill: DAG {dag.dag_id} has a run for "
                              "every date of the range")
         row = create_backfill(session, plan,
@@ -230,4 +232,5 @@ def post_backfill(body: BackfillBody, request: Request, session: DB,
     log.info("api: %s created backfill %s of %s", user.username, row.id, dag.dag_id)
     return {**_detail(session, row), "planned_runs": [r.run_id for r in plan.runs],
             "rerun": [r.run_id for r in plan.rerun],
-            "existing": [r.run_id for r in plan.existing if not r.to_clear]}
+            "taken_in": [r.run_id for r in plan.taken_in],
+            "existing": [r.run_id for r in plan.existing if not r.joins]}

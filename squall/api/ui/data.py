@@ -30,7 +30,7 @@ from squall.common.models import (
 from squall.common.pools import list_pools
 from squall.dag_processing.serialization import deserialize_dag
 from squall.execution.runner import task_log_path
-from squall.scheduler.backfill import backfill_progress
+from squall.scheduler.backfill import backfill_progress, ended_backfill_notes
 from squall.scheduler.dag_shape import downstream_map, topological_order
 
 log = logging.getLogger(__name__)
@@ -136,12 +136,15 @@ def grid(dag_id: str, session: DB, user: Viewer,
     order = task_order(session, dag_id)
     known = set(order)
     tasks = order + sorted(t for t in states if t not in known)
+    notes = ended_backfill_notes(session, dag_id, [r.run_id for r in ordered
+                                                   if r.state in ("queued", "running")])
     return {
         "user": _user(user), "dag_id": dag_id, "is_paused": dag.is_paused,
         "schedule": dag.schedule, "next_dagrun": iso(dag.next_dagrun),
         "runs": [{"run_id": r.run_id, "state": r.state, "run_type": r.run_type,
                   "logical_date": iso(r.logical_date), "start_date": iso(r.start_date),
-                  "end_date": iso(r.end_date)} for r in ordered],
+                  "end_date": iso(r.end_date), "note": notes.get(r.run_id)}
+                 for r in ordered],
         "tasks": tasks,
         "states": {t: states.get(t, [None] * len(ordered)) for t in tasks},
     }
@@ -170,6 +173,7 @@ def task_instance(dag_id: str, run_id: str, task_id: str, session: DB,
         "end_date": iso(ti.end_date), "duration": ti.duration,
         "run_state": run.state if run is not None else None,
         "logical_date": iso(run.logical_date) if run is not None else None,
+        "run_note": ended_backfill_notes(session, dag_id, [run_id]).get(run_id),
     }
 
 
@@ -217,7 +221,8 @@ def backfills(session: DB, user: Viewer,
             "total_runs": p.total_runs, "finished_runs": done,
             "runs_by_state": p.runs_by_state, "tis_by_state": p.tis_by_state,
             "failed_runs": p.failed_runs, "created_at": iso(p.created_at),
-            "completed_at": iso(p.completed_at), "reason": p.reason})
+            "completed_at": iso(p.completed_at), "reason": p.reason,
+            "unfinished_runs": p.unfinished_runs, "resume_command": p.resume})
     return {"user": _user(user), "backfills": out}
 
 

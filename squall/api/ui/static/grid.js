@@ -21,10 +21,14 @@
 
   function header(runs) {
     return el("tr", { class: "runs" }, el("th", { class: "task-head", text: `${runs.length} run${runs.length === 1 ? "" : "s"}` }),
-      ...runs.map((r) => el("th", { class: "run-head", title: `${r.run_id}\n${r.run_type}, ${r.state}\nlogical date ${fmtDate(r.logical_date)}` },
+      ...runs.map((r) => el("th", { class: "run-head", title: runTitle(r) },
         el("span", { class: `run-bar ${stateClass(r.state)}`, dataset: { runId: r.run_id } }),
         el("span", { class: "run-label", text: fmtDate(r.logical_date).slice(5, 16) }))));
   }
+
+  // a run its backfill left unfinished says so, with the command that resumes it
+  const runTitle = (r) => `${r.run_id}\n${r.run_type}, ${r.state}\nlogical date ${fmtDate(r.logical_date)}` +
+    (r.note ? `\n${r.note}` : "");
 
   function build(data) {
     const body = el("tbody");
@@ -44,7 +48,10 @@
   function paint(data) {
     data.runs.forEach((r, i) => {
       const bar = table.querySelectorAll(".run-bar")[i];
-      if (bar) bar.className = `run-bar ${stateClass(r.state)}`;
+      if (bar) {
+        bar.className = `run-bar ${stateClass(r.state)}${r.note ? " orphaned" : ""}`;
+        bar.parentElement.title = runTitle(r);
+      }
     });
     for (const cell of table.querySelectorAll("td.cell")) {
       const i = data.runs.findIndex((r) => r.run_id === cell.dataset.runId);
@@ -94,7 +101,8 @@
       ...fact("Duration", fmtDuration(duration)),
       ...fact("Operator", t.operator),
       ...fact("Pool / queue", `${t.pool} / ${t.queue}`),
-      ...fact("Run", `${t.run_id} (${t.run_state})`));
+      ...fact("Run", `${t.run_id} (${t.run_state})`),
+      ...(t.run_note ? fact("Run note", t.run_note, "run-note") : []));
   }
 
   function tries(t) {

@@ -35,7 +35,10 @@
       el("td", {}, progress),
       el("td", { class: "small" }, ...counts(b.tis_by_state)),
       el("td", { class: "small nowrap", text: fmtDate(b.created_at) }),
-      el("td", { class: "small reason", text: b.reason || (b.failed_runs.length ? `failed runs: ${b.failed_runs.join(", ")}` : "") }));
+      el("td", { class: "small reason" },
+        el("div", { text: b.reason || (b.failed_runs.length ? `failed runs: ${b.failed_runs.join(", ")}` : "") }),
+        ...(b.resume_command ? [el("div", { class: "run-note", text: `left ${b.unfinished_runs.length} run(s) unfinished; resume with:` }),
+          el("code", { class: "small", text: b.resume_command })] : [])));
   }
 
   function poolRow(p) {
