@@ -136,7 +136,7 @@ class ClearTaskInstances(_In):
 class TaskInstanceReference(_Out):
     task_id: str
     dag_id: str
-    execution_date: str | None
+    execution_date: str
     dag_run_id: str
 
 

@@ -47,7 +47,7 @@ from squall.api.schemas_runs import (
     TaskInstanceReferenceCollection,
     UpdateTaskInstance,
 )
-from squall.api.serializers import iso, task_instance_json
+from squall.api.serializers import task_instance_json
 from squall.api.state import DB
 from squall.common.errors import TaskNotFound
 from squall.common.models import DagRun, TaskInstance, TaskInstanceKey, utcnow
@@ -189,9 +189,9 @@ def get_task_instance(dag_id: str, dag_run_id: str, task_id: str, session: DB,
     return task_instance_json(ti, run)
 
 
-def _reference(key: TaskInstanceKey, when: datetime | None) -> dict[str, Any]:
+def _reference(key: TaskInstanceKey, when: datetime) -> dict[str, Any]:
     return {"task_id": key.task_id, "dag_id": key.dag_id, "dag_run_id": key.run_id,
-            "execution_date": iso(when)}
+            "execution_date": when.isoformat()}
 
 
 @router.patch("/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}",
@@ -265,5 +265,4 @@ def clear_tis(dag_id: str, body: ClearTaskInstances, request: Request, session: 
         log.info("DAG %s: %d task instances cleared through the API by %s (%d changed "
                  "meanwhile)", dag_id, len(keys), user.username, len(result.changed))
     dates = logical_dates(session, [(k.dag_id, k.run_id) for k in keys])
-    return {"task_instances": [_reference(k, dates.get((k.dag_id, k.run_id)))
-                               for k in keys]}
+    return {"task_instances": [_reference(k, dates[(k.dag_id, k.run_id)]) for k in keys]}
