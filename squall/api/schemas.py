@@ -69,6 +69,27 @@ class DAGCollection(CollectionInfo):
     dags: list[DAG]
 
 
+class DAGDetail(DAG):
+    """A DAG with the details of its definition (its last serialized form). ``orientation``
+    is ``LR`` and ``dataset_expression`` ``null`` (no data-aware schedules); ``params`` are
+    the DAG's params as their JSON values."""
+
+    timezone: str | None
+    catchup: bool | None
+    orientation: str | None
+    concurrency: int | None
+    start_date: str | None
+    dag_run_timeout: dict[str, Any] | None
+    dataset_expression: dict[str, Any] | None
+    doc_md: str | None
+    params: dict[str, Any]
+    end_date: str | None
+    is_paused_upon_creation: bool | None
+    last_parsed: str | None
+    template_search_path: list[str] | None
+    render_template_as_native_obj: bool | None
+
+
 class Task(_Out):
     """A task of a DAG. Airflow's ``sub_dag`` is left out, as Airflow's server leaves it out
     of every task that is not a SubDagOperator (Squall has none)."""

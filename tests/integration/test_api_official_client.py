@@ -24,6 +24,7 @@ from airflow_client.client.api.monitoring_api import MonitoringApi
 from airflow_client.client.api.pool_api import PoolApi
 from airflow_client.client.api.task_instance_api import TaskInstanceApi
 from airflow_client.client.api.variable_api import VariableApi
+from airflow_client.client.exceptions import NotFoundException
 from airflow_client.client.model.clear_dag_run import ClearDagRun
 from airflow_client.client.model.clear_task_instances import ClearTaskInstances
 from airflow_client.client.model.connection import Connection
@@ -35,6 +36,7 @@ from airflow_client.client.model.pool import Pool
 from airflow_client.client.model.task_state import TaskState
 from airflow_client.client.model.update_dag_run_state import UpdateDagRunState
 from airflow_client.client.model.update_task_instance import UpdateTaskInstance
+from airflow_client.client.model.update_task_instances_state import UpdateTaskInstancesState
 from airflow_client.client.model.update_task_state import UpdateTaskState
 from airflow_client.client.model.variable import Variable
 from cryptography.fernet import Fernet
@@ -129,10 +131,14 @@ def test_dags(env: Env) -> None:
     assert dag.dag_display_name == DAG_ID and [t.name for t in dag.tags] == ["client"]
     assert dags.patch_dag(DAG_ID, DAG(is_paused=True), update_mask=["is_paused"]).is_paused
     assert not dags.patch_dag(DAG_ID, DAG(is_paused=False)).is_paused
+    details = dags.get_dag_details(DAG_ID)
+    assert details.timezone == "UTC" and details.file_token == dag.file_token
+    assert details.start_date.year == 2024 and details.catchup is not None
     tasks = {t.task_id: t for t in dags.get_tasks(DAG_ID).tasks}
     assert sorted(tasks) == ["fail", "say"]
     assert tasks["say"].downstream_task_ids == ["fail"]
-    assert tasks["say"].doc_md == "says something" and tasks["say"].owner
+    say = dags.get_task(DAG_ID, "say")
+    assert say.doc_md == "says something" and say.owner and say.retries == 0
 
 
 def test_dag_runs(env: Env) -> None:
@@ -154,6 +160,10 @@ def test_dag_runs(env: Env) -> None:
     assert again["dag_run_id"] == "second"
     wait_until(lambda: _finished(runs, "second"), 120, interval=0.2,
                message=f"the second run to finish:\n{env.cluster.logs()}")
+    runs.delete_dag_run(DAG_ID, "second")
+    assert "second" not in [r.dag_run_id for r in runs.get_dag_runs(DAG_ID).dag_runs]
+    with pytest.raises(NotFoundException):
+        TaskInstanceApi(env.client).get_task_instance(DAG_ID, "second", "say")
 
 
 def test_task_instances(env: Env) -> None:
@@ -182,6 +192,15 @@ def test_task_instances(env: Env) -> None:
                                                      new_state=UpdateTaskState("success")))
     assert ref.execution_date
     assert str(tis.get_task_instance(DAG_ID, env.run_id, "fail").state) == "success"
+    would = dags.post_set_task_instances_state(DAG_ID, UpdateTaskInstancesState(
+        task_id="say", dag_run_id=env.run_id, include_downstream=True,
+        new_state=UpdateTaskState("failed")))
+    assert sorted(t.task_id for t in would.task_instances) == ["fail", "say"]
+    assert str(tis.get_task_instance(DAG_ID, env.run_id, "say").state) == "success"
+    marked = dags.post_set_task_instances_state(DAG_ID, UpdateTaskInstancesState(
+        task_id="fail", execution_date=say.execution_date, dry_run=False,
+        new_state=UpdateTaskState("failed")))
+    assert [(t.task_id, t.dag_run_id) for t in marked.task_instances] == [("fail", env.run_id)]
     cleared = dags.post_clear_task_instances(DAG_ID, ClearTaskInstances(
         dry_run=False, dag_run_id=env.run_id, only_failed=False, task_ids=["fail"]))
     assert [t.task_id for t in cleared.task_instances] == ["fail"]
@@ -256,12 +275,14 @@ def test_import_errors_health_and_version(env: Env) -> None:
 
 #: Airflow operations Squall does not serve, and the status the client gets (docs/api.md)
 NOT_SERVED: list[tuple[str, str, dict[str, Any], int]] = [
-    ("DELETE", f"/dags/{DAG_ID}/dagRuns/x", {}, 405),
-    ("POST", f"/dags/{DAG_ID}/updateTaskInstancesState", {"json": {}}, 404),
-    ("GET", f"/dags/{DAG_ID}/details", {}, 404),
-    ("GET", f"/dags/{DAG_ID}/tasks/say", {}, 404),
+    ("PATCH", f"/dags/{DAG_ID}/dagRuns/first/setNote", {"json": {"note": "n"}}, 404),
+    ("GET", f"/dags/{DAG_ID}/dagRuns/first/taskInstances/say/xcomEntries", {}, 404),
+    ("GET", "/dagSources/x", {}, 404),
     ("GET", "/eventLogs", {}, 404),
     ("GET", "/config", {}, 404),
+    ("GET", "/users", {}, 404),
+    ("PATCH", "/dags", {"json": {"is_paused": True}}, 405),
+    ("DELETE", f"/dags/{DAG_ID}", {}, 405),
 ]
 
 
@@ -271,5 +292,5 @@ def test_operations_not_served_answer_their_documented_status(env: Env) -> None:
                                timeout=10, **kwargs)
         assert answer.status_code == status, (method, path, answer.status_code, answer.text)
     with pytest.raises(ApiException) as raised:
-        DAGRunApi(env.client).delete_dag_run(DAG_ID, "x")
+        DAGApi(env.client).delete_dag(DAG_ID)
     assert raised.value.status == 405

@@ -374,6 +374,55 @@ def test_mark_a_task_instance(world: World) -> None:
                       json={"new_state": "failed"}), 404)
 
 
+def test_mark_a_task_instance_and_its_relatives(world: World) -> None:
+    api = world.api
+    url = f"{V1}/dags/etl/updateTaskInstancesState"
+    body = {"task_id": "transform", "new_state": "success", "include_downstream": True}
+    problem(api.post(url, user="viewer", json={**body, "dag_run_id": RUNS[1]}), 403)
+    problem(api.post(url, user="op", json=body), 400, "one of dag_run_id and execution_date")
+    problem(api.post(url, user="op", json={**body, "dag_run_id": RUNS[1],
+                                          "execution_date": DAYS[1].isoformat()}), 400,
+            "one of dag_run_id and execution_date")
+    problem(api.post(url, user="op", json={**body, "execution_date": "2030-01-01"}), 404,
+            "no run of execution_date")
+    problem(api.post(url, user="op", json={**body, "task_id": "nope",
+                                          "dag_run_id": RUNS[1]}), 404, "nope")
+    dry = api.post(url, user="op", json={**body, "dag_run_id": RUNS[1]}).json()
+    assert [(r["task_id"], r["dag_run_id"], r["execution_date"]) for r in
+            dry["task_instances"]] == [("transform", RUNS[1], DAYS[1].isoformat()),
+                                       ("load", RUNS[1], DAYS[1].isoformat())]
+    assert world.states(RUNS[1])["transform"] == "failed"
+    done = api.post(url, user="op", json={**body, "dry_run": False,
+                                         "execution_date": DAYS[1].isoformat()})
+    assert done.json() == dry
+    assert world.states(RUNS[1]) == {"extract": "success", "transform": "success",
+                                     "load": "success", "report": "success"}
+
+
+def test_get_a_dags_details_and_one_task(world: World) -> None:
+    api = world.api
+    details = api.get(f"{V1}/dags/etl/details", user="viewer").json()
+    assert (details["dag_id"], details["timezone"], details["concurrency"]) == (
+        "etl", "UTC", etl_dag().max_active_tasks)
+    assert details["start_date"] == "2024-01-01T00:00:00+00:00" and details["params"] == {}
+    task = api.get(f"{V1}/dags/etl/tasks/transform", user="viewer").json()
+    assert (task["task_id"], task["retries"], task["pool"]) == ("transform", 2, "big")
+    assert task["downstream_task_ids"] == ["load"]
+    problem(api.get(f"{V1}/dags/etl/tasks/nope"), 404, "nope")
+    problem(api.get(f"{V1}/dags/nope/details"), 404, "nope")
+
+
+def test_delete_a_run_deletes_its_task_instances(world: World) -> None:
+    api = world.api
+    url = f"{V1}/dags/etl/dagRuns/{RUNS[2]}"
+    problem(api.delete(url, user="viewer"), 403)
+    assert api.delete(url, user="op").status_code == 204
+    problem(api.get(url), 404)
+    assert world.states(RUNS[2]) == {}
+    assert world.states(RUNS[1])["transform"] == "failed"  # other runs are left alone
+    problem(api.delete(url, user="op"), 404)
+
+
 def test_clear_task_instances(world: World) -> None:
     api = world.api
     url = f"{V1}/dags/etl/clearTaskInstances"

@@ -1,5 +1,5 @@
 """``/api/v1/dags/{dag_id}/dagRuns``: list (``~`` for every DAG, and the batch form
-``POST /dags/~/dagRuns/list``), get, trigger, set the state of, and clear DAG runs.
+``POST /dags/~/dagRuns/list``), get, trigger, set the state of, clear and delete DAG runs.
 
 Setting a run's state does what Airflow 2's ``set_dag_run_state_to_*`` do, each task
 instance changed by compare-and-set from the state and try it was read in (one that moved
@@ -13,6 +13,10 @@ on meanwhile is left as it is and logged):
 * ``queued``: only the run, with its start and end cleared (so ``dagrun_timeout`` counts
   afresh); the scheduler starts it and decides it with its usual rules.
 
+Deleting a run deletes its task instances, XComs and reschedules with it (the database's
+cascades), as Airflow does; a try still running is killed by its supervisor at its next
+heartbeat, which finds its row gone.
+
 The date helpers here (:func:`aware`, :func:`date_range`, ...) are shared with the task
 instance and experimental routes.
 """
@@ -24,9 +28,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import pendulum
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BeforeValidator
-from sqlalchemy import Select, select
+from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session
 
 from squall.api.auth import Op, Viewer
@@ -346,6 +350,19 @@ def update_dag_run_state(dag_id: str, dag_run_id: str, body: UpdateDagRunState,
              reason=f"run set to {body.state} through the API by {user.username}")
     session.expire_all()
     return dag_run_json(get_run(session, dag_id, dag_run_id))
+
+
+@router.delete("/dags/{dag_id}/dagRuns/{dag_run_id}", summary="Delete a DAG run and its "
+               "task instances", status_code=204, response_class=Response,
+               responses={204: {"description": "deleted"}})
+def delete_dag_run(dag_id: str, dag_run_id: str, session: DB, user: Op) -> Response:
+    run = get_run(session, dag_id, dag_run_id)
+    session.execute(delete(DagRun).where(DagRun.dag_id == run.dag_id,
+                                         DagRun.run_id == run.run_id))
+    notify_scheduler(session, f"{dag_id} run deleted")
+    log.info("DagRun %s %s (%s) deleted through the API by %s", dag_id, dag_run_id, run.state,
+             user.username)
+    return Response(status_code=204)
 
 
 @router.post("/dags/{dag_id}/dagRuns/{dag_run_id}/clear",

@@ -1,4 +1,4 @@
-"""``/api/v1/dags``: list (filters, order, pages), get, pause / unpause, tasks."""
+"""``/api/v1/dags``: list (filters, order, pages), get, details, pause / unpause, tasks."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from sqlalchemy.orm import Session
 from squall.api.auth import Op, Viewer
 from squall.api.pagination import OrderBy, Paged, order_by, total
 from squall.api.problems import bad_request, not_found
-from squall.api.schemas import DAG, ERRORS, DAGCollection, TaskCollection
+from squall.api.schemas import DAG, ERRORS, DAGCollection, DAGDetail, Task, TaskCollection
 from squall.api.serializers import dag_json, iso
 from squall.api.state import DB, api_state
 from squall.common.models import DagModel
 from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.sync import load_serialized_dags
+from squall.sdk import dag as sdk_dag
 
 router = APIRouter(prefix="/api/v1", tags=["DAG"], responses=ERRORS)
 
@@ -81,6 +82,34 @@ def patch_dag(dag_id: str, body: Annotated[dict[str, Any], Body()], request: Req
     return dag_json(row, api_state(request).secret_key)
 
 
+def _serialized(session: Session, dag_id: str) -> sdk_dag.DAG:
+    """The DAG as the DAG processor last serialized it; a 404 when it has none."""
+    get_dag_row(session, dag_id)
+    dag = load_serialized_dags(session, [dag_id], only_active=False).get(dag_id)
+    if dag is None:
+        raise not_found(f"DAG with dag_id: '{dag_id}' has no serialized form yet (not parsed)")
+    return dag
+
+
+@router.get("/dags/{dag_id}/details", summary="Get a DAG with the details of its definition",
+            response_model=DAGDetail)
+def get_dag_details(dag_id: str, request: Request, session: DB,
+                    user: Viewer) -> dict[str, Any]:
+    row = get_dag_row(session, dag_id)
+    dag = _serialized(session, dag_id)
+    return {
+        **dag_json(row, api_state(request).secret_key),
+        "timezone": dag.timezone.name, "catchup": dag.catchup, "orientation": "LR",
+        "concurrency": dag.max_active_tasks, "start_date": iso(dag.start_date),
+        "dag_run_timeout": _duration(dag.dagrun_timeout), "dataset_expression": None,
+        "doc_md": dag.doc_md, "params": dag.params, "end_date": iso(dag.end_date),
+        "is_paused_upon_creation": dag.is_paused_upon_creation,
+        "last_parsed": iso(row.last_parsed_time),
+        "template_search_path": [str(p) for p in dag.template_searchpath] or None,
+        "render_template_as_native_obj": dag.render_template_as_native_obj,
+    }
+
+
 def _duration(value: timedelta | None) -> dict[str, Any] | None:
     if value is None:
         return None
@@ -92,10 +121,7 @@ def _duration(value: timedelta | None) -> dict[str, Any] | None:
             response_model=TaskCollection)
 def get_tasks(dag_id: str, session: DB, user: Viewer,
               order: OrderBy = None) -> dict[str, Any]:
-    get_dag_row(session, dag_id)
-    dag = load_serialized_dags(session, [dag_id], only_active=False).get(dag_id)
-    if dag is None:
-        raise not_found(f"DAG with dag_id: '{dag_id}' has no serialized form yet (not parsed)")
+    dag = _serialized(session, dag_id)
     key = (order or "task_id").lstrip("-")
     if key not in ("task_id", "priority_weight", "pool", "queue"):
         raise bad_request(f"order_by {key!r} is not one of: pool, priority_weight, queue, "
@@ -104,6 +130,15 @@ def get_tasks(dag_id: str, session: DB, user: Viewer,
                    if key != "priority_weight" else (t.priority_weight_total, t.task_id),
                    reverse=(order or "").startswith("-"))
     return {"tasks": [_task_json(t) for t in tasks], "total_entries": len(tasks)}
+
+
+@router.get("/dags/{dag_id}/tasks/{task_id}", summary="Get a task of a DAG",
+            response_model=Task)
+def get_task(dag_id: str, task_id: str, session: DB, user: Viewer) -> dict[str, Any]:
+    task = _serialized(session, dag_id).task_dict.get(task_id)
+    if task is None:
+        raise not_found(f"Task with id '{task_id}' not found in DAG '{dag_id}'")
+    return _task_json(task)
 
 
 def _task_json(task: Any) -> dict[str, Any]:
