@@ -8,18 +8,14 @@ it (tests/integration/test_api_official_client.py drives it against a live serve
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from squall.api.app import API_PREFIX, create_app
+from squall.api.app import create_app
 from squall.common.settings import Settings
-
-AIRFLOW = Path(__file__).resolve().parents[1] / "data" / "airflow_v1_responses.json"
+from tests.support.airflow_openapi import common_operations, load_airflow_v1
 
 #: properties Squall serves that Airflow 2.10's schemas do not have, by where they are
 #: (``*.name``: anywhere; the official client keeps an answer's unknown properties as they
@@ -135,10 +131,6 @@ def _listed(where: str, places: dict[str, str]) -> bool:
                for place in places)
 
 
-def _template(path: str) -> str:
-    return re.sub(r"\{[^}]*\}", "{}", path)
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     home = tmp_path_factory.mktemp("home")
@@ -148,21 +140,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def airflow() -> dict[str, Any]:
-    return dict(json.loads(AIRFLOW.read_text()))
-
-
-def common_operations(served: dict[str, Any],
-                      airflow: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
-    """Airflow's operation id -> (method, Squall's path, Airflow's success status) for the
-    operations Squall serves too."""
-    paths = {(method.upper(), _template(path.removeprefix(API_PREFIX))): path
-             for path, item in served["paths"].items() for method in item}
-    out = {}
-    for op_id, op in airflow["operations"].items():
-        path = paths.get((op["method"], _template(op["path"])))
-        if path is not None:
-            out[op_id] = (op["method"], path, op["status"])
-    return out
+    return load_airflow_v1()
 
 
 def test_squall_serves_the_operations_the_official_client_is_driven_through(
