@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from squall.common.log_signing import seal
-from squall.common.models import DagModel, DagRun, TaskInstance
+from squall.common.models import DagModel, DagRun, SlaMiss, TaskInstance
 
 #: the purpose of a DAG's ``file_token`` (its file's path, signed as Airflow signs it)
 DAG_FILE_TOKEN = "dag-file-token"
@@ -67,7 +67,18 @@ def dag_run_json(run: DagRun) -> dict[str, Any]:
     }
 
 
-def task_instance_json(ti: TaskInstance, run: DagRun) -> dict[str, Any]:
+def sla_miss_json(miss: SlaMiss | None) -> dict[str, Any] | None:
+    if miss is None:
+        return None
+    return {"task_id": miss.task_id, "dag_id": miss.dag_id,
+            "execution_date": miss.execution_date.isoformat(), "email_sent": miss.email_sent,
+            "timestamp": miss.timestamp.isoformat(), "description": miss.description,
+            "notification_sent": miss.notification_sent}
+
+
+def task_instance_json(ti: TaskInstance, run: DagRun,
+                       sla_miss: SlaMiss | None = None) -> dict[str, Any]:
+    """``sla_miss``: the task instance's missed SLA, if it has one."""
     return {
         "task_id": ti.task_id, "task_display_name": ti.task_id, "dag_id": ti.dag_id,
         "dag_run_id": ti.run_id, "execution_date": run.logical_date.isoformat(),
@@ -78,7 +89,7 @@ def task_instance_json(ti: TaskInstance, run: DagRun) -> dict[str, Any]:
         "unixname": "", "pool": ti.pool, "pool_slots": ti.pool_slots, "queue": ti.queue,
         "priority_weight": ti.priority_weight, "operator": ti.operator,
         "queued_when": iso(ti.queued_dttm), "pid": ti.pid, "executor": None,
-        "executor_config": str(ti.executor_config or {}), "sla_miss": None,
+        "executor_config": str(ti.executor_config or {}), "sla_miss": sla_miss_json(sla_miss),
         "rendered_map_index": None, "rendered_fields": {}, "trigger": None,
         "triggerer_job": None, "note": None,
         "state_reason": ti.state_reason,

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select, update
 
 from squall.common.db import SessionFactory, session_scope
-from squall.common.models import DagRun, TaskInstance
+from squall.common.models import DagRun, SlaMiss, TaskInstance
 from squall.common.settings import Settings
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
 from squall.scheduler.run_creation import create_dag_run
@@ -344,9 +344,29 @@ def test_get_a_task_instance(world: World) -> None:
     assert (ti["state"], ti["try_number"], ti["max_tries"], ti["pool"]) == (
         "failed", 3, 2, "big")
     assert (ti["dag_run_id"], ti["execution_date"]) == (RUNS[1], DAYS[1].isoformat())
+    assert ti["sla_miss"] is None
     problem(api.get(f"{V1}/dags/etl/dagRuns/{RUNS[1]}/taskInstances/nope"), 404,
             "Task instance 'nope' not found")
     problem(api.get(f"{V1}/dags/etl/dagRuns/nope/taskInstances/load"), 404, "nope")
+
+
+def test_a_task_instance_answers_its_missed_sla(world: World) -> None:
+    late = DAYS[1] + timedelta(hours=3)
+    with session_scope(world.sf) as session:
+        session.add(SlaMiss(dag_id="etl", task_id="transform", execution_date=DAYS[1],
+                            run_id=RUNS[1], deadline=late - timedelta(hours=1),
+                            timestamp=late, email_sent=False, notification_sent=True,
+                            description="late"))
+    miss = {"task_id": "transform", "dag_id": "etl", "execution_date": DAYS[1].isoformat(),
+            "email_sent": False, "timestamp": late.isoformat(), "description": "late",
+            "notification_sent": True}
+    url = f"{V1}/dags/etl/dagRuns/{RUNS[1]}/taskInstances"
+    assert world.api.get(f"{url}/transform").json()["sla_miss"] == miss
+    listed = world.api.get(url, params={"limit": 10}).json()["task_instances"]
+    assert {ti["task_id"]: ti["sla_miss"] for ti in listed} == {
+        "extract": None, "transform": miss, "load": None, "report": None}
+    other = world.api.get(f"{V1}/dags/etl/dagRuns/{RUNS[0]}/taskInstances/transform").json()
+    assert other["sla_miss"] is None
 
 
 def test_mark_a_task_instance(world: World) -> None:

@@ -50,6 +50,7 @@ from squall.api.state import DB, api_state
 from squall.common.errors import DagRunAlreadyExists
 from squall.common.models import (
     DagRun,
+    SlaMiss,
     TaskInstance,
     TaskInstanceKey,
     compare_and_set_state,
@@ -374,7 +375,7 @@ def clear_dag_run(dag_id: str, dag_run_id: str, body: ClearDagRun, session: DB,
     dag = serialized_dag(session, dag_id)
     tis = select_task_instances(session, dag, run_id=run.run_id)
     if body.dry_run:
-        return {"task_instances": [task_instance_json(ti, run) for ti in tis],
+        return {"task_instances": tis_json(session, [(ti, run) for ti in tis]),
                 "total_entries": len(tis)}
     result = clear_task_instances(session, tis, dag, utcnow())
     log.info("DagRun %s %s: %d task instances cleared through the API by %s (%d changed "
@@ -382,6 +383,26 @@ def clear_dag_run(dag_id: str, dag_run_id: str, body: ClearDagRun, session: DB,
              len(result.changed))
     session.expire_all()
     return dag_run_json(get_run(session, dag_id, dag_run_id))
+
+
+def sla_misses(session: Session,
+               tis: list[TaskInstance]) -> dict[tuple[str, str, str], SlaMiss]:
+    """The missed SLAs of ``tis``, by (dag_id, task_id, run_id)."""
+    if not tis:
+        return {}
+    rows = session.scalars(select(SlaMiss).where(
+        SlaMiss.dag_id.in_(sorted({ti.dag_id for ti in tis})),
+        SlaMiss.task_id.in_(sorted({ti.task_id for ti in tis})),
+        SlaMiss.run_id.in_(sorted({ti.run_id for ti in tis}))))
+    return {(m.dag_id, m.task_id, m.run_id): m for m in rows}
+
+
+def tis_json(session: Session, pairs: list[tuple[TaskInstance, DagRun]]) -> list[dict[str, Any]]:
+    """Task instances with their runs, as Airflow's API answers them (with their missed
+    SLAs)."""
+    misses = sla_misses(session, [ti for ti, _ in pairs])
+    return [task_instance_json(ti, run, misses.get((ti.dag_id, ti.task_id, ti.run_id)))
+            for ti, run in pairs]
 
 
 def logical_dates(session: Session, keys: list[tuple[str, str]]) -> dict[tuple[str, str],

@@ -36,6 +36,7 @@ from squall.api.routes.dag_runs import (
     get_run,
     logical_dates,
     serialized_dag,
+    tis_json,
 )
 from squall.api.routes.dags import get_dag_row
 from squall.api.schemas import ERRORS, Error, TaskInstanceCollection
@@ -48,7 +49,6 @@ from squall.api.schemas_runs import (
     UpdateTaskInstance,
     UpdateTaskInstancesState,
 )
-from squall.api.serializers import task_instance_json
 from squall.api.state import DB
 from squall.common.errors import TaskNotFound
 from squall.common.models import DagRun, TaskInstance, TaskInstanceKey, utcnow
@@ -115,7 +115,7 @@ def _page(session: Session, stmt: Select[Any], order: str | None, limit: int,
     ordered = (order_by(stmt, order, _ORDER, "execution_date")
                .order_by(TI.dag_id, TI.run_id, TI.task_id))
     rows = session.execute(ordered.limit(limit).offset(offset)).all()
-    return {"task_instances": [task_instance_json(ti, run) for ti, run in rows],
+    return {"task_instances": tis_json(session, [(ti, run) for ti, run in rows]),
             "total_entries": total(session, stmt)}
 
 
@@ -186,8 +186,7 @@ def get_ti(session: Session, dag_id: str, run_id: str, task_id: str) -> tuple[TI
             summary="Get a task instance", response_model=TaskInstanceOut)
 def get_task_instance(dag_id: str, dag_run_id: str, task_id: str, session: DB,
                       user: Viewer) -> dict[str, Any]:
-    ti, run = get_ti(session, dag_id, dag_run_id, task_id)
-    return task_instance_json(ti, run)
+    return tis_json(session, [get_ti(session, dag_id, dag_run_id, task_id)])[0]
 
 
 def _reference(key: TaskInstanceKey, when: datetime) -> dict[str, Any]:
