@@ -5,6 +5,7 @@ experimental state interfaces, role rules and bad input."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import Connection, Engine, select, text, update
 
 from squall.common.db import SessionFactory, session_scope
 from squall.common.models import DagRun, SlaMiss, TaskInstance
@@ -22,6 +23,7 @@ from squall.scheduler.run_creation import create_dag_run
 from squall.sdk.dag import DAG
 from tests.support.api import Api, serve
 from tests.support.scheduling import Noop, sync_dags
+from tests.support.services import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.parametrize("db_url", ["postgres"],
                                                            indirect=True)]
@@ -514,3 +516,83 @@ def test_experimental_state_interfaces(world: World) -> None:
     problem(api.get(f"{base}/{DAYS[1].isoformat()}/tasks/ghost"), 404, "ghost")
     problem(api.get(f"{base}/2024-02-01/tasks/a%00"), 400, "NUL characters")
     problem(api.get(f"{base}/0001-01-01T00:00:00+03:00"), 400, "out of range")
+
+
+# --------------------------------------------------------------------------- the scheduler's lock
+
+
+def _in_thread(call: Any) -> tuple[threading.Thread, list[Any]]:
+    """``call()`` on a thread of its own; its answer (or exception) lands in the list."""
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(call())
+        except Exception as exc:  # the test reports it
+            out.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def _someone_waits_for_a_lock(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'")))
+
+
+def _deciding(world: World, run_id: str) -> tuple[Engine, Connection]:
+    """A transaction holding the run's row as a scheduler deciding the run holds it."""
+    engine: Engine = world.sf.kw["bind"]
+    conn = engine.connect()
+    conn.begin()
+    conn.execute(select(DagRun.id).where(DagRun.dag_id == "etl", DagRun.run_id == run_id)
+                 .with_for_update())
+    return engine, conn
+
+
+def test_setting_a_runs_state_waits_for_the_schedulers_decision(world: World) -> None:
+    """The scheduler holds a run's row while it changes the run's task instances: the API
+    takes the row before the task instances, so the two do not deadlock."""
+    engine, scheduler = _deciding(world, RUNS[2])
+    try:
+        thread, out = _in_thread(lambda: world.api.patch(
+            f"{V1}/dags/etl/dagRuns/{RUNS[2]}", user="op", json={"state": "failed"}))
+        wait_until(lambda: out or _someone_waits_for_a_lock(engine), 20,
+                   message="the API to wait for the run's row")
+        scheduler.execute(update(TaskInstance).where(
+            TaskInstance.run_id == RUNS[2], TaskInstance.task_id == "transform",
+        ).values(state=TI.SCHEDULED))
+        scheduler.commit()
+    finally:
+        scheduler.close()
+    thread.join(30)
+    assert out and not isinstance(out[0], Exception), out
+    assert out[0].status_code == 200, out[0].text
+    assert world.states(RUNS[2]) == {"extract": "failed", "transform": "skipped",
+                                     "load": "skipped", "report": "skipped"}
+
+
+def test_a_clear_is_not_lost_to_a_decision_under_way(world: World) -> None:
+    """A clear of a running run waits for a scheduler that is finishing the run from the
+    task states it read, then queues the run again: the clear is not lost."""
+    engine, scheduler = _deciding(world, RUNS[2])
+    try:
+        thread, out = _in_thread(lambda: world.api.post(
+            f"{V1}/dags/etl/clearTaskInstances", user="op",
+            json={"dry_run": False, "dag_run_id": RUNS[2], "task_ids": ["extract"],
+                  "only_failed": False}))
+        wait_until(lambda: out or _someone_waits_for_a_lock(engine), 20,
+                   message="the API to answer or wait for the run's row")
+        scheduler.execute(update(DagRun).where(DagRun.run_id == RUNS[2])
+                          .values(state=DagRunState.FAILED))
+        scheduler.commit()
+    finally:
+        scheduler.close()
+    thread.join(30)
+    assert out and not isinstance(out[0], Exception), out
+    assert out[0].status_code == 200, out[0].text
+    assert world.states(RUNS[2])["extract"] == "restarting"
+    assert world.run(RUNS[2]).state == "queued"

@@ -54,6 +54,7 @@ from squall.common.models import (
     TaskInstance,
     TaskInstanceKey,
     compare_and_set_state,
+    lock_runs,
     utcnow,
 )
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
@@ -306,8 +307,10 @@ def _new_ti_state(current: TaskInstanceState,
 
 def mark_run(session: Session, run: DagRun, state: DagRunState, *, now: datetime,
              reason: str) -> int:
-    """Set ``run`` to ``state`` and its task instances as the module docstring says;
-    returns how many task instances changed."""
+    """Set ``run`` to ``state`` and its task instances as the module docstring says (the
+    run's row locked first, as :func:`lock_runs` says why); returns how many task instances
+    changed."""
+    lock_runs(session, [(run.dag_id, run.run_id)])
     changed = 0
     rows = session.execute(select(TaskInstance.task_id, TaskInstance.state,
                                   TaskInstance.try_number, TaskInstance.start_date)
