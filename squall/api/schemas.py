@@ -31,7 +31,12 @@ class Tag(_Out):
 
 
 class DAG(_Out):
+    """A DAG as Airflow 2's API answers it. ``file_token`` is the DAG file's path signed
+    with ``[api] secret_key`` (Airflow's is too; Squall serves no ``/dagSources`` to use it
+    with yet); ``dag_display_name`` is the DAG id (Squall has no display names)."""
+
     dag_id: str
+    dag_display_name: str
     root_dag_id: str | None
     is_paused: bool | None
     is_active: bool | None
@@ -43,7 +48,7 @@ class DAG(_Out):
     pickle_id: str | None
     default_view: str | None
     fileloc: str
-    file_token: str | None
+    file_token: str
     owners: list[str]
     description: str | None
     schedule_interval: dict[str, Any] | None
@@ -57,16 +62,42 @@ class DAG(_Out):
     next_dagrun_data_interval_start: str | None
     next_dagrun_data_interval_end: str | None
     next_dagrun_create_after: str | None
+    max_consecutive_failed_dag_runs: int | None
 
 
 class DAGCollection(CollectionInfo):
     dags: list[DAG]
 
 
+class DAGDetail(DAG):
+    """A DAG with the details of its definition (its last serialized form). ``orientation``
+    is ``LR`` and ``dataset_expression`` ``null`` (no data-aware schedules); ``params`` are
+    the DAG's params as their JSON values."""
+
+    timezone: str | None
+    catchup: bool | None
+    orientation: str | None
+    concurrency: int | None
+    start_date: str | None
+    dag_run_timeout: dict[str, Any] | None
+    dataset_expression: dict[str, Any] | None
+    doc_md: str | None
+    params: dict[str, Any]
+    end_date: str | None
+    is_paused_upon_creation: bool | None
+    last_parsed: str | None
+    template_search_path: list[str] | None
+    render_template_as_native_obj: bool | None
+
+
 class Task(_Out):
+    """A task of a DAG. Airflow's ``sub_dag`` is left out, as Airflow's server leaves it out
+    of every task that is not a SubDagOperator (Squall has none)."""
+
     class_ref: dict[str, Any]
     task_id: str
-    owner: str | None
+    task_display_name: str
+    owner: str
     start_date: str | None
     end_date: str | None
     trigger_rule: str
@@ -75,6 +106,7 @@ class Task(_Out):
     wait_for_downstream: bool
     retries: int
     queue: str | None
+    executor: str | None
     pool: str
     pool_slots: int
     execution_timeout: dict[str, Any] | None
@@ -85,9 +117,9 @@ class Task(_Out):
     ui_color: str
     ui_fgcolor: str
     template_fields: list[str]
-    sub_dag: Any
     downstream_task_ids: list[str]
     is_mapped: bool
+    doc_md: str | None
 
 
 class TaskCollection(CollectionInfo):
@@ -102,9 +134,26 @@ class SchedulerStatus(HealthStatus):
     latest_scheduler_heartbeat: str | None
 
 
+class TriggererStatus(_Out):
+    """Squall has no triggerer: ``status`` is ``null``, as Airflow's when none runs."""
+
+    status: str | None
+    latest_triggerer_heartbeat: str | None
+
+
+class DagProcessorStatus(_Out):
+    """The DAG processor runs in the scheduler: ``status`` is ``null``, as Airflow's when
+    no standalone DAG processor runs."""
+
+    status: str | None
+    latest_dag_processor_heartbeat: str | None
+
+
 class HealthInfo(_Out):
     metadatabase: HealthStatus
     scheduler: SchedulerStatus
+    triggerer: TriggererStatus
+    dag_processor: DagProcessorStatus
 
 
 class VersionInfo(_Out):
@@ -134,11 +183,29 @@ class DAGRunCollection(CollectionInfo):
     dag_runs: list[DAGRun]
 
 
-class TaskInstance(_Out):
+class SLAMiss(_Out):
+    """A task instance's missed SLA (Airflow's ``SLAMiss``)."""
+
     task_id: str
     dag_id: str
+    execution_date: str
+    email_sent: bool
+    timestamp: str
+    description: str | None
+    notification_sent: bool
+
+
+class TaskInstance(_Out):
+    """A task instance as Airflow 2's API answers it. ``unixname`` is ``""``: Squall does
+    not record the Unix user a try ran as (as ``hostname`` is ``""`` before a try ran).
+    ``trigger`` and ``triggerer_job`` are ``null`` (no deferred tasks); ``executor`` is
+    ``null`` (the deployment's one executor)."""
+
+    task_id: str
+    task_display_name: str
+    dag_id: str
     dag_run_id: str
-    execution_date: str | None
+    execution_date: str
     start_date: str | None
     end_date: str | None
     duration: float | None
@@ -147,7 +214,7 @@ class TaskInstance(_Out):
     map_index: int
     max_tries: int
     hostname: str
-    unixname: str | None
+    unixname: str
     pool: str
     pool_slots: int
     queue: str | None
@@ -155,11 +222,13 @@ class TaskInstance(_Out):
     operator: str | None
     queued_when: str | None
     pid: int | None
+    executor: str | None
     executor_config: str
-    sla_miss: Any
+    sla_miss: SLAMiss | None
+    rendered_map_index: str | None
     rendered_fields: dict[str, Any]
-    trigger: Any
-    triggerer_job: Any
+    trigger: dict[str, Any] | None
+    triggerer_job: dict[str, Any] | None
     note: str | None
     state_reason: str | None
 

@@ -17,8 +17,9 @@ class _Out(BaseModel):
 
 
 class Pool(_Out):
-    """A pool and the slots its task instances hold. ``open_slots`` is ``null`` for an
-    unlimited pool (``slots`` -1); Squall has no deferred tasks, so ``deferred_slots`` is 0
+    """A pool and the slots its task instances hold. ``open_slots`` is -1 for an
+    unlimited pool (``slots`` -1: JSON has no infinity, which Airflow's server answers as
+    the invalid JSON ``Infinity``); Squall has no deferred tasks, so ``deferred_slots`` is 0
     and ``include_deferred`` false."""
 
     name: str
@@ -27,7 +28,7 @@ class Pool(_Out):
     running_slots: int
     queued_slots: int
     scheduled_slots: int
-    open_slots: int | None
+    open_slots: int
     deferred_slots: int
     description: str | None
     include_deferred: bool

@@ -108,6 +108,22 @@ class UpdateTaskInstance(_In):
     new_state: Literal["success", "failed", "skipped"]
 
 
+class UpdateTaskInstancesState(_In):
+    """``POST /dags/{dag_id}/updateTaskInstancesState``: mark a task instance, of the run
+    given by ``dag_run_id`` or ``execution_date``, and the relatives asked for."""
+
+    dry_run: bool = Field(default=True, description="only say what would change")
+    task_id: str
+    execution_date: datetime | None = Field(default=None,
+                                            description="the run's logical date")
+    dag_run_id: str | None = None
+    include_upstream: bool = False
+    include_downstream: bool = False
+    include_future: bool = False
+    include_past: bool = False
+    new_state: Literal["success", "failed", "skipped"]
+
+
 class ClearTaskInstances(_In):
     dry_run: bool = True
     task_ids: list[str] | None = Field(default=None, min_length=1)
@@ -136,7 +152,7 @@ class ClearTaskInstances(_In):
 class TaskInstanceReference(_Out):
     task_id: str
     dag_id: str
-    execution_date: str | None
+    execution_date: str
     dag_run_id: str
 
 

@@ -20,7 +20,7 @@ class Variable(_Out):
     ``secret``, ``api_key``, ... as Airflow masks them)."""
 
     key: str
-    value: str | None
+    value: str
     description: str | None
 
 

@@ -6,11 +6,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from squall.common.models import DagModel, DagRun, TaskInstance
+from squall.common.log_signing import seal
+from squall.common.models import DagModel, DagRun, SlaMiss, TaskInstance
+
+#: the purpose of a DAG's ``file_token`` (its file's path, signed as Airflow signs it)
+DAG_FILE_TOKEN = "dag-file-token"
 
 
 def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def file_token(secret_key: str, fileloc: str) -> str:
+    """``fileloc`` signed with the API's secret key: Airflow's ``file_token``, a name for a
+    DAG file that does not let a client name another."""
+    return seal(secret_key, DAG_FILE_TOKEN, {"fileloc": fileloc})
 
 
 def schedule_interval(schedule: str | None) -> dict[str, Any] | None:
@@ -19,13 +29,14 @@ def schedule_interval(schedule: str | None) -> dict[str, Any] | None:
     return {"__type": "CronExpression", "value": schedule}
 
 
-def dag_json(dag: DagModel) -> dict[str, Any]:
+def dag_json(dag: DagModel, secret_key: str) -> dict[str, Any]:
     return {
-        "dag_id": dag.dag_id, "root_dag_id": None, "is_paused": dag.is_paused,
-        "is_active": dag.is_active, "is_subdag": False,
+        "dag_id": dag.dag_id, "dag_display_name": dag.dag_id, "root_dag_id": None,
+        "is_paused": dag.is_paused, "is_active": dag.is_active, "is_subdag": False,
         "last_parsed_time": iso(dag.last_parsed_time), "last_pickled": None,
         "last_expired": None, "scheduler_lock": None, "pickle_id": None,
-        "default_view": "grid", "fileloc": dag.fileloc, "file_token": None,
+        "default_view": "grid", "fileloc": dag.fileloc,
+        "file_token": file_token(secret_key, dag.fileloc),
         "owners": [o.strip() for o in (dag.owners or "").split(",") if o.strip()],
         "description": dag.description,
         "schedule_interval": schedule_interval(dag.schedule),
@@ -37,6 +48,8 @@ def dag_json(dag: DagModel) -> dict[str, Any]:
         "next_dagrun_data_interval_start": iso(dag.next_dagrun_data_interval_start),
         "next_dagrun_data_interval_end": iso(dag.next_dagrun_data_interval_end),
         "next_dagrun_create_after": iso(dag.next_dagrun_create_after),
+        # Squall does not pause a DAG after failed runs: 0, as Airflow's default
+        "max_consecutive_failed_dag_runs": 0,
     }
 
 
@@ -54,18 +67,30 @@ def dag_run_json(run: DagRun) -> dict[str, Any]:
     }
 
 
-def task_instance_json(ti: TaskInstance, run: DagRun | None = None) -> dict[str, Any]:
+def sla_miss_json(miss: SlaMiss | None) -> dict[str, Any] | None:
+    if miss is None:
+        return None
+    return {"task_id": miss.task_id, "dag_id": miss.dag_id,
+            "execution_date": miss.execution_date.isoformat(), "email_sent": miss.email_sent,
+            "timestamp": miss.timestamp.isoformat(), "description": miss.description,
+            "notification_sent": miss.notification_sent}
+
+
+def task_instance_json(ti: TaskInstance, run: DagRun,
+                       sla_miss: SlaMiss | None = None) -> dict[str, Any]:
+    """``sla_miss``: the task instance's missed SLA, if it has one."""
     return {
-        "task_id": ti.task_id, "dag_id": ti.dag_id, "dag_run_id": ti.run_id,
-        "execution_date": iso(run.logical_date) if run is not None else None,
+        "task_id": ti.task_id, "task_display_name": ti.task_id, "dag_id": ti.dag_id,
+        "dag_run_id": ti.run_id, "execution_date": run.logical_date.isoformat(),
         "start_date": iso(ti.start_date), "end_date": iso(ti.end_date),
         "duration": ti.duration, "state": None if ti.state == "none" else ti.state,
         "try_number": ti.try_number,
         "map_index": -1, "max_tries": ti.max_tries, "hostname": ti.hostname or "",
-        "unixname": None, "pool": ti.pool, "pool_slots": ti.pool_slots, "queue": ti.queue,
+        "unixname": "", "pool": ti.pool, "pool_slots": ti.pool_slots, "queue": ti.queue,
         "priority_weight": ti.priority_weight, "operator": ti.operator,
-        "queued_when": iso(ti.queued_dttm), "pid": ti.pid,
-        "executor_config": str(ti.executor_config or {}), "sla_miss": None,
-        "rendered_fields": {}, "trigger": None, "triggerer_job": None, "note": None,
+        "queued_when": iso(ti.queued_dttm), "pid": ti.pid, "executor": None,
+        "executor_config": str(ti.executor_config or {}), "sla_miss": sla_miss_json(sla_miss),
+        "rendered_map_index": None, "rendered_fields": {}, "trigger": None,
+        "triggerer_job": None, "note": None,
         "state_reason": ti.state_reason,
     }

@@ -33,5 +33,8 @@ def db(request: Request) -> Iterator[Session]:
         yield session
 
 
-#: a route parameter: the request's database session
-DB = Annotated[Session, Depends(db)]
+#: a route parameter: the request's database session, committed before the answer is sent
+#: (``scope="function"``; by default FastAPI ends a dependency after sending the answer, so
+#: a client's next request could miss what it was just told was written, and a failed
+#: commit would follow a 200)
+DB = Annotated[Session, Depends(db, scope="function")]

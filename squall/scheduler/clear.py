@@ -1,7 +1,9 @@
 """Clearing task instances: what ``squall tasks clear`` (and later backfill) writes.
 
 Airflow 2's ``clear_task_instances``, by compare-and-set on each row as it was read (a row
-that moved on meanwhile is reported and left alone):
+that moved on meanwhile is reported and left alone), with the rows of the runs locked first
+(:func:`squall.common.models.lock_runs`: a scheduler deciding one of the runs is waited for,
+so it cannot finish the run from states read before the clear):
 
 * a RUNNING try is stopped: it becomes RESTARTING; its supervisor kills every process of
   the try at its next heartbeat and moves the row to ``none``
@@ -37,6 +39,7 @@ from squall.common.models import (
     TaskInstanceKey,
     TaskReschedule,
     compare_and_set_state,
+    lock_runs,
 )
 from squall.common.state import (
     DAGRUN_FINISHED_STATES,
@@ -80,6 +83,8 @@ def clear_task_instances(session: Session, tis: Iterable[TaskInstance], dag: DAG
     session (the caller commits). Without ``dag`` (not serialized) a task's retries count
     as 0. RESTARTING task instances are already being cleared and are left as they are."""
     result = ClearResult()
+    tis = list(tis)
+    lock_runs(session, ((ti.dag_id, ti.run_id) for ti in tis))
     runs: set[tuple[str, str]] = set()
     for ti in tis:
         old = TI(ti.state)

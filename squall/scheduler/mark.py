@@ -8,7 +8,8 @@
   Airflow. (Airflow's ``past`` / ``future`` of a periodic DAG only take the runs on the
   schedule; here they take every run of the DAG, manual ones included.)
 * :func:`apply_marks` changes each by compare-and-set from the state and try it was read
-  in; one that changed meanwhile is reported and left alone. A running try's supervisor
+  in, the rows of their runs locked first (:func:`squall.common.models.lock_runs`); one
+  that changed meanwhile is reported and left alone. A running try's supervisor
   sees its row change at its next heartbeat and kills the task process.
 * A finished run (success / failed) of which a task instance changed is set back to
   running (``start_date`` now, ``end_date`` and ``last_scheduling_decision`` cleared), as
@@ -45,6 +46,7 @@ from squall.common.models import (
     TaskInstanceKey,
     clip_reason,
     compare_and_set_state,
+    lock_runs,
 )
 from squall.common.state import (
     DAGRUN_FINISHED_STATES,
@@ -189,6 +191,8 @@ def apply_marks(session: Session, dag: DAG, selection: MarkSelection, *, now: da
     new = selection.state
     result = MarkResult()
     why = clip_reason(reason)
+    lock_runs(session, [(t.key.dag_id, t.key.run_id) for t in selection.targets]
+              + [(ti.dag_id, ti.run_id) for ti in selection.to_clear])
     for target in selection.targets:
         values: dict[str, Any] = {"end_date": now, "state_reason": why}
         if not target.started:

@@ -37,7 +37,9 @@ def test_health_needs_no_credentials_and_reports_the_scheduler(
         api: Api, session_factory: SessionFactory) -> None:
     body = api.get("/api/v1/health", user=None).json()
     assert body == {"metadatabase": {"status": "healthy"},
-                    "scheduler": {"status": "unhealthy", "latest_scheduler_heartbeat": None}}
+                    "scheduler": {"status": "unhealthy", "latest_scheduler_heartbeat": None},
+                    "triggerer": {"status": None, "latest_triggerer_heartbeat": None},
+                    "dag_processor": {"status": None, "latest_dag_processor_heartbeat": None}}
     beat = utcnow() - timedelta(seconds=2)
     with session_scope(session_factory) as session:
         session.add(Job(job_type="SchedulerJob", state=JobState.RUNNING.value,

@@ -98,7 +98,7 @@ def test_pools_crud_roles_usage_and_pages(api: Api, session_factory: SessionFact
     assert (etl["running_slots"], etl["queued_slots"], etl["scheduled_slots"],
             etl["occupied_slots"], etl["open_slots"]) == (2, 1, 2, 3, 0)
     big = api.get("/api/v1/pools/big", user="viewer").json()
-    assert big["open_slots"] is None and big["running_slots"] == 4
+    assert big["open_slots"] == -1 and big["running_slots"] == 4
     assert api.get("/api/v1/pools/nope").status_code == 404
 
     # pages ([api] page_size 2) and order

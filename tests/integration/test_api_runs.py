@@ -5,6 +5,7 @@ experimental state interfaces, role rules and bad input."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,16 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import Connection, Engine, select, text, update
 
 from squall.common.db import SessionFactory, session_scope
-from squall.common.models import DagRun, TaskInstance
+from squall.common.models import DagRun, SlaMiss, TaskInstance
 from squall.common.settings import Settings
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
 from squall.scheduler.run_creation import create_dag_run
 from squall.sdk.dag import DAG
 from tests.support.api import Api, serve
 from tests.support.scheduling import Noop, sync_dags
+from tests.support.services import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.parametrize("db_url", ["postgres"],
                                                            indirect=True)]
@@ -344,9 +346,29 @@ def test_get_a_task_instance(world: World) -> None:
     assert (ti["state"], ti["try_number"], ti["max_tries"], ti["pool"]) == (
         "failed", 3, 2, "big")
     assert (ti["dag_run_id"], ti["execution_date"]) == (RUNS[1], DAYS[1].isoformat())
+    assert ti["sla_miss"] is None
     problem(api.get(f"{V1}/dags/etl/dagRuns/{RUNS[1]}/taskInstances/nope"), 404,
             "Task instance 'nope' not found")
     problem(api.get(f"{V1}/dags/etl/dagRuns/nope/taskInstances/load"), 404, "nope")
+
+
+def test_a_task_instance_answers_its_missed_sla(world: World) -> None:
+    late = DAYS[1] + timedelta(hours=3)
+    with session_scope(world.sf) as session:
+        session.add(SlaMiss(dag_id="etl", task_id="transform", execution_date=DAYS[1],
+                            run_id=RUNS[1], deadline=late - timedelta(hours=1),
+                            timestamp=late, email_sent=False, notification_sent=True,
+                            description="late"))
+    miss = {"task_id": "transform", "dag_id": "etl", "execution_date": DAYS[1].isoformat(),
+            "email_sent": False, "timestamp": late.isoformat(), "description": "late",
+            "notification_sent": True}
+    url = f"{V1}/dags/etl/dagRuns/{RUNS[1]}/taskInstances"
+    assert world.api.get(f"{url}/transform").json()["sla_miss"] == miss
+    listed = world.api.get(url, params={"limit": 10}).json()["task_instances"]
+    assert {ti["task_id"]: ti["sla_miss"] for ti in listed} == {
+        "extract": None, "transform": miss, "load": None, "report": None}
+    other = world.api.get(f"{V1}/dags/etl/dagRuns/{RUNS[0]}/taskInstances/transform").json()
+    assert other["sla_miss"] is None
 
 
 def test_mark_a_task_instance(world: World) -> None:
@@ -372,6 +394,55 @@ def test_mark_a_task_instance(world: World) -> None:
     assert again.status_code == 200  # already so: nothing to do
     problem(api.patch(f"{V1}/dags/etl/dagRuns/{RUNS[1]}/taskInstances/nope", user="op",
                       json={"new_state": "failed"}), 404)
+
+
+def test_mark_a_task_instance_and_its_relatives(world: World) -> None:
+    api = world.api
+    url = f"{V1}/dags/etl/updateTaskInstancesState"
+    body = {"task_id": "transform", "new_state": "success", "include_downstream": True}
+    problem(api.post(url, user="viewer", json={**body, "dag_run_id": RUNS[1]}), 403)
+    problem(api.post(url, user="op", json=body), 400, "one of dag_run_id and execution_date")
+    problem(api.post(url, user="op", json={**body, "dag_run_id": RUNS[1],
+                                          "execution_date": DAYS[1].isoformat()}), 400,
+            "one of dag_run_id and execution_date")
+    problem(api.post(url, user="op", json={**body, "execution_date": "2030-01-01"}), 404,
+            "no run of execution_date")
+    problem(api.post(url, user="op", json={**body, "task_id": "nope",
+                                          "dag_run_id": RUNS[1]}), 404, "nope")
+    dry = api.post(url, user="op", json={**body, "dag_run_id": RUNS[1]}).json()
+    assert [(r["task_id"], r["dag_run_id"], r["execution_date"]) for r in
+            dry["task_instances"]] == [("transform", RUNS[1], DAYS[1].isoformat()),
+                                       ("load", RUNS[1], DAYS[1].isoformat())]
+    assert world.states(RUNS[1])["transform"] == "failed"
+    done = api.post(url, user="op", json={**body, "dry_run": False,
+                                         "execution_date": DAYS[1].isoformat()})
+    assert done.json() == dry
+    assert world.states(RUNS[1]) == {"extract": "success", "transform": "success",
+                                     "load": "success", "report": "success"}
+
+
+def test_get_a_dags_details_and_one_task(world: World) -> None:
+    api = world.api
+    details = api.get(f"{V1}/dags/etl/details", user="viewer").json()
+    assert (details["dag_id"], details["timezone"], details["concurrency"]) == (
+        "etl", "UTC", etl_dag().max_active_tasks)
+    assert details["start_date"] == "2024-01-01T00:00:00+00:00" and details["params"] == {}
+    task = api.get(f"{V1}/dags/etl/tasks/transform", user="viewer").json()
+    assert (task["task_id"], task["retries"], task["pool"]) == ("transform", 2, "big")
+    assert task["downstream_task_ids"] == ["load"]
+    problem(api.get(f"{V1}/dags/etl/tasks/nope"), 404, "nope")
+    problem(api.get(f"{V1}/dags/nope/details"), 404, "nope")
+
+
+def test_delete_a_run_deletes_its_task_instances(world: World) -> None:
+    api = world.api
+    url = f"{V1}/dags/etl/dagRuns/{RUNS[2]}"
+    problem(api.delete(url, user="viewer"), 403)
+    assert api.delete(url, user="op").status_code == 204
+    problem(api.get(url), 404)
+    assert world.states(RUNS[2]) == {}
+    assert world.states(RUNS[1])["transform"] == "failed"  # other runs are left alone
+    problem(api.delete(url, user="op"), 404)
 
 
 def test_clear_task_instances(world: World) -> None:
@@ -445,3 +516,83 @@ def test_experimental_state_interfaces(world: World) -> None:
     problem(api.get(f"{base}/{DAYS[1].isoformat()}/tasks/ghost"), 404, "ghost")
     problem(api.get(f"{base}/2024-02-01/tasks/a%00"), 400, "NUL characters")
     problem(api.get(f"{base}/0001-01-01T00:00:00+03:00"), 400, "out of range")
+
+
+# --------------------------------------------------------------------------- the scheduler's lock
+
+
+def _in_thread(call: Any) -> tuple[threading.Thread, list[Any]]:
+    """``call()`` on a thread of its own; its answer (or exception) lands in the list."""
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(call())
+        except Exception as exc:  # the test reports it
+            out.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def _someone_waits_for_a_lock(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'")))
+
+
+def _deciding(world: World, run_id: str) -> tuple[Engine, Connection]:
+    """A transaction holding the run's row as a scheduler deciding the run holds it."""
+    engine: Engine = world.sf.kw["bind"]
+    conn = engine.connect()
+    conn.begin()
+    conn.execute(select(DagRun.id).where(DagRun.dag_id == "etl", DagRun.run_id == run_id)
+                 .with_for_update())
+    return engine, conn
+
+
+def test_setting_a_runs_state_waits_for_the_schedulers_decision(world: World) -> None:
+    """The scheduler holds a run's row while it changes the run's task instances: the API
+    takes the row before the task instances, so the two do not deadlock."""
+    engine, scheduler = _deciding(world, RUNS[2])
+    try:
+        thread, out = _in_thread(lambda: world.api.patch(
+            f"{V1}/dags/etl/dagRuns/{RUNS[2]}", user="op", json={"state": "failed"}))
+        wait_until(lambda: out or _someone_waits_for_a_lock(engine), 20,
+                   message="the API to wait for the run's row")
+        scheduler.execute(update(TaskInstance).where(
+            TaskInstance.run_id == RUNS[2], TaskInstance.task_id == "transform",
+        ).values(state=TI.SCHEDULED))
+        scheduler.commit()
+    finally:
+        scheduler.close()
+    thread.join(30)
+    assert out and not isinstance(out[0], Exception), out
+    assert out[0].status_code == 200, out[0].text
+    assert world.states(RUNS[2]) == {"extract": "failed", "transform": "skipped",
+                                     "load": "skipped", "report": "skipped"}
+
+
+def test_a_clear_is_not_lost_to_a_decision_under_way(world: World) -> None:
+    """A clear of a running run waits for a scheduler that is finishing the run from the
+    task states it read, then queues the run again: the clear is not lost."""
+    engine, scheduler = _deciding(world, RUNS[2])
+    try:
+        thread, out = _in_thread(lambda: world.api.post(
+            f"{V1}/dags/etl/clearTaskInstances", user="op",
+            json={"dry_run": False, "dag_run_id": RUNS[2], "task_ids": ["extract"],
+                  "only_failed": False}))
+        wait_until(lambda: out or _someone_waits_for_a_lock(engine), 20,
+                   message="the API to answer or wait for the run's row")
+        scheduler.execute(update(DagRun).where(DagRun.run_id == RUNS[2])
+                          .values(state=DagRunState.FAILED))
+        scheduler.commit()
+    finally:
+        scheduler.close()
+    thread.join(30)
+    assert out and not isinstance(out[0], Exception), out
+    assert out[0].status_code == 200, out[0].text
+    assert world.states(RUNS[2])["extract"] == "restarting"
+    assert world.run(RUNS[2]).state == "queued"

@@ -1,5 +1,5 @@
 """``/api/v1/dags/{dag_id}/dagRuns``: list (``~`` for every DAG, and the batch form
-``POST /dags/~/dagRuns/list``), get, trigger, set the state of, and clear DAG runs.
+``POST /dags/~/dagRuns/list``), get, trigger, set the state of, clear and delete DAG runs.
 
 Setting a run's state does what Airflow 2's ``set_dag_run_state_to_*`` do, each task
 instance changed by compare-and-set from the state and try it was read in (one that moved
@@ -13,6 +13,10 @@ on meanwhile is left as it is and logged):
 * ``queued``: only the run, with its start and end cleared (so ``dagrun_timeout`` counts
   afresh); the scheduler starts it and decides it with its usual rules.
 
+Deleting a run deletes its task instances, XComs and reschedules with it (the database's
+cascades), as Airflow does; a try still running is killed by its supervisor at its next
+heartbeat, which finds its row gone.
+
 The date helpers here (:func:`aware`, :func:`date_range`, ...) are shared with the task
 instance and experimental routes.
 """
@@ -24,9 +28,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import pendulum
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BeforeValidator
-from sqlalchemy import Select, select
+from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session
 
 from squall.api.auth import Op, Viewer
@@ -46,9 +50,11 @@ from squall.api.state import DB, api_state
 from squall.common.errors import DagRunAlreadyExists
 from squall.common.models import (
     DagRun,
+    SlaMiss,
     TaskInstance,
     TaskInstanceKey,
     compare_and_set_state,
+    lock_runs,
     utcnow,
 )
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
@@ -301,8 +307,10 @@ def _new_ti_state(current: TaskInstanceState,
 
 def mark_run(session: Session, run: DagRun, state: DagRunState, *, now: datetime,
              reason: str) -> int:
-    """Set ``run`` to ``state`` and its task instances as the module docstring says;
-    returns how many task instances changed."""
+    """Set ``run`` to ``state`` and its task instances as the module docstring says (the
+    run's row locked first, as :func:`lock_runs` says why); returns how many task instances
+    changed."""
+    lock_runs(session, [(run.dag_id, run.run_id)])
     changed = 0
     rows = session.execute(select(TaskInstance.task_id, TaskInstance.state,
                                   TaskInstance.try_number, TaskInstance.start_date)
@@ -348,6 +356,19 @@ def update_dag_run_state(dag_id: str, dag_run_id: str, body: UpdateDagRunState,
     return dag_run_json(get_run(session, dag_id, dag_run_id))
 
 
+@router.delete("/dags/{dag_id}/dagRuns/{dag_run_id}", summary="Delete a DAG run and its "
+               "task instances", status_code=204, response_class=Response,
+               responses={204: {"description": "deleted"}})
+def delete_dag_run(dag_id: str, dag_run_id: str, session: DB, user: Op) -> Response:
+    run = get_run(session, dag_id, dag_run_id)
+    session.execute(delete(DagRun).where(DagRun.dag_id == run.dag_id,
+                                         DagRun.run_id == run.run_id))
+    notify_scheduler(session, f"{dag_id} run deleted")
+    log.info("DagRun %s %s (%s) deleted through the API by %s", dag_id, dag_run_id, run.state,
+             user.username)
+    return Response(status_code=204)
+
+
 @router.post("/dags/{dag_id}/dagRuns/{dag_run_id}/clear",
              summary="Clear every task instance of a DAG run (dry_run: only list them)",
              response_model=DAGRun | TaskInstanceCollection)
@@ -357,7 +378,7 @@ def clear_dag_run(dag_id: str, dag_run_id: str, body: ClearDagRun, session: DB,
     dag = serialized_dag(session, dag_id)
     tis = select_task_instances(session, dag, run_id=run.run_id)
     if body.dry_run:
-        return {"task_instances": [task_instance_json(ti, run) for ti in tis],
+        return {"task_instances": tis_json(session, [(ti, run) for ti in tis]),
                 "total_entries": len(tis)}
     result = clear_task_instances(session, tis, dag, utcnow())
     log.info("DagRun %s %s: %d task instances cleared through the API by %s (%d changed "
@@ -365,6 +386,26 @@ def clear_dag_run(dag_id: str, dag_run_id: str, body: ClearDagRun, session: DB,
              len(result.changed))
     session.expire_all()
     return dag_run_json(get_run(session, dag_id, dag_run_id))
+
+
+def sla_misses(session: Session,
+               tis: list[TaskInstance]) -> dict[tuple[str, str, str], SlaMiss]:
+    """The missed SLAs of ``tis``, by (dag_id, task_id, run_id)."""
+    if not tis:
+        return {}
+    rows = session.scalars(select(SlaMiss).where(
+        SlaMiss.dag_id.in_(sorted({ti.dag_id for ti in tis})),
+        SlaMiss.task_id.in_(sorted({ti.task_id for ti in tis})),
+        SlaMiss.run_id.in_(sorted({ti.run_id for ti in tis}))))
+    return {(m.dag_id, m.task_id, m.run_id): m for m in rows}
+
+
+def tis_json(session: Session, pairs: list[tuple[TaskInstance, DagRun]]) -> list[dict[str, Any]]:
+    """Task instances with their runs, as Airflow's API answers them (with their missed
+    SLAs)."""
+    misses = sla_misses(session, [ti for ti, _ in pairs])
+    return [task_instance_json(ti, run, misses.get((ti.dag_id, ti.task_id, ti.run_id)))
+            for ti, run in pairs]
 
 
 def logical_dates(session: Session, keys: list[tuple[str, str]]) -> dict[tuple[str, str],

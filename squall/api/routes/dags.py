@@ -1,23 +1,24 @@
-"""``/api/v1/dags``: list (filters, order, pages), get, pause / unpause, tasks."""
+"""``/api/v1/dags``: list (filters, order, pages), get, details, pause / unpause, tasks."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from squall.api.auth import Op, Viewer
 from squall.api.pagination import OrderBy, Paged, order_by, total
 from squall.api.problems import bad_request, not_found
-from squall.api.schemas import DAG, ERRORS, DAGCollection, TaskCollection
+from squall.api.schemas import DAG, ERRORS, DAGCollection, DAGDetail, Task, TaskCollection
 from squall.api.serializers import dag_json, iso
-from squall.api.state import DB
+from squall.api.state import DB, api_state
 from squall.common.models import DagModel
 from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.sync import load_serialized_dags
+from squall.sdk import dag as sdk_dag
 
 router = APIRouter(prefix="/api/v1", tags=["DAG"], responses=ERRORS)
 
@@ -34,12 +35,13 @@ def get_dag_row(session: Session, dag_id: str) -> DagModel:
 
 @router.get("/dags", summary="List DAGs", response_model=DAGCollection)
 def list_dags(
-    pages: Paged, session: DB, user: Viewer, order: OrderBy = None,
+    request: Request, pages: Paged, session: DB, user: Viewer, order: OrderBy = None,
     tags: Annotated[list[str] | None, Query()] = None,
     only_active: bool = True,
     paused: bool | None = None,
     dag_id_pattern: str | None = None,
 ) -> dict[str, Any]:
+    key = api_state(request).secret_key
     stmt = select(DagModel)
     if only_active:
         stmt = stmt.where(DagModel.is_active.is_(True))
@@ -50,20 +52,21 @@ def list_dags(
     ordered = order_by(stmt, order, _ORDER, "dag_id")
     if tags:  # any of the tags; the column is JSON, so this filter runs here
         rows = [r for r in session.scalars(ordered) if set(tags) & set(r.tags or [])]
-        return {"dags": [dag_json(r) for r in rows[pages.offset:pages.offset + pages.limit]],
+        return {"dags": [dag_json(r, key) for r in rows[pages.offset:pages.offset + pages.limit]],
                 "total_entries": len(rows)}
-    return {"dags": [dag_json(r) for r in session.scalars(pages.apply(ordered))],
+    return {"dags": [dag_json(r, key) for r in session.scalars(pages.apply(ordered))],
             "total_entries": total(session, stmt)}
 
 
 @router.get("/dags/{dag_id}", summary="Get basic information about a DAG",
             response_model=DAG)
-def get_dag(dag_id: str, session: DB, user: Viewer) -> dict[str, Any]:
-    return dag_json(get_dag_row(session, dag_id))
+def get_dag(dag_id: str, request: Request, session: DB, user: Viewer) -> dict[str, Any]:
+    return dag_json(get_dag_row(session, dag_id), api_state(request).secret_key)
 
 
 @router.patch("/dags/{dag_id}", summary="Pause or unpause a DAG", response_model=DAG)
-def patch_dag(dag_id: str, body: Annotated[dict[str, Any], Body()], session: DB, user: Op,
+def patch_dag(dag_id: str, body: Annotated[dict[str, Any], Body()], request: Request,
+              session: DB, user: Op,
               update_mask: Annotated[list[str] | None, Query()] = None) -> dict[str, Any]:
     row = get_dag_row(session, dag_id)
     fields = update_mask or list(body)
@@ -76,7 +79,35 @@ def patch_dag(dag_id: str, body: Annotated[dict[str, Any], Body()], session: DB,
     if not row.is_paused:
         notify_scheduler(session, f"unpaused {dag_id} (API, by {user.username})")
     session.flush()
-    return dag_json(row)
+    return dag_json(row, api_state(request).secret_key)
+
+
+def _serialized(session: Session, dag_id: str) -> sdk_dag.DAG:
+    """The DAG as the DAG processor last serialized it; a 404 when it has none."""
+    get_dag_row(session, dag_id)
+    dag = load_serialized_dags(session, [dag_id], only_active=False).get(dag_id)
+    if dag is None:
+        raise not_found(f"DAG with dag_id: '{dag_id}' has no serialized form yet (not parsed)")
+    return dag
+
+
+@router.get("/dags/{dag_id}/details", summary="Get a DAG with the details of its definition",
+            response_model=DAGDetail)
+def get_dag_details(dag_id: str, request: Request, session: DB,
+                    user: Viewer) -> dict[str, Any]:
+    row = get_dag_row(session, dag_id)
+    dag = _serialized(session, dag_id)
+    return {
+        **dag_json(row, api_state(request).secret_key),
+        "timezone": dag.timezone.name, "catchup": dag.catchup, "orientation": "LR",
+        "concurrency": dag.max_active_tasks, "start_date": iso(dag.start_date),
+        "dag_run_timeout": _duration(dag.dagrun_timeout), "dataset_expression": None,
+        "doc_md": dag.doc_md, "params": dag.params, "end_date": iso(dag.end_date),
+        "is_paused_upon_creation": dag.is_paused_upon_creation,
+        "last_parsed": iso(row.last_parsed_time),
+        "template_search_path": [str(p) for p in dag.template_searchpath] or None,
+        "render_template_as_native_obj": dag.render_template_as_native_obj,
+    }
 
 
 def _duration(value: timedelta | None) -> dict[str, Any] | None:
@@ -90,10 +121,7 @@ def _duration(value: timedelta | None) -> dict[str, Any] | None:
             response_model=TaskCollection)
 def get_tasks(dag_id: str, session: DB, user: Viewer,
               order: OrderBy = None) -> dict[str, Any]:
-    get_dag_row(session, dag_id)
-    dag = load_serialized_dags(session, [dag_id], only_active=False).get(dag_id)
-    if dag is None:
-        raise not_found(f"DAG with dag_id: '{dag_id}' has no serialized form yet (not parsed)")
+    dag = _serialized(session, dag_id)
     key = (order or "task_id").lstrip("-")
     if key not in ("task_id", "priority_weight", "pool", "queue"):
         raise bad_request(f"order_by {key!r} is not one of: pool, priority_weight, queue, "
@@ -104,17 +132,27 @@ def get_tasks(dag_id: str, session: DB, user: Viewer,
     return {"tasks": [_task_json(t) for t in tasks], "total_entries": len(tasks)}
 
 
+@router.get("/dags/{dag_id}/tasks/{task_id}", summary="Get a task of a DAG",
+            response_model=Task)
+def get_task(dag_id: str, task_id: str, session: DB, user: Viewer) -> dict[str, Any]:
+    task = _serialized(session, dag_id).task_dict.get(task_id)
+    if task is None:
+        raise not_found(f"Task with id '{task_id}' not found in DAG '{dag_id}'")
+    return _task_json(task)
+
+
 def _task_json(task: Any) -> dict[str, Any]:
     cls = type(task)
     return {
         "class_ref": {"module_path": cls.__module__,
                       "class_name": getattr(task, "operator_name", cls.__name__)},
-        "task_id": task.task_id, "owner": getattr(task, "owner", None),
+        "task_id": task.task_id, "task_display_name": task.task_id,
+        "owner": str(getattr(task, "owner", "") or ""),
         "start_date": iso(task.start_date), "end_date": iso(task.end_date),
         "trigger_rule": str(task.trigger_rule), "extra_links": [],
         "depends_on_past": bool(task.depends_on_past),
         "wait_for_downstream": bool(task.wait_for_downstream), "retries": task.retries,
-        "queue": task.queue, "pool": task.pool, "pool_slots": task.pool_slots,
+        "queue": task.queue, "executor": None, "pool": task.pool, "pool_slots": task.pool_slots,
         "execution_timeout": _duration(getattr(task, "execution_timeout", None)),
         "retry_delay": _duration(getattr(task, "retry_delay", None)),
         "retry_exponential_backoff": bool(getattr(task, "retry_exponential_backoff", False)),
@@ -123,6 +161,6 @@ def _task_json(task: Any) -> dict[str, Any]:
         "ui_color": getattr(task, "ui_color", "#fff"),
         "ui_fgcolor": getattr(task, "ui_fgcolor", "#000"),
         "template_fields": list(getattr(task, "template_fields", ())),
-        "sub_dag": None, "downstream_task_ids": sorted(task.downstream_task_ids),
-        "is_mapped": False,
+        "downstream_task_ids": sorted(task.downstream_task_ids),
+        "is_mapped": False, "doc_md": getattr(task, "doc_md", None),
     }

@@ -70,7 +70,7 @@ class TaskLog(BaseModel):
     """A piece of a try's log and where to go on from (Airflow's inline response)."""
 
     model_config = ConfigDict(extra="forbid")
-    continuation_token: str | None
+    continuation_token: str
     content: str
 
 

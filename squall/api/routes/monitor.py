@@ -19,7 +19,12 @@ from squall.scheduler.job import JOB_TYPE
 
 router = APIRouter(prefix="/api/v1", tags=["Monitoring"])
 
-
+#: what Airflow answers for a component that does not run: Squall has no triggerer, and its
+#: DAG processor runs inside the scheduler
+_NOT_RUN: dict[str, Any] = {
+    "triggerer": {"status": None, "latest_triggerer_heartbeat": None},
+    "dag_processor": {"status": None, "latest_dag_processor_heartbeat": None},
+}
 
 
 @router.get("/health", summary="Health of the metadatabase and the scheduler",
@@ -38,11 +43,13 @@ def health(request: Request) -> dict[str, Any]:
                 .where(Job.job_type == JOB_TYPE, Job.state == JobState.RUNNING.value))
     except SQLAlchemyError:
         return {"metadatabase": {"status": "unhealthy"},
-                "scheduler": {"status": "unhealthy", "latest_scheduler_heartbeat": None}}
+                "scheduler": {"status": "unhealthy", "latest_scheduler_heartbeat": None},
+                **_NOT_RUN}
     alive = latest is not None and (utcnow() - latest).total_seconds() <= threshold
     return {"metadatabase": {"status": "healthy"},
             "scheduler": {"status": "healthy" if alive else "unhealthy",
-                          "latest_scheduler_heartbeat": iso(latest)}}
+                          "latest_scheduler_heartbeat": iso(latest)},
+            **_NOT_RUN}
 
 
 @router.get("/version", summary="Squall's version", response_model=VersionInfo,

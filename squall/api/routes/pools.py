@@ -67,7 +67,7 @@ def _pools_json(session: Session, rows: list[PoolRow]) -> list[dict[str, Any]]:
             "name": row.pool, "slots": row.slots, "occupied_slots": occupied,
             "running_slots": running, "queued_slots": queued,
             "scheduled_slots": waiting.get(row.pool, 0),
-            "open_slots": None if row.slots < 0 else row.slots - occupied,
+            "open_slots": -1 if row.slots < 0 else row.slots - occupied,
             "deferred_slots": 0, "description": row.description, "include_deferred": False,
         })
     return out

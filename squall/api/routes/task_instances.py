@@ -1,13 +1,13 @@
 """``/api/v1/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances``: list (``~`` for every DAG
 and / or run, and the batch form ``POST /dags/~/dagRuns/~/taskInstances/list``), get, mark
-(PATCH ``new_state``), and ``POST /dags/{dag_id}/clearTaskInstances``.
+(PATCH ``new_state``; with relatives, ``POST /dags/{dag_id}/updateTaskInstancesState``), and
+``POST /dags/{dag_id}/clearTaskInstances``.
 
-Marking is :mod:`squall.scheduler.mark`'s (what ``squall tasks set-state`` does, without
-relatives): the task instance is changed by compare-and-set, a finished run is handed back
-to the scheduler, and when marked success or skipped its failed task instances downstream
-are cleared to run again. Clearing is :mod:`squall.scheduler.clear`'s (what ``squall tasks
-clear`` does). As in Airflow, both default to ``dry_run: true``, and clearing to
-``only_failed: true``.
+Marking is :mod:`squall.scheduler.mark`'s (what ``squall tasks set-state`` does): the task
+instance is changed by compare-and-set, a finished run is handed back to the scheduler, and
+when marked success or skipped its failed task instances downstream are cleared to run
+again. Clearing is :mod:`squall.scheduler.clear`'s (what ``squall tasks clear`` does). As in
+Airflow, both default to ``dry_run: true``, and clearing to ``only_failed: true``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from squall.api.routes.dag_runs import (
     get_run,
     logical_dates,
     serialized_dag,
+    tis_json,
 )
 from squall.api.routes.dags import get_dag_row
 from squall.api.schemas import ERRORS, Error, TaskInstanceCollection
@@ -46,8 +47,8 @@ from squall.api.schemas_runs import (
     TaskInstanceReference,
     TaskInstanceReferenceCollection,
     UpdateTaskInstance,
+    UpdateTaskInstancesState,
 )
-from squall.api.serializers import iso, task_instance_json
 from squall.api.state import DB
 from squall.common.errors import TaskNotFound
 from squall.common.models import DagRun, TaskInstance, TaskInstanceKey, utcnow
@@ -114,7 +115,7 @@ def _page(session: Session, stmt: Select[Any], order: str | None, limit: int,
     ordered = (order_by(stmt, order, _ORDER, "execution_date")
                .order_by(TI.dag_id, TI.run_id, TI.task_id))
     rows = session.execute(ordered.limit(limit).offset(offset)).all()
-    return {"task_instances": [task_instance_json(ti, run) for ti, run in rows],
+    return {"task_instances": tis_json(session, [(ti, run) for ti, run in rows]),
             "total_entries": total(session, stmt)}
 
 
@@ -185,13 +186,39 @@ def get_ti(session: Session, dag_id: str, run_id: str, task_id: str) -> tuple[TI
             summary="Get a task instance", response_model=TaskInstanceOut)
 def get_task_instance(dag_id: str, dag_run_id: str, task_id: str, session: DB,
                       user: Viewer) -> dict[str, Any]:
-    ti, run = get_ti(session, dag_id, dag_run_id, task_id)
-    return task_instance_json(ti, run)
+    return tis_json(session, [get_ti(session, dag_id, dag_run_id, task_id)])[0]
 
 
-def _reference(key: TaskInstanceKey, when: datetime | None) -> dict[str, Any]:
+def _reference(key: TaskInstanceKey, when: datetime) -> dict[str, Any]:
     return {"task_id": key.task_id, "dag_id": key.dag_id, "dag_run_id": key.run_id,
-            "execution_date": iso(when)}
+            "execution_date": when.isoformat()}
+
+
+def _mark(session: Session, run: DagRun, task_id: str, new: TaskInstanceState, *,
+          dry_run: bool, by: str, upstream: bool = False, downstream: bool = False,
+          past: bool = False, future: bool = False) -> list[dict[str, Any]]:
+    """Mark ``task_id`` of ``run`` (and the relatives asked for) ``new``; the references of
+    the task instances that change (``dry_run``: would change)."""
+    dag = serialized_dag(session, run.dag_id)
+    try:
+        selection = select_marks(session, dag, task_id=task_id, run_id=run.run_id, state=new,
+                                 upstream=upstream, downstream=downstream, past=past,
+                                 future=future)
+    except TaskNotFound:
+        raise not_found(f"Task {task_id!r} is no longer in DAG {run.dag_id!r}") from None
+    if dry_run or (not selection.targets and not selection.to_clear):
+        return [_reference(t.key, t.logical_date) for t in selection.targets]
+    result = apply_marks(session, dag, selection, now=utcnow(),
+                         reason=f"set to {new.value} through the API by {by}")
+    if result.lost:
+        raise ApiProblem(409, f"Task instance(s) {', '.join(str(t.key) for t in result.lost)} "
+                         f"changed while being marked {new.value}; nothing changed: look "
+                         "again and retry")
+    notify_scheduler(session, f"{run.dag_id} set-state")
+    log.info("DAG %s: %d task instance(s) of %s marked %s through the API by %s (%d cleared "
+             "downstream)", run.dag_id, len(result.changed), task_id, new.value, by,
+             len(result.cleared.cleared))
+    return [_reference(t.key, t.logical_date) for t in result.changed]
 
 
 @router.patch("/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}",
@@ -201,23 +228,34 @@ def patch_task_instance(dag_id: str, dag_run_id: str, task_id: str,
                         body: UpdateTaskInstance, session: DB, user: Op) -> dict[str, Any]:
     ti, run = get_ti(session, dag_id, dag_run_id, task_id)
     key, when = ti.key, run.logical_date
-    dag = serialized_dag(session, dag_id)
-    new = TaskInstanceState(body.new_state)
-    try:
-        selection = select_marks(session, dag, task_id=task_id, run_id=dag_run_id, state=new)
-    except TaskNotFound:
-        raise not_found(f"Task {task_id!r} is no longer in DAG {dag_id!r}") from None
-    if body.dry_run or (not selection.targets and not selection.to_clear):
-        return _reference(key, when)
-    result = apply_marks(session, dag, selection, now=utcnow(),
-                         reason=f"set to {new.value} through the API by {user.username}")
-    if result.lost:
-        raise ApiProblem(409, f"Task instance {key} changed while being marked "
-                         f"{new.value}; nothing changed: look again and retry")
-    notify_scheduler(session, f"{dag_id} set-state")
-    log.info("TaskInstance %s marked %s through the API by %s (%d cleared downstream)", key,
-             new.value, user.username, len(result.cleared.cleared))
+    _mark(session, run, task_id, TaskInstanceState(body.new_state), dry_run=body.dry_run,
+          by=user.username)
     return _reference(key, when)
+
+
+@router.post("/dags/{dag_id}/updateTaskInstancesState", tags=["DAG"],
+             summary="Mark a task instance and, as asked, its relatives success, failed or "
+             "skipped (dry_run: only list them)",
+             response_model=TaskInstanceReferenceCollection, responses=CONFLICT)
+def set_task_instances_state(dag_id: str, body: UpdateTaskInstancesState, request: Request,
+                             session: DB, user: Op) -> dict[str, Any]:
+    get_dag_row(session, dag_id)
+    if (body.dag_run_id is None) == (body.execution_date is None):
+        raise bad_request("give one of dag_run_id and execution_date")
+    if body.dag_run_id is not None:
+        run = get_run(session, dag_id, body.dag_run_id)
+    else:
+        when = aware(body.execution_date, default_tz(request))
+        found = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id,
+                                                    DagRun.logical_date == when))
+        if found is None:
+            raise not_found(f"DAG {dag_id!r} has no run of execution_date {when}")
+        run = found
+    refs = _mark(session, run, body.task_id, TaskInstanceState(body.new_state),
+                 dry_run=body.dry_run, by=user.username, upstream=body.include_upstream,
+                 downstream=body.include_downstream, past=body.include_past,
+                 future=body.include_future)
+    return {"task_instances": refs}
 
 
 def _task_regex(dag_id: str, known: set[str], task_ids: list[str] | None) -> str | None:
@@ -265,5 +303,4 @@ def clear_tis(dag_id: str, body: ClearTaskInstances, request: Request, session: 
         log.info("DAG %s: %d task instances cleared through the API by %s (%d changed "
                  "meanwhile)", dag_id, len(keys), user.username, len(result.changed))
     dates = logical_dates(session, [(k.dag_id, k.run_id) for k in keys])
-    return {"task_instances": [_reference(k, dates.get((k.dag_id, k.run_id)))
-                               for k in keys]}
+    return {"task_instances": [_reference(k, dates[(k.dag_id, k.run_id)]) for k in keys]}

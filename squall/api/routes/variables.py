@@ -46,8 +46,8 @@ def _codec(request: Request) -> FernetCodec:
 
 
 def _json(record: variables.VariableRecord) -> dict[str, Any]:
-    value = record.value
-    if value not in (None, "") and is_sensitive_key(record.key):
+    value = record.value or ""
+    if value and is_sensitive_key(record.key):
         value = MASK
     return {"key": record.key, "value": value, "description": record.description}
 

@@ -7,7 +7,7 @@ from squall.common.models.callback_request import CallbackRequest
 from squall.common.models.connection import ConnectionModel
 from squall.common.models.dag import DagModel
 from squall.common.models.dag_file import DagFile
-from squall.common.models.dagrun import DagRun
+from squall.common.models.dagrun import DagRun, lock_runs
 from squall.common.models.import_error import ImportError_
 from squall.common.models.job import Job
 from squall.common.models.pool import DEFAULT_POOL, Pool
@@ -49,5 +49,6 @@ __all__ = [
     "XCom",
     "clip_reason",
     "compare_and_set_state",
+    "lock_runs",
     "utcnow",
 ]

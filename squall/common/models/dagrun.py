@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+    select,
+    tuple_,
+)
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from squall.common.models.base import Base, UtcDateTime, utcnow
 from squall.common.state import DagRunState, DagRunType
@@ -44,3 +54,21 @@ class DagRun(Base):
 
     def __repr__(self) -> str:
         return f"<DagRun {self.dag_id} {self.run_id} {self.state}>"
+
+
+def lock_runs(session: Session, runs: Iterable[tuple[str, str]]) -> None:
+    """Lock the ``dag_run`` rows of ``runs`` (``(dag_id, run_id)``) ``FOR UPDATE``, in id
+    order, before changing their task instances from outside the scheduler (clear, mark).
+
+    The scheduler locks a run's row before it reads the run's task instances, changes them
+    and decides the run. A change that takes the row first waits for a decision under way
+    and keeps the next one from starting (the scheduler skips locked rows): without it the
+    two deadlock (each waiting for the rows the other changed), or the scheduler finishes
+    the run from task states read before the change, which is then lost. SQLite serializes
+    writers, and renders no ``FOR UPDATE``.
+    """
+    keys = sorted(set(runs))
+    if keys:
+        session.execute(select(DagRun.id)
+                        .where(tuple_(DagRun.dag_id, DagRun.run_id).in_(keys))
+                        .order_by(DagRun.id).with_for_update())
