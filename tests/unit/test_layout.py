@@ -20,13 +20,14 @@ LAYERS: dict[str, int] = {
     "compat": 2,
     "dag_processing": 2,
     "execution": 2,
-    "scheduler": 3,
-    "worker": 3,
-    "cli": 4,
-    "api": 4,
+    "runs": 3,
+    "scheduler": 4,
+    "worker": 4,
+    "cli": 5,
+    "api": 5,
 }
 #: the top-level modules (``squall/__init__.py`` re-exports the sdk; ``__main__`` runs the CLI)
-TOP_LEVEL = 5
+TOP_LEVEL = 6
 CYCLES_ALLOWED_IN = "squall.sdk"
 
 
