@@ -58,11 +58,11 @@ SUPPORTED_MODULES: Final[dict[str, dict[str, str]]] = {
     "airflow.models": {
         "DAG": "squall.sdk.dag:DAG",
         "BaseOperator": "squall.sdk.operators.base:BaseOperator",
-        "Variable": "squall.common.variables:Variable",
-        "Connection": "squall.common.connections:Connection",
+        "Variable": "squall.secrets.variables:Variable",
+        "Connection": "squall.secrets.connections:Connection",
     },
-    "airflow.models.variable": {"Variable": "squall.common.variables:Variable"},
-    "airflow.models.connection": {"Connection": "squall.common.connections:Connection"},
+    "airflow.models.variable": {"Variable": "squall.secrets.variables:Variable"},
+    "airflow.models.connection": {"Connection": "squall.secrets.connections:Connection"},
     "airflow.hooks": {},
     "airflow.hooks.base": {"BaseHook": "squall.sdk.hooks.base:BaseHook"},
     "airflow.models.dag": {

@@ -46,7 +46,6 @@ from squall.common.models import (
     compare_and_set_state,
     utcnow,
 )
-from squall.common.secrets import RedactingFilter
 from squall.common.settings import SmtpSettings
 from squall.common.state import DagRunState, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
@@ -55,6 +54,7 @@ from squall.execution.outcome import RetryPolicy
 from squall.execution.task_output import capture_task_output
 from squall.sdk.operators.base import BaseOperator, Context
 from squall.sdk.templating import PreviousSuccess, build_context
+from squall.secrets.masking import RedactingFilter
 
 log = logging.getLogger(__name__)
 
@@ -541,7 +541,7 @@ def task_log_path(log_folder: Path, key: TaskInstanceKey, try_number: int) -> Pa
 @contextmanager
 def task_log_handler(path: Path | None) -> Iterator[None]:
     """Send everything logged while the try runs to its log file too, with the secrets the
-    process has read masked (:class:`~squall.common.secrets.RedactingFilter`)."""
+    process has read masked (:class:`~squall.secrets.masking.RedactingFilter`)."""
     if path is None:
         yield
         return

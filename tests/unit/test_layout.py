@@ -15,18 +15,19 @@ MAX_LINES = 600
 #: a package may import its own level and the levels below it, never above
 LAYERS: dict[str, int] = {
     "common": 0,
-    "sdk": 1,
-    "migrations": 1,
-    "compat": 2,
-    "dag_processing": 2,
-    "execution": 2,
-    "scheduler": 3,
-    "worker": 3,
-    "cli": 4,
-    "api": 4,
+    "secrets": 1,
+    "sdk": 2,
+    "migrations": 2,
+    "compat": 3,
+    "dag_processing": 3,
+    "execution": 3,
+    "scheduler": 4,
+    "worker": 4,
+    "cli": 5,
+    "api": 5,
 }
 #: the top-level modules (``squall/__init__.py`` re-exports the sdk; ``__main__`` runs the CLI)
-TOP_LEVEL = 5
+TOP_LEVEL = 6
 CYCLES_ALLOWED_IN = "squall.sdk"
 
 
