@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from squall.common.errors import SettingsError
-from squall.common.lease import check_lease
+from squall.common.lease_terms import check_lease
 
 if TYPE_CHECKING:
     from cryptography.fernet import Fernet
