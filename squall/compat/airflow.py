@@ -115,8 +115,8 @@ SUPPORTED_MODULES: Final[dict[str, dict[str, str]]] = {
         "EmailOperator": "squall.sdk.operators.email:EmailOperator",
     },
     "airflow.utils.email": {
-        "send_email": "squall.common.email:send_email",
-        "get_email_address_list": "squall.common.email:get_email_address_list",
+        "send_email": "squall.sdk.email:send_email",
+        "get_email_address_list": "squall.sdk.email:get_email_address_list",
     },
     "airflow.decorators": {
         "dag": "squall.sdk.decorators:dag",

@@ -29,7 +29,6 @@ import pendulum
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from squall.common import xcom
 from squall.common.db import SessionFactory, session_scope
 from squall.common.errors import (
     Reschedule,
@@ -49,6 +48,7 @@ from squall.common.models import (
 from squall.common.settings import SmtpSettings
 from squall.common.state import DagRunState, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
+from squall.execution import xcom
 from squall.execution.email_alerts import TryAlert, send_alert, wants_email
 from squall.execution.outcome import RetryPolicy
 from squall.execution.task_output import capture_task_output
