@@ -45,10 +45,10 @@ import httpx
 from sqlalchemy import create_engine, insert, text
 
 from bench.cluster import drop_pg_database, free_port, recreate_pg_database, wait_for
+from squall.api.users import create_user
 from squall.common import dbops
 from squall.common.db import make_engine, make_session_factory, session_scope
 from squall.common.models import DagModel, DagRun, TaskInstance
-from squall.common.users import create_user
 
 log = logging.getLogger(__name__)
 

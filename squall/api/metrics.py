@@ -35,10 +35,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from squall.api.state import ApiState
-from squall.common import pools
 from squall.common.db import SessionFactory, session_scope
 from squall.common.models import DagRun, Job, TaskInstance, utcnow
 from squall.common.state import TaskInstanceState
+from squall.scheduler import pools
 from squall.scheduler.job import JOB_TYPE
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from squall.common.log_signing import seal
 from squall.common.models import DagModel, DagRun, SlaMiss, TaskInstance
+from squall.worker.log_signing import seal
 
 #: the purpose of a DAG's ``file_token`` (its file's path, signed as Airflow signs it)
 DAG_FILE_TOKEN = "dag-file-token"

@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from squall.api.passwords import CheckedCredentials
 from squall.common.db import SessionFactory, session_scope
-from squall.common.passwords import CheckedCredentials
 from squall.common.settings import Settings
 
 

@@ -28,10 +28,10 @@ from squall.cli import (
     worker_cmds,
 )
 from squall.cli.common import CliContext, CliError
-from squall.common import secrets_backend
 from squall.common.errors import SettingsError, SquallError
-from squall.common.secrets import RedactingFilter
 from squall.common.settings import Settings
+from squall.secrets import backend as secrets_backend
+from squall.secrets.masking import RedactingFilter
 
 log = logging.getLogger(__name__)
 

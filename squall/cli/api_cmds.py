@@ -10,11 +10,11 @@ import sys
 
 from sqlalchemy import select
 
+from squall.api.users import ROLES, create_user, delete_user
 from squall.cli.common import CliContext, CliError, add_output_flag, print_rows
 from squall.common.db import session_scope
 from squall.common.errors import UserError
 from squall.common.models import User
-from squall.common.users import ROLES, create_user, delete_user
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """``squall connections list | get | add | delete | import | export`` (Airflow 2's
 ``airflow connections``) and ``squall rotate-fernet-key``.
 
-The database work is :mod:`squall.common.connection_store`. Listings never show a password
+The database work is :mod:`squall.secrets.connection_store`. Listings never show a password
 (``***``) nor the sensitive fields of an extra; ``export`` writes everything in clear (it is
 what ``import`` reads back), to a file only its owner can read.
 """
@@ -17,11 +17,12 @@ from sqlalchemy.exc import IntegrityError
 
 from squall.cli.common import CliContext, CliError, add_output_flag, print_rows
 from squall.cli.variables_cmds import read_json_file, write_json_file
-from squall.common import connection_store as store
-from squall.common import secrets_backend
-from squall.common.connections import Connection, ConnectionError_
 from squall.common.db import session_scope
-from squall.common.secrets import MASK, FernetCodec, SecretsMasker, generate_fernet_key
+from squall.secrets import backend as secrets_backend
+from squall.secrets import connection_store as store
+from squall.secrets.connections import Connection, ConnectionError_
+from squall.secrets.fernet import FernetCodec, generate_fernet_key
+from squall.secrets.masking import MASK, SecretsMasker
 
 log = logging.getLogger(__name__)
 

@@ -27,13 +27,13 @@ from types import FrameType
 
 from sqlalchemy import select
 
+from squall.api.passwords import check_password
 from squall.cli.common import CliContext, CliError
 from squall.common import dbops
 from squall.common.celery_app import broker_url, result_backend_url
 from squall.common.db import session_scope
 from squall.common.errors import SquallError
 from squall.common.models import User
-from squall.common.passwords import check_password
 from squall.common.settings import Settings
 from squall.common.state import DAGRUN_FINISHED_STATES, DagRunState
 
@@ -152,7 +152,7 @@ def _ensure_admin(ctx: CliContext) -> tuple[str, str] | None:
     no user), or the one created by an earlier start while the kept password still works;
     else ``None``. The password is kept in $SQUALL_HOME/standalone_admin_password.txt
     (mode 0600), never logged."""
-    from squall.common.users import create_user
+    from squall.api.users import create_user
 
     path = ctx.settings.home / ADMIN_PASSWORD_FILE
     stored: str | None = None

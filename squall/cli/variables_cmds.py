@@ -1,7 +1,7 @@
 """``squall variables list | get | set | delete | import | export`` (Airflow 2's
 ``airflow variables``).
 
-The database work is :mod:`squall.common.variables`; this module parses arguments and files
+The database work is :mod:`squall.secrets.variables`; this module parses arguments and files
 and prints. In tables and JSON listings the value of a variable whose key looks sensitive
 (``password``, ``token`` ...) is shown as ``***``; ``get`` prints the value asked for, and
 ``export`` writes every value (it is what ``import`` reads back).
@@ -20,11 +20,12 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from squall.cli.common import CliContext, CliError, add_output_flag, print_rows
-from squall.common import secrets_backend
-from squall.common import variables as store
 from squall.common.db import session_scope
-from squall.common.secrets import MASK, FernetCodec, is_sensitive_key
-from squall.common.variables import VariableError, VariableRecord
+from squall.secrets import backend as secrets_backend
+from squall.secrets import variables as store
+from squall.secrets.fernet import FernetCodec
+from squall.secrets.masking import MASK, is_sensitive_key
+from squall.secrets.variables import VariableError, VariableRecord
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -27,11 +27,33 @@ from pydantic import (
 )
 
 from squall.common.errors import SettingsError
-from squall.common.lease import check_lease
+from squall.common.lease_terms import check_lease
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 ENV_PREFIX = "SQUALL__"
 HOME_ENV = "SQUALL_HOME"
 CONFIG_ENV = "SQUALL_CONFIG"
+
+
+def fernet_keys(value: str) -> list[Fernet]:
+    """The keys of a ``[core] fernet_key`` value (several separated by commas, the newest
+    first); a ValueError naming the position of a malformed key, never its value. The
+    setting is checked with it when it loads, and the secrets' codec
+    (:class:`squall.secrets.fernet.FernetCodec`) is built with it."""
+    from cryptography.fernet import Fernet
+
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    keys = []
+    for position, part in enumerate(parts, start=1):
+        try:
+            keys.append(Fernet(part.encode("ascii")))
+        except (ValueError, UnicodeEncodeError):
+            raise ValueError(
+                f"key {position} of {len(parts)} is not a Fernet key (32 bytes in URL-safe "
+                "base64; make one with `squall rotate-fernet-key --generate`)") from None
+    return keys
 
 
 class _Section(BaseModel):
@@ -68,12 +90,7 @@ class CoreSettings(_Section):
     @field_validator("fernet_key")
     @classmethod
     def _fernet_keys(cls, value: str) -> str:
-        from squall.common.secrets import FernetCodec, SecretsError
-
-        try:
-            FernetCodec(value)
-        except SecretsError as exc:
-            raise ValueError(str(exc).removeprefix("[core] fernet_key: ")) from None
+        fernet_keys(value)
         return value
 
     @field_validator("default_timezone")

@@ -58,11 +58,11 @@ SUPPORTED_MODULES: Final[dict[str, dict[str, str]]] = {
     "airflow.models": {
         "DAG": "squall.sdk.dag:DAG",
         "BaseOperator": "squall.sdk.operators.base:BaseOperator",
-        "Variable": "squall.common.variables:Variable",
-        "Connection": "squall.common.connections:Connection",
+        "Variable": "squall.secrets.variables:Variable",
+        "Connection": "squall.secrets.connections:Connection",
     },
-    "airflow.models.variable": {"Variable": "squall.common.variables:Variable"},
-    "airflow.models.connection": {"Connection": "squall.common.connections:Connection"},
+    "airflow.models.variable": {"Variable": "squall.secrets.variables:Variable"},
+    "airflow.models.connection": {"Connection": "squall.secrets.connections:Connection"},
     "airflow.hooks": {},
     "airflow.hooks.base": {"BaseHook": "squall.sdk.hooks.base:BaseHook"},
     "airflow.models.dag": {
@@ -115,8 +115,8 @@ SUPPORTED_MODULES: Final[dict[str, dict[str, str]]] = {
         "EmailOperator": "squall.sdk.operators.email:EmailOperator",
     },
     "airflow.utils.email": {
-        "send_email": "squall.common.email:send_email",
-        "get_email_address_list": "squall.common.email:get_email_address_list",
+        "send_email": "squall.sdk.email:send_email",
+        "get_email_address_list": "squall.sdk.email:get_email_address_list",
     },
     "airflow.decorators": {
         "dag": "squall.sdk.decorators:dag",

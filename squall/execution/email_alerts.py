@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from squall.common.email import get_email_address_list, send_email
 from squall.common.errors import EmailError
 from squall.common.models import TaskInstanceKey
 from squall.common.settings import SmtpSettings
 from squall.common.state import TaskInstanceState
+from squall.sdk.email import get_email_address_list, send_email
 
 log = logging.getLogger(__name__)
 

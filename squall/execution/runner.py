@@ -29,7 +29,6 @@ import pendulum
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from squall.common import xcom
 from squall.common.db import SessionFactory, session_scope
 from squall.common.errors import (
     Reschedule,
@@ -46,15 +45,16 @@ from squall.common.models import (
     compare_and_set_state,
     utcnow,
 )
-from squall.common.secrets import RedactingFilter
 from squall.common.settings import SmtpSettings
 from squall.common.state import DagRunState, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
+from squall.execution import xcom
 from squall.execution.email_alerts import TryAlert, send_alert, wants_email
 from squall.execution.outcome import RetryPolicy
 from squall.execution.task_output import capture_task_output
 from squall.sdk.operators.base import BaseOperator, Context
 from squall.sdk.templating import PreviousSuccess, build_context
+from squall.secrets.masking import RedactingFilter
 
 log = logging.getLogger(__name__)
 
@@ -541,7 +541,7 @@ def task_log_path(log_folder: Path, key: TaskInstanceKey, try_number: int) -> Pa
 @contextmanager
 def task_log_handler(path: Path | None) -> Iterator[None]:
     """Send everything logged while the try runs to its log file too, with the secrets the
-    process has read masked (:class:`~squall.common.secrets.RedactingFilter`)."""
+    process has read masked (:class:`~squall.secrets.masking.RedactingFilter`)."""
     if path is None:
         yield
         return

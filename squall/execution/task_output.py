@@ -5,7 +5,7 @@ While a try runs (:func:`capture_task_output`, entered by
 task writes to its standard output and error becomes log records of the logger
 ``squall.task``, so that they reach the try's log file (and the process's console handler)
 through the same handlers, with the same secret masking
-(:class:`~squall.common.secrets.RedactingFilter`), as everything else the try logs:
+(:class:`~squall.secrets.masking.RedactingFilter`), as everything else the try logs:
 
 - ``sys.stdout`` and ``sys.stderr`` are :class:`LogWriter` objects, as in Airflow 2
   (``StreamLogWriter``): a write that ends a line is one record, INFO for standard output

@@ -46,7 +46,6 @@ from squall.common.db import (
     make_session_factory,
     session_scope,
 )
-from squall.common.email import get_email_address_list, send_email
 from squall.common.errors import EmailError
 from squall.common.models import (
     DagModel,
@@ -60,6 +59,7 @@ from squall.common.procutil import child_process_context, flush_std_streams, sto
 from squall.common.settings import Settings
 from squall.common.state import DagRunType, TaskInstanceState
 from squall.scheduler.callback_runner import load_dag_from_file
+from squall.sdk.email import get_email_address_list, send_email
 
 log = logging.getLogger(__name__)
 

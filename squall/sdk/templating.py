@@ -26,9 +26,9 @@ import jinja2
 import pendulum
 from jinja2.nativetypes import NativeEnvironment
 
-from squall.common.connection_store import ConnectionAccessor
 from squall.common.errors import TaskControl, TemplateError
-from squall.common.variables import VariableAccessor
+from squall.secrets.connection_store import ConnectionAccessor
+from squall.secrets.variables import VariableAccessor
 
 if TYPE_CHECKING:
     from squall.common.settings import Settings

@@ -4,7 +4,7 @@ that the API can read a try's log from any host (``docs/logs.md``).
 ``GET /log/<path>`` answers the file at ``<path>`` under the log folder, only when the
 request carries ``Authorization: Bearer <token>`` with a log request token for that very
 path, signed with the shared ``[api] secret_key`` and not expired
-(:mod:`squall.common.log_signing`); else 403. A path that leaves the folder (``..``, an
+(:mod:`squall.worker.log_signing`); else 403. A path that leaves the folder (``..``, an
 absolute path, a symlink out of it) is 403 too; a file that is not there is 404.
 ``Range: bytes=N-`` (or ``bytes=N-M``) answers part of the file (206), so that a running
 try's log can be read as it grows; a range starting at or past the end is 416 with the
@@ -30,7 +30,7 @@ from socketserver import TCPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from squall.common.log_signing import BadToken, check_log_request
+from squall.worker.log_signing import BadToken, check_log_request
 
 if TYPE_CHECKING:
     from squall.common.settings import Settings

@@ -41,7 +41,7 @@ A heartbeat that fails because the database is unreachable does not stop the tas
 the next heartbeat tries again (the outage is logged once at ERROR, counted as
 ``worker.outage``, and once when it is over: :class:`~squall.common.outage.Outage`), and a
 row *read* as changed kills the task (``scheduler.tasks.killed_externally``). But every
-successful heartbeat renews a lease (:mod:`squall.common.lease`, ADR 17): ``[scheduler]
+successful heartbeat renews a lease (:mod:`squall.worker.lease`, ADR 17): ``[scheduler]
 zombie_threshold`` less a safety margin, on the monotonic clock; a heartbeat runs on a
 thread of its own and is waited for only while the lease lasts, since across a partition a
 call hangs rather than fails. When the lease runs out without a successful heartbeat the
@@ -75,7 +75,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from squall.common.db import make_session_factory
 from squall.common.errors import SquallError, TaskLoadError
-from squall.common.lease import HeartbeatLease, kill_grace_for, lease_terms
+from squall.common.lease_terms import kill_grace_for, lease_terms
 from squall.common.metrics import (
     TASKS_KILLED_EXTERNALLY,
     WORKER_LEASE_LOST,
@@ -102,6 +102,7 @@ from squall.worker.children import (
 )
 from squall.worker.dag_file_cache import DagFileCache
 from squall.worker.fork_server import ForkServer
+from squall.worker.lease import HeartbeatLease
 from squall.worker.task_process import MSG_OUTCOME, TaskProcessSpec
 from squall.worker.try_writes import TryWrites
 

@@ -31,7 +31,7 @@ from sqlalchemy import Engine, select
 
 from squall.common.db import SessionFactory, make_engine, make_session_factory, session_scope
 from squall.common.errors import TaskLoadError
-from squall.common.lease import kill_grace_for
+from squall.common.lease_terms import kill_grace_for
 from squall.common.models import DagRun, TaskInstance, TaskInstanceKey, clip_reason, utcnow
 from squall.common.procutil import (
     end_descendants,

@@ -74,7 +74,7 @@ PRELOADED_MODULES = (
     "squall.dag_processing.serialization",
     "squall.sdk.taskgroup",
     "squall.sdk.templating",
-    "squall.common.xcom",
+    "squall.execution.xcom",
     "squall.execution.runner",
     "squall.worker.task_process",
 )

@@ -30,7 +30,6 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from squall.common import xcom
 from squall.common.db import SessionFactory, session_scope
 from squall.common.errors import PayloadError
 from squall.common.models import (
@@ -46,6 +45,7 @@ from squall.common.payload import TaskRunCommand, resolve_dag_file
 from squall.common.settings import Settings
 from squall.common.state import JobState, TaskInstanceState
 from squall.dag_processing.sync import load_serialized_dags
+from squall.execution import xcom
 from squall.execution.callbacks import request_task_callback, task_kind
 from squall.execution.restart import end_restart
 from squall.execution.runner import (

@@ -24,10 +24,10 @@ from sqlalchemy import update
 
 from squall.api.routes import logs as logs_route
 from squall.common.db import SessionFactory, session_scope
-from squall.common.log_signing import sign_log_request
 from squall.common.models import DagModel, DagRun, Job, TaskInstance, utcnow
 from squall.common.settings import Settings
 from squall.worker.log_server import LogServer, start_log_server
+from squall.worker.log_signing import sign_log_request
 from squall.worker.worker_job import JOB_TYPE as WORKER_JOB
 from tests.support.api import Api, basic, serve
 from tests.support.services import free_port, wait_until

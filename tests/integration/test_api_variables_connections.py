@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from squall.common import connection_store, variables
 from squall.common.db import SessionFactory, session_scope
 from squall.common.models import ConnectionModel, DagModel, SlaMiss, VariableModel
-from squall.common.secrets import FernetCodec, generate_fernet_key
 from squall.common.settings import Settings
+from squall.secrets import connection_store, variables
+from squall.secrets.fernet import FernetCodec, generate_fernet_key
 from tests.support.api import Api, serve
 
 pytestmark = [pytest.mark.postgres, pytest.mark.parametrize("db_url", ["postgres"],

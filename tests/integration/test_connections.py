@@ -13,17 +13,18 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 
-from squall.common import connection_store as store
-from squall.common import secrets_backend
-from squall.common.connection_store import ConnectionAccessor, get_connection
-from squall.common.connections import Connection, ConnectionError_, ConnectionNotFound
 from squall.common.db import SessionFactory, session_scope
 from squall.common.errors import SquallError
-from squall.common.secrets import MASK, FernetCodec, masker
-from squall.common.secrets_backend import SecretsBackend
 from squall.common.settings import Settings
 from squall.sdk.hooks import BaseHook
 from squall.sdk.templating import render_template
+from squall.secrets import backend as secrets_backend
+from squall.secrets import connection_store as store
+from squall.secrets.backend import SecretsBackend
+from squall.secrets.connection_store import ConnectionAccessor, get_connection
+from squall.secrets.connections import Connection, ConnectionError_, ConnectionNotFound
+from squall.secrets.fernet import FernetCodec
+from squall.secrets.masking import MASK, masker
 from tests.integration.test_cli import as_json, assert_clean_error, ok, squall
 
 KEY = Fernet.generate_key().decode()
@@ -226,7 +227,7 @@ import warnings
 
 import pendulum
 from squall import DAG, BashOperator, PythonOperator
-from squall.common.variables import Variable
+from squall.secrets.variables import Variable
 from squall.sdk.hooks import BaseHook
 
 log = logging.getLogger("secrets_dag")

@@ -1,4 +1,4 @@
-"""E-mail (squall.common.email, squall.execution.email_alerts, EmailOperator) against a real
+"""E-mail (squall.sdk.email, squall.execution.email_alerts, EmailOperator) against a real
 SMTP server (aiosmtpd, started by the test): a failed or retried try of a task with
 ``email`` sends Airflow's alert from the task process or, for a try that ended elsewhere,
 from the DAG processor's callback runner; an unreachable server is logged and changes no
@@ -17,7 +17,6 @@ import pytest
 from sqlalchemy import select, update
 
 from squall.common.db import SessionFactory, session_scope
-from squall.common.email import send_email
 from squall.common.errors import EmailError
 from squall.common.metrics import LogMetrics
 from squall.common.models import (
@@ -37,6 +36,7 @@ from squall.scheduler.dag_processor import parse_and_sync_once
 from squall.scheduler.run_creation import create_dag_run
 from squall.scheduler.watchdog import fail_zombies
 from squall.sdk.dag import DAG
+from squall.sdk.email import send_email
 from squall.sdk.operators.email import EmailOperator
 from squall.sdk.operators.empty import EmptyOperator
 from tests.support.services import free_port, wait_until
@@ -89,7 +89,7 @@ def test_send_email_to_cc_bcc_and_files(smtp_server: SmtpServer, tmp_path: Path)
 
 def test_unreachable_server_raises_after_the_retry_limit(
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="squall.common.email")
+    caplog.set_level(logging.WARNING, logger="squall.sdk.email")
     with pytest.raises(EmailError, match=r"unreachable after 3 attempt\(s\)"):
         send_email("a@example.com", "Hello", "hi", smtp=smtp_settings(smtp_password="hunter2",
                                                                      smtp_user="u"))

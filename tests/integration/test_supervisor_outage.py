@@ -32,7 +32,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from squall.common.db import SessionFactory, make_engine, make_session_factory, session_scope
-from squall.common.lease import lease_terms
+from squall.common.lease_terms import lease_terms
 from squall.common.metrics import WORKER_LEASE_LOST, WORKER_OUTAGE
 from squall.common.models import DagModel, Job, TaskInstance, TaskInstanceKey, utcnow
 from squall.common.models.taskinstance import compare_and_set_state

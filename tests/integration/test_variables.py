@@ -13,14 +13,15 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 
-from squall.common import secrets_backend
-from squall.common import variables as store
 from squall.common.db import SessionFactory, session_scope
 from squall.common.errors import TemplateError
-from squall.common.secrets import MASK, FernetCodec, SecretsError, masker
-from squall.common.secrets_backend import SecretsBackend, rotate_fernet_key
-from squall.common.variables import Variable, VariableAccessor, VariableError
 from squall.sdk.templating import render_template
+from squall.secrets import backend as secrets_backend
+from squall.secrets import variables as store
+from squall.secrets.backend import SecretsBackend, rotate_fernet_key
+from squall.secrets.fernet import FernetCodec, SecretsError
+from squall.secrets.masking import MASK, masker
+from squall.secrets.variables import Variable, VariableAccessor, VariableError
 from tests.integration.test_cli import as_json, assert_clean_error, ok, squall
 
 KEY = Fernet.generate_key().decode()

@@ -30,7 +30,8 @@ from tests.support.faults import settings_env
 from tests.support.netns import HostLab, NetnsUnavailable, check_available, sweep_stale
 from tests.support.services import RedisServer, wait_until
 
-#: Small settings: lease = 10 - (max(2 x 0.5, 10 / 10) + 0.25) = 8.75 s (squall/common/lease.py)
+#: Small settings: lease = 10 - (max(2 x 0.5, 10 / 10) + 0.25) = 8.75 s
+#: (squall/common/lease_terms.py)
 SETTINGS: dict[str, dict[str, object]] = {
     "scheduler": {
         "job_heartbeat_sec": 0.5,

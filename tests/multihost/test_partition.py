@@ -4,7 +4,7 @@ Hosts h1, h2 and h3 all consume the queue ``work``. The first tries of two long 
 run on h1 (its worker starts alone; the others start once both run); the test takes h1's
 link down (its packets are dropped, its TCP connections hang, as in a real partition). The
 supervisors on h1 can no longer heartbeat: when their lease runs out (``zombie_threshold``
-less the margin of ``squall/common/lease.py``: 8.75 s of 10 s here) they end their tasks,
+less the margin of ``squall/common/lease_terms.py``: 8.75 s of 10 s here) they end their tasks,
 and the scheduler's watchdog, seeing no heartbeat for ``zombie_threshold``, retries the
 tries, which h2 and h3 run. The link then comes back and the old supervisors' late failure
 writes lose their compare-and-set: the rows belong to the second tries.

@@ -16,9 +16,9 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from squall.api.app import create_app
+from squall.api.users import create_user
 from squall.common.db import SessionFactory, session_scope
 from squall.common.settings import Settings
-from squall.common.users import create_user
 from tests.support.services import wait_until
 
 PASSWORD = "correct-horse"

@@ -1,7 +1,7 @@
 """The package layout's rules, checked on the source tree (docs/adr/0013-the-layout.md):
-each module fits in one read, imports run only downward through the layers, and no import
+each module fits in one read, imports run only downward through the layers, no import
 cycle spans modules except inside ``squall/sdk`` (a DAG and its operators refer to each
-other)."""
+other), and ``squall/common`` holds the shared core only."""
 
 from __future__ import annotations
 
@@ -15,20 +15,26 @@ MAX_LINES = 600
 #: a package may import its own level and the levels below it, never above
 LAYERS: dict[str, int] = {
     "common": 0,
-    "sdk": 1,
-    "migrations": 1,
-    "compat": 2,
-    "dag_processing": 2,
-    "execution": 2,
-    "runs": 3,
-    "scheduler": 4,
-    "worker": 4,
-    "cli": 5,
-    "api": 5,
+    "secrets": 1,
+    "sdk": 2,
+    "migrations": 2,
+    "compat": 3,
+    "dag_processing": 3,
+    "execution": 3,
+    "runs": 4,
+    "scheduler": 5,
+    "worker": 5,
+    "cli": 6,
+    "api": 6,
 }
 #: the top-level modules (``squall/__init__.py`` re-exports the sdk; ``__main__`` runs the CLI)
-TOP_LEVEL = 6
+TOP_LEVEL = 7
 CYCLES_ALLOWED_IN = "squall.sdk"
+#: what ``squall/common`` may hold: the shared core, no features (ADR 13 says why each is core)
+COMMON_CORE = frozenset({
+    "celery_app", "db", "dbops", "errors", "lease_terms", "metrics", "models", "outage",
+    "payload", "procutil", "settings", "state", "transports", "wakeup",
+})
 
 
 def module_name(path: Path) -> str:
@@ -90,6 +96,42 @@ def test_imports_run_only_downward() -> None:
     upward = sorted(f"{src} -> {dst}" for src, targets in graph().items() for dst in targets
                     if dst != "squall" and layer(dst) > layer(src))
     assert not upward, "imports that run upward:\n" + "\n".join(upward)
+
+
+def common_entries(common: Path) -> set[str]:
+    """The modules and packages directly in ``common`` (a module by its stem)."""
+    return ({p.stem for p in common.glob("*.py") if p.stem != "__init__"}
+            | {p.name for p in common.iterdir() if p.is_dir() and (p / "__init__.py").exists()})
+
+
+def strangers(common: Path) -> str | None:
+    """Why ``common`` holds something outside :data:`COMMON_CORE`, or None."""
+    extra = sorted(common_entries(common) - COMMON_CORE)
+    if not extra:
+        return None
+    return (f"squall/common holds the shared core only, not {', '.join(extra)}: "
+            "give a feature a room at the layer where it is used (secrets/, sdk/, execution/, "
+            "scheduler/, worker/, api/ ...), or argue it into the core in "
+            "docs/adr/0013-the-layout.md and COMMON_CORE")
+
+
+def test_common_holds_only_the_core() -> None:
+    problem = strangers(SQUALL / "common")
+    assert problem is None, problem
+
+
+def test_a_feature_in_common_is_named(tmp_path: Path) -> None:
+    (tmp_path / "settings.py").write_text("")
+    (tmp_path / "pools.py").write_text("")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "__init__.py").write_text("")
+    (tmp_path / "__pycache__").mkdir()
+    assert strangers(tmp_path) == (
+        "squall/common holds the shared core only, not pools: give a feature a "
+        "room at the layer where it is used (secrets/, sdk/, execution/, scheduler/, worker/, "
+        "api/ ...), or argue it into the core in docs/adr/0013-the-layout.md and COMMON_CORE")
+    (tmp_path / "pools.py").unlink()
+    assert strangers(tmp_path) is None
 
 
 def test_common_imports_nothing_above_it() -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from squall.common.errors import SettingsError
-from squall.common.lease import HeartbeatLease, check_lease, lease_terms
+from squall.common.lease_terms import check_lease, lease_terms
 from squall.common.settings import Settings
+from squall.worker.lease import HeartbeatLease
 
 
 def test_the_default_lease_keeps_two_heartbeats_and_the_kill_grace(tmp_path: Path) -> None:

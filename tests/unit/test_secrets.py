@@ -11,17 +11,11 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from squall.common.connections import Connection, ConnectionError_
-from squall.common.secrets import (
-    MASK,
-    FernetCodec,
-    RedactingFilter,
-    SecretsError,
-    SecretsMasker,
-    is_sensitive_key,
-)
-from squall.common.secrets_backend import SecretsBackend, from_settings
 from squall.common.settings import Settings
+from squall.secrets.backend import SecretsBackend, from_settings
+from squall.secrets.connections import Connection, ConnectionError_
+from squall.secrets.fernet import FernetCodec, SecretsError
+from squall.secrets.masking import MASK, RedactingFilter, SecretsMasker, is_sensitive_key
 
 # --------------------------------------------------------------------------- Fernet
 

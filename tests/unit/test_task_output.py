@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from squall.common.secrets import RedactingFilter, SecretsMasker
 from squall.execution.task_output import capture_task_output
+from squall.secrets.masking import RedactingFilter, SecretsMasker
 
 
 @pytest.fixture

@@ -159,7 +159,7 @@ def _read(**context: Any) -> dict[str, Any]:
 
 
 def _returned(factory: SessionFactory, dag_id: str, run_id: str) -> Any:
-    from squall.common import xcom
+    from squall.execution import xcom
 
     with session_scope(factory) as session:
         return xcom.pull(session, dag_id=dag_id, run_id=run_id, task_ids="read")
@@ -201,7 +201,7 @@ def test_previous_success_and_xcom_across_runs(sqlite_session_factory: SessionFa
 
 
 def test_test_mode_is_true_under_tasks_test(sqlite_session_factory: SessionFactory) -> None:
-    from squall.common import xcom
+    from squall.execution import xcom
     from squall.scheduler.local_run import run_task_locally
 
     with DAG("tm", start_date=START, schedule=None) as dag:

@@ -5,7 +5,7 @@ Reading needs the ``viewer`` role, changing a connection ``op`` (Airflow's Op ro
 A connection's password is never answered (Airflow's API leaves it out too); in its
 ``extra`` (a JSON object) the values of keys that name a secret are ``***``, and a ``***``
 sent back in a PATCH keeps the stored value. The database
-work is :mod:`squall.common.connection_store` (encrypted with ``[core] fernet_key`` when it
+work is :mod:`squall.secrets.connection_store` (encrypted with ``[core] fernet_key`` when it
 is set, as ``squall connections`` does); connections given by environment variables of
 other processes are not visible here.
 """
@@ -28,10 +28,11 @@ from squall.api.schemas_misc import CONFLICT
 from squall.api.schemas_secrets import Connection as ConnectionOut
 from squall.api.schemas_secrets import ConnectionCollection
 from squall.api.state import DB, api_state
-from squall.common import connection_store
-from squall.common.connections import Connection, ConnectionError_
 from squall.common.models import ConnectionModel
-from squall.common.secrets import MASK, FernetCodec, SecretsError, SecretsMasker
+from squall.secrets import connection_store
+from squall.secrets.connections import Connection, ConnectionError_
+from squall.secrets.fernet import FernetCodec, SecretsError
+from squall.secrets.masking import MASK, SecretsMasker
 
 log = logging.getLogger(__name__)
 

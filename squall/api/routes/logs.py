@@ -37,13 +37,6 @@ from squall.api.auth import Viewer
 from squall.api.problems import ApiProblem, bad_request, not_found
 from squall.api.schemas import ERRORS, Error
 from squall.api.state import DB, api_state
-from squall.common.log_signing import (
-    LOG_CONTINUATION,
-    BadToken,
-    seal,
-    sign_log_request,
-    unseal,
-)
 from squall.common.models import (
     DagModel,
     DagRun,
@@ -54,6 +47,13 @@ from squall.common.models import (
 )
 from squall.common.state import FINISHED_STATES, JobState, TaskInstanceState
 from squall.execution.runner import task_log_path
+from squall.worker.log_signing import (
+    LOG_CONTINUATION,
+    BadToken,
+    seal,
+    sign_log_request,
+    unseal,
+)
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """``/api/v1/pools``: list (order, pages), get, create, patch, delete, in Airflow 2's shape.
 
 Reading needs the ``viewer`` role, changing a pool ``admin``. The database work is
-:mod:`squall.common.pools` (the same checks and usage counting as ``squall pools``); a
+:mod:`squall.scheduler.pools` (the same checks and usage counting as ``squall pools``); a
 change wakes the scheduler, so a pool that grew lets its task instances queue at once.
 """
 
@@ -21,12 +21,12 @@ from squall.api.problems import ApiProblem, bad_request, not_found
 from squall.api.schemas import ERRORS
 from squall.api.schemas_misc import CONFLICT, Pool, PoolCollection
 from squall.api.state import DB
-from squall.common import pools
 from squall.common.errors import PoolError
 from squall.common.models import DEFAULT_POOL, TaskInstance
 from squall.common.models import Pool as PoolRow
 from squall.common.state import TaskInstanceState
 from squall.common.wakeup import notify_scheduler
+from squall.scheduler import pools
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,9 @@
 shape.
 
 Reading needs the ``viewer`` role, changing a variable ``op`` (Airflow's Op role may). The
-value of a key that names a secret (:func:`squall.common.secrets.is_sensitive_key`) is
+value of a key that names a secret (:func:`squall.secrets.masking.is_sensitive_key`) is
 answered as ``***`` (and a ``***`` sent back for it in a PATCH keeps the stored value). The
-database work is :mod:`squall.common.variables` (encrypted with
+database work is :mod:`squall.secrets.variables` (encrypted with
 ``[core] fernet_key`` when it is set, as ``squall variables`` does); variables given by
 ``AIRFLOW_VAR_*`` / ``SQUALL_VAR_*`` environment variables of other processes are not
 visible here.
@@ -26,9 +26,10 @@ from squall.api.schemas import ERRORS
 from squall.api.schemas_misc import CONFLICT
 from squall.api.schemas_secrets import Variable, VariableCollection
 from squall.api.state import DB, api_state
-from squall.common import variables
 from squall.common.models import VariableModel
-from squall.common.secrets import MASK, FernetCodec, SecretsError, is_sensitive_key
+from squall.secrets import variables
+from squall.secrets.fernet import FernetCodec, SecretsError
+from squall.secrets.masking import MASK, is_sensitive_key
 
 log = logging.getLogger(__name__)
 

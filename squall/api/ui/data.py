@@ -27,11 +27,11 @@ from squall.common.models import (
     TaskInstance,
     TaskInstanceKey,
 )
-from squall.common.pools import list_pools
 from squall.dag_processing.serialization import deserialize_dag
 from squall.execution.runner import task_log_path
 from squall.scheduler.backfill import backfill_progress, ended_backfill_notes
 from squall.scheduler.dag_shape import downstream_map, topological_order
+from squall.scheduler.pools import list_pools
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ MAX_CONN_ID = 250
 class ConnectionModel(Base):
     """One connection. ``password`` and ``extra`` are Fernet-encrypted when
     ``is_encrypted`` / ``is_extra_encrypted``; read them through
-    :mod:`squall.common.connections`."""
+    :mod:`squall.secrets.connections`."""
 
     __tablename__ = "connection"
 

@@ -12,7 +12,7 @@ from squall.common.models.base import Base, UtcDateTime, utcnow
 
 class User(Base):
     """A user of ``squall api``: ``role`` is ``viewer``, ``op`` or ``admin``;
-    ``password_hash`` is a salted scrypt hash (:mod:`squall.common.passwords`), never the
+    ``password_hash`` is a salted scrypt hash (:mod:`squall.api.passwords`), never the
     password."""
 
     __tablename__ = "squall_user"

@@ -13,7 +13,7 @@ MAX_KEY = 250
 
 class VariableModel(Base):
     """One variable. ``val`` is Fernet-encrypted when ``is_encrypted`` (see
-    :mod:`squall.common.secrets`); read it through :mod:`squall.common.variables`."""
+    :mod:`squall.secrets.fernet`); read it through :mod:`squall.secrets.variables`."""
 
     __tablename__ = "variable"
 

@@ -1,4 +1,4 @@
-"""The ``xcom`` table: the values tasks pass to each other (see :mod:`squall.common.xcom`)."""
+"""The ``xcom`` table: the values tasks pass to each other (see :mod:`squall.execution.xcom`)."""
 
 from __future__ import annotations
 

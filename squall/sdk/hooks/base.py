@@ -1,7 +1,7 @@
 """``BaseHook``: Airflow 2's ``airflow.hooks.base.BaseHook``, for reading connections.
 
 ``BaseHook.get_connection("my_db")`` returns a
-:class:`~squall.common.connections.Connection` from ``SQUALL_CONN_MY_DB`` (or
+:class:`~squall.secrets.connections.Connection` from ``SQUALL_CONN_MY_DB`` (or
 ``AIRFLOW_CONN_MY_DB`` under ``[core] airflow_compat``) or the ``connection`` table, and
 masks its password in this process's logs. A hook of one's own subclasses it and implements
 :meth:`BaseHook.get_conn`.
@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from squall.common.connection_store import get_connection
-from squall.common.connections import Connection
+from squall.secrets.connection_store import get_connection
+from squall.secrets.connections import Connection
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from squall.common.email import send_email
 from squall.common.errors import DagDefinitionError
+from squall.sdk.email import send_email
 from squall.sdk.operators.base import BaseOperator, Context
 
 

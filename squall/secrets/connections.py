@@ -8,7 +8,7 @@ flat object of strings), and the JSON form of ``AIRFLOW_CONN_*`` variables.
 
 The database side (the ``connection`` table, password and extra Fernet-encrypted) and the
 lookup ``BaseHook.get_connection`` and the template context's ``conn`` use (environment
-first, then the table) are :mod:`squall.common.connection_store`.
+first, then the table) are :mod:`squall.secrets.connection_store`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from squall.common.errors import SquallError
-from squall.common.secrets import SecretsMasker, masker
+from squall.secrets.masking import SecretsMasker, masker
 
 log = logging.getLogger(__name__)
 

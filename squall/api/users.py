@@ -7,9 +7,9 @@ import re
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from squall.api.passwords import hash_password
 from squall.common.errors import UserError
 from squall.common.models import User
-from squall.common.passwords import hash_password
 
 ROLES = ("viewer", "op", "admin")
 _NAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")

@@ -1,5 +1,7 @@
-"""The supervisor's heartbeat lease: how long a worker may go without a successful job
-heartbeat before it stops its try itself (ADR 17).
+"""The terms of the supervisor's heartbeat lease: how long a worker may go without a
+successful job heartbeat before it stops its try itself (ADR 17). The lease itself, renewed
+and lost, is the worker's (:class:`squall.worker.lease.HeartbeatLease`); its terms are here,
+in the core, because the settings check them when they load.
 
 The scheduler's watchdog may fail a try whose job row has not heartbeated for ``[scheduler]
 zombie_threshold`` seconds and start the next one. A supervisor cut off from the database
@@ -24,8 +26,6 @@ about 3.5 heartbeats) are refused when the settings are loaded: :func:`check_lea
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 #: at most this long between SIGTERM and SIGKILL for a task process
@@ -74,28 +74,3 @@ def check_lease(zombie_threshold: float, heartbeat: float) -> str | None:
             f"(zombie_threshold less a safety margin of {terms.margin:g} s) would be "
             f"{terms.lease:g} s, not more than one heartbeat; raise zombie_threshold above "
             f"{3 * heartbeat + terms.kill_grace:g} s or shorten job_heartbeat_sec")
-
-
-class HeartbeatLease:
-    """A supervisor's lease: renewed by each successful heartbeat, lost when ``seconds``
-    pass without one (on ``clock``, monotonic)."""
-
-    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.seconds = seconds
-        self._clock = clock
-        self._renewed_at = clock()
-
-    def renew(self, sent_at: float) -> None:
-        """A heartbeat sent at ``sent_at`` (this clock) succeeded."""
-        self._renewed_at = max(self._renewed_at, sent_at)
-
-    def remaining(self) -> float:
-        """Seconds left; zero or less: lost."""
-        return self._renewed_at + self.seconds - self._clock()
-
-    def lost(self) -> bool:
-        return self.remaining() <= 0
-
-    def since_renewed(self) -> float:
-        """Seconds since the last successful heartbeat was sent."""
-        return self._clock() - self._renewed_at

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from squall.common.db import SessionFactory, make_engine, make_session_factory
 from squall.common.models import ConnectionModel, VariableModel
-from squall.common.secrets import FernetCodec, SecretsError
+from squall.secrets.fernet import FernetCodec, SecretsError
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -150,7 +150,7 @@ def current() -> SecretsBackend:
         raise SecretsError(
             "variables and connections are read from a Squall metadata database, and none is "
             "configured in this process (Squall's commands configure it; elsewhere call "
-            "squall.common.secrets_backend.configure)")
+            "squall.secrets.backend.configure)")
     return _current
 
 

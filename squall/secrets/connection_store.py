@@ -2,7 +2,7 @@
 export) and the ``SQUALL_CONN_*`` environment variables (:func:`get_connection`).
 
 The password and the extra are Fernet-encrypted at rest
-(:class:`~squall.common.secrets.FernetCodec`); everything else is stored as it is. An import
+(:class:`~squall.secrets.fernet.FernetCodec`); everything else is stored as it is. An import
 is all or nothing: every entry is checked before any row is written.
 
 :func:`get_connection` is what ``BaseHook.get_connection`` and the template context's
@@ -20,12 +20,12 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from squall.common import secrets_backend
-from squall.common.connections import Connection, ConnectionError_, ConnectionNotFound
 from squall.common.db import session_scope
 from squall.common.models import ConnectionModel
 from squall.common.models.connection import MAX_CONN_ID
-from squall.common.secrets import FernetCodec
+from squall.secrets import backend as secrets_backend
+from squall.secrets.connections import Connection, ConnectionError_, ConnectionNotFound
+from squall.secrets.fernet import FernetCodec
 
 log = logging.getLogger(__name__)
 

@@ -3,12 +3,12 @@
 The functions taking a session are what the CLI uses: :func:`set_variable`,
 :func:`read_variable`, :func:`delete_variable`, :func:`list_variables`,
 :func:`import_variables` (all or nothing) and :func:`export_variables`. Values are
-Fernet-encrypted at rest (:class:`~squall.common.secrets.FernetCodec`).
+Fernet-encrypted at rest (:class:`~squall.secrets.fernet.FernetCodec`).
 
 :class:`Variable` is Airflow's class-method API for DAG files and tasks
 (``Variable.get("key", default_var=None, deserialize_json=True)``); it reads through the
-process's :mod:`~squall.common.secrets_backend` (environment first, then the table). A value
-read under a sensitive key (:func:`~squall.common.secrets.is_sensitive_key`) is masked in
+process's :mod:`~squall.secrets.backend` (environment first, then the table). A value
+read under a sensitive key (:func:`~squall.secrets.masking.is_sensitive_key`) is masked in
 this process's logs from then on. :class:`VariableAccessor` is the ``var`` of the template
 context (``{{ var.value.key }}``, ``{{ var.json.key.field }}``).
 """
@@ -24,12 +24,13 @@ from typing import Any, Final, Literal
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from squall.common import secrets_backend
 from squall.common.db import session_scope
 from squall.common.errors import SquallError
 from squall.common.models import VariableModel
 from squall.common.models.variable import MAX_KEY
-from squall.common.secrets import FernetCodec, masker
+from squall.secrets import backend as secrets_backend
+from squall.secrets.fernet import FernetCodec
+from squall.secrets.masking import masker
 
 log = logging.getLogger(__name__)
 
