@@ -48,8 +48,11 @@ MAX_LINE = 64 * 1024
 #: how much of the pipe is read at a time (its capacity, by default)
 PIPE_READ = 64 * 1024
 #: how long a thread about to log waits for the pipe reader to finish logging what it has
-#: read (it only gives up so that a handler failing under another lock cannot deadlock)
-DRAIN_WAIT = 2.0
+#: read (it only gives up so that a handler failing under another lock cannot deadlock).
+#: Logging a full pipe's lines takes well under a second, but many times that on a machine
+#: whose cores are all busy: a shorter wait there logs the record before the output that
+#: came first.
+DRAIN_WAIT = 10.0
 
 _STD_FDS = (1, 2)
 
