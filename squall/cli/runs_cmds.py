@@ -25,8 +25,8 @@ from squall.common.models import DagModel, DagRun, TaskInstance, utcnow
 from squall.common.state import SETTABLE_STATES, DagRunState, DagRunType, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.sync import load_serialized_dags, sync_to_db
+from squall.runs.mark import apply_marks, select_marks
 from squall.scheduler.backfill import ended_backfill_notes
-from squall.scheduler.mark import apply_marks, select_marks
 from squall.scheduler.run_creation import create_dag_run
 from squall.sdk.dag import DAG
 

@@ -48,9 +48,9 @@ from squall.common.state import (
     TaskInstanceState,
 )
 from squall.common.wakeup import notify_backfill
+from squall.runs.clear import clear_task_instances
+from squall.runs.dag_shape import DagLike
 from squall.scheduler.backfill_scope import FIRST_DATE_KEY
-from squall.scheduler.clear import clear_task_instances
-from squall.scheduler.dag_shape import DagLike
 from squall.sdk.dag import DAG
 from squall.sdk.timetables import DagRunInfo, DataInterval
 

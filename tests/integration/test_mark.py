@@ -1,4 +1,4 @@
-"""Marking task instances with their relatives (squall.scheduler.mark) on SQLite and
+"""Marking task instances with their relatives (squall.runs.mark) on SQLite and
 PostgreSQL: the selections, compare-and-set per task instance, and finished runs handed
 back to the scheduler."""
 
@@ -15,8 +15,8 @@ from squall.common.errors import DagRunNotFound, TaskNotFound
 from squall.common.models import DagModel, DagRun, SerializedDagModel, TaskInstance
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
 from squall.dag_processing.serialization import dag_hash, deserialize_dag, serialize_dag
+from squall.runs.mark import MarkResult, apply_marks, relatives, select_marks
 from squall.scheduler.dag_runs import RunDecisionMemo, SerializedDagCache, schedule_dag_runs
-from squall.scheduler.mark import MarkResult, apply_marks, relatives, select_marks
 from squall.scheduler.run_creation import create_dag_run
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import BaseOperator, Context

@@ -60,7 +60,7 @@ from squall.common.models import (
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.sync import load_serialized_dags
-from squall.scheduler.clear import clear_task_instances, select_task_instances
+from squall.runs.clear import clear_task_instances, select_task_instances
 from squall.scheduler.run_creation import create_dag_run
 from squall.sdk.dag import DAG
 

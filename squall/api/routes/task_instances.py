@@ -3,10 +3,10 @@ and / or run, and the batch form ``POST /dags/~/dagRuns/~/taskInstances/list``),
 (PATCH ``new_state``; with relatives, ``POST /dags/{dag_id}/updateTaskInstancesState``), and
 ``POST /dags/{dag_id}/clearTaskInstances``.
 
-Marking is :mod:`squall.scheduler.mark`'s (what ``squall tasks set-state`` does): the task
+Marking is :mod:`squall.runs.mark`'s (what ``squall tasks set-state`` does): the task
 instance is changed by compare-and-set, a finished run is handed back to the scheduler, and
 when marked success or skipped its failed task instances downstream are cleared to run
-again. Clearing is :mod:`squall.scheduler.clear`'s (what ``squall tasks clear`` does). As in
+again. Clearing is :mod:`squall.runs.clear`'s (what ``squall tasks clear`` does). As in
 Airflow, both default to ``dry_run: true``, and clearing to ``only_failed: true``.
 """
 
@@ -54,13 +54,13 @@ from squall.common.errors import TaskNotFound
 from squall.common.models import DagRun, TaskInstance, TaskInstanceKey, utcnow
 from squall.common.state import TaskInstanceState
 from squall.common.wakeup import notify_scheduler
-from squall.scheduler.clear import (
+from squall.runs.clear import (
     ONLY_FAILED_STATES,
     ONLY_RUNNING_STATES,
     clear_task_instances,
     select_task_instances,
 )
-from squall.scheduler.mark import apply_marks, select_marks
+from squall.runs.mark import apply_marks, select_marks
 
 log = logging.getLogger(__name__)
 
