@@ -322,8 +322,6 @@ def set_task_state(ctx: CliContext, args: argparse.Namespace) -> int:
     with session_scope(factory) as session:
         result = apply_marks(session, dag, selection, now=utcnow(),
                              reason=f"set to {new.value} by `squall tasks set-state`")
-        if result.changed:
-            notify_scheduler(session, f"{args.dag_id} set-state")
     for t in result.changed:
         note = (" (the running try is killed at its supervisor's next heartbeat)"
                 if t.state == TaskInstanceState.RUNNING else "")

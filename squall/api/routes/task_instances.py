@@ -53,7 +53,6 @@ from squall.api.state import DB
 from squall.common.errors import TaskNotFound
 from squall.common.models import DagRun, TaskInstance, TaskInstanceKey, utcnow
 from squall.common.state import TaskInstanceState
-from squall.common.wakeup import notify_scheduler
 from squall.runs.clear import (
     ONLY_FAILED_STATES,
     ONLY_RUNNING_STATES,
@@ -214,7 +213,6 @@ def _mark(session: Session, run: DagRun, task_id: str, new: TaskInstanceState, *
         raise ApiProblem(409, f"Task instance(s) {', '.join(str(t.key) for t in result.lost)} "
                          f"changed while being marked {new.value}; nothing changed: look "
                          "again and retry")
-    notify_scheduler(session, f"{run.dag_id} set-state")
     log.info("DAG %s: %d task instance(s) of %s marked %s through the API by %s (%d cleared "
              "downstream)", run.dag_id, len(result.changed), task_id, new.value, by,
              len(result.cleared.cleared))

@@ -122,8 +122,6 @@ def mark(dag_id: str, run_id: str, task_id: str, body: JsonBody, session: DB,
         raise not_found(str(exc)) from None
     result = apply_marks(session, dag, selection, now=utcnow(),
                          reason=f"marked {state.value} by {user.username} in the web UI")
-    if result.changed or result.cleared.cleared:
-        notify_scheduler(session, f"{dag_id} marked in the UI")
     log.info("ui: %s marked %s %s %s %s: %d changed", user.username, dag_id, run_id, task_id,
              state.value, len(result.changed))
     return {"state": state.value, "already": selection.already,
