@@ -36,10 +36,10 @@ from sqlalchemy.orm import Session
 
 from squall.api.state import ApiState
 from squall.common.db import SessionFactory, session_scope
-from squall.common.models import DagRun, Job, TaskInstance, utcnow
+from squall.common.models import DagRun, TaskInstance, utcnow
 from squall.common.state import TaskInstanceState
-from squall.scheduler import pools
-from squall.scheduler.job import JOB_TYPE
+from squall.runs import pools
+from squall.runs.jobs import latest_scheduler_heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,7 @@ class SquallCollector(Collector):
             slots.add_metric([usage.name, "scheduled"], scheduled.get(usage.name, 0))
 
         out: list[Metric] = [tis, queues, runs, slots]
-        beat = session.scalar(select(func.max(Job.latest_heartbeat))
-                              .where(Job.job_type == JOB_TYPE))
+        beat = latest_scheduler_heartbeat(session)
         age = _age(now, beat)
         if age is not None:  # no sample at all until a scheduler has ever run
             heartbeat = GaugeMetricFamily(

@@ -297,7 +297,7 @@ def follow_local(ctx: CliContext, backfill_id: int, *, quiet: bool = False) -> i
 
 def _check_scheduler(ctx: CliContext, backfill_id: int) -> None:
     """Raise :class:`CliError` when no scheduler heartbeats: nothing would drive it."""
-    from squall.scheduler.job import scheduler_alive
+    from squall.runs.jobs import scheduler_alive
 
     threshold = ctx.settings.scheduler.scheduler_health_check_threshold
     with session_scope(ctx.session_factory()) as session:

@@ -22,7 +22,7 @@ from squall.common.state import SUCCEEDED_STATES, DagRunState
 from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.dagbag import DagBag
 from squall.dag_processing.sync import sync_to_db
-from squall.scheduler.sla import sla_miss_dict
+from squall.runs.sla_misses import sla_miss_dict
 from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)

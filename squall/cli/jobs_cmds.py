@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import socket
-from datetime import timedelta
 
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from squall.cli.common import CliContext, CliError
 from squall.common.db import session_scope
-from squall.common.models import Job, utcnow
-from squall.common.state import JobState
+from squall.common.models import utcnow
+from squall.runs.jobs import SCHEDULER_JOB_TYPE, alive_job_hostnames
 
 log = logging.getLogger(__name__)
 
@@ -52,27 +50,21 @@ def run_check(ctx: CliContext, args: argparse.Namespace) -> int:
         raise CliError(f"--limit {args.limit}: must be 0 (no limit) or more")
     if args.allow_multiple and args.limit == 1:
         raise CliError("--allow-multiple needs --limit above 1 (or 0, no limit)")
-    # imported here: the other commands do not need the scheduler's and worker's modules
-    from squall.scheduler.job import JOB_TYPE as SCHEDULER_JOB
+    # imported here: the other commands do not need the worker's modules
     from squall.worker.worker_job import JOB_TYPE as WORKER_JOB
 
     worker = args.job_type == "worker"
-    job_type = WORKER_JOB if worker else SCHEDULER_JOB
+    job_type = WORKER_JOB if worker else SCHEDULER_JOB_TYPE
     threshold = ctx.settings.scheduler.scheduler_health_check_threshold
     hosts: set[str] | None = None
     if args.hostname:
         hosts = {args.hostname}
     elif args.local:
         hosts = {socket.getfqdn(), socket.gethostname()}
-    since = utcnow() - timedelta(seconds=threshold)
     try:
         factory = ctx.session_factory(auto_migrate=False)
         with session_scope(factory) as session:
-            names = session.scalars(
-                select(Job.hostname)
-                .where(Job.job_type == job_type, Job.state == JobState.RUNNING.value,
-                       Job.latest_heartbeat >= since)
-                .order_by(Job.latest_heartbeat.desc(), Job.id.desc())).all()
+            names = alive_job_hostnames(session, job_type, now=utcnow(), threshold=threshold)
     except SQLAlchemyError as exc:
         lines = str(exc).strip().splitlines()
         raise CliError(f"cannot read the jobs: {lines[0] if lines else type(exc).__name__}"

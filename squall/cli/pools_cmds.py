@@ -1,6 +1,6 @@
 """``squall pools list | get | set | delete | import | export`` (Airflow 2's ``airflow pools``).
 
-The database work is :mod:`squall.scheduler.pools`; this module parses arguments and files and
+The database work is :mod:`squall.runs.pools`; this module parses arguments and files and
 prints. Every change is one transaction: a bad import changes nothing.
 """
 
@@ -17,7 +17,7 @@ from squall.cli.common import CliContext, CliError, add_output_flag, print_rows
 from squall.common.db import session_scope
 from squall.common.errors import PoolError
 from squall.common.wakeup import notify_scheduler
-from squall.scheduler import pools
+from squall.runs import pools
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from squall.common.models import DagModel, DagRun, TaskInstance, utcnow
 from squall.common.state import SETTABLE_STATES, DagRunState, DagRunType, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.sync import load_serialized_dags, sync_to_db
+from squall.runs.mark import apply_marks, select_marks
 from squall.scheduler.backfill import ended_backfill_notes
-from squall.scheduler.mark import apply_marks, select_marks
 from squall.scheduler.run_creation import create_dag_run
 from squall.sdk.dag import DAG
 
@@ -322,8 +322,6 @@ def set_task_state(ctx: CliContext, args: argparse.Namespace) -> int:
     with session_scope(factory) as session:
         result = apply_marks(session, dag, selection, now=utcnow(),
                              reason=f"set to {new.value} by `squall tasks set-state`")
-        if result.changed:
-            notify_scheduler(session, f"{args.dag_id} set-state")
     for t in result.changed:
         note = (" (the running try is killed at its supervisor's next heartbeat)"
                 if t.state == TaskInstanceState.RUNNING else "")

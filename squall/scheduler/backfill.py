@@ -35,22 +35,22 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from squall.common.errors import BackfillError
-from squall.common.models import Backfill, DagModel, DagRun, TaskInstance, clip_reason
+from squall.common.models import Backfill, DagModel, DagRun, TaskInstance, lock_runs
 from squall.common.state import (
     BACKFILL_ACTIVE_STATES,
     BACKFILL_FINISHED_STATES,
     DAGRUN_UNFINISHED_STATES,
     FAILED_LIKE_STATES,
-    UNFINISHED_STATES,
     BackfillState,
     DagRunState,
     DagRunType,
     TaskInstanceState,
 )
 from squall.common.wakeup import notify_backfill
+from squall.runs.clear import clear_task_instances
+from squall.runs.dag_shape import DagLike
+from squall.runs.mark_run import mark_run
 from squall.scheduler.backfill_scope import FIRST_DATE_KEY
-from squall.scheduler.clear import clear_task_instances
-from squall.scheduler.dag_shape import DagLike
 from squall.sdk.dag import DAG
 from squall.sdk.timetables import DagRunInfo, DataInterval
 
@@ -474,9 +474,10 @@ def ended_backfill_notes(session: Session, dag_id: str,
 def cancel_backfill(session: Session, backfill_id: int, *, now: datetime,
                     end_running: bool = False) -> list[str] | None:
     """Cancel a queued or running backfill: the scheduler creates no more of its runs.
-    Those already created go on to finish, or with ``end_running`` are ended now: their
-    running task instances are set failed (their supervisors stop them, every process
-    included), the other unfinished ones skipped, and the runs failed.
+    Those already created go on to finish, or with ``end_running`` are ended now, each
+    marked failed as through the API (:func:`squall.runs.mark_run.mark_run`): their running
+    and up_for_reschedule task instances are set failed (their supervisors stop them, every
+    process included), the other unfinished ones skipped, and the runs failed.
 
     A backfill that already ended (a deadlocked one) keeps its state; ``end_running`` still
     ends its unfinished runs. Returns the run ids it ended (empty without
@@ -496,29 +497,15 @@ def cancel_backfill(session: Session, backfill_id: int, *, now: datetime,
 
 
 def _end_runs(session: Session, backfill_id: int, now: datetime) -> list[str]:
-    """Fail the backfill's unfinished runs as Airflow's "mark run failed" does."""
+    """Fail the backfill's unfinished runs as marking each failed does
+    (:func:`squall.runs.mark_run.mark_run`: their rows locked first, in id order)."""
     runs = session.execute(
         select(DagRun.dag_id, DagRun.run_id)
         .where(DagRun.backfill_id == backfill_id,
-               DagRun.state.in_([s.value for s in DAGRUN_UNFINISHED_STATES]))).all()
-    why = clip_reason(f"backfill {backfill_id} was cancelled and its runs ended")
-    for dag_id, run_id in runs:
-        in_run = (TaskInstance.dag_id == dag_id) & (TaskInstance.run_id == run_id)
-        session.execute(
-            update(TaskInstance)
-            .where(in_run, TaskInstance.state.in_([TaskInstanceState.RUNNING.value,
-                                                   TaskInstanceState.RESTARTING.value]))
-            .values(state=TaskInstanceState.FAILED.value, end_date=now, state_reason=why)
-            .execution_options(synchronize_session=False))
-        session.execute(
-            update(TaskInstance)
-            .where(in_run, TaskInstance.state.in_([s.value for s in UNFINISHED_STATES]))
-            .values(state=TaskInstanceState.SKIPPED.value, end_date=now, state_reason=why)
-            .execution_options(synchronize_session=False))
-        session.execute(
-            update(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
-            .values(state=DagRunState.FAILED.value, end_date=now, updated_at=now)
-            .execution_options(synchronize_session=False))
-        log.info("DagRun %s %s: failed (backfill %s cancelled)", dag_id, run_id, backfill_id)
-    return [run_id for _, run_id in runs]
-
+               DagRun.state.in_([s.value for s in DAGRUN_UNFINISHED_STATES]))
+        .order_by(DagRun.id)).all()
+    lock_runs(session, [(dag_id, run_id) for dag_id, run_id in runs])
+    why = f"backfill {backfill_id} was cancelled and its runs ended"
+    return [run_id for dag_id, run_id in runs
+            if mark_run(session, dag_id, run_id, DagRunState.FAILED, now=now, reason=why,
+                        only_from=DAGRUN_UNFINISHED_STATES) is not None]

@@ -66,9 +66,9 @@ from squall.common.models import (
 )
 from squall.common.payload import TaskRunCommand, relative_dag_file
 from squall.common.state import OCCUPYING_STATES, DagRunState, TaskInstanceState
+from squall.runs.pools import missing_pool_reason
 from squall.scheduler.dag_runs import not_paused_or_backfill
 from squall.scheduler.executor import PublishOutcome, QueuedTask
-from squall.scheduler.pools import missing_pool_reason
 from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)

@@ -163,7 +163,7 @@ class RunDecisionMemo:
             alive.add(run_id)
             seen = self._seen.get(run_id)
             # no last decision: never decided, or handed back (a finished run reopened
-            # by squall.scheduler.mark): decide it whatever the memo says
+            # by squall.runs.mark): decide it whatever the memo says
             if (seen is None or last is None or run_id in retry_due
                     or seen[0] != frozenset(groups.get(run_id, ()))
                     or seen[1] != cache.hash_of(dag_id)

@@ -13,7 +13,7 @@ state guards on every bulk UPDATE protect the changes of *other* writers (worker
 from being overwritten, they do not make two deciders safe.
 
 The ``dag`` given is anything shaped like :class:`squall.sdk.dag.DAG` (see
-:class:`~squall.scheduler.dag_shape.DagLike`): the DAG itself, or a stand-in rebuilt from
+:class:`~squall.runs.dag_shape.DagLike`): the DAG itself, or a stand-in rebuilt from
 its serialised form. The pure rules (trigger rules, waits) are in
 :mod:`squall.scheduler.readiness`.
 """
@@ -43,7 +43,7 @@ from squall.common.state import (
     DagRunType,
     TaskInstanceState,
 )
-from squall.scheduler.dag_shape import DagLike, downstream_map, leaf_ids, topological_order
+from squall.runs.dag_shape import DagLike, downstream_map, leaf_ids, topological_order
 from squall.scheduler.readiness import (
     PreviousInstance,
     TriggerDecision,

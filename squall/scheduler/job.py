@@ -52,7 +52,7 @@ import threading
 import time
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
@@ -76,6 +76,7 @@ from squall.common.settings import Settings
 from squall.common.state import ADOPTABLE_STATES, JobState, TaskInstanceState
 from squall.common.wakeup import BACKFILL_NOTICE, SleepWaker, Waker
 from squall.execution.outcome import RetryPolicy
+from squall.runs.jobs import SCHEDULER_JOB_TYPE
 from squall.scheduler.backfill_driver import RangeCache, drive_backfills
 from squall.scheduler.critical_section import queue_scheduled_tis, requeue_failed_publishes
 from squall.scheduler.dag_processor import DagProcessor
@@ -102,18 +103,7 @@ from squall.sdk.examples import EXAMPLES_FOLDER
 log = logging.getLogger(__name__)
 
 TI = TaskInstanceState
-JOB_TYPE = "SchedulerJob"
-
-
-def scheduler_alive(session: Session, *, now: datetime, threshold: float) -> bool:
-    """Whether a scheduler's ``job`` row is running with a heartbeat in the last
-    ``threshold`` seconds (``[scheduler] scheduler_health_check_threshold``)."""
-    since = now - timedelta(seconds=threshold)
-    return session.scalar(
-        select(func.count()).select_from(Job)
-        .where(Job.job_type == JOB_TYPE, Job.state == JobState.RUNNING.value,
-               Job.latest_heartbeat >= since)
-    ) != 0
+JOB_TYPE = SCHEDULER_JOB_TYPE
 
 
 FAILED_BEFORE_START = "celery task failed before the task started"

@@ -345,15 +345,6 @@ def notify(settings: Settings, session_factory: SessionFactory, sla: SlaDag,
     return ok
 
 
-def sla_miss_dict(row: SlaMiss) -> dict[str, Any]:
-    """A row as the CLI and the API show it."""
-    return {"dag_id": row.dag_id, "task_id": row.task_id, "run_id": row.run_id,
-            "execution_date": row.execution_date.isoformat(),
-            "deadline": row.deadline.isoformat(), "timestamp": row.timestamp.isoformat(),
-            "notification_sent": row.notification_sent, "email_sent": row.email_sent,
-            "description": row.description}
-
-
 def sla_email_content(task_list: str, blocking_task_list: str) -> str:
     """Airflow 2's SLA miss e-mail."""
     return ("Here's a list of tasks that missed their SLAs:\n"

@@ -21,7 +21,7 @@ from squall.common.models import DagRun, TaskInstance, utcnow
 from squall.common.state import DagRunState, DagRunType
 from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.sync import load_serialized_dags
-from squall.scheduler.clear import clear_task_instances
+from squall.runs.clear import clear_task_instances
 from squall.scheduler.run_creation import create_dag_run
 
 log = logging.getLogger(__name__)

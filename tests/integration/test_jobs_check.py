@@ -25,7 +25,7 @@ from squall.common.metrics import WORKER_OUTAGE
 from squall.common.models import Job, utcnow
 from squall.common.settings import Settings
 from squall.common.state import JobState
-from squall.scheduler.job import JOB_TYPE as SCHEDULER_JOB
+from squall.runs.jobs import SCHEDULER_JOB_TYPE as SCHEDULER_JOB
 from squall.worker.worker_job import JOB_TYPE as WORKER_JOB
 from squall.worker.worker_job import WorkerJob, worker_node_name
 from tests.integration.test_cli import assert_clean_error, ok, squall

@@ -1,22 +1,24 @@
-"""Marking task instances with their relatives (squall.scheduler.mark) on SQLite and
+"""Marking task instances with their relatives (squall.runs.mark) on SQLite and
 PostgreSQL: the selections, compare-and-set per task instance, and finished runs handed
 back to the scheduler."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import Engine, select, update
 
-from squall.common.db import SessionFactory, session_scope
+from squall.common.db import SessionFactory, make_session_factory, session_scope
 from squall.common.errors import DagRunNotFound, TaskNotFound
 from squall.common.models import DagModel, DagRun, SerializedDagModel, TaskInstance
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
+from squall.common.wakeup import PostgresWaker
 from squall.dag_processing.serialization import dag_hash, deserialize_dag, serialize_dag
+from squall.runs.mark import MarkResult, apply_marks, relatives, select_marks
 from squall.scheduler.dag_runs import RunDecisionMemo, SerializedDagCache, schedule_dag_runs
-from squall.scheduler.mark import MarkResult, apply_marks, relatives, select_marks
 from squall.scheduler.run_creation import create_dag_run
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import BaseOperator, Context
@@ -239,3 +241,22 @@ def test_marked_success_its_failed_downstream_is_cleared_to_run_again(
                                   memo=RunDecisionMemo())
     assert stats.tis_scheduled == 1
     assert states(session_factory, r1)["c"] == "scheduled"
+
+
+def test_a_mark_wakes_the_schedulers_itself(pg_engine: Engine) -> None:
+    """The operation notifies in its own transaction, so no caller has to remember it."""
+    sf = make_session_factory(pg_engine)
+    dag = make_dag()
+    (run,) = store(sf, dag, DAY[:1])
+    waker = PostgresWaker(pg_engine)
+    try:
+        assert waker.notices() is None  # listening from now on
+        mark(sf, dag, "x", run, state=TI.FAILED)
+        got: list[str] = []
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            got = waker.notices() or []
+            time.sleep(0.01)
+        assert got == ["m marked failed"]
+    finally:
+        waker.close()

@@ -186,3 +186,42 @@ def test_no_import_cycle_outside_the_sdk() -> None:
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+#: The modules outside ``squall/scheduler`` that may import it, and what of it: the commands
+#: that run a scheduler loop. Everything else (the API, the CLI's other commands, the
+#: worker) uses the operations below it (``squall/runs``) (ADR 13).
+SCHEDULER_IMPORTERS: dict[str, set[str]] = {
+    "squall.cli.scheduler_cmds": {"squall.scheduler.dag_processor", "squall.scheduler.executor",
+                                  "squall.scheduler.job"},
+    # `backfill --local` runs a scheduler loop of its own
+    "squall.cli.backfill_cmds": {"squall.scheduler.executor", "squall.scheduler.job"},
+    # `dags test` / `tasks test` run the scheduler's decisions in-process
+    "squall.cli.dags_cmds": {"squall.scheduler.local_run"},
+}
+#: Still being moved to ``squall/runs`` (issue 23, the trigger and the backfill planning,
+#: done on a branch of their own): the lead removes these at merge.
+SCHEDULER_IMPORTERS_FOR_NOW: dict[str, set[str]] = {
+    "squall.api.routes.dag_runs": {"squall.scheduler.run_creation"},
+    "squall.api.routes.misc": {"squall.scheduler.backfill", "squall.scheduler.backfill_scope"},
+    "squall.api.ui.actions": {"squall.scheduler.run_creation"},
+    "squall.api.ui.data": {"squall.scheduler.backfill"},
+    "squall.cli.backfill_cmds": {"squall.scheduler.backfill", "squall.scheduler.backfill_scope"},
+    "squall.cli.runs_cmds": {"squall.scheduler.backfill", "squall.scheduler.run_creation"},
+    "squall.worker.task_process": {"squall.scheduler.triggered_runs"},
+}
+
+
+def test_only_the_commands_that_run_a_scheduler_loop_import_it() -> None:
+    allowed = {src: SCHEDULER_IMPORTERS.get(src, set()) | SCHEDULER_IMPORTERS_FOR_NOW.get(
+        src, set()) for src in SCHEDULER_IMPORTERS.keys() | SCHEDULER_IMPORTERS_FOR_NOW.keys()}
+    imports = {src: {dst for dst in targets if dst.startswith("squall.scheduler")}
+               for src, targets in graph().items() if not src.startswith("squall.scheduler")}
+    bad = sorted(f"{src} -> {dst}" for src, targets in imports.items() for dst in targets
+                 if dst not in allowed.get(src, set()))
+    assert not bad, ("modules that import the scheduler (use squall.runs, or, for a command "
+                     "that runs a scheduler loop, add it to SCHEDULER_IMPORTERS):\n"
+                     + "\n".join(bad))
+    stale = sorted(f"{src} -> {dst}" for src, targets in allowed.items() for dst in targets
+                   if dst not in imports.get(src, set()))
+    assert not stale, "allowed but no longer imported (remove them):\n" + "\n".join(stale)

@@ -1,17 +1,8 @@
 """``/api/v1/dags/{dag_id}/dagRuns``: list (``~`` for every DAG, and the batch form
 ``POST /dags/~/dagRuns/list``), get, trigger, set the state of, clear and delete DAG runs.
 
-Setting a run's state does what Airflow 2's ``set_dag_run_state_to_*`` do, each task
-instance changed by compare-and-set from the state and try it was read in (one that moved
-on meanwhile is left as it is and logged):
-
-* ``success``: every task instance of the run that is not success (nor removed) is set to
-  success, then the run; a running try's supervisor sees its row change at its next
-  heartbeat and kills the task process;
-* ``failed``: the running (and up_for_reschedule) task instances are set to failed, the
-  other unfinished ones to skipped, then the run;
-* ``queued``: only the run, with its start and end cleared (so ``dagrun_timeout`` counts
-  afresh); the scheduler starts it and decides it with its usual rules.
+Setting a run's state is :func:`squall.runs.mark_run.mark_run` (Airflow 2's
+``set_dag_run_state_to_*``: success, failed or queued).
 
 Deleting a run deletes its task instances, XComs and reschedules with it (the database's
 cascades), as Airflow does; a try still running is killed by its supervisor at its next
@@ -52,15 +43,13 @@ from squall.common.models import (
     DagRun,
     SlaMiss,
     TaskInstance,
-    TaskInstanceKey,
-    compare_and_set_state,
-    lock_runs,
     utcnow,
 )
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.sync import load_serialized_dags
-from squall.scheduler.clear import clear_task_instances, select_task_instances
+from squall.runs.clear import clear_task_instances, select_task_instances
+from squall.runs.mark_run import mark_run
 from squall.scheduler.run_creation import create_dag_run
 from squall.sdk.dag import DAG
 
@@ -290,67 +279,12 @@ def trigger_dag_run(dag_id: str, body: TriggerDAGRun, request: Request, session:
     return dag_run_json(run)
 
 
-TI = TaskInstanceState
-#: marking a run failed: these task instances fail, the other unfinished ones are skipped
-_FAIL = frozenset({TI.RUNNING, TI.UP_FOR_RESCHEDULE})
-_SKIP = frozenset({TI.NONE, TI.SCHEDULED, TI.QUEUED, TI.RESTARTING, TI.UP_FOR_RETRY})
-
-
-def _new_ti_state(current: TaskInstanceState,
-                  run_state: DagRunState) -> TaskInstanceState | None:
-    if run_state == DagRunState.SUCCESS:
-        return None if current in (TI.SUCCESS, TI.REMOVED) else TI.SUCCESS
-    if run_state == DagRunState.FAILED:
-        return TI.FAILED if current in _FAIL else TI.SKIPPED if current in _SKIP else None
-    return None
-
-
-def mark_run(session: Session, run: DagRun, state: DagRunState, *, now: datetime,
-             reason: str) -> int:
-    """Set ``run`` to ``state`` and its task instances as the module docstring says (the
-    run's row locked first, as :func:`lock_runs` says why); returns how many task instances
-    changed."""
-    lock_runs(session, [(run.dag_id, run.run_id)])
-    changed = 0
-    rows = session.execute(select(TaskInstance.task_id, TaskInstance.state,
-                                  TaskInstance.try_number, TaskInstance.start_date)
-                           .where(TaskInstance.dag_id == run.dag_id,
-                                  TaskInstance.run_id == run.run_id)).all()
-    for task_id, current, try_number, started in rows:
-        new = _new_ti_state(TI(current), state)
-        if new is None:
-            continue
-        key = TaskInstanceKey(run.dag_id, task_id, run.run_id)
-        values: dict[str, Any] = {"end_date": now, "state_reason": reason}
-        if started is None:
-            values["start_date"] = now
-        if compare_and_set_state(session, key, expected=TI(current),
-                                 try_number=try_number, new_state=new, **values):
-            log.info("TaskInstance %s: %s -> %s (%s)", key, current, new.value, reason)
-            changed += 1
-        else:
-            log.info("TaskInstance %s: changed meanwhile; not set to %s", key, new.value)
-    if state == DagRunState.QUEUED:
-        run.queued_at, run.start_date, run.end_date = now, None, None
-    else:
-        run.start_date = run.start_date or now
-        run.end_date = now
-    run.state = state.value
-    run.last_scheduling_decision = None
-    run.updated_at = now
-    session.flush()
-    notify_scheduler(session, f"{run.dag_id} run state")
-    log.info("DagRun %s %s set to %s (%s; %d task instances changed)", run.dag_id,
-             run.run_id, state.value, reason, changed)
-    return changed
-
-
 @router.patch("/dags/{dag_id}/dagRuns/{dag_run_id}", summary="Set a DAG run's state "
               "(success, failed or queued)", response_model=DAGRun)
 def update_dag_run_state(dag_id: str, dag_run_id: str, body: UpdateDagRunState,
                          session: DB, user: Op) -> dict[str, Any]:
     run = get_run(session, dag_id, dag_run_id)
-    mark_run(session, run, DagRunState(body.state), now=utcnow(),
+    mark_run(session, run.dag_id, run.run_id, DagRunState(body.state), now=utcnow(),
              reason=f"run set to {body.state} through the API by {user.username}")
     session.expire_all()
     return dag_run_json(get_run(session, dag_id, dag_run_id))

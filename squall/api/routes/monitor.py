@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from squall.api.auth import Viewer
@@ -13,9 +13,8 @@ from squall.api.schemas import ERRORS, HealthInfo, VersionInfo
 from squall.api.serializers import iso
 from squall.api.state import api_state
 from squall.common.db import session_scope
-from squall.common.models import Job, utcnow
-from squall.common.state import JobState
-from squall.scheduler.job import JOB_TYPE
+from squall.common.models import utcnow
+from squall.runs.jobs import latest_scheduler_heartbeat
 
 router = APIRouter(prefix="/api/v1", tags=["Monitoring"])
 
@@ -38,9 +37,7 @@ def health(request: Request) -> dict[str, Any]:
     try:
         with session_scope(state.session_factory) as session:
             session.execute(text("SELECT 1"))
-            latest = session.scalar(
-                select(func.max(Job.latest_heartbeat))
-                .where(Job.job_type == JOB_TYPE, Job.state == JobState.RUNNING.value))
+            latest = latest_scheduler_heartbeat(session, running_only=True)
     except SQLAlchemyError:
         return {"metadatabase": {"status": "unhealthy"},
                 "scheduler": {"status": "unhealthy", "latest_scheduler_heartbeat": None},

@@ -1,7 +1,7 @@
 """``/api/v1/pools``: list (order, pages), get, create, patch, delete, in Airflow 2's shape.
 
 Reading needs the ``viewer`` role, changing a pool ``admin``. The database work is
-:mod:`squall.scheduler.pools` (the same checks and usage counting as ``squall pools``); a
+:mod:`squall.runs.pools` (the same checks and usage counting as ``squall pools``); a
 change wakes the scheduler, so a pool that grew lets its task instances queue at once.
 """
 
@@ -26,7 +26,7 @@ from squall.common.models import DEFAULT_POOL, TaskInstance
 from squall.common.models import Pool as PoolRow
 from squall.common.state import TaskInstanceState
 from squall.common.wakeup import notify_scheduler
-from squall.scheduler import pools
+from squall.runs import pools
 
 log = logging.getLogger(__name__)
 

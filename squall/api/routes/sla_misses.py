@@ -20,7 +20,7 @@ from squall.api.schemas import ERRORS
 from squall.api.schemas_secrets import SlaMissCollection
 from squall.api.state import DB
 from squall.common.models import DagModel, SlaMiss
-from squall.scheduler.sla import sla_miss_dict
+from squall.runs.sla_misses import sla_miss_dict
 
 router = APIRouter(prefix="/api/v1", tags=["SlaMiss"], responses=ERRORS)
 

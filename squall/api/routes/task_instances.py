@@ -3,10 +3,10 @@ and / or run, and the batch form ``POST /dags/~/dagRuns/~/taskInstances/list``),
 (PATCH ``new_state``; with relatives, ``POST /dags/{dag_id}/updateTaskInstancesState``), and
 ``POST /dags/{dag_id}/clearTaskInstances``.
 
-Marking is :mod:`squall.scheduler.mark`'s (what ``squall tasks set-state`` does): the task
+Marking is :mod:`squall.runs.mark`'s (what ``squall tasks set-state`` does): the task
 instance is changed by compare-and-set, a finished run is handed back to the scheduler, and
 when marked success or skipped its failed task instances downstream are cleared to run
-again. Clearing is :mod:`squall.scheduler.clear`'s (what ``squall tasks clear`` does). As in
+again. Clearing is :mod:`squall.runs.clear`'s (what ``squall tasks clear`` does). As in
 Airflow, both default to ``dry_run: true``, and clearing to ``only_failed: true``.
 """
 
@@ -53,14 +53,13 @@ from squall.api.state import DB
 from squall.common.errors import TaskNotFound
 from squall.common.models import DagRun, TaskInstance, TaskInstanceKey, utcnow
 from squall.common.state import TaskInstanceState
-from squall.common.wakeup import notify_scheduler
-from squall.scheduler.clear import (
+from squall.runs.clear import (
     ONLY_FAILED_STATES,
     ONLY_RUNNING_STATES,
     clear_task_instances,
     select_task_instances,
 )
-from squall.scheduler.mark import apply_marks, select_marks
+from squall.runs.mark import apply_marks, select_marks
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +213,6 @@ def _mark(session: Session, run: DagRun, task_id: str, new: TaskInstanceState, *
         raise ApiProblem(409, f"Task instance(s) {', '.join(str(t.key) for t in result.lost)} "
                          f"changed while being marked {new.value}; nothing changed: look "
                          "again and retry")
-    notify_scheduler(session, f"{run.dag_id} set-state")
     log.info("DAG %s: %d task instance(s) of %s marked %s through the API by %s (%d cleared "
              "downstream)", run.dag_id, len(result.changed), task_id, new.value, by,
              len(result.cleared.cleared))

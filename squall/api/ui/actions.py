@@ -24,8 +24,8 @@ from squall.common.models import utcnow
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.sync import load_serialized_dags
-from squall.scheduler.clear import clear_task_instances, select_task_instances
-from squall.scheduler.mark import apply_marks, select_marks
+from squall.runs.clear import clear_task_instances, select_task_instances
+from squall.runs.mark import apply_marks, select_marks
 from squall.scheduler.run_creation import create_dag_run
 from squall.sdk.dag import DAG
 
@@ -122,8 +122,6 @@ def mark(dag_id: str, run_id: str, task_id: str, body: JsonBody, session: DB,
         raise not_found(str(exc)) from None
     result = apply_marks(session, dag, selection, now=utcnow(),
                          reason=f"marked {state.value} by {user.username} in the web UI")
-    if result.changed or result.cleared.cleared:
-        notify_scheduler(session, f"{dag_id} marked in the UI")
     log.info("ui: %s marked %s %s %s %s: %d changed", user.username, dag_id, run_id, task_id,
              state.value, len(result.changed))
     return {"state": state.value, "already": selection.already,

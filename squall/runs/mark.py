@@ -21,11 +21,13 @@
 * Marked success or skipped, the failed and upstream_failed task instances downstream of
   the task (in the same runs) are cleared so that they run again, as Airflow's
   ``DAG.set_task_instance_state`` does after ``set_state``
-  (:func:`squall.scheduler.clear.clear_task_instances`); those just marked are not
+  (:func:`squall.runs.clear.clear_task_instances`); those just marked are not
   (Airflow clears them too, and also when marking failed, which only makes the scheduler
   mark them upstream_failed again).
 
-Nothing here commits: the caller owns the transaction.
+Nothing here commits: the caller owns the transaction; a mark that changed something
+wakes the schedulers (:func:`squall.common.wakeup.notify_scheduler`) when it commits, so
+no caller has to.
 """
 
 from __future__ import annotations
@@ -54,8 +56,9 @@ from squall.common.state import (
     DagRunState,
     TaskInstanceState,
 )
-from squall.scheduler.clear import ClearResult, clear_task_instances
-from squall.scheduler.dag_shape import DagLike, downstream_map, topological_order
+from squall.common.wakeup import notify_scheduler
+from squall.runs.clear import ClearResult, clear_task_instances
+from squall.runs.dag_shape import DagLike, downstream_map, topological_order
 from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
@@ -187,7 +190,8 @@ def select_marks(session: Session, dag: DagLike, *, task_id: str, run_id: str,
 def apply_marks(session: Session, dag: DAG, selection: MarkSelection, *, now: datetime,
                 reason: str) -> MarkResult:
     """Change the selected task instances by compare-and-set, set the finished runs of
-    those that changed back to running, and clear the failed ones downstream."""
+    those that changed back to running, and clear the failed ones downstream. The
+    schedulers are woken when the transaction commits (the clear wakes them itself)."""
     new = selection.state
     result = MarkResult()
     why = clip_reason(reason)
@@ -208,6 +212,8 @@ def apply_marks(session: Session, dag: DAG, selection: MarkSelection, *, now: da
             result.lost.append(target)
     result.reopened = _reopen_runs(session, {(t.key.dag_id, t.key.run_id)
                                              for t in result.changed}, now)
+    if result.changed:
+        notify_scheduler(session, f"{dag.dag_id} marked {new.value}")
     if selection.to_clear:
         result.cleared = clear_task_instances(
             session, selection.to_clear, dag, now,
