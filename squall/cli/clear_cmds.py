@@ -1,7 +1,7 @@
 """``squall tasks clear``: clear task instances so that they run again (Airflow 2's
 ``airflow tasks clear``).
 
-The selection and the database work are :mod:`squall.scheduler.clear`'s; this module
+The selection and the database work are :mod:`squall.runs.clear`'s; this module
 parses the options, shows what will be cleared and asks before clearing it (unless
 ``-y``; with no terminal to ask on, ``-y`` is required).
 """
@@ -20,7 +20,7 @@ from squall.cli.runs_cmds import NO_USABLE_DAG, _subcommands, load_dag
 from squall.common.db import session_scope
 from squall.common.models import DagModel, utcnow
 from squall.common.state import TaskInstanceState
-from squall.scheduler.clear import (
+from squall.runs.clear import (
     ONLY_FAILED_STATES,
     ONLY_RUNNING_STATES,
     clear_task_instances,

@@ -1,6 +1,6 @@
 """The end of a try stopped by ``squall tasks clear``: RESTARTING -> ``none``.
 
-Clearing a RUNNING task instance (:mod:`squall.scheduler.clear`) moves it to RESTARTING,
+Clearing a RUNNING task instance (:mod:`squall.runs.clear`) moves it to RESTARTING,
 with ``max_tries`` already raised. Its supervisor sees that at its next heartbeat, kills
 every process of the try and then moves the row on with :func:`end_restart`; the scheduler's
 watchdog does the same for a RESTARTING row whose supervisor is gone, ended or silent for

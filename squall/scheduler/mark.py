@@ -21,7 +21,7 @@
 * Marked success or skipped, the failed and upstream_failed task instances downstream of
   the task (in the same runs) are cleared so that they run again, as Airflow's
   ``DAG.set_task_instance_state`` does after ``set_state``
-  (:func:`squall.scheduler.clear.clear_task_instances`); those just marked are not
+  (:func:`squall.runs.clear.clear_task_instances`); those just marked are not
   (Airflow clears them too, and also when marking failed, which only makes the scheduler
   mark them upstream_failed again).
 
@@ -54,8 +54,8 @@ from squall.common.state import (
     DagRunState,
     TaskInstanceState,
 )
-from squall.scheduler.clear import ClearResult, clear_task_instances
-from squall.scheduler.dag_shape import DagLike, downstream_map, topological_order
+from squall.runs.clear import ClearResult, clear_task_instances
+from squall.runs.dag_shape import DagLike, downstream_map, topological_order
 from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Clearing task instances (squall.scheduler.clear, squall.execution.restart and the
+"""Clearing task instances (squall.runs.clear, squall.execution.restart and the
 watchdog's end of stale RESTARTING rows), with rows set up directly, on SQLite and
 PostgreSQL; and the scheduler scheduling a cleared task's next try."""
 
@@ -15,14 +15,14 @@ from squall.common.models import DagRun, Job, TaskInstance, TaskInstanceKey, Tas
 from squall.common.settings import Settings
 from squall.common.state import DagRunState, DagRunType, JobState, TaskInstanceState
 from squall.execution.restart import end_restart
-from squall.scheduler.clear import (
+from squall.runs.clear import (
     ONLY_FAILED_STATES,
     clear_task_instances,
     matching_task_ids,
     select_task_instances,
 )
+from squall.runs.run_creation import create_dag_run
 from squall.scheduler.job import SchedulerJob
-from squall.scheduler.run_creation import create_dag_run
 from squall.scheduler.watchdog import end_stale_restarting
 from squall.sdk.dag import DAG
 from tests.support.scheduling import FakeExecutor, Noop, sync_dags

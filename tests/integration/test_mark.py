@@ -15,9 +15,9 @@ from squall.common.errors import DagRunNotFound, TaskNotFound
 from squall.common.models import DagModel, DagRun, SerializedDagModel, TaskInstance
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
 from squall.dag_processing.serialization import dag_hash, deserialize_dag, serialize_dag
+from squall.runs.run_creation import create_dag_run
 from squall.scheduler.dag_runs import RunDecisionMemo, SerializedDagCache, schedule_dag_runs
 from squall.scheduler.mark import MarkResult, apply_marks, relatives, select_marks
-from squall.scheduler.run_creation import create_dag_run
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import BaseOperator, Context
 

@@ -144,3 +144,34 @@ def test_no_import_cycle_outside_the_sdk() -> None:
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+#: the modules outside the scheduler that may import it: the commands that run a scheduler
+#: loop (``squall scheduler``; ``dags test`` / ``tasks test`` run one locally; ``dags
+#: backfill --local``)
+RUN_A_SCHEDULER_LOOP = {"squall.cli.scheduler_cmds", "squall.cli.dags_cmds",
+                        "squall.cli.backfill_cmds"}
+#: ... and, until their operations move to ``squall.runs`` (issue 23), the modules still
+#: using one from the scheduler: this list only shrinks
+NOT_MOVED_YET = {
+    "squall.api.ui.actions": "marking (scheduler.mark)",
+    "squall.api.routes.task_instances": "marking (scheduler.mark)",
+    "squall.cli.runs_cmds": "marking (scheduler.mark)",
+    "squall.api.metrics": "reading jobs (scheduler.job)",
+    "squall.api.routes.monitor": "reading jobs (scheduler.job)",
+    "squall.cli.jobs_cmds": "reading jobs (scheduler.job)",
+    "squall.api.routes.sla_misses": "SLA misses (scheduler.sla)",
+}
+
+
+def test_only_the_commands_that_run_a_scheduler_loop_import_the_scheduler() -> None:
+    importers = {src for src, targets in graph().items()
+                 if not src.startswith("squall.scheduler")
+                 and any(dst.startswith("squall.scheduler.") for dst in targets)}
+    allowed = RUN_A_SCHEDULER_LOOP | set(NOT_MOVED_YET)
+    assert importers <= allowed, (
+        "these import squall.scheduler; call the operation in squall.runs instead:\n"
+        + "\n".join(sorted(importers - allowed)))
+    assert not set(NOT_MOVED_YET) - importers, (
+        f"no longer import the scheduler, take them off NOT_MOVED_YET: "
+        f"{sorted(set(NOT_MOVED_YET) - importers)}")

@@ -6,7 +6,7 @@ and / or run, and the batch form ``POST /dags/~/dagRuns/~/taskInstances/list``),
 Marking is :mod:`squall.scheduler.mark`'s (what ``squall tasks set-state`` does): the task
 instance is changed by compare-and-set, a finished run is handed back to the scheduler, and
 when marked success or skipped its failed task instances downstream are cleared to run
-again. Clearing is :mod:`squall.scheduler.clear`'s (what ``squall tasks clear`` does). As in
+again. Clearing is :mod:`squall.runs.clear`'s (what ``squall tasks clear`` does). As in
 Airflow, both default to ``dry_run: true``, and clearing to ``only_failed: true``.
 """
 
@@ -54,7 +54,7 @@ from squall.common.errors import TaskNotFound
 from squall.common.models import DagRun, TaskInstance, TaskInstanceKey, utcnow
 from squall.common.state import TaskInstanceState
 from squall.common.wakeup import notify_scheduler
-from squall.scheduler.clear import (
+from squall.runs.clear import (
     ONLY_FAILED_STATES,
     ONLY_RUNNING_STATES,
     clear_task_instances,

@@ -30,8 +30,8 @@ from squall.common.models import (
 from squall.common.pools import list_pools
 from squall.dag_processing.serialization import deserialize_dag
 from squall.execution.runner import task_log_path
-from squall.scheduler.backfill import backfill_progress, ended_backfill_notes
-from squall.scheduler.dag_shape import downstream_map, topological_order
+from squall.runs.backfill_progress import backfill_progress, ended_backfill_notes
+from squall.runs.dag_shape import downstream_map, topological_order
 
 log = logging.getLogger(__name__)
 

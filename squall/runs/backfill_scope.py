@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from squall.common.models import Backfill, DagRun
-from squall.scheduler.clear import matching_task_ids
+from squall.runs.clear import matching_task_ids
 from squall.sdk.dag import DAG
 
 #: The key of ``backfill.options`` holding the first logical date of the range (ISO 8601),

@@ -3,7 +3,7 @@
 removed, restored). Shared by the scheduler, triggers and ``squall dags test``.
 
 Nothing here commits: the caller owns the transaction. The ``dag`` given is anything shaped
-like :class:`squall.sdk.dag.DAG` (see :class:`~squall.scheduler.dag_shape.DagLike`).
+like :class:`squall.sdk.dag.DAG` (see :class:`~squall.runs.dag_shape.DagLike`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 from squall.common.errors import DagNotFound, DagRunAlreadyExists
 from squall.common.models import DagModel, DagRun, TaskInstance, utcnow
 from squall.common.state import DAGRUN_FINISHED_STATES, DagRunState, DagRunType, TaskInstanceState
-from squall.scheduler.dag_shape import DagLike
-from squall.scheduler.ti_updates import bulk_set, load_tis
+from squall.runs.dag_shape import DagLike
+from squall.runs.ti_updates import bulk_set, load_tis
 from squall.sdk.operators.base import DEFAULT_QUEUE
 from squall.sdk.timetables import DataInterval
 
