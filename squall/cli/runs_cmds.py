@@ -54,9 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "trigger", help="create a manual DAG run (of one or more DAGs); the scheduler starts it",
         description="Creates a QUEUED manual run of each DAG_ID from the DAG as last parsed "
         "into the database (the DAG folder is parsed first if a DAG is not there yet) and "
-        "prints its run id. The scheduler starts it when the DAG has room under "
-        "max_active_runs and is not paused. With several DAG_IDs each run is created on its "
-        "own: one that fails is reported and the others are still created (exit status 1).")
+        "prints its run id; a DAG whose file has import errors is refused. The scheduler "
+        "starts it when the DAG has room under max_active_runs and is not paused. With "
+        "several DAG_IDs each run is created on its own: one that fails is reported and "
+        "the others are still created (exit status 1).")
     p.add_argument("dag_id", nargs="+")
     p.add_argument("-c", "--conf", help="JSON object passed to the run as dag_run.conf")
     p.add_argument("-r", "--run-id", help="the run id (default: manual__<logical date>)")
