@@ -46,9 +46,9 @@ from squall.common.wakeup import Waker, waker_for
 from squall.dag_processing.dagbag import ParseResult
 from squall.dag_processing.serialization import serialize_dag
 from squall.dag_processing.sync import sync_to_db
+from squall.runs.run_creation import create_dag_run
 from squall.scheduler.executor import ExecutorEvent, PublishOutcome, QueuedTask
 from squall.scheduler.job import SchedulerJob
-from squall.scheduler.run_creation import create_dag_run
 
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
 

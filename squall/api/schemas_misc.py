@@ -139,15 +139,15 @@ class BackfillBody(BaseModel):
                            "a wall time in [core] default_timezone)")
     to_date: str = Field(description="last logical date (both ends included)")
     run_backwards: bool = False
-    max_active_runs: int | None = Field(default=None, ge=1,
-                                        description="default: the DAG's max_active_runs")
+    max_active_runs: int | None = Field(default=None, description="at least 1; default: "
+                                        "the DAG's max_active_runs")
     dag_run_conf: dict[str, Any] | None = None
     task_regex: str | None = None
     ignore_dependencies: bool = False
     ignore_first_depends_on_past: bool = False
     mark_success: bool = False
     pool: str | None = None
-    delay_on_limit: float = Field(default=0.0, ge=0)
+    delay_on_limit: float = Field(default=0.0, description="seconds, at least 0")
     rerun_failed_tasks: bool = False
     reset_dagruns: bool = False
 

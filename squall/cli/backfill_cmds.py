@@ -2,7 +2,8 @@
 ``squall backfills list | show | cancel``.
 
 ``dags backfill`` records a ``backfill`` row (state ``queued``); the scheduler creates its
-runs (see :mod:`squall.scheduler.backfill`). Without ``--detach`` the command then follows
+runs (see :mod:`squall.runs.backfill`; the options are checked there, as
+:class:`~squall.runs.backfill.BackfillOptions`). Without ``--detach`` the command then follows
 it from the database with a live display until it ends. ``--dry-run`` prints the runs and
 task instances it would create and writes nothing.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -33,18 +33,16 @@ from squall.cli.dags_cmds import _parse_conf, _parse_date
 from squall.cli.runs_cmds import _subcommands, load_dag
 from squall.common.db import session_scope
 from squall.common.errors import BackfillError
-from squall.common.models import Backfill, Pool, utcnow
+from squall.common.models import Backfill, utcnow
 from squall.common.state import BackfillState
-from squall.common.wakeup import notify_scheduler
-from squall.scheduler.backfill import (
+from squall.runs.backfill import (
+    BackfillOptions,
     BackfillPlan,
-    BackfillProgress,
-    backfill_progress,
     cancel_backfill,
-    create_backfill,
-    plan_backfill,
+    create_requested,
+    plan_requested,
 )
-from squall.scheduler.backfill_scope import BackfillScope
+from squall.runs.backfill_progress import BackfillProgress, backfill_progress
 from squall.sdk.dag import DAG
 
 if TYPE_CHECKING:
@@ -151,60 +149,27 @@ def _date(value: str, ctx: CliContext) -> datetime:
     return parsed
 
 
-def _options(ctx: CliContext, args: argparse.Namespace, dag: DAG) -> dict[str, Any]:
-    """The backfill's options (``backfill.options``), checked; a :class:`CliError` naming
-    the bad one."""
-    if args.ignore_dependencies and not args.task_regex:
-        raise CliError("-i/--ignore-dependencies needs -t/--task-regex (it leaves out the "
-                       "upstream tasks of the selected ones)")
-    if args.task_regex:
-        try:
-            re.compile(args.task_regex)
-        except re.error as exc:
-            raise CliError(f"-t/--task-regex {args.task_regex!r} is not a regular "
-                           f"expression: {exc}") from None
-        if not any(re.search(args.task_regex, tid) for tid in dag.task_dict):
-            raise CliError(f"-t/--task-regex {args.task_regex!r} matches no task of DAG "
-                           f"{dag.dag_id} (tasks: {', '.join(sorted(dag.task_dict))})")
-    if args.delay_on_limit < 0:
-        raise CliError("--delay-on-limit must be >= 0")
-    if args.pool:
-        with session_scope(ctx.session_factory()) as session:
-            if session.scalar(select(Pool.id).where(Pool.pool == args.pool)) is None:
-                raise CliError(f"--pool {args.pool}: no such pool (create it with `squall "
-                               f"pools set {args.pool} SLOTS`)")
-    options: dict[str, Any] = {
-        "mark_success": args.mark_success, "rerun_failed_tasks": args.rerun_failed_tasks,
-        "reset_dagruns": args.reset_dagruns, "task_regex": args.task_regex,
-        "ignore_first_depends_on_past": args.ignore_first_depends_on_past,
-        "ignore_dependencies": args.ignore_dependencies, "pool": args.pool,
-        "delay_on_limit": args.delay_on_limit,
-    }
-    return {k: v for k, v in options.items() if v}
-
-
 def backfill(ctx: CliContext, args: argparse.Namespace) -> int:
-    start, end = _date(args.start_date, ctx), _date(args.end_date, ctx)
-    conf = _parse_conf(args.conf)
-    if args.max_active_runs is not None and args.max_active_runs < 1:
-        raise CliError("--max-active-runs must be >= 1")
     if args.local and args.detach:
         raise CliError("--local drives the backfill from this process: it cannot --detach")
+    options = BackfillOptions(
+        from_date=_date(args.start_date, ctx), to_date=_date(args.end_date, ctx),
+        run_backwards=args.run_backwards, max_active_runs=args.max_active_runs,
+        conf=_parse_conf(args.conf), task_regex=args.task_regex,
+        ignore_dependencies=args.ignore_dependencies,
+        ignore_first_depends_on_past=args.ignore_first_depends_on_past,
+        mark_success=args.mark_success, pool=args.pool, delay_on_limit=args.delay_on_limit,
+        rerun_failed_tasks=args.rerun_failed_tasks, reset_dagruns=args.reset_dagruns)
     dag = load_dag(ctx, args.dag_id)
-    options = _options(ctx, args, dag)
-    scope = BackfillScope.of(0, options)
     max_active_runs = args.max_active_runs or dag.max_active_runs
     factory = ctx.session_factory()
     with session_scope(factory) as session:
         try:
-            plan = plan_backfill(session, dag, start, end, run_backwards=args.run_backwards,
-                                 rerun_failed_tasks=args.rerun_failed_tasks,
-                                 reset_dagruns=args.reset_dagruns,
-                                 task_ids=scope.task_ids(dag))
+            plan = plan_requested(session, dag, options)
         except BackfillError as exc:
             raise CliError(str(exc)) from None
         if args.dry_run:
-            _print_plan(dag, plan, sorted(scope.task_ids(dag)), args.output,
+            _print_plan(dag, plan, sorted(options.task_ids(dag)), args.output,
                         mark_success=args.mark_success)
             return 0
         if not plan.runs and not plan.joining:
@@ -218,8 +183,7 @@ def backfill(ctx: CliContext, args: argparse.Namespace) -> int:
                 and not ask_yes(f"Backfill {dag.dag_id}: {what}. Go on?")):
             print("Cancelled, nothing created")
             return 1
-        row = create_backfill(session, plan, max_active_runs=max_active_runs, conf=conf,
-                              options=options, dag=dag, now=utcnow())
+        row = create_requested(session, dag, options, plan, now=utcnow())
         backfill_id = row.id
     if args.output == "json":
         json.dump({"backfill_id": backfill_id, "dag_id": dag.dag_id,
@@ -491,9 +455,7 @@ def cancel(ctx: CliContext, args: argparse.Namespace) -> int:
             raise CliError(f"backfill {args.backfill_id} is {row.state}: nothing to cancel"
                            + ("" if args.end_running else
                               " (--end-running ends the runs it left unfinished)"))
-        state = row.state
-        if ended:
-            notify_scheduler(session, f"backfill {args.backfill_id} cancelled")
+        state = row.state  # (each run ended wakes the schedulers: mark_run)
     if args.end_running:
         what = "cancelled" if state in ("queued", "running") else f"{state} already"
         print(f"Backfill {args.backfill_id}: {what}; {len(ended)} unfinished run(s) "

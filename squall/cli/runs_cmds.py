@@ -20,14 +20,13 @@ from sqlalchemy.orm import Session
 from squall.cli.common import CliContext, CliError, add_output_flag, confirm, print_rows
 from squall.cli.dags_cmds import _bag, _parse_conf, _parse_date
 from squall.common.db import session_scope
-from squall.common.errors import DagRunAlreadyExists, TaskNotFound
+from squall.common.errors import TaskNotFound, TriggerError
 from squall.common.models import DagModel, DagRun, TaskInstance, utcnow
-from squall.common.state import SETTABLE_STATES, DagRunState, DagRunType, TaskInstanceState
-from squall.common.wakeup import notify_scheduler
+from squall.common.state import SETTABLE_STATES, DagRunState, TaskInstanceState
 from squall.dag_processing.sync import load_serialized_dags, sync_to_db
+from squall.runs.backfill_progress import ended_backfill_notes
 from squall.runs.mark import apply_marks, select_marks
-from squall.scheduler.backfill import ended_backfill_notes
-from squall.scheduler.run_creation import create_dag_run
+from squall.runs.trigger import trigger_run
 from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
@@ -54,9 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "trigger", help="create a manual DAG run (of one or more DAGs); the scheduler starts it",
         description="Creates a QUEUED manual run of each DAG_ID from the DAG as last parsed "
         "into the database (the DAG folder is parsed first if a DAG is not there yet) and "
-        "prints its run id. The scheduler starts it when the DAG has room under "
-        "max_active_runs and is not paused. With several DAG_IDs each run is created on its "
-        "own: one that fails is reported and the others are still created (exit status 1).")
+        "prints its run id; a DAG whose file has import errors is refused. The scheduler "
+        "starts it when the DAG has room under max_active_runs and is not paused. With "
+        "several DAG_IDs each run is created on its own: one that fails is reported and "
+        "the others are still created (exit status 1).")
     p.add_argument("dag_id", nargs="+")
     p.add_argument("-c", "--conf", help="JSON object passed to the run as dag_run.conf")
     p.add_argument("-r", "--run-id", help="the run id (default: manual__<logical date>)")
@@ -132,8 +132,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def trigger(ctx: CliContext, args: argparse.Namespace) -> int:
     conf = _parse_conf(args.conf)
     logical = _parse_date(args.logical_date, ctx.settings.core.default_timezone)
-    if args.run_id is not None and not args.run_id.strip():
-        raise CliError("--run-id must not be empty")
     dag_ids: list[str] = list(dict.fromkeys(args.dag_id))
     failed = 0
     for dag_id in dag_ids:
@@ -158,20 +156,15 @@ def trigger_dag_run(ctx: CliContext, dag_id: str, *, conf: dict[str, Any] | None
                     logical_date: datetime | None = None) -> tuple[str, bool]:
     """Create a QUEUED manual run of ``dag_id`` (parsing the DAG folder first when the DAG
     is not in the database yet); returns the run id and whether the DAG is paused."""
-    dag = load_dag(ctx, dag_id)
+    load_dag(ctx, dag_id)
     with session_scope(ctx.session_factory()) as session:
         try:
-            run = create_dag_run(session, dag, run_type=DagRunType.MANUAL,
-                                 logical_date=logical_date or utcnow(), data_interval=None,
-                                 run_id=run_id, conf=conf, state=DagRunState.QUEUED,
-                                 external_trigger=True,
-                                 default_queue=ctx.settings.celery.default_queue)
-        except DagRunAlreadyExists as exc:
+            done = trigger_run(session, dag_id, run_id=run_id, logical_date=logical_date,
+                               conf=conf, triggered_by="`squall dags trigger`",
+                               default_queue=ctx.settings.celery.default_queue)
+        except TriggerError as exc:
             raise CliError(str(exc)) from None
-        paused = bool(session.scalar(select(DagModel.is_paused)
-                                     .where(DagModel.dag_id == dag_id)))
-        notify_scheduler(session, dag_id)
-        return run.run_id, paused
+        return done.run.run_id, done.paused
 
 
 NOT_FOUND = ("DAG {dag_id!r} not found (see `squall dags list` and "

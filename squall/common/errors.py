@@ -50,6 +50,21 @@ class DagRunAlreadyExists(SquallError):
     """A DAG run with that run_id or logical date already exists."""
 
 
+class TriggerError(SquallError):
+    """A manual run cannot be triggered as asked; the message says why. ``kind`` says
+    which way, for the callers that answer with a status: ``not_found`` (no such DAG, or
+    not active, or no usable serialized form), ``invalid`` (bad run id, date or conf; a DAG
+    whose file has import errors) or ``exists`` (a run with that run id or logical date)."""
+
+    NOT_FOUND = "not_found"
+    INVALID = "invalid"
+    EXISTS = "exists"
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 class DagFileLoadError(SquallError):
     """A DAG file could not be loaded (syntax error, exception at import, timeout)."""
 

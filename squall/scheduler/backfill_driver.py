@@ -7,13 +7,13 @@ two schedulers never drive the same one):
   while it has fewer than ``max_active_runs`` running, and its oldest unfinished run
   whatever the limit, since later runs may wait for it (``depends_on_past``); the DAG's
   ``max_active_runs`` is not looked at (:func:`_start_queued`);
-* it creates the next runs of its plan (:func:`squall.scheduler.backfill.plan_backfill`,
+* it creates the next runs of its plan (:func:`squall.runs.backfill.plan_backfill`,
   computed afresh from the timetable and the runs the DAG has, only in a loop where it has
   room for a run or nothing unfinished) while it has fewer than
   ``max_active_runs`` unfinished runs; with ``delay_on_limit`` it waits that long after
   reaching the limit before creating the next one. The runs are created RUNNING with run
   type ``backfill`` and ``backfill_id``, shaped by the backfill's options
-  (:class:`~squall.scheduler.backfill_scope.BackfillScope`: task selection, pool,
+  (:class:`~squall.runs.backfill_scope.BackfillScope`: task selection, pool,
   ``mark_success``); from then on they are decided, queued and run like any other run,
   also when their DAG is paused;
 * it marks the backfill ``success`` (or ``failed`` when one of its runs failed) once it has
@@ -49,15 +49,15 @@ from squall.common.state import (
     DagRunType,
     TaskInstanceState,
 )
-from squall.scheduler.backfill import (
-    DEADLOCK_PREFIX,
+from squall.runs.backfill import (
     PlannedRun,
     plan_backfill,
     range_run_infos,
 )
-from squall.scheduler.backfill_scope import BackfillScope
+from squall.runs.backfill_progress import DEADLOCK_PREFIX
+from squall.runs.backfill_scope import BackfillScope
+from squall.runs.run_creation import create_dag_run
 from squall.scheduler.dag_runs import RunStepStats, SerializedDagCache
-from squall.scheduler.run_creation import create_dag_run
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import DEFAULT_QUEUE
 from squall.sdk.timetables import DagRunInfo

@@ -41,10 +41,10 @@ from squall.common.state import (
 )
 from squall.dag_processing.serialization import SerializationError, deserialize_dag
 from squall.execution.callbacks import CallbackKind, enqueue_callback
-from squall.scheduler.backfill_scope import BackfillScope, load_scopes
+from squall.runs.backfill_scope import BackfillScope, load_scopes
+from squall.runs.run_creation import create_dag_run
+from squall.runs.ti_updates import schedule_tis
 from squall.scheduler.decisions import update_dag_run
-from squall.scheduler.run_creation import create_dag_run
-from squall.scheduler.ti_updates import schedule_tis
 from squall.scheduler.watchdog import tries_over_in
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import DEFAULT_QUEUE

@@ -5,7 +5,7 @@
   ``depends_on_past`` and retry / reschedule waits included), and decides the run's state
   (leaves, deadlock, ``dagrun_timeout``);
 * the caller then moves the schedulable ones on with
-  :func:`squall.scheduler.ti_updates.schedule_tis`.
+  :func:`squall.runs.ti_updates.schedule_tis`.
 
 Nothing here commits: the caller owns the transaction. The caller is also expected to be the
 only one deciding for a given run at a time (the scheduler holds the run's row lock); the
@@ -44,6 +44,7 @@ from squall.common.state import (
     TaskInstanceState,
 )
 from squall.runs.dag_shape import DagLike, downstream_map, leaf_ids, topological_order
+from squall.runs.ti_updates import bulk_set, load_tis
 from squall.scheduler.readiness import (
     PreviousInstance,
     TriggerDecision,
@@ -52,7 +53,6 @@ from squall.scheduler.readiness import (
     past_wait_reason,
     retry_period_elapsed,
 )
-from squall.scheduler.ti_updates import bulk_set, load_tis
 
 log = logging.getLogger(__name__)
 

@@ -31,10 +31,10 @@ from squall.common.state import (
     TaskInstanceState,
 )
 from squall.execution.runner import run_try, task_log_path
+from squall.runs.run_creation import create_dag_run
+from squall.runs.ti_updates import schedule_tis
+from squall.runs.trigger import trigger_dag_run
 from squall.scheduler.decisions import update_dag_run
-from squall.scheduler.run_creation import create_dag_run
-from squall.scheduler.ti_updates import schedule_tis
-from squall.scheduler.triggered_runs import trigger_dag_run
 from squall.sdk.dag import DAG
 from squall.sdk.operators.trigger_dagrun import install_dag_run_trigger
 

@@ -49,7 +49,7 @@ from squall.execution.runner import (
     task_log_handler,
     task_log_path,
 )
-from squall.scheduler.triggered_runs import trigger_dag_run
+from squall.runs.trigger import trigger_dag_run
 from squall.sdk.operators.base import BaseOperator
 from squall.sdk.operators.trigger_dagrun import install_dag_run_trigger
 from squall.worker.dag_file_cache import load_task

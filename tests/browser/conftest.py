@@ -24,7 +24,7 @@ from squall.common.models import DagModel, ImportError_, TaskInstance, TaskInsta
 from squall.common.settings import Settings
 from squall.common.state import DagRunState, DagRunType
 from squall.execution.runner import task_log_path
-from squall.scheduler.run_creation import create_dag_run
+from squall.runs.run_creation import create_dag_run
 from squall.sdk.dag import DAG
 from tests.conftest import in_ci
 from tests.support.api import Api, serve

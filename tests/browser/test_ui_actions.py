@@ -87,6 +87,21 @@ def test_trigger_with_conf_and_pause(ui: Ui) -> None:
         assert dag is not None and dag.is_paused
 
 
+def test_trigger_of_a_dag_with_import_errors_is_refused_as_the_rest_api_does(ui: Ui) -> None:
+    with session_scope(ui.factory) as session:
+        dag = session.get(DagModel, DAG_ID)
+        assert dag is not None
+        dag.has_import_errors = True
+    by_ui = call(ui, "POST", f"/ui/api/dags/{DAG_ID}/trigger", body={})
+    by_rest = call(ui, "POST", f"/api/v1/dags/{DAG_ID}/dagRuns", body={})
+    assert (by_ui.status_code, by_rest.status_code) == (400, 400), (by_ui.text, by_rest.text)
+    assert by_ui.json()["detail"] == by_rest.json()["detail"]
+    assert "has import errors" in by_ui.json()["detail"]
+    with session_scope(ui.factory) as session:
+        assert session.scalar(select(DagRun.run_id).where(
+            DagRun.dag_id == DAG_ID, DagRun.run_type == "manual")) is None
+
+
 def test_mark_success_clears_the_failed_downstream_and_clear_takes_upstream(ui: Ui) -> None:
     marked = call(ui, "POST", ti_url(ui, "transform") + "/mark", body={"state": "success"})
     assert marked.status_code == 200, marked.text

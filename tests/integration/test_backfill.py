@@ -1,5 +1,5 @@
 """Backfill planning, the backfill row and the scheduler driving it
-(squall.scheduler.backfill, with a fake executor) on SQLite and PostgreSQL."""
+(squall.runs.backfill, with a fake executor) on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -25,11 +25,11 @@ from squall.common.state import (
     TaskInstanceState,
 )
 from squall.common.wakeup import PostgresWaker
-from squall.scheduler.backfill import create_backfill, plan_backfill, range_run_infos
+from squall.runs.backfill import create_backfill, plan_backfill, range_run_infos
+from squall.runs.run_creation import create_dag_run
 from squall.scheduler.backfill_driver import drive_backfills
 from squall.scheduler.dag_runs import REDECIDE_AFTER_SECONDS, SerializedDagCache
 from squall.scheduler.job import SchedulerJob
-from squall.scheduler.run_creation import create_dag_run
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import BaseOperator, Context
 from tests.support.scheduling import FakeExecutor, sync_dags

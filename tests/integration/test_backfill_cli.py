@@ -116,7 +116,46 @@ def test_backfill_errors(tmp_path: Path) -> None:
     failed(squall(home, "dags", "backfill", "daily", "-s", "2024-01-01", "-e", "2024-01-03",
                   "-c", "[1]"), "must be a JSON object")
     failed(squall(home, "dags", "backfill", "daily", "-s", "2024-01-01", "-e", "2024-01-03",
-                  "--max-active-runs", "0"), "--max-active-runs must be >= 1")
+                  "--max-active-runs", "0"), "max_active_runs must be >= 1")
+    assert rows(home, "SELECT count(*) FROM backfill") == [(0,)]
+
+
+#: the same bad options as ``squall dags backfill`` arguments and as a REST body
+BAD_OPTIONS: list[tuple[list[str], dict[str, Any]]] = [
+    (["-s", "2024-01-05", "-e", "2024-01-03"],
+     {"from_date": "2024-01-05", "to_date": "2024-01-03"}),
+    (["--max-active-runs", "0"], {"max_active_runs": 0}),
+    (["--delay-on-limit", "-1"], {"delay_on_limit": -1}),
+    (["-t", "zzz"], {"task_regex": "zzz"}),
+    (["-t", "("], {"task_regex": "("}),
+    (["-i"], {"ignore_dependencies": True}),
+    (["--pool", "nope"], {"pool": "nope"}),
+]
+
+
+def test_the_cli_and_the_rest_api_refuse_bad_options_alike(home: Path) -> None:
+    from squall.common.db import make_engine, make_session_factory
+    from squall.common.settings import Settings
+    from tests.support.api import serve
+
+    squall(home, "dags", "list")  # the database, with the DAG in it
+    settings = Settings.load(env={"SQUALL_HOME": str(home)})
+    engine = make_engine(settings.sql_alchemy_conn)
+    try:
+        with serve(settings, make_session_factory(engine)) as api:
+            for args, body in BAD_OPTIONS:
+                dates = ["-s", "2024-01-01", "-e", "2024-01-02"] if "-s" not in args else []
+                cli = squall(home, "dags", "backfill", "daily", *dates, *args, "--detach",
+                             "-y")
+                assert cli.returncode == 1, (args, cli.stdout, cli.stderr)
+                rest = api.post("/api/v1/backfills", user="op", json={
+                    "dag_id": "daily", "from_date": "2024-01-01", "to_date": "2024-01-02",
+                    **body})
+                assert rest.status_code == 400, (body, rest.text)
+                said = cli.stderr.strip().splitlines()[-1]
+                assert said == f"squall: {rest.json()['detail']}", (args, body)
+    finally:
+        engine.dispose()
     assert rows(home, "SELECT count(*) FROM backfill") == [(0,)]
 
 
@@ -159,9 +198,9 @@ def test_backfills_list_show_cancel(home: Path) -> None:
 
 def test_options_are_checked_before_anything_is_recorded(home: Path) -> None:
     failed(squall(home, "dags", "backfill", "daily", "-s", "2024-01-01", "-e", "2024-01-02",
-                  "--pool", "nope", "-y"), "--pool nope: no such pool")
+                  "--pool", "nope", "-y"), "pool 'nope' does not exist")
     failed(squall(home, "dags", "backfill", "daily", "-s", "2024-01-01", "-e", "2024-01-02",
-                  "-i", "-y"), "-i/--ignore-dependencies needs -t/--task-regex")
+                  "-i", "-y"), "ignore_dependencies needs task_regex")
     failed(squall(home, "dags", "backfill", "daily", "-s", "2024-01-01", "-e", "2024-01-02",
                   "-t", "(", "-y"), "is not a regular expression")
     failed(squall(home, "dags", "backfill", "daily", "-s", "2024-01-01", "-e", "2024-01-02",

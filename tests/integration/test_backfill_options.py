@@ -18,18 +18,13 @@ from squall.common.db import SessionFactory, session_scope
 from squall.common.models import Backfill, DagRun, Pool, TaskInstance
 from squall.common.settings import Settings
 from squall.common.state import BackfillState, DagRunState, DagRunType, TaskInstanceState
-from squall.scheduler.backfill import (
-    backfill_progress,
-    cancel_backfill,
-    create_backfill,
-    ended_backfill_notes,
-    plan_backfill,
-)
+from squall.runs.backfill import cancel_backfill, create_backfill, plan_backfill
+from squall.runs.backfill_progress import backfill_progress, ended_backfill_notes
+from squall.runs.backfill_scope import BackfillScope
+from squall.runs.run_creation import create_dag_run
 from squall.scheduler.backfill_driver import DEADLOCK_GRACE_SECONDS
-from squall.scheduler.backfill_scope import BackfillScope
 from squall.scheduler.dag_runs import REDECIDE_AFTER_SECONDS
 from squall.scheduler.job import SchedulerJob
-from squall.scheduler.run_creation import create_dag_run
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import BaseOperator, Context
 from tests.support.scheduling import FakeExecutor, sync_dags

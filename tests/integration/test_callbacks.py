@@ -31,11 +31,11 @@ from squall.common.settings import Settings
 from squall.common.state import DagRunState, DagRunType, JobState, TaskInstanceState
 from squall.dag_processing.serialization import deserialize_dag
 from squall.execution.callbacks import CallbackKind
+from squall.runs.run_creation import create_dag_run
 from squall.scheduler import watchdog
 from squall.scheduler.callback_runner import run_pending_callbacks
 from squall.scheduler.dag_processor import DagProcessor, parse_and_sync_once
 from squall.scheduler.dag_runs import SerializedDagCache, schedule_dag_runs
-from squall.scheduler.run_creation import create_dag_run
 from squall.scheduler.watchdog import fail_zombies
 from squall.sdk.dag import DAG
 from squall.worker.try_writes import TryWrites

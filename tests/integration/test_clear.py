@@ -21,8 +21,8 @@ from squall.runs.clear import (
     matching_task_ids,
     select_task_instances,
 )
+from squall.runs.run_creation import create_dag_run
 from squall.scheduler.job import SchedulerJob
-from squall.scheduler.run_creation import create_dag_run
 from squall.scheduler.watchdog import end_stale_restarting
 from squall.sdk.dag import DAG
 from tests.support.scheduling import FakeExecutor, Noop, sync_dags

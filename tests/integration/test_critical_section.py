@@ -16,10 +16,10 @@ from squall.common.models import DagModel, DagRun, Pool, TaskInstance
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
 from squall.dag_processing.sync import load_serialized_dags
 from squall.runs import pools
+from squall.runs.run_creation import create_dag_run
+from squall.runs.ti_updates import schedule_tis
 from squall.scheduler.critical_section import queue_scheduled_tis, requeue_failed_publishes
 from squall.scheduler.executor import PublishOutcome, QueuedTask
-from squall.scheduler.run_creation import create_dag_run
-from squall.scheduler.ti_updates import schedule_tis
 from squall.sdk.dag import DAG
 from squall.sdk.trigger_rule import WeightRule
 from tests.support.scheduling import Noop, sync_dags

@@ -18,10 +18,10 @@ from squall.common.db import SessionFactory
 from squall.common.errors import DagNotFound, DagRunAlreadyExists
 from squall.common.models import DagModel, DagRun, TaskInstance
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
+from squall.runs.run_creation import create_dag_run, verify_integrity
+from squall.runs.ti_updates import schedule_tis
 from squall.scheduler.decisions import RunUpdate, update_dag_run
 from squall.scheduler.local_run import PAST_POLL_SECONDS, run_dag_locally
-from squall.scheduler.run_creation import create_dag_run, verify_integrity
-from squall.scheduler.ti_updates import schedule_tis
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import BaseOperator, Context
 from squall.sdk.trigger_rule import TriggerRule, WeightRule

@@ -31,9 +31,9 @@ from squall.common.settings import Settings, SmtpSettings
 from squall.common.state import DagRunState, DagRunType, JobState, TaskInstanceState
 from squall.dag_processing.serialization import deserialize_dag
 from squall.execution.email_alerts import TryAlert, send_alert
+from squall.runs.run_creation import create_dag_run
 from squall.scheduler.callback_runner import run_pending_callbacks
 from squall.scheduler.dag_processor import parse_and_sync_once
-from squall.scheduler.run_creation import create_dag_run
 from squall.scheduler.watchdog import fail_zombies
 from squall.sdk.dag import DAG
 from squall.sdk.email import send_email

@@ -20,8 +20,8 @@ from squall.common.db import SessionFactory, session_scope
 from squall.common.models import TaskInstance, TaskInstanceKey
 from squall.common.settings import Settings
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
+from squall.runs.run_creation import create_dag_run
 from squall.scheduler.job import SchedulerJob
-from squall.scheduler.run_creation import create_dag_run
 from squall.scheduler.watchdog import tries_over
 from squall.sdk.dag import DAG
 from tests.support.scheduling import FakeExecutor, Noop, sync_dags

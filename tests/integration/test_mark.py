@@ -18,8 +18,8 @@ from squall.common.state import DagRunState, DagRunType, TaskInstanceState
 from squall.common.wakeup import PostgresWaker
 from squall.dag_processing.serialization import dag_hash, deserialize_dag, serialize_dag
 from squall.runs.mark import MarkResult, apply_marks, relatives, select_marks
+from squall.runs.run_creation import create_dag_run
 from squall.scheduler.dag_runs import RunDecisionMemo, SerializedDagCache, schedule_dag_runs
-from squall.scheduler.run_creation import create_dag_run
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import BaseOperator, Context
 

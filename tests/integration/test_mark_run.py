@@ -14,7 +14,7 @@ from squall.common.db import SessionFactory, session_scope
 from squall.common.models import Backfill, DagRun, TaskInstance
 from squall.common.settings import Settings
 from squall.common.state import BackfillState, DagRunState, DagRunType, TaskInstanceState
-from squall.scheduler.run_creation import create_dag_run
+from squall.runs.run_creation import create_dag_run
 from squall.sdk.dag import DAG
 from tests.support.api import serve
 from tests.support.scheduling import Noop, sync_dags

@@ -93,6 +93,17 @@ def test_trigger_errors(home: Path) -> None:
     failed(squall(home, "dags", "trigger", "demo", "--run-id", "dup"), "already has a run")
 
 
+def test_trigger_refuses_a_dag_whose_file_has_import_errors(home: Path) -> None:
+    # as the REST API does (and Airflow's): the run would use the DAG as it was before
+    ok(squall(home, "dags", "trigger", "demo", "--run-id", "before"))
+    (home / "dags" / "demo.py").write_text(DEMO_DAG + "\nraise RuntimeError('broken')\n")
+    squall(home, "dags", "list")  # records the import error (exit 1: a file failed)
+    failed(squall(home, "dags", "trigger", "demo", "--run-id", "after"),
+           "DAG with dag_id: 'demo' has import errors")
+    assert [r["run_id"] for r in as_json(squall(home, "dags", "list-runs", "demo", "-o",
+                                                "json"))] == ["before"]
+
+
 def test_trigger_several_dags_in_one_call(home: Path) -> None:
     (home / "dags" / "demo2.py").write_text(
         (home / "dags" / "demo.py").read_text().replace('DAG("demo"', 'DAG("demo2"'))

@@ -20,6 +20,7 @@ from squall.common.db import SessionFactory, session_scope
 from squall.common.models import DagModel, DagRun, Job, TaskInstance, TaskInstanceKey
 from squall.common.settings import Settings
 from squall.common.state import DagRunState, DagRunType, JobState, TaskInstanceState
+from squall.runs.run_creation import create_dag_run
 from squall.scheduler.dag_runs import REDECIDE_AFTER_SECONDS
 from squall.scheduler.executor import EventKind
 from squall.scheduler.job import (
@@ -28,7 +29,6 @@ from squall.scheduler.job import (
     LoopStats,
     SchedulerJob,
 )
-from squall.scheduler.run_creation import create_dag_run
 from squall.sdk.dag import DAG
 from tests.support.scheduling import FakeExecutor, Noop, sync_dags
 from tests.support.services import wait_until

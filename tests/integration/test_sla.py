@@ -22,8 +22,8 @@ from squall.common.models import DagModel, SerializedDagModel, SlaMiss, TaskInst
 from squall.common.settings import Settings
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
 from squall.dag_processing.serialization import deserialize_dag
+from squall.runs.run_creation import create_dag_run
 from squall.scheduler.dag_processor import parse_and_sync_once
-from squall.scheduler.run_creation import create_dag_run
 from squall.scheduler.sla import SlaChecker
 from squall.sdk.dag import DAG
 from squall.sdk.timetables.base import DataInterval

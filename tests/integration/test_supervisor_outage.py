@@ -41,8 +41,8 @@ from squall.common.settings import Settings
 from squall.common.state import DagRunState, DagRunType, TaskInstanceState
 from squall.dag_processing.dagbag import parse_files_isolated
 from squall.dag_processing.sync import load_serialized_dags, sync_to_db
-from squall.scheduler.run_creation import create_dag_run
-from squall.scheduler.ti_updates import schedule_tis
+from squall.runs.run_creation import create_dag_run
+from squall.runs.ti_updates import schedule_tis
 from squall.worker.supervisor import LocalTaskJob, SupervisorStatus
 from squall.worker.try_writes import TryWrites
 from tests.conftest import _fresh_sqlite_url

@@ -28,9 +28,9 @@ from squall.common.metrics import (
 from squall.common.models import Job, TaskInstance, TaskInstanceKey, compare_and_set_state
 from squall.common.settings import Settings
 from squall.common.state import DagRunState, DagRunType, JobState, TaskInstanceState
+from squall.runs.run_creation import create_dag_run
 from squall.scheduler.executor import CeleryExecutor, EventKind
 from squall.scheduler.job import SchedulerJob
-from squall.scheduler.run_creation import create_dag_run
 from squall.scheduler.state_fetcher import CeleryTaskState
 from squall.sdk.dag import DAG
 from tests.support.scheduling import FakeExecutor, Noop, sync_dags

@@ -40,9 +40,9 @@ from squall.common.state import DagRunState, DagRunType, JobState, TaskInstanceS
 from squall.dag_processing.dagbag import parse_files_isolated
 from squall.dag_processing.sync import sync_to_db
 from squall.execution.runner import task_log_path
-from squall.scheduler.run_creation import create_dag_run
+from squall.runs.run_creation import create_dag_run
+from squall.runs.ti_updates import schedule_tis
 from squall.scheduler.state_fetcher import PENDING, BulkStateFetcher, CeleryTaskState
-from squall.scheduler.ti_updates import schedule_tis
 from squall.worker.supervisor import REASON_SIGTERM
 from tests.conftest import _pg_clean
 from tests.support.services import RedisServer, wait_until

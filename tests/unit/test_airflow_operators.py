@@ -26,8 +26,8 @@ from squall.common.state import DagRunState, TaskInstanceState
 from squall.compat import airflow as compat
 from squall.dag_processing.serialization import serialize_dag
 from squall.execution.runner import become_run_as_user
+from squall.runs.trigger import trigger_dag_run
 from squall.scheduler.local_run import ensure_dag_row, run_dag_locally
-from squall.scheduler.triggered_runs import trigger_dag_run
 from squall.sdk.dag import DAG
 from squall.sdk.deprecation import DeprecatedArgumentWarning
 from squall.sdk.operators.empty import EmptyOperator

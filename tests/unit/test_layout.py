@@ -199,22 +199,10 @@ SCHEDULER_IMPORTERS: dict[str, set[str]] = {
     # `dags test` / `tasks test` run the scheduler's decisions in-process
     "squall.cli.dags_cmds": {"squall.scheduler.local_run"},
 }
-#: Still being moved to ``squall/runs`` (issue 23, the trigger and the backfill planning,
-#: done on a branch of their own): the lead removes these at merge.
-SCHEDULER_IMPORTERS_FOR_NOW: dict[str, set[str]] = {
-    "squall.api.routes.dag_runs": {"squall.scheduler.run_creation"},
-    "squall.api.routes.misc": {"squall.scheduler.backfill", "squall.scheduler.backfill_scope"},
-    "squall.api.ui.actions": {"squall.scheduler.run_creation"},
-    "squall.api.ui.data": {"squall.scheduler.backfill"},
-    "squall.cli.backfill_cmds": {"squall.scheduler.backfill", "squall.scheduler.backfill_scope"},
-    "squall.cli.runs_cmds": {"squall.scheduler.backfill", "squall.scheduler.run_creation"},
-    "squall.worker.task_process": {"squall.scheduler.triggered_runs"},
-}
 
 
 def test_only_the_commands_that_run_a_scheduler_loop_import_it() -> None:
-    allowed = {src: SCHEDULER_IMPORTERS.get(src, set()) | SCHEDULER_IMPORTERS_FOR_NOW.get(
-        src, set()) for src in SCHEDULER_IMPORTERS.keys() | SCHEDULER_IMPORTERS_FOR_NOW.keys()}
+    allowed = SCHEDULER_IMPORTERS
     imports = {src: {dst for dst in targets if dst.startswith("squall.scheduler")}
                for src, targets in graph().items() if not src.startswith("squall.scheduler")}
     bad = sorted(f"{src} -> {dst}" for src, targets in imports.items() for dst in targets

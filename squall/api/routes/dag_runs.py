@@ -38,19 +38,19 @@ from squall.api.schemas_runs import (
 )
 from squall.api.serializers import dag_run_json, task_instance_json
 from squall.api.state import DB, api_state
-from squall.common.errors import DagRunAlreadyExists
+from squall.common.errors import TriggerError
 from squall.common.models import (
     DagRun,
     SlaMiss,
     TaskInstance,
     utcnow,
 )
-from squall.common.state import DagRunState, DagRunType, TaskInstanceState
+from squall.common.state import DagRunState, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.sync import load_serialized_dags
 from squall.runs.clear import clear_task_instances, select_task_instances
 from squall.runs.mark_run import mark_run
-from squall.scheduler.run_creation import create_dag_run
+from squall.runs.trigger import trigger_run
 from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,15 @@ def check_states(values: list[str] | None, known: type[DagRunState] | type[TaskI
         raise bad_request(f"{what} {', '.join(map(repr, unknown))} is not one of: "
                           f"{', '.join(names)}")
     return list(values)
+
+
+def trigger_problem(exc: TriggerError) -> ApiProblem:
+    """The HTTP problem of a refused trigger: 404, 400 or 409 (a run exists)."""
+    if exc.kind == TriggerError.NOT_FOUND:
+        return not_found(str(exc))
+    if exc.kind == TriggerError.EXISTS:
+        return ApiProblem(409, str(exc))
+    return bad_request(str(exc))
 
 
 def get_run(session: Session, dag_id: str, run_id: str) -> DagRun:
@@ -254,28 +263,18 @@ def get_dag_run(dag_id: str, dag_run_id: str, session: DB, user: Viewer) -> dict
              "run starts once it is unpaused)", response_model=DAGRun, responses=CONFLICT)
 def trigger_dag_run(dag_id: str, body: TriggerDAGRun, request: Request, session: DB,
                     user: Op) -> dict[str, Any]:
-    row = get_dag_row(session, dag_id)
-    if row.has_import_errors:
-        raise bad_request(f"DAG with dag_id: '{dag_id}' has import errors; fix them first")
-    dag = serialized_dag(session, dag_id, only_active=True)
     tz = default_tz(request)
     logical, older = aware(body.logical_date, tz), aware(body.execution_date, tz)
     if logical is not None and older is not None and logical != older:
         raise bad_request("logical_date and execution_date differ: give one of them")
-    if body.dag_run_id is not None and not body.dag_run_id.strip():
-        raise bad_request("dag_run_id must not be empty")
     settings = api_state(request).settings
     try:
-        run = create_dag_run(session, dag, run_type=DagRunType.MANUAL,
-                             logical_date=logical or older or utcnow(), data_interval=None,
-                             run_id=body.dag_run_id, conf=body.conf,
-                             state=DagRunState.QUEUED, external_trigger=True,
-                             default_queue=settings.celery.default_queue)
-    except DagRunAlreadyExists as exc:
-        raise ApiProblem(409, str(exc)) from None
-    notify_scheduler(session, dag_id)
-    log.info("DagRun %s %s triggered through the API by %s", dag_id, run.run_id,
-             user.username)
+        run = trigger_run(session, dag_id, run_id=body.dag_run_id,
+                          logical_date=logical or older, conf=body.conf,
+                          triggered_by=f"{user.username} through the API",
+                          default_queue=settings.celery.default_queue).run
+    except TriggerError as exc:
+        raise trigger_problem(exc) from None
     return dag_run_json(run)
 
 

@@ -11,7 +11,6 @@ has no backfill resource).
 from __future__ import annotations
 
 import logging
-import re
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -38,16 +37,16 @@ from squall.api.schemas_misc import ImportError as ImportErrorOut
 from squall.api.serializers import iso
 from squall.api.state import DB, api_state
 from squall.common.errors import BackfillError
-from squall.common.models import Backfill, DagModel, ImportError_, Pool, utcnow
-from squall.common.wakeup import notify_scheduler
+from squall.common.models import Backfill, DagModel, ImportError_, utcnow
 from squall.dag_processing.sync import load_serialized_dags
-from squall.scheduler.backfill import (
-    backfill_progress,
+from squall.runs.backfill import (
+    BackfillOptions,
     cancel_backfill,
-    create_backfill,
-    plan_backfill,
+    create_requested,
+    plan_requested,
 )
-from squall.scheduler.backfill_scope import FIRST_DATE_KEY, BackfillScope
+from squall.runs.backfill_progress import backfill_progress
+from squall.runs.backfill_scope import FIRST_DATE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +155,6 @@ def cancel(backfill_id: int, session: DB, user: Op,
                             " (end_running ends the runs it left unfinished)"))
     session.flush()
     session.refresh(row)
-    if ended:
-        notify_scheduler(session, f"backfill {backfill_id} cancelled")
     log.info("api: %s cancelled backfill %s (%d runs ended)", user.username, backfill_id,
              len(ended))
     return {**_detail(session, row), "ended_runs": ended}
@@ -171,31 +168,6 @@ def _date(value: str, timezone: str, field: str) -> datetime:
     if not isinstance(parsed, datetime):
         raise bad_request(f"{field}: {value!r} is not a date or datetime")
     return parsed
-
-
-def _options(session: Session, body: BackfillBody, task_ids: list[str]) -> dict[str, Any]:
-    """The backfill's options, checked as ``squall dags backfill`` checks them."""
-    if body.ignore_dependencies and not body.task_regex:
-        raise bad_request("ignore_dependencies needs task_regex (it leaves out the upstream "
-                          "tasks of the selected ones)")
-    if body.task_regex:
-        try:
-            pattern = re.compile(body.task_regex)
-        except re.error as exc:
-            raise bad_request(f"task_regex {body.task_regex!r} is not a regular expression: "
-                              f"{exc}") from None
-        if not any(pattern.search(t) for t in task_ids):
-            raise bad_request(f"task_regex {body.task_regex!r} matches no task of DAG "
-                              f"{body.dag_id}")
-    if body.pool and session.scalar(select(Pool.id).where(Pool.pool == body.pool)) is None:
-        raise bad_request(f"pool {body.pool!r} does not exist")
-    options = {"mark_success": body.mark_success,
-               "rerun_failed_tasks": body.rerun_failed_tasks,
-               "reset_dagruns": body.reset_dagruns, "task_regex": body.task_regex,
-               "ignore_first_depends_on_past": body.ignore_first_depends_on_past,
-               "ignore_dependencies": body.ignore_dependencies, "pool": body.pool,
-               "delay_on_limit": body.delay_on_limit}
-    return {k: v for k, v in options.items() if v}
 
 
 @router.post("/backfills", summary="Create a backfill", tags=["Backfill"],
@@ -212,21 +184,20 @@ def post_backfill(body: BackfillBody, request: Request, session: DB,
         raise not_found(f"DAG with dag_id: '{body.dag_id}' has no serialized form yet "
                         "(not parsed)")
     timezone = api_state(request).settings.core.default_timezone
-    start = _date(body.from_date, timezone, "from_date")
-    end = _date(body.to_date, timezone, "to_date")
-    options = _options(session, body, list(dag.task_dict))
-    scope = BackfillScope.of(0, options)
+    options = BackfillOptions(
+        from_date=_date(body.from_date, timezone, "from_date"),
+        to_date=_date(body.to_date, timezone, "to_date"), run_backwards=body.run_backwards,
+        max_active_runs=body.max_active_runs, conf=body.dag_run_conf,
+        task_regex=body.task_regex, ignore_dependencies=body.ignore_dependencies,
+        ignore_first_depends_on_past=body.ignore_first_depends_on_past,
+        mark_success=body.mark_success, pool=body.pool, delay_on_limit=body.delay_on_limit,
+        rerun_failed_tasks=body.rerun_failed_tasks, reset_dagruns=body.reset_dagruns)
     try:
-        plan = plan_backfill(session, dag, start, end, run_backwards=body.run_backwards,
-                             rerun_failed_tasks=body.rerun_failed_tasks,
-                             reset_dagruns=body.reset_dagruns, task_ids=scope.task_ids(dag))
+        plan = plan_requested(session, dag, options)
         if not plan.runs and not plan.joining:
             raise ApiProblem(409, f"nothing to backfill: DAG {dag.dag_id} has a run for "
                              "every date of the range")
-        row = create_backfill(session, plan,
-                              max_active_runs=body.max_active_runs or dag.max_active_runs,
-                              conf=body.dag_run_conf, options=options, dag=dag,
-                              now=utcnow())
+        row = create_requested(session, dag, options, plan, now=utcnow())
     except BackfillError as exc:
         raise bad_request(str(exc)) from None
     log.info("api: %s created backfill %s of %s", user.username, row.id, dag.dag_id)

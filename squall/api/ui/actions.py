@@ -1,7 +1,7 @@
 """The web UI's actions, ``POST /ui/api/...`` for users with the ``op`` role: pause and
 unpause, trigger (with conf), clear (with upstream / downstream), mark success / failed.
 
-They call the scheduler's own operations, as the CLI does (``squall dags trigger``,
+They call the operations on runs (:mod:`squall.runs`), as the CLI does (``squall dags trigger``,
 ``squall tasks clear``, ``squall tasks set-state``). Made with the session cookie, each
 request must carry the session's CSRF token in ``X-CSRF-Token``
 (:func:`squall.api.auth.authenticate` refuses it with 403 otherwise)."""
@@ -16,17 +16,18 @@ from fastapi import APIRouter, Body, Request
 from sqlalchemy.orm import Session
 
 from squall.api.auth import Op
-from squall.api.problems import ApiProblem, bad_request, not_found
+from squall.api.problems import bad_request, not_found
+from squall.api.routes.dag_runs import trigger_problem
 from squall.api.state import DB, api_state
 from squall.api.ui.data import dag_row, iso
-from squall.common.errors import DagRunAlreadyExists, DagRunNotFound, TaskNotFound
+from squall.common.errors import DagRunNotFound, TaskNotFound, TriggerError
 from squall.common.models import utcnow
-from squall.common.state import DagRunState, DagRunType, TaskInstanceState
+from squall.common.state import TaskInstanceState
 from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.sync import load_serialized_dags
 from squall.runs.clear import clear_task_instances, select_task_instances
 from squall.runs.mark import apply_marks, select_marks
-from squall.scheduler.run_creation import create_dag_run
+from squall.runs.trigger import trigger_run
 from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
@@ -70,21 +71,16 @@ def pause(dag_id: str, body: JsonBody, session: DB, user: Op) -> dict[str, Any]:
 def trigger(dag_id: str, body: JsonBody, session: DB, user: Op,
             request: Request) -> dict[str, Any]:
     conf = body.get("conf")
-    if conf is not None and not isinstance(conf, dict):
-        raise bad_request("conf must be a JSON object")
-    dag = _dag(session, dag_id)
     try:
-        run = create_dag_run(session, dag, run_type=DagRunType.MANUAL, logical_date=utcnow(),
-                             data_interval=None, conf=conf or None,
-                             state=DagRunState.QUEUED, external_trigger=True,
-                             default_queue=api_state(request).settings.celery.default_queue)
-    except DagRunAlreadyExists as exc:
-        raise ApiProblem(409, str(exc)) from None
-    notify_scheduler(session, dag_id)
+        done = trigger_run(session, dag_id, conf=None if conf == {} else conf,
+                           triggered_by=f"{user.username} in the web UI",
+                           default_queue=api_state(request).settings.celery.default_queue)
+    except TriggerError as exc:
+        raise trigger_problem(exc) from None
+    run = done.run
     log.info("ui: %s triggered DAG %s: run %s", user.username, dag_id, run.run_id)
     return {"dag_id": dag_id, "run_id": run.run_id, "state": run.state,
-            "logical_date": iso(run.logical_date), "is_paused": dag_row(session,
-                                                                        dag_id).is_paused}
+            "logical_date": iso(run.logical_date), "is_paused": done.paused}
 
 
 @router.post("/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/clear")

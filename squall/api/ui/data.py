@@ -29,9 +29,9 @@ from squall.common.models import (
 )
 from squall.dag_processing.serialization import deserialize_dag
 from squall.execution.runner import task_log_path
+from squall.runs.backfill_progress import backfill_progress, ended_backfill_notes
 from squall.runs.dag_shape import downstream_map, topological_order
 from squall.runs.pools import list_pools
-from squall.scheduler.backfill import backfill_progress, ended_backfill_notes
 
 log = logging.getLogger(__name__)
 

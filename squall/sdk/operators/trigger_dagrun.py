@@ -44,7 +44,7 @@ XCOM_RUN_ID = "trigger_run_id"
 
 class DagRunTrigger(Protocol):
     """Creates (or with ``reset_dag_run`` clears) a manual run of another DAG; the run id.
-    :func:`squall.scheduler.triggered_runs.trigger_dag_run` is the one processes install."""
+    :func:`squall.runs.trigger.trigger_dag_run` is the one processes install."""
 
     def __call__(self, session: Session, *, dag_id: str, run_id: str,
                  logical_date: datetime, conf: dict[str, Any], default_queue: str,

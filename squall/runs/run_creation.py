@@ -22,7 +22,7 @@ from squall.common.errors import DagNotFound, DagRunAlreadyExists
 from squall.common.models import DagModel, DagRun, TaskInstance, utcnow
 from squall.common.state import DAGRUN_FINISHED_STATES, DagRunState, DagRunType, TaskInstanceState
 from squall.runs.dag_shape import DagLike
-from squall.scheduler.ti_updates import bulk_set, load_tis
+from squall.runs.ti_updates import bulk_set, load_tis
 from squall.sdk.operators.base import DEFAULT_QUEUE
 from squall.sdk.timetables import DataInterval
 

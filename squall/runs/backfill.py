@@ -1,6 +1,11 @@
-"""Backfills: planning the runs of a logical date range, recording the request, following
-and cancelling it. The scheduler's step that drives a backfill is
+"""Backfills: checking what is asked for (:class:`BackfillOptions`), planning the runs of a
+logical date range, recording the request and cancelling it. Following one is
+:mod:`squall.runs.backfill_progress`; the scheduler's step that drives a backfill is
 :mod:`squall.scheduler.backfill_driver`.
+
+``squall dags backfill`` and ``POST /api/v1/backfills`` both hand a
+:class:`BackfillOptions` to :func:`plan_requested` (which checks it, in one place, and
+plans) and then to :func:`create_requested`: the same bad option gets the same error.
 
 :func:`plan_backfill` computes the logical dates of ``[from_date, to_date]`` from the DAG's
 timetable (both ends included, each date a tick of the schedule), leaves out the dates the
@@ -14,43 +19,44 @@ waiting behind one that ended (ADR 16). :func:`create_backfill` inserts the ``ba
 row (state ``queued``), does those clears and takes those runs in, in the caller's
 transaction.
 
-A run whose backfill ended while it was unfinished says so where it is shown
-(:func:`ended_backfill_notes`), with the command that resumes it (:func:`resume_command`).
-
 Nothing here commits: the caller owns the transaction.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import shlex
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import pendulum
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from squall.common.errors import BackfillError
-from squall.common.models import Backfill, DagModel, DagRun, TaskInstance, lock_runs
+from squall.common.models import (
+    Backfill,
+    DagModel,
+    DagRun,
+    Pool,
+    TaskInstance,
+    lock_runs,
+)
 from squall.common.state import (
     BACKFILL_ACTIVE_STATES,
-    BACKFILL_FINISHED_STATES,
     DAGRUN_UNFINISHED_STATES,
     FAILED_LIKE_STATES,
     BackfillState,
     DagRunState,
     DagRunType,
-    TaskInstanceState,
 )
 from squall.common.wakeup import notify_backfill
+from squall.runs.backfill_scope import FIRST_DATE_KEY, BackfillScope
 from squall.runs.clear import clear_task_instances
 from squall.runs.dag_shape import DagLike
 from squall.runs.mark_run import mark_run
-from squall.scheduler.backfill_scope import FIRST_DATE_KEY
 from squall.sdk.dag import DAG
 from squall.sdk.timetables import DagRunInfo, DataInterval
 
@@ -63,6 +69,80 @@ MAX_BACKFILL_RUNS = 10_000
 OPTION_NAMES = ("mark_success", "rerun_failed_tasks", "reset_dagruns", "task_regex",
                 "ignore_first_depends_on_past", "ignore_dependencies", "pool",
                 "delay_on_limit")
+
+
+@dataclass(frozen=True)
+class BackfillOptions:
+    """What a backfill is asked for, however it is asked (``squall dags backfill``,
+    ``POST /api/v1/backfills``); :meth:`check` is the one place it is checked. The dates
+    are timezone-aware; ``max_active_runs`` None is the DAG's."""
+
+    from_date: datetime
+    to_date: datetime
+    run_backwards: bool = False
+    max_active_runs: int | None = None
+    conf: Mapping[str, Any] | None = None
+    task_regex: str | None = None
+    ignore_dependencies: bool = False
+    ignore_first_depends_on_past: bool = False
+    mark_success: bool = False
+    pool: str | None = None
+    delay_on_limit: float = 0.0
+    rerun_failed_tasks: bool = False
+    reset_dagruns: bool = False
+
+    def check(self, session: Session, dag: DagLike) -> None:
+        """Raise :class:`BackfillError` naming the first bad option (the range itself is
+        checked by :func:`range_run_infos` when planning)."""
+        if self.max_active_runs is not None and self.max_active_runs < 1:
+            raise BackfillError(f"max_active_runs must be >= 1, got {self.max_active_runs}")
+        if self.delay_on_limit < 0:
+            raise BackfillError(f"delay_on_limit must be >= 0, got {self.delay_on_limit:g}")
+        if self.conf is not None and not isinstance(self.conf, Mapping):
+            raise BackfillError("conf must be a JSON object")
+        if self.ignore_dependencies and not self.task_regex:
+            raise BackfillError("ignore_dependencies needs task_regex (it leaves out the "
+                                "upstream tasks of the selected ones)")
+        if self.task_regex:
+            try:
+                pattern = re.compile(self.task_regex)
+            except re.error as exc:
+                raise BackfillError(f"task_regex {self.task_regex!r} is not a regular "
+                                    f"expression: {exc}") from None
+            if not any(pattern.search(tid) for tid in dag.task_dict):
+                raise BackfillError(f"task_regex {self.task_regex!r} matches no task of DAG "
+                                    f"{dag.dag_id} (tasks: {', '.join(sorted(dag.task_dict))})")
+        if self.pool and session.scalar(select(Pool.id).where(Pool.pool == self.pool)) is None:
+            raise BackfillError(f"pool {self.pool!r} does not exist (create it with `squall "
+                                f"pools set {self.pool} SLOTS`)")
+
+    @property
+    def stored(self) -> dict[str, Any]:
+        """The options kept in ``backfill.options`` (those set; :data:`OPTION_NAMES`)."""
+        return {name: getattr(self, name) for name in OPTION_NAMES if getattr(self, name)}
+
+    def task_ids(self, dag: DAG) -> set[str]:
+        """The tasks of ``dag`` the backfill's runs hold."""
+        return BackfillScope.of(0, self.stored).task_ids(dag)
+
+
+def plan_requested(session: Session, dag: DAG, options: BackfillOptions) -> BackfillPlan:
+    """Check ``options`` (:meth:`BackfillOptions.check`) and plan the backfill they ask for
+    (:func:`plan_backfill`); :class:`BackfillError` for anything refused."""
+    options.check(session, dag)
+    return plan_backfill(session, dag, options.from_date, options.to_date,
+                         run_backwards=options.run_backwards,
+                         rerun_failed_tasks=options.rerun_failed_tasks,
+                         reset_dagruns=options.reset_dagruns, task_ids=options.task_ids(dag))
+
+
+def create_requested(session: Session, dag: DAG, options: BackfillOptions,
+                     plan: BackfillPlan, *, now: datetime) -> Backfill:
+    """Record the backfill ``plan`` (from :func:`plan_requested`) with ``options``
+    (:func:`create_backfill`: it wakes the schedulers)."""
+    return create_backfill(session, plan,
+                           max_active_runs=options.max_active_runs or dag.max_active_runs,
+                           conf=options.conf, options=options.stored, dag=dag, now=now)
 
 
 @dataclass(frozen=True)
@@ -231,7 +311,6 @@ def plan_backfill(session: Session, dag: DagLike, from_date: datetime, to_date: 
 
 _UNFINISHED_RUN = frozenset(s.value for s in DAGRUN_UNFINISHED_STATES)
 _ACTIVE_BACKFILL = frozenset(s.value for s in BACKFILL_ACTIVE_STATES)
-_FINISHED_BACKFILL = frozenset(s.value for s in BACKFILL_FINISHED_STATES)
 
 
 def _to_clear(session: Session, dag_id: str, run_ids: list[str], *, reset: bool,
@@ -325,150 +404,7 @@ def _take_existing(session: Session, backfill: Backfill, plan: BackfillPlan,
                      existing.run_id, existing.state, existing.orphan)
 
 
-# --------------------------------------------------------------------------- following
-
-
-@dataclass
-class BackfillProgress:
-    """Where a backfill is: its row, its runs by state, its task instances by state."""
-
-    backfill_id: int
-    dag_id: str
-    state: BackfillState
-    total_runs: int
-    created_at: datetime
-    completed_at: datetime | None
-    runs_by_state: dict[str, int]
-    tis_by_state: dict[str, int]
-    failed_runs: list[str]
-    #: why it ended, when it did not simply run out of runs (the deadlock report)
-    reason: str | None = None
-    #: its unfinished runs (once it ended: the runs it left without a backfill)
-    unfinished_runs: list[str] = field(default_factory=list)
-    #: once it ended with runs unfinished: the command that resumes them
-    resume: str | None = None
-    #: once it ended: the runs of its range by state, whichever backfill (or none) they
-    #: belong to
-    range_runs_by_state: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def finished(self) -> bool:
-        return self.state in BACKFILL_FINISHED_STATES
-
-    @property
-    def deadlocked(self) -> bool:
-        return self.reason is not None and self.reason.startswith(DEADLOCK_PREFIX)
-
-    @property
-    def not_ready(self) -> int:
-        """Task instances waiting for their upstream tasks or their past (state none); once
-        the backfill is deadlocked these are the blocked ones."""
-        return self.tis_by_state.get(TaskInstanceState.NONE.value, 0)
-
-    @property
-    def runs_finished(self) -> int:
-        return sum(n for s, n in self.runs_by_state.items()
-                   if s not in DAGRUN_UNFINISHED_STATES)
-
-
-def backfill_progress(session: Session, backfill_id: int) -> BackfillProgress | None:
-    """The progress of backfill ``backfill_id`` (three queries, four once it ended), or
-    ``None`` when there is no such backfill."""
-    row = session.get(Backfill, backfill_id, populate_existing=True)
-    if row is None:
-        return None
-    runs = session.execute(select(DagRun.run_id, DagRun.state)
-                           .where(DagRun.backfill_id == backfill_id)
-                           .order_by(DagRun.logical_date)).all()
-    by_state: dict[str, int] = {}
-    for run in runs:
-        by_state[run.state] = by_state.get(run.state, 0) + 1
-    unfinished = [r.run_id for r in runs if r.state in _UNFINISHED_RUN]
-    tis = session.execute(
-        select(TaskInstance.state, func.count())
-        .join(DagRun, (DagRun.dag_id == TaskInstance.dag_id)
-              & (DagRun.run_id == TaskInstance.run_id))
-        .where(DagRun.backfill_id == backfill_id).group_by(TaskInstance.state)
-    ).all()
-    ended = row.state in _FINISHED_BACKFILL
-    return BackfillProgress(
-        backfill_id=row.id, dag_id=row.dag_id, state=BackfillState(row.state),
-        total_runs=row.total_runs, created_at=row.created_at, completed_at=row.completed_at,
-        runs_by_state=by_state, tis_by_state={state: int(n) for state, n in tis},
-        failed_runs=[r.run_id for r in runs if r.state == DagRunState.FAILED.value],
-        reason=row.reason, unfinished_runs=unfinished,
-        resume=resume_command(row) if unfinished and ended else None,
-        range_runs_by_state=range_runs_by_state(session, row) if ended else {})
-
-
-#: How a deadlock report (``backfill.reason``) begins.
-DEADLOCK_PREFIX = "deadlock"
-
-
-def range_runs_by_state(session: Session, backfill: Backfill) -> dict[str, int]:
-    """How many runs of each state the DAG has in the backfill's range, whoever made them
-    (this backfill, an earlier one, the schedule, a trigger)."""
-    rows = session.execute(
-        select(DagRun.state, func.count())
-        .where(DagRun.dag_id == backfill.dag_id, DagRun.logical_date >= backfill.from_date,
-               DagRun.logical_date <= backfill.to_date)
-        .group_by(DagRun.state)).all()
-    return {state: int(n) for state, n in rows}
-
-
-def ended_how(backfill: Backfill) -> str:
-    """``deadlocked``, or the ended backfill's state."""
-    if backfill.reason is not None and backfill.reason.startswith(DEADLOCK_PREFIX):
-        return "deadlocked"
-    return str(backfill.state)
-
-
-def resume_command(backfill: Backfill) -> str:
-    """The ``squall dags backfill`` that takes in the runs ``backfill`` left unfinished: its
-    range and options again, with ``--rerun-failed-tasks`` when it failed (the failed task
-    instance that held the others back runs again once its cause is fixed)."""
-    opts = backfill.options or {}
-    args = ["squall", "dags", "backfill", backfill.dag_id, "-s",
-            backfill.from_date.isoformat(), "-e", backfill.to_date.isoformat()]
-    if backfill.state == BackfillState.FAILED.value or opts.get("rerun_failed_tasks"):
-        args.append("--rerun-failed-tasks")
-    if backfill.run_backwards:
-        args.append("-B")
-    for key, flag in (("task_regex", "-t"), ("pool", "--pool"),
-                      ("delay_on_limit", "--delay-on-limit")):
-        if opts.get(key):
-            args += [flag, str(opts[key])]
-    for key, flag in (("ignore_dependencies", "-i"), ("ignore_first_depends_on_past", "-I"),
-                      ("mark_success", "-m")):
-        if opts.get(key):
-            args.append(flag)
-    args += ["--max-active-runs", str(backfill.max_active_runs)]
-    if backfill.conf is not None:
-        args += ["-c", json.dumps(backfill.conf)]
-    return shlex.join(args)
-
-
-def ended_backfill_note(backfill: Backfill) -> str:
-    """What an unfinished run of the ended ``backfill`` shows."""
-    first = ("fix what held it back, then resume"
-             if backfill.state == BackfillState.FAILED.value else "resume")
-    return (f"backfill {backfill.id} ended ({ended_how(backfill)}) with this run unfinished "
-            f"and no backfill follows it; {first} with: {resume_command(backfill)}")
-
-
-def ended_backfill_notes(session: Session, dag_id: str,
-                         run_ids: Collection[str]) -> dict[str, str]:
-    """run_id -> :func:`ended_backfill_note` for those of ``run_ids`` that are unfinished
-    and whose backfill ended (one query)."""
-    if not run_ids:
-        return {}
-    rows = session.execute(
-        select(DagRun.run_id, Backfill)
-        .join(Backfill, Backfill.id == DagRun.backfill_id)
-        .where(DagRun.dag_id == dag_id, DagRun.run_id.in_(list(run_ids)),
-               DagRun.state.in_(sorted(_UNFINISHED_RUN)),
-               Backfill.state.in_(sorted(_FINISHED_BACKFILL)))).all()
-    return {run_id: ended_backfill_note(backfill) for run_id, backfill in rows}
+# --------------------------------------------------------------------------- cancelling
 
 
 def cancel_backfill(session: Session, backfill_id: int, *, now: datetime,
