@@ -38,7 +38,7 @@ from squall.api.state import ApiState
 from squall.common import pools
 from squall.common.db import SessionFactory, session_scope
 from squall.common.models import DagRun, Job, TaskInstance, utcnow
-from squall.common.state import TaskInstanceState
+from squall.common.state import BACKLOG_STATES, TaskInstanceState
 from squall.scheduler.job import JOB_TYPE
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 metrics_router = APIRouter(tags=["Monitoring"])
 
 TI = TaskInstanceState
-#: the task instance states a queue's backlog counts
-BACKLOG_STATES = (TI.SCHEDULED.value, TI.QUEUED.value)
 
 
 def _age(now: datetime, then: datetime | None) -> float | None:

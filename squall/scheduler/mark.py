@@ -47,6 +47,7 @@ from squall.common.models import (
     compare_and_set_state,
 )
 from squall.common.state import (
+    CLEARS_FAILED_DOWNSTREAM,
     DAGRUN_FINISHED_STATES,
     FAILED_LIKE_STATES,
     DagRunState,
@@ -57,11 +58,6 @@ from squall.scheduler.dag_shape import DagLike, downstream_map, topological_orde
 from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
-
-#: Marked one of these, a task's failed downstream task instances are cleared to run again.
-CLEARS_FAILED_DOWNSTREAM: frozenset[TaskInstanceState] = frozenset(
-    {TaskInstanceState.SUCCESS, TaskInstanceState.SKIPPED})
-
 
 @dataclass(frozen=True)
 class MarkTarget:

@@ -59,7 +59,12 @@ from squall.common.metrics import (
     Metrics,
 )
 from squall.common.models import Job, TaskInstance, TaskInstanceKey, compare_and_set_state
-from squall.common.state import ADOPTABLE_STATES, JobState, TaskInstanceState
+from squall.common.state import (
+    ADOPTABLE_STATES,
+    HELD_BY_EXECUTOR_STATES,
+    JobState,
+    TaskInstanceState,
+)
 from squall.execution.callbacks import request_task_callback
 from squall.execution.outcome import RetryPolicy
 from squall.execution.restart import REASON_RESTARTED, end_restart
@@ -274,8 +279,6 @@ def reset_adopted(session: Session, timed_out: Iterable[tuple[TaskInstanceKey, i
     return reset
 
 
-#: the states in which a try's Celery task may still be waited for
-IN_FLIGHT_STATES = frozenset({TI.QUEUED, TI.RUNNING, TI.RESTARTING})
 #: task instance keys per statement of :func:`tries_over`
 _KEYS_PER_STATEMENT = 500
 
@@ -294,7 +297,8 @@ def tries_over_in(tis: Iterable[TaskInstance],
             continue
         state, ext_now, try_now = ti.state, ti.external_executor_id, ti.try_number
         for ext_id, try_number in entries:
-            if not (state in IN_FLIGHT_STATES and ext_now == ext_id and try_now == try_number):
+            if not (state in HELD_BY_EXECUTOR_STATES and ext_now == ext_id
+                    and try_now == try_number):
                 over.append(ext_id)
     return over
 
@@ -311,7 +315,7 @@ def tries_over(session: Session, in_flight: Mapping[str, tuple[TaskInstanceKey, 
             (ext_id, try_number))
     keys = sorted(by_key)
     alive: set[str] = set()
-    states = sorted(s.value for s in IN_FLIGHT_STATES)
+    states = sorted(s.value for s in HELD_BY_EXECUTOR_STATES)
     for start in range(0, len(keys), _KEYS_PER_STATEMENT):
         chunk = keys[start:start + _KEYS_PER_STATEMENT]
         rows = session.execute(

@@ -98,6 +98,51 @@ def test_common_imports_nothing_above_it() -> None:
     assert not above, "\n".join(above)
 
 
+#: the one module that names sets of states
+STATE_SETS_HOME = "squall.common.state"
+#: the names a module refers to the state enums by
+STATE_ENUMS = frozenset({"TI", "TaskInstanceState", "DagRunState", "BackfillState", "JobState"})
+_COLLECTIONS = ("frozenset", "set", "tuple", "list")
+
+
+def state_sets(source: str) -> list[str]:
+    """The module-level names ``source`` binds to a collection of state enum members (a
+    ``frozenset({TI.RUNNING, ...})``, a tuple of ``TI.X.value`` ...). A set derived from a
+    named one (``frozenset(s.value for s in FINISHED_STATES)``) or from a whole enum does
+    not count: it names no set of its own."""
+    found = []
+    for node in ast.parse(source).body:
+        value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+        if value is None:
+            continue
+        collection = isinstance(value, (ast.Set, ast.Tuple, ast.List, ast.BinOp)) or (
+            isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+            and value.func.id in _COLLECTIONS)
+        members = any(isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+                      and n.value.id in STATE_ENUMS and n.attr.isupper()
+                      for n in ast.walk(value))
+        if collection and members:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            found += [ast.unparse(t) for t in targets]
+    return found
+
+
+def test_every_named_set_of_states_lives_in_common_state() -> None:
+    elsewhere = sorted(f"{name}: {found}" for name, path in modules().items()
+                       if name != STATE_SETS_HOME
+                       for found in state_sets(path.read_text()))
+    assert not elsewhere, ("sets of states named outside squall/common/state.py (name them "
+                           "there, for what they mean):\n" + "\n".join(elsewhere))
+
+
+def test_the_state_set_finder_finds_one() -> None:
+    assert state_sets("IN_FLIGHT = frozenset({TI.QUEUED, TI.RUNNING})\n"
+                      "X: tuple[str, ...] = (TaskInstanceState.SUCCESS.value,)\n"
+                      "ONE = TI.RUNNING\n"
+                      "DONE = frozenset(s.value for s in FINISHED_STATES)\n"
+                      "JOIN = (Run.dag_id == TI.dag_id)\n") == ["IN_FLIGHT", "X"]
+
+
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     """The strongly connected components of more than one module (Tarjan)."""
     index: dict[str, int] = {}

@@ -51,7 +51,13 @@ from squall.common.models import (
     compare_and_set_state,
     utcnow,
 )
-from squall.common.state import DagRunState, DagRunType, TaskInstanceState
+from squall.common.state import (
+    MARK_RUN_FAILED_FAILS,
+    MARK_RUN_FAILED_SKIPS,
+    DagRunState,
+    DagRunType,
+    TaskInstanceState,
+)
 from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.sync import load_serialized_dags
 from squall.scheduler.clear import clear_task_instances, select_task_instances
@@ -285,9 +291,6 @@ def trigger_dag_run(dag_id: str, body: TriggerDAGRun, request: Request, session:
 
 
 TI = TaskInstanceState
-#: marking a run failed: these task instances fail, the other unfinished ones are skipped
-_FAIL = frozenset({TI.RUNNING, TI.UP_FOR_RESCHEDULE})
-_SKIP = frozenset({TI.NONE, TI.SCHEDULED, TI.QUEUED, TI.RESTARTING, TI.UP_FOR_RETRY})
 
 
 def _new_ti_state(current: TaskInstanceState,
@@ -295,7 +298,9 @@ def _new_ti_state(current: TaskInstanceState,
     if run_state == DagRunState.SUCCESS:
         return None if current in (TI.SUCCESS, TI.REMOVED) else TI.SUCCESS
     if run_state == DagRunState.FAILED:
-        return TI.FAILED if current in _FAIL else TI.SKIPPED if current in _SKIP else None
+        if current in MARK_RUN_FAILED_FAILS:
+            return TI.FAILED
+        return TI.SKIPPED if current in MARK_RUN_FAILED_SKIPS else None
     return None
 
 

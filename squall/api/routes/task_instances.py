@@ -51,14 +51,9 @@ from squall.api.serializers import iso, task_instance_json
 from squall.api.state import DB
 from squall.common.errors import TaskNotFound
 from squall.common.models import DagRun, TaskInstance, TaskInstanceKey, utcnow
-from squall.common.state import TaskInstanceState
+from squall.common.state import ONLY_FAILED_STATES, ONLY_RUNNING_STATES, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
-from squall.scheduler.clear import (
-    ONLY_FAILED_STATES,
-    ONLY_RUNNING_STATES,
-    clear_task_instances,
-    select_task_instances,
-)
+from squall.scheduler.clear import clear_task_instances, select_task_instances
 from squall.scheduler.mark import apply_marks, select_marks
 
 log = logging.getLogger(__name__)
