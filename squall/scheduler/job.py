@@ -55,7 +55,6 @@ import time
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
@@ -194,8 +193,7 @@ class SchedulerJob:
 
     def __init__(self, settings: Settings, session_factory: SessionFactory,
                  executor: ExecutorLike, *, dag_processor: DagProcessor | None = None,
-                 clock: Callable[[], datetime] = utcnow,
-                 examples_folder: Path | None = None, metrics: Metrics | None = None,
+                 clock: Callable[[], datetime] = utcnow, metrics: Metrics | None = None,
                  waker: Waker | None = None, max_runs_per_loop: int = MAX_RUNS_PER_LOOP,
                  only_backfill_id: int | None = None,
                  backfill_recheck_seconds: float = BACKFILL_RECHECK_SECONDS) -> None:
@@ -209,7 +207,7 @@ class SchedulerJob:
         #: ``squall dags backfill --local``: this loop drives, decides and queues only that
         #: backfill's runs (it creates no scheduled runs; its watchdog steps are everyone's)
         self._only_backfill_id = only_backfill_id
-        self._examples_folder = examples_folder or EXAMPLES_FOLDER
+        self._examples_folder = EXAMPLES_FOLDER
         self._stop = threading.Event()
         #: set by the signal handlers, which must not take locks (Event.set does)
         self._signalled = False

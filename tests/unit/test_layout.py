@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 SQUALL = Path(__file__).resolve().parents[2] / "squall"
 MAX_LINES = 600
@@ -141,6 +142,69 @@ def test_the_state_set_finder_finds_one() -> None:
                       "ONE = TI.RUNNING\n"
                       "DONE = frozenset(s.value for s in FINISHED_STATES)\n"
                       "JOIN = (Run.dag_id == TI.dag_id)\n") == ["IN_FLIGHT", "X"]
+
+
+MAX_PARAMETERS = 10
+#: FastAPI routes: their parameters are the query parameters
+ROUTES_PACKAGE = "squall.api.routes"
+#: maps Airflow's import paths to Squall's names, whose signatures are Airflow's
+COMPAT_MAPPING = SQUALL / "compat" / "airflow.py"
+#: functions over the limit for now, each with where it gets its fix
+PENDING_PARAMETERS = {
+    # create_dag_run moves with the run operations to squall/runs/ (issue 23), which
+    # reshapes its arguments
+    "squall.scheduler.run_creation.create_dag_run",
+}
+
+
+def parameter_count(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Its parameters, ``self`` / ``cls`` and ``*args`` / ``**kwargs`` left out."""
+    args = node.args
+    names = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
+    return len([n for n in names if n not in ("self", "cls")])
+
+
+def functions(module: str, source: str) -> Iterator[tuple[str, ast.FunctionDef
+                                                           | ast.AsyncFunctionDef]]:
+    """Every function of ``source`` by qualified name (methods as ``module.Class.name``)."""
+    def walk(body: list[ast.stmt], prefix: str) -> Iterator[tuple[str, Any]]:
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                yield f"{prefix}.{node.name}", node
+                yield from walk(node.body, f"{prefix}.{node.name}")
+            elif isinstance(node, ast.ClassDef):
+                yield from walk(node.body, f"{prefix}.{node.name}")
+
+    yield from walk(ast.parse(source).body, module)
+
+
+def airflow_shaped() -> set[str]:
+    """The functions whose signatures are Airflow's: the names the compat mapping gives,
+    a class by its ``__init__``."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(COMPAT_MAPPING.read_text())):
+        if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                and node.value.startswith("squall.") and ":" in node.value):
+            module, name = node.value.split(":")
+            found |= {f"{module}.{name}", f"{module}.{name}.__init__"}
+    return found
+
+
+def test_no_function_takes_more_than_ten_parameters() -> None:
+    exempt = airflow_shaped() | PENDING_PARAMETERS
+    long = sorted(
+        f"{name}: {count}" for module, path in modules().items()
+        if not module.startswith(ROUTES_PACKAGE)
+        for name, node in functions(module, path.read_text())
+        if (count := parameter_count(node)) > MAX_PARAMETERS and name not in exempt)
+    assert not long, (f"functions over {MAX_PARAMETERS} parameters (pass a dataclass, or "
+                      "register what every call needs once: ADR 13, 24):\n" + "\n".join(long))
+
+
+def test_the_parameter_counter_counts() -> None:
+    [(name, node)] = functions("m", "class C:\n    def f(self, a, /, b, *c, d, **e): pass\n")
+    assert (name, parameter_count(node)) == ("m.C.f", 3)
+    assert "squall.sdk.dag.DAG.__init__" in airflow_shaped()
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
