@@ -116,6 +116,8 @@ class WorkerRuntime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.launcher = TryLauncher(settings)
+        #: a threaded pool's: the supervisor it forks per try has no fork server
+        self._forked_launcher = self.launcher.without_fork_server()
         self._engines: dict[int, Engine] = {}  # by pid: a forked process makes its own
         self._metrics: Metrics | None = None
 
@@ -140,9 +142,8 @@ class WorkerRuntime:
         cannot be handled) a supervisor is forked: :func:`execute_forked`.
         """
         if threading.current_thread() is not threading.main_thread():
-            return execute_forked(self.settings, self.launcher.without_fork_server(),
-                                  command, celery_task_id=celery_task_id,
-                                  worker_name=worker_name)
+            return execute_forked(self.settings, self._forked_launcher, command,
+                                  celery_task_id=celery_task_id, worker_name=worker_name)
         return LocalTaskJob(command, settings=self.settings, engine=self.engine(),
                             celery_task_id=celery_task_id, worker_name=worker_name,
                             metrics=self.metrics(), launcher=self.launcher).run().as_dict()
