@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from squall.api.state import ApiState
 from squall.common.db import SessionFactory, session_scope
 from squall.common.models import DagRun, TaskInstance, utcnow
-from squall.common.state import TaskInstanceState
+from squall.common.state import BACKLOG_STATES, TaskInstanceState
 from squall.runs import pools
 from squall.runs.jobs import latest_scheduler_heartbeat
 
@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 metrics_router = APIRouter(tags=["Monitoring"])
 
 TI = TaskInstanceState
-#: the task instance states a queue's backlog counts
-BACKLOG_STATES = (TI.SCHEDULED.value, TI.QUEUED.value)
 
 
 def _age(now: datetime, then: datetime | None) -> float | None:

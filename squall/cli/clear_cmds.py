@@ -19,13 +19,8 @@ from squall.cli.dags_cmds import _parse_date
 from squall.cli.runs_cmds import NO_USABLE_DAG, _subcommands, load_dag
 from squall.common.db import session_scope
 from squall.common.models import DagModel, utcnow
-from squall.common.state import TaskInstanceState
-from squall.runs.clear import (
-    ONLY_FAILED_STATES,
-    ONLY_RUNNING_STATES,
-    clear_task_instances,
-    select_task_instances,
-)
+from squall.common.state import ONLY_FAILED_STATES, ONLY_RUNNING_STATES, TaskInstanceState
+from squall.runs.clear import clear_task_instances, select_task_instances
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,9 @@ Airflow's where it has one; :class:`StatsdMetrics` prepends ``[metrics] statsd_p
 Names in use (see ``docs/guarantees.md``):
 
 ``scheduler.heartbeat``, ``scheduler.tasks.killed_externally`` (a supervisor killed its task
-because the row changed), ``zombies_killed``, ``scheduler.tasks.queued_timeout``,
+because the row changed, or the scheduler failed a try whose Celery task failed while it was
+still QUEUED: its worker died before starting it), ``zombies_killed``,
+``scheduler.tasks.queued_timeout``,
 ``celery.task_timeout_error`` (a publish attempt timed out), ``celery.publish_failed`` (a
 publish failed after every retry), ``scheduler.tasks.adopted``,
 ``scheduler.tasks.adoption_reset``, ``scheduler.orphaned_tasks.cleared``,

@@ -108,6 +108,16 @@ SCHEDULABLE_STATES: frozenset[TaskInstanceState] = frozenset(
 IN_FLIGHT_STATES: frozenset[TaskInstanceState] = frozenset(
     {TI.SCHEDULED, TI.QUEUED, TI.RUNNING, TI.RESTARTING, TI.UP_FOR_RETRY, TI.UP_FOR_RESCHEDULE}
 )
+#: A try in one of these still holds its Celery task: queued for a worker, running under a
+#: supervisor, or restarting (stopped by a clear; its supervisor is still ending its
+#: processes). The scheduler keeps tracking a Celery task id while its task instance stays in
+#: one of these under that id and try (unlike :data:`IN_FLIGHT_STATES`, it leaves out the
+#: states the scheduler has not handed out yet or hands out again: scheduled, retry waits).
+HELD_BY_EXECUTOR_STATES: frozenset[TaskInstanceState] = frozenset(
+    {TI.QUEUED, TI.RUNNING, TI.RESTARTING}
+)
+#: Waiting for a worker: what a queue's backlog counts (``/api/v1/metrics``).
+BACKLOG_STATES: frozenset[TaskInstanceState] = frozenset({TI.SCHEDULED, TI.QUEUED})
 #: Unfinished states a timed-out run's task instances are skipped from (not the running ones).
 TIMEOUT_SKIP_STATES: frozenset[TaskInstanceState] = frozenset(
     {TI.NONE, TI.SCHEDULED, TI.UP_FOR_RETRY, TI.UP_FOR_RESCHEDULE}
@@ -122,6 +132,24 @@ PAST_OK_STATES: frozenset[TaskInstanceState] = frozenset({TI.SUCCESS, TI.SKIPPED
 SIGNATURE_STATES: frozenset[TaskInstanceState] = (
     FINISHED_STATES | RETRY_WAIT_STATES | {TI.RESTARTING}
 )
+#: Marking a run failed (the API's PATCH of a run's state): its task instances in one of
+#: these fail ...
+MARK_RUN_FAILED_FAILS: frozenset[TaskInstanceState] = frozenset(
+    {TI.RUNNING, TI.UP_FOR_RESCHEDULE}
+)
+#: ... and those in one of these are skipped (the others are left as they are).
+MARK_RUN_FAILED_SKIPS: frozenset[TaskInstanceState] = frozenset(
+    {TI.NONE, TI.SCHEDULED, TI.QUEUED, TI.RESTARTING, TI.UP_FOR_RETRY}
+)
+#: Marked one of these, a task's failed downstream task instances are cleared to run again.
+CLEARS_FAILED_DOWNSTREAM: frozenset[TaskInstanceState] = frozenset({TI.SUCCESS, TI.SKIPPED})
+#: A task instance that met its SLA got to one of these in time.
+SLA_MET_STATES: frozenset[TaskInstanceState] = frozenset({TI.SUCCESS, TI.SKIPPED})
+#: ``squall tasks clear --only-failed`` (and the API's ``only_failed``): the states it selects.
+ONLY_FAILED_STATES: tuple[TaskInstanceState, ...] = tuple(sorted(FAILED_LIKE_STATES))
+#: ``squall tasks clear --only-running`` (and the API's ``only_running``): the states it
+#: selects.
+ONLY_RUNNING_STATES: tuple[TaskInstanceState, ...] = (TI.RUNNING,)
 #: What ``squall tasks set-state`` may set, in the order its ``--state`` choices list them.
 SETTABLE_STATES: tuple[TaskInstanceState, ...] = (TI.FAILED, TI.SUCCESS, TI.SKIPPED)
 

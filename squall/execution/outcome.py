@@ -8,20 +8,30 @@ otherwise, or when the task asked for no retry, it becomes ``failed``.
 
 Every path that fails a try asks a :class:`RetryPolicy`: the runner (a try's own outcome,
 :func:`squall.execution.runner.outcome_record`), the worker's supervisor (a task process that
-died, through the same function), the scheduler's watchdog (zombies, the queued timeout) and
-the scheduler's executor events (a Celery failure before the try started).
+died, through the same function, as the try's own outcome written by its supervisor), and
+:func:`fail_try`, the one way the scheduler ends a try for a reason outside the task's code:
+a zombie and a try queued past ``task_queued_timeout`` (:mod:`squall.scheduler.watchdog`),
+and a Celery failure of a try still QUEUED, the worker dead before it started
+(:mod:`squall.scheduler.job`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from squall.common.models import TaskInstance, clip_reason
+from sqlalchemy.orm import Session
+
+from squall.common.metrics import Metrics
+from squall.common.models import TaskInstance, clip_reason, compare_and_set_state
 from squall.common.state import TaskInstanceState
+from squall.execution.callbacks import request_task_callback
 from squall.sdk.dag import DAG
+
+log = logging.getLogger(__name__)
 
 
 class RetryDelays(Protocol):
@@ -79,3 +89,35 @@ class RetryPolicy:
             return FailedTry(TaskInstanceState.FAILED, None, clipped)
         delay = self.task.retry_delay_for(try_number) if self.task is not None else timedelta(0)
         return FailedTry(TaskInstanceState.UP_FOR_RETRY, now + delay, clipped)
+
+
+def fail_try(session: Session, ti: TaskInstance, dags: Mapping[str, DAG], *, reason: str,
+             metric: str, now: datetime, metrics: Metrics) -> FailedTry | None:
+    """End try ``ti`` (as the caller read it) for ``reason``, something outside the task's
+    code (a zombie, a dead worker, a queue timeout), in the caller's session (the caller
+    commits): up_for_retry or failed as its :class:`RetryPolicy` decides (its task looked
+    up in ``dags``), by a compare-and-set on the row as read (state, try number, and job
+    id and Celery task id when it has them), so a try that moved on meanwhile is left
+    alone. When the compare-and-set won: ``metric`` is counted, and when the task has the
+    callback (or e-mail) for the new state a request for the DAG processor is added in the
+    same transaction (only for a DAG in ``dags``: the scheduler runs no user code).
+    What the try became, or None when it had moved on."""
+    failed = RetryPolicy.for_task_instance(ti, dags).after_failure(ti.try_number, now=now,
+                                                                   reason=reason)
+    if not compare_and_set_state(session, ti.key, expected=TaskInstanceState(ti.state),
+                                 try_number=ti.try_number, new_state=failed.state,
+                                 expected_job_id=ti.job_id,
+                                 expected_external_executor_id=ti.external_executor_id,
+                                 **failed.values(end_date=now)):
+        log.debug("TaskInstance %s: try %d: %s, but the try moved on; left alone", ti.key,
+                  ti.try_number, reason)
+        return None
+    metrics.incr(metric)
+    log.warning("TaskInstance %s: try %d: %s; now %s", ti.key, ti.try_number,
+                failed.state_reason, failed.state.value)
+    dag = dags.get(ti.dag_id)
+    if dag is not None:
+        request_task_callback(session, key=ti.key, try_number=ti.try_number,
+                              new_state=failed.state, reason=reason, dag=dag,
+                              now=now)
+    return failed

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-import pwd
 import signal
 import socket
 import threading
@@ -45,11 +43,9 @@ from squall.common.models import (
     compare_and_set_state,
     utcnow,
 )
-from squall.common.settings import SmtpSettings
 from squall.common.state import DagRunState, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
 from squall.execution import xcom
-from squall.execution.email_alerts import TryAlert, send_alert, wants_email
 from squall.execution.outcome import RetryPolicy
 from squall.execution.task_output import capture_task_output
 from squall.sdk.operators.base import BaseOperator, Context
@@ -207,10 +203,8 @@ def build_task_context(task: BaseOperator, dag_run: DagRun, ti: DbTaskInstance, 
         dag_run=dag_run,
         ti=ti,
         logical_date=logical_date,
-        data_interval_start=pendulum.instance(start),
-        data_interval_end=pendulum.instance(end),
+        data_interval=(pendulum.instance(start), pendulum.instance(end)),
         conf=dict(dag_run.conf or {}),
-        params=None,
         previous_success=previous,
         test_mode=test_mode,
     )
@@ -269,7 +263,7 @@ def execute_try(task: BaseOperator, context: Context, *, clear_xcom: bool = True
                 xcom.clear(session, dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id)
         task.render_template_fields(context)
         if task.on_execute_callback is not None:
-            _run_callback(task.on_execute_callback, context, "on_execute_callback")
+            run_callback(task.on_execute_callback, context, "on_execute_callback")
         with execution_timeout(task):
             try:
                 task.pre_execute(context)
@@ -411,23 +405,8 @@ def record_outcome(session_factory: SessionFactory, task: BaseOperator, key: Tas
 Recorder = Callable[[OutcomeRecord], bool]
 
 
-def run_callbacks(task: BaseOperator, context: Context, result: TryResult) -> None:
-    """on_success / on_failure / on_retry, after the state is recorded; errors are logged."""
-    if not result.recorded:
-        return
-    callback = {
-        TaskInstanceState.SUCCESS: task.on_success_callback,
-        TaskInstanceState.FAILED: task.on_failure_callback,
-        TaskInstanceState.UP_FOR_RETRY: task.on_retry_callback,
-    }.get(result.state)
-    if callback is None:
-        return
-    if result.outcome.exception is not None:
-        context = {**context, "exception": result.outcome.exception}
-    _run_callback(callback, context, f"{result.state.value} callback")
-
-
-def _run_callback(callback: Any, context: Context, name: str) -> None:
+def run_callback(callback: Any, context: Context, name: str) -> None:
+    """Call a user callback with ``context``; what it raises is logged, never raised."""
     try:
         callback(context)
     except Exception:
@@ -435,102 +414,102 @@ def _run_callback(callback: Any, context: Context, name: str) -> None:
                       context["task"].task_id, name)
 
 
-def run_try(task: BaseOperator, dag_run: DagRun, *, try_number: int, max_tries: int,
-            start_date: datetime, session_factory: SessionFactory,
-            hostname: str | None = None, log_path: Path | None = None,
-            on_recording: Callable[[], None] | None = None,
-            recorder: Recorder | None = None, clear_xcom: bool = True,
-            on_task: Callable[[BaseOperator], None] | None = None,
-            switch_user: bool = False, test_mode: bool = False,
-            smtp: SmtpSettings | None = None, airflow_compat: bool = False,
-            previous_success: PreviousSuccess | object | None = NOT_READ) -> TryResult:
-    """Run one try of ``task`` in ``dag_run`` (already RUNNING in the database) end to end.
 
-    ``on_recording`` is called when the task's code has ended, just before its outcome is
-    written (a supervisor uses it to tell its task's own state change from an external one).
-    ``recorder`` writes the outcome instead of this process (see
-    :func:`squall.worker.task_process.run_forked_task_process`); ``clear_xcom`` False when
-    the try's start already deleted the task instance's XComs. ``on_task`` is given the
-    task object the try runs (a copy of ``task``), before its code runs: a task process's
-    :class:`~squall.worker.task_process.TryTermination` calls its ``on_kill``.
-    ``switch_user`` (a worker's task process, never ``dags test``'s own process): a task
-    with ``run_as_user`` runs as that user (:func:`become_run_as_user`). ``test_mode`` is
-    the context's (``squall tasks test``, as ``airflow tasks test``). ``smtp``: where the
-    failure / retry e-mail of a task with ``email`` goes, after its callback
-    (:mod:`~squall.execution.email_alerts`; None: no e-mail, as in ``dags test``).
-    ``previous_success``: the context's ``prev_*_success``, when the caller read it
-    already (:func:`build_task_context`).
-    """
-    task = copy.copy(task)  # rendering templates must not change the DAG's own task object
-    if on_task is not None:
-        on_task(task)
-    ti = DbTaskInstance(task=task, dag_run=dag_run, try_number=try_number,
+@dataclass(frozen=True)
+class TrySpec:
+    """One try for :func:`run_try` to run: ``task`` in ``dag_run``, already RUNNING in the
+    database as try ``try_number`` (the caller's compare-and-set)."""
+
+    task: BaseOperator
+    dag_run: DagRun
+    try_number: int
+    max_tries: int
+    start_date: datetime
+    #: the ``ti.hostname`` the task sees (None: this host's name)
+    hostname: str | None = None
+    #: the try's log file (None: no log file, and no output capture)
+    log_path: Path | None = None
+    #: False when the try's start already deleted the task instance's XComs
+    clear_xcom: bool = True
+    #: the context's ``test_mode`` (``squall tasks test``, as ``airflow tasks test``)
+    test_mode: bool = False
+    #: the context's ``prev_*_success``, when the caller read it already
+    #: (:func:`build_task_context`)
+    previous_success: PreviousSuccess | object | None = NOT_READ
+
+
+class TryHook:
+    """One cross-cutting step of every try a process runs, in the spirit of dramatiq's
+    middleware: registered once where the process starts (in its :class:`TryHooks`), then
+    called at its points of each try, in registration order. Every method does nothing
+    unless overridden (:mod:`squall.execution.try_hooks` has the usual ones)."""
+
+    def task_ready(self, task: BaseOperator) -> None:
+        """``task`` is the object the try runs (a copy of the DAG's), before anything else
+        of the try (a task process's termination handler learns whose ``on_kill`` to
+        call)."""
+
+    def before_execute(self, task: BaseOperator, ti: DbTaskInstance) -> str | None:
+        """Just before the task's code runs, inside its log; a reason refuses the try (it
+        fails without retry)."""
+        return None
+
+    def code_ended(self, ti: DbTaskInstance) -> None:
+        """The task's code has ended; its outcome is about to be written."""
+
+    def outcome_written(self, spec: TrySpec, ti: DbTaskInstance, context: Context,
+                        result: TryResult) -> None:
+        """After the outcome's compare-and-set (``result.recorded``: whether it won)."""
+
+
+@dataclass(frozen=True)
+class TryHooks:
+    """How a process runs tries, decided once where it starts: the steps around each try
+    and where its outcome goes (``recorder``: a forked task process's supervisor writes it;
+    None: :func:`record_outcome` here)."""
+
+    hooks: tuple[TryHook, ...] = ()
+    recorder: Recorder | None = None
+
+
+def run_try(spec: TrySpec, session_factory: SessionFactory, hooks: TryHooks) -> TryResult:
+    """Run one try end to end: its context, its code, its outcome written, then the
+    ``hooks``' steps (callbacks, e-mail) after it."""
+    task = copy.copy(spec.task)  # rendering templates must not change the DAG's own task
+    for hook in hooks.hooks:
+        hook.task_ready(task)
+    try_number, max_tries, start_date = spec.try_number, spec.max_tries, spec.start_date
+    ti = DbTaskInstance(task=task, dag_run=spec.dag_run, try_number=try_number,
                         max_tries=max_tries, start_date=start_date,
                         session_factory=session_factory,
-                        hostname=hostname or socket.gethostname())
+                        hostname=spec.hostname or socket.gethostname())
     # what the task writes to stdout / stderr (subprocesses included) goes where its log goes
-    with task_log_handler(log_path), capture_task_output(log_path is not None):
+    with task_log_handler(spec.log_path), capture_task_output(spec.log_path is not None):
         log.info("TaskInstance %s: starting try %d of %d", ti.key, try_number, max_tries + 1)
-        context = build_task_context(task, dag_run, ti, test_mode=test_mode,
-                                     previous=previous_success)
-        refused = become_run_as_user(task) if switch_user else None
+        context = build_task_context(task, spec.dag_run, ti, test_mode=spec.test_mode,
+                                     previous=spec.previous_success)
+        refused = None
+        for hook in hooks.hooks:
+            refused = refused or hook.before_execute(task, ti)
         if refused is not None:
             log.error("TaskInstance %s: %s", ti.key, refused)
             outcome = TryOutcome(OutcomeKind.FAILED_NO_RETRY, error=clip_reason(refused))
         else:
-            if task.run_as_user and not switch_user:
-                log.info("TaskInstance %s: run_as_user=%s is applied by workers only; "
-                         "running as this process's user", ti.key, task.run_as_user)
-            outcome = execute_try(task, context, clear_xcom=clear_xcom)
-        if on_recording is not None:
-            on_recording()
-        if recorder is None:
+            outcome = execute_try(task, context, clear_xcom=spec.clear_xcom)
+        for hook in hooks.hooks:
+            hook.code_ended(ti)
+        if hooks.recorder is None:
             result = record_outcome(session_factory, task, ti.key, try_number=try_number,
                                     max_tries=max_tries, start_date=start_date,
                                     outcome=outcome)
         else:
             record = outcome_record(task, outcome, try_number=try_number,
                                     max_tries=max_tries, start_date=start_date)
-            result = TryResult(state=record.state, recorded=recorder(record), outcome=outcome)
-        run_callbacks(task, context, result)
-        if result.recorded and wants_email(task, result.state):
-            if smtp is None:
-                log.info("TaskInstance %s: the %s e-mail is sent by workers only", ti.key,
-                         result.state.value)
-            else:
-                send_alert(smtp, task, TryAlert(
-                    key=ti.key, try_number=try_number, max_tries=max_tries,
-                    state=result.state, exception=result.outcome.error or "",
-                    hostname=ti.hostname, log_path=log_path), airflow_compat=airflow_compat)
+            result = TryResult(state=record.state, recorded=hooks.recorder(record),
+                               outcome=outcome)
+        for hook in hooks.hooks:
+            hook.outcome_written(spec, ti, context, result)
     return result
-
-
-def become_run_as_user(task: BaseOperator) -> str | None:
-    """Switch this (task) process to ``task.run_as_user``, as Airflow's ``run_as_user``:
-    its groups, group and user, and ``HOME`` / ``USER`` / ``LOGNAME``. Only root may
-    switch; a process that already runs as that user stays as it is. Returns why it could
-    not (the try then fails without retry), or None."""
-    user = task.run_as_user
-    if not user:
-        return None
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        return f"run_as_user={user!r}: no such user on {socket.gethostname()}"
-    if os.geteuid() == entry.pw_uid:
-        return None
-    if os.geteuid() != 0:
-        me = pwd.getpwuid(os.geteuid()).pw_name
-        return (f"run_as_user={user!r}: the worker runs as {me!r} (uid {os.geteuid()}), not "
-                "root, so it cannot switch users; run the worker as root or leave "
-                "run_as_user out")
-    os.initgroups(entry.pw_name, entry.pw_gid)
-    os.setgid(entry.pw_gid)
-    os.setuid(entry.pw_uid)
-    os.environ.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
-    log.info("Task %s: running as %s (uid %d, gid %d)", task.task_id, entry.pw_name,
-             entry.pw_uid, entry.pw_gid)
-    return None
 
 
 def task_log_path(log_folder: Path, key: TaskInstanceKey, try_number: int) -> Path:

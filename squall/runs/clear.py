@@ -43,7 +43,6 @@ from squall.common.models import (
 )
 from squall.common.state import (
     DAGRUN_FINISHED_STATES,
-    FAILED_LIKE_STATES,
     DagRunState,
     TaskInstanceState,
 )
@@ -175,8 +174,3 @@ def matching_task_ids(dag: DAG, task_regex: str | None, *, upstream: bool = Fals
             selected |= task.get_flat_relative_ids(upstream=False)
     return sorted(selected)
 
-
-#: ``--only-failed``: the states it selects
-ONLY_FAILED_STATES: tuple[TaskInstanceState, ...] = tuple(sorted(FAILED_LIKE_STATES))
-#: ``--only-running``: the states it selects
-ONLY_RUNNING_STATES: tuple[TaskInstanceState, ...] = (TI.RUNNING,)

@@ -51,6 +51,7 @@ from squall.common.models import (
     lock_runs,
 )
 from squall.common.state import (
+    CLEARS_FAILED_DOWNSTREAM,
     DAGRUN_FINISHED_STATES,
     FAILED_LIKE_STATES,
     DagRunState,
@@ -62,11 +63,6 @@ from squall.runs.dag_shape import DagLike, downstream_map, topological_order
 from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
-
-#: Marked one of these, a task's failed downstream task instances are cleared to run again.
-CLEARS_FAILED_DOWNSTREAM: frozenset[TaskInstanceState] = frozenset(
-    {TaskInstanceState.SUCCESS, TaskInstanceState.SKIPPED})
-
 
 @dataclass(frozen=True)
 class MarkTarget:

@@ -38,17 +38,17 @@ from squall.common.models import (
     compare_and_set_state,
     lock_runs,
 )
-from squall.common.state import DagRunState, TaskInstanceState
+from squall.common.state import (
+    MARK_RUN_FAILED_FAILS,
+    MARK_RUN_FAILED_SKIPS,
+    DagRunState,
+    TaskInstanceState,
+)
 from squall.common.wakeup import notify_scheduler
 
 log = logging.getLogger(__name__)
 
 TI = TaskInstanceState
-#: marking a run failed: these task instances fail, the other unfinished ones are skipped
-FAILED_WHEN_RUN_FAILED: frozenset[TaskInstanceState] = frozenset(
-    {TI.RUNNING, TI.UP_FOR_RESCHEDULE})
-SKIPPED_WHEN_RUN_FAILED: frozenset[TaskInstanceState] = frozenset(
-    {TI.NONE, TI.SCHEDULED, TI.QUEUED, TI.RESTARTING, TI.UP_FOR_RETRY})
 
 
 def new_ti_state(current: TaskInstanceState,
@@ -58,9 +58,9 @@ def new_ti_state(current: TaskInstanceState,
     if run_state == DagRunState.SUCCESS:
         return None if current in (TI.SUCCESS, TI.REMOVED) else TI.SUCCESS
     if run_state == DagRunState.FAILED:
-        if current in FAILED_WHEN_RUN_FAILED:
+        if current in MARK_RUN_FAILED_FAILS:
             return TI.FAILED
-        return TI.SKIPPED if current in SKIPPED_WHEN_RUN_FAILED else None
+        return TI.SKIPPED if current in MARK_RUN_FAILED_SKIPS else None
     return None
 
 

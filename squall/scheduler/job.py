@@ -18,8 +18,10 @@ c. the critical section (:func:`~squall.scheduler.critical_section.queue_schedul
    SCHEDULED -> QUEUED within every limit, **commit**, then ``executor.publish``; task
    instances whose publish failed go back to SCHEDULED;
 d. ``executor.sync()`` and its events: a Celery failure of a try still QUEUED (the worker
-   died before starting it) fails or retries that try, with the reason recorded; anything
-   else the worker has recorded itself;
+   died before starting it) fails or retries that try with
+   :func:`~squall.execution.outcome.fail_try`, as the watchdog ends a zombie (the reason
+   recorded, ``scheduler.tasks.killed_externally`` counted, the task's callback requested);
+   anything else the worker has recorded itself;
 e. the watch (:mod:`squall.scheduler.watchdog`): every ``[scheduler]
    zombie_detection_interval`` zombies and task instances stuck in QUEUED past
    ``task_queued_timeout`` are failed or retried; at the first loop and every
@@ -53,7 +55,6 @@ import time
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
@@ -62,20 +63,25 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from squall.common.db import SessionFactory, session_scope
-from squall.common.metrics import SCHEDULER_HEARTBEAT, SCHEDULER_OUTAGE, LogMetrics, Metrics
+from squall.common.metrics import (
+    SCHEDULER_HEARTBEAT,
+    SCHEDULER_OUTAGE,
+    TASKS_KILLED_EXTERNALLY,
+    LogMetrics,
+    Metrics,
+)
 from squall.common.models import (
     DagModel,
     Job,
     TaskInstance,
     TaskInstanceKey,
-    compare_and_set_state,
     utcnow,
 )
 from squall.common.outage import Outage
 from squall.common.settings import Settings
 from squall.common.state import ADOPTABLE_STATES, JobState, TaskInstanceState
 from squall.common.wakeup import BACKFILL_NOTICE, SleepWaker, Waker
-from squall.execution.outcome import RetryPolicy
+from squall.execution.outcome import fail_try
 from squall.runs.jobs import SCHEDULER_JOB_TYPE
 from squall.scheduler.backfill_driver import RangeCache, drive_backfills
 from squall.scheduler.critical_section import queue_scheduled_tis, requeue_failed_publishes
@@ -177,8 +183,7 @@ class SchedulerJob:
 
     def __init__(self, settings: Settings, session_factory: SessionFactory,
                  executor: ExecutorLike, *, dag_processor: DagProcessor | None = None,
-                 clock: Callable[[], datetime] = utcnow,
-                 examples_folder: Path | None = None, metrics: Metrics | None = None,
+                 clock: Callable[[], datetime] = utcnow, metrics: Metrics | None = None,
                  waker: Waker | None = None, max_runs_per_loop: int = MAX_RUNS_PER_LOOP,
                  only_backfill_id: int | None = None,
                  backfill_recheck_seconds: float = BACKFILL_RECHECK_SECONDS) -> None:
@@ -192,7 +197,7 @@ class SchedulerJob:
         #: ``squall dags backfill --local``: this loop drives, decides and queues only that
         #: backfill's runs (it creates no scheduled runs; its watchdog steps are everyone's)
         self._only_backfill_id = only_backfill_id
-        self._examples_folder = examples_folder or EXAMPLES_FOLDER
+        self._examples_folder = EXAMPLES_FOLDER
         self._stop = threading.Event()
         #: set by the signal handlers, which must not take locks (Event.set does)
         self._signalled = False
@@ -495,18 +500,10 @@ class SchedulerJob:
                               "try %s); the worker recorded it", event.key, event.try_number,
                               ti.state if ti else "gone", ti.try_number if ti else "-")
                     continue
-                failure = RetryPolicy.for_task_instance(ti, dags).after_failure(
-                    ti.try_number, now=now,
-                    reason=f"{FAILED_BEFORE_START}: {event.info or 'no details'}")
-                if compare_and_set_state(
-                    session, event.key, expected=TI.QUEUED, try_number=event.try_number,
-                    new_state=failure.state,
-                    expected_external_executor_id=event.external_executor_id,
-                    **failure.values(end_date=now),
-                ):
+                reason = f"{FAILED_BEFORE_START}: {event.info or 'no details'}"
+                if fail_try(session, ti, dags, reason=reason, metric=TASKS_KILLED_EXTERNALLY,
+                            now=now, metrics=self._metrics) is not None:
                     stats.tis_failed_by_events += 1
-                    log.warning("%s try %d: %s; now %s", event.key, event.try_number,
-                                failure.state_reason, failure.state.value)
 
     @staticmethod
     def _load_tis(session: Session, events: Sequence[ExecutorEvent]

@@ -30,7 +30,8 @@ from squall.common.state import (
     DagRunType,
     TaskInstanceState,
 )
-from squall.execution.runner import run_try, task_log_path
+from squall.execution.runner import TrySpec, run_try, task_log_path
+from squall.execution.try_hooks import local_hooks
 from squall.runs.run_creation import create_dag_run
 from squall.runs.ti_updates import schedule_tis
 from squall.runs.trigger import trigger_dag_run
@@ -159,6 +160,7 @@ def _run_scheduled(dag: DAG, run: DagRun, session_factory: SessionFactory, hostn
             ).order_by(TaskInstance.priority_weight.desc(), TaskInstance.task_id)
         ).all()
     ran = 0
+    hooks = local_hooks()
     for ti in scheduled:
         start = utcnow()
         with session_scope(session_factory) as session:
@@ -170,9 +172,9 @@ def _run_scheduled(dag: DAG, run: DagRun, session_factory: SessionFactory, hostn
         if not won:
             continue
         path = task_log_path(log_folder, ti.key, ti.try_number) if log_folder else None
-        run_try(dag.get_task(ti.task_id), run, try_number=ti.try_number,
-                max_tries=ti.max_tries, start_date=start, session_factory=session_factory,
-                hostname=hostname, log_path=path)
+        run_try(TrySpec(dag.get_task(ti.task_id), run, try_number=ti.try_number,
+                        max_tries=ti.max_tries, start_date=start, hostname=hostname,
+                        log_path=path), session_factory, hooks)
         ran += 1
     return ran
 
@@ -261,8 +263,9 @@ def run_task_locally(
                               try_number=ti.try_number, new_state=TaskInstanceState.RUNNING,
                               start_date=start, hostname=hostname, pid=os.getpid())
     path = task_log_path(log_folder, ti.key, ti.try_number) if log_folder else None
-    run_try(task, run, try_number=ti.try_number, max_tries=ti.max_tries, start_date=start,
-            session_factory=session_factory, hostname=hostname, log_path=path, test_mode=True)
+    run_try(TrySpec(task, run, try_number=ti.try_number, max_tries=ti.max_tries,
+                    start_date=start, hostname=hostname, log_path=path, test_mode=True),
+            session_factory, local_hooks())
     with session_scope(session_factory) as session:
         ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id))
     return TaskInstanceSummary(ti.task_id, ti.state, ti.try_number, ti.start_date, ti.end_date,

@@ -57,7 +57,7 @@ from squall.common.models import (
 )
 from squall.common.procutil import child_process_context, flush_std_streams, stop_child
 from squall.common.settings import Settings
-from squall.common.state import DagRunType, TaskInstanceState
+from squall.common.state import SLA_MET_STATES, DagRunType, TaskInstanceState
 from squall.scheduler.callback_runner import load_dag_from_file
 from squall.sdk.email import get_email_address_list, send_email
 
@@ -68,8 +68,6 @@ SLA_LOOKBACK = timedelta(days=1)
 #: Seconds between two checks of one processor.
 SLA_CHECK_INTERVAL = 5.0
 
-#: the states of a task instance that met its SLA if it got there in time
-_DONE = frozenset({TaskInstanceState.SUCCESS.value, TaskInstanceState.SKIPPED.value})
 
 
 @dataclass(frozen=True)
@@ -141,7 +139,7 @@ def find_misses(session: Session, sla: SlaDag, now: datetime,
         deadline: datetime = interval_end + sla.slas[task_id]
         if deadline > now or deadline < now - lookback:
             continue
-        if state in _DONE and end_date is not None and end_date <= deadline:
+        if state in SLA_MET_STATES and end_date is not None and end_date <= deadline:
             continue  # it made it
         misses.append(Miss(dag_id=sla.dag_id, task_id=task_id, execution_date=logical_date,
                            run_id=run_id, deadline=deadline))

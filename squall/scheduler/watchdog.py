@@ -33,8 +33,11 @@ cleared) is never touched:
   serialized version). Without it each such try would hold one of ``[core]
   parallelism``'s slots for as long as the scheduler lives.
 
-Task callbacks are user code and never run in the scheduler: for a zombie whose task has an
-``on_failure_callback`` / ``on_retry_callback`` a ``callback_request`` row is inserted in the
+A zombie and a try stuck in QUEUED are ended by
+:func:`~squall.execution.outcome.fail_try`, like a try whose worker died before starting it
+(:mod:`squall.scheduler.job`): the retry policy, the reason, the metric, and, since task
+callbacks are user code and never run in the scheduler, for a task with an
+``on_failure_callback`` / ``on_retry_callback`` a ``callback_request`` row inserted in the
 transaction of the compare-and-set that failed it (only when that won); the DAG processor
 runs it (:mod:`squall.scheduler.callback_runner`).
 """
@@ -45,7 +48,6 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import or_, select, tuple_, update
 from sqlalchemy.orm import Session
@@ -59,9 +61,13 @@ from squall.common.metrics import (
     Metrics,
 )
 from squall.common.models import Job, TaskInstance, TaskInstanceKey, compare_and_set_state
-from squall.common.state import ADOPTABLE_STATES, JobState, TaskInstanceState
-from squall.execution.callbacks import request_task_callback
-from squall.execution.outcome import RetryPolicy
+from squall.common.state import (
+    ADOPTABLE_STATES,
+    HELD_BY_EXECUTOR_STATES,
+    JobState,
+    TaskInstanceState,
+)
+from squall.execution.outcome import fail_try
 from squall.execution.restart import REASON_RESTARTED, end_restart
 from squall.sdk.dag import DAG
 
@@ -78,24 +84,6 @@ class Adopted:
     try_number: int
     external_executor_id: str
     state: TaskInstanceState
-
-
-def _failure_values(ti: TaskInstance, dags: Mapping[str, DAG], now: datetime,
-                    reason: str) -> tuple[TaskInstanceState, dict[str, Any]]:
-    failed = RetryPolicy.for_task_instance(ti, dags).after_failure(ti.try_number, now=now,
-                                                                   reason=reason)
-    return failed.state, failed.values(end_date=now)
-
-
-def _request_callback(session: Session, ti: TaskInstance, new_state: TaskInstanceState,
-                      reason: str, dags: Mapping[str, DAG], now: datetime) -> None:
-    """When the task has the callback for ``new_state``, ask the DAG processor to run it
-    (in the caller's transaction, which holds the won compare-and-set); only for a DAG
-    this scheduler knows."""
-    dag = dags.get(ti.dag_id)
-    if dag is not None:
-        request_task_callback(session, key=ti.key, try_number=ti.try_number,
-                              new_state=new_state, reason=reason, dag=dag, now=now)
 
 
 def zombie_candidates(session: Session, *, now: datetime, threshold: float
@@ -124,9 +112,9 @@ def fail_zombies(session: Session, dags: Mapping[str, DAG], *, now: datetime,
 def fail_zombie(session: Session, ti: TaskInstance, job: Job | None, dags: Mapping[str, DAG],
                 *, now: datetime, threshold: float, metrics: Metrics) -> bool:
     """Fail or retry one candidate of :func:`zombie_candidates` (``ti`` as read, with its
-    ``job``), by compare-and-set on RUNNING, its try number and job id, and request its
-    callback in the same transaction; whether it won (False: the try moved on since it was
-    read, and is left alone)."""
+    ``job``), with :func:`~squall.execution.outcome.fail_try` (compare-and-set on RUNNING,
+    its try number and job id; its callback requested in the same transaction); whether it
+    won (False: the try moved on since it was read, and is left alone)."""
     if job is None:
         where = f"job {ti.job_id} is gone"
     elif job.state != JobState.RUNNING:
@@ -134,19 +122,8 @@ def fail_zombie(session: Session, ti: TaskInstance, job: Job | None, dags: Mappi
     else:
         where = f"job {job.id} on host {job.hostname}"
     reason = f"zombie: supervisor heartbeat older than {threshold:g} s ({where})"
-    new_state, values = _failure_values(ti, dags, now, reason)
-    assert ti.job_id is not None
-    if not compare_and_set_state(session, ti.key, expected=TI.RUNNING,
-                                 try_number=ti.try_number, new_state=new_state,
-                                 expected_job_id=ti.job_id, **values):
-        log.debug("TaskInstance %s: try %d: zombie candidate moved on; left alone",
-                  ti.key, ti.try_number)
-        return False
-    metrics.incr(ZOMBIES_KILLED)
-    log.warning("TaskInstance %s: try %d: %s; now %s", ti.key, ti.try_number, reason,
-                new_state.value)
-    _request_callback(session, ti, new_state, reason, dags, now)
-    return True
+    return fail_try(session, ti, dags, reason=reason, metric=ZOMBIES_KILLED, now=now,
+                    metrics=metrics) is not None
 
 
 def end_stale_restarting(session: Session, *, now: datetime, threshold: float) -> int:
@@ -189,17 +166,9 @@ def fail_stuck_queued(session: Session, dags: Mapping[str, DAG], *, now: datetim
     revoke: list[str] = []
     reason = f"queued for more than {timeout:g} s (task_queued_timeout)"
     for ti in stuck:
-        new_state, values = _failure_values(ti, dags, now, reason)
-        if compare_and_set_state(session, ti.key, expected=TI.QUEUED, try_number=ti.try_number,
-                                 new_state=new_state,
-                                 expected_external_executor_id=ti.external_executor_id,
-                                 **values):
-            metrics.incr(QUEUED_TIMEOUT)
-            log.warning("TaskInstance %s: try %d: %s; now %s", ti.key, ti.try_number, reason,
-                        new_state.value)
-            _request_callback(session, ti, new_state, reason, dags, now)
-            if ti.external_executor_id:
-                revoke.append(ti.external_executor_id)
+        if (fail_try(session, ti, dags, reason=reason, metric=QUEUED_TIMEOUT, now=now,
+                     metrics=metrics) is not None and ti.external_executor_id):
+            revoke.append(ti.external_executor_id)
     return revoke
 
 
@@ -274,8 +243,6 @@ def reset_adopted(session: Session, timed_out: Iterable[tuple[TaskInstanceKey, i
     return reset
 
 
-#: the states in which a try's Celery task may still be waited for
-IN_FLIGHT_STATES = frozenset({TI.QUEUED, TI.RUNNING, TI.RESTARTING})
 #: task instance keys per statement of :func:`tries_over`
 _KEYS_PER_STATEMENT = 500
 
@@ -294,7 +261,8 @@ def tries_over_in(tis: Iterable[TaskInstance],
             continue
         state, ext_now, try_now = ti.state, ti.external_executor_id, ti.try_number
         for ext_id, try_number in entries:
-            if not (state in IN_FLIGHT_STATES and ext_now == ext_id and try_now == try_number):
+            if not (state in HELD_BY_EXECUTOR_STATES and ext_now == ext_id
+                    and try_now == try_number):
                 over.append(ext_id)
     return over
 
@@ -311,7 +279,7 @@ def tries_over(session: Session, in_flight: Mapping[str, tuple[TaskInstanceKey, 
             (ext_id, try_number))
     keys = sorted(by_key)
     alive: set[str] = set()
-    states = sorted(s.value for s in IN_FLIGHT_STATES)
+    states = sorted(s.value for s in HELD_BY_EXECUTOR_STATES)
     for start in range(0, len(keys), _KEYS_PER_STATEMENT):
         chunk = keys[start:start + _KEYS_PER_STATEMENT]
         rows = session.execute(

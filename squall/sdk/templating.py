@@ -400,10 +400,8 @@ def build_context(
     dag_run: Any = None,
     ti: Any = None,
     logical_date: datetime | None = None,
-    data_interval_start: datetime | None = None,
-    data_interval_end: datetime | None = None,
+    data_interval: tuple[datetime | None, datetime | None] = (None, None),
     conf: dict[str, Any] | None = None,
-    params: dict[str, Any] | None = None,
     test_mode: bool = False,
     previous_success: PreviousSuccess | None = None,
     config: ConfigView | None = None,
@@ -411,9 +409,9 @@ def build_context(
     """The template context of one task instance try, with the keys Airflow 2 gives.
 
     Dates default to the DAG run's and are converted to UTC (as in Airflow, ``ds`` is the
-    UTC date of the logical date). ``params`` is ``dag.params``, updated with
-    ``task.params``, then with the ``params`` argument, then with the run's ``conf`` (the
-    ``conf`` argument, else ``dag_run.conf``). ``prev_ds`` / ``next_ds`` and their
+    UTC date of the logical date; ``data_interval`` is (start, end)). ``params`` is
+    ``dag.params``, updated with ``task.params``, then with the run's ``conf`` (the ``conf``
+    argument, else ``dag_run.conf``). ``prev_ds`` / ``next_ds`` and their
     ``*_execution_date`` are the neighbouring schedule ticks, or this run's logical date for
     a manually triggered run (``dag_run.external_trigger``), as in Airflow 2.2+.
     ``previous_success`` gives the ``prev_*_success`` keys (None: there is none);
@@ -425,6 +423,7 @@ def build_context(
     if logical_date is None and dag_run is not None:
         logical_date = dag_run.logical_date
     logical = _as_datetime(logical_date) or pendulum.now("UTC")
+    data_interval_start, data_interval_end = data_interval
     if data_interval_start is None and dag_run is not None:
         data_interval_start = dag_run.data_interval_start
     if data_interval_end is None and dag_run is not None:
@@ -436,7 +435,6 @@ def build_context(
     if dag is not None:
         merged_params.update(dag.params)
     merged_params.update(task.params)
-    merged_params.update(params or {})
     merged_params.update(conf)
 
     if dag_run is not None and getattr(dag_run, "external_trigger", False):

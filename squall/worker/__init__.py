@@ -35,14 +35,18 @@ def register_tasks(app: Celery) -> Celery:
 
 
 def build_worker_app(settings: Settings) -> Celery:
-    """The Celery app a worker runs: Squall's app with its task registered, the worker
+    """The Celery app a worker runs: Squall's app with its task registered, its
+    :class:`~squall.worker.tasks.WorkerRuntime` (``app.squall_runtime``), the worker
     process hooks, and for a ``redis://`` broker a transport that drops undecodable messages
     instead of stopping (:class:`~squall.common.transports.redis_guard.RedisTransport`)."""
     from squall.common.celery_app import broker_url, create_celery_app
     from squall.common.transports import REDIS_TRANSPORT
-    from squall.worker.tasks import install_worker_hooks
+    from squall.worker.tasks import WorkerRuntime, install_worker_hooks
 
     app = register_tasks(create_celery_app(settings))
+    # the worker's one runtime (its try launcher, chosen now): where the task and the
+    # worker signal handlers find it
+    app.squall_runtime = WorkerRuntime(settings)
     if broker_url(settings).startswith("redis://"):
         app.conf.broker_transport = REDIS_TRANSPORT
     install_worker_hooks()

@@ -5,8 +5,9 @@ process then takes a page fault on the first write to each page of its working s
 pool process writes much (Celery, SQLAlchemy, the start and outcome transactions), so
 forking the task process from it costs it thousands of minor faults per try. The fork
 server is a small process forked from the pool process once (at ``worker_process_init``:
-:func:`squall.worker.tasks.start_fork_server`; else on the first try), which writes almost
-nothing between forks: it takes those faults instead, and the pool process keeps its pages.
+:meth:`squall.worker.tasks.WorkerRuntime.start_fork_server`; else on the first try), which
+writes almost nothing between forks: it takes those faults instead, and the pool process
+keeps its pages.
 
 The pool process (:class:`ForkServer`) sends a request on an AF_UNIX socket pair: the
 task's :class:`~squall.worker.task_process.TaskProcessSpec` and the kill grace, with two
@@ -24,6 +25,8 @@ get their own parent-death SIGTERM), ignores SIGTERM and SIGINT (a signal to the
 process group is the pool process's to handle), is not a child subreaper (a task process's
 orphans go to the pool process, whose sweep ends them: ADR 12), is replaced on next use when
 it died, and exits when the pool process closes its socket (``worker_process_shutdown``).
+The pool process's :class:`ForkServer` is its launcher's (:mod:`squall.worker.launcher`),
+made when the worker started.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import select
 import signal
 import socket
 from collections.abc import Iterable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -166,17 +170,6 @@ class ForkServer:
             pass
 
 
-#: this (pool) process's fork server
-FORK_SERVER = ForkServer()
-#: the DAG files a fork server keeps imported (each server's own copy, empty when forked)
-SERVER_DAG_FILE_CACHE = DagFileCache()
-
-
-def close_fork_server() -> None:
-    """Close this process's fork server (at ``worker_process_shutdown``)."""
-    FORK_SERVER.close()
-
-
 # --------------------------------------------------------------------------- the server
 
 
@@ -199,6 +192,7 @@ def serve(settings: Settings, engine: Engine, sock: socket.socket, parent: int,
     engine.dispose(close=False)  # the pool process's connections stay the pool process's
     status: dict[int, int] = {}  # task pid -> write end of its status pipe
     own_fds = (sock.fileno(), wake_r, wake_w)
+    server = _Server(settings, engine, sock, DagFileCache(), status, own_fds)
     while True:
         _reap(status)
         try:
@@ -221,20 +215,32 @@ def serve(settings: Settings, engine: Engine, sock: socket.socket, parent: int,
             for fd in fds:
                 os.close(fd)
             return 0
-        _handle(settings, engine, sock, data, fds, status, own_fds)
+        _handle(server, data, fds)
 
 
-def _handle(settings: Settings, engine: Engine, sock: socket.socket, data: bytes,
-            fds: list[int], status: dict[int, int], own_fds: tuple[int, ...]) -> None:
+@dataclass(frozen=True)
+class _Server:
+    """What the server's loop keeps."""
+
+    settings: Settings
+    engine: Engine
+    sock: socket.socket
+    cache: DagFileCache  # the DAG files this server keeps imported
+    status: dict[int, int]  # task pid -> write end of its status pipe
+    own_fds: tuple[int, ...]
+
+
+def _handle(server: _Server, data: bytes, fds: list[int]) -> None:
+    settings, engine, sock, status = server.settings, server.engine, server.sock, server.status
     pid = -1
     channel: Connection | None = None
     try:
         spec, kill_grace = pickle.loads(data)
         channel_fd, status_fd = fds
         channel = Connection(channel_fd)
-        loaded = _cached_task(settings, spec)
+        loaded = _cached_task(settings, server.cache, spec)
         pid = fork_task_process(settings, engine, spec, kill_grace, loaded, channel=channel,
-                                close_in_child=(*own_fds, *status.values(), status_fd))
+                                close_in_child=(*server.own_fds, *status.values(), status_fd))
         status[pid] = status_fd
     except Exception:
         log.exception("fork server: could not fork a task process")
@@ -251,13 +257,13 @@ def _handle(settings: Settings, engine: Engine, sock: socket.socket, data: bytes
         pass
 
 
-def _cached_task(settings: Settings, spec: TaskProcessSpec) -> Any:
+def _cached_task(settings: Settings, cache: DagFileCache, spec: TaskProcessSpec) -> Any:
     """The task from the server's DAG file cache, why it cannot be loaded, or None (the
     task process loads it itself: ``[celery] worker_cache_dag_files`` off)."""
     if not settings.celery.worker_cache_dag_files:
         return None
     try:
-        return SERVER_DAG_FILE_CACHE.load_task(settings, spec.dag_file, spec.key)
+        return cache.load_task(settings, spec.dag_file, spec.key)
     except TaskLoadError as exc:
         return exc
 

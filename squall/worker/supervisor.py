@@ -13,7 +13,8 @@ Process model (one line per process, parent first)::
                              records its own outcome)
 
 The task process is forked first, with its task from the fork server's own DAG file cache
-(with the server off, the pool process's :data:`DAG_FILE_CACHE`; or loading it itself), and
+(with the server off, the pool process's launcher's; or loading it itself: how is the
+worker's :class:`~squall.worker.launcher.TryLauncher`, chosen when it started), and
 waits; the server sends its exit code on a status pipe, which the watch reads instead of
 ``waitpid``. The pool process's orphans include the task process's (the server is no
 subreaper), and the server, a child from before the try, is never swept (ADR 12). One
@@ -74,7 +75,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from squall.common.db import make_session_factory
-from squall.common.errors import SquallError, TaskLoadError
+from squall.common.errors import SquallError
 from squall.common.lease_terms import kill_grace_for, lease_terms
 from squall.common.metrics import (
     TASKS_KILLED_EXTERNALLY,
@@ -93,24 +94,19 @@ from squall.common.procutil import (
 )
 from squall.common.settings import Settings
 from squall.execution.runner import task_log_handler
-from squall.sdk.operators.base import BaseOperator
 from squall.worker.children import (
     TaskProcessControl,
     TaskProcessHandle,
     describe_exit,
     open_pidfd,
 )
-from squall.worker.dag_file_cache import DagFileCache
 from squall.worker.fork_server import ForkServer
+from squall.worker.launcher import LaunchKind, TryLauncher
 from squall.worker.lease import HeartbeatLease
 from squall.worker.task_process import MSG_OUTCOME, TaskProcessSpec
 from squall.worker.try_writes import TryWrites
 
 log = logging.getLogger(__name__)
-
-#: the DAG files this (pool) process keeps imported, for the task processes it forks (with
-#: ``[celery] worker_fork_server`` off; on, the fork server keeps its own)
-DAG_FILE_CACHE = DagFileCache()
 
 REASON_SIGTERM = "supervisor received SIGTERM"
 #: how often an outcome the database could not take is written again
@@ -153,37 +149,37 @@ class SupervisorResult:
 class LocalTaskJob:
     """Supervises one try of one task instance (see the module docstring).
 
-    ``writes`` (made from ``engine`` when not given) is every database write of the try.
+    ``writes`` (made from ``engine`` when not given) is every database write of the try;
+    ``launcher`` is how the task process is started, the worker's, chosen when it started
+    (:mod:`squall.worker.launcher`; default: by the settings, without a fork server).
     """
 
     def __init__(self, command: TaskRunCommand, *, settings: Settings, engine: Engine,
                  celery_task_id: str, worker_name: str,
-                 heartbeat_interval: float | None = None,
-                 kill_grace: float | None = None,
                  child_close_fds: Sequence[int] = (),
                  metrics: Metrics | None = None,
                  writes: TryWrites | None = None,
-                 fork_server: ForkServer | None = None) -> None:
+                 launcher: TryLauncher | None = None) -> None:
         self.command = command
         self.key = command.key
         self.try_number = command.try_number
         self._settings = settings
-        self._heartbeat = heartbeat_interval or settings.scheduler.job_heartbeat_sec
+        self._heartbeat = settings.scheduler.job_heartbeat_sec
         self.writes = writes if writes is not None else TryWrites(
             command, settings=settings, factory=make_session_factory(engine),
             celery_task_id=celery_task_id, worker_name=worker_name)
         spec = TaskProcessSpec(key=self.key, try_number=self.try_number, job_id=0,
                                dag_file=command.dag_file, hostname=worker_name)
         #: the task process gets ``kill_grace`` seconds after SIGTERM before SIGKILL
-        self._children = TaskProcessControl(
-            settings=settings, engine=engine, spec=spec,
-            kill_grace=kill_grace if kill_grace is not None else kill_grace_for(
-                self._heartbeat))
+        self._children = TaskProcessControl(settings=settings, engine=engine, spec=spec,
+                                            kill_grace=kill_grace_for(self._heartbeat))
         self._child_close_fds = tuple(child_close_fds)
         self._engine = engine
-        #: forks the task process (``[celery] worker_fork_server``); None: this process does
-        self._fork_server = (
-            fork_server if not settings.core.execute_tasks_new_python_interpreter else None)
+        self._launcher = (launcher if launcher is not None
+                          else TryLauncher(settings).without_fork_server())
+        #: forks the task process (``fork_server``, once started in :meth:`run`); None:
+        #: this process does
+        self._fork_server: ForkServer | None = None
         self._terminate_requested = False
         self._wakeup: tuple[int, int] | None = None
         self._previous: dict[int, Any] = {}
@@ -207,15 +203,9 @@ class LocalTaskJob:
     # ----------------------------------------------------------------------- lifecycle
 
     def run(self) -> SupervisorResult:
-        if self._fork_server is not None:
-            # before anything of the try exists, so the server inherits none of it; it is
-            # a child from before the try, so the sweep leaves it alone
-            try:
-                self._fork_server.ensure(self._settings, self._engine)
-            except OSError as exc:  # cannot fork it now: this try forks its task process here
-                log.warning("TaskInstance %s: try %d: cannot start the fork server: %s",
-                            self.key, self.try_number, exc)
-                self._fork_server = None
+        # before anything of the try exists, so the server inherits none of it; it is a
+        # child from before the try, so the sweep leaves it alone
+        self._fork_server = self._launcher.server(self._engine)
         self._install_signal_handlers()
         # orphans of the try's processes come to this process, so none escapes the sweep
         set_child_subreaper()
@@ -250,12 +240,14 @@ class LocalTaskJob:
                         ", ".join(str(pid) for pid in ended))
 
     def _run(self) -> SupervisorResult:
-        if self._settings.core.execute_tasks_new_python_interpreter:
+        if self._launcher.kind == LaunchKind.NEW_INTERPRETER:
             return self._run_new_interpreter()
         # The task process is forked first and waits for the go-ahead: its pid then goes
         # into the start transaction, and it loads the DAG file while that transaction runs.
         server = self._fork_server
-        child = self._children.fork(None if server is not None else self._cached_task(),
+        loaded = (None if server is not None
+                  else self._launcher.cached_task(self.command.dag_file, self.key))
+        child = self._children.fork(loaded,
                                     close_in_child=(*(self._wakeup or ()),
                                                     *self._child_close_fds),
                                     server=server)
@@ -293,17 +285,6 @@ class LocalTaskJob:
             return result
         finally:
             self._finish_job(result)
-
-    def _cached_task(self) -> BaseOperator | TaskLoadError | None:
-        """The task from this process's :data:`DAG_FILE_CACHE` (``[celery]
-        worker_cache_dag_files``), or why it cannot be loaded (the task process reports it
-        once the try has started); None: the task process loads it itself."""
-        if not self._settings.celery.worker_cache_dag_files:
-            return None
-        try:
-            return DAG_FILE_CACHE.load_task(self._settings, self.command.dag_file, self.key)
-        except TaskLoadError as exc:
-            return exc
 
     def _result(self, status: SupervisorStatus, **values: Any) -> SupervisorResult:
         return SupervisorResult(status=status, dag_id=self.key.dag_id,

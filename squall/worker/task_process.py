@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from types import FrameType
@@ -43,17 +44,22 @@ from squall.common.settings import Settings
 from squall.common.state import TaskInstanceState
 from squall.execution.runner import (
     OutcomeRecord,
+    Recorder,
+    TryHook,
+    TryHooks,
+    TrySpec,
     log_written,
     run_try,
     safe_on_kill,
     task_log_handler,
     task_log_path,
 )
+from squall.execution.try_hooks import CodeEnded, EmailAlerts, RunAsUser, TaskCallbacks
 from squall.runs.trigger import trigger_dag_run
 from squall.sdk.operators.base import BaseOperator
 from squall.sdk.operators.trigger_dagrun import install_dag_run_trigger
 from squall.worker.dag_file_cache import load_task
-from squall.worker.try_writes import StartedTry, record_failure
+from squall.worker.try_writes import StartedTry, outcome_writer, record_failure
 
 log = logging.getLogger(__name__)
 
@@ -144,14 +150,12 @@ def run_forked_task_process(settings: Settings, spec: TaskProcessSpec, channel: 
             return won
 
         install_dag_run_trigger(trigger_dag_run)
-        run_try(loaded, DagRun(**started.dag_run), try_number=spec.try_number,
-                max_tries=started.max_tries, start_date=started.start_date,
-                session_factory=make_session_factory(engine), hostname=spec.hostname,
-                log_path=log_path, recorder=recorder, clear_xcom=False,
-                on_task=termination.running if termination is not None else None,
-                switch_user=True, smtp=settings.smtp,
-                previous_success=started.previous_success,
-                airflow_compat=settings.core.airflow_compat)
+        run_try(TrySpec(loaded, DagRun(**started.dag_run), try_number=spec.try_number,
+                        max_tries=started.max_tries, start_date=started.start_date,
+                        hostname=spec.hostname, log_path=log_path, clear_xcom=False,
+                        previous_success=started.previous_success),
+                make_session_factory(engine),
+                worker_hooks(settings, termination, recorder=recorder))
         return EXIT_OK
     finally:
         channel.close()
@@ -171,7 +175,8 @@ def _ask(channel: Connection, message: tuple[str, Any]) -> bool:
 def _run(settings: Settings, spec: TaskProcessSpec, factory: SessionFactory,
          termination: TryTermination) -> int:
     """Check that the try is still running under ``spec.job_id``, load the DAG file and run
-    the try, recording its outcome (the new-interpreter path)."""
+    the try, recording its outcome through :mod:`~squall.worker.try_writes` (the
+    new-interpreter path)."""
     key = spec.key
     with session_scope(factory) as session:
         ti = session.scalars(select(TaskInstance).where(
@@ -199,12 +204,32 @@ def _run(settings: Settings, spec: TaskProcessSpec, factory: SessionFactory,
                            start_date=start_date, reason=str(exc))
         return EXIT_OK
     install_dag_run_trigger(trigger_dag_run)
-    run_try(task, dag_run, try_number=spec.try_number, max_tries=ti.max_tries,
-            start_date=start_date, session_factory=factory, hostname=spec.hostname,
-            log_path=log_path, on_recording=spec.notify_recording, clear_xcom=False,
-            on_task=termination.running, switch_user=True, smtp=settings.smtp,
-            airflow_compat=settings.core.airflow_compat)
+    run_try(TrySpec(task, dag_run, try_number=spec.try_number, max_tries=ti.max_tries,
+                    start_date=start_date, hostname=spec.hostname, log_path=log_path,
+                    clear_xcom=False),
+            factory, worker_hooks(settings, termination, code_ended=spec.notify_recording,
+                                  recorder=outcome_writer(factory, key,
+                                                          try_number=spec.try_number)))
     return EXIT_OK
+
+
+def worker_hooks(settings: Settings, termination: TryTermination | None, *,
+                 recorder: Recorder,
+                 code_ended: Callable[[], None] | None = None) -> TryHooks:
+    """The steps of a try in a worker's task process (one try per process, so built once
+    where it starts): ``termination`` learns the task (its ``on_kill``), a task with
+    ``run_as_user`` runs as that user, ``code_ended()`` is called before the outcome is
+    written, the outcome goes to ``recorder`` (a forked task process's supervisor, or
+    :func:`~squall.worker.try_writes.outcome_writer`), then the callbacks and the e-mail
+    alert."""
+    hooks: list[TryHook] = [RunAsUser(switch=True)]
+    if termination is not None:
+        hooks.insert(0, termination)
+    if code_ended is not None:
+        hooks.append(CodeEnded(code_ended))
+    hooks += [TaskCallbacks(),
+              EmailAlerts(settings.smtp, airflow_compat=settings.core.airflow_compat)]
+    return TryHooks(hooks=tuple(hooks), recorder=recorder)
 
 
 # --------------------------------------------------------------------------- process handling
@@ -215,7 +240,7 @@ def parent_death_sigterm() -> None:
     set_parent_death_signal(signal.SIGTERM)
 
 
-class TryTermination:
+class TryTermination(TryHook):
     """How a task process ends its try when it gets SIGTERM: from its supervisor (the
     try was cleared, marked, found a zombie, or the worker is stopping) or as its
     parent-death signal (the supervisor died, even by SIGKILL).
@@ -226,7 +251,8 @@ class TryTermination:
     (SIGTERM, ``grace`` seconds, SIGKILL; grandchildren in sessions of their own included:
     :func:`~squall.common.procutil.end_descendants`), and then lets SIGTERM end this
     process. It records nothing: the supervisor records the try, or the scheduler finds it
-    a zombie when the supervisor is gone.
+    a zombie when the supervisor is gone. As a hook of the try, it learns the task whose
+    ``on_kill`` to run.
     """
 
     def __init__(self, grace: float) -> None:
@@ -238,7 +264,7 @@ class TryTermination:
         parent_death_sigterm()
         signal.signal(signal.SIGTERM, self._on_sigterm)
 
-    def running(self, task: BaseOperator) -> None:
+    def task_ready(self, task: BaseOperator) -> None:
         self.task = task
 
     def _on_sigterm(self, _signum: int, _frame: FrameType | None) -> None:

@@ -3,14 +3,16 @@
 :func:`run_task` is registered as ``squall.run_task`` by
 :func:`squall.worker.register_tasks` (a worker's app). It is deliberately thin: it validates the
 message into a :class:`~squall.common.payload.TaskRunCommand` (anything else is refused and
-logged, never executed) and calls :func:`execute_command`. In a pool process's main thread
-that process is the LocalTaskJob supervisor (:mod:`squall.worker.supervisor`, ADR 9) on
-its long-lived engine (:func:`process_engine`); elsewhere :func:`execute_forked` forks one,
-waits for it and raises :class:`SupervisorCrashed` when it died without reporting. The
-supervisor's summary is returned but not stored (the task ignores its result: the database
-holds the outcome); a pool process that dies, or an exception out of the task, makes Celery
-store FAILURE (``store_errors_even_if_ignored``), which the scheduler handles for a task
-instance still QUEUED.
+logged, never executed) and hands it to the worker's :class:`WorkerRuntime` (made once when
+the worker app is built, with the try launcher chosen from the settings then:
+:mod:`squall.worker.launcher`). In a pool process's main thread that process is the
+LocalTaskJob supervisor (:mod:`squall.worker.supervisor`, ADR 9) on its long-lived engine;
+elsewhere :func:`execute_forked` forks one, waits for it and raises
+:class:`SupervisorCrashed` when it died without reporting. The supervisor's summary is
+returned but not stored (the task ignores its result: the database holds the outcome); a
+pool process that dies, or an exception out of the task, makes Celery store FAILURE
+(``store_errors_even_if_ignored``), which the scheduler handles for a task instance still
+QUEUED.
 
 :func:`install_worker_hooks` connects Celery signals (when a worker app is built, never at
 import): ``worker_init`` preloads the modules every task process needs, in the worker parent
@@ -48,7 +50,7 @@ from squall.common.metrics import Metrics, metrics_from_settings
 from squall.common.payload import TaskRunCommand
 from squall.common.procutil import flush_std_streams, set_parent_death_signal
 from squall.common.settings import Settings
-from squall.worker.fork_server import FORK_SERVER, close_fork_server
+from squall.worker.launcher import LaunchKind, TryLauncher
 from squall.worker.supervisor import LocalTaskJob
 
 log = logging.getLogger(__name__)
@@ -91,67 +93,95 @@ def run_task(self: Task, message: Any) -> dict[str, Any]:
         return {"status": "refused", "reason": reason}
     log.info("Celery task %s: TaskInstance %s try %d received", celery_task_id, command.key,
              command.try_number)
-    return execute_command(self.app.squall_settings, command, celery_task_id=celery_task_id,
-                           worker_name=str(self.request.hostname))
+    return worker_runtime(self.app).execute(command, celery_task_id=celery_task_id,
+                                            worker_name=str(self.request.hostname))
 
 
 # --------------------------------------------------------------------------- the supervisor
 
 
-def execute_command(settings: Settings, command: TaskRunCommand, *, celery_task_id: str,
-                    worker_name: str) -> dict[str, Any]:
-    """Supervise ``command`` and return the supervisor's summary.
+class WorkerRuntime:
+    """What a worker's process keeps across tries, made once when the worker app is built
+    (:func:`squall.worker.build_worker_app`) and kept on the app (:func:`worker_runtime`):
+    the settings, the try launcher chosen from them (:class:`~squall.worker.launcher.
+    TryLauncher`: fork server, pool fork or new interpreter), and, made on first use in the
+    process that uses them (a pool process, after the fork), its long-lived database engine
+    and metrics client.
 
-    In a pool process's main thread (the prefork and solo pools) this process is the
-    supervisor, on its long-lived database engine (:func:`process_engine`). Elsewhere (a
-    threaded pool, where signals cannot be handled) a supervisor is forked:
-    :func:`execute_forked`.
+    Celery calls the task and the worker signal handlers with no object of Squall's; the
+    app is the one place they find this object (the signal handlers through
+    ``celery.current_app``).
     """
-    if threading.current_thread() is not threading.main_thread():
-        return execute_forked(settings, command, celery_task_id=celery_task_id,
-                              worker_name=worker_name)
-    result = LocalTaskJob(command, settings=settings, engine=process_engine(settings),
-                          celery_task_id=celery_task_id, worker_name=worker_name,
-                          metrics=_process_metrics(settings),
-                          fork_server=(FORK_SERVER if settings.celery.worker_fork_server
-                                       else None)).run()
-    return result.as_dict()
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.launcher = TryLauncher(settings)
+        #: a threaded pool's: the supervisor it forks per try has no fork server
+        self._forked_launcher = self.launcher.without_fork_server()
+        self._engines: dict[int, Engine] = {}  # by pid: a forked process makes its own
+        self._metrics: Metrics | None = None
+
+    def engine(self) -> Engine:
+        """This process's long-lived engine (made on first use)."""
+        engine = self._engines.get(os.getpid())
+        if engine is None:
+            engine = self._engines[os.getpid()] = supervisor_engine(self.settings)
+        return engine
+
+    def metrics(self) -> Metrics:
+        if self._metrics is None:
+            self._metrics = metrics_from_settings(self.settings)
+        return self._metrics
+
+    def execute(self, command: TaskRunCommand, *, celery_task_id: str,
+                worker_name: str) -> dict[str, Any]:
+        """Supervise ``command`` and return the supervisor's summary.
+
+        In a pool process's main thread (the prefork and solo pools) this process is the
+        supervisor, on its long-lived engine. Elsewhere (a threaded pool, where signals
+        cannot be handled) a supervisor is forked: :func:`execute_forked`.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return execute_forked(self.settings, self._forked_launcher, command,
+                                  celery_task_id=celery_task_id, worker_name=worker_name)
+        return LocalTaskJob(command, settings=self.settings, engine=self.engine(),
+                            celery_task_id=celery_task_id, worker_name=worker_name,
+                            metrics=self.metrics(), launcher=self.launcher).run().as_dict()
+
+    def start_fork_server(self) -> None:
+        """Fork this pool process's fork server now, while the process is still what the
+        worker parent forked: the server then shares nearly all its pages with the parent
+        and the other slots, rather than holding copies of what the pool process wrote
+        before its first try. A server that dies is replaced on the next try."""
+        self.launcher.server(self.engine())
+
+    def close(self) -> None:
+        """Close the fork server and this process's engines (at pool process shutdown)."""
+        self.launcher.close()
+        engine = self._engines.pop(os.getpid(), None)
+        if engine is not None:
+            engine.dispose()
 
 
-#: this process's engines and metrics clients, by database URL / settings identity; made on
-#: first use in the process that uses them (a pool process, after the fork)
-_engines: dict[tuple[int, str], Engine] = {}
-_metrics: dict[int, Metrics] = {}
+def worker_runtime(app: Any) -> WorkerRuntime:
+    """``app``'s worker runtime (made from ``app.squall_settings`` when the app was not
+    built by :func:`~squall.worker.build_worker_app`, e.g. Flower's)."""
+    runtime: WorkerRuntime | None = getattr(app, "squall_runtime", None)
+    if runtime is None:
+        runtime = app.squall_runtime = WorkerRuntime(app.squall_settings)
+    return runtime
 
 
-def process_engine(settings: Settings) -> Engine:
-    """This process's long-lived engine for ``settings``' database (made on first use)."""
-    key = (os.getpid(), settings.sql_alchemy_conn)
-    engine = _engines.get(key)
-    if engine is None:
-        db = settings.database
-        engine = make_engine(settings.sql_alchemy_conn, pool_size=1, max_overflow=2,
-                             pool_recycle=db.sql_alchemy_pool_recycle,
-                             pool_pre_ping=db.sql_alchemy_pool_pre_ping)
-        _engines[key] = engine
-    return engine
+def supervisor_engine(settings: Settings) -> Engine:
+    """A supervisor's long-lived engine: one connection, two more at a pinch."""
+    db = settings.database
+    return make_engine(settings.sql_alchemy_conn, pool_size=1, max_overflow=2,
+                       pool_recycle=db.sql_alchemy_pool_recycle,
+                       pool_pre_ping=db.sql_alchemy_pool_pre_ping)
 
 
-def _process_metrics(settings: Settings) -> Metrics:
-    metrics = _metrics.get(id(settings))
-    if metrics is None:
-        metrics = _metrics[id(settings)] = metrics_from_settings(settings)
-    return metrics
-
-
-def dispose_process_engines() -> None:
-    """Close this process's long-lived engines (at pool process shutdown)."""
-    for key in [k for k in _engines if k[0] == os.getpid()]:
-        _engines.pop(key).dispose()
-
-
-def execute_forked(settings: Settings, command: TaskRunCommand, *, celery_task_id: str,
-                   worker_name: str) -> dict[str, Any]:
+def execute_forked(settings: Settings, launcher: TryLauncher, command: TaskRunCommand, *,
+                   celery_task_id: str, worker_name: str) -> dict[str, Any]:
     """Fork a supervisor for ``command``, wait for it, and return its summary.
 
     Raises :class:`SupervisorCrashed` when the supervisor died without reporting. A SIGTERM
@@ -162,7 +192,7 @@ def execute_forked(settings: Settings, command: TaskRunCommand, *, celery_task_i
     pid = os.fork()
     if pid == 0:
         os.close(read_fd)
-        os._exit(_supervisor_main(settings, command, celery_task_id, worker_name,
+        os._exit(_supervisor_main(settings, launcher, command, celery_task_id, worker_name,
                                   write_fd, parent))
     os.close(write_fd)
     try:
@@ -205,22 +235,20 @@ def _wait_forwarding_sigterm(pid: int) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _supervisor_main(settings: Settings, command: TaskRunCommand, celery_task_id: str,
-                     worker_name: str, write_fd: int, parent: int) -> int:
+def _supervisor_main(settings: Settings, launcher: TryLauncher, command: TaskRunCommand,
+                     celery_task_id: str, worker_name: str, write_fd: int, parent: int) -> int:
     """The forked supervisor's body; returns its exit code (never raises)."""
     try:
         set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != parent:
             return 1
-        db = settings.database
-        engine = make_engine(settings.sql_alchemy_conn, pool_size=1, max_overflow=2,
-                             pool_recycle=db.sql_alchemy_pool_recycle,
-                             pool_pre_ping=db.sql_alchemy_pool_pre_ping)
+        engine = supervisor_engine(settings)
         try:
             result = LocalTaskJob(command, settings=settings, engine=engine,
                                   celery_task_id=celery_task_id, worker_name=worker_name,
                                   child_close_fds=(write_fd,),
-                                  metrics=metrics_from_settings(settings)).run()
+                                  metrics=metrics_from_settings(settings),
+                                  launcher=launcher).run()
         finally:
             engine.dispose()
         os.write(write_fd, json.dumps(result.as_dict()).encode("utf-8"))
@@ -285,30 +313,28 @@ def _on_worker_process_init(**_: Any) -> None:
     count = dispose_inherited_engines()
     if count:
         log.debug("Worker: disposed of %d inherited database engine(s)", count)
-    start_fork_server()
+    _on_worker_process_init_runtime()
 
 
-def start_fork_server() -> None:
-    """Fork this pool process's fork server now (``[celery] worker_fork_server``), while the
-    process is still what the worker parent forked: the server then shares nearly all its
-    pages with the parent and the other slots, rather than holding copies of what the pool
-    process wrote before its first try. A server that dies is replaced on the next try."""
+def _current_runtime() -> WorkerRuntime | None:
+    """The worker runtime of Celery's current app, when it is a Squall worker's."""
     from celery import current_app
 
-    settings: Settings | None = getattr(current_app, "squall_settings", None)
-    if (settings is None or not settings.celery.worker_fork_server
-            or settings.core.execute_tasks_new_python_interpreter):
-        return
-    try:
-        FORK_SERVER.ensure(settings, process_engine(settings))
-    except OSError as exc:
-        log.warning("Worker: cannot start the fork server now (on the first try then): %s",
-                    exc)
+    if getattr(current_app, "squall_settings", None) is None:
+        return None
+    return worker_runtime(current_app)
+
+
+def _on_worker_process_init_runtime() -> None:
+    runtime = _current_runtime()
+    if runtime is not None and runtime.launcher.kind == LaunchKind.FORK_SERVER:
+        runtime.start_fork_server()
 
 
 def _on_worker_process_shutdown(**_: Any) -> None:
-    close_fork_server()
-    dispose_process_engines()
+    runtime = _current_runtime()
+    if runtime is not None:
+        runtime.close()
 
 
 def install_worker_hooks() -> None:

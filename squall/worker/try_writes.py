@@ -8,7 +8,8 @@ clear`` (RESTARTING -> ``none``), the pid of a task process in a new
 interpreter, the outcome its forked task process sends (a compare-and-set from RUNNING, in
 one transaction with the job row's end), a failure it records itself (with a callback
 request for the DAG processor) and the job row's end. :func:`record_failure` records a
-failed try by compare-and-set; a task process in a new interpreter uses it too.
+failed try by compare-and-set; a task process in a new interpreter uses it too, and
+writes its outcome with :func:`outcome_writer`. A worker writes a try's rows nowhere else.
 
 A write that fails because the pooled connection was dead is tried once more on a new one;
 any other database error goes to the caller, which keeps the try going (the supervisor's
@@ -51,6 +52,7 @@ from squall.execution.restart import end_restart
 from squall.execution.runner import (
     OutcomeKind,
     OutcomeRecord,
+    Recorder,
     TryOutcome,
     TryResult,
     previous_success,
@@ -374,3 +376,13 @@ def record_failure(factory: SessionFactory, key: TaskInstanceKey, *, try_number:
     return record_outcome(factory, task, key, try_number=try_number, max_tries=max_tries,
                           start_date=start_date, outcome=outcome, on_recorded=on_recorded,
                           expected_job_id=expected_job_id)
+
+
+def outcome_writer(factory: SessionFactory, key: TaskInstanceKey, *,
+                   try_number: int) -> Recorder:
+    """How a task process in a new interpreter writes its try's outcome: by
+    compare-and-set from RUNNING at ``try_number``, with the scheduler's wake-up, in one
+    transaction (:func:`~squall.execution.runner.write_outcome`)."""
+    def write(record: OutcomeRecord) -> bool:
+        return write_outcome(factory, key, try_number=try_number, record=record)
+    return write

@@ -16,7 +16,12 @@ import pytest
 from sqlalchemy import select, update
 
 from squall.common.db import SessionFactory, session_scope
-from squall.common.metrics import LogMetrics
+from squall.common.metrics import (
+    QUEUED_TIMEOUT,
+    TASKS_KILLED_EXTERNALLY,
+    ZOMBIES_KILLED,
+    LogMetrics,
+)
 from squall.common.models import (
     CallbackRequest,
     DagModel,
@@ -24,6 +29,7 @@ from squall.common.models import (
     Job,
     SerializedDagModel,
     TaskInstance,
+    TaskInstanceKey,
     utcnow,
 )
 from squall.common.payload import TaskRunCommand
@@ -36,9 +42,13 @@ from squall.scheduler import watchdog
 from squall.scheduler.callback_runner import run_pending_callbacks
 from squall.scheduler.dag_processor import DagProcessor, parse_and_sync_once
 from squall.scheduler.dag_runs import SerializedDagCache, schedule_dag_runs
+from squall.scheduler.executor import EventKind, ExecutorEvent
+from squall.scheduler.job import FAILED_BEFORE_START, SchedulerJob
 from squall.scheduler.watchdog import fail_zombies
 from squall.sdk.dag import DAG
 from squall.worker.try_writes import TryWrites
+from tests.support.metrics import RecordingMetrics
+from tests.support.scheduling import FakeExecutor
 from tests.support.services import wait_until
 
 TI = TaskInstanceState
@@ -223,6 +233,56 @@ def test_queued_timeout_requests_the_callback_like_any_failure(
     [retry] = read_marker(markers, "task_retry")
     assert (retry["task_id"], retry["try"], retry["run_id"]) == ("t", 1, run_id)
     assert retry["reason"] == "queued for more than 600 s (task_queued_timeout)"
+
+
+#: each path that ends a try for a reason outside the task's code: its reason and metric
+ENDED_FROM_OUTSIDE = {
+    "dead_worker": (f"{FAILED_BEFORE_START}: WorkerLostError: worker died",
+                    TASKS_KILLED_EXTERNALLY),
+    "queued_timeout": ("queued for more than 600 s (task_queued_timeout)", QUEUED_TIMEOUT),
+    "zombie": ("zombie: supervisor heartbeat older than 60 s", ZOMBIES_KILLED),
+}
+
+
+@pytest.mark.parametrize("path", sorted(ENDED_FROM_OUTSIDE))
+def test_every_path_that_ends_a_try_from_outside_does_the_same(
+        db_url: str, tmp_path: Path, markers: Path, session_factory: SessionFactory,
+        path: str) -> None:
+    """A zombie, a try queued too long and a try whose worker died before starting it (its
+    Celery FAILURE while QUEUED) end alike, in one scheduler loop: the retry policy's state
+    and next_retry_at, the reason, the callback requested, the metric counted once."""
+    settings, _, run_id = setup(db_url, tmp_path, session_factory, markers)
+    now = utcnow()
+    key = TaskInstanceKey("cb", "t", run_id)
+    executor = FakeExecutor()
+    if path == "zombie":
+        make_zombie(session_factory, run_id, "t", try_number=1, max_tries=1)
+    else:
+        queued = now - timedelta(seconds=700 if path == "queued_timeout" else 1)
+        with session_scope(session_factory) as session:
+            session.execute(update(TaskInstance).where(
+                TaskInstance.run_id == run_id, TaskInstance.task_id == "t").values(
+                    state=TI.QUEUED.value, try_number=1, max_tries=1,
+                    external_executor_id="celery-id", queued_dttm=queued))
+        if path == "dead_worker":
+            executor.track(key, 1, "celery-id")
+            executor.events.append(ExecutorEvent(key, 1, "celery-id", EventKind.FAILED,
+                                                 "WorkerLostError: worker died"))
+    metrics = RecordingMetrics()
+    SchedulerJob(settings, session_factory, executor, clock=lambda: now,
+                 metrics=metrics).run_once()
+
+    reason, metric = ENDED_FROM_OUTSIDE[path]
+    with session_scope(session_factory) as session:
+        ti = session.scalars(select(TaskInstance).where(TaskInstance.task_id == "t")).one()
+        assert (ti.state, ti.try_number) == (TI.UP_FOR_RETRY, 1)
+        assert ti.state_reason is not None and ti.state_reason.startswith(reason)
+        assert ti.next_retry_at == now + timedelta(minutes=5)  # the task's retry_delay
+        assert ti.end_date == now
+    [request] = requests(session_factory)
+    assert (request.kind, request.task_id, request.try_number) == ("task_retry", "t", 1)
+    assert request.message == ti.state_reason
+    assert metrics.counts[metric] == 1
 
 
 @pytest.mark.parametrize("moved_on", ["finished", "next_try"])

@@ -13,10 +13,15 @@ from sqlalchemy import func, select, update
 from squall.common.db import SessionFactory, session_scope
 from squall.common.models import DagRun, Job, TaskInstance, TaskInstanceKey, TaskReschedule
 from squall.common.settings import Settings
-from squall.common.state import DagRunState, DagRunType, JobState, TaskInstanceState
+from squall.common.state import (
+    ONLY_FAILED_STATES,
+    DagRunState,
+    DagRunType,
+    JobState,
+    TaskInstanceState,
+)
 from squall.execution.restart import end_restart
 from squall.runs.clear import (
-    ONLY_FAILED_STATES,
     clear_task_instances,
     matching_task_ids,
     select_task_instances,

@@ -239,7 +239,8 @@ def test_a_failed_try_alerts_from_the_task_process(
     """run_try, as a worker's task process calls it: the outcome is recorded first, then
     the alert is sent; without a server it is logged and the state is the same."""
     from squall.common.models import compare_and_set_state
-    from squall.execution.runner import run_try
+    from squall.execution.runner import TryHooks, TrySpec, run_try
+    from squall.execution.try_hooks import EmailAlerts, TaskCallbacks
     from squall.sdk.operators.python import PythonOperator
     from tests.support.scheduling import sync_dags
 
@@ -262,9 +263,9 @@ def test_a_failed_try_alerts_from_the_task_process(
         session.expunge(run)
     smtp = smtp_settings(smtp_server if reachable else None)
     caplog.set_level(logging.INFO)
-    result = run_try(task, run, try_number=1, max_tries=0, start_date=start,
-                     session_factory=session_factory, hostname="w7",
-                     log_path=tmp_path / "attempt=1.log", smtp=smtp)
+    result = run_try(TrySpec(task, run, try_number=1, max_tries=0, start_date=start,
+                             hostname="w7", log_path=tmp_path / "attempt=1.log"),
+                     session_factory, TryHooks(hooks=(TaskCallbacks(), EmailAlerts(smtp))))
     assert (result.state, result.recorded) == (TI.FAILED, True)
     with session_scope(session_factory) as session:
         row = session.get_one(TaskInstance, ("alerting", "load", run.run_id))

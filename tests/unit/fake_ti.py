@@ -66,9 +66,9 @@ def make_context(task: BaseOperator, ti: FakeTI | None = None, **kwargs: Any) ->
     """The template context of ``task`` for a run at LOGICAL_DATE (daily interval)."""
     ti = ti if ti is not None else FakeTI(task)
     kwargs.setdefault("logical_date", LOGICAL_DATE)
-    kwargs.setdefault("data_interval_start", kwargs["logical_date"])
-    kwargs.setdefault("data_interval_end", kwargs["logical_date"].add(days=1))
-    return build_context(dag=task.dag, task=task, ti=ti, **kwargs)
+    start = kwargs.pop("data_interval_start", kwargs["logical_date"])
+    end = kwargs.pop("data_interval_end", kwargs["logical_date"].add(days=1))
+    return build_context(dag=task.dag, task=task, ti=ti, data_interval=(start, end), **kwargs)
 
 
 def run_task(task: BaseOperator, ti: FakeTI | None = None, **kwargs: Any) -> Any:

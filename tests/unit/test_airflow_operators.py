@@ -25,7 +25,7 @@ from squall.common.models import DagRun, TaskInstance
 from squall.common.state import DagRunState, TaskInstanceState
 from squall.compat import airflow as compat
 from squall.dag_processing.serialization import serialize_dag
-from squall.execution.runner import become_run_as_user
+from squall.execution.try_hooks import become_run_as_user
 from squall.runs.trigger import trigger_dag_run
 from squall.scheduler.local_run import ensure_dag_row, run_dag_locally
 from squall.sdk.dag import DAG

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 SQUALL = Path(__file__).resolve().parents[2] / "squall"
 MAX_LINES = 600
@@ -139,6 +140,114 @@ def test_common_imports_nothing_above_it() -> None:
                    if src.startswith("squall.common") for dst in targets
                    if not dst.startswith("squall.common"))
     assert not above, "\n".join(above)
+
+
+#: the one module that names sets of states
+STATE_SETS_HOME = "squall.common.state"
+#: the names a module refers to the state enums by
+STATE_ENUMS = frozenset({"TI", "TaskInstanceState", "DagRunState", "BackfillState", "JobState"})
+_COLLECTIONS = ("frozenset", "set", "tuple", "list")
+
+
+def state_sets(source: str) -> list[str]:
+    """The module-level names ``source`` binds to a collection of state enum members (a
+    ``frozenset({TI.RUNNING, ...})``, a tuple of ``TI.X.value`` ...). A set derived from a
+    named one (``frozenset(s.value for s in FINISHED_STATES)``) or from a whole enum does
+    not count: it names no set of its own."""
+    found = []
+    for node in ast.parse(source).body:
+        value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+        if value is None:
+            continue
+        collection = isinstance(value, (ast.Set, ast.Tuple, ast.List, ast.BinOp)) or (
+            isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+            and value.func.id in _COLLECTIONS)
+        members = any(isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+                      and n.value.id in STATE_ENUMS and n.attr.isupper()
+                      for n in ast.walk(value))
+        if collection and members:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            found += [ast.unparse(t) for t in targets]
+    return found
+
+
+def test_every_named_set_of_states_lives_in_common_state() -> None:
+    elsewhere = sorted(f"{name}: {found}" for name, path in modules().items()
+                       if name != STATE_SETS_HOME
+                       for found in state_sets(path.read_text()))
+    assert not elsewhere, ("sets of states named outside squall/common/state.py (name them "
+                           "there, for what they mean):\n" + "\n".join(elsewhere))
+
+
+def test_the_state_set_finder_finds_one() -> None:
+    assert state_sets("IN_FLIGHT = frozenset({TI.QUEUED, TI.RUNNING})\n"
+                      "X: tuple[str, ...] = (TaskInstanceState.SUCCESS.value,)\n"
+                      "ONE = TI.RUNNING\n"
+                      "DONE = frozenset(s.value for s in FINISHED_STATES)\n"
+                      "JOIN = (Run.dag_id == TI.dag_id)\n") == ["IN_FLIGHT", "X"]
+
+
+MAX_PARAMETERS = 10
+#: FastAPI routes: their parameters are the query parameters
+ROUTES_PACKAGE = "squall.api.routes"
+#: maps Airflow's import paths to Squall's names, whose signatures are Airflow's
+COMPAT_MAPPING = SQUALL / "compat" / "airflow.py"
+#: functions over the limit for now, each with where it gets its fix
+PENDING_PARAMETERS = {
+    # create_dag_run moves with the run operations to squall/runs/ (issue 23), which
+    # reshapes its arguments
+    "squall.runs.run_creation.create_dag_run",
+}
+
+
+def parameter_count(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Its parameters, ``self`` / ``cls`` and ``*args`` / ``**kwargs`` left out."""
+    args = node.args
+    names = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
+    return len([n for n in names if n not in ("self", "cls")])
+
+
+def functions(module: str, source: str) -> Iterator[tuple[str, ast.FunctionDef
+                                                           | ast.AsyncFunctionDef]]:
+    """Every function of ``source`` by qualified name (methods as ``module.Class.name``)."""
+    def walk(body: list[ast.stmt], prefix: str) -> Iterator[tuple[str, Any]]:
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                yield f"{prefix}.{node.name}", node
+                yield from walk(node.body, f"{prefix}.{node.name}")
+            elif isinstance(node, ast.ClassDef):
+                yield from walk(node.body, f"{prefix}.{node.name}")
+
+    yield from walk(ast.parse(source).body, module)
+
+
+def airflow_shaped() -> set[str]:
+    """The functions whose signatures are Airflow's: the names the compat mapping gives,
+    a class by its ``__init__``."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(COMPAT_MAPPING.read_text())):
+        if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                and node.value.startswith("squall.") and ":" in node.value):
+            module, name = node.value.split(":")
+            found |= {f"{module}.{name}", f"{module}.{name}.__init__"}
+    return found
+
+
+def test_no_function_takes_more_than_ten_parameters() -> None:
+    exempt = airflow_shaped() | PENDING_PARAMETERS
+    long = sorted(
+        f"{name}: {count}" for module, path in modules().items()
+        if not module.startswith(ROUTES_PACKAGE)
+        for name, node in functions(module, path.read_text())
+        if (count := parameter_count(node)) > MAX_PARAMETERS and name not in exempt)
+    assert not long, (f"functions over {MAX_PARAMETERS} parameters (pass a dataclass, or "
+                      "register what every call needs once: ADR 13, 24):\n" + "\n".join(long))
+
+
+def test_the_parameter_counter_counts() -> None:
+    [(name, node)] = functions("m", "class C:\n    def f(self, a, /, b, *c, d, **e): pass\n")
+    assert (name, parameter_count(node)) == ("m.C.f", 3)
+    assert "squall.sdk.dag.DAG.__init__" in airflow_shaped()
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:

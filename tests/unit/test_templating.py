@@ -37,8 +37,7 @@ def test_context_has_airflow_keys() -> None:
     run = SimpleNamespace(run_id="scheduled__x", conf={"k": "v"})
     ctx = build_context(
         dag=dag, task=op, dag_run=run, ti=ti, logical_date=LOGICAL_DATE,
-        data_interval_start=LOGICAL_DATE, data_interval_end=LOGICAL_DATE.add(days=1),
-        conf=None, params=None,
+        data_interval=(LOGICAL_DATE, LOGICAL_DATE.add(days=1)), conf=None,
     )
     assert ctx["ds"] == "2024-03-05"
     assert ctx["ds_nodash"] == "20240305"

@@ -52,13 +52,8 @@ from squall.api.schemas_runs import (
 from squall.api.state import DB
 from squall.common.errors import TaskNotFound
 from squall.common.models import DagRun, TaskInstance, TaskInstanceKey, utcnow
-from squall.common.state import TaskInstanceState
-from squall.runs.clear import (
-    ONLY_FAILED_STATES,
-    ONLY_RUNNING_STATES,
-    clear_task_instances,
-    select_task_instances,
-)
+from squall.common.state import ONLY_FAILED_STATES, ONLY_RUNNING_STATES, TaskInstanceState
+from squall.runs.clear import clear_task_instances, select_task_instances
 from squall.runs.mark import apply_marks, select_marks
 
 log = logging.getLogger(__name__)
