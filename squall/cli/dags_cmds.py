@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from squall.cli.common import CliContext, CliError, add_output_flag, console, print_rows
 from squall.common.db import session_scope
 from squall.common.errors import SquallError
 from squall.common.models import DagFile, DagModel, ImportError_, SlaMiss, utcnow
 from squall.common.state import SUCCEEDED_STATES, DagRunState
-from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.dagbag import DagBag
 from squall.dag_processing.sync import sync_to_db
+from squall.runs import pausing
 from squall.runs.sla_misses import sla_miss_dict
 from squall.sdk.dag import DAG
 
@@ -269,12 +269,7 @@ def set_paused(ctx: CliContext, args: argparse.Namespace) -> int:
     if not exists:
         parse_and_sync(ctx)
     with session_scope(factory) as session:
-        changed = session.execute(
-            update(DagModel).where(DagModel.dag_id == args.dag_id)
-            .values(is_paused=args.paused)
-        ).rowcount  # type: ignore[attr-defined]
-        if changed and not args.paused:
-            notify_scheduler(session, f"dag {args.dag_id} unpaused")
+        changed = pausing.set_paused(session, args.dag_id, args.paused, by="CLI") is not None
     if not changed:
         raise CliError(f"DAG {args.dag_id!r} not found (see `squall dags list`)")
     print(f"DAG {args.dag_id}: {'paused' if args.paused else 'unpaused'}")

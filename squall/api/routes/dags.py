@@ -16,8 +16,8 @@ from squall.api.schemas import DAG, ERRORS, DAGCollection, DAGDetail, Task, Task
 from squall.api.serializers import dag_json, iso
 from squall.api.state import DB, api_state
 from squall.common.models import DagModel
-from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.sync import load_serialized_dags
+from squall.runs.pausing import set_paused
 from squall.sdk import dag as sdk_dag
 
 router = APIRouter(prefix="/api/v1", tags=["DAG"], responses=ERRORS)
@@ -75,10 +75,7 @@ def patch_dag(dag_id: str, body: Annotated[dict[str, Any], Body()], request: Req
         raise bad_request(f"only is_paused can be changed, not {', '.join(unknown)}")
     if "is_paused" not in body or not isinstance(body["is_paused"], bool):
         raise bad_request("is_paused must be given as true or false")
-    row.is_paused = body["is_paused"]
-    if not row.is_paused:
-        notify_scheduler(session, f"unpaused {dag_id} (API, by {user.username})")
-    session.flush()
+    set_paused(session, dag_id, body["is_paused"], by=f"API, by {user.username}")
     return dag_json(row, api_state(request).secret_key)
 
 

@@ -23,10 +23,10 @@ from squall.api.ui.data import dag_row, iso
 from squall.common.errors import DagRunNotFound, TaskNotFound, TriggerError
 from squall.common.models import utcnow
 from squall.common.state import TaskInstanceState
-from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.sync import load_serialized_dags
 from squall.runs.clear import clear_task_instances, select_task_instances
 from squall.runs.mark import apply_marks, select_marks
+from squall.runs.pausing import set_paused
 from squall.runs.trigger import trigger_run
 from squall.sdk.dag import DAG
 
@@ -56,14 +56,11 @@ def _dag(session: Session, dag_id: str) -> DAG:
 
 @router.post("/dags/{dag_id}/pause")
 def pause(dag_id: str, body: JsonBody, session: DB, user: Op) -> dict[str, Any]:
-    row = dag_row(session, dag_id)
+    dag_row(session, dag_id)  # a 404 for an unknown DAG
     paused = body.get("is_paused")
     if not isinstance(paused, bool):
         raise bad_request("is_paused must be true or false")
-    row.is_paused = paused
-    if not paused:
-        notify_scheduler(session, f"unpaused {dag_id} (UI, by {user.username})")
-    log.info("ui: %s %s DAG %s", user.username, "paused" if paused else "unpaused", dag_id)
+    set_paused(session, dag_id, paused, by=f"UI, by {user.username}")
     return {"dag_id": dag_id, "is_paused": paused}
 
 
