@@ -1,11 +1,12 @@
 """Fixtures of the container tests: the Docker engine, the images, a running compose project.
 
-``compose_cluster`` (one per session) builds the base images when missing or out of date
-(:mod:`tests.compose.images`), builds ``deploy/Dockerfile`` on them, and brings
-``docker-compose.yml`` up as a project of its own (postgres, redis, squall-init, two
-schedulers, two workers, the API and, profile ``flower``, Flower) with every secret and
-host port chosen here, waits until every health check passes, and takes it all down again
-(containers, networks and volumes) at the end, whatever happened. Without a reachable
+``compose_cluster`` (one per test module, so it is down once its tests are) builds the base
+images when missing or out of date (:mod:`tests.compose.images`), builds
+``deploy/Dockerfile`` on them, and brings ``docker-compose.yml`` up as a project of its own
+(postgres, redis, squall-init, two schedulers, two workers, the API and, profile
+``flower``, Flower) with every secret and host port chosen here, waits until every health
+check passes, and takes it all down again (containers, networks and volumes) at the end,
+whatever happened. Without a reachable
 Docker daemon or docker-compose the tests skip on a laptop and fail under ``CI``.
 """
 
@@ -258,7 +259,7 @@ def _write_env_file(path: Path, values: dict[str, str]) -> None:
     path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # down once test_cluster.py is done, not at the session's end
 def compose_cluster(squall_image: str, tmp_path_factory: pytest.TempPathFactory
                     ) -> Iterator[Cluster]:
     compose_binary()
