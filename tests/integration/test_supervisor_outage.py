@@ -20,7 +20,6 @@ import multiprocessing
 import os
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ from squall.runs.ti_updates import schedule_tis
 from squall.worker.supervisor import LocalTaskJob, SupervisorStatus
 from squall.worker.try_writes import TryWrites
 from tests.conftest import _fresh_sqlite_url
+from tests.support.metrics import RecordingMetrics
 from tests.support.services import wait_until
 
 HEARTBEAT = 0.5
@@ -62,20 +62,6 @@ with DAG("outage", schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="U
         'echo ready >> {marks}/pids; '
         'while [ ! -e {marks}/release ]; do sleep 0.05; done; kill $!'))
 '''
-
-
-class RecordingMetrics:
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-
-    def incr(self, name: str, count: int = 1) -> None:
-        self.counts[name] += count
-
-    def gauge(self, name: str, value: float) -> None:
-        pass
-
-    def timing(self, name: str, ms: float) -> None:
-        pass
 
 
 def test_heartbeat_during_an_outage_keeps_the_task(

@@ -5,7 +5,6 @@ adoption and the adoption timeout, database outages."""
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,24 +32,11 @@ from squall.scheduler.executor import CeleryExecutor, EventKind
 from squall.scheduler.job import SchedulerJob
 from squall.scheduler.state_fetcher import CeleryTaskState
 from squall.sdk.dag import DAG
+from tests.support.metrics import RecordingMetrics
 from tests.support.scheduling import FakeExecutor, Noop, sync_dags
 
 TI = TaskInstanceState
 NOW = datetime(2024, 2, 10, 12, 0, tzinfo=UTC)
-
-
-class RecordingMetrics:
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-
-    def incr(self, name: str, count: int = 1) -> None:
-        self.counts[name] += count
-
-    def gauge(self, name: str, value: float) -> None:
-        pass
-
-    def timing(self, name: str, ms: float) -> None:
-        pass
 
 
 def make_settings(tmp_path: Path, **celery: Any) -> Settings:

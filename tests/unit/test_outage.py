@@ -9,20 +9,7 @@ from collections import Counter
 import pytest
 
 from squall.common.outage import Outage
-
-
-class RecordingMetrics:
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-
-    def incr(self, name: str, count: int = 1) -> None:
-        self.counts[name] += count
-
-    def gauge(self, name: str, value: float) -> None:
-        pass
-
-    def timing(self, name: str, ms: float) -> None:
-        pass
+from tests.support.metrics import RecordingMetrics
 
 
 class Clock:
