@@ -269,7 +269,7 @@ def set_task_state(ctx: CliContext, args: argparse.Namespace) -> int:
     factory = ctx.session_factory()
     with session_scope(factory) as session:
         _get_run(session, args.dag_id, args.run_id)
-        if session.get(TaskInstance, (args.dag_id, args.task_id, args.run_id)) is None:
+        if session.get(TaskInstance, (args.dag_id, args.task_id, args.run_id, -1)) is None:
             raise CliError(f"DagRun {args.dag_id} {args.run_id} has no task {args.task_id!r} "
                            f"(see `squall tasks states-for-dag-run {args.dag_id} "
                            f"{args.run_id}`)")

@@ -33,7 +33,7 @@ _KEY_PATTERN = r"^[A-Za-z0-9_.\-]{1,250}$"
 
 
 class TaskRunCommand(BaseModel):
-    """Run try ``try_number`` of task instance (dag_id, task_id, run_id)."""
+    """Run try ``try_number`` of task instance (dag_id, task_id, run_id, map_index)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
@@ -42,6 +42,8 @@ class TaskRunCommand(BaseModel):
     dag_id: str = Field(pattern=_KEY_PATTERN)
     task_id: str = Field(pattern=_KEY_PATTERN)
     run_id: str = Field(min_length=1, max_length=250)
+    #: -1 unless the task is mapped; a worker that predates mapping refuses the field
+    map_index: int = Field(default=-1, ge=-1)
     try_number: int = Field(ge=1)
     dag_file: str = Field(min_length=1, max_length=2000)
     queue: str = Field(min_length=1, max_length=256)
@@ -60,10 +62,15 @@ class TaskRunCommand(BaseModel):
 
     @property
     def key(self) -> TaskInstanceKey:
-        return TaskInstanceKey(self.dag_id, self.task_id, self.run_id)
+        return TaskInstanceKey(self.dag_id, self.task_id, self.run_id, self.map_index)
 
     def to_message(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """The JSON object sent; ``map_index`` only for a mapped task instance, so the message
+        for any other is the same as before mapping existed."""
+        message = self.model_dump(mode="json")
+        if message["map_index"] == -1:
+            del message["map_index"]
+        return message
 
     @classmethod
     def from_message(cls, message: Any) -> TaskRunCommand:

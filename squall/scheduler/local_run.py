@@ -254,10 +254,10 @@ def run_task_locally(
         run = create_dag_run(session, dag, run_type=DagRunType.MANUAL, logical_date=logical,
                              data_interval=None, conf=conf, state=DagRunState.RUNNING,
                              external_trigger=True)
-        ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id))
+        ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id, -1))
         schedule_tis(session, [ti], now=utcnow())
     with session_scope(session_factory) as session:
-        ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id))
+        ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id, -1))
         start = utcnow()
         compare_and_set_state(session, ti.key, expected=TaskInstanceState.SCHEDULED,
                               try_number=ti.try_number, new_state=TaskInstanceState.RUNNING,
@@ -267,6 +267,6 @@ def run_task_locally(
                     start_date=start, hostname=hostname, log_path=path, test_mode=True),
             session_factory, local_hooks())
     with session_scope(session_factory) as session:
-        ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id))
+        ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id, -1))
     return TaskInstanceSummary(ti.task_id, ti.state, ti.try_number, ti.start_date, ti.end_date,
                                ti.state_reason)

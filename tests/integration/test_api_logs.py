@@ -172,7 +172,7 @@ class LogsApi:
 
     def set_ti(self, **values: Any) -> None:
         with session_scope(self.factory) as session:
-            ti = session.get(TaskInstance, ("d1", "t1", RUN_ID))
+            ti = session.get(TaskInstance, ("d1", "t1", RUN_ID, -1))
             assert ti is not None
             for name, value in values.items():
                 setattr(ti, name, value)

@@ -268,7 +268,7 @@ def test_a_failed_try_alerts_from_the_task_process(
                      session_factory, TryHooks(hooks=(TaskCallbacks(), EmailAlerts(smtp))))
     assert (result.state, result.recorded) == (TI.FAILED, True)
     with session_scope(session_factory) as session:
-        row = session.get_one(TaskInstance, ("alerting", "load", run.run_id))
+        row = session.get_one(TaskInstance, ("alerting", "load", run.run_id, -1))
         assert row.state == TI.FAILED and "the source table is empty" in (row.state_reason
                                                                           or "")
     if reachable:

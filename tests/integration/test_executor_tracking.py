@@ -110,7 +110,7 @@ def test_a_try_over_without_a_celery_result_frees_its_parallelism_slot(
     assert first.tis_queued == 1
     with session_scope(session_factory) as session:
         ready = session.get(TaskInstance, {"dag_id": "track", "task_id": "ready",
-                                           "run_id": run_id})
+                                           "run_id": run_id, "map_index": -1})
         assert ready is not None and ready.state == TI.QUEUED
         assert set(fake.running) == {"c-queued", "c-running", ready.external_executor_id}
 

@@ -121,7 +121,7 @@ def test_upstream_and_downstream_in_the_run(session_factory: SessionFactory) -> 
     assert set(states(session_factory, r2).values()) == {"none"}  # other runs untouched
     assert result.reopened == []  # the run was running: the scheduler goes on with it
     with session_scope(session_factory) as session:
-        ti = session.get_one(TaskInstance, ("m", "b", r1))
+        ti = session.get_one(TaskInstance, ("m", "b", r1, -1))
         assert ti.state_reason == "marked by a test"
         assert ti.start_date is not None and ti.end_date is not None
 

@@ -59,7 +59,7 @@ def _seed(session: Session, *, dag_id: str = "d1", run_id: str = "r1",
 
 def _ti(factory: SessionFactory, key: TaskInstanceKey = KEY) -> TaskInstance:
     with factory() as s:
-        ti = s.get(TaskInstance, (key.dag_id, key.task_id, key.run_id))
+        ti = s.get(TaskInstance, (key.dag_id, key.task_id, key.run_id, key.map_index))
         assert ti is not None
         return ti
 
@@ -121,8 +121,10 @@ def test_migration_0008_adds_dag_file_to_a_0007_database_and_drops_it(engine: En
     assert "dag_file" not in inspect(engine).get_table_names()
     assert "sla_miss" in inspect(engine).get_table_names()
     assert dbops.current_revision(engine) == "0007"
-    dbops.migrate(engine)
+    with engine.begin() as conn:
+        command.upgrade(dbops.alembic_config(connection=conn), "0008")
     assert dbops.current_revision(engine) == "0008"
+    dbops.migrate(engine)
     assert dbops.check(engine) == []
     with Session(engine) as s:
         s.add(DagFile(fileloc="/dags/a.py", last_parsed_at=T0, last_duration=0.5,
@@ -132,6 +134,40 @@ def test_migration_0008_adds_dag_file_to_a_0007_database_and_drops_it(engine: En
     with Session(engine) as s:
         row = s.get_one(DagFile, "/dags/a.py")
         assert (row.last_parsed_at, row.dag_ids, row.task_count) == (T0, ["a", "b"], 3)
+
+
+def test_migration_0009_keeps_task_instances_xcoms_and_reschedules_as_map_index_minus_one(
+        engine: Engine) -> None:
+    """Rows written before mapping existed are the unmapped instances (Airflow's -1)."""
+    with engine.begin() as conn:
+        command.downgrade(dbops.alembic_config(connection=conn), "0008")
+    with Session(engine) as s:
+        s.add(DagModel(dag_id="d", fileloc="/dags/d.py"))
+        s.flush()
+        s.add(DagRun(dag_id="d", run_id="r", logical_date=T0, run_type=DagRunType.MANUAL))
+        s.commit()
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO task_instance (dag_id, task_id, run_id, try_number, max_tries, state, "
+            "pool, pool_slots, queue, priority_weight) VALUES "
+            "('d', 't', 'r', 1, 0, 'up_for_reschedule', 'default_pool', 1, 'default', 1)"))
+        conn.execute(text(
+            "INSERT INTO xcom (dag_id, run_id, task_id, key, value, timestamp) VALUES "
+            "('d', 'r', 't', 'return_value', '1', :t)"), {"t": T0})
+        conn.execute(text(
+            "INSERT INTO task_reschedule (dag_id, task_id, run_id, try_number, start_date, "
+            "end_date, duration, reschedule_date) VALUES ('d', 't', 'r', 1, :t, :t, 0, :t)"),
+            {"t": T0})
+    dbops.migrate(engine)
+    assert dbops.check(engine) == []
+    with engine.connect() as conn:
+        for table in ("task_instance", "xcom", "task_reschedule"):
+            assert conn.execute(text(f"SELECT map_index FROM {table}")).scalars().all() == [-1]
+    with Session(engine) as s:
+        s.add(TaskInstance(dag_id="d", task_id="t", run_id="r", map_index=0, state="none"))
+        s.commit()
+        assert s.get_one(TaskInstance, ("d", "t", "r", 0)).key == TaskInstanceKey(
+            "d", "t", "r", 0)
 
 
 def test_migration_and_models_do_not_drift(engine: Engine) -> None:
@@ -216,12 +252,12 @@ def test_round_trip(session_factory: SessionFactory) -> None:
         assert (run.state, run.run_type, run.conf) == (DagRunState.QUEUED, "manual", {"k": "v"})
         assert run.data_interval_end == T0 + timedelta(days=1)
         assert run.queued_at is not None and run.queued_at.tzinfo is UTC
-        ti = s.get_one(TaskInstance, ("d1", "t1", "r1"))
+        ti = s.get_one(TaskInstance, ("d1", "t1", "r1", -1))
         assert (ti.state, ti.try_number, ti.pool, ti.queue) == ("none", 0, DEFAULT_POOL,
                                                                 "default")
         assert ti.executor_config == {"queue": "q"} and ti.duration == 1.5
         assert ti.key == KEY
-        assert s.get_one(XCom, ("d1", "r1", "t1", "return_value")).value == "42"
+        assert s.get_one(XCom, ("d1", "r1", "t1", -1, "return_value")).value == "42"
         assert s.scalars(select(TaskReschedule)).one().reschedule_date == T0 + timedelta(
             minutes=5)
         job = s.scalars(select(Job)).one()
@@ -327,7 +363,7 @@ def test_delete_dag_run_cascades(session_factory: SessionFactory) -> None:
 def test_compare_and_set_state(session_factory: SessionFactory) -> None:
     with session_factory() as s:
         _seed(s)
-        s.get_one(TaskInstance, ("d1", "t1", "r1")).try_number = 1
+        s.get_one(TaskInstance, ("d1", "t1", "r1", -1)).try_number = 1
         s.commit()
 
     def cas(**kw: object) -> bool:

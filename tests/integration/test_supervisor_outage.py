@@ -130,7 +130,7 @@ class World:
     def ti(self) -> TaskInstance:
         with session_scope(self.factory) as session:
             return session.get_one(TaskInstance, (self.key.dag_id, self.key.task_id,
-                                                  self.key.run_id))
+                                                  self.key.run_id, self.key.map_index))
 
     def job_heartbeat(self, job_id: int) -> float:
         """The job row's latest_heartbeat, as a POSIX timestamp."""
@@ -183,7 +183,7 @@ def make_world(tmp_path: Path, template: Path, threshold: float | None) -> World
                              run_id="manual__outage")
         key = TaskInstanceKey("outage", "t", run.run_id)
     with session_scope(factory) as session:
-        ti = session.get_one(TaskInstance, (key.dag_id, key.task_id, key.run_id))
+        ti = session.get_one(TaskInstance, (key.dag_id, key.task_id, key.run_id, key.map_index))
         assert schedule_tis(session, [ti], now=utcnow()) == 1
         try_number = ti.try_number
         fileloc = session.get_one(DagModel, key.dag_id).fileloc

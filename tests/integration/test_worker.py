@@ -286,7 +286,7 @@ def new_run(env: Env, dag_id: str) -> TaskInstanceKey:
 def queue_try(env: Env, key: TaskInstanceKey, queue: str = QUEUE) -> Sent:
     """What the scheduler does: SCHEDULED (new try), QUEUED with a Celery id, publish."""
     with session_scope(env.factory) as session:
-        ti = session.get_one(TaskInstance, (key.dag_id, key.task_id, key.run_id))
+        ti = session.get_one(TaskInstance, (key.dag_id, key.task_id, key.run_id, key.map_index))
         assert schedule_tis(session, [ti], now=utcnow()) == 1
         try_number = ti.try_number
         fileloc = session.get_one(DagModel, key.dag_id).fileloc
@@ -310,7 +310,7 @@ def publish(env: Env, command: Any, celery_id: str, queue: str = QUEUE) -> None:
 
 def ti_row(env: Env, key: TaskInstanceKey) -> TaskInstance:
     with session_scope(env.factory) as session:
-        return session.get_one(TaskInstance, (key.dag_id, key.task_id, key.run_id),
+        return session.get_one(TaskInstance, (key.dag_id, key.task_id, key.run_id, key.map_index),
                                populate_existing=True)
 
 

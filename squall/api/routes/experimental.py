@@ -65,7 +65,7 @@ def dag_run_state(dag_id: str, execution_date: str, request: Request, session: D
 def task_instance_fields(dag_id: str, execution_date: str, task_id: str, request: Request,
                          session: DB, user: Viewer) -> dict[str, Any]:
     run = _run(session, request, dag_id, execution_date)
-    ti = session.get(TaskInstance, (dag_id, task_id, run.run_id))
+    ti = session.get(TaskInstance, (dag_id, task_id, run.run_id, -1))
     if ti is None:
         raise not_found(f"Task {task_id} instance for date {run.logical_date.isoformat()} "
                         "not found")

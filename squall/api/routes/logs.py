@@ -141,7 +141,7 @@ def _complete_utf8(data: bytes) -> bytes:
 
 
 def _task_instance(session: Session, dag_id: str, run_id: str, task_id: str) -> TaskInstance:
-    ti = session.get(TaskInstance, (dag_id, task_id, run_id))
+    ti = session.get(TaskInstance, (dag_id, task_id, run_id, -1))
     if ti is not None:
         return ti
     if session.get(DagModel, dag_id) is None:

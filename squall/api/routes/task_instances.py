@@ -169,7 +169,7 @@ def list_task_instances_batch(body: ListTaskInstanceForm, request: Request, sess
 def get_ti(session: Session, dag_id: str, run_id: str, task_id: str) -> tuple[TI, DagRun]:
     """The task instance and its run; a 404 naming what is missing."""
     run = get_run(session, dag_id, run_id)
-    ti = session.get(TI, (dag_id, task_id, run_id))
+    ti = session.get(TI, (dag_id, task_id, run_id, -1))
     if ti is None:
         raise not_found(f"Task instance {task_id!r} not found in DAGRun with DAG ID: "
                         f"'{dag_id}' and DagRun ID: '{run_id}'")

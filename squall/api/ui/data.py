@@ -151,7 +151,7 @@ def grid(dag_id: str, session: DB, user: Viewer,
 
 
 def _task_instance(session: Session, dag_id: str, run_id: str, task_id: str) -> TaskInstance:
-    ti = session.get(TaskInstance, (dag_id, task_id, run_id))
+    ti = session.get(TaskInstance, (dag_id, task_id, run_id, -1))
     if ti is None:
         raise not_found(f"Task instance {dag_id}.{task_id} of run {run_id!r} not found")
     return ti

@@ -36,9 +36,13 @@ class TaskInstanceKey:
     dag_id: str
     task_id: str
     run_id: str
+    #: -1 for a task that is not mapped; 0, 1, ... for the instances of a mapped task
+    map_index: int = -1
 
     def __str__(self) -> str:
-        return f"{self.dag_id}.{self.task_id}[{self.run_id}]"
+        if self.map_index < 0:
+            return f"{self.dag_id}.{self.task_id}[{self.run_id}]"
+        return f"{self.dag_id}.{self.task_id}[{self.run_id}][{self.map_index}]"
 
 
 class TaskInstance(Base):
@@ -55,6 +59,9 @@ class TaskInstance(Base):
     dag_id: Mapped[str] = mapped_column(String(250), primary_key=True)
     task_id: Mapped[str] = mapped_column(String(250), primary_key=True)
     run_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    #: -1 unless the task is mapped (Airflow's convention); part of the key
+    map_index: Mapped[int] = mapped_column(Integer, primary_key=True, default=-1,
+                                           server_default="-1")
     try_number: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     max_tries: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     state: Mapped[str] = mapped_column(String(20), nullable=False, default=TaskInstanceState.NONE)
@@ -82,7 +89,7 @@ class TaskInstance(Base):
 
     @property
     def key(self) -> TaskInstanceKey:
-        return TaskInstanceKey(self.dag_id, self.task_id, self.run_id)
+        return TaskInstanceKey(self.dag_id, self.task_id, self.run_id, self.map_index)
 
     def __repr__(self) -> str:
         return f"<TaskInstance {self.key} try={self.try_number} {self.state}>"
@@ -112,6 +119,7 @@ def compare_and_set_state(
         TaskInstance.dag_id == key.dag_id,
         TaskInstance.task_id == key.task_id,
         TaskInstance.run_id == key.run_id,
+        TaskInstance.map_index == key.map_index,
     )
     if isinstance(expected, frozenset):
         stmt = stmt.where(TaskInstance.state.in_([s.value for s in expected]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKeyConstraint, String, Text
+from sqlalchemy import ForeignKeyConstraint, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from squall.common.models.base import Base, UtcDateTime, utcnow
@@ -21,6 +21,9 @@ class XCom(Base):
     dag_id: Mapped[str] = mapped_column(String(250), primary_key=True)
     run_id: Mapped[str] = mapped_column(String(250), primary_key=True)
     task_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    #: the pushing task instance's map index (-1 unless it is mapped)
+    map_index: Mapped[int] = mapped_column(Integer, primary_key=True, default=-1,
+                                           server_default="-1")
     key: Mapped[str] = mapped_column(String(512), primary_key=True)
     #: the JSON text of the value
     value: Mapped[str] = mapped_column(Text, nullable=False)
