@@ -92,6 +92,8 @@ class _Budget:
     pool_open: dict[str, float]
     dag_active: dict[str, int]
     task_active: dict[tuple[str, str], int]
+    #: (dag_id, run_id, task_id) -> queued + running (``max_active_tis_per_dagrun``)
+    run_task_active: dict[tuple[str, str, str], int] = field(default_factory=dict)
     starved_pools: set[str] = field(default_factory=set)
     starved_dags: set[str] = field(default_factory=set)
     starved_tasks: set[tuple[str, str]] = field(default_factory=set)
@@ -206,10 +208,11 @@ _POOLS = select(Pool.pool, Pool.slots).order_by(Pool.pool)
 _POOLS_LOCKED = _POOLS.with_for_update()
 _LOCK_TIMEOUT = text(f"SET LOCAL lock_timeout = '{int(POOL_LOCK_TIMEOUT * 1000)}ms'")
 _OCCUPYING = (
-    select(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.pool,
+    select(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id, TaskInstance.pool,
            func.count(), func.coalesce(func.sum(TaskInstance.pool_slots), 0))
     .where(TaskInstance.state.in_(sorted(s.value for s in OCCUPYING_STATES)))
-    .group_by(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.pool)
+    .group_by(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id,
+              TaskInstance.pool)
 )
 
 
@@ -227,14 +230,18 @@ def _budget(session: Session, *, executor_slots: int, lock_pools: bool) -> _Budg
     }
     dag_active: dict[str, int] = {}
     task_active: dict[tuple[str, str], int] = {}
+    run_task_active: dict[tuple[str, str, str], int] = {}
     rows = session.execute(_OCCUPYING).all()
-    for dag_id, task_id, pool, count, slots in rows:
+    for dag_id, task_id, run_id, pool, count, slots in rows:
         dag_active[dag_id] = dag_active.get(dag_id, 0) + int(count)
         task_active[(dag_id, task_id)] = task_active.get((dag_id, task_id), 0) + int(count)
+        run_key = (dag_id, run_id, task_id)
+        run_task_active[run_key] = run_task_active.get(run_key, 0) + int(count)
         if pool in pool_open:
             pool_open[pool] -= int(slots)
     budget = _Budget(executor_slots=executor_slots, pool_open=pool_open,
-                     dag_active=dag_active, task_active=task_active)
+                     dag_active=dag_active, task_active=task_active,
+                     run_task_active=run_task_active)
     budget.starved_pools.update(p for p, n in pool_open.items() if n <= 0)
     return budget
 
@@ -349,9 +356,17 @@ def _fits(ti: TaskInstance, dags: Mapping[str, DAG], budget: _Budget,
     if task_limit is not None and task_active >= task_limit:
         budget.starved_tasks.add(task_key)
         return False
+    # a mapped task's instances in one run (Airflow 2.6+): refused, not starved (the
+    # task's instances in other runs may still go)
+    run_limit = getattr(task, "max_active_tis_per_dagrun", None) if task is not None else None
+    run_key = (ti.dag_id, ti.run_id, ti.task_id)
+    run_active = budget.run_task_active.get(run_key, 0)
+    if run_limit is not None and run_active >= run_limit:
+        return False
     budget.pool_open[ti.pool] = open_slots - ti.pool_slots
     budget.dag_active[ti.dag_id] = dag_active + 1
     budget.task_active[task_key] = task_active + 1
+    budget.run_task_active[run_key] = run_active + 1
     budget.executor_slots -= 1
     return True
 
