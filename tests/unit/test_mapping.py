@@ -173,3 +173,15 @@ def test_an_unmappable_return_value_fails_the_upstream() -> None:
         check_mappable_result(op, None)
     with pytest.raises(UnmappableXComError, match="length: 1025 > 1024"):
         check_mappable_result(op, list(range(1025)))
+
+
+def test_a_mapped_task_group_is_refused_in_one_line() -> None:
+    from squall.sdk.decorators import task_group
+
+    with _dag():
+        @task_group
+        def group(x: int) -> None:
+            pass
+
+        with pytest.raises(DagDefinitionError, match="task group group: mapping a task group"):
+            group.expand(x=[1, 2])
