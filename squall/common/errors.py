@@ -73,6 +73,12 @@ class XComValueError(SquallError):
     """A value pushed to XCom cannot be serialised to JSON."""
 
 
+class UnmappableXComError(XComValueError):
+    """A task's return value cannot be expanded over by the mapped tasks downstream (Airflow's
+    ``XComForMappingNotPushed``, ``UnmappableXComTypePushed``, ``UnmappableXComLengthPushed``):
+    the task that returned it fails."""
+
+
 class TemplateError(SquallError):
     """A templated field failed to render."""
 

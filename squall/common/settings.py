@@ -80,6 +80,9 @@ class CoreSettings(_Section):
     dags_are_paused_at_creation: bool = False
     #: a task's retries when neither the task nor default_args say
     default_task_retries: int = Field(default=0, ge=0)
+    #: the most task instances a mapped task expands into; an upstream whose return value
+    #: is longer fails (Airflow's ``[core] max_map_length``)
+    max_map_length: int = Field(default=1024, ge=1)
     #: the DAG processor records tasks that miss their ``sla`` (and runs the DAGs'
     #: ``sla_miss_callback``), as Airflow's ``[core] check_slas``
     check_slas: bool = True

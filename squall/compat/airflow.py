@@ -63,6 +63,8 @@ SUPPORTED_MODULES: Final[dict[str, dict[str, str]]] = {
     },
     "airflow.models.variable": {"Variable": "squall.secrets.variables:Variable"},
     "airflow.models.connection": {"Connection": "squall.secrets.connections:Connection"},
+    "airflow.models.mappedoperator": {"MappedOperator": "squall.sdk.mapping:MappedOperator"},
+    "airflow.models.xcom_arg": {"XComArg": "squall.sdk.operators.base:XComArg"},
     "airflow.hooks": {},
     "airflow.hooks.base": {"BaseHook": "squall.sdk.hooks.base:BaseHook"},
     "airflow.models.dag": {

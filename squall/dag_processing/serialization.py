@@ -87,6 +87,9 @@ class SerializedOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         self._operator_name = operator_name
+        #: a mapped task's expand input (squall.sdk.mapping.MappedOperator.mapped_spec)
+        spec = kwargs.pop("mapped_spec", None)
+        self.mapped_spec: dict[str, Any] | None = dict(spec) if spec else None
         self.operator_module = operator_module
         self.template_fields = tuple(template_fields)
         self.is_sensor = is_sensor
@@ -203,6 +206,18 @@ def _serialize_group(group: TaskGroup) -> dict[str, Any]:
 
 
 def _serialize_task(task: BaseOperator) -> dict[str, Any]:
+    data = _task_fields(task)
+    # only a mapped task has "expand" (the others' serialized form, and hash, are unchanged)
+    spec = getattr(task, "mapped_spec", None)
+    if spec is not None:
+        data["expand"] = jsonable(spec)
+    per_run = getattr(task, "max_active_tis_per_dagrun", None)
+    if per_run is not None:
+        data["max_active_tis_per_dagrun"] = per_run
+    return data
+
+
+def _task_fields(task: BaseOperator) -> dict[str, Any]:
     mode = getattr(task, "mode", None)
     is_sensor = mode is not None or bool(getattr(task, "is_sensor", False))
     email = task.email
@@ -347,6 +362,8 @@ def _build_task(
         has_on_success_callback=bool(t.get("has_on_success_callback")),
         has_on_failure_callback=bool(t.get("has_on_failure_callback")),
         has_on_retry_callback=bool(t.get("has_on_retry_callback")),
+        mapped_spec=t.get("expand"),
+        max_active_tis_per_dagrun=t.get("max_active_tis_per_dagrun"),
         task_id=t["task_id"],
         owner=t.get("owner") or "squall",
         email=t.get("email"),

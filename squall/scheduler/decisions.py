@@ -36,6 +36,7 @@ from squall.common.state import (
     FAILED_LIKE_STATES,
     IN_FLIGHT_STATES,
     LEAF_SUCCESS_STATES,
+    PAST_OK_STATES,
     SCHEDULABLE_STATES,
     TIMEOUT_SKIP_STATES,
     UNFINISHED_STATES,
@@ -44,6 +45,7 @@ from squall.common.state import (
     TaskInstanceState,
 )
 from squall.runs.dag_shape import DagLike, downstream_map, leaf_ids, topological_order
+from squall.runs.mapping import expand_all, is_mapped
 from squall.runs.ti_updates import bulk_set, load_tis
 from squall.scheduler.readiness import (
     PreviousInstance,
@@ -139,17 +141,28 @@ def update_dag_run(
 
     changed: dict[str, list[str]] = {}
     plan = _Plan()
-    for _ in range(_MAX_DECISION_ROUNDS):
+    races = expansions = 0
+    while True:
         plan = _decide(session, dag, dag_run, tis, now,
                        ignore_past=ignore_depends_on_past)
-        if _apply(session, plan, now, changed):
+        if not _apply(session, plan, now, changed):
+            races += 1
+            if races >= _MAX_DECISION_ROUNDS:
+                # still racing: report nothing schedulable this time and keep the run running
+                return RunUpdate(schedulable=[], state=DagRunState.RUNNING, changed=changed,
+                                 tis=tis)
+            log.info("DagRun %s %s: task instances changed under us; deciding again",
+                     dag_run.dag_id, dag_run.run_id)
+            tis = load_tis(session, dag_run)
+            continue
+        if not plan.to_expand or expansions > len(dag.task_dict):
             break
-        log.info("DagRun %s %s: task instances changed under us; deciding again",
-                 dag_run.dag_id, dag_run.run_id)
+        # mapped tasks whose upstreams are done: make their instances, then decide again
+        expansions += 1
+        for expansion in expand_all(session, dag, dag_run, plan.to_expand, now=now):
+            if expansion.state is not None:
+                changed.setdefault(expansion.state.value, []).append(expansion.task_id)
         tis = load_tis(session, dag_run)
-    else:
-        # still racing: report nothing schedulable this time and keep the run running
-        return RunUpdate(schedulable=[], state=DagRunState.RUNNING, changed=changed, tis=tis)
 
     final, reason = _run_outcome(dag, dag_run, tis, plan)
     if final is None:
@@ -173,21 +186,27 @@ class _Plan:
     schedulable: list[TaskInstance] = field(default_factory=list)
     #: held back by depends_on_past, and why: a wait, not a deadlock
     waiting_on_past: list[tuple[TaskInstance, str]] = field(default_factory=list)
+    #: unexpanded mapped task instances (map index -1) whose trigger rule is met
+    to_expand: list[TaskInstance] = field(default_factory=list)
 
 
 def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskInstance],
             now: datetime, *, ignore_past: bool = False) -> _Plan:
     plan = _Plan()
     tasks = dag.task_dict
-    by_task = {ti.task_id: ti for ti in tis}
-    # the states as they will be after this update's own changes
-    states: dict[str, str] = {ti.task_id: ti.state for ti in tis}
+    by_task: dict[str, list[TaskInstance]] = {}
+    # the states as they will be after this update's own changes: task id -> map index ->
+    # state (a mapped task's upstream counts are over all its instances, as in Airflow)
+    states: dict[str, dict[int, str]] = {}
+    for ti in tis:
+        by_task.setdefault(ti.task_id, []).append(ti)
+        states.setdefault(ti.task_id, {})[ti.map_index] = ti.state
 
     orphans = [ti for ti in tis if ti.task_id not in tasks and ti.state != TI.REMOVED]
     if orphans:
         plan.moves[TI.REMOVED] = orphans
         for ti in orphans:
-            states[ti.task_id] = TI.REMOVED.value
+            states[ti.task_id][ti.map_index] = TI.REMOVED.value
 
     downstream = downstream_map(tasks)
     candidates: list[TaskInstance] = []
@@ -195,31 +214,35 @@ def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskI
     # downstreams are looked at, so a single pass reaches the fixed point: a skip or an
     # upstream_failed cascades down a whole chain.
     for task_id in topological_order(tasks, downstream):
-        found = by_task.get(task_id)
-        if found is None:
-            continue
-        ti = found
-        current = ti.state
-        if current not in SCHEDULABLE_STATES:
-            continue
         task = tasks[task_id]
-        counts = UpstreamCounts.from_states(states.get(up) for up in task.upstream_task_ids)
-        decision = evaluate_trigger_rule(task.trigger_rule, counts)
-        final_state = decision.final_state
-        if final_state is not None:
-            if current == TI.NONE:
-                plan.moves.setdefault(final_state, []).append(ti)
-                states[task_id] = final_state.value
-            continue
-        if decision is not TriggerDecision.READY:
-            continue
-        if current != TI.NONE and not retry_period_elapsed(ti.next_retry_at, now):
-            continue
-        candidates.append(ti)
+        counts: UpstreamCounts | None = None
+        for ti in by_task.get(task_id, ()):
+            current = ti.state
+            if current not in SCHEDULABLE_STATES:
+                continue
+            if counts is None:
+                counts = UpstreamCounts.from_states(
+                    state for up in task.upstream_task_ids
+                    for state in (states[up].values() if up in states else (None,)))
+            decision = evaluate_trigger_rule(task.trigger_rule, counts)
+            final_state = decision.final_state
+            if final_state is not None:
+                if current == TI.NONE:
+                    plan.moves.setdefault(final_state, []).append(ti)
+                    states[task_id][ti.map_index] = final_state.value
+                continue
+            if decision is not TriggerDecision.READY:
+                continue
+            if current != TI.NONE and not retry_period_elapsed(ti.next_retry_at, now):
+                continue
+            if ti.map_index == -1 and current == TI.NONE and is_mapped(task):
+                plan.to_expand.append(ti)
+                continue
+            candidates.append(ti)
 
     plan.schedulable = (candidates if ignore_past else _filter_depends_on_past(
         session, dag, dag_run, candidates, downstream, plan))
-    plan.schedulable.sort(key=lambda t: (-t.priority_weight, t.task_id))
+    plan.schedulable.sort(key=lambda t: (-t.priority_weight, t.task_id, t.map_index))
     return plan
 
 
@@ -246,15 +269,18 @@ def _filter_depends_on_past(session: Session, dag: DagLike, dag_run: DagRun,
     previous = session.execute(stmt).first()
     if previous is None:
         return candidates
-    previous_states: dict[str, str] = {
-        row.task_id: row.state
-        for row in session.execute(
-            select(TaskInstance.task_id, TaskInstance.state).where(
-                TaskInstance.dag_id == dag_run.dag_id,
-                TaskInstance.run_id == previous.run_id,
-            )
+    # a mapped task's instances all count: one that did not succeed (or was not skipped)
+    # holds every instance of the next run back (Airflow 2.10's PrevDagrunDep counts them)
+    previous_states: dict[str, str] = {}
+    for row in session.execute(
+        select(TaskInstance.task_id, TaskInstance.state).where(
+            TaskInstance.dag_id == dag_run.dag_id,
+            TaskInstance.run_id == previous.run_id,
         )
-    }
+    ):
+        seen = previous_states.get(row.task_id)
+        if seen is None or (seen in PAST_OK_STATES and row.state not in PAST_OK_STATES):
+            previous_states[row.task_id] = row.state
     kept: list[TaskInstance] = []
     for ti in candidates:
         task = tasks[ti.task_id]

@@ -56,6 +56,7 @@ class TaskInstanceSummary:
     start_date: datetime | None
     end_date: datetime | None
     state_reason: str | None
+    map_index: int = -1
 
 
 @dataclass
@@ -73,7 +74,8 @@ class LocalRunResult:
             "state": self.state.value,
             "reason": self.reason,
             "task_instances": [
-                {"task_id": t.task_id, "state": t.state, "try_number": t.try_number,
+                {"task_id": t.task_id, "map_index": t.map_index, "state": t.state,
+                 "try_number": t.try_number,
                  "start_date": t.start_date.isoformat() if t.start_date else None,
                  "end_date": t.end_date.isoformat() if t.end_date else None,
                  "reason": t.state_reason}
@@ -157,7 +159,8 @@ def _run_scheduled(dag: DAG, run: DagRun, session_factory: SessionFactory, hostn
             select(TaskInstance).where(
                 TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id,
                 TaskInstance.state == TaskInstanceState.SCHEDULED.value,
-            ).order_by(TaskInstance.priority_weight.desc(), TaskInstance.task_id)
+            ).order_by(TaskInstance.priority_weight.desc(), TaskInstance.task_id,
+                       TaskInstance.map_index)
         ).all()
     ran = 0
     hooks = local_hooks()
@@ -174,7 +177,7 @@ def _run_scheduled(dag: DAG, run: DagRun, session_factory: SessionFactory, hostn
         path = task_log_path(log_folder, ti.key, ti.try_number) if log_folder else None
         run_try(TrySpec(dag.get_task(ti.task_id), run, try_number=ti.try_number,
                         max_tries=ti.max_tries, start_date=start, hostname=hostname,
-                        log_path=path), session_factory, hooks)
+                        log_path=path, map_index=ti.map_index), session_factory, hooks)
         ran += 1
     return ran
 
@@ -220,11 +223,13 @@ def _summarise(dag: DAG, session_factory: SessionFactory, run_pk: int,
                                        TaskInstance.run_id == run.run_id)
         ).all()
     order = {t.task_id: i for i, t in enumerate(dag.topological_sort())}
-    tis = sorted(tis, key=lambda t: (order.get(t.task_id, len(order)), t.task_id))
+    tis = sorted(tis, key=lambda t: (order.get(t.task_id, len(order)), t.task_id,
+                                     t.map_index))
     return LocalRunResult(
         dag_id=run.dag_id, run_id=run.run_id, state=DagRunState(run.state), reason=reason,
         task_instances=[TaskInstanceSummary(t.task_id, t.state, t.try_number, t.start_date,
-                                            t.end_date, t.state_reason) for t in tis],
+                                            t.end_date, t.state_reason, t.map_index)
+                        for t in tis],
     )
 
 

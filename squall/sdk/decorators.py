@@ -186,6 +186,8 @@ class _TaskDecorator:
         self.operator_class = operator_class
         self.multiple_outputs = multiple_outputs
         self.kwargs = dict(kwargs)
+        #: function arguments given by ``.partial()`` (a mapped task's fixed ones)
+        self.partial_kwargs: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"<{self.operator_class.__name__} factory for {self.function.__qualname__}>"
@@ -193,30 +195,85 @@ class _TaskDecorator:
     def override(self, **kwargs: Any) -> _TaskDecorator:
         """A copy with these operator arguments (``task_id``, ``retries``, ...) changed."""
         multiple_outputs = kwargs.pop("multiple_outputs", self.multiple_outputs)
-        return _TaskDecorator(
+        copy = _TaskDecorator(
             self.function, self.operator_class, multiple_outputs, {**self.kwargs, **kwargs}
         )
+        copy.partial_kwargs = dict(self.partial_kwargs)
+        return copy
 
-    def expand(self, **kwargs: Any) -> Any:
-        raise DagDefinitionError(
-            f"{self.function.__name__}: dynamic task mapping (expand) is not supported"
-        )
+    def partial(self, **kwargs: Any) -> _TaskDecorator:
+        """Airflow's ``@task`` ``.partial(**fixed)``: arguments of the function every mapped
+        instance gets (``.expand`` / ``.expand_kwargs`` then gives the rest)."""
+        self._validate_arg_names("partial", kwargs)
+        dup = sorted(set(kwargs) & set(self.partial_kwargs))
+        if dup:
+            raise DagDefinitionError(f"{self.function.__name__}.partial(): duplicate argument "
+                                     f"{dup[0]!r}")
+        copy = _TaskDecorator(self.function, self.operator_class, self.multiple_outputs,
+                              self.kwargs)
+        copy.partial_kwargs = {**self.partial_kwargs, **kwargs}
+        return copy
 
-    partial = expand
+    def expand(self, **map_kwargs: Any) -> XComArg:
+        """Airflow's dynamic task mapping: one task instance per item (the cross product
+        when several arguments are expanded)."""
+        from squall.sdk.mapping import DictOfListsExpandInput, _check_value_mappable
 
-    def __call__(self, *args: Any, **kwargs: Any) -> XComArg:
+        if not map_kwargs:
+            raise DagDefinitionError(f"{self.function.__name__}.expand(): no arguments to "
+                                     "expand against")
+        self._validate_arg_names("expand", map_kwargs)
+        dup = sorted(set(map_kwargs) & set(self.partial_kwargs))
+        if dup:
+            raise DagDefinitionError(f"{self.function.__name__}.expand() got an unexpected "
+                                     f"keyword argument {dup[0]!r} (already given to partial)")
+        for name, value in map_kwargs.items():
+            _check_value_mappable(self.function.__name__, "expand", name, value)
+        return self._expand(DictOfListsExpandInput(map_kwargs))
+
+    def expand_kwargs(self, kwargs: Any, *, strict: bool = True) -> XComArg:
+        """One task instance per dict of ``kwargs`` (a list, or an upstream's list)."""
+        from squall.sdk.mapping import _list_of_dicts
+
+        return self._expand(_list_of_dicts(self.function.__name__, kwargs))
+
+    def _validate_arg_names(self, func: str, kwargs: Mapping[str, Any]) -> None:
+        from squall.sdk.mapping import KNOWN_CONTEXT_KEYS
+
+        name = self.function.__name__
+        shadowed = sorted(set(kwargs) & KNOWN_CONTEXT_KEYS)
+        if shadowed:
+            raise DagDefinitionError(f"{name}: cannot call {func}() on task context "
+                                     f"variable(s) {', '.join(repr(n) for n in shadowed)}")
+        params = inspect.signature(self.function).parameters
+        if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            return
+        unknown = [k for k in kwargs if k not in params or params[k].kind in (
+            inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.VAR_POSITIONAL)]
+        if unknown:
+            raise DagDefinitionError(f"{name}.{func}() got an unexpected keyword argument "
+                                     f"{unknown[0]!r}")
+
+    def _expand(self, expand_input: Any) -> XComArg:
+        from squall.sdk.mapping import make_mapped
+
+        op_kwargs = self._operator_kwargs()
+        task_id = op_kwargs.pop("task_id")
+        partial_kwargs = {"task_id": task_id, "python_callable": self.function,
+                          "op_args": [], "op_kwargs": dict(self.partial_kwargs), **op_kwargs}
+        operator = make_mapped(self.operator_class, partial_kwargs, expand_input,
+                               expand_into="op_kwargs",
+                               operator_name=self.operator_class.__name__)
+        return XComArg(operator)
+
+    def _operator_kwargs(self) -> dict[str, Any]:
+        """The operator's arguments: the decorator's, a unique task_id, multiple_outputs and
+        the function's docstring as doc_md."""
         op_kwargs = dict(self.kwargs)
         dag_ = op_kwargs.get("dag") or DagContext.current()
         group = op_kwargs.get("task_group")
-        task_id = get_unique_task_id(
-            op_kwargs.pop("task_id", None) or self.function.__name__, dag_, group
-        )
-        try:
-            inspect.signature(self.function).bind_partial(*args, **kwargs)
-        except TypeError as exc:
-            raise DagDefinitionError(
-                f"task {task_id}: bad arguments for {self.function.__name__}(): {exc}"
-            ) from None
+        op_kwargs["task_id"] = get_unique_task_id(
+            op_kwargs.pop("task_id", None) or self.function.__name__, dag_, group)
         multiple_outputs = self.multiple_outputs
         if multiple_outputs is None:
             multiple_outputs = (
@@ -227,6 +284,20 @@ class _TaskDecorator:
             op_kwargs["multiple_outputs"] = True
         if self.function.__doc__ and "doc_md" not in op_kwargs:
             op_kwargs["doc_md"] = inspect.cleandoc(self.function.__doc__)
+        return op_kwargs
+
+    def __call__(self, *args: Any, **kwargs: Any) -> XComArg:
+        op_kwargs = self._operator_kwargs()
+        task_id = op_kwargs.pop("task_id")
+        if self.partial_kwargs:
+            raise DagDefinitionError(f"task {task_id}: a partial() task must be expanded "
+                                     "(.expand or .expand_kwargs), not called")
+        try:
+            inspect.signature(self.function).bind_partial(*args, **kwargs)
+        except TypeError as exc:
+            raise DagDefinitionError(
+                f"task {task_id}: bad arguments for {self.function.__name__}(): {exc}"
+            ) from None
         operator = self.operator_class(
             task_id=task_id,
             python_callable=self.function,

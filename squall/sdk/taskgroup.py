@@ -156,6 +156,12 @@ def task_group(group_id: str | None = None, **group_kwargs: Any) -> Any:
                 result = func(*args, **kwargs)
             return result if result is not None else group
 
+        def mapped(*_: Any, **__: Any) -> Any:
+            raise DagDefinitionError(f"task group {group_id or func.__name__}: mapping a task "
+                                     "group (expand / partial) is not supported; map the "
+                                     "tasks inside it instead")
+
+        wrapper.expand = wrapper.partial = wrapper.expand_kwargs = mapped  # type: ignore[attr-defined]
         return wrapper
 
     if callable(group_id):

@@ -33,6 +33,8 @@ EXPECTED: dict[str, set[str]] = {
     "airflow.models.variable": {"Variable"},
     "airflow.models.connection": {"Connection"},
     "airflow.hooks": set(),
+    "airflow.models.mappedoperator": {"MappedOperator"},
+    "airflow.models.xcom_arg": {"XComArg"},
     "airflow.hooks.base": {"BaseHook"},
     "airflow.models.dag": {"DAG", "dag"},
     "airflow.models.baseoperator": {"BaseOperator", "chain", "cross_downstream"},

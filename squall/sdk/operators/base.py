@@ -54,39 +54,49 @@ def _accepted_params(cls: type) -> set[str]:
     return names
 
 
+def merged_default_args(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with the ``default_args`` (of the DAG, the enclosing task groups and the
+    ``default_args`` argument) that ``cls`` accepts filled in where missing."""
+    from squall.sdk.dag import DagContext
+    from squall.sdk.taskgroup import TaskGroupContext
+
+    dag = kwargs.get("dag") or DagContext.current()
+    group = kwargs.get("task_group")
+    if group is None and dag is not None:
+        group = TaskGroupContext.current(dag)
+    merged: dict[str, Any] = {}
+    if group is not None:
+        merged.update(group.merged_default_args())
+    elif dag is not None:
+        merged.update(dag.default_args)
+    merged.update(kwargs.pop("default_args", None) or {})
+    if merged:
+        accepted = _accepted_params(cls)
+        for key, value in merged.items():
+            if key in accepted and key not in kwargs:
+                kwargs[key] = value
+        if "params" in merged and "params" in kwargs and (
+            kwargs["params"] is not merged["params"]
+        ):
+            kwargs["params"] = {**merged["params"], **kwargs["params"]}
+    return kwargs
+
+
 def _apply_defaults(init: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(init)
     def wrapper(self: BaseOperator, *args: Any, **kwargs: Any) -> None:
         depth = self.__dict__.get("_init_depth", 0)
+        # an instance of a mapped task (squall.sdk.mapping): its arguments have their
+        # defaults already, and it joins no DAG
+        unmapping = bool(self.__dict__.get("_squall_unmapping"))
         self.__dict__["_init_depth"] = depth + 1
         try:
-            if depth == 0:
-                from squall.sdk.dag import DagContext
-                from squall.sdk.taskgroup import TaskGroupContext
-
-                dag = kwargs.get("dag") or DagContext.current()
-                group = kwargs.get("task_group")
-                if group is None and dag is not None:
-                    group = TaskGroupContext.current(dag)
-                merged: dict[str, Any] = {}
-                if group is not None:
-                    merged.update(group.merged_default_args())
-                elif dag is not None:
-                    merged.update(dag.default_args)
-                merged.update(kwargs.pop("default_args", None) or {})
-                if merged:
-                    accepted = _accepted_params(type(self))
-                    for key, value in merged.items():
-                        if key in accepted and key not in kwargs:
-                            kwargs[key] = value
-                    if "params" in merged and "params" in kwargs and (
-                        kwargs["params"] is not merged["params"]
-                    ):
-                        kwargs["params"] = {**merged["params"], **kwargs["params"]}
+            if depth == 0 and not unmapping:
+                kwargs = merged_default_args(type(self), kwargs)
             init(self, *args, **kwargs)
         finally:
             self.__dict__["_init_depth"] = depth
-        if depth == 0:
+        if depth == 0 and not unmapping:
             self._set_xcomarg_dependencies()
 
     return wrapper
@@ -128,6 +138,7 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
         depends_on_past: bool = False,
         wait_for_downstream: bool = False,
         max_active_tis_per_dag: int | None = None,
+        max_active_tis_per_dagrun: int | None = None,
         task_concurrency: int | None = None,
         executor_config: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
@@ -222,6 +233,9 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
         self.max_active_tis_per_dag = (
             max_active_tis_per_dag if max_active_tis_per_dag is not None else task_concurrency
         )
+        #: the most instances of this task queued or running at once in one DAG run (its
+        #: mapped instances, Airflow 2.6+)
+        self.max_active_tis_per_dagrun = max_active_tis_per_dagrun
         self.executor_config: dict[str, Any] = dict(executor_config or {})
         self.params: dict[str, Any] = dict(params or {})
         # a naive date is a wall time in the deployment's [core] default_timezone (Airflow's rule)
@@ -238,6 +252,8 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
         self.downstream_task_ids: set[str] = set()
 
         dag = dag or DagContext.current()
+        if self.__dict__.get("_squall_unmapping"):
+            dag = task_group = None
         if task_group is None and dag is not None:
             task_group = TaskGroupContext.current(dag)
         self.task_group: TaskGroup | None = task_group
@@ -262,12 +278,12 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
         self.task_group.add(self)
 
     @classmethod
-    def partial(cls, **_: Any) -> Any:
-        """Airflow's dynamic task mapping (``Operator.partial(...).expand(...)``): refused."""
-        raise DagDefinitionError(
-            f"{cls.__name__}.partial: dynamic task mapping (partial / expand) is not supported "
-            "by Squall; make one task per item in a loop when the DAG file is parsed, or "
-            "loop inside one task (docs/airflow-compat.md)")
+    def partial(cls, **kwargs: Any) -> Any:
+        """Airflow's dynamic task mapping: ``Operator.partial(task_id=..., **fixed)`` then
+        ``.expand(**lists)`` or ``.expand_kwargs(list_of_dicts)`` (squall.sdk.mapping)."""
+        from squall.sdk.mapping import operator_partial
+
+        return operator_partial(cls, kwargs)
 
     # Identity ------------------------------------------------------------------------
 
@@ -351,7 +367,8 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
         for field in self.template_fields:
             value = getattr(self, field, None)
             for arg in iter_xcom_args(value):
-                self.set_upstream(arg.operator)
+                for op in arg.roots:
+                    self.set_upstream(op)
 
     @property
     def log(self) -> logging.Logger:
@@ -438,6 +455,22 @@ class XComArg(DependencyMixin):
     def resolve(self, context: Context) -> Any:
         ti = context["ti"]
         return ti.xcom_pull(task_ids=self.operator.task_id, key=self.key)
+
+    def map(self, f: Callable[[Any], Any]) -> XComArg:
+        """Airflow's ``XComArg.map``: each item of the value passed through ``f``."""
+        from squall.sdk.mapping import xcom_arg_map
+
+        return xcom_arg_map(self, f)
+
+    def zip(self, *others: XComArg, **kwargs: Any) -> XComArg:
+        """Airflow's ``XComArg.zip(*others, fillvalue=...)``: tuples of items."""
+        from squall.sdk.mapping import xcom_arg_zip
+
+        unknown = set(kwargs) - {"fillvalue"}
+        if unknown:
+            raise DagDefinitionError(f"zip() got an unexpected keyword argument "
+                                     f"{sorted(unknown)[0]!r}")
+        return xcom_arg_zip(self, *others, **kwargs)
 
 
 def session_factory_of(context: Context, what: str) -> SessionFactory:
