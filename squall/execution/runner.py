@@ -513,8 +513,12 @@ def run_try(spec: TrySpec, session_factory: SessionFactory, hooks: TryHooks) -> 
 
 
 def task_log_path(log_folder: Path, key: TaskInstanceKey, try_number: int) -> Path:
-    return (log_folder / f"dag_id={key.dag_id}" / f"run_id={key.run_id}"
-            / f"task_id={key.task_id}" / f"attempt={try_number}.log")
+    """Airflow 2's default ``log_filename_template``: ``dag_id=.../run_id=.../task_id=.../``
+    then ``map_index=N/`` for an instance of a mapped task, then ``attempt=N.log``."""
+    folder = log_folder / f"dag_id={key.dag_id}" / f"run_id={key.run_id}" / f"task_id={key.task_id}"
+    if key.map_index >= 0:
+        folder = folder / f"map_index={key.map_index}"
+    return folder / f"attempt={try_number}.log"
 
 
 @contextmanager
