@@ -28,7 +28,7 @@ from squall.common.state import DagRunState, DagRunType, TaskInstanceState
 from squall.execution.runner import task_log_path
 from squall.runs.run_creation import create_dag_run
 from squall.sdk.dag import DAG
-from tests.support.api import Api, serve
+from tests.support.api import Api, basic, serve
 from tests.support.scheduling import Noop, sync_dags
 
 pytestmark = [pytest.mark.postgres, pytest.mark.parametrize("db_url", ["postgres"],
@@ -178,3 +178,25 @@ def test_log_of_one_instance(world: World) -> None:
     alone = world.api.get(url)
     assert alone.status_code == 404 and "mapped" in alone.json()["detail"]
     assert world.api.get(url, params={"map_index": 9}).status_code == 404
+
+
+def test_the_ui_grid_and_panel_summarise_the_instances(world: World) -> None:
+    """The grid's cell: the count and states of the instances, in the state Airflow's grid
+    gives it (the first of ``airflow.www.utils.priority`` present: failed here)."""
+    ui = f"/ui/api/dags/{DAG_ID}"
+    grid = world.api.client.get(f"{ui}/grid", headers=basic("viewer")).json()
+    assert grid["states"]["fan"] == ["failed"] and grid["states"]["start"] == ["success"]
+    assert grid["mapped"] == {"fan": [{"count": 5, "states": {
+        "success": 2, "failed": 2, "running": 1}}]}
+    url = f"{ui}/runs/{world.run_id}/tasks/fan"
+    panel = world.api.client.get(url, headers=basic("viewer")).json()
+    assert (panel["mapped"], panel["count"], panel["state"]) == (True, 5, "failed")
+    assert [(i["map_index"], i["state"]) for i in panel["instances"]] == [
+        (i, s.value) for i, s in enumerate(FAN)]
+    one = world.api.client.get(url, params={"map_index": 2}, headers=basic("viewer")).json()
+    assert (one["map_index"], one["state"], one["count"]) == (2, "running", 5)
+    log = world.api.client.get(f"{url}/log/1", params={"map_index": 2},
+                               headers=basic("viewer"))
+    assert log.status_code == 200 and log.text == "instance two says hello\n"
+    assert world.api.client.get(url, params={"map_index": 9},
+                                headers=basic("viewer")).status_code == 404
