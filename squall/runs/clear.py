@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -113,7 +113,8 @@ def clear_task_instances(session: Session, tis: Iterable[TaskInstance], dag: DAG
         result.cleared.append(Cleared(ti.key, ti.try_number, old, new))
         session.execute(delete(TaskReschedule).where(
             TaskReschedule.dag_id == ti.dag_id, TaskReschedule.task_id == ti.task_id,
-            TaskReschedule.run_id == ti.run_id).execution_options(synchronize_session=False))
+            TaskReschedule.run_id == ti.run_id,
+            TaskReschedule.map_index == ti.map_index).execution_options(synchronize_session=False))
         runs.add((ti.dag_id, ti.run_id))
     for dag_id, run_id in sorted(runs):
         changed = session.execute(
@@ -135,10 +136,14 @@ def select_task_instances(session: Session, dag: DAG, *, task_regex: str | None 
                           start: datetime | None = None, end: datetime | None = None,
                           run_id: str | None = None,
                           states: Sequence[TaskInstanceState] | None = None,
+                          map_indexes: Mapping[str, Collection[int]] | None = None,
                           ) -> list[TaskInstance]:
     """The task instances of ``dag`` to clear: of the tasks whose id matches ``task_regex``
     (``re.search``; all without one), with their upstream / downstream tasks; of the runs
-    with a logical date in ``[start, end]`` or of ``run_id``; in ``states`` (any without)."""
+    with a logical date in ``[start, end]`` or of ``run_id``; in ``states`` (any without).
+    ``map_indexes``: for a task id in it, only those instances of the (mapped) task (as
+    Airflow's ``DAG.clear(task_ids=[(task_id, map_index), ...])``); every other selected
+    task: all of its instances."""
     task_ids = matching_task_ids(dag, task_regex, upstream=upstream, downstream=downstream)
     if not task_ids:
         return []
@@ -154,9 +159,13 @@ def select_task_instances(session: Session, dag: DAG, *, task_regex: str | None 
         stmt = stmt.where(DagRun.logical_date <= end)
     if states is not None:
         stmt = stmt.where(TaskInstance.state.in_([s.value for s in states]))
-    return list(session.scalars(
-        stmt.order_by(DagRun.logical_date, TaskInstance.task_id)
-        .execution_options(populate_existing=True)).all())
+    tis = session.scalars(
+        stmt.order_by(DagRun.logical_date, TaskInstance.task_id, TaskInstance.map_index)
+        .execution_options(populate_existing=True)).all()
+    if map_indexes:
+        return [ti for ti in tis if ti.task_id not in map_indexes
+                or ti.map_index in map_indexes[ti.task_id]]
+    return list(tis)
 
 
 def matching_task_ids(dag: DAG, task_regex: str | None, *, upstream: bool = False,

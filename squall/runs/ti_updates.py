@@ -30,10 +30,10 @@ log = logging.getLogger(__name__)
 
 TI = TaskInstanceState
 
-#: Most keys in one ``IN`` list (up to 3 bind parameters each; SQLite allows 32766 since
+#: Most keys in one ``IN`` list (up to 4 bind parameters each; SQLite allows 32766 since
 #: 3.32, 999 before).
 _MAX_KEYS_PER_STATEMENT = 2000
-_MAX_KEYS_OLD_SQLITE = 300
+_MAX_KEYS_OLD_SQLITE = 240
 
 
 def schedule_tis(session: Session, tis: Sequence[TaskInstance], *, now: datetime) -> int:

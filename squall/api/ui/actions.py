@@ -80,6 +80,17 @@ def trigger(dag_id: str, body: JsonBody, session: DB, user: Op,
             "logical_date": iso(run.logical_date), "is_paused": done.paused}
 
 
+def _map_index(body: dict[str, Any]) -> int | None:
+    """The body's ``map_index``: one instance of a mapped task; absent or null: every
+    instance (as Airflow's grid acts on a mapped task as a whole)."""
+    value = body.get("map_index")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < -1:
+        raise bad_request("map_index must be an integer, -1 or more")
+    return value
+
+
 @router.post("/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/clear")
 def clear(dag_id: str, run_id: str, task_id: str, body: JsonBody, session: DB,
           user: Op) -> dict[str, Any]:
@@ -87,8 +98,10 @@ def clear(dag_id: str, run_id: str, task_id: str, body: JsonBody, session: DB,
     dag = _dag(session, dag_id)
     if task_id not in dag.task_dict:
         raise not_found(f"task {task_id!r} is not in DAG {dag_id} (as last parsed)")
+    index = _map_index(body)
     tis = select_task_instances(session, dag, task_regex=f"^{re.escape(task_id)}$",
-                                upstream=upstream, downstream=downstream, run_id=run_id)
+                                upstream=upstream, downstream=downstream, run_id=run_id,
+                                map_indexes=None if index is None else {task_id: {index}})
     result = clear_task_instances(session, tis, dag, utcnow(),
                                   reason=f"cleared by {user.username} in the web UI")
     log.info("ui: %s cleared %d task instance(s) of %s %s from %s", user.username,
@@ -109,8 +122,10 @@ def mark(dag_id: str, run_id: str, task_id: str, body: JsonBody, session: DB,
     upstream, downstream = _flag(body, "upstream"), _flag(body, "downstream")
     dag = _dag(session, dag_id)
     try:
+        index = _map_index(body)
         selection = select_marks(session, dag, task_id=task_id, run_id=run_id, state=state,
-                                 upstream=upstream, downstream=downstream)
+                                 upstream=upstream, downstream=downstream,
+                                 map_indexes=None if index is None else [index])
     except (TaskNotFound, DagRunNotFound) as exc:
         raise not_found(str(exc)) from None
     result = apply_marks(session, dag, selection, now=utcnow(),
