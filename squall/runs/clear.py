@@ -47,6 +47,12 @@ from squall.common.state import (
     TaskInstanceState,
 )
 from squall.common.wakeup import notify_scheduler
+from squall.runs.dag_shape import (
+    downstream_map,
+    flat_relatives,
+    relevant_setups_and_teardowns,
+    upstreams_follow_setups,
+)
 from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
@@ -162,15 +168,37 @@ def select_task_instances(session: Session, dag: DAG, *, task_regex: str | None 
 def matching_task_ids(dag: DAG, task_regex: str | None, *, upstream: bool = False,
                       downstream: bool = False) -> list[str]:
     """The ids of ``dag``'s tasks matching ``task_regex`` (all without one), with every
-    task upstream / downstream of them, sorted."""
-    pattern = re.compile(task_regex) if task_regex else None
-    matched = {tid for tid in dag.task_dict if pattern is None or pattern.search(tid)}
-    selected = set(matched)
-    for tid in matched:
-        task = dag.task_dict[tid]
-        if upstream:
-            selected |= task.get_flat_relative_ids(upstream=True)
-        if downstream:
-            selected |= task.get_flat_relative_ids(upstream=False)
-    return sorted(selected)
+    task upstream / downstream of them, sorted.
 
+    With setup tasks in the DAG, Airflow 2.7+'s ``DAG.partial_subset`` rules add more: a
+    matched work task brings its relevant setups and their teardowns
+    (:func:`~squall.runs.dag_shape.relevant_setups_and_teardowns`), and so does each work
+    task only brought in as a downstream; with ``upstream`` every upstream setup brings its
+    teardowns; a matched setup brings its teardowns.
+    """
+    pattern = re.compile(task_regex) if task_regex else None
+    tasks = dag.task_dict
+    matched = {tid for tid in tasks if pattern is None or pattern.search(tid)}
+    selected = set(matched)
+    if not any(t.is_setup for t in tasks.values()):
+        for tid in matched:
+            if upstream:
+                selected |= tasks[tid].get_flat_relative_ids(upstream=True)
+            if downstream:
+                selected |= tasks[tid].get_flat_relative_ids(upstream=False)
+        return sorted(selected)
+    below = downstream_map(tasks)
+    for tid in matched:
+        task = tasks[tid]
+        if downstream:
+            for rel in flat_relatives(tasks, below, tid, upstream=False):
+                selected.add(rel)
+                if rel not in matched and not (tasks[rel].is_setup or tasks[rel].is_teardown):
+                    selected |= relevant_setups_and_teardowns(tasks, below, rel)
+        if upstream:
+            selected |= upstreams_follow_setups(tasks, below, tid)
+        elif not (task.is_setup or task.is_teardown):
+            selected |= relevant_setups_and_teardowns(tasks, below, tid)
+        if task.is_setup and not downstream:
+            selected |= {d for d in below[tid] if tasks[d].is_teardown}
+    return sorted(selected)

@@ -43,16 +43,25 @@ from squall.common.state import (
     DagRunType,
     TaskInstanceState,
 )
-from squall.runs.dag_shape import DagLike, downstream_map, leaf_ids, topological_order
+from squall.runs.dag_shape import (
+    DagLike,
+    TaskLike,
+    downstream_map,
+    indirect_setups,
+    leaf_ids,
+    topological_order,
+)
 from squall.runs.ti_updates import bulk_set, load_tis
 from squall.scheduler.readiness import (
     PreviousInstance,
     TriggerDecision,
     UpstreamCounts,
+    evaluate_setup_constraint,
     evaluate_trigger_rule,
     past_wait_reason,
     retry_period_elapsed,
 )
+from squall.sdk.trigger_rule import TriggerRule
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +199,7 @@ def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskI
             states[ti.task_id] = TI.REMOVED.value
 
     downstream = downstream_map(tasks)
+    with_setups = any(t.is_setup for t in tasks.values())
     candidates: list[TaskInstance] = []
     # In topological order every upstream's state is final for this call before its
     # downstreams are looked at, so a single pass reaches the fixed point: a skip or an
@@ -202,9 +212,8 @@ def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskI
         current = ti.state
         if current not in SCHEDULABLE_STATES:
             continue
-        task = tasks[task_id]
-        counts = UpstreamCounts.from_states(states.get(up) for up in task.upstream_task_ids)
-        decision = evaluate_trigger_rule(task.trigger_rule, counts)
+        decision = _trigger_decision(tasks, downstream, task_id, states,
+                                     with_setups=with_setups)
         final_state = decision.final_state
         if final_state is not None:
             if current == TI.NONE:
@@ -221,6 +230,31 @@ def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskI
         session, dag, dag_run, candidates, downstream, plan))
     plan.schedulable.sort(key=lambda t: (-t.priority_weight, t.task_id))
     return plan
+
+
+def _trigger_decision(tasks: Mapping[str, TaskLike], downstream: Mapping[str, AbstractSet[str]],
+                      task_id: str, states: Mapping[str, str | None], *,
+                      with_setups: bool) -> TriggerDecision:
+    """The task's trigger rule on its direct upstreams and, in a DAG with setup tasks, the
+    setups it waits for besides them (Airflow's ``TriggerRuleDep``: both are checked, a
+    verdict that marks the task instance wins, then both must be met)."""
+    task = tasks[task_id]
+    ups = task.upstream_task_ids
+    counts = UpstreamCounts.from_states(
+        (states.get(up) for up in ups),
+        (states.get(up) for up in ups if up in tasks and tasks[up].is_setup))
+    decision = evaluate_trigger_rule(task.trigger_rule, counts)
+    if not with_setups or not ups or task.trigger_rule == TriggerRule.ALWAYS:
+        return decision
+    setups = indirect_setups(tasks, downstream, task_id)
+    if not setups:
+        return decision
+    constraint = evaluate_setup_constraint(states.get(s) for s in setups)
+    if constraint.final_state is not None:
+        return constraint
+    if decision.final_state is not None or constraint is TriggerDecision.READY:
+        return decision
+    return TriggerDecision.WAIT
 
 
 def _filter_depends_on_past(session: Session, dag: DagLike, dag_run: DagRun,

@@ -172,6 +172,11 @@ def _returns_mapping(func: Callable[..., Any]) -> bool:
 class _TaskDecorator:
     """A decorated function: calling it creates a task and returns its XComArg."""
 
+    #: set by ``@setup`` / ``@teardown`` (squall.sdk.setup_teardown)
+    is_setup = False
+    is_teardown = False
+    on_failure_fail_dagrun = False
+
     def __init__(
         self,
         function: Callable[..., Any],
@@ -193,9 +198,12 @@ class _TaskDecorator:
     def override(self, **kwargs: Any) -> _TaskDecorator:
         """A copy with these operator arguments (``task_id``, ``retries``, ...) changed."""
         multiple_outputs = kwargs.pop("multiple_outputs", self.multiple_outputs)
-        return _TaskDecorator(
+        copy = _TaskDecorator(
             self.function, self.operator_class, multiple_outputs, {**self.kwargs, **kwargs}
         )
+        copy.is_setup, copy.is_teardown = self.is_setup, self.is_teardown
+        copy.on_failure_fail_dagrun = self.on_failure_fail_dagrun
+        return copy
 
     def expand(self, **kwargs: Any) -> Any:
         raise DagDefinitionError(
@@ -206,6 +214,12 @@ class _TaskDecorator:
 
     def __call__(self, *args: Any, **kwargs: Any) -> XComArg:
         op_kwargs = dict(self.kwargs)
+        fail_dagrun = op_kwargs.pop("on_failure_fail_dagrun", self.on_failure_fail_dagrun)
+        if self.is_teardown:
+            if "trigger_rule" in op_kwargs:
+                raise DagDefinitionError(f"{self.function.__name__}: trigger rule not "
+                                         "configurable for teardown tasks")
+            op_kwargs["trigger_rule"] = "all_done_setup_success"
         dag_ = op_kwargs.get("dag") or DagContext.current()
         group = op_kwargs.get("task_group")
         task_id = get_unique_task_id(
@@ -234,6 +248,8 @@ class _TaskDecorator:
             op_kwargs=kwargs,
             **op_kwargs,
         )
+        operator.is_setup, operator.is_teardown = self.is_setup, self.is_teardown
+        operator.on_failure_fail_dagrun = fail_dagrun
         return XComArg(operator)
 
 
