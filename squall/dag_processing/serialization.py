@@ -258,13 +258,14 @@ def _serialize_task(task: BaseOperator) -> dict[str, Any]:
         "is_setup": task.is_setup,
         "is_teardown": task.is_teardown,
         "on_failure_fail_dagrun": task.on_failure_fail_dagrun,
-        "external_task_marker": _marker_settings(task),
+        "external_task_marker": marker_settings(task),
     }
 
 
-def _marker_settings(task: BaseOperator) -> dict[str, Any] | None:
-    """An ExternalTaskMarker's target, as clearing across DAGs reads it (templates
-    unrendered: they are rendered with the run's context when clearing)."""
+def marker_settings(task: BaseOperator) -> dict[str, Any] | None:
+    """An ExternalTaskMarker's ``external_dag_id``, ``external_task_id``,
+    ``execution_date`` (a template, rendered with the run's context when clearing) and
+    ``recursion_depth``, as clearing across DAGs reads them; None for another task."""
     if isinstance(task, SerializedOperator):
         return task.external_task_marker
     if not isinstance(task, ExternalTaskMarker):

@@ -47,6 +47,8 @@ from squall.common.state import (
     TaskInstanceState,
 )
 from squall.common.wakeup import notify_scheduler
+from squall.dag_processing.sync import load_serialized_dags
+from squall.runs import external_clear
 from squall.runs.dag_shape import (
     downstream_map,
     flat_relatives,
@@ -91,11 +93,18 @@ def clear_task_instances(session: Session, tis: Iterable[TaskInstance], dag: DAG
     tis = list(tis)
     lock_runs(session, ((ti.dag_id, ti.run_id) for ti in tis))
     runs: set[tuple[str, str]] = set()
+    # task instances of other DAGs (reached through ExternalTaskMarker) count their own
+    # DAG's retries
+    others = {ti.dag_id for ti in tis} - {dag.dag_id if dag is not None else ""}
+    dags = load_serialized_dags(session, others) if others else {}
+    if dag is not None:
+        dags[dag.dag_id] = dag
     for ti in tis:
         old = TI(ti.state)
         if old == TI.RESTARTING:
             continue
-        task = dag.task_dict.get(ti.task_id) if dag is not None else None
+        ti_dag = dags.get(ti.dag_id)
+        task = ti_dag.task_dict.get(ti.task_id) if ti_dag is not None else None
         retries = int(task.retries) if task is not None else 0
         max_tries = ti.try_number + retries
         if old == TI.RUNNING:
@@ -141,10 +150,13 @@ def select_task_instances(session: Session, dag: DAG, *, task_regex: str | None 
                           start: datetime | None = None, end: datetime | None = None,
                           run_id: str | None = None,
                           states: Sequence[TaskInstanceState] | None = None,
+                          follow_markers: bool = False,
                           ) -> list[TaskInstance]:
     """The task instances of ``dag`` to clear: of the tasks whose id matches ``task_regex``
     (``re.search``; all without one), with their upstream / downstream tasks; of the runs
-    with a logical date in ``[start, end]`` or of ``run_id``; in ``states`` (any without)."""
+    with a logical date in ``[start, end]`` or of ``run_id``; in ``states`` (any without).
+    With ``follow_markers``, also those of other DAGs that the ExternalTaskMarkers among
+    them reach (:mod:`squall.runs.external_clear`; raises its ``ClearError``)."""
     task_ids = matching_task_ids(dag, task_regex, upstream=upstream, downstream=downstream)
     if not task_ids:
         return []
@@ -160,9 +172,13 @@ def select_task_instances(session: Session, dag: DAG, *, task_regex: str | None 
         stmt = stmt.where(DagRun.logical_date <= end)
     if states is not None:
         stmt = stmt.where(TaskInstance.state.in_([s.value for s in states]))
-    return list(session.scalars(
+    tis = list(session.scalars(
         stmt.order_by(DagRun.logical_date, TaskInstance.task_id)
         .execution_options(populate_existing=True)).all())
+    if follow_markers:
+        tis = external_clear.follow_markers(session, dag, tis, states=states,
+                                            select=select_task_instances)
+    return tis
 
 
 def matching_task_ids(dag: DAG, task_regex: str | None, *, upstream: bool = False,

@@ -26,8 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from squall.common.db import session_scope
+from squall.common.models import DagRun, TaskInstance
+from squall.common.settings import Settings
 from tests.integration.test_cluster import make_cluster
+from tests.support.api import serve
 from tests.support.cluster import Cluster
 
 DAGS = Path(__file__).parent / "airflow210_setup_dags"
@@ -148,3 +153,93 @@ def test_setup_teardown_through_a_cluster(pg_cluster: Cluster) -> None:
     assert {t: (ti.state, ti.try_number) for t, ti in tis.items()} == {
         "create_cluster": ("success", 2), "work": ("failed", 2),
         "delete_cluster": ("success", 2)}
+
+    # ExternalTaskMarker through the API (include_subdags, false by default as in Airflow)
+    on = "2024-01-01T00:00:00+00:00"
+    marked = {d: cluster.trigger(d, "-e", on)
+              for d in ("af210_parent", "af210_child", "af210_grandchild")}
+    for dag_id, run_id in marked.items():
+        assert cluster.wait_for_run(dag_id, run_id) == "success", dag_id
+    url = "/api/v1/dags/af210_parent/clearTaskInstances"
+    body = {"dry_run": True, "only_failed": False, "task_ids": ["produce"],
+            "include_downstream": True, "dag_run_id": marked["af210_parent"]}
+    with serve(Settings.load(env=cluster.env), cluster.session_factory) as api:
+        alone = api.post(url, user="op", json=body).json()["task_instances"]
+        assert {(t["dag_id"], t["task_id"]) for t in alone} == {
+            ("af210_parent", "produce"), ("af210_parent", "mark_child")}
+        done = api.post(url, user="op", json={**body, "dry_run": False,
+                                              "include_subdags": True}).json()
+    assert {(t["dag_id"], t["task_id"]) for t in done["task_instances"]} == {
+        ("af210_parent", "produce"), ("af210_parent", "mark_child"),
+        ("af210_child", "wait_parent"), ("af210_child", "process"),
+        ("af210_child", "mark_grandchild"), ("af210_grandchild", "finish"),
+        ("af210_grandchild", "after_finish")}
+    # the scheduler runs the three DAGs' cleared task instances again
+    for dag_id, run_id in marked.items():
+        assert cluster.wait_for_run(dag_id, run_id) == "success", dag_id
+    tries = {t: ti.try_number for t, ti in cluster.task_instances(
+        "af210_grandchild", marked["af210_grandchild"]).items()}
+    assert tries == {"finish": 2, "after_finish": 2, "unrelated": 1}
+
+
+# --------------------------------------------------------------------------- item 5
+
+
+def test_latest_only_under_dags_test_for_a_past_date(local: Cluster) -> None:
+    """Airflow 2.10.5's `airflow dags test` makes a manual run that is not externally
+    triggered (DAG.test -> _get_or_create_dagrun -> DAG.create_dagrun, external_trigger
+    False), so LatestOnlyOperator.choose_branch checks the schedule: for a past date now is
+    not in the next data interval, and the direct downstream is skipped."""
+    ran = _dags_test(local, "af210_latest_only", "2024-03-05")
+    assert (ran["state"], ran["states"]) == ("success", {
+        "latest_only": "success", "work": "skipped", "after": "success"})
+
+
+def _cleared(cluster: Cluster, dag_id: str, *args: str) -> set[tuple[str, str]]:
+    proc = cluster.cli("tasks", "clear", dag_id, *args, "--dry-run", check=False)
+    assert proc.returncode == 0, proc.stderr
+    rows = [[cell.strip() for cell in line.strip().strip("│").split("│")]
+            for line in proc.stdout.splitlines() if line.startswith("│")]
+    return {(cells[0], cells[2]) for cells in rows if cells[0].startswith("af210_")}
+
+
+def test_external_task_marker_clears_across_dags(local: Cluster) -> None:
+    """As `airflow tasks clear` (DAG.clear with include_subdags, which follows
+    ExternalTaskMarker in DAG._get_task_instances): checked with Airflow 2.10.5 on the
+    same files, after `airflow dags reserialize`."""
+    local.cli("dags", "list")  # the marked DAGs are read from the metadata database
+    for dag_id in ("af210_parent", "af210_child", "af210_grandchild", "af210_shallow"):
+        assert _dags_test(local, dag_id, "2024-01-01")["state"] == "success", dag_id
+    assert _cleared(local, "af210_parent", "-t", "^produce$", "-d") == {
+        ("af210_parent", "produce"), ("af210_parent", "mark_child"),
+        ("af210_child", "wait_parent"), ("af210_child", "process"),
+        ("af210_child", "mark_grandchild"),
+        ("af210_grandchild", "finish"), ("af210_grandchild", "after_finish")}
+    # no marker among the selection, or -x: this DAG's only
+    assert _cleared(local, "af210_parent", "-t", "^produce$") == {("af210_parent", "produce")}
+    assert _cleared(local, "af210_parent", "-t", "^produce$", "-d", "-x") == {
+        ("af210_parent", "produce"), ("af210_parent", "mark_child")}
+    # the state filter applies to the marker too: nothing failed, nothing cleared
+    out = local.cli("tasks", "clear", "af210_parent", "-t", "^produce$", "-d", "-f",
+                    "--dry-run").stdout
+    assert "No task instances to clear" in out
+    # the first marker allows one level: the child's marker is one too many
+    proc = local.cli("tasks", "clear", "af210_shallow", "--dry-run", check=False)
+    assert proc.returncode != 0
+    assert ("Maximum recursion depth 1 reached for ExternalTaskMarker "
+            "af210_child.mark_grandchild") in proc.stderr
+
+    # cleared for real: the other DAGs' runs are queued again, their task instances none
+    local.cli("tasks", "clear", "af210_parent", "-t", "^produce$", "-d", "-y")
+    with session_scope(local.session_factory) as session:
+        rows = session.execute(
+            select(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.state)
+            .where(TaskInstance.dag_id.in_(["af210_child", "af210_grandchild"]))).all()
+        runs = dict(session.execute(select(DagRun.dag_id, DagRun.state).where(
+            DagRun.dag_id.in_(["af210_child", "af210_grandchild"]))).all())
+    assert {(d, t): s for d, t, s in rows} == {
+        ("af210_child", "wait_parent"): "none", ("af210_child", "process"): "none",
+        ("af210_child", "mark_grandchild"): "none", ("af210_grandchild", "finish"): "none",
+        ("af210_grandchild", "after_finish"): "none",
+        ("af210_grandchild", "unrelated"): "success"}
+    assert runs == {"af210_child": "queued", "af210_grandchild": "queued"}
