@@ -13,6 +13,7 @@
   let shape = null;           // run ids + task ids the table was built for
   let selected = null;        // {task_id, run_id}
   let shownTry = null, ti = null, logRunning = false;
+  let kinds = {};             // task id -> "setup" | "teardown"
 
   document.getElementById("legend").replaceChildren(...STATES.map((s) =>
     el("span", { class: "legend-item" }, el("span", { class: `dot ${stateClass(s)}` }), s)));
@@ -33,8 +34,13 @@
   function build(data) {
     const body = el("tbody");
     body.append(header(data.runs));
+    kinds = data.setup_teardown || {};
     for (const task of data.tasks) {
-      body.append(el("tr", {}, el("th", { class: "task", text: task, title: task }),
+      const kind = kinds[task];
+      const name = el("th", { class: "task", title: kind ? `${task} (${kind} task)` : task },
+        ...(kind ? [el("span", { class: `st-marker st-${kind}`, text: kind === "setup" ? "↑ setup" : "↓ teardown" })] : []),
+        task);
+      body.append(el("tr", {}, name,
         ...data.runs.map((r) => el("td", {
           class: "cell", tabindex: 0, dataset: { taskId: task, runId: r.run_id },
           onclick: () => select(task, r.run_id),
@@ -74,7 +80,7 @@
 
   async function refreshGrid() {
     const data = await request("GET", `${dagUrl}/grid`);
-    const key = JSON.stringify([data.runs.map((r) => r.run_id), data.tasks]);
+    const key = JSON.stringify([data.runs.map((r) => r.run_id), data.tasks, data.setup_teardown]);
     const first = shape === null;
     if (key !== shape) { build(data); shape = key; }
     paint(data);
@@ -100,6 +106,7 @@
       ...fact("Ended", fmtDate(t.end_date)),
       ...fact("Duration", fmtDuration(duration)),
       ...fact("Operator", t.operator),
+      ...(kinds[t.task_id] ? fact("Kind", `${kinds[t.task_id]} task`, `st-text st-${kinds[t.task_id]}`) : []),
       ...fact("Pool / queue", `${t.pool} / ${t.queue}`),
       ...fact("Run", `${t.run_id} (${t.run_state})`),
       ...(t.run_note ? fact("Run note", t.run_note, "run-note") : []));
@@ -208,7 +215,8 @@
     }
   }
   document.getElementById("ti-clear").addEventListener("click", () =>
-    act("clear", { upstream: option("opt-upstream"), downstream: option("opt-downstream") },
+    act("clear", { upstream: option("opt-upstream"), downstream: option("opt-downstream"),
+      recursive: option("opt-recursive") },
       (r) => `Cleared ${r.cleared.length} task instance(s)` + (r.changed_meanwhile.length ? `; ${r.changed_meanwhile.length} changed meanwhile, left alone` : "")));
   for (const state of ["success", "failed"]) {
     document.getElementById(`ti-mark-${state}`).addEventListener("click", () =>
