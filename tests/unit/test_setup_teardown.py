@@ -245,3 +245,23 @@ def test_clear_selection_takes_setups_and_teardowns() -> None:
     assert matching_task_ids(dag, "^t$", downstream=True) == ["t"]
     assert matching_task_ids(dag, "^t$", upstream=True) == [
         "other_setup", "other_td", "s", "t", "w1", "w2"]
+
+
+def test_a_task_group_leaves_its_teardown_out_of_its_leaves() -> None:
+    """task_group.py TaskGroup.get_leaves: `group >> next` attaches to the work before the
+    teardown (checked with Airflow 2.10.5: next's upstreams are g.w and g.w2; a group of
+    only a setup and its teardown has no leaves)."""
+    from squall.sdk.taskgroup import TaskGroup
+
+    with _dag() as dag:
+        with TaskGroup("g") as g:
+            s, w, w2, t = (EmptyOperator(task_id=i) for i in ("s", "w", "w2", "t"))
+            s >> [w, w2]
+            w >> t.as_teardown(setups=s)
+        with TaskGroup("h") as h:
+            hs, ht = EmptyOperator(task_id="s"), EmptyOperator(task_id="t")
+            hs >> ht.as_teardown(setups=hs)
+        g >> EmptyOperator(task_id="after")
+        h >> EmptyOperator(task_id="after_h")
+    assert dag.task_dict["after"].upstream_task_ids == {"g.w", "g.w2"}
+    assert dag.task_dict["after_h"].upstream_task_ids == set()
