@@ -21,6 +21,7 @@ its serialised form. The pure rules (trigger rules, waits) are in
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -199,7 +200,7 @@ def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskI
             states[ti.task_id] = TI.REMOVED.value
 
     downstream = downstream_map(tasks)
-    with_setups = any(t.is_setup for t in tasks.values())
+    setups_of = _indirect_setups_cache(dag) if any(t.is_setup for t in tasks.values()) else None
     candidates: list[TaskInstance] = []
     # In topological order every upstream's state is final for this call before its
     # downstreams are looked at, so a single pass reaches the fixed point: a skip or an
@@ -212,8 +213,7 @@ def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskI
         current = ti.state
         if current not in SCHEDULABLE_STATES:
             continue
-        decision = _trigger_decision(tasks, downstream, task_id, states,
-                                     with_setups=with_setups)
+        decision = _trigger_decision(tasks, downstream, task_id, states, setups_of)
         final_state = decision.final_state
         if final_state is not None:
             if current == TI.NONE:
@@ -232,21 +232,36 @@ def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskI
     return plan
 
 
+#: per DAG object (the scheduler keeps one per DAG version): task id -> its indirect setups
+_INDIRECT_SETUPS: weakref.WeakKeyDictionary[Any, dict[str, set[str]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _indirect_setups_cache(dag: DagLike) -> dict[str, set[str]]:
+    try:
+        return _INDIRECT_SETUPS.setdefault(dag, {})
+    except TypeError:  # not weakly referable: no cache
+        return {}
+
+
 def _trigger_decision(tasks: Mapping[str, TaskLike], downstream: Mapping[str, AbstractSet[str]],
-                      task_id: str, states: Mapping[str, str | None], *,
-                      with_setups: bool) -> TriggerDecision:
-    """The task's trigger rule on its direct upstreams and, in a DAG with setup tasks, the
-    setups it waits for besides them (Airflow's ``TriggerRuleDep``: both are checked, a
-    verdict that marks the task instance wins, then both must be met)."""
+                      task_id: str, states: Mapping[str, str | None],
+                      setups_of: dict[str, set[str]] | None) -> TriggerDecision:
+    """The task's trigger rule on its direct upstreams and, in a DAG with setup tasks
+    (``setups_of`` caches their walk), the setups it waits for besides them (Airflow's
+    ``TriggerRuleDep``: both are checked, a verdict that marks the task instance wins, then
+    both must be met)."""
     task = tasks[task_id]
     ups = task.upstream_task_ids
     counts = UpstreamCounts.from_states(
         (states.get(up) for up in ups),
         (states.get(up) for up in ups if up in tasks and tasks[up].is_setup))
     decision = evaluate_trigger_rule(task.trigger_rule, counts)
-    if not with_setups or not ups or task.trigger_rule == TriggerRule.ALWAYS:
+    if setups_of is None or not ups or task.trigger_rule == TriggerRule.ALWAYS:
         return decision
-    setups = indirect_setups(tasks, downstream, task_id)
+    setups = setups_of.get(task_id)
+    if setups is None:
+        setups = setups_of[task_id] = indirect_setups(tasks, downstream, task_id)
     if not setups:
         return decision
     constraint = evaluate_setup_constraint(states.get(s) for s in setups)
