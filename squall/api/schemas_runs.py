@@ -149,7 +149,9 @@ class ClearTaskInstances(_In):
     include_downstream: bool = False
     include_future: bool = False
     include_past: bool = False
-    include_subdags: bool | None = Field(default=None, description="accepted; no subDAGs")
+    include_subdags: bool | None = Field(
+        default=None, description="also clear the task instances of other DAGs that the "
+        "ExternalTaskMarkers among the cleared ones mark (as Airflow; no subDAGs)")
     include_parentdag: bool | None = Field(default=None,
                                            description="accepted; no subDAGs")
 

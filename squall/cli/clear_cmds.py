@@ -26,6 +26,7 @@ from squall.common.db import session_scope
 from squall.common.models import DagModel, utcnow
 from squall.common.state import ONLY_FAILED_STATES, ONLY_RUNNING_STATES, TaskInstanceState
 from squall.runs.clear import clear_task_instances, matching_task_ids, select_task_instances
+from squall.runs.external_clear import ClearError
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="only failed and upstream_failed task instances")
     only.add_argument("-r", "--only-running", action="store_true",
                       help="only running task instances")
+    p.add_argument("-x", "--exclude-subdags", action="store_true",
+                   help="do not clear the tasks of other DAGs that the ExternalTaskMarkers "
+                   "among the cleared task instances mark (followed by default, as Airflow)")
+    p.add_argument("-X", "--exclude-parentdag", action="store_true",
+                   help="accepted for Airflow's command line; there are no subDAGs")
     p.add_argument("--dry-run", action="store_true",
                    help="list what would be cleared and change nothing")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
@@ -88,10 +94,14 @@ def clear(ctx: CliContext, args: argparse.Namespace) -> int:
     map_indexes = ({tid: set(args.map_index) for tid in matching_task_ids(dag, args.task_regex)}
                    if args.map_index else None)
     with session_scope(factory) as session:
-        tis = select_task_instances(session, dag, task_regex=args.task_regex,
-                                    upstream=args.upstream, downstream=args.downstream,
-                                    start=start, end=end, run_id=args.run_id, states=states,
-                                    map_indexes=map_indexes)
+        try:
+            tis = select_task_instances(session, dag, task_regex=args.task_regex,
+                                        upstream=args.upstream, downstream=args.downstream,
+                                        start=start, end=end, run_id=args.run_id,
+                                        states=states, map_indexes=map_indexes,
+                                        follow_markers=not args.exclude_subdags)
+        except ClearError as exc:
+            raise CliError(str(exc)) from None
     if not tis:
         print("No task instances to clear")
         return 0

@@ -124,6 +124,12 @@ SUPPORTED_MODULES: Final[dict[str, dict[str, str]]] = {
         "dag": "squall.sdk.decorators:dag",
         "task": "squall.sdk.decorators:task",
         "task_group": "squall.sdk.decorators:task_group",
+        "setup": "squall.sdk.setup_teardown:setup",
+        "teardown": "squall.sdk.setup_teardown:teardown",
+    },
+    "airflow.decorators.setup_teardown": {
+        "setup_task": "squall.sdk.setup_teardown:setup",
+        "teardown_task": "squall.sdk.setup_teardown:teardown",
     },
     "airflow.exceptions": {
         "AirflowSkipException": "squall.common.errors:TaskSkipped",

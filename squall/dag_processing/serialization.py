@@ -41,6 +41,7 @@ from pendulum.tz.timezone import FixedTimezone, Timezone
 from squall.common.errors import SerializationError, SquallError
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import BaseOperator, Context
+from squall.sdk.sensors.external_task import ExternalTaskMarker
 from squall.sdk.taskgroup import TaskGroup
 from squall.sdk.timetables import (
     CronDataIntervalTimetable,
@@ -70,6 +71,8 @@ class SerializedOperator(BaseOperator):
 
     #: the sensor mode (``"poke"`` / ``"reschedule"``) when the original task had one
     mode: str | None = None
+    #: an ExternalTaskMarker's target (``_marker_settings``), else None
+    external_task_marker: dict[str, Any] | None = None
 
     def __init__(
         self,
@@ -267,7 +270,25 @@ def _task_fields(task: BaseOperator) -> dict[str, Any]:
         "has_on_success_callback": task.on_success_callback is not None,
         "has_on_failure_callback": task.on_failure_callback is not None,
         "has_on_retry_callback": task.on_retry_callback is not None,
+        "is_setup": task.is_setup,
+        "is_teardown": task.is_teardown,
+        "on_failure_fail_dagrun": task.on_failure_fail_dagrun,
+        "external_task_marker": marker_settings(task),
     }
+
+
+def marker_settings(task: BaseOperator) -> dict[str, Any] | None:
+    """An ExternalTaskMarker's ``external_dag_id``, ``external_task_id``,
+    ``execution_date`` (a template, rendered with the run's context when clearing) and
+    ``recursion_depth``, as clearing across DAGs reads them; None for another task."""
+    if isinstance(task, SerializedOperator):
+        return task.external_task_marker
+    if not isinstance(task, ExternalTaskMarker):
+        return None
+    return {"external_dag_id": str(task.external_dag_id),
+            "external_task_id": str(task.external_task_id),
+            "execution_date": str(task.execution_date),
+            "recursion_depth": int(task.recursion_depth)}
 
 
 _SENSOR_FIELDS = ("poke_interval", "timeout", "soft_fail", "exponential_backoff", "max_wait")
@@ -349,6 +370,17 @@ def _build_dag(d: Mapping[str, Any]) -> DAG:
 
 
 def _build_task(
+    t: Mapping[str, Any], dag: DAG, tz: Timezone | FixedTimezone
+) -> SerializedOperator:
+    task = _build_operator(t, dag, tz)
+    task.is_setup = bool(t.get("is_setup"))
+    task.is_teardown = bool(t.get("is_teardown"))
+    task.on_failure_fail_dagrun = bool(t.get("on_failure_fail_dagrun"))
+    task.external_task_marker = t.get("external_task_marker")
+    return task
+
+
+def _build_operator(
     t: Mapping[str, Any], dag: DAG, tz: Timezone | FixedTimezone
 ) -> SerializedOperator:
     return SerializedOperator(

@@ -21,7 +21,8 @@ its serialised form. The pure rules (trigger rules, waits) are in
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import weakref
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,17 +45,26 @@ from squall.common.state import (
     DagRunType,
     TaskInstanceState,
 )
-from squall.runs.dag_shape import DagLike, downstream_map, leaf_ids, topological_order
+from squall.runs.dag_shape import (
+    DagLike,
+    TaskLike,
+    downstream_map,
+    indirect_setups,
+    leaf_ids,
+    topological_order,
+)
 from squall.runs.mapping import expand_all, is_mapped
 from squall.runs.ti_updates import bulk_set, load_tis
 from squall.scheduler.readiness import (
     PreviousInstance,
     TriggerDecision,
     UpstreamCounts,
+    evaluate_setup_constraint,
     evaluate_trigger_rule,
     past_wait_reason,
     retry_period_elapsed,
 )
+from squall.sdk.trigger_rule import TriggerRule
 
 log = logging.getLogger(__name__)
 
@@ -209,22 +219,20 @@ def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskI
             states[ti.task_id][ti.map_index] = TI.REMOVED.value
 
     downstream = downstream_map(tasks)
+    setups_of = _indirect_setups_cache(dag) if any(t.is_setup for t in tasks.values()) else None
     candidates: list[TaskInstance] = []
     # In topological order every upstream's state is final for this call before its
     # downstreams are looked at, so a single pass reaches the fixed point: a skip or an
     # upstream_failed cascades down a whole chain.
     for task_id in topological_order(tasks, downstream):
         task = tasks[task_id]
-        counts: UpstreamCounts | None = None
+        decision: TriggerDecision | None = None
         for ti in by_task.get(task_id, ()):
             current = ti.state
             if current not in SCHEDULABLE_STATES:
                 continue
-            if counts is None:
-                counts = UpstreamCounts.from_states(
-                    state for up in task.upstream_task_ids
-                    for state in (states[up].values() if up in states else (None,)))
-            decision = evaluate_trigger_rule(task.trigger_rule, counts)
+            if decision is None:  # the upstreams' states do not change in this loop
+                decision = _trigger_decision(tasks, downstream, task_id, states, setups_of)
             final_state = decision.final_state
             if final_state is not None:
                 if current == TI.NONE:
@@ -244,6 +252,58 @@ def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskI
         session, dag, dag_run, candidates, downstream, plan))
     plan.schedulable.sort(key=lambda t: (-t.priority_weight, t.task_id, t.map_index))
     return plan
+
+
+#: per DAG object (the scheduler keeps one per DAG version): task id -> its indirect setups
+_INDIRECT_SETUPS: weakref.WeakKeyDictionary[Any, dict[str, set[str]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _indirect_setups_cache(dag: DagLike) -> dict[str, set[str]]:
+    try:
+        return _INDIRECT_SETUPS.setdefault(dag, {})
+    except TypeError:  # not weakly referable: no cache
+        return {}
+
+
+def _trigger_decision(tasks: Mapping[str, TaskLike], downstream: Mapping[str, AbstractSet[str]],
+                      task_id: str, states: Mapping[str, Mapping[int, str]],
+                      setups_of: dict[str, set[str]] | None) -> TriggerDecision:
+    """The task's trigger rule on its direct upstreams and, in a DAG with setup tasks
+    (``setups_of`` caches their walk), the setups it waits for besides them (Airflow's
+    ``TriggerRuleDep``: both are checked, a verdict that marks the task instance wins, then
+    both must be met). Every instance of a mapped upstream counts (``states``: task id ->
+    map index -> state)."""
+    task = tasks[task_id]
+    ups = task.upstream_task_ids
+    counts = UpstreamCounts.from_states(
+        _instance_states(states, ups),
+        _instance_states(states, [up for up in ups if up in tasks and tasks[up].is_setup]))
+    decision = evaluate_trigger_rule(task.trigger_rule, counts)
+    if setups_of is None or not ups or task.trigger_rule == TriggerRule.ALWAYS:
+        return decision
+    setups = setups_of.get(task_id)
+    if setups is None:
+        setups = setups_of[task_id] = indirect_setups(tasks, downstream, task_id)
+    if not setups:
+        return decision
+    constraint = evaluate_setup_constraint(_instance_states(states, setups))
+    if constraint.final_state is not None:
+        return constraint
+    if decision.final_state is not None or constraint is TriggerDecision.READY:
+        return decision
+    return TriggerDecision.WAIT
+
+
+def _instance_states(states: Mapping[str, Mapping[int, str]],
+                     task_ids: Iterable[str]) -> Iterator[str | None]:
+    """The state of every instance of these tasks; ``None`` for a task without one."""
+    for task_id in task_ids:
+        found = states.get(task_id)
+        if found:
+            yield from found.values()
+        else:
+            yield None
 
 
 def _filter_depends_on_past(session: Session, dag: DagLike, dag_run: DagRun,

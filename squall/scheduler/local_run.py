@@ -117,9 +117,12 @@ def run_dag_locally(
             (DagRun.logical_date == logical) | (DagRun.run_id == (run_id or "")),
         ))
         session.flush()
+        # Airflow 2.10's `dags test` (DAG.test -> _get_or_create_dagrun -> create_dagrun)
+        # makes a manual run that is *not* externally triggered: LatestOnlyOperator skips
+        # for a past date, and prev_ds / next_ds are the schedule's, as in a scheduled run
         run = create_dag_run(session, dag, run_type=DagRunType.MANUAL, logical_date=logical,
                              data_interval=None, run_id=run_id, conf=conf,
-                             state=DagRunState.RUNNING, external_trigger=True)
+                             state=DagRunState.RUNNING, external_trigger=False)
         run_pk = run.id
     log.info("DagRun %s %s: started by dags test", dag.dag_id, run.run_id)
 
@@ -256,9 +259,10 @@ def run_task_locally(
         session.execute(delete(DagRun).where(DagRun.dag_id == dag.dag_id,
                                              DagRun.logical_date == logical))
         session.flush()
+        # not externally triggered, as Airflow's `tasks test` run (task_command._get_dag_run)
         run = create_dag_run(session, dag, run_type=DagRunType.MANUAL, logical_date=logical,
                              data_interval=None, conf=conf, state=DagRunState.RUNNING,
-                             external_trigger=True)
+                             external_trigger=False)
         ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id, -1))
         schedule_tis(session, [ti], now=utcnow())
     with session_scope(session_factory) as session:

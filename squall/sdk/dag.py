@@ -256,6 +256,14 @@ class DAG:
                         f"DAG {self.dag_id}: task {task.task_id} depends on {other!r}, "
                         "which is not in this DAG"
                     )
+            if task.is_setup:  # Airflow's DAG.validate_setup_teardown
+                for down in task.downstream_task_ids:
+                    rule = self.task_dict[down].trigger_rule
+                    if not self.task_dict[down].is_teardown and rule != "all_success":
+                        raise DagDefinitionError(
+                            f"DAG {self.dag_id}: setup task {task.task_id} is followed by "
+                            f"{down} with trigger rule {rule}: setup tasks must be followed "
+                            "with trigger rule ALL_SUCCESS")
         self.check_cycle()
 
     def topological_sort(self) -> list[BaseOperator]:

@@ -172,6 +172,11 @@ def _returns_mapping(func: Callable[..., Any]) -> bool:
 class _TaskDecorator:
     """A decorated function: calling it creates a task and returns its XComArg."""
 
+    #: set by ``@setup`` / ``@teardown`` (squall.sdk.setup_teardown)
+    is_setup = False
+    is_teardown = False
+    on_failure_fail_dagrun = False
+
     def __init__(
         self,
         function: Callable[..., Any],
@@ -199,6 +204,8 @@ class _TaskDecorator:
             self.function, self.operator_class, multiple_outputs, {**self.kwargs, **kwargs}
         )
         copy.partial_kwargs = dict(self.partial_kwargs)
+        copy.is_setup, copy.is_teardown = self.is_setup, self.is_teardown
+        copy.on_failure_fail_dagrun = self.on_failure_fail_dagrun
         return copy
 
     def partial(self, **kwargs: Any) -> _TaskDecorator:
@@ -259,17 +266,26 @@ class _TaskDecorator:
 
         op_kwargs = self._operator_kwargs()
         task_id = op_kwargs.pop("task_id")
+        fail_dagrun = op_kwargs.pop("on_failure_fail_dagrun")
         partial_kwargs = {"task_id": task_id, "python_callable": self.function,
                           "op_args": [], "op_kwargs": dict(self.partial_kwargs), **op_kwargs}
         operator = make_mapped(self.operator_class, partial_kwargs, expand_input,
                                expand_into="op_kwargs",
                                operator_name=self.operator_class.__name__)
+        operator.is_setup, operator.is_teardown = self.is_setup, self.is_teardown
+        operator.on_failure_fail_dagrun = fail_dagrun
         return XComArg(operator)
 
     def _operator_kwargs(self) -> dict[str, Any]:
         """The operator's arguments: the decorator's, a unique task_id, multiple_outputs and
         the function's docstring as doc_md."""
         op_kwargs = dict(self.kwargs)
+        op_kwargs.setdefault("on_failure_fail_dagrun", self.on_failure_fail_dagrun)
+        if self.is_teardown:
+            if "trigger_rule" in op_kwargs:
+                raise DagDefinitionError(f"{self.function.__name__}: trigger rule not "
+                                         "configurable for teardown tasks")
+            op_kwargs["trigger_rule"] = "all_done_setup_success"
         dag_ = op_kwargs.get("dag") or DagContext.current()
         group = op_kwargs.get("task_group")
         op_kwargs["task_id"] = get_unique_task_id(
@@ -289,6 +305,7 @@ class _TaskDecorator:
     def __call__(self, *args: Any, **kwargs: Any) -> XComArg:
         op_kwargs = self._operator_kwargs()
         task_id = op_kwargs.pop("task_id")
+        fail_dagrun = op_kwargs.pop("on_failure_fail_dagrun")
         if self.partial_kwargs:
             raise DagDefinitionError(f"task {task_id}: a partial() task must be expanded "
                                      "(.expand or .expand_kwargs), not called")
@@ -305,6 +322,8 @@ class _TaskDecorator:
             op_kwargs=kwargs,
             **op_kwargs,
         )
+        operator.is_setup, operator.is_teardown = self.is_setup, self.is_teardown
+        operator.on_failure_fail_dagrun = fail_dagrun
         return XComArg(operator)
 
 

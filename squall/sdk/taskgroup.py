@@ -117,9 +117,32 @@ class TaskGroup(DependencyMixin):
 
     @property
     def leaves(self) -> list[BaseOperator]:
+        """The tasks an edge out of the group leaves from: those with no downstream in the
+        group, where a teardown gives way to the work before it (Airflow 2.7+'s
+        ``TaskGroup.get_leaves``), so ``group >> next`` does not wait for the teardown."""
         tasks = self.iter_tasks()
-        ids = {t.task_id for t in tasks}
-        return [t for t in tasks if not (t.downstream_task_ids & ids)]
+        by_id = {t.task_id: t for t in tasks}
+
+        def busy(task: BaseOperator, exclude: str) -> bool:  # a work task downstream in the group
+            return any(d != exclude and d in by_id and not by_id[d].is_teardown
+                       for d in task.downstream_task_ids)
+
+        def before_teardown(task: BaseOperator) -> list[BaseOperator]:
+            found: list[BaseOperator] = []
+            for up in (by_id[u] for u in sorted(task.upstream_task_ids) if u in by_id):
+                if up.is_teardown:
+                    found.extend(before_teardown(up))
+                elif not (task.is_teardown and up.is_setup) and not busy(up, task.task_id):
+                    found.append(up)
+            return found
+
+        leaves: dict[str, BaseOperator] = {}
+        for task in tasks:
+            if task.downstream_task_ids & by_id.keys():
+                continue
+            for leaf in before_teardown(task) if task.is_teardown else [task]:
+                leaves.setdefault(leaf.task_id, leaf)
+        return list(leaves.values())
 
     def merged_default_args(self) -> dict[str, Any]:
         """Default args from the DAG, then each enclosing group, innermost last."""

@@ -43,7 +43,8 @@ EXPECTED: dict[str, set[str]] = {
     "airflow.operators.python": {"PythonOperator", "BranchPythonOperator", "ShortCircuitOperator"},
     "airflow.operators.empty": {"EmptyOperator"},
     "airflow.operators.dummy": {"DummyOperator"},
-    "airflow.decorators": {"dag", "task", "task_group"},
+    "airflow.decorators": {"dag", "task", "task_group", "setup", "teardown"},
+    "airflow.decorators.setup_teardown": {"setup_task", "teardown_task"},
     "airflow.exceptions": {
         "AirflowSkipException",
         "AirflowFailException",

@@ -57,6 +57,7 @@ from squall.common.errors import TaskNotFound
 from squall.common.models import DagRun, TaskInstance, TaskInstanceKey, utcnow
 from squall.common.state import ONLY_FAILED_STATES, ONLY_RUNNING_STATES, TaskInstanceState
 from squall.runs.clear import clear_task_instances, select_task_instances
+from squall.runs.external_clear import ClearError
 from squall.runs.mark import apply_marks, select_marks
 
 log = logging.getLogger(__name__)
@@ -324,10 +325,14 @@ def clear_tis(dag_id: str, body: ClearTaskInstances, request: Request, session: 
     regex, map_indexes = _task_regex(dag_id, set(dag.task_dict), body.task_ids)
     states = (ONLY_FAILED_STATES if body.only_failed
               else ONLY_RUNNING_STATES if body.only_running else None)
-    tis = select_task_instances(session, dag, task_regex=regex,
-                                upstream=body.include_upstream,
-                                downstream=body.include_downstream, start=start, end=end,
-                                run_id=run_id, states=states, map_indexes=map_indexes)
+    try:
+        tis = select_task_instances(session, dag, task_regex=regex,
+                                    upstream=body.include_upstream,
+                                    downstream=body.include_downstream, start=start, end=end,
+                                    run_id=run_id, states=states, map_indexes=map_indexes,
+                                    follow_markers=bool(body.include_subdags))
+    except ClearError as exc:
+        raise bad_request(str(exc)) from None
     keys = [ti.key for ti in tis]
     if not body.dry_run and tis:
         result = clear_task_instances(session, tis, dag, utcnow())

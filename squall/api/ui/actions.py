@@ -25,6 +25,7 @@ from squall.common.models import utcnow
 from squall.common.state import TaskInstanceState
 from squall.dag_processing.sync import load_serialized_dags
 from squall.runs.clear import clear_task_instances, select_task_instances
+from squall.runs.external_clear import ClearError
 from squall.runs.mark import apply_marks, select_marks
 from squall.runs.pausing import set_paused
 from squall.runs.trigger import trigger_run
@@ -99,9 +100,13 @@ def clear(dag_id: str, run_id: str, task_id: str, body: JsonBody, session: DB,
     if task_id not in dag.task_dict:
         raise not_found(f"task {task_id!r} is not in DAG {dag_id} (as last parsed)")
     index = _map_index(body)
-    tis = select_task_instances(session, dag, task_regex=f"^{re.escape(task_id)}$",
-                                upstream=upstream, downstream=downstream, run_id=run_id,
-                                map_indexes=None if index is None else {task_id: {index}})
+    try:
+        tis = select_task_instances(session, dag, task_regex=f"^{re.escape(task_id)}$",
+                                    upstream=upstream, downstream=downstream, run_id=run_id,
+                                    map_indexes=None if index is None else {task_id: {index}},
+                                    follow_markers=_flag(body, "recursive"))
+    except ClearError as exc:
+        raise bad_request(str(exc)) from None
     result = clear_task_instances(session, tis, dag, utcnow(),
                                   reason=f"cleared by {user.username} in the web UI")
     log.info("ui: %s cleared %d task instance(s) of %s %s from %s", user.username,

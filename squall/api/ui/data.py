@@ -43,7 +43,7 @@ GRID_RUNS = 25
 MAX_GRID_RUNS = 100
 
 #: the task order of each serialized DAG version seen, by (dag_id, dag_hash)
-_task_orders: dict[tuple[str, str], list[str]] = {}
+_task_orders: dict[tuple[str, str], tuple[list[str], dict[str, str]]] = {}
 
 #: the state a mapped task's cell takes: the first of these its instances are in (Airflow
 #: 2.10's grid, ``airflow.www.utils.priority``; ``none`` stands for Airflow's None)
@@ -103,25 +103,33 @@ def dags(session: DB, user: Viewer) -> dict[str, Any]:
 
 def task_order(session: Session, dag_id: str) -> list[str]:
     """The DAG's task ids upstream first (as parsed last), remembered per DAG version."""
+    return _shape(session, dag_id)[0]
+
+
+def _shape(session: Session, dag_id: str) -> tuple[list[str], dict[str, str]]:
+    """The task order and which tasks are setups / teardowns (``"setup"``,
+    ``"teardown"``), from the DAG as parsed last, remembered per DAG version."""
     row = session.execute(select(SerializedDagModel.dag_hash)
                           .where(SerializedDagModel.dag_id == dag_id)).first()
     if row is None:
-        return []
+        return [], {}
     key = (dag_id, row.dag_hash)
-    order = _task_orders.get(key)
-    if order is None:
+    shape = _task_orders.get(key)
+    if shape is None:
         data = session.scalar(select(SerializedDagModel.data)
                               .where(SerializedDagModel.dag_id == dag_id))
         try:
             tasks = deserialize_dag(data or {}).task_dict
         except Exception as exc:  # a row this version cannot read: order by name instead
             log.warning("ui: cannot rebuild DAG %s for its task order: %s", dag_id, exc)
-            return []
-        order = topological_order(tasks, downstream_map(tasks))
+            return [], {}
+        kinds = {tid: "setup" if t.is_setup else "teardown" for tid, t in tasks.items()
+                 if t.is_setup or t.is_teardown}
+        shape = (topological_order(tasks, downstream_map(tasks)), kinds)
         if len(_task_orders) > 256:
             _task_orders.clear()
-        _task_orders[key] = order
-    return order
+        _task_orders[key] = shape
+    return shape
 
 
 @router.get("/dags/{dag_id}/grid")
@@ -162,7 +170,7 @@ def grid(dag_id: str, session: DB, user: Viewer,
         for i, c in enumerate(cells):
             if c is not None:
                 states[task_id][i] = mapped_state(c)
-    order = task_order(session, dag_id)
+    order, kinds = _shape(session, dag_id)
     known = set(order)
     tasks = order + sorted(t for t in states if t not in known)
     notes = ended_backfill_notes(session, dag_id, [r.run_id for r in ordered
@@ -175,6 +183,8 @@ def grid(dag_id: str, session: DB, user: Viewer,
                   "end_date": iso(r.end_date), "note": notes.get(r.run_id)}
                  for r in ordered],
         "tasks": tasks,
+        # Airflow's grid marks these (an arrow up for a setup, down for a teardown)
+        "setup_teardown": {t: kinds[t] for t in tasks if t in kinds},
         "states": {t: states.get(t, [None] * len(ordered)) for t in tasks},
         "mapped": mapped,
     }

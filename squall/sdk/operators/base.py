@@ -10,9 +10,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from squall.common.errors import DagDefinitionError
+from squall.sdk import setup_teardown
 from squall.sdk.dag_defaults import current_defaults
 from squall.sdk.deprecation import warn_deprecated
 from squall.sdk.edges import DependencyMixin
+from squall.sdk.setup_teardown import SetupTeardownMixin, SetupTeardownRefMixin
 from squall.sdk.timetables import coerce_datetime
 from squall.sdk.trigger_rule import TriggerRule, WeightRule
 
@@ -98,11 +100,12 @@ def _apply_defaults(init: Callable[..., None]) -> Callable[..., None]:
             self.__dict__["_init_depth"] = depth
         if depth == 0 and not unmapping:
             self._set_xcomarg_dependencies()
+            setup_teardown.record_task(self)
 
     return wrapper
 
 
-class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
+class BaseOperator(SetupTeardownMixin, DependencyMixin, metaclass=BaseOperatorMeta):
     """A task: one unit of work, run once per DAG run (per try).
 
     Subclasses implement :meth:`execute`. Fields named in ``template_fields`` are rendered
@@ -250,6 +253,9 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
         self.doc_md = doc_md
         self.upstream_task_ids: set[str] = set()
         self.downstream_task_ids: set[str] = set()
+        self._is_setup = False
+        self._is_teardown = False
+        self._on_failure_fail_dagrun = False
 
         dag = dag or DagContext.current()
         if self.__dict__.get("_squall_unmapping"):
@@ -424,7 +430,7 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
         return delay
 
 
-class XComArg(DependencyMixin):
+class XComArg(SetupTeardownRefMixin, DependencyMixin):
     """A reference to a value another task pushes to XCom (by default its return value).
 
     Passing one as an argument of a task makes that task downstream of the producer; the

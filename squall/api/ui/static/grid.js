@@ -16,6 +16,7 @@
   let shape = null;           // run ids + task ids the table was built for
   let selected = null;        // {task_id, run_id, map_index: null (the task) or N (an instance)}
   let shownTry = null, ti = null, logRunning = false;
+  let kinds = {};             // task id -> "setup" | "teardown"
 
   document.getElementById("legend").replaceChildren(...STATES.map((s) =>
     el("span", { class: "legend-item" }, el("span", { class: `dot ${stateClass(s)}` }), s)));
@@ -41,10 +42,15 @@
   function build(data) {
     const body = el("tbody");
     body.append(header(data.runs));
+    kinds = data.setup_teardown || {};
     for (const task of data.tasks) {
       const isMapped = Boolean(data.mapped?.[task]);
-      body.append(el("tr", {}, el("th", { class: "task", title: isMapped ? `${task} (mapped)` : task },
-        task, ...(isMapped ? [el("span", { class: "mapped-mark", text: " [ ]" })] : [])),
+      const kind = kinds[task];
+      const title = `${task}${kind ? ` (${kind} task)` : ""}${isMapped ? " (mapped)" : ""}`;
+      const name = el("th", { class: "task", title },
+        ...(kind ? [el("span", { class: `st-marker st-${kind}`, text: kind === "setup" ? "↑ setup" : "↓ teardown" })] : []),
+        task, ...(isMapped ? [el("span", { class: "mapped-mark", text: " [ ]" })] : []));
+      body.append(el("tr", {}, name,
         ...data.runs.map((r) => el("td", {
           class: "cell", tabindex: 0, dataset: { taskId: task, runId: r.run_id },
           onclick: () => select(task, r.run_id),
@@ -89,7 +95,7 @@
 
   async function refreshGrid() {
     const data = await request("GET", `${dagUrl}/grid`);
-    const key = JSON.stringify([data.runs.map((r) => r.run_id), data.tasks, Object.keys(data.mapped || {})]);
+    const key = JSON.stringify([data.runs.map((r) => r.run_id), data.tasks, Object.keys(data.mapped || {}), data.setup_teardown]);
     const first = shape === null;
     if (key !== shape) { build(data); shape = key; }
     paint(data);
@@ -125,6 +131,7 @@
       ...fact("Ended", fmtDate(t.end_date)),
       ...fact("Duration", fmtDuration(duration)),
       ...fact("Operator", t.operator),
+      ...(kinds[t.task_id] ? fact("Kind", `${kinds[t.task_id]} task`, `st-text st-${kinds[t.task_id]}`) : []),
       ...fact("Pool / queue", `${t.pool} / ${t.queue}`),
       ...fact("Run", `${t.run_id} (${t.run_state})`),
       ...(t.run_note ? fact("Run note", t.run_note, "run-note") : []));
@@ -267,7 +274,8 @@
     }
   }
   document.getElementById("ti-clear").addEventListener("click", () =>
-    act("clear", { upstream: option("opt-upstream"), downstream: option("opt-downstream") },
+    act("clear", { upstream: option("opt-upstream"), downstream: option("opt-downstream"),
+      recursive: option("opt-recursive") },
       (r) => `Cleared ${r.cleared.length} task instance(s)` + (r.changed_meanwhile.length ? `; ${r.changed_meanwhile.length} changed meanwhile, left alone` : "")));
   for (const state of ["success", "failed"]) {
     document.getElementById(`ti-mark-${state}`).addEventListener("click", () =>
