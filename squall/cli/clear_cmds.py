@@ -25,7 +25,12 @@ from squall.cli.runs_cmds import (
 from squall.common.db import session_scope
 from squall.common.models import DagModel, utcnow
 from squall.common.state import ONLY_FAILED_STATES, ONLY_RUNNING_STATES, TaskInstanceState
-from squall.runs.clear import clear_task_instances, matching_task_ids, select_task_instances
+from squall.runs.clear import (
+    clear_task_instances,
+    follow_markers,
+    matching_task_ids,
+    select_task_instances,
+)
 from squall.runs.external_clear import ClearError
 
 log = logging.getLogger(__name__)
@@ -98,8 +103,9 @@ def clear(ctx: CliContext, args: argparse.Namespace) -> int:
             tis = select_task_instances(session, dag, task_regex=args.task_regex,
                                         upstream=args.upstream, downstream=args.downstream,
                                         start=start, end=end, run_id=args.run_id,
-                                        states=states, map_indexes=map_indexes,
-                                        follow_markers=not args.exclude_subdags)
+                                        states=states, map_indexes=map_indexes)
+            if not args.exclude_subdags:
+                tis = follow_markers(session, dag, tis, states)
         except ClearError as exc:
             raise CliError(str(exc)) from None
     if not tis:

@@ -152,16 +152,14 @@ def select_task_instances(session: Session, dag: DAG, *, task_regex: str | None 
                           run_id: str | None = None,
                           states: Sequence[TaskInstanceState] | None = None,
                           map_indexes: Mapping[str, Collection[int]] | None = None,
-                          follow_markers: bool = False,
                           ) -> list[TaskInstance]:
     """The task instances of ``dag`` to clear: of the tasks whose id matches ``task_regex``
     (``re.search``; all without one), with their upstream / downstream tasks; of the runs
     with a logical date in ``[start, end]`` or of ``run_id``; in ``states`` (any without).
     ``map_indexes``: for a task id in it, only those instances of the (mapped) task (as
     Airflow's ``DAG.clear(task_ids=[(task_id, map_index), ...])``); every other selected
-    task: all of its instances. With ``follow_markers``, also those of other DAGs that the
-    ExternalTaskMarkers among them reach (:mod:`squall.runs.external_clear`; raises its
-    ``ClearError``)."""
+    task: all of its instances. :func:`follow_markers` adds those of other DAGs that the
+    ExternalTaskMarkers among them reach."""
     task_ids = matching_task_ids(dag, task_regex, upstream=upstream, downstream=downstream)
     if not task_ids:
         return []
@@ -183,10 +181,15 @@ def select_task_instances(session: Session, dag: DAG, *, task_regex: str | None 
     if map_indexes:
         tis = [ti for ti in tis if ti.task_id not in map_indexes
                or ti.map_index in map_indexes[ti.task_id]]
-    if follow_markers:
-        tis = external_clear.follow_markers(session, dag, tis, states=states,
-                                            select=select_task_instances)
     return tis
+
+
+def follow_markers(session: Session, dag: DAG, tis: list[TaskInstance],
+                   states: Sequence[TaskInstanceState] | None = None) -> list[TaskInstance]:
+    """``tis`` and the task instances of other DAGs that the ExternalTaskMarkers among them
+    reach (:mod:`squall.runs.external_clear`; raises its ``ClearError``)."""
+    return external_clear.follow_markers(session, dag, tis, states=states,
+                                         select=select_task_instances)
 
 
 def matching_task_ids(dag: DAG, task_regex: str | None, *, upstream: bool = False,

@@ -56,7 +56,7 @@ from squall.api.state import DB
 from squall.common.errors import TaskNotFound
 from squall.common.models import DagRun, TaskInstance, TaskInstanceKey, utcnow
 from squall.common.state import ONLY_FAILED_STATES, ONLY_RUNNING_STATES, TaskInstanceState
-from squall.runs.clear import clear_task_instances, select_task_instances
+from squall.runs.clear import clear_task_instances, follow_markers, select_task_instances
 from squall.runs.external_clear import ClearError
 from squall.runs.mark import apply_marks, select_marks
 
@@ -329,8 +329,9 @@ def clear_tis(dag_id: str, body: ClearTaskInstances, request: Request, session: 
         tis = select_task_instances(session, dag, task_regex=regex,
                                     upstream=body.include_upstream,
                                     downstream=body.include_downstream, start=start, end=end,
-                                    run_id=run_id, states=states, map_indexes=map_indexes,
-                                    follow_markers=bool(body.include_subdags))
+                                    run_id=run_id, states=states, map_indexes=map_indexes)
+        if body.include_subdags:
+            tis = follow_markers(session, dag, tis, states)
     except ClearError as exc:
         raise bad_request(str(exc)) from None
     keys = [ti.key for ti in tis]

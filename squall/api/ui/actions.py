@@ -24,7 +24,7 @@ from squall.common.errors import DagRunNotFound, TaskNotFound, TriggerError
 from squall.common.models import utcnow
 from squall.common.state import TaskInstanceState
 from squall.dag_processing.sync import load_serialized_dags
-from squall.runs.clear import clear_task_instances, select_task_instances
+from squall.runs.clear import clear_task_instances, follow_markers, select_task_instances
 from squall.runs.external_clear import ClearError
 from squall.runs.mark import apply_marks, select_marks
 from squall.runs.pausing import set_paused
@@ -103,8 +103,9 @@ def clear(dag_id: str, run_id: str, task_id: str, body: JsonBody, session: DB,
     try:
         tis = select_task_instances(session, dag, task_regex=f"^{re.escape(task_id)}$",
                                     upstream=upstream, downstream=downstream, run_id=run_id,
-                                    map_indexes=None if index is None else {task_id: {index}},
-                                    follow_markers=_flag(body, "recursive"))
+                                    map_indexes=None if index is None else {task_id: {index}})
+        if _flag(body, "recursive"):
+            tis = follow_markers(session, dag, tis)
     except ClearError as exc:
         raise bad_request(str(exc)) from None
     result = clear_task_instances(session, tis, dag, utcnow(),
