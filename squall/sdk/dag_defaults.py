@@ -37,6 +37,9 @@ class DagDefaults:
     retries: int = 0
     #: the time zone of a DAG whose start_date is naive or missing (a name pendulum knows)
     timezone: str = "UTC"
+    #: ``[core] dag_run_conf_overrides_params``: a run's conf overrides the tries' params
+    #: (kept on the DAG as ``conf_overrides_params``, read where its tries' contexts are built)
+    conf_overrides_params: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DagDefaults:
@@ -45,7 +48,8 @@ class DagDefaults:
                    max_active_runs=core.max_active_runs_per_dag,
                    max_active_tasks=core.max_active_tasks_per_dag,
                    retries=core.default_task_retries,
-                   timezone=core.default_timezone)
+                   timezone=core.default_timezone,
+                   conf_overrides_params=core.dag_run_conf_overrides_params)
 
 
 #: Airflow's own defaults, in force where no loader installed the deployment's

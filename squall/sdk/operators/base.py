@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ from squall.common.errors import DagDefinitionError
 from squall.sdk.dag_defaults import current_defaults
 from squall.sdk.deprecation import warn_deprecated
 from squall.sdk.edges import DependencyMixin
+from squall.sdk.params import ParamsDict
 from squall.sdk.timetables import coerce_datetime
 from squall.sdk.trigger_rule import TriggerRule, WeightRule
 
@@ -54,6 +56,17 @@ def _accepted_params(cls: type) -> set[str]:
     return names
 
 
+def _merged_params(dag: DAG | None, params: Mapping[str, Any] | None,
+                   default_params: Mapping[str, Any] | None) -> ParamsDict:
+    """A task's params as Airflow's ``get_merged_defaults``: a copy of the DAG's, updated
+    with the task's own, then with its ``default_args["params"]``."""
+    merged = copy.deepcopy(dag.params) if dag is not None else ParamsDict()
+    for layer in (params, default_params):
+        if layer:
+            merged.update(layer)
+    return merged
+
+
 def _apply_defaults(init: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(init)
     def wrapper(self: BaseOperator, *args: Any, **kwargs: Any) -> None:
@@ -74,15 +87,15 @@ def _apply_defaults(init: Callable[..., None]) -> Callable[..., None]:
                 elif dag is not None:
                     merged.update(dag.default_args)
                 merged.update(kwargs.pop("default_args", None) or {})
+                default_params = merged.pop("params", None)
                 if merged:
                     accepted = _accepted_params(type(self))
                     for key, value in merged.items():
                         if key in accepted and key not in kwargs:
                             kwargs[key] = value
-                    if "params" in merged and "params" in kwargs and (
-                        kwargs["params"] is not merged["params"]
-                    ):
-                        kwargs["params"] = {**merged["params"], **kwargs["params"]}
+                if dag is not None or default_params or kwargs.get("params"):
+                    kwargs["params"] = _merged_params(dag, kwargs.get("params"),
+                                                      default_params)
             init(self, *args, **kwargs)
         finally:
             self.__dict__["_init_depth"] = depth
@@ -130,7 +143,7 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
         max_active_tis_per_dag: int | None = None,
         task_concurrency: int | None = None,
         executor_config: dict[str, Any] | None = None,
-        params: dict[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
         start_date: datetime | None = None,
         end_date: datetime | None = None,
         on_execute_callback: TaskCallback | None = None,
@@ -223,7 +236,8 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
             max_active_tis_per_dag if max_active_tis_per_dag is not None else task_concurrency
         )
         self.executor_config: dict[str, Any] = dict(executor_config or {})
-        self.params: dict[str, Any] = dict(params or {})
+        self.params: ParamsDict = (copy.copy(params) if isinstance(params, ParamsDict)
+                                   else ParamsDict(params))
         # a naive date is a wall time in the deployment's [core] default_timezone (Airflow's rule)
         self.start_date = coerce_datetime(start_date, current_defaults().timezone)
         self.end_date = coerce_datetime(end_date, current_defaults().timezone)
