@@ -72,7 +72,8 @@ def _dags_test(cluster: Cluster, dag_id: str, date: str, *extra: str,
 
 def test_params_under_dags_test_and_trigger(cluster: Cluster) -> None:
     listed = {d["dag_id"] for d in cluster.cli_json("dags", "list")}
-    assert {"af2_params", "af2_params_required"} <= listed and "af2_params_bad" not in listed
+    assert {"af2_params", "af2_params_required", "af2_params_task_bad"} <= listed
+    assert "af2_params_bad" not in listed
     errors = cluster.cli("dags", "list-import-errors").stdout
     assert "af2_params_bad.py" in errors
     assert "DAG is not allowed to define a Schedule" in errors, errors
@@ -114,6 +115,16 @@ def test_params_under_dags_test_and_trigger(cluster: Cluster) -> None:
     assert _xcom(cluster, "af2_params_required", ran["run_id"], "show") == {"must": "ok"}
     run_id = cluster.trigger("af2_params", "--conf", '{"count": 3, "name": "moon"}')
     assert run_id.startswith("manual__")
+
+    # a task's own bad Param fails its try (see af2_params.py for Airflow's behaviour)
+    proc = cluster.cli("dags", "test", "af2_params_task_bad", "2024-01-02", "-o", "json",
+                       check=False)
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 1 and result["state"] == "failed"
+    assert {t["task_id"]: t["state"] for t in result["task_instances"]} == {
+        "bad": "failed", "after": "upstream_failed", "ok": "success"}
+    bad_reason = next(t["reason"] for t in result["task_instances"] if t["task_id"] == "bad")
+    assert "Invalid input for param n: 'x' is not of type 'integer'" in bad_reason
 
 
 @pytest.mark.postgres

@@ -45,3 +45,15 @@ with DAG(
 with DAG("af2_params_required", schedule=None, start_date=START,
          params={"must": Param(type="string", minLength=2)}) as required:
     PythonOperator(task_id="show", python_callable=_show)
+
+# A task whose own Param default does not validate: the DAG imports (its schedule is None),
+# the try fails when its context is built (Airflow's process_params in
+# TaskInstance.get_template_context raises ParamValidationError). Airflow 2.10's scheduler
+# then fails the task; its `dags test` retries it forever (the error escapes
+# _run_raw_task before the try is marked), where Squall's fails it.
+with DAG("af2_params_task_bad", schedule=None, start_date=START) as task_bad:
+    bad = PythonOperator(task_id="bad", python_callable=_show,
+                         params={"n": Param("x", type="integer")})
+    after = PythonOperator(task_id="after", python_callable=_show)
+    PythonOperator(task_id="ok", python_callable=_show)
+    bad >> after
