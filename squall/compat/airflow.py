@@ -66,7 +66,10 @@ SUPPORTED_MODULES: Final[dict[str, dict[str, str]]] = {
     "airflow.models.param": {
         "Param": "squall.sdk.params:Param",
         "ParamsDict": "squall.sdk.params:ParamsDict",
+        "DagParam": "squall.sdk.params:DagParam",
     },
+    # deprecated in Airflow 2.10 (it warns and re-exports airflow.models.param's DagParam)
+    "airflow.models.dagparam": {"DagParam": "squall.sdk.params:DagParam"},
     "airflow.models.connection": {"Connection": "squall.secrets.connections:Connection"},
     "airflow.hooks": {},
     "airflow.hooks.base": {"BaseHook": "squall.sdk.hooks.base:BaseHook"},

@@ -24,7 +24,7 @@ from squall.common.errors import (
 )
 from squall.sdk.dag_defaults import current_defaults
 from squall.sdk.deprecation import warn_deprecated
-from squall.sdk.params import ParamsDict
+from squall.sdk.params import NOTSET, DagParam, ParamsDict
 from squall.sdk.timetables import Timetable, coerce_datetime, timetable_from_schedule
 
 if TYPE_CHECKING:
@@ -182,6 +182,11 @@ class DAG:
     def __repr__(self) -> str:
         return f"<DAG: {self.dag_id}>"
 
+    def param(self, name: str, default: Any = NOTSET) -> DagParam:
+        """A reference to the param ``name``, resolved from the run's conf when a task
+        renders it (Airflow's ``DAG.param``); a ``default`` sets the DAG's param."""
+        return DagParam(self, name, default)
+
     # Tasks ----------------------------------------------------------------------------
 
     def add_task(self, task: BaseOperator) -> None:
@@ -332,15 +337,17 @@ def dag(dag_id: Any = None, **dag_kwargs: Any) -> Any:
             kw.setdefault("description", (func.__doc__ or "").strip() or None)
             kw.setdefault("doc_md", func.__doc__)
             new_dag = DAG(dag_id or func.__name__, **kw)
-            for name, value in bound.arguments.items():
-                # validated against a Param of that name in ``params`` (Airflow's DagParam)
-                try:
-                    new_dag.params[name] = value
-                except ParamValidationError as exc:
-                    raise DagDefinitionError(f"DAG {new_dag.dag_id}: {exc}") from None
+            # each argument a DagParam (its value validated against a Param of that name in
+            # ``params``), resolved from the run's conf when a task renders it, as Airflow's
+            try:
+                f_kwargs = {name: new_dag.param(name, value)
+                            for name, value in bound.arguments.items()}
+            except ParamValidationError as exc:
+                raise DagDefinitionError(f"DAG {new_dag.dag_id}: {exc}") from None
             new_dag.fileloc = inspect.getfile(func)
+            build: Callable[..., Any] = func  # called with DagParams, not its declared types
             with new_dag:
-                func(*args, **kwargs)
+                build(**f_kwargs)
             return new_dag
 
         return factory

@@ -16,6 +16,9 @@ Where Airflow validates, Squall does too (the same rules):
 * every new run validates the DAG's params updated with the run's ``conf``
   (:func:`params_for_run`, called by :func:`squall.runs.run_creation.create_dag_run`, as
   Airflow's ``DAG.create_dagrun``), so a trigger with a bad conf creates nothing;
+* a :class:`DagParam` (what ``@dag`` passes its function for each argument, and
+  ``dag.param(name)``) is resolved when its task renders its templated fields: the run's
+  ``conf`` value of that name, else its default, else the try's param;
 * a try's context holds the DAG's params, updated with the task's, then with the run's
   ``conf`` when ``[core] dag_run_conf_overrides_params`` (:func:`process_params`), validated:
   a failure fails the try.
@@ -30,11 +33,11 @@ from collections.abc import ItemsView, Iterator, Mapping, MutableMapping, Values
 from datetime import datetime
 from typing import Any, ClassVar
 
-from squall.common.errors import ParamValidationError
+from squall.common.errors import ParamValidationError, SquallError
 from squall.sdk.deprecation import warn_deprecated
 
-__all__ = ["NOTSET", "ArgNotSet", "InvalidParams", "Param", "ParamsDict", "params_for_run",
-           "process_params", "try_params"]
+__all__ = ["NOTSET", "ArgNotSet", "DagParam", "InvalidParams", "Param", "ParamsDict",
+           "params_for_run", "process_params", "try_params"]
 
 
 class ArgNotSet:
@@ -341,3 +344,32 @@ def try_params(dag_params: Mapping[str, Any] | None, task_params: Mapping[str, A
         values = process_params(dag_params, task_params, conf, conf_overrides=conf_overrides,
                                 suppress_exception=True)
         return InvalidParams(values, exc)
+
+
+class DagParam:
+    """A reference to the DAG param ``name``, resolved when a try renders its templated
+    fields (Airflow's ``airflow.models.param.DagParam``): the run's ``conf[name]``, else
+    ``default``, else the try's ``params[name]``. ``@dag`` passes one to its function for
+    each argument; ``dag.param(name, default)`` makes one (setting the DAG's param when a
+    default is given)."""
+
+    def __init__(self, current_dag: Any, name: str, default: Any = NOTSET) -> None:
+        if default is not NOTSET:
+            current_dag.params[name] = default
+        self._name = name
+        self._default = default
+
+    def __repr__(self) -> str:
+        return f"DagParam({self._name!r})"
+
+    def resolve(self, context: Mapping[str, Any]) -> Any:
+        dag_run = context.get("dag_run")
+        conf = getattr(dag_run, "conf", None) or {}
+        if self._name in conf:
+            return conf[self._name]
+        if self._default is not NOTSET:
+            return self._default
+        params = context.get("params") or {}
+        if self._name in params:
+            return params[self._name]
+        raise SquallError(f"No value could be resolved for parameter {self._name}")

@@ -27,7 +27,7 @@ import pendulum
 from jinja2.nativetypes import NativeEnvironment
 
 from squall.common.errors import TaskControl, TemplateError
-from squall.sdk.params import InvalidParams, try_params
+from squall.sdk.params import DagParam, InvalidParams, try_params
 from squall.secrets.connection_store import ConnectionAccessor
 from squall.secrets.variables import VariableAccessor
 
@@ -170,8 +170,8 @@ def _render(
 ) -> Any:
     from squall.sdk.operators.base import XComArg
 
-    if isinstance(content, XComArg):
-        # a value from XCom is data, never a template
+    if isinstance(content, XComArg | DagParam):
+        # a value from XCom or the run's conf is data, never a template
         return content.resolve(dict(context))
     if isinstance(content, str):
         if template_ext and content.endswith(tuple(template_ext)):

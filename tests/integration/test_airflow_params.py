@@ -72,7 +72,8 @@ def _dags_test(cluster: Cluster, dag_id: str, date: str, *extra: str,
 
 def test_params_under_dags_test_and_trigger(cluster: Cluster) -> None:
     listed = {d["dag_id"] for d in cluster.cli_json("dags", "list")}
-    assert {"af2_params", "af2_params_required", "af2_params_task_bad"} <= listed
+    assert {"af2_params", "af2_params_required", "af2_params_task_bad",
+            "af2_params_decorated"} <= listed
     assert "af2_params_bad" not in listed
     errors = cluster.cli("dags", "list-import-errors").stdout
     assert "af2_params_bad.py" in errors
@@ -115,6 +116,19 @@ def test_params_under_dags_test_and_trigger(cluster: Cluster) -> None:
     assert _xcom(cluster, "af2_params_required", ran["run_id"], "show") == {"must": "ok"}
     run_id = cluster.trigger("af2_params", "--conf", '{"count": 3, "name": "moon"}')
     assert run_id.startswith("manual__")
+
+    # @dag arguments are DagParams: the conf's value, else the argument's
+    ran = _dags_test(cluster, "af2_params_decorated", "2024-01-02")
+    assert _xcom(cluster, "af2_params_decorated", ran["run_id"], "show") == {
+        "rows": 3, "label": "x", "params_rows": 3}
+    ran = _dags_test(cluster, "af2_params_decorated", "2024-01-03", "--conf", '{"rows": 8}')
+    assert _xcom(cluster, "af2_params_decorated", ran["run_id"], "show") == {
+        "rows": 8, "label": "x", "params_rows": 8}
+    assert _xcom(cluster, "af2_params_decorated", ran["run_id"], "echo") == "8"
+    bad = cluster.cli("dags", "test", "af2_params_decorated", "2024-01-04", "--conf",
+                      '{"rows": "many"}', check=False)
+    assert bad.returncode != 0
+    assert "Invalid input for param rows: 'many' is not of type 'integer'" in bad.stderr
 
     # a task's own bad Param fails its try (see af2_params.py for Airflow's behaviour)
     proc = cluster.cli("dags", "test", "af2_params_task_bad", "2024-01-02", "-o", "json",

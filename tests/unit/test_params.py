@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from squall.common.errors import DagDefinitionError, ParamValidationError
+from squall.common.errors import DagDefinitionError, ParamValidationError, SquallError
 from squall.dag_processing.serialization import deserialize_dag, serialize_dag
 from squall.sdk.dag import DAG, dag
 from squall.sdk.operators.empty import EmptyOperator
 from squall.sdk.params import (
     NOTSET,
+    DagParam,
     InvalidParams,
     Param,
     ParamsDict,
@@ -194,3 +196,31 @@ def test_params_survive_serialization_with_their_schemas() -> None:
     # a DAG serialized before params had schemas: plain values
     data["dag"]["params"] = {"old": 3}
     assert deserialize_dag(data).params.validate() == {"old": 3}
+
+
+def test_dag_params_resolve_from_the_conf_then_the_default_then_params() -> None:
+    """Airflow's ``DagParam.resolve``: ``dag_run.conf[name]``, else its default, else
+    ``params[name]``; what ``@dag`` passes its function for each argument."""
+    seen: dict[str, Any] = {}
+
+    @dag(schedule=None, start_date=START)
+    def pipeline(rows: Any = 3) -> None:
+        seen["rows"] = rows
+        EmptyOperator(task_id="t", doc_md=rows)
+
+    built = pipeline()
+    assert isinstance(seen["rows"], DagParam) and built.params["rows"] == 3
+    run = SimpleNamespace(conf={"rows": 8})
+    assert seen["rows"].resolve({"dag_run": run, "params": {}}) == 8
+    assert seen["rows"].resolve({"dag_run": SimpleNamespace(conf={}), "params": {}}) == 3
+    bare = built.param("other")
+    assert bare.resolve({"dag_run": None, "params": {"other": "p"}}) == "p"
+    with pytest.raises(SquallError, match="No value could be resolved for parameter other"):
+        bare.resolve({"dag_run": None, "params": {}})
+    task = built.get_task("t")
+    task.template_fields = ("doc_md",)
+    dag_run = SimpleNamespace(conf={"rows": 5}, logical_date=START, run_id="r",
+                              data_interval_start=START, data_interval_end=START,
+                              external_trigger=True)
+    render_template_fields(task, build_context(dag=built, task=task, dag_run=dag_run))
+    assert task.doc_md == 5  # resolved, not rendered
