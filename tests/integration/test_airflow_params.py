@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from squall.common.models import DagRun, XCom
 from squall.common.settings import Settings
 from squall.sdk.dag import DAG
 from squall.sdk.params import Param
+from tests.integration.test_cluster import make_cluster
 from tests.support.api import serve
 from tests.support.cluster import Cluster
 from tests.support.scheduling import Noop, sync_dags
@@ -37,15 +39,26 @@ DEFAULTS = {"count": 2, "name": "world", "flag": False, "when": "2024-01-01T00:0
             "maybe": None, "tags": ["a"], "plain": 1}
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Cluster:
-    c = Cluster(home=tmp_path / "home", db_url=f"sqlite:///{tmp_path / 'squall.db'}",
-                broker_url="", result_backend="")
+def _prepare(c: Cluster) -> Cluster:
     for path in DAGS.glob("*.py"):
         shutil.copy(path, c.dags_folder / path.name)
     c.extra_env.update(COMPAT)
     c.cli("db", "migrate")
     return c
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Cluster:
+    return _prepare(Cluster(home=tmp_path / "home",
+                            db_url=f"sqlite:///{tmp_path / 'squall.db'}", broker_url="",
+                            result_backend=""))
+
+
+@pytest.fixture
+def pg_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    c = make_cluster(request, "redis-pg", tmp_path / "home")
+    yield _prepare(c)
+    c.stop_all()
 
 
 def _xcom(cluster: Cluster, dag_id: str, run_id: str, task_id: str) -> Any:
@@ -165,3 +178,41 @@ def test_the_rest_api_validates_the_conf_and_shows_the_params(
                       "description": "How many", "schema": {"type": "integer", "minimum": 1}},
             "who": {"__class": "squall.sdk.params.Param", "value": "x", "description": None,
                     "schema": {}}}
+
+
+def _states(cluster: Cluster, dag_id: str, run_id: str) -> dict[str, str]:
+    return {t: str(ti.state) for t, ti in cluster.task_instances(dag_id, run_id).items()}
+
+
+@pytest.mark.integration
+def test_params_through_a_cluster(pg_cluster: Cluster) -> None:
+    """The same DAG files through a scheduler and a Celery worker on Redis + PostgreSQL;
+    TriggerDagRunOperator's conf is validated against the target's params (checked with
+    Airflow 2.10.5, see af2_params_controller.py)."""
+    cluster = pg_cluster
+    cluster.start_scheduler()
+    cluster.start_worker(concurrency=4)
+    runs = {"af2_params": cluster.trigger("af2_params", "--conf", '{"count": 4}'),
+            "af2_params_decorated": cluster.trigger("af2_params_decorated", "--conf",
+                                                    '{"rows": 9}'),
+            "af2_params_task_bad": cluster.trigger("af2_params_task_bad"),
+            "af2_params_controller": cluster.trigger("af2_params_controller")}
+    for dag_id, run_id in runs.items():
+        cluster.wait_for_run(dag_id, run_id)
+    assert _xcom(cluster, "af2_params", runs["af2_params"], "show") == {**DEFAULTS, "count": 4}
+    assert _xcom(cluster, "af2_params", runs["af2_params"], "moon")["name"] == "moon"
+    assert _xcom(cluster, "af2_params", runs["af2_params"], "echo") == "count=4"
+    assert _xcom(cluster, "af2_params_decorated", runs["af2_params_decorated"], "show") == {
+        "rows": 9, "label": "x", "params_rows": 9}
+    assert _states(cluster, "af2_params_task_bad", runs["af2_params_task_bad"]) == {
+        "bad": "failed", "after": "upstream_failed", "ok": "success"}
+    controller = runs["af2_params_controller"]
+    assert _states(cluster, "af2_params_controller", controller) == {
+        "trigger_good": "success", "trigger_bad": "failed"}
+    bad = cluster.task_instances("af2_params_controller", controller)["trigger_bad"]
+    assert "Invalid input for param count: 'x' is not of type 'integer'" in (
+        bad.state_reason or "")
+    with session_scope(cluster.session_factory) as session:
+        confs = session.scalars(select(DagRun.conf).where(
+            DagRun.dag_id == "af2_params", DagRun.run_id.like("from_controller_%"))).all()
+    assert confs == [{"count": 6}]
