@@ -11,7 +11,12 @@ from typing import Any
 
 import pytest
 
-from squall.common.errors import DagDefinitionError, ParamValidationError, SquallError
+from squall.common.errors import (
+    BackfillError,
+    DagDefinitionError,
+    ParamValidationError,
+    SquallError,
+)
 from squall.dag_processing.serialization import deserialize_dag, serialize_dag
 from squall.sdk.dag import DAG, dag
 from squall.sdk.operators.empty import EmptyOperator
@@ -224,3 +229,15 @@ def test_dag_params_resolve_from_the_conf_then_the_default_then_params() -> None
                               external_trigger=True)
     render_template_fields(task, build_context(dag=built, task=task, dag_run=dag_run))
     assert task.doc_md == 5  # resolved, not rendered
+
+
+def test_a_backfills_conf_is_validated_against_the_params() -> None:
+    """Airflow's backfill creates its runs with ``DAG.create_dagrun``, which validates the
+    params updated with the conf; Squall refuses the backfill when it is asked for."""
+    from squall.runs.backfill import BackfillOptions
+
+    d = DAG("b", schedule="@daily", start_date=START, params={"n": Param(1, type="integer")})
+    session: Any = None  # no pool to look up
+    BackfillOptions(from_date=START, to_date=START, conf={"n": 2}).check(session, d)
+    with pytest.raises(BackfillError, match="Invalid input for param n: 'x' is not of type"):
+        BackfillOptions(from_date=START, to_date=START, conf={"n": "x"}).check(session, d)
