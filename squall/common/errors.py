@@ -65,6 +65,11 @@ class TriggerError(SquallError):
         self.kind = kind
 
 
+class ParamValidationError(SquallError):
+    """A DAG's or task's param has no value or one its JSON schema refuses; the message
+    names the param (Airflow's ``airflow.exceptions.ParamValidationError``)."""
+
+
 class DagFileLoadError(SquallError):
     """A DAG file could not be loaded (syntax error, exception at import, timeout)."""
 

@@ -86,6 +86,9 @@ class CoreSettings(_Section):
     #: the DAG processor records tasks that miss their ``sla`` (and runs the DAGs'
     #: ``sla_miss_callback``), as Airflow's ``[core] check_slas``
     check_slas: bool = True
+    #: a run's ``conf`` overrides the DAG's and task's params of the same name in the
+    #: tries' ``params`` (Airflow's default); false: ``params`` are the params alone
+    dag_run_conf_overrides_params: bool = True
     #: Fernet key(s) encrypting variable values and connection passwords and extras in the
     #: database; several separated by commas (the first encrypts, all decrypt) to rotate
     fernet_key: str = ""

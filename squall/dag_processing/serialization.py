@@ -41,6 +41,7 @@ from pendulum.tz.timezone import FixedTimezone, Timezone
 from squall.common.errors import SerializationError, SquallError
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import BaseOperator, Context
+from squall.sdk.params import NOTSET, Param, ParamsDict
 from squall.sdk.sensors.external_task import ExternalTaskMarker
 from squall.sdk.taskgroup import TaskGroup
 from squall.sdk.timetables import (
@@ -142,7 +143,7 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
         "max_active_tasks": dag.max_active_tasks,
         "dagrun_timeout": _td_to_json(dag.dagrun_timeout),
         "tags": list(dag.tags),
-        "params": jsonable(dag.params),
+        "params": params_to_json(dag.params),
         "doc_md": dag.doc_md,
         "has_on_success_callback": (
             dag.on_success_callback is not None
@@ -247,7 +248,7 @@ def _task_fields(task: BaseOperator) -> dict[str, Any]:
         "wait_for_downstream": bool(task.wait_for_downstream),
         "max_active_tis_per_dag": task.max_active_tis_per_dag,
         "executor_config": jsonable(task.executor_config),
-        "params": jsonable(task.params),
+        "params": params_to_json(task.params),
         "start_date": _dt_to_json(task.start_date),
         "end_date": _dt_to_json(task.end_date),
         "owner": task.owner,
@@ -343,7 +344,6 @@ def _build_dag(d: Mapping[str, Any]) -> DAG:
         max_active_tasks=int(d.get("max_active_tasks", 16)),
         dagrun_timeout=_td_from_json(d.get("dagrun_timeout")),
         tags=d.get("tags") or [],
-        params=dict(d.get("params") or {}),
         doc_md=d.get("doc_md"),
         template_searchpath=list(d.get("template_searchpath") or []),
         render_template_as_native_obj=bool(d.get("render_template_as_native_obj", False)),
@@ -352,6 +352,8 @@ def _build_dag(d: Mapping[str, Any]) -> DAG:
         timezone=tz.name if isinstance(tz, Timezone) else None,
     )
     dag.schedule = raw_schedule
+    # set after the constructor: validated when the DAG file was parsed, not again here
+    dag.params = params_from_json(d.get("params"))
     dag.fileloc = d.get("fileloc") or "<unknown>"
     setattr(dag, "has_on_success_callback", bool(d.get("has_on_success_callback")))  # noqa: B010
     setattr(dag, "has_on_failure_callback", bool(d.get("has_on_failure_callback")))  # noqa: B010
@@ -417,7 +419,7 @@ def _build_operator(
         wait_for_downstream=bool(t.get("wait_for_downstream", False)),
         max_active_tis_per_dag=t.get("max_active_tis_per_dag"),
         executor_config=dict(t.get("executor_config") or {}),
-        params=dict(t.get("params") or {}),
+        params=params_from_json(t.get("params")),
         start_date=_dt_from_json(t.get("start_date"), tz),
         end_date=_dt_from_json(t.get("end_date"), tz),
         do_xcom_push=bool(t.get("do_xcom_push", True)),
@@ -490,6 +492,38 @@ def dag_hash(data: Mapping[str, Any]) -> str:
     """SHA-256 (hex) of the canonical JSON of serialized DAG ``data``."""
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+PARAM_CLASS = "squall.sdk.params.Param"
+
+
+def params_to_json(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A DAG's or task's params with their schemas: ``{name: {"__class":
+    "squall.sdk.params.Param", "default": ..., "description": ..., "schema": {...}}}``
+    (no ``default`` for a Param without one), so that the scheduler, the API and the UI
+    can validate a conf and build the trigger form without importing the DAG file."""
+    out: dict[str, Any] = {}
+    as_params = params if isinstance(params, ParamsDict) else ParamsDict(params)
+    for name, param in as_params.items():
+        entry: dict[str, Any] = {"__class": PARAM_CLASS, "description": param.description,
+                                 "schema": jsonable(param.schema)}
+        if param.value is not NOTSET:
+            entry["default"] = jsonable(param.value)
+        out[str(name)] = entry
+    return out
+
+
+def params_from_json(data: Mapping[str, Any] | None) -> ParamsDict:
+    """The inverse of :func:`params_to_json`; a plain value (a DAG serialized before params
+    had schemas) becomes a Param without a schema."""
+    params = ParamsDict()
+    for name, entry in (data or {}).items():
+        if isinstance(entry, Mapping) and entry.get("__class") == PARAM_CLASS:
+            params[name] = Param(entry.get("default", NOTSET), entry.get("description"),
+                                 schema=dict(entry.get("schema") or {}))
+        else:
+            params[name] = Param(entry)
+    return params
 
 
 def jsonable(value: Any) -> Any:

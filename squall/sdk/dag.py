@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, overload
@@ -18,10 +19,12 @@ from squall.common.errors import (
     CycleError,
     DagDefinitionError,
     DuplicateTaskIdError,
+    ParamValidationError,
     TaskNotFound,
 )
 from squall.sdk.dag_defaults import current_defaults
 from squall.sdk.deprecation import warn_deprecated
+from squall.sdk.params import NOTSET, DagParam, ParamsDict
 from squall.sdk.timetables import Timetable, coerce_datetime, timetable_from_schedule
 
 if TYPE_CHECKING:
@@ -86,7 +89,7 @@ class DAG:
         concurrency: int | None = None,
         dagrun_timeout: timedelta | None = None,
         tags: Iterable[str] | None = None,
-        params: dict[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
         doc_md: str | None = None,
         on_success_callback: DagCallback | None = None,
         on_failure_callback: DagCallback | None = None,
@@ -140,7 +143,10 @@ class DAG:
             raise DagDefinitionError(f"DAG {dag_id}: dagrun_timeout must be a timedelta")
         self.dagrun_timeout = dagrun_timeout
         self.tags: list[str] = sorted(set(tags or []))
-        self.params: dict[str, Any] = dict(params or {})
+        self.params = _dag_params(dag_id, params, self.default_args, self.timetable)
+        #: the run's conf overrides the tries' params ([core] dag_run_conf_overrides_params
+        #: of whoever imported the DAG file: a worker, ``squall dags test``)
+        self.conf_overrides_params = defaults.conf_overrides_params
         self.doc_md = doc_md
         self.on_success_callback = on_success_callback
         self.on_failure_callback = on_failure_callback
@@ -175,6 +181,11 @@ class DAG:
 
     def __repr__(self) -> str:
         return f"<DAG: {self.dag_id}>"
+
+    def param(self, name: str, default: Any = NOTSET) -> DagParam:
+        """A reference to the param ``name``, resolved from the run's conf when a task
+        renders it (Airflow's ``DAG.param``); a ``default`` sets the DAG's param."""
+        return DagParam(self, name, default)
 
     # Tasks ----------------------------------------------------------------------------
 
@@ -330,15 +341,21 @@ def dag(dag_id: Any = None, **dag_kwargs: Any) -> Any:
             sig = inspect.signature(func)
             bound = sig.bind_partial(*args, **kwargs)
             bound.apply_defaults()
-            params = dict(dag_kwargs.get("params") or {})
-            params.update(bound.arguments)
-            kw = {k: v for k, v in dag_kwargs.items() if k != "params"}
+            kw = dict(dag_kwargs)
             kw.setdefault("description", (func.__doc__ or "").strip() or None)
             kw.setdefault("doc_md", func.__doc__)
-            new_dag = DAG(dag_id or func.__name__, params=params, **kw)
+            new_dag = DAG(dag_id or func.__name__, **kw)
+            # each argument a DagParam (its value validated against a Param of that name in
+            # ``params``), resolved from the run's conf when a task renders it, as Airflow's
+            try:
+                f_kwargs = {name: new_dag.param(name, value)
+                            for name, value in bound.arguments.items()}
+            except ParamValidationError as exc:
+                raise DagDefinitionError(f"DAG {new_dag.dag_id}: {exc}") from None
             new_dag.fileloc = inspect.getfile(func)
+            build: Callable[..., Any] = func  # called with DagParams, not its declared types
             with new_dag:
-                func(*args, **kwargs)
+                build(**f_kwargs)
             return new_dag
 
         return factory
@@ -385,6 +402,25 @@ def _tz_name_of(value: Any) -> str | None:
 _SDK_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _COMPAT_DIR = os.path.join(os.path.dirname(os.path.dirname(_SDK_DIR)), "compat") + os.sep
 _EXAMPLES_DIR = os.path.join(_SDK_DIR, "examples") + os.sep
+
+
+def _dag_params(dag_id: str, params: Mapping[str, Any] | None, default_args: dict[str, Any],
+                timetable: Timetable) -> ParamsDict:
+    """The DAG's params: ``params`` updated with ``default_args["params"]`` (which leaves
+    ``default_args``), as Airflow's ``DAG.__init__``. A DAG that can be scheduled must have
+    params that validate without a conf (Airflow's ``DAG.validate_schedule_and_params``)."""
+    merged = ParamsDict(params) if not isinstance(params, ParamsDict) else copy.copy(params)
+    if "params" in default_args:
+        merged.update(default_args.pop("params") or {})
+    if timetable.can_be_scheduled:
+        try:
+            merged.validate()
+        except ParamValidationError as exc:
+            raise DagDefinitionError(
+                f"DAG {dag_id}: DAG is not allowed to define a Schedule, if there are any "
+                "required params without default values or default values are not valid "
+                f"({exc})") from None
+    return merged
 
 
 def _caller_file() -> str:

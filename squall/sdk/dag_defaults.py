@@ -39,6 +39,9 @@ class DagDefaults:
     timezone: str = "UTC"
     #: the most task instances one mapped task expands into (``[core] max_map_length``)
     max_map_length: int = 1024
+    #: ``[core] dag_run_conf_overrides_params``: a run's conf overrides the tries' params
+    #: (kept on the DAG as ``conf_overrides_params``, read where its tries' contexts are built)
+    conf_overrides_params: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DagDefaults:
@@ -48,7 +51,8 @@ class DagDefaults:
                    max_active_tasks=core.max_active_tasks_per_dag,
                    retries=core.default_task_retries,
                    timezone=core.default_timezone,
-                   max_map_length=core.max_map_length)
+                   max_map_length=core.max_map_length,
+                   conf_overrides_params=core.dag_run_conf_overrides_params)
 
 
 #: Airflow's own defaults, in force where no loader installed the deployment's

@@ -29,8 +29,10 @@ from squall.sdk.trigger_rule import TriggerRule
 #: what the brief promises: airflow module -> attributes (each a Squall object)
 EXPECTED: dict[str, set[str]] = {
     "airflow": {"DAG"},
-    "airflow.models": {"DAG", "BaseOperator", "Variable", "Connection"},
+    "airflow.models": {"DAG", "BaseOperator", "Variable", "Connection", "Param"},
     "airflow.models.variable": {"Variable"},
+    "airflow.models.param": {"Param", "ParamsDict", "DagParam"},
+    "airflow.models.dagparam": {"DagParam"},
     "airflow.models.connection": {"Connection"},
     "airflow.hooks": set(),
     "airflow.models.mappedoperator": {"MappedOperator"},
@@ -51,6 +53,7 @@ EXPECTED: dict[str, set[str]] = {
         "AirflowSensorTimeout",
         "AirflowTaskTimeout",
         "AirflowException",
+        "ParamValidationError",
         "RemovedInAirflow3Warning",
     },
     "airflow.utils": set(),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ from squall.sdk import setup_teardown
 from squall.sdk.dag_defaults import current_defaults
 from squall.sdk.deprecation import warn_deprecated
 from squall.sdk.edges import DependencyMixin
+from squall.sdk.params import ParamsDict
 from squall.sdk.setup_teardown import SetupTeardownMixin, SetupTeardownRefMixin
 from squall.sdk.timetables import coerce_datetime
 from squall.sdk.trigger_rule import TriggerRule, WeightRule
@@ -58,7 +60,8 @@ def _accepted_params(cls: type) -> set[str]:
 
 def merged_default_args(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
     """``kwargs`` with the ``default_args`` (of the DAG, the enclosing task groups and the
-    ``default_args`` argument) that ``cls`` accepts filled in where missing."""
+    ``default_args`` argument) that ``cls`` accepts filled in where missing, and ``params``
+    merged as Airflow's ``get_merged_defaults`` (:func:`_merged_params`)."""
     from squall.sdk.dag import DagContext
     from squall.sdk.taskgroup import TaskGroupContext
 
@@ -72,16 +75,26 @@ def merged_default_args(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
     elif dag is not None:
         merged.update(dag.default_args)
     merged.update(kwargs.pop("default_args", None) or {})
+    default_params = merged.pop("params", None)
     if merged:
         accepted = _accepted_params(cls)
         for key, value in merged.items():
             if key in accepted and key not in kwargs:
                 kwargs[key] = value
-        if "params" in merged and "params" in kwargs and (
-            kwargs["params"] is not merged["params"]
-        ):
-            kwargs["params"] = {**merged["params"], **kwargs["params"]}
+    if dag is not None or default_params or kwargs.get("params"):
+        kwargs["params"] = _merged_params(dag, kwargs.get("params"), default_params)
     return kwargs
+
+
+def _merged_params(dag: DAG | None, params: Mapping[str, Any] | None,
+                   default_params: Mapping[str, Any] | None) -> ParamsDict:
+    """A task's params as Airflow's ``get_merged_defaults``: a copy of the DAG's, updated
+    with the task's own, then with its ``default_args["params"]``."""
+    merged = copy.deepcopy(dag.params) if dag is not None else ParamsDict()
+    for layer in (params, default_params):
+        if layer:
+            merged.update(layer)
+    return merged
 
 
 def _apply_defaults(init: Callable[..., None]) -> Callable[..., None]:
@@ -144,7 +157,7 @@ class BaseOperator(SetupTeardownMixin, DependencyMixin, metaclass=BaseOperatorMe
         max_active_tis_per_dagrun: int | None = None,
         task_concurrency: int | None = None,
         executor_config: dict[str, Any] | None = None,
-        params: dict[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
         start_date: datetime | None = None,
         end_date: datetime | None = None,
         on_execute_callback: TaskCallback | None = None,
@@ -240,7 +253,8 @@ class BaseOperator(SetupTeardownMixin, DependencyMixin, metaclass=BaseOperatorMe
         #: mapped instances, Airflow 2.6+)
         self.max_active_tis_per_dagrun = max_active_tis_per_dagrun
         self.executor_config: dict[str, Any] = dict(executor_config or {})
-        self.params: dict[str, Any] = dict(params or {})
+        self.params: ParamsDict = (copy.copy(params) if isinstance(params, ParamsDict)
+                                   else ParamsDict(params))
         # a naive date is a wall time in the deployment's [core] default_timezone (Airflow's rule)
         self.start_date = coerce_datetime(start_date, current_defaults().timezone)
         self.end_date = coerce_datetime(end_date, current_defaults().timezone)
