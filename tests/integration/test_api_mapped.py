@@ -157,6 +157,9 @@ def test_update_state_of_one_instance_or_all(world: World) -> None:
 
 
 def test_clear_pairs_and_task_ids(world: World) -> None:
+    """``[task_id, map_index]`` pairs are Squall's extension: Airflow 2.10's ``dag.clear``
+    takes them, its REST form refuses them (``ClearTaskInstanceFormSchema().load({"task_ids":
+    [["fan", 1]]})``: "Not a valid string.", checked against the real Airflow)."""
     url = f"/api/v1/dags/{DAG_ID}/clearTaskInstances"
     pair = world.api.post(url, json={"dag_run_id": world.run_id, "task_ids": [["fan", 4]],
                                      "dry_run": False}).json()

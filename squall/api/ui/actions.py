@@ -113,7 +113,8 @@ def clear(dag_id: str, run_id: str, task_id: str, body: JsonBody, session: DB,
     log.info("ui: %s cleared %d task instance(s) of %s %s from %s", user.username,
              len(result.cleared), dag_id, run_id, task_id)
     return {"cleared": [{"task_id": c.key.task_id, "run_id": c.key.run_id,
-                         "old_state": c.old_state.value, "new_state": c.new_state.value}
+                         "map_index": c.key.map_index, "old_state": c.old_state.value,
+                         "new_state": c.new_state.value}
                         for c in result.cleared],
             "changed_meanwhile": [k.task_id for k in result.changed],
             "runs_queued_again": [r for _, r in result.reactivated_runs]}
@@ -140,6 +141,7 @@ def mark(dag_id: str, run_id: str, task_id: str, body: JsonBody, session: DB,
              state.value, len(result.changed))
     return {"state": state.value, "already": selection.already,
             "changed": [{"task_id": t.key.task_id, "run_id": t.key.run_id,
-                         "old_state": t.state.value} for t in result.changed],
+                         "map_index": t.key.map_index, "old_state": t.state.value}
+                        for t in result.changed],
             "changed_meanwhile": [t.key.task_id for t in result.lost],
             "cleared_downstream": [c.key.task_id for c in result.cleared.cleared]}
