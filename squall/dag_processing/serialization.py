@@ -44,12 +44,14 @@ from squall.sdk.operators.base import BaseOperator, Context
 from squall.sdk.taskgroup import TaskGroup
 from squall.sdk.timetables import (
     CronDataIntervalTimetable,
+    CustomTimetable,
     DeltaDataIntervalTimetable,
     NullTimetable,
     OnceTimetable,
     Timetable,
     coerce_datetime,
 )
+from squall.sdk.timetables.custom import class_path
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +156,8 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
         "render_template_as_native_obj": bool(dag.render_template_as_native_obj),
         "template_searchpath": [str(p) for p in dag.template_searchpath],
         "owner_links": jsonable(dag.owner_links),
+        "dag_display_name": dag.dag_display_name,
+        "edge_info": jsonable(dag.edge_info),
         "task_group": _serialize_group(dag.task_group),
         "tasks": [_serialize_task(task) for task in dag.task_dict.values()],
     }
@@ -180,10 +184,35 @@ def _timetable_spec(dag: DAG) -> dict[str, Any]:
         else:
             spec["relativedelta"] = {f: getattr(delta, f) for f in _RELATIVEDELTA_FIELDS}
         return spec
+    if isinstance(timetable, CustomTimetable):
+        return _custom_timetable_spec(dag, timetable)
     raise SerializationError(
         f"DAG {dag.dag_id}: the timetable {type(timetable).__name__} cannot be serialized "
-        "(use None, '@once', a cron expression, a timedelta or a relativedelta)"
+        "(use None, '@once', a cron expression, a timedelta, a relativedelta or an "
+        "Airflow-style timetable registered by a plugin)"
     )
+
+
+def _custom_timetable_spec(dag: DAG, timetable: CustomTimetable) -> dict[str, Any]:
+    """``{"type": "custom", "class": "module.QualName", "value": serialize(), ...}``; the
+    class must be built in or registered by a plugin (Airflow's ``_TimetableNotRegistered``)."""
+    from squall.dag_processing import plugins
+
+    inner = timetable.inner
+    path = plugins.registered_class_path(type(inner))
+    if path is None:
+        raise SerializationError(
+            f"DAG {dag.dag_id}: Timetable class {class_path(type(inner))!r} is not registered: "
+            "list it in the timetables of an AirflowPlugin in [core] plugins_folder")
+    try:
+        value = inner.serialize()
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(
+            f"DAG {dag.dag_id}: {path}.serialize() must return a JSON-able dict: {exc}"
+        ) from exc
+    return {"type": "custom", "class": path, "value": value, "summary": timetable.summary,
+            "description": timetable.description}
 
 
 def _serialize_group(group: TaskGroup) -> dict[str, Any]:
@@ -245,6 +274,7 @@ def _serialize_task(task: BaseOperator) -> dict[str, Any]:
         ),
         "template_fields": [str(f) for f in task.template_fields],
         "doc_md": task.doc_md,
+        "task_display_name": task.task_display_name,
         "ui_color": str(getattr(task, "ui_color", "#fff")),
         "do_xcom_push": bool(task.do_xcom_push),
         "multiple_outputs": bool(task.multiple_outputs),
@@ -314,7 +344,9 @@ def _build_dag(d: Mapping[str, Any]) -> DAG:
         is_paused_upon_creation=d.get("is_paused_upon_creation"),
         owner_links=dict(d.get("owner_links") or {}),
         timezone=tz.name if isinstance(tz, Timezone) else None,
+        dag_display_name=d.get("dag_display_name"),
     )
+    dag.edge_info = {up: dict(downs) for up, downs in (d.get("edge_info") or {}).items()}
     dag.schedule = raw_schedule
     dag.fileloc = d.get("fileloc") or "<unknown>"
     setattr(dag, "has_on_success_callback", bool(d.get("has_on_success_callback")))  # noqa: B010
@@ -374,6 +406,7 @@ def _build_task(
         do_xcom_push=bool(t.get("do_xcom_push", True)),
         multiple_outputs=bool(t.get("multiple_outputs", False)),
         doc_md=t.get("doc_md"),
+        task_display_name=t.get("task_display_name"),
         dag=dag,
         task_group=dag.task_group,
     )
@@ -431,6 +464,17 @@ def _timetable_from_spec(spec: Mapping[str, Any]) -> tuple[Timetable, Any]:
         else:
             delta = timedelta(seconds=float(spec["seconds"]))
         return DeltaDataIntervalTimetable(delta, _tz_from_json(spec.get("timezone"))), delta
+    if kind == "custom":
+        from squall.dag_processing import plugins
+
+        cls = plugins.timetable_class(str(spec["class"]))
+        if cls is None:
+            raise SerializationError(
+                f"Timetable class {spec['class']!r} is not registered: list it in the "
+                "timetables of an AirflowPlugin in [core] plugins_folder")
+        inner = getattr(cls, "deserialize")(dict(spec.get("value") or {}))  # noqa: B009
+        custom = CustomTimetable(inner)
+        return custom, custom.inner
     raise SerializationError(f"unknown schedule type {kind!r} in serialized DAG")
 
 

@@ -34,6 +34,10 @@ from squall.sdk.operators.python import (
     ShortCircuitOperator,
     call_with_context,
 )
+from squall.sdk.operators.python_virtualenv import (
+    ExternalPythonOperator,
+    PythonVirtualenvOperator,
+)
 from squall.sdk.sensors.python import PythonSensor
 from squall.sdk.taskgroup import TaskGroupContext, task_group
 
@@ -43,7 +47,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["dag", "get_unique_task_id", "task", "task_group"]
+__all__ = ["bash_task", "branch_task", "dag", "external_python_task", "get_unique_task_id",
+           "python_task", "sensor_task", "short_circuit_task", "task", "task_group",
+           "virtualenv_task"]
 
 
 # --------------------------------------------------------------------------- operators
@@ -134,6 +140,29 @@ class _BashDecoratedOperator(BashOperator):
         return super().execute(context)
 
 
+class _PythonVirtualenvDecoratedOperator(PythonVirtualenvOperator):
+    template_fields: Sequence[str] = ("requirements", "index_urls", "venv_cache_path",
+                                      "templates_dict", "op_args", "op_kwargs")
+    custom_operator_name = "@task.virtualenv"
+
+    def execute(self, context: Context) -> Any:
+        result = super().execute(context)
+        if self.multiple_outputs:
+            push_multiple_outputs(self, context, result)
+        return result
+
+
+class _ExternalPythonDecoratedOperator(ExternalPythonOperator):
+    template_fields: Sequence[str] = ("python", "templates_dict", "op_args", "op_kwargs")
+    custom_operator_name = "@task.external_python"
+
+    def execute(self, context: Context) -> Any:
+        result = super().execute(context)
+        if self.multiple_outputs:
+            push_multiple_outputs(self, context, result)
+        return result
+
+
 # --------------------------------------------------------------------------- task ids
 
 
@@ -220,7 +249,7 @@ class _TaskDecorator:
         multiple_outputs = self.multiple_outputs
         if multiple_outputs is None:
             multiple_outputs = (
-                self.operator_class is _PythonDecoratedOperator
+                self.operator_class in _MULTIPLE_OUTPUTS_OPERATORS
                 and _returns_mapping(self.function)
             )
         if multiple_outputs:
@@ -289,5 +318,43 @@ class TaskDecoratorCollection:
         """The function returns the bash command to run."""
         return _decorate(_BashDecoratedOperator, python_callable, False, kwargs)
 
+    def virtualenv(
+        self,
+        python_callable: Callable[..., Any] | None = None,
+        multiple_outputs: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The function runs in a virtualenv with ``requirements`` (PythonVirtualenvOperator)."""
+        return _decorate(_PythonVirtualenvDecoratedOperator, python_callable, multiple_outputs,
+                         kwargs)
+
+    def external_python(
+        self,
+        python: str | None = None,
+        python_callable: Callable[..., Any] | None = None,
+        multiple_outputs: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The function runs with the interpreter ``python`` (ExternalPythonOperator)."""
+        if callable(python):  # @task.external_python used bare: no interpreter given
+            raise DagDefinitionError(
+                f"@task.external_python on {getattr(python, '__name__', python)!r} needs "
+                "python=, the path of an interpreter")
+        return _decorate(_ExternalPythonDecoratedOperator, python_callable, multiple_outputs,
+                         {**kwargs, "python": python})
+
+
+_MULTIPLE_OUTPUTS_OPERATORS: frozenset[type[BaseOperator]] = frozenset(
+    {_PythonDecoratedOperator, _PythonVirtualenvDecoratedOperator,
+     _ExternalPythonDecoratedOperator})
 
 task = TaskDecoratorCollection()
+
+# Airflow 2's module-level names for the decorators (``airflow.decorators``)
+python_task = task.python
+virtualenv_task = task.virtualenv
+external_python_task = task.external_python
+branch_task = task.branch
+short_circuit_task = task.short_circuit
+sensor_task = task.sensor
+bash_task = task.bash

@@ -96,6 +96,7 @@ def get_dag_details(dag_id: str, request: Request, session: DB,
     dag = _serialized(session, dag_id)
     return {
         **dag_json(row, api_state(request).secret_key),
+        "dag_display_name": dag.dag_display_name,
         "timezone": dag.timezone.name, "catchup": dag.catchup, "orientation": "LR",
         "concurrency": dag.max_active_tasks, "start_date": iso(dag.start_date),
         "dag_run_timeout": _duration(dag.dagrun_timeout), "dataset_expression": None,
@@ -143,7 +144,7 @@ def _task_json(task: Any) -> dict[str, Any]:
     return {
         "class_ref": {"module_path": cls.__module__,
                       "class_name": getattr(task, "operator_name", cls.__name__)},
-        "task_id": task.task_id, "task_display_name": task.task_id,
+        "task_id": task.task_id, "task_display_name": task.task_display_name,
         "owner": str(getattr(task, "owner", "") or ""),
         "start_date": iso(task.start_date), "end_date": iso(task.end_date),
         "trigger_rule": str(task.trigger_rule), "extra_links": [],
