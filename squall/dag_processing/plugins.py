@@ -43,32 +43,40 @@ _loaded_folders: set[str] = set()
 import_errors: dict[str, str] = {}
 
 
-def _configured_folder() -> Path:
-    from squall.common.settings import Settings
+def ensure_loaded(folder: Path | None = None, airflow_compat: bool | None = None) -> None:
+    """Load ``folder`` once (default: this process's ``[core] plugins_folder``), with the
+    ``airflow`` import name provided first when ``airflow_compat`` (default: this process's
+    ``[core] airflow_compat``), since plugins import ``airflow.plugins_manager``."""
+    if folder is None or airflow_compat is None:
+        from squall.common.settings import Settings
 
-    return Settings.load().plugins_folder
+        settings = Settings.load()
+        folder = settings.plugins_folder if folder is None else folder
+        airflow_compat = settings.core.airflow_compat if airflow_compat is None \
+            else airflow_compat
+    if airflow_compat:
+        from squall.compat import airflow as airflow_compat_layer
 
-
-def ensure_loaded(folder: Path | None = None) -> None:
-    """Load ``folder`` (default: this process's ``[core] plugins_folder``) once."""
-    load_plugins(folder if folder is not None else _configured_folder())
+        airflow_compat_layer.install()
+    load_plugins(folder)
 
 
 def load_plugins(folder: Path) -> list[type[AirflowPlugin]]:
-    """Import the plugin modules of ``folder`` (once per process and folder) and register
-    their plugins; returns the plugins found now. A module that fails to import is logged
-    and recorded in :data:`import_errors`; the others still load."""
+    """Put ``folder`` on ``sys.path``, import its plugin modules (once per process and
+    folder) and register their plugins; returns the plugins found now. A module that fails
+    to import is logged and recorded in :data:`import_errors`; the others still load."""
     key = str(Path(folder).expanduser().resolve())
     with _lock:
+        root = Path(key)
+        if root.is_dir() and key not in sys.path:
+            # again on each call: a parse child puts sys.path back before each DAG file
+            sys.path.append(key)
         if key in _loaded_folders:
             return []
         _loaded_folders.add(key)
-        root = Path(key)
         if not root.is_dir():
             log.debug("plugins: no plugins folder at %s", root)
             return []
-        if key not in sys.path:
-            sys.path.append(key)
         found: list[type[AirflowPlugin]] = []
         for path in sorted(root.iterdir()):
             if path.name.startswith((".", "_")):

@@ -203,7 +203,8 @@ def _custom_timetable_spec(dag: DAG, timetable: CustomTimetable) -> dict[str, An
     if path is None:
         raise SerializationError(
             f"DAG {dag.dag_id}: Timetable class {class_path(type(inner))!r} is not registered: "
-            "list it in the timetables of an AirflowPlugin in [core] plugins_folder")
+            "list it in the timetables of an AirflowPlugin in the plugins folder "
+            "(core.plugins_folder)")
     try:
         value = inner.serialize()
         json.dumps(value)
@@ -471,7 +472,7 @@ def _timetable_from_spec(spec: Mapping[str, Any]) -> tuple[Timetable, Any]:
         if cls is None:
             raise SerializationError(
                 f"Timetable class {spec['class']!r} is not registered: list it in the "
-                "timetables of an AirflowPlugin in [core] plugins_folder")
+                "timetables of an AirflowPlugin in the plugins folder (core.plugins_folder)")
         inner = getattr(cls, "deserialize")(dict(spec.get("value") or {}))  # noqa: B009
         custom = CustomTimetable(inner)
         return custom, custom.inner
