@@ -29,9 +29,12 @@ def schedule_interval(schedule: str | None) -> dict[str, Any] | None:
     return {"__type": "CronExpression", "value": schedule}
 
 
-def dag_json(dag: DagModel, secret_key: str) -> dict[str, Any]:
+def dag_json(dag: DagModel, secret_key: str, display_name: str | None = None,
+             ) -> dict[str, Any]:
+    """``display_name``: the DAG's ``dag_display_name`` (its id when None)."""
     return {
-        "dag_id": dag.dag_id, "dag_display_name": dag.dag_id, "root_dag_id": None,
+        "dag_id": dag.dag_id, "dag_display_name": display_name or dag.dag_id,
+        "root_dag_id": None,
         "is_paused": dag.is_paused, "is_active": dag.is_active, "is_subdag": False,
         "last_parsed_time": iso(dag.last_parsed_time), "last_pickled": None,
         "last_expired": None, "scheduler_lock": None, "pickle_id": None,

@@ -15,7 +15,7 @@ from squall.api.problems import bad_request, not_found
 from squall.api.schemas import DAG, ERRORS, DAGCollection, DAGDetail, Task, TaskCollection
 from squall.api.serializers import dag_json, iso
 from squall.api.state import DB, api_state
-from squall.common.models import DagModel
+from squall.common.models import DagModel, SerializedDagModel
 from squall.dag_processing.sync import load_serialized_dags
 from squall.runs.pausing import set_paused
 from squall.sdk import dag as sdk_dag
@@ -31,6 +31,22 @@ def get_dag_row(session: Session, dag_id: str) -> DagModel:
     if row is None:
         raise not_found(f"DAG with dag_id: '{dag_id}' not found")
     return row
+
+
+def dag_display_names(session: Session, dag_ids: list[str]) -> dict[str, str]:
+    """The ``dag_display_name`` of each DAG of ``dag_ids`` that has one (read from its
+    serialized form, one query; a DAG without is left out and shows its id)."""
+    if not dag_ids:
+        return {}
+    name = SerializedDagModel.data[("dag", "dag_display_name")].as_string()
+    rows = session.execute(select(SerializedDagModel.dag_id, name)
+                           .where(SerializedDagModel.dag_id.in_(dag_ids)))
+    return {dag_id: shown for dag_id, shown in rows if shown}
+
+
+def _dags_json(session: Session, rows: list[DagModel], key: str) -> list[dict[str, Any]]:
+    names = dag_display_names(session, [r.dag_id for r in rows])
+    return [dag_json(r, key, names.get(r.dag_id)) for r in rows]
 
 
 @router.get("/dags", summary="List DAGs", response_model=DAGCollection)
@@ -52,16 +68,16 @@ def list_dags(
     ordered = order_by(stmt, order, _ORDER, "dag_id")
     if tags:  # any of the tags; the column is JSON, so this filter runs here
         rows = [r for r in session.scalars(ordered) if set(tags) & set(r.tags or [])]
-        return {"dags": [dag_json(r, key) for r in rows[pages.offset:pages.offset + pages.limit]],
+        return {"dags": _dags_json(session, rows[pages.offset:pages.offset + pages.limit], key),
                 "total_entries": len(rows)}
-    return {"dags": [dag_json(r, key) for r in session.scalars(pages.apply(ordered))],
+    return {"dags": _dags_json(session, list(session.scalars(pages.apply(ordered))), key),
             "total_entries": total(session, stmt)}
 
 
 @router.get("/dags/{dag_id}", summary="Get basic information about a DAG",
             response_model=DAG)
 def get_dag(dag_id: str, request: Request, session: DB, user: Viewer) -> dict[str, Any]:
-    return dag_json(get_dag_row(session, dag_id), api_state(request).secret_key)
+    return _dags_json(session, [get_dag_row(session, dag_id)], api_state(request).secret_key)[0]
 
 
 @router.patch("/dags/{dag_id}", summary="Pause or unpause a DAG", response_model=DAG)
@@ -76,7 +92,7 @@ def patch_dag(dag_id: str, body: Annotated[dict[str, Any], Body()], request: Req
     if "is_paused" not in body or not isinstance(body["is_paused"], bool):
         raise bad_request("is_paused must be given as true or false")
     set_paused(session, dag_id, body["is_paused"], by=f"API, by {user.username}")
-    return dag_json(row, api_state(request).secret_key)
+    return _dags_json(session, [row], api_state(request).secret_key)[0]
 
 
 def _serialized(session: Session, dag_id: str) -> sdk_dag.DAG:
