@@ -6,7 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from squall.common.models import DagModel, DagRun, SlaMiss, TaskInstance
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from squall.common.models import DagModel, DagRun, SerializedDagModel, SlaMiss, TaskInstance
 from squall.worker.log_signing import seal
 
 #: the purpose of a DAG's ``file_token`` (its file's path, signed as Airflow signs it)
@@ -27,6 +30,17 @@ def schedule_interval(schedule: str | None) -> dict[str, Any] | None:
     if schedule is None or schedule in ("None", ""):
         return None
     return {"__type": "CronExpression", "value": schedule}
+
+
+def dag_display_names(session: Session, dag_ids: list[str]) -> dict[str, str]:
+    """The ``dag_display_name`` of each DAG of ``dag_ids`` that has one (read from its
+    serialized form, one query; a DAG without is left out and shows its id)."""
+    if not dag_ids:
+        return {}
+    name = SerializedDagModel.data[("dag", "dag_display_name")].as_string()
+    rows = session.execute(select(SerializedDagModel.dag_id, name)
+                           .where(SerializedDagModel.dag_id.in_(dag_ids)))
+    return {dag_id: shown for dag_id, shown in rows if shown}
 
 
 def dag_json(dag: DagModel, secret_key: str, display_name: str | None = None,

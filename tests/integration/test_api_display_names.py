@@ -1,7 +1,8 @@
 """``dag_display_name`` and ``task_display_name`` (Airflow 2.9+) through the REST API: a DAG
 or task that sets one shows it, the others show their ids (Airflow's
 ``DagModel.dag_display_name`` / ``BaseOperator.task_display_name`` fall back to the id).
-On SQLite and PostgreSQL (the names are read from the serialized DAG's JSON)."""
+The web UI's DAG list shows the display name (linking to the DAG by its id). On SQLite and
+PostgreSQL (the names are read from the serialized DAG's JSON)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from squall.common.db import SessionFactory
 from squall.common.settings import Settings
 from squall.sdk.dag import DAG
 from squall.sdk.operators.empty import EmptyOperator
-from tests.support.api import Api, serve
+from tests.support.api import Api, basic, serve
 from tests.support.scheduling import sync_dags
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
@@ -50,3 +51,9 @@ def test_display_names_through_the_api(api: Api) -> None:
         "Load the sales"
     patched = api.patch(f"{V1}/dags/named", json={"is_paused": True}, user="op")
     assert patched.json()["dag_display_name"] == "Sales report ✓"
+
+
+def test_the_ui_lists_dags_by_display_name(api: Api) -> None:
+    listing = api.client.get("/ui/api/dags", headers=basic("viewer")).json()
+    assert {d["dag_id"]: d["dag_display_name"] for d in listing["dags"]} == {
+        "named": "Sales report ✓", "unnamed": "unnamed"}

@@ -13,9 +13,9 @@ from squall.api.auth import Op, Viewer
 from squall.api.pagination import OrderBy, Paged, order_by, total
 from squall.api.problems import bad_request, not_found
 from squall.api.schemas import DAG, ERRORS, DAGCollection, DAGDetail, Task, TaskCollection
-from squall.api.serializers import dag_json, iso
+from squall.api.serializers import dag_display_names, dag_json, iso
 from squall.api.state import DB, api_state
-from squall.common.models import DagModel, SerializedDagModel
+from squall.common.models import DagModel
 from squall.dag_processing.sync import load_serialized_dags
 from squall.runs.pausing import set_paused
 from squall.sdk import dag as sdk_dag
@@ -31,17 +31,6 @@ def get_dag_row(session: Session, dag_id: str) -> DagModel:
     if row is None:
         raise not_found(f"DAG with dag_id: '{dag_id}' not found")
     return row
-
-
-def dag_display_names(session: Session, dag_ids: list[str]) -> dict[str, str]:
-    """The ``dag_display_name`` of each DAG of ``dag_ids`` that has one (read from its
-    serialized form, one query; a DAG without is left out and shows its id)."""
-    if not dag_ids:
-        return {}
-    name = SerializedDagModel.data[("dag", "dag_display_name")].as_string()
-    rows = session.execute(select(SerializedDagModel.dag_id, name)
-                           .where(SerializedDagModel.dag_id.in_(dag_ids)))
-    return {dag_id: shown for dag_id, shown in rows if shown}
 
 
 def _dags_json(session: Session, rows: list[DagModel], key: str) -> list[dict[str, Any]]:
