@@ -33,6 +33,10 @@ AUTHORING_MODULES: Final[dict[str, dict[str, str]]] = {
         "short_circuit_task": f"{_DECORATORS}:short_circuit_task",
         "sensor_task": f"{_DECORATORS}:sensor_task",
         "bash_task": f"{_DECORATORS}:bash_task",
+        "branch_virtualenv_task": f"{_DECORATORS}:branch_virtualenv_task",
+        "branch_external_python_task": f"{_DECORATORS}:branch_external_python_task",
+        "run_if": f"{_DECORATORS}:run_if",
+        "skip_if": f"{_DECORATORS}:skip_if",
     },
     "airflow.operators.python": {
         "PythonVirtualenvOperator": f"{_PY}:PythonVirtualenvOperator",

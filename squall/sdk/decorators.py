@@ -35,10 +35,13 @@ from squall.sdk.operators.python import (
     call_with_context,
 )
 from squall.sdk.operators.python_virtualenv import (
+    BranchExternalPythonOperator,
+    BranchPythonVirtualenvOperator,
     ExternalPythonOperator,
     PythonVirtualenvOperator,
 )
 from squall.sdk.sensors.python import PythonSensor
+from squall.sdk.task_conditions import ConditionalTask, run_if, skip_if
 from squall.sdk.taskgroup import TaskGroupContext, task_group
 
 if TYPE_CHECKING:
@@ -47,15 +50,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["bash_task", "branch_task", "dag", "external_python_task", "get_unique_task_id",
-           "python_task", "sensor_task", "short_circuit_task", "task", "task_group",
+__all__ = ["bash_task", "branch_external_python_task", "branch_task", "branch_virtualenv_task",
+           "dag", "external_python_task", "get_unique_task_id", "python_task", "run_if",
+           "sensor_task", "short_circuit_task", "skip_if", "task", "task_group",
            "virtualenv_task"]
 
 
 # --------------------------------------------------------------------------- operators
 
 
-class _PythonDecoratedOperator(PythonOperator):
+class _PythonDecoratedOperator(ConditionalTask, PythonOperator):
     """The operator ``@task`` creates: a PythonOperator that, with ``multiple_outputs``,
     also pushes each key of the returned dict as an XCom of its own."""
 
@@ -88,21 +92,21 @@ def push_multiple_outputs(task: BaseOperator, context: Context, result: Any) -> 
         ti.xcom_push(key, value)
 
 
-class _BranchPythonDecoratedOperator(BranchPythonOperator):
+class _BranchPythonDecoratedOperator(ConditionalTask, BranchPythonOperator):
     template_fields: Sequence[str] = ("templates_dict", "op_args", "op_kwargs")
     custom_operator_name = "@task.branch"
 
 
-class _ShortCircuitDecoratedOperator(ShortCircuitOperator):
+class _ShortCircuitDecoratedOperator(ConditionalTask, ShortCircuitOperator):
     template_fields: Sequence[str] = ("templates_dict", "op_args", "op_kwargs")
     custom_operator_name = "@task.short_circuit"
 
 
-class _DecoratedSensorOperator(PythonSensor):
+class _DecoratedSensorOperator(ConditionalTask, PythonSensor):
     custom_operator_name = "@task.sensor"
 
 
-class _BashDecoratedOperator(BashOperator):
+class _BashDecoratedOperator(ConditionalTask, BashOperator):
     """The function returns the bash command (rendered with Jinja, then run)."""
 
     template_fields: Sequence[str] = ("op_args", "op_kwargs", "env", "cwd")
@@ -140,7 +144,7 @@ class _BashDecoratedOperator(BashOperator):
         return super().execute(context)
 
 
-class _PythonVirtualenvDecoratedOperator(PythonVirtualenvOperator):
+class _PythonVirtualenvDecoratedOperator(ConditionalTask, PythonVirtualenvOperator):
     template_fields: Sequence[str] = ("requirements", "index_urls", "venv_cache_path",
                                       "templates_dict", "op_args", "op_kwargs")
     custom_operator_name = "@task.virtualenv"
@@ -152,7 +156,7 @@ class _PythonVirtualenvDecoratedOperator(PythonVirtualenvOperator):
         return result
 
 
-class _ExternalPythonDecoratedOperator(ExternalPythonOperator):
+class _ExternalPythonDecoratedOperator(ConditionalTask, ExternalPythonOperator):
     template_fields: Sequence[str] = ("python", "templates_dict", "op_args", "op_kwargs")
     custom_operator_name = "@task.external_python"
 
@@ -161,6 +165,17 @@ class _ExternalPythonDecoratedOperator(ExternalPythonOperator):
         if self.multiple_outputs:
             push_multiple_outputs(self, context, result)
         return result
+
+
+class _BranchPythonVirtualenvDecoratedOperator(ConditionalTask, BranchPythonVirtualenvOperator):
+    template_fields: Sequence[str] = ("requirements", "index_urls", "venv_cache_path",
+                                      "templates_dict", "op_args", "op_kwargs")
+    custom_operator_name = "@task.branch_virtualenv"
+
+
+class _BranchExternalPythonDecoratedOperator(ConditionalTask, BranchExternalPythonOperator):
+    template_fields: Sequence[str] = ("python", "templates_dict", "op_args", "op_kwargs")
+    custom_operator_name = "@task.branch_external_python"
 
 
 # --------------------------------------------------------------------------- task ids
@@ -215,6 +230,8 @@ class _TaskDecorator:
         self.operator_class = operator_class
         self.multiple_outputs = multiple_outputs
         self.kwargs = dict(kwargs)
+        #: the checks ``@task.run_if`` / ``@task.skip_if`` added (squall.sdk.task_conditions)
+        self.conditions: tuple[Any, ...] = ()
 
     def __repr__(self) -> str:
         return f"<{self.operator_class.__name__} factory for {self.function.__qualname__}>"
@@ -222,9 +239,11 @@ class _TaskDecorator:
     def override(self, **kwargs: Any) -> _TaskDecorator:
         """A copy with these operator arguments (``task_id``, ``retries``, ...) changed."""
         multiple_outputs = kwargs.pop("multiple_outputs", self.multiple_outputs)
-        return _TaskDecorator(
+        copy = _TaskDecorator(
             self.function, self.operator_class, multiple_outputs, {**self.kwargs, **kwargs}
         )
+        copy.conditions = self.conditions
+        return copy
 
     def expand(self, **kwargs: Any) -> Any:
         raise DagDefinitionError(
@@ -263,6 +282,8 @@ class _TaskDecorator:
             op_kwargs=kwargs,
             **op_kwargs,
         )
+        if self.conditions and isinstance(operator, ConditionalTask):
+            operator.conditions = self.conditions
         return XComArg(operator)
 
 
@@ -282,7 +303,9 @@ def _decorate(
 
 class TaskDecoratorCollection:
     """``task``: ``@task``, ``@task(...)``, ``@task.python``, ``@task.branch``,
-    ``@task.short_circuit``, ``@task.sensor`` and ``@task.bash``."""
+    ``@task.short_circuit``, ``@task.sensor``, ``@task.bash``, ``@task.virtualenv``,
+    ``@task.external_python``, ``@task.branch_virtualenv``, ``@task.branch_external_python``,
+    and the conditions ``@task.run_if`` / ``@task.skip_if``."""
 
     def __call__(
         self,
@@ -344,6 +367,27 @@ class TaskDecoratorCollection:
                          {**kwargs, "python": python})
 
 
+    def branch_virtualenv(self, python_callable: Callable[..., Any] | None = None,
+                          **kwargs: Any) -> Any:
+        """A branch whose function runs in a virtualenv (BranchPythonVirtualenvOperator)."""
+        return _decorate(_BranchPythonVirtualenvDecoratedOperator, python_callable, False,
+                         kwargs)
+
+    def branch_external_python(self, python: str | None = None,
+                               python_callable: Callable[..., Any] | None = None,
+                               **kwargs: Any) -> Any:
+        """A branch whose function runs with the interpreter ``python``."""
+        if callable(python):
+            raise DagDefinitionError(
+                f"@task.branch_external_python on {getattr(python, '__name__', python)!r} "
+                "needs python=, the path of an interpreter")
+        return _decorate(_BranchExternalPythonDecoratedOperator, python_callable, False,
+                         {**kwargs, "python": python})
+
+    run_if = staticmethod(run_if)
+    skip_if = staticmethod(skip_if)
+
+
 _MULTIPLE_OUTPUTS_OPERATORS: frozenset[type[BaseOperator]] = frozenset(
     {_PythonDecoratedOperator, _PythonVirtualenvDecoratedOperator,
      _ExternalPythonDecoratedOperator})
@@ -358,3 +402,5 @@ branch_task = task.branch
 short_circuit_task = task.short_circuit
 sensor_task = task.sensor
 bash_task = task.bash
+branch_virtualenv_task = task.branch_virtualenv
+branch_external_python_task = task.branch_external_python

@@ -58,6 +58,10 @@ TASKFLOW_STATES = {t: "success" for t in [
     "cd_k", "cd_m"]}
 TASKFLOW_XCOMS = {"say": "hello 2024-01-03", "ready": "ready", "process.store": 2,
                   "process__1.store": 4, "process__2.store": 6, "total": 12}
+#: ``run_if`` / ``skip_if`` (airflow/decorators/condition.py: ``wrap_skip`` raises
+#: AirflowSkipException in pre_execute), a branch in another interpreter
+CONDITIONS_STATES = {"on_the_3rd": "success", "on_the_4th": "skipped", "both": "skipped",
+                     "choose": "success", "chosen": "success", "not_chosen": "skipped"}
 VENV_STATES = {"with_six": "success", "classic": "success", "external": "success",
                "ext_classic": "success", "skipper": "skipped", "broken": "failed",
                "report": "success"}
@@ -120,7 +124,7 @@ def test_airflow210_ops_dag_files_under_dags_test(tmp_path: Path, venv_cache: Pa
     _prepare(cluster, venv_cache)
     cluster.cli("db", "migrate")
     listed = {d["dag_id"]: d for d in cluster.cli_json("dags", "list")}
-    assert {"af210_branch", "af210_taskflow", "af210_venv", "af210_workday",
+    assert {"af210_branch", "af210_taskflow", "af210_conditions", "af210_venv", "af210_workday",
             "af210_cron_trigger", "af210_events"} <= set(listed)
     # a custom timetable no plugin registers: the file's import error, as Airflow's
     # "Timetable class ... is not registered"
@@ -135,6 +139,10 @@ def test_airflow210_ops_dag_files_under_dags_test(tmp_path: Path, venv_cache: Pa
     ran = _dags_test(cluster, "af210_taskflow", "2024-01-03")
     assert ran["states"] == TASKFLOW_STATES
     _check_xcoms(cluster, "af210_taskflow", ran["run_id"], TASKFLOW_XCOMS)
+    ran = _dags_test(cluster, "af210_conditions", "2024-01-03")
+    assert ran["states"] == CONDITIONS_STATES
+    reasons = {t["task_id"]: t["reason"] for t in ran["task_instances"]}
+    assert (reasons["on_the_4th"], reasons["both"]) == ("not the 4th", "skipped by its condition")
     ran = _dags_test(cluster, "af210_venv", "2024-01-03")
     assert ran["states"] == VENV_STATES
     assert ran["state"] == "failed"  # broken failed
@@ -171,6 +179,7 @@ def test_airflow210_ops_dag_files_through_a_cluster(pg_cluster: Cluster,
     cluster.start_worker(concurrency=6)
     runs = {"af210_branch": cluster.trigger("af210_branch", "-e", ON),
             "af210_taskflow": cluster.trigger("af210_taskflow", "-e", ON),
+            "af210_conditions": cluster.trigger("af210_conditions", "-e", ON),
             "af210_venv": cluster.trigger("af210_venv", "-e", ON)}
     for dag_id, run_id in runs.items():
         cluster.wait_for_run(dag_id, run_id, timeout=300)
@@ -178,6 +187,7 @@ def test_airflow210_ops_dag_files_through_a_cluster(pg_cluster: Cluster,
               for d, r in runs.items()}
     assert states["af210_branch"] == BRANCH_STATES
     assert states["af210_taskflow"] == TASKFLOW_STATES
+    assert states["af210_conditions"] == CONDITIONS_STATES
     assert states["af210_venv"] == VENV_STATES
     _check_xcoms(cluster, "af210_taskflow", runs["af210_taskflow"], TASKFLOW_XCOMS)
     _check_xcoms(cluster, "af210_venv", runs["af210_venv"], VENV_XCOMS)

@@ -54,3 +54,37 @@ def taskflow():
 
 
 taskflow()
+
+
+@dag(dag_id="af210_conditions", start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+     schedule=None, catchup=False)
+def conditions():
+    """@task.run_if / @task.skip_if (Airflow 2.10) and @task.branch_external_python."""
+    import sys
+
+    @task.run_if(lambda context: context["ds"] == "2024-01-03")
+    @task
+    def on_the_3rd():
+        return "ran"
+
+    @task.run_if(lambda context: context["ds"] == "2024-01-04", skip_message="not the 4th")
+    @task
+    def on_the_4th():
+        return "ran"
+
+    @task.skip_if(lambda context: (True, "skipped by its condition"))
+    @task.run_if(lambda context: True)
+    @task
+    def both():
+        return "ran"
+
+    @task.branch_external_python(python=sys.executable)
+    def choose():
+        return "chosen"
+
+    on_the_3rd() >> on_the_4th()
+    both()
+    choose() >> [EmptyOperator(task_id="chosen"), EmptyOperator(task_id="not_chosen")]
+
+
+conditions()
