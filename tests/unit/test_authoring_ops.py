@@ -246,6 +246,8 @@ def test_events_timetable_round_trip_and_runs() -> None:
     manual = rebuilt.timetable.infer_manual_data_interval(
         run_after=pendulum.datetime(2024, 1, 8, 15, tz="UTC"))
     assert manual.start == manual.end == pendulum.datetime(2024, 1, 5, 12, tz="UTC")
+    start, end = manual  # a NamedTuple in Airflow: it unpacks
+    assert start == end == manual.start
 
 
 class _Every2Days(AirflowTimetable):
