@@ -132,6 +132,10 @@ def test_airflow210_ops_dag_files_under_dags_test(tmp_path: Path, venv_cache: Pa
     assert "af210_unregistered" not in listed
     assert "af210_unregistered.NotRegistered' is not registered" in errors
     assert "af210_timetables.py" not in errors
+    assert cluster.cli_json("plugins") == [{
+        "name": "workday_timetable_plugin",
+        "source": str(cluster.home / "plugins" / "af210_workday.py"),
+        "timetables": "af210_workday.AfterWorkdayTimetable"}]
 
     ran = _dags_test(cluster, "af210_branch", ON)
     assert ran["states"] == BRANCH_STATES
