@@ -88,11 +88,14 @@ def _connect(upstream: list[BaseOperator], downstream: list[BaseOperator],
 class EdgeModifier(DependencyMixin):
     """``a >> Label("when ok") >> b``: an edge that carries information (Airflow 2's
     ``airflow.utils.edgemodifier.EdgeModifier``). It is no task: it connects what stands
-    before it to what stands after it, and records ``{"label": ...}`` on each of those edges
-    in the DAG's ``edge_info`` (serialized, so the API and UI can show it).
+    before it to what stands after it, and records ``{"label": ...}`` on each of those task
+    edges in the DAG's ``edge_info`` (serialized, so the API and UI can show it).
 
-    Unlike Airflow, an edge between tasks of different task groups stays an edge between
-    those tasks (Airflow moves it to the groups' ends).
+    As Airflow 2.10's ``EdgeModifier``: when the nodes on its two sides are not all in one
+    task group, the side given first stands for its task groups (a task in a group becomes
+    the group: its leaves upstream, its roots downstream) and the side given second for
+    itself, so ``g1.a >> Label("x") >> g2.d`` makes every leaf of ``g1`` upstream of
+    ``g2.d`` (``_convert_streams_to_task_groups``, airflow/utils/edgemodifier.py).
     """
 
     def __init__(self, label: str | None = None) -> None:
@@ -111,19 +114,51 @@ class EdgeModifier(DependencyMixin):
     def set_upstream(self, other: Dependable) -> None:
         new = _label_nodes(other)
         self._upstream.extend(new)
-        for node in new:
-            for down in self._downstream:
+        self._convert_streams()
+        for down in self._downstream:
+            for node in new:
                 _connect(node.leaves, down.roots, self.label)
 
     def set_downstream(self, other: Dependable) -> None:
         new = _label_nodes(other)
         self._downstream.extend(new)
-        for node in new:
-            for up in self._upstream:
+        self._convert_streams()
+        for up in self._upstream:
+            for node in new:
                 _connect(up.leaves, node.roots, self.label)
+
+    def _convert_streams(self) -> None:
+        if not (self._upstream and self._downstream):
+            return
+        if len({_group_key(node) for node in [*self._upstream, *self._downstream]}) != 1:
+            self._upstream = [_as_group(node) for node in self._upstream]
+            self._downstream = [_as_group(node) for node in self._downstream]
 
     def __repr__(self) -> str:
         return f"<EdgeModifier {self.label!r}>"
+
+
+def _task_of(node: DependencyMixin) -> BaseOperator | None:
+    from squall.sdk.operators.base import BaseOperator
+
+    task = getattr(node, "operator", node)  # an XComArg stands for its operator
+    return task if isinstance(task, BaseOperator) else None
+
+
+def _group_key(node: DependencyMixin) -> str | None:
+    """The id of the task group a node is in (or is), "" for the DAG's root group."""
+    task = _task_of(node)
+    if task is None:
+        return getattr(node, "group_id", None) or ""
+    group = task.task_group
+    return "" if group is None or group.is_root else group.group_id
+
+
+def _as_group(node: DependencyMixin) -> DependencyMixin:
+    task = _task_of(node)
+    if task is not None and task.task_group is not None and not task.task_group.is_root:
+        return task.task_group
+    return node
 
 
 def Label(label: str) -> EdgeModifier:  # noqa: N802 - Airflow's name

@@ -143,6 +143,36 @@ def test_labels_make_edges_and_are_serialized() -> None:
     assert rebuilt.get_edge_info("h", "i") == {"label": "yes"}
 
 
+def test_labels_between_task_groups_connect_the_groups_as_airflow() -> None:
+    """Airflow 2.10's EdgeModifier._convert_streams_to_task_groups: with nodes of different
+    groups on its two sides, the side given first stands for its groups (edges checked
+    against Airflow 2.10.5)."""
+    with _dag() as dag:
+        with TaskGroup("g1"):
+            a, b, _a2 = (EmptyOperator(task_id=x) for x in ("a", "b", "a2"))
+            a >> b
+        with TaskGroup("g2"):
+            c, d, c2 = (EmptyOperator(task_id=x) for x in ("c", "d", "c2"))
+            c >> d
+        with TaskGroup("g3"):
+            e, f = EmptyOperator(task_id="e"), EmptyOperator(task_id="f")
+        a >> Label("x") >> d  # g1's leaves >> d
+        top = EmptyOperator(task_id="top")
+        top >> Label("y") >> c2  # top is in no group: itself
+        e >> Label("same") >> f  # one group: the tasks themselves
+    assert _edges(dag) == {"g1.a": ["g1.b"], "g1.b": ["g2.d"], "g1.a2": ["g2.d"],
+                           "g2.c": ["g2.d"], "top": ["g2.c2"], "g3.e": ["g3.f"]}
+    assert dag.edge_info["g1.a2"] == {"g2.d": {"label": "x"}}
+    with _dag("d2") as dag2:
+        with TaskGroup("g1"):
+            a = EmptyOperator(task_id="a")
+        with TaskGroup("g2"):
+            c, d, c2 = (EmptyOperator(task_id=x) for x in ("c", "d", "c2"))
+            c >> d
+        d << Label("back") << a  # g2's roots << a
+    assert _edges(dag2) == {"g1.a": ["g2.c", "g2.c2"], "g2.c": ["g2.d"]}
+
+
 def test_display_names_default_to_ids_and_are_serialized() -> None:
     with _dag("plain") as plain:
         EmptyOperator(task_id="t")
