@@ -53,6 +53,16 @@ def test_display_names_through_the_api(api: Api) -> None:
     assert patched.json()["dag_display_name"] == "Sales report ✓"
 
 
+def test_task_instances_carry_their_tasks_display_names(api: Api) -> None:
+    made = api.post(f"{V1}/dags/named/dagRuns", json={"dag_run_id": "r1"}, user="op")
+    assert made.status_code == 200, made.text
+    tis = api.get(f"{V1}/dags/named/dagRuns/r1/taskInstances").json()["task_instances"]
+    assert {t["task_id"]: t["task_display_name"] for t in tis} == {
+        "load": "Load the sales", "plain": "plain"}
+    one = api.get(f"{V1}/dags/named/dagRuns/r1/taskInstances/load").json()
+    assert one["task_display_name"] == "Load the sales"
+
+
 def test_the_ui_lists_dags_by_display_name(api: Api) -> None:
     listing = api.client.get("/ui/api/dags", headers=basic("viewer")).json()
     assert {d["dag_id"]: d["dag_display_name"] for d in listing["dags"]} == {
