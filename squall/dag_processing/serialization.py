@@ -34,32 +34,23 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import pendulum
-from dateutil.relativedelta import relativedelta  # type: ignore[import-untyped, unused-ignore]
 from pendulum.tz.timezone import FixedTimezone, Timezone
 
 from squall.common.errors import SerializationError, SquallError
+from squall.dag_processing.schedule_spec import (
+    timetable_from_spec,
+    timetable_spec,
+)
+from squall.dag_processing.schedule_spec import tz_from_json as _tz_from_json
+from squall.dag_processing.schedule_spec import tz_to_json as _tz_to_json
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import BaseOperator, Context
 from squall.sdk.taskgroup import TaskGroup
-from squall.sdk.timetables import (
-    CronDataIntervalTimetable,
-    CustomTimetable,
-    DeltaDataIntervalTimetable,
-    NullTimetable,
-    OnceTimetable,
-    Timetable,
-    coerce_datetime,
-)
-from squall.sdk.timetables.custom import class_path
+from squall.sdk.timetables import coerce_datetime
 
 log = logging.getLogger(__name__)
 
 SERIALIZATION_VERSION = 1
-
-_RELATIVEDELTA_FIELDS = ("years", "months", "days", "hours", "minutes", "seconds",
-                         "microseconds")
-
 
 # --------------------------------------------------------------------------- stand-in operator
 
@@ -130,7 +121,7 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
         "fileloc": dag.fileloc,
         "description": dag.description,
         "timezone": _tz_to_json(dag.timezone),
-        "schedule": _timetable_spec(dag),
+        "schedule": timetable_spec(dag),
         "start_date": _dt_to_json(dag.start_date),
         "end_date": _dt_to_json(dag.end_date),
         "catchup": dag.catchup,
@@ -162,58 +153,6 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
         "tasks": [_serialize_task(task) for task in dag.task_dict.values()],
     }
     return {"__version": SERIALIZATION_VERSION, "dag": data}
-
-
-def _timetable_spec(dag: DAG) -> dict[str, Any]:
-    timetable: Timetable = dag.timetable
-    if isinstance(timetable, NullTimetable):
-        return {"type": "none"}
-    if isinstance(timetable, OnceTimetable):
-        return {"type": "once"}
-    if isinstance(timetable, CronDataIntervalTimetable):
-        return {
-            "type": "cron",
-            "expression": timetable.summary or timetable.expression,
-            "timezone": _tz_to_json(timetable.timezone),
-        }
-    if isinstance(timetable, DeltaDataIntervalTimetable):
-        delta = timetable.delta
-        spec: dict[str, Any] = {"type": "delta", "timezone": _tz_to_json(timetable.timezone)}
-        if isinstance(delta, timedelta):
-            spec["seconds"] = delta.total_seconds()
-        else:
-            spec["relativedelta"] = {f: getattr(delta, f) for f in _RELATIVEDELTA_FIELDS}
-        return spec
-    if isinstance(timetable, CustomTimetable):
-        return _custom_timetable_spec(dag, timetable)
-    raise SerializationError(
-        f"DAG {dag.dag_id}: the timetable {type(timetable).__name__} cannot be serialized "
-        "(use None, '@once', a cron expression, a timedelta, a relativedelta or an "
-        "Airflow-style timetable registered by a plugin)"
-    )
-
-
-def _custom_timetable_spec(dag: DAG, timetable: CustomTimetable) -> dict[str, Any]:
-    """``{"type": "custom", "class": "module.QualName", "value": serialize(), ...}``; the
-    class must be built in or registered by a plugin (Airflow's ``_TimetableNotRegistered``)."""
-    from squall.dag_processing import plugins
-
-    inner = timetable.inner
-    path = plugins.registered_class_path(type(inner))
-    if path is None:
-        raise SerializationError(
-            f"DAG {dag.dag_id}: Timetable class {class_path(type(inner))!r} is not registered: "
-            "list it in the timetables of an AirflowPlugin in the plugins folder "
-            "(core.plugins_folder)")
-    try:
-        value = inner.serialize()
-        json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        raise SerializationError(
-            f"DAG {dag.dag_id}: {path}.serialize() must return a JSON-able dict: {exc}"
-        ) from exc
-    return {"type": "custom", "class": path, "value": value, "summary": timetable.summary,
-            "description": timetable.description}
 
 
 def _serialize_group(group: TaskGroup) -> dict[str, Any]:
@@ -326,7 +265,7 @@ def deserialize_dag(data: Mapping[str, Any]) -> DAG:
 
 def _build_dag(d: Mapping[str, Any]) -> DAG:
     tz = _tz_from_json(d.get("timezone") or "UTC")
-    timetable, raw_schedule = _timetable_from_spec(d["schedule"])
+    timetable, raw_schedule = timetable_from_spec(d["schedule"])
     dag = DAG(
         d["dag_id"],
         description=d.get("description"),
@@ -446,39 +385,6 @@ def _rebuild_groups(dag: DAG, group: TaskGroup, spec: Mapping[str, Any]) -> None
     group.children.update(children)
 
 
-def _timetable_from_spec(spec: Mapping[str, Any]) -> tuple[Timetable, Any]:
-    """The timetable and the ``schedule`` value the spec stands for."""
-    kind = spec.get("type")
-    if kind == "none":
-        return NullTimetable(), None
-    if kind == "once":
-        return OnceTimetable(), "@once"
-    if kind == "cron":
-        expression = spec["expression"]
-        timetable = CronDataIntervalTimetable(expression, _tz_from_json(spec.get("timezone")))
-        return timetable, expression
-    if kind == "delta":
-        delta: timedelta | relativedelta
-        if "relativedelta" in spec:
-            delta = relativedelta(**{f: spec["relativedelta"].get(f, 0)
-                                     for f in _RELATIVEDELTA_FIELDS})
-        else:
-            delta = timedelta(seconds=float(spec["seconds"]))
-        return DeltaDataIntervalTimetable(delta, _tz_from_json(spec.get("timezone"))), delta
-    if kind == "custom":
-        from squall.dag_processing import plugins
-
-        cls = plugins.timetable_class(str(spec["class"]))
-        if cls is None:
-            raise SerializationError(
-                f"Timetable class {spec['class']!r} is not registered: list it in the "
-                "timetables of an AirflowPlugin in the plugins folder (core.plugins_folder)")
-        inner = getattr(cls, "deserialize")(dict(spec.get("value") or {}))  # noqa: B009
-        custom = CustomTimetable(inner)
-        return custom, custom.inner
-    raise SerializationError(f"unknown schedule type {kind!r} in serialized DAG")
-
-
 # --------------------------------------------------------------------------- hashing / JSON
 
 
@@ -503,21 +409,6 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     return repr(value)
-
-
-def _tz_to_json(tz: Any) -> str | int:
-    if isinstance(tz, FixedTimezone):
-        return int(tz.offset)
-    name = getattr(tz, "name", None) or getattr(tz, "key", None)
-    return str(name) if name else "UTC"
-
-
-def _tz_from_json(value: Any) -> Timezone | FixedTimezone:
-    if value is None:
-        return pendulum.UTC
-    if isinstance(value, int):
-        return pendulum.UTC if value == 0 else pendulum.FixedTimezone(value)
-    return pendulum.timezone(str(value))
 
 
 def _dt_to_json(value: datetime | None) -> str | None:
