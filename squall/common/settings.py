@@ -62,6 +62,10 @@ class _Section(BaseModel):
 
 class CoreSettings(_Section):
     dags_folder: str = ""  # default: $SQUALL_HOME/dags
+    #: plugin modules (AirflowPlugin subclasses registering custom timetables)
+    plugins_folder: str = ""  # default: $SQUALL_HOME/plugins
+    #: where PythonVirtualenvOperator keeps its virtualenvs, one per requirement set
+    venv_cache_path: str = ""  # default: $SQUALL_HOME/venv_cache
     load_examples: bool = False
     airflow_compat: bool = False
     #: the time zone of a DAG whose start_date is naive or missing: naive start / end dates
@@ -342,6 +346,17 @@ class Settings(BaseModel):
         )
 
     @property
+    def plugins_folder(self) -> Path:
+        return Path(self.core.plugins_folder).expanduser() if self.core.plugins_folder else (
+            self.home / "plugins"
+        )
+
+    @property
+    def venv_cache_path(self) -> Path:
+        return Path(self.core.venv_cache_path).expanduser() if self.core.venv_cache_path \
+            else self.home / "venv_cache"
+
+    @property
     def sql_alchemy_conn(self) -> str:
         return self.database.sql_alchemy_conn or f"sqlite:///{self.home / 'squall.db'}"
 
@@ -370,6 +385,8 @@ class Settings(BaseModel):
         _check_key(section, key, "lookup")
         derived = {
             ("core", "dags_folder"): lambda: str(self.dags_folder),
+            ("core", "plugins_folder"): lambda: str(self.plugins_folder),
+            ("core", "venv_cache_path"): lambda: str(self.venv_cache_path),
             ("database", "sql_alchemy_conn"): lambda: self.sql_alchemy_conn,
             ("logging", "base_log_folder"): lambda: str(self.log_folder),
         }

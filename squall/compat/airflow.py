@@ -36,6 +36,7 @@ from typing import Final
 import pendulum
 
 from squall.common.errors import AirflowCompatError
+from squall.compat.airflow_authoring import AUTHORING_MODULES, AUTHORING_PACKAGES
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,9 @@ SUPPORTED_MODULES: Final[dict[str, dict[str, str]]] = {
     },
 }
 
+for _name, _attrs in AUTHORING_MODULES.items():
+    SUPPORTED_MODULES.setdefault(_name, {}).update(_attrs)
+
 #: the supported modules that are packages in Airflow (they get ``__path__ = []``)
 PACKAGES: Final[frozenset[str]] = frozenset(
     {
@@ -193,7 +197,7 @@ PACKAGES: Final[frozenset[str]] = frozenset(
         "airflow.sensors",
         "airflow.decorators",
     }
-)
+) | AUTHORING_PACKAGES
 
 _ORIGIN: Final = "squall.compat.airflow"
 _ROOT: Final = "airflow"

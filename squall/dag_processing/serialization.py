@@ -34,32 +34,25 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import pendulum
-from dateutil.relativedelta import relativedelta  # type: ignore[import-untyped, unused-ignore]
 from pendulum.tz.timezone import FixedTimezone, Timezone
 
 from squall.common.errors import SerializationError, SquallError
+from squall.dag_processing.schedule_spec import (
+    timetable_from_spec,
+    timetable_spec,
+)
+from squall.dag_processing.schedule_spec import tz_from_json as _tz_from_json
+from squall.dag_processing.schedule_spec import tz_to_json as _tz_to_json
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import BaseOperator, Context
 from squall.sdk.params import NOTSET, Param, ParamsDict
 from squall.sdk.sensors.external_task import ExternalTaskMarker
 from squall.sdk.taskgroup import TaskGroup
-from squall.sdk.timetables import (
-    CronDataIntervalTimetable,
-    DeltaDataIntervalTimetable,
-    NullTimetable,
-    OnceTimetable,
-    Timetable,
-    coerce_datetime,
-)
+from squall.sdk.timetables import coerce_datetime
 
 log = logging.getLogger(__name__)
 
 SERIALIZATION_VERSION = 1
-
-_RELATIVEDELTA_FIELDS = ("years", "months", "days", "hours", "minutes", "seconds",
-                         "microseconds")
-
 
 # --------------------------------------------------------------------------- stand-in operator
 
@@ -135,7 +128,7 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
         "fileloc": dag.fileloc,
         "description": dag.description,
         "timezone": _tz_to_json(dag.timezone),
-        "schedule": _timetable_spec(dag),
+        "schedule": timetable_spec(dag),
         "start_date": _dt_to_json(dag.start_date),
         "end_date": _dt_to_json(dag.end_date),
         "catchup": dag.catchup,
@@ -161,36 +154,12 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
         "render_template_as_native_obj": bool(dag.render_template_as_native_obj),
         "template_searchpath": [str(p) for p in dag.template_searchpath],
         "owner_links": jsonable(dag.owner_links),
+        "dag_display_name": dag.dag_display_name,
+        "edge_info": jsonable(dag.edge_info),
         "task_group": _serialize_group(dag.task_group),
         "tasks": [_serialize_task(task) for task in dag.task_dict.values()],
     }
     return {"__version": SERIALIZATION_VERSION, "dag": data}
-
-
-def _timetable_spec(dag: DAG) -> dict[str, Any]:
-    timetable: Timetable = dag.timetable
-    if isinstance(timetable, NullTimetable):
-        return {"type": "none"}
-    if isinstance(timetable, OnceTimetable):
-        return {"type": "once"}
-    if isinstance(timetable, CronDataIntervalTimetable):
-        return {
-            "type": "cron",
-            "expression": timetable.summary or timetable.expression,
-            "timezone": _tz_to_json(timetable.timezone),
-        }
-    if isinstance(timetable, DeltaDataIntervalTimetable):
-        delta = timetable.delta
-        spec: dict[str, Any] = {"type": "delta", "timezone": _tz_to_json(timetable.timezone)}
-        if isinstance(delta, timedelta):
-            spec["seconds"] = delta.total_seconds()
-        else:
-            spec["relativedelta"] = {f: getattr(delta, f) for f in _RELATIVEDELTA_FIELDS}
-        return spec
-    raise SerializationError(
-        f"DAG {dag.dag_id}: the timetable {type(timetable).__name__} cannot be serialized "
-        "(use None, '@once', a cron expression, a timedelta or a relativedelta)"
-    )
 
 
 def _serialize_group(group: TaskGroup) -> dict[str, Any]:
@@ -264,6 +233,7 @@ def _task_fields(task: BaseOperator) -> dict[str, Any]:
         ),
         "template_fields": [str(f) for f in task.template_fields],
         "doc_md": task.doc_md,
+        "task_display_name": task.task_display_name,
         "ui_color": str(getattr(task, "ui_color", "#fff")),
         "do_xcom_push": bool(task.do_xcom_push),
         "multiple_outputs": bool(task.multiple_outputs),
@@ -332,7 +302,7 @@ def deserialize_dag(data: Mapping[str, Any]) -> DAG:
 
 def _build_dag(d: Mapping[str, Any]) -> DAG:
     tz = _tz_from_json(d.get("timezone") or "UTC")
-    timetable, raw_schedule = _timetable_from_spec(d["schedule"])
+    timetable, raw_schedule = timetable_from_spec(d["schedule"])
     dag = DAG(
         d["dag_id"],
         description=d.get("description"),
@@ -350,7 +320,9 @@ def _build_dag(d: Mapping[str, Any]) -> DAG:
         is_paused_upon_creation=d.get("is_paused_upon_creation"),
         owner_links=dict(d.get("owner_links") or {}),
         timezone=tz.name if isinstance(tz, Timezone) else None,
+        dag_display_name=d.get("dag_display_name"),
     )
+    dag.edge_info = {up: dict(downs) for up, downs in (d.get("edge_info") or {}).items()}
     dag.schedule = raw_schedule
     # set after the constructor: validated when the DAG file was parsed, not again here
     dag.params = params_from_json(d.get("params"))
@@ -425,6 +397,7 @@ def _build_operator(
         do_xcom_push=bool(t.get("do_xcom_push", True)),
         multiple_outputs=bool(t.get("multiple_outputs", False)),
         doc_md=t.get("doc_md"),
+        task_display_name=t.get("task_display_name"),
         dag=dag,
         task_group=dag.task_group,
     )
@@ -461,28 +434,6 @@ def _rebuild_groups(dag: DAG, group: TaskGroup, spec: Mapping[str, Any]) -> None
     group.children.clear()
     group.children.update({key: children.pop(key) for key in order if key in children})
     group.children.update(children)
-
-
-def _timetable_from_spec(spec: Mapping[str, Any]) -> tuple[Timetable, Any]:
-    """The timetable and the ``schedule`` value the spec stands for."""
-    kind = spec.get("type")
-    if kind == "none":
-        return NullTimetable(), None
-    if kind == "once":
-        return OnceTimetable(), "@once"
-    if kind == "cron":
-        expression = spec["expression"]
-        timetable = CronDataIntervalTimetable(expression, _tz_from_json(spec.get("timezone")))
-        return timetable, expression
-    if kind == "delta":
-        delta: timedelta | relativedelta
-        if "relativedelta" in spec:
-            delta = relativedelta(**{f: spec["relativedelta"].get(f, 0)
-                                     for f in _RELATIVEDELTA_FIELDS})
-        else:
-            delta = timedelta(seconds=float(spec["seconds"]))
-        return DeltaDataIntervalTimetable(delta, _tz_from_json(spec.get("timezone"))), delta
-    raise SerializationError(f"unknown schedule type {kind!r} in serialized DAG")
 
 
 # --------------------------------------------------------------------------- hashing / JSON
@@ -541,21 +492,6 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     return repr(value)
-
-
-def _tz_to_json(tz: Any) -> str | int:
-    if isinstance(tz, FixedTimezone):
-        return int(tz.offset)
-    name = getattr(tz, "name", None) or getattr(tz, "key", None)
-    return str(name) if name else "UTC"
-
-
-def _tz_from_json(value: Any) -> Timezone | FixedTimezone:
-    if value is None:
-        return pendulum.UTC
-    if isinstance(value, int):
-        return pendulum.UTC if value == 0 else pendulum.FixedTimezone(value)
-    return pendulum.timezone(str(value))
 
 
 def _dt_to_json(value: datetime | None) -> str | None:

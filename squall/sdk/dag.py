@@ -103,6 +103,7 @@ class DAG:
         timezone: str | None = None,
         timetable: Timetable | None = None,
         full_filepath: str | None = None,
+        dag_display_name: str | None = None,
     ) -> None:
         if not isinstance(dag_id, str) or not dag_id:
             raise DagDefinitionError(f"dag_id must be a non-empty string, got {dag_id!r}")
@@ -162,6 +163,10 @@ class DAG:
         self.is_paused_upon_creation = is_paused_upon_creation
         self.owner_links = dict(owner_links or {})
         self.task_dict: dict[str, BaseOperator] = {}
+        #: the name shown instead of the id (API ``dag_display_name``, the UI); Airflow 2.9
+        self._dag_display_name = dag_display_name
+        #: upstream task id -> downstream task id -> {"label": ...} (edge labels)
+        self.edge_info: dict[str, dict[str, dict[str, Any]]] = {}
         self.fileloc: str = _caller_file()
         from squall.sdk.taskgroup import TaskGroup
 
@@ -186,6 +191,20 @@ class DAG:
         """A reference to the param ``name``, resolved from the run's conf when a task
         renders it (Airflow's ``DAG.param``); a ``default`` sets the DAG's param."""
         return DagParam(self, name, default)
+
+    @property
+    def dag_display_name(self) -> str:
+        """The name to show: ``dag_display_name`` if given, else the DAG id."""
+        return self._dag_display_name or self.dag_id
+
+    def set_edge_info(self, upstream_task_id: str, downstream_task_id: str,
+                      info: dict[str, Any]) -> None:
+        """Record information (an edge label) on the edge between two tasks."""
+        self.edge_info.setdefault(upstream_task_id, {})[downstream_task_id] = dict(info)
+
+    def get_edge_info(self, upstream_task_id: str, downstream_task_id: str) -> dict[str, Any]:
+        """The information on an edge (``{}`` when there is none)."""
+        return dict(self.edge_info.get(upstream_task_id, {}).get(downstream_task_id, {}))
 
     # Tasks ----------------------------------------------------------------------------
 

@@ -34,7 +34,14 @@ from squall.sdk.operators.python import (
     ShortCircuitOperator,
     call_with_context,
 )
+from squall.sdk.operators.python_virtualenv import (
+    BranchExternalPythonOperator,
+    BranchPythonVirtualenvOperator,
+    ExternalPythonOperator,
+    PythonVirtualenvOperator,
+)
 from squall.sdk.sensors.python import PythonSensor
+from squall.sdk.task_conditions import ConditionalTask, run_if, skip_if
 from squall.sdk.taskgroup import TaskGroupContext, task_group
 
 if TYPE_CHECKING:
@@ -43,13 +50,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["dag", "get_unique_task_id", "task", "task_group"]
+__all__ = ["bash_task", "branch_external_python_task", "branch_task", "branch_virtualenv_task",
+           "dag", "external_python_task", "get_unique_task_id", "python_task", "run_if",
+           "sensor_task", "short_circuit_task", "skip_if", "task", "task_group",
+           "virtualenv_task"]
 
 
 # --------------------------------------------------------------------------- operators
 
 
-class _PythonDecoratedOperator(PythonOperator):
+class _PythonDecoratedOperator(ConditionalTask, PythonOperator):
     """The operator ``@task`` creates: a PythonOperator that, with ``multiple_outputs``,
     also pushes each key of the returned dict as an XCom of its own."""
 
@@ -82,21 +92,21 @@ def push_multiple_outputs(task: BaseOperator, context: Context, result: Any) -> 
         ti.xcom_push(key, value)
 
 
-class _BranchPythonDecoratedOperator(BranchPythonOperator):
+class _BranchPythonDecoratedOperator(ConditionalTask, BranchPythonOperator):
     template_fields: Sequence[str] = ("templates_dict", "op_args", "op_kwargs")
     custom_operator_name = "@task.branch"
 
 
-class _ShortCircuitDecoratedOperator(ShortCircuitOperator):
+class _ShortCircuitDecoratedOperator(ConditionalTask, ShortCircuitOperator):
     template_fields: Sequence[str] = ("templates_dict", "op_args", "op_kwargs")
     custom_operator_name = "@task.short_circuit"
 
 
-class _DecoratedSensorOperator(PythonSensor):
+class _DecoratedSensorOperator(ConditionalTask, PythonSensor):
     custom_operator_name = "@task.sensor"
 
 
-class _BashDecoratedOperator(BashOperator):
+class _BashDecoratedOperator(ConditionalTask, BashOperator):
     """The function returns the bash command (rendered with Jinja, then run)."""
 
     template_fields: Sequence[str] = ("op_args", "op_kwargs", "env", "cwd")
@@ -132,6 +142,40 @@ class _BashDecoratedOperator(BashOperator):
         except TemplateError as exc:
             raise TemplateError(f"task {self.task_id} field bash_command: {exc}") from exc
         return super().execute(context)
+
+
+class _PythonVirtualenvDecoratedOperator(ConditionalTask, PythonVirtualenvOperator):
+    template_fields: Sequence[str] = ("requirements", "index_urls", "venv_cache_path",
+                                      "templates_dict", "op_args", "op_kwargs")
+    custom_operator_name = "@task.virtualenv"
+
+    def execute(self, context: Context) -> Any:
+        result = super().execute(context)
+        if self.multiple_outputs:
+            push_multiple_outputs(self, context, result)
+        return result
+
+
+class _ExternalPythonDecoratedOperator(ConditionalTask, ExternalPythonOperator):
+    template_fields: Sequence[str] = ("python", "templates_dict", "op_args", "op_kwargs")
+    custom_operator_name = "@task.external_python"
+
+    def execute(self, context: Context) -> Any:
+        result = super().execute(context)
+        if self.multiple_outputs:
+            push_multiple_outputs(self, context, result)
+        return result
+
+
+class _BranchPythonVirtualenvDecoratedOperator(ConditionalTask, BranchPythonVirtualenvOperator):
+    template_fields: Sequence[str] = ("requirements", "index_urls", "venv_cache_path",
+                                      "templates_dict", "op_args", "op_kwargs")
+    custom_operator_name = "@task.branch_virtualenv"
+
+
+class _BranchExternalPythonDecoratedOperator(ConditionalTask, BranchExternalPythonOperator):
+    template_fields: Sequence[str] = ("python", "templates_dict", "op_args", "op_kwargs")
+    custom_operator_name = "@task.branch_external_python"
 
 
 # --------------------------------------------------------------------------- task ids
@@ -193,6 +237,8 @@ class _TaskDecorator:
         self.kwargs = dict(kwargs)
         #: function arguments given by ``.partial()`` (a mapped task's fixed ones)
         self.partial_kwargs: dict[str, Any] = {}
+        #: the checks ``@task.run_if`` / ``@task.skip_if`` added (squall.sdk.task_conditions)
+        self.conditions: tuple[Any, ...] = ()
 
     def __repr__(self) -> str:
         return f"<{self.operator_class.__name__} factory for {self.function.__qualname__}>"
@@ -206,6 +252,7 @@ class _TaskDecorator:
         copy.partial_kwargs = dict(self.partial_kwargs)
         copy.is_setup, copy.is_teardown = self.is_setup, self.is_teardown
         copy.on_failure_fail_dagrun = self.on_failure_fail_dagrun
+        copy.conditions = self.conditions
         return copy
 
     def partial(self, **kwargs: Any) -> _TaskDecorator:
@@ -293,7 +340,7 @@ class _TaskDecorator:
         multiple_outputs = self.multiple_outputs
         if multiple_outputs is None:
             multiple_outputs = (
-                self.operator_class is _PythonDecoratedOperator
+                self.operator_class in _MULTIPLE_OUTPUTS_OPERATORS
                 and _returns_mapping(self.function)
             )
         if multiple_outputs:
@@ -324,6 +371,8 @@ class _TaskDecorator:
         )
         operator.is_setup, operator.is_teardown = self.is_setup, self.is_teardown
         operator.on_failure_fail_dagrun = fail_dagrun
+        if self.conditions and isinstance(operator, ConditionalTask):
+            operator.conditions = self.conditions
         return XComArg(operator)
 
 
@@ -343,7 +392,9 @@ def _decorate(
 
 class TaskDecoratorCollection:
     """``task``: ``@task``, ``@task(...)``, ``@task.python``, ``@task.branch``,
-    ``@task.short_circuit``, ``@task.sensor`` and ``@task.bash``."""
+    ``@task.short_circuit``, ``@task.sensor``, ``@task.bash``, ``@task.virtualenv``,
+    ``@task.external_python``, ``@task.branch_virtualenv``, ``@task.branch_external_python``,
+    and the conditions ``@task.run_if`` / ``@task.skip_if``."""
 
     def __call__(
         self,
@@ -379,5 +430,66 @@ class TaskDecoratorCollection:
         """The function returns the bash command to run."""
         return _decorate(_BashDecoratedOperator, python_callable, False, kwargs)
 
+    def virtualenv(
+        self,
+        python_callable: Callable[..., Any] | None = None,
+        multiple_outputs: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The function runs in a virtualenv with ``requirements`` (PythonVirtualenvOperator)."""
+        return _decorate(_PythonVirtualenvDecoratedOperator, python_callable, multiple_outputs,
+                         kwargs)
+
+    def external_python(
+        self,
+        python: str | None = None,
+        python_callable: Callable[..., Any] | None = None,
+        multiple_outputs: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The function runs with the interpreter ``python`` (ExternalPythonOperator)."""
+        if callable(python):  # @task.external_python used bare: no interpreter given
+            raise DagDefinitionError(
+                f"@task.external_python on {getattr(python, '__name__', python)!r} needs "
+                "python=, the path of an interpreter")
+        return _decorate(_ExternalPythonDecoratedOperator, python_callable, multiple_outputs,
+                         {**kwargs, "python": python})
+
+
+    def branch_virtualenv(self, python_callable: Callable[..., Any] | None = None,
+                          **kwargs: Any) -> Any:
+        """A branch whose function runs in a virtualenv (BranchPythonVirtualenvOperator)."""
+        return _decorate(_BranchPythonVirtualenvDecoratedOperator, python_callable, False,
+                         kwargs)
+
+    def branch_external_python(self, python: str | None = None,
+                               python_callable: Callable[..., Any] | None = None,
+                               **kwargs: Any) -> Any:
+        """A branch whose function runs with the interpreter ``python``."""
+        if callable(python):
+            raise DagDefinitionError(
+                f"@task.branch_external_python on {getattr(python, '__name__', python)!r} "
+                "needs python=, the path of an interpreter")
+        return _decorate(_BranchExternalPythonDecoratedOperator, python_callable, False,
+                         {**kwargs, "python": python})
+
+    run_if = staticmethod(run_if)
+    skip_if = staticmethod(skip_if)
+
+
+_MULTIPLE_OUTPUTS_OPERATORS: frozenset[type[BaseOperator]] = frozenset(
+    {_PythonDecoratedOperator, _PythonVirtualenvDecoratedOperator,
+     _ExternalPythonDecoratedOperator})
 
 task = TaskDecoratorCollection()
+
+# Airflow 2's module-level names for the decorators (``airflow.decorators``)
+python_task = task.python
+virtualenv_task = task.virtualenv
+external_python_task = task.external_python
+branch_task = task.branch
+short_circuit_task = task.short_circuit
+sensor_task = task.sensor
+bash_task = task.bash
+branch_virtualenv_task = task.branch_virtualenv
+branch_external_python_task = task.branch_external_python

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from squall.api.auth import Role, Viewer
 from squall.api.problems import bad_request, not_found
+from squall.api.serializers import dag_display_names
 from squall.api.state import DB, api_state
 from squall.common.models import (
     Backfill,
@@ -85,12 +86,14 @@ def dags(session: DB, user: Viewer) -> dict[str, Any]:
                                .order_by(ranked.c.dag_id, ranked.c.logical_date)):
         recent.setdefault(row.dag_id, []).append(
             {"run_id": row.run_id, "state": row.state, "logical_date": iso(row.logical_date)})
-    rows = session.scalars(select(DagModel).where(DagModel.is_active.is_(True))
-                           .order_by(DagModel.dag_id))
+    rows = list(session.scalars(select(DagModel).where(DagModel.is_active.is_(True))
+                                .order_by(DagModel.dag_id)))
+    names = dag_display_names(session, [d.dag_id for d in rows])
     errors = session.scalars(select(ImportError_).order_by(ImportError_.filename))
     return {
         "user": _user(user),
-        "dags": [{"dag_id": d.dag_id, "is_paused": d.is_paused, "schedule": d.schedule,
+        "dags": [{"dag_id": d.dag_id, "dag_display_name": names.get(d.dag_id, d.dag_id),
+                  "is_paused": d.is_paused, "schedule": d.schedule,
                   "timetable_description": d.timetable_description,
                   "description": d.description, "tags": d.tags or [],
                   "owners": d.owners, "next_dagrun": iso(d.next_dagrun),

@@ -167,6 +167,7 @@ class BaseOperator(SetupTeardownMixin, DependencyMixin, metaclass=BaseOperatorMe
         do_xcom_push: bool = True,
         multiple_outputs: bool = False,
         doc_md: str | None = None,
+        task_display_name: str | None = None,
         sla: timedelta | None = None,
         run_as_user: str | None = None,
         inlets: Any = None,
@@ -265,6 +266,7 @@ class BaseOperator(SetupTeardownMixin, DependencyMixin, metaclass=BaseOperatorMe
         self.do_xcom_push = do_xcom_push
         self.multiple_outputs = multiple_outputs
         self.doc_md = doc_md
+        self._task_display_name = task_display_name
         self.upstream_task_ids: set[str] = set()
         self.downstream_task_ids: set[str] = set()
         self._is_setup = False
@@ -321,6 +323,11 @@ class BaseOperator(SetupTeardownMixin, DependencyMixin, metaclass=BaseOperatorMe
     @property
     def operator_name(self) -> str:
         return type(self).__name__
+
+    @property
+    def task_display_name(self) -> str:
+        """The name to show: ``task_display_name`` if given, else the task id (Airflow 2.9)."""
+        return self._task_display_name or self.task_id
 
     @property
     def roots(self) -> list[BaseOperator]:
