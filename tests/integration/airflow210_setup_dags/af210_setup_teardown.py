@@ -83,3 +83,22 @@ with DAG("af210_st_decorators", schedule=None, start_date=START, tags=["airflow2
     stop = _bash("stop_server")
     with stop.as_teardown(setups=_bash("start_server")):
         _bash("query_a") >> _bash("query_b")
+
+
+# a short circuit before the setup: everything below is skipped, but the teardown, left to
+# its trigger rule, is skipped because its only setup was
+with DAG("af210_st_short_circuit", schedule=None, start_date=START, tags=["airflow210"]):
+    from airflow.operators.python import ShortCircuitOperator
+
+    gate = ShortCircuitOperator(task_id="gate", python_callable=lambda: False)
+    create = _bash("create_cluster")
+    work = _bash("work")
+    delete = _bash("delete_cluster")
+    gate >> create >> work >> delete.as_teardown(setups=create)
+    # a short circuit inside a setup's scope: the work below it is skipped, the teardown
+    # runs (its setup succeeded)
+    create2 = _bash("create_bucket")
+    check = ShortCircuitOperator(task_id="check", python_callable=lambda: False)
+    load = _bash("load")
+    delete2 = _bash("delete_bucket")
+    create2 >> check >> load >> delete2.as_teardown(setups=create2)
