@@ -62,7 +62,7 @@ def _parse_schedulers(value: str) -> list[int]:
 
 def _run_warm(args: argparse.Namespace, wanted: list[str], counts: list[int],
               extra: dict[str, str], results: dict[tuple[str, int], list[Sample]]) -> None:
-    """W1-W4 and WB, each ``--repeat`` times, on one warm cluster."""
+    """W1-W4, WB and W6, each ``--repeat`` times, on one warm cluster."""
     with BenchCluster(args.cluster, concurrency=args.concurrency, extra_env=extra,
                       keep_home=args.keep_home, schedulers=counts[0]) as cluster:
         print(f"bench: cluster {args.cluster} up (home {cluster.home}); waiting for DAGs",
@@ -239,8 +239,8 @@ def cmd_api(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="run workloads W1-W4 and WB on a cluster of real processes")
-    p.add_argument("--workload", default="W1,W2,W3,WB,W4",
+    p = sub.add_parser("run", help="run workloads W1-W4, WB and W6 on a cluster of real processes")
+    p.add_argument("--workload", default="W1,W2,W3,WB,W6,W4",
                    help=f"comma-separated, e.g. W1,W2 (known: {', '.join(WORKLOADS)}, W5)")
     p.add_argument("--cluster", choices=CLUSTERS, default="redis-pg")
     p.add_argument("--repeat", type=int, default=3)

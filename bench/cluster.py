@@ -44,7 +44,7 @@ PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 #: benches on one PostgreSQL server do not drop each other's
 PG_DB = os.environ.get("SQUALL_BENCH_PG_DB", "squall_bench")
 BENCH_DAG_IDS = ["bench_fanout", "bench_chain", *[f"bench_many_{i}" for i in range(20)],
-                 "bench_backfill"]
+                 "bench_backfill", "bench_mapped"]
 #: DAGs left paused by :meth:`BenchCluster.wait_parsed`: ``bench_backfill`` (WB) has a daily
 #: schedule, and paused it gets no scheduled run, only the backfills' runs
 KEEP_PAUSED = frozenset({"bench_backfill"})
@@ -406,6 +406,14 @@ class BenchCluster:
             time.sleep(0.1)
         raise TimeoutError(f"runs not finished after {timeout} s: "
                            f"{[(r.dag_id, r.state) for r in self.run_rows(runs)]}")
+
+    def mapped_rows(self, dag_id: str, run_id: str, task_id: str) -> list[TiTimes]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(TaskInstance.queued_dttm, TaskInstance.start_date,
+                                       TaskInstance.end_date).where(
+                TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id,
+                TaskInstance.task_id == task_id, TaskInstance.map_index >= 0)).all()
+        return [TiTimes(r.queued_dttm, r.start_date, r.end_date) for r in rows]
 
     def task_rows(self, dag_id: str, run_id: str) -> dict[str, TiTimes]:
         with self.engine.connect() as conn:

@@ -1,5 +1,5 @@
-"""W1-W4 of ../shared/bench/WORKLOADS.md, and WB (a backfill), against a warm
-:class:`BenchCluster`.
+"""W1-W4 of ../shared/bench/WORKLOADS.md, WB (a backfill) and W6 (one task mapped 1,000
+ways), against a warm :class:`BenchCluster`.
 
 Every figure comes from the metadata database: ``dag_run.queued_at`` (written by
 ``squall dags trigger``: the trigger time) to ``dag_run.end_date`` (run SUCCESS), and the
@@ -143,6 +143,38 @@ def wb_backfill(cluster: BenchCluster) -> Sample:
                   _usage(sampler))
 
 
+#: W6: ``bench/dags/bench_mapped.py``
+MAPPED_DAG_ID = "bench_mapped"
+MAPPED_LENGTH = 1000
+
+
+def w6_mapped(cluster: BenchCluster) -> Sample:
+    """One task expanded 1,000 ways from its upstream's return value.
+
+    The scheduler inserts the 1,000 instances in one transaction and queues none of them
+    before it commits, so upstream success (``make``'s ``end_date``) -> the first mapped
+    instance's ``queued_dttm`` bounds the expansion from above; "all queued" is the newest
+    ``queued_dttm`` of the 1,000, which ``[core] parallelism`` (32 at the defaults) and
+    the worker's slots spread over the run."""
+    with TreeSampler(_roots(cluster)) as sampler:
+        runs = cluster.trigger([MAPPED_DAG_ID])
+        (row,) = cluster.wait_runs(runs)
+    run_id = runs[MAPPED_DAG_ID]
+    make = cluster.task_rows(MAPPED_DAG_ID, run_id)["make"]
+    mapped = cluster.mapped_rows(MAPPED_DAG_ID, run_id, "noop")
+    if len(mapped) != MAPPED_LENGTH:
+        raise RuntimeError(f"{MAPPED_DAG_ID}: {len(mapped)} mapped instances, "
+                           f"expected {MAPPED_LENGTH}")
+    wall = (row.end_date - row.queued_at).total_seconds()
+    last_queued = max(t.queued for t in mapped)
+    first_queued = min(t.queued for t in mapped)
+    return Sample({
+        "wall s": wall, "tasks/s": (MAPPED_LENGTH + 1) / wall,
+        "make end->first mapped queued ms": (first_queued - make.end).total_seconds() * 1000,
+        "make end->all mapped queued s": (last_queued - make.end).total_seconds(),
+    }, _usage(sampler))
+
+
 def w4_idle(cluster: BenchCluster, seconds: float = IDLE_SECONDS) -> Sample:
     roots = _roots(cluster)
     with TreeSampler(roots, interval=1.0) as sampler:
@@ -161,4 +193,5 @@ WORKLOADS: dict[str, tuple[str, Callable[[BenchCluster], Sample]]] = {
     "W3": ("20 DAGs x 10 tasks", w3_many),
     "WB": ("backfill 100 runs x 10 tasks", wb_backfill),
     "W4": ("idle 60 s", w4_idle),
+    "W6": ("one task mapped 1,000 ways", w6_mapped),
 }
