@@ -44,7 +44,7 @@ def task_for_try(task: BaseOperator, ti: RuntimeTaskInstance
 def check_mappable_result(task: BaseOperator, value: Any) -> None:
     """Raise :class:`UnmappableXComError` when ``value`` (what ``task`` returned, None when
     it pushes nothing) cannot feed the mapped tasks expanded over it."""
-    if isinstance(task, MappedOperator):
+    if getattr(task, "mapped_spec", None) is not None:
         return  # a mapped upstream: its instances' values are counted, not checked
     dependants = mapped_dependants(task)
     if not dependants:

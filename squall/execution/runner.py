@@ -116,13 +116,15 @@ class DbTaskInstance:
 
     def xcom_pull(self, task_ids: str | Iterable[str] | None = None,
                   key: str | None = xcom.RETURN_VALUE_KEY, dag_id: str | None = None,
-                  default: Any = None, include_prior_dates: bool = False) -> Any:
-        """As Airflow 2's: ``task_ids=None`` is any task of the run (no filter)."""
+                  default: Any = None, include_prior_dates: bool = False,
+                  map_indexes: int | None = None) -> Any:
+        """As Airflow 2's: ``task_ids=None`` is any task of the run (no filter); a mapped
+        task's value is the list of its instances' (``map_indexes``: one of them)."""
         with session_scope(self._factory) as session:
             return xcom.pull(session, dag_id=dag_id or self.dag_id, run_id=self.run_id,
                              task_ids=task_ids, key=key, default=default,
                              include_prior_dates=include_prior_dates,
-                             logical_date=self.logical_date)
+                             logical_date=self.logical_date, map_indexes=map_indexes)
 
     @property
     def session_factory(self) -> SessionFactory:

@@ -56,7 +56,7 @@ def push(session: Session, *, dag_id: str, run_id: str, task_id: str, key: str,
 def pull(session: Session, *, dag_id: str, run_id: str,
          task_ids: str | Iterable[str] | None, key: str | None = RETURN_VALUE_KEY,
          default: Any = None, include_prior_dates: bool = False,
-         logical_date: datetime | None = None) -> Any:
+         logical_date: datetime | None = None, map_indexes: int | None = None) -> Any:
     """XCom values, as Airflow 2's ``TaskInstance.xcom_pull`` finds them.
 
     ``task_ids`` a single id, or None (any task: Airflow's "no filter"): the most recent
@@ -68,7 +68,8 @@ def pull(session: Session, *, dag_id: str, run_id: str,
 
     A mapped task's value (its instances pushed with map indexes 0..n-1) is the list of its
     instances' values in map-index order (Airflow's ``LazyXComSelectSequence``), of the run
-    the most recent one was pushed in.
+    the most recent one was pushed in. ``map_indexes`` picks one instance's value (inside a
+    mapped task group, a task reads its own index of the group's other tasks).
     """
     query = (
         select(XCom.task_id, XCom.value, XCom.map_index, XCom.run_id)
@@ -87,6 +88,8 @@ def pull(session: Session, *, dag_id: str, run_id: str,
         query = query.where(XCom.run_id == run_id)
     if key is not None:
         query = query.where(XCom.key == key)
+    if map_indexes is not None:
+        query = query.where(XCom.map_index == map_indexes)
     ids = None if task_ids is None else [task_ids] if isinstance(task_ids, str) else list(
         task_ids)
     if ids is not None:
@@ -96,14 +99,14 @@ def pull(session: Session, *, dag_id: str, run_id: str,
         row = session.execute(query.limit(1)).first()
         if row is None:
             return default
-        if row.map_index >= 0:
+        if row.map_index >= 0 and map_indexes is None:
             return _mapped_values(session, dag_id, row.run_id, row.task_id, key)
         return json.loads(row.value)
     found: dict[str, Any] = {}
     for task_id, text, map_index, xcom_run_id in session.execute(query):
         if task_id not in found:  # the most recent one
             found[task_id] = (_mapped_values(session, dag_id, xcom_run_id, task_id, key)
-                              if map_index >= 0 else json.loads(text))
+                              if map_index >= 0 and map_indexes is None else json.loads(text))
     return [found.get(t, default) for t in ids]
 
 

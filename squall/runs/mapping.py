@@ -48,6 +48,13 @@ def is_mapped(task: TaskLike | Any) -> bool:
     return mapped_spec(task) is not None
 
 
+def mapped_group_id(task: TaskLike | Any) -> str | None:
+    """The mapped task group ``task`` is expanded with (None: none)."""
+    spec = mapped_spec(task)
+    group = spec.get("group") if spec is not None else None
+    return str(group) if group is not None else None
+
+
 @dataclass(frozen=True)
 class Expansion:
     """What :func:`expand_mapped_task` did: the number of instances (None: unknown)."""

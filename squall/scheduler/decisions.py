@@ -45,7 +45,7 @@ from squall.common.state import (
     TaskInstanceState,
 )
 from squall.runs.dag_shape import DagLike, downstream_map, leaf_ids, topological_order
-from squall.runs.mapping import expand_all, is_mapped
+from squall.runs.mapping import expand_all, is_mapped, mapped_group_id
 from squall.runs.ti_updates import bulk_set, load_tis
 from squall.scheduler.readiness import (
     PreviousInstance,
@@ -216,14 +216,13 @@ def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskI
     for task_id in topological_order(tasks, downstream):
         task = tasks[task_id]
         counts: UpstreamCounts | None = None
+        group = mapped_group_id(task)
         for ti in by_task.get(task_id, ()):
             current = ti.state
             if current not in SCHEDULABLE_STATES:
                 continue
-            if counts is None:
-                counts = UpstreamCounts.from_states(
-                    state for up in task.upstream_task_ids
-                    for state in (states[up].values() if up in states else (None,)))
+            if counts is None or group is not None:
+                counts = _upstream_counts(tasks, task, ti, states, group)
             decision = evaluate_trigger_rule(task.trigger_rule, counts)
             final_state = decision.final_state
             if final_state is not None:
@@ -244,6 +243,30 @@ def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskI
         session, dag, dag_run, candidates, downstream, plan))
     plan.schedulable.sort(key=lambda t: (-t.priority_weight, t.task_id, t.map_index))
     return plan
+
+
+def _upstream_counts(tasks: Mapping[str, Any], task: Any, ti: TaskInstance,
+                     states: Mapping[str, Mapping[int, str]], group: str | None
+                     ) -> UpstreamCounts:
+    """How ``ti``'s upstreams stand: every instance of each, but inside a mapped task group
+    an expanded instance N looks at instance N of the group's other tasks, and the
+    unexpanded instance only at their unexpanded one (Airflow's
+    ``_get_relevant_upstream_map_indexes``: index -1 of an expanded upstream is no
+    instance, so it waits for nothing)."""
+    def of(up: str) -> Iterable[str | None]:
+        found = states.get(up)
+        if found is None:
+            return (None,)
+        if group is not None and up in tasks and mapped_group_id(tasks[up]) == group:
+            if ti.map_index >= 0 and ti.map_index in found:
+                return (found[ti.map_index],)
+            if -1 in found:  # not expanded yet (or skipped / upstream_failed whole)
+                return (found[-1],)
+            if ti.map_index < 0:
+                return ()  # the upstream is expanded: so may this one be (Airflow's rule)
+        return found.values()
+
+    return UpstreamCounts.from_states(s for up in task.upstream_task_ids for s in of(up))
 
 
 def _filter_depends_on_past(session: Session, dag: DagLike, dag_run: DagRun,

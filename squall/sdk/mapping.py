@@ -389,7 +389,8 @@ def mapped_dependants(task: BaseOperator) -> list[BaseOperator]:
     if task.dag is None:
         return []
     return [t for t in task.dag.task_dict.values()
-            if isinstance(t, MappedOperator) and task.task_id in set(t.iter_mapped_dependencies())]
+            if isinstance(spec := getattr(t, "mapped_spec", None), dict)
+            and task.task_id in spec_task_ids(spec)]
 
 
 class OperatorPartial:

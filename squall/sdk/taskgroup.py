@@ -146,23 +146,13 @@ class TaskGroup(DependencyMixin):
 
 
 def task_group(group_id: str | None = None, **group_kwargs: Any) -> Any:
-    """``@task_group``: the decorated function's tasks are created inside a new group."""
-    import functools
+    """``@task_group``: the decorated function's tasks are created inside a new group; its
+    ``.expand(...)`` / ``.partial(...)`` map the group (squall.sdk.mapped_group)."""
 
     def decorator(func: Any) -> Any:
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with TaskGroup(group_id or func.__name__, **group_kwargs) as group:
-                result = func(*args, **kwargs)
-            return result if result is not None else group
+        from squall.sdk.mapped_group import MappableTaskGroupFunction
 
-        def mapped(*_: Any, **__: Any) -> Any:
-            raise DagDefinitionError(f"task group {group_id or func.__name__}: mapping a task "
-                                     "group (expand / partial) is not supported; map the "
-                                     "tasks inside it instead")
-
-        wrapper.expand = wrapper.partial = wrapper.expand_kwargs = mapped  # type: ignore[attr-defined]
-        return wrapper
+        return MappableTaskGroupFunction(func, group_id, group_kwargs)
 
     if callable(group_id):
         func, group_id = group_id, None

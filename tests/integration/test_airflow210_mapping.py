@@ -17,7 +17,11 @@ behind the less obvious rows, in Airflow's source:
   ``UnmappableXComTypePushed`` / ``UnmappableXComLengthPushed`` in the *upstream*, which
   fails; the mapped task is ``upstream_failed`` at map index -1;
 * trigger rules count every instance of a mapped upstream (``TriggerRuleDep``): one failed
-  instance makes ``all_success`` upstream_failed, and ``all_done`` / ``one_failed`` run.
+  instance makes ``all_success`` upstream_failed, and ``all_done`` / ``one_failed`` run;
+* inside a mapped task group instance N of a task waits for instance N of the group's
+  other tasks only (``TaskInstance.get_relevant_upstream_map_indexes``): a failed
+  ``fragile.guard[2]`` makes only ``fragile.after[2]`` upstream_failed, and the run's
+  leaves (``check``, ``summary``) succeed, so the run does.
 """
 
 from __future__ import annotations
@@ -71,6 +75,14 @@ AIRFLOW_210: dict[str, tuple[str, dict[tuple[str, int], str]]] = {
     "map_trigger_rules": (F, {("maybe_fail", 0): S, ("maybe_fail", 1): F,
                               ("maybe_fail", 2): S, ("strict", -1): UF,
                               ("cleanup", -1): S, ("alert", -1): S}),
+    "map_task_group": (S, {("numbers", -1): S,
+                           **{(t, i): S for t in ("process.double", "process.describe")
+                              for i in range(3)},
+                           ("check", -1): S,
+                           ("fragile.guard", 0): S, ("fragile.guard", 1): S,
+                           ("fragile.guard", 2): F, ("fragile.after", 0): S,
+                           ("fragile.after", 1): S, ("fragile.after", 2): UF,
+                           ("summary", -1): S}),
 }
 
 #: why the upstreams of map_unmappable failed (Airflow's messages, the same words)
