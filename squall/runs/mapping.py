@@ -168,6 +168,47 @@ def _row(placeholder: TaskInstance, map_index: int, now: datetime) -> dict[str, 
     return row
 
 
+def revise_mapped_task(session: Session, dag: DagLike, dag_run: DagRun, task_id: str, *,
+                       now: datetime) -> bool:
+    """Make an expanded task's instances match its length again (after a clear, its
+    upstream may have returned a list of another length): missing indexes are inserted,
+    indexes past the end are marked ``removed``, as Airflow 2's
+    ``DagRun._revise_map_indexes_if_mapped``. Whether anything changed."""
+    task = dag.task_dict[task_id]
+    spec = mapped_spec(task)
+    assert spec is not None, f"{task_id} is not a mapped task"
+    length = expansion_length(session, dag, dag_run, spec)
+    if length is None:
+        return False  # the upstreams are not ready: nothing to revise yet
+    rows = session.execute(select(TaskInstance.map_index, TaskInstance.state).where(
+        TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id,
+        TaskInstance.task_id == task_id)).all()
+    existing = {index for index, _ in rows}
+    extra = sorted(index for index, state in rows
+                   if index >= length and state != TI.REMOVED.value)
+    changed = False
+    if extra:
+        session.execute(update(TaskInstance).where(
+            TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id,
+            TaskInstance.task_id == task_id, TaskInstance.map_index.in_(extra)).values(
+            state=TI.REMOVED.value, state_reason="past the end of the list it is mapped over",
+            updated_at=now).execution_options(synchronize_session=False))
+        changed = True
+    missing = [index for index in range(length) if index not in existing]
+    template = session.scalars(select(TaskInstance).where(
+        TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id,
+        TaskInstance.task_id == task_id).order_by(TaskInstance.map_index).limit(1)).first()
+    if missing and template is not None:
+        new_rows = [_row(template, index, now) for index in missing]
+        for start in range(0, len(new_rows), INSERT_CHUNK):
+            session.execute(insert(TaskInstance).values(new_rows[start:start + INSERT_CHUNK]))
+        changed = True
+    if changed:
+        log.info("TaskInstance %s.%s[%s]: mapped length is now %d (%d added, %d removed)",
+                 dag_run.dag_id, task_id, dag_run.run_id, length, len(missing), len(extra))
+    return changed
+
+
 def mapped_placeholders(dag: DagLike, tis: Iterable[TaskInstance]) -> list[TaskInstance]:
     """The unexpanded instances (map index -1, state none) of mapped tasks."""
     return [ti for ti in tis if ti.map_index == -1 and ti.state == TI.NONE

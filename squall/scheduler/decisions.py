@@ -45,7 +45,7 @@ from squall.common.state import (
     TaskInstanceState,
 )
 from squall.runs.dag_shape import DagLike, downstream_map, leaf_ids, topological_order
-from squall.runs.mapping import expand_all, is_mapped, mapped_group_id
+from squall.runs.mapping import expand_all, is_mapped, mapped_group_id, revise_mapped_task
 from squall.runs.ti_updates import bulk_set, load_tis
 from squall.scheduler.readiness import (
     PreviousInstance,
@@ -142,6 +142,7 @@ def update_dag_run(
     changed: dict[str, list[str]] = {}
     plan = _Plan()
     races = expansions = 0
+    revised: set[str] = set()
     while True:
         plan = _decide(session, dag, dag_run, tis, now,
                        ignore_past=ignore_depends_on_past)
@@ -155,6 +156,13 @@ def update_dag_run(
                      dag_run.dag_id, dag_run.run_id)
             tis = load_tis(session, dag_run)
             continue
+        revise = sorted(plan.to_revise - revised)
+        if not plan.to_expand and revise:
+            revised.update(revise)
+            if any([revise_mapped_task(session, dag, dag_run, task_id, now=now)
+                    for task_id in revise]):
+                tis = load_tis(session, dag_run)
+                continue
         if not plan.to_expand or expansions > len(dag.task_dict):
             break
         # mapped tasks whose upstreams are done: make their instances, then decide again
@@ -188,6 +196,9 @@ class _Plan:
     waiting_on_past: list[tuple[TaskInstance, str]] = field(default_factory=list)
     #: unexpanded mapped task instances (map index -1) whose trigger rule is met
     to_expand: list[TaskInstance] = field(default_factory=list)
+    #: mapped tasks with expanded instances about to be scheduled from ``none`` (after a
+    #: clear): their length is looked at again
+    to_revise: set[str] = field(default_factory=set)
 
 
 def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskInstance],
@@ -234,9 +245,11 @@ def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskI
                 continue
             if current != TI.NONE and not retry_period_elapsed(ti.next_retry_at, now):
                 continue
-            if ti.map_index == -1 and current == TI.NONE and is_mapped(task):
-                plan.to_expand.append(ti)
-                continue
+            if current == TI.NONE and is_mapped(task):
+                if ti.map_index == -1:
+                    plan.to_expand.append(ti)
+                    continue
+                plan.to_revise.add(task_id)
             candidates.append(ti)
 
     plan.schedulable = (candidates if ignore_past else _filter_depends_on_past(

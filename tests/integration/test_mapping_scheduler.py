@@ -129,3 +129,48 @@ def test_depends_on_past_waits_for_every_instance_of_the_previous_run(
         decided = update_dag_run(session, stand_in, run, now=NOW)
         assert sorted(ti.map_index for ti in decided.schedulable
                       if ti.task_id == "each") == [0, 1, 2, 3, 4]
+
+
+def test_a_cleared_mapped_task_is_revised_to_its_new_length(session_factory: SessionFactory
+                                                            ) -> None:
+    """Airflow 2.10's ``DagRun._revise_map_indexes_if_mapped``: instances past the new end
+    are ``removed``, missing ones are added, when the cleared instances are scheduled."""
+    from squall.execution import xcom
+
+    with DAG("revise", schedule=None, start_date=START) as dag:
+        @task
+        def numbers() -> list[int]:
+            return [1, 2, 3]
+
+        @task
+        def each(x: int) -> int:
+            return x
+
+        each.expand(x=numbers())
+    sync_dags(session_factory, dag)
+    stand_in = deserialize_dag(serialize_dag(dag))
+
+    def decide_with(value: list[int]) -> dict[int, str]:
+        with session_scope(session_factory) as session:
+            run = session.scalars(select(DagRun).where(DagRun.dag_id == "revise")).one()
+            xcom.push(session, dag_id="revise", run_id=run.run_id, task_id="numbers",
+                      key="return_value", value=value)
+            session.execute(update(TaskInstance).where(TaskInstance.task_id == "each")
+                            .where(TaskInstance.state != TI.REMOVED.value)
+                            .values(state=TI.NONE.value))  # as a clear leaves them
+            decided = update_dag_run(session, stand_in, run, now=NOW)
+            found = dict(session.execute(select(TaskInstance.map_index, TaskInstance.state)
+                                         .where(TaskInstance.task_id == "each")).all())
+            assert {ti.map_index for ti in decided.schedulable} == {
+                index for index, state in found.items() if state == "none"}
+            return found
+
+    with session_scope(session_factory) as session:
+        create_dag_run(session, stand_in, run_type=DagRunType.MANUAL, logical_date=NOW,
+                       data_interval=None, state=DagRunState.RUNNING, now=NOW)
+        session.execute(update(TaskInstance).where(TaskInstance.task_id == "numbers")
+                        .values(state=TI.SUCCESS.value))
+    assert decide_with([1, 2, 3]) == {0: "none", 1: "none", 2: "none"}
+    assert decide_with([1]) == {0: "none", 1: "removed", 2: "removed"}
+    assert decide_with([1, 2, 3, 4, 5]) == {0: "none", 1: "removed", 2: "removed",
+                                            3: "none", 4: "none"}
