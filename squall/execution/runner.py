@@ -124,7 +124,8 @@ class DbTaskInstance:
             return xcom.pull(session, dag_id=dag_id or self.dag_id, run_id=self.run_id,
                              task_ids=task_ids, key=key, default=default,
                              include_prior_dates=include_prior_dates,
-                             logical_date=self.logical_date, map_indexes=map_indexes)
+                             logical_date=self.logical_date, map_indexes=map_indexes,
+                             lazy=self._factory)
 
     @property
     def session_factory(self) -> SessionFactory:

@@ -174,3 +174,30 @@ def test_a_cleared_mapped_task_is_revised_to_its_new_length(session_factory: Ses
     assert decide_with([1]) == {0: "none", 1: "removed", 2: "removed"}
     assert decide_with([1, 2, 3, 4, 5]) == {0: "none", 1: "removed", 2: "removed",
                                             3: "none", 4: "none"}
+
+
+def test_a_mapped_task_is_pulled_as_a_lazy_sequence_in_map_index_order(
+        session_factory: SessionFactory) -> None:
+    from squall.execution import xcom
+
+    dag = _dag()
+    sync_dags(session_factory, dag)
+    run_id = _run(session_factory, dag, 2)
+    with session_scope(session_factory) as session:
+        for index in (2, 0, 1):
+            xcom.push(session, dag_id="mapsched", run_id=run_id, task_id="each",
+                      key="return_value", value=f"v{index}", map_index=index)
+        plain = xcom.pull(session, dag_id="mapsched", run_id=run_id, task_ids="each")
+        lazy = xcom.pull(session, dag_id="mapsched", run_id=run_id, task_ids="each",
+                         lazy=session_factory)
+        both = xcom.pull(session, dag_id="mapsched", run_id=run_id,
+                         task_ids=["each", "numbers"], lazy=session_factory)
+        one = xcom.pull(session, dag_id="mapsched", run_id=run_id, task_ids="each",
+                        map_indexes=1)
+    assert plain == ["v0", "v1", "v2"] and one == "v1"
+    assert isinstance(lazy, xcom.LazyXComSequence) and repr(lazy) == (
+        "LazyXComSequence([3 items])")
+    assert (len(lazy), lazy[1], lazy[-1], lazy[:2], list(lazy)) == (
+        3, "v1", "v2", ["v0", "v1"], ["v0", "v1", "v2"])
+    assert lazy == ["v0", "v1", "v2"] and both[0] == ["v0", "v1", "v2"] and both[1] is None
+    assert xcom.serialize_value(lazy, dag_id="d", task_id="t", key="k") == '["v0", "v1", "v2"]'
