@@ -169,6 +169,8 @@ def _render(
 ) -> Any:
     from squall.sdk.operators.base import XComArg
 
+    if id(content) in seen:
+        return content  # a mapped instance's value read from XCom, or rendered already
     if isinstance(content, XComArg):
         # a value from XCom is data, never a template
         return content.resolve(dict(context))
@@ -226,6 +228,8 @@ def render_template_fields(
     refer to. Any failure raises :class:`TemplateError` naming the task and the field.
     """
     env = jinja_env
+    # a mapped instance's values read from XCom (squall.sdk.mapping.MappedOperator.unmap)
+    unrendered: set[int] = set(task.__dict__.get("_squall_unrendered", ((), ()))[0])
     for field in task.template_fields:
         if not hasattr(task, field):
             raise TemplateError(
@@ -238,7 +242,7 @@ def render_template_fields(
         if env is None:
             env = make_jinja_env(task.dag)
         try:
-            rendered = _render(value, context, env, task.template_ext, set())
+            rendered = _render(value, context, env, task.template_ext, set(unrendered))
         except TaskControl:
             raise
         except Exception as exc:

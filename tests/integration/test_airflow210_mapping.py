@@ -58,7 +58,7 @@ AIRFLOW_210: dict[str, tuple[str, dict[tuple[str, int], str]]] = {
     "map_taskflow_reduce": (S, {("make_list", -1): S, ("add_one", 0): S, ("add_one", 1): S,
                                 ("add_one", 2): S, ("total", -1): S}),
     "map_bash_partial": (S, {("echo", 0): S, ("echo", 1): S, ("echo", 2): S,
-                             ("check", -1): S}),
+                             ("commands", -1): S, ("raw", 0): S, ("check", -1): S}),
     "map_expand_kwargs": (S, {("commands", -1): S, ("power", 0): S, ("power", 1): S,
                               ("run", 0): S, ("run", 1): S, ("check", -1): S}),
     "map_over_dict": (S, {("prices", -1): S, ("describe", 0): S, ("describe", 1): S,
