@@ -45,7 +45,7 @@ from squall.common.models import (
 from squall.common.state import DagRunState, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
 from squall.execution import xcom
-from squall.execution.mapped import check_mappable_result, task_for_try
+from squall.execution.mapped import check_mappable_result, expanded_ti_count, task_for_try
 from squall.execution.outcome import RetryPolicy
 from squall.execution.task_output import capture_task_output
 from squall.sdk.operators.base import BaseOperator, Context
@@ -501,6 +501,8 @@ def run_try(spec: TrySpec, session_factory: SessionFactory, hooks: TryHooks) -> 
             hook.task_ready(task)
         context = build_task_context(task, spec.dag_run, ti, test_mode=spec.test_mode,
                                      previous=spec.previous_success)
+        if spec.map_index >= 0:
+            context["expanded_ti_count"] = expanded_ti_count(task, ti, session_factory)
         refused = None
         for hook in hooks.hooks:
             refused = refused or hook.before_execute(task, ti)
