@@ -371,6 +371,7 @@ class MappedOperator(BaseOperator):
         op.__dict__.pop("_squall_unmapping", None)
         # the values read from XCom are data: rendering leaves them as they are
         op.__dict__["_squall_unrendered"] = (from_xcom, list(mapped.values()))
+        op.__dict__["mapped_spec"] = self.mapped_spec  # it is one instance of a mapped task
         op.task_id = self.task_id
         op.dag = self.dag
         op.task_group = self.task_group

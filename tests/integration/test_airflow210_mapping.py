@@ -69,6 +69,8 @@ AIRFLOW_210: dict[str, tuple[str, dict[tuple[str, int], str]]] = {
                                 ("filled", 0): S, ("filled", 1): S, ("filled", 2): S,
                                 ("check", -1): S}),
     "map_cross_product": (S, {**{("pair", i): S for i in range(6)}, ("check", -1): S}),
+    "map_over_mapped": (S, {**{(t, i): S for t in ("double", "plus_one") for i in range(3)},
+                            ("check", -1): S}),
     "map_zero_length": (S, {("nothing", -1): S, ("each", -1): SK, ("after", -1): SK}),
     "map_unmappable": (F, {("too_long", -1): F, ("not_a_list", -1): F,
                            ("each_long", -1): UF, ("each_int", -1): UF}),

@@ -161,9 +161,12 @@ def test_an_unmappable_return_value_fails_the_upstream() -> None:
             return x
 
         upstream = src()
-        each.expand(x=upstream)
+        mapped = each.expand(x=upstream)
+        each.expand(x=mapped)
         lonely = src()
     op = upstream.operator
+    # an instance of a mapped task: its values are counted, whatever each one is
+    check_mappable_result(_unmapped(mapped.operator, 0, {("src", "return_value"): [1]}), 5)
     check_mappable_result(op, [1, 2])
     check_mappable_result(op, {"a": 1})
     check_mappable_result(lonely.operator, 5)  # nothing is mapped over it
