@@ -117,7 +117,7 @@ class DbTaskInstance:
     def xcom_pull(self, task_ids: str | Iterable[str] | None = None,
                   key: str | None = xcom.RETURN_VALUE_KEY, dag_id: str | None = None,
                   default: Any = None, include_prior_dates: bool = False,
-                  map_indexes: int | None = None) -> Any:
+                  map_indexes: int | Iterable[int] | None = None) -> Any:
         """As Airflow 2's: ``task_ids=None`` is any task of the run (no filter); a mapped
         task's value is the list of its instances' (``map_indexes``: one of them)."""
         with session_scope(self._factory) as session:

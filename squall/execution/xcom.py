@@ -57,7 +57,8 @@ def push(session: Session, *, dag_id: str, run_id: str, task_id: str, key: str,
 def pull(session: Session, *, dag_id: str, run_id: str,
          task_ids: str | Iterable[str] | None, key: str | None = RETURN_VALUE_KEY,
          default: Any = None, include_prior_dates: bool = False,
-         logical_date: datetime | None = None, map_indexes: int | None = None,
+         logical_date: datetime | None = None,
+         map_indexes: int | Iterable[int] | None = None,
          lazy: SessionFactory | None = None) -> Any:
     """XCom values, as Airflow 2's ``TaskInstance.xcom_pull`` finds them.
 
@@ -73,7 +74,7 @@ def pull(session: Session, *, dag_id: str, run_id: str,
     the most recent one was pushed in; with ``lazy`` (the running task's database) a
     :class:`LazyXComSequence` that reads them when used. ``map_indexes`` picks one
     instance's value (inside a mapped task group, a task reads its own index of the group's
-    other tasks).
+    other tasks); several: the list of theirs, in map-index order.
     """
     query = (
         select(XCom.task_id, XCom.value, XCom.map_index, XCom.run_id)
@@ -92,6 +93,8 @@ def pull(session: Session, *, dag_id: str, run_id: str,
         query = query.where(XCom.run_id == run_id)
     if key is not None:
         query = query.where(XCom.key == key)
+    if map_indexes is not None and not isinstance(map_indexes, int):
+        return _values_at(session, dag_id, run_id, task_ids, key, sorted(set(map_indexes)))
     if map_indexes is not None:
         query = query.where(XCom.map_index == map_indexes)
     ids = None if task_ids is None else [task_ids] if isinstance(task_ids, str) else list(
@@ -170,6 +173,22 @@ class LazyXComSequence(Sequence[Any]):
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _values_at(session: Session, dag_id: str, run_id: str,
+               task_ids: str | Iterable[str] | None, key: str | None,
+               indexes: list[int]) -> Any:
+    """Several map indexes' values: of one task a list, of several a list of lists."""
+    def of(task_id: str) -> list[Any]:
+        query = select(XCom.value).where(XCom.dag_id == dag_id, XCom.run_id == run_id,
+                                         XCom.task_id == task_id, XCom.map_index.in_(indexes))
+        if key is not None:
+            query = query.where(XCom.key == key)
+        return [json.loads(t) for t in session.scalars(query.order_by(XCom.map_index))]
+
+    if task_ids is None or isinstance(task_ids, str):
+        return of(task_ids or "")
+    return [of(t) for t in task_ids]
 
 
 def _mapped_values(session: Session, dag_id: str, run_id: str, task_id: str,

@@ -194,7 +194,9 @@ def test_a_mapped_task_is_pulled_as_a_lazy_sequence_in_map_index_order(
                          task_ids=["each", "numbers"], lazy=session_factory)
         one = xcom.pull(session, dag_id="mapsched", run_id=run_id, task_ids="each",
                         map_indexes=1)
-    assert plain == ["v0", "v1", "v2"] and one == "v1"
+        some = xcom.pull(session, dag_id="mapsched", run_id=run_id, task_ids="each",
+                         map_indexes=[2, 0])
+    assert plain == ["v0", "v1", "v2"] and one == "v1" and some == ["v0", "v2"]
     assert isinstance(lazy, xcom.LazyXComSequence) and repr(lazy) == (
         "LazyXComSequence([3 items])")
     assert (len(lazy), lazy[1], lazy[-1], lazy[:2], list(lazy)) == (
