@@ -4,6 +4,9 @@
   cascading down chains), lists the task instances that may be scheduled (their
   ``depends_on_past`` and retry / reschedule waits included), and decides the run's state
   (leaves, deadlock, ``dagrun_timeout``);
+* expands the mapped tasks whose upstreams are done (:mod:`squall.runs.mapping`: their
+  instances are made in the same transaction, and decided at once); a mapped upstream
+  counts with all its instances, and inside a mapped task group instance N with instance N;
 * the caller then moves the schedulable ones on with
   :func:`squall.runs.ti_updates.schedule_tis`.
 
