@@ -203,3 +203,31 @@ def test_a_mapped_task_is_pulled_as_a_lazy_sequence_in_map_index_order(
         3, "v1", "v2", ["v0", "v1"], ["v0", "v1", "v2"])
     assert lazy == ["v0", "v1", "v2"] and both[0] == ["v0", "v1", "v2"] and both[1] is None
     assert xcom.serialize_value(lazy, dag_id="d", task_id="t", key="k") == '["v0", "v1", "v2"]'
+
+
+def test_backfill_rerun_failed_tasks_clears_only_the_failed_instances(
+        session_factory: SessionFactory) -> None:
+    """Airflow's ``--rerun-failed-tasks`` clears the failed task instances: of a mapped
+    task, the failed map indexes only."""
+    from squall.runs.backfill import create_backfill, plan_backfill
+
+    dag = _dag()
+    sync_dags(session_factory, dag)
+    run_id = _run(session_factory, dag, 2)
+    with session_scope(session_factory) as session:
+        session.execute(update(TaskInstance).where(TaskInstance.run_id == run_id).values(
+            state=TI.SUCCESS.value))
+        session.execute(update(TaskInstance).where(
+            TaskInstance.run_id == run_id, TaskInstance.task_id == "each",
+            TaskInstance.map_index == 1).values(state=TI.FAILED.value))
+        session.execute(update(DagRun).where(DagRun.run_id == run_id).values(
+            state=DagRunState.FAILED.value))
+    day = datetime(2024, 1, 2, tzinfo=UTC)
+    with session_scope(session_factory) as session:
+        plan = plan_backfill(session, dag, day, day, rerun_failed_tasks=True,
+                             reset_dagruns=False, task_ids=None)
+        create_backfill(session, plan, max_active_runs=1, options={}, dag=dag, now=NOW)
+    with session_scope(session_factory) as session:
+        states = dict(session.execute(select(TaskInstance.map_index, TaskInstance.state).where(
+            TaskInstance.run_id == run_id, TaskInstance.task_id == "each")).all())
+    assert states == {0: "success", 1: "none", 2: "success", 3: "success", 4: "success"}
