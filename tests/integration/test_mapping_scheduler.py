@@ -231,3 +231,25 @@ def test_backfill_rerun_failed_tasks_clears_only_the_failed_instances(
         states = dict(session.execute(select(TaskInstance.map_index, TaskInstance.state).where(
             TaskInstance.run_id == run_id, TaskInstance.task_id == "each")).all())
     assert states == {0: "success", 1: "none", 2: "success", 3: "success", 4: "success"}
+
+
+def test_tasks_test_runs_one_map_index(session_factory: SessionFactory) -> None:
+    """``run_task_locally`` (``tasks test``) with a map index runs that instance, with its
+    item; an unmapped task has no map index."""
+    import pytest
+
+    from squall.common.errors import SquallError
+    from squall.execution import xcom
+    from squall.scheduler.local_run import ensure_dag_row, run_task_locally
+
+    dag = _dag()
+    with session_scope(session_factory) as session:
+        ensure_dag_row(session, dag)
+    summary = run_task_locally(dag, "each", session_factory, logical_date=NOW, map_index=3)
+    assert (summary.task_id, summary.map_index, summary.state) == ("each", 3, "success")
+    with session_scope(session_factory) as session:
+        run_id = session.scalars(select(DagRun.run_id)).one()
+        assert xcom.pull(session, dag_id="mapsched", run_id=run_id, task_ids="each") == [
+            "40!"]
+    with pytest.raises(SquallError, match="not mapped"):
+        run_task_locally(dag, "numbers", session_factory, logical_date=NOW, map_index=0)
