@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from squall.common.models import DagRun, TaskInstance, XCom
@@ -145,13 +145,20 @@ def expand_mapped_task(session: Session, dag: DagLike, dag_run: DagRun,
                 synchronize_session=False))
         log.info("TaskInstance %s: %s (%s)", key, state.value, reason)
         return Expansion(key.task_id, length, state)
-    moved = session.execute(update(TaskInstance).where(*guard).values(
-        map_index=0, updated_at=now).execution_options(synchronize_session=False))
+    existing = set(session.scalars(select(TaskInstance.map_index).where(
+        TaskInstance.dag_id == key.dag_id, TaskInstance.task_id == key.task_id,
+        TaskInstance.run_id == key.run_id, TaskInstance.map_index >= 0)))
+    if existing:  # expanded before (Airflow's rule: the placeholder goes, the rest is kept)
+        moved = session.execute(delete(TaskInstance).where(*guard))
+    else:
+        moved = session.execute(update(TaskInstance).where(*guard).values(
+            map_index=0, updated_at=now).execution_options(synchronize_session=False))
+        existing = {0}
     if int(getattr(moved, "rowcount", 1) or 0) != 1:
         log.info("TaskInstance %s: changed before it could be expanded", key)
         return Expansion(key.task_id, None, None)
     session.expunge(placeholder)
-    rows = [_row(placeholder, index, now) for index in range(1, length)]
+    rows = [_row(placeholder, index, now) for index in range(length) if index not in existing]
     for start in range(0, len(rows), INSERT_CHUNK):
         session.execute(insert(TaskInstance).values(rows[start:start + INSERT_CHUNK]))
     log.info("TaskInstance %s: expanded into %d mapped task instance(s)", key, length)
