@@ -17,6 +17,14 @@ Layout (version 1)::
              "task_group": {"group_id": null, "children": [...]},
              "tasks": [{"task_id": ..., "operator": "BashOperator", ...}, ...]}}
 
+A mapped task (:class:`squall.sdk.mapping.MappedOperator`, or a task of a mapped task
+group) also has ``"expand"``: its expand input, e.g. ``{"type": "dict", "args": [["x",
+{"type": "xcom", "task_id": "make", "key": "return_value"}]]}`` (value specs: ``literal``
+with its ``length``, ``xcom``, ``map`` of one, ``zip`` of several with ``fill``; ``"list"``
+for ``expand_kwargs``; ``"group"``: the mapped task group's id), from which the scheduler
+computes the number of instances (:mod:`squall.runs.mapping`). A task with
+``max_active_tis_per_dagrun`` has it too; other tasks are serialized as before.
+
 Schedule specs: ``{"type": "none"}``, ``{"type": "once"}``,
 ``{"type": "cron", "expression", "timezone"}``, ``{"type": "delta", "seconds", "timezone"}``
 or ``{"type": "delta", "relativedelta": {"years", "months", "days", "hours", "minutes",

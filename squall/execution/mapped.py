@@ -15,7 +15,12 @@ import logging
 import traceback
 from typing import Any
 
+from sqlalchemy import func, select
+
+from squall.common.db import SessionFactory, session_scope
 from squall.common.errors import UnmappableXComError
+from squall.common.models import TaskInstance
+from squall.common.state import TaskInstanceState
 from squall.sdk.mapping import MappedOperator, mapped_dependants
 from squall.sdk.operators.base import BaseOperator
 from squall.sdk.runtime import RuntimeTaskInstance
@@ -41,10 +46,23 @@ def task_for_try(task: BaseOperator, ti: RuntimeTaskInstance
         return copy.copy(task), f"{type(exc).__name__}: {exc}"
 
 
+def expanded_ti_count(task: BaseOperator, ti: RuntimeTaskInstance,
+                      factory: SessionFactory) -> int | None:
+    """The context's ``expanded_ti_count``: how many instances a mapped task has in the run
+    (None for an unmapped one), as Airflow 2's."""
+    if ti.map_index < 0:
+        return None
+    with session_scope(factory) as session:
+        return int(session.scalar(select(func.count()).select_from(TaskInstance).where(
+            TaskInstance.dag_id == ti.dag_id, TaskInstance.run_id == ti.run_id,
+            TaskInstance.task_id == ti.task_id, TaskInstance.map_index >= 0,
+            TaskInstance.state != TaskInstanceState.REMOVED.value)) or 0)
+
+
 def check_mappable_result(task: BaseOperator, value: Any) -> None:
     """Raise :class:`UnmappableXComError` when ``value`` (what ``task`` returned, None when
     it pushes nothing) cannot feed the mapped tasks expanded over it."""
-    if isinstance(task, MappedOperator):
+    if getattr(task, "mapped_spec", None) is not None:
         return  # a mapped upstream: its instances' values are counted, not checked
     dependants = mapped_dependants(task)
     if not dependants:

@@ -45,7 +45,7 @@ from squall.common.models import (
 from squall.common.state import DagRunState, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
 from squall.execution import xcom
-from squall.execution.mapped import check_mappable_result, task_for_try
+from squall.execution.mapped import check_mappable_result, expanded_ti_count, task_for_try
 from squall.execution.outcome import RetryPolicy
 from squall.execution.task_output import capture_task_output
 from squall.sdk.operators.base import BaseOperator, Context
@@ -116,13 +116,16 @@ class DbTaskInstance:
 
     def xcom_pull(self, task_ids: str | Iterable[str] | None = None,
                   key: str | None = xcom.RETURN_VALUE_KEY, dag_id: str | None = None,
-                  default: Any = None, include_prior_dates: bool = False) -> Any:
-        """As Airflow 2's: ``task_ids=None`` is any task of the run (no filter)."""
+                  default: Any = None, include_prior_dates: bool = False,
+                  map_indexes: int | Iterable[int] | None = None) -> Any:
+        """As Airflow 2's: ``task_ids=None`` is any task of the run (no filter); a mapped
+        task's value is the list of its instances' (``map_indexes``: one of them)."""
         with session_scope(self._factory) as session:
             return xcom.pull(session, dag_id=dag_id or self.dag_id, run_id=self.run_id,
                              task_ids=task_ids, key=key, default=default,
                              include_prior_dates=include_prior_dates,
-                             logical_date=self.logical_date)
+                             logical_date=self.logical_date, map_indexes=map_indexes,
+                             lazy=self._factory)
 
     @property
     def session_factory(self) -> SessionFactory:
@@ -498,6 +501,8 @@ def run_try(spec: TrySpec, session_factory: SessionFactory, hooks: TryHooks) -> 
             hook.task_ready(task)
         context = build_task_context(task, spec.dag_run, ti, test_mode=spec.test_mode,
                                      previous=spec.previous_success)
+        if spec.map_index >= 0:
+            context["expanded_ti_count"] = expanded_ti_count(task, ti, session_factory)
         refused = None
         for hook in hooks.hooks:
             refused = refused or hook.before_execute(task, ti)

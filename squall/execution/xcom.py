@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, select
+from sqlalchemy import and_, delete, func, select
 from sqlalchemy.orm import Session
 
+from squall.common.db import SessionFactory, session_scope
 from squall.common.errors import XComValueError
 from squall.common.models import DagRun, XCom, utcnow
 
@@ -36,7 +37,7 @@ def _default(value: Any) -> Any:
 
     if isinstance(value, datetime | date):
         return value.isoformat()
-    if isinstance(value, set | frozenset | tuple):
+    if isinstance(value, set | frozenset | tuple | LazyXComSequence):
         return list(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
@@ -56,7 +57,9 @@ def push(session: Session, *, dag_id: str, run_id: str, task_id: str, key: str,
 def pull(session: Session, *, dag_id: str, run_id: str,
          task_ids: str | Iterable[str] | None, key: str | None = RETURN_VALUE_KEY,
          default: Any = None, include_prior_dates: bool = False,
-         logical_date: datetime | None = None) -> Any:
+         logical_date: datetime | None = None,
+         map_indexes: int | Iterable[int] | None = None,
+         lazy: SessionFactory | None = None) -> Any:
     """XCom values, as Airflow 2's ``TaskInstance.xcom_pull`` finds them.
 
     ``task_ids`` a single id, or None (any task: Airflow's "no filter"): the most recent
@@ -68,7 +71,10 @@ def pull(session: Session, *, dag_id: str, run_id: str,
 
     A mapped task's value (its instances pushed with map indexes 0..n-1) is the list of its
     instances' values in map-index order (Airflow's ``LazyXComSelectSequence``), of the run
-    the most recent one was pushed in.
+    the most recent one was pushed in; with ``lazy`` (the running task's database) a
+    :class:`LazyXComSequence` that reads them when used. ``map_indexes`` picks one
+    instance's value (inside a mapped task group, a task reads its own index of the group's
+    other tasks); several: the list of theirs, in map-index order.
     """
     query = (
         select(XCom.task_id, XCom.value, XCom.map_index, XCom.run_id)
@@ -87,6 +93,10 @@ def pull(session: Session, *, dag_id: str, run_id: str,
         query = query.where(XCom.run_id == run_id)
     if key is not None:
         query = query.where(XCom.key == key)
+    if map_indexes is not None and not isinstance(map_indexes, int):
+        return _values_at(session, dag_id, run_id, task_ids, key, sorted(set(map_indexes)))
+    if map_indexes is not None:
+        query = query.where(XCom.map_index == map_indexes)
     ids = None if task_ids is None else [task_ids] if isinstance(task_ids, str) else list(
         task_ids)
     if ids is not None:
@@ -96,15 +106,89 @@ def pull(session: Session, *, dag_id: str, run_id: str,
         row = session.execute(query.limit(1)).first()
         if row is None:
             return default
-        if row.map_index >= 0:
+        if row.map_index >= 0 and map_indexes is None:
+            if lazy is not None:
+                return LazyXComSequence(lazy, dag_id, row.run_id, row.task_id, key)
             return _mapped_values(session, dag_id, row.run_id, row.task_id, key)
         return json.loads(row.value)
     found: dict[str, Any] = {}
     for task_id, text, map_index, xcom_run_id in session.execute(query):
         if task_id not in found:  # the most recent one
-            found[task_id] = (_mapped_values(session, dag_id, xcom_run_id, task_id, key)
-                              if map_index >= 0 else json.loads(text))
+            if map_index < 0 or map_indexes is not None:
+                found[task_id] = json.loads(text)
+            elif lazy is not None:
+                found[task_id] = LazyXComSequence(lazy, dag_id, xcom_run_id, task_id, key)
+            else:
+                found[task_id] = _mapped_values(session, dag_id, xcom_run_id, task_id, key)
     return [found.get(t, default) for t in ids]
+
+
+class LazyXComSequence(Sequence[Any]):
+    """A mapped task's values in map-index order, read from the database when used
+    (Airflow's ``LazyXComSelectSequence``): ``len`` counts them, an index reads one, a loop
+    reads them all in one query."""
+
+    def __init__(self, factory: SessionFactory, dag_id: str, run_id: str, task_id: str,
+                 key: str | None) -> None:
+        self._factory = factory
+        self._where = [XCom.dag_id == dag_id, XCom.run_id == run_id, XCom.task_id == task_id,
+                       XCom.map_index >= 0]
+        if key is not None:
+            self._where.append(XCom.key == key)
+        self._len: int | None = None
+
+    def __repr__(self) -> str:
+        return f"LazyXComSequence([{len(self)} items])"
+
+    def __len__(self) -> int:
+        if self._len is None:
+            with session_scope(self._factory) as session:
+                self._len = int(session.scalar(
+                    select(func.count()).select_from(XCom).where(*self._where)) or 0)
+        return self._len
+
+    def __iter__(self) -> Iterator[Any]:
+        with session_scope(self._factory) as session:
+            texts = list(session.scalars(select(XCom.value).where(*self._where)
+                                         .order_by(XCom.map_index)))
+        return (json.loads(text) for text in texts)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return list(self)[index]
+        if index < 0:
+            index += len(self)
+        if index < 0:
+            raise IndexError("LazyXComSequence index out of range")
+        with session_scope(self._factory) as session:
+            text = session.scalar(select(XCom.value).where(*self._where)
+                                  .order_by(XCom.map_index).offset(index).limit(1))
+        if text is None:
+            raise IndexError("LazyXComSequence index out of range")
+        return json.loads(text)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _values_at(session: Session, dag_id: str, run_id: str,
+               task_ids: str | Iterable[str] | None, key: str | None,
+               indexes: list[int]) -> Any:
+    """Several map indexes' values: of one task a list, of several a list of lists."""
+    def of(task_id: str) -> list[Any]:
+        query = select(XCom.value).where(XCom.dag_id == dag_id, XCom.run_id == run_id,
+                                         XCom.task_id == task_id, XCom.map_index.in_(indexes))
+        if key is not None:
+            query = query.where(XCom.key == key)
+        return [json.loads(t) for t in session.scalars(query.order_by(XCom.map_index))]
+
+    if task_ids is None or isinstance(task_ids, str):
+        return of(task_ids or "")
+    return [of(t) for t in task_ids]
 
 
 def _mapped_values(session: Session, dag_id: str, run_id: str, task_id: str,

@@ -171,6 +171,9 @@ class ExistingRun:
     run_type: str
     state: str
     to_clear: tuple[str, ...] = ()
+    #: ``--rerun-failed-tasks`` without ``--reset-dagruns``: of ``to_clear``'s tasks only
+    #: the failed instances are cleared (a mapped task's others are left as they are)
+    failed_only: bool = False
     #: the backfill the run belongs to now (None: none)
     backfill_id: int | None = None
     #: why nothing drives this unfinished run ("backfill 3 ended (failed)", "its DAG is
@@ -304,6 +307,7 @@ def plan_backfill(session: Session, dag: DagLike, from_date: datetime, to_date: 
             plan.existing.append(ExistingRun(logical_date=row.logical_date, run_id=row.run_id,
                                              run_type=row.run_type, state=row.state,
                                              to_clear=tuple(clears.get(row.run_id, ())),
+                                             failed_only=not reset_dagruns,
                                              backfill_id=row.backfill_id, orphan=orphan))
             continue
         plan.runs.append(PlannedRun(logical_date=info.logical_date,
@@ -383,7 +387,10 @@ def _take_existing(session: Session, backfill: Backfill, plan: BackfillPlan,
         tis = list(session.scalars(
             select(TaskInstance).where(TaskInstance.dag_id == plan.dag_id,
                                        TaskInstance.run_id == existing.run_id,
-                                       TaskInstance.task_id.in_(existing.to_clear))
+                                       TaskInstance.task_id.in_(existing.to_clear),
+                                       *([TaskInstance.state.in_(
+                                           [s.value for s in FAILED_LIKE_STATES])]
+                                         if existing.failed_only else []))
             .execution_options(populate_existing=True))) if existing.to_clear else []
         if tis:
             clear_task_instances(session, tis, dag, now,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from squall.common.models import DagRun, TaskInstance, XCom
@@ -46,6 +46,13 @@ def mapped_spec(task: TaskLike | Any) -> Mapping[str, Any] | None:
 
 def is_mapped(task: TaskLike | Any) -> bool:
     return mapped_spec(task) is not None
+
+
+def mapped_group_id(task: TaskLike | Any) -> str | None:
+    """The mapped task group ``task`` is expanded with (None: none)."""
+    spec = mapped_spec(task)
+    group = spec.get("group") if spec is not None else None
+    return str(group) if group is not None else None
 
 
 @dataclass(frozen=True)
@@ -138,13 +145,20 @@ def expand_mapped_task(session: Session, dag: DagLike, dag_run: DagRun,
                 synchronize_session=False))
         log.info("TaskInstance %s: %s (%s)", key, state.value, reason)
         return Expansion(key.task_id, length, state)
-    moved = session.execute(update(TaskInstance).where(*guard).values(
-        map_index=0, updated_at=now).execution_options(synchronize_session=False))
+    existing = set(session.scalars(select(TaskInstance.map_index).where(
+        TaskInstance.dag_id == key.dag_id, TaskInstance.task_id == key.task_id,
+        TaskInstance.run_id == key.run_id, TaskInstance.map_index >= 0)))
+    if existing:  # expanded before (Airflow's rule: the placeholder goes, the rest is kept)
+        moved = session.execute(delete(TaskInstance).where(*guard))
+    else:
+        moved = session.execute(update(TaskInstance).where(*guard).values(
+            map_index=0, updated_at=now).execution_options(synchronize_session=False))
+        existing = {0}
     if int(getattr(moved, "rowcount", 1) or 0) != 1:
         log.info("TaskInstance %s: changed before it could be expanded", key)
         return Expansion(key.task_id, None, None)
     session.expunge(placeholder)
-    rows = [_row(placeholder, index, now) for index in range(1, length)]
+    rows = [_row(placeholder, index, now) for index in range(length) if index not in existing]
     for start in range(0, len(rows), INSERT_CHUNK):
         session.execute(insert(TaskInstance).values(rows[start:start + INSERT_CHUNK]))
     log.info("TaskInstance %s: expanded into %d mapped task instance(s)", key, length)
@@ -159,6 +173,47 @@ def _row(placeholder: TaskInstance, map_index: int, now: datetime) -> dict[str, 
     row = {name: getattr(placeholder, name) for name in _COPIED}
     row.update(map_index=map_index, state=TI.NONE.value, try_number=0, updated_at=now)
     return row
+
+
+def revise_mapped_task(session: Session, dag: DagLike, dag_run: DagRun, task_id: str, *,
+                       now: datetime) -> bool:
+    """Make an expanded task's instances match its length again (after a clear, its
+    upstream may have returned a list of another length): missing indexes are inserted,
+    indexes past the end are marked ``removed``, as Airflow 2's
+    ``DagRun._revise_map_indexes_if_mapped``. Whether anything changed."""
+    task = dag.task_dict[task_id]
+    spec = mapped_spec(task)
+    assert spec is not None, f"{task_id} is not a mapped task"
+    length = expansion_length(session, dag, dag_run, spec)
+    if length is None:
+        return False  # the upstreams are not ready: nothing to revise yet
+    rows = session.execute(select(TaskInstance.map_index, TaskInstance.state).where(
+        TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id,
+        TaskInstance.task_id == task_id)).all()
+    existing = {index for index, _ in rows}
+    extra = sorted(index for index, state in rows
+                   if index >= length and state != TI.REMOVED.value)
+    changed = False
+    if extra:
+        session.execute(update(TaskInstance).where(
+            TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id,
+            TaskInstance.task_id == task_id, TaskInstance.map_index.in_(extra)).values(
+            state=TI.REMOVED.value, state_reason="past the end of the list it is mapped over",
+            updated_at=now).execution_options(synchronize_session=False))
+        changed = True
+    missing = [index for index in range(length) if index not in existing]
+    template = session.scalars(select(TaskInstance).where(
+        TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id,
+        TaskInstance.task_id == task_id).order_by(TaskInstance.map_index).limit(1)).first()
+    if missing and template is not None:
+        new_rows = [_row(template, index, now) for index in missing]
+        for start in range(0, len(new_rows), INSERT_CHUNK):
+            session.execute(insert(TaskInstance).values(new_rows[start:start + INSERT_CHUNK]))
+        changed = True
+    if changed:
+        log.info("TaskInstance %s.%s[%s]: mapped length is now %d (%d added, %d removed)",
+                 dag_run.dag_id, task_id, dag_run.run_id, length, len(missing), len(extra))
+    return changed
 
 
 def mapped_placeholders(dag: DagLike, tis: Iterable[TaskInstance]) -> list[TaskInstance]:

@@ -4,6 +4,9 @@
   cascading down chains), lists the task instances that may be scheduled (their
   ``depends_on_past`` and retry / reschedule waits included), and decides the run's state
   (leaves, deadlock, ``dagrun_timeout``);
+* expands the mapped tasks whose upstreams are done (:mod:`squall.runs.mapping`: their
+  instances are made in the same transaction, and decided at once); a mapped upstream
+  counts with all its instances, and inside a mapped task group instance N with instance N;
 * the caller then moves the schedulable ones on with
   :func:`squall.runs.ti_updates.schedule_tis`.
 
@@ -53,7 +56,7 @@ from squall.runs.dag_shape import (
     leaf_ids,
     topological_order,
 )
-from squall.runs.mapping import expand_all, is_mapped
+from squall.runs.mapping import expand_all, is_mapped, mapped_group_id, revise_mapped_task
 from squall.runs.ti_updates import bulk_set, load_tis
 from squall.scheduler.readiness import (
     PreviousInstance,
@@ -152,6 +155,7 @@ def update_dag_run(
     changed: dict[str, list[str]] = {}
     plan = _Plan()
     races = expansions = 0
+    revised: set[str] = set()
     while True:
         plan = _decide(session, dag, dag_run, tis, now,
                        ignore_past=ignore_depends_on_past)
@@ -165,6 +169,13 @@ def update_dag_run(
                      dag_run.dag_id, dag_run.run_id)
             tis = load_tis(session, dag_run)
             continue
+        revise = sorted(plan.to_revise - revised)
+        if not plan.to_expand and revise:
+            revised.update(revise)
+            if any([revise_mapped_task(session, dag, dag_run, task_id, now=now)
+                    for task_id in revise]):
+                tis = load_tis(session, dag_run)
+                continue
         if not plan.to_expand or expansions > len(dag.task_dict):
             break
         # mapped tasks whose upstreams are done: make their instances, then decide again
@@ -198,6 +209,9 @@ class _Plan:
     waiting_on_past: list[tuple[TaskInstance, str]] = field(default_factory=list)
     #: unexpanded mapped task instances (map index -1) whose trigger rule is met
     to_expand: list[TaskInstance] = field(default_factory=list)
+    #: mapped tasks with expanded instances about to be scheduled from ``none`` (after a
+    #: clear): their length is looked at again
+    to_revise: set[str] = field(default_factory=set)
 
 
 def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskInstance],
@@ -227,12 +241,13 @@ def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskI
     for task_id in topological_order(tasks, downstream):
         task = tasks[task_id]
         decision: TriggerDecision | None = None
+        group = mapped_group_id(task)
         for ti in by_task.get(task_id, ()):
             current = ti.state
             if current not in SCHEDULABLE_STATES:
                 continue
-            if decision is None:  # the upstreams' states do not change in this loop
-                decision = _trigger_decision(tasks, downstream, task_id, states, setups_of)
+            if decision is None or group is not None:  # upstreams do not change here
+                decision = _trigger_decision(tasks, downstream, ti, states, setups_of, group)
             final_state = decision.final_state
             if final_state is not None:
                 if current == TI.NONE:
@@ -243,9 +258,11 @@ def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskI
                 continue
             if current != TI.NONE and not retry_period_elapsed(ti.next_retry_at, now):
                 continue
-            if ti.map_index == -1 and current == TI.NONE and is_mapped(task):
-                plan.to_expand.append(ti)
-                continue
+            if current == TI.NONE and is_mapped(task):
+                if ti.map_index == -1:
+                    plan.to_expand.append(ti)
+                    continue
+                plan.to_revise.add(task_id)
             candidates.append(ti)
 
     plan.schedulable = (candidates if ignore_past else _filter_depends_on_past(
@@ -267,19 +284,18 @@ def _indirect_setups_cache(dag: DagLike) -> dict[str, set[str]]:
 
 
 def _trigger_decision(tasks: Mapping[str, TaskLike], downstream: Mapping[str, AbstractSet[str]],
-                      task_id: str, states: Mapping[str, Mapping[int, str]],
-                      setups_of: dict[str, set[str]] | None) -> TriggerDecision:
-    """The task's trigger rule on its direct upstreams and, in a DAG with setup tasks
-    (``setups_of`` caches their walk), the setups it waits for besides them (Airflow's
-    ``TriggerRuleDep``: both are checked, a verdict that marks the task instance wins, then
-    both must be met). Every instance of a mapped upstream counts (``states``: task id ->
-    map index -> state)."""
+                      ti: TaskInstance, states: Mapping[str, Mapping[int, str]],
+                      setups_of: dict[str, set[str]] | None, group: str | None
+                      ) -> TriggerDecision:
+    """``ti``'s trigger rule on its task's direct upstreams (:func:`_upstream_counts`) and,
+    in a DAG with setup tasks (``setups_of`` caches their walk), the setups it waits for
+    besides them (Airflow's ``TriggerRuleDep``: both are checked, a verdict that marks the
+    task instance wins, then both must be met)."""
+    task_id = ti.task_id
     task = tasks[task_id]
     ups = task.upstream_task_ids
-    counts = UpstreamCounts.from_states(
-        _instance_states(states, ups),
-        _instance_states(states, [up for up in ups if up in tasks and tasks[up].is_setup]))
-    decision = evaluate_trigger_rule(task.trigger_rule, counts)
+    decision = evaluate_trigger_rule(task.trigger_rule,
+                                     _upstream_counts(tasks, task, ti, states, group))
     if setups_of is None or not ups or task.trigger_rule == TriggerRule.ALWAYS:
         return decision
     setups = setups_of.get(task_id)
@@ -304,6 +320,34 @@ def _instance_states(states: Mapping[str, Mapping[int, str]],
             yield from found.values()
         else:
             yield None
+
+
+def _upstream_counts(tasks: Mapping[str, Any], task: Any, ti: TaskInstance,
+                     states: Mapping[str, Mapping[int, str]], group: str | None
+                     ) -> UpstreamCounts:
+    """How ``ti``'s upstreams stand: every instance of each, but inside a mapped task group
+    an expanded instance N looks at instance N of the group's other tasks, and the
+    unexpanded instance only at their unexpanded one (Airflow's
+    ``_get_relevant_upstream_map_indexes``: index -1 of an expanded upstream is no
+    instance, so it waits for nothing). The setup tasks among the upstreams are counted
+    again on their own."""
+    def of(up: str) -> Iterable[str | None]:
+        found = states.get(up)
+        if found is None:
+            return (None,)
+        if group is not None and up in tasks and mapped_group_id(tasks[up]) == group:
+            if ti.map_index >= 0 and ti.map_index in found:
+                return (found[ti.map_index],)
+            if -1 in found:  # not expanded yet (or skipped / upstream_failed whole)
+                return (found[-1],)
+            if ti.map_index < 0:
+                return ()  # the upstream is expanded: so may this one be (Airflow's rule)
+        return found.values()
+
+    ups = task.upstream_task_ids
+    setups = [up for up in ups if up in tasks and tasks[up].is_setup]
+    return UpstreamCounts.from_states((s for up in ups for s in of(up)),
+                                      (s for up in setups for s in of(up)))
 
 
 def _filter_depends_on_past(session: Session, dag: DagLike, dag_run: DagRun,

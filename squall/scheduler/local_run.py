@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from squall.common.db import SessionFactory, session_scope
+from squall.common.errors import SquallError
 from squall.common.models import DagModel, DagRun, TaskInstance, compare_and_set_state, utcnow
 from squall.common.state import (
     DAGRUN_FINISHED_STATES,
@@ -244,14 +245,18 @@ def run_task_locally(
     logical_date: datetime | None = None,
     conf: dict[str, Any] | None = None,
     log_folder: Path | None = None,
+    map_index: int = -1,
 ) -> TaskInstanceSummary:
     """``squall tasks test``: one try of one task, its dependencies not checked.
 
     A fresh manual run is made for the logical date (replacing one that exists, as
     ``dags test`` does), so templates, XCom and the task's own state all work as in a run.
+    A mapped task runs the instance ``map_index`` (Airflow's ``--map-index``).
     """
     install_dag_run_trigger(trigger_dag_run)
     task = dag.get_task(task_id)
+    if map_index >= 0 and getattr(task, "mapped_spec", None) is None:
+        raise SquallError(f"task {task_id} is not mapped: it has no map index {map_index}")
     logical = pendulum.instance(logical_date) if logical_date else pendulum.now("UTC")
     hostname = socket.gethostname()
     with session_scope(session_factory) as session:
@@ -263,19 +268,25 @@ def run_task_locally(
         run = create_dag_run(session, dag, run_type=DagRunType.MANUAL, logical_date=logical,
                              data_interval=None, conf=conf, state=DagRunState.RUNNING,
                              external_trigger=False)
-        ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id, -1))
+        if map_index >= 0:  # the one instance of the mapped task is this index
+            session.execute(update(TaskInstance).where(
+                TaskInstance.dag_id == dag.dag_id, TaskInstance.task_id == task_id,
+                TaskInstance.run_id == run.run_id, TaskInstance.map_index == -1,
+            ).values(map_index=map_index).execution_options(synchronize_session=False))
+        ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id, map_index))
         schedule_tis(session, [ti], now=utcnow())
     with session_scope(session_factory) as session:
-        ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id, -1))
+        ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id, map_index))
         start = utcnow()
         compare_and_set_state(session, ti.key, expected=TaskInstanceState.SCHEDULED,
                               try_number=ti.try_number, new_state=TaskInstanceState.RUNNING,
                               start_date=start, hostname=hostname, pid=os.getpid())
     path = task_log_path(log_folder, ti.key, ti.try_number) if log_folder else None
     run_try(TrySpec(task, run, try_number=ti.try_number, max_tries=ti.max_tries,
-                    start_date=start, hostname=hostname, log_path=path, test_mode=True),
+                    start_date=start, hostname=hostname, log_path=path, test_mode=True,
+                    map_index=map_index),
             session_factory, local_hooks())
     with session_scope(session_factory) as session:
-        ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id, -1))
+        ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id, map_index))
     return TaskInstanceSummary(ti.task_id, ti.state, ti.try_number, ti.start_date, ti.end_date,
-                               ti.state_reason)
+                               ti.state_reason, ti.map_index)

@@ -49,7 +49,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, tuple_, update
+from sqlalchemy import inspect, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from squall.common.metrics import (
@@ -256,17 +256,26 @@ def tries_over_in(tis: Iterable[TaskInstance],
     run), the Celery task ids whose try ``tis`` (that run's task instances, as just read)
     show over: the task instance is no longer QUEUED, RUNNING or RESTARTING under that id
     and try. A task instance not among ``tis``, or expired (not loaded), says nothing."""
-    over: list[str] = []
+    # a mapped task's instances share its task id: a tracked try is over when none of
+    # them holds it; a task with an instance not loaded says nothing
+    held: set[tuple[str, str | None, int]] = set()
+    loaded: set[str] = set()
+    unknown: set[str] = set()
     for ti in tis:
-        entries = tracked.get(ti.task_id)
         values = ti.__dict__
-        if not entries or "state" not in values or "external_executor_id" not in values:
+        if "state" not in values or "external_executor_id" not in values:
+            identity = inspect(ti).identity  # (dag_id, task_id, run_id, map_index)
+            unknown.add(str(identity[1]) if identity else values.get("task_id", ""))
             continue
-        state, ext_now, try_now = ti.state, ti.external_executor_id, ti.try_number
-        for ext_id, try_number in entries:
-            if not (state in HELD_BY_EXECUTOR_STATES and ext_now == ext_id
-                    and try_now == try_number):
-                over.append(ext_id)
+        loaded.add(ti.task_id)
+        if ti.state in HELD_BY_EXECUTOR_STATES:
+            held.add((ti.task_id, ti.external_executor_id, ti.try_number))
+    over: list[str] = []
+    for task_id, entries in tracked.items():
+        if task_id not in loaded or task_id in unknown:
+            continue
+        over.extend(ext_id for ext_id, try_number in entries
+                    if (task_id, ext_id, try_number) not in held)
     return over
 
 

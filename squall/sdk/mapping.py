@@ -229,7 +229,10 @@ class DictOfListsExpandInput:
     def spec(self) -> dict[str, Any]:
         return {"type": "dict", "args": [[k, value_spec(v)] for k, v in self.value.items()]}
 
-    def resolve(self, context: Context, map_index: int) -> dict[str, Any]:
+    def resolve(self, context: Context, map_index: int,
+                from_xcom: set[int] | None = None) -> dict[str, Any]:
+        """This instance's arguments; the ids of those read from XCom go to ``from_xcom``
+        (they are data, not templates: Airflow's ``resolved_oids``)."""
         resolved = {k: (v.resolve(context) if isinstance(v, XComArg) else v)
                     for k, v in self.value.items()}
         lengths = {k: len(v) for k, v in resolved.items()}
@@ -244,6 +247,8 @@ class DictOfListsExpandInput:
             length = lengths[key]
             out[key] = _item(resolved[key], index % length)
             index //= length
+            if from_xcom is not None and isinstance(self.value[key], XComArg):
+                from_xcom.add(id(out[key]))
         return out
 
 
@@ -264,11 +269,14 @@ class ListOfDictsExpandInput:
     def spec(self) -> dict[str, Any]:
         return {"type": "list", "value": value_spec(self.value)}
 
-    def resolve(self, context: Context, map_index: int) -> dict[str, Any]:
-        value = self.value.resolve(context) if isinstance(self.value, XComArg) else self.value
+    def resolve(self, context: Context, map_index: int,
+                from_xcom: set[int] | None = None) -> dict[str, Any]:
+        whole = isinstance(self.value, XComArg)
+        value = self.value.resolve(context) if whole else self.value
         item = value[map_index]
         if isinstance(item, XComArg):
             item = item.resolve(context)
+            whole = True
         if not isinstance(item, Mapping):
             raise ValueError(f"expand_kwargs() expects a list[dict], not list["
                              f"{type(item).__name__}]")
@@ -278,6 +286,8 @@ class ListOfDictsExpandInput:
                 raise ValueError(f"expand_kwargs() input dict keys must all be str, "
                                  f"but {key!r} is of type {type(key).__name__}")
             out[key] = v.resolve(context) if isinstance(v, XComArg) else v
+            if from_xcom is not None and (whole or isinstance(v, XComArg)):
+                from_xcom.add(id(out[key]))
         return out
 
 
@@ -344,7 +354,8 @@ class MappedOperator(BaseOperator):
     def unmap(self, context: Context, map_index: int) -> BaseOperator:
         """The real operator of instance ``map_index``: the fixed arguments plus this
         instance's items (XComArgs among them resolved from the upstreams' values)."""
-        mapped = self.expand_input.resolve(context, map_index)
+        from_xcom: set[int] = set()
+        mapped = self.expand_input.resolve(context, map_index, from_xcom)
         kwargs = dict(self.partial_kwargs)
         if self.expand_into is not None:
             kwargs[self.expand_into] = {**(kwargs.get(self.expand_into) or {}), **mapped}
@@ -358,6 +369,9 @@ class MappedOperator(BaseOperator):
         op.__dict__["_squall_unmapping"] = True
         op.__init__(**kwargs)  # type: ignore[misc]
         op.__dict__.pop("_squall_unmapping", None)
+        # the values read from XCom are data: rendering leaves them as they are
+        op.__dict__["_squall_unrendered"] = (from_xcom, list(mapped.values()))
+        op.__dict__["mapped_spec"] = self.mapped_spec  # it is one instance of a mapped task
         op.task_id = self.task_id
         op.dag = self.dag
         op.task_group = self.task_group
@@ -389,7 +403,8 @@ def mapped_dependants(task: BaseOperator) -> list[BaseOperator]:
     if task.dag is None:
         return []
     return [t for t in task.dag.task_dict.values()
-            if isinstance(t, MappedOperator) and task.task_id in set(t.iter_mapped_dependencies())]
+            if isinstance(spec := getattr(t, "mapped_spec", None), dict)
+            and task.task_id in spec_task_ids(spec)]
 
 
 class OperatorPartial:

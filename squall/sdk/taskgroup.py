@@ -207,39 +207,20 @@ def dedup_group_id(label: str, used: set[str]) -> str:
 
 
 def task_group(group_id: str | None = None, **group_kwargs: Any) -> Any:
-    """``@task_group``: the decorated function's tasks are created inside a new group.
+    """``@task_group``: the decorated function's tasks are created inside a new group; its
+    ``.expand(...)`` / ``.partial(...)`` map the group (squall.sdk.mapped_group).
 
     Each call makes a new group; a call whose group id is taken gets ``__1``, ``__2`` ...
     (:func:`dedup_group_id`). The function's docstring is the group's tooltip unless one is
     given. What the function returns (a task or an XComArg) is the call's result, so
     ``start >> my_group() >> end`` binds to it; otherwise the group is.
     """
-    import functools
-
     group_kwargs.setdefault("add_suffix_on_collision", True)
 
     def decorator(func: Any) -> Any:
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with TaskGroup(group_id or func.__name__, **group_kwargs) as group:
-                if func.__doc__ and not group.tooltip:
-                    group.tooltip = func.__doc__
-                result = func(*args, **kwargs)
-            return result if result is not None else group
+        from squall.sdk.mapped_group import MappableTaskGroupFunction
 
-        def mapped(*_: Any, **__: Any) -> Any:
-            raise DagDefinitionError(f"task group {group_id or func.__name__}: mapping a task "
-                                     "group (expand / partial) is not supported; map the "
-                                     "tasks inside it instead")
-
-        wrapper.expand = wrapper.partial = wrapper.expand_kwargs = mapped  # type: ignore[attr-defined]
-        def override(**changes: Any) -> Any:
-            """A copy with these TaskGroup arguments (``group_id``, ``tooltip``...) changed."""
-            merged = {"group_id": group_id, **group_kwargs, **changes}
-            return task_group(**merged)(func)
-
-        wrapper.override = override  # type: ignore[attr-defined]
-        return wrapper
+        return MappableTaskGroupFunction(func, group_id, group_kwargs)
 
     if callable(group_id):
         func, group_id = group_id, None

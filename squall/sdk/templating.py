@@ -170,6 +170,8 @@ def _render(
 ) -> Any:
     from squall.sdk.operators.base import XComArg
 
+    if id(content) in seen:
+        return content  # a mapped instance's value read from XCom, or rendered already
     if isinstance(content, XComArg | DagParam):
         # a value from XCom or the run's conf is data, never a template
         return content.resolve(dict(context))
@@ -232,6 +234,8 @@ def render_template_fields(
     if isinstance(params, InvalidParams):
         raise params.error
     env = jinja_env
+    # a mapped instance's values read from XCom (squall.sdk.mapping.MappedOperator.unmap)
+    unrendered: set[int] = set(task.__dict__.get("_squall_unrendered", ((), ()))[0])
     for field in task.template_fields:
         if not hasattr(task, field):
             raise TemplateError(
@@ -244,7 +248,7 @@ def render_template_fields(
         if env is None:
             env = make_jinja_env(task.dag)
         try:
-            rendered = _render(value, context, env, task.template_ext, set())
+            rendered = _render(value, context, env, task.template_ext, set(unrendered))
         except TaskControl:
             raise
         except Exception as exc:

@@ -17,7 +17,11 @@ behind the less obvious rows, in Airflow's source:
   ``UnmappableXComTypePushed`` / ``UnmappableXComLengthPushed`` in the *upstream*, which
   fails; the mapped task is ``upstream_failed`` at map index -1;
 * trigger rules count every instance of a mapped upstream (``TriggerRuleDep``): one failed
-  instance makes ``all_success`` upstream_failed, and ``all_done`` / ``one_failed`` run.
+  instance makes ``all_success`` upstream_failed, and ``all_done`` / ``one_failed`` run;
+* inside a mapped task group instance N of a task waits for instance N of the group's
+  other tasks only (``TaskInstance.get_relevant_upstream_map_indexes``): a failed
+  ``fragile.guard[2]`` makes only ``fragile.after[2]`` upstream_failed, and the run's
+  leaves (``check``, ``summary``) succeed, so the run does.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ AIRFLOW_210: dict[str, tuple[str, dict[tuple[str, int], str]]] = {
     "map_taskflow_reduce": (S, {("make_list", -1): S, ("add_one", 0): S, ("add_one", 1): S,
                                 ("add_one", 2): S, ("total", -1): S}),
     "map_bash_partial": (S, {("echo", 0): S, ("echo", 1): S, ("echo", 2): S,
-                             ("check", -1): S}),
+                             ("commands", -1): S, ("raw", 0): S, ("check", -1): S}),
     "map_expand_kwargs": (S, {("commands", -1): S, ("power", 0): S, ("power", 1): S,
                               ("run", 0): S, ("run", 1): S, ("check", -1): S}),
     "map_over_dict": (S, {("prices", -1): S, ("describe", 0): S, ("describe", 1): S,
@@ -65,12 +69,22 @@ AIRFLOW_210: dict[str, tuple[str, dict[tuple[str, int], str]]] = {
                                 ("filled", 0): S, ("filled", 1): S, ("filled", 2): S,
                                 ("check", -1): S}),
     "map_cross_product": (S, {**{("pair", i): S for i in range(6)}, ("check", -1): S}),
+    "map_over_mapped": (S, {**{(t, i): S for t in ("double", "plus_one") for i in range(3)},
+                            ("check", -1): S}),
     "map_zero_length": (S, {("nothing", -1): S, ("each", -1): SK, ("after", -1): SK}),
     "map_unmappable": (F, {("too_long", -1): F, ("not_a_list", -1): F,
                            ("each_long", -1): UF, ("each_int", -1): UF}),
     "map_trigger_rules": (F, {("maybe_fail", 0): S, ("maybe_fail", 1): F,
                               ("maybe_fail", 2): S, ("strict", -1): UF,
                               ("cleanup", -1): S, ("alert", -1): S}),
+    "map_task_group": (S, {("numbers", -1): S,
+                           **{(t, i): S for t in ("process.double", "process.describe")
+                              for i in range(3)},
+                           ("check", -1): S,
+                           ("fragile.guard", 0): S, ("fragile.guard", 1): S,
+                           ("fragile.guard", 2): F, ("fragile.after", 0): S,
+                           ("fragile.after", 1): S, ("fragile.after", 2): UF,
+                           ("summary", -1): S}),
 }
 
 #: why the upstreams of map_unmappable failed (Airflow's messages, the same words)

@@ -129,3 +129,127 @@ def test_depends_on_past_waits_for_every_instance_of_the_previous_run(
         decided = update_dag_run(session, stand_in, run, now=NOW)
         assert sorted(ti.map_index for ti in decided.schedulable
                       if ti.task_id == "each") == [0, 1, 2, 3, 4]
+
+
+def test_a_cleared_mapped_task_is_revised_to_its_new_length(session_factory: SessionFactory
+                                                            ) -> None:
+    """Airflow 2.10's ``DagRun._revise_map_indexes_if_mapped``: instances past the new end
+    are ``removed``, missing ones are added, when the cleared instances are scheduled."""
+    from squall.execution import xcom
+
+    with DAG("revise", schedule=None, start_date=START) as dag:
+        @task
+        def numbers() -> list[int]:
+            return [1, 2, 3]
+
+        @task
+        def each(x: int) -> int:
+            return x
+
+        each.expand(x=numbers())
+    sync_dags(session_factory, dag)
+    stand_in = deserialize_dag(serialize_dag(dag))
+
+    def decide_with(value: list[int]) -> dict[int, str]:
+        with session_scope(session_factory) as session:
+            run = session.scalars(select(DagRun).where(DagRun.dag_id == "revise")).one()
+            xcom.push(session, dag_id="revise", run_id=run.run_id, task_id="numbers",
+                      key="return_value", value=value)
+            session.execute(update(TaskInstance).where(TaskInstance.task_id == "each")
+                            .where(TaskInstance.state != TI.REMOVED.value)
+                            .values(state=TI.NONE.value))  # as a clear leaves them
+            decided = update_dag_run(session, stand_in, run, now=NOW)
+            found = dict(session.execute(select(TaskInstance.map_index, TaskInstance.state)
+                                         .where(TaskInstance.task_id == "each")).all())
+            assert {ti.map_index for ti in decided.schedulable} == {
+                index for index, state in found.items() if state == "none"}
+            return found
+
+    with session_scope(session_factory) as session:
+        create_dag_run(session, stand_in, run_type=DagRunType.MANUAL, logical_date=NOW,
+                       data_interval=None, state=DagRunState.RUNNING, now=NOW)
+        session.execute(update(TaskInstance).where(TaskInstance.task_id == "numbers")
+                        .values(state=TI.SUCCESS.value))
+    assert decide_with([1, 2, 3]) == {0: "none", 1: "none", 2: "none"}
+    assert decide_with([1]) == {0: "none", 1: "removed", 2: "removed"}
+    assert decide_with([1, 2, 3, 4, 5]) == {0: "none", 1: "removed", 2: "removed",
+                                            3: "none", 4: "none"}
+
+
+def test_a_mapped_task_is_pulled_as_a_lazy_sequence_in_map_index_order(
+        session_factory: SessionFactory) -> None:
+    from squall.execution import xcom
+
+    dag = _dag()
+    sync_dags(session_factory, dag)
+    run_id = _run(session_factory, dag, 2)
+    with session_scope(session_factory) as session:
+        for index in (2, 0, 1):
+            xcom.push(session, dag_id="mapsched", run_id=run_id, task_id="each",
+                      key="return_value", value=f"v{index}", map_index=index)
+        plain = xcom.pull(session, dag_id="mapsched", run_id=run_id, task_ids="each")
+        lazy = xcom.pull(session, dag_id="mapsched", run_id=run_id, task_ids="each",
+                         lazy=session_factory)
+        both = xcom.pull(session, dag_id="mapsched", run_id=run_id,
+                         task_ids=["each", "numbers"], lazy=session_factory)
+        one = xcom.pull(session, dag_id="mapsched", run_id=run_id, task_ids="each",
+                        map_indexes=1)
+        some = xcom.pull(session, dag_id="mapsched", run_id=run_id, task_ids="each",
+                         map_indexes=[2, 0])
+    assert plain == ["v0", "v1", "v2"] and one == "v1" and some == ["v0", "v2"]
+    assert isinstance(lazy, xcom.LazyXComSequence) and repr(lazy) == (
+        "LazyXComSequence([3 items])")
+    assert (len(lazy), lazy[1], lazy[-1], lazy[:2], list(lazy)) == (
+        3, "v1", "v2", ["v0", "v1"], ["v0", "v1", "v2"])
+    assert lazy == ["v0", "v1", "v2"] and both[0] == ["v0", "v1", "v2"] and both[1] is None
+    assert xcom.serialize_value(lazy, dag_id="d", task_id="t", key="k") == '["v0", "v1", "v2"]'
+
+
+def test_backfill_rerun_failed_tasks_clears_only_the_failed_instances(
+        session_factory: SessionFactory) -> None:
+    """Airflow's ``--rerun-failed-tasks`` clears the failed task instances: of a mapped
+    task, the failed map indexes only."""
+    from squall.runs.backfill import create_backfill, plan_backfill
+
+    dag = _dag()
+    sync_dags(session_factory, dag)
+    run_id = _run(session_factory, dag, 2)
+    with session_scope(session_factory) as session:
+        session.execute(update(TaskInstance).where(TaskInstance.run_id == run_id).values(
+            state=TI.SUCCESS.value))
+        session.execute(update(TaskInstance).where(
+            TaskInstance.run_id == run_id, TaskInstance.task_id == "each",
+            TaskInstance.map_index == 1).values(state=TI.FAILED.value))
+        session.execute(update(DagRun).where(DagRun.run_id == run_id).values(
+            state=DagRunState.FAILED.value))
+    day = datetime(2024, 1, 2, tzinfo=UTC)
+    with session_scope(session_factory) as session:
+        plan = plan_backfill(session, dag, day, day, rerun_failed_tasks=True,
+                             reset_dagruns=False, task_ids=None)
+        create_backfill(session, plan, max_active_runs=1, options={}, dag=dag, now=NOW)
+    with session_scope(session_factory) as session:
+        states = dict(session.execute(select(TaskInstance.map_index, TaskInstance.state).where(
+            TaskInstance.run_id == run_id, TaskInstance.task_id == "each")).all())
+    assert states == {0: "success", 1: "none", 2: "success", 3: "success", 4: "success"}
+
+
+def test_tasks_test_runs_one_map_index(session_factory: SessionFactory) -> None:
+    """``run_task_locally`` (``tasks test``) with a map index runs that instance, with its
+    item; an unmapped task has no map index."""
+    import pytest
+
+    from squall.common.errors import SquallError
+    from squall.execution import xcom
+    from squall.scheduler.local_run import ensure_dag_row, run_task_locally
+
+    dag = _dag()
+    with session_scope(session_factory) as session:
+        ensure_dag_row(session, dag)
+    summary = run_task_locally(dag, "each", session_factory, logical_date=NOW, map_index=3)
+    assert (summary.task_id, summary.map_index, summary.state) == ("each", 3, "success")
+    with session_scope(session_factory) as session:
+        run_id = session.scalars(select(DagRun.run_id)).one()
+        assert xcom.pull(session, dag_id="mapsched", run_id=run_id, task_ids="each") == [
+            "40!"]
+    with pytest.raises(SquallError, match="not mapped"):
+        run_task_locally(dag, "numbers", session_factory, logical_date=NOW, map_index=0)

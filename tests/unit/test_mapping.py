@@ -161,9 +161,12 @@ def test_an_unmappable_return_value_fails_the_upstream() -> None:
             return x
 
         upstream = src()
-        each.expand(x=upstream)
+        mapped = each.expand(x=upstream)
+        each.expand(x=mapped)
         lonely = src()
     op = upstream.operator
+    # an instance of a mapped task: its values are counted, whatever each one is
+    check_mappable_result(_unmapped(mapped.operator, 0, {("src", "return_value"): [1]}), 5)
     check_mappable_result(op, [1, 2])
     check_mappable_result(op, {"a": 1})
     check_mappable_result(lonely.operator, 5)  # nothing is mapped over it
@@ -175,13 +178,37 @@ def test_an_unmappable_return_value_fails_the_upstream() -> None:
         check_mappable_result(op, list(range(1025)))
 
 
-def test_a_mapped_task_group_is_refused_in_one_line() -> None:
+def test_a_mapped_task_group_maps_its_tasks() -> None:
     from squall.sdk.decorators import task_group
+    from squall.sdk.mapped_group import MappedArgument
 
-    with _dag():
+    with _dag() as dag:
+        @task
+        def numbers() -> list[int]:
+            return [1, 2]
+
+        @task
+        def double(v: int) -> int:
+            return v * 2
+
         @task_group
-        def group(x: int) -> None:
-            pass
+        def group(x: int, y: int) -> Any:
+            assert isinstance(x, MappedArgument)
+            return double(double(x))
 
-        with pytest.raises(DagDefinitionError, match="task group group: mapping a task group"):
-            group.expand(x=[1, 2])
+        group.partial(y=1).expand(x=numbers())
+        with pytest.raises(DagDefinitionError, match="unexpected type 'int'"):
+            group.expand(x=1)
+        with pytest.raises(DagDefinitionError, match="must be expanded"):
+            group.partial(y=1)(x=1)
+    first, second = dag.task_dict["group.double"], dag.task_dict["group.double__1"]
+    spec = {"type": "dict", "group": "group",
+            "args": [["x", {"type": "xcom", "task_id": "numbers", "key": "return_value"}]]}
+    assert getattr(first, "mapped_spec", None) == spec == getattr(second, "mapped_spec", None)
+    # the group's root waits for the input; the second task for the first only
+    assert first.upstream_task_ids == {"numbers"}
+    assert second.upstream_task_ids == {"group.double"}
+    ti = FakeTI(first, xcoms={("numbers", "return_value"): [5, 6]})
+    ti.map_index = 1
+    context = {"ti": ti, "task": first}
+    assert first.op_args[0].resolve(context) == 6

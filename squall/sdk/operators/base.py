@@ -481,6 +481,13 @@ class XComArg(SetupTeardownRefMixin, DependencyMixin):
 
     def resolve(self, context: Context) -> Any:
         ti = context["ti"]
+        group = getattr(self.operator, "mapped_group", None)
+        index = getattr(ti, "map_index", -1)
+        if group is not None and index >= 0 and getattr(context.get("task"), "mapped_group",
+                                                        None) is group:
+            # inside a mapped task group, instance N reads instance N of the group's tasks
+            return ti.xcom_pull(task_ids=self.operator.task_id, key=self.key,
+                                map_indexes=index)
         return ti.xcom_pull(task_ids=self.operator.task_id, key=self.key)
 
     def map(self, f: Callable[[Any], Any]) -> XComArg:

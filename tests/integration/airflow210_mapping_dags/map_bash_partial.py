@@ -1,4 +1,6 @@
-"""A classic operator mapped over a templated field: BashOperator.partial(...).expand(...)."""
+"""A classic operator mapped over a templated field: BashOperator.partial(...).expand(...).
+A literal item is a template (rendered per instance); an item read from XCom is data (not
+rendered, Airflow's resolved_oids)."""
 import pendulum
 from airflow import DAG
 from airflow.decorators import task
@@ -11,7 +13,14 @@ with DAG("map_bash_partial", schedule=None, start_date=pendulum.datetime(2024, 1
     )
 
     @task
-    def check(lines):
-        assert list(lines) == ["one mapped", "2024-01-01 1", "three"], list(lines)
+    def commands():
+        return ["echo '{{ ds }}'"]
 
-    check(echo.output)
+    raw = BashOperator.partial(task_id="raw").expand(bash_command=commands())
+
+    @task
+    def check(lines, raw_lines):
+        assert list(lines) == ["one mapped", "2024-01-01 1", "three"], list(lines)
+        assert list(raw_lines) == ["{{ ds }}"], list(raw_lines)
+
+    check(echo.output, raw.output)

@@ -10,7 +10,10 @@ def map_taskflow_reduce():
         return [1, 2, 3]
 
     @task
-    def add_one(x: int, inc: int):
+    def add_one(x: int, inc: int, **context):
+        # each instance knows its index and how many there are
+        assert context["ti"].map_index == x - 1, (context["ti"].map_index, x)
+        assert context["expanded_ti_count"] == 3, context["expanded_ti_count"]
         return x + inc
 
     @task
