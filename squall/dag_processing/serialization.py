@@ -154,6 +154,11 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
         "render_template_as_native_obj": bool(dag.render_template_as_native_obj),
         "template_searchpath": [str(p) for p in dag.template_searchpath],
         "owner_links": jsonable(dag.owner_links),
+        # Airflow 2.7-2.10 DAG arguments (squall.sdk.dag_options); the UI hints as given
+        "max_consecutive_failed_dag_runs": int(getattr(dag, "max_consecutive_failed_dag_runs", 0)),
+        "fail_stop": bool(getattr(dag, "fail_stop", False)),
+        "default_view": getattr(dag, "default_view", "grid"),
+        "orientation": getattr(dag, "orientation", "LR"),
         "task_group": _serialize_group(dag.task_group),
         "tasks": [_serialize_task(task) for task in dag.task_dict.values()],
     }
@@ -314,6 +319,10 @@ def _build_dag(d: Mapping[str, Any]) -> DAG:
         is_paused_upon_creation=d.get("is_paused_upon_creation"),
         owner_links=dict(d.get("owner_links") or {}),
         timezone=tz.name if isinstance(tz, Timezone) else None,
+        max_consecutive_failed_dag_runs=int(d.get("max_consecutive_failed_dag_runs") or 0),
+        fail_stop=bool(d.get("fail_stop", False)),
+        default_view=d.get("default_view") or "grid",
+        orientation=d.get("orientation") or "LR",
     )
     dag.schedule = raw_schedule
     dag.fileloc = d.get("fileloc") or "<unknown>"

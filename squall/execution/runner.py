@@ -48,6 +48,7 @@ from squall.common.wakeup import notify_scheduler
 from squall.execution import xcom
 from squall.execution.outcome import RetryPolicy
 from squall.execution.task_output import capture_task_output
+from squall.sdk.current_context import set_current_context
 from squall.sdk.operators.base import BaseOperator, Context
 from squall.sdk.templating import PreviousSuccess, build_context
 from squall.secrets.masking import RedactingFilter
@@ -264,7 +265,7 @@ def execute_try(task: BaseOperator, context: Context, *, clear_xcom: bool = True
         task.render_template_fields(context)
         if task.on_execute_callback is not None:
             run_callback(task.on_execute_callback, context, "on_execute_callback")
-        with execution_timeout(task):
+        with execution_timeout(task), set_current_context(context):
             try:
                 task.pre_execute(context)
                 result = task.execute(context)

@@ -53,10 +53,14 @@ from squall.scheduler.readiness import (
     past_wait_reason,
     retry_period_elapsed,
 )
+from squall.scheduler.run_stops import pause_after_failed_runs, stop_remaining_tasks
 
 log = logging.getLogger(__name__)
 
 TI = TaskInstanceState
+
+#: how the reason of a run that failed because a leaf failed begins
+TASK_FAILURE = "task failure: "
 
 #: How often update_dag_run re-reads and re-decides after a racing writer won a guard.
 _MAX_DECISION_ROUNDS = 3
@@ -137,7 +141,9 @@ def update_dag_run(
     ):
         return _time_out(session, dag_run, tis, now)
 
-    changed: dict[str, list[str]] = {}
+    changed: dict[str, list[str]] = stop_remaining_tasks(session, dag, dag_run, tis, now)
+    if changed:
+        tis = load_tis(session, dag_run)
     plan = _Plan()
     for _ in range(_MAX_DECISION_ROUNDS):
         plan = _decide(session, dag, dag_run, tis, now,
@@ -160,6 +166,9 @@ def update_dag_run(
     _finish(dag_run, final, now)
     log.info("DagRun %s %s: %s%s", dag_run.dag_id, dag_run.run_id, final.value,
              f" ({reason})" if reason else "")
+    if final == DagRunState.FAILED and reason and reason.startswith(TASK_FAILURE):
+        paused = pause_after_failed_runs(session, dag, dag_run)
+        reason = f"{reason}; {paused}" if paused else reason
     return RunUpdate(schedulable=[], state=final, finished_now=True, reason=reason,
                      changed=changed, tis=tis)
 
@@ -326,7 +335,7 @@ def _run_outcome(dag: DagLike, dag_run: DagRun, tis: Sequence[TaskInstance],
         leaf_tis = [ti for ti in tis if ti.task_id in leaves and ti.state != TI.REMOVED]
         failed = sorted(ti.task_id for ti in leaf_tis if ti.state in FAILED_LIKE_STATES)
         if failed:
-            return DagRunState.FAILED, f"task failure: {', '.join(failed)}"
+            return DagRunState.FAILED, f"{TASK_FAILURE}{', '.join(failed)}"
         if all(ti.state in LEAF_SUCCESS_STATES for ti in leaf_tis):
             return DagRunState.SUCCESS, None
         odd = sorted(f"{ti.task_id}={ti.state}" for ti in leaf_tis

@@ -37,6 +37,8 @@ class DagDefaults:
     retries: int = 0
     #: the time zone of a DAG whose start_date is naive or missing (a name pendulum knows)
     timezone: str = "UTC"
+    #: pause the DAG after this many failed runs in a row (0: never)
+    max_consecutive_failed_dag_runs: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DagDefaults:
@@ -45,7 +47,8 @@ class DagDefaults:
                    max_active_runs=core.max_active_runs_per_dag,
                    max_active_tasks=core.max_active_tasks_per_dag,
                    retries=core.default_task_retries,
-                   timezone=core.default_timezone)
+                   timezone=core.default_timezone,
+                   max_consecutive_failed_dag_runs=core.max_consecutive_failed_dag_runs_per_dag)
 
 
 #: Airflow's own defaults, in force where no loader installed the deployment's

@@ -13,6 +13,7 @@ from squall.common.errors import DagDefinitionError
 from squall.sdk.dag_defaults import current_defaults
 from squall.sdk.deprecation import warn_deprecated
 from squall.sdk.edges import DependencyMixin
+from squall.sdk.operators.base_options import TaskOptions
 from squall.sdk.timetables import coerce_datetime
 from squall.sdk.trigger_rule import TriggerRule, WeightRule
 
@@ -105,6 +106,20 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
     template_fields_renderers: dict[str, str] = {}
     ui_color: str = "#fff"
     ui_fgcolor: str = "#000"
+    # set by TaskOptions.apply (squall.sdk.operators.base_options)
+    ignore_first_depends_on_past: bool = True
+    wait_for_past_depends_before_skipping: bool = False
+    on_skipped_callback: Any = None
+    pre_execute_hook: Callable[..., Any] | None = None
+    post_execute_hook: Callable[..., Any] | None = None
+    executor: str | None = None
+    resources: dict[str, Any] | None = None
+    doc: str | None = None
+    doc_json: str | None = None
+    doc_yaml: str | None = None
+    doc_rst: str | None = None
+    logger_name: str | None = None
+    allow_nested_operators: bool = True
 
     def __init__(
         self,
@@ -144,6 +159,20 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
         run_as_user: str | None = None,
         inlets: Any = None,
         outlets: Any = None,
+        # Airflow 2.x arguments kept by squall.sdk.operators.base_options
+        ignore_first_depends_on_past: bool = True,
+        wait_for_past_depends_before_skipping: bool = False,
+        on_skipped_callback: TaskCallback | list[TaskCallback] | None = None,
+        pre_execute: Callable[..., Any] | None = None,
+        post_execute: Callable[..., Any] | None = None,
+        executor: str | None = None,
+        resources: dict[str, Any] | None = None,
+        doc: str | None = None,
+        doc_json: str | None = None,
+        doc_yaml: str | None = None,
+        doc_rst: str | None = None,
+        logger_name: str | None = None,
+        allow_nested_operators: bool = True,
         dag: DAG | None = None,
         task_group: TaskGroup | None = None,
         **kwargs: Any,
@@ -234,6 +263,14 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
         self.do_xcom_push = do_xcom_push
         self.multiple_outputs = multiple_outputs
         self.doc_md = doc_md
+        TaskOptions(
+            ignore_first_depends_on_past=ignore_first_depends_on_past,
+            wait_for_past_depends_before_skipping=wait_for_past_depends_before_skipping,
+            on_skipped_callback=on_skipped_callback, pre_execute=pre_execute,
+            post_execute=post_execute, executor=executor, resources=resources,
+            docs={"doc": doc, "doc_json": doc_json, "doc_yaml": doc_yaml, "doc_rst": doc_rst},
+            logger_name=logger_name, allow_nested_operators=allow_nested_operators,
+        ).apply(self, task_id)
         self.upstream_task_ids: set[str] = set()
         self.downstream_task_ids: set[str] = set()
 
@@ -359,7 +396,9 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
         found = self.__dict__.get("_log")
         if found is None:
             cls = type(self)
-            found = logging.getLogger(f"squall.task.operators.{cls.__module__}.{cls.__name__}")
+            name = (getattr(self, "logger_name", None)
+                    or f"{cls.__module__}.{cls.__name__}")
+            found = logging.getLogger(f"squall.task.operators.{name}")
         return found
 
     @log.setter
@@ -382,10 +421,17 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
         raise NotImplementedError(f"{type(self).__name__} does not implement execute()")
 
     def pre_execute(self, context: Context) -> None:
-        """Hook run just before :meth:`execute`."""
+        """Hook run just before :meth:`execute`: calls the ``pre_execute`` argument."""
+        hook = getattr(self, "pre_execute_hook", None)
+        if hook is not None:
+            hook(context)
 
     def post_execute(self, context: Context, result: Any = None) -> None:
-        """Hook run just after :meth:`execute` succeeded."""
+        """Hook run just after :meth:`execute` succeeded: calls the ``post_execute``
+        argument."""
+        hook = getattr(self, "post_execute_hook", None)
+        if hook is not None:
+            hook(context, result)
 
     def on_kill(self) -> None:
         """Called when the try is killed (timeout, SIGTERM): release external resources."""
