@@ -70,8 +70,9 @@ class DAGCollection(CollectionInfo):
 
 
 class DAGDetail(DAG):
-    """A DAG with the details of its definition (its last serialized form). ``orientation``
-    is ``LR`` and ``dataset_expression`` ``null`` (no data-aware schedules); ``params`` are
+    """A DAG with the details of its definition (its last serialized form). ``default_view``
+    and ``orientation`` are the DAG file's, ``dataset_expression`` ``null`` (no data-aware
+    schedules); ``params`` are
     the DAG's params as their JSON values."""
 
     timezone: str | None

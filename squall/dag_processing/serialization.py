@@ -41,6 +41,7 @@ from pendulum.tz.timezone import FixedTimezone, Timezone
 from squall.common.errors import SerializationError, SquallError
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import BaseOperator, Context
+from squall.sdk.operators.base_options import DOC_FIELDS
 from squall.sdk.taskgroup import TaskGroup
 from squall.sdk.timetables import (
     CronDataIntervalTimetable,
@@ -257,6 +258,12 @@ def _serialize_task(task: BaseOperator) -> dict[str, Any]:
         "has_on_success_callback": task.on_success_callback is not None,
         "has_on_failure_callback": task.on_failure_callback is not None,
         "has_on_retry_callback": task.on_retry_callback is not None,
+        # Airflow 2.x arguments (squall.sdk.operators.base_options)
+        "ignore_first_depends_on_past": bool(task.ignore_first_depends_on_past),
+        "wait_for_past_depends_before_skipping": bool(task.wait_for_past_depends_before_skipping),
+        "has_on_skipped_callback": task.on_skipped_callback is not None,
+        "executor": task.executor,
+        **{name: getattr(task, name) for name in DOC_FIELDS},
     }
 
 
@@ -383,6 +390,11 @@ def _build_task(
         do_xcom_push=bool(t.get("do_xcom_push", True)),
         multiple_outputs=bool(t.get("multiple_outputs", False)),
         doc_md=t.get("doc_md"),
+        ignore_first_depends_on_past=bool(t.get("ignore_first_depends_on_past", True)),
+        wait_for_past_depends_before_skipping=bool(
+            t.get("wait_for_past_depends_before_skipping", False)),
+        executor=t.get("executor"),
+        **{name: t.get(name) for name in DOC_FIELDS},
         dag=dag,
         task_group=dag.task_group,
     )

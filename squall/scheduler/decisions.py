@@ -199,6 +199,11 @@ def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskI
             states[ti.task_id] = TI.REMOVED.value
 
     downstream = downstream_map(tasks)
+    # Airflow's wait_for_past_depends_before_skipping: a skip waits for depends_on_past
+    hold_skip = {} if ignore_past else _past_reasons(session, dag, dag_run, [
+        ti for ti in tis if ti.state == TI.NONE and ti.task_id in tasks
+        and getattr(tasks[ti.task_id], "wait_for_past_depends_before_skipping", False)],
+        downstream)
     candidates: list[TaskInstance] = []
     # In topological order every upstream's state is final for this call before its
     # downstreams are looked at, so a single pass reaches the fixed point: a skip or an
@@ -216,6 +221,10 @@ def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskI
         decision = evaluate_trigger_rule(task.trigger_rule, counts)
         final_state = decision.final_state
         if final_state is not None:
+            if final_state == TI.SKIPPED and task_id in hold_skip:
+                plan.waiting_on_past.append((ti, "Task should be skipped but the past depends "
+                                                 f"are not met: {hold_skip[task_id]}"))
+                continue
             if current == TI.NONE:
                 plan.moves.setdefault(final_state, []).append(ti)
                 states[task_id] = final_state.value
@@ -236,14 +245,29 @@ def _filter_depends_on_past(session: Session, dag: DagLike, dag_run: DagRun,
                             candidates: list[TaskInstance],
                             downstream: Mapping[str, AbstractSet[str]],
                             plan: _Plan) -> list[TaskInstance]:
-    """The candidates ``depends_on_past`` lets run; the others go to ``plan.waiting_on_past``.
+    """The candidates ``depends_on_past`` lets run; the others go to ``plan.waiting_on_past``."""
+    reasons = _past_reasons(session, dag, dag_run, candidates, downstream)
+    kept: list[TaskInstance] = []
+    for ti in candidates:
+        why = reasons.get(ti.task_id)
+        if why is None:
+            kept.append(ti)
+        else:
+            plan.waiting_on_past.append((ti, why))
+    return kept
+
+
+def _past_reasons(session: Session, dag: DagLike, dag_run: DagRun,
+                  tis: Sequence[TaskInstance],
+                  downstream: Mapping[str, AbstractSet[str]]) -> dict[str, str]:
+    """Task id -> why ``depends_on_past`` holds it back, for those of ``tis`` it holds.
 
     The previous run is Airflow 2's: the latest run of the DAG with an earlier logical
     date, leaving out manual runs when the DAG catches up (``catchup``).
     """
     tasks = dag.task_dict
-    if not any(tasks[ti.task_id].depends_on_past for ti in candidates):
-        return candidates
+    if not any(tasks[ti.task_id].depends_on_past for ti in tis):
+        return {}
     stmt = (
         select(DagRun.run_id, DagRun.logical_date)
         .where(DagRun.dag_id == dag_run.dag_id, DagRun.logical_date < dag_run.logical_date)
@@ -254,7 +278,7 @@ def _filter_depends_on_past(session: Session, dag: DagLike, dag_run: DagRun,
         stmt = stmt.where(DagRun.run_type != DagRunType.MANUAL.value)
     previous = session.execute(stmt).first()
     if previous is None:
-        return candidates
+        return {}
     previous_states: dict[str, str] = {
         row.task_id: row.state
         for row in session.execute(
@@ -264,11 +288,10 @@ def _filter_depends_on_past(session: Session, dag: DagLike, dag_run: DagRun,
             )
         )
     }
-    kept: list[TaskInstance] = []
-    for ti in candidates:
+    reasons: dict[str, str] = {}
+    for ti in tis:
         task = tasks[ti.task_id]
         if not task.depends_on_past:
-            kept.append(ti)
             continue
         why = past_wait_reason(
             PreviousInstance(
@@ -278,12 +301,11 @@ def _filter_depends_on_past(session: Session, dag: DagLike, dag_run: DagRun,
                                    for d in downstream.get(ti.task_id, ())},
             ),
             wait_for_downstream=task.wait_for_downstream, task_start_date=task.start_date,
+            ignore_first=getattr(task, "ignore_first_depends_on_past", True),
         )
-        if why is None:
-            kept.append(ti)
-        else:
-            plan.waiting_on_past.append((ti, why))
-    return kept
+        if why is not None:
+            reasons[ti.task_id] = why
+    return reasons
 
 
 def _record_past_waits(session: Session, waits: Sequence[tuple[TaskInstance, str]],

@@ -96,7 +96,10 @@ def get_dag_details(dag_id: str, request: Request, session: DB,
     dag = _serialized(session, dag_id)
     return {
         **dag_json(row, api_state(request).secret_key),
-        "timezone": dag.timezone.name, "catchup": dag.catchup, "orientation": "LR",
+        "timezone": dag.timezone.name, "catchup": dag.catchup,
+        # the DAG's UI hints as its file gives them (Airflow 2's default_view, orientation)
+        "default_view": getattr(dag, "default_view", "grid"),
+        "orientation": getattr(dag, "orientation", "LR"),
         "concurrency": dag.max_active_tasks, "start_date": iso(dag.start_date),
         "dag_run_timeout": _duration(dag.dagrun_timeout), "dataset_expression": None,
         "doc_md": dag.doc_md, "params": dag.params, "end_date": iso(dag.end_date),
@@ -149,7 +152,8 @@ def _task_json(task: Any) -> dict[str, Any]:
         "trigger_rule": str(task.trigger_rule), "extra_links": [],
         "depends_on_past": bool(task.depends_on_past),
         "wait_for_downstream": bool(task.wait_for_downstream), "retries": task.retries,
-        "queue": task.queue, "executor": None, "pool": task.pool, "pool_slots": task.pool_slots,
+        "queue": task.queue, "executor": getattr(task, "executor", None), "pool": task.pool,
+        "pool_slots": task.pool_slots,
         "execution_timeout": _duration(getattr(task, "execution_timeout", None)),
         "retry_delay": _duration(getattr(task, "retry_delay", None)),
         "retry_exponential_backoff": bool(getattr(task, "retry_exponential_backoff", False)),
