@@ -17,7 +17,7 @@ Layout (version 1)::
              "task_group": {"group_id": null, "children": [...]},
              "tasks": [{"task_id": ..., "operator": "BashOperator", ...}, ...]}}
 
-Schedule specs: ``{"type": "none"}``, ``{"type": "once"}``,
+Schedule specs: ``{"type": "none"}``, ``{"type": "once"}``, ``{"type": "continuous"}``,
 ``{"type": "cron", "expression", "timezone"}``, ``{"type": "delta", "seconds", "timezone"}``
 or ``{"type": "delta", "relativedelta": {"years", "months", "days", "hours", "minutes",
 "seconds", "microseconds"}, "timezone"}``. A time zone is a name, or a UTC offset in seconds
@@ -44,6 +44,7 @@ from squall.sdk.operators.base import BaseOperator, Context
 from squall.sdk.operators.base_options import DOC_FIELDS
 from squall.sdk.taskgroup import TaskGroup
 from squall.sdk.timetables import (
+    ContinuousTimetable,
     CronDataIntervalTimetable,
     DeltaDataIntervalTimetable,
     NullTimetable,
@@ -172,6 +173,8 @@ def _timetable_spec(dag: DAG) -> dict[str, Any]:
         return {"type": "none"}
     if isinstance(timetable, OnceTimetable):
         return {"type": "once"}
+    if isinstance(timetable, ContinuousTimetable):
+        return {"type": "continuous"}
     if isinstance(timetable, CronDataIntervalTimetable):
         return {
             "type": "cron",
@@ -204,6 +207,8 @@ def _serialize_group(group: TaskGroup) -> dict[str, Any]:
         "label": getattr(group, "_label", None),
         "prefix_group_id": group.prefix_group_id,
         "tooltip": group.tooltip,
+        "ui_color": getattr(group, "ui_color", "CornflowerBlue"),
+        "ui_fgcolor": getattr(group, "ui_fgcolor", "#000"),
         "children": children,
     }
 
@@ -411,6 +416,8 @@ def _rebuild_groups(dag: DAG, group: TaskGroup, spec: Mapping[str, Any]) -> None
                 parent_group=group,
                 prefix_group_id=bool(child.get("prefix_group_id", True)),
                 tooltip=child.get("tooltip") or "",
+                ui_color=child.get("ui_color") or "CornflowerBlue",
+                ui_fgcolor=child.get("ui_fgcolor") or "#000",
             )
             if sub.group_id != child["group_id"]:  # keep the id the original had
                 group.children.pop(str(sub.group_id), None)
@@ -440,6 +447,8 @@ def _timetable_from_spec(spec: Mapping[str, Any]) -> tuple[Timetable, Any]:
         return NullTimetable(), None
     if kind == "once":
         return OnceTimetable(), "@once"
+    if kind == "continuous":
+        return ContinuousTimetable(), "@continuous"
     if kind == "cron":
         expression = spec["expression"]
         timetable = CronDataIntervalTimetable(expression, _tz_from_json(spec.get("timezone")))

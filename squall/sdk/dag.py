@@ -140,6 +140,11 @@ class DAG:
             max_active_runs = defaults.max_active_runs
         if not isinstance(max_active_runs, int) or max_active_runs < 1:
             raise DagDefinitionError(f"DAG {dag_id}: max_active_runs must be an int >= 1")
+        limit = getattr(self.timetable, "active_runs_limit", None)
+        if limit is not None and max_active_runs > limit:
+            raise DagDefinitionError(
+                f"DAG {dag_id}: invalid max_active_runs: schedule {self.timetable.summary!r} "
+                f"requires max_active_runs <= {limit}")
         self.max_active_runs = max_active_runs
         self.max_active_tasks: int = (
             defaults.max_active_tasks if max_active_tasks is None else int(max_active_tasks)

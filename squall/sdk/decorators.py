@@ -263,6 +263,21 @@ class TaskDecoratorCollection:
     ) -> Any:
         return _decorate(_PythonDecoratedOperator, python_callable, multiple_outputs, kwargs)
 
+    # Airflow 2.10: conditions evaluated before execute (squall.sdk.conditions)
+    @staticmethod
+    def run_if(condition: Callable[..., Any], skip_message: str | None = None) -> Any:
+        """Run the decorated task only when ``condition(context)`` is true; else skip it."""
+        from squall.sdk.conditions import run_if
+
+        return run_if(condition, skip_message)
+
+    @staticmethod
+    def skip_if(condition: Callable[..., Any], skip_message: str | None = None) -> Any:
+        """Skip the decorated task when ``condition(context)`` is true."""
+        from squall.sdk.conditions import skip_if
+
+        return skip_if(condition, skip_message)
+
     def python(
         self,
         python_callable: Callable[..., Any] | None = None,

@@ -45,11 +45,16 @@ class TaskGroup(DependencyMixin):
         prefix_group_id: bool = True,
         default_args: dict[str, Any] | None = None,
         tooltip: str = "",
+        ui_color: str = "CornflowerBlue",
+        ui_fgcolor: str = "#000",
         _root: bool = False,
     ) -> None:
         from squall.sdk.dag import DagContext
 
         self.tooltip = tooltip
+        #: the group's colours in a graph view (Airflow's; kept and serialized for the UI)
+        self.ui_color = ui_color
+        self.ui_fgcolor = ui_fgcolor
         self.prefix_group_id = prefix_group_id
         self.default_args: dict[str, Any] = dict(default_args or {})
         self.children: dict[str, BaseOperator | TaskGroup] = {}
