@@ -599,3 +599,59 @@ def test_airflow_dag_file_loads_unchanged(installed: None, tmp_path: Path) -> No
     # raising AirflowSkipException in the callable raises Squall's TaskSkipped
     with pytest.raises(errors.TaskSkipped, match="nothing to do today"):
         skipper.python_callable()
+
+
+# --------------------------------------------------------------------------- issue 24 helpers
+
+
+def test_airflow_macros_module(installed: None) -> None:
+    """airflow/macros/__init__.py: ds_add, ds_format and the modules it re-exports."""
+    from airflow import macros
+
+    assert macros.ds_add("2015-01-06", -5) == "2015-01-01"
+    assert macros.ds_format("1/5/2015", "%m/%d/%Y", "%Y-%m-%d") == "2015-01-05"
+    assert macros.datetime(2024, 1, 1) + macros.timedelta(days=1) == macros.datetime(2024, 1, 2)
+    assert callable(macros.random) and macros.uuid.uuid4()
+    assert macros.dateutil.relativedelta is not None
+
+
+def test_airflow_utils_timezone(installed: None) -> None:
+    """airflow/utils/timezone.py: naive values are read in the default time zone."""
+    import datetime as dt
+
+    from airflow.utils import timezone
+
+    now = timezone.utcnow()
+    assert now.tzinfo is not None and now.utcoffset() == dt.timedelta(0)
+    assert timezone.datetime(2024, 1, 1).tzinfo is not None
+    aware = timezone.make_aware(dt.datetime(2024, 1, 1, 12), pendulum.timezone("Europe/Paris"))
+    assert aware is not None and aware.utcoffset() == dt.timedelta(hours=1)
+    with pytest.raises(ValueError, match="make_aware expects a naive datetime"):
+        timezone.make_aware(aware)
+    assert timezone.convert_to_utc(dt.datetime(2024, 1, 1)) == pendulum.datetime(2024, 1, 1)
+    assert timezone.make_naive(pendulum.datetime(2024, 1, 1, 12), pendulum.timezone(
+        "Europe/Paris")) == dt.datetime(2024, 1, 1, 13)
+    assert timezone.is_naive(dt.datetime(2024, 1, 1)) and timezone.is_localized(now)
+    assert timezone.parse("2024-01-01T10:00:00") == pendulum.datetime(2024, 1, 1, 10)
+
+
+def test_deprecated_helpers_chain(installed: None) -> None:
+    """airflow/utils/helpers.py: chain / cross_downstream still there, deprecated."""
+    from airflow import DAG
+    from airflow.operators.empty import EmptyOperator
+    from airflow.utils.helpers import chain
+
+    with DAG("h", start_date=pendulum.datetime(2024, 1, 1, tz="UTC")):
+        a, b = EmptyOperator(task_id="a"), EmptyOperator(task_id="b")
+        with pytest.warns(Warning, match="airflow.utils.helpers.chain is deprecated"):
+            chain(a, b)
+    assert a.downstream_task_ids == {"b"}
+
+
+def test_get_current_context_is_the_running_tasks(installed: None) -> None:
+    from airflow.operators.python import get_current_context
+
+    from squall.sdk.current_context import set_current_context
+
+    with set_current_context({"ds": "2024-01-01"}):
+        assert get_current_context()["ds"] == "2024-01-01"

@@ -433,6 +433,15 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
         if hook is not None:
             hook(context, result)
 
+    def defer(self, **_: Any) -> None:
+        """Airflow's ``BaseOperator.defer`` (hand the wait to a trigger): refused, the try
+        fails without retry."""
+        from squall.common.errors import TaskFailedNoRetry
+
+        raise TaskFailedNoRetry(
+            f"task {self.task_id}: deferrable operators (BaseOperator.defer, triggers) are not "
+            "supported by Squall: wait in a sensor's reschedule mode (docs/airflow-compat.md)")
+
     def on_kill(self) -> None:
         """Called when the try is killed (timeout, SIGTERM): release external resources."""
 
