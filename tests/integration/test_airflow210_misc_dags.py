@@ -6,6 +6,7 @@ follows is in the DAG file's docstring)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import time
@@ -115,7 +116,7 @@ def test_airflow210_dag_files_through_a_cluster(pg_cluster: Cluster) -> None:
     cluster.start_scheduler()
     cluster.start_worker(concurrency=4)
     fail_stop = cluster.trigger("af210_fail_stop")
-    skips = cluster.trigger("af210_skips")
+    skips = cluster.trigger("af210_skips", "-e", "2024-01-01T00:00:00+00:00")
 
     # fail_stop: slow is running when boom fails; it is failed (killed), after skipped
     assert cluster.wait_for_run("af210_fail_stop", fail_stop) == "failed"
@@ -141,7 +142,8 @@ def test_airflow210_dag_files_through_a_cluster(pg_cluster: Cluster) -> None:
         run_states = session.scalars(select(DagRun.state).where(
             DagRun.dag_id == "af210_paused")).all()
     assert sorted(run_states) == ["failed", "failed"]
-    assert "Pausing DAG af210_paused because last 2 DAG runs failed" in cluster.logs()
+    assert "Pausing DAG af210_paused because last 2 DAG runs failed" in cluster.logs(
+        "scheduler", tail=100_000)
 
     # @continuous: one run after another, never two at once
     def three_continuous_runs() -> list[str]:
@@ -153,5 +155,5 @@ def test_airflow210_dag_files_through_a_cluster(pg_cluster: Cluster) -> None:
         return done if len(done) >= 3 else []
 
     done = _wait("three @continuous runs", three_continuous_runs, cluster)
-    for earlier, later in zip(done, done[1:], strict=False):
+    for earlier, later in itertools.pairwise(done):
         assert later.start_date >= earlier.end_date
