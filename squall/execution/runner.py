@@ -262,7 +262,8 @@ def execute_try(task: BaseOperator, context: Context, *, clear_xcom: bool = True
         if clear_xcom:
             with session_scope(ti._factory) as session:
                 xcom.clear(session, dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id)
-        task.render_template_fields(context)
+        with set_current_context(context):  # as Airflow, while rendering too
+            task.render_template_fields(context)
         if task.on_execute_callback is not None:
             run_callback(task.on_execute_callback, context, "on_execute_callback")
         with execution_timeout(task), set_current_context(context):
