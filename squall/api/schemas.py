@@ -33,7 +33,8 @@ class Tag(_Out):
 class DAG(_Out):
     """A DAG as Airflow 2's API answers it. ``file_token`` is the DAG file's path signed
     with ``[api] secret_key`` (Airflow's is too; Squall serves no ``/dagSources`` to use it
-    with yet); ``dag_display_name`` is the DAG id (Squall has no display names)."""
+    with yet); ``dag_display_name`` is the DAG's ``dag_display_name`` argument, its id
+    when it has none."""
 
     dag_id: str
     dag_display_name: str
@@ -72,8 +73,8 @@ class DAGCollection(CollectionInfo):
 class DAGDetail(DAG):
     """A DAG with the details of its definition (its last serialized form). ``default_view``
     and ``orientation`` are the DAG file's, ``dataset_expression`` ``null`` (no data-aware
-    schedules); ``params`` are
-    the DAG's params as their JSON values."""
+    schedules); ``params`` are the DAG's params as Airflow's ``Param.dump()``: ``{name:
+    {"__class", "value", "description", "schema"}}``."""
 
     timezone: str | None
     catchup: bool | None

@@ -101,6 +101,9 @@ class ListTaskInstanceForm(_In):
     state: list[str] | None = None
     pool: list[str] | None = None
     queue: list[str] | None = None
+    map_index: list[int] | None = Field(
+        default=None, description="only these map indexes (-1: not mapped); Squall's, not "
+        "in Airflow 2.10's form")
 
 
 class UpdateTaskInstance(_In):
@@ -122,11 +125,16 @@ class UpdateTaskInstancesState(_In):
     include_future: bool = False
     include_past: bool = False
     new_state: Literal["success", "failed", "skipped"]
+    map_index: int | None = Field(
+        default=None, description="only this instance of a mapped task (its relatives: all "
+        "theirs); without it, every instance; Squall's, not in Airflow 2.10's form")
 
 
 class ClearTaskInstances(_In):
     dry_run: bool = True
-    task_ids: list[str] | None = Field(default=None, min_length=1)
+    task_ids: list[str | tuple[str, int]] | None = Field(
+        default=None, min_length=1, description="task ids (every instance of a mapped task) "
+        "and [task_id, map_index] pairs (that instance)")
     start_date: datetime | None = Field(default=None,
                                         description="the earliest logical date to clear")
     end_date: datetime | None = Field(default=None,
@@ -141,7 +149,9 @@ class ClearTaskInstances(_In):
     include_downstream: bool = False
     include_future: bool = False
     include_past: bool = False
-    include_subdags: bool | None = Field(default=None, description="accepted; no subDAGs")
+    include_subdags: bool | None = Field(
+        default=None, description="also clear the task instances of other DAGs that the "
+        "ExternalTaskMarkers among the cleared ones mark (as Airflow; no subDAGs)")
     include_parentdag: bool | None = Field(default=None,
                                            description="accepted; no subDAGs")
 

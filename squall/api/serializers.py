@@ -6,7 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from squall.common.models import DagModel, DagRun, SlaMiss, TaskInstance
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from squall.common.models import DagModel, DagRun, SerializedDagModel, SlaMiss, TaskInstance
 from squall.worker.log_signing import seal
 
 #: the purpose of a DAG's ``file_token`` (its file's path, signed as Airflow signs it)
@@ -29,9 +32,39 @@ def schedule_interval(schedule: str | None) -> dict[str, Any] | None:
     return {"__type": "CronExpression", "value": schedule}
 
 
-def dag_json(dag: DagModel, secret_key: str) -> dict[str, Any]:
+def dag_display_names(session: Session, dag_ids: list[str]) -> dict[str, str]:
+    """The ``dag_display_name`` of each DAG of ``dag_ids`` that has one (read from its
+    serialized form, one query; a DAG without is left out and shows its id)."""
+    if not dag_ids:
+        return {}
+    name = SerializedDagModel.data[("dag", "dag_display_name")].as_string()
+    rows = session.execute(select(SerializedDagModel.dag_id, name)
+                           .where(SerializedDagModel.dag_id.in_(dag_ids)))
+    return {dag_id: shown for dag_id, shown in rows if shown}
+
+
+def task_display_names(session: Session, dag_ids: list[str]) -> dict[tuple[str, str], str]:
+    """The ``task_display_name`` of each task of these DAGs that has one other than its id,
+    by (dag_id, task_id), from the serialized DAGs (one query)."""
+    if not dag_ids:
+        return {}
+    tasks = SerializedDagModel.data[("dag", "tasks")]
+    out: dict[tuple[str, str], str] = {}
+    for dag_id, rows in session.execute(select(SerializedDagModel.dag_id, tasks)
+                                        .where(SerializedDagModel.dag_id.in_(dag_ids))):
+        for task in rows or []:
+            name = task.get("task_display_name")
+            if name and name != task.get("task_id"):
+                out[(dag_id, task["task_id"])] = name
+    return out
+
+
+def dag_json(dag: DagModel, secret_key: str, display_name: str | None = None,
+             ) -> dict[str, Any]:
+    """``display_name``: the DAG's ``dag_display_name`` (its id when None)."""
     return {
-        "dag_id": dag.dag_id, "dag_display_name": dag.dag_id, "root_dag_id": None,
+        "dag_id": dag.dag_id, "dag_display_name": display_name or dag.dag_id,
+        "root_dag_id": None,
         "is_paused": dag.is_paused, "is_active": dag.is_active, "is_subdag": False,
         "last_parsed_time": iso(dag.last_parsed_time), "last_pickled": None,
         "last_expired": None, "scheduler_lock": None, "pickle_id": None,
@@ -76,16 +109,18 @@ def sla_miss_json(miss: SlaMiss | None) -> dict[str, Any] | None:
             "notification_sent": miss.notification_sent}
 
 
-def task_instance_json(ti: TaskInstance, run: DagRun,
-                       sla_miss: SlaMiss | None = None) -> dict[str, Any]:
-    """``sla_miss``: the task instance's missed SLA, if it has one."""
+def task_instance_json(ti: TaskInstance, run: DagRun, sla_miss: SlaMiss | None = None,
+                       display_name: str | None = None) -> dict[str, Any]:
+    """``sla_miss``: the task instance's missed SLA, if it has one; ``display_name``: its
+    task's ``task_display_name`` (the task id when None)."""
     return {
-        "task_id": ti.task_id, "task_display_name": ti.task_id, "dag_id": ti.dag_id,
+        "task_id": ti.task_id, "task_display_name": display_name or ti.task_id,
+        "dag_id": ti.dag_id,
         "dag_run_id": ti.run_id, "execution_date": run.logical_date.isoformat(),
         "start_date": iso(ti.start_date), "end_date": iso(ti.end_date),
         "duration": ti.duration, "state": None if ti.state == "none" else ti.state,
         "try_number": ti.try_number,
-        "map_index": -1, "max_tries": ti.max_tries, "hostname": ti.hostname or "",
+        "map_index": ti.map_index, "max_tries": ti.max_tries, "hostname": ti.hostname or "",
         "unixname": "", "pool": ti.pool, "pool_slots": ti.pool_slots, "queue": ti.queue,
         "priority_weight": ti.priority_weight, "operator": ti.operator,
         "queued_when": iso(ti.queued_dttm), "pid": ti.pid, "executor": None,

@@ -20,6 +20,7 @@ from squall.cli import (
     dags_cmds,
     db_cmds,
     jobs_cmds,
+    plugins_cmds,
     pools_cmds,
     runs_cmds,
     scheduler_cmds,
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     scheduler_cmds.register(sub)
     config_cmds.register(sub)
     pools_cmds.register(sub)
+    plugins_cmds.register(sub)
     standalone_cmds.register(sub)
     api_cmds.register(sub)
     jobs_cmds.register(sub)

@@ -16,11 +16,22 @@ from typing import Any
 
 from squall.cli.common import CliContext, CliError, confirm, print_rows
 from squall.cli.dags_cmds import _parse_date
-from squall.cli.runs_cmds import NO_USABLE_DAG, _subcommands, load_dag
+from squall.cli.runs_cmds import (
+    NO_USABLE_DAG,
+    _subcommands,
+    load_dag,
+    with_map_index,
+)
 from squall.common.db import session_scope
 from squall.common.models import DagModel, utcnow
 from squall.common.state import ONLY_FAILED_STATES, ONLY_RUNNING_STATES, TaskInstanceState
-from squall.runs.clear import clear_task_instances, select_task_instances
+from squall.runs.clear import (
+    clear_task_instances,
+    follow_markers,
+    matching_task_ids,
+    select_task_instances,
+)
+from squall.runs.external_clear import ClearError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-s", "--start-date", help="only runs with a logical date from this one")
     p.add_argument("-e", "--end-date", help="only runs with a logical date up to this one")
     p.add_argument("--run-id", help="only this run")
+    p.add_argument("--map-index", type=int, action="append", metavar="N",
+                   help="only this instance of the mapped tasks -t matches (repeat for more; "
+                   "their upstream / downstream tasks: every instance)")
     p.add_argument("-u", "--upstream", action="store_true",
                    help="also the tasks upstream of the matched ones")
     p.add_argument("-d", "--downstream", action="store_true",
@@ -53,6 +67,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="only failed and upstream_failed task instances")
     only.add_argument("-r", "--only-running", action="store_true",
                       help="only running task instances")
+    p.add_argument("-x", "--exclude-subdags", action="store_true",
+                   help="do not clear the tasks of other DAGs that the ExternalTaskMarkers "
+                   "among the cleared task instances mark (followed by default, as Airflow)")
+    p.add_argument("-X", "--exclude-parentdag", action="store_true",
+                   help="accepted for Airflow's command line; there are no subDAGs")
     p.add_argument("--dry-run", action="store_true",
                    help="list what would be cleared and change nothing")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
@@ -74,18 +93,29 @@ def clear(ctx: CliContext, args: argparse.Namespace) -> int:
     with session_scope(factory) as session:
         if session.get(DagModel, args.dag_id) is None:
             raise CliError(f"DAG {args.dag_id!r} not found (see `squall dags list`)")
+    if args.map_index and not args.task_regex:
+        raise CliError("--map-index needs -t/--task-regex: the tasks whose instances it picks")
     dag = load_dag(ctx, args.dag_id, only_active=False, missing=NO_USABLE_DAG)
+    map_indexes = ({tid: set(args.map_index) for tid in matching_task_ids(dag, args.task_regex)}
+                   if args.map_index else None)
     with session_scope(factory) as session:
-        tis = select_task_instances(session, dag, task_regex=args.task_regex,
-                                    upstream=args.upstream, downstream=args.downstream,
-                                    start=start, end=end, run_id=args.run_id, states=states)
+        try:
+            tis = select_task_instances(session, dag, task_regex=args.task_regex,
+                                        upstream=args.upstream, downstream=args.downstream,
+                                        start=start, end=end, run_id=args.run_id,
+                                        states=states, map_indexes=map_indexes)
+            if not args.exclude_subdags:
+                tis = follow_markers(session, dag, tis, states)
+        except ClearError as exc:
+            raise CliError(str(exc)) from None
     if not tis:
         print("No task instances to clear")
         return 0
     rows: list[dict[str, Any]] = [
-        {"dag_id": t.dag_id, "run_id": t.run_id, "task_id": t.task_id, "state": t.state,
-         "try_number": t.try_number} for t in tis]
-    print_rows(rows, COLUMNS, "table")
+        {"dag_id": t.dag_id, "run_id": t.run_id, "task_id": t.task_id,
+         "map_index": t.map_index, "state": t.state, "try_number": t.try_number} for t in tis]
+    columns, shown = with_map_index(COLUMNS, rows)
+    print_rows(shown, columns, "table")
     if args.dry_run:
         print(f"Dry run: {len(tis)} task instance(s) would be cleared; nothing changed")
         return 0

@@ -317,9 +317,13 @@ def test_dag(ctx: CliContext, args: argparse.Namespace) -> int:
         json.dump(result.as_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        rows = [{"task_id": t.task_id, "state": t.state, "try_number": t.try_number,
-                 "reason": t.state_reason} for t in result.task_instances]
-        print_rows(rows, ["task_id", "state", "try_number", "reason"], "table",
+        rows = [{"task_id": t.task_id, "map_index": t.map_index, "state": t.state,
+                 "try_number": t.try_number, "reason": t.state_reason}
+                for t in result.task_instances]
+        mapped = any(t.map_index >= 0 for t in result.task_instances)
+        columns = ["task_id", *(["map_index"] if mapped else []), "state", "try_number",
+                   "reason"]
+        print_rows(rows, columns, "table",
                    title=f"DagRun {result.dag_id} {result.run_id}: {result.state.value}")
     return 0 if result.state == DagRunState.SUCCESS else 1
 

@@ -14,7 +14,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
 from squall.cli.common import CliContext, CliError, add_output_flag, confirm, print_rows
@@ -35,6 +35,21 @@ RUN_COLUMNS = ["dag_id", "run_id", "state", "run_type", "logical_date", "start_d
                "end_date"]
 TI_COLUMNS = ["task_id", "state", "try_number", "hostname", "start_date", "end_date",
               "reason"]
+MAP_INDEX_HELP = "the instance of a mapped task (Airflow's --map-index; -1: not mapped)"
+
+
+def with_map_index(columns: list[str], rows: list[dict[str, Any]], output: str = "table",
+                   ) -> tuple[list[str], list[dict[str, Any]]]:
+    """``columns`` and ``rows`` (each with a ``map_index``) as Airflow's ``tasks
+    states-for-dag-run`` shows them: a ``map_index`` column after ``task_id`` only when a
+    row is a mapped instance ("" for the others in a table); no ``map_index`` otherwise."""
+    if not any(r["map_index"] >= 0 for r in rows):
+        return columns, [{k: v for k, v in r.items() if k != "map_index"} for r in rows]
+    at = columns.index("task_id") + 1
+    if output != "json":
+        rows = [{**r, "map_index": str(r["map_index"]) if r["map_index"] >= 0 else ""}
+                for r in rows]
+    return [*columns[:at], "map_index", *columns[at:]], rows
 
 
 def _subcommands(sub: argparse._SubParsersAction, name: str) -> argparse._SubParsersAction:
@@ -81,6 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dag_id")
     p.add_argument("task_id")
     p.add_argument("run_id")
+    p.add_argument("--map-index", type=int, default=-1, help=MAP_INDEX_HELP)
     p.set_defaults(func=task_state)
 
     p = tsub.add_parser(
@@ -97,10 +113,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "it again (a failed run whose failed leaf is marked success succeeds). Marked "
         "success or skipped, the failed and upstream_failed task instances downstream of "
         "the task are cleared to run again, as Airflow does. More than one task instance "
-        "is listed and confirmed first (unless -y).")
+        "is listed and confirmed first (unless -y). For a mapped task: every instance, or "
+        "with --map-index only those (its relatives: all of theirs).")
     p.add_argument("dag_id")
     p.add_argument("task_id")
     p.add_argument("run_id")
+    p.add_argument("--map-index", type=int, action="append", metavar="N",
+                   help="only this instance of a mapped task (repeat for more)")
     p.add_argument("--state", required=True, choices=[s.value for s in SETTABLE_STATES])
     p.add_argument("-u", "--upstream", action="store_true",
                    help="also the task's upstream tasks, transitively")
@@ -251,11 +270,11 @@ def task_state(ctx: CliContext, args: argparse.Namespace) -> int:
         _get_run(session, args.dag_id, args.run_id)
         row = session.execute(select(TaskInstance.state, TaskInstance.state_reason).where(
             TaskInstance.dag_id == args.dag_id, TaskInstance.run_id == args.run_id,
-            TaskInstance.task_id == args.task_id)).first()
+            TaskInstance.task_id == args.task_id,
+            TaskInstance.map_index == args.map_index)).first()
         if row is None:
-            raise CliError(f"DagRun {args.dag_id} {args.run_id} has no task {args.task_id!r} "
-                           f"(see `squall tasks states-for-dag-run {args.dag_id} "
-                           f"{args.run_id}`)")
+            raise CliError(_no_instance(session, args.dag_id, args.run_id, args.task_id,
+                                        args.map_index))
     # the state alone on stdout, as Airflow prints it for scripts; why it is there (a
     # missing pool, a wait on the past, a failure) on stderr, for the person reading
     print(TaskInstanceState(row.state).value)
@@ -264,22 +283,41 @@ def task_state(ctx: CliContext, args: argparse.Namespace) -> int:
     return 0
 
 
+def _no_instance(session: Session, dag_id: str, run_id: str, task_id: str,
+                 map_index: int) -> str:
+    """Why (dag_id, task_id, run_id, map_index) is not there: no such task in the run, a
+    mapped task named without --map-index, or no such instance of it."""
+    indexes = sorted(session.scalars(select(TaskInstance.map_index).where(
+        TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id,
+        TaskInstance.task_id == task_id)))
+    see = f"(see `squall tasks states-for-dag-run {dag_id} {run_id}`)"
+    if not indexes:
+        return f"DagRun {dag_id} {run_id} has no task {task_id!r} {see}"
+    if map_index == -1:
+        return (f"Task {task_id!r} of DagRun {dag_id} {run_id} is mapped: give --map-index "
+                f"(0 to {indexes[-1]}) {see}")
+    return f"Task {task_id!r} of DagRun {dag_id} {run_id} has no map index {map_index} {see}"
+
+
 def set_task_state(ctx: CliContext, args: argparse.Namespace) -> int:
     new = TaskInstanceState(args.state)
     factory = ctx.session_factory()
     with session_scope(factory) as session:
         _get_run(session, args.dag_id, args.run_id)
-        if session.get(TaskInstance, (args.dag_id, args.task_id, args.run_id, -1)) is None:
-            raise CliError(f"DagRun {args.dag_id} {args.run_id} has no task {args.task_id!r} "
-                           f"(see `squall tasks states-for-dag-run {args.dag_id} "
-                           f"{args.run_id}`)")
+        for index in args.map_index or [None]:
+            if not session.scalar(select(func.count()).select_from(TaskInstance).where(
+                    TaskInstance.dag_id == args.dag_id, TaskInstance.run_id == args.run_id,
+                    TaskInstance.task_id == args.task_id,
+                    TaskInstance.map_index == index if index is not None else true())):
+                raise CliError(_no_instance(session, args.dag_id, args.run_id, args.task_id,
+                                            -1 if index is None else index))
     dag = load_dag(ctx, args.dag_id, only_active=False, missing=NO_USABLE_DAG)
     with session_scope(factory) as session:
         try:
             selection = select_marks(session, dag, task_id=args.task_id, run_id=args.run_id,
                                      state=new, upstream=args.upstream,
                                      downstream=args.downstream, past=args.past,
-                                     future=args.future)
+                                     future=args.future, map_indexes=args.map_index)
         except TaskNotFound as exc:
             raise CliError(f"{exc} (it is no longer in the DAG)") from None
         paused = bool(session.scalar(select(DagModel.is_paused)
@@ -350,15 +388,17 @@ def states_for_dag_run(ctx: CliContext, args: argparse.Namespace) -> int:
         _get_run(session, args.dag_id, args.run_id)
         tis = session.scalars(select(TaskInstance).where(
             TaskInstance.dag_id == args.dag_id, TaskInstance.run_id == args.run_id,
-        ).order_by(TaskInstance.task_id)).all()
+        ).order_by(TaskInstance.task_id, TaskInstance.map_index)).all()
         rows: list[dict[str, Any]] = [
-            {"task_id": t.task_id, "state": t.state, "try_number": t.try_number,
+            {"task_id": t.task_id, "map_index": t.map_index, "state": t.state,
+             "try_number": t.try_number,
              "hostname": t.hostname, "start_date": _iso(t.start_date),
              "end_date": _iso(t.end_date), "reason": t.state_reason}
             for t in tis
         ]
         note = ended_backfill_notes(session, args.dag_id, [args.run_id]).get(args.run_id)
-    print_rows(rows, TI_COLUMNS, args.output)
+    columns, rows = with_map_index(TI_COLUMNS, rows, args.output)
+    print_rows(rows, columns, args.output)
     if note is not None:  # (on stderr with -o json: the rows stay the document)
         print(f"Run {args.run_id}: {note}",
               file=sys.stderr if args.output == "json" else sys.stdout)

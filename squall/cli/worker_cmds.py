@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_id")
     p.add_argument("--try", dest="try_number", type=int, metavar="N",
                    help="the try number (default: the latest one with a log)")
+    p.add_argument("--map-index", type=int, default=-1,
+                   help="the instance of a mapped task (-1: not mapped)")
     p.set_defaults(func=print_task_log)
 
     # Internal, so not listed in `squall tasks --help` (no help=).
@@ -48,6 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("task_id")
     p.add_argument("run_id")
     p.add_argument("--try", dest="try_number", type=int, required=True, metavar="N")
+    p.add_argument("--map-index", type=int, default=-1,
+                   help="the instance of a mapped task (-1: not mapped)")
     p.add_argument("--job-id", type=int, required=True, metavar="J")
     p.add_argument("--dag-file", required=True,
                    help="the DAG file as the task-run command names it (DAGS_FOLDER/...)")
@@ -64,7 +68,9 @@ def _key(args: argparse.Namespace) -> TaskInstanceKey:
         value = getattr(args, name)
         if not value or "/" in value or "\x00" in value or value in (".", ".."):
             raise CliError(f"{name} {value!r} is not a valid identifier")
-    return TaskInstanceKey(args.dag_id, args.task_id, args.run_id)
+    if args.map_index < -1:
+        raise CliError(f"--map-index {args.map_index} is not a map index (-1, 0, 1, ...)")
+    return TaskInstanceKey(args.dag_id, args.task_id, args.run_id, args.map_index)
 
 
 def print_task_log(ctx: CliContext, args: argparse.Namespace) -> int:

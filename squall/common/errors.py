@@ -65,12 +65,23 @@ class TriggerError(SquallError):
         self.kind = kind
 
 
+class ParamValidationError(SquallError):
+    """A DAG's or task's param has no value or one its JSON schema refuses; the message
+    names the param (Airflow's ``airflow.exceptions.ParamValidationError``)."""
+
+
 class DagFileLoadError(SquallError):
     """A DAG file could not be loaded (syntax error, exception at import, timeout)."""
 
 
 class XComValueError(SquallError):
     """A value pushed to XCom cannot be serialised to JSON."""
+
+
+class UnmappableXComError(XComValueError):
+    """A task's return value cannot be expanded over by the mapped tasks downstream (Airflow's
+    ``XComForMappingNotPushed``, ``UnmappableXComTypePushed``, ``UnmappableXComLengthPushed``):
+    the task that returned it fails."""
 
 
 class TemplateError(SquallError):

@@ -62,6 +62,10 @@ class _Section(BaseModel):
 
 class CoreSettings(_Section):
     dags_folder: str = ""  # default: $SQUALL_HOME/dags
+    #: plugin modules (AirflowPlugin subclasses registering custom timetables)
+    plugins_folder: str = ""  # default: $SQUALL_HOME/plugins
+    #: where PythonVirtualenvOperator keeps its virtualenvs, one per requirement set
+    venv_cache_path: str = ""  # default: $SQUALL_HOME/venv_cache
     load_examples: bool = False
     airflow_compat: bool = False
     #: the time zone of a DAG whose start_date is naive or missing: naive start / end dates
@@ -83,9 +87,15 @@ class CoreSettings(_Section):
     dags_are_paused_at_creation: bool = False
     #: a task's retries when neither the task nor default_args say
     default_task_retries: int = Field(default=0, ge=0)
+    #: the most task instances a mapped task expands into; an upstream whose return value
+    #: is longer fails (Airflow's ``[core] max_map_length``)
+    max_map_length: int = Field(default=1024, ge=1)
     #: the DAG processor records tasks that miss their ``sla`` (and runs the DAGs'
     #: ``sla_miss_callback``), as Airflow's ``[core] check_slas``
     check_slas: bool = True
+    #: a run's ``conf`` overrides the DAG's and task's params of the same name in the
+    #: tries' ``params`` (Airflow's default); false: ``params`` are the params alone
+    dag_run_conf_overrides_params: bool = True
     #: Fernet key(s) encrypting variable values and connection passwords and extras in the
     #: database; several separated by commas (the first encrypts, all decrypt) to rotate
     fernet_key: str = ""
@@ -339,6 +349,17 @@ class Settings(BaseModel):
         )
 
     @property
+    def plugins_folder(self) -> Path:
+        return Path(self.core.plugins_folder).expanduser() if self.core.plugins_folder else (
+            self.home / "plugins"
+        )
+
+    @property
+    def venv_cache_path(self) -> Path:
+        return Path(self.core.venv_cache_path).expanduser() if self.core.venv_cache_path \
+            else self.home / "venv_cache"
+
+    @property
     def sql_alchemy_conn(self) -> str:
         return self.database.sql_alchemy_conn or f"sqlite:///{self.home / 'squall.db'}"
 
@@ -367,6 +388,8 @@ class Settings(BaseModel):
         _check_key(section, key, "lookup")
         derived = {
             ("core", "dags_folder"): lambda: str(self.dags_folder),
+            ("core", "plugins_folder"): lambda: str(self.plugins_folder),
+            ("core", "venv_cache_path"): lambda: str(self.venv_cache_path),
             ("database", "sql_alchemy_conn"): lambda: self.sql_alchemy_conn,
             ("logging", "base_log_folder"): lambda: str(self.log_folder),
         }

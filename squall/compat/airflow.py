@@ -37,6 +37,7 @@ from typing import Final
 import pendulum
 
 from squall.common.errors import AirflowCompatError
+from squall.compat.airflow_authoring import AUTHORING_MODULES, AUTHORING_PACKAGES
 from squall.compat.airflow_unsupported import attribute_message, module_message
 
 log = logging.getLogger(__name__)
@@ -62,9 +63,19 @@ SUPPORTED_MODULES: Final[dict[str, dict[str, str]]] = {
         "BaseOperator": "squall.sdk.operators.base:BaseOperator",
         "Variable": "squall.secrets.variables:Variable",
         "Connection": "squall.secrets.connections:Connection",
+        "Param": "squall.sdk.params:Param",
     },
     "airflow.models.variable": {"Variable": "squall.secrets.variables:Variable"},
+    "airflow.models.param": {
+        "Param": "squall.sdk.params:Param",
+        "ParamsDict": "squall.sdk.params:ParamsDict",
+        "DagParam": "squall.sdk.params:DagParam",
+    },
+    # deprecated in Airflow 2.10 (it warns and re-exports airflow.models.param's DagParam)
+    "airflow.models.dagparam": {"DagParam": "squall.sdk.params:DagParam"},
     "airflow.models.connection": {"Connection": "squall.secrets.connections:Connection"},
+    "airflow.models.mappedoperator": {"MappedOperator": "squall.sdk.mapping:MappedOperator"},
+    "airflow.models.xcom_arg": {"XComArg": "squall.sdk.operators.base:XComArg"},
     "airflow.hooks": {},
     "airflow.hooks.base": {"BaseHook": "squall.sdk.hooks.base:BaseHook"},
     "airflow.models.dag": {
@@ -124,6 +135,12 @@ SUPPORTED_MODULES: Final[dict[str, dict[str, str]]] = {
         "dag": "squall.sdk.decorators:dag",
         "task": "squall.sdk.decorators:task",
         "task_group": "squall.sdk.decorators:task_group",
+        "setup": "squall.sdk.setup_teardown:setup",
+        "teardown": "squall.sdk.setup_teardown:teardown",
+    },
+    "airflow.decorators.setup_teardown": {
+        "setup_task": "squall.sdk.setup_teardown:setup",
+        "teardown_task": "squall.sdk.setup_teardown:teardown",
     },
     "airflow.exceptions": {
         "AirflowSkipException": "squall.common.errors:TaskSkipped",
@@ -131,6 +148,7 @@ SUPPORTED_MODULES: Final[dict[str, dict[str, str]]] = {
         "AirflowSensorTimeout": "squall.common.errors:SensorTimeout",
         "AirflowTaskTimeout": "squall.common.errors:TaskTimedOut",
         "AirflowException": "squall.common.errors:SquallError",
+        "ParamValidationError": "squall.common.errors:ParamValidationError",
         "RemovedInAirflow3Warning": "squall.sdk.deprecation:DeprecatedArgumentWarning",
     },
     "airflow.utils": {},
@@ -174,7 +192,6 @@ SUPPORTED_MODULES: Final[dict[str, dict[str, str]]] = {
     "airflow.sensors.weekday": {
         "DayOfWeekSensor": "squall.sdk.sensors.weekday:DayOfWeekSensor",
     },
-    "airflow.utils.weekday": {"WeekDay": "squall.sdk.sensors.weekday:WeekDay"},
     "airflow.sensors.bash": {"BashSensor": "squall.sdk.sensors.bash:BashSensor"},
     "airflow.macros": {
         name: f"squall.sdk.macros:{name}"
@@ -199,6 +216,9 @@ SUPPORTED_MODULES["airflow.operators.python"]["get_current_context"] = (
     "squall.sdk.current_context:get_current_context")
 SUPPORTED_MODULES["airflow.models"]["TaskInstance"] = "squall.sdk.runtime:RuntimeTaskInstance"
 
+for _name, _attrs in AUTHORING_MODULES.items():
+    SUPPORTED_MODULES.setdefault(_name, {}).update(_attrs)
+
 #: the supported modules that are packages in Airflow (they get ``__path__ = []``)
 PACKAGES: Final[frozenset[str]] = frozenset(
     {
@@ -211,7 +231,7 @@ PACKAGES: Final[frozenset[str]] = frozenset(
         "airflow.decorators",
         "airflow.macros",
     }
-)
+) | AUTHORING_PACKAGES
 
 _ORIGIN: Final = "squall.compat.airflow"
 _ROOT: Final = "airflow"

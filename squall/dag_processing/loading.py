@@ -153,6 +153,7 @@ def load_file(
     root = os.path.abspath(dags_folder) if dags_folder else os.path.dirname(filepath)
     if root not in sys.path:
         sys.path.append(root)
+    _load_plugins(airflow_compat)
     importlib.invalidate_caches()
     result = FileLoadResult(path=filepath)
     name = _module_name(filepath)
@@ -209,6 +210,18 @@ def load_file(
         result.error = "\n".join([_header(filepath), *errors])
     return result
 
+
+def _load_plugins(airflow_compat: bool) -> None:
+    """The plugins folder, before the first DAG file: DAG files import custom timetables
+    from it, and a timetable must be registered to be serialized (``squall.dag_processing
+    .plugins``)."""
+    from squall.common.errors import SettingsError
+    from squall.dag_processing import plugins
+
+    try:
+        plugins.ensure_loaded(airflow_compat=airflow_compat)
+    except SettingsError as exc:
+        log.warning("plugins: not loaded (%s)", exc)
 
 
 def _registered(created: list[DAG], module: Any) -> list[DAG]:

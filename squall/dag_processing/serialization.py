@@ -34,32 +34,26 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import pendulum
-from dateutil.relativedelta import relativedelta  # type: ignore[import-untyped, unused-ignore]
 from pendulum.tz.timezone import FixedTimezone, Timezone
 
 from squall.common.errors import SerializationError, SquallError
+from squall.dag_processing.schedule_spec import (
+    timetable_from_spec,
+    timetable_spec,
+)
+from squall.dag_processing.schedule_spec import tz_from_json as _tz_from_json
+from squall.dag_processing.schedule_spec import tz_to_json as _tz_to_json
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import BaseOperator, Context
 from squall.sdk.operators.base_options import DOC_FIELDS
+from squall.sdk.params import NOTSET, Param, ParamsDict
+from squall.sdk.sensors.external_task import ExternalTaskMarker
 from squall.sdk.taskgroup import TaskGroup
-from squall.sdk.timetables import (
-    ContinuousTimetable,
-    CronDataIntervalTimetable,
-    DeltaDataIntervalTimetable,
-    NullTimetable,
-    OnceTimetable,
-    Timetable,
-    coerce_datetime,
-)
+from squall.sdk.timetables import coerce_datetime
 
 log = logging.getLogger(__name__)
 
 SERIALIZATION_VERSION = 1
-
-_RELATIVEDELTA_FIELDS = ("years", "months", "days", "hours", "minutes", "seconds",
-                         "microseconds")
-
 
 # --------------------------------------------------------------------------- stand-in operator
 
@@ -72,6 +66,8 @@ class SerializedOperator(BaseOperator):
 
     #: the sensor mode (``"poke"`` / ``"reschedule"``) when the original task had one
     mode: str | None = None
+    #: an ExternalTaskMarker's target (``_marker_settings``), else None
+    external_task_marker: dict[str, Any] | None = None
 
     def __init__(
         self,
@@ -89,6 +85,9 @@ class SerializedOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         self._operator_name = operator_name
+        #: a mapped task's expand input (squall.sdk.mapping.MappedOperator.mapped_spec)
+        spec = kwargs.pop("mapped_spec", None)
+        self.mapped_spec: dict[str, Any] | None = dict(spec) if spec else None
         self.operator_module = operator_module
         self.template_fields = tuple(template_fields)
         self.is_sensor = is_sensor
@@ -130,7 +129,7 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
         "fileloc": dag.fileloc,
         "description": dag.description,
         "timezone": _tz_to_json(dag.timezone),
-        "schedule": _timetable_spec(dag),
+        "schedule": timetable_spec(dag),
         "start_date": _dt_to_json(dag.start_date),
         "end_date": _dt_to_json(dag.end_date),
         "catchup": dag.catchup,
@@ -138,7 +137,7 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
         "max_active_tasks": dag.max_active_tasks,
         "dagrun_timeout": _td_to_json(dag.dagrun_timeout),
         "tags": list(dag.tags),
-        "params": jsonable(dag.params),
+        "params": params_to_json(dag.params),
         "doc_md": dag.doc_md,
         "has_on_success_callback": (
             dag.on_success_callback is not None
@@ -161,38 +160,12 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
         "fail_stop": bool(getattr(dag, "fail_stop", False)),
         "default_view": getattr(dag, "default_view", "grid"),
         "orientation": getattr(dag, "orientation", "LR"),
+        "dag_display_name": dag.dag_display_name,
+        "edge_info": jsonable(dag.edge_info),
         "task_group": _serialize_group(dag.task_group),
         "tasks": [_serialize_task(task) for task in dag.task_dict.values()],
     }
     return {"__version": SERIALIZATION_VERSION, "dag": data}
-
-
-def _timetable_spec(dag: DAG) -> dict[str, Any]:
-    timetable: Timetable = dag.timetable
-    if isinstance(timetable, NullTimetable):
-        return {"type": "none"}
-    if isinstance(timetable, OnceTimetable):
-        return {"type": "once"}
-    if isinstance(timetable, ContinuousTimetable):
-        return {"type": "continuous"}
-    if isinstance(timetable, CronDataIntervalTimetable):
-        return {
-            "type": "cron",
-            "expression": timetable.summary or timetable.expression,
-            "timezone": _tz_to_json(timetable.timezone),
-        }
-    if isinstance(timetable, DeltaDataIntervalTimetable):
-        delta = timetable.delta
-        spec: dict[str, Any] = {"type": "delta", "timezone": _tz_to_json(timetable.timezone)}
-        if isinstance(delta, timedelta):
-            spec["seconds"] = delta.total_seconds()
-        else:
-            spec["relativedelta"] = {f: getattr(delta, f) for f in _RELATIVEDELTA_FIELDS}
-        return spec
-    raise SerializationError(
-        f"DAG {dag.dag_id}: the timetable {type(timetable).__name__} cannot be serialized "
-        "(use None, '@once', a cron expression, a timedelta or a relativedelta)"
-    )
 
 
 def _serialize_group(group: TaskGroup) -> dict[str, Any]:
@@ -214,6 +187,18 @@ def _serialize_group(group: TaskGroup) -> dict[str, Any]:
 
 
 def _serialize_task(task: BaseOperator) -> dict[str, Any]:
+    data = _task_fields(task)
+    # only a mapped task has "expand" (the others' serialized form, and hash, are unchanged)
+    spec = getattr(task, "mapped_spec", None)
+    if spec is not None:
+        data["expand"] = jsonable(spec)
+    per_run = getattr(task, "max_active_tis_per_dagrun", None)
+    if per_run is not None:
+        data["max_active_tis_per_dagrun"] = per_run
+    return data
+
+
+def _task_fields(task: BaseOperator) -> dict[str, Any]:
     mode = getattr(task, "mode", None)
     is_sensor = mode is not None or bool(getattr(task, "is_sensor", False))
     email = task.email
@@ -240,7 +225,7 @@ def _serialize_task(task: BaseOperator) -> dict[str, Any]:
         "wait_for_downstream": bool(task.wait_for_downstream),
         "max_active_tis_per_dag": task.max_active_tis_per_dag,
         "executor_config": jsonable(task.executor_config),
-        "params": jsonable(task.params),
+        "params": params_to_json(task.params),
         "start_date": _dt_to_json(task.start_date),
         "end_date": _dt_to_json(task.end_date),
         "owner": task.owner,
@@ -256,6 +241,7 @@ def _serialize_task(task: BaseOperator) -> dict[str, Any]:
         ),
         "template_fields": [str(f) for f in task.template_fields],
         "doc_md": task.doc_md,
+        "task_display_name": task.task_display_name,
         "ui_color": str(getattr(task, "ui_color", "#fff")),
         "do_xcom_push": bool(task.do_xcom_push),
         "multiple_outputs": bool(task.multiple_outputs),
@@ -269,7 +255,25 @@ def _serialize_task(task: BaseOperator) -> dict[str, Any]:
         "has_on_skipped_callback": task.on_skipped_callback is not None,
         "executor": task.executor,
         **{name: getattr(task, name) for name in DOC_FIELDS},
+        "is_setup": task.is_setup,
+        "is_teardown": task.is_teardown,
+        "on_failure_fail_dagrun": task.on_failure_fail_dagrun,
+        "external_task_marker": marker_settings(task),
     }
+
+
+def marker_settings(task: BaseOperator) -> dict[str, Any] | None:
+    """An ExternalTaskMarker's ``external_dag_id``, ``external_task_id``,
+    ``execution_date`` (a template, rendered with the run's context when clearing) and
+    ``recursion_depth``, as clearing across DAGs reads them; None for another task."""
+    if isinstance(task, SerializedOperator):
+        return task.external_task_marker
+    if not isinstance(task, ExternalTaskMarker):
+        return None
+    return {"external_dag_id": str(task.external_dag_id),
+            "external_task_id": str(task.external_task_id),
+            "execution_date": str(task.execution_date),
+            "recursion_depth": int(task.recursion_depth)}
 
 
 _SENSOR_FIELDS = ("poke_interval", "timeout", "soft_fail", "exponential_backoff", "max_wait")
@@ -312,7 +316,7 @@ def deserialize_dag(data: Mapping[str, Any]) -> DAG:
 
 def _build_dag(d: Mapping[str, Any]) -> DAG:
     tz = _tz_from_json(d.get("timezone") or "UTC")
-    timetable, raw_schedule = _timetable_from_spec(d["schedule"])
+    timetable, raw_schedule = timetable_from_spec(d["schedule"])
     dag = DAG(
         d["dag_id"],
         description=d.get("description"),
@@ -324,7 +328,6 @@ def _build_dag(d: Mapping[str, Any]) -> DAG:
         max_active_tasks=int(d.get("max_active_tasks", 16)),
         dagrun_timeout=_td_from_json(d.get("dagrun_timeout")),
         tags=d.get("tags") or [],
-        params=dict(d.get("params") or {}),
         doc_md=d.get("doc_md"),
         template_searchpath=list(d.get("template_searchpath") or []),
         render_template_as_native_obj=bool(d.get("render_template_as_native_obj", False)),
@@ -335,8 +338,12 @@ def _build_dag(d: Mapping[str, Any]) -> DAG:
         fail_stop=bool(d.get("fail_stop", False)),
         default_view=d.get("default_view") or "grid",
         orientation=d.get("orientation") or "LR",
+        dag_display_name=d.get("dag_display_name"),
     )
+    dag.edge_info = {up: dict(downs) for up, downs in (d.get("edge_info") or {}).items()}
     dag.schedule = raw_schedule
+    # set after the constructor: validated when the DAG file was parsed, not again here
+    dag.params = params_from_json(d.get("params"))
     dag.fileloc = d.get("fileloc") or "<unknown>"
     setattr(dag, "has_on_success_callback", bool(d.get("has_on_success_callback")))  # noqa: B010
     setattr(dag, "has_on_failure_callback", bool(d.get("has_on_failure_callback")))  # noqa: B010
@@ -357,6 +364,17 @@ def _build_dag(d: Mapping[str, Any]) -> DAG:
 def _build_task(
     t: Mapping[str, Any], dag: DAG, tz: Timezone | FixedTimezone
 ) -> SerializedOperator:
+    task = _build_operator(t, dag, tz)
+    task.is_setup = bool(t.get("is_setup"))
+    task.is_teardown = bool(t.get("is_teardown"))
+    task.on_failure_fail_dagrun = bool(t.get("on_failure_fail_dagrun"))
+    task.external_task_marker = t.get("external_task_marker")
+    return task
+
+
+def _build_operator(
+    t: Mapping[str, Any], dag: DAG, tz: Timezone | FixedTimezone
+) -> SerializedOperator:
     return SerializedOperator(
         operator_name=t.get("operator") or "BaseOperator",
         operator_module=t.get("operator_module"),
@@ -368,6 +386,8 @@ def _build_task(
         has_on_success_callback=bool(t.get("has_on_success_callback")),
         has_on_failure_callback=bool(t.get("has_on_failure_callback")),
         has_on_retry_callback=bool(t.get("has_on_retry_callback")),
+        mapped_spec=t.get("expand"),
+        max_active_tis_per_dagrun=t.get("max_active_tis_per_dagrun"),
         task_id=t["task_id"],
         owner=t.get("owner") or "squall",
         email=t.get("email"),
@@ -389,7 +409,7 @@ def _build_task(
         wait_for_downstream=bool(t.get("wait_for_downstream", False)),
         max_active_tis_per_dag=t.get("max_active_tis_per_dag"),
         executor_config=dict(t.get("executor_config") or {}),
-        params=dict(t.get("params") or {}),
+        params=params_from_json(t.get("params")),
         start_date=_dt_from_json(t.get("start_date"), tz),
         end_date=_dt_from_json(t.get("end_date"), tz),
         do_xcom_push=bool(t.get("do_xcom_push", True)),
@@ -400,6 +420,7 @@ def _build_task(
             t.get("wait_for_past_depends_before_skipping", False)),
         executor=t.get("executor"),
         **{name: t.get(name) for name in DOC_FIELDS},
+        task_display_name=t.get("task_display_name"),
         dag=dag,
         task_group=dag.task_group,
     )
@@ -440,30 +461,6 @@ def _rebuild_groups(dag: DAG, group: TaskGroup, spec: Mapping[str, Any]) -> None
     group.children.update(children)
 
 
-def _timetable_from_spec(spec: Mapping[str, Any]) -> tuple[Timetable, Any]:
-    """The timetable and the ``schedule`` value the spec stands for."""
-    kind = spec.get("type")
-    if kind == "none":
-        return NullTimetable(), None
-    if kind == "once":
-        return OnceTimetable(), "@once"
-    if kind == "continuous":
-        return ContinuousTimetable(), "@continuous"
-    if kind == "cron":
-        expression = spec["expression"]
-        timetable = CronDataIntervalTimetable(expression, _tz_from_json(spec.get("timezone")))
-        return timetable, expression
-    if kind == "delta":
-        delta: timedelta | relativedelta
-        if "relativedelta" in spec:
-            delta = relativedelta(**{f: spec["relativedelta"].get(f, 0)
-                                     for f in _RELATIVEDELTA_FIELDS})
-        else:
-            delta = timedelta(seconds=float(spec["seconds"]))
-        return DeltaDataIntervalTimetable(delta, _tz_from_json(spec.get("timezone"))), delta
-    raise SerializationError(f"unknown schedule type {kind!r} in serialized DAG")
-
-
 # --------------------------------------------------------------------------- hashing / JSON
 
 
@@ -471,6 +468,38 @@ def dag_hash(data: Mapping[str, Any]) -> str:
     """SHA-256 (hex) of the canonical JSON of serialized DAG ``data``."""
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+PARAM_CLASS = "squall.sdk.params.Param"
+
+
+def params_to_json(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A DAG's or task's params with their schemas: ``{name: {"__class":
+    "squall.sdk.params.Param", "default": ..., "description": ..., "schema": {...}}}``
+    (no ``default`` for a Param without one), so that the scheduler, the API and the UI
+    can validate a conf and build the trigger form without importing the DAG file."""
+    out: dict[str, Any] = {}
+    as_params = params if isinstance(params, ParamsDict) else ParamsDict(params)
+    for name, param in as_params.items():
+        entry: dict[str, Any] = {"__class": PARAM_CLASS, "description": param.description,
+                                 "schema": jsonable(param.schema)}
+        if param.value is not NOTSET:
+            entry["default"] = jsonable(param.value)
+        out[str(name)] = entry
+    return out
+
+
+def params_from_json(data: Mapping[str, Any] | None) -> ParamsDict:
+    """The inverse of :func:`params_to_json`; a plain value (a DAG serialized before params
+    had schemas) becomes a Param without a schema."""
+    params = ParamsDict()
+    for name, entry in (data or {}).items():
+        if isinstance(entry, Mapping) and entry.get("__class") == PARAM_CLASS:
+            params[name] = Param(entry.get("default", NOTSET), entry.get("description"),
+                                 schema=dict(entry.get("schema") or {}))
+        else:
+            params[name] = Param(entry)
+    return params
 
 
 def jsonable(value: Any) -> Any:
@@ -488,21 +517,6 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     return repr(value)
-
-
-def _tz_to_json(tz: Any) -> str | int:
-    if isinstance(tz, FixedTimezone):
-        return int(tz.offset)
-    name = getattr(tz, "name", None) or getattr(tz, "key", None)
-    return str(name) if name else "UTC"
-
-
-def _tz_from_json(value: Any) -> Timezone | FixedTimezone:
-    if value is None:
-        return pendulum.UTC
-    if isinstance(value, int):
-        return pendulum.UTC if value == 0 else pendulum.FixedTimezone(value)
-    return pendulum.timezone(str(value))
 
 
 def _dt_to_json(value: datetime | None) -> str | None:

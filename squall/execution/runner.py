@@ -8,7 +8,6 @@ compare-and-set so that a try that was cleared or failed elsewhere is not overwr
 
 from __future__ import annotations
 
-import copy
 import logging
 import signal
 import socket
@@ -46,6 +45,7 @@ from squall.common.models import (
 from squall.common.state import DagRunState, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
 from squall.execution import xcom
+from squall.execution.mapped import check_mappable_result, task_for_try
 from squall.execution.outcome import RetryPolicy
 from squall.execution.task_output import capture_task_output
 from squall.sdk.current_context import set_current_context
@@ -87,12 +87,12 @@ class DbTaskInstance:
     """The ``ti`` a running task sees (see :class:`squall.sdk.runtime.RuntimeTaskInstance`),
     backed by the metadata database."""
 
-    map_index = -1
-
     def __init__(self, *, task: BaseOperator, dag_run: DagRun, try_number: int,
                  max_tries: int, start_date: datetime, session_factory: SessionFactory,
-                 hostname: str) -> None:
+                 hostname: str, map_index: int = -1) -> None:
         self.task = task
+        #: -1, or this instance's index when its task is mapped
+        self.map_index = map_index
         self.dag_id = dag_run.dag_id
         self.task_id = task.task_id
         self.run_id = dag_run.run_id
@@ -105,7 +105,7 @@ class DbTaskInstance:
 
     @property
     def key(self) -> TaskInstanceKey:
-        return TaskInstanceKey(self.dag_id, self.task_id, self.run_id)
+        return TaskInstanceKey(self.dag_id, self.task_id, self.run_id, self.map_index)
 
     def __repr__(self) -> str:
         return f"<TaskInstance {self.key} try={self.try_number}>"
@@ -113,7 +113,7 @@ class DbTaskInstance:
     def xcom_push(self, key: str, value: Any) -> None:
         with session_scope(self._factory) as session:
             xcom.push(session, dag_id=self.dag_id, run_id=self.run_id, task_id=self.task_id,
-                      key=key, value=value)
+                      key=key, value=value, map_index=self.map_index)
 
     def xcom_pull(self, task_ids: str | Iterable[str] | None = None,
                   key: str | None = xcom.RETURN_VALUE_KEY, dag_id: str | None = None,
@@ -161,6 +161,7 @@ class DbTaskInstance:
                     TaskReschedule.dag_id == self.dag_id,
                     TaskReschedule.task_id == self.task_id,
                     TaskReschedule.run_id == self.run_id,
+                    TaskReschedule.map_index == self.map_index,
                     TaskReschedule.try_number == self.try_number,
                 )
             ).one()
@@ -261,7 +262,8 @@ def execute_try(task: BaseOperator, context: Context, *, clear_xcom: bool = True
     try:
         if clear_xcom:
             with session_scope(ti._factory) as session:
-                xcom.clear(session, dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id)
+                xcom.clear(session, dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
+                           map_index=ti.map_index)
         with set_current_context(context):  # as Airflow, while rendering too
             task.render_template_fields(context)
         if task.on_execute_callback is not None:
@@ -274,6 +276,7 @@ def execute_try(task: BaseOperator, context: Context, *, clear_xcom: bool = True
             except TaskTimedOut:
                 safe_on_kill(task)
                 raise
+        check_mappable_result(task, result if task.do_xcom_push else None)
         if result is not None and task.do_xcom_push:
             ti.xcom_push(xcom.RETURN_VALUE_KEY, result)
         return TryOutcome(OutcomeKind.SUCCESS)
@@ -366,6 +369,7 @@ def write_outcome(session_factory: SessionFactory, key: TaskInstanceKey, *, try_
             assert record.reschedule_date is not None
             session.add(TaskReschedule(
                 dag_id=key.dag_id, task_id=key.task_id, run_id=key.run_id,
+                map_index=key.map_index,
                 try_number=try_number, start_date=record.start_date, end_date=now,
                 duration=(now - record.start_date).total_seconds(),
                 reschedule_date=record.reschedule_date,
@@ -438,6 +442,8 @@ class TrySpec:
     #: the context's ``prev_*_success``, when the caller read it already
     #: (:func:`build_task_context`)
     previous_success: PreviousSuccess | object | None = NOT_READ
+    #: the task instance's map index (-1 unless its task is mapped)
+    map_index: int = -1
 
 
 class TryHook:
@@ -477,23 +483,29 @@ class TryHooks:
 def run_try(spec: TrySpec, session_factory: SessionFactory, hooks: TryHooks) -> TryResult:
     """Run one try end to end: its context, its code, its outcome written, then the
     ``hooks``' steps (callbacks, e-mail) after it."""
-    task = copy.copy(spec.task)  # rendering templates must not change the DAG's own task
-    for hook in hooks.hooks:
-        hook.task_ready(task)
     try_number, max_tries, start_date = spec.try_number, spec.max_tries, spec.start_date
-    ti = DbTaskInstance(task=task, dag_run=spec.dag_run, try_number=try_number,
+    ti = DbTaskInstance(task=spec.task, dag_run=spec.dag_run, try_number=try_number,
                         max_tries=max_tries, start_date=start_date,
                         session_factory=session_factory,
-                        hostname=spec.hostname or socket.gethostname())
+                        hostname=spec.hostname or socket.gethostname(),
+                        map_index=spec.map_index)
     # what the task writes to stdout / stderr (subprocesses included) goes where its log goes
     with task_log_handler(spec.log_path), capture_task_output(spec.log_path is not None):
         log.info("TaskInstance %s: starting try %d of %d", ti.key, try_number, max_tries + 1)
+        # a mapped task runs the operator built for this map index; rendering templates
+        # must not change the DAG's own task either way
+        task, unmap_error = task_for_try(spec.task, ti)
+        ti.task = task
+        for hook in hooks.hooks:
+            hook.task_ready(task)
         context = build_task_context(task, spec.dag_run, ti, test_mode=spec.test_mode,
                                      previous=spec.previous_success)
         refused = None
         for hook in hooks.hooks:
             refused = refused or hook.before_execute(task, ti)
-        if refused is not None:
+        if unmap_error is not None:  # a failed try, retried as any other
+            outcome = TryOutcome(OutcomeKind.FAILED, error=clip_reason(unmap_error))
+        elif refused is not None:
             log.error("TaskInstance %s: %s", ti.key, refused)
             outcome = TryOutcome(OutcomeKind.FAILED_NO_RETRY, error=clip_reason(refused))
         else:
@@ -515,8 +527,11 @@ def run_try(spec: TrySpec, session_factory: SessionFactory, hooks: TryHooks) -> 
 
 
 def task_log_path(log_folder: Path, key: TaskInstanceKey, try_number: int) -> Path:
-    return (log_folder / f"dag_id={key.dag_id}" / f"run_id={key.run_id}"
-            / f"task_id={key.task_id}" / f"attempt={try_number}.log")
+    """Airflow 2's layout: ``dag_id=D/run_id=R/task_id=T[/map_index=N]/attempt=K.log``."""
+    folder = log_folder / f"dag_id={key.dag_id}" / f"run_id={key.run_id}" / f"task_id={key.task_id}"
+    if key.map_index >= 0:
+        folder = folder / f"map_index={key.map_index}"
+    return folder / f"attempt={try_number}.log"
 
 
 @contextmanager

@@ -42,14 +42,15 @@ def _default(value: Any) -> Any:
 
 
 def push(session: Session, *, dag_id: str, run_id: str, task_id: str, key: str,
-         value: Any) -> None:
+         value: Any, map_index: int = -1) -> None:
     text = serialize_value(value, dag_id=dag_id, task_id=task_id, key=key)
     session.execute(
         delete(XCom).where(XCom.dag_id == dag_id, XCom.run_id == run_id,
-                           XCom.task_id == task_id, XCom.key == key)
+                           XCom.task_id == task_id, XCom.map_index == map_index,
+                           XCom.key == key)
     )
-    session.add(XCom(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key, value=text,
-                     timestamp=utcnow()))
+    session.add(XCom(dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index,
+                     key=key, value=text, timestamp=utcnow()))
 
 
 def pull(session: Session, *, dag_id: str, run_id: str,
@@ -64,9 +65,13 @@ def pull(session: Session, *, dag_id: str, run_id: str,
     the values of earlier runs of the DAG (by logical date) count too, the latest run first;
     without it only those of ``run_id``. ``logical_date`` is the pulling run's (read from
     ``run_id`` when not given; give it when pulling from another DAG).
+
+    A mapped task's value (its instances pushed with map indexes 0..n-1) is the list of its
+    instances' values in map-index order (Airflow's ``LazyXComSelectSequence``), of the run
+    the most recent one was pushed in.
     """
     query = (
-        select(XCom.task_id, XCom.value)
+        select(XCom.task_id, XCom.value, XCom.map_index, XCom.run_id)
         .join(DagRun, and_(DagRun.dag_id == XCom.dag_id, DagRun.run_id == XCom.run_id))
         .where(XCom.dag_id == dag_id)
     )
@@ -89,16 +94,31 @@ def pull(session: Session, *, dag_id: str, run_id: str,
     query = query.order_by(DagRun.logical_date.desc(), XCom.timestamp.desc())
     if ids is None or isinstance(task_ids, str):
         row = session.execute(query.limit(1)).first()
-        return default if row is None else json.loads(row.value)
+        if row is None:
+            return default
+        if row.map_index >= 0:
+            return _mapped_values(session, dag_id, row.run_id, row.task_id, key)
+        return json.loads(row.value)
     found: dict[str, Any] = {}
-    for task_id, text in session.execute(query):
+    for task_id, text, map_index, xcom_run_id in session.execute(query):
         if task_id not in found:  # the most recent one
-            found[task_id] = json.loads(text)
+            found[task_id] = (_mapped_values(session, dag_id, xcom_run_id, task_id, key)
+                              if map_index >= 0 else json.loads(text))
     return [found.get(t, default) for t in ids]
 
 
-def clear(session: Session, *, dag_id: str, run_id: str, task_id: str) -> None:
+def _mapped_values(session: Session, dag_id: str, run_id: str, task_id: str,
+                   key: str | None) -> list[Any]:
+    query = select(XCom.value).where(XCom.dag_id == dag_id, XCom.run_id == run_id,
+                                     XCom.task_id == task_id, XCom.map_index >= 0)
+    if key is not None:
+        query = query.where(XCom.key == key)
+    return [json.loads(text) for text in session.scalars(query.order_by(XCom.map_index))]
+
+
+def clear(session: Session, *, dag_id: str, run_id: str, task_id: str,
+          map_index: int = -1) -> None:
     session.execute(
         delete(XCom).where(XCom.dag_id == dag_id, XCom.run_id == run_id,
-                           XCom.task_id == task_id)
+                           XCom.task_id == task_id, XCom.map_index == map_index)
     )

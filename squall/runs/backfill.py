@@ -35,7 +35,7 @@ import pendulum
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from squall.common.errors import BackfillError
+from squall.common.errors import BackfillError, ParamValidationError
 from squall.common.models import (
     Backfill,
     DagModel,
@@ -58,6 +58,7 @@ from squall.runs.clear import clear_task_instances
 from squall.runs.dag_shape import DagLike
 from squall.runs.mark_run import mark_run
 from squall.sdk.dag import DAG
+from squall.sdk.params import params_for_run
 from squall.sdk.timetables import DagRunInfo, DataInterval
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,10 @@ class BackfillOptions:
             raise BackfillError(f"delay_on_limit must be >= 0, got {self.delay_on_limit:g}")
         if self.conf is not None and not isinstance(self.conf, Mapping):
             raise BackfillError("conf must be a JSON object")
+        try:  # each run validates them (create_dag_run), as Airflow's backfill does
+            params_for_run(getattr(dag, "params", None), self.conf)
+        except ParamValidationError as exc:
+            raise BackfillError(str(exc)) from None
         if self.ignore_dependencies and not self.task_regex:
             raise BackfillError("ignore_dependencies needs task_regex (it leaves out the "
                                 "upstream tasks of the selected ones)")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -47,6 +47,14 @@ from squall.common.state import (
     TaskInstanceState,
 )
 from squall.common.wakeup import notify_scheduler
+from squall.dag_processing.sync import load_serialized_dags
+from squall.runs import external_clear
+from squall.runs.dag_shape import (
+    downstream_map,
+    flat_relatives,
+    relevant_setups_and_teardowns,
+    upstreams_follow_setups,
+)
 from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
@@ -85,11 +93,18 @@ def clear_task_instances(session: Session, tis: Iterable[TaskInstance], dag: DAG
     tis = list(tis)
     lock_runs(session, ((ti.dag_id, ti.run_id) for ti in tis))
     runs: set[tuple[str, str]] = set()
+    # task instances of other DAGs (reached through ExternalTaskMarker) count their own
+    # DAG's retries
+    others = {ti.dag_id for ti in tis} - {dag.dag_id if dag is not None else ""}
+    dags = load_serialized_dags(session, others) if others else {}
+    if dag is not None:
+        dags[dag.dag_id] = dag
     for ti in tis:
         old = TI(ti.state)
         if old == TI.RESTARTING:
             continue
-        task = dag.task_dict.get(ti.task_id) if dag is not None else None
+        ti_dag = dags.get(ti.dag_id)
+        task = ti_dag.task_dict.get(ti.task_id) if ti_dag is not None else None
         retries = int(task.retries) if task is not None else 0
         max_tries = ti.try_number + retries
         if old == TI.RUNNING:
@@ -113,7 +128,8 @@ def clear_task_instances(session: Session, tis: Iterable[TaskInstance], dag: DAG
         result.cleared.append(Cleared(ti.key, ti.try_number, old, new))
         session.execute(delete(TaskReschedule).where(
             TaskReschedule.dag_id == ti.dag_id, TaskReschedule.task_id == ti.task_id,
-            TaskReschedule.run_id == ti.run_id).execution_options(synchronize_session=False))
+            TaskReschedule.run_id == ti.run_id,
+            TaskReschedule.map_index == ti.map_index).execution_options(synchronize_session=False))
         runs.add((ti.dag_id, ti.run_id))
     for dag_id, run_id in sorted(runs):
         changed = session.execute(
@@ -135,10 +151,15 @@ def select_task_instances(session: Session, dag: DAG, *, task_regex: str | None 
                           start: datetime | None = None, end: datetime | None = None,
                           run_id: str | None = None,
                           states: Sequence[TaskInstanceState] | None = None,
+                          map_indexes: Mapping[str, Collection[int]] | None = None,
                           ) -> list[TaskInstance]:
     """The task instances of ``dag`` to clear: of the tasks whose id matches ``task_regex``
     (``re.search``; all without one), with their upstream / downstream tasks; of the runs
-    with a logical date in ``[start, end]`` or of ``run_id``; in ``states`` (any without)."""
+    with a logical date in ``[start, end]`` or of ``run_id``; in ``states`` (any without).
+    ``map_indexes``: for a task id in it, only those instances of the (mapped) task (as
+    Airflow's ``DAG.clear(task_ids=[(task_id, map_index), ...])``); every other selected
+    task: all of its instances. :func:`follow_markers` adds those of other DAGs that the
+    ExternalTaskMarkers among them reach."""
     task_ids = matching_task_ids(dag, task_regex, upstream=upstream, downstream=downstream)
     if not task_ids:
         return []
@@ -154,23 +175,57 @@ def select_task_instances(session: Session, dag: DAG, *, task_regex: str | None 
         stmt = stmt.where(DagRun.logical_date <= end)
     if states is not None:
         stmt = stmt.where(TaskInstance.state.in_([s.value for s in states]))
-    return list(session.scalars(
-        stmt.order_by(DagRun.logical_date, TaskInstance.task_id)
+    tis = list(session.scalars(
+        stmt.order_by(DagRun.logical_date, TaskInstance.task_id, TaskInstance.map_index)
         .execution_options(populate_existing=True)).all())
+    if map_indexes:
+        tis = [ti for ti in tis if ti.task_id not in map_indexes
+               or ti.map_index in map_indexes[ti.task_id]]
+    return tis
+
+
+def follow_markers(session: Session, dag: DAG, tis: list[TaskInstance],
+                   states: Sequence[TaskInstanceState] | None = None) -> list[TaskInstance]:
+    """``tis`` and the task instances of other DAGs that the ExternalTaskMarkers among them
+    reach (:mod:`squall.runs.external_clear`; raises its ``ClearError``)."""
+    return external_clear.follow_markers(session, dag, tis, states=states,
+                                         select=select_task_instances)
 
 
 def matching_task_ids(dag: DAG, task_regex: str | None, *, upstream: bool = False,
                       downstream: bool = False) -> list[str]:
     """The ids of ``dag``'s tasks matching ``task_regex`` (all without one), with every
-    task upstream / downstream of them, sorted."""
-    pattern = re.compile(task_regex) if task_regex else None
-    matched = {tid for tid in dag.task_dict if pattern is None or pattern.search(tid)}
-    selected = set(matched)
-    for tid in matched:
-        task = dag.task_dict[tid]
-        if upstream:
-            selected |= task.get_flat_relative_ids(upstream=True)
-        if downstream:
-            selected |= task.get_flat_relative_ids(upstream=False)
-    return sorted(selected)
+    task upstream / downstream of them, sorted.
 
+    With setup tasks in the DAG, Airflow 2.7+'s ``DAG.partial_subset`` rules add more: a
+    matched work task brings its relevant setups and their teardowns
+    (:func:`~squall.runs.dag_shape.relevant_setups_and_teardowns`), and so does each work
+    task only brought in as a downstream; with ``upstream`` every upstream setup brings its
+    teardowns; a matched setup brings its teardowns.
+    """
+    pattern = re.compile(task_regex) if task_regex else None
+    tasks = dag.task_dict
+    matched = {tid for tid in tasks if pattern is None or pattern.search(tid)}
+    selected = set(matched)
+    if not any(t.is_setup for t in tasks.values()):
+        for tid in matched:
+            if upstream:
+                selected |= tasks[tid].get_flat_relative_ids(upstream=True)
+            if downstream:
+                selected |= tasks[tid].get_flat_relative_ids(upstream=False)
+        return sorted(selected)
+    below = downstream_map(tasks)
+    for tid in matched:
+        task = tasks[tid]
+        if downstream:
+            for rel in flat_relatives(tasks, below, tid, upstream=False):
+                selected.add(rel)
+                if rel not in matched and not (tasks[rel].is_setup or tasks[rel].is_teardown):
+                    selected |= relevant_setups_and_teardowns(tasks, below, rel)
+        if upstream:
+            selected |= upstreams_follow_setups(tasks, below, tid)
+        elif not (task.is_setup or task.is_teardown):
+            selected |= relevant_setups_and_teardowns(tasks, below, tid)
+        if task.is_setup and not downstream:
+            selected |= {d for d in below[tid] if tasks[d].is_teardown}
+    return sorted(selected)

@@ -33,7 +33,7 @@ no caller has to.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -135,9 +135,12 @@ def _walk(start: str, step: Callable[[str], Iterable[str]], found: set[str]) -> 
 
 def select_marks(session: Session, dag: DagLike, *, task_id: str, run_id: str,
                  state: TaskInstanceState, upstream: bool = False, downstream: bool = False,
-                 past: bool = False, future: bool = False) -> MarkSelection:
+                 past: bool = False, future: bool = False,
+                 map_indexes: Collection[int] | None = None) -> MarkSelection:
     """The task instances that marking ``task_id`` of ``run_id`` ``state`` (with the
-    relatives asked for) would change."""
+    relatives asked for) would change. ``map_indexes``: only these instances of a mapped
+    ``task_id`` (its relatives: all their instances, as Airflow's
+    ``DAG.set_task_instance_state(map_indexes=...)``); None: every instance."""
     run = session.scalar(select(DagRun).where(DagRun.dag_id == dag.dag_id,
                                               DagRun.run_id == run_id))
     if run is None:
@@ -155,20 +158,22 @@ def select_marks(session: Session, dag: DagLike, *, task_id: str, run_id: str,
                                                           downstream_map(dag.task_dict)))}
     selection = MarkSelection(state=state)
     rows = session.execute(
-        select(TaskInstance.task_id, TaskInstance.run_id, TaskInstance.state,
-               TaskInstance.try_number, TaskInstance.start_date)
+        select(TaskInstance.task_id, TaskInstance.run_id, TaskInstance.map_index,
+               TaskInstance.state, TaskInstance.try_number, TaskInstance.start_date)
         .where(TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id.in_(sorted(dates)),
                TaskInstance.task_id.in_(sorted(task_ids)))
     ).all()
-    for tid, rid, current, try_number, start in rows:
+    for tid, rid, index, current, try_number, start in rows:
+        if map_indexes is not None and tid == task_id and index not in map_indexes:
+            continue
         if current == state.value:
             selection.already += 1
             continue
         selection.targets.append(MarkTarget(
-            key=TaskInstanceKey(dag.dag_id, tid, rid), state=TaskInstanceState(current),
+            key=TaskInstanceKey(dag.dag_id, tid, rid, index), state=TaskInstanceState(current),
             try_number=try_number, logical_date=dates[rid], started=start is not None))
     selection.targets.sort(key=lambda t: (t.logical_date, order.get(t.key.task_id, -1),
-                                          t.key.task_id))
+                                          t.key.task_id, t.key.map_index))
     if state in CLEARS_FAILED_DOWNSTREAM:
         marked = {t.key for t in selection.targets}
         below = relatives(dag, task_id, upstream=False, downstream=True) - {task_id}
@@ -179,7 +184,7 @@ def select_marks(session: Session, dag: DagLike, *, task_id: str, run_id: str,
                 TaskInstance.state.in_(sorted(s.value for s in FAILED_LIKE_STATES))))
             if ti.key not in marked]
         selection.to_clear.sort(key=lambda ti: (dates[ti.run_id], order.get(ti.task_id, -1),
-                                                ti.task_id))
+                                                ti.task_id, ti.map_index))
     return selection
 
 

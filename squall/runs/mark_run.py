@@ -82,15 +82,16 @@ def mark_run(session: Session, dag_id: str, run_id: str, state: DagRunState, *,
         return None
     why = clip_reason(reason)
     changed = 0
-    rows = session.execute(select(TaskInstance.task_id, TaskInstance.state,
-                                  TaskInstance.try_number, TaskInstance.start_date)
+    rows = session.execute(select(TaskInstance.task_id, TaskInstance.map_index,
+                                  TaskInstance.state, TaskInstance.try_number,
+                                  TaskInstance.start_date)
                            .where(TaskInstance.dag_id == dag_id,
                                   TaskInstance.run_id == run_id)).all()
-    for task_id, current, try_number, started in rows:
+    for task_id, map_index, current, try_number, started in rows:
         new = new_ti_state(TI(current), state)
         if new is None:
             continue
-        key = TaskInstanceKey(dag_id, task_id, run_id)
+        key = TaskInstanceKey(dag_id, task_id, run_id, map_index)
         values: dict[str, Any] = {"end_date": now, "state_reason": why}
         if started is None:
             values["start_date"] = now

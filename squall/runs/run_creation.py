@@ -24,6 +24,7 @@ from squall.common.state import DAGRUN_FINISHED_STATES, DagRunState, DagRunType,
 from squall.runs.dag_shape import DagLike
 from squall.runs.ti_updates import bulk_set, load_tis
 from squall.sdk.operators.base import DEFAULT_QUEUE
+from squall.sdk.params import params_for_run
 from squall.sdk.timetables import DataInterval
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,13 @@ def create_dag_run(
     ``run_id`` defaults to ``"<run_type>__<logical date in UTC, ISO 8601>"``. A manual run
     without a data interval gets the one its timetable infers. Raises
     :class:`DagRunAlreadyExists` when the DAG has a run with that run_id or logical date, and
-    :class:`DagNotFound` when the DAG has no ``dag`` row yet.
+    :class:`DagNotFound` when the DAG has no ``dag`` row yet, and
+    :class:`~squall.common.errors.ParamValidationError` naming the param when the DAG's
+    params updated with ``conf`` do not validate (Airflow's ``DAG.create_dagrun``).
     """
     now = now or utcnow()
     run_type = DagRunType(str(run_type))
+    params_for_run(getattr(dag, "params", None), conf)
     if logical_date.tzinfo is None:
         raise ValueError(f"logical_date must be timezone-aware, got {logical_date!r}")
     if run_id is None:

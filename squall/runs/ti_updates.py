@@ -30,10 +30,10 @@ log = logging.getLogger(__name__)
 
 TI = TaskInstanceState
 
-#: Most keys in one ``IN`` list (up to 3 bind parameters each; SQLite allows 32766 since
+#: Most keys in one ``IN`` list (up to 4 bind parameters each; SQLite allows 32766 since
 #: 3.32, 999 before).
 _MAX_KEYS_PER_STATEMENT = 2000
-_MAX_KEYS_OLD_SQLITE = 300
+_MAX_KEYS_OLD_SQLITE = 240
 
 
 def schedule_tis(session: Session, tis: Sequence[TaskInstance], *, now: datetime) -> int:
@@ -78,11 +78,11 @@ def _schedule_chunk(session: Session, chunk: Sequence[TaskInstance], state: str,
     if _supports_update_returning(session):
         rows = session.execute(
             stmt.returning(TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id,
-                           TaskInstance.try_number)
+                           TaskInstance.map_index, TaskInstance.try_number)
         ).all()
-        tries = {(r.dag_id, r.run_id, r.task_id): r.try_number for r in rows}
+        tries = {(r.dag_id, r.run_id, r.task_id, r.map_index): r.try_number for r in rows}
         for ti in chunk:
-            key = (ti.dag_id, ti.run_id, ti.task_id)
+            key = (ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
             if key in tries:
                 _mirror(ti, {**plain, "try_number": tries[key]})
             else:
@@ -151,14 +151,21 @@ def _rowcount(result: Any) -> int:
 
 
 def _keys_clause(tis: Sequence[TaskInstance]) -> ColumnElement[bool]:
-    """``key IN (...)`` for task instances: by task_id when they share one run."""
+    """``key IN (...)`` for task instances: by task_id when they share one run and none is
+    mapped, by (task_id, map_index) when they share one run."""
     runs = {(ti.dag_id, ti.run_id) for ti in tis}
+    mapped = any(ti.map_index != -1 for ti in tis)
     if len(runs) == 1:
         dag_id, run_id = next(iter(runs))
-        return and_(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id,
-                    TaskInstance.task_id.in_(sorted({ti.task_id for ti in tis})))
-    return tuple_(TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id).in_(
-        sorted({(ti.dag_id, ti.run_id, ti.task_id) for ti in tis})
+        same_run = and_(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
+        if not mapped:
+            return and_(same_run, TaskInstance.map_index == -1,
+                        TaskInstance.task_id.in_(sorted({ti.task_id for ti in tis})))
+        return and_(same_run, tuple_(TaskInstance.task_id, TaskInstance.map_index).in_(
+            sorted({(ti.task_id, ti.map_index) for ti in tis})))
+    return tuple_(TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id,
+                  TaskInstance.map_index).in_(
+        sorted({(ti.dag_id, ti.run_id, ti.task_id, ti.map_index) for ti in tis})
     )
 
 

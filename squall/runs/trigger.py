@@ -4,7 +4,9 @@ trigger``, ``POST /api/v1/dags/{dag_id}/dagRuns``, the web UI's trigger button a
 install with :func:`squall.sdk.operators.trigger_dagrun.install_dag_run_trigger`).
 
 :func:`trigger_run` checks what every caller must: the run id, the logical date and the
-conf; the DAG is known, active and parsed into ``serialized_dag``; its file has no import
+conf; the DAG is known, active and parsed into ``serialized_dag``; its params updated with
+the conf validate against their schemas (as Airflow's ``DAG.create_dagrun``: the error
+names the param); its file has no import
 errors (Airflow 2's REST API refuses those; here every caller does). A run with that run id
 or logical date is refused, or with ``reset_existing`` its task instances are cleared to
 run again. It wakes the scheduler in the caller's transaction; nothing here commits.
@@ -23,7 +25,12 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from squall.common.errors import DagNotFound, DagRunAlreadyExists, TriggerError
+from squall.common.errors import (
+    DagNotFound,
+    DagRunAlreadyExists,
+    ParamValidationError,
+    TriggerError,
+)
 from squall.common.models import DagModel, DagRun, TaskInstance, utcnow
 from squall.common.state import DagRunState, DagRunType
 from squall.common.wakeup import notify_scheduler
@@ -85,6 +92,8 @@ def trigger_run(session: Session, dag_id: str, *, triggered_by: str, default_que
                              state=DagRunState.QUEUED, external_trigger=True, now=now,
                              default_queue=default_queue)
         log.info("DagRun %s %s: triggered by %s", dag_id, run.run_id, triggered_by)
+    except ParamValidationError as exc:
+        raise TriggerError(str(exc), TriggerError.INVALID) from None
     except DagRunAlreadyExists as exc:
         if not reset_existing:
             raise TriggerError(str(exc), TriggerError.EXISTS) from None

@@ -39,7 +39,7 @@ from sqlalchemy import bindparam, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from squall.common.db import is_postgres
-from squall.common.errors import BackfillError, DagRunAlreadyExists
+from squall.common.errors import BackfillError, DagRunAlreadyExists, ParamValidationError
 from squall.common.models import Backfill, DagRun, Pool, TaskInstance
 from squall.common.state import (
     BACKFILL_ACTIVE_STATES,
@@ -60,6 +60,7 @@ from squall.runs.run_creation import create_dag_run
 from squall.scheduler.dag_runs import RunStepStats, SerializedDagCache
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import DEFAULT_QUEUE
+from squall.sdk.params import params_for_run
 from squall.sdk.timetables import DagRunInfo
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,12 @@ def drive_backfills(session: Session, cache: SerializedDagCache, *, now: datetim
                 continue
         scope = BackfillScope.of(backfill.id, backfill.options)
         run_dag = scope.dag_for(dag)
+        if planned_runs and room > 0:
+            try:  # checked when it was asked for; the DAG's params may have changed since
+                params_for_run(run_dag.params, backfill.conf)
+            except ParamValidationError as exc:
+                _finish(backfill, BackfillState.FAILED, now, reason=str(exc))
+                continue
         created = 0
         for planned in (planned_runs or [])[:room]:
             try:

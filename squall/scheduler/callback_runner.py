@@ -202,7 +202,9 @@ def run_callback(settings: Settings, session_factory: SessionFactory,
         if request.task_id is not None:
             ti_row = session.scalars(select(TaskInstance).where(
                 TaskInstance.dag_id == request.dag_id, TaskInstance.task_id == request.task_id,
-                TaskInstance.run_id == request.run_id)).one_or_none()
+                TaskInstance.run_id == request.run_id)
+                # a callback request names no map index: a mapped task's first instance
+                .order_by(TaskInstance.map_index).limit(1)).one_or_none()
         session.expunge_all()
     reason = request.message or ""
     if request.kind.is_task:

@@ -92,6 +92,8 @@ class _Budget:
     pool_open: dict[str, float]
     dag_active: dict[str, int]
     task_active: dict[tuple[str, str], int]
+    #: (dag_id, run_id, task_id) -> queued + running (``max_active_tis_per_dagrun``)
+    run_task_active: dict[tuple[str, str, str], int] = field(default_factory=dict)
     starved_pools: set[str] = field(default_factory=set)
     starved_dags: set[str] = field(default_factory=set)
     starved_tasks: set[tuple[str, str]] = field(default_factory=set)
@@ -206,10 +208,11 @@ _POOLS = select(Pool.pool, Pool.slots).order_by(Pool.pool)
 _POOLS_LOCKED = _POOLS.with_for_update()
 _LOCK_TIMEOUT = text(f"SET LOCAL lock_timeout = '{int(POOL_LOCK_TIMEOUT * 1000)}ms'")
 _OCCUPYING = (
-    select(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.pool,
+    select(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id, TaskInstance.pool,
            func.count(), func.coalesce(func.sum(TaskInstance.pool_slots), 0))
     .where(TaskInstance.state.in_(sorted(s.value for s in OCCUPYING_STATES)))
-    .group_by(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.pool)
+    .group_by(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id,
+              TaskInstance.pool)
 )
 
 
@@ -227,14 +230,18 @@ def _budget(session: Session, *, executor_slots: int, lock_pools: bool) -> _Budg
     }
     dag_active: dict[str, int] = {}
     task_active: dict[tuple[str, str], int] = {}
+    run_task_active: dict[tuple[str, str, str], int] = {}
     rows = session.execute(_OCCUPYING).all()
-    for dag_id, task_id, pool, count, slots in rows:
+    for dag_id, task_id, run_id, pool, count, slots in rows:
         dag_active[dag_id] = dag_active.get(dag_id, 0) + int(count)
         task_active[(dag_id, task_id)] = task_active.get((dag_id, task_id), 0) + int(count)
+        run_key = (dag_id, run_id, task_id)
+        run_task_active[run_key] = run_task_active.get(run_key, 0) + int(count)
         if pool in pool_open:
             pool_open[pool] -= int(slots)
     budget = _Budget(executor_slots=executor_slots, pool_open=pool_open,
-                     dag_active=dag_active, task_active=task_active)
+                     dag_active=dag_active, task_active=task_active,
+                     run_task_active=run_task_active)
     budget.starved_pools.update(p for p, n in pool_open.items() if n <= 0)
     return budget
 
@@ -259,7 +266,8 @@ def _candidates(session: Session, budget: _Budget, limit: int,
     if budget.starved_tasks:
         params["c_tasks"] = sorted(budget.starved_tasks)
     if chosen:
-        params["c_chosen"] = sorted((k.dag_id, k.task_id, k.run_id) for k in chosen)
+        params["c_chosen"] = sorted((k.dag_id, k.task_id, k.run_id, k.map_index)
+                                    for k in chosen)
     return session.scalars(stmt, params).all()
 
 
@@ -291,7 +299,8 @@ def _candidates_statement(shape: _CandidateShape) -> Any:
                DagRun.state == DagRunState.RUNNING.value,
                not_paused_or_backfill())
         .order_by(TaskInstance.priority_weight.desc(), DagRun.logical_date,
-                  TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id)
+                  TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id,
+                  TaskInstance.map_index)
         .limit(bindparam("c_limit", type_=Integer))
     )
     if shape.one_backfill:
@@ -305,7 +314,7 @@ def _candidates_statement(shape: _CandidateShape) -> Any:
             bindparam("c_tasks", expanding=True))))
     if shape.chosen:
         stmt = stmt.where(not_(tuple_(TaskInstance.dag_id, TaskInstance.task_id,
-                                      TaskInstance.run_id).in_(
+                                      TaskInstance.run_id, TaskInstance.map_index).in_(
             bindparam("c_chosen", expanding=True))))
     if shape.postgres:
         stmt = stmt.with_for_update(of=TaskInstance, skip_locked=True)
@@ -347,9 +356,17 @@ def _fits(ti: TaskInstance, dags: Mapping[str, DAG], budget: _Budget,
     if task_limit is not None and task_active >= task_limit:
         budget.starved_tasks.add(task_key)
         return False
+    # a mapped task's instances in one run (Airflow 2.6+): refused, not starved (the
+    # task's instances in other runs may still go)
+    run_limit = getattr(task, "max_active_tis_per_dagrun", None) if task is not None else None
+    run_key = (ti.dag_id, ti.run_id, ti.task_id)
+    run_active = budget.run_task_active.get(run_key, 0)
+    if run_limit is not None and run_active >= run_limit:
+        return False
     budget.pool_open[ti.pool] = open_slots - ti.pool_slots
     budget.dag_active[ti.dag_id] = dag_active + 1
     budget.task_active[task_key] = task_active + 1
+    budget.run_task_active[run_key] = run_active + 1
     budget.executor_slots -= 1
     return True
 
@@ -380,7 +397,7 @@ def _commands(
         try:
             command = TaskRunCommand(
                 dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id,
-                try_number=ti.try_number,
+                map_index=ti.map_index, try_number=ti.try_number,
                 dag_file=relative_dag_file(fileloc, dags_folder, examples_folder),
                 queue=ti.queue,
             )
@@ -434,14 +451,17 @@ def _queue_rows_statement() -> Any:
             bindparam("k_dag_ids", type_=ARRAY(String)),
             bindparam("k_task_ids", type_=ARRAY(String)),
             bindparam("k_run_ids", type_=ARRAY(String)),
+            bindparam("k_map_indexes", type_=ARRAY(Integer)),
             bindparam("k_tries", type_=ARRAY(Integer)),
             bindparam("k_ext_ids", type_=ARRAY(String)),
-        ).table_valued("dag_id", "task_id", "run_id", "try_number", "ext_id").render_derived(
+        ).table_valued("dag_id", "task_id", "run_id", "map_index", "try_number",
+                       "ext_id").render_derived(
             name="picked")
         _QUEUE_ROWS = (
             update(table)
             .where(table.c.dag_id == picked.c.dag_id, table.c.task_id == picked.c.task_id,
                    table.c.run_id == picked.c.run_id,
+                   table.c.map_index == picked.c.map_index,
                    table.c.try_number == picked.c.try_number,
                    table.c.state == TI.SCHEDULED.value)
             .values(external_executor_id=picked.c.ext_id, state=TI.QUEUED.value,
@@ -449,7 +469,7 @@ def _queue_rows_statement() -> Any:
                     queued_by_job_id=bindparam("k_job_id", type_=Integer),
                     state_reason=None,
                     updated_at=bindparam("k_now", type_=table.c.updated_at.type))
-            .returning(table.c.dag_id, table.c.task_id, table.c.run_id)
+            .returning(table.c.dag_id, table.c.task_id, table.c.run_id, table.c.map_index)
         )
     return _QUEUE_ROWS
 
@@ -460,11 +480,12 @@ def _update_from_values(session: Session, chunk: Sequence[QueuedTask],
         "k_dag_ids": [t.key.dag_id for t in chunk],
         "k_task_ids": [t.key.task_id for t in chunk],
         "k_run_ids": [t.key.run_id for t in chunk],
+        "k_map_indexes": [t.key.map_index for t in chunk],
         "k_tries": [t.try_number for t in chunk],
         "k_ext_ids": [t.external_executor_id for t in chunk],
         "k_now": common["queued_dttm"], "k_job_id": common["queued_by_job_id"],
     }
-    return {TaskInstanceKey(r.dag_id, r.task_id, r.run_id)
+    return {TaskInstanceKey(r.dag_id, r.task_id, r.run_id, r.map_index)
             for r in session.execute(_queue_rows_statement(), params)}
 
 
@@ -475,12 +496,14 @@ def _update_executemany(session: Session, chunk: Sequence[QueuedTask],
         update(table)
         .where(table.c.dag_id == bindparam("k_dag_id"), table.c.task_id == bindparam("k_task_id"),
                table.c.run_id == bindparam("k_run_id"),
+               table.c.map_index == bindparam("k_map_index"),
                table.c.try_number == bindparam("k_try"),
                table.c.state == TI.SCHEDULED.value)
         .values(external_executor_id=bindparam("k_ext"), **common)
     )
     params = [{"k_dag_id": t.key.dag_id, "k_task_id": t.key.task_id, "k_run_id": t.key.run_id,
-               "k_try": t.try_number, "k_ext": t.external_executor_id} for t in chunk]
+               "k_map_index": t.key.map_index, "k_try": t.try_number,
+               "k_ext": t.external_executor_id} for t in chunk]
     result = session.execute(stmt, params)
     if int(getattr(result, "rowcount", -1)) == len(chunk):
         return {t.key for t in chunk}
@@ -488,11 +511,12 @@ def _update_executemany(session: Session, chunk: Sequence[QueuedTask],
     # guard is there): find out which ones are ours
     ext_ids = [t.external_executor_id for t in chunk]
     found = session.execute(
-        select(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id)
+        select(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id,
+               TaskInstance.map_index)
         .where(TaskInstance.external_executor_id.in_(ext_ids),
                TaskInstance.state == TI.QUEUED.value)
     ).all()
-    return {TaskInstanceKey(r.dag_id, r.task_id, r.run_id) for r in found}
+    return {TaskInstanceKey(r.dag_id, r.task_id, r.run_id, r.map_index) for r in found}
 
 
 def _chunks(items: Sequence[QueuedTask], size: int) -> Iterator[Sequence[QueuedTask]]:

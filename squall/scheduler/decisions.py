@@ -21,7 +21,8 @@ its serialised form. The pure rules (trigger rules, waits) are in
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import weakref
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +37,7 @@ from squall.common.state import (
     FAILED_LIKE_STATES,
     IN_FLIGHT_STATES,
     LEAF_SUCCESS_STATES,
+    PAST_OK_STATES,
     SCHEDULABLE_STATES,
     TIMEOUT_SKIP_STATES,
     UNFINISHED_STATES,
@@ -43,17 +45,27 @@ from squall.common.state import (
     DagRunType,
     TaskInstanceState,
 )
-from squall.runs.dag_shape import DagLike, downstream_map, leaf_ids, topological_order
+from squall.runs.dag_shape import (
+    DagLike,
+    TaskLike,
+    downstream_map,
+    indirect_setups,
+    leaf_ids,
+    topological_order,
+)
+from squall.runs.mapping import expand_all, is_mapped
 from squall.runs.ti_updates import bulk_set, load_tis
 from squall.scheduler.readiness import (
     PreviousInstance,
     TriggerDecision,
     UpstreamCounts,
+    evaluate_setup_constraint,
     evaluate_trigger_rule,
     past_wait_reason,
     retry_period_elapsed,
 )
 from squall.scheduler.run_stops import pause_after_failed_runs, stop_remaining_tasks
+from squall.sdk.trigger_rule import TriggerRule
 
 log = logging.getLogger(__name__)
 
@@ -145,17 +157,28 @@ def update_dag_run(
     if changed:
         tis = load_tis(session, dag_run)
     plan = _Plan()
-    for _ in range(_MAX_DECISION_ROUNDS):
+    races = expansions = 0
+    while True:
         plan = _decide(session, dag, dag_run, tis, now,
                        ignore_past=ignore_depends_on_past)
-        if _apply(session, plan, now, changed):
+        if not _apply(session, plan, now, changed):
+            races += 1
+            if races >= _MAX_DECISION_ROUNDS:
+                # still racing: report nothing schedulable this time and keep the run running
+                return RunUpdate(schedulable=[], state=DagRunState.RUNNING, changed=changed,
+                                 tis=tis)
+            log.info("DagRun %s %s: task instances changed under us; deciding again",
+                     dag_run.dag_id, dag_run.run_id)
+            tis = load_tis(session, dag_run)
+            continue
+        if not plan.to_expand or expansions > len(dag.task_dict):
             break
-        log.info("DagRun %s %s: task instances changed under us; deciding again",
-                 dag_run.dag_id, dag_run.run_id)
+        # mapped tasks whose upstreams are done: make their instances, then decide again
+        expansions += 1
+        for expansion in expand_all(session, dag, dag_run, plan.to_expand, now=now):
+            if expansion.state is not None:
+                changed.setdefault(expansion.state.value, []).append(expansion.task_id)
         tis = load_tis(session, dag_run)
-    else:
-        # still racing: report nothing schedulable this time and keep the run running
-        return RunUpdate(schedulable=[], state=DagRunState.RUNNING, changed=changed, tis=tis)
 
     final, reason = _run_outcome(dag, dag_run, tis, plan)
     if final is None:
@@ -182,23 +205,30 @@ class _Plan:
     schedulable: list[TaskInstance] = field(default_factory=list)
     #: held back by depends_on_past, and why: a wait, not a deadlock
     waiting_on_past: list[tuple[TaskInstance, str]] = field(default_factory=list)
+    #: unexpanded mapped task instances (map index -1) whose trigger rule is met
+    to_expand: list[TaskInstance] = field(default_factory=list)
 
 
 def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskInstance],
             now: datetime, *, ignore_past: bool = False) -> _Plan:
     plan = _Plan()
     tasks = dag.task_dict
-    by_task = {ti.task_id: ti for ti in tis}
-    # the states as they will be after this update's own changes
-    states: dict[str, str] = {ti.task_id: ti.state for ti in tis}
+    by_task: dict[str, list[TaskInstance]] = {}
+    # the states as they will be after this update's own changes: task id -> map index ->
+    # state (a mapped task's upstream counts are over all its instances, as in Airflow)
+    states: dict[str, dict[int, str]] = {}
+    for ti in tis:
+        by_task.setdefault(ti.task_id, []).append(ti)
+        states.setdefault(ti.task_id, {})[ti.map_index] = ti.state
 
     orphans = [ti for ti in tis if ti.task_id not in tasks and ti.state != TI.REMOVED]
     if orphans:
         plan.moves[TI.REMOVED] = orphans
         for ti in orphans:
-            states[ti.task_id] = TI.REMOVED.value
+            states[ti.task_id][ti.map_index] = TI.REMOVED.value
 
     downstream = downstream_map(tasks)
+    setups_of = _indirect_setups_cache(dag) if any(t.is_setup for t in tasks.values()) else None
     # Airflow's wait_for_past_depends_before_skipping: a skip waits for depends_on_past
     hold_skip = {} if ignore_past else _past_reasons(session, dag, dag_run, [
         ti for ti in tis if ti.state == TI.NONE and ti.task_id in tasks
@@ -209,36 +239,89 @@ def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskI
     # downstreams are looked at, so a single pass reaches the fixed point: a skip or an
     # upstream_failed cascades down a whole chain.
     for task_id in topological_order(tasks, downstream):
-        found = by_task.get(task_id)
-        if found is None:
-            continue
-        ti = found
-        current = ti.state
-        if current not in SCHEDULABLE_STATES:
-            continue
         task = tasks[task_id]
-        counts = UpstreamCounts.from_states(states.get(up) for up in task.upstream_task_ids)
-        decision = evaluate_trigger_rule(task.trigger_rule, counts)
-        final_state = decision.final_state
-        if final_state is not None:
-            if final_state == TI.SKIPPED and task_id in hold_skip:
-                plan.waiting_on_past.append((ti, "Task should be skipped but the past depends "
-                                                 f"are not met: {hold_skip[task_id]}"))
+        decision: TriggerDecision | None = None
+        for ti in by_task.get(task_id, ()):
+            current = ti.state
+            if current not in SCHEDULABLE_STATES:
                 continue
-            if current == TI.NONE:
-                plan.moves.setdefault(final_state, []).append(ti)
-                states[task_id] = final_state.value
-            continue
-        if decision is not TriggerDecision.READY:
-            continue
-        if current != TI.NONE and not retry_period_elapsed(ti.next_retry_at, now):
-            continue
-        candidates.append(ti)
+            if decision is None:  # the upstreams' states do not change in this loop
+                decision = _trigger_decision(tasks, downstream, task_id, states, setups_of)
+            final_state = decision.final_state
+            if final_state is not None:
+                if final_state == TI.SKIPPED and task_id in hold_skip:
+                    plan.waiting_on_past.append((ti, "Task should be skipped but the past "
+                                                 f"depends are not met: {hold_skip[task_id]}"))
+                    continue
+                if current == TI.NONE:
+                    plan.moves.setdefault(final_state, []).append(ti)
+                    states[task_id][ti.map_index] = final_state.value
+                continue
+            if decision is not TriggerDecision.READY:
+                continue
+            if current != TI.NONE and not retry_period_elapsed(ti.next_retry_at, now):
+                continue
+            if ti.map_index == -1 and current == TI.NONE and is_mapped(task):
+                plan.to_expand.append(ti)
+                continue
+            candidates.append(ti)
 
     plan.schedulable = (candidates if ignore_past else _filter_depends_on_past(
         session, dag, dag_run, candidates, downstream, plan))
-    plan.schedulable.sort(key=lambda t: (-t.priority_weight, t.task_id))
+    plan.schedulable.sort(key=lambda t: (-t.priority_weight, t.task_id, t.map_index))
     return plan
+
+
+#: per DAG object (the scheduler keeps one per DAG version): task id -> its indirect setups
+_INDIRECT_SETUPS: weakref.WeakKeyDictionary[Any, dict[str, set[str]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _indirect_setups_cache(dag: DagLike) -> dict[str, set[str]]:
+    try:
+        return _INDIRECT_SETUPS.setdefault(dag, {})
+    except TypeError:  # not weakly referable: no cache
+        return {}
+
+
+def _trigger_decision(tasks: Mapping[str, TaskLike], downstream: Mapping[str, AbstractSet[str]],
+                      task_id: str, states: Mapping[str, Mapping[int, str]],
+                      setups_of: dict[str, set[str]] | None) -> TriggerDecision:
+    """The task's trigger rule on its direct upstreams and, in a DAG with setup tasks
+    (``setups_of`` caches their walk), the setups it waits for besides them (Airflow's
+    ``TriggerRuleDep``: both are checked, a verdict that marks the task instance wins, then
+    both must be met). Every instance of a mapped upstream counts (``states``: task id ->
+    map index -> state)."""
+    task = tasks[task_id]
+    ups = task.upstream_task_ids
+    counts = UpstreamCounts.from_states(
+        _instance_states(states, ups),
+        _instance_states(states, [up for up in ups if up in tasks and tasks[up].is_setup]))
+    decision = evaluate_trigger_rule(task.trigger_rule, counts)
+    if setups_of is None or not ups or task.trigger_rule == TriggerRule.ALWAYS:
+        return decision
+    setups = setups_of.get(task_id)
+    if setups is None:
+        setups = setups_of[task_id] = indirect_setups(tasks, downstream, task_id)
+    if not setups:
+        return decision
+    constraint = evaluate_setup_constraint(_instance_states(states, setups))
+    if constraint.final_state is not None:
+        return constraint
+    if decision.final_state is not None or constraint is TriggerDecision.READY:
+        return decision
+    return TriggerDecision.WAIT
+
+
+def _instance_states(states: Mapping[str, Mapping[int, str]],
+                     task_ids: Iterable[str]) -> Iterator[str | None]:
+    """The state of every instance of these tasks; ``None`` for a task without one."""
+    for task_id in task_ids:
+        found = states.get(task_id)
+        if found:
+            yield from found.values()
+        else:
+            yield None
 
 
 def _filter_depends_on_past(session: Session, dag: DagLike, dag_run: DagRun,
@@ -279,15 +362,18 @@ def _past_reasons(session: Session, dag: DagLike, dag_run: DagRun,
     previous = session.execute(stmt).first()
     if previous is None:
         return {}
-    previous_states: dict[str, str] = {
-        row.task_id: row.state
-        for row in session.execute(
-            select(TaskInstance.task_id, TaskInstance.state).where(
-                TaskInstance.dag_id == dag_run.dag_id,
-                TaskInstance.run_id == previous.run_id,
-            )
+    # a mapped task's instances all count: one that did not succeed (or was not skipped)
+    # holds every instance of the next run back (Airflow 2.10's PrevDagrunDep counts them)
+    previous_states: dict[str, str] = {}
+    for row in session.execute(
+        select(TaskInstance.task_id, TaskInstance.state).where(
+            TaskInstance.dag_id == dag_run.dag_id,
+            TaskInstance.run_id == previous.run_id,
         )
-    }
+    ):
+        seen = previous_states.get(row.task_id)
+        if seen is None or (seen in PAST_OK_STATES and row.state not in PAST_OK_STATES):
+            previous_states[row.task_id] = row.state
     reasons: dict[str, str] = {}
     for ti in tis:
         task = tasks[ti.task_id]

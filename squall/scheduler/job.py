@@ -493,7 +493,7 @@ class SchedulerJob:
             rows = self._load_tis(session, failed)
             dags = self._dags.get_many(session, {e.key.dag_id for e in failed})
             for event in failed:
-                ti = rows.get((event.key.dag_id, event.key.task_id, event.key.run_id))
+                ti = rows.get(event.key)
                 if (ti is None or ti.state != TI.QUEUED or ti.try_number != event.try_number
                         or ti.external_executor_id != event.external_executor_id):
                     log.debug("%s try %d: celery failure for a try that left QUEUED (now %s "
@@ -507,14 +507,16 @@ class SchedulerJob:
 
     @staticmethod
     def _load_tis(session: Session, events: Sequence[ExecutorEvent]
-                  ) -> dict[tuple[str, str, str], TaskInstance]:
-        keys = sorted({(e.key.dag_id, e.key.task_id, e.key.run_id) for e in events})
+                  ) -> dict[TaskInstanceKey, TaskInstance]:
+        keys = sorted({(e.key.dag_id, e.key.task_id, e.key.run_id, e.key.map_index)
+                       for e in events})
         found = session.scalars(
             select(TaskInstance).where(
-                tuple_(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id).in_(keys))
+                tuple_(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id,
+                       TaskInstance.map_index).in_(keys))
             .execution_options(populate_existing=True)
         ).all()
-        return {(t.dag_id, t.task_id, t.run_id): t for t in found}
+        return {t.key: t for t in found}
 
     def _watch(self, job_id: int, stats: LoopStats) -> None:
         """Step e: zombies, stuck in QUEUED, adoption (each on its own interval)."""

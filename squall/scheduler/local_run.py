@@ -56,6 +56,7 @@ class TaskInstanceSummary:
     start_date: datetime | None
     end_date: datetime | None
     state_reason: str | None
+    map_index: int = -1
 
 
 @dataclass
@@ -73,7 +74,8 @@ class LocalRunResult:
             "state": self.state.value,
             "reason": self.reason,
             "task_instances": [
-                {"task_id": t.task_id, "state": t.state, "try_number": t.try_number,
+                {"task_id": t.task_id, "map_index": t.map_index, "state": t.state,
+                 "try_number": t.try_number,
                  "start_date": t.start_date.isoformat() if t.start_date else None,
                  "end_date": t.end_date.isoformat() if t.end_date else None,
                  "reason": t.state_reason}
@@ -115,9 +117,12 @@ def run_dag_locally(
             (DagRun.logical_date == logical) | (DagRun.run_id == (run_id or "")),
         ))
         session.flush()
+        # Airflow 2.10's `dags test` (DAG.test -> _get_or_create_dagrun -> create_dagrun)
+        # makes a manual run that is *not* externally triggered: LatestOnlyOperator skips
+        # for a past date, and prev_ds / next_ds are the schedule's, as in a scheduled run
         run = create_dag_run(session, dag, run_type=DagRunType.MANUAL, logical_date=logical,
                              data_interval=None, run_id=run_id, conf=conf,
-                             state=DagRunState.RUNNING, external_trigger=True)
+                             state=DagRunState.RUNNING, external_trigger=False)
         run_pk = run.id
     log.info("DagRun %s %s: started by dags test", dag.dag_id, run.run_id)
 
@@ -157,7 +162,8 @@ def _run_scheduled(dag: DAG, run: DagRun, session_factory: SessionFactory, hostn
             select(TaskInstance).where(
                 TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id,
                 TaskInstance.state == TaskInstanceState.SCHEDULED.value,
-            ).order_by(TaskInstance.priority_weight.desc(), TaskInstance.task_id)
+            ).order_by(TaskInstance.priority_weight.desc(), TaskInstance.task_id,
+                       TaskInstance.map_index)
         ).all()
     ran = 0
     hooks = local_hooks()
@@ -174,7 +180,7 @@ def _run_scheduled(dag: DAG, run: DagRun, session_factory: SessionFactory, hostn
         path = task_log_path(log_folder, ti.key, ti.try_number) if log_folder else None
         run_try(TrySpec(dag.get_task(ti.task_id), run, try_number=ti.try_number,
                         max_tries=ti.max_tries, start_date=start, hostname=hostname,
-                        log_path=path), session_factory, hooks)
+                        log_path=path, map_index=ti.map_index), session_factory, hooks)
         ran += 1
     return ran
 
@@ -220,11 +226,13 @@ def _summarise(dag: DAG, session_factory: SessionFactory, run_pk: int,
                                        TaskInstance.run_id == run.run_id)
         ).all()
     order = {t.task_id: i for i, t in enumerate(dag.topological_sort())}
-    tis = sorted(tis, key=lambda t: (order.get(t.task_id, len(order)), t.task_id))
+    tis = sorted(tis, key=lambda t: (order.get(t.task_id, len(order)), t.task_id,
+                                     t.map_index))
     return LocalRunResult(
         dag_id=run.dag_id, run_id=run.run_id, state=DagRunState(run.state), reason=reason,
         task_instances=[TaskInstanceSummary(t.task_id, t.state, t.try_number, t.start_date,
-                                            t.end_date, t.state_reason) for t in tis],
+                                            t.end_date, t.state_reason, t.map_index)
+                        for t in tis],
     )
 
 
@@ -251,9 +259,10 @@ def run_task_locally(
         session.execute(delete(DagRun).where(DagRun.dag_id == dag.dag_id,
                                              DagRun.logical_date == logical))
         session.flush()
+        # not externally triggered, as Airflow's `tasks test` run (task_command._get_dag_run)
         run = create_dag_run(session, dag, run_type=DagRunType.MANUAL, logical_date=logical,
                              data_interval=None, conf=conf, state=DagRunState.RUNNING,
-                             external_trigger=True)
+                             external_trigger=False)
         ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id, -1))
         schedule_tis(session, [ti], now=utcnow())
     with session_scope(session_factory) as session:

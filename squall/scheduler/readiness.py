@@ -37,10 +37,21 @@ class UpstreamCounts:
     upstream_failed: int
     removed: int
     done: int
+    #: of them, setup tasks (Airflow 2.7+): how many, how many succeeded, were skipped
+    setups: int = 0
+    setup_success: int = 0
+    setup_skipped: int = 0
 
     @classmethod
-    def from_states(cls, states: Iterable[str | None]) -> UpstreamCounts:
-        """Count upstream states; ``None`` stands for an upstream without a task instance."""
+    def from_states(cls, states: Iterable[str | None],
+                    setup_states: Iterable[str | None] = ()) -> UpstreamCounts:
+        """Count upstream states; ``None`` stands for an upstream without a task instance.
+        ``setup_states`` are those of the upstreams that are setup tasks (also counted in
+        ``states``)."""
+        setup_states = list(setup_states)
+        setups = sum(1 for s in setup_states if s != TI.REMOVED)
+        setup_success = sum(1 for s in setup_states if s == TI.SUCCESS)
+        setup_skipped = sum(1 for s in setup_states if s == TI.SKIPPED)
         total = success = skipped = failed = upstream_failed = removed = done = 0
         for state in states:
             if state == TI.REMOVED:
@@ -59,7 +70,8 @@ class UpstreamCounts:
             elif state == TI.UPSTREAM_FAILED:
                 upstream_failed += 1
         return cls(total=total, success=success, skipped=skipped, failed=failed,
-                   upstream_failed=upstream_failed, removed=removed, done=done)
+                   upstream_failed=upstream_failed, removed=removed, done=done,
+                   setups=setups, setup_success=setup_success, setup_skipped=setup_skipped)
 
     @property
     def all_done(self) -> bool:
@@ -147,9 +159,33 @@ def evaluate_trigger_rule(rule: TriggerRule | str, counts: UpstreamCounts) -> Tr
         if c.skipped:
             return TriggerDecision.SKIP
         ready = c.all_done
+    elif rule is TriggerRule.ALL_DONE_SETUP_SUCCESS:
+        # a teardown: once everything upstream is done it runs if one of its setups
+        # succeeded; all setups skipped skips it, none succeeded makes it upstream_failed
+        if c.all_done and c.setups and c.setup_skipped >= c.setups:
+            return TriggerDecision.SKIP
+        if c.all_done and c.setups and not c.setup_success:
+            return TriggerDecision.UPSTREAM_FAILED
+        ready = c.all_done
     else:  # pragma: no cover - every TriggerRule member is handled above
         raise ValueError(f"no strategy for trigger rule {rule!r}")
     return TriggerDecision.READY if ready else TriggerDecision.WAIT
+
+
+def evaluate_setup_constraint(setup_states: Iterable[str | None]) -> TriggerDecision:
+    """Airflow 2.7+'s verdict on the *indirect* setups of a work task (the relevant setups
+    upstream of it that are not its direct upstreams; ``squall.runs.dag_shape
+    .indirect_setups``), checked before its own trigger rule whatever that rule is: one
+    failed (or upstream_failed) makes it upstream_failed, one skipped skips it, and it waits
+    until they have all succeeded (``TriggerRuleDep._evaluate_setup_constraint``)."""
+    states = [s for s in setup_states if s != TI.REMOVED]
+    if any(s in (TI.FAILED, TI.UPSTREAM_FAILED) for s in states):
+        return TriggerDecision.UPSTREAM_FAILED
+    if any(s == TI.SKIPPED for s in states):
+        return TriggerDecision.SKIP
+    if all(s == TI.SUCCESS for s in states):
+        return TriggerDecision.READY
+    return TriggerDecision.WAIT
 
 
 def retry_period_elapsed(ti_next_retry_at: datetime | None, now: datetime) -> bool:

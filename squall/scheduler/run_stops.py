@@ -49,7 +49,7 @@ def stop_remaining_tasks(session: Session, dag: DagLike, dag_run: DagRun,
     new state (nothing when the DAG has no fail_stop or nothing failed)."""
     if not getattr(dag, "fail_stop", False):
         return {}
-    failed = sorted(ti.task_id for ti in tis if ti.state == TI.FAILED)
+    failed = sorted({ti.task_id for ti in tis if ti.state == TI.FAILED})
     if not failed:
         return {}
     tasks: dict[str, Any] = dict(dag.task_dict)

@@ -134,6 +134,7 @@ def find_misses(session: Session, sla: SlaDag, now: datetime,
                DagRun.data_interval_end >= now - longest - lookback)
     ).all()
     misses = []
+    seen: set[tuple[str, str]] = set()
     for run_id, logical_date, interval_end, task_id, state, end_date in rows:
         assert interval_end is not None
         deadline: datetime = interval_end + sla.slas[task_id]
@@ -141,6 +142,9 @@ def find_misses(session: Session, sla: SlaDag, now: datetime,
             continue
         if state in SLA_MET_STATES and end_date is not None and end_date <= deadline:
             continue  # it made it
+        if (task_id, run_id) in seen:
+            continue  # another instance of the same mapped task: one miss per task
+        seen.add((task_id, run_id))
         misses.append(Miss(dag_id=sla.dag_id, task_id=task_id, execution_date=logical_date,
                            run_id=run_id, deadline=deadline))
     return misses

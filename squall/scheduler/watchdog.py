@@ -133,7 +133,8 @@ def end_stale_restarting(session: Session, *, now: datetime, threshold: float) -
     limit = now - timedelta(seconds=threshold)
     rows = session.execute(
         select(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id,
-               TaskInstance.try_number, TaskInstance.job_id, Job.id.label("found"))
+               TaskInstance.map_index, TaskInstance.try_number, TaskInstance.job_id,
+               Job.id.label("found"))
         .outerjoin(Job, Job.id == TaskInstance.job_id)
         .where(TaskInstance.state == TI.RESTARTING.value,
                or_(Job.id.is_(None), Job.state != JobState.RUNNING.value,
@@ -142,7 +143,7 @@ def end_stale_restarting(session: Session, *, now: datetime, threshold: float) -
     ).all()
     moved = 0
     for row in rows:
-        key = TaskInstanceKey(row.dag_id, row.task_id, row.run_id)
+        key = TaskInstanceKey(row.dag_id, row.task_id, row.run_id, row.map_index)
         why = ("no supervisor" if row.job_id is None
                else f"job {row.job_id} is gone" if row.found is None
                else f"job {row.job_id} ended or has not heartbeated for {threshold:g} s")
@@ -180,7 +181,8 @@ def adopt_orphans(session: Session, *, job_id: int, now: datetime, threshold: fl
     limit = now - timedelta(seconds=threshold)
     rows = session.execute(
         select(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id,
-               TaskInstance.try_number, TaskInstance.state, TaskInstance.external_executor_id,
+               TaskInstance.map_index, TaskInstance.try_number, TaskInstance.state,
+               TaskInstance.external_executor_id,
                TaskInstance.queued_by_job_id)
         .outerjoin(Job, Job.id == TaskInstance.queued_by_job_id)
         .where(TaskInstance.state.in_([s.value for s in ADOPTABLE_STATES]),
@@ -192,7 +194,7 @@ def adopt_orphans(session: Session, *, job_id: int, now: datetime, threshold: fl
     ).all()
     adopted: list[Adopted] = []
     for row in rows:
-        key = TaskInstanceKey(row.dag_id, row.task_id, row.run_id)
+        key = TaskInstanceKey(row.dag_id, row.task_id, row.run_id, row.map_index)
         if not row.external_executor_id:
             if row.state == TI.QUEUED and compare_and_set_state(
                     session, key, expected=TI.QUEUED, try_number=row.try_number,
@@ -206,7 +208,8 @@ def adopt_orphans(session: Session, *, job_id: int, now: datetime, threshold: fl
         result = session.execute(
             update(TaskInstance).where(
                 TaskInstance.dag_id == key.dag_id, TaskInstance.task_id == key.task_id,
-                TaskInstance.run_id == key.run_id, TaskInstance.try_number == row.try_number,
+                TaskInstance.run_id == key.run_id, TaskInstance.map_index == key.map_index,
+                TaskInstance.try_number == row.try_number,
                 TaskInstance.state.in_([s.value for s in ADOPTABLE_STATES]),
                 TaskInstance.queued_by_job_id == row.queued_by_job_id,
             ).values(queued_by_job_id=job_id).execution_options(synchronize_session=False))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, overload
@@ -18,11 +19,13 @@ from squall.common.errors import (
     CycleError,
     DagDefinitionError,
     DuplicateTaskIdError,
+    ParamValidationError,
     TaskNotFound,
 )
 from squall.sdk.dag_defaults import current_defaults
 from squall.sdk.dag_options import DagOptions, check_fail_stop_rule
 from squall.sdk.deprecation import warn_deprecated
+from squall.sdk.params import NOTSET, DagParam, ParamsDict
 from squall.sdk.timetables import Timetable, coerce_datetime, timetable_from_schedule
 
 if TYPE_CHECKING:
@@ -87,7 +90,7 @@ class DAG:
         concurrency: int | None = None,
         dagrun_timeout: timedelta | None = None,
         tags: Iterable[str] | None = None,
-        params: dict[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
         doc_md: str | None = None,
         on_success_callback: DagCallback | None = None,
         on_failure_callback: DagCallback | None = None,
@@ -110,6 +113,7 @@ class DAG:
         default_view: str | None = None,
         orientation: str = "LR",
         auto_register: bool = True,
+        dag_display_name: str | None = None,
     ) -> None:
         if not isinstance(dag_id, str) or not dag_id:
             raise DagDefinitionError(f"dag_id must be a non-empty string, got {dag_id!r}")
@@ -155,7 +159,10 @@ class DAG:
             raise DagDefinitionError(f"DAG {dag_id}: dagrun_timeout must be a timedelta")
         self.dagrun_timeout = dagrun_timeout
         self.tags: list[str] = sorted(set(tags or []))
-        self.params: dict[str, Any] = dict(params or {})
+        self.params = _dag_params(dag_id, params, self.default_args, self.timetable)
+        #: the run's conf overrides the tries' params ([core] dag_run_conf_overrides_params
+        #: of whoever imported the DAG file: a worker, ``squall dags test``)
+        self.conf_overrides_params = defaults.conf_overrides_params
         self.doc_md = doc_md
         self.on_success_callback = on_success_callback
         self.on_failure_callback = on_failure_callback
@@ -186,6 +193,10 @@ class DAG:
         self.orientation = options.orientation
         self.auto_register = options.auto_register
         self.task_dict: dict[str, BaseOperator] = {}
+        #: the name shown instead of the id (API ``dag_display_name``, the UI); Airflow 2.9
+        self._dag_display_name = dag_display_name
+        #: upstream task id -> downstream task id -> {"label": ...} (edge labels)
+        self.edge_info: dict[str, dict[str, dict[str, Any]]] = {}
         self.fileloc: str = _caller_file()
         from squall.sdk.taskgroup import TaskGroup
 
@@ -205,6 +216,25 @@ class DAG:
 
     def __repr__(self) -> str:
         return f"<DAG: {self.dag_id}>"
+
+    def param(self, name: str, default: Any = NOTSET) -> DagParam:
+        """A reference to the param ``name``, resolved from the run's conf when a task
+        renders it (Airflow's ``DAG.param``); a ``default`` sets the DAG's param."""
+        return DagParam(self, name, default)
+
+    @property
+    def dag_display_name(self) -> str:
+        """The name to show: ``dag_display_name`` if given, else the DAG id."""
+        return self._dag_display_name or self.dag_id
+
+    def set_edge_info(self, upstream_task_id: str, downstream_task_id: str,
+                      info: dict[str, Any]) -> None:
+        """Record information (an edge label) on the edge between two tasks."""
+        self.edge_info.setdefault(upstream_task_id, {})[downstream_task_id] = dict(info)
+
+    def get_edge_info(self, upstream_task_id: str, downstream_task_id: str) -> dict[str, Any]:
+        """The information on an edge (``{}`` when there is none)."""
+        return dict(self.edge_info.get(upstream_task_id, {}).get(downstream_task_id, {}))
 
     # Tasks ----------------------------------------------------------------------------
 
@@ -288,6 +318,14 @@ class DAG:
                         f"DAG {self.dag_id}: task {task.task_id} depends on {other!r}, "
                         "which is not in this DAG"
                     )
+            if task.is_setup:  # Airflow's DAG.validate_setup_teardown
+                for down in task.downstream_task_ids:
+                    rule = self.task_dict[down].trigger_rule
+                    if not self.task_dict[down].is_teardown and rule != "all_success":
+                        raise DagDefinitionError(
+                            f"DAG {self.dag_id}: setup task {task.task_id} is followed by "
+                            f"{down} with trigger rule {rule}: setup tasks must be followed "
+                            "with trigger rule ALL_SUCCESS")
         self.check_cycle()
 
     def topological_sort(self) -> list[BaseOperator]:
@@ -354,15 +392,21 @@ def dag(dag_id: Any = None, **dag_kwargs: Any) -> Any:
             sig = inspect.signature(func)
             bound = sig.bind_partial(*args, **kwargs)
             bound.apply_defaults()
-            params = dict(dag_kwargs.get("params") or {})
-            params.update(bound.arguments)
-            kw = {k: v for k, v in dag_kwargs.items() if k != "params"}
+            kw = dict(dag_kwargs)
             kw.setdefault("description", (func.__doc__ or "").strip() or None)
             kw.setdefault("doc_md", func.__doc__)
-            new_dag = DAG(dag_id or func.__name__, params=params, **kw)
+            new_dag = DAG(dag_id or func.__name__, **kw)
+            # each argument a DagParam (its value validated against a Param of that name in
+            # ``params``), resolved from the run's conf when a task renders it, as Airflow's
+            try:
+                f_kwargs = {name: new_dag.param(name, value)
+                            for name, value in bound.arguments.items()}
+            except ParamValidationError as exc:
+                raise DagDefinitionError(f"DAG {new_dag.dag_id}: {exc}") from None
             new_dag.fileloc = inspect.getfile(func)
+            build: Callable[..., Any] = func  # called with DagParams, not its declared types
             with new_dag:
-                func(*args, **kwargs)
+                build(**f_kwargs)
             return new_dag
 
         return factory
@@ -409,6 +453,25 @@ def _tz_name_of(value: Any) -> str | None:
 _SDK_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _COMPAT_DIR = os.path.join(os.path.dirname(os.path.dirname(_SDK_DIR)), "compat") + os.sep
 _EXAMPLES_DIR = os.path.join(_SDK_DIR, "examples") + os.sep
+
+
+def _dag_params(dag_id: str, params: Mapping[str, Any] | None, default_args: dict[str, Any],
+                timetable: Timetable) -> ParamsDict:
+    """The DAG's params: ``params`` updated with ``default_args["params"]`` (which leaves
+    ``default_args``), as Airflow's ``DAG.__init__``. A DAG that can be scheduled must have
+    params that validate without a conf (Airflow's ``DAG.validate_schedule_and_params``)."""
+    merged = ParamsDict(params) if not isinstance(params, ParamsDict) else copy.copy(params)
+    if "params" in default_args:
+        merged.update(default_args.pop("params") or {})
+    if timetable.can_be_scheduled:
+        try:
+            merged.validate()
+        except ParamValidationError as exc:
+            raise DagDefinitionError(
+                f"DAG {dag_id}: DAG is not allowed to define a Schedule, if there are any "
+                "required params without default values or default values are not valid "
+                f"({exc})") from None
+    return merged
 
 
 def _caller_file() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,7 @@ class TaskGroup(DependencyMixin):
         tooltip: str = "",
         ui_color: str = "CornflowerBlue",
         ui_fgcolor: str = "#000",
+        add_suffix_on_collision: bool = False,
         _root: bool = False,
     ) -> None:
         from squall.sdk.dag import DagContext
@@ -75,6 +77,8 @@ class TaskGroup(DependencyMixin):
             )
         self.dag = dag
         self.parent_group = parent_group or TaskGroupContext.current(dag)
+        if add_suffix_on_collision:
+            group_id = dedup_group_id(group_id, used_group_ids(dag))
         self._label = group_id
         self.group_id = self.parent_group.child_id(group_id)
         siblings = self.parent_group.children
@@ -122,9 +126,32 @@ class TaskGroup(DependencyMixin):
 
     @property
     def leaves(self) -> list[BaseOperator]:
+        """The tasks an edge out of the group leaves from: those with no downstream in the
+        group, where a teardown gives way to the work before it (Airflow 2.7+'s
+        ``TaskGroup.get_leaves``), so ``group >> next`` does not wait for the teardown."""
         tasks = self.iter_tasks()
-        ids = {t.task_id for t in tasks}
-        return [t for t in tasks if not (t.downstream_task_ids & ids)]
+        by_id = {t.task_id: t for t in tasks}
+
+        def busy(task: BaseOperator, exclude: str) -> bool:  # a work task downstream in the group
+            return any(d != exclude and d in by_id and not by_id[d].is_teardown
+                       for d in task.downstream_task_ids)
+
+        def before_teardown(task: BaseOperator) -> list[BaseOperator]:
+            found: list[BaseOperator] = []
+            for up in (by_id[u] for u in sorted(task.upstream_task_ids) if u in by_id):
+                if up.is_teardown:
+                    found.extend(before_teardown(up))
+                elif not (task.is_teardown and up.is_setup) and not busy(up, task.task_id):
+                    found.append(up)
+            return found
+
+        leaves: dict[str, BaseOperator] = {}
+        for task in tasks:
+            if task.downstream_task_ids & by_id.keys():
+                continue
+            for leaf in before_teardown(task) if task.is_teardown else [task]:
+                leaves.setdefault(leaf.task_id, leaf)
+        return list(leaves.values())
 
     def merged_default_args(self) -> dict[str, Any]:
         """Default args from the DAG, then each enclosing group, innermost last."""
@@ -138,6 +165,14 @@ class TaskGroup(DependencyMixin):
             merged.update(g.default_args)
         return merged
 
+    def iter_groups(self) -> list[TaskGroup]:
+        """This group and every group below it."""
+        out: list[TaskGroup] = [self]
+        for child in self.children.values():
+            if isinstance(child, TaskGroup):
+                out.extend(child.iter_groups())
+        return out
+
     def __enter__(self) -> TaskGroup:
         TaskGroupContext.push(self)
         return self
@@ -150,17 +185,61 @@ class TaskGroup(DependencyMixin):
         return f"<TaskGroup {self.group_id}>"
 
 
+def used_group_ids(dag: DAG) -> set[str]:
+    """The ids a new group may not take: every group id and task id of ``dag`` (Airflow's
+    ``TaskGroup.used_group_ids``)."""
+    used = {g.group_id for g in dag.task_group.iter_groups() if g.group_id is not None}
+    return used | set(dag.task_dict)
+
+
+def dedup_group_id(label: str, used: set[str]) -> str:
+    """``label``, or ``label__N`` with N one more than the largest suffix in use, when
+    ``label`` is taken: the rule of Airflow 2.10's
+    ``TaskGroup._check_for_group_id_collisions`` (airflow/utils/task_group.py), which a
+    ``@task_group`` function called again follows (``group``, ``group__1``, ``group__2``).
+    As there, ``label`` is compared with the full ids in use, so a nested group's label is
+    only renamed when it collides with a top-level id."""
+    if label not in used:
+        return label
+    base = re.split(r"__\d+$", label)[0]
+    pattern = re.compile(rf"^{re.escape(base)}__(\d+)$")
+    suffixes = sorted(int(m.group(1)) for u in used if (m := pattern.match(u)))
+    return f"{label}__1" if not suffixes else f"{base}__{suffixes[-1] + 1}"
+
+
 def task_group(group_id: str | None = None, **group_kwargs: Any) -> Any:
-    """``@task_group``: the decorated function's tasks are created inside a new group."""
+    """``@task_group``: the decorated function's tasks are created inside a new group.
+
+    Each call makes a new group; a call whose group id is taken gets ``__1``, ``__2`` ...
+    (:func:`dedup_group_id`). The function's docstring is the group's tooltip unless one is
+    given. What the function returns (a task or an XComArg) is the call's result, so
+    ``start >> my_group() >> end`` binds to it; otherwise the group is.
+    """
     import functools
+
+    group_kwargs.setdefault("add_suffix_on_collision", True)
 
     def decorator(func: Any) -> Any:
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             with TaskGroup(group_id or func.__name__, **group_kwargs) as group:
+                if func.__doc__ and not group.tooltip:
+                    group.tooltip = func.__doc__
                 result = func(*args, **kwargs)
             return result if result is not None else group
 
+        def mapped(*_: Any, **__: Any) -> Any:
+            raise DagDefinitionError(f"task group {group_id or func.__name__}: mapping a task "
+                                     "group (expand / partial) is not supported; map the "
+                                     "tasks inside it instead")
+
+        wrapper.expand = wrapper.partial = wrapper.expand_kwargs = mapped  # type: ignore[attr-defined]
+        def override(**changes: Any) -> Any:
+            """A copy with these TaskGroup arguments (``group_id``, ``tooltip``...) changed."""
+            merged = {"group_id": group_id, **group_kwargs, **changes}
+            return task_group(**merged)(func)
+
+        wrapper.override = override  # type: ignore[attr-defined]
         return wrapper
 
     if callable(group_id):

@@ -27,6 +27,7 @@ import pendulum
 from jinja2.nativetypes import NativeEnvironment
 
 from squall.common.errors import TaskControl, TemplateError
+from squall.sdk.params import DagParam, InvalidParams, try_params
 from squall.secrets.connection_store import ConnectionAccessor
 from squall.secrets.variables import VariableAccessor
 
@@ -173,8 +174,8 @@ def _render(
 ) -> Any:
     from squall.sdk.operators.base import XComArg
 
-    if isinstance(content, XComArg):
-        # a value from XCom is data, never a template
+    if isinstance(content, XComArg | DagParam):
+        # a value from XCom or the run's conf is data, never a template
         return content.resolve(dict(context))
     if isinstance(content, str):
         if template_ext and content.endswith(tuple(template_ext)):
@@ -227,8 +228,13 @@ def render_template_fields(
     """Render each of ``task.template_fields`` in place on ``task``.
 
     XComArg values (also inside lists, tuples and dicts) are replaced by the value they
-    refer to. Any failure raises :class:`TemplateError` naming the task and the field.
+    refer to. Any failure raises :class:`TemplateError` naming the task and the field;
+    params that did not validate (:class:`~squall.sdk.params.InvalidParams`) raise their
+    :class:`~squall.common.errors.ParamValidationError` first.
     """
+    params = context.get("params")
+    if isinstance(params, InvalidParams):
+        raise params.error
     env = jinja_env
     for field in task.template_fields:
         if not hasattr(task, field):
@@ -415,7 +421,10 @@ def build_context(
     Dates default to the DAG run's and are converted to UTC (as in Airflow, ``ds`` is the
     UTC date of the logical date; ``data_interval`` is (start, end)). ``params`` is
     ``dag.params``, updated with ``task.params``, then with the run's ``conf`` (the ``conf``
-    argument, else ``dag_run.conf``). ``prev_ds`` / ``next_ds`` and their
+    argument, else ``dag_run.conf``) unless ``[core] dag_run_conf_overrides_params`` was off
+    where the DAG file was imported (``dag.conf_overrides_params``),
+    validated (:func:`squall.sdk.params.process_params`: a param that does not validate
+    raises :class:`~squall.common.errors.ParamValidationError`). ``prev_ds`` / ``next_ds`` and their
     ``*_execution_date`` are the neighbouring schedule ticks, or this run's logical date for
     a manually triggered run (``dag_run.external_trigger``), as in Airflow 2.2+.
     ``previous_success`` gives the ``prev_*_success`` keys (None: there is none);
@@ -435,11 +444,9 @@ def build_context(
     start = _as_datetime(data_interval_start) or logical
     end = _as_datetime(data_interval_end) or start
 
-    merged_params: dict[str, Any] = {}
-    if dag is not None:
-        merged_params.update(dag.params)
-    merged_params.update(task.params)
-    merged_params.update(conf)
+    merged_params = try_params(
+        dag.params if dag is not None else None, task.params, conf,
+        conf_overrides=bool(getattr(dag, "conf_overrides_params", True)))
 
     if dag_run is not None and getattr(dag_run, "external_trigger", False):
         prev_logical: pendulum.DateTime | None = logical

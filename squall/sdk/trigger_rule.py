@@ -17,6 +17,9 @@ class TriggerRule(StrEnum):
     NONE_FAILED_MIN_ONE_SUCCESS = "none_failed_min_one_success"
     NONE_SKIPPED = "none_skipped"
     ALWAYS = "always"
+    #: a teardown's rule (Airflow 2.7+): every upstream done and, when it has setups among
+    #: its direct upstreams, at least one of them succeeded
+    ALL_DONE_SETUP_SUCCESS = "all_done_setup_success"
 
     @classmethod
     def is_valid(cls, value: str) -> bool:

@@ -153,7 +153,7 @@ def run_forked_task_process(settings: Settings, spec: TaskProcessSpec, channel: 
         run_try(TrySpec(loaded, DagRun(**started.dag_run), try_number=spec.try_number,
                         max_tries=started.max_tries, start_date=started.start_date,
                         hostname=spec.hostname, log_path=log_path, clear_xcom=False,
-                        previous_success=started.previous_success),
+                        previous_success=started.previous_success, map_index=key.map_index),
                 make_session_factory(engine),
                 worker_hooks(settings, termination, recorder=recorder))
         return EXIT_OK
@@ -181,7 +181,8 @@ def _run(settings: Settings, spec: TaskProcessSpec, factory: SessionFactory,
     with session_scope(factory) as session:
         ti = session.scalars(select(TaskInstance).where(
             TaskInstance.dag_id == key.dag_id, TaskInstance.task_id == key.task_id,
-            TaskInstance.run_id == key.run_id)).one_or_none()
+            TaskInstance.run_id == key.run_id,
+            TaskInstance.map_index == key.map_index)).one_or_none()
         dag_run = session.scalars(select(DagRun).where(
             DagRun.dag_id == key.dag_id, DagRun.run_id == key.run_id)).one_or_none()
     if (ti is None or dag_run is None or ti.state != TaskInstanceState.RUNNING
@@ -206,7 +207,7 @@ def _run(settings: Settings, spec: TaskProcessSpec, factory: SessionFactory,
     install_dag_run_trigger(trigger_dag_run)
     run_try(TrySpec(task, dag_run, try_number=spec.try_number, max_tries=ti.max_tries,
                     start_date=start_date, hostname=spec.hostname, log_path=log_path,
-                    clear_xcom=False),
+                    clear_xcom=False, map_index=key.map_index),
             factory, worker_hooks(settings, termination, code_ended=spec.notify_recording,
                                   recorder=outcome_writer(factory, key,
                                                           try_number=spec.try_number)))

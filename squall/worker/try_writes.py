@@ -136,7 +136,7 @@ class TryWrites:
             )
             if won:
                 xcom.clear(session, dag_id=self.key.dag_id, run_id=self.key.run_id,
-                           task_id=self.key.task_id)
+                           task_id=self.key.task_id, map_index=self.key.map_index)
                 dag_run, max_tries = session.execute(
                     select(DagRun, TaskInstance.max_tries)
                     .join(TaskInstance, (TaskInstance.dag_id == DagRun.dag_id)
@@ -325,7 +325,8 @@ class TryWrites:
     def _key_clause(self) -> tuple[Any, ...]:
         return (TaskInstance.dag_id == self.key.dag_id,
                 TaskInstance.task_id == self.key.task_id,
-                TaskInstance.run_id == self.key.run_id)
+                TaskInstance.run_id == self.key.run_id,
+                TaskInstance.map_index == self.key.map_index)
 
     def _ours_clause(self) -> tuple[Any, ...]:
         return (*self._key_clause(), TaskInstance.state == TaskInstanceState.RUNNING.value,

@@ -269,7 +269,7 @@ def test_unknown_things_and_bad_tokens(logs_api: LogsApi) -> None:
         (f"/api/v1/dags/d1/dagRuns/{RUN_ID}/taskInstances/nope/logs/1", "Task instance nope"),
         (f"{URL}/2", "try 2 not found"),
         (f"{URL}/0", "try 0 not found"),
-        (f"{URL}/1?map_index=3", "no mapped index 3"),
+        (f"{URL}/1?map_index=3", "t1 map_index 3 of DAG run d1"),
     ):
         response = logs_api.api.get(url)
         assert response.status_code == 404, (url, response.text)

@@ -61,6 +61,16 @@ with DAG("client_dag", schedule=None, start_date=pendulum.datetime(2024, 1, 1, t
     fail = BashOperator(task_id="fail", bash_command="exit 3", retries=0)
     say >> fail
 '''
+MAPPED_ID = "client_mapped"
+#: paused from the start: its run, with mapped rows written by the test, is never decided
+MAPPED_FILE = '''
+import pendulum
+from squall import DAG, BashOperator
+
+with DAG("client_mapped", schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+         is_paused_upon_creation=True) as dag:
+    BashOperator(task_id="fan", bash_command="true")
+'''
 
 
 @dataclass
@@ -89,6 +99,7 @@ def env(request: pytest.FixtureRequest,
     cluster.extra_env.update({"SQUALL__CORE__FERNET_KEY": Fernet.generate_key().decode(),
                               "SQUALL__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())})
     (cluster.dags_folder / "client_dag.py").write_text(DAG_FILE)
+    (cluster.dags_folder / "client_mapped.py").write_text(MAPPED_FILE)
     (cluster.dags_folder / "broken.py").write_text(
         "from squall import DAG\nimport no_such_module_here\n")
     url = f"http://127.0.0.1:{port}"
@@ -103,10 +114,12 @@ def env(request: pytest.FixtureRequest,
             assert api.process.poll() is None, cluster.logs("api")
             try:
                 dags = httpx.get(f"{url}/api/v1/dags/{DAG_ID}", auth=auth, timeout=5)
+                mapped = httpx.get(f"{url}/api/v1/dags/{MAPPED_ID}", auth=auth, timeout=5)
                 errors = httpx.get(f"{url}/api/v1/importErrors", auth=auth, timeout=5)
             except httpx.TransportError:
                 return False
-            return dags.status_code == 200 and errors.json()["total_entries"] == 1
+            return (dags.status_code == mapped.status_code == 200
+                    and errors.json()["total_entries"] == 1)
 
         wait_until(parsed, 90, interval=0.2,
                    message=f"the API to serve the parsed DAG files:\n{cluster.logs()}")
@@ -210,6 +223,54 @@ def test_task_instances(env: Env) -> None:
                message=f"the cleared run to finish again:\n{env.cluster.logs()}")
     fail = tis.get_task_instance(DAG_ID, env.run_id, "fail")
     assert (str(fail.state), fail.try_number) == ("failed", 2)
+
+
+def _seed_mapped_run(cluster: Cluster, run_id: str, states: list[str]) -> None:
+    """A finished run of the paused ``client_mapped`` whose ``fan`` has one instance per
+    state (map_index 0, 1, ...; as the engine expands a mapped task), each with a log."""
+    from datetime import UTC, datetime
+
+    from squall.common.db import session_scope
+    from squall.common.models import DagRun, TaskInstance, TaskInstanceKey
+    from squall.execution.runner import task_log_path
+
+    with session_scope(cluster.session_factory) as session:
+        session.add(DagRun(dag_id=MAPPED_ID, run_id=run_id, state="success",
+                           run_type="manual", external_trigger=True,
+                           logical_date=datetime(2024, 3, 1, tzinfo=UTC)))
+        session.flush()
+        for index, state in enumerate(states):
+            session.add(TaskInstance(dag_id=MAPPED_ID, task_id="fan", run_id=run_id,
+                                     map_index=index, state=state, try_number=1,
+                                     operator="BashOperator"))
+            path = task_log_path(cluster.home / "logs",
+                                 TaskInstanceKey(MAPPED_ID, "fan", run_id, index), 1)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"instance {index} ran\n")
+
+
+def test_mapped_task_instances(env: Env) -> None:
+    _seed_mapped_run(env.cluster, "mapped", ["success", "failed", "success"])
+    tis = TaskInstanceApi(env.client)
+    one = tis.get_mapped_task_instance(MAPPED_ID, "mapped", "fan", 1)
+    assert (one.map_index, str(one.state)) == (1, "failed")
+    listed = tis.get_mapped_task_instances(MAPPED_ID, "mapped", "fan")
+    assert [ti.map_index for ti in listed.task_instances] == [0, 1, 2]
+    assert listed.total_entries == 3
+    page = tis.get_mapped_task_instances(MAPPED_ID, "mapped", "fan", limit=1, offset=1,
+                                         order_by="-map_index", state=["success"])
+    assert [ti.map_index for ti in page.task_instances] == [0] and page.total_entries == 2
+    with pytest.raises(NotFoundException):
+        tis.get_task_instance(MAPPED_ID, "mapped", "fan")
+    log = tis.get_log(MAPPED_ID, "mapped", "fan", 1, map_index=2, full_content=True)
+    assert log.content == "instance 2 ran\n"
+    ref = tis.patch_mapped_task_instance(MAPPED_ID, "mapped", "fan", 1, update_task_instance=
+                                         UpdateTaskInstance(dry_run=False,
+                                                            new_state=UpdateTaskState("success")))
+    assert (ref.task_id, ref.dag_run_id) == ("fan", "mapped")
+    assert str(tis.get_mapped_task_instance(MAPPED_ID, "mapped", "fan", 1).state) == "success"
+    every = tis.get_task_instances(MAPPED_ID, "mapped")
+    assert sorted(ti.map_index for ti in every.task_instances) == [0, 1, 2]
 
 
 def test_pools(env: Env) -> None:

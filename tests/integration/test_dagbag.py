@@ -218,7 +218,7 @@ def test_good_folder_loads_in_process_and_isolated(dags_folder: Path) -> None:
     assert sorted(result.serialized) == ["decorated", "good", "helped"]
     assert sorted(result.files_parsed) == sorted(str(p) for p in list_dag_files(dags_folder))
     assert result.serialized["helped"]["dag"]["fileloc"] == str(dags_folder / "uses_helper.py")
-    assert result.serialized["decorated"]["dag"]["params"] == {"x": 1}
+    assert result.serialized["decorated"]["dag"]["params"]["x"]["default"] == 1
 
 
 @pytest.mark.parametrize("mode", ["in_process", "isolated"])
@@ -352,7 +352,9 @@ def test_sync_to_db_writes_rows_and_keeps_user_pause(
         assert row.next_dagrun_create_after == datetime(2024, 6, 1, tzinfo=UTC)
         assert rows["paused_one"].is_paused
         assert rows["paused_one"].next_dagrun is None
-        assert rows["paused_one"].params == {"n": 3, "when": repr(datetime(2024, 1, 1))}
+        # the params with their schemas, as serialized (squall/dag_processing/serialization.py)
+        assert {k: v["default"] for k, v in rows["paused_one"].params.items()} == {
+            "n": 3, "when": repr(datetime(2024, 1, 1))}
         assert rows["hourly"].next_dagrun == datetime(2024, 5, 31, tzinfo=UTC)
         serialized = {s.dag_id: s for s in session.scalars(select(SerializedDagModel))}
         assert sorted(serialized) == ["good", "hourly", "paused_one"]
@@ -483,7 +485,8 @@ class _Sensor(BaseOperator):
 
 
 def _build_dag(schedule: Any) -> DAG:
-    with DAG(
+    # a param that is not JSON: Airflow 2.10 warns (Param._warn_if_not_json), and so do we
+    with pytest.warns(DeprecationWarning, match="non-json-serializable params"), DAG(
         "round_trip",
         schedule=schedule,
         start_date=pendulum.datetime(2024, 1, 1, tz="Europe/Amsterdam"),

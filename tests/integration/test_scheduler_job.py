@@ -609,7 +609,7 @@ def test_runs_after_a_failure_wait_on_the_past_and_then_go_on_in_order(
 
     set_task_state(ctx, Namespace(dag_id="dop", task_id="t", run_id=run1, state="success",
                                   upstream=False, downstream=False, past=False, future=False,
-                                  dry_run=False, yes=False))
+                                  dry_run=False, yes=False, map_index=None))
     assert "DagRun dop" in capsys.readouterr().out  # run 1 is handed back to the scheduler
     loop()
     assert [t.key.run_id for t in fake.published] == [run1, run2]

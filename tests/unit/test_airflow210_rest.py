@@ -18,7 +18,6 @@ from squall.common.errors import DagDefinitionError, SquallError, TaskFailedNoRe
 from squall.dag_processing.loading import load_file
 from squall.dag_processing.serialization import deserialize_dag, serialize_dag
 from squall.scheduler.readiness import PreviousInstance, past_wait_reason
-from squall.sdk.conditions import run_if, skip_if
 from squall.sdk.current_context import get_current_context, set_current_context
 from squall.sdk.dag import DAG
 from squall.sdk.dag_defaults import DagDefaults, authoring_defaults
@@ -27,6 +26,7 @@ from squall.sdk.operators.empty import EmptyOperator
 from squall.sdk.sensors.bash import BashSensor
 from squall.sdk.sensors.date_time import DateTimeSensor, TimeSensor
 from squall.sdk.sensors.weekday import DayOfWeekSensor, WeekDay
+from squall.sdk.task_conditions import run_if, skip_if
 from squall.sdk.taskgroup import TaskGroup
 from squall.sdk.templating import make_jinja_env
 from squall.sdk.timetables import ContinuousTimetable, DataInterval
@@ -290,7 +290,7 @@ def test_run_if_and_skip_if() -> None:
     with pytest.raises(TaskSkipped, match="not today"):
         b.operator.pre_execute(make_context(b.operator))
     c.operator.pre_execute(make_context(c.operator))
-    with pytest.raises(TypeError, match="decorate with @task before @run_if"):
+    with pytest.raises(DagDefinitionError, match="decorate with @task before @run_if"):
         run_if(lambda context: True)(lambda: None)
 
 

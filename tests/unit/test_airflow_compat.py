@@ -29,10 +29,14 @@ from squall.sdk.trigger_rule import TriggerRule
 #: what the brief promises: airflow module -> attributes (each a Squall object)
 EXPECTED: dict[str, set[str]] = {
     "airflow": {"DAG"},
-    "airflow.models": {"DAG", "BaseOperator", "Variable", "Connection"},
+    "airflow.models": {"DAG", "BaseOperator", "Variable", "Connection", "Param"},
     "airflow.models.variable": {"Variable"},
+    "airflow.models.param": {"Param", "ParamsDict", "DagParam"},
+    "airflow.models.dagparam": {"DagParam"},
     "airflow.models.connection": {"Connection"},
     "airflow.hooks": set(),
+    "airflow.models.mappedoperator": {"MappedOperator"},
+    "airflow.models.xcom_arg": {"XComArg"},
     "airflow.hooks.base": {"BaseHook"},
     "airflow.models.dag": {"DAG", "dag"},
     "airflow.models.baseoperator": {"BaseOperator", "chain", "cross_downstream"},
@@ -41,13 +45,15 @@ EXPECTED: dict[str, set[str]] = {
     "airflow.operators.python": {"PythonOperator", "BranchPythonOperator", "ShortCircuitOperator"},
     "airflow.operators.empty": {"EmptyOperator"},
     "airflow.operators.dummy": {"DummyOperator"},
-    "airflow.decorators": {"dag", "task", "task_group"},
+    "airflow.decorators": {"dag", "task", "task_group", "setup", "teardown"},
+    "airflow.decorators.setup_teardown": {"setup_task", "teardown_task"},
     "airflow.exceptions": {
         "AirflowSkipException",
         "AirflowFailException",
         "AirflowSensorTimeout",
         "AirflowTaskTimeout",
         "AirflowException",
+        "ParamValidationError",
         "RemovedInAirflow3Warning",
     },
     "airflow.utils": set(),
@@ -99,6 +105,33 @@ EXPECTED.update({
 EXPECTED["airflow.operators.python"] = EXPECTED["airflow.operators.python"] | {
     "get_current_context"}
 EXPECTED["airflow.models"] = EXPECTED["airflow.models"] | {"TaskInstance"}
+
+#: issue 24 item 4 (squall.compat.airflow_authoring), merged into the modules above
+EXPECTED_AUTHORING: dict[str, set[str]] = {
+    "airflow.models": {"XComArg"},
+    "airflow.models.xcom_arg": {"XComArg"},
+    "airflow.models.baseoperator": {"chain_linear"},
+    "airflow.utils.edgemodifier": {"Label", "EdgeModifier"},
+    "airflow.utils.task_group": {"TaskGroup"},
+    "airflow.decorators": {"python_task", "virtualenv_task", "external_python_task",
+                           "branch_task", "short_circuit_task", "sensor_task", "bash_task",
+                           "branch_virtualenv_task", "branch_external_python_task", "run_if",
+                           "skip_if"},
+    "airflow.operators.python": {"PythonVirtualenvOperator", "ExternalPythonOperator",
+                                 "BranchPythonVirtualenvOperator",
+                                 "BranchExternalPythonOperator"},
+    "airflow.operators.datetime": {"BranchDateTimeOperator", "target_times_as_dates"},
+    "airflow.operators.weekday": {"BranchDayOfWeekOperator"},
+    "airflow.timetables": set(),
+    "airflow.timetables.base": {"Timetable", "DagRunInfo", "DataInterval", "TimeRestriction"},
+    "airflow.timetables.trigger": {"CronTriggerTimetable"},
+    "airflow.timetables.events": {"EventsTimetable"},
+    "airflow.timetables.interval": {"CronDataIntervalTimetable", "DeltaDataIntervalTimetable"},
+    "airflow.timetables.simple": {"NullTimetable", "OnceTimetable", "ContinuousTimetable"},
+    "airflow.plugins_manager": {"AirflowPlugin"},
+}
+for _name, _attrs in EXPECTED_AUTHORING.items():
+    EXPECTED[_name] = EXPECTED.get(_name, set()) | _attrs
 
 
 def _airflow_modules() -> list[str]:
@@ -355,6 +388,7 @@ def test_unsupported_module(installed: None, statement: str, feature: str) -> No
         ("from airflow.exceptions import TaskDeferred", "deferrable operators"),
         ("from airflow.utils.dates import cron_presets", "does not provide it"),
         ("from airflow.exceptions import AirflowNotFoundException", "does not provide it"),
+        ("from airflow.operators.python import PythonVirtualenvOperatorX", "does not provide it"),
     ],
 )
 def test_unsupported_attribute(installed: None, statement: str, feature: str) -> None:

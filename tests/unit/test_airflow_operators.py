@@ -384,8 +384,12 @@ def test_airflow_configuration_and_mapping(airflow_installed: None) -> None:
 
     assert conf.getint("core", "parallelism") == Settings.load().core.parallelism
     assert conf.get("core", "no_such_key", fallback=None) is None
-    with pytest.raises(DagDefinitionError, match="dynamic task mapping"):
-        BashOperator.partial(task_id="many").expand(bash_command=["a", "b"])
+    from airflow.models.mappedoperator import MappedOperator
+
+    mapped = BashOperator.partial(task_id="many").expand(bash_command=["a", "b"])
+    assert isinstance(mapped, MappedOperator)
+    with pytest.raises(DagDefinitionError, match="unexpected type 'str'"):
+        BashOperator.partial(task_id="one").expand(bash_command="a")
 
 
 def test_operator_xcom_helpers() -> None:

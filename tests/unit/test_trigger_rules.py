@@ -63,6 +63,8 @@ EXPECTED: dict[TriggerRule, str] = {
     TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS: "R W U U U  U U U U  S W R U  U W W R  R R W",
     TriggerRule.NONE_SKIPPED:                "R W W R W  R R R R  S S S S  S W W R  R R W",
     TriggerRule.ALWAYS:                      "R R R R R  R R R R  R R R R  R R R R  R R R",
+    # without setups among the upstreams a teardown's rule is all_done (test_setup_teardown)
+    TriggerRule.ALL_DONE_SETUP_SUCCESS:      "R W W R W  R R R R  R W R R  R W W R  R R W",
 }
 
 _CODES = {

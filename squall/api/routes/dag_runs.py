@@ -36,7 +36,7 @@ from squall.api.schemas_runs import (
     UpdateDagRunState,
     has_nul,
 )
-from squall.api.serializers import dag_run_json, task_instance_json
+from squall.api.serializers import dag_run_json, task_display_names, task_instance_json
 from squall.api.state import DB, api_state
 from squall.common.errors import TriggerError
 from squall.common.models import (
@@ -337,7 +337,9 @@ def tis_json(session: Session, pairs: list[tuple[TaskInstance, DagRun]]) -> list
     """Task instances with their runs, as Airflow's API answers them (with their missed
     SLAs)."""
     misses = sla_misses(session, [ti for ti, _ in pairs])
-    return [task_instance_json(ti, run, misses.get((ti.dag_id, ti.task_id, ti.run_id)))
+    names = task_display_names(session, sorted({ti.dag_id for ti, _ in pairs}))
+    return [task_instance_json(ti, run, misses.get((ti.dag_id, ti.task_id, ti.run_id)),
+                               names.get((ti.dag_id, ti.task_id)))
             for ti, run in pairs]
 
 

@@ -13,7 +13,7 @@ from squall.api.auth import Op, Viewer
 from squall.api.pagination import OrderBy, Paged, order_by, total
 from squall.api.problems import bad_request, not_found
 from squall.api.schemas import DAG, ERRORS, DAGCollection, DAGDetail, Task, TaskCollection
-from squall.api.serializers import dag_json, iso
+from squall.api.serializers import dag_display_names, dag_json, iso
 from squall.api.state import DB, api_state
 from squall.common.models import DagModel
 from squall.dag_processing.sync import load_serialized_dags
@@ -31,6 +31,11 @@ def get_dag_row(session: Session, dag_id: str) -> DagModel:
     if row is None:
         raise not_found(f"DAG with dag_id: '{dag_id}' not found")
     return row
+
+
+def _dags_json(session: Session, rows: list[DagModel], key: str) -> list[dict[str, Any]]:
+    names = dag_display_names(session, [r.dag_id for r in rows])
+    return [dag_json(r, key, names.get(r.dag_id)) for r in rows]
 
 
 @router.get("/dags", summary="List DAGs", response_model=DAGCollection)
@@ -52,16 +57,16 @@ def list_dags(
     ordered = order_by(stmt, order, _ORDER, "dag_id")
     if tags:  # any of the tags; the column is JSON, so this filter runs here
         rows = [r for r in session.scalars(ordered) if set(tags) & set(r.tags or [])]
-        return {"dags": [dag_json(r, key) for r in rows[pages.offset:pages.offset + pages.limit]],
+        return {"dags": _dags_json(session, rows[pages.offset:pages.offset + pages.limit], key),
                 "total_entries": len(rows)}
-    return {"dags": [dag_json(r, key) for r in session.scalars(pages.apply(ordered))],
+    return {"dags": _dags_json(session, list(session.scalars(pages.apply(ordered))), key),
             "total_entries": total(session, stmt)}
 
 
 @router.get("/dags/{dag_id}", summary="Get basic information about a DAG",
             response_model=DAG)
 def get_dag(dag_id: str, request: Request, session: DB, user: Viewer) -> dict[str, Any]:
-    return dag_json(get_dag_row(session, dag_id), api_state(request).secret_key)
+    return _dags_json(session, [get_dag_row(session, dag_id)], api_state(request).secret_key)[0]
 
 
 @router.patch("/dags/{dag_id}", summary="Pause or unpause a DAG", response_model=DAG)
@@ -76,7 +81,7 @@ def patch_dag(dag_id: str, body: Annotated[dict[str, Any], Body()], request: Req
     if "is_paused" not in body or not isinstance(body["is_paused"], bool):
         raise bad_request("is_paused must be given as true or false")
     set_paused(session, dag_id, body["is_paused"], by=f"API, by {user.username}")
-    return dag_json(row, api_state(request).secret_key)
+    return _dags_json(session, [row], api_state(request).secret_key)[0]
 
 
 def _serialized(session: Session, dag_id: str) -> sdk_dag.DAG:
@@ -96,13 +101,15 @@ def get_dag_details(dag_id: str, request: Request, session: DB,
     dag = _serialized(session, dag_id)
     return {
         **dag_json(row, api_state(request).secret_key),
+        "dag_display_name": dag.dag_display_name,
         "timezone": dag.timezone.name, "catchup": dag.catchup,
         # the DAG's UI hints as its file gives them (Airflow 2's default_view, orientation)
         "default_view": getattr(dag, "default_view", "grid"),
         "orientation": getattr(dag, "orientation", "LR"),
         "concurrency": dag.max_active_tasks, "start_date": iso(dag.start_date),
         "dag_run_timeout": _duration(dag.dagrun_timeout), "dataset_expression": None,
-        "doc_md": dag.doc_md, "params": dag.params, "end_date": iso(dag.end_date),
+        "doc_md": dag.doc_md, "params": {k: p.dump() for k, p in dag.params.items()},
+        "end_date": iso(dag.end_date),
         "is_paused_upon_creation": dag.is_paused_upon_creation,
         "last_parsed": iso(row.last_parsed_time),
         "template_search_path": [str(p) for p in dag.template_searchpath] or None,
@@ -146,7 +153,7 @@ def _task_json(task: Any) -> dict[str, Any]:
     return {
         "class_ref": {"module_path": cls.__module__,
                       "class_name": getattr(task, "operator_name", cls.__name__)},
-        "task_id": task.task_id, "task_display_name": task.task_id,
+        "task_id": task.task_id, "task_display_name": task.task_display_name,
         "owner": str(getattr(task, "owner", "") or ""),
         "start_date": iso(task.start_date), "end_date": iso(task.end_date),
         "trigger_rule": str(task.trigger_rule), "extra_links": [],

@@ -42,7 +42,6 @@ from squall.common.models import (
     DagRun,
     Job,
     TaskInstance,
-    TaskInstanceKey,
     utcnow,
 )
 from squall.common.state import FINISHED_STATES, JobState, TaskInstanceState
@@ -140,8 +139,9 @@ def _complete_utf8(data: bytes) -> bytes:
     return data
 
 
-def _task_instance(session: Session, dag_id: str, run_id: str, task_id: str) -> TaskInstance:
-    ti = session.get(TaskInstance, (dag_id, task_id, run_id, -1))
+def _task_instance(session: Session, dag_id: str, run_id: str, task_id: str,
+                   map_index: int) -> TaskInstance:
+    ti = session.get(TaskInstance, (dag_id, task_id, run_id, map_index))
     if ti is not None:
         return ti
     if session.get(DagModel, dag_id) is None:
@@ -149,7 +149,13 @@ def _task_instance(session: Session, dag_id: str, run_id: str, task_id: str) -> 
     if session.scalar(select(DagRun.id).where(DagRun.dag_id == dag_id,
                                               DagRun.run_id == run_id)) is None:
         raise not_found(f"DAGRun with DAG ID: '{dag_id}' and DagRun ID: '{run_id}' not found")
-    raise not_found(f"Task instance {task_id} of DAG run {dag_id} {run_id} not found")
+    if map_index == -1 and session.scalar(select(TaskInstance.map_index).where(
+            TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id,
+            TaskInstance.task_id == task_id).limit(1)) is not None:
+        raise not_found(f"Task instance {task_id} of DAG run {dag_id} {run_id} is mapped: "
+                        "give the map_index of one of its instances")
+    which = task_id if map_index == -1 else f"{task_id} map_index {map_index}"
+    raise not_found(f"Task instance {which} of DAG run {dag_id} {run_id} not found")
 
 
 def _position(secret_key: str, token: str | None, ident: list[Any]) -> int:
@@ -185,18 +191,19 @@ def get_log(
     dag_id: str, dag_run_id: str, task_id: str, task_try_number: int, request: Request,
     session: DB, user: Viewer,
     full_content: Annotated[bool, Query(description="the whole log, from its start")] = False,
-    map_index: int = -1,
+    map_index: Annotated[int, Query(description="the instance of a mapped task (-1: "
+                                    "not mapped)")] = -1,
     token: Annotated[str | None, Query(description="a continuation token from a previous "
                                        "answer: read on from where it ended")] = None,
 ) -> Any:
     state = api_state(request)
-    ti = _task_instance(session, dag_id, dag_run_id, task_id)
-    if map_index != -1:
-        raise not_found(f"Task instance {ti.key} has no mapped index {map_index}")
+    ti = _task_instance(session, dag_id, dag_run_id, task_id, map_index)
     if not 1 <= task_try_number <= ti.try_number:
         raise not_found(f"Task instance {ti.key} try {task_try_number} not found: it has had "
                         f"{ti.try_number} tr{'y' if ti.try_number == 1 else 'ies'}")
     ident = [dag_id, dag_run_id, task_id, task_try_number]
+    if map_index != -1:
+        ident.append(map_index)
     offset = 0 if full_content else _position(state.secret_key, token, ident)
     may_grow = (task_try_number == ti.try_number
                 and ti.state not in FINISHED_STATES
@@ -237,7 +244,7 @@ def read_log(folder: Path, ti: TaskInstance, try_number: int, offset: int, secre
     ``offset`` on: from ``folder`` when the file is there, else from the log server of the
     worker recorded on ``ti``; :class:`LogUnreadable` when that worker cannot be read."""
     limit = MAX_READ if limit is None else limit
-    key = TaskInstanceKey(ti.dag_id, ti.task_id, ti.run_id)
+    key = ti.key
     local = _read_local(task_log_path(folder, key, try_number), offset, limit)
     if local is not None or not ti.hostname:
         return local or Piece(b"", None)

@@ -1,7 +1,10 @@
 """``/api/v1/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances``: list (``~`` for every DAG
 and / or run, and the batch form ``POST /dags/~/dagRuns/~/taskInstances/list``), get, mark
 (PATCH ``new_state``; with relatives, ``POST /dags/{dag_id}/updateTaskInstancesState``), and
-``POST /dags/{dag_id}/clearTaskInstances``.
+``POST /dags/{dag_id}/clearTaskInstances``; the instances of a mapped task:
+``.../taskInstances/{task_id}/listMapped``, and get and mark one at
+``.../taskInstances/{task_id}/{map_index}`` (``.../taskInstances/{task_id}`` is a 404 for a
+mapped task, as in Airflow).
 
 Marking is :mod:`squall.runs.mark`'s (what ``squall tasks set-state`` does): the task
 instance is changed by compare-and-set, a finished run is handed back to the scheduler, and
@@ -18,7 +21,7 @@ from datetime import datetime
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Query, Request
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from squall.api.auth import Op, Viewer
@@ -53,7 +56,8 @@ from squall.api.state import DB
 from squall.common.errors import TaskNotFound
 from squall.common.models import DagRun, TaskInstance, TaskInstanceKey, utcnow
 from squall.common.state import ONLY_FAILED_STATES, ONLY_RUNNING_STATES, TaskInstanceState
-from squall.runs.clear import clear_task_instances, select_task_instances
+from squall.runs.clear import clear_task_instances, follow_markers, select_task_instances
+from squall.runs.external_clear import ClearError
 from squall.runs.mark import apply_marks, select_marks
 
 log = logging.getLogger(__name__)
@@ -68,7 +72,7 @@ _ORDER = {"task_id": TI.task_id, "dag_id": TI.dag_id, "dag_run_id": TI.run_id,
           "state": TI.state, "start_date": TI.start_date, "end_date": TI.end_date,
           "duration": TI.duration, "try_number": TI.try_number, "pool": TI.pool,
           "queue": TI.queue, "priority_weight": TI.priority_weight,
-          "updated_at": TI.updated_at}
+          "updated_at": TI.updated_at, "map_index": TI.map_index}
 _JOIN = (DagRun.dag_id == TI.dag_id) & (DagRun.run_id == TI.run_id)
 CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"model": Error, "description": "the task instance changed meanwhile"}}
@@ -79,6 +83,7 @@ ListQuery = Annotated[list[str] | None, Query(description="any of these")]
 def _filtered(stmt: Select[Any], tz: str, *, states: list[str] | None = None,
               pools: list[str] | None = None, queues: list[str] | None = None,
               duration: tuple[float | None, float | None] = (None, None),
+              map_indexes: list[int] | None = None,
               dates: dict[str, tuple[datetime | None, datetime | None]]) -> Select[Any]:
     columns = {"execution_date": DagRun.logical_date, "start_date": TI.start_date,
                "end_date": TI.end_date, "updated_at": TI.updated_at}
@@ -91,6 +96,8 @@ def _filtered(stmt: Select[Any], tz: str, *, states: list[str] | None = None,
         stmt = stmt.where(TI.pool.in_(pools))
     if queues:
         stmt = stmt.where(TI.queue.in_(queues))
+    if map_indexes is not None:
+        stmt = stmt.where(TI.map_index.in_(map_indexes))
     if duration[0] is not None:
         stmt = stmt.where(TI.duration >= duration[0])
     if duration[1] is not None:
@@ -107,7 +114,7 @@ def _both() -> Select[Any]:
 def _page(session: Session, stmt: Select[Any], order: str | None, limit: int,
           offset: int) -> dict[str, Any]:
     ordered = (order_by(stmt, order, _ORDER, "execution_date")
-               .order_by(TI.dag_id, TI.run_id, TI.task_id))
+               .order_by(TI.dag_id, TI.run_id, TI.task_id, TI.map_index))
     rows = session.execute(ordered.limit(limit).offset(offset)).all()
     return {"task_instances": tis_json(session, [(ti, run) for ti, run in rows]),
             "total_entries": total(session, stmt)}
@@ -159,6 +166,7 @@ def list_task_instances_batch(body: ListTaskInstanceForm, request: Request, sess
         stmt = stmt.where(TI.task_id.in_(body.task_ids))
     stmt = _filtered(stmt, default_tz(request), states=body.state, pools=body.pool,
                      queues=body.queue, duration=(body.duration_gte, body.duration_lte),
+                     map_indexes=body.map_index,
                      dates={"execution_date": (body.execution_date_gte,
                                                body.execution_date_lte),
                             "start_date": (body.start_date_gte, body.start_date_lte),
@@ -166,14 +174,29 @@ def list_task_instances_batch(body: ListTaskInstanceForm, request: Request, sess
     return _page(session, stmt, None, limit, body.page_offset)
 
 
-def get_ti(session: Session, dag_id: str, run_id: str, task_id: str) -> tuple[TI, DagRun]:
-    """The task instance and its run; a 404 naming what is missing."""
+def get_ti(session: Session, dag_id: str, run_id: str, task_id: str,
+           map_index: int = -1) -> tuple[TI, DagRun]:
+    """The task instance and its run; a 404 naming what is missing (for a mapped task
+    without a ``map_index``: Airflow's "Task instance is mapped, add the map_index value to
+    the URL")."""
     run = get_run(session, dag_id, run_id)
-    ti = session.get(TI, (dag_id, task_id, run_id, -1))
-    if ti is None:
-        raise not_found(f"Task instance {task_id!r} not found in DAGRun with DAG ID: "
-                        f"'{dag_id}' and DagRun ID: '{run_id}'")
-    return ti, run
+    ti = session.get(TI, (dag_id, task_id, run_id, map_index))
+    if ti is not None:
+        return ti, run
+    if map_index == -1 and mapped_count(session, dag_id, run_id, task_id):
+        raise not_found(f"Task instance {task_id!r} of DAGRun '{run_id}' is mapped, add the "
+                        "map_index value to the URL (its instances: .../taskInstances/"
+                        f"{task_id}/listMapped)")
+    which = f"{task_id!r}" if map_index == -1 else f"{task_id!r} map_index {map_index}"
+    raise not_found(f"Task instance {which} not found in DAGRun with DAG ID: "
+                    f"'{dag_id}' and DagRun ID: '{run_id}'")
+
+
+def mapped_count(session: Session, dag_id: str, run_id: str, task_id: str) -> int:
+    """How many mapped instances (``map_index >= 0``) ``task_id`` has in the run."""
+    return int(session.scalar(select(func.count()).select_from(TI).where(
+        TI.dag_id == dag_id, TI.run_id == run_id, TI.task_id == task_id,
+        TI.map_index >= 0)) or 0)
 
 
 @router.get("/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}",
@@ -189,15 +212,15 @@ def _reference(key: TaskInstanceKey, when: datetime) -> dict[str, Any]:
 
 
 def _mark(session: Session, run: DagRun, task_id: str, new: TaskInstanceState, *,
-          dry_run: bool, by: str, upstream: bool = False, downstream: bool = False,
-          past: bool = False, future: bool = False) -> list[dict[str, Any]]:
-    """Mark ``task_id`` of ``run`` (and the relatives asked for) ``new``; the references of
-    the task instances that change (``dry_run``: would change)."""
+          dry_run: bool, by: str, map_indexes: list[int] | None = None,
+          relatives: dict[str, bool] | None = None) -> list[dict[str, Any]]:
+    """Mark ``task_id`` of ``run`` (only its instances ``map_indexes`` when given; and the
+    ``relatives`` asked for: ``upstream``, ``downstream``, ``past``, ``future``) ``new``;
+    the references of the task instances that change (``dry_run``: would change)."""
     dag = serialized_dag(session, run.dag_id)
     try:
         selection = select_marks(session, dag, task_id=task_id, run_id=run.run_id, state=new,
-                                 upstream=upstream, downstream=downstream, past=past,
-                                 future=future)
+                                 map_indexes=map_indexes, **(relatives or {}))
     except TaskNotFound:
         raise not_found(f"Task {task_id!r} is no longer in DAG {run.dag_id!r}") from None
     if dry_run or (not selection.targets and not selection.to_clear):
@@ -219,10 +242,15 @@ def _mark(session: Session, run: DagRun, task_id: str, new: TaskInstanceState, *
               "which)", response_model=TaskInstanceReference, responses=CONFLICT)
 def patch_task_instance(dag_id: str, dag_run_id: str, task_id: str,
                         body: UpdateTaskInstance, session: DB, user: Op) -> dict[str, Any]:
-    ti, run = get_ti(session, dag_id, dag_run_id, task_id)
+    return _patch_one(session, dag_id, dag_run_id, task_id, -1, body, user.username)
+
+
+def _patch_one(session: Session, dag_id: str, dag_run_id: str, task_id: str, map_index: int,
+               body: UpdateTaskInstance, by: str) -> dict[str, Any]:
+    ti, run = get_ti(session, dag_id, dag_run_id, task_id, map_index)
     key, when = ti.key, run.logical_date
     _mark(session, run, task_id, TaskInstanceState(body.new_state), dry_run=body.dry_run,
-          by=user.username)
+          by=by, map_indexes=[map_index])
     return _reference(key, when)
 
 
@@ -245,19 +273,31 @@ def set_task_instances_state(dag_id: str, body: UpdateTaskInstancesState, reques
             raise not_found(f"DAG {dag_id!r} has no run of execution_date {when}")
         run = found
     refs = _mark(session, run, body.task_id, TaskInstanceState(body.new_state),
-                 dry_run=body.dry_run, by=user.username, upstream=body.include_upstream,
-                 downstream=body.include_downstream, past=body.include_past,
-                 future=body.include_future)
+                 dry_run=body.dry_run, by=user.username,
+                 map_indexes=None if body.map_index is None else [body.map_index],
+                 relatives={"upstream": body.include_upstream,
+                            "downstream": body.include_downstream,
+                            "past": body.include_past, "future": body.include_future})
     return {"task_instances": refs}
 
 
-def _task_regex(dag_id: str, known: set[str], task_ids: list[str] | None) -> str | None:
+def _task_regex(dag_id: str, known: set[str],
+                task_ids: list[str | tuple[str, int]] | None,
+                ) -> tuple[str | None, dict[str, set[int]]]:
+    """The regex of the task ids named (a task id alone, or ``[task_id, map_index]``), and
+    the map indexes of the tasks named only by pairs (a task id alone: all instances)."""
     if task_ids is None:
-        return None
-    missing = sorted(set(task_ids) - known)
+        return None, {}
+    whole = {t for t in task_ids if isinstance(t, str)}
+    pairs: dict[str, set[int]] = {}
+    for entry in task_ids:
+        if not isinstance(entry, str) and entry[0] not in whole:
+            pairs.setdefault(entry[0], set()).add(entry[1])
+    names = whole | pairs.keys()
+    missing = sorted(names - known)
     if missing:
         raise not_found(f"DAG {dag_id!r} has no task(s): {', '.join(missing)}")
-    return "^(?:" + "|".join(re.escape(t) for t in task_ids) + ")$"
+    return "^(?:" + "|".join(re.escape(t) for t in sorted(names)) + ")$", pairs
 
 
 @router.post("/dags/{dag_id}/clearTaskInstances", tags=["DAG"],
@@ -282,13 +322,18 @@ def clear_tis(dag_id: str, body: ClearTaskInstances, request: Request, session: 
         else:
             run_id = run.run_id
     dag = serialized_dag(session, dag_id)
-    regex = _task_regex(dag_id, set(dag.task_dict), body.task_ids)
+    regex, map_indexes = _task_regex(dag_id, set(dag.task_dict), body.task_ids)
     states = (ONLY_FAILED_STATES if body.only_failed
               else ONLY_RUNNING_STATES if body.only_running else None)
-    tis = select_task_instances(session, dag, task_regex=regex,
-                                upstream=body.include_upstream,
-                                downstream=body.include_downstream, start=start, end=end,
-                                run_id=run_id, states=states)
+    try:
+        tis = select_task_instances(session, dag, task_regex=regex,
+                                    upstream=body.include_upstream,
+                                    downstream=body.include_downstream, start=start, end=end,
+                                    run_id=run_id, states=states, map_indexes=map_indexes)
+        if body.include_subdags:
+            tis = follow_markers(session, dag, tis, states)
+    except ClearError as exc:
+        raise bad_request(str(exc)) from None
     keys = [ti.key for ti in tis]
     if not body.dry_run and tis:
         result = clear_task_instances(session, tis, dag, utcnow())
@@ -297,3 +342,63 @@ def clear_tis(dag_id: str, body: ClearTaskInstances, request: Request, session: 
                  "meanwhile)", dag_id, len(keys), user.username, len(result.changed))
     dates = logical_dates(session, [(k.dag_id, k.run_id) for k in keys])
     return {"task_instances": [_reference(k, dates[(k.dag_id, k.run_id)]) for k in keys]}
+
+
+_MAPPED_ORDER = {"map_index": TI.map_index, "state": TI.state, "duration": TI.duration,
+                 "start_date": TI.start_date, "end_date": TI.end_date}
+
+
+@router.get("/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/listMapped",
+            summary="List the instances of a mapped task in a DAG run",
+            response_model=TaskInstanceCollection)
+def list_mapped_task_instances(
+    dag_id: str, dag_run_id: str, task_id: str, request: Request, pages: Paged, session: DB,
+    user: Viewer, order: OrderBy = None,
+    execution_date_gte: DateQuery = None, execution_date_lte: DateQuery = None,
+    start_date_gte: DateQuery = None, start_date_lte: DateQuery = None,
+    end_date_gte: DateQuery = None, end_date_lte: DateQuery = None,
+    updated_at_gte: DateQuery = None, updated_at_lte: DateQuery = None,
+    duration_gte: float | None = None, duration_lte: float | None = None,
+    state: ListQuery = None, pool: ListQuery = None, queue: ListQuery = None,
+) -> dict[str, Any]:
+    """Airflow's ``get_mapped_task_instances``: ordered by ``map_index`` (or ``order_by``
+    ``state``, ``duration``, ``start_date``, ``end_date``, each ``-`` for descending, then
+    by ``map_index``); a 404 when the task is not there or has no mapped instances (a
+    mapped task expanded to nothing: an empty list)."""
+    get_run(session, dag_id, dag_run_id)
+    if not mapped_count(session, dag_id, dag_run_id, task_id):
+        task = serialized_dag(session, dag_id).task_dict.get(task_id)
+        if task is None:
+            raise not_found(f"Task id {task_id} not found")
+        if not getattr(task, "is_mapped", False):
+            raise not_found(f"Task id {task_id} is not mapped")
+    stmt = _both().where(TI.dag_id == dag_id, TI.run_id == dag_run_id, TI.task_id == task_id,
+                         TI.map_index >= 0)
+    stmt = _filtered(stmt, default_tz(request), states=state, pools=pool, queues=queue,
+                     duration=(duration_gte, duration_lte), dates={
+                         "execution_date": (execution_date_gte, execution_date_lte),
+                         "start_date": (start_date_gte, start_date_lte),
+                         "end_date": (end_date_gte, end_date_lte),
+                         "updated_at": (updated_at_gte, updated_at_lte)})
+    ordered = order_by(stmt, order, _MAPPED_ORDER, "map_index").order_by(TI.map_index)
+    rows = session.execute(ordered.limit(pages.limit).offset(pages.offset)).all()
+    return {"task_instances": tis_json(session, [(ti, run) for ti, run in rows]),
+            "total_entries": total(session, stmt)}
+
+
+# ``{map_index:int}``: only digits, so ``.../{task_id}/tries`` and the like stay 404s
+@router.get("/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/{map_index:int}",
+            summary="Get an instance of a mapped task", response_model=TaskInstanceOut)
+def get_mapped_task_instance(dag_id: str, dag_run_id: str, task_id: str, map_index: int,
+                             session: DB, user: Viewer) -> dict[str, Any]:
+    return tis_json(session, [get_ti(session, dag_id, dag_run_id, task_id, map_index)])[0]
+
+
+@router.patch("/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/{map_index:int}",
+              summary="Mark an instance of a mapped task success, failed or skipped "
+              "(dry_run: only say which)", response_model=TaskInstanceReference,
+              responses=CONFLICT)
+def patch_mapped_task_instance(dag_id: str, dag_run_id: str, task_id: str, map_index: int,
+                               body: UpdateTaskInstance, session: DB,
+                               user: Op) -> dict[str, Any]:
+    return _patch_one(session, dag_id, dag_run_id, task_id, map_index, body, user.username)

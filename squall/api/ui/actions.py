@@ -24,7 +24,8 @@ from squall.common.errors import DagRunNotFound, TaskNotFound, TriggerError
 from squall.common.models import utcnow
 from squall.common.state import TaskInstanceState
 from squall.dag_processing.sync import load_serialized_dags
-from squall.runs.clear import clear_task_instances, select_task_instances
+from squall.runs.clear import clear_task_instances, follow_markers, select_task_instances
+from squall.runs.external_clear import ClearError
 from squall.runs.mark import apply_marks, select_marks
 from squall.runs.pausing import set_paused
 from squall.runs.trigger import trigger_run
@@ -80,6 +81,17 @@ def trigger(dag_id: str, body: JsonBody, session: DB, user: Op,
             "logical_date": iso(run.logical_date), "is_paused": done.paused}
 
 
+def _map_index(body: dict[str, Any]) -> int | None:
+    """The body's ``map_index``: one instance of a mapped task; absent or null: every
+    instance (as Airflow's grid acts on a mapped task as a whole)."""
+    value = body.get("map_index")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < -1:
+        raise bad_request("map_index must be an integer, -1 or more")
+    return value
+
+
 @router.post("/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/clear")
 def clear(dag_id: str, run_id: str, task_id: str, body: JsonBody, session: DB,
           user: Op) -> dict[str, Any]:
@@ -87,14 +99,22 @@ def clear(dag_id: str, run_id: str, task_id: str, body: JsonBody, session: DB,
     dag = _dag(session, dag_id)
     if task_id not in dag.task_dict:
         raise not_found(f"task {task_id!r} is not in DAG {dag_id} (as last parsed)")
-    tis = select_task_instances(session, dag, task_regex=f"^{re.escape(task_id)}$",
-                                upstream=upstream, downstream=downstream, run_id=run_id)
+    index = _map_index(body)
+    try:
+        tis = select_task_instances(session, dag, task_regex=f"^{re.escape(task_id)}$",
+                                    upstream=upstream, downstream=downstream, run_id=run_id,
+                                    map_indexes=None if index is None else {task_id: {index}})
+        if _flag(body, "recursive"):
+            tis = follow_markers(session, dag, tis)
+    except ClearError as exc:
+        raise bad_request(str(exc)) from None
     result = clear_task_instances(session, tis, dag, utcnow(),
                                   reason=f"cleared by {user.username} in the web UI")
     log.info("ui: %s cleared %d task instance(s) of %s %s from %s", user.username,
              len(result.cleared), dag_id, run_id, task_id)
     return {"cleared": [{"task_id": c.key.task_id, "run_id": c.key.run_id,
-                         "old_state": c.old_state.value, "new_state": c.new_state.value}
+                         "map_index": c.key.map_index, "old_state": c.old_state.value,
+                         "new_state": c.new_state.value}
                         for c in result.cleared],
             "changed_meanwhile": [k.task_id for k in result.changed],
             "runs_queued_again": [r for _, r in result.reactivated_runs]}
@@ -109,8 +129,10 @@ def mark(dag_id: str, run_id: str, task_id: str, body: JsonBody, session: DB,
     upstream, downstream = _flag(body, "upstream"), _flag(body, "downstream")
     dag = _dag(session, dag_id)
     try:
+        index = _map_index(body)
         selection = select_marks(session, dag, task_id=task_id, run_id=run_id, state=state,
-                                 upstream=upstream, downstream=downstream)
+                                 upstream=upstream, downstream=downstream,
+                                 map_indexes=None if index is None else [index])
     except (TaskNotFound, DagRunNotFound) as exc:
         raise not_found(str(exc)) from None
     result = apply_marks(session, dag, selection, now=utcnow(),
@@ -119,6 +141,7 @@ def mark(dag_id: str, run_id: str, task_id: str, body: JsonBody, session: DB,
              state.value, len(result.changed))
     return {"state": state.value, "already": selection.already,
             "changed": [{"task_id": t.key.task_id, "run_id": t.key.run_id,
-                         "old_state": t.state.value} for t in result.changed],
+                         "map_index": t.key.map_index, "old_state": t.state.value}
+                        for t in result.changed],
             "changed_meanwhile": [t.key.task_id for t in result.lost],
             "cleared_downstream": [c.key.task_id for c in result.cleared.cleared]}

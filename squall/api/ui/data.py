@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from squall.api.auth import Role, Viewer
 from squall.api.problems import bad_request, not_found
+from squall.api.serializers import dag_display_names
 from squall.api.state import DB, api_state
 from squall.common.models import (
     Backfill,
@@ -43,7 +44,18 @@ GRID_RUNS = 25
 MAX_GRID_RUNS = 100
 
 #: the task order of each serialized DAG version seen, by (dag_id, dag_hash)
-_task_orders: dict[tuple[str, str], list[str]] = {}
+_task_orders: dict[tuple[str, str], tuple[list[str], dict[str, str]]] = {}
+
+#: the state a mapped task's cell takes: the first of these its instances are in (Airflow
+#: 2.10's grid, ``airflow.www.utils.priority``; ``none`` stands for Airflow's None)
+MAPPED_PRIORITY = ("failed", "upstream_failed", "up_for_retry", "up_for_reschedule", "queued",
+                   "scheduled", "deferred", "running", "restarting", "none", "success",
+                   "skipped", "removed")
+
+
+def mapped_state(counts: dict[str, int]) -> str:
+    """The overall state of a mapped task's instances, counted by state."""
+    return next((s for s in MAPPED_PRIORITY if counts.get(s)), next(iter(counts), "none"))
 
 
 def iso(value: datetime | None) -> str | None:
@@ -74,12 +86,14 @@ def dags(session: DB, user: Viewer) -> dict[str, Any]:
                                .order_by(ranked.c.dag_id, ranked.c.logical_date)):
         recent.setdefault(row.dag_id, []).append(
             {"run_id": row.run_id, "state": row.state, "logical_date": iso(row.logical_date)})
-    rows = session.scalars(select(DagModel).where(DagModel.is_active.is_(True))
-                           .order_by(DagModel.dag_id))
+    rows = list(session.scalars(select(DagModel).where(DagModel.is_active.is_(True))
+                                .order_by(DagModel.dag_id)))
+    names = dag_display_names(session, [d.dag_id for d in rows])
     errors = session.scalars(select(ImportError_).order_by(ImportError_.filename))
     return {
         "user": _user(user),
-        "dags": [{"dag_id": d.dag_id, "is_paused": d.is_paused, "schedule": d.schedule,
+        "dags": [{"dag_id": d.dag_id, "dag_display_name": names.get(d.dag_id, d.dag_id),
+                  "is_paused": d.is_paused, "schedule": d.schedule,
                   "timetable_description": d.timetable_description,
                   "description": d.description, "tags": d.tags or [],
                   "owners": d.owners, "next_dagrun": iso(d.next_dagrun),
@@ -92,32 +106,43 @@ def dags(session: DB, user: Viewer) -> dict[str, Any]:
 
 def task_order(session: Session, dag_id: str) -> list[str]:
     """The DAG's task ids upstream first (as parsed last), remembered per DAG version."""
+    return _shape(session, dag_id)[0]
+
+
+def _shape(session: Session, dag_id: str) -> tuple[list[str], dict[str, str]]:
+    """The task order and which tasks are setups / teardowns (``"setup"``,
+    ``"teardown"``), from the DAG as parsed last, remembered per DAG version."""
     row = session.execute(select(SerializedDagModel.dag_hash)
                           .where(SerializedDagModel.dag_id == dag_id)).first()
     if row is None:
-        return []
+        return [], {}
     key = (dag_id, row.dag_hash)
-    order = _task_orders.get(key)
-    if order is None:
+    shape = _task_orders.get(key)
+    if shape is None:
         data = session.scalar(select(SerializedDagModel.data)
                               .where(SerializedDagModel.dag_id == dag_id))
         try:
             tasks = deserialize_dag(data or {}).task_dict
         except Exception as exc:  # a row this version cannot read: order by name instead
             log.warning("ui: cannot rebuild DAG %s for its task order: %s", dag_id, exc)
-            return []
-        order = topological_order(tasks, downstream_map(tasks))
+            return [], {}
+        kinds = {tid: "setup" if t.is_setup else "teardown" for tid, t in tasks.items()
+                 if t.is_setup or t.is_teardown}
+        shape = (topological_order(tasks, downstream_map(tasks)), kinds)
         if len(_task_orders) > 256:
             _task_orders.clear()
-        _task_orders[key] = order
-    return order
+        _task_orders[key] = shape
+    return shape
 
 
 @router.get("/dags/{dag_id}/grid")
 def grid(dag_id: str, session: DB, user: Viewer,
          runs: int = Query(GRID_RUNS, ge=1, le=MAX_GRID_RUNS)) -> dict[str, Any]:
     """The last ``runs`` runs (oldest first) and the state of each of their task instances:
-    ``states[task_id][i]`` is the task's state in ``runs[i]`` (``null``: no task instance)."""
+    ``states[task_id][i]`` is the task's state in ``runs[i]`` (``null``: no task instance);
+    for a mapped task, the overall state of its instances (:func:`mapped_state`), and
+    ``mapped[task_id][i]`` is ``{"count": n, "states": {state: n, ...}}`` (``null`` where
+    it has no mapped instances)."""
     dag = dag_row(session, dag_id)
     newest = session.execute(
         select(DagRun.run_id, DagRun.state, DagRun.logical_date, DagRun.run_type,
@@ -127,13 +152,28 @@ def grid(dag_id: str, session: DB, user: Viewer,
     ordered = list(reversed(newest))
     column = {r.run_id: i for i, r in enumerate(ordered)}
     states: dict[str, list[str | None]] = {}
+    counts: dict[str, list[dict[str, int] | None]] = {}
     if ordered:
-        for task_id, run_id, state in session.execute(
-                select(TaskInstance.task_id, TaskInstance.run_id, TaskInstance.state)
+        for task_id, run_id, map_index, state in session.execute(
+                select(TaskInstance.task_id, TaskInstance.run_id, TaskInstance.map_index,
+                       TaskInstance.state)
                 .where(TaskInstance.dag_id == dag_id,
                        TaskInstance.run_id.in_(list(column)))):
-            states.setdefault(task_id, [None] * len(ordered))[column[run_id]] = state
-    order = task_order(session, dag_id)
+            row = states.setdefault(task_id, [None] * len(ordered))
+            if map_index < 0:
+                row[column[run_id]] = state
+                continue
+            cells = counts.setdefault(task_id, [None] * len(ordered))
+            cell = cells[column[run_id]] = cells[column[run_id]] or {}
+            cell[state] = cell.get(state, 0) + 1
+    mapped: dict[str, list[dict[str, Any] | None]] = {}
+    for task_id, cells in counts.items():
+        mapped[task_id] = [None if c is None else {"count": sum(c.values()), "states": c}
+                           for c in cells]
+        for i, c in enumerate(cells):
+            if c is not None:
+                states[task_id][i] = mapped_state(c)
+    order, kinds = _shape(session, dag_id)
     known = set(order)
     tasks = order + sorted(t for t in states if t not in known)
     notes = ended_backfill_notes(session, dag_id, [r.run_id for r in ordered
@@ -146,34 +186,69 @@ def grid(dag_id: str, session: DB, user: Viewer,
                   "end_date": iso(r.end_date), "note": notes.get(r.run_id)}
                  for r in ordered],
         "tasks": tasks,
+        # Airflow's grid marks these (an arrow up for a setup, down for a teardown)
+        "setup_teardown": {t: kinds[t] for t in tasks if t in kinds},
         "states": {t: states.get(t, [None] * len(ordered)) for t in tasks},
+        "mapped": mapped,
     }
 
 
-def _task_instance(session: Session, dag_id: str, run_id: str, task_id: str) -> TaskInstance:
-    ti = session.get(TaskInstance, (dag_id, task_id, run_id, -1))
-    if ti is None:
+def _instances(session: Session, dag_id: str, run_id: str,
+               task_id: str) -> list[TaskInstance]:
+    """The task's instances in the run: the one of an unmapped task, or the mapped ones
+    (by map index); a 404 when there are none."""
+    tis = list(session.scalars(select(TaskInstance).where(
+        TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id,
+        TaskInstance.task_id == task_id).order_by(TaskInstance.map_index)))
+    if not tis:
         raise not_found(f"Task instance {dag_id}.{task_id} of run {run_id!r} not found")
-    return ti
+    return tis
 
 
 @router.get("/dags/{dag_id}/runs/{run_id}/tasks/{task_id}")
-def task_instance(dag_id: str, run_id: str, task_id: str, session: DB,
-                  user: Viewer) -> dict[str, Any]:
-    """A task instance as its panel shows it."""
-    ti = _task_instance(session, dag_id, run_id, task_id)
+def task_instance(dag_id: str, run_id: str, task_id: str, session: DB, user: Viewer,
+                  map_index: int | None = None) -> dict[str, Any]:
+    """A task instance as its panel shows it (of a mapped task: the one at ``map_index``);
+    a mapped task without ``map_index``: the summary of its instances and the list of
+    them (``mapped``, ``count``, ``mapped_states``, ``instances``)."""
+    tis = _instances(session, dag_id, run_id, task_id)
     run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id,
                                               DagRun.run_id == run_id))
+    run_facts = {
+        "run_state": run.state if run is not None else None,
+        "logical_date": iso(run.logical_date) if run is not None else None,
+        "run_note": ended_backfill_notes(session, dag_id, [run_id]).get(run_id),
+    }
+    is_mapped = tis[0].map_index >= 0
+    if map_index is None and is_mapped:
+        counts: dict[str, int] = {}
+        for t in tis:
+            counts[t.state] = counts.get(t.state, 0) + 1
+        return {
+            "dag_id": dag_id, "run_id": run_id, "task_id": task_id, "mapped": True,
+            "map_index": None, "state": mapped_state(counts), "count": len(tis),
+            "mapped_states": counts, "operator": tis[0].operator,
+            "instances": [{"map_index": t.map_index, "state": t.state,
+                           "try_number": t.try_number, "duration": t.duration,
+                           "start_date": iso(t.start_date), "end_date": iso(t.end_date)}
+                          for t in tis],
+            **run_facts,
+        }
+    wanted = -1 if map_index is None else map_index
+    ti = next((t for t in tis if t.map_index == wanted), None)
+    if ti is None:
+        raise not_found(f"Task instance {dag_id}.{task_id} of run {run_id!r} has no map "
+                        f"index {wanted}")
     return {
-        "dag_id": dag_id, "run_id": run_id, "task_id": task_id, "state": ti.state,
+        "dag_id": dag_id, "run_id": run_id, "task_id": task_id, "mapped": is_mapped,
+        "map_index": ti.map_index, "count": len(tis) if is_mapped else None,
+        "state": ti.state,
         "try_number": ti.try_number, "max_tries": ti.max_tries,
         "state_reason": ti.state_reason, "hostname": ti.hostname, "pid": ti.pid,
         "operator": ti.operator, "pool": ti.pool, "queue": ti.queue,
         "queued_dttm": iso(ti.queued_dttm), "start_date": iso(ti.start_date),
         "end_date": iso(ti.end_date), "duration": ti.duration,
-        "run_state": run.state if run is not None else None,
-        "logical_date": iso(run.logical_date) if run is not None else None,
-        "run_note": ended_backfill_notes(session, dag_id, [run_id]).get(run_id),
+        **run_facts,
     }
 
 
@@ -186,11 +261,11 @@ def _safe(name: str, value: str) -> str:
 @router.get("/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/log/{try_number}",
             response_class=PlainTextResponse)
 def local_log(dag_id: str, run_id: str, task_id: str, try_number: int, request: Request,
-              user: Viewer) -> PlainTextResponse:
+              user: Viewer, map_index: int = Query(-1, ge=-1)) -> PlainTextResponse:
     """Try ``try_number``'s log from this host's log folder (as ``squall tasks logs`` reads
     it): the panel's fallback when the API cannot serve the log."""
     key = TaskInstanceKey(_safe("dag_id", dag_id), _safe("task_id", task_id),
-                          _safe("run_id", run_id))
+                          _safe("run_id", run_id), map_index)
     folder = api_state(request).settings.log_folder
     path = task_log_path(folder, key, try_number)
     try:

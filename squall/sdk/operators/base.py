@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from squall.common.errors import DagDefinitionError
+from squall.sdk import setup_teardown
 from squall.sdk.dag_defaults import current_defaults
 from squall.sdk.deprecation import warn_deprecated
 from squall.sdk.edges import DependencyMixin
 from squall.sdk.operators.base_options import TaskOptions
+from squall.sdk.params import ParamsDict
+from squall.sdk.setup_teardown import SetupTeardownMixin, SetupTeardownRefMixin
 from squall.sdk.timetables import coerce_datetime
 from squall.sdk.trigger_rule import TriggerRule, WeightRule
 
@@ -55,45 +59,67 @@ def _accepted_params(cls: type) -> set[str]:
     return names
 
 
+def merged_default_args(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with the ``default_args`` (of the DAG, the enclosing task groups and the
+    ``default_args`` argument) that ``cls`` accepts filled in where missing, and ``params``
+    merged as Airflow's ``get_merged_defaults`` (:func:`_merged_params`)."""
+    from squall.sdk.dag import DagContext
+    from squall.sdk.taskgroup import TaskGroupContext
+
+    dag = kwargs.get("dag") or DagContext.current()
+    group = kwargs.get("task_group")
+    if group is None and dag is not None:
+        group = TaskGroupContext.current(dag)
+    merged: dict[str, Any] = {}
+    if group is not None:
+        merged.update(group.merged_default_args())
+    elif dag is not None:
+        merged.update(dag.default_args)
+    merged.update(kwargs.pop("default_args", None) or {})
+    default_params = merged.pop("params", None)
+    if merged:
+        accepted = _accepted_params(cls)
+        for key, value in merged.items():
+            if key in accepted and key not in kwargs:
+                kwargs[key] = value
+    if dag is not None or default_params or kwargs.get("params"):
+        kwargs["params"] = _merged_params(dag, kwargs.get("params"), default_params)
+    return kwargs
+
+
+def _merged_params(dag: DAG | None, params: Mapping[str, Any] | None,
+                   default_params: Mapping[str, Any] | None) -> ParamsDict:
+    """A task's params as Airflow's ``get_merged_defaults``: a copy of the DAG's, updated
+    with the task's own, then with its ``default_args["params"]``."""
+    merged = copy.deepcopy(dag.params) if dag is not None else ParamsDict()
+    for layer in (params, default_params):
+        if layer:
+            merged.update(layer)
+    return merged
+
+
 def _apply_defaults(init: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(init)
     def wrapper(self: BaseOperator, *args: Any, **kwargs: Any) -> None:
         depth = self.__dict__.get("_init_depth", 0)
+        # an instance of a mapped task (squall.sdk.mapping): its arguments have their
+        # defaults already, and it joins no DAG
+        unmapping = bool(self.__dict__.get("_squall_unmapping"))
         self.__dict__["_init_depth"] = depth + 1
         try:
-            if depth == 0:
-                from squall.sdk.dag import DagContext
-                from squall.sdk.taskgroup import TaskGroupContext
-
-                dag = kwargs.get("dag") or DagContext.current()
-                group = kwargs.get("task_group")
-                if group is None and dag is not None:
-                    group = TaskGroupContext.current(dag)
-                merged: dict[str, Any] = {}
-                if group is not None:
-                    merged.update(group.merged_default_args())
-                elif dag is not None:
-                    merged.update(dag.default_args)
-                merged.update(kwargs.pop("default_args", None) or {})
-                if merged:
-                    accepted = _accepted_params(type(self))
-                    for key, value in merged.items():
-                        if key in accepted and key not in kwargs:
-                            kwargs[key] = value
-                    if "params" in merged and "params" in kwargs and (
-                        kwargs["params"] is not merged["params"]
-                    ):
-                        kwargs["params"] = {**merged["params"], **kwargs["params"]}
+            if depth == 0 and not unmapping:
+                kwargs = merged_default_args(type(self), kwargs)
             init(self, *args, **kwargs)
         finally:
             self.__dict__["_init_depth"] = depth
-        if depth == 0:
+        if depth == 0 and not unmapping:
             self._set_xcomarg_dependencies()
+            setup_teardown.record_task(self)
 
     return wrapper
 
 
-class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
+class BaseOperator(SetupTeardownMixin, DependencyMixin, metaclass=BaseOperatorMeta):
     """A task: one unit of work, run once per DAG run (per try).
 
     Subclasses implement :meth:`execute`. Fields named in ``template_fields`` are rendered
@@ -143,9 +169,10 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
         depends_on_past: bool = False,
         wait_for_downstream: bool = False,
         max_active_tis_per_dag: int | None = None,
+        max_active_tis_per_dagrun: int | None = None,
         task_concurrency: int | None = None,
         executor_config: dict[str, Any] | None = None,
-        params: dict[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
         start_date: datetime | None = None,
         end_date: datetime | None = None,
         on_execute_callback: TaskCallback | None = None,
@@ -155,6 +182,7 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
         do_xcom_push: bool = True,
         multiple_outputs: bool = False,
         doc_md: str | None = None,
+        task_display_name: str | None = None,
         sla: timedelta | None = None,
         run_as_user: str | None = None,
         inlets: Any = None,
@@ -251,8 +279,12 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
         self.max_active_tis_per_dag = (
             max_active_tis_per_dag if max_active_tis_per_dag is not None else task_concurrency
         )
+        #: the most instances of this task queued or running at once in one DAG run (its
+        #: mapped instances, Airflow 2.6+)
+        self.max_active_tis_per_dagrun = max_active_tis_per_dagrun
         self.executor_config: dict[str, Any] = dict(executor_config or {})
-        self.params: dict[str, Any] = dict(params or {})
+        self.params: ParamsDict = (copy.copy(params) if isinstance(params, ParamsDict)
+                                   else ParamsDict(params))
         # a naive date is a wall time in the deployment's [core] default_timezone (Airflow's rule)
         self.start_date = coerce_datetime(start_date, current_defaults().timezone)
         self.end_date = coerce_datetime(end_date, current_defaults().timezone)
@@ -271,10 +303,16 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
             docs={"doc": doc, "doc_json": doc_json, "doc_yaml": doc_yaml, "doc_rst": doc_rst},
             logger_name=logger_name, allow_nested_operators=allow_nested_operators,
         ).apply(self, task_id)
+        self._task_display_name = task_display_name
         self.upstream_task_ids: set[str] = set()
         self.downstream_task_ids: set[str] = set()
+        self._is_setup = False
+        self._is_teardown = False
+        self._on_failure_fail_dagrun = False
 
         dag = dag or DagContext.current()
+        if self.__dict__.get("_squall_unmapping"):
+            dag = task_group = None
         if task_group is None and dag is not None:
             task_group = TaskGroupContext.current(dag)
         self.task_group: TaskGroup | None = task_group
@@ -299,12 +337,12 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
         self.task_group.add(self)
 
     @classmethod
-    def partial(cls, **_: Any) -> Any:
-        """Airflow's dynamic task mapping (``Operator.partial(...).expand(...)``): refused."""
-        raise DagDefinitionError(
-            f"{cls.__name__}.partial: dynamic task mapping (partial / expand) is not supported "
-            "by Squall; make one task per item in a loop when the DAG file is parsed, or "
-            "loop inside one task (docs/airflow-compat.md)")
+    def partial(cls, **kwargs: Any) -> Any:
+        """Airflow's dynamic task mapping: ``Operator.partial(task_id=..., **fixed)`` then
+        ``.expand(**lists)`` or ``.expand_kwargs(list_of_dicts)`` (squall.sdk.mapping)."""
+        from squall.sdk.mapping import operator_partial
+
+        return operator_partial(cls, kwargs)
 
     # Identity ------------------------------------------------------------------------
 
@@ -322,6 +360,11 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
     @property
     def operator_name(self) -> str:
         return type(self).__name__
+
+    @property
+    def task_display_name(self) -> str:
+        """The name to show: ``task_display_name`` if given, else the task id (Airflow 2.9)."""
+        return self._task_display_name or self.task_id
 
     @property
     def roots(self) -> list[BaseOperator]:
@@ -388,7 +431,8 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
         for field in self.template_fields:
             value = getattr(self, field, None)
             for arg in iter_xcom_args(value):
-                self.set_upstream(arg.operator)
+                for op in arg.roots:
+                    self.set_upstream(op)
 
     @property
     def log(self) -> logging.Logger:
@@ -462,7 +506,7 @@ class BaseOperator(DependencyMixin, metaclass=BaseOperatorMeta):
         return delay
 
 
-class XComArg(DependencyMixin):
+class XComArg(SetupTeardownRefMixin, DependencyMixin):
     """A reference to a value another task pushes to XCom (by default its return value).
 
     Passing one as an argument of a task makes that task downstream of the producer; the
@@ -493,6 +537,22 @@ class XComArg(DependencyMixin):
     def resolve(self, context: Context) -> Any:
         ti = context["ti"]
         return ti.xcom_pull(task_ids=self.operator.task_id, key=self.key)
+
+    def map(self, f: Callable[[Any], Any]) -> XComArg:
+        """Airflow's ``XComArg.map``: each item of the value passed through ``f``."""
+        from squall.sdk.mapping import xcom_arg_map
+
+        return xcom_arg_map(self, f)
+
+    def zip(self, *others: XComArg, **kwargs: Any) -> XComArg:
+        """Airflow's ``XComArg.zip(*others, fillvalue=...)``: tuples of items."""
+        from squall.sdk.mapping import xcom_arg_zip
+
+        unknown = set(kwargs) - {"fillvalue"}
+        if unknown:
+            raise DagDefinitionError(f"zip() got an unexpected keyword argument "
+                                     f"{sorted(unknown)[0]!r}")
+        return xcom_arg_zip(self, *others, **kwargs)
 
 
 def session_factory_of(context: Context, what: str) -> SessionFactory:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from squall.sdk.operators.base import Context
@@ -18,7 +19,7 @@ class BaseBranchOperator(SkipMixin):
     returning the task id(s) (or task group ids) to follow; every other direct downstream
     task is skipped. The choice is the task's return value (XCom)."""
 
-    def choose_branch(self, context: Context) -> str | list[str] | None:
+    def choose_branch(self, context: Context) -> str | Iterable[str] | None:
         raise NotImplementedError(f"{type(self).__name__} does not implement choose_branch()")
 
     def execute(self, context: Context) -> Any:

@@ -249,6 +249,8 @@ class ShortCircuitOperator(PythonOperator, SkipMixin):
             to_skip = self.get_flat_relative_ids(upstream=False)
         else:
             to_skip = set(self.downstream_task_ids)
+        if self.dag is not None:  # teardowns are left to their trigger rule (Airflow 2.7+)
+            to_skip = {t for t in to_skip if not self.dag.task_dict[t].is_teardown}
         log.info("Skipping downstream tasks")
         self.skip(context, to_skip)
         return condition

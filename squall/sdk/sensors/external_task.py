@@ -250,7 +250,9 @@ def _group_task_ids(group: dict[str, Any]) -> set[str]:
 
 class ExternalTaskMarker(BaseOperator):
     """Airflow's marker for clearing a task of another DAG along with this one. Running it
-    does nothing; Squall does not clear across DAGs yet (``docs/airflow-compat.md``)."""
+    does nothing; clearing it clears ``external_task_id`` of ``external_dag_id`` at
+    ``execution_date`` (a template) and what follows it there, up to ``recursion_depth``
+    markers deep (:mod:`squall.runs.external_clear`)."""
 
     template_fields: Sequence[str] = ("external_dag_id", "external_task_id", "execution_date")
     ui_color = "#4db7db"
@@ -261,7 +263,8 @@ class ExternalTaskMarker(BaseOperator):
         super().__init__(**kwargs)
         self.external_dag_id = external_dag_id
         self.external_task_id = external_task_id
-        self.execution_date = execution_date
+        self.execution_date = (execution_date.isoformat() if isinstance(execution_date, datetime)
+                               else execution_date)
         if recursion_depth <= 0:
             raise DagDefinitionError(
                 f"task {self.task_id}: recursion_depth must be a positive integer")

@@ -1,59 +1,20 @@
-"""DayOfWeekSensor and WeekDay (Airflow 2.10's ``airflow/sensors/weekday.py`` and
-``airflow/utils/weekday.py``)."""
+"""DayOfWeekSensor (Airflow 2.10's ``airflow/sensors/weekday.py``); ``WeekDay`` is
+:mod:`squall.sdk.operators.weekday`'s."""
 
 from __future__ import annotations
 
-import enum
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 from squall.common.errors import DagDefinitionError
 from squall.sdk.deprecation import warn_deprecated
 from squall.sdk.operators.base import Context
+from squall.sdk.operators.weekday import WeekDay
 from squall.sdk.sensors.base import BaseSensorOperator
 
 log = logging.getLogger(__name__)
 
-
-class WeekDay(enum.IntEnum):
-    """The days of the week, ISO numbered (Monday = 1)."""
-
-    MONDAY = 1
-    TUESDAY = 2
-    WEDNESDAY = 3
-    THURSDAY = 4
-    FRIDAY = 5
-    SATURDAY = 6
-    SUNDAY = 7
-
-    @classmethod
-    def get_weekday_number(cls, week_day_str: str) -> WeekDay:
-        """The day named ``week_day_str`` (any case: "Sunday")."""
-        name = week_day_str.upper()
-        if name not in cls.__members__:
-            raise AttributeError(f'Invalid Week Day passed: "{week_day_str}"')
-        return cls[name]
-
-    @classmethod
-    def convert(cls, day: str | WeekDay) -> int:
-        if isinstance(day, WeekDay):
-            return day
-        return cls.get_weekday_number(week_day_str=day)
-
-    @classmethod
-    def validate_week_day(cls, week_day: Any) -> set[int]:
-        """A day or days (names or members) as the set of their numbers."""
-        if not isinstance(week_day, Iterable):
-            if isinstance(week_day, WeekDay):
-                week_day = {week_day}
-            else:
-                raise TypeError(f"Unsupported Type for week_day parameter: {type(week_day)}. "
-                                "Input should be iterable type: str, set, list, dict or "
-                                "Weekday enum type")
-        if isinstance(week_day, str):
-            week_day = {week_day}
-        return {cls.convert(item) for item in week_day}
+__all__ = ["DayOfWeekSensor", "WeekDay"]
 
 
 class DayOfWeekSensor(BaseSensorOperator):

@@ -9,6 +9,7 @@ A DAG's ``schedule`` becomes a :class:`Timetable` through :func:`timetable_from_
 a cron string or preset         :class:`CronDataIntervalTimetable`
 ``timedelta``/``relativedelta`` :class:`DeltaDataIntervalTimetable`
 a :class:`Timetable`            used as it is
+an Airflow-style timetable      wrapped in :class:`CustomTimetable` (:mod:`.custom`)
 ==============================  ===========================================================
 
 Data intervals
@@ -64,12 +65,15 @@ from squall.sdk.timetables.base import (
 )
 from squall.sdk.timetables.continuous import ContinuousTimetable
 from squall.sdk.timetables.cron import CRON_PRESETS, CronDataIntervalTimetable
+from squall.sdk.timetables.custom import AirflowTimetable, CustomTimetable
 from squall.sdk.timetables.delta import DeltaDataIntervalTimetable
 
 __all__ = [
     "CRON_PRESETS",
+    "AirflowTimetable",
     "ContinuousTimetable",
     "CronDataIntervalTimetable",
+    "CustomTimetable",
     "DagRunInfo",
     "DataInterval",
     "DeltaDataIntervalTimetable",
@@ -93,6 +97,13 @@ def timetable_from_schedule(schedule: object, timezone: TimezoneLike = "UTC") ->
         return NullTimetable()
     if isinstance(schedule, Timetable):
         return schedule
+    if isinstance(schedule, AirflowTimetable):
+        try:
+            schedule.validate()
+        except Exception as exc:
+            raise DagDefinitionError(
+                f"invalid timetable {type(schedule).__name__}: {exc}") from exc
+        return CustomTimetable(schedule)
     if isinstance(schedule, str):
         if schedule.strip().lower() == "@once":
             return OnceTimetable()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
@@ -36,6 +37,10 @@ class DataInterval:
     @classmethod
     def exact(cls, at: DateTime) -> DataInterval:
         return cls(start=at, end=at)
+
+    def __iter__(self) -> Iterator[DateTime]:
+        """``start, end = interval``, as Airflow's (a NamedTuple there)."""
+        return iter((self.start, self.end))
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,15 @@ default_args = {"owner": "airflow", "depends_on_past": False, "retries": 0,
 def check_context(**context):
     macros = context["macros"]
     ds = context["ds"]
-    if context["dag_run"].external_trigger:  # a manual run: prev and next are its own date
+    run = context["dag_run"]
+    if run.external_trigger:  # a triggered run: prev and next are its own date
         prev_ds = next_ds = ds
-    else:
+    elif run.run_type == "scheduled":  # the schedule's neighbouring ticks
         prev_ds, next_ds = macros.ds_add(ds, -1), macros.ds_add(ds, 1)
+    else:  # `dags test` at noon (not externally triggered, as in Airflow 2.10): the tick
+        # before it (that midnight) and the logical date of the run after its inferred
+        # data interval (that midnight too)
+        prev_ds = next_ds = ds
     checks = {
         "prev_ds": (context["prev_ds"], prev_ds),
         "prev_ds_nodash": (context["prev_ds_nodash"], prev_ds.replace("-", "")),

@@ -93,23 +93,37 @@ const Squall = (() => {
     "up_for_reschedule", "queued", "scheduled", "restarting", "skipped", "removed", "none"];
   const stateClass = (s) => `state-${s || "none"}`;
 
-  // the trigger dialog shared by the DAG list and the grid; onDone(result) after a trigger
+  // the trigger dialog shared by the DAG list and the grid, with a field per DAG param
+  // (trigger.js) filling the conf; onDone(result) after a trigger
   function triggerDialog(onDone) {
     const dialog = document.getElementById("trigger-dialog");
     if (!dialog) return () => {};
     const conf = document.getElementById("trigger-conf");
     const error = document.getElementById("trigger-error");
-    let dagId = null;
+    const paramsBox = document.getElementById("trigger-params");
+    let dagId = null, fields = [];
+    const showError = (message) => {
+      error.textContent = message;
+      error.hidden = false;
+      SquallParams.markInvalid(paramsBox, message);
+    };
+    const sync = (field) => {
+      const merged = SquallParams.merge(conf.value, field);
+      if (merged !== null) conf.value = merged;
+    };
     document.getElementById("trigger-cancel").addEventListener("click", () => dialog.close());
     document.getElementById("trigger-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
+      for (const field of fields) {
+        const got = SquallParams.read(field);
+        if (got.error) { showError(got.error); return; }
+      }
       let parsed = null;
       const text = conf.value.trim();
       if (text) {
         try { parsed = JSON.parse(text); } catch (e) { parsed = undefined; }
         if (parsed === undefined || parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
-          error.textContent = "The configuration must be a JSON object, e.g. {\"key\": \"value\"}.";
-          error.hidden = false;
+          showError("The configuration must be a JSON object, e.g. {\"key\": \"value\"}.");
           return;
         }
       }
@@ -118,14 +132,24 @@ const Squall = (() => {
         dialog.close();
         flash(`Triggered ${dagId}: run ${result.run_id}` + (result.is_paused ? " (the DAG is paused: it starts once unpaused)" : ""), "ok");
         onDone(result);
-      } catch (e) { error.textContent = e.message; error.hidden = false; }
+      } catch (e) { showError(e.message); }
     });
-    return (id) => {
+    return async (id) => {
       dagId = id;
       document.getElementById("trigger-dag").textContent = id;
       error.hidden = true;
+      conf.value = "";
+      fields = SquallParams.build(paramsBox, {}, sync);
       dialog.showModal();
-      conf.focus();
+      let params = {};
+      try {
+        params = (await request("GET", `/api/v1/dags/${encodeURIComponent(id)}/details`)).params || {};
+      } catch (e) { console.warn(e); } // not parsed yet: the JSON alone
+      if (dagId !== id) return;
+      fields = SquallParams.build(paramsBox, params, sync);
+      for (const field of fields) sync(field);
+      paramsBox.dataset.ready = "true";
+      (fields[0] || conf).focus();
     };
   }
 

@@ -47,9 +47,9 @@
       class: `dot ${stateClass(r.state)}`, href: grid, title: `${r.run_id}: ${r.state}`,
     })));
     const tags = (d.tags || []).map((t) => el("span", { class: "tag", text: t }));
-    return el("tr", { class: d.is_paused ? "paused" : "", dataset: { dagId: d.dag_id, search: `${d.dag_id} ${(d.tags || []).join(" ")}`.toLowerCase() } },
+    return el("tr", { class: d.is_paused ? "paused" : "", dataset: { dagId: d.dag_id, search: `${d.dag_id} ${d.dag_display_name || ""} ${(d.tags || []).join(" ")}`.toLowerCase() } },
       el("td", { class: "narrow" }, pausedCell),
-      el("td", {}, el("a", { class: "dag-link", href: grid, text: d.dag_id }), " ", ...tags,
+      el("td", {}, el("a", { class: "dag-link", href: grid, text: d.dag_display_name || d.dag_id, title: d.dag_id }), " ", ...tags,
         d.description ? el("div", { class: "muted small", text: d.description }) : null),
       el("td", {}, el("code", { text: d.schedule || "None" }),
         d.timetable_description ? el("div", { class: "muted small", text: d.timetable_description }) : null),

@@ -1,5 +1,8 @@
 // A DAG's grid: runs (columns, newest right) x tasks (rows), coloured by state, polled every
-// 2 s while the page is visible; a cell opens the task instance panel with its log.
+// 2 s while the page is visible; a cell opens the task instance panel with its log. A mapped
+// task is one row: its cell shows how many instances it has, is coloured by the state that
+// matters most among them (as Airflow's grid), and its panel lists the instances, each of
+// which opens with its own log.
 "use strict";
 
 (() => {
@@ -11,8 +14,9 @@
   const logBox = document.getElementById("ti-log");
   const trySelect = document.getElementById("ti-try");
   let shape = null;           // run ids + task ids the table was built for
-  let selected = null;        // {task_id, run_id}
+  let selected = null;        // {task_id, run_id, map_index: null (the task) or N (an instance)}
   let shownTry = null, ti = null, logRunning = false;
+  let kinds = {};             // task id -> "setup" | "teardown"
 
   document.getElementById("legend").replaceChildren(...STATES.map((s) =>
     el("span", { class: "legend-item" }, el("span", { class: `dot ${stateClass(s)}` }), s)));
@@ -30,11 +34,23 @@
   const runTitle = (r) => `${r.run_id}\n${r.run_type}, ${r.state}\nlogical date ${fmtDate(r.logical_date)}` +
     (r.note ? `\n${r.note}` : "");
 
+  // "5 mapped: 3 success, 2 running"
+  const mappedSummary = (m) => `${m.count} mapped: ` +
+    Object.entries(m.states).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))
+      .map(([s, n]) => `${n} ${s}`).join(", ");
+
   function build(data) {
     const body = el("tbody");
     body.append(header(data.runs));
+    kinds = data.setup_teardown || {};
     for (const task of data.tasks) {
-      body.append(el("tr", {}, el("th", { class: "task", text: task, title: task }),
+      const isMapped = Boolean(data.mapped?.[task]);
+      const kind = kinds[task];
+      const title = `${task}${kind ? ` (${kind} task)` : ""}${isMapped ? " (mapped)" : ""}`;
+      const name = el("th", { class: "task", title },
+        ...(kind ? [el("span", { class: `st-marker st-${kind}`, text: kind === "setup" ? "↑ setup" : "↓ teardown" })] : []),
+        task, ...(isMapped ? [el("span", { class: "mapped-mark", text: " [ ]" })] : []));
+      body.append(el("tr", {}, name,
         ...data.runs.map((r) => el("td", {
           class: "cell", tabindex: 0, dataset: { taskId: task, runId: r.run_id },
           onclick: () => select(task, r.run_id),
@@ -56,11 +72,16 @@
     for (const cell of table.querySelectorAll("td.cell")) {
       const i = data.runs.findIndex((r) => r.run_id === cell.dataset.runId);
       const state = data.states[cell.dataset.taskId]?.[i] ?? null;
-      const cls = `cell ${state === null ? "state-absent" : stateClass(state)}` +
+      const m = data.mapped?.[cell.dataset.taskId]?.[i] ?? null;
+      const cls = `cell ${state === null ? "state-absent" : stateClass(state)}${m ? " mapped" : ""}` +
         (selected && selected.task_id === cell.dataset.taskId && selected.run_id === cell.dataset.runId ? " selected" : "");
       if (cell.className !== cls) cell.className = cls;
       cell.dataset.state = state ?? "";
-      cell.title = `${cell.dataset.taskId} · ${cell.dataset.runId}: ${state ?? "no task instance"}`;
+      const count = m ? String(m.count) : "";
+      if (cell.textContent !== count) cell.textContent = count;
+      if (m) cell.dataset.mapped = mappedSummary(m); else delete cell.dataset.mapped;
+      cell.title = `${cell.dataset.taskId} · ${cell.dataset.runId}: ` +
+        (m ? mappedSummary(m) : state ?? "no task instance");
     }
   }
 
@@ -74,7 +95,7 @@
 
   async function refreshGrid() {
     const data = await request("GET", `${dagUrl}/grid`);
-    const key = JSON.stringify([data.runs.map((r) => r.run_id), data.tasks]);
+    const key = JSON.stringify([data.runs.map((r) => r.run_id), data.tasks, Object.keys(data.mapped || {}), data.setup_teardown]);
     const first = shape === null;
     if (key !== shape) { build(data); shape = key; }
     paint(data);
@@ -91,8 +112,18 @@
   function renderFacts(t) {
     let duration = t.duration;
     if (duration === null && t.start_date && !t.end_date) duration = (Date.now() - new Date(t.start_date)) / 1000;
+    if (t.mapped && t.map_index === null) {
+      document.getElementById("ti-facts").replaceChildren(
+        ...fact("State", t.state, `state-text ${stateClass(t.state)}`),
+        ...fact("Mapped", mappedSummary({ count: t.count, states: t.mapped_states })),
+        ...fact("Operator", t.operator),
+        ...fact("Run", `${t.run_id} (${t.run_state})`),
+        ...(t.run_note ? fact("Run note", t.run_note, "run-note") : []));
+      return;
+    }
     document.getElementById("ti-facts").replaceChildren(
       ...fact("State", t.state, `state-text ${stateClass(t.state)}`),
+      ...(t.mapped ? fact("Map index", `${t.map_index} (of ${t.count})`) : []),
       ...fact("Try", t.try_number ? `${t.try_number} of ${Math.max(t.max_tries + 1, t.try_number)}` : "not tried yet"),
       ...fact("Reason", t.state_reason),
       ...fact("Host", t.hostname),
@@ -100,6 +131,7 @@
       ...fact("Ended", fmtDate(t.end_date)),
       ...fact("Duration", fmtDuration(duration)),
       ...fact("Operator", t.operator),
+      ...(kinds[t.task_id] ? fact("Kind", `${kinds[t.task_id]} task`, `st-text st-${kinds[t.task_id]}`) : []),
       ...fact("Pool / queue", `${t.pool} / ${t.queue}`),
       ...fact("Run", `${t.run_id} (${t.run_state})`),
       ...(t.run_note ? fact("Run note", t.run_note, "run-note") : []));
@@ -121,10 +153,11 @@
   // running try: only what was added is fetched), else this host's log folder; null if neither
   async function fetchLog(t, n, token) {
     const source = document.getElementById("log-source");
-    const base = `/api/v1/dags/${encodeURIComponent(t.dag_id)}/dagRuns/${encodeURIComponent(t.run_id)}/taskInstances/${encodeURIComponent(t.task_id)}/logs/${n}`;
+    const mi = t.mapped ? `map_index=${t.map_index}` : "";
+    const base = `/api/v1/dags/${encodeURIComponent(t.dag_id)}/dagRuns/${encodeURIComponent(t.run_id)}/taskInstances/${encodeURIComponent(t.task_id)}/logs/${n}?${mi}`;
     let why = "";
     try {
-      const r = await fetch(token ? `${base}?token=${encodeURIComponent(token)}` : `${base}?full_content=true`,
+      const r = await fetch(token ? `${base}&token=${encodeURIComponent(token)}` : `${base}&full_content=true`,
         { headers: { Accept: "application/json" }, credentials: "same-origin" });
       if (r.ok) {
         const body = await r.json();
@@ -134,7 +167,7 @@
       if (r.status !== 404) { try { why = (await r.json()).detail || ""; } catch (e) { why = r.statusText; } }
     } catch (e) { /* fall back to this host's log folder */ }
     try {
-      const text = await request("GET", `${tiUrl(t.task_id, t.run_id)}/log/${n}`, undefined, "text/plain");
+      const text = await request("GET", `${tiUrl(t.task_id, t.run_id)}/log/${n}?${mi}`, undefined, "text/plain");
       source.textContent = "from this host's log folder";
       return { text, token: null, append: false };
     } catch (e) {
@@ -151,7 +184,8 @@
     logRunning = running;
     const atBottom = logBox.scrollTop + logBox.clientHeight >= logBox.scrollHeight - 4;
     const log = await fetchLog(t, shownTry, force ? null : logToken);
-    if (!selected || selected.task_id !== t.task_id || selected.run_id !== t.run_id) return;
+    if (!selected || selected.task_id !== t.task_id || selected.run_id !== t.run_id ||
+        (t.mapped && selected.map_index !== t.map_index)) return;
     logToken = log ? log.token : null;
     logBox.classList.toggle("unavailable", log === null);
     if (log === null) logBox.textContent = "Log not available.";
@@ -160,20 +194,51 @@
     if (running && (atBottom || force)) logBox.scrollTop = logBox.scrollHeight;
   }
 
+  // a mapped task's instances: map index, state, try, duration; each opens its own log
+  function renderInstances(t) {
+    const box = document.getElementById("ti-instances");
+    const listing = t.mapped && t.map_index === null;
+    box.hidden = !listing;
+    document.getElementById("ti-back").hidden = !(t.mapped && t.map_index !== null);
+    document.getElementById("ti-log-section").hidden = listing;
+    if (!listing) return;
+    const open = (n) => { selected = { ...selected, map_index: n }; shownTry = null; ti = null; logToken = null;
+      logBox.textContent = "Loading…"; refreshPanel(true).catch((e) => flash(e.message, "error")); };
+    box.replaceChildren(el("table", { class: "instances" },
+      el("thead", {}, el("tr", {}, ...["map index", "state", "try", "duration"].map((h) => el("th", { text: h })))),
+      el("tbody", {}, ...t.instances.map((i) => el("tr", {
+        class: "instance", tabindex: 0, dataset: { mapIndex: i.map_index, state: i.state },
+        onclick: () => open(i.map_index), onkeydown: (ev) => { if (ev.key === "Enter") open(i.map_index); },
+      }, el("td", { text: String(i.map_index) }),
+      el("td", {}, el("span", { class: `state-text ${stateClass(i.state)}`, text: i.state })),
+      el("td", { text: String(i.try_number) }),
+      el("td", { text: fmtDuration(i.duration) }))))));
+  }
+
   async function refreshPanel(force) {
     const sel = selected;
-    const t = await request("GET", tiUrl(sel.task_id, sel.run_id));
+    const query = sel.map_index === null ? "" : `?map_index=${sel.map_index}`;
+    const t = await request("GET", tiUrl(sel.task_id, sel.run_id) + query);
     if (selected !== sel) return;
     const changed = !ti || ti.try_number !== t.try_number || ti.state !== t.state;
     ti = t;
-    document.getElementById("ti-title").textContent = `${t.task_id}`;
+    document.getElementById("ti-title").textContent =
+      t.mapped ? (t.map_index === null ? `${t.task_id} [${t.count}]` : `${t.task_id} [${t.map_index}]`) : `${t.task_id}`;
     renderFacts(t);
+    renderInstances(t);
+    if (t.mapped && t.map_index === null) return;
     tries(t);
     await showLog(t, force || changed);
   }
 
+  document.getElementById("ti-back").addEventListener("click", () => {
+    if (!selected) return;
+    selected = { ...selected, map_index: null }; ti = null;
+    refreshPanel(true).catch((e) => flash(e.message, "error"));
+  });
+
   function select(task, run) {
-    selected = { task_id: task, run_id: run };
+    selected = { task_id: task, run_id: run, map_index: null };
     shownTry = null; ti = null; logRunning = false; logToken = null;
     panel.hidden = false;
     logBox.textContent = "Loading…";
@@ -198,7 +263,8 @@
     const sel = selected;
     for (const b of panel.querySelectorAll("button.action")) b.disabled = true;
     try {
-      const result = await request("POST", `${tiUrl(sel.task_id, sel.run_id)}/${verb}`, body);
+      const result = await request("POST", `${tiUrl(sel.task_id, sel.run_id)}/${verb}`,
+        { ...body, map_index: sel.map_index });
       flash(done(result), "ok");
     } catch (e) {
       flash(`${sel.task_id}: ${e.message}`, "error");
@@ -208,7 +274,8 @@
     }
   }
   document.getElementById("ti-clear").addEventListener("click", () =>
-    act("clear", { upstream: option("opt-upstream"), downstream: option("opt-downstream") },
+    act("clear", { upstream: option("opt-upstream"), downstream: option("opt-downstream"),
+      recursive: option("opt-recursive") },
       (r) => `Cleared ${r.cleared.length} task instance(s)` + (r.changed_meanwhile.length ? `; ${r.changed_meanwhile.length} changed meanwhile, left alone` : "")));
   for (const state of ["success", "failed"]) {
     document.getElementById(`ti-mark-${state}`).addEventListener("click", () =>
