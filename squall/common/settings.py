@@ -78,6 +78,9 @@ class CoreSettings(_Section):
     max_active_tasks_per_dag: int = Field(default=16, ge=1)
     #: a DAG's max_active_runs when its DAG file does not say
     max_active_runs_per_dag: int = Field(default=16, ge=1)
+    #: a DAG's max_consecutive_failed_dag_runs when its DAG file does not say (or says 0):
+    #: the scheduler pauses a DAG after that many failed runs in a row; 0 = never
+    max_consecutive_failed_dag_runs_per_dag: int = Field(default=0, ge=0)
     #: the slots of default_pool when a migration creates it (an existing pool keeps its own)
     default_pool_task_slot_count: int = Field(default=128, ge=1)
     execute_tasks_new_python_interpreter: bool = False

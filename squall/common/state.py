@@ -118,6 +118,12 @@ HELD_BY_EXECUTOR_STATES: frozenset[TaskInstanceState] = frozenset(
 )
 #: Waiting for a worker: what a queue's backlog counts (``/api/v1/metrics``).
 BACKLOG_STATES: frozenset[TaskInstanceState] = frozenset({TI.SCHEDULED, TI.QUEUED})
+#: A DAG's ``fail_stop`` fails these task instances of the run (their code is running) ...
+FAIL_STOP_FAIL_STATES: frozenset[TaskInstanceState] = frozenset({TI.RUNNING, TI.RESTARTING})
+#: ... and skips these (not started, or waiting to start again)
+FAIL_STOP_SKIP_STATES: frozenset[TaskInstanceState] = frozenset(
+    {TI.NONE, TI.SCHEDULED, TI.QUEUED, TI.UP_FOR_RETRY, TI.UP_FOR_RESCHEDULE}
+)
 #: Unfinished states a timed-out run's task instances are skipped from (not the running ones).
 TIMEOUT_SKIP_STATES: frozenset[TaskInstanceState] = frozenset(
     {TI.NONE, TI.SCHEDULED, TI.UP_FOR_RETRY, TI.UP_FOR_RESCHEDULE}

@@ -12,8 +12,9 @@ The modules are built lazily: a Squall module is imported when the ``airflow`` m
 maps onto it is imported, not by :func:`install`.
 
 Anything else under ``airflow`` (``airflow.providers...``, ``from airflow.models import
-XCom``) raises :class:`ImportError` saying that it is not
-supported and listing what is.
+XCom``) raises :class:`ImportError` in one line naming the feature it stands for
+(:mod:`squall.compat.airflow_unsupported`), or, for a name Squall knows nothing about,
+pointing at ``docs/airflow-compat.md``.
 
 :func:`install` refuses (:class:`AirflowCompatError`) when a real Apache Airflow is importable:
 Squall never shadows it.
@@ -37,6 +38,7 @@ import pendulum
 
 from squall.common.errors import AirflowCompatError
 from squall.compat.airflow_authoring import AUTHORING_MODULES, AUTHORING_PACKAGES
+from squall.compat.airflow_unsupported import attribute_message, module_message
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +183,38 @@ SUPPORTED_MODULES: Final[dict[str, dict[str, str]]] = {
     "airflow.sensors.time_delta": {
         "TimeDeltaSensor": "squall.sdk.sensors.time_delta:TimeDeltaSensor",
     },
+    # ---- issue 24: the rest of Airflow 2.10's core authoring surface
+    "airflow.operators.smooth": {"SmoothOperator": "squall.sdk.operators.smooth:SmoothOperator"},
+    "airflow.sensors.time_sensor": {"TimeSensor": "squall.sdk.sensors.date_time:TimeSensor"},
+    "airflow.sensors.date_time": {
+        "DateTimeSensor": "squall.sdk.sensors.date_time:DateTimeSensor",
+    },
+    "airflow.sensors.weekday": {
+        "DayOfWeekSensor": "squall.sdk.sensors.weekday:DayOfWeekSensor",
+    },
+    "airflow.sensors.bash": {"BashSensor": "squall.sdk.sensors.bash:BashSensor"},
+    "airflow.macros": {
+        name: f"squall.sdk.macros:{name}"
+        for name in ("ds_add", "ds_format", "datetime", "timedelta", "dateutil", "json",
+                     "time", "uuid", "random", "datetime_diff_for_humans")
+    },
+    "airflow.utils.timezone": {
+        name: f"squall.compat.airflow_timezone:{name}"
+        for name in ("utc", "utcnow", "datetime", "convert_to_utc", "make_aware",
+                     "make_naive", "is_localized", "is_naive", "parse", "coerce_datetime")
+    },
+    "airflow.utils.context": {"Context": "squall.sdk.operators.base:Context"},
+    "airflow.models.taskinstance": {
+        "TaskInstance": "squall.sdk.runtime:RuntimeTaskInstance",
+    },
+    "airflow.utils.helpers": {
+        "chain": "squall.compat.airflow_utils:deprecated_chain",
+        "cross_downstream": "squall.compat.airflow_utils:deprecated_cross_downstream",
+    },
 }
+SUPPORTED_MODULES["airflow.operators.python"]["get_current_context"] = (
+    "squall.sdk.current_context:get_current_context")
+SUPPORTED_MODULES["airflow.models"]["TaskInstance"] = "squall.sdk.runtime:RuntimeTaskInstance"
 
 for _name, _attrs in AUTHORING_MODULES.items():
     SUPPORTED_MODULES.setdefault(_name, {}).update(_attrs)
@@ -196,6 +229,7 @@ PACKAGES: Final[frozenset[str]] = frozenset(
         "airflow.utils",
         "airflow.sensors",
         "airflow.decorators",
+        "airflow.macros",
     }
 ) | AUTHORING_PACKAGES
 
@@ -243,19 +277,12 @@ def supported_summary() -> str:
     )
 
 
-def _unsupported(what: str) -> str:
-    return (
-        f"{what}: it is not supported by Squall's Airflow compatibility layer "
-        f"([core] airflow_compat), which provides only: {supported_summary()}"
-    )
-
-
 def _module_not_supported(fullname: str) -> ModuleNotFoundError:
-    return ModuleNotFoundError(_unsupported(f"No module named {fullname!r}"), name=fullname)
+    return ModuleNotFoundError(module_message(fullname), name=fullname)
 
 
 def _attribute_not_supported(modname: str, attr: str) -> ImportError:
-    return ImportError(_unsupported(f"cannot import name {attr!r} from {modname!r}"), name=modname)
+    return ImportError(attribute_message(modname, attr), name=modname)
 
 
 # --------------------------------------------------------------------------- finder / loader

@@ -15,10 +15,7 @@ AUTHORING_MODULES: Final[dict[str, dict[str, str]]] = {
     "airflow.models": {"XComArg": "squall.sdk.operators.base:XComArg"},
     "airflow.models.xcom_arg": {"XComArg": "squall.sdk.operators.base:XComArg"},
     "airflow.models.baseoperator": {"chain_linear": "squall.sdk.edges:chain_linear"},
-    "airflow.utils.helpers": {
-        "chain": "squall.sdk.edges:chain",
-        "cross_downstream": "squall.sdk.edges:cross_downstream",
-    },
+    # airflow.utils.helpers.chain / cross_downstream: squall.compat.airflow's (they warn)
     "airflow.utils.edgemodifier": {
         "Label": "squall.sdk.edges:Label",
         "EdgeModifier": "squall.sdk.edges:EdgeModifier",
@@ -71,6 +68,7 @@ AUTHORING_MODULES: Final[dict[str, dict[str, str]]] = {
     "airflow.timetables.simple": {
         "NullTimetable": "squall.sdk.timetables.base:NullTimetable",
         "OnceTimetable": "squall.sdk.timetables.base:OnceTimetable",
+        "ContinuousTimetable": "squall.sdk.timetables.continuous:ContinuousTimetable",
     },
     "airflow.plugins_manager": {"AirflowPlugin": "squall.sdk.plugins:AirflowPlugin"},
 }

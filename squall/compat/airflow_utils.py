@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from squall.common.settings import Settings
 from squall.common.state import DagRunState, TaskInstanceState
@@ -17,7 +17,7 @@ from squall.sdk.templating import ConfigView
 
 log = logging.getLogger(__name__)
 
-__all__ = ["State", "apply_defaults", "conf"]
+__all__ = ["State", "apply_defaults", "conf", "deprecated_chain", "deprecated_cross_downstream"]
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -73,3 +73,25 @@ def _settings() -> Settings:
 #: ``airflow.configuration.conf``: the settings of this process's environment and settings
 #: file, read on first use (not when the DAG file imports it), as the context's ``conf``
 conf = ConfigView(_settings)
+
+
+def deprecated_chain(*args: Any, **kwargs: Any) -> None:
+    """``airflow.utils.helpers.chain``: deprecated in Airflow 2 for
+    ``airflow.models.baseoperator.chain``, which it calls."""
+    from squall.sdk.deprecation import warn_deprecated
+    from squall.sdk.edges import chain
+
+    warn_deprecated("airflow.utils.helpers.chain is deprecated; use "
+                    "airflow.models.baseoperator.chain")
+    chain(*args, **kwargs)
+
+
+def deprecated_cross_downstream(*args: Any, **kwargs: Any) -> None:
+    """``airflow.utils.helpers.cross_downstream``: deprecated in Airflow 2 for
+    ``airflow.models.baseoperator.cross_downstream``, which it calls."""
+    from squall.sdk.deprecation import warn_deprecated
+    from squall.sdk.edges import cross_downstream
+
+    warn_deprecated("airflow.utils.helpers.cross_downstream is deprecated; use "
+                    "airflow.models.baseoperator.cross_downstream")
+    cross_downstream(*args, **kwargs)

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from squall.sdk.dag import DAG, DagContext
 from squall.sdk.dag_defaults import DagDefaults, authoring_defaults
@@ -193,7 +193,7 @@ def load_file(
 
     errors: list[str] = []
     seen: dict[str, DAG] = {}
-    for dag in created:
+    for dag in _registered(created, module):
         dag.fileloc = filepath
         if dag.dag_id in seen:
             if seen[dag.dag_id] is not dag:
@@ -222,6 +222,21 @@ def _load_plugins(airflow_compat: bool) -> None:
         plugins.ensure_loaded(airflow_compat=airflow_compat)
     except SettingsError as exc:
         log.warning("plugins: not loaded (%s)", exc)
+
+
+def _registered(created: list[DAG], module: Any) -> list[DAG]:
+    """The DAGs a file defines: every DAG created while it was imported, except one made
+    with ``auto_register=False`` that is not a global of the file (Airflow registers a DAG
+    that is a module global, or was used in a ``with`` block with ``auto_register`` on)."""
+    module_dags = {id(v) for v in vars(module).values() if isinstance(v, DAG)}
+    kept = []
+    for dag in created:
+        if getattr(dag, "auto_register", True) or id(dag) in module_dags:
+            kept.append(dag)
+        else:
+            log.info("DAG %s: not registered (auto_register=False and not a global of %s)",
+                     dag.dag_id, getattr(module, "__file__", "its file"))
+    return kept
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from pendulum.tz.timezone import FixedTimezone, Timezone
 
 from squall.common.errors import SerializationError
 from squall.sdk.timetables import (
+    ContinuousTimetable,
     CronDataIntervalTimetable,
     CustomTimetable,
     DeltaDataIntervalTimetable,
@@ -45,6 +46,8 @@ def timetable_spec(dag: DAG) -> dict[str, Any]:
         return {"type": "none"}
     if isinstance(timetable, OnceTimetable):
         return {"type": "once"}
+    if isinstance(timetable, ContinuousTimetable):
+        return {"type": "continuous"}
     if isinstance(timetable, CronDataIntervalTimetable):
         return {
             "type": "cron",
@@ -98,6 +101,8 @@ def timetable_from_spec(spec: Mapping[str, Any]) -> tuple[Timetable, Any]:
         return NullTimetable(), None
     if kind == "once":
         return OnceTimetable(), "@once"
+    if kind == "continuous":
+        return ContinuousTimetable(), "@continuous"
     if kind == "cron":
         expression = spec["expression"]
         timetable = CronDataIntervalTimetable(expression, tz_from_json(spec.get("timezone")))

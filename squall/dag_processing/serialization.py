@@ -25,7 +25,7 @@ for ``expand_kwargs``; ``"group"``: the mapped task group's id), from which the 
 computes the number of instances (:mod:`squall.runs.mapping`). A task with
 ``max_active_tis_per_dagrun`` has it too; other tasks are serialized as before.
 
-Schedule specs: ``{"type": "none"}``, ``{"type": "once"}``,
+Schedule specs: ``{"type": "none"}``, ``{"type": "once"}``, ``{"type": "continuous"}``,
 ``{"type": "cron", "expression", "timezone"}``, ``{"type": "delta", "seconds", "timezone"}``
 or ``{"type": "delta", "relativedelta": {"years", "months", "days", "hours", "minutes",
 "seconds", "microseconds"}, "timezone"}``. A time zone is a name, or a UTC offset in seconds
@@ -53,6 +53,7 @@ from squall.dag_processing.schedule_spec import tz_from_json as _tz_from_json
 from squall.dag_processing.schedule_spec import tz_to_json as _tz_to_json
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import BaseOperator, Context
+from squall.sdk.operators.base_options import DOC_FIELDS
 from squall.sdk.params import NOTSET, Param, ParamsDict
 from squall.sdk.sensors.external_task import ExternalTaskMarker
 from squall.sdk.taskgroup import TaskGroup
@@ -162,6 +163,11 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
         "render_template_as_native_obj": bool(dag.render_template_as_native_obj),
         "template_searchpath": [str(p) for p in dag.template_searchpath],
         "owner_links": jsonable(dag.owner_links),
+        # Airflow 2.7-2.10 DAG arguments (squall.sdk.dag_options); the UI hints as given
+        "max_consecutive_failed_dag_runs": int(getattr(dag, "max_consecutive_failed_dag_runs", 0)),
+        "fail_stop": bool(getattr(dag, "fail_stop", False)),
+        "default_view": getattr(dag, "default_view", "grid"),
+        "orientation": getattr(dag, "orientation", "LR"),
         "dag_display_name": dag.dag_display_name,
         "edge_info": jsonable(dag.edge_info),
         "task_group": _serialize_group(dag.task_group),
@@ -182,6 +188,8 @@ def _serialize_group(group: TaskGroup) -> dict[str, Any]:
         "label": getattr(group, "_label", None),
         "prefix_group_id": group.prefix_group_id,
         "tooltip": group.tooltip,
+        "ui_color": getattr(group, "ui_color", "CornflowerBlue"),
+        "ui_fgcolor": getattr(group, "ui_fgcolor", "#000"),
         "children": children,
     }
 
@@ -249,6 +257,12 @@ def _task_fields(task: BaseOperator) -> dict[str, Any]:
         "has_on_success_callback": task.on_success_callback is not None,
         "has_on_failure_callback": task.on_failure_callback is not None,
         "has_on_retry_callback": task.on_retry_callback is not None,
+        # Airflow 2.x arguments (squall.sdk.operators.base_options)
+        "ignore_first_depends_on_past": bool(task.ignore_first_depends_on_past),
+        "wait_for_past_depends_before_skipping": bool(task.wait_for_past_depends_before_skipping),
+        "has_on_skipped_callback": task.on_skipped_callback is not None,
+        "executor": task.executor,
+        **{name: getattr(task, name) for name in DOC_FIELDS},
         "is_setup": task.is_setup,
         "is_teardown": task.is_teardown,
         "on_failure_fail_dagrun": task.on_failure_fail_dagrun,
@@ -328,6 +342,10 @@ def _build_dag(d: Mapping[str, Any]) -> DAG:
         is_paused_upon_creation=d.get("is_paused_upon_creation"),
         owner_links=dict(d.get("owner_links") or {}),
         timezone=tz.name if isinstance(tz, Timezone) else None,
+        max_consecutive_failed_dag_runs=int(d.get("max_consecutive_failed_dag_runs") or 0),
+        fail_stop=bool(d.get("fail_stop", False)),
+        default_view=d.get("default_view") or "grid",
+        orientation=d.get("orientation") or "LR",
         dag_display_name=d.get("dag_display_name"),
     )
     dag.edge_info = {up: dict(downs) for up, downs in (d.get("edge_info") or {}).items()}
@@ -405,6 +423,11 @@ def _build_operator(
         do_xcom_push=bool(t.get("do_xcom_push", True)),
         multiple_outputs=bool(t.get("multiple_outputs", False)),
         doc_md=t.get("doc_md"),
+        ignore_first_depends_on_past=bool(t.get("ignore_first_depends_on_past", True)),
+        wait_for_past_depends_before_skipping=bool(
+            t.get("wait_for_past_depends_before_skipping", False)),
+        executor=t.get("executor"),
+        **{name: t.get(name) for name in DOC_FIELDS},
         task_display_name=t.get("task_display_name"),
         dag=dag,
         task_group=dag.task_group,
@@ -422,6 +445,8 @@ def _rebuild_groups(dag: DAG, group: TaskGroup, spec: Mapping[str, Any]) -> None
                 parent_group=group,
                 prefix_group_id=bool(child.get("prefix_group_id", True)),
                 tooltip=child.get("tooltip") or "",
+                ui_color=child.get("ui_color") or "CornflowerBlue",
+                ui_fgcolor=child.get("ui_fgcolor") or "#000",
             )
             if sub.group_id != child["group_id"]:  # keep the id the original had
                 group.children.pop(str(sub.group_id), None)

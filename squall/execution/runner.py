@@ -48,6 +48,7 @@ from squall.execution import xcom
 from squall.execution.mapped import check_mappable_result, expanded_ti_count, task_for_try
 from squall.execution.outcome import RetryPolicy
 from squall.execution.task_output import capture_task_output
+from squall.sdk.current_context import set_current_context
 from squall.sdk.operators.base import BaseOperator, Context
 from squall.sdk.templating import PreviousSuccess, build_context
 from squall.secrets.masking import RedactingFilter
@@ -266,10 +267,11 @@ def execute_try(task: BaseOperator, context: Context, *, clear_xcom: bool = True
             with session_scope(ti._factory) as session:
                 xcom.clear(session, dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
                            map_index=ti.map_index)
-        task.render_template_fields(context)
+        with set_current_context(context):  # as Airflow, while rendering too
+            task.render_template_fields(context)
         if task.on_execute_callback is not None:
             run_callback(task.on_execute_callback, context, "on_execute_callback")
-        with execution_timeout(task):
+        with execution_timeout(task), set_current_context(context):
             try:
                 task.pre_execute(context)
                 result = task.execute(context)

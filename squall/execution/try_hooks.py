@@ -4,7 +4,7 @@ them each kind of process registers once where it starts.
 * :class:`RunAsUser`: a task with ``run_as_user`` runs as that user (a worker's task
   process, as Airflow's ``run_as_user``); elsewhere the switch is only noted in the log.
 * :class:`TaskCallbacks`: ``on_success_callback`` / ``on_failure_callback`` /
-  ``on_retry_callback``, after the outcome was recorded.
+  ``on_retry_callback`` / ``on_skipped_callback``, after the outcome was recorded.
 * :class:`EmailAlerts`: the failure / retry e-mail of a task with ``email``, after its
   callback (:mod:`~squall.execution.email_alerts`); sent by workers only.
 * :class:`CodeEnded`: tells someone the task's code has ended (a new-interpreter task
@@ -110,12 +110,15 @@ def run_callbacks(task: BaseOperator, context: Context, result: TryResult) -> No
         TaskInstanceState.SUCCESS: task.on_success_callback,
         TaskInstanceState.FAILED: task.on_failure_callback,
         TaskInstanceState.UP_FOR_RETRY: task.on_retry_callback,
+        # Airflow 2.9+: the task raised AirflowSkipException (TaskSkipped)
+        TaskInstanceState.SKIPPED: task.on_skipped_callback,
     }.get(result.state)
     if callback is None:
         return
     if result.outcome.exception is not None:
         context = {**context, "exception": result.outcome.exception}
-    run_callback(callback, context, f"{result.state.value} callback")
+    for one in callback if isinstance(callback, list | tuple) else [callback]:
+        run_callback(one, context, f"{result.state.value} callback")
 
 
 def become_run_as_user(task: BaseOperator) -> str | None:

@@ -67,11 +67,15 @@ from squall.scheduler.readiness import (
     past_wait_reason,
     retry_period_elapsed,
 )
+from squall.scheduler.run_stops import pause_after_failed_runs, stop_remaining_tasks
 from squall.sdk.trigger_rule import TriggerRule
 
 log = logging.getLogger(__name__)
 
 TI = TaskInstanceState
+
+#: how the reason of a run that failed because a leaf failed begins
+TASK_FAILURE = "task failure: "
 
 #: How often update_dag_run re-reads and re-decides after a racing writer won a guard.
 _MAX_DECISION_ROUNDS = 3
@@ -152,7 +156,9 @@ def update_dag_run(
     ):
         return _time_out(session, dag_run, tis, now)
 
-    changed: dict[str, list[str]] = {}
+    changed: dict[str, list[str]] = stop_remaining_tasks(session, dag, dag_run, tis, now)
+    if changed:
+        tis = load_tis(session, dag_run)
     plan = _Plan()
     races = expansions = 0
     revised: set[str] = set()
@@ -194,6 +200,9 @@ def update_dag_run(
     _finish(dag_run, final, now)
     log.info("DagRun %s %s: %s%s", dag_run.dag_id, dag_run.run_id, final.value,
              f" ({reason})" if reason else "")
+    if final == DagRunState.FAILED and reason and reason.startswith(TASK_FAILURE):
+        paused = pause_after_failed_runs(session, dag, dag_run)
+        reason = f"{reason}; {paused}" if paused else reason
     return RunUpdate(schedulable=[], state=final, finished_now=True, reason=reason,
                      changed=changed, tis=tis)
 
@@ -234,6 +243,11 @@ def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskI
 
     downstream = downstream_map(tasks)
     setups_of = _indirect_setups_cache(dag) if any(t.is_setup for t in tasks.values()) else None
+    # Airflow's wait_for_past_depends_before_skipping: a skip waits for depends_on_past
+    hold_skip = {} if ignore_past else _past_reasons(session, dag, dag_run, [
+        ti for ti in tis if ti.state == TI.NONE and ti.task_id in tasks
+        and getattr(tasks[ti.task_id], "wait_for_past_depends_before_skipping", False)],
+        downstream)
     candidates: list[TaskInstance] = []
     # In topological order every upstream's state is final for this call before its
     # downstreams are looked at, so a single pass reaches the fixed point: a skip or an
@@ -250,6 +264,10 @@ def _decide(session: Session, dag: DagLike, dag_run: DagRun, tis: Sequence[TaskI
                 decision = _trigger_decision(tasks, downstream, ti, states, setups_of, group)
             final_state = decision.final_state
             if final_state is not None:
+                if final_state == TI.SKIPPED and task_id in hold_skip:
+                    plan.waiting_on_past.append((ti, "Task should be skipped but the past "
+                                                 f"depends are not met: {hold_skip[task_id]}"))
+                    continue
                 if current == TI.NONE:
                     plan.moves.setdefault(final_state, []).append(ti)
                     states[task_id][ti.map_index] = final_state.value
@@ -354,14 +372,29 @@ def _filter_depends_on_past(session: Session, dag: DagLike, dag_run: DagRun,
                             candidates: list[TaskInstance],
                             downstream: Mapping[str, AbstractSet[str]],
                             plan: _Plan) -> list[TaskInstance]:
-    """The candidates ``depends_on_past`` lets run; the others go to ``plan.waiting_on_past``.
+    """The candidates ``depends_on_past`` lets run; the others go to ``plan.waiting_on_past``."""
+    reasons = _past_reasons(session, dag, dag_run, candidates, downstream)
+    kept: list[TaskInstance] = []
+    for ti in candidates:
+        why = reasons.get(ti.task_id)
+        if why is None:
+            kept.append(ti)
+        else:
+            plan.waiting_on_past.append((ti, why))
+    return kept
+
+
+def _past_reasons(session: Session, dag: DagLike, dag_run: DagRun,
+                  tis: Sequence[TaskInstance],
+                  downstream: Mapping[str, AbstractSet[str]]) -> dict[str, str]:
+    """Task id -> why ``depends_on_past`` holds it back, for those of ``tis`` it holds.
 
     The previous run is Airflow 2's: the latest run of the DAG with an earlier logical
     date, leaving out manual runs when the DAG catches up (``catchup``).
     """
     tasks = dag.task_dict
-    if not any(tasks[ti.task_id].depends_on_past for ti in candidates):
-        return candidates
+    if not any(tasks[ti.task_id].depends_on_past for ti in tis):
+        return {}
     stmt = (
         select(DagRun.run_id, DagRun.logical_date)
         .where(DagRun.dag_id == dag_run.dag_id, DagRun.logical_date < dag_run.logical_date)
@@ -372,7 +405,7 @@ def _filter_depends_on_past(session: Session, dag: DagLike, dag_run: DagRun,
         stmt = stmt.where(DagRun.run_type != DagRunType.MANUAL.value)
     previous = session.execute(stmt).first()
     if previous is None:
-        return candidates
+        return {}
     # a mapped task's instances all count: one that did not succeed (or was not skipped)
     # holds every instance of the next run back (Airflow 2.10's PrevDagrunDep counts them)
     previous_states: dict[str, str] = {}
@@ -385,11 +418,10 @@ def _filter_depends_on_past(session: Session, dag: DagLike, dag_run: DagRun,
         seen = previous_states.get(row.task_id)
         if seen is None or (seen in PAST_OK_STATES and row.state not in PAST_OK_STATES):
             previous_states[row.task_id] = row.state
-    kept: list[TaskInstance] = []
-    for ti in candidates:
+    reasons: dict[str, str] = {}
+    for ti in tis:
         task = tasks[ti.task_id]
         if not task.depends_on_past:
-            kept.append(ti)
             continue
         why = past_wait_reason(
             PreviousInstance(
@@ -399,12 +431,11 @@ def _filter_depends_on_past(session: Session, dag: DagLike, dag_run: DagRun,
                                    for d in downstream.get(ti.task_id, ())},
             ),
             wait_for_downstream=task.wait_for_downstream, task_start_date=task.start_date,
+            ignore_first=getattr(task, "ignore_first_depends_on_past", True),
         )
-        if why is None:
-            kept.append(ti)
-        else:
-            plan.waiting_on_past.append((ti, why))
-    return kept
+        if why is not None:
+            reasons[ti.task_id] = why
+    return reasons
 
 
 def _record_past_waits(session: Session, waits: Sequence[tuple[TaskInstance, str]],
@@ -456,7 +487,7 @@ def _run_outcome(dag: DagLike, dag_run: DagRun, tis: Sequence[TaskInstance],
         leaf_tis = [ti for ti in tis if ti.task_id in leaves and ti.state != TI.REMOVED]
         failed = sorted(ti.task_id for ti in leaf_tis if ti.state in FAILED_LIKE_STATES)
         if failed:
-            return DagRunState.FAILED, f"task failure: {', '.join(failed)}"
+            return DagRunState.FAILED, f"{TASK_FAILURE}{', '.join(failed)}"
         if all(ti.state in LEAF_SUCCESS_STATES for ti in leaf_tis):
             return DagRunState.SUCCESS, None
         odd = sorted(f"{ti.task_id}={ti.state}" for ti in leaf_tis

@@ -216,24 +216,33 @@ def past_wait_reason(
     *,
     wait_for_downstream: bool = False,
     task_start_date: datetime | None = None,
+    ignore_first: bool = True,
 ) -> str | None:
     """Why ``depends_on_past`` holds a task instance back, or ``None`` when it may run.
 
     ``previous`` is the task's instance in the previous run (``None``: there is no previous
     run). The first instance of a task is never held back: with no previous run, when the
-    previous run has no instance of the task, or when the task's ``start_date`` is later
-    than the previous run's logical date. Otherwise the previous instance must have
-    succeeded or been skipped, and with ``wait_for_downstream`` so must the previous run's
-    instances of the task's direct downstreams (rows that do not exist or were removed are
-    not waited for).
+    previous run has no instance of the task (unless ``ignore_first``, Airflow 2.10's
+    ``ignore_first_depends_on_past``, is False: then it waits), or when the task's
+    ``start_date`` is later than the previous run's logical date. Otherwise the previous
+    instance must have succeeded or been skipped, and with ``wait_for_downstream`` so must
+    the previous run's instances of the task's direct downstreams (rows that do not exist
+    or were removed are not waited for).
 
     A task instance held back waits; it is never a deadlock. The previous instance may
     still be on its way, and one that failed can be cleared or set to success by hand.
     """
-    if previous is None or previous.state is None:
+    if previous is None:
         return None
     if task_start_date is not None and task_start_date > previous.logical_date:
         return None
+    if previous.state is None:
+        if ignore_first:
+            return None
+        # Airflow's PrevDagrunDep with ignore_first_depends_on_past=False
+        return ("depends_on_past is true for this task's DAG, but the previous task "
+                f"instance {previous.name} has not run yet (ignore_first_depends_on_past "
+                "is False)")
     if previous.state not in PAST_OK_STATES:
         return (f"depends_on_past: waiting for previous task instance {previous.name} "
                 f"({previous.state}) to succeed or be skipped")

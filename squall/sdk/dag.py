@@ -23,6 +23,7 @@ from squall.common.errors import (
     TaskNotFound,
 )
 from squall.sdk.dag_defaults import current_defaults
+from squall.sdk.dag_options import DagOptions, check_fail_stop_rule
 from squall.sdk.deprecation import warn_deprecated
 from squall.sdk.params import NOTSET, DagParam, ParamsDict
 from squall.sdk.timetables import Timetable, coerce_datetime, timetable_from_schedule
@@ -103,6 +104,15 @@ class DAG:
         timezone: str | None = None,
         timetable: Timetable | None = None,
         full_filepath: str | None = None,
+        # Airflow 2.7-2.10 arguments (squall.sdk.dag_options)
+        max_consecutive_failed_dag_runs: int = 0,
+        fail_stop: bool = False,
+        template_undefined: type[Any] | None = None,
+        jinja_environment_kwargs: dict[str, Any] | None = None,
+        access_control: dict[str, Any] | None = None,
+        default_view: str | None = None,
+        orientation: str = "LR",
+        auto_register: bool = True,
         dag_display_name: str | None = None,
     ) -> None:
         if not isinstance(dag_id, str) or not dag_id:
@@ -134,6 +144,11 @@ class DAG:
             max_active_runs = defaults.max_active_runs
         if not isinstance(max_active_runs, int) or max_active_runs < 1:
             raise DagDefinitionError(f"DAG {dag_id}: max_active_runs must be an int >= 1")
+        limit = getattr(self.timetable, "active_runs_limit", None)
+        if limit is not None and max_active_runs > limit:
+            raise DagDefinitionError(
+                f"DAG {dag_id}: invalid max_active_runs: schedule {self.timetable.summary!r} "
+                f"requires max_active_runs <= {limit}")
         self.max_active_runs = max_active_runs
         self.max_active_tasks: int = (
             defaults.max_active_tasks if max_active_tasks is None else int(max_active_tasks)
@@ -162,6 +177,21 @@ class DAG:
         self.render_template_as_native_obj = render_template_as_native_obj
         self.is_paused_upon_creation = is_paused_upon_creation
         self.owner_links = dict(owner_links or {})
+        options = DagOptions.build(
+            dag_id, max_consecutive_failed_dag_runs=max_consecutive_failed_dag_runs,
+            fail_stop=fail_stop, template_undefined=template_undefined,
+            jinja_environment_kwargs=jinja_environment_kwargs, access_control=access_control,
+            default_view=default_view, orientation=orientation, auto_register=auto_register)
+        #: pause the DAG after this many failed runs in a row (0: never; the scheduler)
+        self.max_consecutive_failed_dag_runs = options.max_consecutive_failed_dag_runs
+        #: a failed task stops the rest of its run (Airflow's fail_stop)
+        self.fail_stop = options.fail_stop
+        self.template_undefined = options.template_undefined
+        self.jinja_environment_kwargs = options.jinja_environment_kwargs
+        self.access_control = options.access_control
+        self.default_view = options.default_view
+        self.orientation = options.orientation
+        self.auto_register = options.auto_register
         self.task_dict: dict[str, BaseOperator] = {}
         #: the name shown instead of the id (API ``dag_display_name``, the UI); Airflow 2.9
         self._dag_display_name = dag_display_name
@@ -213,6 +243,7 @@ class DAG:
             raise DuplicateTaskIdError(
                 f"DAG {self.dag_id}: task_id {task.task_id!r} is used by more than one task"
             )
+        check_fail_stop_rule(self, task)
         self.task_dict[task.task_id] = task
 
     @property
@@ -280,6 +311,7 @@ class DAG:
     def validate(self) -> None:
         """Everything a DAG file is checked for when it is loaded."""
         for task in self.task_dict.values():
+            check_fail_stop_rule(self, task)
             for other in task.upstream_task_ids | task.downstream_task_ids:
                 if other not in self.task_dict:
                     raise DagDefinitionError(

@@ -37,6 +37,8 @@ class DagDefaults:
     retries: int = 0
     #: the time zone of a DAG whose start_date is naive or missing (a name pendulum knows)
     timezone: str = "UTC"
+    #: pause the DAG after this many failed runs in a row (0: never)
+    max_consecutive_failed_dag_runs: int = 0
     #: the most task instances one mapped task expands into (``[core] max_map_length``)
     max_map_length: int = 1024
     #: ``[core] dag_run_conf_overrides_params``: a run's conf overrides the tries' params
@@ -51,6 +53,7 @@ class DagDefaults:
                    max_active_tasks=core.max_active_tasks_per_dag,
                    retries=core.default_task_retries,
                    timezone=core.default_timezone,
+                   max_consecutive_failed_dag_runs=core.max_consecutive_failed_dag_runs_per_dag,
                    max_map_length=core.max_map_length,
                    conf_overrides_params=core.dag_run_conf_overrides_params)
 

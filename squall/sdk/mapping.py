@@ -461,7 +461,7 @@ def _prevent_duplicates(owner: str, fixed: Mapping[str, Any], mapped: Mapping[st
 
 def check_operator_args(cls: type[BaseOperator], func: str, kwargs: Mapping[str, Any]) -> None:
     """Airflow's ``validate_mapping_kwargs``: every argument must be one of the operator's."""
-    from squall.sdk.operators.base import _accepted_params
+    from squall.sdk.operators.default_args import accepted_params as _accepted_params
 
     unknown = [k for k in kwargs if k not in _accepted_params(cls)]
     if len(unknown) == 1:
@@ -474,7 +474,7 @@ def check_operator_args(cls: type[BaseOperator], func: str, kwargs: Mapping[str,
 
 def operator_partial(cls: type[BaseOperator], kwargs: dict[str, Any]) -> OperatorPartial:
     """``cls.partial(**kwargs)``: checked, with the DAG's and groups' ``default_args``."""
-    from squall.sdk.operators.base import merged_default_args
+    from squall.sdk.operators.default_args import merged_default_args
 
     if "task_id" not in kwargs:
         raise DagDefinitionError(f"{cls.__name__}.partial() missing required argument: "
@@ -488,7 +488,7 @@ def make_mapped(cls: type[BaseOperator], partial_kwargs: dict[str, Any],
                 expand_input: ExpandInput, *, expand_into: str | None = None,
                 operator_name: str | None = None) -> MappedOperator:
     """The MappedOperator of ``cls`` with these fixed arguments, in the current DAG."""
-    from squall.sdk.operators.base import _accepted_params
+    from squall.sdk.operators.default_args import accepted_params as _accepted_params
 
     base = _accepted_params(BaseOperator)
     base_kwargs = {k: v for k, v in partial_kwargs.items()

@@ -54,6 +54,7 @@ class TaskGroup(DependencyMixin):
         from squall.sdk.dag import DagContext
 
         self.tooltip = tooltip
+        #: the group's colours in a graph view (Airflow's; kept and serialized for the UI)
         self.ui_color = ui_color
         self.ui_fgcolor = ui_fgcolor
         self.prefix_group_id = prefix_group_id

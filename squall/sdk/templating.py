@@ -132,18 +132,22 @@ def template_searchpath(dag: DAG | None) -> list[str]:
 def make_jinja_env(dag: DAG | None) -> jinja2.Environment:
     """The Jinja environment used to render the fields of ``dag``'s tasks.
 
-    Undefined names are errors (``StrictUndefined``); ``render_template_as_native_obj``
+    Undefined names are errors (``StrictUndefined``, or the DAG's ``template_undefined``);
+    the DAG's ``jinja_environment_kwargs`` are passed on; ``render_template_as_native_obj``
     selects a :class:`~jinja2.nativetypes.NativeEnvironment`, which renders to Python
     objects instead of strings.
     """
     native = bool(getattr(dag, "render_template_as_native_obj", False))
     env_class: type[jinja2.Environment] = NativeEnvironment if native else jinja2.Environment
-    env = env_class(
-        loader=jinja2.FileSystemLoader(template_searchpath(dag)),
-        undefined=jinja2.StrictUndefined,
-        extensions=["jinja2.ext.do"],
-        autoescape=False,
-    )
+    options: dict[str, Any] = {
+        "loader": jinja2.FileSystemLoader(template_searchpath(dag)),
+        "undefined": getattr(dag, "template_undefined", None) or jinja2.StrictUndefined,
+        "extensions": ["jinja2.ext.do"],
+        "autoescape": False,
+    }
+    # the DAG's jinja_environment_kwargs win, as in Airflow's DAG.get_template_env
+    options.update(getattr(dag, "jinja_environment_kwargs", None) or {})
+    env = env_class(**options)
     env.filters.update(_FILTERS)
     if dag is not None:
         env.globals.update(dag.user_defined_macros)

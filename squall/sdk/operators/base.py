@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -15,6 +14,8 @@ from squall.sdk import setup_teardown
 from squall.sdk.dag_defaults import current_defaults
 from squall.sdk.deprecation import warn_deprecated
 from squall.sdk.edges import DependencyMixin
+from squall.sdk.operators.base_options import TaskOptions
+from squall.sdk.operators.default_args import merged_default_args
 from squall.sdk.params import ParamsDict
 from squall.sdk.setup_teardown import SetupTeardownMixin, SetupTeardownRefMixin
 from squall.sdk.timetables import coerce_datetime
@@ -43,58 +44,6 @@ class BaseOperatorMeta(type):
         if "__init__" in namespace:
             cls.__init__ = _apply_defaults(cls.__init__)  # type: ignore[misc]
         return cls
-
-
-def _accepted_params(cls: type) -> set[str]:
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        init = getattr(init, "__wrapped__", init)
-        for p in inspect.signature(init).parameters.values():
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self":
-                names.add(p.name)
-    return names
-
-
-def merged_default_args(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``kwargs`` with the ``default_args`` (of the DAG, the enclosing task groups and the
-    ``default_args`` argument) that ``cls`` accepts filled in where missing, and ``params``
-    merged as Airflow's ``get_merged_defaults`` (:func:`_merged_params`)."""
-    from squall.sdk.dag import DagContext
-    from squall.sdk.taskgroup import TaskGroupContext
-
-    dag = kwargs.get("dag") or DagContext.current()
-    group = kwargs.get("task_group")
-    if group is None and dag is not None:
-        group = TaskGroupContext.current(dag)
-    merged: dict[str, Any] = {}
-    if group is not None:
-        merged.update(group.merged_default_args())
-    elif dag is not None:
-        merged.update(dag.default_args)
-    merged.update(kwargs.pop("default_args", None) or {})
-    default_params = merged.pop("params", None)
-    if merged:
-        accepted = _accepted_params(cls)
-        for key, value in merged.items():
-            if key in accepted and key not in kwargs:
-                kwargs[key] = value
-    if dag is not None or default_params or kwargs.get("params"):
-        kwargs["params"] = _merged_params(dag, kwargs.get("params"), default_params)
-    return kwargs
-
-
-def _merged_params(dag: DAG | None, params: Mapping[str, Any] | None,
-                   default_params: Mapping[str, Any] | None) -> ParamsDict:
-    """A task's params as Airflow's ``get_merged_defaults``: a copy of the DAG's, updated
-    with the task's own, then with its ``default_args["params"]``."""
-    merged = copy.deepcopy(dag.params) if dag is not None else ParamsDict()
-    for layer in (params, default_params):
-        if layer:
-            merged.update(layer)
-    return merged
 
 
 def _apply_defaults(init: Callable[..., None]) -> Callable[..., None]:
@@ -131,6 +80,20 @@ class BaseOperator(SetupTeardownMixin, DependencyMixin, metaclass=BaseOperatorMe
     template_fields_renderers: dict[str, str] = {}
     ui_color: str = "#fff"
     ui_fgcolor: str = "#000"
+    # set by TaskOptions.apply (squall.sdk.operators.base_options)
+    ignore_first_depends_on_past: bool = True
+    wait_for_past_depends_before_skipping: bool = False
+    on_skipped_callback: Any = None
+    pre_execute_hook: Callable[..., Any] | None = None
+    post_execute_hook: Callable[..., Any] | None = None
+    executor: str | None = None
+    resources: dict[str, Any] | None = None
+    doc: str | None = None
+    doc_json: str | None = None
+    doc_yaml: str | None = None
+    doc_rst: str | None = None
+    logger_name: str | None = None
+    allow_nested_operators: bool = True
 
     def __init__(
         self,
@@ -172,6 +135,20 @@ class BaseOperator(SetupTeardownMixin, DependencyMixin, metaclass=BaseOperatorMe
         run_as_user: str | None = None,
         inlets: Any = None,
         outlets: Any = None,
+        # Airflow 2.x arguments kept by squall.sdk.operators.base_options
+        ignore_first_depends_on_past: bool = True,
+        wait_for_past_depends_before_skipping: bool = False,
+        on_skipped_callback: TaskCallback | list[TaskCallback] | None = None,
+        pre_execute: Callable[..., Any] | None = None,
+        post_execute: Callable[..., Any] | None = None,
+        executor: str | None = None,
+        resources: dict[str, Any] | None = None,
+        doc: str | None = None,
+        doc_json: str | None = None,
+        doc_yaml: str | None = None,
+        doc_rst: str | None = None,
+        logger_name: str | None = None,
+        allow_nested_operators: bool = True,
         dag: DAG | None = None,
         task_group: TaskGroup | None = None,
         **kwargs: Any,
@@ -266,6 +243,14 @@ class BaseOperator(SetupTeardownMixin, DependencyMixin, metaclass=BaseOperatorMe
         self.do_xcom_push = do_xcom_push
         self.multiple_outputs = multiple_outputs
         self.doc_md = doc_md
+        TaskOptions(
+            ignore_first_depends_on_past=ignore_first_depends_on_past,
+            wait_for_past_depends_before_skipping=wait_for_past_depends_before_skipping,
+            on_skipped_callback=on_skipped_callback, pre_execute=pre_execute,
+            post_execute=post_execute, executor=executor, resources=resources,
+            docs={"doc": doc, "doc_json": doc_json, "doc_yaml": doc_yaml, "doc_rst": doc_rst},
+            logger_name=logger_name, allow_nested_operators=allow_nested_operators,
+        ).apply(self, task_id)
         self._task_display_name = task_display_name
         self.upstream_task_ids: set[str] = set()
         self.downstream_task_ids: set[str] = set()
@@ -403,7 +388,9 @@ class BaseOperator(SetupTeardownMixin, DependencyMixin, metaclass=BaseOperatorMe
         found = self.__dict__.get("_log")
         if found is None:
             cls = type(self)
-            found = logging.getLogger(f"squall.task.operators.{cls.__module__}.{cls.__name__}")
+            name = (getattr(self, "logger_name", None)
+                    or f"{cls.__module__}.{cls.__name__}")
+            found = logging.getLogger(f"squall.task.operators.{name}")
         return found
 
     @log.setter
@@ -426,10 +413,26 @@ class BaseOperator(SetupTeardownMixin, DependencyMixin, metaclass=BaseOperatorMe
         raise NotImplementedError(f"{type(self).__name__} does not implement execute()")
 
     def pre_execute(self, context: Context) -> None:
-        """Hook run just before :meth:`execute`."""
+        """Hook run just before :meth:`execute`: calls the ``pre_execute`` argument."""
+        hook = getattr(self, "pre_execute_hook", None)
+        if hook is not None:
+            hook(context)
 
     def post_execute(self, context: Context, result: Any = None) -> None:
-        """Hook run just after :meth:`execute` succeeded."""
+        """Hook run just after :meth:`execute` succeeded: calls the ``post_execute``
+        argument."""
+        hook = getattr(self, "post_execute_hook", None)
+        if hook is not None:
+            hook(context, result)
+
+    def defer(self, **_: Any) -> None:
+        """Airflow's ``BaseOperator.defer`` (hand the wait to a trigger): refused, the try
+        fails without retry."""
+        from squall.common.errors import TaskFailedNoRetry
+
+        raise TaskFailedNoRetry(
+            f"task {self.task_id}: deferrable operators (BaseOperator.defer, triggers) are not "
+            "supported by Squall: wait in a sensor's reschedule mode (docs/airflow-compat.md)")
 
     def on_kill(self) -> None:
         """Called when the try is killed (timeout, SIGTERM): release external resources."""

@@ -5,6 +5,7 @@ A DAG's ``schedule`` becomes a :class:`Timetable` through :func:`timetable_from_
 ==============================  ===========================================================
 ``None``                        :class:`NullTimetable`: never scheduled, manual runs only
 ``"@once"``                     :class:`OnceTimetable`: one run at ``start_date``
+``"@continuous"``               :class:`ContinuousTimetable`: a run as soon as the last ends
 a cron string or preset         :class:`CronDataIntervalTimetable`
 ``timedelta``/``relativedelta`` :class:`DeltaDataIntervalTimetable`
 a :class:`Timetable`            used as it is
@@ -62,6 +63,7 @@ from squall.sdk.timetables.base import (
     coerce_datetime,
     resolve_timezone,
 )
+from squall.sdk.timetables.continuous import ContinuousTimetable
 from squall.sdk.timetables.cron import CRON_PRESETS, CronDataIntervalTimetable
 from squall.sdk.timetables.custom import AirflowTimetable, CustomTimetable
 from squall.sdk.timetables.delta import DeltaDataIntervalTimetable
@@ -69,6 +71,7 @@ from squall.sdk.timetables.delta import DeltaDataIntervalTimetable
 __all__ = [
     "CRON_PRESETS",
     "AirflowTimetable",
+    "ContinuousTimetable",
     "CronDataIntervalTimetable",
     "CustomTimetable",
     "DagRunInfo",
@@ -104,8 +107,10 @@ def timetable_from_schedule(schedule: object, timezone: TimezoneLike = "UTC") ->
     if isinstance(schedule, str):
         if schedule.strip().lower() == "@once":
             return OnceTimetable()
+        if schedule.strip().lower() == "@continuous":
+            return ContinuousTimetable()
         if schedule.strip().startswith("@") and schedule.strip().lower() not in CRON_PRESETS:
-            known = ", ".join(["@once", *CRON_PRESETS])
+            known = ", ".join(["@once", "@continuous", *CRON_PRESETS])
             raise DagDefinitionError(f"unsupported schedule preset {schedule!r}; known: {known}")
         return CronDataIntervalTimetable(schedule, timezone)
     if isinstance(schedule, dt.timedelta | relativedelta):
