@@ -310,10 +310,17 @@ class _TaskDecorator:
 
     def _expand(self, expand_input: Any) -> XComArg:
         from squall.sdk.mapping import make_mapped
+        from squall.sdk.operators.default_args import accepted_params
 
         op_kwargs = self._operator_kwargs()
         task_id = op_kwargs.pop("task_id")
         fail_dagrun = op_kwargs.pop("on_failure_fail_dagrun")
+        # checked now, as an unmapped task's are, not when an instance is built on a worker
+        unknown = sorted(set(op_kwargs) - accepted_params(self.operator_class)
+                         - {"dag", "task_group"})
+        if unknown:
+            raise DagDefinitionError(f"{self.operator_class.__name__}({task_id!r}): unexpected "
+                                     f"argument(s) {', '.join(unknown)}")
         partial_kwargs = {"task_id": task_id, "python_callable": self.function,
                           "op_args": [], "op_kwargs": dict(self.partial_kwargs), **op_kwargs}
         operator = make_mapped(self.operator_class, partial_kwargs, expand_input,

@@ -148,6 +148,11 @@ def test_taskflow_mapping_errors() -> None:
             f.expand(x=pair()["a"])
         with pytest.raises(DagDefinitionError, match="must be expanded"):
             f.partial(x=1)()
+        # an operator argument the task does not take stops the DAG file, as it does for an
+        # unmapped task, instead of failing each instance when a worker builds it
+        with pytest.raises(DagDefinitionError,
+                           match=r"unexpected argument\(s\) map_index_template"):
+            f.override(map_index_template="{{ x }}").expand(x=[1])
 
 
 def test_an_unmappable_return_value_fails_the_upstream() -> None:
