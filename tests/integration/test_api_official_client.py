@@ -62,14 +62,17 @@ with DAG("client_dag", schedule=None, start_date=pendulum.datetime(2024, 1, 1, t
     say >> fail
 '''
 MAPPED_ID = "client_mapped"
-#: paused from the start: its run, with mapped rows written by the test, is never decided
+#: a mapped task of three instances, the middle one failing (run through the client's
+#: trigger by ``test_mapped_task_instances``)
 MAPPED_FILE = '''
 import pendulum
 from squall import DAG, BashOperator
 
 with DAG("client_mapped", schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
          is_paused_upon_creation=True) as dag:
-    BashOperator(task_id="fan", bash_command="true")
+    BashOperator.partial(task_id="fan", retries=0).expand(
+        bash_command=["echo instance 0 ran", "echo instance 1 ran; exit 3",
+                      "echo instance 2 ran"])
 '''
 
 
@@ -225,32 +228,15 @@ def test_task_instances(env: Env) -> None:
     assert (str(fail.state), fail.try_number) == ("failed", 2)
 
 
-def _seed_mapped_run(cluster: Cluster, run_id: str, states: list[str]) -> None:
-    """A finished run of the paused ``client_mapped`` whose ``fan`` has one instance per
-    state (map_index 0, 1, ...; as the engine expands a mapped task), each with a log."""
-    from datetime import UTC, datetime
-
-    from squall.common.db import session_scope
-    from squall.common.models import DagRun, TaskInstance, TaskInstanceKey
-    from squall.execution.runner import task_log_path
-
-    with session_scope(cluster.session_factory) as session:
-        session.add(DagRun(dag_id=MAPPED_ID, run_id=run_id, state="success",
-                           run_type="manual", external_trigger=True,
-                           logical_date=datetime(2024, 3, 1, tzinfo=UTC)))
-        session.flush()
-        for index, state in enumerate(states):
-            session.add(TaskInstance(dag_id=MAPPED_ID, task_id="fan", run_id=run_id,
-                                     map_index=index, state=state, try_number=1,
-                                     operator="BashOperator"))
-            path = task_log_path(cluster.home / "logs",
-                                 TaskInstanceKey(MAPPED_ID, "fan", run_id, index), 1)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(f"instance {index} ran\n")
-
-
 def test_mapped_task_instances(env: Env) -> None:
-    _seed_mapped_run(env.cluster, "mapped", ["success", "failed", "success"])
+    """A real run: the scheduler expands ``fan`` into three instances, the worker runs them
+    (the middle one fails), and the client reads and marks them."""
+    DAGApi(env.client).patch_dag(MAPPED_ID, DAG(is_paused=False))
+    runs = DAGRunApi(env.client)
+    runs.post_dag_run(MAPPED_ID, DAGRun(dag_run_id="mapped"))
+    wait_until(lambda: str(runs.get_dag_run(MAPPED_ID, "mapped").state) in ("success", "failed"),
+               120, interval=0.2, message=f"the mapped run to finish:\n{env.cluster.logs()}")
+    assert str(runs.get_dag_run(MAPPED_ID, "mapped").state) == "failed"
     tis = TaskInstanceApi(env.client)
     one = tis.get_mapped_task_instance(MAPPED_ID, "mapped", "fan", 1)
     assert (one.map_index, str(one.state)) == (1, "failed")
@@ -263,7 +249,7 @@ def test_mapped_task_instances(env: Env) -> None:
     with pytest.raises(NotFoundException):
         tis.get_task_instance(MAPPED_ID, "mapped", "fan")
     log = tis.get_log(MAPPED_ID, "mapped", "fan", 1, map_index=2, full_content=True)
-    assert log.content == "instance 2 ran\n"
+    assert "instance 2 ran" in log.content and "instance 1" not in log.content
     ref = tis.patch_mapped_task_instance(MAPPED_ID, "mapped", "fan", 1, update_task_instance=
                                          UpdateTaskInstance(dry_run=False,
                                                             new_state=UpdateTaskState("success")))
