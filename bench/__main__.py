@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="/tmp/squall-bench-profile", help="output folder")
     p.add_argument("--duration", type=int, default=25, help="py-spy seconds")
     p.add_argument("--workload", default="W2",
-                   choices=["W1", "W2", "W3", "WB", "w1", "w2", "w3", "wb"])
+                   choices=["W1", "W2", "W3", "WB", "W6", "w1", "w2", "w3", "wb", "w6"])
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--on-cpu", action="store_true",
                    help="sample running threads only (CPU), not waiting ones")
