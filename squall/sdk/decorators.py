@@ -328,6 +328,8 @@ class _TaskDecorator:
                                operator_name=self.operator_class.__name__)
         operator.is_setup, operator.is_teardown = self.is_setup, self.is_teardown
         operator.on_failure_fail_dagrun = fail_dagrun
+        # carried to each instance the worker builds (MappedOperator.unmap)
+        operator.conditions = self.conditions
         return XComArg(operator)
 
     def _operator_kwargs(self) -> dict[str, Any]:

@@ -310,6 +310,10 @@ class MappedOperator(BaseOperator):
     fixed (``partial``) arguments; :meth:`unmap` builds the real operator of one instance.
     """
 
+    #: the checks ``@task.run_if`` / ``@task.skip_if`` added to a mapped ``@task``: each
+    #: instance makes them before it runs
+    conditions: tuple[Any, ...] = ()
+
     is_mapped = True
 
     def __init__(self, *, operator_class: type[BaseOperator], partial_kwargs: dict[str, Any],
@@ -378,6 +382,8 @@ class MappedOperator(BaseOperator):
         op.upstream_task_ids = set(self.upstream_task_ids)
         op.downstream_task_ids = set(self.downstream_task_ids)
         op.start_date, op.end_date = self.start_date, self.end_date
+        if self.conditions:  # @task.run_if / @task.skip_if on a mapped @task
+            op.conditions = self.conditions  # type: ignore[attr-defined]
         return op
 
 

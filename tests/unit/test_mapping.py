@@ -217,3 +217,26 @@ def test_a_mapped_task_group_maps_its_tasks() -> None:
     ti.map_index = 1
     context = {"ti": ti, "task": first}
     assert first.op_args[0].resolve(context) == 6
+
+
+def test_run_if_on_a_mapped_task_reaches_each_instance() -> None:
+    """``@task.run_if`` on a mapped ``@task``: every instance checks the condition before it
+    runs (Airflow's ``run_if`` wraps the operator's ``pre_execute``, mapped or not)."""
+    from squall.common.errors import TaskSkipped
+
+    with _dag() as dag:
+        @task.run_if(lambda context: context["ti"].map_index != 1, skip_message="not 1")
+        @task
+        def f(x: int) -> int:
+            return x
+
+        f.expand(x=[10, 20, 30])
+    op = dag.task_dict["f"]
+    assert isinstance(op, MappedOperator) and op.conditions
+    first, second = _unmapped(op, 0), _unmapped(op, 1)
+    ti = FakeTI(op)
+    ti.map_index = 0
+    first.pre_execute({"ti": ti})  # the condition holds: nothing raised
+    ti.map_index = 1
+    with pytest.raises(TaskSkipped, match="not 1"):
+        second.pre_execute({"ti": ti})
