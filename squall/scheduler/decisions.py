@@ -485,7 +485,8 @@ def _run_outcome(dag: DagLike, dag_run: DagRun, tis: Sequence[TaskInstance],
     if not unfinished:
         leaves = leaf_ids(dag.task_dict)
         leaf_tis = [ti for ti in tis if ti.task_id in leaves and ti.state != TI.REMOVED]
-        failed = sorted(ti.task_id for ti in leaf_tis if ti.state in FAILED_LIKE_STATES)
+        # a task id once, however many of its mapped instances failed
+        failed = sorted({ti.task_id for ti in leaf_tis if ti.state in FAILED_LIKE_STATES})
         if failed:
             return DagRunState.FAILED, f"{TASK_FAILURE}{', '.join(failed)}"
         if all(ti.state in LEAF_SUCCESS_STATES for ti in leaf_tis):
@@ -497,7 +498,7 @@ def _run_outcome(dag: DagLike, dag_run: DagRun, tis: Sequence[TaskInstance],
         return None, None
     if any(ti.state in IN_FLIGHT_STATES for ti in unfinished):
         return None, None
-    stuck = sorted(ti.task_id for ti in unfinished)
+    stuck = sorted({ti.task_id for ti in unfinished})
     return (DagRunState.FAILED,
             f"deadlock: no task instance can make progress ({_short_list(stuck)} waiting)")
 

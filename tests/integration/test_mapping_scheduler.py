@@ -253,3 +253,20 @@ def test_tasks_test_runs_one_map_index(session_factory: SessionFactory) -> None:
             "40!"]
     with pytest.raises(SquallError, match="not mapped"):
         run_task_locally(dag, "numbers", session_factory, logical_date=NOW, map_index=0)
+
+
+def test_a_run_whose_mapped_leaf_failed_names_the_task_once(
+        session_factory: SessionFactory) -> None:
+    dag = _dag()
+    sync_dags(session_factory, dag)
+    stand_in = deserialize_dag(serialize_dag(dag))
+    run_id = _run(session_factory, dag, 2)
+    with session_scope(session_factory) as session:
+        session.execute(update(TaskInstance).where(TaskInstance.run_id == run_id).values(
+            state=TI.SUCCESS.value))
+        session.execute(update(TaskInstance).where(
+            TaskInstance.run_id == run_id, TaskInstance.task_id == "each",
+            TaskInstance.map_index.in_([1, 3])).values(state=TI.FAILED.value))
+        run = session.scalars(select(DagRun).where(DagRun.run_id == run_id)).one()
+        decided = update_dag_run(session, stand_in, run, now=NOW)
+    assert (decided.state, decided.reason) == (DagRunState.FAILED, "task failure: each")
