@@ -18,7 +18,8 @@ import pytest
 from sqlalchemy import select
 
 from squall.common.db import session_scope
-from squall.common.models import DagModel, DagRun, XCom
+from squall.common.models import DagModel, DagRun
+from tests.integration.test_airflow_compat_dags import _xcom
 from tests.integration.test_cluster import make_cluster
 from tests.support.cluster import Cluster
 
@@ -31,15 +32,6 @@ def _copy_dags(cluster: Cluster, *names: str) -> None:
         if path.suffix == ".py" and (not names or path.stem in names):
             shutil.copy(path, cluster.dags_folder / path.name)
     cluster.extra_env.update(COMPAT)
-
-
-def _xcom(cluster: Cluster, dag_id: str, run_id: str, task_id: str,
-          key: str = "return_value") -> Any:
-    with session_scope(cluster.session_factory) as session:
-        text = session.scalar(select(XCom.value).where(
-            XCom.dag_id == dag_id, XCom.run_id == run_id, XCom.task_id == task_id,
-            XCom.key == key))
-    return None if text is None else json.loads(text)
 
 
 def _dags_test(cluster: Cluster, dag_id: str, date: str) -> dict[str, Any]:
