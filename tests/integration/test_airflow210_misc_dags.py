@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,27 +20,10 @@ from squall.common.db import session_scope
 from squall.common.models import DagModel, DagRun
 from tests.integration.test_airflow_compat_dags import _xcom
 from tests.integration.test_cluster import make_cluster
+from tests.support.airflow_files import copy_dag_files, dags_test
 from tests.support.cluster import Cluster
 
 DAGS = Path(__file__).parent / "airflow210_misc_dags"
-COMPAT = {"SQUALL__CORE__AIRFLOW_COMPAT": "true"}
-
-
-def _copy_dags(cluster: Cluster, *names: str) -> None:
-    for path in DAGS.iterdir():
-        if path.suffix == ".py" and (not names or path.stem in names):
-            shutil.copy(path, cluster.dags_folder / path.name)
-    cluster.extra_env.update(COMPAT)
-
-
-def _dags_test(cluster: Cluster, dag_id: str, date: str) -> dict[str, Any]:
-    proc = cluster.cli("dags", "test", dag_id, date, "-o", "json", check=False, timeout=120)
-    assert proc.returncode in (0, 1), proc.stderr
-    result: dict[str, Any] = json.loads(proc.stdout)
-    result["states"] = {t["task_id"]: t["state"] for t in result["task_instances"]}
-    result["reasons"] = {t["task_id"]: t["reason"] for t in result["task_instances"]}
-    print(dag_id, result["reasons"])
-    return result
 
 
 SKIPS_STATES = {"skipper": "skipped", "after_skip": "skipped", "only_if_go": "skipped",
@@ -54,7 +36,8 @@ SENSOR_STATES = {"time_passed": "success", "date_passed": "success", "monday": "
 def test_airflow210_dag_files_under_dags_test(tmp_path: Path) -> None:
     cluster = Cluster(home=tmp_path / "home", db_url=f"sqlite:///{tmp_path / 'squall.db'}",
                       broker_url="", result_backend="")
-    _copy_dags(cluster, "af210_fail_stop", "af210_skips", "af210_sensors", "af210_continuous")
+    copy_dag_files(cluster, DAGS, "af210_fail_stop", "af210_skips", "af210_sensors",
+                   "af210_continuous")
     cluster.cli("db", "migrate")
     listed = cluster.cli("dags", "list", "-o", "json")
     assert {d["dag_id"] for d in json.loads(listed.stdout)} == {
@@ -65,14 +48,14 @@ def test_airflow210_dag_files_under_dags_test(tmp_path: Path) -> None:
     # fail_stop: one task at a time, slow before boom; boom fails and after is skipped; the
     # leaves succeeded or were skipped, so the run succeeds (Airflow 2.10.5's dags test
     # gives exactly these states)
-    ran = _dags_test(cluster, "af210_fail_stop", "2024-01-01")
+    ran = dags_test(cluster, "af210_fail_stop", "2024-01-01")
     assert ran["states"] == {"start": "success", "boom": "failed", "slow": "success",
                              "after": "skipped"}
     assert ran["state"] == "success"
     assert "fail_stop" in (ran["reasons"]["after"] or "")
 
     # on_skipped_callback, run_if / skip_if, get_current_context, macros, template_undefined
-    ran = _dags_test(cluster, "af210_skips", "2024-01-01")
+    ran = dags_test(cluster, "af210_skips", "2024-01-01")
     assert ran["states"] == SKIPS_STATES
     run_id = ran["run_id"]
     assert _xcom(cluster, "af210_skips", run_id, "skipper", "skipped_callback") == "skipper"
@@ -80,7 +63,7 @@ def test_airflow210_dag_files_under_dags_test(tmp_path: Path) -> None:
     assert _xcom(cluster, "af210_skips", run_id, "lenient") == "[]"
     assert _xcom(cluster, "af210_skips", run_id, "lenient", "pre") == "pre ran"
 
-    ran = _dags_test(cluster, "af210_sensors", "2024-01-01")
+    ran = dags_test(cluster, "af210_sensors", "2024-01-01")
     assert (ran["state"], ran["states"]) == ("failed", SENSOR_STATES)
 
 
@@ -103,7 +86,7 @@ def _wait(what: str, check: Any, cluster: Cluster, timeout: float = 90) -> Any:
 
 def test_airflow210_dag_files_through_a_cluster(pg_cluster: Cluster) -> None:
     cluster = pg_cluster
-    _copy_dags(cluster)
+    copy_dag_files(cluster, DAGS)
     cluster.cli("db", "migrate")
     cluster.start_scheduler()
     cluster.start_worker(concurrency=4)

@@ -19,11 +19,8 @@ The rules, in Airflow's source:
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -32,11 +29,11 @@ from squall.common.db import session_scope
 from squall.common.models import DagRun, TaskInstance
 from squall.common.settings import Settings
 from tests.integration.test_cluster import make_cluster
+from tests.support.airflow_files import copy_dag_files, dags_test
 from tests.support.api import serve
 from tests.support.cluster import Cluster
 
 DAGS = Path(__file__).parent / "airflow210_setup_dags"
-COMPAT = {"SQUALL__CORE__AIRFLOW_COMPAT": "true"}
 
 #: dag id -> (run state, task states), as Airflow 2.10.5's `airflow dags test` gives them
 EXPECTED: dict[str, tuple[str, dict[str, str]]] = {
@@ -70,21 +67,6 @@ EXPECTED: dict[str, tuple[str, dict[str, str]]] = {
 }
 
 
-def _copy_dags(cluster: Cluster) -> None:
-    for path in DAGS.glob("*.py"):
-        shutil.copy(path, cluster.dags_folder / path.name)
-    cluster.extra_env.update(COMPAT)
-
-
-def _dags_test(cluster: Cluster, dag_id: str, date: str) -> dict[str, Any]:
-    proc = cluster.cli("dags", "test", dag_id, date, "-o", "json", check=False, timeout=120)
-    assert proc.returncode in (0, 1), proc.stderr
-    result: dict[str, Any] = json.loads(proc.stdout)
-    result["states"] = {t["task_id"]: t["state"] for t in result["task_instances"]}
-    print(dag_id, {t["task_id"]: t["reason"] for t in result["task_instances"]})
-    return result
-
-
 def _clear_dry_run(cluster: Cluster, dag_id: str, *args: str) -> set[str]:
     out = cluster.cli("tasks", "clear", dag_id, *args, "--dry-run").stdout
     rows = [[cell.strip() for cell in line.strip().strip("│").split("│")]
@@ -96,7 +78,7 @@ def _clear_dry_run(cluster: Cluster, dag_id: str, *args: str) -> set[str]:
 def local(tmp_path: Path) -> Cluster:
     cluster = Cluster(home=tmp_path / "home", db_url=f"sqlite:///{tmp_path / 'squall.db'}",
                       broker_url="", result_backend="")
-    _copy_dags(cluster)
+    copy_dag_files(cluster, DAGS)
     cluster.cli("db", "migrate")
     return cluster
 
@@ -106,7 +88,7 @@ def test_setup_teardown_under_dags_test(local: Cluster) -> None:
     assert set(EXPECTED) <= listed
     assert local.cli("dags", "list-import-errors").stdout.strip() == "No import errors."
     for dag_id, (state, states) in EXPECTED.items():
-        ran = _dags_test(local, dag_id, "2024-01-01")
+        ran = dags_test(local, dag_id, "2024-01-01")
         assert (ran["state"], ran["states"]) == (state, states), dag_id
 
 
@@ -115,7 +97,7 @@ def test_clearing_a_work_task_clears_its_setup_and_teardown(local: Cluster) -> N
     delete_cluster too (Airflow 2.10.5: DAG.partial_subset adds the relevant setups and
     their teardowns); clearing the setup alone takes its teardown along, and clearing the
     teardown takes nothing else (a setup or teardown adds no setups)."""
-    _dags_test(local, "af210_st_work_fails", "2024-01-01")
+    dags_test(local, "af210_st_work_fails", "2024-01-01")
     assert _clear_dry_run(local, "af210_st_work_fails", "-t", "^work$") == {
         "create_cluster", "work", "delete_cluster"}
     assert _clear_dry_run(local, "af210_st_work_fails", "-t", "^create_cluster$") == {
@@ -123,7 +105,7 @@ def test_clearing_a_work_task_clears_its_setup_and_teardown(local: Cluster) -> N
     assert _clear_dry_run(local, "af210_st_work_fails", "-t", "^delete_cluster$") == {
         "delete_cluster"}
     # the setup of a work task that is only downstream of the matched one comes along
-    _dags_test(local, "af210_st_setup_fails", "2024-01-01")
+    dags_test(local, "af210_st_setup_fails", "2024-01-01")
     assert _clear_dry_run(local, "af210_st_setup_fails", "-t", "^report$") == {
         "create_cluster", "report", "delete_cluster"}
 
@@ -141,7 +123,7 @@ def pg_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Clust
 
 def test_setup_teardown_through_a_cluster(pg_cluster: Cluster) -> None:
     cluster = pg_cluster
-    _copy_dags(cluster)
+    copy_dag_files(cluster, DAGS)
     cluster.cli("db", "migrate")
     cluster.start_scheduler()
     cluster.start_worker(concurrency=4)
@@ -196,7 +178,7 @@ def test_latest_only_under_dags_test_for_a_past_date(local: Cluster) -> None:
     triggered (DAG.test -> _get_or_create_dagrun -> DAG.create_dagrun, external_trigger
     False), so LatestOnlyOperator.choose_branch checks the schedule: for a past date now is
     not in the next data interval, and the direct downstream is skipped."""
-    ran = _dags_test(local, "af210_latest_only", "2024-03-05")
+    ran = dags_test(local, "af210_latest_only", "2024-03-05")
     assert (ran["state"], ran["states"]) == ("success", {
         "latest_only": "success", "work": "skipped", "after": "success"})
 
@@ -215,7 +197,7 @@ def test_external_task_marker_clears_across_dags(local: Cluster) -> None:
     same files, after `airflow dags reserialize`."""
     local.cli("dags", "list")  # the marked DAGs are read from the metadata database
     for dag_id in ("af210_parent", "af210_child", "af210_grandchild", "af210_shallow"):
-        assert _dags_test(local, dag_id, "2024-01-01")["state"] == "success", dag_id
+        assert dags_test(local, dag_id, "2024-01-01")["state"] == "success", dag_id
     assert _cleared(local, "af210_parent", "-t", "^produce$", "-d") == {
         ("af210_parent", "produce"), ("af210_parent", "mark_child"),
         ("af210_child", "wait_parent"), ("af210_child", "process"),
