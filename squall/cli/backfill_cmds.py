@@ -379,7 +379,7 @@ def _counts(by_state: dict[str, int]) -> str:
 
 #: The task instance states the display names, in its order (``none`` is "not ready").
 _TI_ORDER = ("success", "failed", "upstream_failed", "running", "queued", "scheduled",
-             "up_for_retry", "up_for_reschedule", "restarting", "skipped", "removed")
+             "up_for_retry", "up_for_reschedule", "deferred", "restarting", "skipped", "removed")
 
 
 def _ti_counts(progress: BackfillProgress) -> str:

@@ -11,7 +11,8 @@ Two families, kept apart:
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 
 class SquallError(Exception):
@@ -175,3 +176,18 @@ class Reschedule(TaskControl):
     def __init__(self, reschedule_date: datetime) -> None:
         super().__init__(f"reschedule at {reschedule_date.isoformat()}")
         self.reschedule_date = reschedule_date
+
+
+class TaskDeferred(TaskControl):
+    """Hand this try's wait to a triggerer (Airflow: TaskDeferred, raised by
+    ``BaseOperator.defer``): the worker slot is released, the task instance becomes
+    ``deferred``, and when ``trigger`` fires the try resumes on a worker by calling
+    ``method_name(context, event=<payload>, **kwargs)``; past ``timeout`` it fails."""
+
+    def __init__(self, *, trigger: Any, method_name: str, kwargs: dict[str, Any] | None = None,
+                 timeout: timedelta | None = None) -> None:
+        super().__init__(f"deferred to {type(trigger).__name__}, resuming in {method_name}")
+        self.trigger = trigger
+        self.method_name = method_name
+        self.kwargs = kwargs
+        self.timeout = timeout

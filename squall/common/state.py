@@ -25,6 +25,8 @@ class TaskInstanceState(StrEnum):
     UP_FOR_RETRY = "up_for_retry"
     UP_FOR_RESCHEDULE = "up_for_reschedule"
     REMOVED = "removed"
+    #: handed its wait to a triggerer (``BaseOperator.defer``); holds no worker slot
+    DEFERRED = "deferred"
 
 
 class DagRunState(StrEnum):
@@ -38,6 +40,8 @@ class DagRunType(StrEnum):
     MANUAL = "manual"
     SCHEDULED = "scheduled"
     BACKFILL = "backfill"
+    #: created by the scheduler because the DAG's dataset condition held
+    DATASET_TRIGGERED = "dataset_triggered"
 
     def generate_run_id(self, logical_date_iso: str) -> str:
         return f"{self.value}__{logical_date_iso}"
@@ -83,6 +87,7 @@ UNFINISHED_STATES: frozenset[TaskInstanceState] = frozenset(
         TI.RESTARTING,
         TI.UP_FOR_RETRY,
         TI.UP_FOR_RESCHEDULE,
+        TI.DEFERRED,
     }
 )
 #: Handed to an executor and not yet back: what a scheduler may adopt from a dead one.
@@ -106,7 +111,8 @@ SCHEDULABLE_STATES: frozenset[TaskInstanceState] = frozenset(
 #: Unfinished states in which a task instance will move on without the scheduler deciding
 #: anything more for it (handed out, running, or waiting for its retry / reschedule time).
 IN_FLIGHT_STATES: frozenset[TaskInstanceState] = frozenset(
-    {TI.SCHEDULED, TI.QUEUED, TI.RUNNING, TI.RESTARTING, TI.UP_FOR_RETRY, TI.UP_FOR_RESCHEDULE}
+    {TI.SCHEDULED, TI.QUEUED, TI.RUNNING, TI.RESTARTING, TI.UP_FOR_RETRY, TI.UP_FOR_RESCHEDULE,
+     TI.DEFERRED}
 )
 #: A try in one of these still holds its Celery task: queued for a worker, running under a
 #: supervisor, or restarting (stopped by a clear; its supervisor is still ending its

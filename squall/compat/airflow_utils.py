@@ -43,8 +43,8 @@ class State:
     UP_FOR_RESCHEDULE: Final = TI.UP_FOR_RESCHEDULE
     UPSTREAM_FAILED: Final = TI.UPSTREAM_FAILED
     SKIPPED: Final = TI.SKIPPED
-    #: Airflow's deferred and shutdown states; no Squall task instance ever has them
-    DEFERRED: Final = "deferred"
+    DEFERRED: Final = TI.DEFERRED
+    #: Airflow's shutdown state; no Squall task instance ever has it
     SHUTDOWN: Final = "shutdown"
 
     task_states: Final = (None, *TaskInstanceState.__members__.values())
@@ -55,7 +55,7 @@ class State:
     finished: Final = frozenset({TI.SUCCESS, TI.FAILED, TI.SKIPPED, TI.UPSTREAM_FAILED,
                                  TI.REMOVED})
     unfinished: Final = frozenset({None, TI.SCHEDULED, TI.QUEUED, TI.RUNNING, TI.RESTARTING,
-                                   TI.UP_FOR_RETRY, TI.UP_FOR_RESCHEDULE})
+                                   TI.UP_FOR_RETRY, TI.UP_FOR_RESCHEDULE, TI.DEFERRED})
     failed_states: Final = frozenset({TI.FAILED, TI.UPSTREAM_FAILED})
     success_states: Final = frozenset({TI.SUCCESS, TI.SKIPPED})
 

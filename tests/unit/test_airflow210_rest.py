@@ -14,7 +14,13 @@ import jinja2
 import pendulum
 import pytest
 
-from squall.common.errors import DagDefinitionError, SquallError, TaskFailedNoRetry, TaskSkipped
+from squall.common.errors import (
+    DagDefinitionError,
+    SquallError,
+    TaskDeferred,
+    TaskFailedNoRetry,
+    TaskSkipped,
+)
 from squall.dag_processing.loading import load_file
 from squall.dag_processing.serialization import deserialize_dag, serialize_dag
 from squall.scheduler.readiness import PreviousInstance, past_wait_reason
@@ -312,9 +318,14 @@ def test_get_current_context_outside_and_inside_a_task() -> None:
         get_current_context()
 
 
-def test_defer_is_refused_in_one_line() -> None:
+def test_defer_raises_task_deferred_with_its_arguments() -> None:
     with DAG("d", start_date=START):
         op = EmptyOperator(task_id="t")
-    with pytest.raises(TaskFailedNoRetry, match="deferrable operators") as info:
-        op.defer(trigger=None, method_name="x")
-    assert "\n" not in str(info.value)
+    trigger = object()
+    with pytest.raises(TaskDeferred) as info:
+        op.defer(trigger=trigger, method_name="resume", kwargs={"a": 1},
+                 timeout=dt.timedelta(minutes=5))
+    assert info.value.trigger is trigger
+    assert info.value.method_name == "resume"
+    assert info.value.kwargs == {"a": 1}
+    assert info.value.timeout == dt.timedelta(minutes=5)

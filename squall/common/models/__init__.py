@@ -8,6 +8,17 @@ from squall.common.models.connection import ConnectionModel
 from squall.common.models.dag import DagModel
 from squall.common.models.dag_file import DagFile
 from squall.common.models.dagrun import DagRun, lock_runs
+from squall.common.models.dataset import (
+    DagScheduleDatasetAliasReference,
+    DagScheduleDatasetReference,
+    DatasetAliasModel,
+    DatasetDagRunQueue,
+    DatasetEvent,
+    DatasetModel,
+    TaskOutletDatasetReference,
+    dagrun_dataset_event,
+    dataset_alias_dataset,
+)
 from squall.common.models.import_error import ImportError_
 from squall.common.models.job import Job
 from squall.common.models.pool import DEFAULT_POOL, Pool
@@ -21,6 +32,7 @@ from squall.common.models.taskinstance import (
     clip_reason,
     compare_and_set_state,
 )
+from squall.common.models.trigger import Trigger
 from squall.common.models.user import User
 from squall.common.models.variable import VariableModel
 from squall.common.models.xcom import XCom
@@ -35,6 +47,12 @@ __all__ = [
     "DagFile",
     "DagModel",
     "DagRun",
+    "DagScheduleDatasetAliasReference",
+    "DagScheduleDatasetReference",
+    "DatasetAliasModel",
+    "DatasetDagRunQueue",
+    "DatasetEvent",
+    "DatasetModel",
     "ImportError_",
     "Job",
     "Pool",
@@ -42,13 +60,17 @@ __all__ = [
     "SlaMiss",
     "TaskInstance",
     "TaskInstanceKey",
+    "TaskOutletDatasetReference",
     "TaskReschedule",
+    "Trigger",
     "User",
     "UtcDateTime",
     "VariableModel",
     "XCom",
     "clip_reason",
     "compare_and_set_state",
+    "dagrun_dataset_event",
+    "dataset_alias_dataset",
     "lock_runs",
     "utcnow",
 ]

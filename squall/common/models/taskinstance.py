@@ -84,6 +84,12 @@ class TaskInstance(Base):
     executor_config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     #: why the last state change happened when it was not the task's own doing
     state_reason: Mapped[str | None] = mapped_column(String(MAX_STATE_REASON))
+    #: DEFERRED: the ``trigger`` row the instance waits on, and when the wait times out
+    trigger_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    trigger_timeout: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: the method (and its arguments) a deferred instance resumes with on a worker
+    next_method: Mapped[str | None] = mapped_column(String(1000))
+    next_kwargs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=utcnow,
                                                         onupdate=utcnow)
 

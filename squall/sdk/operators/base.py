@@ -7,7 +7,7 @@ import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from squall.common.errors import DagDefinitionError
 from squall.sdk import setup_teardown
@@ -425,14 +425,16 @@ class BaseOperator(SetupTeardownMixin, DependencyMixin, metaclass=BaseOperatorMe
         if hook is not None:
             hook(context, result)
 
-    def defer(self, **_: Any) -> None:
-        """Airflow's ``BaseOperator.defer`` (hand the wait to a trigger): refused, the try
-        fails without retry."""
-        from squall.common.errors import TaskFailedNoRetry
+    def defer(self, *, trigger: Any, method_name: str, kwargs: dict[str, Any] | None = None,
+              timeout: timedelta | None = None) -> NoReturn:
+        """Airflow's ``BaseOperator.defer``: hand the wait to ``trigger`` (a
+        :class:`~squall.sdk.triggers.BaseTrigger`) and free the worker slot. When the trigger
+        fires, the try resumes on a worker in ``method_name(context, event=..., **kwargs)``;
+        if it has not fired after ``timeout``, the try fails."""
+        from squall.common.errors import TaskDeferred
 
-        raise TaskFailedNoRetry(
-            f"task {self.task_id}: deferrable operators (BaseOperator.defer, triggers) are not "
-            "supported by Squall: wait in a sensor's reschedule mode (docs/airflow-compat.md)")
+        raise TaskDeferred(trigger=trigger, method_name=method_name, kwargs=kwargs,
+                           timeout=timeout)
 
     def on_kill(self) -> None:
         """Called when the try is killed (timeout, SIGTERM): release external resources."""

@@ -90,7 +90,7 @@ const Squall = (() => {
   }
 
   const STATES = ["success", "running", "failed", "upstream_failed", "up_for_retry",
-    "up_for_reschedule", "queued", "scheduled", "restarting", "skipped", "removed", "none"];
+    "up_for_reschedule", "deferred", "queued", "scheduled", "restarting", "skipped", "removed", "none"];
   const stateClass = (s) => `state-${s || "none"}`;
 
   // the trigger dialog shared by the DAG list and the grid, with a field per DAG param

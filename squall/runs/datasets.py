@@ -1,0 +1,98 @@
+"""Recording dataset changes: one :class:`DatasetEvent` and the consumer DAGs' queue rows.
+
+Called in the transaction that records a producing task's success (so an event exists exactly
+when the success does) and by the API's ``POST /datasets/events`` (an external change). The
+scheduler turns the queue rows (``dataset_dag_run_queue``) into dataset-triggered runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from squall.common.db import is_postgres
+from squall.common.models import (
+    DagModel,
+    DagScheduleDatasetAliasReference,
+    DagScheduleDatasetReference,
+    DatasetAliasModel,
+    DatasetDagRunQueue,
+    DatasetEvent,
+    DatasetModel,
+    TaskInstanceKey,
+    dataset_alias_dataset,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+
+def record_dataset_event(
+    session: Session,
+    *,
+    uri: str,
+    extra: dict[str, Any] | None = None,
+    source: TaskInstanceKey | None = None,
+    try_number: int | None = None,
+    alias_names: Iterable[str] = (),
+    timestamp: datetime | None = None,
+) -> DatasetEvent | None:
+    """Record that the dataset ``uri`` changed, and queue it for each active, unpaused DAG
+    whose schedule names the dataset (or one of ``alias_names``, which are linked to it).
+
+    Returns ``None`` (and logs a warning) when no DAG file names the dataset, as Airflow does,
+    or when this try already recorded an event for it (a repeated outcome write).
+    """
+    dataset = session.scalars(select(DatasetModel).where(DatasetModel.uri == uri)).first()
+    if dataset is None:
+        log.warning("dataset %s is not known (no DAG file names it): no event recorded", uri)
+        return None
+    insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    now = timestamp or utcnow()
+    aliases = sorted(set(alias_names))
+    values: dict[str, Any] = {"dataset_id": dataset.id, "extra": extra or {}, "timestamp": now,
+                              "source_alias_names": aliases or None}
+    if source is not None:
+        values.update(source_dag_id=source.dag_id, source_task_id=source.task_id,
+                      source_run_id=source.run_id, source_map_index=source.map_index,
+                      source_try_number=try_number)
+    event_id = session.execute(
+        insert(DatasetEvent).values(**values).on_conflict_do_nothing()
+        .returning(DatasetEvent.id)).scalar()
+    if event_id is None:
+        return None
+    alias_ids: list[int] = []
+    for name in aliases:
+        alias_id = session.scalar(select(DatasetAliasModel.id)
+                                  .where(DatasetAliasModel.name == name))
+        if alias_id is None:
+            session.execute(insert(DatasetAliasModel).values(name=name).on_conflict_do_nothing())
+            alias_id = session.scalar(select(DatasetAliasModel.id)
+                                      .where(DatasetAliasModel.name == name))
+        assert alias_id is not None
+        alias_ids.append(alias_id)
+        session.execute(insert(dataset_alias_dataset)
+                        .values(alias_id=alias_id, dataset_id=dataset.id)
+                        .on_conflict_do_nothing())
+    consumers = set(session.scalars(
+        select(DagScheduleDatasetReference.dag_id)
+        .join(DagModel, DagModel.dag_id == DagScheduleDatasetReference.dag_id)
+        .where(DagScheduleDatasetReference.dataset_id == dataset.id,
+               DagModel.is_active.is_(True), DagModel.is_paused.is_(False))))
+    if alias_ids:
+        consumers |= set(session.scalars(
+            select(DagScheduleDatasetAliasReference.dag_id)
+            .join(DagModel, DagModel.dag_id == DagScheduleDatasetAliasReference.dag_id)
+            .where(DagScheduleDatasetAliasReference.alias_id.in_(alias_ids),
+                   DagModel.is_active.is_(True), DagModel.is_paused.is_(False))))
+    for dag_id in sorted(consumers):
+        session.execute(insert(DatasetDagRunQueue)
+                        .values(dataset_id=dataset.id, target_dag_id=dag_id, created_at=now)
+                        .on_conflict_do_nothing())
+    return session.get(DatasetEvent, event_id)
