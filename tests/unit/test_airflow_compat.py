@@ -357,7 +357,7 @@ def test_star_import(installed: None) -> None:
         ("from airflow.hooks.dbapi import DbApiHook", "database hooks come from providers"),
         ("import airflow.hooks.filesystem", "FSHook is not supported"),
         ("from airflow.models.xcom import XCom", "the XCom model is not supported"),
-        ("from airflow.datasets import Dataset", "Airflow datasets (data-aware scheduling)"),
+        ("import airflow.datasets.manager", "does not provide it"),
         ("from airflow.triggers.temporal import DateTimeTrigger", "deferrable operators"),
         ("from airflow.operators.subdag import SubDagOperator",
          "SubDagOperator (deprecated in Airflow 2, removed in 3) is not supported: use a "
@@ -382,7 +382,7 @@ def test_unsupported_module(installed: None, statement: str, feature: str) -> No
     ("statement", "feature"),
     [
         ("from airflow.models import XCom", "the XCom model is not supported"),
-        ("from airflow import Dataset", "Airflow datasets"),
+        ("from airflow.datasets import DatasetManager", "does not provide it"),
         ("from airflow import providers", "provider packages are not supported"),
         ("from airflow.sensors.time_delta import TimeDeltaSensorAsync", "deferrable operators"),
         ("from airflow.exceptions import TaskDeferred", "deferrable operators"),
