@@ -127,8 +127,17 @@ EXPECTED_AUTHORING: dict[str, set[str]] = {
     "airflow.timetables.trigger": {"CronTriggerTimetable"},
     "airflow.timetables.events": {"EventsTimetable"},
     "airflow.timetables.interval": {"CronDataIntervalTimetable", "DeltaDataIntervalTimetable"},
-    "airflow.timetables.simple": {"NullTimetable", "OnceTimetable", "ContinuousTimetable"},
+    "airflow.timetables.simple": {"NullTimetable", "OnceTimetable", "ContinuousTimetable",
+                                  "DatasetTriggeredTimetable"},
     "airflow.plugins_manager": {"AirflowPlugin"},
+    # issue 25: datasets
+    "airflow": {"Dataset"},
+    "airflow.datasets": {"Dataset", "DatasetAlias", "DatasetAll", "DatasetAny", "BaseDataset"},
+    "airflow.datasets.metadata": {"Metadata"},
+    "airflow.timetables.datasets": {"DatasetOrTimeSchedule"},
+    "airflow.models.dataset": {"DatasetModel", "DatasetEvent", "DatasetAliasModel"},
+    "airflow.utils.context": {"OutletEventAccessors", "OutletEventAccessor",
+                              "InletEventsAccessors"},
 }
 for _name, _attrs in EXPECTED_AUTHORING.items():
     EXPECTED[_name] = EXPECTED.get(_name, set()) | _attrs

@@ -152,7 +152,7 @@ def outlet_event_specs(outlets: Sequence[Any],
 
 
 def run_with_metadata(func: Callable[..., Any], outlet_events: OutletEventAccessors | None,
-                      *args: Any, **kwargs: Any) -> Any:
+                      /, *args: Any, **kwargs: Any) -> Any:
     """Call ``func``; when it is a generator function, run it to its end, each
     :class:`Metadata` it yields setting an outlet event's ``extra`` (and attaching the
     dataset to the Metadata's alias), and return its ``return`` value (Airflow's

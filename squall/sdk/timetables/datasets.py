@@ -36,7 +36,8 @@ def dataset_condition_of(schedule: object) -> BaseDataset | None:
         items = list(schedule)
         if not all(isinstance(x, Dataset | DatasetAlias) for x in items):
             raise DagDefinitionError(
-                "All elements in 'schedule' should be datasets or dataset aliases")
+                f"All elements in 'schedule' should be datasets or dataset aliases, got "
+                f"{schedule!r}")
         return DatasetAll(*items)
     return None
 
