@@ -60,6 +60,10 @@ class DagDatasets:
     outlet_aliases: list[str] = field(default_factory=list)
 
 
+def _pairs(rows: Any) -> dict[Any, Any]:
+    return {k: v for k, v in rows}
+
+
 def dag_datasets(data: Mapping[str, Any]) -> DagDatasets:
     """The datasets a serialized DAG (:func:`~squall.dag_processing.serialization.serialize_dag`
     output) names."""
@@ -125,15 +129,15 @@ def _upsert_datasets(session: Session,
     if not extras:
         return {}
     uris = sorted(extras)
-    ids = dict(session.execute(select(DatasetModel.uri, DatasetModel.id)
-                               .where(DatasetModel.uri.in_(uris))).tuples())
+    ids = _pairs(session.execute(select(DatasetModel.uri, DatasetModel.id)
+                                 .where(DatasetModel.uri.in_(uris))))
     missing = [uri for uri in uris if uri not in ids]
     if missing:
         session.execute(_insert(session)(DatasetModel).values(
             [{"uri": uri, "extra": extras[uri] or {}, "is_orphaned": False}
              for uri in missing]).on_conflict_do_nothing())
-        ids = dict(session.execute(select(DatasetModel.uri, DatasetModel.id)
-                                   .where(DatasetModel.uri.in_(uris))).tuples())
+        ids = _pairs(session.execute(select(DatasetModel.uri, DatasetModel.id)
+                                     .where(DatasetModel.uri.in_(uris))))
         log.info("datasets: recorded %d new dataset(s): %s", len(missing), ", ".join(missing))
     session.execute(update(DatasetModel)
                     .where(DatasetModel.uri.in_(uris), DatasetModel.is_orphaned.is_(True))
@@ -145,14 +149,14 @@ def _upsert_aliases(session: Session, names: set[str]) -> dict[str, int]:
     if not names:
         return {}
     wanted = sorted(names)
-    ids = dict(session.execute(select(DatasetAliasModel.name, DatasetAliasModel.id)
-                               .where(DatasetAliasModel.name.in_(wanted))).tuples())
+    ids = _pairs(session.execute(select(DatasetAliasModel.name, DatasetAliasModel.id)
+                                 .where(DatasetAliasModel.name.in_(wanted))))
     missing = [name for name in wanted if name not in ids]
     if missing:
         session.execute(_insert(session)(DatasetAliasModel).values(
             [{"name": name} for name in missing]).on_conflict_do_nothing())
-        ids = dict(session.execute(select(DatasetAliasModel.name, DatasetAliasModel.id)
-                                   .where(DatasetAliasModel.name.in_(wanted))).tuples())
+        ids = _pairs(session.execute(select(DatasetAliasModel.name, DatasetAliasModel.id)
+                                     .where(DatasetAliasModel.name.in_(wanted))))
     return ids
 
 
@@ -178,9 +182,9 @@ def _reconcile_schedule(session: Session, dag_id: str, dataset_ids: set[int],
 
 
 def _reconcile_outlets(session: Session, dag_id: str, wanted: set[tuple[int, str]]) -> None:
-    stored = set(session.execute(
+    stored = {(a, b) for a, b in session.execute(
         select(TaskOutletDatasetReference.dataset_id, TaskOutletDatasetReference.task_id)
-        .where(TaskOutletDatasetReference.dag_id == dag_id)).tuples())
+        .where(TaskOutletDatasetReference.dag_id == dag_id))}
     for dataset_id, task_id in sorted(stored - wanted):
         session.execute(delete(TaskOutletDatasetReference).where(
             TaskOutletDatasetReference.dag_id == dag_id,

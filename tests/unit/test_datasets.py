@@ -40,9 +40,9 @@ from squall.sdk.datasets.metadata import Metadata
 from squall.sdk.operators.empty import EmptyOperator
 from squall.sdk.timetables import (
     CronDataIntervalTimetable,
+    DataInterval,
     DatasetOrTimeSchedule,
     DatasetTriggeredTimetable,
-    DataInterval,
 )
 
 START = datetime(2024, 1, 1)
