@@ -419,7 +419,9 @@ def _build_operator(
         email_on_retry=bool(t.get("email_on_retry", True)),
         sla=_td_from_json(t.get("sla")),
         retries=int(t.get("retries") or 0),
-        retry_delay=_td_from_json(t.get("retry_delay")) or timedelta(seconds=300),
+        # a retry_delay of 0 stays 0 (only a missing one is the default 300 s)
+        retry_delay=_td_from_json(t.get("retry_delay")) if t.get("retry_delay") is not None
+        else timedelta(seconds=300),
         retry_exponential_backoff=bool(t.get("retry_exponential_backoff", False)),
         max_retry_delay=_td_from_json(t.get("max_retry_delay")),
         execution_timeout=_td_from_json(t.get("execution_timeout")),
