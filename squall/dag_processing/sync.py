@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pendulum
-from sqlalchemy import delete, or_, select, text, update
+from sqlalchemy import delete, null, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -199,7 +199,8 @@ def sync_to_db(
         row.has_import_errors = fileloc in broken
         row.params = data["dag"].get("params") or {}
         named = dag_datasets(data)
-        row.dataset_expression = named.expression
+        # SQL NULL, not a JSON null, for a schedule without datasets
+        row.dataset_expression = named.expression if named.expression is not None else null()
         if named.expression is not None and row.schedule == "Unresolved DatasetAlias" \
                 and resolved_aliases(session, named.schedule_aliases):
             row.schedule = "Dataset"  # Airflow resolves the alias when it parses the file

@@ -1,30 +1,64 @@
-"""The dataset events a running task reads: its inlets' (``inlet_events``) and its run's
-triggering events (``triggering_dataset_events``), read from the database on first use
+"""A try's dataset events: those its success records (:func:`success_dataset_events`,
+written with its outcome through a :data:`DatasetEventWriter`, ADR 27), and those it reads:
+its inlets' (``inlet_events``) and its run's triggering events
+(``triggering_dataset_events``), read from the database on first use
 (:mod:`squall.sdk.datasets.events` has the accessors and the values they hold)."""
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from squall.common.db import SessionFactory, session_scope
-from squall.common.models import DagRun, DatasetEvent, DatasetModel, dagrun_dataset_event
+from squall.common.models import (
+    DagRun,
+    DatasetEvent,
+    DatasetModel,
+    TaskInstanceKey,
+    dagrun_dataset_event,
+)
 from squall.sdk.datasets.events import (
+    DatasetEventSpec,
     DatasetEventView,
     DatasetRef,
     EventReader,
     InletEventsAccessors,
     SourceDagRunView,
     TriggeringDatasetEvents,
+    outlet_event_specs,
 )
+from squall.sdk.operators.base import BaseOperator, Context
 
 log = logging.getLogger(__name__)
 
-__all__ = ["inlet_events", "read_events", "triggering_dataset_events"]
+__all__ = ["DatasetEventWriter", "inlet_events", "read_events", "success_dataset_events",
+           "triggering_dataset_events"]
+
+#: records a successful try's dataset events in the session of its outcome's
+#: compare-and-set (:func:`squall.runs.datasets.record_try_events`, given by the process
+#: that writes outcomes: the layers above this one own the dataset queue)
+DatasetEventWriter = Callable[[Session, TaskInstanceKey, int, Sequence[DatasetEventSpec]],
+                              object]
+
+
+def success_dataset_events(task: BaseOperator,
+                           context: Context) -> tuple[DatasetEventSpec, ...]:
+    """The dataset events the try's success records (Airflow 2.10's
+    ``_register_dataset_changes``); raises ``TypeError`` (the try fails) when an ``extra``
+    cannot be stored as JSON."""
+    events = outlet_event_specs(task.outlets, context.get("outlet_events"))
+    for event in events:
+        try:
+            json.dumps(event.extra)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"the extra of the dataset event for {event.uri} cannot be stored "
+                            f"as JSON: {exc}") from exc
+    return events
 
 
 def read_events(session: Session, stmt: Any) -> list[DatasetEventView]:

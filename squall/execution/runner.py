@@ -8,13 +8,12 @@ compare-and-set so that a try that was cleared or failed elsewhere is not overwr
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import socket
 import threading
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -46,12 +45,17 @@ from squall.common.models import (
 from squall.common.state import DagRunState, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
 from squall.execution import xcom
-from squall.execution.dataset_events import inlet_events, triggering_dataset_events
+from squall.execution.dataset_events import (
+    DatasetEventWriter,
+    inlet_events,
+    success_dataset_events,
+    triggering_dataset_events,
+)
 from squall.execution.mapped import check_mappable_result, expanded_ti_count, task_for_try
 from squall.execution.outcome import RetryPolicy
 from squall.execution.task_output import capture_task_output
 from squall.sdk.current_context import set_current_context
-from squall.sdk.datasets.events import DatasetEventSpec, outlet_event_specs, run_with_metadata
+from squall.sdk.datasets.events import DatasetEventSpec, run_with_metadata
 from squall.sdk.operators.base import BaseOperator, Context
 from squall.sdk.templating import PreviousSuccess, build_context
 from squall.secrets.masking import RedactingFilter
@@ -311,21 +315,6 @@ def execute_try(task: BaseOperator, context: Context, *, clear_xcom: bool = True
         return TryOutcome(OutcomeKind.FAILED, error=_describe(exc), exception=exc)
 
 
-def success_dataset_events(task: BaseOperator,
-                           context: Context) -> tuple[DatasetEventSpec, ...]:
-    """The dataset events the try's success records (Airflow 2.10's
-    ``_register_dataset_changes``); raises ``TypeError`` (the try fails) when an ``extra``
-    cannot be stored as JSON."""
-    events = outlet_event_specs(task.outlets, context.get("outlet_events"))
-    for event in events:
-        try:
-            json.dumps(event.extra)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"the extra of the dataset event for {event.uri} cannot be stored "
-                            f"as JSON: {exc}") from exc
-    return events
-
-
 def _describe(exc: BaseException) -> str:
     return clip_reason(f"{type(exc).__name__}: {exc}")
 
@@ -355,13 +344,6 @@ class OutcomeRecord:
     reschedule_date: datetime | None = None
     #: a success's dataset events, written in the transaction that records it
     dataset_events: tuple[DatasetEventSpec, ...] = ()
-
-
-#: records a successful try's dataset events in the session of its outcome's
-#: compare-and-set (:func:`squall.runs.datasets.record_try_events`, given by the process
-#: that writes outcomes: the layers above this one own the dataset queue)
-DatasetEventWriter = Callable[[Session, TaskInstanceKey, int, Sequence[DatasetEventSpec]],
-                              object]
 
 
 def outcome_record(task: BaseOperator, outcome: TryOutcome, *, try_number: int,

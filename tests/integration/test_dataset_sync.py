@@ -124,6 +124,10 @@ def test_sync_records_references_and_orphans(session_factory: SessionFactory) ->
     assert state["datasets"] == {"s3://b/a": False, "s3://b/b": True, "s3://b/c": True}
     assert state["schedule"] == []
     assert state["expressions"]["consumer"] is None
+    with session_scope(session_factory) as session:  # SQL NULL, as for a DAG never synced
+        assert session.scalars(select(DagModel.dag_id).where(
+            DagModel.dataset_expression.is_(None)).order_by(DagModel.dag_id)).all() == [
+            "consumer", "producer"]
 
 
 def _producer_try(factory: SessionFactory) -> TaskInstance:

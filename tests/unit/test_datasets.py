@@ -295,3 +295,14 @@ def test_dataset_triggered_timetable_manual_interval() -> None:
     at = pendulum.datetime(2024, 1, 1, 5)
     assert timetable.infer_manual_data_interval(run_after=at) == DataInterval(at, at)
     assert timedelta(0) == at - timetable.infer_manual_data_interval(run_after=at).start
+
+
+def test_an_extra_that_is_not_json_fails_the_try() -> None:
+    from squall.execution.dataset_events import success_dataset_events
+
+    with DAG("d", schedule=None, start_date=START):
+        task = EmptyOperator(task_id="t", outlets=[Dataset("s3://b/k")])
+    events = OutletEventAccessors()
+    events[Dataset("s3://b/k")].extra["when"] = object()
+    with pytest.raises(TypeError, match="cannot be stored as JSON"):
+        success_dataset_events(task, {"outlet_events": events})
