@@ -20,6 +20,7 @@ from sqlalchemy import insert, select
 from squall.common.db import session_scope
 from squall.common.models import (
     DagModel,
+    DagRun,
     DatasetAliasModel,
     DatasetEvent,
     DatasetModel,
@@ -32,7 +33,7 @@ from squall.runs.run_creation import create_dag_run
 from squall.sdk.timetables import DataInterval
 from tests.integration.test_airflow_compat_dags import _xcom
 from tests.integration.test_cluster import make_cluster
-from tests.support.airflow_files import copy_dag_files
+from tests.support.airflow_files import copy_dag_files, dags_test
 from tests.support.cluster import Cluster
 
 pytestmark = pytest.mark.integration
@@ -150,6 +151,16 @@ def test_datasets_through_a_cluster(pg_cluster: Cluster) -> None:
         ORDERS, REPORT, "s3://warehouse/flaky", "s3://warehouse/broken",
         "s3://warehouse/skipped", "file:///data/plain.csv", "s3://warehouse/never")}
 
+    # DatasetOrTimeSchedule's timetable (a CronTriggerTimetable, no catchup) gives a run at
+    # its latest tick at once
+    def scheduled_runs(dag_id: str) -> list[str]:
+        with session_scope(cluster.session_factory) as session:
+            return list(session.scalars(select(DagRun.run_id).where(
+                DagRun.dag_id == dag_id, DagRun.run_type == DagRunType.SCHEDULED.value)))
+
+    wait_for("a time-based run of af210_ds_or_time",
+             lambda: scheduled_runs("af210_ds_or_time"), cluster)
+
     producer = cluster.trigger("af210_ds_producer")
     assert cluster.wait_for_run("af210_ds_producer", producer, timeout=120) == "failed"
     assert {t: ti.state for t, ti in cluster.task_instances(
@@ -182,3 +193,22 @@ def test_datasets_through_a_cluster(pg_cluster: Cluster) -> None:
         f"logs/dag_id=af210_ds_consumer/run_id={consumer}/task_id=templated/attempt=1.log"))
     assert logs, "no log of the templated task"
     assert f"{ORDERS}=produce;{REPORT}=produce_meta;" in logs[0].read_text()
+    # a pure dataset schedule never got a time-based run
+    assert scheduled_runs("af210_ds_consumer") == []
+    assert scheduled_runs("af210_ds_either") == []
+
+
+def test_producer_under_dags_test(tmp_path: Path) -> None:
+    """``squall dags test`` records the events as ``airflow dags test`` does (Airflow
+    2.10.5's run above: the same states and the same dataset_event rows)."""
+    cluster = Cluster(home=tmp_path / "home", db_url=f"sqlite:///{tmp_path / 'squall.db'}",
+                      broker_url="", result_backend="")
+    copy_dag_files(cluster, DAGS)
+    cluster.cli("db", "migrate")
+    cluster.cli("dags", "list")  # parses the files and records them (their dataset rows)
+    ran = dags_test(cluster, "af210_ds_producer", "2024-01-01")
+    assert (ran["state"], ran["states"]) == ("failed", PRODUCER_STATES)
+    events = events_by_uri(cluster)
+    assert {uri: [(extra, task) for extra, task, _, _ in e] for uri, e in events.items()} \
+        == PRODUCER_EVENTS
+    assert events["s3://warehouse/flaky"][0][2] == 2
