@@ -131,13 +131,13 @@ def events_json(session: Session, events: Sequence[DatasetEvent]) -> list[dict[s
     created: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
     if ids:
         dataset_ids = sorted({e.dataset_id for e in events})
-        uris = dict(session.execute(select(DatasetModel.id, DatasetModel.uri)
-                                    .where(DatasetModel.id.in_(dataset_ids))).tuples())
+        uris = {i: u for i, u in session.execute(select(DatasetModel.id, DatasetModel.uri)
+                                                 .where(DatasetModel.id.in_(dataset_ids)))}
         for event_id, run in session.execute(
                 select(dagrun_dataset_event.c.event_id, DagRun)
                 .join(DagRun, DagRun.id == dagrun_dataset_event.c.dag_run_id)
                 .where(dagrun_dataset_event.c.event_id.in_(ids))
-                .order_by(DagRun.logical_date, DagRun.id)).tuples():
+                .order_by(DagRun.logical_date, DagRun.id)):
             created[event_id].append({
                 "dag_run_id": run.run_id, "dag_id": run.dag_id,
                 "logical_date": iso(run.logical_date), "start_date": iso(run.start_date),
@@ -224,10 +224,10 @@ def waiting_for(session: Session, dag_id: str,
     datasets queued); ``{"kind": "all" | "any", "children": [...], "satisfied"}``."""
     if expression is None or expression == {}:
         return None
-    queued = dict(session.execute(
+    queued: dict[str, datetime] = {uri: when for uri, when in session.execute(
         select(DatasetModel.uri, DatasetDagRunQueue.created_at)
         .join(DatasetModel, DatasetModel.id == DatasetDagRunQueue.dataset_id)
-        .where(DatasetDagRunQueue.target_dag_id == dag_id)).tuples())
+        .where(DatasetDagRunQueue.target_dag_id == dag_id))}
     alias_names = _alias_names(expression)
     resolved: dict[str, list[str]] = {name: [] for name in alias_names}
     if alias_names:
