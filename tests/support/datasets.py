@@ -36,11 +36,11 @@ from squall.runs.datasets import record_dataset_event
 
 
 def dag(session: Session, dag_id: str, *, expression: Any = None,
-        paused: bool = False) -> DagModel:
+        paused: bool = False, fileloc: str | None = None) -> DagModel:
     """The DAG's row (made when missing), with the dataset expression of its schedule."""
     row = session.get(DagModel, dag_id)
     if row is None:
-        row = DagModel(dag_id=dag_id, fileloc=f"/dags/{dag_id}.py", is_paused=paused,
+        row = DagModel(dag_id=dag_id, fileloc=fileloc or f"/dags/{dag_id}.py", is_paused=paused,
                        schedule="Dataset" if expression is not None else None)
         session.add(row)
     if expression is not None:
@@ -58,9 +58,10 @@ def dataset(session: Session, uri: str, extra: dict[str, Any] | None = None) -> 
     return row
 
 
-def producer(session: Session, dag_id: str, task_id: str, uris: Iterable[str]) -> None:
+def producer(session: Session, dag_id: str, task_id: str, uris: Iterable[str], *,
+             fileloc: str | None = None) -> None:
     """Task ``dag_id.task_id`` lists ``uris`` in its outlets."""
-    dag(session, dag_id)
+    dag(session, dag_id, fileloc=fileloc)
     for uri in uris:
         session.add(TaskOutletDatasetReference(dataset_id=dataset(session, uri).id,
                                                dag_id=dag_id, task_id=task_id))
@@ -85,11 +86,11 @@ def _aliases(expression: Any) -> list[str]:
 
 
 def consumer(session: Session, dag_id: str, expression: Any, *,
-             paused: bool = False) -> None:
+             paused: bool = False, fileloc: str | None = None) -> None:
     """DAG ``dag_id`` is scheduled on ``expression`` (Airflow's serialized form: a URI,
     ``{"all": [...]}``, ``{"any": [...]}``, ``{"alias": name}``), with a reference to each
     dataset and alias it names."""
-    dag(session, dag_id, expression=expression, paused=paused)
+    dag(session, dag_id, expression=expression, paused=paused, fileloc=fileloc)
     for uri in dict.fromkeys(_uris(expression)):
         session.add(DagScheduleDatasetReference(dataset_id=dataset(session, uri).id,
                                                 dag_id=dag_id))
@@ -148,7 +149,7 @@ class World:
     run_id: str
 
 
-def build_world(factory: SessionFactory) -> World:
+def build_world(factory: SessionFactory, fileloc: str | None = None) -> World:
     """Two producers and three consumers:
 
     * ``ingest``: ``extract`` writes ``RAW``; ``transform`` writes ``CLEAN``;
@@ -158,14 +159,19 @@ def build_world(factory: SessionFactory) -> World:
     * ``report_any``: ``RAW | REPORT``, paused (queues nothing);
     * ``by_alias``: ``DatasetAlias("lake-clean")``, which ``CLEAN``'s event resolved;
     * ``UNUSED``: named by no DAG any more (no producer, no consumer).
+
+    ``fileloc``: the DAGs' file (default ``/dags/<dag_id>.py``); in a cluster, a file of
+    its DAG folder that fails to import keeps them active (the DAG processor deactivates
+    the DAGs of a file that is gone, and keeps those of a broken one).
     """
+    at = {"fileloc": fileloc}
     with session_scope(factory) as session:
-        producer(session, "ingest", "extract", [RAW])
-        producer(session, "ingest", "transform", [CLEAN])
-        producer(session, "publish", "render", [REPORT])
-        consumer(session, "report_all", {"all": [RAW, CLEAN]})
-        consumer(session, "report_any", {"any": [RAW, REPORT]}, paused=True)
-        consumer(session, "by_alias", {"alias": "lake-clean"})
+        producer(session, "ingest", "extract", [RAW], **at)
+        producer(session, "ingest", "transform", [CLEAN], **at)
+        producer(session, "publish", "render", [REPORT], **at)
+        consumer(session, "report_all", {"all": [RAW, CLEAN]}, **at)
+        consumer(session, "report_any", {"any": [RAW, REPORT]}, paused=True, **at)
+        consumer(session, "by_alias", {"alias": "lake-clean"}, **at)
         dataset(session, UNUSED, extra={"owner": "nobody"})
         session.add(DagRun(dag_id="ingest", run_id="manual__1", logical_date=START,
                            state=DagRunState.SUCCESS, run_type=DagRunType.MANUAL))
