@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from squall.common.models import (
@@ -193,21 +193,8 @@ def queued_events(session: Session, *, dag_id: str | None = None, uri: str | Non
 
 def last_events(session: Session, dataset_ids: Sequence[int]) -> dict[int, DatasetEvent]:
     """The newest event of each of these datasets (that has one)."""
-    if not dataset_ids:
-        return {}
-    newest = (select(DatasetEvent.dataset_id, DatasetEvent.id)
-              .where(DatasetEvent.dataset_id.in_(list(dataset_ids)))
-              .order_by(DatasetEvent.dataset_id, DatasetEvent.timestamp.desc(),
-                        DatasetEvent.id.desc()))
-    out: dict[int, DatasetEvent] = {}
-    wanted: dict[int, int] = {}
-    for dataset_id, event_id in session.execute(newest):
-        wanted.setdefault(dataset_id, event_id)
-    if wanted:
-        for event in session.scalars(select(DatasetEvent)
-                                     .where(DatasetEvent.id.in_(list(wanted.values())))):
-            out[event.dataset_id] = event
-    return out
+    return {i: events[0] for i, events in recent_events(session, dataset_ids, 1).items()
+            if events}
 
 
 def waiting_for(session: Session, dag_id: str,
@@ -292,3 +279,23 @@ def consumers_of(session: Session, dataset_ids: Sequence[int]) -> dict[int, list
             .where(dataset_alias_dataset.c.dataset_id.in_(list(dataset_ids)))):
         out[dataset_id].add(dag_id)
     return {i: sorted(dags) for i, dags in out.items()}
+
+
+def recent_events(session: Session, dataset_ids: Sequence[int],
+                  per_dataset: int) -> dict[int, list[DatasetEvent]]:
+    """The newest ``per_dataset`` events of each dataset, newest first (one query)."""
+    if not dataset_ids:
+        return {}
+    rank = func.row_number().over(
+        partition_by=DatasetEvent.dataset_id,
+        order_by=(DatasetEvent.timestamp.desc(), DatasetEvent.id.desc())).label("rank")
+    ranked = (select(DatasetEvent.id, rank)
+              .where(DatasetEvent.dataset_id.in_(list(dataset_ids))).subquery())
+    events = session.scalars(
+        select(DatasetEvent).join(ranked, ranked.c.id == DatasetEvent.id)
+        .where(ranked.c.rank <= per_dataset)
+        .order_by(DatasetEvent.timestamp.desc(), DatasetEvent.id.desc()))
+    out: dict[int, list[DatasetEvent]] = {i: [] for i in dataset_ids}
+    for event in events:
+        out[event.dataset_id].append(event)
+    return out
