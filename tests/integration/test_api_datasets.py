@@ -14,13 +14,15 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from squall.common.db import SessionFactory, session_scope
-from squall.common.models import DatasetDagRunQueue, DatasetEvent, DatasetModel
+from squall.common.models import DagModel, DatasetDagRunQueue, DatasetEvent, DatasetModel
 from squall.common.settings import Settings
+from squall.sdk.dag import DAG
 from tests.support.api import Api, basic, serve
-from tests.support.datasets import CLEAN, RAW, REPORT, UNUSED, World, build_world
+from tests.support.datasets import CLEAN, RAW, REPORT, START, UNUSED, World, build_world
+from tests.support.scheduling import sync_dags
 
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00"
 
@@ -222,3 +224,21 @@ def test_queued_events_read_and_delete(api: Api, world: World,
     assert api.delete(f"/api/v1/datasets/queuedEvent/{enc(CLEAN)}").status_code == 204
     assert _queue(session_factory) == {(RAW, "report_all")}
     assert api.delete(f"/api/v1/datasets/queuedEvent/{enc(CLEAN)}").status_code == 404
+
+
+def test_dag_details_give_a_dataset_schedules_condition(api: Api,
+                                                         session_factory: SessionFactory) -> None:
+    """DAGDetail.dataset_expression is DagModel.dataset_expression (airflow/api_connexion/
+    schemas/dag_schema.py, a fields.Dict); a lone Dataset's bare URI is not an object."""
+    sync_dags(session_factory, DAG("consumer", schedule=None, start_date=START),
+              DAG("plain", schedule=None, start_date=START))
+    condition = {"any": [RAW, {"all": [CLEAN, {"alias": "lake-clean"}]}]}
+    with session_scope(session_factory) as session:
+        session.execute(update(DagModel).where(DagModel.dag_id == "consumer")
+                        .values(dataset_expression=condition))
+    assert api.get("/api/v1/dags/consumer/details").json()["dataset_expression"] == condition
+    assert api.get("/api/v1/dags/plain/details").json()["dataset_expression"] is None
+    with session_scope(session_factory) as session:
+        session.execute(update(DagModel).where(DagModel.dag_id == "consumer")
+                        .values(dataset_expression=RAW))
+    assert api.get("/api/v1/dags/consumer/details").json()["dataset_expression"] is None
