@@ -326,6 +326,10 @@ def datasets(session: DB, user: Viewer,
     shaped = dataset_catalog.datasets_json(session, rows)
     consumers = dataset_catalog.consumers_of(session, ids)
     recent = dataset_catalog.recent_events(session, ids, events)
+    flat = [e for i in ids for e in recent.get(i, [])]
+    shaped_events: dict[int, list[dict[str, Any]]] = {}
+    for item in dataset_catalog.events_json(session, flat):  # one pair of queries for all
+        shaped_events.setdefault(item["dataset_id"], []).append(item)
     queued: dict[str, list[str]] = {}
     for item in dataset_catalog.queued_events(session):
         queued.setdefault(item["uri"], []).append(item["dag_id"])
@@ -338,6 +342,6 @@ def datasets(session: DB, user: Viewer,
             "consumers": consumers.get(dataset["id"], []),
             "aliases": [a["name"] for a in dataset["aliases"]],
             "queued_for": queued.get(dataset["uri"], []),
-            "events": dataset_catalog.events_json(session, recent.get(dataset["id"], [])),
+            "events": shaped_events.get(dataset["id"], []),
         })
     return {"user": _user(user), "datasets": out}
