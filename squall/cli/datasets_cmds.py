@@ -96,6 +96,7 @@ def list_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
             catalog.select_datasets(uri_pattern=args.uri_pattern, dag_ids=args.dag_ids)
             .order_by(DatasetModel.uri)))
         datasets = catalog.datasets_json(session, rows)
+        orphaned = {r.id: r.is_orphaned for r in rows}
         consumers = catalog.consumers_of(session, [r.id for r in rows])
         last = catalog.last_events(session, [r.id for r in rows])
         last_json = dict(zip(last, catalog.events_json(session, list(last.values())),
@@ -107,11 +108,13 @@ def list_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
             "producers": [f"{p['dag_id']}.{p['task_id']}" for p in dataset["producing_tasks"]],
             "consumers": consumers.get(dataset["id"], []),
             "last_event": last_json.get(dataset["id"]),
+            "orphaned": orphaned[dataset["id"]],
         })
     if args.output == "json":
         print_rows(out, LIST_COLUMNS, "json")
         return 0
-    print_rows([{"uri": r["uri"], "producers": ", ".join(r["producers"]) or "-",
+    print_rows([{"uri": r["uri"] + (" (orphaned)" if r["orphaned"] else ""),
+                 "producers": ", ".join(r["producers"]) or "-",
                  "consumers": ", ".join(r["consumers"]) or "-",
                  "last_event": _last_event(r["last_event"]) or "never"} for r in out],
                LIST_COLUMNS, "table")
@@ -125,6 +128,7 @@ def details_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
             raise CliError(f"dataset {args.uri!r} is not known: no DAG file names it "
                            "(`squall datasets list` shows the known ones)")
         dataset = catalog.datasets_json(session, [row])[0]
+        dataset["orphaned"] = row.is_orphaned
         dataset["consumers_through_aliases"] = sorted(
             set(catalog.consumers_of(session, [row.id])[row.id])
             - {c["dag_id"] for c in dataset["consuming_dags"]})
@@ -145,6 +149,7 @@ def details_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
     table.add_column("value", overflow="fold")
     facts = [
         ("uri", dataset["uri"]), ("id", str(dataset["id"])),
+        ("orphaned", "yes: no DAG file names it any more" if dataset["orphaned"] else "no"),
         ("extra", json.dumps(dataset["extra"])),
         ("created_at", dataset["created_at"]), ("updated_at", dataset["updated_at"]),
         ("producers", "\n".join(f"{p['dag_id']}.{p['task_id']}"

@@ -38,12 +38,14 @@ def test_list_shows_producers_consumers_and_the_last_event(tmp_path: Path,
     assert by_uri[RAW]["last_event"]["created_dagruns"][0]["dag_run_id"] == world.run_id
     assert by_uri[REPORT]["last_event"] is None
     assert by_uri[UNUSED] == {"uri": UNUSED, "producers": [], "consumers": [],
-                              "last_event": None}
+                              "last_event": None, "orphaned": True}
+    assert not by_uri[RAW]["orphaned"]
 
     table = words(ok(squall(tmp_path, "datasets", "list")).stdout)
     for fragment in ("uri", "producers", "consumers", "last_event", RAW, "ingest.extract",
                      "report_all, report_any",
-                     "2024-01-01T01:00:00+00:00 by ingest.extract in manual__1", "never"):
+                     "2024-01-01T01:00:00+00:00 by ingest.extract in manual__1", "never",
+                     f"{UNUSED} (orphaned)"):
         assert fragment in table, fragment
 
     lake = as_json(ok(squall(tmp_path, "datasets", "list", "--uri-pattern", "CLEAN",
@@ -64,6 +66,7 @@ def test_details_of_one_dataset(tmp_path: Path, world: World) -> None:
     assert got["consumers_through_aliases"] == ["by_alias"]
     assert sorted(q["dag_id"] for q in got["queued_events"]) == ["by_alias", "report_all"]
     assert got["last_event"]["id"] == world.clean_event and got["total_events"] == 1
+    assert got["orphaned"] is False
 
     table = words(ok(squall(tmp_path, "datasets", "details", CLEAN)).stdout)
     for fragment in ("ingest.transform", "lake-clean", "by_alias", "queued for",

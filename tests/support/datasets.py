@@ -158,7 +158,7 @@ def build_world(factory: SessionFactory, fileloc: str | None = None) -> World:
       was created from ``RAW``'s first event; ``CLEAN``'s event is queued for it since;
     * ``report_any``: ``RAW | REPORT``, paused (queues nothing);
     * ``by_alias``: ``DatasetAlias("lake-clean")``, which ``CLEAN``'s event resolved;
-    * ``UNUSED``: named by no DAG any more (no producer, no consumer).
+    * ``UNUSED``: named by no DAG any more (no producer, no consumer): orphaned.
 
     ``fileloc``: the DAGs' file (default ``/dags/<dag_id>.py``); in a cluster, a file of
     its DAG folder that fails to import keeps them active (the DAG processor deactivates
@@ -172,7 +172,7 @@ def build_world(factory: SessionFactory, fileloc: str | None = None) -> World:
         consumer(session, "report_all", {"all": [RAW, CLEAN]}, **at)
         consumer(session, "report_any", {"any": [RAW, REPORT]}, paused=True, **at)
         consumer(session, "by_alias", {"alias": "lake-clean"}, **at)
-        dataset(session, UNUSED, extra={"owner": "nobody"})
+        dataset(session, UNUSED, extra={"owner": "nobody"}).is_orphaned = True
         session.add(DagRun(dag_id="ingest", run_id="manual__1", logical_date=START,
                            state=DagRunState.SUCCESS, run_type=DagRunType.MANUAL))
         raw = event(session, RAW, source=TaskInstanceKey("ingest", "extract", "manual__1", -1),

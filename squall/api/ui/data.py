@@ -323,6 +323,8 @@ def datasets(session: DB, user: Viewer,
     rows = list(session.scalars(dataset_catalog.select_datasets()
                                 .order_by(DatasetModel.uri)))
     ids = [r.id for r in rows]
+    # no DAG file names it any more (the page hides these unless asked, as Airflow's UI)
+    orphaned = {r.id: r.is_orphaned for r in rows}
     shaped = dataset_catalog.datasets_json(session, rows)
     consumers = dataset_catalog.consumers_of(session, ids)
     recent = dataset_catalog.recent_events(session, ids, events)
@@ -337,6 +339,7 @@ def datasets(session: DB, user: Viewer,
     for dataset in shaped:
         out.append({
             "id": dataset["id"], "uri": dataset["uri"], "extra": dataset["extra"],
+            "orphaned": orphaned[dataset["id"]],
             "producers": [{"dag_id": p["dag_id"], "task_id": p["task_id"]}
                           for p in dataset["producing_tasks"]],
             "consumers": consumers.get(dataset["id"], []),

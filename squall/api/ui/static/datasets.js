@@ -8,6 +8,7 @@
   const box = document.getElementById("datasets");
   const filter = document.getElementById("dataset-filter");
   const count = document.getElementById("dataset-count");
+  const showOrphaned = document.getElementById("show-orphaned");
   let data = null, last = null;
 
   const grid = (dagId) => `/dags/${encodeURIComponent(dagId)}/grid`;
@@ -46,9 +47,10 @@
       ? d.consumers.map((c) => el("li", { class: "consumer", dataset: { dagId: c } }, dagLink(c),
         ...(d.queued_for.includes(c) ? [el("span", { class: "badge queued-badge", title: "an event of this dataset waits for this DAG's next run", text: "queued" })] : [])))
       : [el("li", { class: "muted", text: "none" })];
-    return el("section", { class: "card dataset", id: `dataset-${d.id}`, dataset: { uri: d.uri } },
+    return el("section", { class: `card dataset${d.orphaned ? " orphaned" : ""}`, id: `dataset-${d.id}`, dataset: { uri: d.uri } },
       el("div", { class: "dataset-head" },
         el("h2", {}, el("code", { class: "dataset-uri", text: d.uri })),
+        ...(d.orphaned ? [el("span", { class: "badge orphaned-badge", title: "no DAG file names it any more", text: "orphaned" })] : []),
         ...(json(d.extra) ? [el("code", { class: "small muted", text: json(d.extra) })] : []),
         ...d.aliases.map((a) => el("span", { class: "tag", title: "alias", text: `alias ${a}` }))),
       el("div", { class: "dataset-links" },
@@ -59,7 +61,8 @@
 
   function render() {
     const wanted = filter.value.trim().toLowerCase();
-    const shown = data.datasets.filter((d) => !wanted || d.uri.toLowerCase().includes(wanted));
+    const shown = data.datasets.filter((d) => (!wanted || d.uri.toLowerCase().includes(wanted)) &&
+      (showOrphaned.checked || !d.orphaned));
     count.textContent = `${shown.length} of ${data.datasets.length}`;
     box.replaceChildren(...(shown.length ? shown.map(card)
       : [el("p", { class: "muted", text: data.datasets.length ? "No dataset matches." : "No datasets: no DAG file names one yet." })]));
@@ -67,6 +70,7 @@
   }
 
   filter.addEventListener("input", () => { if (data) render(); });
+  showOrphaned.addEventListener("change", () => { if (data) render(); });
   poll(async () => {
     const got = await request("GET", "/ui/api/datasets");
     const text = JSON.stringify(got.datasets);
