@@ -242,3 +242,42 @@ def test_dag_details_give_a_dataset_schedules_condition(api: Api,
         session.execute(update(DagModel).where(DagModel.dag_id == "consumer")
                         .values(dataset_expression=RAW))
     assert api.get("/api/v1/dags/consumer/details").json()["dataset_expression"] is None
+
+
+def test_the_grid_says_what_a_consumer_waits_for(api: Api, world: World,
+                                                 session_factory: SessionFactory) -> None:
+    """The UI's grid data: the schedule's condition with each dataset queued or not, and
+    whether each part holds (Airflow's DatasetAll / DatasetAny evaluate: all / any of
+    their children; an alias holds when a dataset it resolved to is queued)."""
+    def waiting(dag_id: str) -> Any:
+        got = api.client.get(f"/ui/api/dags/{dag_id}/grid", headers=basic("viewer"))
+        assert got.status_code == 200, got.text
+        return got.json()["waiting_for"]
+
+    assert waiting("ingest") is None  # not a consumer
+    report_all = waiting("report_all")
+    assert (report_all["kind"], report_all["satisfied"]) == ("all", False)
+    assert [(c["uri"], c["queued"]) for c in report_all["children"]] == [
+        (RAW, False), (CLEAN, True)]
+    assert report_all["children"][1]["queued_at"] is not None
+    alias = waiting("by_alias")
+    assert alias == {"kind": "alias", "name": "lake-clean", "satisfied": True, "datasets": [
+        {"kind": "dataset", "uri": CLEAN, "queued": True, "satisfied": True,
+         "queued_at": alias["datasets"][0]["queued_at"]}]}
+    assert waiting("report_any")["satisfied"] is False  # paused: nothing was queued for it
+
+    nested = {"any": [REPORT, {"all": [CLEAN, {"alias": "never-resolved"}]}]}
+    with session_scope(session_factory) as session:
+        session.execute(update(DagModel).where(DagModel.dag_id == "report_any")
+                        .values(dataset_expression=nested))
+    tree = waiting("report_any")
+    assert tree["kind"] == "any" and not tree["satisfied"]
+    inner = tree["children"][1]
+    assert inner["kind"] == "all" and inner["children"][1] == {
+        "kind": "alias", "name": "never-resolved", "datasets": [], "satisfied": False}
+    api.post("/api/v1/datasets/events", json={"dataset_uri": REPORT})  # report_any paused
+    assert waiting("report_any")["satisfied"] is False
+    api.patch("/api/v1/dags/report_any", user="op", json={"is_paused": False})
+    api.post("/api/v1/datasets/events", json={"dataset_uri": REPORT})
+    tree = waiting("report_any")
+    assert tree["satisfied"] and tree["children"][0]["queued"]
