@@ -72,9 +72,9 @@ class DAGCollection(CollectionInfo):
 
 class DAGDetail(DAG):
     """A DAG with the details of its definition (its last serialized form). ``default_view``
-    and ``orientation`` are the DAG file's, ``dataset_expression`` ``null`` (no data-aware
-    schedules); ``params`` are the DAG's params as Airflow's ``Param.dump()``: ``{name:
-    {"__class", "value", "description", "schema"}}``."""
+    and ``orientation`` are the DAG file's, ``dataset_expression`` a dataset schedule's
+    condition (``null`` for other schedules); ``params`` are the DAG's params as Airflow's
+    ``Param.dump()``: ``{name: {"__class", "value", "description", "schema"}}``."""
 
     timezone: str | None
     catchup: bool | None

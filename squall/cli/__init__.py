@@ -18,6 +18,7 @@ from squall.cli import (
     config_cmds,
     connections_cmds,
     dags_cmds,
+    datasets_cmds,
     db_cmds,
     jobs_cmds,
     plugins_cmds,
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs_cmds.register(sub)
     variables_cmds.register(sub)
     connections_cmds.register(sub)
+    datasets_cmds.register(sub)
     p = sub.add_parser("version", help="print Squall's version")
     p.set_defaults(func=_print_version)
     _describe_subcommands(parser)
