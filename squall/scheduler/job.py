@@ -3,7 +3,10 @@
 Each loop (:meth:`SchedulerJob.run_once`), every step in a transaction of its own:
 
 a. create the due scheduled runs (QUEUED) and move each DAG's ``next_dagrun`` on
-   (:func:`~squall.scheduler.dag_runs.create_due_dag_runs`); create the next runs of each
+   (:func:`~squall.scheduler.dag_runs.create_due_dag_runs`); create the dataset-triggered
+   runs of the DAGs whose queued datasets meet their condition
+   (:func:`~squall.scheduler.dag_runs.create_dataset_dag_runs`; an event recorded wakes
+   the loop); create the next runs of each
    active backfill and end the finished backfills
    (:func:`~squall.scheduler.backfill_driver.drive_backfills`). Once that step found no
    active backfill, and while the waker hands over what was notified (PostgreSQL), it is
@@ -91,6 +94,7 @@ from squall.scheduler.dag_runs import (
     RunDecisionMemo,
     RunStepStats,
     SerializedDagCache,
+    create_dataset_dag_runs,
     create_due_dag_runs,
     in_flight_by_run,
     schedule_dag_runs,
@@ -378,6 +382,10 @@ class SchedulerJob:
         if only is None:
             with session_scope(self._factory) as session:
                 self._count(stats, create_due_dag_runs(
+                    session, self._dags, now=now,
+                    default_queue=self._settings.celery.default_queue))
+            with session_scope(self._factory) as session:
+                self._count(stats, create_dataset_dag_runs(
                     session, self._dags, now=now,
                     default_queue=self._settings.celery.default_queue))
         if self._backfills_to_drive(notices):
