@@ -31,7 +31,9 @@ a row queued after the read is left for the next run.
 A logical date already taken by another run of the DAG (a manual run at that very
 microsecond) moves the new run's logical date past it, a microsecond at a time (at most
 :data:`MAX_DATE_COLLISIONS` times), rather than leaving the queue stuck: Airflow would skip
-the DAG every loop until a later event moved the date.
+the DAG every loop until a later event moved the date. When the run holding that date is
+itself dataset-triggered, it was created from these queue rows: they are deleted and no run
+is created (a second line of defence should two creators ever read the same rows).
 """
 
 from __future__ import annotations
@@ -218,6 +220,15 @@ def _create_run(session: Session, dag: DAG, queued: list[_Queued], *, now: datet
                                  state=DagRunState.QUEUED, now=now,
                                  default_queue=default_queue)
         except DagRunAlreadyExists as exc:
+            taken_by = session.scalar(select(DagRun.run_type).where(
+                DagRun.dag_id == dag.dag_id, DagRun.logical_date == logical))
+            if taken_by == DagRunType.DATASET_TRIGGERED.value:
+                # a run was created from these very queue rows (their latest time is its
+                # logical date): they are taken, whoever left them
+                log.info("DAG %s: the dataset-triggered run at %s exists; its queue rows "
+                         "are taken", dag.dag_id, logical.isoformat())
+                _dequeue(session, dag.dag_id, queued)
+                return None
             log.warning("DAG %s: dataset-triggered run not created at %s: %s; trying a "
                         "microsecond later", dag.dag_id, logical.isoformat(), exc)
             logical = logical + _MICROSECOND

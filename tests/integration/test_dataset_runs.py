@@ -310,3 +310,19 @@ def test_an_event_that_queues_a_dag_wakes_the_schedulers(pg_engine: Engine) -> N
         waker.close()
     with session_scope(factory) as session:
         assert len(session.scalars(select(DatasetEvent)).all()) == 2
+
+
+def test_queue_rows_a_dataset_run_was_created_from_are_not_used_twice(
+        job: SchedulerJob, session_factory: SessionFactory) -> None:
+    """A dataset-triggered run already at the queue's logical date was created from these
+    rows (as when two creators read them): they are taken, no second run is made."""
+    dag = consumer_dag()
+    sync_dags(session_factory, dag, now=NOW)
+    make_consumer(session_factory, "consumer", A, [A])
+    emit(session_factory, A, timestamp=T1)
+    with session_scope(session_factory) as session:
+        create_dag_run(session, dag, run_type=DagRunType.DATASET_TRIGGERED, logical_date=T1,
+                       data_interval=DataInterval(T1, T1), now=NOW)
+    assert job.run_once().runs_created == 0
+    assert [r.logical_date for r in runs(session_factory, "consumer")] == [T1]
+    assert queued(session_factory, "consumer") == {}
