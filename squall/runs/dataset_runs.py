@@ -23,7 +23,7 @@ While the DAG is at ``max_active_runs``, its queue rows stay: the next run is cr
 there is room, once for all the events that arrived meanwhile (a dataset's queue row keeps
 its first ``created_at``; later events of it are linked to the run all the same).
 
-Several schedulers: on PostgreSQL the DAG rows are locked ``FOR UPDATE SKIP LOCKED`` before
+Several schedulers: on PostgreSQL the DAG rows are locked ``FOR NO KEY UPDATE SKIP LOCKED`` before
 the queue rows are read, so one DAG's queue is taken by one scheduler at a time, and one set
 of events gives one run; SQLite serializes writers. Only the queue rows read are deleted, so
 a row queued after the read is left for the next run.
@@ -119,7 +119,9 @@ def create_dataset_triggered_runs(
         .limit(limit)
     )
     if is_postgres(session):
-        stmt = stmt.with_for_update(of=DagModel, skip_locked=True)
+        # FOR NO KEY UPDATE: the producers' queue inserts (whose foreign key takes a KEY
+        # SHARE lock on the dag row) never wait for this transaction
+        stmt = stmt.with_for_update(of=DagModel, skip_locked=True, key_share=True)
     consumers = list(session.scalars(stmt))
     if not consumers:
         return result

@@ -355,7 +355,7 @@ def create_dataset_dag_runs(session: Session, cache: SerializedDagCache, *,
                             now: datetime, default_queue: str = DEFAULT_QUEUE) -> RunStepStats:
     """Create the dataset-triggered runs (QUEUED) of the DAGs whose queued datasets meet
     their condition (:func:`~squall.runs.dataset_runs.create_dataset_triggered_runs`; on
-    PostgreSQL the ``dag`` rows are locked ``FOR UPDATE SKIP LOCKED``). A DAG with a
+    PostgreSQL the ``dag`` rows are locked ``FOR NO KEY UPDATE SKIP LOCKED``). A DAG with a
     dataset-or-time schedule gets its scheduled runs from :func:`create_due_dag_runs`."""
     stats = RunStepStats()
     done = create_dataset_triggered_runs(

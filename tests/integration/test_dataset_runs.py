@@ -8,6 +8,7 @@ The rules are Airflow 2.10's (``SchedulerJobRunner._create_dag_runs_dataset_trig
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -326,3 +327,28 @@ def test_queue_rows_a_dataset_run_was_created_from_are_not_used_twice(
     assert job.run_once().runs_created == 0
     assert [r.logical_date for r in runs(session_factory, "consumer")] == [T1]
     assert queued(session_factory, "consumer") == {}
+
+
+@pytest.mark.postgres
+def test_a_consumer_another_scheduler_holds_is_skipped_not_waited_for(
+        tmp_path: Path, pg_engine: Engine) -> None:
+    """PostgreSQL: the step takes the consumer's dag row FOR NO KEY UPDATE SKIP LOCKED, so
+    while another transaction holds it the loop neither creates the run nor waits."""
+    factory = make_session_factory(pg_engine)
+    sync_dags(factory, consumer_dag(), now=NOW)
+    make_consumer(factory, "consumer", A, [A])
+    emit(factory, A, timestamp=T1)
+    job = SchedulerJob(make_settings(tmp_path), factory, FakeExecutor(), clock=Clock())
+    result: list[int] = []
+    with factory() as holder:
+        holder.execute(select(DagModel).where(DagModel.dag_id == "consumer")
+                       .with_for_update())
+        worker = threading.Thread(target=lambda: result.append(job.run_once().runs_created),
+                                  daemon=True)
+        worker.start()
+        worker.join(20)
+        assert result == [0], "the loop waited for the locked dag row, or took it"
+        holder.rollback()
+    assert queued(factory, "consumer") == {A: T1}
+    assert job.run_once().runs_created == 1
+    assert len(dataset_runs(factory, "consumer")) == 1
