@@ -341,8 +341,9 @@ def test_a_consumer_another_scheduler_holds_is_skipped_not_waited_for(
     job = SchedulerJob(make_settings(tmp_path), factory, FakeExecutor(), clock=Clock())
     result: list[int] = []
     with factory() as holder:
+        # as another scheduler's step holds it
         holder.execute(select(DagModel).where(DagModel.dag_id == "consumer")
-                       .with_for_update())
+                       .with_for_update(key_share=True))
         worker = threading.Thread(target=lambda: result.append(job.run_once().runs_created),
                                   daemon=True)
         worker.start()
