@@ -67,6 +67,7 @@ from sqlalchemy.orm import Session
 
 from squall.common.db import SessionFactory, session_scope
 from squall.common.metrics import (
+    DATASET_TRIGGERED_DAGRUNS,
     SCHEDULER_HEARTBEAT,
     SCHEDULER_OUTAGE,
     TASKS_KILLED_EXTERNALLY,
@@ -385,9 +386,12 @@ class SchedulerJob:
                     session, self._dags, now=now,
                     default_queue=self._settings.celery.default_queue))
             with session_scope(self._factory) as session:
-                self._count(stats, create_dataset_dag_runs(
+                triggered = create_dataset_dag_runs(
                     session, self._dags, now=now,
-                    default_queue=self._settings.celery.default_queue))
+                    default_queue=self._settings.celery.default_queue)
+            self._count(stats, triggered)
+            if triggered.created:
+                self._metrics.incr(DATASET_TRIGGERED_DAGRUNS, triggered.created)
         if self._backfills_to_drive(notices):
             # only a waker that hands over what was notified lets the step be skipped:
             # then, and only then, it is worth asking whether another scheduler holds one

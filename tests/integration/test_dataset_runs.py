@@ -34,6 +34,7 @@ from squall.sdk.dag import DAG
 from squall.sdk.timetables import DataInterval
 from tests.integration.test_scheduler_job import NOW, Clock, make_settings
 from tests.support.datasets import emit, known_dataset, make_consumer
+from tests.support.metrics import RecordingMetrics
 from tests.support.scheduling import FakeExecutor, Noop, sync_dags
 
 A, B, X = "s3://bucket/a", "s3://bucket/b", "s3://bucket/x"
@@ -42,9 +43,15 @@ MIDNIGHT_3_DAYS_AGO = datetime(2024, 2, 7, tzinfo=UTC)
 
 
 @pytest.fixture
-def job(tmp_path: Path, session_factory: SessionFactory) -> SchedulerJob:
+def metrics() -> RecordingMetrics:
+    return RecordingMetrics()
+
+
+@pytest.fixture
+def job(tmp_path: Path, session_factory: SessionFactory,
+        metrics: RecordingMetrics) -> SchedulerJob:
     return SchedulerJob(make_settings(tmp_path), session_factory, FakeExecutor(),
-                        clock=Clock())
+                        clock=Clock(), metrics=metrics)
 
 
 def consumer_dag(dag_id: str = "consumer", **kwargs: object) -> DAG:
@@ -85,7 +92,7 @@ def set_run_state(sf: SessionFactory, run: DagRun, state: DagRunState) -> None:
 
 
 def test_an_event_creates_one_run_with_the_event_linked(
-        job: SchedulerJob, session_factory: SessionFactory) -> None:
+        job: SchedulerJob, session_factory: SessionFactory, metrics: RecordingMetrics) -> None:
     sync_dags(session_factory, consumer_dag(), now=NOW)
     make_consumer(session_factory, "consumer", A, [A])
     event_id = emit(session_factory, A, extra={"rows": 3}, timestamp=T1)
@@ -106,6 +113,7 @@ def test_an_event_creates_one_run_with_the_event_linked(
     # the events were taken: no second run
     assert job.run_once().runs_created == 0
     assert len(runs(session_factory, "consumer")) == 1
+    assert metrics.counts["dataset.triggered_dagruns"] == 1
 
 
 def test_the_interval_spans_the_producing_runs(job: SchedulerJob,
