@@ -46,7 +46,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pendulum
-from sqlalchemy import delete, func, insert, select, tuple_
+from sqlalchemy import and_, delete, func, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from squall.common.db import is_postgres
@@ -108,67 +108,110 @@ def create_dataset_triggered_runs(
 ) -> DatasetRunsResult:
     """Create the dataset-triggered runs that are due (see the module docstring). Does not
     commit. ``dags_for``: the DAGs (as the scheduler rebuilds them from ``serialized_dag``)
-    of the dag_ids given."""
+    of the dag_ids given.
+
+    First, without locks, every consumer with queue rows is evaluated (as Airflow's
+    ``dags_needing_dagruns`` loads every queue row), so that consumers still waiting for
+    part of their condition, or at ``max_active_runs``, never crowd out the due ones; then
+    at most ``limit`` due ones are locked (``SKIP LOCKED``), their queue read again and
+    evaluated again, and their runs created.
+    """
     result = DatasetRunsResult()
-    stmt = (
-        select(DagModel)
-        .where(DagModel.dag_id.in_(select(DatasetDagRunQueue.target_dag_id)),
-               DagModel.is_active.is_(True), DagModel.is_paused.is_(False),
-               DagModel.has_import_errors.is_(False))
-        .order_by(DagModel.dag_id)
-        .limit(limit)
-    )
+    due = _due(session, _consumers(session), dags_for, result)
+    if not due:
+        return result
+    stmt = (select(DagModel.dag_id, DagModel.dataset_expression)
+            .where(DagModel.dag_id.in_(due[:limit]), _CONSUMER).order_by(DagModel.dag_id))
     if is_postgres(session):
         # FOR NO KEY UPDATE: the producers' queue inserts (whose foreign key takes a KEY
         # SHARE lock on the dag row) never wait for this transaction
         stmt = stmt.with_for_update(of=DagModel, skip_locked=True, key_share=True)
-    consumers = list(session.scalars(stmt))
-    if not consumers:
-        return result
-    ids = [dm.dag_id for dm in consumers]
-    # read after the lock: what another scheduler took and committed is gone
-    queued = _queued(session, ids)
-    expressions: dict[str, Any] = {dm.dag_id: dm.dataset_expression for dm in consumers
-                                   if dm.dag_id in queued}
-    ready: list[str] = []
+    # the queue is read again after the lock: what another scheduler took is gone
+    locked = {dag_id: expression for dag_id, expression in session.execute(stmt).all()}
+    queued = _queued(session, list(locked))
+    dags = dags_for(list(locked))
+    for dag_id in _due(session, {d: locked[d] for d in queued}, dags_for, result,
+                       queued=queued, report=True):
+        run = _create_run(session, dags[dag_id], queued[dag_id], now=now,
+                          default_queue=default_queue)
+        if run is not None:
+            result.created.append((dag_id, run.run_id))
+    return result
+
+
+#: a DAG whose queue is looked at: active, unpaused, its file without import errors
+#: (Airflow's ``dags_needing_dagruns``)
+_CONSUMER = and_(DagModel.is_active.is_(True), DagModel.is_paused.is_(False),
+                 DagModel.has_import_errors.is_(False))
+
+
+def _consumers(session: Session) -> dict[str, Any]:
+    """The consumers with queue rows, and their conditions (no lock)."""
+    return {dag_id: expression for dag_id, expression in session.execute(
+        select(DagModel.dag_id, DagModel.dataset_expression)
+        .where(DagModel.dag_id.in_(select(DatasetDagRunQueue.target_dag_id).distinct()),
+               _CONSUMER)
+        .order_by(DagModel.dag_id)).all()}
+
+
+def _due(session: Session, expressions: Mapping[str, Any],
+         dags_for: Callable[[Collection[str]], Mapping[str, DAG]],
+         result: DatasetRunsResult, *, queued: Mapping[str, list[_Queued]] | None = None,
+         report: bool = False) -> list[str]:
+    """Of ``expressions`` (dag_id -> condition), the DAGs due for a run, in dag_id order:
+    their condition holds over their queue (``queued``, read here when not given) and they
+    have room under ``max_active_runs``. The queue of a DAG whose condition is gone is
+    deleted (when ``report``, i.e. under the lock; before, the DAG counts as due so that
+    it is locked). ``report``: log why a DAG is not due, and list those waiting for room in
+    ``result``."""
+    if not expressions:
+        return []
+    if queued is None:
+        queued = _queued(session, list(expressions))
     aliases = _resolved_aliases(session, expressions.values())
-    for dag_id, expression in expressions.items():
+    holding: list[str] = []
+    for dag_id, expression in sorted(expressions.items()):
+        if dag_id not in queued:
+            continue
         if expression is None:
             # the DAG no longer waits for datasets (its schedule changed): nothing to keep
-            _dequeue(session, dag_id, queued[dag_id])
-            log.info("DAG %s: dataset queue dropped (%d dataset(s)): its schedule names no "
-                     "dataset any more", dag_id, len(queued[dag_id]))
+            if report:
+                _dequeue(session, dag_id, queued[dag_id])
+                log.info("DAG %s: dataset queue dropped (%d dataset(s)): its schedule "
+                         "names no dataset any more", dag_id, len(queued[dag_id]))
+            else:
+                holding.append(dag_id)
             continue
         try:
             holds = condition_holds(expression, {q.uri for q in queued[dag_id]}, aliases)
         except DatasetExpressionError as exc:
+            # a serialization bug, not a state: said every time it is met
             log.error("DAG %s: no dataset-triggered run: %s", dag_id, exc)
             continue
         if holds:
-            ready.append(dag_id)
-        else:
-            log.debug("DAG %s: dataset condition not met by %s", dag_id,
-                      sorted(q.uri for q in queued[dag_id]))
-    if not ready:
-        return result
-    dags = dags_for(ready)
-    active = _active_runs(session, ready)
-    for dag_id in ready:
+            holding.append(dag_id)
+    if not holding:
+        return []
+    dags = dags_for(holding)
+    active = _active_runs(session, holding)
+    due: list[str] = []
+    for dag_id in holding:
         dag = dags.get(dag_id)
-        if dag is None:
-            log.warning("DAG %s: datasets queued for a run but it has no usable serialized "
-                        "DAG", dag_id)
+        if expressions[dag_id] is None:
+            due.append(dag_id)  # only before the lock (see above)
+        elif dag is None:
+            if report:
+                log.warning("DAG %s: datasets queued for a run but it has no usable "
+                            "serialized DAG", dag_id)
             result.missing_dags.add(dag_id)
-            continue
-        if active.get(dag_id, 0) >= dag.max_active_runs:
-            log.debug("DAG %s: %d active run(s), max_active_runs %d; its datasets stay "
-                      "queued", dag_id, active.get(dag_id, 0), dag.max_active_runs)
-            result.waiting.append(dag_id)
-            continue
-        run = _create_run(session, dag, queued[dag_id], now=now, default_queue=default_queue)
-        if run is not None:
-            result.created.append((dag_id, run.run_id))
-    return result
+        elif active.get(dag_id, 0) >= dag.max_active_runs:
+            if report:
+                log.debug("DAG %s: %d active run(s), max_active_runs %d; its datasets stay "
+                          "queued", dag_id, active.get(dag_id, 0), dag.max_active_runs)
+                result.waiting.append(dag_id)
+        else:
+            due.append(dag_id)
+    return due
 
 
 def _queued(session: Session, dag_ids: list[str]) -> dict[str, list[_Queued]]:

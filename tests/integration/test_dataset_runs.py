@@ -27,8 +27,10 @@ from squall.common.models import (
 )
 from squall.common.state import DagRunState, DagRunType
 from squall.common.wakeup import PostgresWaker
+from squall.runs.dataset_runs import create_dataset_triggered_runs
 from squall.runs.datasets import DATASET_NOTICE
 from squall.runs.run_creation import create_dag_run
+from squall.scheduler.dag_runs import SerializedDagCache
 from squall.scheduler.job import SchedulerJob
 from squall.sdk.dag import DAG
 from squall.sdk.timetables import DataInterval
@@ -361,3 +363,28 @@ def test_a_consumer_another_scheduler_holds_is_skipped_not_waited_for(
     assert queued(factory, "consumer") == {A: T1}
     assert job.run_once().runs_created == 1
     assert len(dataset_runs(factory, "consumer")) == 1
+
+
+def test_consumers_still_waiting_do_not_crowd_out_due_ones(
+        session_factory: SessionFactory) -> None:
+    """Every queue is evaluated before the (limited) batch of DAGs is locked, as Airflow's
+    ``dags_needing_dagruns`` loads every queue row: a DAG waiting for the rest of its
+    condition, or at ``max_active_runs``, does not take a due DAG's place."""
+    waiting, full, due = (consumer_dag("a_waiting"), consumer_dag("b_full", max_active_runs=1),
+                          consumer_dag("c_due"))
+    sync_dags(session_factory, waiting, full, due, now=NOW)
+    make_consumer(session_factory, "a_waiting", {"all": [A, B]}, [A, B])
+    make_consumer(session_factory, "b_full", A, [A])
+    make_consumer(session_factory, "c_due", A, [A])
+    with session_scope(session_factory) as session:
+        create_dag_run(session, full, run_type=DagRunType.MANUAL, logical_date=NOW,
+                       data_interval=None, external_trigger=True, now=NOW)
+    emit(session_factory, A, timestamp=T1)
+    cache = SerializedDagCache()
+    with session_scope(session_factory) as session:
+        done = create_dataset_triggered_runs(
+            session, lambda ids: cache.get_many(session, ids), now=NOW, limit=1)
+    assert [dag_id for dag_id, _ in done.created] == ["c_due"]
+    assert done.waiting == []  # b_full was left out before the batch was taken
+    assert queued(session_factory, "a_waiting") == {A: T1}
+    assert queued(session_factory, "b_full") == {A: T1}
