@@ -20,13 +20,17 @@ transaction (the caller's):
   are linked to the run (``dagrun_dataset_event``), and the queue rows read are deleted.
 
 While the DAG is at ``max_active_runs``, its queue rows stay: the next run is created when
-there is room, once for all the events that arrived meanwhile (a dataset's queue row keeps
-its first ``created_at``; later events of it are linked to the run all the same).
+there is room, once for all the events that arrived meanwhile. A dataset's queue row keeps
+its first ``created_at`` (a later event of it adds no row), so that run's logical date is
+the first waiting event's time and a later event of the same dataset is linked to the run
+after it (Airflow's window).
 
-Several schedulers: on PostgreSQL the DAG rows are locked ``FOR NO KEY UPDATE SKIP LOCKED`` before
-the queue rows are read, so one DAG's queue is taken by one scheduler at a time, and one set
-of events gives one run; SQLite serializes writers. Only the queue rows read are deleted, so
-a row queued after the read is left for the next run.
+Several schedulers: every consumer's queue is first evaluated without locks (so consumers
+still waiting never crowd the due ones out of the batch); then, on PostgreSQL, the due DAGs'
+rows are locked ``FOR NO KEY UPDATE SKIP LOCKED`` and their queue rows read and evaluated
+again, so one DAG's queue is taken by one scheduler at a time and one set of events gives
+one run; SQLite serializes writers. Only the queue rows read are deleted, so a dataset
+queued after the read is left for the next run.
 
 A logical date already taken by another run of the DAG (a manual run at that very
 microsecond) moves the new run's logical date past it, a microsecond at a time (at most
