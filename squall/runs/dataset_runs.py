@@ -54,7 +54,11 @@ from sqlalchemy import and_, delete, func, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from squall.common.db import is_postgres
-from squall.common.errors import DagRunAlreadyExists, DatasetExpressionError
+from squall.common.errors import (
+    DagRunAlreadyExists,
+    DatasetExpressionError,
+    ParamValidationError,
+)
 from squall.common.models import (
     DagModel,
     DagRun,
@@ -268,6 +272,11 @@ def _create_run(session: Session, dag: DAG, queued: list[_Queued], *, now: datet
                                                                         events),
                                  state=DagRunState.QUEUED, now=now,
                                  default_queue=default_queue)
+        except ParamValidationError as exc:
+            # as Airflow's scheduler, a misconfigured DAG must not stop the loop; its
+            # datasets stay queued for when its file is fixed
+            log.error("DAG %s: no dataset-triggered run: %s", dag.dag_id, exc)
+            return None
         except DagRunAlreadyExists as exc:
             taken_by = session.scalar(select(DagRun.run_type).where(
                 DagRun.dag_id == dag.dag_id, DagRun.logical_date == logical))

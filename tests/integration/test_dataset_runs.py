@@ -388,3 +388,20 @@ def test_consumers_still_waiting_do_not_crowd_out_due_ones(
     assert done.waiting == []  # b_full was left out before the batch was taken
     assert queued(session_factory, "a_waiting") == {A: T1}
     assert queued(session_factory, "b_full") == {A: T1}
+
+
+def test_a_dag_whose_params_do_not_validate_keeps_its_queue(
+        job: SchedulerJob, session_factory: SessionFactory) -> None:
+    """A run whose params do not validate is not created (Airflow's scheduler logs and goes
+    on to the next DAG); the others get theirs and its datasets stay queued."""
+    from squall.sdk.params import Param
+
+    strict = consumer_dag("strict", params={"table": Param(type="string")})
+    sync_dags(session_factory, strict, consumer_dag("lenient"), now=NOW)
+    make_consumer(session_factory, "strict", A, [A])
+    make_consumer(session_factory, "lenient", A, [A])
+    emit(session_factory, A, timestamp=T1)
+    assert job.run_once().runs_created == 1
+    assert runs(session_factory, "strict") == []
+    assert len(runs(session_factory, "lenient")) == 1
+    assert queued(session_factory, "strict") == {A: T1}
