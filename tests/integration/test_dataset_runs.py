@@ -191,7 +191,9 @@ def test_events_during_a_run_at_max_active_runs_give_one_more_run(
     (QUEUED + RUNNING) and its queue rows stay; a second event of a queued dataset adds no
     row (``_postgres_queue_dagruns``: ON CONFLICT DO NOTHING), so the next run's logical
     date is the first waiting event's time and it takes the events up to it; the later one
-    goes to the run after."""
+    goes to the run after. Checked with a real Airflow 2.10.5 scheduler (/work/ref/airflow-venv,
+    ``schedule=[Dataset(...)]``, ``max_active_runs=1``, events through
+    ``dataset_manager.register_dataset_change``): runs linked to events [1], [2], [3, 4]."""
     sync_dags(session_factory, consumer_dag(max_active_runs=1), now=NOW)
     make_consumer(session_factory, "consumer", A, [A])
     first = emit(session_factory, A, timestamp=T1)
