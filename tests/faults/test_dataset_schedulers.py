@@ -22,7 +22,7 @@ from squall.common.db import session_scope
 from squall.common.models import DagModel, DagRun, DatasetDagRunQueue, Job, dagrun_dataset_event
 from squall.common.state import DagRunType
 from tests.support.cluster import Cluster
-from tests.support.datasets import emit, make_consumer
+from tests.support.datasets import emit
 from tests.support.services import wait_until
 
 pytestmark = pytest.mark.integration
@@ -31,10 +31,10 @@ URI = "s3://lake/raced"
 CONSUMERS = 8
 ROUNDS = 5
 
-# stand-in until ds-authoring lands: schedule=[Dataset(URI)] once the SDK and the sync exist
 DAGS = '''
 import pendulum
 from squall import DAG, PythonOperator
+from squall.sdk.datasets import Dataset
 
 
 def noop():
@@ -42,8 +42,8 @@ def noop():
 
 
 for n in range(COUNT):
-    with DAG(f"raced_{n}", schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC")
-             ) as dag:
+    with DAG(f"raced_{n}", schedule=[Dataset("URI")],
+             start_date=pendulum.datetime(2024, 1, 1, tz="UTC")) as dag:
         PythonOperator(task_id="work", python_callable=noop)
     globals()[f"dag_{n}"] = dag
 '''
@@ -83,7 +83,8 @@ def _both_looped_since(cluster: Cluster, since: datetime) -> None:
 def test_two_schedulers_one_event_one_run_per_consumer(
         cluster_factory: Callable[..., Cluster]) -> None:
     cluster = cluster_factory("redis-pg")
-    (cluster.dags_folder / "raced.py").write_text(DAGS.replace("COUNT", str(CONSUMERS)))
+    (cluster.dags_folder / "raced.py").write_text(DAGS.replace("COUNT", str(CONSUMERS))
+                                                 .replace("URI", URI))
     cluster.start_scheduler("a")
     cluster.start_scheduler("b")
     cluster.start_worker(concurrency=4)
@@ -91,10 +92,9 @@ def test_two_schedulers_one_event_one_run_per_consumer(
 
     def synced() -> bool:
         with session_scope(cluster.session_factory) as session:
-            return set(session.scalars(select(DagModel.dag_id))) >= names
+            return set(session.scalars(select(DagModel.dag_id).where(
+                DagModel.dataset_expression.is_not(None)))) >= names
     wait_until(synced, 60, message="the consumer DAGs to be parsed")
-    for name in sorted(names):
-        make_consumer(cluster.session_factory, name, {"all": [URI]}, [URI])
 
     events: list[int] = []
     for round_no in range(1, ROUNDS + 1):

@@ -20,13 +20,20 @@ import pytest
 from sqlalchemy import func, select
 
 from squall.common.db import session_scope
-from squall.common.models import DagModel, DagRun, DatasetDagRunQueue, Job, dagrun_dataset_event
+from squall.common.models import (
+    DagModel,
+    DagRun,
+    DatasetDagRunQueue,
+    DatasetEvent,
+    Job,
+    dagrun_dataset_event,
+)
 from squall.common.settings import Settings
 from squall.common.state import DagRunType
 from tests.integration.test_cluster import make_cluster
 from tests.support.api import serve
 from tests.support.cluster import Cluster
-from tests.support.datasets import emit, make_consumer
+from tests.support.datasets import emit
 from tests.support.services import wait_until
 
 pytestmark = pytest.mark.integration
@@ -34,9 +41,6 @@ pytestmark = pytest.mark.integration
 A, B = "s3://lake/orders", "s3://lake/customers"
 V1 = "/api/v1"
 
-# stand-in until ds-authoring lands: these DAGs say schedule=None and the test writes their
-# conditions (tests.support.datasets.make_consumer); with the SDK they become
-# schedule=[Dataset(A)], schedule=[Dataset(A), Dataset(B)], ...
 CONSUMERS = '''
 import os
 import time
@@ -44,6 +48,9 @@ from pathlib import Path
 
 import pendulum
 from squall import DAG, PythonOperator
+from squall.sdk.datasets import Dataset
+
+A, B = Dataset("s3://lake/orders"), Dataset("s3://lake/customers")
 
 LOG = os.environ["SQUALL_TEST_EXEC_LOG"]
 GATE = Path(os.environ["SQUALL_TEST_GATE"])
@@ -62,12 +69,16 @@ def held(ti):
 
 
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
-for dag_id, kwargs, fn in (("consume_one", {}, record), ("consume_both", {}, record),
-                           ("consume_limited", {"max_active_runs": 1}, held),
-                           ("consume_paused", {"is_paused_upon_creation": True}, record)):
-    with DAG(dag_id, schedule=None, start_date=START, **kwargs) as dag:
+for dag_id, schedule, kwargs, fn in (
+        ("consume_one", A, {}, record), ("consume_both", [A, B], {}, record),
+        ("consume_limited", [A], {"max_active_runs": 1}, held),
+        ("consume_paused", A, {"is_paused_upon_creation": True}, record)):
+    with DAG(dag_id, schedule=schedule, start_date=START, **kwargs) as dag:
         PythonOperator(task_id="work", python_callable=fn)
     globals()[dag_id] = dag
+
+with DAG("producer", schedule=None, start_date=START) as producer:
+    PythonOperator(task_id="make", python_callable=record, outlets=[A])
 '''
 
 
@@ -125,16 +136,17 @@ def test_dataset_events_trigger_consumer_runs_on_the_cluster(pg_cluster: Cluster
     cluster.start_scheduler()
     cluster.start_worker(concurrency=4)
     names = {"consume_one", "consume_both", "consume_limited", "consume_paused"}
+    names_all = names | {"producer"}
 
     def synced() -> bool:
         with session_scope(cluster.session_factory) as session:
-            return set(session.scalars(select(DagModel.dag_id))) >= names
+            return set(session.scalars(select(DagModel.dag_id).where(
+                DagModel.dataset_expression.is_not(None)))) >= names and set(
+                    session.scalars(select(DagModel.dag_id))) >= names_all
     wait_until(synced, 60, message="the consumer DAGs to be parsed")
     sf = cluster.session_factory
-    make_consumer(sf, "consume_one", A, [A])
-    make_consumer(sf, "consume_both", {"all": [A, B]}, [A, B])
-    make_consumer(sf, "consume_limited", {"all": [A]}, [A])
-    make_consumer(sf, "consume_paused", A, [A])
+    with session_scope(sf) as session:
+        assert session.get(DagModel, "consume_both").dataset_expression == {"all": [A, B]}
 
     first = emit(sf, A, extra={"rows": 10})
     # one run of consume_one, with the event, run on the worker
@@ -207,3 +219,21 @@ def test_dataset_events_trigger_consumer_runs_on_the_cluster(pg_cluster: Cluster
                 for r in got["dag_runs"]] == [(both.run_id, "dataset_triggered", False)]
         one = api.get(f"{V1}/dags/consume_both/dagRuns/{quote(both.run_id, safe='')}").json()
         assert one["data_interval_start"] is not None
+
+    # a producing task's success: its event (recorded by the worker in its outcome write)
+    # triggers consume_one, whose run's data interval is the producer run's
+    before = {r.run_id for r in dataset_runs(cluster, "consume_one")}
+    produced = cluster.trigger("producer")
+    assert cluster.wait_for_run("producer", produced) == "success", cluster.logs()
+    wait_until(lambda: {r.run_id for r in dataset_runs(cluster, "consume_one")} - before, 60,
+               message="consume_one's run from the producer's event")
+    (new,) = [r for r in dataset_runs(cluster, "consume_one") if r.run_id not in before]
+    with session_scope(sf) as session:
+        source = session.scalar(select(DagRun).where(DagRun.dag_id == "producer",
+                                                     DagRun.run_id == produced))
+        producer_event = session.scalar(select(DatasetEvent.id).where(
+            DatasetEvent.source_dag_id == "producer", DatasetEvent.source_run_id == produced))
+    assert source is not None and producer_event is not None
+    assert producer_event in linked(cluster, "consume_one")[new.run_id]
+    assert new.data_interval_end == source.data_interval_end
+    assert cluster.wait_for_run("consume_one", new.run_id) == "success", cluster.logs()

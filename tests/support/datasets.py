@@ -1,12 +1,11 @@
-"""Dataset rows for scheduler tests: a consumer DAG's condition and references, written by
-hand, and events recorded as the API or a producing task records them.
+"""Dataset rows for scheduler tests: a consumer DAG's condition and references, written
+directly, and events recorded as the API or a producing task records them.
 
-# stand-in until ds-authoring lands: :func:`make_consumer` writes what the DAG processor's
-# sync will write for a DAG file with ``schedule=[Dataset(...)]`` (``dag.dataset_expression``,
-# ``dataset``, ``dag_schedule_dataset_reference`` and ``..._alias_reference`` rows) onto the
-# ``dag`` row of a DAG synced with ``schedule=None`` (or a time schedule, for a
-# ``DatasetOrTimeSchedule``). Once that sync exists, the tests' DAG files say it themselves
-# and this helper goes.
+:func:`make_consumer` writes what the DAG processor's sync writes for a DAG file with a
+dataset schedule (``dag.dataset_expression``, ``dataset``, ``dag_schedule_dataset_reference``
+and ``..._alias_reference`` rows) onto a synced ``dag`` row, so that a scheduler-level test
+states its condition in one line, including conditions no DAG file can give (a malformed
+expression). The cluster tests use real ``schedule=[Dataset(...)]`` DAG files.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ def make_consumer(factory: SessionFactory, dag_id: str, expression: Any,
                   uris: Iterable[str] = (), aliases: Iterable[str] = ()) -> None:
     """Make the synced DAG ``dag_id`` a consumer of ``uris`` / ``aliases`` with the
     condition ``expression`` (Airflow's serialized form). Commits."""
-    # stand-in until ds-authoring lands
     with session_scope(factory) as session:
         insert = postgresql.insert if is_postgres(session) else sqlite.insert
         session.execute(update(DagModel).where(DagModel.dag_id == dag_id)
@@ -59,7 +57,6 @@ def make_consumer(factory: SessionFactory, dag_id: str, expression: Any,
 
 def known_dataset(factory: SessionFactory, uri: str) -> None:
     """A ``dataset`` row for ``uri`` (a producer's outlet names it). Commits."""
-    # stand-in until ds-authoring lands
     with session_scope(factory) as session:
         insert = postgresql.insert if is_postgres(session) else sqlite.insert
         session.execute(insert(DatasetModel).values(uri=uri, extra={})
