@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from squall.common.state import DagRunType
+
 
 class _Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -173,7 +175,8 @@ class DAGRun(_Out):
     data_interval_start: str | None
     data_interval_end: str | None
     last_scheduling_decision: str | None
-    run_type: str
+    #: as Airflow's spec: backfill, manual, scheduled, dataset_triggered
+    run_type: DagRunType
     state: str
     external_trigger: bool
     conf: dict[str, Any]

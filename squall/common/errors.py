@@ -56,6 +56,11 @@ class DagRunAlreadyExists(SquallError):
     """A DAG run with that run_id or logical date already exists."""
 
 
+class DatasetExpressionError(SquallError):
+    """A DAG's stored dataset condition (``dag.dataset_expression``) is not an expression
+    of Airflow's serialized form (a URI, ``all`` / ``any`` lists, an ``alias``)."""
+
+
 class TriggerError(SquallError):
     """A manual run cannot be triggered as asked; the message says why. ``kind`` says
     which way, for the callers that answer with a status: ``not_found`` (no such DAG, or

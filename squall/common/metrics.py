@@ -14,7 +14,8 @@ still QUEUED: its worker died before starting it), ``zombies_killed``,
 publish failed after every retry), ``scheduler.tasks.adopted``,
 ``scheduler.tasks.adoption_reset``, ``scheduler.orphaned_tasks.cleared``,
 ``scheduler.outage`` / ``worker.outage`` (the metadata database became unreachable),
-``celery.result_backend_outage``.
+``celery.result_backend_outage``, ``dataset.triggered_dagruns`` (runs created because a
+DAG's dataset condition held).
 
 Sending a metric never raises and never blocks: a StatsD datagram is one non-blocking
 ``sendto`` on a UDP socket; whatever goes wrong is logged at DEBUG and dropped.
@@ -45,6 +46,8 @@ SCHEDULER_OUTAGE = "scheduler.outage"
 WORKER_OUTAGE = "worker.outage"
 WORKER_LEASE_LOST = "worker.lease_lost"
 RESULT_BACKEND_OUTAGE = "celery.result_backend_outage"
+#: dataset-triggered runs the scheduler created (Airflow's name)
+DATASET_TRIGGERED_DAGRUNS = "dataset.triggered_dagruns"
 
 
 class Metrics(Protocol):

@@ -29,9 +29,13 @@ from squall.common.models import (
     dataset_alias_dataset,
     utcnow,
 )
+from squall.common.wakeup import notify_scheduler
 from squall.sdk.datasets.events import DatasetEventSpec
 
 log = logging.getLogger(__name__)
+
+#: how the payload of the scheduler wake-up an event that queued a run sends begins
+DATASET_NOTICE = "dataset "
 
 
 def record_dataset_event(
@@ -46,6 +50,10 @@ def record_dataset_event(
 ) -> DatasetEvent | None:
     """Record that the dataset ``uri`` changed, and queue it for each active, unpaused DAG
     whose schedule names the dataset (or one of ``alias_names``, which are linked to it).
+
+    When a DAG was queued, wakes the schedulers as the transaction commits
+    (:func:`~squall.common.wakeup.notify_scheduler`), so the consumer's run does not wait
+    out their idle sleep.
 
     Returns ``None`` (and logs a warning) when no DAG file names the dataset, as Airflow does,
     or when this try already recorded an event for it (a repeated outcome write).
@@ -96,6 +104,9 @@ def record_dataset_event(
         session.execute(insert(DatasetDagRunQueue)
                         .values(dataset_id=dataset.id, target_dag_id=dag_id, created_at=now)
                         .on_conflict_do_nothing())
+    if consumers:
+        # the schedulers look at the queue as soon as this transaction commits
+        notify_scheduler(session, f"{DATASET_NOTICE}{uri}")
     return session.get(DatasetEvent, event_id)
 
 

@@ -3,7 +3,10 @@
 Each loop (:meth:`SchedulerJob.run_once`), every step in a transaction of its own:
 
 a. create the due scheduled runs (QUEUED) and move each DAG's ``next_dagrun`` on
-   (:func:`~squall.scheduler.dag_runs.create_due_dag_runs`); create the next runs of each
+   (:func:`~squall.scheduler.dag_runs.create_due_dag_runs`); create the dataset-triggered
+   runs of the DAGs whose queued datasets meet their condition
+   (:func:`~squall.scheduler.dag_runs.create_dataset_dag_runs`; an event recorded wakes
+   the loop); create the next runs of each
    active backfill and end the finished backfills
    (:func:`~squall.scheduler.backfill_driver.drive_backfills`). Once that step found no
    active backfill, and while the waker hands over what was notified (PostgreSQL), it is
@@ -64,6 +67,7 @@ from sqlalchemy.orm import Session
 
 from squall.common.db import SessionFactory, session_scope
 from squall.common.metrics import (
+    DATASET_TRIGGERED_DAGRUNS,
     SCHEDULER_HEARTBEAT,
     SCHEDULER_OUTAGE,
     TASKS_KILLED_EXTERNALLY,
@@ -91,6 +95,7 @@ from squall.scheduler.dag_runs import (
     RunDecisionMemo,
     RunStepStats,
     SerializedDagCache,
+    create_dataset_dag_runs,
     create_due_dag_runs,
     in_flight_by_run,
     schedule_dag_runs,
@@ -380,6 +385,13 @@ class SchedulerJob:
                 self._count(stats, create_due_dag_runs(
                     session, self._dags, now=now,
                     default_queue=self._settings.celery.default_queue))
+            with session_scope(self._factory) as session:
+                triggered = create_dataset_dag_runs(
+                    session, self._dags, now=now,
+                    default_queue=self._settings.celery.default_queue)
+            self._count(stats, triggered)
+            if triggered.created:
+                self._metrics.incr(DATASET_TRIGGERED_DAGRUNS, triggered.created)
         if self._backfills_to_drive(notices):
             # only a waker that hands over what was notified lets the step be skipped:
             # then, and only then, it is worth asking whether another scheduler holds one
