@@ -35,7 +35,7 @@ class DagModel(Base):
     params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     #: a dataset schedule's condition, Airflow's ``as_expression()``: a URI string (one
     #: dataset), ``{"all": [...]}``, ``{"any": [...]}`` or ``{"alias": name}``; None for
-    #: a schedule without datasets (squall.sdk.datasets.evaluate_expression reads it)
+    #: a schedule without datasets (squall.runs.dataset_conditions reads it)
     dataset_expression: Mapped[Any] = mapped_column(JSON)
 
     def __repr__(self) -> str:

@@ -11,7 +11,8 @@
 :meth:`BaseDataset.as_expression` is Airflow's scheduling expression, stored in
 ``dag.dataset_expression`` and read by the scheduler: a dataset is its URI string, an alias
 ``{"alias": name}``, a condition ``{"all": [...]}`` / ``{"any": [...]}``;
-:func:`evaluate_expression` says whether it holds. :func:`encode_condition` /
+:func:`squall.runs.dataset_conditions.condition_holds` says whether it holds.
+:func:`encode_condition` /
 :func:`decode_condition` are the serialized DAG's form (Airflow's ``__type`` encoding; it
 keeps each dataset's ``extra``).
 """
@@ -38,7 +39,6 @@ __all__ = [
     "DatasetAny",
     "decode_condition",
     "encode_condition",
-    "evaluate_expression",
     "expression_aliases",
     "expression_uris",
     "extract_event_key",
@@ -300,27 +300,6 @@ def extract_event_key(value: str | Dataset | DatasetAlias) -> str:
 
 
 # --------------------------------------------------------------------------- expressions
-
-
-def evaluate_expression(expression: Any, statuses: Mapping[str, bool],
-                        aliases: Mapping[str, Iterable[str]] | None = None) -> bool:
-    """Whether the stored expression (``dag.dataset_expression``) holds.
-
-    ``statuses``: URI -> whether it has a queued event; ``aliases``: alias name -> the URIs
-    it has resolved to (an alias holds when any of them does, as Airflow's
-    ``_DatasetAliasCondition``; an unresolved alias never holds).
-    """
-    if isinstance(expression, str):
-        return bool(statuses.get(expression, False))
-    if isinstance(expression, Mapping):
-        if "all" in expression:
-            return all(evaluate_expression(e, statuses, aliases) for e in expression["all"])
-        if "any" in expression:
-            return any(evaluate_expression(e, statuses, aliases) for e in expression["any"])
-        if "alias" in expression:
-            uris = (aliases or {}).get(str(expression["alias"]), ())
-            return any(statuses.get(uri, False) for uri in uris)
-    raise ValueError(f"not a dataset expression: {expression!r}")
 
 
 def expression_uris(expression: Any) -> list[str]:
