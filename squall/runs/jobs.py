@@ -2,7 +2,7 @@
 its row (:class:`squall.scheduler.job.SchedulerJob`, the worker its own in
 :mod:`squall.worker.worker_job`); the health checks read them here: the API's
 ``/health`` and ``/metrics``, ``squall jobs check`` and a backfill that waits for a
-scheduler.
+scheduler. A triggerer writes its own (:class:`squall.triggerer.job.TriggererJob`).
 
 A job is alive while its row is ``running`` with a heartbeat within ``[scheduler]
 scheduler_health_check_threshold`` seconds.
@@ -20,6 +20,8 @@ from squall.common.state import JobState
 
 #: the ``job_type`` of a scheduler's row
 SCHEDULER_JOB_TYPE = "SchedulerJob"
+#: the ``job_type`` of a triggerer's row (``squall triggerer``), as Airflow names it
+TRIGGERER_JOB_TYPE = "TriggererJob"
 
 
 def alive_job_hostnames(session: Session, job_type: str, *, now: datetime,

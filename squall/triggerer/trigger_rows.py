@@ -1,0 +1,269 @@
+"""The triggerer's reads and writes of the ``trigger`` table, each a function on a session
+(the caller's transaction): claiming and renewing, firing, failing, cleaning up.
+
+Ownership is a lease on the row: ``triggerer_id`` (the holder's ``job`` id) and
+``lease_expires_at``, the time after which another triggerer may take the row. Times on the
+row come from the database's clock on PostgreSQL (:func:`db_now`) and from the host's on
+SQLite (one host), so two triggerers on different hosts never compare their own clocks.
+
+* :func:`renew_and_claim` (every heartbeat): renew every row this triggerer holds, then
+  claim free rows (no holder, or a lease in the past) whose task instance is DEFERRED, up to
+  the capacity, highest ``priority_weight`` first, oldest first; on PostgreSQL the
+  candidates are taken ``FOR UPDATE OF trigger SKIP LOCKED``, so two triggerers claiming at
+  once never take the same row (SQLite: one writer at a time, ADR 4).
+* :func:`fire` / :func:`fail`: a trigger's outcome, in one transaction with the deletion of
+  its row, and only while this triggerer still holds it (``triggerer_id = me``): the
+  DEFERRED task instances waiting on it move to SCHEDULED by compare-and-set on state and
+  try number (Airflow: ``Trigger.submit_event`` / ``submit_failure``,
+  ``TriggerEvent.handle_submit``), and the scheduler is woken when it commits.
+* :func:`clean_unused` (Airflow's ``Trigger.clean_unused``): a task instance no longer
+  DEFERRED lets go of its trigger; a trigger no task instance waits on is deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from squall.common.db import is_postgres
+from squall.common.models import (
+    TaskInstance,
+    TaskInstanceKey,
+    Trigger,
+    compare_and_set_state,
+    utcnow,
+)
+from squall.common.state import TaskInstanceState
+from squall.common.wakeup import notify_scheduler
+from squall.sdk.triggers import serde
+
+log = logging.getLogger(__name__)
+
+DEFERRED = TaskInstanceState.DEFERRED
+#: what ``next_method`` says to a resumed try whose trigger failed (Airflow's)
+FAIL_METHOD = "__fail__"
+#: the ``error`` of ``next_kwargs`` then (Airflow's ``Trigger.submit_failure``)
+TRIGGER_FAILURE = "Trigger failure"
+
+
+@dataclass(frozen=True)
+class TaskInstanceRef:
+    """The task instance a trigger belongs to, as a trigger sees it (``task_instance``)."""
+
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int
+    try_number: int
+    trigger_timeout: datetime | None = None
+
+    @property
+    def key(self) -> TaskInstanceKey:
+        return TaskInstanceKey(self.dag_id, self.task_id, self.run_id, self.map_index)
+
+    def __str__(self) -> str:
+        return f"{self.key} try {self.try_number}"
+
+
+@dataclass(frozen=True)
+class HeldTrigger:
+    """A row this triggerer holds and should run."""
+
+    id: int
+    classpath: str
+    kwargs: str
+    task_instance: TaskInstanceRef
+
+    @property
+    def name(self) -> str:
+        return f"trigger {self.id} ({self.classpath}) of {self.task_instance}"
+
+
+@dataclass(frozen=True)
+class Beat:
+    """What one :func:`renew_and_claim` found: every row held now (renewed or claimed), the
+    ones newly claimed, and which held rows have a DEFERRED task instance to run for."""
+
+    held: frozenset[int]
+    claimed: frozenset[int]
+    runnable: frozenset[int]
+
+
+def db_now(session: Session) -> datetime:
+    """The time by the clock every triggerer agrees on: the database's on PostgreSQL
+    (``now()``, the start of this transaction), this host's on SQLite."""
+    if is_postgres(session):
+        value = session.scalar(select(func.now()))
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            return value
+    return utcnow()
+
+
+def renew_and_claim(session: Session, *, triggerer_id: int, capacity: int,
+                    take_over_after: float, now: datetime | None = None) -> Beat:
+    """Renew the lease of every row ``triggerer_id`` holds and claim free ones up to
+    ``capacity`` (see the module docstring); the leases run to ``now`` (default
+    :func:`db_now`) plus ``take_over_after`` seconds."""
+    now = now if now is not None else db_now(session)
+    expires = now + timedelta(seconds=take_over_after)
+    held = set(session.scalars(
+        update(Trigger).where(Trigger.triggerer_id == triggerer_id)
+        .values(lease_expires_at=expires)
+        .returning(Trigger.id)).all())
+    claimed: set[int] = set()
+    room = capacity - len(held)
+    if room > 0:
+        free = (
+            select(Trigger.id)
+            .join(TaskInstance, TaskInstance.trigger_id == Trigger.id)
+            .where(TaskInstance.state == DEFERRED.value,
+                   or_(Trigger.triggerer_id.is_(None), Trigger.lease_expires_at.is_(None),
+                       Trigger.lease_expires_at < now))
+            .order_by(TaskInstance.priority_weight.desc(), Trigger.created_date, Trigger.id)
+            .limit(room))
+        if is_postgres(session):
+            free = free.with_for_update(of=Trigger, skip_locked=True)
+        candidates = list(dict.fromkeys(session.scalars(free).all()))
+        if candidates:
+            claimed = set(session.scalars(
+                update(Trigger).where(Trigger.id.in_(candidates))
+                .values(triggerer_id=triggerer_id, lease_expires_at=expires)
+                .returning(Trigger.id)).all())
+    held |= claimed
+    runnable: set[int] = set()
+    if held:
+        runnable = set(session.scalars(
+            select(TaskInstance.trigger_id)
+            .where(TaskInstance.trigger_id.in_(sorted(held)),
+                   TaskInstance.state == DEFERRED.value)).all())  # type: ignore[arg-type]
+    return Beat(frozenset(held), frozenset(claimed), frozenset(runnable))
+
+
+def load_triggers(session: Session, ids: Iterable[int], *,
+                  triggerer_id: int) -> list[HeldTrigger]:
+    """The rows of ``ids`` this triggerer holds, each with its DEFERRED task instance (a
+    row without one is left out: it is not to be run)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return []
+    rows = session.execute(
+        select(Trigger.id, Trigger.classpath, Trigger.kwargs, TaskInstance.dag_id,
+               TaskInstance.task_id, TaskInstance.run_id, TaskInstance.map_index,
+               TaskInstance.try_number, TaskInstance.trigger_timeout)
+        .join(TaskInstance, TaskInstance.trigger_id == Trigger.id)
+        .where(Trigger.id.in_(wanted), Trigger.triggerer_id == triggerer_id,
+               TaskInstance.state == DEFERRED.value)
+        .order_by(Trigger.id)).all()
+    out: dict[int, HeldTrigger] = {}
+    for row in rows:
+        if row.id in out:  # one trigger, several task instances (not made by Squall)
+            continue
+        ti = TaskInstanceRef(row.dag_id, row.task_id, row.run_id, row.map_index,
+                             row.try_number, row.trigger_timeout)
+        out[row.id] = HeldTrigger(row.id, row.classpath, row.kwargs, ti)
+    return list(out.values())
+
+
+def _take(session: Session, trigger_id: int, triggerer_id: int) -> bool:
+    """Delete the row if this triggerer still holds it (the row lock is kept until commit)."""
+    result = session.execute(
+        delete(Trigger).where(Trigger.id == trigger_id, Trigger.triggerer_id == triggerer_id)
+        .execution_options(synchronize_session=False))
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _resume(session: Session, trigger_id: int, *, next_method: str | None,
+            next_kwargs: Any) -> list[TaskInstanceKey]:
+    """Move each DEFERRED task instance waiting on ``trigger_id`` to SCHEDULED;
+    ``next_kwargs`` is a function of the previous value."""
+    rows = session.execute(
+        select(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id,
+               TaskInstance.map_index, TaskInstance.try_number, TaskInstance.next_kwargs)
+        .where(TaskInstance.trigger_id == trigger_id,
+               TaskInstance.state == DEFERRED.value)).all()
+    moved: list[TaskInstanceKey] = []
+    for row in rows:
+        key = TaskInstanceKey(row.dag_id, row.task_id, row.run_id, row.map_index)
+        values: dict[str, Any] = {"trigger_id": None,
+                                  "next_kwargs": next_kwargs(row.next_kwargs)}
+        if next_method is not None:
+            values["next_method"] = next_method
+        if compare_and_set_state(session, key, expected=DEFERRED, try_number=row.try_number,
+                                 new_state=TaskInstanceState.SCHEDULED, **values):
+            moved.append(key)
+    if moved:
+        notify_scheduler(session, f"trigger {trigger_id} fired")
+    return moved
+
+
+def fire(session: Session, trigger_id: int, *, triggerer_id: int,
+         payload: Any) -> list[TaskInstanceKey] | None:
+    """The trigger's first event: resume its task instances with ``event`` added to their
+    ``next_kwargs`` and delete the row. None when this triggerer no longer holds the row
+    (taken over, or deleted: nothing is written)."""
+    if not _take(session, trigger_id, triggerer_id):
+        return None
+    event = serde.to_json(payload)
+
+    def with_event(previous: Any) -> Any:
+        kwargs = serde.from_json(previous or {})
+        return serde.to_json({**kwargs, "event": serde.from_json(event)})
+
+    return _resume(session, trigger_id, next_method=None, next_kwargs=with_event)
+
+
+def failure_kwargs(exc: BaseException | None) -> dict[str, Any]:
+    """``next_kwargs`` of a task instance whose trigger failed: Airflow's ``{"error":
+    "Trigger failure", "traceback": [...]}`` (``None`` when the trigger ended without an
+    event and without an exception)."""
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__) if exc else None
+    return {"error": TRIGGER_FAILURE, "traceback": lines}
+
+
+def fail(session: Session, trigger_id: int, *, triggerer_id: int,
+         exc: BaseException | None) -> list[TaskInstanceKey] | None:
+    """The trigger raised, ended without an event, or could not be built: its task
+    instances go to SCHEDULED with ``next_method="__fail__"`` (a worker fails the try, with
+    its callbacks) and the row is deleted. None when this triggerer no longer holds it."""
+    if not _take(session, trigger_id, triggerer_id):
+        return None
+    kwargs = failure_kwargs(exc)
+    return _resume(session, trigger_id, next_method=FAIL_METHOD,
+                   next_kwargs=lambda previous: kwargs)
+
+
+def release(session: Session, *, triggerer_id: int, ids: Collection[int] | None = None
+            ) -> int:
+    """Give up the rows this triggerer holds (all, or ``ids``), so another may claim them
+    at once (a clean stop); the number released."""
+    stmt = update(Trigger).where(Trigger.triggerer_id == triggerer_id)
+    if ids is not None:
+        stmt = stmt.where(Trigger.id.in_(sorted(ids)))
+    result = session.execute(stmt.values(triggerer_id=None, lease_expires_at=None)
+                             .execution_options(synchronize_session=False))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def clean_unused(session: Session) -> int:
+    """Airflow's ``Trigger.clean_unused``: task instances that are no longer DEFERRED let
+    go of their trigger; triggers no task instance waits on are deleted (how a trigger of
+    a cleared or marked task instance goes away). The number of triggers deleted.
+
+    A deferring worker writes the trigger row and the DEFERRED task instance that points at
+    it in one transaction, so a new row is never seen here without its task instance."""
+    session.execute(
+        update(TaskInstance)
+        .where(TaskInstance.trigger_id.is_not(None), TaskInstance.state != DEFERRED.value)
+        .values(trigger_id=None).execution_options(synchronize_session=False))
+    waited_on = select(TaskInstance.trigger_id).where(TaskInstance.trigger_id.is_not(None))
+    result = session.execute(
+        delete(Trigger).where(Trigger.id.not_in(waited_on))
+        .execution_options(synchronize_session=False))
+    return int(result.rowcount)  # type: ignore[attr-defined]
