@@ -2,7 +2,7 @@
 database (as a deferring worker leaves them: the ``trigger`` row and the DEFERRED task
 instance pointing at it, committed together).
 
-Each trigger may append a line to a record file (``kind tag pid``) when its ``run()``
+Each trigger may append a line to a record file (``kind tag pid time``) when its ``run()``
 starts (``start``), when it fires (``fire``) and when its ``cleanup()`` runs (``cleanup``):
 that file, not a log line, is how the tests count runs. Imported by ``squall triggerer``
 subprocesses as ``tests.support.triggers`` (the cluster puts the repository on PYTHONPATH).
@@ -33,7 +33,7 @@ HERE = "tests.support.triggers"
 def _record(path: str | None, kind: str, tag: str) -> None:
     if path:
         with open(path, "a") as f:
-            f.write(f"{kind} {tag} {os.getpid()}\n")
+            f.write(f"{kind} {tag} {os.getpid()} {time.time():.6f}\n")
 
 
 class _Recording(BaseTrigger):
@@ -205,16 +205,30 @@ def defer(session: Session, trigger: BaseTrigger, *, dag_id: str = "deferring",
     return Deferred(dag_id, task_id, run_id, map_index, row.id)
 
 
+@dataclass(frozen=True)
+class Record:
+    kind: str
+    tag: str
+    pid: int
+    at: float
+
+
+def records(path: Path) -> list[Record]:
+    """The lines of a record file, in order."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 4:
+            out.append(Record(parts[0], parts[1], int(parts[2]), float(parts[3])))
+    return out
+
+
 def read_records(path: Path) -> Counter[tuple[str, str]]:
     """(kind, tag) -> how many times, from a record file."""
-    if not path.exists():
-        return Counter()
-    return Counter((parts[0], parts[1]) for parts in
-                   (line.split() for line in path.read_text().splitlines()) if len(parts) == 3)
+    return Counter((r.kind, r.tag) for r in records(path))
 
 
 def record_pids(path: Path, kind: str, tag: str) -> list[int]:
-    if not path.exists():
-        return []
-    return [int(parts[2]) for parts in (line.split() for line in path.read_text().splitlines())
-            if len(parts) == 3 and parts[0] == kind and parts[1] == tag]
+    return [r.pid for r in records(path) if r.kind == kind and r.tag == tag]
