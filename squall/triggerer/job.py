@@ -327,16 +327,19 @@ class TriggererJob:
         while self._pending and self.job_id is not None:
             batch = self._pending[:OUTCOMES_PER_TRANSACTION]
             prepared = [self._prepare(o) for o in batch]
+            fired = {o.trigger_id: o.payload for o in prepared if isinstance(o, Fired)}
+            failed = {o.trigger_id: o.exc for o in prepared if isinstance(o, Failed)}
             try:
                 with session_scope(self._factory) as session:
-                    results = [self._write(session, o) for o in prepared]
+                    results = trigger_rows.resolve(session, triggerer_id=self.job_id,
+                                                   fired=fired, failed=failed)
             except SQLAlchemyError as exc:
                 self._outage.failed("cannot write %d trigger outcome(s) (kept, retried): %s",
                                     len(batch), _one_line(exc))
                 return
             del self._pending[:len(batch)]
-            for outcome, moved in zip(prepared, results, strict=True):
-                self._report(outcome, moved)
+            for outcome in prepared:
+                self._report(outcome, results.get(outcome.trigger_id))
                 self.runner.settled(outcome.trigger_id)
 
     @staticmethod
@@ -348,14 +351,6 @@ class TriggererJob:
             except SerializationError as exc:
                 return Failed(outcome.trigger_id, exc, outcome.at)
         return outcome
-
-    def _write(self, session: Any, outcome: Outcome) -> list[Any] | None:
-        assert self.job_id is not None
-        if isinstance(outcome, Fired):
-            return trigger_rows.fire(session, outcome.trigger_id, triggerer_id=self.job_id,
-                                     payload=outcome.payload)
-        return trigger_rows.fail(session, outcome.trigger_id, triggerer_id=self.job_id,
-                                 exc=outcome.exc)
 
     def _report(self, outcome: Outcome, moved: list[Any] | None) -> None:
         kind = "fired" if isinstance(outcome, Fired) else "failed"

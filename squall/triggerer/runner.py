@@ -189,6 +189,14 @@ class TriggerRunner:
         task = asyncio.get_running_loop().create_task(self._run_one(held, trigger),
                                                       name=f"trigger-{held.id}")
         self._tasks[held.id] = (task, held)
+        # a task cancelled before its first step never runs its coroutine (nor its
+        # finally): the bookkeeping is done when the task is done, whichever way
+        task.add_done_callback(lambda _task: self._forget(held.id))
+
+    def _forget(self, trigger_id: int) -> None:
+        self._tasks.pop(trigger_id, None)
+        with self._lock:
+            self._running.discard(trigger_id)
 
     def _cancel(self, ids: set[int] | None, reason: str) -> None:
         for trigger_id, (task, held) in list(self._tasks.items()):
@@ -261,9 +269,6 @@ class TriggerRunner:
                 log.warning("Triggerer: cleanup() of %s failed: %s: %s", held.name,
                             type(exc).__name__, exc)
         finally:
-            self._tasks.pop(held.id, None)
-            with self._lock:
-                self._running.discard(held.id)
             log.info("Triggerer: %s completed", held.name)
 
 

@@ -11,25 +11,41 @@ SQLite (one host), so two triggerers on different hosts never compare their own 
   the capacity, highest ``priority_weight`` first, oldest first; on PostgreSQL the
   candidates are taken ``FOR UPDATE OF trigger SKIP LOCKED``, so two triggerers claiming at
   once never take the same row (SQLite: one writer at a time, ADR 4).
-* :func:`fire` / :func:`fail`: a trigger's outcome, in one transaction with the deletion of
-  its row, and only while this triggerer still holds it (``triggerer_id = me``): the
-  DEFERRED task instances waiting on it move to SCHEDULED by compare-and-set on state and
-  try number (Airflow: ``Trigger.submit_event`` / ``submit_failure``,
-  ``TriggerEvent.handle_submit``), and the scheduler is woken when it commits.
+* :func:`resolve` (:func:`fire` / :func:`fail` for one): triggers' outcomes, in one
+  transaction with the deletion of their rows, and only for the rows this triggerer still
+  holds (``triggerer_id = me``): the DEFERRED task instances waiting on them move to
+  SCHEDULED by compare-and-set on state and try number (Airflow: ``Trigger.submit_event``
+  / ``submit_failure``, ``TriggerEvent.handle_submit``), in one statement per batch on
+  PostgreSQL, and the scheduler is woken when it commits.
 * :func:`clean_unused` (Airflow's ``Trigger.clean_unused``): a task instance no longer
   DEFERRED lets go of its trigger; a trigger no task instance waits on is deleted.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import (
+    JSON,
+    Integer,
+    String,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from squall.common.db import is_postgres
@@ -171,52 +187,130 @@ def load_triggers(session: Session, ids: Iterable[int], *,
     return list(out.values())
 
 
-def _take(session: Session, trigger_id: int, triggerer_id: int) -> bool:
-    """Delete the row if this triggerer still holds it (the row lock is kept until commit)."""
-    result = session.execute(
-        delete(Trigger).where(Trigger.id == trigger_id, Trigger.triggerer_id == triggerer_id)
-        .execution_options(synchronize_session=False))
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+_RESUMED_ROWS: Any = None
 
 
-def _resume(session: Session, trigger_id: int, *, next_method: str | None,
-            next_kwargs: Any) -> list[TaskInstanceKey]:
-    """Move each DEFERRED task instance waiting on ``trigger_id`` to SCHEDULED;
-    ``next_kwargs`` is a function of the previous value."""
+def _resumed_rows_statement() -> Any:
+    """The PostgreSQL bulk compare-and-set of :func:`resolve`: DEFERRED -> SCHEDULED for
+    rows given as arrays (``unnest``), each with its own ``next_kwargs`` (JSON text) and
+    ``next_method`` (NULL: kept); one statement for a whole batch, compiled once."""
+    global _RESUMED_ROWS
+    if _RESUMED_ROWS is None:
+        table = cast(Table, TaskInstance.__table__)
+        rows = func.unnest(
+            bindparam("r_dag_ids", type_=ARRAY(String)),
+            bindparam("r_task_ids", type_=ARRAY(String)),
+            bindparam("r_run_ids", type_=ARRAY(String)),
+            bindparam("r_map_indexes", type_=ARRAY(Integer)),
+            bindparam("r_tries", type_=ARRAY(Integer)),
+            bindparam("r_kwargs", type_=ARRAY(Text)),
+            bindparam("r_methods", type_=ARRAY(String)),
+        ).table_valued("dag_id", "task_id", "run_id", "map_index", "try_number", "kwargs",
+                       "method").render_derived(name="resumed")
+        _RESUMED_ROWS = (
+            update(table)
+            .where(table.c.dag_id == rows.c.dag_id, table.c.task_id == rows.c.task_id,
+                   table.c.run_id == rows.c.run_id, table.c.map_index == rows.c.map_index,
+                   table.c.try_number == rows.c.try_number,
+                   table.c.state == DEFERRED.value)
+            .values(state=TaskInstanceState.SCHEDULED.value, trigger_id=None,
+                    next_kwargs=sql_cast(rows.c.kwargs, JSON),
+                    next_method=func.coalesce(rows.c.method, table.c.next_method),
+                    updated_at=bindparam("r_now", type_=table.c.updated_at.type))
+            .returning(table.c.dag_id, table.c.task_id, table.c.run_id, table.c.map_index))
+    return _RESUMED_ROWS
+
+
+@dataclass(frozen=True)
+class _Resume:
+    key: TaskInstanceKey
+    try_number: int
+    trigger_id: int
+    next_kwargs: Any
+    next_method: str | None
+
+
+def resolve(session: Session, *, triggerer_id: int, fired: Mapping[int, Any] | None = None,
+            failed: Mapping[int, BaseException | None] | None = None
+            ) -> dict[int, list[TaskInstanceKey] | None]:
+    """Write the outcomes of many triggers in this transaction: ``fired`` (trigger id ->
+    the first event's payload) resumes each trigger's DEFERRED task instances with
+    ``next_kwargs["event"]`` set; ``failed`` (trigger id -> the exception, or None when
+    ``run()`` ended without an event) sends them to ``next_method="__fail__"`` (see
+    :func:`failure_kwargs`). Only the rows this triggerer still holds are written, and
+    they are deleted. Returns, per trigger id, the task instances moved to SCHEDULED
+    (possibly none), or None when the row was not this triggerer's any more (taken over
+    or deleted: nothing written for it)."""
+    fired = dict(fired or {})
+    failed = dict(failed or {})
+    ids = sorted(set(fired) | set(failed))
+    if not ids:
+        return {}
+    taken = set(session.scalars(
+        delete(Trigger).where(Trigger.id.in_(ids), Trigger.triggerer_id == triggerer_id)
+        .returning(Trigger.id)).all())
+    out: dict[int, list[TaskInstanceKey] | None] = {
+        tid: ([] if tid in taken else None) for tid in ids}
+    if not taken:
+        return out
     rows = session.execute(
         select(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id,
-               TaskInstance.map_index, TaskInstance.try_number, TaskInstance.next_kwargs)
-        .where(TaskInstance.trigger_id == trigger_id,
+               TaskInstance.map_index, TaskInstance.try_number, TaskInstance.next_kwargs,
+               TaskInstance.trigger_id)
+        .where(TaskInstance.trigger_id.in_(sorted(taken)),
                TaskInstance.state == DEFERRED.value)).all()
-    moved: list[TaskInstanceKey] = []
+    planned: list[_Resume] = []
     for row in rows:
         key = TaskInstanceKey(row.dag_id, row.task_id, row.run_id, row.map_index)
-        values: dict[str, Any] = {"trigger_id": None,
-                                  "next_kwargs": next_kwargs(row.next_kwargs)}
-        if next_method is not None:
-            values["next_method"] = next_method
-        if compare_and_set_state(session, key, expected=DEFERRED, try_number=row.try_number,
-                                 new_state=TaskInstanceState.SCHEDULED, **values):
-            moved.append(key)
+        tid = int(row.trigger_id)
+        if tid in fired:
+            kwargs = serde.to_json({**serde.from_json(row.next_kwargs or {}),
+                                    "event": fired[tid]})
+            planned.append(_Resume(key, row.try_number, tid, kwargs, None))
+        else:
+            planned.append(_Resume(key, row.try_number, tid, failure_kwargs(failed[tid]),
+                                   FAIL_METHOD))
+    moved = _schedule(session, planned)
+    for resume in planned:
+        if resume.key in moved:
+            out[resume.trigger_id].append(resume.key)  # type: ignore[union-attr]
     if moved:
-        notify_scheduler(session, f"trigger {trigger_id} fired")
+        notify_scheduler(session, f"{len(moved)} deferred task instance(s) resumed")
+    return out
+
+
+def _schedule(session: Session, planned: list[_Resume]) -> set[TaskInstanceKey]:
+    """DEFERRED -> SCHEDULED by compare-and-set on state and try number."""
+    if not planned:
+        return set()
+    if is_postgres(session):
+        params = {
+            "r_dag_ids": [p.key.dag_id for p in planned],
+            "r_task_ids": [p.key.task_id for p in planned],
+            "r_run_ids": [p.key.run_id for p in planned],
+            "r_map_indexes": [p.key.map_index for p in planned],
+            "r_tries": [p.try_number for p in planned],
+            "r_kwargs": [json.dumps(p.next_kwargs) for p in planned],
+            "r_methods": [p.next_method for p in planned],
+            "r_now": utcnow(),
+        }
+        return {TaskInstanceKey(r.dag_id, r.task_id, r.run_id, r.map_index)
+                for r in session.execute(_resumed_rows_statement(), params)}
+    moved: set[TaskInstanceKey] = set()
+    for p in planned:  # SQLite: one writer, a local file; a statement each costs little
+        values: dict[str, Any] = {"trigger_id": None, "next_kwargs": p.next_kwargs}
+        if p.next_method is not None:
+            values["next_method"] = p.next_method
+        if compare_and_set_state(session, p.key, expected=DEFERRED, try_number=p.try_number,
+                                 new_state=TaskInstanceState.SCHEDULED, **values):
+            moved.add(p.key)
     return moved
 
 
 def fire(session: Session, trigger_id: int, *, triggerer_id: int,
          payload: Any) -> list[TaskInstanceKey] | None:
-    """The trigger's first event: resume its task instances with ``event`` added to their
-    ``next_kwargs`` and delete the row. None when this triggerer no longer holds the row
-    (taken over, or deleted: nothing is written)."""
-    if not _take(session, trigger_id, triggerer_id):
-        return None
-    event = serde.to_json(payload)
-
-    def with_event(previous: Any) -> Any:
-        kwargs = serde.from_json(previous or {})
-        return serde.to_json({**kwargs, "event": serde.from_json(event)})
-
-    return _resume(session, trigger_id, next_method=None, next_kwargs=with_event)
+    """:func:`resolve` for one trigger that fired with ``payload``."""
+    return resolve(session, triggerer_id=triggerer_id, fired={trigger_id: payload})[trigger_id]
 
 
 def failure_kwargs(exc: BaseException | None) -> dict[str, Any]:
@@ -229,15 +323,10 @@ def failure_kwargs(exc: BaseException | None) -> dict[str, Any]:
 
 def fail(session: Session, trigger_id: int, *, triggerer_id: int,
          exc: BaseException | None) -> list[TaskInstanceKey] | None:
-    """The trigger raised, ended without an event, or could not be built: its task
-    instances go to SCHEDULED with ``next_method="__fail__"`` (a worker fails the try, with
-    its callbacks) and the row is deleted. None when this triggerer no longer holds it."""
-    if not _take(session, trigger_id, triggerer_id):
-        return None
-    kwargs = failure_kwargs(exc)
-    return _resume(session, trigger_id, next_method=FAIL_METHOD,
-                   next_kwargs=lambda previous: kwargs)
-
+    """:func:`resolve` for one trigger that raised ``exc`` (None: ended without an event,
+    or could not be built): its task instances go to SCHEDULED with ``next_method=
+    "__fail__"`` (a worker fails the try, with its callbacks, as Airflow does)."""
+    return resolve(session, triggerer_id=triggerer_id, failed={trigger_id: exc})[trigger_id]
 
 def release(session: Session, *, triggerer_id: int, ids: Collection[int] | None = None
             ) -> int:

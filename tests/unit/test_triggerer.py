@@ -111,6 +111,16 @@ def test_raising_and_eventless_triggers_fail(runner: TriggerRunner, tmp_path: Pa
     assert counts[("cleanup", "bad")] == counts[("cleanup", "silent")] == 1
 
 
+def test_a_trigger_cancelled_before_it_ran_is_forgotten(runner: TriggerRunner) -> None:
+    trigger = SleepTrigger(seconds=60)
+    runner.add(_held(1, trigger), trigger)
+    runner.cancel({1})  # queued right behind its start: the task never runs a step
+    deadline = time.monotonic() + 5
+    while runner.running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert runner.running() == set() and runner.outcomes.empty()
+
+
 def test_a_cancelled_trigger_sends_nothing_and_cleans_up(runner: TriggerRunner,
                                                          tmp_path: Path) -> None:
     record = tmp_path / "r.txt"
@@ -185,11 +195,13 @@ def test_a_lost_lease_cancels_every_trigger(tmp_path: Path) -> None:
         record = tmp_path / "r.txt"
         trigger = SleepTrigger(seconds=60, tag="held", record=str(record))
         job.runner.add(_held(1, trigger), trigger)
+        deadline = time.monotonic() + 5
+        while read_records(record)[("start", "held")] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
         job._keep_lease()
         assert job.runner.running() == {1}  # the lease holds
         job.lease = HeartbeatLease(0.0)
         job._keep_lease()
-        deadline = time.monotonic() + 2
         while job.runner.running() and time.monotonic() < deadline:
             time.sleep(0.01)
         job._keep_lease()
