@@ -230,7 +230,7 @@ class TriggererJob:
         sent_at = time.monotonic()
         try:
             with session_scope(self._factory) as session:
-                job_id = self._heartbeat_job(session)
+                job_id, new_job = self._heartbeat_job(session)
                 beat = trigger_rows.renew_and_claim(
                     session, triggerer_id=job_id, capacity=self.capacity,
                     take_over_after=self.take_over_after)
@@ -242,6 +242,9 @@ class TriggererJob:
                                 "since the last renewal): %s", self.terms.lease,
                                 self.lease.since_renewed(), _one_line(exc))
             return
+        if new_job:  # committed: only now is the row there to heartbeat
+            self.job_id = job_id
+            log.info("Triggerer: job %d started (pid %d)", job_id, os.getpid())
         self.lease.renew(sent_at)
         self._outage.ok()
         self._metrics.incr(TRIGGERER_HEARTBEAT)
@@ -260,19 +263,19 @@ class TriggererJob:
         self._metrics.gauge(TRIGGERS_RUNNING, len(self.runner.running()))
         self._clean_unused()
 
-    def _heartbeat_job(self, session: Any) -> int:
+    def _heartbeat_job(self, session: Any) -> tuple[int, bool]:
+        """This triggerer's job id (the row inserted at the first beat), and whether the
+        row is new in this transaction."""
         now = self._clock()
         if self.job_id is not None:
             session.execute(update(Job).where(Job.id == self.job_id).values(
                 latest_heartbeat=now, state=JobState.RUNNING.value))
-            return self.job_id
+            return self.job_id, False
         job = Job(job_type=JOB_TYPE, state=JobState.RUNNING.value, hostname=socket.getfqdn(),
                   pid=os.getpid(), start_date=now, latest_heartbeat=now)
         session.add(job)
         session.flush()
-        self.job_id = job.id
-        log.info("Triggerer: job %d started (pid %d)", job.id, os.getpid())
-        return job.id
+        return job.id, True
 
     def _clean_unused(self) -> None:
         try:
