@@ -192,6 +192,44 @@ def test_a_triggerer_cut_off_from_the_database_stops_its_triggers_before_another
         proxy.close()
 
 
+def test_a_triggerer_back_from_an_outage_starts_its_triggers_again_and_each_fires_once(
+        cluster: Cluster) -> None:
+    """The only triggerer loses the database (a cut TCP proxy) for longer than its lease:
+    it cancels its triggers (cleanup() runs); once the database answers again it renews
+    (or claims back) the rows and starts them again, and each fires once."""
+    record = cluster.home / "records.txt"
+    gate = cluster.home / "gate"
+    tags = [f"t{i}" for i in range(3)]
+    _defer(cluster, lambda i: FileTrigger(str(gate), tag=f"t{i}", record=str(record)), 3)
+    pg_port = int(cluster.db_url.rsplit(":", 1)[1].split("/")[0])
+    proxy = TcpProxy(free_port(), ("127.0.0.1", pg_port))
+    try:
+        saved = dict(cluster.extra_env)
+        cluster.extra_env["SQUALL__DATABASE__SQL_ALCHEMY_CONN"] = cluster.db_url.replace(
+            f":{pg_port}/", f":{proxy.listen_port}/")
+        proc = cluster.start("triggerer", ["triggerer"])
+        cluster.extra_env.clear()
+        cluster.extra_env.update(saved)
+        wait_until(lambda: _started_by(record, proc.process.pid, tags), 30,
+                   message=f"all three running:\n{cluster.logs()}")
+        proxy.cut()
+        wait_until(lambda: all(read_records(record)[("cleanup", tag)] == 1 for tag in tags),
+                   LEASE + 5, message=f"the lease lost, the triggers stopped:\n{cluster.logs()}")
+        proxy.restore()
+        wait_until(lambda: all(read_records(record)[("start", tag)] == 2 for tag in tags),
+                   TAKE_OVER + 15, message=f"the triggers started again:\n{cluster.logs()}")
+        gate.touch()
+        wait_until(lambda: all(ti.state == TaskInstanceState.SCHEDULED
+                               for ti in _tis(cluster).values()), 20,
+                   message=f"all three scheduled:\n{cluster.logs()}")
+        counts = read_records(record)
+        assert all(counts[("fire", tag)] == 1 for tag in tags), counts
+        assert {r.pid for r in records(record)} == {proc.process.pid}
+        assert proc.process.poll() is None
+    finally:
+        proxy.close()
+
+
 def test_a_trigger_that_raises_or_ends_without_an_event_fails_its_task_and_the_others_fire(
         cluster: Cluster) -> None:
     record = cluster.home / "records.txt"
