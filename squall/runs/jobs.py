@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from squall.common.models import Job
@@ -53,3 +53,19 @@ def latest_scheduler_heartbeat(session: Session, *,
     if running_only:
         stmt = stmt.where(Job.state == JobState.RUNNING.value)
     return session.scalar(stmt)
+
+
+def most_recent_job(session: Session, job_type: str) -> Job | None:
+    """The most recent job of ``job_type``: running ones first, then the latest heartbeat
+    (Airflow's ``jobs.job.most_recent_job``); None when none ever ran."""
+    return session.scalars(
+        select(Job).where(Job.job_type == job_type)
+        .order_by(case((Job.state == JobState.RUNNING.value, 0), else_=1),
+                  Job.latest_heartbeat.desc(), Job.id.desc())
+        .limit(1)).first()
+
+
+def job_alive(job: Job, *, now: datetime, threshold: float) -> bool:
+    """Running, with a heartbeat within ``threshold`` seconds (Airflow's ``Job.is_alive``)."""
+    return (job.state == JobState.RUNNING.value and job.latest_heartbeat is not None
+            and (now - job.latest_heartbeat).total_seconds() <= threshold)
