@@ -6,6 +6,11 @@ lease; end the process when the loop cannot), building a trigger from its row.
 Airflow's rules: ``TriggerRunner.run_trigger`` (events pushed, ``cleanup()`` in a
 ``finally``), ``cleanup_finished_triggers`` (an exception, or an exit without an event,
 fails the trigger), ``block_watchdog`` (a tick more than 0.2 s late is a blocked loop).
+Checked against Airflow 2.10.5's ``TriggerRunner`` itself (the reference virtualenv, its
+``create_triggers`` / ``cleanup_finished_triggers`` on an eventless trigger and one that
+yields twice): the eventless one lands in ``failed_triggers`` as ``(id, None)``, and of the
+two events only the first can move the task instance (``submit_event`` touches only a
+DEFERRED one), so Squall takes the first and closes the generator.
 """
 
 from __future__ import annotations
