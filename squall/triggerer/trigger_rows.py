@@ -53,7 +53,6 @@ from squall.common.models import (
     TaskInstance,
     TaskInstanceKey,
     Trigger,
-    compare_and_set_state,
     utcnow,
 )
 from squall.common.state import TaskInstanceState
@@ -296,15 +295,51 @@ def _schedule(session: Session, planned: list[_Resume]) -> set[TaskInstanceKey]:
         }
         return {TaskInstanceKey(r.dag_id, r.task_id, r.run_id, r.map_index)
                 for r in session.execute(_resumed_rows_statement(), params)}
+    # SQLite (one writer): one statement, compiled once, executed for every row
+    rows = [{"k_dag_id": p.key.dag_id, "k_task_id": p.key.task_id, "k_run_id": p.key.run_id,
+             "k_map_index": p.key.map_index, "k_try": p.try_number,
+             "k_kwargs": p.next_kwargs, "k_method": p.next_method, "k_now": utcnow()}
+            for p in planned]
+    result = session.execute(_resumed_row_statement(), rows)
+    if int(getattr(result, "rowcount", -1)) == len(planned):
+        return {p.key for p in planned}
+    # a row changed in between (not under SQLite's write lock, but the guard is cheap):
+    # the ones now SCHEDULED without a trigger are the ones this wrote
     moved: set[TaskInstanceKey] = set()
-    for p in planned:  # SQLite: one writer, a local file; a statement each costs little
-        values: dict[str, Any] = {"trigger_id": None, "next_kwargs": p.next_kwargs}
-        if p.next_method is not None:
-            values["next_method"] = p.next_method
-        if compare_and_set_state(session, p.key, expected=DEFERRED, try_number=p.try_number,
-                                 new_state=TaskInstanceState.SCHEDULED, **values):
+    for p in planned:
+        row = session.execute(
+            select(TaskInstance.state, TaskInstance.trigger_id, TaskInstance.try_number)
+            .where(TaskInstance.dag_id == p.key.dag_id, TaskInstance.task_id == p.key.task_id,
+                   TaskInstance.run_id == p.key.run_id,
+                   TaskInstance.map_index == p.key.map_index)).first()
+        if (row is not None and row.state == TaskInstanceState.SCHEDULED.value
+                and row.trigger_id is None and row.try_number == p.try_number):
             moved.add(p.key)
     return moved
+
+
+_RESUMED_ROW: Any = None
+
+
+def _resumed_row_statement() -> Any:
+    """:func:`_resumed_rows_statement` for one row at a time (an executemany on SQLite)."""
+    global _RESUMED_ROW
+    if _RESUMED_ROW is None:
+        table = cast(Table, TaskInstance.__table__)
+        _RESUMED_ROW = (
+            update(table)
+            .where(table.c.dag_id == bindparam("k_dag_id"),
+                   table.c.task_id == bindparam("k_task_id"),
+                   table.c.run_id == bindparam("k_run_id"),
+                   table.c.map_index == bindparam("k_map_index"),
+                   table.c.try_number == bindparam("k_try"),
+                   table.c.state == DEFERRED.value)
+            .values(state=TaskInstanceState.SCHEDULED.value, trigger_id=None,
+                    next_kwargs=bindparam("k_kwargs", type_=table.c.next_kwargs.type),
+                    next_method=func.coalesce(bindparam("k_method", type_=String),
+                                              table.c.next_method),
+                    updated_at=bindparam("k_now", type_=table.c.updated_at.type)))
+    return _RESUMED_ROW
 
 
 def fire(session: Session, trigger_id: int, *, triggerer_id: int,
