@@ -141,6 +141,41 @@ def test_a_killed_triggerers_triggers_are_taken_over_within_the_bound_and_fire_o
     assert {r.pid for r in records(record) if r.kind == "fire"} == {second.process.pid}
 
 
+def test_a_triggerer_stopped_with_sigterm_hands_its_triggers_over_at_once(
+        cluster: Cluster) -> None:
+    """SIGTERM: the holder cancels its triggers (cleanup() runs), releases their rows and
+    exits 0; the other triggerer claims them at its next beat, well before the take-over
+    bound, and each fires once."""
+    record = cluster.home / "records.txt"
+    gate = cluster.home / "gate"
+    tags = [f"t{i}" for i in range(5)]
+    _defer(cluster, lambda i: FileTrigger(str(gate), tag=f"t{i}", record=str(record)), 5)
+    first = cluster.start("triggerer1", ["triggerer"])
+    wait_until(lambda: _started_by(record, first.process.pid, tags), 30,
+               message=f"triggerer1 running all five:\n{cluster.logs()}")
+    second = cluster.start("triggerer2", ["triggerer"])
+    _job_id(cluster, second)
+    assert cluster.stop(first, signal.SIGTERM) == 0, cluster.logs()
+    stopped_at = time.time()
+    assert "5 trigger(s) released" in cluster.logs("triggerer1", tail=100)
+    wait_until(lambda: _started_by(record, second.process.pid, tags), TAKE_OVER + 10,
+               message=f"triggerer2 taking all five:\n{cluster.logs()}")
+    rows = records(record)
+    taken = [r.at - stopped_at for r in rows if r.kind == "start"
+             and r.pid == second.process.pid]
+    assert max(taken) < TAKE_OVER - HEARTBEAT, taken  # not waiting out the lease
+    for tag in tags:
+        [cleanup] = [r.at for r in rows if r.tag == tag and r.kind == "cleanup"]
+        [start] = [r.at for r in rows if r.tag == tag and r.kind == "start"
+                   and r.pid == second.process.pid]
+        assert cleanup < start
+    gate.touch()
+    wait_until(lambda: all(ti.state == TaskInstanceState.SCHEDULED
+                           for ti in _tis(cluster).values()), 20,
+               message=f"all five scheduled:\n{cluster.logs()}")
+    assert all(read_records(record)[("fire", tag)] == 1 for tag in tags)
+
+
 def test_a_triggerer_cut_off_from_the_database_stops_its_triggers_before_another_takes_them(
         cluster: Cluster) -> None:
     """The holder's database connection goes through a TCP proxy that is cut (a partition:
