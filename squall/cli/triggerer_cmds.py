@@ -45,5 +45,6 @@ def run_triggerer(ctx: CliContext, args: argparse.Namespace) -> int:
     log.info("triggerer: database %s", ctx.engine.url.render_as_string(hide_password=True))
     job = TriggererJob(ctx.settings, factory, capacity=args.capacity,
                        metrics=metrics_from_settings(ctx.settings))
-    job.run()
+    if not job.run():
+        raise CliError("the triggerer's event loop died (see the log above)")
     return 0

@@ -123,8 +123,9 @@ class TriggererJob:
     def stopping(self) -> bool:
         return self._signalled or self._stop.is_set()
 
-    def run(self, *, max_seconds: float | None = None) -> None:
-        """Run until :meth:`stop`, SIGTERM / SIGINT (or ``max_seconds``)."""
+    def run(self, *, max_seconds: float | None = None) -> bool:
+        """Run until :meth:`stop`, SIGTERM / SIGINT (or ``max_seconds``); False when it
+        stopped because its event loop died."""
         previous = self._install_signal_handlers()
         self._import_paths()
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
@@ -140,15 +141,18 @@ class TriggererJob:
                     break
                 if not self.runner.alive():
                     log.error("Triggerer: the event loop thread died; stopping")
-                    break
+                    return False
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + self.heartbeat
                     self.beat()
+                # cleared before the outcomes are read: one that comes meanwhile sets it
+                # again, and the wait below returns at once
+                self._wake.clear()
                 self.write_outcomes()
                 self._wake.wait(max(0.0, min(next_beat - time.monotonic(),
                                              _SIGNAL_POLL_SECONDS)))
-                self._wake.clear()
             final = JobState.SUCCESS
+            return True
         finally:
             self._shutdown(final)
             for sig, handler in previous.items():
