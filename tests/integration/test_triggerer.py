@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from squall.common.db import session_scope
 from squall.common.models import Job, TaskInstance, Trigger
@@ -108,29 +108,34 @@ def test_fired_triggers_schedule_their_task_instances_once_with_the_event(
                        check=False).returncode == 1
 
 
-def test_a_trigger_whose_task_instance_is_cleared_is_cancelled_and_cleaned_up(
+def test_a_trigger_whose_task_instance_is_cleared_or_whose_row_goes_is_cancelled(
         triggerer_cluster: Cluster) -> None:
     cluster = triggerer_cluster
     record = cluster.home / "records.txt"
     gate = cluster.home / "gate"
-    cleared, kept = _defer(cluster, lambda i: FileTrigger(str(gate), tag=f"t{i}",
-                                                          record=str(record)), 2)
+    cleared, kept, dropped = _defer(cluster, lambda i: FileTrigger(
+        str(gate), tag=f"t{i}", record=str(record)), 3)
     proc = cluster.start("triggerer", ["triggerer"])
-    wait_until(lambda: read_records(record)[("start", "t1")] == 1
-               and read_records(record)[("start", "t0")] == 1, 30,
-               message=f"both triggers running:\n{cluster.logs()}")
-    with session_scope(cluster.session_factory) as session:  # as a clear does
+    wait_until(lambda: all(read_records(record)[("start", f"t{i}")] == 1 for i in range(3)),
+               30, message=f"the three triggers running:\n{cluster.logs()}")
+    with session_scope(cluster.session_factory) as session:
+        # as a clear does: the task instance is no longer deferred
         session.execute(update(TaskInstance).where(TaskInstance.task_id == cleared.task_id)
                         .values(state=TaskInstanceState.NONE.value))
-    wait_until(lambda: read_records(record)[("cleanup", "t0")] == 1, 10,
-               message=f"the cleared one's cleanup:\n{cluster.logs()}")
+        # as another writer may: the task instance lets go of its trigger, the row goes
+        session.execute(update(TaskInstance).where(TaskInstance.task_id == dropped.task_id)
+                        .values(trigger_id=None, state=TaskInstanceState.NONE.value))
+        session.execute(delete(Trigger).where(Trigger.id == dropped.trigger_id))
+    wait_until(lambda: read_records(record)[("cleanup", "t0")] == 1
+               and read_records(record)[("cleanup", "t2")] == 1, 10,
+               message=f"the cleanups:\n{cluster.logs()}")
     assert record_pids(record, "cleanup", "t0") == [proc.process.pid]
-    wait_until(lambda: _triggers_left(cluster) == 1, 10, message="its row deleted")
+    wait_until(lambda: _triggers_left(cluster) == 1, 10, message="their rows deleted")
     gate.touch()
     wait_until(lambda: _states(cluster)[kept.task_id].state == TaskInstanceState.SCHEDULED,
                10, message="the other one fired")
     counts = read_records(record)
-    assert counts[("fire", "t0")] == 0 and counts[("fire", "t1")] == 1
+    assert (counts[("fire", "t0")], counts[("fire", "t1")], counts[("fire", "t2")]) == (0, 1, 0)
     ti = _states(cluster)[cleared.task_id]
     assert ti.state == TaskInstanceState.NONE and ti.trigger_id is None
     assert "cancelling trigger" in cluster.logs("triggerer", tail=400)
