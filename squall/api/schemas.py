@@ -139,7 +139,8 @@ class SchedulerStatus(HealthStatus):
 
 
 class TriggererStatus(_Out):
-    """Squall has no triggerer: ``status`` is ``null``, as Airflow's when none runs."""
+    """The most recent triggerer's health; ``status`` is ``null`` when no triggerer ever
+    ran, as Airflow's."""
 
     status: str | None
     latest_triggerer_heartbeat: str | None

@@ -26,6 +26,7 @@ from squall.cli import (
     runs_cmds,
     scheduler_cmds,
     standalone_cmds,
+    triggerer_cmds,
     variables_cmds,
     worker_cmds,
 )
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     backfill_cmds.register_backfills(sub)
     clear_cmds.register(sub)
     scheduler_cmds.register(sub)
+    triggerer_cmds.register(sub)
     config_cmds.register(sub)
     pools_cmds.register(sub)
     plugins_cmds.register(sub)

@@ -76,6 +76,12 @@ class TriggerError(SquallError):
         self.kind = kind
 
 
+class TriggerLoadError(SquallError):
+    """A triggerer cannot rebuild a deferred task's trigger from its row (the class path
+    does not import, names no ``BaseTrigger``, or the kwargs do not fit): the task
+    instance is failed through ``next_method="__fail__"``, as Airflow does."""
+
+
 class ParamValidationError(SquallError):
     """A DAG's or task's param has no value or one its JSON schema refuses; the message
     names the param (Airflow's ``airflow.exceptions.ParamValidationError``)."""
