@@ -36,7 +36,7 @@ class DagModel(Base):
     #: a dataset schedule's condition, Airflow's ``as_expression()``: a URI string (one
     #: dataset), ``{"all": [...]}``, ``{"any": [...]}`` or ``{"alias": name}``; None for
     #: a schedule without datasets (squall.runs.dataset_conditions reads it)
-    dataset_expression: Mapped[Any] = mapped_column(JSON)
+    dataset_expression: Mapped[Any] = mapped_column(JSON, nullable=True)
 
     def __repr__(self) -> str:
         return f"<DagModel {self.dag_id} paused={self.is_paused} active={self.is_active}>"
