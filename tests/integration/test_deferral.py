@@ -406,3 +406,46 @@ def test_marking_a_deferred_task_instance_deletes_its_trigger(
     assert row.state == (TI.SUCCESS if how == "task" else TI.FAILED)
     assert (row.next_method, row.trigger_id) == (None, None)
     assert triggers(session_factory) == {}
+
+
+# --------------------------------------------------------------------------- the API
+
+
+def test_the_api_shows_a_deferred_task_instance_with_its_trigger_and_triggerer(
+        tmp_path: Path, session_factory: SessionFactory) -> None:
+    from urllib.parse import quote
+
+    from squall.common.models import Job
+    from tests.support.api import serve
+
+    dag = make_dag()
+    run_id = setup_run(session_factory, dag)
+    deferred = defer_it(session_factory, dag, run_id)
+    with session_scope(session_factory) as session:
+        job = Job(job_type="TriggererJob", state="running", hostname="t1", pid=7,
+                  start_date=NOW, latest_heartbeat=NOW)
+        session.add(job)
+        session.flush()
+        job_id = job.id
+        session.execute(update(Trigger).where(Trigger.id == deferred.trigger_id)
+                        .values(triggerer_id=job_id))
+    settings = Settings.load(env={"SQUALL_HOME": str(tmp_path)})
+    base = f"/api/v1/dags/defer/dagRuns/{quote(run_id, safe='')}/taskInstances"
+    with serve(settings, session_factory) as api:
+        body = api.get(f"{base}/waits").json()
+        # Airflow 2.10's TaskInstance: trigger (TriggerSchema), triggerer_job (JobSchema)
+        assert body["state"] == "deferred" and body["try_number"] == 1
+        assert body["trigger"] == {
+            "id": deferred.trigger_id, "classpath": "tests.support.deferral.PayloadTrigger",
+            "kwargs": str({"payload": {"at": NOW}, "delay": 0.0}),
+            "created_date": body["trigger"]["created_date"], "triggerer_id": job_id}
+        assert body["triggerer_job"]["id"] == job_id
+        assert body["triggerer_job"]["job_type"] == "TriggererJob"
+        assert body["triggerer_job"]["hostname"] == "t1"
+        listed = api.get(base, params={"state": "deferred"}).json()["task_instances"]
+        assert [t["task_id"] for t in listed] == ["waits"]
+        other = api.get(f"{base}/limited").json()
+        assert (other["trigger"], other["triggerer_job"]) == (None, None)
+        pool = api.get("/api/v1/pools/default_pool").json()
+        # a deferred task instance holds no slot; Airflow counts it in deferred_slots
+        assert (pool["deferred_slots"], pool["occupied_slots"]) == (1, 0)
