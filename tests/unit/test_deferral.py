@@ -159,3 +159,4 @@ def test_deferred_is_unfinished_in_flight_and_holds_no_slot() -> None:
     # Airflow: a timed-out run and fail_stop skip it; marking the run failed fails it
     assert d in TIMEOUT_SKIP_STATES and d in FAIL_STOP_SKIP_STATES
     assert d in MARK_RUN_FAILED_FAILS
+
