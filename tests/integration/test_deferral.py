@@ -449,3 +449,43 @@ def test_the_api_shows_a_deferred_task_instance_with_its_trigger_and_triggerer(
         pool = api.get("/api/v1/pools/default_pool").json()
         # a deferred task instance holds no slot; Airflow counts it in deferred_slots
         assert (pool["deferred_slots"], pool["occupied_slots"]) == (1, 0)
+
+
+# --------------------------------------------------------------------------- dags test
+
+
+class DefersTo(BaseOperator):
+    def __init__(self, *, trigger: Any, wait: timedelta | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.trigger = trigger
+        self.wait = wait
+
+    def execute(self, context: Context) -> Any:
+        self.defer(trigger=self.trigger, method_name="done", kwargs={"n": 1},
+                   timeout=self.wait)
+
+    def done(self, context: Context, event: Any = None, n: int = 0) -> Any:
+        return {"event": event, "n": n, "try": context["ti"].try_number}
+
+
+def test_dags_test_runs_triggers_inline(session_factory: SessionFactory) -> None:
+    from squall.scheduler.local_run import run_dag_locally
+    from tests.support.deferral import FailingTrigger
+
+    dag = DAG("inline", schedule=None, start_date=datetime(2024, 1, 1, tzinfo=UTC))
+    with dag:
+        DefersTo(task_id="fires", trigger=PayloadTrigger(payload="hello"))
+        DefersTo(task_id="raises", trigger=FailingTrigger("no luck"))
+        DefersTo(task_id="times_out", trigger=PayloadTrigger(payload="late", delay=30),
+                 wait=timedelta(seconds=0.5))
+    result = run_dag_locally(dag, session_factory)
+    states = {t.task_id: (t.state, t.try_number, t.state_reason) for t in result.task_instances}
+    # Airflow 2.10's dags test runs the trigger inline (_run_inline_trigger) and resumes
+    assert states["fires"] == ("success", 1, None)
+    assert states["raises"][:2] == ("failed", 1)
+    assert "RuntimeError: no luck" in (states["raises"][2] or "")
+    assert states["times_out"] == ("failed", 1, f"TaskDeferralError: {TRIGGER_TIMEOUT_ERROR}")
+    with session_scope(session_factory) as session:
+        assert xcom.pull(session, dag_id="inline", run_id=result.run_id,
+                         task_ids="fires") == {"event": "hello", "n": 1, "try": 1}
+    assert triggers(session_factory) == {}

@@ -69,3 +69,18 @@ def fail_trigger(factory: SessionFactory, trigger_id: int, error: str,
     return _move(factory, trigger_id, lambda ti: {
         "next_method": TRIGGER_FAIL_METHOD,
         "next_kwargs": {"error": error, "traceback": traceback or []}})
+
+
+class FailingTrigger(BaseTrigger):
+    """Raises ``RuntimeError(message)`` when run."""
+
+    def __init__(self, message: str = "boom") -> None:
+        super().__init__()
+        self.message = message
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (f"{type(self).__module__}.{type(self).__qualname__}", {"message": self.message})
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        raise RuntimeError(self.message)
+        yield TriggerEvent(None)  # pragma: no cover - an async generator
