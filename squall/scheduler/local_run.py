@@ -356,17 +356,23 @@ def run_task_locally(
             ).values(map_index=map_index).execution_options(synchronize_session=False))
         ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id, map_index))
         schedule_tis(session, [ti], now=utcnow())
-    with session_scope(session_factory) as session:
-        ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id, map_index))
-        start = utcnow()
-        compare_and_set_state(session, ti.key, expected=TaskInstanceState.SCHEDULED,
-                              try_number=ti.try_number, new_state=TaskInstanceState.RUNNING,
-                              start_date=start, hostname=hostname, pid=os.getpid())
-    path = task_log_path(log_folder, ti.key, ti.try_number) if log_folder else None
-    run_try(TrySpec(task, run, try_number=ti.try_number, max_tries=ti.max_tries,
-                    start_date=start, hostname=hostname, log_path=path, test_mode=True,
-                    map_index=map_index),
-            session_factory, local_hooks())
+    while True:
+        with session_scope(session_factory) as session:
+            ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id, map_index))
+            resume = resume_of(ti.next_method, ti.next_kwargs)
+            start = (ti.start_date or utcnow()) if resume else utcnow()
+            compare_and_set_state(session, ti.key, expected=TaskInstanceState.SCHEDULED,
+                                  try_number=ti.try_number, new_state=TaskInstanceState.RUNNING,
+                                  start_date=start, hostname=hostname, pid=os.getpid())
+        path = task_log_path(log_folder, ti.key, ti.try_number) if log_folder else None
+        result = run_try(TrySpec(task, run, try_number=ti.try_number, max_tries=ti.max_tries,
+                                 start_date=start, hostname=hostname, log_path=path,
+                                 test_mode=True, map_index=map_index, resume=resume),
+                         session_factory, local_hooks())
+        # a deferred try: its trigger runs here, then it resumes (Airflow's tasks test)
+        if result.state != TaskInstanceState.DEFERRED or not _fire_deferred_inline(
+                session_factory, run):
+            break
     with session_scope(session_factory) as session:
         ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id, map_index))
     return TaskInstanceSummary(ti.task_id, ti.state, ti.try_number, ti.start_date, ti.end_date,

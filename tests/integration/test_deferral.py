@@ -489,3 +489,14 @@ def test_dags_test_runs_triggers_inline(session_factory: SessionFactory) -> None
         assert xcom.pull(session, dag_id="inline", run_id=result.run_id,
                          task_ids="fires") == {"event": "hello", "n": 1, "try": 1}
     assert triggers(session_factory) == {}
+
+
+def test_tasks_test_runs_the_trigger_inline(session_factory: SessionFactory) -> None:
+    from squall.scheduler.local_run import run_task_locally
+
+    dag = DAG("inline_task", schedule=None, start_date=datetime(2024, 1, 1, tzinfo=UTC))
+    with dag:
+        DefersTo(task_id="fires", trigger=PayloadTrigger(payload="hi"))
+    summary = run_task_locally(dag, "fires", session_factory)
+    # airflow tasks test: _run_inline_trigger, then the task's next_method
+    assert (summary.state, summary.try_number) == ("success", 1)
