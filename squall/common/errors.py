@@ -27,6 +27,11 @@ class DagDefinitionError(SquallError):
     """A DAG is malformed (bad argument, unknown task, wrong schedule)."""
 
 
+class DatasetURIError(DagDefinitionError, ValueError):
+    """A dataset URI Airflow 2.10 refuses (empty, whitespace, not ASCII, the reserved
+    ``airflow`` scheme, longer than 3,000 characters); a ``ValueError`` as in Airflow."""
+
+
 class DuplicateTaskIdError(DagDefinitionError):
     """Two tasks of one DAG share a task_id."""
 

@@ -15,7 +15,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -47,6 +47,12 @@ from squall.common.models import (
 from squall.common.state import DagRunState, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
 from squall.execution import xcom
+from squall.execution.dataset_events import (
+    DatasetEventWriter,
+    inlet_events,
+    success_dataset_events,
+    triggering_dataset_events,
+)
 from squall.execution.deferral import (
     NO_RESUME,
     Deferral,
@@ -59,6 +65,7 @@ from squall.execution.outcome import RetryPolicy
 from squall.execution.task_instance import DbTaskInstance
 from squall.execution.task_output import capture_task_output
 from squall.sdk.current_context import set_current_context
+from squall.sdk.datasets.events import DatasetEventSpec, run_with_metadata
 from squall.sdk.operators.base import BaseOperator, Context
 from squall.sdk.templating import PreviousSuccess, build_context
 from squall.secrets.masking import RedactingFilter
@@ -85,6 +92,8 @@ class TryOutcome:
     exception: BaseException | None = None
     #: what a deferring try writes (``DEFERRED`` only)
     deferral: Deferral | None = None
+    #: a success's dataset events (its outlets, with their extras), recorded with it
+    dataset_events: tuple[DatasetEventSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -116,7 +125,7 @@ def build_task_context(task: BaseOperator, dag_run: DagRun, ti: DbTaskInstance, 
         with session_scope(ti.session_factory) as session:
             previous = previous_success(session, dag_run, task.task_id)
     assert previous is None or isinstance(previous, PreviousSuccess)
-    return build_context(
+    context = build_context(
         dag=task.dag,
         task=task,
         dag_run=dag_run,
@@ -127,6 +136,11 @@ def build_task_context(task: BaseOperator, dag_run: DagRun, ti: DbTaskInstance, 
         previous_success=previous,
         test_mode=test_mode,
     )
+    # the dataset events the task reads come from the database, when first asked for
+    context["inlet_events"] = inlet_events(task.inlets, ti.session_factory)
+    context["triggering_dataset_events"] = triggering_dataset_events(dag_run,
+                                                                     ti.session_factory)
+    return context
 
 
 def previous_success(session: Session, dag_run: DagRun, task_id: str) -> PreviousSuccess | None:
@@ -197,21 +211,26 @@ def execute_try(task: BaseOperator, context: Context, *, clear_xcom: bool = True
         with execution_timeout(task, used=used), set_current_context(context):
             try:
                 task.pre_execute(context)
+                # a generator ``execute`` yields Metadata (Airflow's ExecutionCallableRunner);
+                # a resumed deferred try runs ``resume_execution`` instead
                 if resume is None:
-                    result = task.execute(context)
+                    result = run_with_metadata(task.execute, context.get("outlet_events"),
+                                               context)
                 else:
                     log.info("TaskInstance %s: try %d resumes in %s", ti.key, ti.try_number,
                              resume.next_method)
-                    result = task.resume_execution(resume.next_method, resume.kwargs(),
-                                                   context)
+                    result = run_with_metadata(task.resume_execution,
+                                               context.get("outlet_events"),
+                                               resume.next_method, resume.kwargs(), context)
                 task.post_execute(context, result)
             except TaskTimedOut:
                 safe_on_kill(task)
                 raise
         check_mappable_result(task, result if task.do_xcom_push else None)
+        events = success_dataset_events(task, context)
         if result is not None and task.do_xcom_push:
             ti.xcom_push(xcom.RETURN_VALUE_KEY, result)
-        return TryOutcome(OutcomeKind.SUCCESS)
+        return TryOutcome(OutcomeKind.SUCCESS, dataset_events=events)
     except TaskSkipped as exc:
         log.info("TaskInstance %s: skipped (%s)", ti.key, exc or "TaskSkipped")
         return TryOutcome(OutcomeKind.SKIPPED, error=str(exc) or None)
@@ -273,6 +292,8 @@ class OutcomeRecord:
     reschedule_date: datetime | None = None
     #: DEFERRED: the trigger row to insert with it, ``(classpath, serialized kwargs)``
     trigger: tuple[str, str] | None = None
+    #: a success's dataset events, written in the transaction that records it
+    dataset_events: tuple[DatasetEventSpec, ...] = ()
 
 
 def outcome_record(task: BaseOperator, outcome: TryOutcome, *, try_number: int,
@@ -311,19 +332,22 @@ def outcome_record(task: BaseOperator, outcome: TryOutcome, *, try_number: int,
         # retry starts in execute (Airflow's clear_next_method_args)
         **NO_RESUME,
     }
+    events = outcome.dataset_events if state == TaskInstanceState.SUCCESS else ()
     return OutcomeRecord(state=state, values=values, start_date=start_date,
-                         reschedule_date=outcome.reschedule_date)
+                         reschedule_date=outcome.reschedule_date, dataset_events=events)
 
 
 def write_outcome(session_factory: SessionFactory, key: TaskInstanceKey, *, try_number: int,
                   record: OutcomeRecord,
                   on_recorded: Callable[[Session, TaskInstanceState], None] | None = None,
-                  quiet: bool = False, expected_job_id: int | None = None) -> bool:
+                  quiet: bool = False, expected_job_id: int | None = None,
+                  dataset_events: DatasetEventWriter | None = None) -> bool:
     """Write ``record``, RUNNING -> its state, as a compare-and-set in one transaction (with
-    the scheduler's wake-up, and ``on_recorded(session, state)`` when it won); whether it
-    won. With ``expected_job_id`` the row must also still be that job's. The result is
-    logged unless ``quiet``. A DEFERRED record inserts its trigger row in the same
-    transaction (gone again when the compare-and-set loses)."""
+    the scheduler's wake-up, a success's dataset events through ``dataset_events``, and
+    ``on_recorded(session, state)`` when it won); whether it won. With ``expected_job_id``
+    the row must also still be that job's. The result is logged unless ``quiet``. A
+    DEFERRED record inserts its trigger row in the same transaction (gone again when the
+    compare-and-set loses)."""
     state, now = record.state, record.values["end_date"] or utcnow()
     with session_scope(session_factory) as session:
         values = dict(record.values)
@@ -350,6 +374,12 @@ def write_outcome(session_factory: SessionFactory, key: TaskInstanceKey, *, try_
                 duration=(now - record.start_date).total_seconds(),
                 reschedule_date=record.reschedule_date,
             ))
+        if won and state == TaskInstanceState.SUCCESS and record.dataset_events:
+            if dataset_events is None:
+                log.warning("TaskInstance %s: try %d's dataset events are not recorded (this "
+                            "process records none)", key, try_number)
+            else:
+                dataset_events(session, key, try_number, record.dataset_events)
         if won and on_recorded is not None:
             on_recorded(session, state)
     if not quiet:
@@ -370,7 +400,8 @@ def record_outcome(session_factory: SessionFactory, task: BaseOperator, key: Tas
                    *, try_number: int, max_tries: int, start_date: datetime,
                    outcome: TryOutcome,
                    on_recorded: Callable[[Session, TaskInstanceState], None] | None = None,
-                   expected_job_id: int | None = None) -> TryResult:
+                   expected_job_id: int | None = None,
+                   dataset_events: DatasetEventWriter | None = None) -> TryResult:
     """Write how the try ended, RUNNING -> final state, as a compare-and-set (on the try
     number, and on the job when ``expected_job_id`` is given).
 
@@ -379,7 +410,8 @@ def record_outcome(session_factory: SessionFactory, task: BaseOperator, key: Tas
     record = outcome_record(task, outcome, try_number=try_number, max_tries=max_tries,
                             start_date=start_date)
     won = write_outcome(session_factory, key, try_number=try_number, record=record,
-                        on_recorded=on_recorded, expected_job_id=expected_job_id)
+                        on_recorded=on_recorded, expected_job_id=expected_job_id,
+                        dataset_events=dataset_events)
     return TryResult(state=record.state, recorded=won, outcome=outcome)
 
 
@@ -456,6 +488,8 @@ class TryHooks:
 
     hooks: tuple[TryHook, ...] = ()
     recorder: Recorder | None = None
+    #: records a success's dataset events when the outcome is written here (no recorder)
+    dataset_events: DatasetEventWriter | None = None
 
 
 def run_try(spec: TrySpec, session_factory: SessionFactory, hooks: TryHooks) -> TryResult:
@@ -491,12 +525,14 @@ def run_try(spec: TrySpec, session_factory: SessionFactory, hooks: TryHooks) -> 
         else:
             outcome = execute_try(task, context, clear_xcom=spec.clear_xcom,
                                   resume=spec.resume)
+            if spec.test_mode and outcome.dataset_events:  # Airflow: none in test mode
+                outcome = replace(outcome, dataset_events=())
         for hook in hooks.hooks:
             hook.code_ended(ti)
         if hooks.recorder is None:
             result = record_outcome(session_factory, task, ti.key, try_number=try_number,
                                     max_tries=max_tries, start_date=start_date,
-                                    outcome=outcome)
+                                    outcome=outcome, dataset_events=hooks.dataset_events)
         else:
             record = outcome_record(task, outcome, try_number=try_number,
                                     max_tries=max_tries, start_date=start_date)

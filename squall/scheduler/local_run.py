@@ -18,7 +18,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from squall.common.state import (
 from squall.execution.deferral import delete_triggers, resume_of
 from squall.execution.runner import TrySpec, run_try, task_log_path
 from squall.execution.try_hooks import local_hooks
+from squall.runs.datasets import record_try_events
 from squall.runs.run_creation import create_dag_run
 from squall.runs.ti_updates import schedule_tis
 from squall.runs.trigger import trigger_dag_run
@@ -184,7 +185,7 @@ def _run_scheduled(dag: DAG, run: DagRun, session_factory: SessionFactory, hostn
                        TaskInstance.map_index)
         ).all()
     ran = 0
-    hooks = local_hooks()
+    hooks = replace(local_hooks(), dataset_events=record_try_events)
     for ti in scheduled:
         start = utcnow()
         with session_scope(session_factory) as session:
@@ -368,7 +369,8 @@ def run_task_locally(
         result = run_try(TrySpec(task, run, try_number=ti.try_number, max_tries=ti.max_tries,
                                  start_date=start, hostname=hostname, log_path=path,
                                  test_mode=True, map_index=map_index, resume=resume),
-                         session_factory, local_hooks())
+                         session_factory,
+                         replace(local_hooks(), dataset_events=record_try_events))
         # a deferred try: its trigger runs here, then it resumes (Airflow's tasks test)
         if result.state != TaskInstanceState.DEFERRED or not _fire_deferred_inline(
                 session_factory, run):

@@ -62,6 +62,7 @@ from squall.execution.runner import (
     task_log_path,
     write_outcome,
 )
+from squall.runs.datasets import record_try_events
 from squall.sdk.examples import EXAMPLES_FOLDER
 from squall.sdk.operators.base import BaseOperator
 from squall.sdk.templating import PreviousSuccess
@@ -223,7 +224,7 @@ class TryWrites:
         with the job row's end in the same transaction; whether it won."""
         return self._once_more_on_disconnect("writing the outcome", lambda: write_outcome(
             self._factory, self.key, try_number=self.try_number, record=record,
-            on_recorded=self._finish_job_with, quiet=True))
+            on_recorded=self._finish_job_with, quiet=True, dataset_events=record_try_events))
 
     def record_load_error(self, reason: str) -> TryResult:
         """The forked task process could not load its task: the try failed with
@@ -399,5 +400,6 @@ def outcome_writer(factory: SessionFactory, key: TaskInstanceKey, *,
     compare-and-set from RUNNING at ``try_number``, with the scheduler's wake-up, in one
     transaction (:func:`~squall.execution.runner.write_outcome`)."""
     def write(record: OutcomeRecord) -> bool:
-        return write_outcome(factory, key, try_number=try_number, record=record)
+        return write_outcome(factory, key, try_number=try_number, record=record,
+                             dataset_events=record_try_events)
     return write

@@ -52,7 +52,7 @@ def test_no_retry_fails_whatever_the_tries_left() -> None:
 
 def test_values_clip_the_reason_and_set_next_retry_at_only_for_a_retry() -> None:
     retried = RetryPolicy(max_tries=1).after_failure(1, now=NOW, reason="x" * 5000)
-    # a failed try leaves nothing to resume: a retry starts in execute (ADR 27)
+    # a failed try leaves nothing to resume: a retry starts in execute (ADR 29)
     assert retried.values(end_date=NOW) == {
         "state_reason": "x" * MAX_STATE_REASON, "end_date": NOW, "next_retry_at": NOW,
         **NO_RESUME}
