@@ -204,8 +204,9 @@ class SLAMiss(_Out):
 class TaskInstance(_Out):
     """A task instance as Airflow 2's API answers it. ``unixname`` is ``""``: Squall does
     not record the Unix user a try ran as (as ``hostname`` is ``""`` before a try ran).
-    ``trigger`` and ``triggerer_job`` are ``null`` (no deferred tasks); ``executor`` is
-    ``null`` (the deployment's one executor)."""
+    ``trigger`` is the trigger a deferred task instance waits on (Airflow's ``Trigger``
+    shape), ``triggerer_job`` the triggerer's job row holding it (``Job``), else ``null``;
+    ``executor`` is ``null`` (the deployment's one executor)."""
 
     task_id: str
     task_display_name: str

@@ -113,6 +113,13 @@ class SerializationError(SquallError):
     """A DAG cannot be serialized, or serialized data cannot be turned back into a DAG."""
 
 
+class TaskDeferralError(SquallError):
+    """A deferred try cannot go on (Airflow: ``TaskDeferralError``): its trigger raised, or
+    its trigger or execution timeout passed before the trigger fired. Raised when the try
+    resumes on a worker with ``next_method="__fail__"``; the try fails (retried per
+    ``retries``, as any failure of the task's code)."""
+
+
 class DatabaseMigrationError(SquallError):
     """The metadata database could not be migrated, reset or inspected."""
 

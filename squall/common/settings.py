@@ -157,6 +157,9 @@ class SchedulerSettings(_Section):
     zombie_threshold: float = Field(default=60.0, gt=0)
     zombie_detection_interval: float = Field(default=10.0, gt=0)
     task_queued_timeout: float = Field(default=600.0, gt=0)
+    #: how often deferred task instances past their trigger timeout are failed, and unused
+    #: trigger rows deleted (as Airflow's)
+    trigger_timeout_check_interval: float = Field(default=15.0, gt=0)
     #: a scheduler whose job heartbeat is older than this is dead: others adopt its tasks
     scheduler_health_check_threshold: float = Field(default=30.0, gt=0)
     #: how often a running scheduler looks for task instances of dead schedulers

@@ -64,7 +64,6 @@ UNSUPPORTED_NAMES: Final[dict[tuple[str, str], str]] = {
     ("airflow.models", "DagRun"): UNSUPPORTED_MODULES["airflow.models.dagrun"],
     ("airflow.models", "DagBag"): UNSUPPORTED_MODULES["airflow.models.dagbag"],
     ("airflow.models", "Pool"): UNSUPPORTED_MODULES["airflow.models.pool"],
-    ("airflow.exceptions", "TaskDeferred"): _DEFERRABLE,
 }
 
 

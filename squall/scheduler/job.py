@@ -31,7 +31,9 @@ e. the watch (:mod:`squall.scheduler.watchdog`): every ``[scheduler]
    ``[scheduler] orphaned_tasks_check_interval`` (at most ``scheduler_health_check_threshold``)
    the in-flight task instances of dead schedulers are adopted; adopted ones still PENDING
    past ``[celery] task_adoption_timeout`` go back to SCHEDULED; tracked tries over in the
-   database that step b did not let go of stop being tracked;
+   database that step b did not let go of stop being tracked; every ``[scheduler]
+   trigger_timeout_check_interval`` deferred task instances past their trigger timeout are
+   scheduled to fail, and trigger rows no deferred task instance waits on are deleted;
 f. heartbeat the ``job`` row every ``[scheduler] scheduler_heartbeat_sec``.
 
 A database outage (an ``OperationalError``, or a ``DBAPIError`` that invalidated its
@@ -103,10 +105,12 @@ from squall.scheduler.dag_runs import (
 from squall.scheduler.executor import EventKind, ExecutorEvent, PublishOutcome, QueuedTask
 from squall.scheduler.watchdog import (
     adopt_orphans,
+    clean_unused_triggers,
     end_stale_restarting,
     fail_stuck_queued,
     fail_zombies,
     reset_adopted,
+    time_out_deferred,
     tries_over,
 )
 from squall.sdk.examples import EXAMPLES_FOLDER
@@ -174,13 +178,15 @@ class LoopStats:
     queued_timeouts: int = 0
     adopted: int = 0
     adoption_resets: int = 0
+    trigger_timeouts: int = 0  # deferred task instances scheduled to fail (timed out)
     active_runs: int = 0  # QUEUED + RUNNING runs of unpaused DAGs
 
     @property
     def did_work(self) -> bool:
         return any((self.runs_created, self.runs_started, self.runs_finished,
                     self.tis_scheduled, self.tis_queued, self.publish_failed, self.events,
-                    self.zombies, self.queued_timeouts, self.adopted, self.adoption_resets))
+                    self.zombies, self.queued_timeouts, self.adopted, self.adoption_resets,
+                    self.trigger_timeouts))
 
 
 class SchedulerJob:
@@ -218,6 +224,7 @@ class SchedulerJob:
         #: monotonic times of the last watch steps (0: at the first loop)
         self._last_zombie_check = 0.0
         self._last_adoption_check = 0.0
+        self._last_trigger_check = 0.0
         #: monotonic time of the last backfill step that found no active backfill (None:
         #: one was found, or not looked yet: the step runs every loop)
         self._no_backfill_since: float | None = None
@@ -548,6 +555,12 @@ class SchedulerJob:
                                      adopted=True)
             stats.adopted += len(adopted)
             self._last_adoption_check = mono
+        if (not self._last_trigger_check
+                or mono - self._last_trigger_check >= sched.trigger_timeout_check_interval):
+            with session_scope(self._factory) as session:
+                stats.trigger_timeouts += time_out_deferred(session, now=self._clock())
+                clean_unused_triggers(session)
+            self._last_trigger_check = mono
         if self._last_zombie_check and (
                 mono - self._last_zombie_check < sched.zombie_detection_interval):
             return

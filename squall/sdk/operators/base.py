@@ -436,6 +436,29 @@ class BaseOperator(SetupTeardownMixin, DependencyMixin, metaclass=BaseOperatorMe
         raise TaskDeferred(trigger=trigger, method_name=method_name, kwargs=kwargs,
                            timeout=timeout)
 
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None,
+                         context: Context) -> Any:
+        """Airflow's ``BaseOperator.resume_execution``: what a deferred try runs on the
+        worker instead of :meth:`execute` when it resumes, ``next_method(context,
+        **next_kwargs)`` (the trigger's event is ``next_kwargs["event"]``). The method
+        ``__fail__`` raises :class:`~squall.common.errors.TaskDeferralError` with
+        ``next_kwargs["error"]`` (the trigger raised, or the wait timed out)."""
+        from squall.common.errors import TaskDeferralError
+        from squall.common.state import TRIGGER_FAIL_METHOD
+
+        if next_method == TRIGGER_FAIL_METHOD:
+            next_kwargs = next_kwargs or {}
+            trace = next_kwargs.get("traceback")
+            if trace:
+                log.error("Trigger failed:\n%s", "\n".join(str(line) for line in trace))
+            raise TaskDeferralError(next_kwargs.get("error", "Unknown"))
+        method = getattr(self, next_method, None)
+        if method is None or not callable(method):
+            raise TaskDeferralError(
+                f"task {self.task_id}: cannot resume: {type(self).__name__} has no method "
+                f"{next_method!r}")
+        return method(context, **(next_kwargs or {}))
+
     def on_kill(self) -> None:
         """Called when the try is killed (timeout, SIGTERM): release external resources."""
 
