@@ -6,8 +6,7 @@ a. create the due scheduled runs (QUEUED) and move each DAG's ``next_dagrun`` on
    (:func:`~squall.scheduler.dag_runs.create_due_dag_runs`); create the dataset-triggered
    runs of the DAGs whose queued datasets meet their condition
    (:func:`~squall.scheduler.dag_runs.create_dataset_dag_runs`; an event recorded wakes
-   the loop); create the next runs of each
-   active backfill and end the finished backfills
+   the loop); create the next runs of each active backfill and end the finished backfills
    (:func:`~squall.scheduler.backfill_driver.drive_backfills`). Once that step found no
    active backfill, and while the waker hands over what was notified (PostgreSQL), it is
    skipped until a backfill's notification (:func:`~squall.common.wakeup.notify_backfill`,
@@ -33,13 +32,13 @@ e. the watch (:mod:`squall.scheduler.watchdog`): every ``[scheduler]
    past ``[celery] task_adoption_timeout`` go back to SCHEDULED; tracked tries over in the
    database that step b did not let go of stop being tracked; every ``[scheduler]
    trigger_timeout_check_interval`` deferred task instances past their trigger timeout are
-   scheduled to fail, and trigger rows no deferred task instance waits on are deleted;
+   scheduled to fail, trigger rows no deferred task instance waits on are deleted;
 f. heartbeat the ``job`` row every ``[scheduler] scheduler_heartbeat_sec``.
 
-A database outage (an ``OperationalError``, or a ``DBAPIError`` that invalidated its
-connection) never ends :meth:`SchedulerJob.run`: the loop's transaction is rolled back, the
-outage is logged once at ERROR (and counted, ``scheduler.outage``) and once when it is
-over, and the loop retries with an exponential backoff up to ``MAX_OUTAGE_BACKOFF`` seconds.
+A database outage (``OperationalError``, or a ``DBAPIError`` that invalidated its connection)
+never ends :meth:`SchedulerJob.run`: the transaction is rolled back, the outage logged once at
+ERROR (``scheduler.outage``) and once when over, and the loop retries with an exponential
+backoff up to ``MAX_OUTAGE_BACKOFF`` seconds.
 
 :meth:`SchedulerJob.run` repeats that until :meth:`SchedulerJob.stop` or SIGTERM / SIGINT
 (the handlers only set a flag: the loop finishes its transaction and exits, marking its job
