@@ -31,8 +31,7 @@ e. the watch (:mod:`squall.scheduler.watchdog`): every ``[scheduler]
    the in-flight task instances of dead schedulers are adopted; adopted ones still PENDING
    past ``[celery] task_adoption_timeout`` go back to SCHEDULED; tracked tries over in the
    database that step b did not let go of stop being tracked; every ``[scheduler]
-   trigger_timeout_check_interval`` deferred task instances past their trigger timeout are
-   scheduled to fail, trigger rows no deferred task instance waits on are deleted;
+   trigger_timeout_check_interval`` timed-out deferred tries are scheduled to fail (ADR 30);
 f. heartbeat the ``job`` row every ``[scheduler] scheduler_heartbeat_sec``.
 
 A database outage (``OperationalError``, or a ``DBAPIError`` that invalidated its connection)
@@ -41,11 +40,10 @@ ERROR (``scheduler.outage``) and once when over, and the loop retries with an ex
 backoff up to ``MAX_OUTAGE_BACKOFF`` seconds.
 
 :meth:`SchedulerJob.run` repeats that until :meth:`SchedulerJob.stop` or SIGTERM / SIGINT
-(the handlers only set a flag: the loop finishes its transaction and exits, marking its job
-row ``success``), sleeping ``[scheduler] scheduler_idle_sleep_time`` after a loop that did
-nothing. It starts and stops the DAG processor when it has one. No user code runs here:
-DAGs come from ``serialized_dag``; the callbacks a zombie or a finished run calls for are
-recorded as ``callback_request`` rows, which the DAG processor runs (ADR 8).
+(a flag: the loop finishes its transaction and exits, its job row ``success``), sleeping
+``[scheduler] scheduler_idle_sleep_time`` after a loop that did nothing; it runs the DAG
+processor when it has one. No user code runs here: DAGs come from ``serialized_dag``;
+callbacks are ``callback_request`` rows the DAG processor runs (ADR 8).
 """
 
 from __future__ import annotations
