@@ -191,3 +191,9 @@ class TaskDeferred(TaskControl):
         self.method_name = method_name
         self.kwargs = kwargs
         self.timeout = timeout
+
+
+class TaskDeferralError(SquallError):
+    """A deferred try cannot resume as asked: its trigger failed, or it timed out before
+    firing (Airflow: TaskDeferralError). Raised on the worker when the try resumes in
+    ``__fail__``; an ordinary failure, so the task's retries apply."""

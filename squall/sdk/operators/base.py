@@ -436,6 +436,26 @@ class BaseOperator(SetupTeardownMixin, DependencyMixin, metaclass=BaseOperatorMe
         raise TaskDeferred(trigger=trigger, method_name=method_name, kwargs=kwargs,
                            timeout=timeout)
 
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None,
+                         context: Context) -> Any:
+        """Where a deferred try resumes (Airflow's ``BaseOperator.resume_execution``):
+        ``next_method(context, **next_kwargs)`` (the trigger's payload is
+        ``next_kwargs["event"]``); ``__fail__`` (its trigger failed or timed out) raises
+        :class:`~squall.common.errors.TaskDeferralError` with the recorded error, after
+        logging the trigger's traceback if there is one."""
+        from squall.common.errors import TaskDeferralError
+        from squall.sdk.triggers.base import FAIL_METHOD
+
+        if next_method == FAIL_METHOD:
+            details = next_kwargs or {}
+            traceback = details.get("traceback")
+            if traceback:
+                lines = [traceback] if isinstance(traceback, str) else list(traceback)
+                log.error("Trigger failed:\n%s", "\n".join(str(line) for line in lines))
+            raise TaskDeferralError(str(details.get("error", "Unknown")))
+        method = getattr(self, next_method)
+        return method(context, **(next_kwargs or {}))
+
     def on_kill(self) -> None:
         """Called when the try is killed (timeout, SIGTERM): release external resources."""
 

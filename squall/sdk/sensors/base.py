@@ -13,6 +13,7 @@ from squall.common.errors import (
     DagDefinitionError,
     Reschedule,
     SensorTimeout,
+    SquallError,
     TaskControl,
     TaskFailedNoRetry,
     TaskSkipped,
@@ -174,6 +175,20 @@ class BaseSensorOperator(BaseOperator):
             log.info("Condition not met; poking again in %s seconds", interval)
             self.clock.sleep(interval)
             poke_number += 1
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None,
+                         context: Context) -> Any:
+        """A deferred sensor resuming: as :meth:`BaseOperator.resume_execution`, but with
+        ``soft_fail`` an Airflow-exception failure (the trigger failed or timed out, or the
+        resumed method raised one: :class:`SquallError`, ``AirflowFailException``,
+        ``AirflowSensorTimeout``, ``AirflowTaskTimeout``) skips the task instead, as Airflow
+        2.10's ``BaseSensorOperator.resume_execution``. Other exceptions fail it."""
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except (SquallError, TaskFailedNoRetry, TaskTimedOut) as exc:
+            if self.soft_fail:
+                raise TaskSkipped(str(exc)) from exc
+            raise
 
     def next_poke_interval(self, poke_number: int, elapsed: float) -> float:
         """Seconds to wait after false poke number ``poke_number`` (1 for the first),

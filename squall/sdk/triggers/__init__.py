@@ -1,5 +1,21 @@
 """Triggers: the asyncio waits a deferred task hands to a triggerer (``squall triggerer``)."""
 
-from squall.sdk.triggers.base import BaseTrigger, TriggerEvent
+from squall.sdk.triggers.base import (
+    FAIL_METHOD,
+    BaseTaskEndEvent,
+    BaseTrigger,
+    TaskFailedEvent,
+    TaskSkippedEvent,
+    TaskSuccessEvent,
+    TriggerEvent,
+)
 
-__all__ = ["BaseTrigger", "TriggerEvent"]
+__all__ = [
+    "FAIL_METHOD",
+    "BaseTaskEndEvent",
+    "BaseTrigger",
+    "TaskFailedEvent",
+    "TaskSkippedEvent",
+    "TaskSuccessEvent",
+    "TriggerEvent",
+]
