@@ -16,12 +16,11 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from squall.common.db import session_scope
 from squall.common.errors import DagDefinitionError, SquallError, TaskSkipped
-from squall.common.models import DagModel, DagRun, SerializedDagModel, TaskInstance
+from squall.common.models import DagModel
 from squall.common.state import DagRunState, TaskInstanceState
 from squall.sdk.operators.base import BaseOperator, Context, session_factory_of
 from squall.sdk.operators.python import determine_kwargs
