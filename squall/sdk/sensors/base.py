@@ -94,6 +94,9 @@ class BaseSensorOperator(BaseOperator):
     * ``silent_fail``: an exception raised by ``poke`` is logged and counts as a false poke.
       ``never_fail``: such an exception skips the task instead of failing it.
 
+    A deferrable sensor (the ``*Async`` sensors, ``deferrable=True``) hands its wait to a
+    trigger instead; :meth:`resume_execution` applies ``soft_fail`` to the resumed try.
+
     ``clock`` (a :class:`SensorClock`, the real one unless set on the instance) is where the
     sensor reads the time and sleeps between pokes; it is not a constructor argument, so the
     constructor stays Airflow's.
