@@ -100,6 +100,9 @@ def test_the_deferral_dag_files_through_a_cluster(pg_cluster: Cluster, tmp_path:
 
     # file_later hands its wait to the triggerer (deferred, with a trigger), freeing its slot
     def later_is_deferred() -> bool:
+        for proc in cluster.procs:
+            if proc.process.poll() is not None:
+                raise AssertionError(f"{proc.name} died:\n{cluster.logs()}")
         ti = cluster.task_instances("af210_defer_file", runs["af210_defer_file"]).get(
             "file_later")
         return ti is not None and ti.state == "deferred" and ti.trigger_id is not None
