@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from squall.common.state import DagRunType
+
 
 class _Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -72,9 +74,9 @@ class DAGCollection(CollectionInfo):
 
 class DAGDetail(DAG):
     """A DAG with the details of its definition (its last serialized form). ``default_view``
-    and ``orientation`` are the DAG file's, ``dataset_expression`` ``null`` (no data-aware
-    schedules); ``params`` are the DAG's params as Airflow's ``Param.dump()``: ``{name:
-    {"__class", "value", "description", "schema"}}``."""
+    and ``orientation`` are the DAG file's, ``dataset_expression`` a dataset schedule's
+    condition (``null`` for other schedules); ``params`` are the DAG's params as Airflow's
+    ``Param.dump()``: ``{name: {"__class", "value", "description", "schema"}}``."""
 
     timezone: str | None
     catchup: bool | None
@@ -137,7 +139,8 @@ class SchedulerStatus(HealthStatus):
 
 
 class TriggererStatus(_Out):
-    """Squall has no triggerer: ``status`` is ``null``, as Airflow's when none runs."""
+    """The most recent triggerer's health; ``status`` is ``null`` when no triggerer ever
+    ran, as Airflow's."""
 
     status: str | None
     latest_triggerer_heartbeat: str | None
@@ -173,7 +176,8 @@ class DAGRun(_Out):
     data_interval_start: str | None
     data_interval_end: str | None
     last_scheduling_decision: str | None
-    run_type: str
+    #: as Airflow's spec: backfill, manual, scheduled, dataset_triggered
+    run_type: DagRunType
     state: str
     external_trigger: bool
     conf: dict[str, Any]
@@ -200,8 +204,9 @@ class SLAMiss(_Out):
 class TaskInstance(_Out):
     """A task instance as Airflow 2's API answers it. ``unixname`` is ``""``: Squall does
     not record the Unix user a try ran as (as ``hostname`` is ``""`` before a try ran).
-    ``trigger`` and ``triggerer_job`` are ``null`` (no deferred tasks); ``executor`` is
-    ``null`` (the deployment's one executor)."""
+    ``trigger`` is the trigger a deferred task instance waits on (Airflow's ``Trigger``
+    shape), ``triggerer_job`` the triggerer's job row holding it (``Job``), else ``null``;
+    ``executor`` is ``null`` (the deployment's one executor)."""
 
     task_id: str
     task_display_name: str

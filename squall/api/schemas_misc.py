@@ -19,8 +19,8 @@ class _Out(BaseModel):
 class Pool(_Out):
     """A pool and the slots its task instances hold. ``open_slots`` is -1 for an
     unlimited pool (``slots`` -1: JSON has no infinity, which Airflow's server answers as
-    the invalid JSON ``Infinity``); Squall has no deferred tasks, so ``deferred_slots`` is 0
-    and ``include_deferred`` false."""
+    the invalid JSON ``Infinity``); ``deferred_slots`` are the slots of its deferred task
+    instances, which hold none of it (``include_deferred`` is always false)."""
 
     name: str
     slots: int

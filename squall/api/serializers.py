@@ -9,7 +9,17 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from squall.common.models import DagModel, DagRun, SerializedDagModel, SlaMiss, TaskInstance
+from squall.common.errors import SerializationError
+from squall.common.models import (
+    DagModel,
+    DagRun,
+    Job,
+    SerializedDagModel,
+    SlaMiss,
+    TaskInstance,
+    Trigger,
+)
+from squall.sdk.triggers import serde
 from squall.worker.log_signing import seal
 
 #: the purpose of a DAG's ``file_token`` (its file's path, signed as Airflow signs it)
@@ -109,10 +119,48 @@ def sla_miss_json(miss: SlaMiss | None) -> dict[str, Any] | None:
             "notification_sent": miss.notification_sent}
 
 
+def trigger_json(trigger: Trigger | None) -> dict[str, Any] | None:
+    """Airflow's ``TriggerSchema``: ``kwargs`` is the text of the trigger's arguments
+    (``str(trigger.kwargs)``, as Airflow shows them)."""
+    if trigger is None:
+        return None
+    try:
+        kwargs = str(serde.loads(trigger.kwargs))
+    except (SerializationError, ValueError):
+        kwargs = trigger.kwargs
+    return {"id": trigger.id, "classpath": trigger.classpath, "kwargs": kwargs,
+            "created_date": iso(trigger.created_date), "triggerer_id": trigger.triggerer_id}
+
+
+def job_json(job: Job | None) -> dict[str, Any] | None:
+    """Airflow's ``JobSchema``."""
+    if job is None:
+        return None
+    return {"id": job.id, "dag_id": job.dag_id, "state": job.state, "job_type": job.job_type,
+            "start_date": iso(job.start_date), "end_date": iso(job.end_date),
+            "latest_heartbeat": iso(job.latest_heartbeat), "executor_class": None,
+            "hostname": job.hostname, "unixname": None}
+
+
+def triggers_of(session: Session, tis: list[TaskInstance]
+                ) -> dict[int, tuple[Trigger, Job | None]]:
+    """The trigger rows (with the triggerer job holding each, if any) the deferred ones of
+    ``tis`` wait on, by trigger id (one query)."""
+    ids = sorted({ti.trigger_id for ti in tis if ti.trigger_id is not None})
+    if not ids:
+        return {}
+    rows = session.execute(select(Trigger, Job).outerjoin(Job, Job.id == Trigger.triggerer_id)
+                           .where(Trigger.id.in_(ids))).all()
+    return {trigger.id: (trigger, job) for trigger, job in rows}
+
+
 def task_instance_json(ti: TaskInstance, run: DagRun, sla_miss: SlaMiss | None = None,
-                       display_name: str | None = None) -> dict[str, Any]:
+                       display_name: str | None = None,
+                       trigger: tuple[Trigger, Job | None] | None = None) -> dict[str, Any]:
     """``sla_miss``: the task instance's missed SLA, if it has one; ``display_name``: its
-    task's ``task_display_name`` (the task id when None)."""
+    task's ``task_display_name`` (the task id when None); ``trigger``: the trigger it waits
+    on (deferred) with the triggerer job that holds it (:func:`triggers_of`)."""
+    held, triggerer = trigger if trigger is not None else (None, None)
     return {
         "task_id": ti.task_id, "task_display_name": display_name or ti.task_id,
         "dag_id": ti.dag_id,
@@ -125,7 +173,7 @@ def task_instance_json(ti: TaskInstance, run: DagRun, sla_miss: SlaMiss | None =
         "priority_weight": ti.priority_weight, "operator": ti.operator,
         "queued_when": iso(ti.queued_dttm), "pid": ti.pid, "executor": None,
         "executor_config": str(ti.executor_config or {}), "sla_miss": sla_miss_json(sla_miss),
-        "rendered_map_index": None, "rendered_fields": {}, "trigger": None,
-        "triggerer_job": None, "note": None,
+        "rendered_map_index": None, "rendered_fields": {}, "trigger": trigger_json(held),
+        "triggerer_job": job_json(triggerer), "note": None,
         "state_reason": ti.state_reason,
     }

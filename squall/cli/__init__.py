@@ -18,6 +18,7 @@ from squall.cli import (
     config_cmds,
     connections_cmds,
     dags_cmds,
+    datasets_cmds,
     db_cmds,
     jobs_cmds,
     plugins_cmds,
@@ -25,6 +26,7 @@ from squall.cli import (
     runs_cmds,
     scheduler_cmds,
     standalone_cmds,
+    triggerer_cmds,
     variables_cmds,
     worker_cmds,
 )
@@ -57,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     backfill_cmds.register_backfills(sub)
     clear_cmds.register(sub)
     scheduler_cmds.register(sub)
+    triggerer_cmds.register(sub)
     config_cmds.register(sub)
     pools_cmds.register(sub)
     plugins_cmds.register(sub)
@@ -65,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs_cmds.register(sub)
     variables_cmds.register(sub)
     connections_cmds.register(sub)
+    datasets_cmds.register(sub)
     p = sub.add_parser("version", help="print Squall's version")
     p.set_defaults(func=_print_version)
     _describe_subcommands(parser)

@@ -1,4 +1,5 @@
-"""``squall jobs check``: is a scheduler (or a worker) alive? For health checks."""
+"""``squall jobs check``: is a scheduler (or a worker, or a triggerer) alive? For health
+checks."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from squall.cli.common import CliContext, CliError
 from squall.common.db import session_scope
 from squall.common.models import utcnow
-from squall.runs.jobs import SCHEDULER_JOB_TYPE, alive_job_hostnames
+from squall.runs.jobs import SCHEDULER_JOB_TYPE, TRIGGERER_JOB_TYPE, alive_job_hostnames
 
 log = logging.getLogger(__name__)
 
-JOB_KINDS = ("scheduler", "worker")
+JOB_KINDS = ("scheduler", "worker", "triggerer")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,9 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     jsub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="COMMAND")
     p = jsub.add_parser(
         "check", help="exit 0 when a job of a type is alive, else 1",
-        description="Looks for running jobs of a type (a scheduler's job row, or a Celery "
-        "worker's) whose latest heartbeat is within [scheduler] "
-        "scheduler_health_check_threshold seconds, newest first. Prints 'Found one alive "
+        description="Looks for running jobs of a type (a scheduler's job row, a Celery "
+        "worker's or a triggerer's) whose latest heartbeat is within [scheduler] "
+        "scheduler_health_check_threshold seconds ([triggerer] "
+        "triggerer_health_check_threshold for a triggerer), newest first. Prints 'Found one alive "
         "job.' or 'Found N alive jobs.' and exits 0; exits 1 when none is alive, or when "
         "more than one is and --allow-multiple is not given. Meant for health checks, as "
         "`airflow jobs check`.")
@@ -54,8 +56,11 @@ def run_check(ctx: CliContext, args: argparse.Namespace) -> int:
     from squall.worker.worker_job import JOB_TYPE as WORKER_JOB
 
     worker = args.job_type == "worker"
-    job_type = WORKER_JOB if worker else SCHEDULER_JOB_TYPE
+    job_type = {"worker": WORKER_JOB, "triggerer": TRIGGERER_JOB_TYPE}.get(
+        args.job_type, SCHEDULER_JOB_TYPE)
     threshold = ctx.settings.scheduler.scheduler_health_check_threshold
+    if args.job_type == "triggerer":
+        threshold = ctx.settings.triggerer.triggerer_health_check_threshold
     hosts: set[str] | None = None
     if args.hostname:
         hosts = {args.hostname}

@@ -1,9 +1,10 @@
 """``squall standalone``: the whole system on one machine, no servers to install.
 
-It uses the same processes as a cluster: one ``squall scheduler`` and one ``squall celery
-worker``, started as child processes, against a SQLite metadata database and the embedded
-Celery broker and result backend under ``$SQUALL_HOME``; the REST API and web UI (``squall
-api``) are served from this process, in a thread, on ``[api] host`` and ``[api] port``.
+It uses the same processes as a cluster: one ``squall scheduler``, one ``squall celery
+worker`` and one ``squall triggerer`` (deferred tasks' triggers), started as child
+processes, against a SQLite metadata database and the embedded Celery broker and result
+backend under ``$SQUALL_HOME``; the REST API and web UI (``squall api``) are served from
+this process, in a thread, on ``[api] host`` and ``[api] port``.
 When the database has no user, an ``admin`` user is created with a random password, kept
 in ``$SQUALL_HOME/standalone_admin_password.txt`` (mode 0600) and printed with the URL at
 each start. Ctrl-C (or SIGTERM) stops everything.
@@ -49,13 +50,13 @@ API_START_SECONDS = 20.0
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "standalone", help="run a scheduler, a worker and the API and web UI on this machine "
-        "(no servers needed)",
+        "standalone", help="run a scheduler, a worker, a triggerer and the API and web UI on "
+        "this machine (no servers needed)",
         description="Creates $SQUALL_HOME (default ~/squall) with a SQLite metadata database "
         "and an embedded Celery broker and result backend, loads the example DAGs, and runs "
-        "one scheduler and one Celery worker as child processes, and the REST API and web UI "
-        "([api] host and port), until Ctrl-C. When there is no API user yet it creates "
-        "`admin` with a random password and prints it. Settings from squall.toml / "
+        "one scheduler, one Celery worker and one triggerer as child processes, and the "
+        "REST API and web UI ([api] host and port), until Ctrl-C. When there is no API user "
+        "yet it creates `admin` with a random password and prints it. Settings from squall.toml / "
         "SQUALL__SECTION__KEY still apply (e.g. a PostgreSQL database).")
     p.add_argument("-c", "--concurrency", type=int, default=None,
                    help="worker concurrency (default: [celery] worker_concurrency)")
@@ -226,6 +227,7 @@ def standalone(ctx: CliContext, args: argparse.Namespace) -> int:
     commands = {
         "scheduler": [sys.executable, "-m", "squall", "scheduler"],
         "worker": worker_cmd,
+        "triggerer": [sys.executable, "-m", "squall", "triggerer"],
     }
 
     stopping = False

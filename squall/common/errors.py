@@ -27,6 +27,11 @@ class DagDefinitionError(SquallError):
     """A DAG is malformed (bad argument, unknown task, wrong schedule)."""
 
 
+class DatasetURIError(DagDefinitionError, ValueError):
+    """A dataset URI Airflow 2.10 refuses (empty, whitespace, not ASCII, the reserved
+    ``airflow`` scheme, longer than 3,000 characters); a ``ValueError`` as in Airflow."""
+
+
 class DuplicateTaskIdError(DagDefinitionError):
     """Two tasks of one DAG share a task_id."""
 
@@ -51,6 +56,11 @@ class DagRunAlreadyExists(SquallError):
     """A DAG run with that run_id or logical date already exists."""
 
 
+class DatasetExpressionError(SquallError):
+    """A DAG's stored dataset condition (``dag.dataset_expression``) is not an expression
+    of Airflow's serialized form (a URI, ``all`` / ``any`` lists, an ``alias``)."""
+
+
 class TriggerError(SquallError):
     """A manual run cannot be triggered as asked; the message says why. ``kind`` says
     which way, for the callers that answer with a status: ``not_found`` (no such DAG, or
@@ -64,6 +74,12 @@ class TriggerError(SquallError):
     def __init__(self, message: str, kind: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class TriggerLoadError(SquallError):
+    """A triggerer cannot rebuild a deferred task's trigger from its row (the class path
+    does not import, names no ``BaseTrigger``, or the kwargs do not fit): the task
+    instance is failed through ``next_method="__fail__"``, as Airflow does."""
 
 
 class ParamValidationError(SquallError):
@@ -95,6 +111,13 @@ class PayloadError(SquallError):
 
 class SerializationError(SquallError):
     """A DAG cannot be serialized, or serialized data cannot be turned back into a DAG."""
+
+
+class TaskDeferralError(SquallError):
+    """A deferred try cannot go on (Airflow: ``TaskDeferralError``): its trigger raised, or
+    its trigger or execution timeout passed before the trigger fired. Raised when the try
+    resumes on a worker with ``next_method="__fail__"``; the try fails (retried per
+    ``retries``, as any failure of the task's code)."""
 
 
 class DatabaseMigrationError(SquallError):
@@ -191,9 +214,3 @@ class TaskDeferred(TaskControl):
         self.method_name = method_name
         self.kwargs = kwargs
         self.timeout = timeout
-
-
-class TaskDeferralError(SquallError):
-    """A deferred try cannot resume as asked: its trigger failed, or it timed out before
-    firing (Airflow: TaskDeferralError). Raised on the worker when the try resumes in
-    ``__fail__``; an ordinary failure, so the task's retries apply."""

@@ -14,7 +14,11 @@ still QUEUED: its worker died before starting it), ``zombies_killed``,
 publish failed after every retry), ``scheduler.tasks.adopted``,
 ``scheduler.tasks.adoption_reset``, ``scheduler.orphaned_tasks.cleared``,
 ``scheduler.outage`` / ``worker.outage`` (the metadata database became unreachable),
-``celery.result_backend_outage``.
+``celery.result_backend_outage``, ``dataset.triggered_dagruns`` (runs created because a
+DAG's dataset condition held); the triggerer's (as Airflow names them):
+``triggerer_heartbeat``, ``triggers.succeeded``, ``triggers.failed``,
+``triggers.blocked_main_thread``, ``triggers.running`` (a gauge), and ``triggerer.outage`` /
+``triggerer.lease_lost`` (it stopped its triggers: no renewal within its lease).
 
 Sending a metric never raises and never blocks: a StatsD datagram is one non-blocking
 ``sendto`` on a UDP socket; whatever goes wrong is logged at DEBUG and dropped.
@@ -45,6 +49,15 @@ SCHEDULER_OUTAGE = "scheduler.outage"
 WORKER_OUTAGE = "worker.outage"
 WORKER_LEASE_LOST = "worker.lease_lost"
 RESULT_BACKEND_OUTAGE = "celery.result_backend_outage"
+#: dataset-triggered runs the scheduler created (Airflow's name)
+DATASET_TRIGGERED_DAGRUNS = "dataset.triggered_dagruns"
+TRIGGERER_HEARTBEAT = "triggerer_heartbeat"
+TRIGGERS_SUCCEEDED = "triggers.succeeded"
+TRIGGERS_FAILED = "triggers.failed"
+TRIGGERS_BLOCKED = "triggers.blocked_main_thread"
+TRIGGERS_RUNNING = "triggers.running"
+TRIGGERER_OUTAGE = "triggerer.outage"
+TRIGGERER_LEASE_LOST = "triggerer.lease_lost"
 
 
 class Metrics(Protocol):
@@ -56,7 +69,7 @@ class Metrics(Protocol):
 
 
 #: Counts that tick on every healthy loop: logged at DEBUG, not INFO, to keep logs readable.
-ROUTINE_COUNTS = frozenset({"scheduler.heartbeat"})
+ROUTINE_COUNTS = frozenset({"scheduler.heartbeat", "triggerer_heartbeat"})
 
 
 class LogMetrics:

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from squall.common.errors import SettingsError
-from squall.common.lease_terms import check_lease
+from squall.common.lease_terms import check_lease, check_trigger_lease
 
 if TYPE_CHECKING:
     from cryptography.fernet import Fernet
@@ -157,6 +157,9 @@ class SchedulerSettings(_Section):
     zombie_threshold: float = Field(default=60.0, gt=0)
     zombie_detection_interval: float = Field(default=10.0, gt=0)
     task_queued_timeout: float = Field(default=600.0, gt=0)
+    #: how often deferred task instances past their trigger timeout are failed, and unused
+    #: trigger rows deleted (as Airflow's)
+    trigger_timeout_check_interval: float = Field(default=15.0, gt=0)
     #: a scheduler whose job heartbeat is older than this is dead: others adopt its tasks
     scheduler_health_check_threshold: float = Field(default=30.0, gt=0)
     #: how often a running scheduler looks for task instances of dead schedulers
@@ -189,6 +192,30 @@ class SchedulerSettings(_Section):
         if problem is not None:
             raise ValueError(problem)
         return self
+
+class TriggererSettings(_Section):
+    """``squall triggerer``: the asyncio service that runs deferred tasks' triggers."""
+
+    #: the most triggers one triggerer runs at once (``squall triggerer --capacity``)
+    default_capacity: int = Field(default=1000, ge=1)
+    #: how often a triggerer heartbeats its job row, renews the lease of the triggers it
+    #: holds and claims free ones
+    job_heartbeat_sec: float = Field(default=5.0, gt=0)
+    #: the take-over bound: a trigger whose triggerer has not renewed its lease for this long
+    #: is taken by another triggerer; also how old a triggerer's heartbeat may be for
+    #: ``squall jobs check --job-type triggerer``. A triggerer stops its triggers itself
+    #: when it cannot renew their lease, which is this less a margin (see
+    #: ``squall/common/lease_terms.py``), so one trigger never runs in two triggerers
+    triggerer_health_check_threshold: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _leaves_a_trigger_lease(self) -> TriggererSettings:
+        problem = check_trigger_lease(self.triggerer_health_check_threshold,
+                                      self.job_heartbeat_sec)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
 
 class LoggingSettings(_Section):
     base_log_folder: str = ""  # default: $SQUALL_HOME/logs
@@ -246,6 +273,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "database": DatabaseSettings,
     "celery": CelerySettings,
     "scheduler": SchedulerSettings,
+    "triggerer": TriggererSettings,
     "logging": LoggingSettings,
     "metrics": MetricsSettings,
     "api": ApiSettings,
@@ -267,6 +295,7 @@ class Settings(BaseModel):
     metrics: MetricsSettings
     api: ApiSettings
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    triggerer: TriggererSettings = Field(default_factory=TriggererSettings)
     #: where each non-default value came from, "section.key" -> "file PATH" / "env NAME"
     sources: dict[str, str] = Field(default_factory=dict)
 

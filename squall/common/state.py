@@ -29,6 +29,14 @@ class TaskInstanceState(StrEnum):
     DEFERRED = "deferred"
 
 
+#: The ``next_method`` of a deferred task instance that must fail when it resumes (its
+#: trigger raised, or it timed out): Airflow's ``__fail__``. ``next_kwargs["error"]`` says why.
+TRIGGER_FAIL_METHOD = "__fail__"
+#: ``next_kwargs["error"]`` of a deferred task instance whose trigger or execution timeout
+#: passed before its trigger fired (Airflow's ``check_trigger_timeouts``).
+TRIGGER_TIMEOUT_ERROR = "Trigger/execution timeout"
+
+
 class DagRunState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -128,11 +136,11 @@ BACKLOG_STATES: frozenset[TaskInstanceState] = frozenset({TI.SCHEDULED, TI.QUEUE
 FAIL_STOP_FAIL_STATES: frozenset[TaskInstanceState] = frozenset({TI.RUNNING, TI.RESTARTING})
 #: ... and skips these (not started, or waiting to start again)
 FAIL_STOP_SKIP_STATES: frozenset[TaskInstanceState] = frozenset(
-    {TI.NONE, TI.SCHEDULED, TI.QUEUED, TI.UP_FOR_RETRY, TI.UP_FOR_RESCHEDULE}
+    {TI.NONE, TI.SCHEDULED, TI.QUEUED, TI.UP_FOR_RETRY, TI.UP_FOR_RESCHEDULE, TI.DEFERRED}
 )
 #: Unfinished states a timed-out run's task instances are skipped from (not the running ones).
 TIMEOUT_SKIP_STATES: frozenset[TaskInstanceState] = frozenset(
-    {TI.NONE, TI.SCHEDULED, TI.UP_FOR_RETRY, TI.UP_FOR_RESCHEDULE}
+    {TI.NONE, TI.SCHEDULED, TI.UP_FOR_RETRY, TI.UP_FOR_RESCHEDULE, TI.DEFERRED}
 )
 #: Leaf states that make a finished run a success (removed leaves are not looked at).
 LEAF_SUCCESS_STATES: frozenset[TaskInstanceState] = frozenset({TI.SUCCESS, TI.SKIPPED})
@@ -147,7 +155,7 @@ SIGNATURE_STATES: frozenset[TaskInstanceState] = (
 #: Marking a run failed (the API's PATCH of a run's state): its task instances in one of
 #: these fail ...
 MARK_RUN_FAILED_FAILS: frozenset[TaskInstanceState] = frozenset(
-    {TI.RUNNING, TI.UP_FOR_RESCHEDULE}
+    {TI.RUNNING, TI.UP_FOR_RESCHEDULE, TI.DEFERRED}
 )
 #: ... and those in one of these are skipped (the others are left as they are).
 MARK_RUN_FAILED_SKIPS: frozenset[TaskInstanceState] = frozenset(

@@ -149,6 +149,8 @@ SUPPORTED_MODULES: Final[dict[str, dict[str, str]]] = {
         "AirflowSensorTimeout": "squall.common.errors:SensorTimeout",
         "AirflowTaskTimeout": "squall.common.errors:TaskTimedOut",
         "AirflowException": "squall.common.errors:SquallError",
+        "TaskDeferred": "squall.common.errors:TaskDeferred",
+        "TaskDeferralError": "squall.common.errors:TaskDeferralError",
         "ParamValidationError": "squall.common.errors:ParamValidationError",
         "RemovedInAirflow3Warning": "squall.sdk.deprecation:DeprecatedArgumentWarning",
     },

@@ -69,9 +69,31 @@ AUTHORING_MODULES: Final[dict[str, dict[str, str]]] = {
         "NullTimetable": "squall.sdk.timetables.base:NullTimetable",
         "OnceTimetable": "squall.sdk.timetables.base:OnceTimetable",
         "ContinuousTimetable": "squall.sdk.timetables.continuous:ContinuousTimetable",
+        "DatasetTriggeredTimetable": "squall.sdk.timetables.datasets:DatasetTriggeredTimetable",
     },
     "airflow.plugins_manager": {"AirflowPlugin": "squall.sdk.plugins:AirflowPlugin"},
+    # ---- issue 25: datasets (data-aware scheduling)
+    "airflow": {"Dataset": "squall.sdk.datasets:Dataset"},
+    "airflow.datasets": {
+        name: f"squall.sdk.datasets:{name}"
+        for name in ("Dataset", "DatasetAlias", "DatasetAll", "DatasetAny", "BaseDataset")
+    },
+    "airflow.datasets.metadata": {"Metadata": "squall.sdk.datasets.metadata:Metadata"},
+    "airflow.timetables.datasets": {
+        "DatasetOrTimeSchedule": "squall.sdk.timetables.datasets:DatasetOrTimeSchedule",
+    },
+    "airflow.models.dataset": {
+        "DatasetModel": "squall.common.models:DatasetModel",
+        "DatasetEvent": "squall.sdk.datasets.events:DatasetEventView",
+        "DatasetAliasModel": "squall.common.models:DatasetAliasModel",
+    },
+    "airflow.utils.context": {
+        "OutletEventAccessors": "squall.sdk.datasets.events:OutletEventAccessors",
+        "OutletEventAccessor": "squall.sdk.datasets.events:OutletEventAccessor",
+        "InletEventsAccessors": "squall.sdk.datasets.events:InletEventsAccessors",
+    },
 }
 
 #: the modules above that are packages in Airflow
-AUTHORING_PACKAGES: Final[frozenset[str]] = frozenset({"airflow.timetables"})
+AUTHORING_PACKAGES: Final[frozenset[str]] = frozenset({"airflow.timetables",
+                                                       "airflow.datasets"})

@@ -18,15 +18,12 @@ __all__ = ["UNSUPPORTED_MODULES", "UNSUPPORTED_NAMES", "attribute_message", "mod
 
 DOCS: Final = "docs/airflow-compat.md"
 
-_DATASETS: Final = "Airflow datasets (data-aware scheduling) are not supported yet"
 _PROVIDERS: Final = ("provider packages are not supported: call the service's client "
                      "library from a @task or PythonOperator")
 _INTERNALS: Final = "Airflow's internals are not part of the authoring API Squall provides"
 
 #: module (or package prefix) -> the feature, in words
 UNSUPPORTED_MODULES: Final[dict[str, str]] = {
-    "airflow.datasets": _DATASETS,
-    "airflow.timetables.datasets": _DATASETS,
     "airflow.operators.subdag": ("SubDagOperator (deprecated in Airflow 2, removed in 3) is "
                                  "not supported: use a TaskGroup"),
     "airflow.operators.generic_transfer": ("GenericTransfer needs database hooks from "
@@ -60,7 +57,6 @@ UNSUPPORTED_MODULES: Final[dict[str, str]] = {
 
 #: (module, name) -> the feature, for names imported from a module Squall provides
 UNSUPPORTED_NAMES: Final[dict[tuple[str, str], str]] = {
-    ("airflow", "Dataset"): _DATASETS,
     ("airflow.models", "XCom"): UNSUPPORTED_MODULES["airflow.models.xcom"],
     ("airflow.models", "DagRun"): UNSUPPORTED_MODULES["airflow.models.dagrun"],
     ("airflow.models", "DagBag"): UNSUPPORTED_MODULES["airflow.models.dagbag"],

@@ -19,10 +19,13 @@ from dateutil.relativedelta import relativedelta  # type: ignore[import-untyped,
 from pendulum.tz.timezone import FixedTimezone, Timezone
 
 from squall.common.errors import SerializationError
+from squall.sdk.datasets import decode_condition, encode_condition
 from squall.sdk.timetables import (
     ContinuousTimetable,
     CronDataIntervalTimetable,
     CustomTimetable,
+    DatasetOrTimeSchedule,
+    DatasetTriggeredTimetable,
     DeltaDataIntervalTimetable,
     NullTimetable,
     OnceTimetable,
@@ -41,7 +44,16 @@ _RELATIVEDELTA_FIELDS = ("years", "months", "days", "hours", "minutes", "seconds
 
 def timetable_spec(dag: DAG) -> dict[str, Any]:
     """The schedule spec of ``dag`` (see :mod:`squall.dag_processing.serialization`)."""
-    timetable: Timetable = dag.timetable
+    return _spec_of(dag, dag.timetable)
+
+
+def _spec_of(dag: DAG, timetable: Timetable) -> dict[str, Any]:
+    if isinstance(timetable, DatasetTriggeredTimetable):
+        return {"type": "dataset", "condition": encode_condition(timetable.dataset_condition)}
+    if isinstance(timetable, DatasetOrTimeSchedule):
+        return {"type": "dataset_or_time",
+                "condition": encode_condition(timetable.dataset_condition),
+                "timetable": _spec_of(dag, timetable.timetable)}
     if isinstance(timetable, NullTimetable):
         return {"type": "none"}
     if isinstance(timetable, OnceTimetable):
@@ -97,6 +109,14 @@ def _custom_spec(dag: DAG, timetable: CustomTimetable) -> dict[str, Any]:
 def timetable_from_spec(spec: Mapping[str, Any]) -> tuple[Timetable, Any]:
     """The timetable and the ``schedule`` value the spec stands for."""
     kind = spec.get("type")
+    if kind == "dataset":
+        condition = decode_condition(spec["condition"])
+        return DatasetTriggeredTimetable(condition), condition
+    if kind == "dataset_or_time":
+        inner, _ = timetable_from_spec(spec["timetable"])
+        both = DatasetOrTimeSchedule(timetable=inner,
+                                     datasets=decode_condition(spec["condition"]))
+        return both, both
     if kind == "none":
         return NullTimetable(), None
     if kind == "once":

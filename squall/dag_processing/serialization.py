@@ -25,7 +25,14 @@ for ``expand_kwargs``; ``"group"``: the mapped task group's id), from which the 
 computes the number of instances (:mod:`squall.runs.mapping`). A task with
 ``max_active_tis_per_dagrun`` has it too; other tasks are serialized as before.
 
-Schedule specs: ``{"type": "none"}``, ``{"type": "once"}``, ``{"type": "continuous"}``,
+A task with ``outlets`` / ``inlets`` has them too: datasets and aliases in the schedule
+condition's encoding (``{"__type": "dataset", "uri", "extra"}``, ``{"__type":
+"dataset_alias", "name"}``; other objects are left out, as Airflow's lineage objects).
+
+Schedule specs: ``{"type": "dataset", "condition"}`` (a dataset condition, Airflow's
+``__type`` encoding: ``dataset``, ``dataset_alias``, ``dataset_all`` / ``dataset_any`` with
+``objects``), ``{"type": "dataset_or_time", "condition", "timetable": <spec>}``,
+``{"type": "none"}``, ``{"type": "once"}``, ``{"type": "continuous"}``,
 ``{"type": "cron", "expression", "timezone"}``, ``{"type": "delta", "seconds", "timezone"}``
 or ``{"type": "delta", "relativedelta": {"years", "months", "days", "hours", "minutes",
 "seconds", "microseconds"}, "timezone"}``. A time zone is a name, or a UTC offset in seconds
@@ -52,6 +59,7 @@ from squall.dag_processing.schedule_spec import (
 from squall.dag_processing.schedule_spec import tz_from_json as _tz_from_json
 from squall.dag_processing.schedule_spec import tz_to_json as _tz_to_json
 from squall.sdk.dag import DAG
+from squall.sdk.datasets import Dataset, DatasetAlias, decode_condition, encode_condition
 from squall.sdk.operators.base import BaseOperator, Context
 from squall.sdk.operators.base_options import DOC_FIELDS
 from squall.sdk.params import NOTSET, Param, ParamsDict
@@ -203,6 +211,12 @@ def _serialize_task(task: BaseOperator) -> dict[str, Any]:
     per_run = getattr(task, "max_active_tis_per_dagrun", None)
     if per_run is not None:
         data["max_active_tis_per_dagrun"] = per_run
+    # only a task with datasets has them (the others' serialized form, and hash, unchanged)
+    for name in ("outlets", "inlets"):
+        encoded = [encode_condition(o) for o in getattr(task, name, None) or ()
+                   if isinstance(o, Dataset | DatasetAlias)]
+        if encoded:
+            data[name] = encoded
     return data
 
 
@@ -377,6 +391,8 @@ def _build_task(
     task.is_teardown = bool(t.get("is_teardown"))
     task.on_failure_fail_dagrun = bool(t.get("on_failure_fail_dagrun"))
     task.external_task_marker = t.get("external_task_marker")
+    task.outlets = [decode_condition(o) for o in t.get("outlets") or ()]
+    task.inlets = [decode_condition(o) for o in t.get("inlets") or ()]
     return task
 
 
@@ -403,7 +419,9 @@ def _build_operator(
         email_on_retry=bool(t.get("email_on_retry", True)),
         sla=_td_from_json(t.get("sla")),
         retries=int(t.get("retries") or 0),
-        retry_delay=_td_from_json(t.get("retry_delay")) or timedelta(seconds=300),
+        # a retry_delay of 0 stays 0 (only a missing one is the default 300 s)
+        retry_delay=_td_from_json(t.get("retry_delay")) if t.get("retry_delay") is not None
+        else timedelta(seconds=300),
         retry_exponential_backoff=bool(t.get("retry_exponential_backoff", False)),
         max_retry_delay=_td_from_json(t.get("max_retry_delay")),
         execution_timeout=_td_from_json(t.get("execution_timeout")),

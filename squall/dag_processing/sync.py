@@ -16,13 +16,19 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pendulum
-from sqlalchemy import delete, or_, select, text, update
+from sqlalchemy import delete, null, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from squall.common.db import is_postgres
 from squall.common.models import DagFile, DagModel, DagRun, ImportError_, SerializedDagModel
 from squall.common.state import DagRunType
+from squall.dag_processing.dataset_sync import (
+    DagDatasets,
+    dag_datasets,
+    resolved_aliases,
+    sync_datasets,
+)
 from squall.dag_processing.serialization import SerializationError, dag_hash, deserialize_dag
 from squall.sdk.dag import DAG
 from squall.sdk.timetables import DataInterval
@@ -81,6 +87,9 @@ def sync_to_db(
       and the ``dag`` rows of a broken file get ``has_import_errors``;
     * DAGs whose file parsed cleanly but no longer defines them become inactive (those of a
       broken file stay as they were);
+    * the datasets the new or changed DAGs name: ``dataset`` / ``dataset_alias`` rows, the
+      schedule and outlet references, ``dag.dataset_expression``, orphaning
+      (:mod:`squall.dag_processing.dataset_sync`);
     * ``next_dagrun``: computed when it is NULL or when the DAG's schedule, start or end date,
       catchup or time zone changed, from the latest scheduled run if there is one;
     * with ``known_files`` (every DAG file there is), DAGs of other files become inactive
@@ -152,6 +161,8 @@ def sync_to_db(
             held_elsewhere.add(dag_id)
 
     written: set[str] = set()
+    #: the datasets named by the DAGs whose serialized form is new or changed
+    changed_datasets: dict[str, DagDatasets] = {}
     for dag_id, data in result.serialized.items():
         if dag_id in held_elsewhere:
             continue
@@ -187,10 +198,18 @@ def sync_to_db(
         row.last_parsed_time = now
         row.has_import_errors = fileloc in broken
         row.params = data["dag"].get("params") or {}
+        named = dag_datasets(data)
+        # SQL NULL, not a JSON null, for a schedule without datasets
+        row.dataset_expression = named.expression if named.expression is not None else null()
+        if named.expression is not None and row.schedule == "Unresolved DatasetAlias" \
+                and resolved_aliases(session, named.schedule_aliases):
+            row.schedule = "Dataset"  # Airflow resolves the alias when it parses the file
 
         new_hash = dag_hash(data)
         stored = serialized_rows.get(dag_id)
         timing_changed = stored is not None and _timing(stored.data) != _timing(data)
+        if stored is None or stored.dag_hash != new_hash:
+            changed_datasets[dag_id] = named
         if stored is None:
             session.add(SerializedDagModel(dag_id=dag_id, fileloc=fileloc, data=data,
                                            dag_hash=new_hash, last_updated=now))
@@ -247,6 +266,10 @@ def sync_to_db(
         for old_error in session.scalars(select(ImportError_)):
             if old_error.filename not in known:
                 session.delete(old_error)
+
+    if changed_datasets:
+        session.flush()  # new dag rows first: the references point at them
+        sync_datasets(session, changed_datasets)
 
     stale = _touch_unchanged(session, result.file_stats, unchanged, now)
     _record_file_stats(session, result.file_stats, broken=broken, unchanged=unchanged,

@@ -29,6 +29,7 @@ from squall.common.metrics import Metrics
 from squall.common.models import TaskInstance, clip_reason, compare_and_set_state
 from squall.common.state import TaskInstanceState
 from squall.execution.callbacks import request_task_callback
+from squall.execution.deferral import NO_RESUME
 from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,9 @@ class FailedTry:
 
     def values(self, *, end_date: datetime) -> dict[str, Any]:
         """The row values of a compare-and-set that records it (``next_retry_at`` only when
-        retried)."""
-        values: dict[str, Any] = {"state_reason": self.state_reason, "end_date": end_date}
+        retried; the try's resumption cleared, so a retry starts in execute)."""
+        values: dict[str, Any] = {"state_reason": self.state_reason, "end_date": end_date,
+                                  **NO_RESUME}
         if self.retried:
             values["next_retry_at"] = self.next_retry_at
         return values

@@ -13,22 +13,23 @@ import signal
 import socket
 import threading
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
 import pendulum
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from squall.common.db import SessionFactory, session_scope
 from squall.common.errors import (
     Reschedule,
+    TaskDeferred,
     TaskFailedNoRetry,
     TaskSkipped,
     TaskTimedOut,
@@ -38,6 +39,7 @@ from squall.common.models import (
     TaskInstance,
     TaskInstanceKey,
     TaskReschedule,
+    Trigger,
     clip_reason,
     compare_and_set_state,
     utcnow,
@@ -45,10 +47,25 @@ from squall.common.models import (
 from squall.common.state import DagRunState, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
 from squall.execution import xcom
+from squall.execution.dataset_events import (
+    DatasetEventWriter,
+    inlet_events,
+    success_dataset_events,
+    triggering_dataset_events,
+)
+from squall.execution.deferral import (
+    NO_RESUME,
+    Deferral,
+    Resume,
+    deferral_of,
+    trigger_timeout,
+)
 from squall.execution.mapped import check_mappable_result, expanded_ti_count, task_for_try
 from squall.execution.outcome import RetryPolicy
+from squall.execution.task_instance import DbTaskInstance
 from squall.execution.task_output import capture_task_output
 from squall.sdk.current_context import set_current_context
+from squall.sdk.datasets.events import DatasetEventSpec, run_with_metadata
 from squall.sdk.operators.base import BaseOperator, Context
 from squall.sdk.templating import PreviousSuccess, build_context
 from squall.secrets.masking import RedactingFilter
@@ -64,6 +81,7 @@ class OutcomeKind(StrEnum):
     FAILED_NO_RETRY = "failed_no_retry"
     SKIPPED = "skipped"
     RESCHEDULE = "reschedule"
+    DEFERRED = "deferred"  # handed its wait to a trigger (BaseOperator.defer)
 
 
 @dataclass(frozen=True)
@@ -72,6 +90,10 @@ class TryOutcome:
     error: str | None = None
     reschedule_date: datetime | None = None
     exception: BaseException | None = None
+    #: what a deferring try writes (``DEFERRED`` only)
+    deferral: Deferral | None = None
+    #: a success's dataset events (its outlets, with their extras), recorded with it
+    dataset_events: tuple[DatasetEventSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,105 +103,6 @@ class TryResult:
     state: TaskInstanceState
     recorded: bool  # False when the compare-and-set lost (the row changed under us)
     outcome: TryOutcome
-
-
-class DbTaskInstance:
-    """The ``ti`` a running task sees (see :class:`squall.sdk.runtime.RuntimeTaskInstance`),
-    backed by the metadata database."""
-
-    def __init__(self, *, task: BaseOperator, dag_run: DagRun, try_number: int,
-                 max_tries: int, start_date: datetime, session_factory: SessionFactory,
-                 hostname: str, map_index: int = -1) -> None:
-        self.task = task
-        #: -1, or this instance's index when its task is mapped
-        self.map_index = map_index
-        self.dag_id = dag_run.dag_id
-        self.task_id = task.task_id
-        self.run_id = dag_run.run_id
-        self.logical_date = dag_run.logical_date
-        self.try_number = try_number
-        self.max_tries = max_tries
-        self.start_date = start_date
-        self.hostname = hostname
-        self._factory = session_factory
-
-    @property
-    def key(self) -> TaskInstanceKey:
-        return TaskInstanceKey(self.dag_id, self.task_id, self.run_id, self.map_index)
-
-    def __repr__(self) -> str:
-        return f"<TaskInstance {self.key} try={self.try_number}>"
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        with session_scope(self._factory) as session:
-            xcom.push(session, dag_id=self.dag_id, run_id=self.run_id, task_id=self.task_id,
-                      key=key, value=value, map_index=self.map_index)
-
-    def xcom_pull(self, task_ids: str | Iterable[str] | None = None,
-                  key: str | None = xcom.RETURN_VALUE_KEY, dag_id: str | None = None,
-                  default: Any = None, include_prior_dates: bool = False,
-                  map_indexes: int | Iterable[int] | None = None) -> Any:
-        """As Airflow 2's: ``task_ids=None`` is any task of the run (no filter); a mapped
-        task's value is the list of its instances' (``map_indexes``: one of them)."""
-        with session_scope(self._factory) as session:
-            return xcom.pull(session, dag_id=dag_id or self.dag_id, run_id=self.run_id,
-                             task_ids=task_ids, key=key, default=default,
-                             include_prior_dates=include_prior_dates,
-                             logical_date=self.logical_date, map_indexes=map_indexes,
-                             lazy=self._factory)
-
-    @property
-    def session_factory(self) -> SessionFactory:
-        """The metadata database, for operators that read or write it (TriggerDagRunOperator,
-        ExternalTaskSensor)."""
-        return self._factory
-
-    def skip_tasks(self, task_ids: Iterable[str]) -> None:
-        ids = sorted(set(task_ids))
-        if not ids:
-            return
-        now = utcnow()
-        with session_scope(self._factory) as session:
-            session.execute(
-                update(TaskInstance)
-                .where(
-                    TaskInstance.dag_id == self.dag_id,
-                    TaskInstance.run_id == self.run_id,
-                    TaskInstance.task_id.in_(ids),
-                    TaskInstance.state.in_(
-                        [TaskInstanceState.NONE.value, TaskInstanceState.SCHEDULED.value]
-                    ),
-                )
-                .values(state=TaskInstanceState.SKIPPED.value, start_date=now, end_date=now,
-                        duration=0.0, state_reason=f"skipped by {self.task_id}",
-                        updated_at=now)
-                .execution_options(synchronize_session=False)
-            )
-        log.info("TaskInstance %s: skipped downstream %s", self.key, ", ".join(ids))
-
-    def _reschedule_rows(self) -> tuple[datetime | None, int]:
-        with session_scope(self._factory) as session:
-            first, count = session.execute(
-                select(func.min(TaskReschedule.start_date), func.count()).where(
-                    TaskReschedule.dag_id == self.dag_id,
-                    TaskReschedule.task_id == self.task_id,
-                    TaskReschedule.run_id == self.run_id,
-                    TaskReschedule.map_index == self.map_index,
-                    TaskReschedule.try_number == self.try_number,
-                )
-            ).one()
-        if first is not None and first.tzinfo is None:
-            first = first.replace(tzinfo=pendulum.UTC)
-        return first, int(count)
-
-    @property
-    def sensor_started_at(self) -> datetime:
-        first, _ = self._reschedule_rows()
-        return first if first is not None else self.start_date
-
-    @property
-    def reschedule_count(self) -> int:
-        return self._reschedule_rows()[1]
 
 
 #: ``previous_success`` not read yet: :func:`build_task_context` reads it
@@ -202,7 +125,7 @@ def build_task_context(task: BaseOperator, dag_run: DagRun, ti: DbTaskInstance, 
         with session_scope(ti.session_factory) as session:
             previous = previous_success(session, dag_run, task.task_id)
     assert previous is None or isinstance(previous, PreviousSuccess)
-    return build_context(
+    context = build_context(
         dag=task.dag,
         task=task,
         dag_run=dag_run,
@@ -213,6 +136,11 @@ def build_task_context(task: BaseOperator, dag_run: DagRun, ti: DbTaskInstance, 
         previous_success=previous,
         test_mode=test_mode,
     )
+    # the dataset events the task reads come from the database, when first asked for
+    context["inlet_events"] = inlet_events(task.inlets, ti.session_factory)
+    context["triggering_dataset_events"] = triggering_dataset_events(dag_run,
+                                                                     ti.session_factory)
+    return context
 
 
 def previous_success(session: Session, dag_run: DagRun, task_id: str) -> PreviousSuccess | None:
@@ -237,13 +165,18 @@ def previous_success(session: Session, dag_run: DagRun, task_id: str) -> Previou
 
 
 @contextmanager
-def execution_timeout(task: BaseOperator) -> Iterator[None]:
-    """Raise :class:`TaskTimedOut` in this (main) thread when the task runs too long."""
+def execution_timeout(task: BaseOperator, *, used: timedelta = timedelta(0)) -> Iterator[None]:
+    """Raise :class:`TaskTimedOut` in this (main) thread when the task runs too long;
+    ``used``: how much of ``execution_timeout`` the try has had already (a resumed deferred
+    try counts from its first start, as Airflow's ``_execute_task``)."""
     limit = task.execution_timeout
     if limit is None or threading.current_thread() is not threading.main_thread():
         yield
         return
-    seconds = max(limit.total_seconds(), 0.001)
+    if used and limit - used <= timedelta(0):
+        raise TaskTimedOut(f"task {task.task_id} timed out after {limit} (execution_timeout, "
+                           "counted from the try's start, before it resumed)")
+    seconds = max((limit - used).total_seconds(), 0.001)
 
     def _on_alarm(_signum: int, _frame: FrameType | None) -> None:
         raise TaskTimedOut(f"task {task.task_id} timed out after {limit} (execution_timeout)")
@@ -257,13 +190,16 @@ def execution_timeout(task: BaseOperator) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def execute_try(task: BaseOperator, context: Context, *, clear_xcom: bool = True) -> TryOutcome:
+def execute_try(task: BaseOperator, context: Context, *, clear_xcom: bool = True,
+                resume: Resume | None = None) -> TryOutcome:
     """Run the user's code for one try and classify how it ended. Never raises for task
     errors; writes XComs (return value; first deletes the task instance's old ones, with
-    ``clear_xcom``) but no task instance state."""
+    ``clear_xcom``) but no task instance state. With ``resume`` (a deferred try whose
+    trigger fired or failed) the task's ``resume_execution`` runs instead of ``execute``,
+    and the XComs are kept (Airflow clears them only when a try starts)."""
     ti: DbTaskInstance = context["ti"]
     try:
-        if clear_xcom:
+        if clear_xcom and resume is None:
             with session_scope(ti._factory) as session:
                 xcom.clear(session, dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
                            map_index=ti.map_index)
@@ -271,24 +207,38 @@ def execute_try(task: BaseOperator, context: Context, *, clear_xcom: bool = True
             task.render_template_fields(context)
         if task.on_execute_callback is not None:
             run_callback(task.on_execute_callback, context, "on_execute_callback")
-        with execution_timeout(task), set_current_context(context):
+        used = resume.used(ti.start_date) if resume is not None else timedelta(0)
+        with execution_timeout(task, used=used), set_current_context(context):
             try:
                 task.pre_execute(context)
-                result = task.execute(context)
+                # a generator ``execute`` yields Metadata (Airflow's ExecutionCallableRunner);
+                # a resumed deferred try runs ``resume_execution`` instead
+                if resume is None:
+                    result = run_with_metadata(task.execute, context.get("outlet_events"),
+                                               context)
+                else:
+                    log.info("TaskInstance %s: try %d resumes in %s", ti.key, ti.try_number,
+                             resume.next_method)
+                    result = run_with_metadata(task.resume_execution,
+                                               context.get("outlet_events"),
+                                               resume.next_method, resume.kwargs(), context)
                 task.post_execute(context, result)
             except TaskTimedOut:
                 safe_on_kill(task)
                 raise
         check_mappable_result(task, result if task.do_xcom_push else None)
+        events = success_dataset_events(task, context)
         if result is not None and task.do_xcom_push:
             ti.xcom_push(xcom.RETURN_VALUE_KEY, result)
-        return TryOutcome(OutcomeKind.SUCCESS)
+        return TryOutcome(OutcomeKind.SUCCESS, dataset_events=events)
     except TaskSkipped as exc:
         log.info("TaskInstance %s: skipped (%s)", ti.key, exc or "TaskSkipped")
         return TryOutcome(OutcomeKind.SKIPPED, error=str(exc) or None)
     except Reschedule as exc:
         log.info("TaskInstance %s: rescheduled to %s", ti.key, exc.reschedule_date.isoformat())
         return TryOutcome(OutcomeKind.RESCHEDULE, reschedule_date=exc.reschedule_date)
+    except TaskDeferred as exc:
+        return _deferred(ti, exc)
     except TaskFailedNoRetry as exc:
         log.error("TaskInstance %s: failed without retry: %s", ti.key, exc)
         return TryOutcome(OutcomeKind.FAILED_NO_RETRY, error=_describe(exc), exception=exc)
@@ -296,6 +246,19 @@ def execute_try(task: BaseOperator, context: Context, *, clear_xcom: bool = True
         log.error("TaskInstance %s: try %d failed:\n%s", ti.key, ti.try_number,
                   "".join(traceback.format_exception(exc)).rstrip())
         return TryOutcome(OutcomeKind.FAILED, error=_describe(exc), exception=exc)
+
+
+def _deferred(ti: DbTaskInstance, exc: TaskDeferred) -> TryOutcome:
+    """The outcome of a try that raised :class:`TaskDeferred`: its trigger and resumption
+    as the database stores them, or a failed try when they cannot be stored."""
+    try:
+        deferral = deferral_of(exc)
+    except Exception as error:  # a trigger that cannot be serialized: the try fails
+        log.error("TaskInstance %s: try %d cannot defer: %s", ti.key, ti.try_number, error)
+        return TryOutcome(OutcomeKind.FAILED, error=_describe(error), exception=error)
+    log.info("TaskInstance %s: try %d deferred to %s, resuming in %s (pausing the task as "
+             "DEFERRED)", ti.key, ti.try_number, deferral.classpath, deferral.next_method)
+    return TryOutcome(OutcomeKind.DEFERRED, deferral=deferral)
 
 
 def _describe(exc: BaseException) -> str:
@@ -322,9 +285,15 @@ class OutcomeRecord:
     it to its supervisor, which writes it)."""
 
     state: TaskInstanceState
-    values: dict[str, Any]  # end_date, duration, state_reason, next_retry_at
+    #: end_date, duration, state_reason, next_retry_at; the resumption columns
+    #: (next_method, next_kwargs, trigger_timeout)
+    values: dict[str, Any]
     start_date: datetime
     reschedule_date: datetime | None = None
+    #: DEFERRED: the trigger row to insert with it, ``(classpath, serialized kwargs)``
+    trigger: tuple[str, str] | None = None
+    #: a success's dataset events, written in the transaction that records it
+    dataset_events: tuple[DatasetEventSpec, ...] = ()
 
 
 def outcome_record(task: BaseOperator, outcome: TryOutcome, *, try_number: int,
@@ -332,6 +301,18 @@ def outcome_record(task: BaseOperator, outcome: TryOutcome, *, try_number: int,
     """What to write for ``outcome``: the final state (a failure as the task's
     :class:`~squall.execution.outcome.RetryPolicy` decides) and its values."""
     now = utcnow()
+    if outcome.kind == OutcomeKind.DEFERRED:
+        deferral = outcome.deferral
+        assert deferral is not None
+        return OutcomeRecord(
+            state=TaskInstanceState.DEFERRED, start_date=start_date,
+            values={"end_date": None, "duration": None, "state_reason": None,
+                    "next_retry_at": None, "next_method": deferral.next_method,
+                    "next_kwargs": deferral.next_kwargs,
+                    "trigger_timeout": trigger_timeout(
+                        deferral.timeout, task.execution_timeout, start_date=start_date,
+                        now=now)},
+            trigger=(deferral.classpath, deferral.kwargs))
     next_retry_at: datetime | None = None
     if outcome.kind in (OutcomeKind.FAILED, OutcomeKind.FAILED_NO_RETRY):
         failed = RetryPolicy(max_tries=max_tries, task=task).after_failure(
@@ -347,25 +328,41 @@ def outcome_record(task: BaseOperator, outcome: TryOutcome, *, try_number: int,
         "duration": (now - start_date).total_seconds(),
         "state_reason": outcome.error,
         "next_retry_at": next_retry_at,
+        # the try is over (or waits to be rescheduled): nothing to resume any more, and a
+        # retry starts in execute (Airflow's clear_next_method_args)
+        **NO_RESUME,
     }
+    events = outcome.dataset_events if state == TaskInstanceState.SUCCESS else ()
     return OutcomeRecord(state=state, values=values, start_date=start_date,
-                         reschedule_date=outcome.reschedule_date)
+                         reschedule_date=outcome.reschedule_date, dataset_events=events)
 
 
 def write_outcome(session_factory: SessionFactory, key: TaskInstanceKey, *, try_number: int,
                   record: OutcomeRecord,
                   on_recorded: Callable[[Session, TaskInstanceState], None] | None = None,
-                  quiet: bool = False, expected_job_id: int | None = None) -> bool:
+                  quiet: bool = False, expected_job_id: int | None = None,
+                  dataset_events: DatasetEventWriter | None = None) -> bool:
     """Write ``record``, RUNNING -> its state, as a compare-and-set in one transaction (with
-    the scheduler's wake-up, and ``on_recorded(session, state)`` when it won); whether it
-    won. With ``expected_job_id`` the row must also still be that job's. The result is
-    logged unless ``quiet``."""
-    state, now = record.state, record.values["end_date"]
+    the scheduler's wake-up, a success's dataset events through ``dataset_events``, and
+    ``on_recorded(session, state)`` when it won); whether it won. With ``expected_job_id``
+    the row must also still be that job's. The result is logged unless ``quiet``. A
+    DEFERRED record inserts its trigger row in the same transaction (gone again when the
+    compare-and-set loses)."""
+    state, now = record.state, record.values["end_date"] or utcnow()
     with session_scope(session_factory) as session:
+        values = dict(record.values)
+        if record.trigger is not None:
+            classpath, kwargs = record.trigger
+            trigger = Trigger(classpath=classpath, kwargs=kwargs, created_date=now)
+            session.add(trigger)
+            session.flush()
+            values["trigger_id"] = trigger.id
         won = compare_and_set_state(
             session, key, expected=TaskInstanceState.RUNNING, try_number=try_number,
-            expected_job_id=expected_job_id, new_state=state, **record.values,
+            expected_job_id=expected_job_id, new_state=state, **values,
         )
+        if not won and record.trigger is not None:
+            session.rollback()  # the trigger row goes with the lost write
         if won:
             notify_scheduler(session, str(key))
         if won and state == TaskInstanceState.UP_FOR_RESCHEDULE:
@@ -377,6 +374,12 @@ def write_outcome(session_factory: SessionFactory, key: TaskInstanceKey, *, try_
                 duration=(now - record.start_date).total_seconds(),
                 reschedule_date=record.reschedule_date,
             ))
+        if won and state == TaskInstanceState.SUCCESS and record.dataset_events:
+            if dataset_events is None:
+                log.warning("TaskInstance %s: try %d's dataset events are not recorded (this "
+                            "process records none)", key, try_number)
+            else:
+                dataset_events(session, key, try_number, record.dataset_events)
         if won and on_recorded is not None:
             on_recorded(session, state)
     if not quiet:
@@ -397,7 +400,8 @@ def record_outcome(session_factory: SessionFactory, task: BaseOperator, key: Tas
                    *, try_number: int, max_tries: int, start_date: datetime,
                    outcome: TryOutcome,
                    on_recorded: Callable[[Session, TaskInstanceState], None] | None = None,
-                   expected_job_id: int | None = None) -> TryResult:
+                   expected_job_id: int | None = None,
+                   dataset_events: DatasetEventWriter | None = None) -> TryResult:
     """Write how the try ended, RUNNING -> final state, as a compare-and-set (on the try
     number, and on the job when ``expected_job_id`` is given).
 
@@ -406,7 +410,8 @@ def record_outcome(session_factory: SessionFactory, task: BaseOperator, key: Tas
     record = outcome_record(task, outcome, try_number=try_number, max_tries=max_tries,
                             start_date=start_date)
     won = write_outcome(session_factory, key, try_number=try_number, record=record,
-                        on_recorded=on_recorded, expected_job_id=expected_job_id)
+                        on_recorded=on_recorded, expected_job_id=expected_job_id,
+                        dataset_events=dataset_events)
     return TryResult(state=record.state, recorded=won, outcome=outcome)
 
 
@@ -447,6 +452,8 @@ class TrySpec:
     previous_success: PreviousSuccess | object | None = NOT_READ
     #: the task instance's map index (-1 unless its task is mapped)
     map_index: int = -1
+    #: a deferred try resuming (its ``next_method``); None: the try starts in ``execute``
+    resume: Resume | None = None
 
 
 class TryHook:
@@ -481,6 +488,8 @@ class TryHooks:
 
     hooks: tuple[TryHook, ...] = ()
     recorder: Recorder | None = None
+    #: records a success's dataset events when the outcome is written here (no recorder)
+    dataset_events: DatasetEventWriter | None = None
 
 
 def run_try(spec: TrySpec, session_factory: SessionFactory, hooks: TryHooks) -> TryResult:
@@ -514,13 +523,16 @@ def run_try(spec: TrySpec, session_factory: SessionFactory, hooks: TryHooks) -> 
             log.error("TaskInstance %s: %s", ti.key, refused)
             outcome = TryOutcome(OutcomeKind.FAILED_NO_RETRY, error=clip_reason(refused))
         else:
-            outcome = execute_try(task, context, clear_xcom=spec.clear_xcom)
+            outcome = execute_try(task, context, clear_xcom=spec.clear_xcom,
+                                  resume=spec.resume)
+            if spec.test_mode and outcome.dataset_events:  # Airflow: none in test mode
+                outcome = replace(outcome, dataset_events=())
         for hook in hooks.hooks:
             hook.code_ended(ti)
         if hooks.recorder is None:
             result = record_outcome(session_factory, task, ti.key, try_number=try_number,
                                     max_tries=max_tries, start_date=start_date,
-                                    outcome=outcome)
+                                    outcome=outcome, dataset_events=hooks.dataset_events)
         else:
             record = outcome_record(task, outcome, try_number=try_number,
                                     max_tries=max_tries, start_date=start_date)

@@ -48,6 +48,7 @@ from squall.common.state import (
 )
 from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.sync import load_serialized_dags
+from squall.execution.deferral import NO_RESUME, delete_triggers
 from squall.runs import external_clear
 from squall.runs.dag_shape import (
     downstream_map,
@@ -107,14 +108,16 @@ def clear_task_instances(session: Session, tis: Iterable[TaskInstance], dag: DAG
         task = ti_dag.task_dict.get(ti.task_id) if ti_dag is not None else None
         retries = int(task.retries) if task is not None else 0
         max_tries = ti.try_number + retries
+        # the next try starts in execute, and a deferred one's trigger goes (Airflow's
+        # clear_next_method_args, and Trigger.clean_unused)
         if old == TI.RUNNING:
             new = TI.RESTARTING
-            values: dict[str, Any] = {"state_reason": REASON_CLEARED_RUNNING}
+            values: dict[str, Any] = {"state_reason": REASON_CLEARED_RUNNING, **NO_RESUME}
         else:
             new = TI.NONE
             values = {"state_reason": reason, "start_date": None, "end_date": None,
                       "duration": None, "next_retry_at": None, "queued_dttm": None,
-                      "external_executor_id": None}
+                      "external_executor_id": None, **NO_RESUME}
         if not compare_and_set_state(session, ti.key, expected=old, try_number=ti.try_number,
                                      new_state=new, expected_job_id=ti.job_id if (
                                          old == TI.RUNNING and ti.job_id is not None) else None,
@@ -126,6 +129,7 @@ def clear_task_instances(session: Session, tis: Iterable[TaskInstance], dag: DAG
         log.info("TaskInstance %s: try %d: cleared, %s -> %s (max_tries %d)", ti.key,
                  ti.try_number, old.value, new.value, max_tries)
         result.cleared.append(Cleared(ti.key, ti.try_number, old, new))
+        delete_triggers(session, [ti.trigger_id])
         session.execute(delete(TaskReschedule).where(
             TaskReschedule.dag_id == ti.dag_id, TaskReschedule.task_id == ti.task_id,
             TaskReschedule.run_id == ti.run_id,

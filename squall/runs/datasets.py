@@ -8,7 +8,7 @@ scheduler turns the queue rows (``dataset_dag_run_queue``) into dataset-triggere
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -29,8 +29,13 @@ from squall.common.models import (
     dataset_alias_dataset,
     utcnow,
 )
+from squall.common.wakeup import notify_scheduler
+from squall.sdk.datasets.events import DatasetEventSpec
 
 log = logging.getLogger(__name__)
+
+#: how the payload of the scheduler wake-up an event that queued a run sends begins
+DATASET_NOTICE = "dataset "
 
 
 def record_dataset_event(
@@ -45,6 +50,10 @@ def record_dataset_event(
 ) -> DatasetEvent | None:
     """Record that the dataset ``uri`` changed, and queue it for each active, unpaused DAG
     whose schedule names the dataset (or one of ``alias_names``, which are linked to it).
+
+    When a DAG was queued, wakes the schedulers as the transaction commits
+    (:func:`~squall.common.wakeup.notify_scheduler`), so the consumer's run does not wait
+    out their idle sleep.
 
     Returns ``None`` (and logs a warning) when no DAG file names the dataset, as Airflow does,
     or when this try already recorded an event for it (a repeated outcome write).
@@ -95,4 +104,37 @@ def record_dataset_event(
         session.execute(insert(DatasetDagRunQueue)
                         .values(dataset_id=dataset.id, target_dag_id=dag_id, created_at=now)
                         .on_conflict_do_nothing())
+    if consumers:
+        # the schedulers look at the queue as soon as this transaction commits
+        notify_scheduler(session, f"{DATASET_NOTICE}{uri}")
     return session.get(DatasetEvent, event_id)
+
+
+def record_try_events(session: Session, key: TaskInstanceKey, try_number: int,
+                      events: Sequence[DatasetEventSpec]) -> int:
+    """Record the dataset events of a successful try (called in the transaction of its
+    outcome, :func:`squall.execution.runner.write_outcome`); how many were recorded.
+
+    An outlet dataset no DAG file names gets no event (a warning, as Airflow's dataset
+    manager); a dataset attached to an outlet alias is created if it is missing, as Airflow's
+    ``_register_dataset_changes`` does.
+    """
+    recorded = 0
+    insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    for event in events:
+        if event.alias_names:
+            created = session.execute(
+                insert(DatasetModel).values(uri=event.uri, extra={}, is_orphaned=False)
+                .on_conflict_do_nothing().returning(DatasetModel.id)).scalar()
+            if created is not None:
+                log.warning("dataset %s attached to alias(es) %s did not exist: created it",
+                            event.uri, ", ".join(event.alias_names))
+        row = record_dataset_event(session, uri=event.uri, extra=event.extra, source=key,
+                                   try_number=try_number, alias_names=event.alias_names)
+        if row is not None:
+            recorded += 1
+            log.info("TaskInstance %s: try %d recorded a dataset event for %s%s", key,
+                     try_number, event.uri,
+                     f" through alias(es) {', '.join(event.alias_names)}"
+                     if event.alias_names else "")
+    return recorded

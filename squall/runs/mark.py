@@ -58,6 +58,7 @@ from squall.common.state import (
     TaskInstanceState,
 )
 from squall.common.wakeup import notify_scheduler
+from squall.execution.deferral import NO_RESUME, deferred_trigger_id, delete_triggers
 from squall.runs.clear import ClearResult, clear_task_instances
 from squall.runs.dag_shape import DagLike, downstream_map, topological_order
 from squall.sdk.dag import DAG
@@ -199,11 +200,13 @@ def apply_marks(session: Session, dag: DAG, selection: MarkSelection, *, now: da
     lock_runs(session, [(t.key.dag_id, t.key.run_id) for t in selection.targets]
               + [(ti.dag_id, ti.run_id) for ti in selection.to_clear])
     for target in selection.targets:
-        values: dict[str, Any] = {"end_date": now, "state_reason": why}
+        values: dict[str, Any] = {"end_date": now, "state_reason": why, **NO_RESUME}
         if not target.started:
             values["start_date"] = now
+        trigger_id = deferred_trigger_id(session, target.key, target.state)
         if compare_and_set_state(session, target.key, expected=target.state,
                                  try_number=target.try_number, new_state=new, **values):
+            delete_triggers(session, [trigger_id])
             log.info("TaskInstance %s: %s -> %s (%s)", target.key, target.state.value,
                      new.value, why)
             result.changed.append(target)

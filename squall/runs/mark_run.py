@@ -45,6 +45,7 @@ from squall.common.state import (
     TaskInstanceState,
 )
 from squall.common.wakeup import notify_scheduler
+from squall.execution.deferral import NO_RESUME, deferred_trigger_id, delete_triggers
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +93,13 @@ def mark_run(session: Session, dag_id: str, run_id: str, state: DagRunState, *,
         if new is None:
             continue
         key = TaskInstanceKey(dag_id, task_id, run_id, map_index)
-        values: dict[str, Any] = {"end_date": now, "state_reason": why}
+        values: dict[str, Any] = {"end_date": now, "state_reason": why, **NO_RESUME}
         if started is None:
             values["start_date"] = now
+        trigger_id = deferred_trigger_id(session, key, TI(current))
         if compare_and_set_state(session, key, expected=TI(current),
                                  try_number=try_number, new_state=new, **values):
+            delete_triggers(session, [trigger_id])
             log.info("TaskInstance %s: %s -> %s (%s)", key, current, new.value, why)
             changed += 1
         else:

@@ -25,6 +25,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from squall.common.models import DagRun, TaskInstance, utcnow
 from squall.common.state import SCHEDULABLE_STATES, TaskInstanceState
+from squall.execution.deferral import NO_RESUME
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,10 @@ _MAX_KEYS_OLD_SQLITE = 240
 def schedule_tis(session: Session, tis: Sequence[TaskInstance], *, now: datetime) -> int:
     """Move task instances to SCHEDULED if each is still in the state it was seen in.
 
-    ``none`` and ``up_for_retry`` start a new try (``try_number + 1``); ``up_for_reschedule``
-    continues the same try. The ``state_reason`` (why it waited, or how the last try
+    ``none`` and ``up_for_retry`` start a new try (``try_number + 1``, with nothing to
+    resume); ``up_for_reschedule`` continues the same try. A deferred try never comes
+    through here: its trigger (or the watchdog's timeout) moves it to SCHEDULED itself, and
+    it stays the same try. The ``state_reason`` (why it waited, or how the last try
     ended) is cleared. One UPDATE per current state (and per chunk of a few thousand
     keys), each ``WHERE <key> IN (...) AND state = <that state>``. Returns how many moved;
     the moved objects are updated in place, and the ones a racing writer changed are
@@ -58,7 +61,8 @@ def schedule_tis(session: Session, tis: Sequence[TaskInstance], *, now: datetime
         values: dict[str, Any] = {"state": TI.SCHEDULED.value, "next_retry_at": None,
                                   "state_reason": None, "updated_at": now}
         if new_try:
-            values["try_number"] = TaskInstance.try_number + 1
+            # a new try starts in execute: nothing of an earlier try's deferral is resumed
+            values.update(try_number=TaskInstance.try_number + 1, **NO_RESUME)
         for chunk in _chunks(group, _chunk_size(session)):
             moved_total += _schedule_chunk(session, chunk, state, values, new_try)
     if moved_total:

@@ -190,7 +190,8 @@ def run_callback(settings: Settings, session_factory: SessionFactory,
     """Load the DAG and call the request's callback in this process (user code: only in a
     child of the DAG processor); False when there is no such callback. Raises what it
     raises."""
-    from squall.execution.runner import DbTaskInstance, build_task_context, task_log_path
+    from squall.execution.runner import build_task_context, task_log_path
+    from squall.execution.task_instance import DbTaskInstance
 
     dag = load_dag(settings, request)
     with session_scope(session_factory) as session:

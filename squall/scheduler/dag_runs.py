@@ -1,4 +1,5 @@
-"""The scheduler's DAG-run steps: create due runs, start queued ones, decide running ones.
+"""The scheduler's DAG-run steps: create due runs (scheduled and dataset-triggered), start
+queued ones, decide running ones.
 
 Both steps work on a session the caller commits. On PostgreSQL the rows a step works on are
 locked ``FOR UPDATE SKIP LOCKED`` (``dag`` rows for creation, ``dag_run`` rows for
@@ -42,6 +43,7 @@ from squall.common.state import (
 from squall.dag_processing.serialization import SerializationError, deserialize_dag
 from squall.execution.callbacks import CallbackKind, enqueue_callback
 from squall.runs.backfill_scope import BackfillScope, load_scopes
+from squall.runs.dataset_runs import create_dataset_triggered_runs
 from squall.runs.run_creation import create_dag_run
 from squall.runs.ti_updates import schedule_tis
 from squall.scheduler.decisions import update_dag_run
@@ -346,6 +348,21 @@ def create_due_dag_runs(session: Session, cache: SerializedDagCache, *,
             dm.next_dagrun_data_interval_start = info.data_interval.start if info else None
             dm.next_dagrun_data_interval_end = info.data_interval.end if info else None
             dm.next_dagrun_create_after = info.run_after if info else None
+    return stats
+
+
+def create_dataset_dag_runs(session: Session, cache: SerializedDagCache, *,
+                            now: datetime, default_queue: str = DEFAULT_QUEUE) -> RunStepStats:
+    """Create the dataset-triggered runs (QUEUED) of the DAGs whose queued datasets meet
+    their condition (:func:`~squall.runs.dataset_runs.create_dataset_triggered_runs`; on
+    PostgreSQL the ``dag`` rows are locked ``FOR NO KEY UPDATE SKIP LOCKED``). A DAG with a
+    dataset-or-time schedule gets its scheduled runs from :func:`create_due_dag_runs`."""
+    stats = RunStepStats()
+    done = create_dataset_triggered_runs(
+        session, lambda ids: cache.get_many(session, ids), now=now,
+        default_queue=default_queue)
+    stats.created = len(done.created)
+    stats.missing_dags = done.missing_dags
     return stats
 
 

@@ -48,6 +48,7 @@ from squall.common.state import (
     DagRunType,
     TaskInstanceState,
 )
+from squall.execution.deferral import NO_RESUME
 from squall.runs.dag_shape import (
     DagLike,
     TaskLike,
@@ -510,6 +511,7 @@ def _time_out(session: Session, dag_run: DagRun, tis: Sequence[TaskInstance],
     if to_skip:
         bulk_set(session, to_skip, expected=TIMEOUT_SKIP_STATES, values={
             "state": TI.SKIPPED.value, "end_date": now, "state_reason": "the DAG run timed out",
+            **NO_RESUME,  # a deferred one's trigger row goes with the watchdog's sweep
         }, now=now)
         changed[TI.SKIPPED.value] = sorted(ti.task_id for ti in to_skip)
     _finish(dag_run, DagRunState.FAILED, now)

@@ -3,7 +3,10 @@
 Each loop (:meth:`SchedulerJob.run_once`), every step in a transaction of its own:
 
 a. create the due scheduled runs (QUEUED) and move each DAG's ``next_dagrun`` on
-   (:func:`~squall.scheduler.dag_runs.create_due_dag_runs`); create the next runs of each
+   (:func:`~squall.scheduler.dag_runs.create_due_dag_runs`); create the dataset-triggered
+   runs of the DAGs whose queued datasets meet their condition
+   (:func:`~squall.scheduler.dag_runs.create_dataset_dag_runs`; an event recorded wakes
+   the loop); create the next runs of each
    active backfill and end the finished backfills
    (:func:`~squall.scheduler.backfill_driver.drive_backfills`). Once that step found no
    active backfill, and while the waker hands over what was notified (PostgreSQL), it is
@@ -28,7 +31,9 @@ e. the watch (:mod:`squall.scheduler.watchdog`): every ``[scheduler]
    ``[scheduler] orphaned_tasks_check_interval`` (at most ``scheduler_health_check_threshold``)
    the in-flight task instances of dead schedulers are adopted; adopted ones still PENDING
    past ``[celery] task_adoption_timeout`` go back to SCHEDULED; tracked tries over in the
-   database that step b did not let go of stop being tracked;
+   database that step b did not let go of stop being tracked; every ``[scheduler]
+   trigger_timeout_check_interval`` deferred task instances past their trigger timeout are
+   scheduled to fail, and trigger rows no deferred task instance waits on are deleted;
 f. heartbeat the ``job`` row every ``[scheduler] scheduler_heartbeat_sec``.
 
 A database outage (an ``OperationalError``, or a ``DBAPIError`` that invalidated its
@@ -64,6 +69,7 @@ from sqlalchemy.orm import Session
 
 from squall.common.db import SessionFactory, session_scope
 from squall.common.metrics import (
+    DATASET_TRIGGERED_DAGRUNS,
     SCHEDULER_HEARTBEAT,
     SCHEDULER_OUTAGE,
     TASKS_KILLED_EXTERNALLY,
@@ -91,6 +97,7 @@ from squall.scheduler.dag_runs import (
     RunDecisionMemo,
     RunStepStats,
     SerializedDagCache,
+    create_dataset_dag_runs,
     create_due_dag_runs,
     in_flight_by_run,
     schedule_dag_runs,
@@ -98,10 +105,12 @@ from squall.scheduler.dag_runs import (
 from squall.scheduler.executor import EventKind, ExecutorEvent, PublishOutcome, QueuedTask
 from squall.scheduler.watchdog import (
     adopt_orphans,
+    clean_unused_triggers,
     end_stale_restarting,
     fail_stuck_queued,
     fail_zombies,
     reset_adopted,
+    time_out_deferred,
     tries_over,
 )
 from squall.sdk.examples import EXAMPLES_FOLDER
@@ -169,13 +178,15 @@ class LoopStats:
     queued_timeouts: int = 0
     adopted: int = 0
     adoption_resets: int = 0
+    trigger_timeouts: int = 0  # deferred task instances scheduled to fail (timed out)
     active_runs: int = 0  # QUEUED + RUNNING runs of unpaused DAGs
 
     @property
     def did_work(self) -> bool:
         return any((self.runs_created, self.runs_started, self.runs_finished,
                     self.tis_scheduled, self.tis_queued, self.publish_failed, self.events,
-                    self.zombies, self.queued_timeouts, self.adopted, self.adoption_resets))
+                    self.zombies, self.queued_timeouts, self.adopted, self.adoption_resets,
+                    self.trigger_timeouts))
 
 
 class SchedulerJob:
@@ -213,6 +224,7 @@ class SchedulerJob:
         #: monotonic times of the last watch steps (0: at the first loop)
         self._last_zombie_check = 0.0
         self._last_adoption_check = 0.0
+        self._last_trigger_check = 0.0
         #: monotonic time of the last backfill step that found no active backfill (None:
         #: one was found, or not looked yet: the step runs every loop)
         self._no_backfill_since: float | None = None
@@ -380,6 +392,13 @@ class SchedulerJob:
                 self._count(stats, create_due_dag_runs(
                     session, self._dags, now=now,
                     default_queue=self._settings.celery.default_queue))
+            with session_scope(self._factory) as session:
+                triggered = create_dataset_dag_runs(
+                    session, self._dags, now=now,
+                    default_queue=self._settings.celery.default_queue)
+            self._count(stats, triggered)
+            if triggered.created:
+                self._metrics.incr(DATASET_TRIGGERED_DAGRUNS, triggered.created)
         if self._backfills_to_drive(notices):
             # only a waker that hands over what was notified lets the step be skipped:
             # then, and only then, it is worth asking whether another scheduler holds one
@@ -536,6 +555,12 @@ class SchedulerJob:
                                      adopted=True)
             stats.adopted += len(adopted)
             self._last_adoption_check = mono
+        if (not self._last_trigger_check
+                or mono - self._last_trigger_check >= sched.trigger_timeout_check_interval):
+            with session_scope(self._factory) as session:
+                stats.trigger_timeouts += time_out_deferred(session, now=self._clock())
+                clean_unused_triggers(session)
+            self._last_trigger_check = mono
         if self._last_zombie_check and (
                 mono - self._last_zombie_check < sched.zombie_detection_interval):
             return

@@ -3,17 +3,22 @@
 It goes through the same decisions as the cluster (``decisions.update_dag_run`` for
 dependencies and trigger rules, ``schedule_tis`` for try numbers, the runner for each try and
 its compare-and-sets), but runs the ready task instances one after another here, and waits
-out retry delays and sensor reschedules instead of handing them to a scheduler.
+out retry delays and sensor reschedules instead of handing them to a scheduler. A task that
+defers has its trigger run here, inline, until its first event (Airflow 2.10's ``dags test``,
+``_run_inline_trigger``), and resumes as a fired trigger resumes it in a cluster.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import logging
 import os
 import socket
 import time
+import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,22 +28,34 @@ from sqlalchemy import delete, select, update
 
 from squall.common.db import SessionFactory, session_scope
 from squall.common.errors import SquallError
-from squall.common.models import DagModel, DagRun, TaskInstance, compare_and_set_state, utcnow
+from squall.common.models import (
+    DagModel,
+    DagRun,
+    TaskInstance,
+    Trigger,
+    compare_and_set_state,
+    utcnow,
+)
 from squall.common.state import (
     DAGRUN_FINISHED_STATES,
     RETRY_WAIT_STATES,
+    TRIGGER_FAIL_METHOD,
+    TRIGGER_TIMEOUT_ERROR,
     DagRunState,
     DagRunType,
     TaskInstanceState,
 )
+from squall.execution.deferral import delete_triggers, resume_of
 from squall.execution.runner import TrySpec, run_try, task_log_path
 from squall.execution.try_hooks import local_hooks
+from squall.runs.datasets import record_try_events
 from squall.runs.run_creation import create_dag_run
 from squall.runs.ti_updates import schedule_tis
 from squall.runs.trigger import trigger_dag_run
 from squall.scheduler.decisions import update_dag_run
 from squall.sdk.dag import DAG
 from squall.sdk.operators.trigger_dagrun import install_dag_run_trigger
+from squall.sdk.triggers import serde
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +155,7 @@ def run_dag_locally(
                 break
             schedule_tis(session, update.schedulable, now=utcnow())
         ran = _run_scheduled(dag, run, session_factory, hostname, log_folder)
+        ran += _fire_deferred_inline(session_factory, run)
         if not ran:
             wait = _seconds_until_next_wake(session_factory, run)
             if wait is None and update.waiting_on_past:
@@ -167,7 +185,7 @@ def _run_scheduled(dag: DAG, run: DagRun, session_factory: SessionFactory, hostn
                        TaskInstance.map_index)
         ).all()
     ran = 0
-    hooks = local_hooks()
+    hooks = replace(local_hooks(), dataset_events=record_try_events)
     for ti in scheduled:
         start = utcnow()
         with session_scope(session_factory) as session:
@@ -179,11 +197,75 @@ def _run_scheduled(dag: DAG, run: DagRun, session_factory: SessionFactory, hostn
         if not won:
             continue
         path = task_log_path(log_folder, ti.key, ti.try_number) if log_folder else None
+        resume = resume_of(ti.next_method, ti.next_kwargs)
         run_try(TrySpec(dag.get_task(ti.task_id), run, try_number=ti.try_number,
-                        max_tries=ti.max_tries, start_date=start, hostname=hostname,
-                        log_path=path, map_index=ti.map_index), session_factory, hooks)
+                        max_tries=ti.max_tries,
+                        start_date=(ti.start_date or start) if resume else start,
+                        hostname=hostname, log_path=path, map_index=ti.map_index,
+                        resume=resume), session_factory, hooks)
         ran += 1
     return ran
+
+
+def _fire_deferred_inline(session_factory: SessionFactory, run: DagRun) -> int:
+    """Run the trigger of each DEFERRED task instance of ``run`` here until its first event
+    (or its ``trigger_timeout``), then move the task instance on as a triggerer does:
+    SCHEDULED with the event in ``next_kwargs["event"]``, or with ``__fail__`` and the
+    error; how many moved."""
+    with session_scope(session_factory) as session:
+        waiting = session.execute(
+            select(TaskInstance, Trigger).join(Trigger, Trigger.id == TaskInstance.trigger_id)
+            .where(TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id,
+                   TaskInstance.state == TaskInstanceState.DEFERRED.value)).all()
+        session.expunge_all()
+    moved = 0
+    for ti, trigger in waiting:
+        log.info("[DAG TEST] TaskInstance %s: running trigger %s inline", ti.key,
+                 trigger.classpath)
+        values: dict[str, Any]
+        try:
+            payload = _run_trigger(trigger, ti.trigger_timeout)
+            values = {"next_kwargs": serde.to_json(
+                {**(serde.from_json(ti.next_kwargs or {}) or {}), "event": payload})}
+        except TimeoutError:
+            values = {"next_method": TRIGGER_FAIL_METHOD,
+                      "next_kwargs": {"error": TRIGGER_TIMEOUT_ERROR}}
+        except Exception as exc:
+            values = {"next_method": TRIGGER_FAIL_METHOD, "next_kwargs": {
+                "error": f"Trigger {trigger.classpath} failed: {type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exception(exc)}}
+        with session_scope(session_factory) as session:
+            if compare_and_set_state(session, ti.key, expected=TaskInstanceState.DEFERRED,
+                                     try_number=ti.try_number,
+                                     new_state=TaskInstanceState.SCHEDULED, trigger_id=None,
+                                     **values):
+                delete_triggers(session, [trigger.id])
+                moved += 1
+    return moved
+
+
+def _run_trigger(row: Trigger, timeout_at: datetime | None) -> Any:
+    """The payload of the first event of the trigger ``row`` describes; TimeoutError past
+    ``timeout_at``."""
+    module_name, _, class_name = row.classpath.rpartition(".")
+    trigger = getattr(importlib.import_module(module_name), class_name)(
+        **serde.loads(row.kwargs))
+
+    async def first_event() -> Any:
+        async for event in trigger.run():
+            return event.payload
+        return None
+
+    async def main() -> Any:
+        try:
+            if timeout_at is None:
+                return await first_event()
+            seconds = max((timeout_at - utcnow()).total_seconds(), 0.0)
+            return await asyncio.wait_for(first_event(), seconds)
+        finally:
+            await trigger.cleanup()
+
+    return asyncio.run(main())
 
 
 def _seconds_until_next_wake(session_factory: SessionFactory, run: DagRun) -> float | None:
@@ -275,17 +357,24 @@ def run_task_locally(
             ).values(map_index=map_index).execution_options(synchronize_session=False))
         ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id, map_index))
         schedule_tis(session, [ti], now=utcnow())
-    with session_scope(session_factory) as session:
-        ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id, map_index))
-        start = utcnow()
-        compare_and_set_state(session, ti.key, expected=TaskInstanceState.SCHEDULED,
-                              try_number=ti.try_number, new_state=TaskInstanceState.RUNNING,
-                              start_date=start, hostname=hostname, pid=os.getpid())
-    path = task_log_path(log_folder, ti.key, ti.try_number) if log_folder else None
-    run_try(TrySpec(task, run, try_number=ti.try_number, max_tries=ti.max_tries,
-                    start_date=start, hostname=hostname, log_path=path, test_mode=True,
-                    map_index=map_index),
-            session_factory, local_hooks())
+    while True:
+        with session_scope(session_factory) as session:
+            ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id, map_index))
+            resume = resume_of(ti.next_method, ti.next_kwargs)
+            start = (ti.start_date or utcnow()) if resume else utcnow()
+            compare_and_set_state(session, ti.key, expected=TaskInstanceState.SCHEDULED,
+                                  try_number=ti.try_number, new_state=TaskInstanceState.RUNNING,
+                                  start_date=start, hostname=hostname, pid=os.getpid())
+        path = task_log_path(log_folder, ti.key, ti.try_number) if log_folder else None
+        result = run_try(TrySpec(task, run, try_number=ti.try_number, max_tries=ti.max_tries,
+                                 start_date=start, hostname=hostname, log_path=path,
+                                 test_mode=True, map_index=map_index, resume=resume),
+                         session_factory,
+                         replace(local_hooks(), dataset_events=record_try_events))
+        # a deferred try: its trigger runs here, then it resumes (Airflow's tasks test)
+        if result.state != TaskInstanceState.DEFERRED or not _fire_deferred_inline(
+                session_factory, run):
+            break
     with session_scope(session_factory) as session:
         ti = session.get_one(TaskInstance, (dag.dag_id, task_id, run.run_id, map_index))
     return TaskInstanceSummary(ti.task_id, ti.state, ti.try_number, ti.start_date, ti.end_date,

@@ -30,6 +30,7 @@ from squall.common.state import (
     DagRunState,
     TaskInstanceState,
 )
+from squall.execution.deferral import NO_RESUME
 from squall.runs.dag_shape import DagLike
 from squall.runs.pausing import set_paused
 from squall.runs.ti_updates import bulk_set
@@ -74,7 +75,8 @@ def stop_remaining_tasks(session: Session, dag: DagLike, dag_run: DagRun,
                      dag_run.dag_id, dag_run.run_id,
                      "failing" if new_state == TI.FAILED else "skipping", ti.task_id)
         bulk_set(session, tis_, expected={str(s) for s in expected}, values={
-            "state": new_state.value, "end_date": now, "state_reason": reason}, now=now)
+            "state": new_state.value, "end_date": now, "state_reason": reason,
+            **NO_RESUME}, now=now)
         changed[new_state.value] = sorted(ti.task_id for ti in tis_)
     return changed
 

@@ -23,6 +23,16 @@ cleared) is never touched:
   ``[celery] task_adoption_timeout`` and that are still QUEUED go back to SCHEDULED (same
   try, Celery task id cleared), so they are queued again under a new id; a late copy of the
   old message is refused by the worker's compare-and-set on the id.
+* :func:`time_out_deferred`: DEFERRED task instances past their ``trigger_timeout`` go to
+  SCHEDULED with ``next_method="__fail__"`` and ``next_kwargs={"error": "Trigger/execution
+  timeout"}`` (CAS on DEFERRED and try number: a trigger firing at the same moment wins or
+  loses as a whole), their trigger rows deleted, as Airflow's ``check_trigger_timeouts``;
+  the same try then fails on a worker (``TaskDeferralError``, retried per ``retries``).
+* :func:`clean_unused_triggers`: ``trigger`` rows no DEFERRED task instance waits on any
+  more (its task instance was cleared, marked, skipped by a timed-out run or a
+  ``fail_stop``, or is gone) are deleted, and task instances no longer deferred let go of
+  their ``trigger_id`` (Airflow's ``Trigger.clean_unused``). A triggerer holding a deleted
+  trigger stops it; an event it fires anyway finds no DEFERRED task instance to move.
 * :func:`tries_over`: the Celery task ids the executor tracks whose try is over in the
   database (the task instance is no longer QUEUED, RUNNING or RESTARTING under that id and
   try); the caller stops tracking them. A try that ends normally stores no Celery result
@@ -49,7 +59,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import inspect, or_, select, tuple_, update
+from sqlalchemy import and_, delete, exists, inspect, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from squall.common.metrics import (
@@ -60,13 +70,23 @@ from squall.common.metrics import (
     ZOMBIES_KILLED,
     Metrics,
 )
-from squall.common.models import Job, TaskInstance, TaskInstanceKey, compare_and_set_state
+from squall.common.models import (
+    Job,
+    TaskInstance,
+    TaskInstanceKey,
+    Trigger,
+    compare_and_set_state,
+)
 from squall.common.state import (
     ADOPTABLE_STATES,
     HELD_BY_EXECUTOR_STATES,
+    TRIGGER_FAIL_METHOD,
+    TRIGGER_TIMEOUT_ERROR,
     JobState,
     TaskInstanceState,
 )
+from squall.common.wakeup import notify_scheduler
+from squall.execution.deferral import delete_triggers
 from squall.execution.outcome import fail_try
 from squall.execution.restart import REASON_RESTARTED, end_restart
 from squall.sdk.dag import DAG
@@ -244,6 +264,56 @@ def reset_adopted(session: Session, timed_out: Iterable[tuple[TaskInstanceKey, i
             log.debug("TaskInstance %s: try %d: adoption timeout, but the row moved on",
                       key, try_number)
     return reset
+
+
+def time_out_deferred(session: Session, *, now: datetime) -> int:
+    """DEFERRED task instances whose ``trigger_timeout`` has passed go to SCHEDULED, to
+    fail on a worker (see the module docstring); how many."""
+    rows = session.execute(
+        select(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id,
+               TaskInstance.map_index, TaskInstance.try_number, TaskInstance.trigger_id,
+               TaskInstance.trigger_timeout)
+        .where(TaskInstance.state == TI.DEFERRED.value,
+               TaskInstance.trigger_timeout.is_not(None), TaskInstance.trigger_timeout < now)
+        .order_by(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id)
+    ).all()
+    moved = 0
+    for row in rows:
+        key = TaskInstanceKey(row.dag_id, row.task_id, row.run_id, row.map_index)
+        if not compare_and_set_state(
+                session, key, expected=TI.DEFERRED, try_number=row.try_number,
+                new_state=TI.SCHEDULED, trigger_id=None, next_method=TRIGGER_FAIL_METHOD,
+                next_kwargs={"error": TRIGGER_TIMEOUT_ERROR},
+                state_reason=f"its trigger did not fire by {row.trigger_timeout.isoformat()} "
+                             "(trigger or execution timeout)"):
+            continue  # fired, cleared or marked meanwhile
+        delete_triggers(session, [row.trigger_id])
+        moved += 1
+        log.warning("TaskInstance %s: try %d: deferred past its trigger timeout (%s); "
+                    "scheduled to fail", key, row.try_number, row.trigger_timeout.isoformat())
+    if moved:
+        notify_scheduler(session, "trigger timeouts")
+    return moved
+
+
+def clean_unused_triggers(session: Session) -> int:
+    """Delete the trigger rows no DEFERRED task instance waits on, and clear the
+    ``trigger_id`` of task instances no longer deferred (see the module docstring); how
+    many rows were deleted. A trigger row is inserted with its task instance's move to
+    DEFERRED in one transaction, so a new one is never taken for unused."""
+    session.execute(
+        update(TaskInstance)
+        .where(TaskInstance.trigger_id.is_not(None), TaskInstance.state != TI.DEFERRED.value)
+        .values(trigger_id=None).execution_options(synchronize_session=False))
+    waited_on = exists().where(and_(TaskInstance.trigger_id == Trigger.id,
+                                    TaskInstance.state == TI.DEFERRED.value))
+    result = session.execute(delete(Trigger).where(~waited_on)
+                             .execution_options(synchronize_session=False))
+    deleted = int(getattr(result, "rowcount", 0) or 0)
+    if deleted:
+        log.info("watchdog: deleted %d trigger(s) no deferred task instance waits on",
+                 deleted)
+    return deleted
 
 
 #: task instance keys per statement of :func:`tries_over`

@@ -33,8 +33,9 @@ RETURN_VALUE_KEY = "return_value"
 #: the template context's keys: a mapped @task's argument may not be one (Airflow's rule)
 KNOWN_CONTEXT_KEYS = frozenset({
     "conf", "conn", "dag", "dag_run", "data_interval_end", "data_interval_start", "ds",
-    "ds_nodash", "execution_date", "expanded_ti_count", "inlets", "logical_date", "macros",
-    "map_index_template", "next_ds", "next_ds_nodash", "next_execution_date", "outlets",
+    "ds_nodash", "execution_date", "expanded_ti_count", "inlet_events", "inlets",
+    "logical_date", "macros", "map_index_template", "next_ds", "next_ds_nodash",
+    "next_execution_date", "outlet_events", "outlets",
     "params", "prev_data_interval_start_success", "prev_data_interval_end_success",
     "prev_ds", "prev_ds_nodash", "prev_execution_date", "prev_execution_date_success",
     "prev_start_date_success", "run_id", "task", "task_instance", "task_instance_key_str",

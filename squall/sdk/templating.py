@@ -27,6 +27,11 @@ import pendulum
 from jinja2.nativetypes import NativeEnvironment
 
 from squall.common.errors import TaskControl, TemplateError
+from squall.sdk.datasets.events import (
+    InletEventsAccessors,
+    OutletEventAccessors,
+    TriggeringDatasetEvents,
+)
 from squall.sdk.params import DagParam, InvalidParams, try_params
 from squall.secrets.connection_store import ConnectionAccessor
 from squall.secrets.variables import VariableAccessor
@@ -378,6 +383,7 @@ def previous_schedule(dag: DAG | None, logical: datetime) -> pendulum.DateTime |
     from squall.sdk.timetables.base import _DataIntervalTimetable
 
     timetable = getattr(dag, "timetable", None)
+    timetable = getattr(timetable, "timetable", timetable)  # DatasetOrTimeSchedule's
     if not isinstance(timetable, _DataIntervalTimetable):
         return None
     return _utc(timetable._prev(logical.astimezone(UTC)))
@@ -478,6 +484,7 @@ def build_context(
         "ds_nodash": ds_nodash,
         "execution_date": logical,
         "expanded_ti_count": None,
+        "inlet_events": InletEventsAccessors(list(getattr(task, "inlets", []))),
         "inlets": list(getattr(task, "inlets", [])),
         "logical_date": logical,
         "macros": make_macros(),
@@ -485,6 +492,7 @@ def build_context(
         "next_ds": _ds(next_logical),
         "next_ds_nodash": _nodash(_ds(next_logical)),
         "next_execution_date": next_logical,
+        "outlet_events": OutletEventAccessors(),
         "outlets": list(getattr(task, "outlets", [])),
         "params": merged_params,
         "prev_data_interval_start_success": _as_datetime(prev.data_interval_start),
@@ -502,7 +510,7 @@ def build_context(
         "ti": ti,
         "tomorrow_ds": tomorrow_ds,
         "tomorrow_ds_nodash": _nodash(tomorrow_ds),
-        "triggering_dataset_events": {},
+        "triggering_dataset_events": TriggeringDatasetEvents(),
         "try_number": getattr(ti, "try_number", 1),
         "ts": ts,
         "ts_nodash": logical.strftime("%Y%m%dT%H%M%S"),

@@ -42,6 +42,7 @@ from squall.common.procutil import (
 )
 from squall.common.settings import Settings
 from squall.common.state import TaskInstanceState
+from squall.execution.deferral import resume_of
 from squall.execution.runner import (
     OutcomeRecord,
     Recorder,
@@ -153,7 +154,8 @@ def run_forked_task_process(settings: Settings, spec: TaskProcessSpec, channel: 
         run_try(TrySpec(loaded, DagRun(**started.dag_run), try_number=spec.try_number,
                         max_tries=started.max_tries, start_date=started.start_date,
                         hostname=spec.hostname, log_path=log_path, clear_xcom=False,
-                        previous_success=started.previous_success, map_index=key.map_index),
+                        previous_success=started.previous_success, map_index=key.map_index,
+                        resume=started.resume),
                 make_session_factory(engine),
                 worker_hooks(settings, termination, recorder=recorder))
         return EXIT_OK
@@ -207,7 +209,8 @@ def _run(settings: Settings, spec: TaskProcessSpec, factory: SessionFactory,
     install_dag_run_trigger(trigger_dag_run)
     run_try(TrySpec(task, dag_run, try_number=spec.try_number, max_tries=ti.max_tries,
                     start_date=start_date, hostname=spec.hostname, log_path=log_path,
-                    clear_xcom=False, map_index=key.map_index),
+                    clear_xcom=False, map_index=key.map_index,
+                    resume=resume_of(ti.next_method, ti.next_kwargs)),
             factory, worker_hooks(settings, termination, code_ended=spec.notify_recording,
                                   recorder=outcome_writer(factory, key,
                                                           try_number=spec.try_number)))

@@ -26,8 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sqlalchemy import case, func, select, update
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -48,6 +48,7 @@ from squall.common.state import JobState, TaskInstanceState
 from squall.dag_processing.sync import load_serialized_dags
 from squall.execution import xcom
 from squall.execution.callbacks import request_task_callback, task_kind
+from squall.execution.deferral import Resume, resume_of
 from squall.execution.restart import end_restart
 from squall.execution.runner import (
     OutcomeKind,
@@ -61,6 +62,7 @@ from squall.execution.runner import (
     task_log_path,
     write_outcome,
 )
+from squall.runs.datasets import record_try_events
 from squall.sdk.examples import EXAMPLES_FOLDER
 from squall.sdk.operators.base import BaseOperator
 from squall.sdk.templating import PreviousSuccess
@@ -83,6 +85,9 @@ class StartedTry:
     dag_run: dict[str, Any]  # the DagRun's column values
     #: the context's ``prev_*_success`` (:func:`~squall.execution.runner.previous_success`)
     previous_success: PreviousSuccess | None = None
+    #: a deferred try resuming (the row's ``next_method``): it keeps its start date and
+    #: XComs, and runs ``resume_execution`` instead of ``execute``
+    resume: Resume | None = None
 
 
 def dag_run_values(dag_run: DagRun) -> dict[str, Any]:
@@ -132,24 +137,34 @@ class TryWrites:
                 try_number=self.try_number, new_state=TaskInstanceState.RUNNING,
                 expected_external_executor_id=self._celery_task_id,
                 hostname=self._worker_name, pid=task_pid or os.getpid(), job_id=job.id,
-                start_date=now, end_date=None,
+                # a deferred try resuming keeps its first start (Airflow: the
+                # execution_timeout and the duration count from it)
+                start_date=case((TaskInstance.next_method.is_(None), now),
+                                else_=func.coalesce(TaskInstance.start_date, now)),
+                end_date=None,
             )
             if won:
-                xcom.clear(session, dag_id=self.key.dag_id, run_id=self.key.run_id,
-                           task_id=self.key.task_id, map_index=self.key.map_index)
-                dag_run, max_tries = session.execute(
-                    select(DagRun, TaskInstance.max_tries)
+                dag_run, max_tries, next_method, next_kwargs, start_date = session.execute(
+                    select(DagRun, TaskInstance.max_tries, TaskInstance.next_method,
+                           TaskInstance.next_kwargs, TaskInstance.start_date)
                     .join(TaskInstance, (TaskInstance.dag_id == DagRun.dag_id)
                           & (TaskInstance.run_id == DagRun.run_id))
                     .where(*self._key_clause())).one()
+                resume = resume_of(next_method, next_kwargs)
+                if resume is None:  # a resumed try keeps what it pushed before deferring
+                    xcom.clear(session, dag_id=self.key.dag_id, run_id=self.key.run_id,
+                               task_id=self.key.task_id, map_index=self.key.map_index)
                 self.started = StartedTry(
-                    job_id=job.id, max_tries=int(max_tries or 0), start_date=now,
+                    job_id=job.id, max_tries=int(max_tries or 0),
+                    start_date=start_date or now,
                     dag_run=dag_run_values(dag_run),
-                    previous_success=previous_success(session, dag_run, self.key.task_id))
+                    previous_success=previous_success(session, dag_run, self.key.task_id),
+                    resume=resume)
                 session.commit()
                 self.job_id = job.id
-                log.info("TaskInstance %s: try %d queued -> running on %s (job %d)",
-                         self.key, self.try_number, self._worker_name, job.id)
+                log.info("TaskInstance %s: try %d queued -> running on %s (job %d)%s",
+                         self.key, self.try_number, self._worker_name, job.id,
+                         f", resuming in {resume.next_method}" if resume else "")
                 return self.started
             session.rollback()
             row = session.execute(
@@ -209,7 +224,7 @@ class TryWrites:
         with the job row's end in the same transaction; whether it won."""
         return self._once_more_on_disconnect("writing the outcome", lambda: write_outcome(
             self._factory, self.key, try_number=self.try_number, record=record,
-            on_recorded=self._finish_job_with, quiet=True))
+            on_recorded=self._finish_job_with, quiet=True, dataset_events=record_try_events))
 
     def record_load_error(self, reason: str) -> TryResult:
         """The forked task process could not load its task: the try failed with
@@ -385,5 +400,6 @@ def outcome_writer(factory: SessionFactory, key: TaskInstanceKey, *,
     compare-and-set from RUNNING at ``try_number``, with the scheduler's wake-up, in one
     transaction (:func:`~squall.execution.runner.write_outcome`)."""
     def write(record: OutcomeRecord) -> bool:
-        return write_outcome(factory, key, try_number=try_number, record=record)
+        return write_outcome(factory, key, try_number=try_number, record=record,
+                             dataset_events=record_try_events)
     return write

@@ -3,7 +3,7 @@
 ``compose_cluster`` (one per test module, so it is down once its tests are) builds the base
 images when missing or out of date (:mod:`tests.compose.images`), builds
 ``deploy/Dockerfile`` on them, and brings ``docker-compose.yml`` up as a project of its own
-(postgres, redis, squall-init, two schedulers, two workers, the API and, profile
+(postgres, redis, squall-init, two schedulers, two workers, a triggerer, the API and, profile
 ``flower``, Flower) with every secret and host port chosen here, waits until every health
 check passes, and takes it all down again (containers, networks and volumes) at the end,
 whatever happened. Without a reachable
@@ -41,7 +41,7 @@ ENV_EXAMPLE = images.REPO / ".env.example"
 LOG_DIR = Path(tempfile.gettempdir()) / "squall-compose-logs"
 UP_TIMEOUT = 300.0
 HEALTHY_TIMEOUT = 300.0
-LONG_RUNNING = ("postgres", "redis", "scheduler", "worker", "api", "flower")
+LONG_RUNNING = ("postgres", "redis", "scheduler", "worker", "triggerer", "api", "flower")
 WORKERS = 2
 SCHEDULERS = 2
 WORKER_CONCURRENCY = 2
@@ -304,7 +304,7 @@ def compose_cluster(squall_image: str, tmp_path_factory: pytest.TempPathFactory
                                  f"{_tail(up.stdout + up.stderr, 20)}\n"
                                  f"{_tail(project.logs(), 120)}")
         wait_healthy(project, {"postgres": 1, "redis": 1, "scheduler": SCHEDULERS,
-                               "worker": WORKERS,
+                               "worker": WORKERS, "triggerer": 1,
                                "api": 1, "flower": 1}, HEALTHY_TIMEOUT)
         yield Cluster(project=project, api_url=f"http://127.0.0.1:{api_port}",
                       flower_url=f"http://127.0.0.1:{flower_port}", admin=admin,

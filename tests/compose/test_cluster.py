@@ -61,7 +61,7 @@ def test_the_image_runs_squall_as_a_non_root_user(squall_image: str) -> None:
 
 def test_every_service_is_healthy_and_runs_as_squall(compose_cluster: Cluster) -> None:
     project = compose_cluster.project
-    for service in ("scheduler", "worker", "api", "flower"):
+    for service in ("scheduler", "worker", "triggerer", "api", "flower"):
         containers = project.service_containers(service)
         expected = {"worker": WORKERS, "scheduler": SCHEDULERS}.get(service, 1)
         assert len(containers) == expected, service

@@ -63,7 +63,7 @@ def env_example() -> dict[str, str]:
 
 def test_every_long_running_service_has_a_health_check(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert {"postgres", "redis", "squall-init", "scheduler", "worker", "api",
+    assert {"postgres", "redis", "squall-init", "scheduler", "worker", "triggerer", "api",
             "flower"} <= set(services)
     for name, service in services.items():
         if name in ONE_SHOT:
@@ -74,6 +74,9 @@ def test_every_long_running_service_has_a_health_check(compose: dict[str, Any]) 
     assert services["scheduler"]["healthcheck"]["test"][1:5] == [
         "squall", "jobs", "check", "--job-type"]
     assert "worker" in services["worker"]["healthcheck"]["test"]
+    assert services["triggerer"]["command"] == ["triggerer"]
+    assert services["triggerer"]["healthcheck"]["test"][1:] == [
+        "squall", "jobs", "check", "--job-type", "triggerer", "--local"]
     assert services["flower"]["profiles"] == ["flower"]
 
 
@@ -86,7 +89,7 @@ def test_every_dependency_waits_on_a_condition(compose: dict[str, Any]) -> None:
             expected = ("service_completed_successfully" if dependency in ONE_SHOT
                         else "service_healthy")
             assert condition == expected, (name, dependency, condition)
-    for name in ("scheduler", "worker", "api", "flower"):
+    for name in ("scheduler", "worker", "triggerer", "api", "flower"):
         assert "squall-init" in compose["services"][name]["depends_on"], name
 
 

@@ -49,6 +49,30 @@ def test_health_needs_no_credentials_and_reports_the_scheduler(
                                  "latest_scheduler_heartbeat": beat.isoformat()}
 
 
+def test_health_reports_the_most_recent_triggerer(
+        api: Api, session_factory: SessionFactory) -> None:
+    """Airflow's ``get_airflow_health``: ``null`` when no triggerer job ever ran, else the
+    most recent one (running first) healthy when alive within ``[triggerer]
+    triggerer_health_check_threshold`` (30 s)."""
+    stale = utcnow() - timedelta(seconds=40)
+    with session_scope(session_factory) as session:
+        session.add(Job(job_type="TriggererJob", state=JobState.RUNNING.value,
+                        latest_heartbeat=stale))
+    body = api.get("/api/v1/health", user=None).json()
+    assert body["triggerer"] == {"status": "unhealthy",
+                                 "latest_triggerer_heartbeat": stale.isoformat()}
+    fresh = utcnow() - timedelta(seconds=1)
+    with session_scope(session_factory) as session:
+        session.add(Job(job_type="TriggererJob", state=JobState.SUCCESS.value,
+                        latest_heartbeat=fresh))  # ended: the running one comes first
+        session.add(Job(job_type="TriggererJob", state=JobState.RUNNING.value,
+                        latest_heartbeat=fresh - timedelta(seconds=1)))
+    body = api.get("/api/v1/health", user=None).json()
+    assert body["triggerer"] == {
+        "status": "healthy",
+        "latest_triggerer_heartbeat": (fresh - timedelta(seconds=1)).isoformat()}
+
+
 def test_credentials_are_required_and_checked(api: Api) -> None:
     missing = api.get("/api/v1/version", user=None)
     assert missing.status_code == 401
@@ -153,7 +177,8 @@ def _concrete(path: str) -> str:
         "{task_id}", "t").replace("{task_try_number}", "1").replace("{pool_name}", "p")
         .replace("{import_error_id}", "1").replace("{backfill_id}", "1").replace("{map_index}", "0")
         .replace("{execution_date}", "2024-01-01T00:00:00+00:00")
-        .replace("{variable_key}", "v").replace("{connection_id}", "c"))
+        .replace("{variable_key}", "v").replace("{connection_id}", "c")
+        .replace("{uri}", "s3%3A%2F%2Fb%2Fk"))
 
 
 def test_every_route_has_its_auth_rule(api: Api) -> None:

@@ -153,7 +153,7 @@ BAD_POOLS: list[tuple[Any, str]] = [
     ({"name": "", "slots": 1}, "non-empty"),
     ({"name": "p"}, "missing required field(s): slots"),
     ({"name": "p", "slots": 1, "colour": "red"}, "unknown field(s): colour"),
-    ({"name": "p", "slots": 1, "include_deferred": True}, "no deferred tasks"),
+    ({"name": "p", "slots": 1, "include_deferred": True}, "never hold a pool slot"),
     ({"name": "p", "slots": 1, "description": 7}, "description must be a string"),
     ([1, 2], "valid dictionary"),
 ]

@@ -284,6 +284,9 @@ def test_standalone_runs_an_example_from_an_empty_home(tmp_path: Path) -> None:
             return subprocess.run([sys.executable, "-m", "squall", *args], env=env,
                                   capture_output=True, text=True, timeout=60, check=False)
 
+        # its triggerer heartbeats too (deferred tasks wait there)
+        wait_until(lambda: cli("jobs", "check", "--job-type", "triggerer", "--local")
+                   .returncode == 0, 60, interval=0.5, message="standalone's triggerer")
         trig = cli("dags", "trigger", "example_taskflow", "--run-id", "from_test")
         assert trig.returncode == 0, trig.stderr
         try:

@@ -26,6 +26,7 @@ from squall.common.models import Job, utcnow
 from squall.common.settings import Settings
 from squall.common.state import JobState
 from squall.runs.jobs import SCHEDULER_JOB_TYPE as SCHEDULER_JOB
+from squall.runs.jobs import TRIGGERER_JOB_TYPE as TRIGGERER_JOB
 from squall.worker.worker_job import JOB_TYPE as WORKER_JOB
 from squall.worker.worker_job import WorkerJob, worker_node_name
 from tests.integration.test_cli import assert_clean_error, ok, squall
@@ -62,9 +63,10 @@ class JobsDb:
                             start_date=beat, latest_heartbeat=beat,
                             end_date=None if state == JobState.RUNNING else beat))
 
-    def check(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def check(self, *args: str, env: dict[str, str] | None = None
+              ) -> subprocess.CompletedProcess[str]:
         return squall(self.home, "jobs", "check", *args,
-                      env={"SQUALL__DATABASE__SQL_ALCHEMY_CONN": self.url})
+                      env={"SQUALL__DATABASE__SQL_ALCHEMY_CONN": self.url, **(env or {})})
 
 
 def test_a_fresh_running_job_of_the_type_is_alive(jobs: JobsDb) -> None:
@@ -85,6 +87,20 @@ def test_stale_and_ended_jobs_are_not_alive(jobs: JobsDb) -> None:
     # a heartbeat a little inside the threshold is alive
     jobs.add(WORKER_JOB, "w4@host", age=THRESHOLD - 10)
     assert ok(jobs.check("--job-type", "worker")).stdout.strip() == ALIVE
+
+
+def test_a_triggerer_is_alive_within_the_triggerers_threshold(jobs: JobsDb) -> None:
+    """``--job-type triggerer`` looks at ``TriggererJob`` rows with ``[triggerer]
+    triggerer_health_check_threshold`` (Airflow: ``Job.is_alive`` of a TriggererJob)."""
+    jobs.add(SCHEDULER_JOB, "sched-host")
+    assert_clean_error(jobs.check("--job-type", "triggerer"), 1, NONE_ALIVE)
+    jobs.add(TRIGGERER_JOB, "trig-host", age=15)
+    assert ok(jobs.check("--job-type", "triggerer", "--hostname", "trig-host")
+              ).stdout.strip() == ALIVE
+    # stale by the triggerer's threshold, though not by the scheduler's (30 s)
+    short = {"SQUALL__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
+             "SQUALL__TRIGGERER__JOB_HEARTBEAT_SEC": "1"}
+    assert_clean_error(jobs.check("--job-type", "triggerer", env=short), 1, NONE_ALIVE)
 
 
 def test_hostname_and_local(jobs: JobsDb) -> None:

@@ -65,19 +65,24 @@ class Api:
         return self.request("DELETE", url, **kwargs)
 
     def _operation(self, method: str, path: str) -> dict[str, Any] | None:
+        """The operation of ``path`` (as sent: a ``%2F`` in a parameter stays in it): the
+        template with the most literal parts that matches (``/datasets/events`` before
+        ``/datasets/{uri}``)."""
+        best: tuple[int, dict[str, Any]] | None = None
         for template, item in self.openapi["paths"].items():
             parts, wanted = template.split("/"), path.split("/")
             if len(parts) == len(wanted) and all(
                     p == w or (p.startswith("{") and p.endswith("}"))
                     for p, w in zip(parts, wanted, strict=True)):
                 op = item.get(method.lower())
-                if op is not None:
-                    return dict(op)
-        return None
+                literal = sum(1 for p in parts if not p.startswith("{"))
+                if op is not None and (best is None or literal > best[0]):
+                    best = (literal, dict(op))
+        return best[1] if best is not None else None
 
     def validate(self, method: str, url: str, response: httpx.Response) -> None:
         """The response is documented for its route and status and matches the schema."""
-        path = httpx.URL(url).path
+        path = httpx.URL(url).raw_path.decode("ascii").split("?", 1)[0]
         op = self._operation(method, path)
         assert op is not None, f"{method} {path} is not in the OpenAPI document"
         assert response.status_code != 500, f"{method} {url} answered 500: {response.text}"

@@ -55,6 +55,8 @@ EXPECTED: dict[str, set[str]] = {
         "AirflowException",
         "ParamValidationError",
         "RemovedInAirflow3Warning",
+        "TaskDeferred",
+        "TaskDeferralError",
     },
     "airflow.utils": set(),
     "airflow.utils.trigger_rule": {"TriggerRule"},
@@ -127,8 +129,17 @@ EXPECTED_AUTHORING: dict[str, set[str]] = {
     "airflow.timetables.trigger": {"CronTriggerTimetable"},
     "airflow.timetables.events": {"EventsTimetable"},
     "airflow.timetables.interval": {"CronDataIntervalTimetable", "DeltaDataIntervalTimetable"},
-    "airflow.timetables.simple": {"NullTimetable", "OnceTimetable", "ContinuousTimetable"},
+    "airflow.timetables.simple": {"NullTimetable", "OnceTimetable", "ContinuousTimetable",
+                                  "DatasetTriggeredTimetable"},
     "airflow.plugins_manager": {"AirflowPlugin"},
+    # issue 25: datasets
+    "airflow": {"Dataset"},
+    "airflow.datasets": {"Dataset", "DatasetAlias", "DatasetAll", "DatasetAny", "BaseDataset"},
+    "airflow.datasets.metadata": {"Metadata"},
+    "airflow.timetables.datasets": {"DatasetOrTimeSchedule"},
+    "airflow.models.dataset": {"DatasetModel", "DatasetEvent", "DatasetAliasModel"},
+    "airflow.utils.context": {"OutletEventAccessors", "OutletEventAccessor",
+                              "InletEventsAccessors"},
 }
 for _name, _attrs in EXPECTED_AUTHORING.items():
     EXPECTED[_name] = EXPECTED.get(_name, set()) | _attrs
@@ -407,7 +418,7 @@ def test_star_import(installed: None) -> None:
         ("from airflow.hooks.dbapi import DbApiHook", "database hooks come from providers"),
         ("import airflow.hooks.filesystem", "FSHook is not supported"),
         ("from airflow.models.xcom import XCom", "the XCom model is not supported"),
-        ("from airflow.datasets import Dataset", "Airflow datasets (data-aware scheduling)"),
+        ("import airflow.datasets.manager", "does not provide it"),
         ("from airflow.operators.subdag import SubDagOperator",
          "SubDagOperator (deprecated in Airflow 2, removed in 3) is not supported: use a "
          "TaskGroup"),
@@ -431,7 +442,7 @@ def test_unsupported_module(installed: None, statement: str, feature: str) -> No
     ("statement", "feature"),
     [
         ("from airflow.models import XCom", "the XCom model is not supported"),
-        ("from airflow import Dataset", "Airflow datasets"),
+        ("from airflow.datasets import DatasetManager", "does not provide it"),
         ("from airflow import providers", "provider packages are not supported"),
         ("from airflow.utils.dates import cron_presets", "does not provide it"),
         ("from airflow.exceptions import AirflowNotFoundException", "does not provide it"),

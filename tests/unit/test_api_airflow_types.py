@@ -25,6 +25,12 @@ SQUALL_ONLY = {
     "*.state_reason": "why the task instance is in its state",
     "get_tasks.total_entries": "Airflow's server answers it too (TaskCollectionSchema)",
     "get_variables.variables[].value": "the value, masked where the key names a secret",
+    # Airflow 2.10's server answers these too, v1.yaml leaves them out (dataset_schema.py)
+    "*.aliases": "a dataset's aliases (DatasetSchema.aliases)",
+    "*.dataset_events[].id": "the event's id (DatasetEventSchema.id)",
+    "create_dataset_event.id": "the event's id (DatasetEventSchema.id)",
+    "*.created_dagruns[].dag_run_id": "a run's id: BasicDAGRunSchema's data_key for run_id",
+    "*.queued_events": "QueuedEventCollectionSchema's name for v1.yaml's datasets",
 }
 #: properties of Airflow's schemas Squall leaves out of an answer, by where they are, and why
 #: (the client takes an answer without them: Airflow's response schemas require none)
@@ -32,6 +38,9 @@ NOT_SERVED = {
     "*.password": "never answered, as Airflow's server never answers it (load_only)",
     "*.sub_dag": "Airflow's server leaves it out too for a task that is not a "
                  "SubDagOperator",
+    "*.created_dagruns[].run_id": "Airflow's server answers it as dag_run_id",
+    "get_dag_dataset_queued_events.datasets": "Airflow's server answers queued_events",
+    "get_dataset_queued_events.datasets": "Airflow's server answers queued_events",
 }
 
 

@@ -28,7 +28,7 @@ from squall.common.errors import (
     TaskSkipped,
 )
 from squall.common.models import DagRun
-from squall.common.state import DagRunState
+from squall.common.state import TRIGGER_FAIL_METHOD, DagRunState
 from squall.dag_processing.serialization import serialize_dag
 from squall.runs.trigger import trigger_dag_run
 from squall.scheduler.local_run import ensure_dag_row
@@ -40,7 +40,7 @@ from squall.sdk.sensors.date_time import DateTimeSensorAsync, TimeSensorAsync
 from squall.sdk.sensors.external_task import ExternalTaskSensor
 from squall.sdk.sensors.filesystem import FileSensor
 from squall.sdk.sensors.time_delta import TimeDeltaSensorAsync
-from squall.sdk.triggers import FAIL_METHOD, serde
+from squall.sdk.triggers import serde
 from squall.sdk.triggers.external_task import DagStateTrigger, WorkflowTrigger
 from squall.sdk.triggers.file import FileTrigger
 from squall.sdk.triggers.temporal import DateTimeTrigger
@@ -70,7 +70,7 @@ def resume(task: BaseOperator, event: Any, context: Context | None = None) -> An
 
 def resume_failed(task: BaseOperator, error: str = TIMEOUT) -> Any:
     """The resumed try of a deferral that timed out or whose trigger failed."""
-    return task.resume_execution(FAIL_METHOD, {"error": error}, make_context(task))
+    return task.resume_execution(TRIGGER_FAIL_METHOD, {"error": error}, make_context(task))
 
 
 # --------------------------------------------------------------------------- resume_execution
@@ -97,12 +97,12 @@ def test_resume_execution_calls_the_method_with_the_event_and_kwargs(
     assert task.resume_execution("done", {"event": "e", "extra": 2}, make_context(task)) == (
         "e", 2)
     with caplog.at_level(logging.ERROR), pytest.raises(TaskDeferralError, match=r"^boom$"):
-        task.resume_execution(FAIL_METHOD, {"error": "boom", "traceback": ["Traceback\n",
+        task.resume_execution(TRIGGER_FAIL_METHOD, {"error": "boom", "traceback": ["Traceback\n",
                                                                           "ValueError: x\n"]},
                               make_context(task))
     assert "Trigger failed:" in caplog.text and "ValueError: x" in caplog.text
     with pytest.raises(TaskDeferralError, match=r"^Unknown$"):
-        task.resume_execution(FAIL_METHOD, None, make_context(task))
+        task.resume_execution(TRIGGER_FAIL_METHOD, None, make_context(task))
 
 
 # --------------------------------------------------------------------------- TimeDeltaSensorAsync

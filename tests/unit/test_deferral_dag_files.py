@@ -21,11 +21,12 @@ import pendulum
 import pytest
 
 from squall.common.errors import SquallError, TaskDeferred, TaskSkipped
+from squall.common.state import TRIGGER_FAIL_METHOD, TRIGGER_TIMEOUT_ERROR
 from squall.compat import airflow as compat
 from squall.dag_processing.loading import load_file
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import BaseOperator
-from squall.sdk.triggers import FAIL_METHOD, BaseTaskEndEvent, BaseTrigger, TriggerEvent, serde
+from squall.sdk.triggers import BaseTaskEndEvent, BaseTrigger, TriggerEvent, serde
 from tests.integration.test_airflow210_deferral_dags import FILE_STATES, TIME_STATES, TIME_XCOMS
 from tests.unit.fake_ti import FakeTI, make_context
 
@@ -79,7 +80,7 @@ def drive(task: BaseOperator, ti: FakeTI, **context_kwargs: Any) -> str:
             try:
                 event = asyncio.run(_first(_rebuilt(deferred.trigger), limit))
             except TimeoutError:
-                method, kwargs = FAIL_METHOD, {"error": "Trigger/execution timeout"}
+                method, kwargs = TRIGGER_FAIL_METHOD, {"error": TRIGGER_TIMEOUT_ERROR}
             else:
                 if isinstance(event, BaseTaskEndEvent):
                     return str(event.task_instance_state)

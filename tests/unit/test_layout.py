@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "runs": 4,
     "scheduler": 5,
     "worker": 5,
+    "triggerer": 5,
     "cli": 6,
     "api": 6,
 }

@@ -9,6 +9,7 @@ import pytest
 
 from squall.common.models import MAX_STATE_REASON, TaskInstance, clip_reason
 from squall.common.state import TaskInstanceState
+from squall.execution.deferral import NO_RESUME
 from squall.execution.outcome import RetryPolicy
 from squall.sdk.dag import DAG
 from squall.sdk.operators.base import BaseOperator, Context
@@ -51,10 +52,13 @@ def test_no_retry_fails_whatever_the_tries_left() -> None:
 
 def test_values_clip_the_reason_and_set_next_retry_at_only_for_a_retry() -> None:
     retried = RetryPolicy(max_tries=1).after_failure(1, now=NOW, reason="x" * 5000)
+    # a failed try leaves nothing to resume: a retry starts in execute (ADR 29)
     assert retried.values(end_date=NOW) == {
-        "state_reason": "x" * MAX_STATE_REASON, "end_date": NOW, "next_retry_at": NOW}
+        "state_reason": "x" * MAX_STATE_REASON, "end_date": NOW, "next_retry_at": NOW,
+        **NO_RESUME}
     failed = RetryPolicy(max_tries=0).after_failure(1, now=NOW, reason="boom")
-    assert failed.values(end_date=NOW) == {"state_reason": "boom", "end_date": NOW}
+    assert failed.values(end_date=NOW) == {"state_reason": "boom", "end_date": NOW,
+                                           **NO_RESUME}
 
 
 def test_for_task_instance_takes_the_task_from_its_dag() -> None:

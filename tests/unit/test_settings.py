@@ -383,7 +383,7 @@ def test_as_dict_lists_every_section_and_key(home: Path) -> None:
     settings = Settings.load(env=env_for(home, SQUALL__SCHEDULER__CATCHUP_BY_DEFAULT="false"))
     data = settings.as_dict()
     assert set(data) == {"core", "database", "celery", "scheduler", "logging", "metrics", "api",
-                         "smtp"}
+                         "smtp", "triggerer"}
     for section, values in data.items():
         assert set(values) == set(type(getattr(settings, section)).model_fields)
         for key, value in values.items():

@@ -9,6 +9,7 @@ from squall.api.routes import (
     dag_files,
     dag_runs,
     dags,
+    datasets,
     experimental,
     logs,
     misc,
@@ -22,5 +23,5 @@ from squall.api.routes import (
 ROUTERS: list[APIRouter] = [monitor.router, dags.router, dag_runs.router,
                             task_instances.router, logs.router, pools.router, misc.router,
                             variables.router, connections.router, sla_misses.router,
-                            dag_files.router,
+                            dag_files.router, datasets.router,
                             experimental.router, metrics_router, ui.router]

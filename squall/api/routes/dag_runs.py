@@ -36,7 +36,12 @@ from squall.api.schemas_runs import (
     UpdateDagRunState,
     has_nul,
 )
-from squall.api.serializers import dag_run_json, task_display_names, task_instance_json
+from squall.api.serializers import (
+    dag_run_json,
+    task_display_names,
+    task_instance_json,
+    triggers_of,
+)
 from squall.api.state import DB, api_state
 from squall.common.errors import TriggerError
 from squall.common.models import (
@@ -338,8 +343,10 @@ def tis_json(session: Session, pairs: list[tuple[TaskInstance, DagRun]]) -> list
     SLAs)."""
     misses = sla_misses(session, [ti for ti, _ in pairs])
     names = task_display_names(session, sorted({ti.dag_id for ti, _ in pairs}))
+    triggers = triggers_of(session, [ti for ti, _ in pairs])
     return [task_instance_json(ti, run, misses.get((ti.dag_id, ti.task_id, ti.run_id)),
-                               names.get((ti.dag_id, ti.task_id)))
+                               names.get((ti.dag_id, ti.task_id)),
+                               triggers.get(ti.trigger_id) if ti.trigger_id else None)
             for ti, run in pairs]
 
 

@@ -107,7 +107,8 @@ def get_dag_details(dag_id: str, request: Request, session: DB,
         "default_view": getattr(dag, "default_view", "grid"),
         "orientation": getattr(dag, "orientation", "LR"),
         "concurrency": dag.max_active_tasks, "start_date": iso(dag.start_date),
-        "dag_run_timeout": _duration(dag.dagrun_timeout), "dataset_expression": None,
+        "dag_run_timeout": _duration(dag.dagrun_timeout),
+        "dataset_expression": _expression(row.dataset_expression),
         "doc_md": dag.doc_md, "params": {k: p.dump() for k, p in dag.params.items()},
         "end_date": iso(dag.end_date),
         "is_paused_upon_creation": dag.is_paused_upon_creation,
@@ -115,6 +116,14 @@ def get_dag_details(dag_id: str, request: Request, session: DB,
         "template_search_path": [str(p) for p in dag.template_searchpath] or None,
         "render_template_as_native_obj": dag.render_template_as_native_obj,
     }
+
+
+def _expression(value: Any) -> dict[str, Any] | None:
+    """A dataset schedule's condition as Airflow's ``DagModel.dataset_expression``
+    (``{"all": [...]}``, ``{"any": [...]}``, ``{"alias": name}``). One ``Dataset`` alone is
+    stored as its bare URI, which is not an object: ``null`` then (Airflow 2.10's server
+    fails to answer it: ``DAGDetailSchema.dataset_expression`` is a ``fields.Dict``)."""
+    return value if isinstance(value, dict) else None
 
 
 def _duration(value: timedelta | None) -> dict[str, Any] | None:

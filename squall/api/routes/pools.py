@@ -43,21 +43,23 @@ PoolBody = Annotated[dict[str, Any], Body(
     description="a Pool: name, slots (-1 for unlimited), description")]
 
 
-def _scheduled(session: Session, names: list[str]) -> dict[str, int]:
-    """The slots the SCHEDULED task instances of each pool wait for."""
+def _slots_in(session: Session, names: list[str], state: TaskInstanceState) -> dict[str, int]:
+    """The slots of the task instances of each pool in ``state``."""
     if not names:
         return {}
     rows = session.execute(
         select(TaskInstance.pool, func.coalesce(func.sum(TaskInstance.pool_slots), 0))
-        .where(TaskInstance.state == TaskInstanceState.SCHEDULED.value,
-               TaskInstance.pool.in_(names))
+        .where(TaskInstance.state == state.value, TaskInstance.pool.in_(names))
         .group_by(TaskInstance.pool))
     return {pool: int(slots) for pool, slots in rows}
 
 
 def _pools_json(session: Session, rows: list[PoolRow]) -> list[dict[str, Any]]:
     usage = {u.name: u for u in pools.list_pools(session)}
-    waiting = _scheduled(session, [r.pool for r in rows])
+    waiting = _slots_in(session, [r.pool for r in rows], TaskInstanceState.SCHEDULED)
+    # deferred task instances hold no slot (Airflow's include_deferred=False, the only
+    # setting Squall has); they are counted apart, as Airflow's deferred_slots
+    deferred = _slots_in(session, [r.pool for r in rows], TaskInstanceState.DEFERRED)
     out = []
     for row in rows:
         held = usage.get(row.pool)
@@ -68,7 +70,8 @@ def _pools_json(session: Session, rows: list[PoolRow]) -> list[dict[str, Any]]:
             "running_slots": running, "queued_slots": queued,
             "scheduled_slots": waiting.get(row.pool, 0),
             "open_slots": -1 if row.slots < 0 else row.slots - occupied,
-            "deferred_slots": 0, "description": row.description, "include_deferred": False,
+            "deferred_slots": deferred.get(row.pool, 0), "description": row.description,
+            "include_deferred": False,
         })
     return out
 
@@ -106,7 +109,8 @@ def _fields(body: dict[str, Any], update_mask: list[str] | None) -> dict[str, An
     else:
         fields = {f: body[f] for f in _WRITABLE if f in body}
     if fields.get("include_deferred") not in (None, False):
-        raise bad_request("include_deferred must be false: Squall has no deferred tasks")
+        raise bad_request("include_deferred must be false: deferred task instances never "
+                          "hold a pool slot in Squall")
     fields.pop("include_deferred", None)
     return fields
 

@@ -23,6 +23,7 @@ from squall.common.models import (
     Backfill,
     DagModel,
     DagRun,
+    DatasetModel,
     ImportError_,
     SerializedDagModel,
     TaskInstance,
@@ -30,6 +31,7 @@ from squall.common.models import (
 )
 from squall.dag_processing.serialization import deserialize_dag
 from squall.execution.runner import task_log_path
+from squall.runs import dataset_catalog
 from squall.runs.backfill_progress import backfill_progress, ended_backfill_notes
 from squall.runs.dag_shape import downstream_map, topological_order
 from squall.runs.pools import list_pools
@@ -190,6 +192,8 @@ def grid(dag_id: str, session: DB, user: Viewer,
         "setup_teardown": {t: kinds[t] for t in tasks if t in kinds},
         "states": {t: states.get(t, [None] * len(ordered)) for t in tasks},
         "mapped": mapped,
+        # a consumer DAG: its schedule's datasets, each queued (an event no run took) or not
+        "waiting_for": dataset_catalog.waiting_for(session, dag_id, dag.dataset_expression),
     }
 
 
@@ -304,3 +308,43 @@ def backfills(session: DB, user: Viewer,
 @router.get("/pools")
 def pools(session: DB, user: Viewer) -> dict[str, Any]:
     return {"user": _user(user), "pools": [p.as_row() for p in list_pools(session)]}
+
+
+#: events shown per dataset on the datasets page
+DATASET_EVENTS = 5
+
+
+@router.get("/datasets")
+def datasets(session: DB, user: Viewer,
+             events: int = Query(DATASET_EVENTS, ge=1, le=50)) -> dict[str, Any]:
+    """Every dataset with its producers (tasks), consumers (DAGs, through an alias too),
+    the DAGs it is queued for, and its newest ``events`` events (with the run each came
+    from, its extra, and the runs it created)."""
+    rows = list(session.scalars(dataset_catalog.select_datasets()
+                                .order_by(DatasetModel.uri)))
+    ids = [r.id for r in rows]
+    # no DAG file names it any more (the page hides these unless asked, as Airflow's UI)
+    orphaned = {r.id: r.is_orphaned for r in rows}
+    shaped = dataset_catalog.datasets_json(session, rows)
+    consumers = dataset_catalog.consumers_of(session, ids)
+    recent = dataset_catalog.recent_events(session, ids, events)
+    flat = [e for i in ids for e in recent.get(i, [])]
+    shaped_events: dict[int, list[dict[str, Any]]] = {}
+    for item in dataset_catalog.events_json(session, flat):  # one pair of queries for all
+        shaped_events.setdefault(item["dataset_id"], []).append(item)
+    queued: dict[str, list[str]] = {}
+    for item in dataset_catalog.queued_events(session):
+        queued.setdefault(item["uri"], []).append(item["dag_id"])
+    out = []
+    for dataset in shaped:
+        out.append({
+            "id": dataset["id"], "uri": dataset["uri"], "extra": dataset["extra"],
+            "orphaned": orphaned[dataset["id"]],
+            "producers": [{"dag_id": p["dag_id"], "task_id": p["task_id"]}
+                          for p in dataset["producing_tasks"]],
+            "consumers": consumers.get(dataset["id"], []),
+            "aliases": [a["name"] for a in dataset["aliases"]],
+            "queued_for": queued.get(dataset["uri"], []),
+            "events": shaped_events.get(dataset["id"], []),
+        })
+    return {"user": _user(user), "datasets": out}

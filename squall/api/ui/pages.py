@@ -43,6 +43,11 @@ def backfills(request: Request) -> Response:
     return _page(request, "backfills.html", "backfills", "Backfills")
 
 
+@router.get("/datasets")
+def datasets(request: Request) -> Response:
+    return _page(request, "datasets.html", "datasets", "Datasets")
+
+
 @router.get("/pools")
 def pools(request: Request) -> Response:
     return _page(request, "pools.html", "pools", "Pools")

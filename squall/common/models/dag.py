@@ -33,8 +33,10 @@ class DagModel(Base):
     next_dagrun_data_interval_end: Mapped[datetime | None] = mapped_column(UtcDateTime)
     next_dagrun_create_after: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
     params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    #: a dataset schedule's condition (Airflow's serialized ``DatasetAll`` / ``DatasetAny``)
-    dataset_expression: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: a dataset schedule's condition, Airflow's ``as_expression()``: a URI string (one
+    #: dataset), ``{"all": [...]}``, ``{"any": [...]}`` or ``{"alias": name}``; None for
+    #: a schedule without datasets (squall.runs.dataset_conditions reads it)
+    dataset_expression: Mapped[Any] = mapped_column(JSON, nullable=True)
 
     def __repr__(self) -> str:
         return f"<DagModel {self.dag_id} paused={self.is_paused} active={self.is_active}>"

@@ -438,22 +438,27 @@ class BaseOperator(SetupTeardownMixin, DependencyMixin, metaclass=BaseOperatorMe
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None,
                          context: Context) -> Any:
-        """Where a deferred try resumes (Airflow's ``BaseOperator.resume_execution``):
-        ``next_method(context, **next_kwargs)`` (the trigger's payload is
-        ``next_kwargs["event"]``); ``__fail__`` (its trigger failed or timed out) raises
-        :class:`~squall.common.errors.TaskDeferralError` with the recorded error, after
-        logging the trigger's traceback if there is one."""
+        """Airflow's ``BaseOperator.resume_execution``: what a deferred try runs on the
+        worker instead of :meth:`execute` when it resumes, ``next_method(context,
+        **next_kwargs)`` (the trigger's event is ``next_kwargs["event"]``). The method
+        ``__fail__`` raises :class:`~squall.common.errors.TaskDeferralError` with
+        ``next_kwargs["error"]`` (the trigger raised, or the wait timed out), after logging
+        the trigger's traceback if there is one."""
         from squall.common.errors import TaskDeferralError
-        from squall.sdk.triggers.base import FAIL_METHOD
+        from squall.common.state import TRIGGER_FAIL_METHOD
 
-        if next_method == FAIL_METHOD:
+        if next_method == TRIGGER_FAIL_METHOD:
             details = next_kwargs or {}
-            traceback = details.get("traceback")
-            if traceback:
-                lines = [traceback] if isinstance(traceback, str) else list(traceback)
+            trace = details.get("traceback")
+            if trace:
+                lines = [trace] if isinstance(trace, str) else list(trace)
                 log.error("Trigger failed:\n%s", "\n".join(str(line) for line in lines))
             raise TaskDeferralError(str(details.get("error", "Unknown")))
-        method = getattr(self, next_method)
+        method = getattr(self, next_method, None)
+        if method is None or not callable(method):
+            raise TaskDeferralError(
+                f"task {self.task_id}: cannot resume: {type(self).__name__} has no method "
+                f"{next_method!r}")
         return method(context, **(next_kwargs or {}))
 
     def on_kill(self) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from squall.common.errors import DagDefinitionError, InvalidBranchError
+from squall.sdk.datasets.events import OutletEventAccessors, run_with_metadata
 from squall.sdk.deprecation import warn_deprecated
 from squall.sdk.operators.base import BaseOperator, Context
 
@@ -58,13 +59,20 @@ def call_with_context(
     op_kwargs: Mapping[str, Any] | None,
     context: Context,
     templates_dict: dict[str, Any] | None = None,
+    *,
+    outlet_events: OutletEventAccessors | None = None,
 ) -> Any:
     """Call ``func`` as PythonOperator does: ``op_args`` positionally, then whichever of the
     context entries, ``op_kwargs`` (which win over context entries) and ``templates_dict``
-    its signature asks for (all of them when it takes ``**kwargs``)."""
+    its signature asks for (all of them when it takes ``**kwargs``). With
+    ``outlet_events``, a generator function is run to its end, the :class:`Metadata` it
+    yields going to them (:func:`~squall.sdk.datasets.events.run_with_metadata`)."""
     args = list(op_args or [])
     available = {**context, **(op_kwargs or {}), "templates_dict": templates_dict}
-    return func(*args, **determine_kwargs(func, args, available))
+    kwargs = determine_kwargs(func, args, available)
+    if outlet_events is not None:
+        return run_with_metadata(func, outlet_events, *args, **kwargs)
+    return func(*args, **kwargs)
 
 
 # --------------------------------------------------------------------------- skipping
@@ -211,7 +219,8 @@ class PythonOperator(BaseOperator):
 
     def execute_callable(self, context: Context) -> Any:
         return call_with_context(
-            self.python_callable, self.op_args, self.op_kwargs, context, self.templates_dict
+            self.python_callable, self.op_args, self.op_kwargs, context, self.templates_dict,
+            outlet_events=context.get("outlet_events"),
         )
 
 

@@ -10,6 +10,9 @@ a cron string or preset         :class:`CronDataIntervalTimetable`
 ``timedelta``/``relativedelta`` :class:`DeltaDataIntervalTimetable`
 a :class:`Timetable`            used as it is
 an Airflow-style timetable      wrapped in :class:`CustomTimetable` (:mod:`.custom`)
+a dataset condition, or a list  :class:`DatasetTriggeredTimetable` (:mod:`.datasets`): runs
+of datasets and aliases         only when the datasets are updated (a list: all of them)
+``DatasetOrTimeSchedule``       a timetable's runs and the datasets' (:mod:`.datasets`)
 ==============================  ===========================================================
 
 Data intervals
@@ -66,6 +69,11 @@ from squall.sdk.timetables.base import (
 from squall.sdk.timetables.continuous import ContinuousTimetable
 from squall.sdk.timetables.cron import CRON_PRESETS, CronDataIntervalTimetable
 from squall.sdk.timetables.custom import AirflowTimetable, CustomTimetable
+from squall.sdk.timetables.datasets import (
+    DatasetOrTimeSchedule,
+    DatasetTriggeredTimetable,
+    dataset_condition_of,
+)
 from squall.sdk.timetables.delta import DeltaDataIntervalTimetable
 
 __all__ = [
@@ -76,6 +84,8 @@ __all__ = [
     "CustomTimetable",
     "DagRunInfo",
     "DataInterval",
+    "DatasetOrTimeSchedule",
+    "DatasetTriggeredTimetable",
     "DeltaDataIntervalTimetable",
     "NullTimetable",
     "OnceTimetable",
@@ -115,7 +125,10 @@ def timetable_from_schedule(schedule: object, timezone: TimezoneLike = "UTC") ->
         return CronDataIntervalTimetable(schedule, timezone)
     if isinstance(schedule, dt.timedelta | relativedelta):
         return DeltaDataIntervalTimetable(schedule, timezone)
+    condition = dataset_condition_of(schedule)
+    if condition is not None:
+        return DatasetTriggeredTimetable(condition)
     raise DagDefinitionError(
         f"unsupported schedule {schedule!r} ({type(schedule).__name__}): expected None, a cron "
-        "string or preset, '@once', a timedelta, a relativedelta or a Timetable"
+        "string or preset, '@once', a timedelta, a relativedelta, a Timetable, or datasets"
     )

@@ -1,7 +1,6 @@
 """Triggers: the asyncio waits a deferred task hands to a triggerer (``squall triggerer``)."""
 
 from squall.sdk.triggers.base import (
-    FAIL_METHOD,
     BaseTaskEndEvent,
     BaseTrigger,
     TaskFailedEvent,
@@ -11,7 +10,6 @@ from squall.sdk.triggers.base import (
 )
 
 __all__ = [
-    "FAIL_METHOD",
     "BaseTaskEndEvent",
     "BaseTrigger",
     "TaskFailedEvent",

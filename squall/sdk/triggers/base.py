@@ -20,11 +20,6 @@ from typing import Any, ClassVar
 
 from squall.common.state import TaskInstanceState
 
-#: the ``next_method`` of a deferred try that must fail when it resumes (its trigger raised,
-#: or it timed out); ``next_kwargs`` then holds ``error`` and maybe ``traceback`` (a list of
-#: lines), as in Airflow (``BaseOperator.resume_execution``)
-FAIL_METHOD = "__fail__"
-
 
 class TriggerEvent:
     """What a trigger yields when its wait is over; ``payload`` reaches the resumed method

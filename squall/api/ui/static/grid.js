@@ -93,6 +93,44 @@
     if (toggle && !toggle.disabled) toggle.checked = data.is_paused;
   }
 
+  // a consumer DAG: its schedule's dataset condition, each dataset queued (an event no run
+  // has taken yet) or still awaited; a part of the condition that holds now is marked
+  let waitShown = null;
+  const datasetLink = (uri) => el("a", { href: `/datasets#${encodeURIComponent(uri)}`, class: "wait-uri" }, el("code", { text: uri }));
+  function waitNode(n) {
+    if (n.kind === "dataset") {
+      return el("li", { class: `wait-leaf${n.queued ? " queued" : ""}`, dataset: { uri: n.uri, queued: String(n.queued) } },
+        datasetLink(n.uri),
+        el("span", { class: "wait-state", text: n.queued ? `queued ${fmtDate(n.queued_at)}` : "waiting" }));
+    }
+    if (n.kind === "alias") {
+      return el("li", { class: `wait-node${n.satisfied ? " satisfied" : ""}`, dataset: { alias: n.name } },
+        el("span", { class: "wait-kind", text: `alias ${n.name}` }),
+        n.datasets.length ? el("ul", {}, ...n.datasets.map(waitNode))
+          : el("span", { class: "muted", text: " (no event has resolved it to a dataset yet)" }));
+    }
+    if (n.kind === "all" || n.kind === "any") {
+      return el("li", { class: `wait-node${n.satisfied ? " satisfied" : ""}`, dataset: { kind: n.kind } },
+        el("span", { class: "wait-kind", text: n.kind === "all" ? "all of" : "any of" }),
+        el("ul", {}, ...n.children.map(waitNode)));
+    }
+    return el("li", { class: "muted", text: n.text });
+  }
+  function showWaiting(data) {
+    const box = document.getElementById("waiting-for");
+    const text = JSON.stringify(data.waiting_for ?? null);
+    if (text === waitShown) return;
+    waitShown = text;
+    box.hidden = !data.waiting_for;
+    if (!data.waiting_for) return;
+    box.dataset.satisfied = String(data.waiting_for.satisfied);
+    box.replaceChildren(
+      el("strong", { text: "Waits for datasets " }),
+      el("span", { class: "muted", id: "waiting-summary", text: data.waiting_for.satisfied
+        ? "(the condition holds: a run is due)" : "(a run starts when the condition holds)" }),
+      el("ul", {}, waitNode(data.waiting_for)));
+  }
+
   async function refreshGrid() {
     const data = await request("GET", `${dagUrl}/grid`);
     const key = JSON.stringify([data.runs.map((r) => r.run_id), data.tasks, Object.keys(data.mapped || {}), data.setup_teardown]);
@@ -101,6 +139,7 @@
     paint(data);
     if (first) performance.mark("squall-grid-shown");  // ms after navigation: how long it took
     showDag(data);
+    showWaiting(data);
     if (selected) await refreshPanel(false);
   }
 
