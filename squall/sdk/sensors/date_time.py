@@ -75,7 +75,8 @@ class DateTimeSensorAsync(DateTimeSensor):
     """:class:`DateTimeSensor` that waits in a triggerer, as Airflow 2.10's: it always
     defers to a :class:`DateTimeTrigger` at ``target_time`` (one in the past fires at once),
     with no timeout (the sensor's ``timeout`` does not apply), and succeeds when the trigger
-    fires. ``end_from_trigger`` ends the task in the triggerer instead. ``start_from_trigger``
+    fires. ``end_from_trigger`` makes the trigger yield a ``TaskSuccessEvent`` (the
+    same outcome: see :class:`~squall.sdk.triggers.BaseTaskEndEvent`). ``start_from_trigger``
     and ``trigger_kwargs`` are accepted; the first try starts on a worker, which defers at
     once (the same outcome)."""
 
@@ -102,7 +103,7 @@ class TimeSensorAsync(BaseSensorOperator):
     ``target_datetime`` in ``__init__``: the machine's local date today, combined with
     ``target_time`` in ``dag.timezone``, in UTC). A time already past today fires at once, so
     a run late in the day whose target is early succeeds at once, as :class:`TimeSensor`.
-    No timeout; ``end_from_trigger`` ends the task in the triggerer; ``start_from_trigger``
+    No timeout; ``end_from_trigger`` as :class:`DateTimeSensorAsync`'s; ``start_from_trigger``
     and ``trigger_kwargs`` as :class:`DateTimeSensorAsync`'s."""
 
     def __init__(self, *, target_time: datetime.time, start_from_trigger: bool = False,

@@ -37,8 +37,9 @@ class TimeDeltaSensorAsync(TimeDeltaSensor):
     ``data_interval_end + delta``), as Airflow 2.10's: when that moment has passed already it
     returns True at once (the task's XCom ``return_value``) without deferring; otherwise it
     defers with no timeout (the sensor's ``timeout`` does not apply) and succeeds when the
-    trigger fires (``execute_complete`` returns None). ``end_from_trigger`` ends the task in
-    the triggerer instead."""
+    trigger fires (``execute_complete`` returns None). ``end_from_trigger`` makes the trigger
+    yield a ``TaskSuccessEvent`` (the task resumes on a worker and succeeds; see
+    :class:`~squall.sdk.triggers.BaseTaskEndEvent`)."""
 
     def __init__(self, *, end_from_trigger: bool = False, delta: timedelta,
                  **kwargs: Any) -> None:

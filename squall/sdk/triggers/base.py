@@ -78,9 +78,11 @@ class BaseTrigger(abc.ABC):
 
 
 class BaseTaskEndEvent(TriggerEvent):
-    """An event that ends the task instance in the triggerer, without resuming it on a worker
-    (Airflow 2.10's ``end_from_trigger``): its state is ``task_instance_state`` (the
-    payload), and ``xcoms`` (key -> value) are pushed for it."""
+    """An event meant to end the task instance in ``task_instance_state`` (its payload)
+    without resuming it (Airflow 2.10's ``end_from_trigger``; ``xcoms`` are the XComs to
+    push). Squall's triggerer handles it as any event: the task resumes on a worker in its
+    ``next_method`` with ``event=<the state>``, as Airflow's ``dags test`` does; the core
+    sensors' ``execute_complete`` then succeeds, the state Airflow's triggerer gives them."""
 
     task_instance_state: ClassVar[TaskInstanceState]
 

@@ -28,8 +28,7 @@ _STEPS = (3600.0, 60.0, 10.0)
 class DateTimeTrigger(BaseTrigger):
     """Fires once, at ``moment`` (an aware datetime; a naive one is refused, as Airflow
     refuses it), with the moment (in UTC) as the payload; with ``end_from_trigger`` it
-    ends the task instance in success instead (:class:`TaskSuccessEvent`), without resuming
-    it on a worker."""
+    yields :class:`TaskSuccessEvent` instead (see :class:`BaseTaskEndEvent`)."""
 
     def __init__(self, moment: datetime.datetime, *, end_from_trigger: bool = False) -> None:
         super().__init__()

@@ -9,8 +9,12 @@ task, task group and run at the same date. As Airflow 2.10.5: trigger succeeds (
 run succeeds), trigger_fails fails (``af210_defer_failing failed with failed state failed``,
 TriggerDagRunOperator.execute_complete), wait_task / wait_group / wait_run succeed
 ({"status": "success"}); wait_yesterday_soft looks a day back, where there is no run, until
-its execution_timeout (5 s, the deferral's timeout) passes: TaskDeferralError, skipped with
-soft_fail."""
+its execution_timeout (5 s, the deferral's timeout) passes: it fails, soft_fail or not. The
+timed-out deferral resumes in __fail__ (SchedulerJobRunner.check_trigger_timeouts), but
+TaskInstance._execute_task counts execution_timeout from the try's start and raises
+AirflowTaskTimeout before resume_execution runs, so BaseSensorOperator.resume_execution's
+soft_fail never sees it (checked with Airflow 2.10.5's scheduler and triggerer: failed,
+AirflowTaskTimeout)."""
 
 import datetime
 

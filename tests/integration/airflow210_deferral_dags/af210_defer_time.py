@@ -9,7 +9,8 @@ a past target without deferring); report {"note": "waited", "event_is_a_moment":
 resumed method gets the defer() kwargs and the event: TaskInstance.defer_task stores the
 kwargs as next_kwargs, TriggerEvent.handle_submit adds "event"; Airflow's dags test alone
 drops the kwargs, dag.py _run_task); none for the others (execute_complete returns None;
-delta_end ends in the triggerer with TaskSuccessEvent)."""
+delta_end's trigger yields TaskSuccessEvent: success, which Airflow's triggerer writes and
+Squall's worker reaches by resuming it)."""
 
 import datetime
 
