@@ -1,6 +1,8 @@
 """Faults of ``squall triggerer`` (real processes on PostgreSQL): a triggerer SIGKILLed while
 it holds deferred task instances' triggers, one cut off from the database, a trigger that
-raises, one that ends without an event, one that blocks the event loop.
+raises, one that ends without an event, one that blocks the event loop; and, through a
+whole cluster (scheduler, Celery worker, two triggerers), the holder of deferred tasks
+SIGKILLed: each task resumes on the worker once.
 
 Settings: ``[triggerer] job_heartbeat_sec`` 0.5 s, ``triggerer_health_check_threshold`` 3 s
 (the take-over bound), so the lease is 1.75 s (``squall/common/lease_terms.py``). Every test
