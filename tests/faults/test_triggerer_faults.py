@@ -379,7 +379,7 @@ def test_a_killed_triggerers_deferred_tasks_resume_once_each_through_the_other(
     and each task resumes on the worker exactly once and succeeds as try 1 (Airflow 2.10: a
     fired trigger schedules its task instance once, ``Trigger.submit_event``; the resumed
     try keeps its try number, ``TaskInstance._defer_task`` / ``_execute_task``)."""
-    width, wait = 5, 25
+    width, wait = 5, 45
     cluster = cluster_factory("redis-pg", FAST)
     exec_log = cluster.home / "executions.log"
     cluster.extra_env["SQUALL_TEST_EXEC_LOG"] = str(exec_log)
@@ -390,8 +390,8 @@ def test_a_killed_triggerers_deferred_tasks_resume_once_each_through_the_other(
     first_job = _job_id(cluster, first)
     cluster.start_scheduler()
     cluster.start_worker(concurrency=2)
-    run_id = cluster.trigger("held")
     started = time.monotonic()
+    run_id = cluster.trigger("held")
 
     def all_held_by_first() -> bool:
         for proc in cluster.procs:
@@ -409,10 +409,11 @@ def test_a_killed_triggerers_deferred_tasks_resume_once_each_through_the_other(
     first.stopped = True
     wait_until(lambda: _holders(cluster) == {second_job}, TAKE_OVER + 10, interval=0.2,
                message=f"triggerer2 taking all five over:\n{cluster.logs()}")
-    # taken over while every timer still waited: the firing is triggerer2's
-    assert time.monotonic() - started < wait, "the timers fired before the take-over"
+    # taken over while every timer still waited (the firing is triggerer2's, checked in
+    # the logs below)
     assert all(ti.state == "deferred"
-               for ti in cluster.task_instances("held", run_id).values())
+               for ti in cluster.task_instances("held", run_id).values()), (
+        f"{time.monotonic() - started:.1f} s after the trigger\n{cluster.logs()}")
 
     assert cluster.wait_for_run("held", run_id, timeout=wait + 60) == "success", cluster.logs()
     tis = cluster.task_instances("held", run_id)
@@ -423,6 +424,8 @@ def test_a_killed_triggerers_deferred_tasks_resume_once_each_through_the_other(
         task = f"t{i}"
         assert [x[3] for x in lines if x[:3] == ["execute", task, run_id]] == ["1"], lines
         assert [x[3] for x in lines if x[:3] == ["resume", task, run_id]] == ["1"], lines
-    fired = [line for line in cluster.logs("triggerer2", tail=400).splitlines()
-             if "fired" in line and "DateTimeTrigger" in line]
-    assert len(fired) == width, fired
+    def fired(name: str) -> list[str]:
+        return [line for line in cluster.logs(name, tail=400).splitlines()
+                if "fired" in line and "DateTimeTrigger" in line]
+
+    assert fired("triggerer1") == [] and len(fired("triggerer2")) == width, cluster.logs()
