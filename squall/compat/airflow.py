@@ -38,6 +38,7 @@ import pendulum
 
 from squall.common.errors import AirflowCompatError
 from squall.compat.airflow_authoring import AUTHORING_MODULES, AUTHORING_PACKAGES
+from squall.compat.airflow_deferral import DEFERRAL_MODULES, DEFERRAL_PACKAGES
 from squall.compat.airflow_unsupported import attribute_message, module_message
 
 log = logging.getLogger(__name__)
@@ -220,6 +221,8 @@ SUPPORTED_MODULES["airflow.models"]["TaskInstance"] = "squall.sdk.runtime:Runtim
 
 for _name, _attrs in AUTHORING_MODULES.items():
     SUPPORTED_MODULES.setdefault(_name, {}).update(_attrs)
+for _name, _attrs in DEFERRAL_MODULES.items():
+    SUPPORTED_MODULES.setdefault(_name, {}).update(_attrs)
 
 #: the supported modules that are packages in Airflow (they get ``__path__ = []``)
 PACKAGES: Final[frozenset[str]] = frozenset(
@@ -233,7 +236,7 @@ PACKAGES: Final[frozenset[str]] = frozenset(
         "airflow.decorators",
         "airflow.macros",
     }
-) | AUTHORING_PACKAGES
+) | AUTHORING_PACKAGES | DEFERRAL_PACKAGES
 
 _ORIGIN: Final = "squall.compat.airflow"
 _ROOT: Final = "airflow"

@@ -18,15 +18,12 @@ __all__ = ["UNSUPPORTED_MODULES", "UNSUPPORTED_NAMES", "attribute_message", "mod
 
 DOCS: Final = "docs/airflow-compat.md"
 
-_DEFERRABLE: Final = ("deferrable operators (triggers, BaseOperator.defer, the *Async "
-                      "sensors) are not supported: use the sensor's reschedule mode")
 _PROVIDERS: Final = ("provider packages are not supported: call the service's client "
                      "library from a @task or PythonOperator")
 _INTERNALS: Final = "Airflow's internals are not part of the authoring API Squall provides"
 
 #: module (or package prefix) -> the feature, in words
 UNSUPPORTED_MODULES: Final[dict[str, str]] = {
-    "airflow.triggers": _DEFERRABLE,
     "airflow.operators.subdag": ("SubDagOperator (deprecated in Airflow 2, removed in 3) is "
                                  "not supported: use a TaskGroup"),
     "airflow.operators.generic_transfer": ("GenericTransfer needs database hooks from "
@@ -89,8 +86,6 @@ def module_message(fullname: str) -> str:
 def attribute_message(modname: str, attr: str) -> str:
     """The one-line error of ``from modname import attr``."""
     feature = UNSUPPORTED_NAMES.get((modname, attr)) or _feature_of_module(f"{modname}.{attr}")
-    if feature is None and attr.endswith("Async"):
-        feature = _DEFERRABLE
     if feature is not None:
         return f"cannot import name {attr!r} from {modname!r}: {feature} (see {DOCS})"
     return (f"cannot import name {attr!r} from {modname!r}: Squall's Airflow compatibility "

@@ -56,6 +56,7 @@ from squall.scheduler.decisions import update_dag_run
 from squall.sdk.dag import DAG
 from squall.sdk.operators.trigger_dagrun import install_dag_run_trigger
 from squall.sdk.triggers import serde
+from squall.sdk.triggers.metadata import install_session_factory
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ def run_dag_locally(
 ) -> LocalRunResult:
     """Run every task of one DAG run of ``dag`` to a final state and report the states."""
     install_dag_run_trigger(trigger_dag_run)  # TriggerDagRunOperator creates runs here
+    install_session_factory(session_factory)  # the triggers run inline read the database
     logical = pendulum.instance(logical_date) if logical_date else pendulum.now("UTC")
     hostname = socket.gethostname()
     with session_scope(session_factory) as session:
@@ -336,6 +338,7 @@ def run_task_locally(
     A mapped task runs the instance ``map_index`` (Airflow's ``--map-index``).
     """
     install_dag_run_trigger(trigger_dag_run)
+    install_session_factory(session_factory)  # the triggers run inline read the database
     task = dag.get_task(task_id)
     if map_index >= 0 and getattr(task, "mapped_spec", None) is None:
         raise SquallError(f"task {task_id} is not mapped: it has no map index {map_index}")

@@ -65,6 +65,7 @@ from squall.common.settings import Settings
 from squall.common.state import JobState
 from squall.runs.jobs import TRIGGERER_JOB_TYPE
 from squall.sdk.triggers import BaseTrigger, serde
+from squall.sdk.triggers.metadata import install_session_factory
 from squall.triggerer import trigger_rows
 from squall.triggerer.runner import Failed, Fired, LoopWatchdog, Outcome, TriggerRunner
 from squall.triggerer.trigger_rows import HeldTrigger
@@ -128,6 +129,9 @@ class TriggererJob:
         stopped because its event loop died."""
         previous = self._install_signal_handlers()
         self._import_paths()
+        # the triggers that read the metadata database (WorkflowTrigger, DagStateTrigger...)
+        # reach it through the process's factory, in a thread (ADR 31)
+        install_session_factory(self._factory)
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         final = JobState.FAILED
         log.info("Triggerer: capacity %d, heartbeat %g s, lease %g s, taken over after %g s",

@@ -55,15 +55,13 @@ from squall.common.models import (
     Trigger,
     utcnow,
 )
-from squall.common.state import TaskInstanceState
+from squall.common.state import TRIGGER_FAIL_METHOD, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
 from squall.sdk.triggers import serde
 
 log = logging.getLogger(__name__)
 
 DEFERRED = TaskInstanceState.DEFERRED
-#: what ``next_method`` says to a resumed try whose trigger failed (Airflow's)
-FAIL_METHOD = "__fail__"
 #: the ``error`` of ``next_kwargs`` then (Airflow's ``Trigger.submit_failure``)
 TRIGGER_FAILURE = "Trigger failure"
 
@@ -268,7 +266,7 @@ def resolve(session: Session, *, triggerer_id: int, fired: Mapping[int, Any] | N
             planned.append(_Resume(key, row.try_number, tid, kwargs, None))
         else:
             planned.append(_Resume(key, row.try_number, tid, failure_kwargs(failed[tid]),
-                                   FAIL_METHOD))
+                                   TRIGGER_FAIL_METHOD))
     moved = _schedule(session, planned)
     for resume in planned:
         if resume.key in moved:

@@ -1,6 +1,8 @@
 """Faults of ``squall triggerer`` (real processes on PostgreSQL): a triggerer SIGKILLed while
 it holds deferred task instances' triggers, one cut off from the database, a trigger that
-raises, one that ends without an event, one that blocks the event loop.
+raises, one that ends without an event, one that blocks the event loop; and, through a
+whole cluster (scheduler, Celery worker, two triggerers), the holder of deferred tasks
+SIGKILLed: each task resumes on the worker once.
 
 Settings: ``[triggerer] job_heartbeat_sec`` 0.5 s, ``triggerer_health_check_threshold`` 3 s
 (the take-over bound), so the lease is 1.75 s (``squall/common/lease_terms.py``). Every test
@@ -321,3 +323,109 @@ def test_a_trigger_that_blocks_the_loop_is_named_and_the_others_still_fire(
     assert all(counts[("fire", f"ok{i}")] == 1 for i in range(len(others))), counts
     assert counts[("fire", "blocker")] == 1
     assert _tis(cluster)[blocker.task_id].next_method == "execute_complete"
+
+
+# --------------------------------------------------------------------------- with a cluster
+
+#: each task defers to a DateTimeTrigger (Airflow 2.10's core timer) WAIT seconds after its
+#: try starts; the resumed method appends ``resume task_id run_id try_number pid`` to the
+#: execution log, so the test counts resumes per task
+DEFERRING_DAG = '''
+import os
+from datetime import timedelta
+
+import pendulum
+from squall import DAG
+from squall.sdk.operators.base import BaseOperator
+from squall.sdk.triggers.temporal import DateTimeTrigger
+
+LOG = os.environ["SQUALL_TEST_EXEC_LOG"]
+
+
+def record(what, ti):
+    with open(LOG, "a") as f:
+        f.write(f"{what} {ti.task_id} {ti.run_id} {ti.try_number} {os.getpid()}\\n")
+
+
+class WaitOnTimer(BaseOperator):
+    def execute(self, context):
+        record("execute", context["ti"])
+        self.defer(trigger=DateTimeTrigger(moment=pendulum.now("UTC") + timedelta(seconds=WAIT)),
+                   method_name="resume")
+
+    def resume(self, context, event=None):
+        record("resume", context["ti"])
+        return str(event)
+
+
+with DAG("held", schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+         default_args={"retries": 1}):
+    for i in range(WIDTH):
+        WaitOnTimer(task_id=f"t{i}")
+'''
+
+
+def _lines(exec_log: Path) -> list[list[str]]:
+    if not exec_log.exists():
+        return []
+    return [line.split() for line in exec_log.read_text().splitlines()]
+
+
+def test_a_killed_triggerers_deferred_tasks_resume_once_each_through_the_other(
+        cluster_factory: Callable[..., Cluster]) -> None:
+    """Issue 25's fault: a scheduler, a Celery worker and two triggerers; five tasks of a
+    DAG defer to timers long enough to be held; SIGKILL the triggerer holding them. The
+    other takes their triggers over (after the take-over bound), each timer fires there,
+    and each task resumes on the worker exactly once and succeeds as try 1 (Airflow 2.10: a
+    fired trigger schedules its task instance once, ``Trigger.submit_event``; the resumed
+    try keeps its try number, ``TaskInstance._defer_task`` / ``_execute_task``)."""
+    width, wait = 5, 45
+    cluster = cluster_factory("redis-pg", FAST)
+    exec_log = cluster.home / "executions.log"
+    cluster.extra_env["SQUALL_TEST_EXEC_LOG"] = str(exec_log)
+    (cluster.dags_folder / "held.py").write_text(
+        DEFERRING_DAG.replace("WIDTH", str(width)).replace("WAIT", str(wait)))
+    cluster.cli("db", "migrate")
+    first = cluster.start("triggerer1", ["triggerer"])
+    first_job = _job_id(cluster, first)
+    cluster.start_scheduler()
+    cluster.start_worker(concurrency=2)
+    started = time.monotonic()
+    run_id = cluster.trigger("held")
+
+    def all_held_by_first() -> bool:
+        for proc in cluster.procs:
+            assert proc.process.poll() is None, f"{proc.name} died:\n{cluster.logs()}"
+        tis = cluster.task_instances("held", run_id)
+        return (len(tis) == width and all(ti.state == "deferred" for ti in tis.values())
+                and _holders(cluster) == {first_job})
+
+    wait_until(all_held_by_first, 60, interval=0.2,
+               message=f"all five deferred and held by triggerer1:\n{cluster.logs()}")
+    second = cluster.start("triggerer2", ["triggerer"])
+    second_job = _job_id(cluster, second)
+    assert _holders(cluster) == {first_job}  # a live holder keeps them
+    os.killpg(first.process.pid, signal.SIGKILL)
+    first.stopped = True
+    wait_until(lambda: _holders(cluster) == {second_job}, TAKE_OVER + 10, interval=0.2,
+               message=f"triggerer2 taking all five over:\n{cluster.logs()}")
+    # taken over while every timer still waited (the firing is triggerer2's, checked in
+    # the logs below)
+    assert all(ti.state == "deferred"
+               for ti in cluster.task_instances("held", run_id).values()), (
+        f"{time.monotonic() - started:.1f} s after the trigger\n{cluster.logs()}")
+
+    assert cluster.wait_for_run("held", run_id, timeout=wait + 60) == "success", cluster.logs()
+    tis = cluster.task_instances("held", run_id)
+    assert {t: (ti.state, ti.try_number) for t, ti in tis.items()} == {
+        f"t{i}": ("success", 1) for i in range(width)}
+    lines = _lines(exec_log)
+    for i in range(width):
+        task = f"t{i}"
+        assert [x[3] for x in lines if x[:3] == ["execute", task, run_id]] == ["1"], lines
+        assert [x[3] for x in lines if x[:3] == ["resume", task, run_id]] == ["1"], lines
+    def fired(name: str) -> list[str]:
+        return [line for line in cluster.logs(name, tail=400).splitlines()
+                if "fired" in line and "DateTimeTrigger" in line]
+
+    assert fired("triggerer1") == [] and len(fired("triggerer2")) == width, cluster.logs()

@@ -500,3 +500,33 @@ def test_tasks_test_runs_the_trigger_inline(session_factory: SessionFactory) -> 
     summary = run_task_locally(dag, "fires", session_factory)
     # airflow tasks test: _run_inline_trigger, then the task's next_method
     assert (summary.state, summary.try_number) == ("success", 1)
+
+
+def test_dags_test_gives_inline_triggers_the_database(session_factory: SessionFactory) -> None:
+    """A trigger that reads the metadata database (WorkflowTrigger, of a deferrable
+    ExternalTaskSensor) works under ``dags test``: run_dag_locally installs its session
+    factory for the triggers it runs inline (ADR 31), as the triggerer does."""
+    from squall.scheduler.local_run import ensure_dag_row, run_dag_locally
+    from squall.sdk.operators.empty import EmptyOperator
+    from squall.sdk.sensors.external_task import ExternalTaskSensor
+    from squall.sdk.triggers.metadata import install_session_factory
+
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    logical = datetime(2024, 3, 1, tzinfo=UTC)
+    upstream = DAG("upstream_done", schedule=None, start_date=start)
+    with upstream:
+        EmptyOperator(task_id="work")
+    with session_scope(session_factory) as session:
+        ensure_dag_row(session, upstream)
+        session.add(DagRun(dag_id="upstream_done", run_id="done", run_type="manual",
+                           logical_date=logical, state=DagRunState.SUCCESS.value,
+                           start_date=logical, end_date=logical))
+    dag = DAG("waits_inline", schedule=None, start_date=start)
+    with dag:
+        ExternalTaskSensor(task_id="wait", external_dag_id="upstream_done",
+                           external_task_id=None, deferrable=True, poll_interval=0.2,
+                           execution_timeout=timedelta(seconds=20))
+    install_session_factory(None)  # whatever a test before left
+    result = run_dag_locally(dag, session_factory, logical_date=logical)
+    states = {t.task_id: (t.state, t.state_reason) for t in result.task_instances}
+    assert states == {"wait": ("success", None)}

@@ -1,17 +1,23 @@
-"""Deferral helpers for tests: a small trigger, and firing a trigger the way a triggerer does.
+"""Deferral helpers for tests: small triggers, and a trigger's outcome written straight to
+its rows.
 
-``fire_trigger`` and ``fail_trigger`` do what the triggerer's contract says it does when a
-trigger fires or raises (the ``squall triggerer`` service is written at the same time,
-elsewhere): every task instance DEFERRED on the trigger moves to SCHEDULED by
-compare-and-set on its state and try number, with the event in ``next_kwargs["event"]`` (or
-``next_method="__fail__"`` and the error), its ``trigger_id`` cleared; the trigger row is
-deleted and the scheduler woken, in one transaction.
+``fire_trigger`` and ``fail_trigger`` write what ``squall triggerer`` writes when a trigger
+fires or raises (``squall/triggerer/trigger_rows.py``): every task instance DEFERRED on the
+trigger moves to SCHEDULED by compare-and-set on its state and try number, with the event
+in ``next_kwargs["event"]`` (or ``next_method="__fail__"`` and the error), its
+``trigger_id`` cleared; the trigger row is deleted and the scheduler woken, in one
+transaction. They are for the tests that need that write at a precise moment, with no
+triggerer process: the worker side's in-process tests, and faults a triggerer does not
+produce on cue (an outcome written for a trigger that a clear has already deleted). Tests
+of the real path run ``squall triggerer`` instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -58,17 +64,39 @@ def _move(factory: SessionFactory, trigger_id: int, values: Any) -> int:
 
 
 def fire_trigger(factory: SessionFactory, trigger_id: int, payload: Any) -> int:
-    """The trigger fired with ``payload``.  # stand-in until the triggerer lands"""
+    """Write that the trigger fired with ``payload``; how many task instances moved."""
     return _move(factory, trigger_id, lambda ti: {"next_kwargs": serde.to_json(
         {**serde.from_json(ti.next_kwargs or {}), "event": payload})})
 
 
 def fail_trigger(factory: SessionFactory, trigger_id: int, error: str,
                  traceback: list[str] | None = None) -> int:
-    """The trigger raised.  # stand-in until the triggerer lands"""
+    """Write that the trigger raised; how many task instances moved."""
     return _move(factory, trigger_id, lambda ti: {
         "next_method": TRIGGER_FAIL_METHOD,
         "next_kwargs": {"error": error, "traceback": traceback or []}})
+
+
+class FileEventTrigger(BaseTrigger):
+    """Fires when the file ``path`` exists, with its JSON content as the payload (a test
+    fires it when it wants, through a real triggerer)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (f"{type(self).__module__}.{type(self).__qualname__}", {"path": self.path})
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        while True:
+            try:
+                text = Path(self.path).read_text()
+            except FileNotFoundError:
+                await asyncio.sleep(0.1)
+                continue
+            yield TriggerEvent(json.loads(text))
+            return
 
 
 class FailingTrigger(BaseTrigger):

@@ -144,6 +144,24 @@ EXPECTED_AUTHORING: dict[str, set[str]] = {
 for _name, _attrs in EXPECTED_AUTHORING.items():
     EXPECTED[_name] = EXPECTED.get(_name, set()) | _attrs
 
+#: issue 25: triggers, the *Async sensors and the deferral exceptions
+#: (squall.compat.airflow_deferral), merged into the modules above
+EXPECTED_DEFERRAL: dict[str, set[str]] = {
+    "airflow.triggers": set(),
+    "airflow.triggers.base": {"BaseTrigger", "TriggerEvent", "BaseTaskEndEvent",
+                              "TaskSuccessEvent", "TaskFailedEvent", "TaskSkippedEvent"},
+    "airflow.triggers.temporal": {"DateTimeTrigger", "TimeDeltaTrigger"},
+    "airflow.triggers.file": {"FileTrigger"},
+    "airflow.triggers.external_task": {"WorkflowTrigger", "DagStateTrigger",
+                                       "TaskStateTrigger"},
+    "airflow.sensors.time_delta": {"TimeDeltaSensorAsync"},
+    "airflow.sensors.date_time": {"DateTimeSensorAsync"},
+    "airflow.sensors.time_sensor": {"TimeSensorAsync"},
+    "airflow.exceptions": {"TaskDeferred", "TaskDeferralError"},
+}
+for _name, _attrs in EXPECTED_DEFERRAL.items():
+    EXPECTED[_name] = EXPECTED.get(_name, set()) | _attrs
+
 
 def _airflow_modules() -> list[str]:
     return sorted(n for n in sys.modules if n == "airflow" or n.startswith("airflow."))
@@ -339,6 +357,38 @@ def test_airflow_names_are_squall_classes(installed: None) -> None:
     assert AirflowException is squall_errors.SquallError
 
 
+def test_deferral_names_are_squall_classes(installed: None) -> None:
+    from airflow.exceptions import TaskDeferralError, TaskDeferred
+    from airflow.sensors.date_time import DateTimeSensorAsync
+    from airflow.sensors.time_delta import TimeDeltaSensorAsync
+    from airflow.sensors.time_sensor import TimeSensorAsync
+    from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
+    from airflow.triggers.external_task import DagStateTrigger, WorkflowTrigger
+    from airflow.triggers.file import FileTrigger
+    from airflow.triggers.temporal import DateTimeTrigger, TimeDeltaTrigger
+
+    from squall.sdk import triggers
+    from squall.sdk.sensors import date_time, time_delta
+    from squall.sdk.triggers import external_task, file, temporal
+
+    assert TaskDeferred is errors.TaskDeferred
+    assert TaskDeferralError is errors.TaskDeferralError
+    assert issubclass(TaskDeferralError, SquallError)  # an AirflowException, as in Airflow
+    assert (BaseTrigger, TriggerEvent, TaskSuccessEvent) == (
+        triggers.BaseTrigger, triggers.TriggerEvent, triggers.TaskSuccessEvent)
+    assert (DateTimeTrigger, TimeDeltaTrigger) == (temporal.DateTimeTrigger,
+                                                   temporal.TimeDeltaTrigger)
+    assert FileTrigger is file.FileTrigger
+    assert (WorkflowTrigger, DagStateTrigger) == (external_task.WorkflowTrigger,
+                                                  external_task.DagStateTrigger)
+    assert TimeDeltaSensorAsync is time_delta.TimeDeltaSensorAsync
+    assert (DateTimeSensorAsync, TimeSensorAsync) == (date_time.DateTimeSensorAsync,
+                                                      date_time.TimeSensorAsync)
+    # the Airflow class path of a trigger rebuilds Squall's class under the compat layer
+    module, _, name = "airflow.triggers.temporal.DateTimeTrigger".rpartition(".")
+    assert getattr(importlib.import_module(module), name) is temporal.DateTimeTrigger
+
+
 def test_submodules_are_reachable_as_attributes(installed: None) -> None:
     import airflow
 
@@ -369,7 +419,6 @@ def test_star_import(installed: None) -> None:
         ("import airflow.hooks.filesystem", "FSHook is not supported"),
         ("from airflow.models.xcom import XCom", "the XCom model is not supported"),
         ("import airflow.datasets.manager", "does not provide it"),
-        ("from airflow.triggers.temporal import DateTimeTrigger", "deferrable operators"),
         ("from airflow.operators.subdag import SubDagOperator",
          "SubDagOperator (deprecated in Airflow 2, removed in 3) is not supported: use a "
          "TaskGroup"),
@@ -395,7 +444,6 @@ def test_unsupported_module(installed: None, statement: str, feature: str) -> No
         ("from airflow.models import XCom", "the XCom model is not supported"),
         ("from airflow.datasets import DatasetManager", "does not provide it"),
         ("from airflow import providers", "provider packages are not supported"),
-        ("from airflow.sensors.time_delta import TimeDeltaSensorAsync", "deferrable operators"),
         ("from airflow.utils.dates import cron_presets", "does not provide it"),
         ("from airflow.exceptions import AirflowNotFoundException", "does not provide it"),
         ("from airflow.operators.python import PythonVirtualenvOperatorX", "does not provide it"),

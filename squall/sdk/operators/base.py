@@ -442,16 +442,18 @@ class BaseOperator(SetupTeardownMixin, DependencyMixin, metaclass=BaseOperatorMe
         worker instead of :meth:`execute` when it resumes, ``next_method(context,
         **next_kwargs)`` (the trigger's event is ``next_kwargs["event"]``). The method
         ``__fail__`` raises :class:`~squall.common.errors.TaskDeferralError` with
-        ``next_kwargs["error"]`` (the trigger raised, or the wait timed out)."""
+        ``next_kwargs["error"]`` (the trigger raised, or the wait timed out), after logging
+        the trigger's traceback if there is one."""
         from squall.common.errors import TaskDeferralError
         from squall.common.state import TRIGGER_FAIL_METHOD
 
         if next_method == TRIGGER_FAIL_METHOD:
-            next_kwargs = next_kwargs or {}
-            trace = next_kwargs.get("traceback")
+            details = next_kwargs or {}
+            trace = details.get("traceback")
             if trace:
-                log.error("Trigger failed:\n%s", "\n".join(str(line) for line in trace))
-            raise TaskDeferralError(next_kwargs.get("error", "Unknown"))
+                lines = [trace] if isinstance(trace, str) else list(trace)
+                log.error("Trigger failed:\n%s", "\n".join(str(line) for line in lines))
+            raise TaskDeferralError(str(details.get("error", "Unknown")))
         method = getattr(self, next_method, None)
         if method is None or not callable(method):
             raise TaskDeferralError(

@@ -5,7 +5,8 @@ as it does a run made by ``squall dags trigger``), with ``conf`` and the logical
 (default: now) and run id ``trigger_run_id`` (default ``manual__<logical date>``). The
 operator pushes ``trigger_run_id`` and ``trigger_execution_date_iso`` to XCom. With
 ``wait_for_completion`` it checks the run every ``poke_interval`` seconds until it is in
-``allowed_states`` (success by default) or fails in ``failed_states`` (failed by default).
+``allowed_states`` (success by default) or fails in ``failed_states`` (failed by default),
+in its worker slot, or with ``deferrable=True`` in a triggerer (a :class:`DagStateTrigger`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from squall.common.state import DagRunState, DagRunType
 from squall.sdk.deprecation import warn_deprecated
 from squall.sdk.operators.base import BaseOperator, Context, session_factory_of
 from squall.sdk.sensors.base import SYSTEM_CLOCK, SensorClock
+from squall.sdk.triggers.external_task import DagStateTrigger
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +113,6 @@ class TriggerDagRunOperator(BaseOperator):
             warn_deprecated(f"{type(self).__name__}({self.task_id!r}): execution_date is "
                             "deprecated; use logical_date")
             logical_date = execution_date
-        if deferrable:
-            raise DagDefinitionError(
-                f"task {self.task_id}: deferrable operators are not supported by Squall "
-                "(no triggerer); leave deferrable out, the operator then waits in its "
-                "worker slot")
         if not isinstance(execution_date, str | datetime | None) or not isinstance(
                 logical_date, str | datetime | None):
             raise DagDefinitionError(
@@ -133,6 +130,7 @@ class TriggerDagRunOperator(BaseOperator):
         self.allowed_states = _states(allowed_states, DagRunState.SUCCESS)
         self.failed_states = _states(failed_states, DagRunState.FAILED)
         self.skip_when_already_exists = skip_when_already_exists
+        self.deferrable = deferrable
 
     def _parsed_logical_date(self) -> datetime:
         value = self.logical_date if self.logical_date is not None else self.execution_date
@@ -159,8 +157,54 @@ class TriggerDagRunOperator(BaseOperator):
         ti = context["ti"]
         ti.xcom_push(key=XCOM_EXECUTION_DATE_ISO, value=logical.isoformat())
         ti.xcom_push(key=XCOM_RUN_ID, value=run_id)
-        if self.wait_for_completion:
-            self._wait(factory, run_id)
+        if not self.wait_for_completion:
+            return
+        if self.deferrable:
+            self.defer(
+                trigger=DagStateTrigger(dag_id=self.trigger_dag_id,
+                                        states=self.allowed_states + self.failed_states,
+                                        execution_dates=[self._run_logical_date(
+                                            factory, run_id, logical)],
+                                        poll_interval=self.poke_interval),
+                method_name="execute_complete")
+        self._wait(factory, run_id)
+
+    def _run_logical_date(self, factory: Any, run_id: str, default: datetime) -> datetime:
+        """The logical date of the run ``run_id`` of the triggered DAG (``default`` when it
+        cannot be read)."""
+        with session_scope(factory) as session:
+            found = session.scalar(select(DagRun.logical_date).where(
+                DagRun.dag_id == self.trigger_dag_id, DagRun.run_id == run_id))
+        if found is None:
+            return default
+        return found if found.tzinfo else found.replace(tzinfo=UTC)
+
+    def execute_complete(self, context: Context, event: Any = None) -> None:
+        """The deferred wait is over (Airflow 2.10's ``execute_complete``): ``event`` is the
+        :class:`DagStateTrigger`'s ``serialize()``; the run at its logical date is read
+        again, and the task fails when it is in ``failed_states``, succeeds when it is in
+        ``allowed_states``, and fails otherwise."""
+        try:
+            logical = event[1]["execution_dates"][0]
+        except (TypeError, KeyError, IndexError):
+            raise SquallError(f"task {self.task_id}: the trigger's event {event!r} names no "
+                              "logical date") from None
+        if isinstance(logical, str):
+            logical = pendulum.parse(logical)
+        factory = session_factory_of(context, "TriggerDagRunOperator")
+        with session_scope(factory) as session:
+            state = session.scalar(select(DagRun.state).where(
+                DagRun.dag_id == self.trigger_dag_id, DagRun.logical_date == logical))
+        if state is None:
+            raise SquallError(f"No DAG run found for DAG {self.trigger_dag_id} and logical "
+                              f"date {self.logical_date}")
+        if state in self.failed_states:
+            raise SquallError(f"{self.trigger_dag_id} failed with failed state {state}")
+        if state in self.allowed_states:
+            log.info("%s finished with allowed state %s", self.trigger_dag_id, state)
+            return
+        raise SquallError(f"{self.trigger_dag_id} return {state} which is not in "
+                          f"{self.failed_states} or {self.allowed_states}")
 
     def _create_run(self, factory: Any, context: Context, logical: datetime, run_id: str,
                     conf: dict[str, Any]) -> str:

@@ -94,6 +94,9 @@ class BaseSensorOperator(BaseOperator):
     * ``silent_fail``: an exception raised by ``poke`` is logged and counts as a false poke.
       ``never_fail``: such an exception skips the task instead of failing it.
 
+    A deferrable sensor (the ``*Async`` sensors, ``deferrable=True``) hands its wait to a
+    trigger instead; :meth:`resume_execution` applies ``soft_fail`` to the resumed try.
+
     ``clock`` (a :class:`SensorClock`, the real one unless set on the instance) is where the
     sensor reads the time and sleeps between pokes; it is not a constructor argument, so the
     constructor stays Airflow's.
@@ -178,12 +181,14 @@ class BaseSensorOperator(BaseOperator):
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None,
                          context: Context) -> Any:
-        """As :meth:`BaseOperator.resume_execution`; with ``soft_fail``, a failure of the
-        deferral (the trigger raised, or timed out) or of the resumed method skips the task
-        instead (Airflow 2.10's ``BaseSensorOperator.resume_execution``)."""
+        """A deferred sensor resuming: as :meth:`BaseOperator.resume_execution`, but with
+        ``soft_fail`` an Airflow-exception failure (the trigger failed or timed out, or the
+        resumed method raised one: :class:`SquallError`, ``AirflowFailException``,
+        ``AirflowSensorTimeout``, ``AirflowTaskTimeout``) skips the task instead, as Airflow
+        2.10's ``BaseSensorOperator.resume_execution``. Other exceptions fail it."""
         try:
             return super().resume_execution(next_method, next_kwargs, context)
-        except SquallError as exc:
+        except (SquallError, TaskFailedNoRetry, TaskTimedOut) as exc:
             if self.soft_fail:
                 raise TaskSkipped(str(exc)) from exc
             raise

@@ -4,7 +4,9 @@ Airflow 2's semantics: the other DAG's task instances (or, with no task given, i
 this run's logical date, shifted back by ``execution_delta`` or mapped by
 ``execution_date_fn``, must all be in ``allowed_states``. Any of them in ``failed_states``
 fails the sensor (skips it with ``soft_fail``); any in ``skipped_states`` skips it. Poke and
-reschedule modes are :class:`~squall.sdk.sensors.base.BaseSensorOperator`'s.
+reschedule modes are :class:`~squall.sdk.sensors.base.BaseSensorOperator`'s; with
+``deferrable=True`` the wait is a :class:`~squall.sdk.triggers.external_task.WorkflowTrigger`
+in a triggerer.
 """
 
 from __future__ import annotations
@@ -14,16 +16,21 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from squall.common.db import session_scope
 from squall.common.errors import DagDefinitionError, SquallError, TaskSkipped
-from squall.common.models import DagModel, DagRun, SerializedDagModel, TaskInstance
+from squall.common.models import DagModel
 from squall.common.state import DagRunState, TaskInstanceState
 from squall.sdk.operators.base import BaseOperator, Context, session_factory_of
 from squall.sdk.operators.python import determine_kwargs
 from squall.sdk.sensors.base import BaseSensorOperator
+from squall.sdk.sensors.external_state import (
+    count_in_states,
+    group_task_ids,
+    serialized_dag,
+)
+from squall.sdk.triggers.external_task import WorkflowTrigger
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +72,8 @@ class ExternalTaskSensor(BaseSensorOperator):
         execution_delta: timedelta | None = None,
         execution_date_fn: Callable[..., Any] | None = None,
         check_existence: bool = False,
+        poll_interval: float = 2.0,
+        deferrable: bool = False,
         **kwargs: Any,
     ) -> None:
         task_id = kwargs.get("task_id")
@@ -112,6 +121,8 @@ class ExternalTaskSensor(BaseSensorOperator):
         self.execution_date_fn = execution_date_fn
         self.check_existence = check_existence
         self._has_checked_existence = False
+        self.poll_interval = poll_interval
+        self.deferrable = deferrable
 
     # ------------------------------------------------------------------------------
 
@@ -157,6 +168,41 @@ class ExternalTaskSensor(BaseSensorOperator):
             allowed = self._count(session, dates, task_ids, self.allowed_states)
         return allowed == len(dates)
 
+    def execute(self, context: Context) -> Any:
+        """Poke (see :class:`BaseSensorOperator`), or with ``deferrable`` hand the wait to a
+        :class:`WorkflowTrigger` at once, as Airflow 2.10's: the trigger waits only for
+        ``allowed_states`` (``failed_states``, ``skipped_states`` and ``check_existence``
+        are not looked at while deferred), for at most ``execution_timeout`` (no limit when
+        None; ``timeout`` does not apply), looking every ``poll_interval`` seconds."""
+        if not self.deferrable:
+            return super().execute(context)
+        self.defer(
+            trigger=WorkflowTrigger(
+                external_dag_id=self.external_dag_id,
+                execution_dates=self.logical_dates(context),
+                external_task_ids=self.external_task_ids,
+                external_task_group_id=self.external_task_group_id,
+                allowed_states=self.allowed_states,
+                poke_interval=self.poll_interval,
+                soft_fail=self.soft_fail),
+            method_name="execute_complete",
+            timeout=self.execution_timeout)
+
+    def execute_complete(self, context: Context, event: Any = None) -> None:
+        """The deferred wait is over: ``event`` is the trigger's ``{"status": ...}``.
+        ``success`` succeeds, ``skipped`` skips, anything else fails (skips with
+        ``soft_fail``), with Airflow 2.10's messages."""
+        status = event.get("status") if isinstance(event, dict) else None
+        if status == "success":
+            log.info("External tasks %s has executed successfully.", self.external_task_ids)
+            return
+        if status == "skipped":
+            raise TaskSkipped("External job has skipped skipping.")
+        if self.soft_fail:
+            raise TaskSkipped("External job has failed skipping.")
+        raise SquallError("Error occurred while trying to retrieve task status. Please, check "
+                          "the name of executed task and Dag.")
+
     def _what(self, task_ids: list[str] | None) -> str:
         if self.external_task_group_id is not None:
             return (f"the external task group {self.external_task_group_id!r} in DAG "
@@ -181,20 +227,14 @@ class ExternalTaskSensor(BaseSensorOperator):
     def _task_ids(self, session: Session) -> list[str] | None:
         if self.external_task_group_id is None:
             return self.external_task_ids or None
-        group = _find_group(_serialized_dag(session, self.external_dag_id).get("task_group"),
-                            self.external_task_group_id)
-        if group is None:
-            raise SquallError(
-                f"the external task group {self.external_task_group_id!r} in DAG "
-                f"{self.external_dag_id!r} does not exist")
-        return sorted(_group_task_ids(group))
+        return group_task_ids(session, self.external_dag_id, self.external_task_group_id)
 
     def _check_existence(self, session: Session, task_ids: list[str] | None) -> None:
         if session.get(DagModel, self.external_dag_id) is None:
             raise SquallError(f"The external DAG {self.external_dag_id} does not exist.")
         if task_ids:
             known = {t.get("task_id") for t in
-                     _serialized_dag(session, self.external_dag_id).get("tasks") or []}
+                     serialized_dag(session, self.external_dag_id).get("tasks") or []}
             missing = [t for t in task_ids if t not in known]
             if missing:
                 raise SquallError(f"The external task(s) {missing} in DAG "
@@ -203,49 +243,7 @@ class ExternalTaskSensor(BaseSensorOperator):
 
     def _count(self, session: Session, dates: list[datetime], task_ids: list[str] | None,
                states: list[str]) -> float:
-        """How many of the logical dates have their task instances (all of them) or their
-        run in ``states``; a fraction when only some task instances of a date are."""
-        if task_ids is None:
-            return float(session.scalar(
-                select(func.count()).select_from(DagRun).where(
-                    DagRun.dag_id == self.external_dag_id, DagRun.state.in_(states),
-                    DagRun.logical_date.in_(dates))) or 0)
-        count = session.scalar(
-            select(func.count()).select_from(TaskInstance)
-            .join(DagRun, (DagRun.dag_id == TaskInstance.dag_id)
-                  & (DagRun.run_id == TaskInstance.run_id))
-            .where(TaskInstance.dag_id == self.external_dag_id,
-                   TaskInstance.task_id.in_(task_ids), TaskInstance.state.in_(states),
-                   DagRun.logical_date.in_(dates))) or 0
-        return count / len(task_ids)
-
-
-def _serialized_dag(session: Session, dag_id: str) -> dict[str, Any]:
-    """The DAG part of ``dag_id``'s serialized form (empty when it has none)."""
-    data = session.scalar(select(SerializedDagModel.data).where(
-        SerializedDagModel.dag_id == dag_id))
-    return dict((data or {}).get("dag") or {})
-
-
-def _find_group(spec: Any, group_id: str) -> dict[str, Any] | None:
-    """The serialized task group ``group_id`` inside ``spec`` (a serialized task group)."""
-    todo = [spec] if isinstance(spec, dict) else []
-    while todo:
-        group = todo.pop()
-        if group.get("group_id") == group_id:
-            return group
-        todo.extend(c for c in group.get("children") or [] if c.get("type") == "group")
-    return None
-
-
-def _group_task_ids(group: dict[str, Any]) -> set[str]:
-    found: set[str] = set()
-    for child in group.get("children") or []:
-        if child.get("type") == "group":
-            found |= _group_task_ids(child)
-        else:
-            found.add(str(child["task_id"]))
-    return found
+        return count_in_states(session, self.external_dag_id, dates, task_ids, states)
 
 
 class ExternalTaskMarker(BaseOperator):

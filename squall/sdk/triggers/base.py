@@ -14,8 +14,11 @@ datetimes and timedeltas.
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
+
+from squall.common.state import TaskInstanceState
 
 
 class TriggerEvent:
@@ -58,6 +61,12 @@ class BaseTrigger(abc.ABC):
         """Wait, then yield one :class:`TriggerEvent` (later ones are ignored). Must not
         block the event loop: other triggers share it."""
 
+    @property
+    def log(self) -> logging.Logger:
+        """This trigger's logger (``module.ClassName``, as Airflow's ``LoggingMixin``)."""
+        cls = type(self)
+        return logging.getLogger(f"{cls.__module__}.{cls.__qualname__}")
+
     async def cleanup(self) -> None:  # noqa: B027 - an optional hook, empty by default
         """Called when the trigger stops, fired or not (the triggerer lost it, or is
         stopping)."""
@@ -66,3 +75,37 @@ class BaseTrigger(abc.ABC):
         classpath, kwargs = self.serialize()
         args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         return f"<{classpath} {args}>"
+
+
+class BaseTaskEndEvent(TriggerEvent):
+    """An event meant to end the task instance in ``task_instance_state`` (its payload)
+    without resuming it (Airflow 2.10's ``end_from_trigger``; ``xcoms`` are the XComs to
+    push). Squall's triggerer handles it as any event: the task resumes on a worker in its
+    ``next_method`` with ``event=<the state>``, as Airflow's ``dags test`` does; the core
+    sensors' ``execute_complete`` then succeeds, the state Airflow's triggerer gives them."""
+
+    task_instance_state: ClassVar[TaskInstanceState]
+
+    def __init__(self, *, xcoms: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if "payload" in kwargs:
+            raise ValueError("Param 'payload' not supported for this class.")
+        super().__init__(payload=self.task_instance_state)
+        self.xcoms = xcoms
+
+
+class TaskSuccessEvent(BaseTaskEndEvent):
+    """End the task instance in success (Airflow: ``TaskSuccessEvent``)."""
+
+    task_instance_state = TaskInstanceState.SUCCESS
+
+
+class TaskFailedEvent(BaseTaskEndEvent):
+    """End the task instance failed (Airflow: ``TaskFailedEvent``)."""
+
+    task_instance_state = TaskInstanceState.FAILED
+
+
+class TaskSkippedEvent(BaseTaskEndEvent):
+    """End the task instance skipped (Airflow: ``TaskSkippedEvent``)."""
+
+    task_instance_state = TaskInstanceState.SKIPPED
