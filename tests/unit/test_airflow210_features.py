@@ -60,8 +60,8 @@ def test_the_table_is_true(feature: str, tmp_path: Path) -> None:
         assert loaded.dags
         return
     quoted = re.search(r"`([^`]+)`", cell)
-    assert cell.startswith(("not supported", "issue 25")) and quoted, (
-        f"{feature!r}: the cell must say 'supported', or 'not supported' / 'issue 25' with "
+    assert cell.startswith("not supported") and quoted, (
+        f"{feature!r}: the cell must say 'supported', or 'not supported' with "
         f"the error in backquotes; got {cell!r}")
     assert loaded.error is not None, f"{feature!r} imported, but the doc says {cell!r}"
     last = loaded.error.strip().splitlines()[-1]
