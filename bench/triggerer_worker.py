@@ -74,6 +74,8 @@ class ThroughWorkerSample:
 
         rows: list[Row] = [
             (idle, "trigger -> all DEFERRED s", [self.all_deferred_s]),
+            (idle, "deferring tasks/s (1,000 / trigger -> all DEFERRED)",
+             [self.tasks / self.all_deferred_s]),
             (idle, "window s", [self.idle_window_s]),
             (idle, "triggerer RSS MiB (end of window)", [self.idle_rss_mib]),
             (idle, "triggerer peak RSS MiB", [self.idle_peak_rss_mib]),
@@ -85,12 +87,15 @@ class ThroughWorkerSample:
                          [float(n) for n in self.celery_active]))
         rows += [
             (fire, "T -> fired ms (max)", [max(self.fire_late_ms)]),
+            (fire, "fired -> resumed min ms", [min(self.resumed_ms)]),
             (fire, "fired -> resumed p50 ms", [statistics.median(self.resumed_ms)]),
             (fire, "fired -> resumed p95 ms", [pct(self.resumed_ms, 95)]),
             (fire, "fired -> resumed max ms", [max(self.resumed_ms)]),
             (fire, "fired -> resumed try RUNNING p50 ms", [statistics.median(self.running_ms)]),
             (fire, "fired -> resumed try RUNNING p95 ms", [pct(self.running_ms, 95)]),
             (fire, "T -> all SUCCESS s", [self.all_success_s]),
+            (fire, "resumed tasks/s (1,000 / T -> all SUCCESS)",
+             [self.tasks / self.all_success_s]),
         ]
         return rows
 
