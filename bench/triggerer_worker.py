@@ -165,9 +165,16 @@ def run_through_worker(kind: str, *, tasks: int = TASKS, idle: float = 20.0,
             return (_count(cluster, TaskInstanceState.DEFERRED.value) >= tasks
                     and _started(cluster) >= tasks)
 
-        wait_for(all_held, max(fire_at - time.time() - 3, 1),
-                 f"{tasks} task instances DEFERRED and held before T (raise --lead)",
-                 interval=0.5)
+        try:
+            wait_for(all_held, max(fire_at - time.time() - 3, 1),
+                     f"{tasks} task instances DEFERRED and held before T", interval=0.5)
+        except TimeoutError:
+            deferred = _count(cluster, TaskInstanceState.DEFERRED.value)
+            rate = deferred / max(time.time() - t_trigger, 1e-3)
+            raise RuntimeError(
+                f"only {deferred} of {tasks} task instances DEFERRED {lead:g} s after the "
+                f"trigger ({rate:.1f}/s): raise --lead (to about "
+                f"{tasks / max(rate, 0.1) * 1.2 + idle + 10:.0f} s at this rate)") from None
         sample.all_deferred_s = time.time() - t_trigger
         print(f"bench: {tasks} deferred and held {sample.all_deferred_s:.1f} s after the "
               f"trigger (triggerer RSS {tree_rss_mib(triggerer.pid):.0f} MiB); T in "
