@@ -44,7 +44,7 @@ PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 #: benches on one PostgreSQL server do not drop each other's
 PG_DB = os.environ.get("SQUALL_BENCH_PG_DB", "squall_bench")
 BENCH_DAG_IDS = ["bench_fanout", "bench_chain", *[f"bench_many_{i}" for i in range(20)],
-                 "bench_backfill", "bench_mapped"]
+                 "bench_backfill", "bench_mapped", "bench_deferred_worker"]
 #: DAGs left paused by :meth:`BenchCluster.wait_parsed`: ``bench_backfill`` (WB) has a daily
 #: schedule, and paused it gets no scheduled run, only the backfills' runs
 KEEP_PAUSED = frozenset({"bench_backfill"})
@@ -347,10 +347,13 @@ class BenchCluster:
                                f"{out.stdout}\n{out.stderr}")
         return out.stdout
 
-    def trigger(self, dag_ids: Iterable[str]) -> dict[str, str]:
-        """One ``squall dags trigger DAG_ID...`` for all of them; returns the run ids."""
+    def trigger(self, dag_ids: Iterable[str],
+                conf: dict[str, Any] | None = None) -> dict[str, str]:
+        """One ``squall dags trigger DAG_ID... [--conf JSON]`` for all of them; returns the
+        run ids."""
         ids = list(dag_ids)
-        p = subprocess.run([sys.executable, "-m", "squall", "dags", "trigger", *ids],
+        extra = ["--conf", json.dumps(conf)] if conf is not None else []
+        p = subprocess.run([sys.executable, "-m", "squall", "dags", "trigger", *ids, *extra],
                            env=self.env, capture_output=True, text=True, cwd=self.home,
                            timeout=120)
         if p.returncode != 0:
