@@ -248,6 +248,7 @@ def test_the_database_is_read_in_a_thread_not_on_the_event_loop(
 
 
 def test_a_trigger_reading_the_database_needs_it_installed() -> None:
+    install_session_factory(None)  # an in-process dags test before may have left its own
     trigger = DagStateTrigger(dag_id="x", states=["success"], execution_dates=[START])
     with pytest.raises(SquallError, match="DagStateTrigger needs the metadata database"):
         first_event(trigger)
