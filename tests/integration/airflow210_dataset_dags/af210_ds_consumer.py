@@ -1,5 +1,5 @@
-"""Consumers in Airflow 2.10's dataset idioms: a list schedule (all of them), ``&`` / ``|``,
-an alias, and ``DatasetOrTimeSchedule``. The consumer reads ``triggering_dataset_events``
+"""Consumers in Airflow 2.10's dataset idioms: a list schedule (all of them; one waiting
+for a dataset no producer updates), ``&`` / ``|``, an alias, and ``DatasetOrTimeSchedule``. The consumer reads ``triggering_dataset_events``
 (in code and in a template) and ``inlet_events``.
 
 Airflow 2.10.5: the schedule of a dataset DAG is "Dataset" (an alias not resolved yet:
@@ -56,6 +56,20 @@ def af210_ds_either():
 
 
 af210_ds_either()
+
+
+@dag(schedule=[ORDERS, Dataset("s3://warehouse/never")], start_date=START, catchup=False)
+def af210_ds_waiting():
+    """All of two datasets, one of which no producer updates: never a run."""
+
+    @task
+    def nothing():
+        pass
+
+    nothing()
+
+
+af210_ds_waiting()
 
 
 @dag(schedule=DatasetAlias("orders-alias"), start_date=START, catchup=False)
