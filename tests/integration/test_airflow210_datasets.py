@@ -343,6 +343,10 @@ def test_the_surface_shows_the_real_path(pg_cluster: Cluster) -> None:
             "af210_ds_consumer", "af210_ds_either", "af210_ds_or_time", "af210_ds_waiting"]
         assert [a["name"] for a in by_uri["s3://warehouse/aliased"]["aliases"]] == [
             "orders-alias"]
+        # the alias's consumer consumes what it resolved to (Airflow 2.10.5 references it
+        # when it reparses the consumer: DatasetManager.register_dataset_change)
+        assert [c["dag_id"] for c in by_uri["s3://warehouse/aliased"]["consuming_dags"]] == [
+            "af210_ds_alias_consumer"]
 
         body = api.get(f"{V1}/datasets/events?source_dag_id=af210_ds_producer&limit=100",
                        user="viewer").json()
