@@ -187,8 +187,12 @@ def _reconcile_schedule(session: Session, dag_id: str, dataset_ids: set[int],
         session.execute(delete(DagScheduleDatasetReference).where(
             DagScheduleDatasetReference.dag_id == dag_id,
             DagScheduleDatasetReference.dataset_id.in_(sorted(stored - dataset_ids))))
-    for dataset_id in sorted(dataset_ids - stored):
-        session.add(DagScheduleDatasetReference(dag_id=dag_id, dataset_id=dataset_id))
+    if dataset_ids - stored:
+        # DO NOTHING: a worker may have added the reference of a dataset the DAG's alias
+        # resolved to since the read (squall.runs.datasets.record_dataset_event)
+        session.execute(_insert(session)(DagScheduleDatasetReference).values(
+            [{"dag_id": dag_id, "dataset_id": dataset_id}
+             for dataset_id in sorted(dataset_ids - stored)]).on_conflict_do_nothing())
     stored_aliases = set(session.scalars(
         select(DagScheduleDatasetAliasReference.alias_id)
         .where(DagScheduleDatasetAliasReference.dag_id == dag_id)))
