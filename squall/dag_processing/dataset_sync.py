@@ -12,7 +12,10 @@ it, so an unchanged DAG has the references it had).
   every alias of either a ``dataset_alias`` row. Inlets name no rows, as in Airflow;
 * a DAG's ``dag_schedule_dataset_reference`` / ``dag_schedule_dataset_alias_reference``
   rows and its tasks' ``task_outlet_dataset_reference`` rows become exactly what the DAG
-  names: new ones added, those that went away deleted;
+  names: new ones added, those that went away deleted. A schedule alias names the datasets
+  it has resolved to as well (Airflow's ``_DatasetAliasCondition.iter_datasets``; the
+  reference is first written when the alias resolves, by
+  :func:`squall.runs.datasets.record_dataset_event`);
 * a dataset that no schedule and no outlet references any more is marked ``is_orphaned``
   (its events are kept); one that is named again is un-orphaned.
 
@@ -109,9 +112,14 @@ def sync_datasets(session: Session, dags: Mapping[str, DagDatasets]) -> None:
         alias_ids = _upsert_aliases(session, {name for named in dags.values()
                                               for name in (*named.schedule_aliases,
                                                            *named.outlet_aliases)})
+        resolved = _resolved_datasets(session, {alias_ids[a] for named in dags.values()
+                                                for a in named.schedule_aliases})
         for dag_id, named in sorted(dags.items()):
-            _reconcile_schedule(session, dag_id, {dataset_ids[u] for u in named.schedule_uris},
-                                {alias_ids[a] for a in named.schedule_aliases})
+            schedule_aliases = {alias_ids[a] for a in named.schedule_aliases}
+            _reconcile_schedule(session, dag_id,
+                                {dataset_ids[u] for u in named.schedule_uris}.union(
+                                    *(resolved.get(a, set()) for a in schedule_aliases)),
+                                schedule_aliases)
             _reconcile_outlets(session, dag_id, {(dataset_ids[u], task_id)
                                                  for task_id, uris in named.outlets.items()
                                                  for u in uris})
@@ -160,6 +168,17 @@ def _upsert_aliases(session: Session, names: set[str]) -> dict[str, int]:
     return ids
 
 
+def _resolved_datasets(session: Session, alias_ids: set[int]) -> dict[int, set[int]]:
+    """alias id -> the ids of the datasets it resolved to (``dataset_alias_dataset``)."""
+    resolved: dict[int, set[int]] = {}
+    if alias_ids:
+        for alias_id, dataset_id in session.execute(
+                select(dataset_alias_dataset.c.alias_id, dataset_alias_dataset.c.dataset_id)
+                .where(dataset_alias_dataset.c.alias_id.in_(sorted(alias_ids)))):
+            resolved.setdefault(alias_id, set()).add(dataset_id)
+    return resolved
+
+
 def _reconcile_schedule(session: Session, dag_id: str, dataset_ids: set[int],
                         alias_ids: set[int]) -> None:
     stored = set(session.scalars(select(DagScheduleDatasetReference.dataset_id)
@@ -168,8 +187,12 @@ def _reconcile_schedule(session: Session, dag_id: str, dataset_ids: set[int],
         session.execute(delete(DagScheduleDatasetReference).where(
             DagScheduleDatasetReference.dag_id == dag_id,
             DagScheduleDatasetReference.dataset_id.in_(sorted(stored - dataset_ids))))
-    for dataset_id in sorted(dataset_ids - stored):
-        session.add(DagScheduleDatasetReference(dag_id=dag_id, dataset_id=dataset_id))
+    if dataset_ids - stored:
+        # DO NOTHING: a worker may have added the reference of a dataset the DAG's alias
+        # resolved to since the read (squall.runs.datasets.record_dataset_event)
+        session.execute(_insert(session)(DagScheduleDatasetReference).values(
+            [{"dag_id": dag_id, "dataset_id": dataset_id}
+             for dataset_id in sorted(dataset_ids - stored)]).on_conflict_do_nothing())
     stored_aliases = set(session.scalars(
         select(DagScheduleDatasetAliasReference.alias_id)
         .where(DagScheduleDatasetAliasReference.dag_id == dag_id)))

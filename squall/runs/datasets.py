@@ -89,6 +89,16 @@ def record_dataset_event(
         session.execute(insert(dataset_alias_dataset)
                         .values(alias_id=alias_id, dataset_id=dataset.id)
                         .on_conflict_do_nothing())
+    if alias_ids:
+        # the alias's consumers now consume this dataset: Airflow reparses their files at
+        # once (register_dataset_change's priority parsing request) and DAG.bulk_write_to_db
+        # references the datasets an alias resolved to (_DatasetAliasCondition.iter_datasets)
+        for dag_id in sorted(set(session.scalars(
+                select(DagScheduleDatasetAliasReference.dag_id)
+                .where(DagScheduleDatasetAliasReference.alias_id.in_(alias_ids))))):
+            session.execute(insert(DagScheduleDatasetReference)
+                            .values(dataset_id=dataset.id, dag_id=dag_id, created_at=now)
+                            .on_conflict_do_nothing())
     consumers = set(session.scalars(
         select(DagScheduleDatasetReference.dag_id)
         .join(DagModel, DagModel.dag_id == DagScheduleDatasetReference.dag_id)

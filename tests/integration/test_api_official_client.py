@@ -337,7 +337,8 @@ def test_datasets(env: Env) -> None:
     assert [d.uri for d in datasets.get_datasets(dag_ids="publish").datasets] == [REPORT]
     clean = datasets.get_dataset(CLEAN)
     assert [(t.dag_id, t.task_id) for t in clean.producing_tasks] == [("ingest", "transform")]
-    assert [c.dag_id for c in clean.consuming_dags] == ["report_all"]
+    # by_alias: its alias resolved to CLEAN
+    assert [c.dag_id for c in clean.consuming_dags] == ["by_alias", "report_all"]
     assert [a["name"] for a in clean["aliases"]] == ["lake-clean"]
     with pytest.raises(NotFoundException):
         datasets.get_dataset("s3://nowhere/at/all")

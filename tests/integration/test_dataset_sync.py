@@ -29,7 +29,7 @@ from squall.dag_processing.isolated import ParseResult
 from squall.dag_processing.serialization import serialize_dag
 from squall.dag_processing.sync import load_serialized_dags, sync_to_db
 from squall.execution.runner import OutcomeRecord, write_outcome
-from squall.runs.datasets import record_try_events
+from squall.runs.datasets import record_dataset_event, record_try_events
 from squall.runs.run_creation import create_dag_run
 from squall.sdk.dag import DAG
 from squall.sdk.datasets import Dataset, DatasetAlias
@@ -188,3 +188,31 @@ def test_outcome_write_records_a_success_events_once(session_factory: SessionFac
         assert session.scalar(select(dataset_alias_dataset.c.alias_id)) is not None
         # a second call for the same try adds nothing (the unique source-try index)
         assert record_try_events(session, ti.key, 2, spec) == 0
+
+
+def test_an_alias_consumer_references_what_its_alias_resolved_to(
+        session_factory: SessionFactory) -> None:
+    """Once an event is recorded through an alias, the alias's consumers reference the
+    dataset it resolved to, and keep that reference while their schedule names the alias.
+    Airflow 2.10.5: ``DatasetManager.register_dataset_change`` asks for the consumers' files
+    to be parsed at once, and ``DAG.bulk_write_to_db`` references what
+    ``_DatasetAliasCondition.iter_datasets`` gives, the alias's datasets (checked with
+    ``airflow scheduler`` on tests/integration/airflow210_dataset_dags: after the producer's
+    run, ``dag_schedule_dataset_reference`` has af210_ds_alias_consumer ->
+    s3://warehouse/aliased, so ``GET /api/v1/datasets`` lists it among the consuming DAGs)."""
+    a, c = Dataset("s3://b/a"), Dataset("s3://b/c")
+    _sync(session_factory, *_dags(DatasetAlias("al"), [a, c]))
+    assert _state(session_factory)["schedule"] == []
+    for _ in range(2):  # a second event through the alias adds nothing
+        with session_scope(session_factory) as session:
+            assert record_dataset_event(session, uri="s3://b/a", alias_names=["al"])
+        assert _state(session_factory)["schedule"] == [("consumer", "s3://b/a")]
+
+    # the consumer's file changes, its schedule still names the alias: the reference stays
+    _sync(session_factory, *_dags(DatasetAlias("al") | c, [a, c]),
+          now=NOW + timedelta(minutes=1))
+    assert _state(session_factory)["schedule"] == [("consumer", "s3://b/a"),
+                                                   ("consumer", "s3://b/c")]
+    # the alias is gone from its schedule: so is what it resolved to
+    _sync(session_factory, *_dags([c], [a, c]), now=NOW + timedelta(minutes=2))
+    assert _state(session_factory)["schedule"] == [("consumer", "s3://b/c")]

@@ -61,9 +61,12 @@ def test_details_of_one_dataset(tmp_path: Path, world: World) -> None:
     assert got["uri"] == CLEAN
     assert [(p["dag_id"], p["task_id"]) for p in got["producing_tasks"]] == [
         ("ingest", "transform")]
-    assert [c["dag_id"] for c in got["consuming_dags"]] == ["report_all"]
+    # by_alias's alias resolved to CLEAN (its event): by_alias references CLEAN as Airflow
+    # 2.10.5's reparse of it does (DatasetManager.register_dataset_change), so no consumer
+    # is left to name through the alias alone
+    assert [c["dag_id"] for c in got["consuming_dags"]] == ["by_alias", "report_all"]
     assert [a["name"] for a in got["aliases"]] == ["lake-clean"]
-    assert got["consumers_through_aliases"] == ["by_alias"]
+    assert got["consumers_through_aliases"] == []
     assert sorted(q["dag_id"] for q in got["queued_events"]) == ["by_alias", "report_all"]
     assert got["last_event"]["id"] == world.clean_event and got["total_events"] == 1
     assert got["orphaned"] is False

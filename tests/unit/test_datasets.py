@@ -14,17 +14,17 @@ from typing import Any
 import pendulum
 import pytest
 
-from squall.common.errors import DagDefinitionError, DatasetURIError
+from squall.common.errors import DagDefinitionError, DatasetExpressionError, DatasetURIError
 from squall.compat import airflow as compat
 from squall.dag_processing.dataset_sync import dag_datasets
 from squall.dag_processing.serialization import deserialize_dag, serialize_dag
+from squall.runs.dataset_conditions import condition_holds
 from squall.sdk.dag import DAG
 from squall.sdk.datasets import (
     Dataset,
     DatasetAlias,
     DatasetAll,
     DatasetAny,
-    evaluate_expression,
     expression_aliases,
     expression_uris,
 )
@@ -122,16 +122,18 @@ def test_expressions_as_airflow() -> None:
         DatasetAny(a, "b")  # type: ignore[arg-type]
 
 
-def test_evaluate_expression() -> None:
+def test_an_expression_as_the_scheduler_evaluates_it() -> None:
+    """The stored form, evaluated by the scheduler's one evaluator
+    (squall/runs/dataset_conditions.py; its own cases in test_dataset_conditions.py)."""
     expr = ((Dataset("a") & Dataset("b")) | DatasetAlias("x")).as_expression()
-    assert not evaluate_expression(expr, {"a": True})
-    assert evaluate_expression(expr, {"a": True, "b": True})
-    assert not evaluate_expression(expr, {"c": True}, {"x": []})
-    assert evaluate_expression(expr, {"c": True}, {"x": ["c"]})
+    assert not condition_holds(expr, {"a"})
+    assert condition_holds(expr, {"a", "b"})
+    assert not condition_holds(expr, {"c"}, {"x": []})
+    assert condition_holds(expr, {"c"}, {"x": ["c"]})
     assert expression_uris(expr) == ["a", "b"]
     assert expression_aliases(expr) == ["x"]
-    with pytest.raises(ValueError, match="not a dataset expression"):
-        evaluate_expression({"none": []}, {})
+    with pytest.raises(DatasetExpressionError, match="not a dataset expression"):
+        condition_holds({"none": []}, set())
 
 
 # --------------------------------------------------------------------------- schedules

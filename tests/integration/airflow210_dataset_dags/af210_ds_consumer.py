@@ -1,6 +1,7 @@
-"""Consumers in Airflow 2.10's dataset idioms: a list schedule (all of them), ``&`` / ``|``,
-an alias, and ``DatasetOrTimeSchedule``. The consumer reads ``triggering_dataset_events``
-(in code and in a template) and ``inlet_events``.
+"""Consumers in Airflow 2.10's dataset idioms: a list schedule (all of them; one waiting
+for a dataset no producer updates), ``&`` / ``|``, an alias, and ``DatasetOrTimeSchedule``.
+The consumer reads ``triggering_dataset_events`` (in code and in a template) and
+``inlet_events``; the alias consumer reads both for what its alias resolved to.
 
 Airflow 2.10.5: the schedule of a dataset DAG is "Dataset" (an alias not resolved yet:
 "Unresolved DatasetAlias"; with a timetable: "Dataset or <its summary>") and its timetable
@@ -58,13 +59,31 @@ def af210_ds_either():
 af210_ds_either()
 
 
-@dag(schedule=DatasetAlias("orders-alias"), start_date=START, catchup=False)
-def af210_ds_alias_consumer():
+@dag(schedule=[ORDERS, Dataset("s3://warehouse/never")], start_date=START, catchup=False)
+def af210_ds_waiting():
+    """All of two datasets, one of which no producer updates: never a run."""
+
     @task
     def nothing():
         pass
 
     nothing()
+
+
+af210_ds_waiting()
+
+
+@dag(schedule=DatasetAlias("orders-alias"), start_date=START, catchup=False)
+def af210_ds_alias_consumer():
+    @task(inlets=[DatasetAlias("orders-alias")])
+    def read_alias(*, triggering_dataset_events, inlet_events):
+        return {
+            "triggering": {uri: [e.extra for e in events]
+                           for uri, events in sorted(triggering_dataset_events.items())},
+            "inlet": [e.extra for e in inlet_events[DatasetAlias("orders-alias")]],
+        }
+
+    read_alias()
 
 
 af210_ds_alias_consumer()
