@@ -220,9 +220,15 @@ def test_a_lost_lease_with_a_blocked_loop_ends_the_process(tmp_path: Path) -> No
     exits: list[int] = []
     job = _job(tmp_path, exits)
     try:
-        trigger = BlockingTrigger(block=1.5, after=0.0)
+        record = tmp_path / "r.txt"
+        trigger = BlockingTrigger(block=1.5, after=0.0, tag="b", record=str(record))
         job.runner.add(_held(1, trigger), trigger)
-        time.sleep(0.2)  # blocking now
+        deadline = time.monotonic() + 5
+        # "start" is written just before the trigger blocks the loop
+        while read_records(record)[("start", "b")] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert read_records(record)[("start", "b")] == 1
+        time.sleep(0.05)  # past the await of asyncio.sleep(0): in time.sleep now
         job.lease = HeartbeatLease(0.0)
         job._keep_lease()  # asks the loop to cancel; it cannot
         assert not exits
