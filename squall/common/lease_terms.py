@@ -91,7 +91,7 @@ def check_lease(zombie_threshold: float, heartbeat: float) -> str | None:
 # ``cleanup()`` within ``kill_grace``) ``margin - kill_grace`` seconds before anyone may claim
 # them. Both times on the row come from one clock (the database's on PostgreSQL; on SQLite, a
 # single host's), so that margin only has to cover a renewal that was slow to fail and a
-# loop slow to run the cancellations, not clocks apart (see docs/guarantees.md, promise 10).
+# loop slow to run the cancellations, not clocks apart (see docs/guarantees.md, promise 11).
 
 
 def trigger_lease_terms(take_over_after: float, heartbeat: float) -> LeaseTerms:
