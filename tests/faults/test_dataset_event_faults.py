@@ -86,7 +86,8 @@ def ti_row_locked(cluster: Cluster, dag_id: str, task_id: str) -> Iterator[Conne
 def a_writer_waits_on_a_row_lock(conn: Connection) -> bool:
     return bool(conn.execute(text(
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-        "AND datname = current_database() AND query ILIKE 'UPDATE task_instance%'")).scalar())
+        "AND datname = current_database() AND pid <> pg_backend_pid() "
+        "AND query ILIKE '%task_instance%'")).scalar())
 
 
 def test_try_killed_before_its_outcome_records_no_event_and_the_retry_one(
@@ -108,7 +109,7 @@ def test_try_killed_before_its_outcome_records_no_event_and_the_retry_one(
         wait_until(lambda: (marks / "ended").exists(), 30, message="try 1's code to end")
         # the supervisor's outcome write (the compare-and-set to success, with the event)
         # waits on the row: the code has succeeded and nothing is written yet
-        wait_until(lambda: a_writer_waits_on_a_row_lock(conn), 30,
+        wait_until(lambda: a_writer_waits_on_a_row_lock(conn), 90,
                    message="the outcome write to wait on the task instance's row")
         w1.stopped = True
         killed = sigkill_tree(w1.process.pid)
