@@ -1,6 +1,7 @@
 """The metadata database's tables, one module a table (``base`` holds the declarative base and
 the UTC column type); every name is re-exported here."""
 
+from squall.common.models.audit_log import AuditLog
 from squall.common.models.backfill import Backfill
 from squall.common.models.base import Base, UtcDateTime, utcnow
 from squall.common.models.callback_request import CallbackRequest
@@ -40,6 +41,7 @@ from squall.common.models.xcom import XCom
 __all__ = [
     "DEFAULT_POOL",
     "MAX_STATE_REASON",
+    "AuditLog",
     "Backfill",
     "Base",
     "CallbackRequest",
