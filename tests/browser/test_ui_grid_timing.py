@@ -68,6 +68,13 @@ def _bar(browser: WebDriver, run_id: str) -> tuple[float, str, list[str]]:
     return bar.size["height"], head.get_attribute("title") or "", icons
 
 
+def _row_text(browser: WebDriver) -> str:
+    """The DAG's row on the list (read in the page: the list redraws its rows)."""
+    return str(browser.execute_script(
+        "return document.querySelector(arguments[0])?.innerText || '';",
+        f'tr[data-dag-id="{DAG_ID}"]'))
+
+
 def test_run_bars_show_durations_and_run_types_and_the_zone_switch_applies(
         ui: Ui, browser: WebDriver, artifacts: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -120,11 +127,10 @@ def test_run_bars_show_durations_and_run_types_and_the_zone_switch_applies(
              lambda d: "2024-03-05 17:30:02 GMT+5:30" in d.find_element(By.ID, "ti-facts").text)
         screenshot(browser, artifacts, "grid-timezone.png", capsys)
         browser.get(ui.url + "/")
-        wait(browser, "the list's next run in the zone", lambda d: "2024-03-04 05:30:00 GMT+5:30"
-             in d.find_element(By.CSS_SELECTOR, f'tr[data-dag-id="{DAG_ID}"]').text)
+        wait(browser, "the list's next run in the zone",
+             lambda d: "2024-03-04 05:30:00 GMT+5:30" in _row_text(d))
         Select(browser.find_element(By.ID, "tz-select")).select_by_value("UTC")
-        wait(browser, "the list back in UTC", lambda d: "2024-03-04 00:00:00 UTC"
-             in d.find_element(By.CSS_SELECTOR, f'tr[data-dag-id="{DAG_ID}"]').text)
+        wait(browser, "the list back in UTC", lambda d: "2024-03-04 00:00:00 UTC" in _row_text(d))
     finally:
         browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": ""})
 
@@ -184,6 +190,7 @@ def test_gantt_duration_chart_and_a_wide_unwrapped_log(
     assert panel.size["width"] >= 600, panel.size  # half of the page, not 460 px
     assert log.value_of_css_property("white-space") == "pre"
     assert browser.execute_script(OVERFLOWS, log)
+    browser.execute_script("arguments[0].scrollIntoView({block: 'end'});", log)
     screenshot(browser, artifacts, "grid-task-panel.png", capsys)
     browser.find_element(By.ID, "log-wrap").click()
     assert log.value_of_css_property("white-space") == "pre-wrap"

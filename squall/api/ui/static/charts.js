@@ -102,13 +102,17 @@ const SquallCharts = (() => {
     const t0 = Math.min(...points), t1 = Math.max(...points, t0 + 1000);
     const span = width - LABEL - RIGHT;
     const x = (t) => LABEL + ((t - t0) / (t1 - t0)) * span;
-    // the time axis: 5 ticks, in the header's zone
-    for (let i = 0; i <= 4; i++) {
-      const t = t0 + ((t1 - t0) * i) / 4;
-      const iso = new Date(t).toISOString();
+    // the time axis, in the header's zone: the first day and the zone left, a tick every
+    // 120 px or so
+    const first = fmtDate(new Date(t0).toISOString());
+    svg.append(svgEl("text", { x: LABEL - 8, y: TOP - 10, "text-anchor": "end", class: "chart-tick gantt-day",
+      text: `${first.slice(0, 10)} ${first.slice(20)}` }));
+    const ticks = Math.max(1, Math.min(8, Math.floor(span / 120)));
+    for (let i = 0; i <= ticks; i++) {
+      const t = t0 + ((t1 - t0) * i) / ticks;
       svg.append(svgEl("line", { x1: x(t), x2: x(t), y1: TOP - 6, y2: height - 4, class: "chart-grid" }),
-        svgEl("text", { x: x(t), y: TOP - 10, class: "chart-tick", "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle",
-          text: i === 0 ? fmtDate(iso) : fmtDate(iso).slice(11, 19) }));
+        svgEl("text", { x: x(t), y: TOP - 10, class: "chart-tick", "text-anchor": i === 0 ? "start" : i === ticks ? "end" : "middle",
+          text: fmtDate(new Date(t).toISOString()).slice(11, 19) }));
     }
     rows.forEach((r, n) => {
       const y = TOP + n * ROW;
