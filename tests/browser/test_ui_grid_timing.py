@@ -23,6 +23,7 @@ from squall.common.models import DagRun, TaskInstance, TaskInstanceKey
 from squall.execution.runner import task_log_path
 from tests.browser.conftest import DAG_ID, Ui
 from tests.browser.test_ui import cell, cell_state, login, screenshot, wait
+from tests.browser.test_ui_mapped import MAPPED_DAG, seed_mapped
 from tests.support.api import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres,
@@ -248,3 +249,29 @@ def test_the_timing_data_s_shape_and_404s(ui: Ui) -> None:
         page = client.get(f"/dags/{DAG_ID}/grid")
         assert 'data-default-tz="UTC"' in page.text and 'id="tz-select"' in page.text
 
+
+
+def test_a_mapped_task_s_durations_span_its_instances(ui: Ui) -> None:
+    run_id = seed_mapped(ui)
+    url = f"/ui/api/dags/{MAPPED_DAG}/tasks/fan/durations"
+    with httpx.Client(base_url=ui.url, timeout=30, auth=("viewer", PASSWORD)) as client:
+        gantt = client.get(f"/ui/api/dags/{MAPPED_DAG}/runs/{run_id}/gantt").json()
+        assert [(t["task_id"], t["map_index"]) for t in gantt["task_instances"]] == [
+            ("start", -1)] + [("fan", i) for i in range(5)]
+        running = client.get(url).json()["runs"]
+        # two instances still run: the task is running (Airflow's priority), not ended
+        assert [(r["state"], r["count"], r["end_date"], r["duration"]) for r in running] == [
+            ("running", 5, None, None)]
+        with session_scope(ui.factory) as session:
+            first = session.get_one(TaskInstance, (MAPPED_DAG, "fan", run_id, 0))
+            assert first.start_date is not None
+            session.execute(update(TaskInstance).where(
+                TaskInstance.run_id == run_id, TaskInstance.task_id == "fan").values(
+                state="success", end_date=first.start_date + timedelta(seconds=5)))
+            session.execute(update(TaskInstance).where(
+                TaskInstance.run_id == run_id, TaskInstance.task_id == "fan",
+                TaskInstance.map_index == 4).values(
+                end_date=first.start_date + timedelta(seconds=42)))
+        done = client.get(url).json()["runs"]
+        # from the first instance's start to the last one's end
+        assert [(r["state"], r["duration"]) for r in done] == [("success", 42.0)]
