@@ -1,4 +1,4 @@
-// The DAG list: paused switch, schedule, last runs, next run, import errors.
+// The DAG list: the pause switch (on: active, as Airflow's), schedule, last runs, next run, import errors.
 "use strict";
 
 (() => {
@@ -36,7 +36,7 @@
     const grid = `/dags/${encodeURIComponent(d.dag_id)}/grid`;
     let pausedCell;
     if (mayAct()) {
-      const input = el("input", { type: "checkbox", class: "action pause-switch", title: d.is_paused ? "Paused: click to unpause" : "Active: click to pause", dataset: { dagId: d.dag_id } });
+      const input = el("input", { type: "checkbox", class: "action pause-switch", title: "Pause/Unpause DAG", "aria-label": "Pause/Unpause DAG", dataset: { dagId: d.dag_id } });
       input.checked = !d.is_paused;
       input.addEventListener("change", () => setPaused(d.dag_id, !input.checked, input));
       pausedCell = el("label", { class: "switch" }, input);
@@ -78,4 +78,5 @@
     applyFilter();
   }, 3000);
   filter.addEventListener("input", applyFilter);
+  window.addEventListener("squall:timezone", () => { last = null; refresh.now(); });
 })();
