@@ -3,6 +3,7 @@
 * :mod:`.session`: ``/login`` and ``/logout`` (the session cookie, CSRF tokens);
 * :mod:`.pages`: the pages (DAG list, grid, backfills, pools), jinja2 skeletons;
 * :mod:`.data`: ``GET /ui/api/...``, what the pages show (viewer);
+* :mod:`.graph`: ``GET /ui/api/dags/ID/graph[/states]``, the graph page's layout and states;
 * :mod:`.actions`: ``POST /ui/api/...``, pause, trigger, clear, mark (op, CSRF header);
 * :mod:`.render`: templates and ``/ui/static/NAME``.
 
@@ -10,8 +11,9 @@ None of these routes is in the OpenAPI document: it describes the Airflow-shaped
 
 from fastapi import APIRouter
 
-from squall.api.ui import actions, data, pages, render, session
+from squall.api.ui import actions, data, graph, pages, render, session
 
 router = APIRouter(include_in_schema=False)
-for _sub in (session.router, render.router, pages.router, data.router, actions.router):
+for _sub in (session.router, render.router, pages.router, data.router, actions.router,
+             graph.router):
     router.include_router(_sub)
