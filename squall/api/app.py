@@ -37,7 +37,8 @@ def create_app(settings: Settings, session_factory: SessionFactory | None = None
         title="Squall API", version=_version(),
         description="Squall's REST API, shaped like Airflow 2's stable REST API. Every "
         "endpoint but /api/v1/health needs HTTP basic auth (users: `squall users create`).",
-        openapi_url=f"{API_PREFIX}/openapi.json", docs_url=None, redoc_url=None,  # served from the package: api_docs.py
+        # the docs pages are served from the package (api_docs.py), not from a CDN
+        openapi_url=f"{API_PREFIX}/openapi.json", docs_url=None, redoc_url=None,
         # a NUL in a path or query is a 400 everywhere, not a database error
         dependencies=[Depends(refuse_nul)],
     )

@@ -95,7 +95,7 @@ def test_the_graph_collapsed_and_expanded(api: Api) -> None:
     edges = {(e["from"], e["to"]): e for e in body["layout"]["edges"]}
     assert ("start", "load") in edges and ("load", "report") in edges
     assert edges[("load", "report")]["label"] == "when clean"
-    x, y = edges[("load", "report")]["label_pos"]
+    x, _ = edges[("load", "report")]["label_pos"]
     assert nodes["load"]["x"] + nodes["load"]["w"] < x < nodes["report"]["x"]
 
     opened = ui_get(api, f"/ui/api/dags/{DAG_ID}/graph?expanded=load&expanded=nope").json()

@@ -99,7 +99,13 @@ def build_shape(dag: Any) -> _Shape:
         info["tasks"] = len(members[gid])
     edges = [(up, down, dag.get_edge_info(up, down).get("label"))
              for up, task in dag.task_dict.items() for down in sorted(task.downstream_task_ids)]
-    spec = GraphSpec(children=children, groups=frozenset(groups), labels=labels,
+    sizes = dict(labels)  # the text a node's width is made for: its label and marks
+    for tid, info in tasks.items():
+        mark, count = ("↑ " if info["kind"] else ""), (" [99]" if info["mapped"] else "")
+        sizes[tid] = f"{mark}{labels[tid]}{count}"
+    for gid in groups:
+        sizes[gid] = f"▸ {labels[gid]}"
+    spec = GraphSpec(children=children, groups=frozenset(groups), labels=sizes,
                      edges=edges)
     return spec, {"tasks": tasks, "groups": groups}, members
 

@@ -65,7 +65,7 @@ def text_width(text: str) -> float:
 
 
 def node_width(text: str) -> float:
-    return min(MAX_W, max(MIN_W, text_width(text) + 28))
+    return min(MAX_W, max(MIN_W, text_width(text) + 40))
 
 
 @dataclass
@@ -297,7 +297,7 @@ def _add_dummies(level: _Level, pairs: list[tuple[str, str]]) -> dict[tuple[str,
 
 
 def _segments(chains: Mapping[tuple[str, str], list[str]]) -> list[tuple[str, str]]:
-    out = []
+    out: list[tuple[str, str]] = []
     for (a, b), chain in chains.items():
         path = [a, *chain, b]
         out.extend(itertools.pairwise(path))
@@ -477,12 +477,12 @@ def _route(root: _Level, spec: GraphSpec, parents: Mapping[str, str | None], u: 
     common = 0
     while common < min(len(up), len(down)) and up[common] == down[common]:
         common += 1
-    levels = {None: root}
+    levels: dict[str | None, _Level] = {None: root}
 
     def find(group: str | None) -> _Level:
         if group not in levels:
-            parent = find(parents.get(group))  # type: ignore[arg-type]
-            levels[group] = parent.children[group]  # type: ignore[index]
+            assert group is not None
+            levels[group] = find(parents.get(group)).children[group]
         return levels[group]
 
     lu = find(up[-1]).items[u]

@@ -118,8 +118,9 @@
     return svg("g", { class: "gnode group collapsed", "data-group-id": n.id, tabindex: 0, role: "button",
       transform: `translate(${n.x},${n.y})`, onclick: open, onkeydown: (ev) => { if (ev.key === "Enter") open(); } },
     svg("rect", { class: "box", width: n.w, height: n.h, rx: 8 }),
-    svg("text", { x: 10, y: 18, class: "node-title", text: fit(`▸ ${g.label}`, n.w - 20) }),
+    svg("text", { x: 10, y: 18, class: "node-title", text: fit(`▸ ${g.label}`, n.w - 30) }),
     svg("text", { x: 10, y: 35, class: "node-sub", text: `${g.tasks} task${g.tasks === 1 ? "" : "s"}` }),
+    svg("circle", { class: "state-dot", cx: n.w - 11, cy: 12, r: 5 }),
     svg("title", { text: `${n.id} (task group: click to expand)${g.tooltip ? `\n${g.tooltip}` : ""}` }));
   }
 
@@ -130,8 +131,9 @@
       "data-task-id": n.id, tabindex: 0, role: "button", transform: `translate(${n.x},${n.y})`,
       onclick: choose, onkeydown: (ev) => { if (ev.key === "Enter") choose(); } },
     svg("rect", { class: "box", width: n.w, height: n.h, rx: 6 }),
-    svg("text", { x: 10, y: 18, class: "node-title", text: fit(`${mark}${t.label}${t.mapped ? " [ ]" : ""}`, n.w - 18) }),
+    svg("text", { x: 10, y: 18, class: "node-title", text: fit(`${mark}${t.label}${t.mapped ? " [ ]" : ""}`, n.w - 30) }),
     svg("text", { x: 10, y: 35, class: "node-sub", text: fit(t.operator, n.w - 18) }),
+    svg("circle", { class: "state-dot", cx: n.w - 11, cy: 12, r: 5 }),
     svg("title", { text: `${n.id} (${t.operator})${t.kind ? `, a ${t.kind} task` : ""}${t.mapped ? ", mapped" : ""}` }));
   }
 
@@ -139,22 +141,30 @@
   const summary = (m) => `${m.count} mapped: ` + Object.entries(m.states)
     .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map(([s, k]) => `${k} ${s}`).join(", ");
 
+  // the node's state: its class, data-state and the dot in its top right corner
   function setState(node, state) {
     for (const c of [...node.classList]) if (c.startsWith("state-")) node.classList.remove(c);
     if (state) node.classList.add(stateClass(state));
     node.dataset.state = state || "";
+    const dot = node.querySelector("circle.state-dot");
+    dot.style.fill = state ? `var(--s-${state})` : "transparent";
+    dot.style.stroke = state && state !== "none" ? "none" : "#9ca3af";
+  }
+
+  function setText(node, cls, text) {
+    const box = node.querySelector(`text.${cls}`);
+    const shown = fit(text, Number(node.querySelector("rect.box").getAttribute("width")) - 30);
+    if (box.textContent !== shown) box.textContent = shown;
   }
 
   function paint(data) {
     for (const node of wrap.querySelectorAll("g.gnode.task")) {
       const t = data.tasks[node.dataset.taskId];
-      setState(node, t ? t.state : null);
-      const sub = node.querySelector("text.node-sub");
       const facts = graph.tasks[node.dataset.taskId];
-      const width = Number(node.querySelector("rect.box").getAttribute("width")) - 18;
-      const text = t?.mapped ? `${facts.operator} · [${t.mapped.count}]` : facts.operator;
-      const shown = fit(t ? `${text} · ${t.state}` : text, width);
-      if (sub.textContent !== shown) sub.textContent = shown;
+      setState(node, t ? t.state : null);
+      const mark = facts.kind === "setup" ? "↑ " : facts.kind === "teardown" ? "↓ " : "";
+      const count = t?.mapped ? ` [${t.mapped.count}]` : facts.mapped ? " [ ]" : "";
+      setText(node, "node-title", `${mark}${facts.label}${count}`);
       node.dataset.mapped = t?.mapped ? String(t.mapped.count) : "";
       node.querySelector("title").textContent = `${node.dataset.taskId} (${facts.operator})` +
         (facts.kind ? `, a ${facts.kind} task` : "") + (t ? `: ${t.mapped ? summary(t.mapped) : t.state}` : "");
@@ -162,14 +172,10 @@
     for (const node of wrap.querySelectorAll("g.gnode.group.collapsed")) {
       const g = data.groups[node.dataset.groupId];
       setState(node, g ? g.state : null);
-      const facts = graph.groups[node.dataset.groupId];
       const counts = g && Object.keys(g.states).length
         ? Object.entries(g.states).sort((a, b) => b[1] - a[1]).map(([s, k]) => `${k} ${s}`).join(", ") : "";
-      const sub = node.querySelector("text.node-sub");
-      const width = Number(node.querySelector("rect.box").getAttribute("width")) - 18;
-      const shown = fit(`${facts.tasks} task${facts.tasks === 1 ? "" : "s"}${g?.state ? ` · ${g.state}` : ""}`, width);
-      if (sub.textContent !== shown) sub.textContent = shown;
-      node.querySelector("title").textContent = `${node.dataset.groupId} (task group: click to expand)` + (counts ? `\n${counts}` : "");
+      node.querySelector("title").textContent = `${node.dataset.groupId} (task group: click to expand)` +
+        (g?.state ? `: ${g.state}` : "") + (counts ? `\n${counts}` : "");
     }
   }
 
