@@ -202,10 +202,19 @@ def test_the_200_task_dag_is_drawn_whole(graph_ui: tuple[Ui, list[str]], browser
     wait(browser, "200 task nodes with their states", lambda d: len(d.find_elements(
         By.CSS_SELECTOR, "g.gnode.task[data-state='none']")) == 200, timeout=WAIT * 2)
     assert len(browser.find_elements(By.CSS_SELECTOR, "path.edge")) == 180  # 20 chains of 10
+    svg = browser.find_element(By.ID, "graph-svg")
+    natural = svg.rect["width"]
+    assert natural > browser.find_element(By.ID, "graph-wrap").rect["width"]
     # chains run left to right: step_001 right of step_000, step_010 starts a new chain
     assert box(browser, "task", "step_001")["x"] > box(browser, "task", "step_000")["x"]
     assert box(browser, "task", "step_010")["x"] == box(browser, "task", "step_000")["x"]
     screenshot(browser, artifacts, "graph-big.png", capsys)
+    # "fit" shrinks it to the page's width
+    browser.find_element(By.ID, "graph-fit").click()
+    wait(browser, "the graph shrunk", lambda d: d.find_element(By.ID, "graph-svg").rect["width"]
+         <= d.find_element(By.ID, "graph-wrap").rect["width"])
+    screenshot(browser, artifacts, "graph-big-fit.png", capsys)
+    browser.find_element(By.ID, "graph-fit").click()  # the choice is remembered: put it back
 
 
 def test_the_api_link_lists_the_operations_offline(graph_ui: tuple[Ui, list[str]],

@@ -55,7 +55,12 @@ def _shape(session: Session, dag_id: str) -> tuple[str, _Shape] | None:
     if key not in _shapes:
         data = session.scalar(select(SerializedDagModel.data)
                               .where(SerializedDagModel.dag_id == dag_id))
-        _remember(_shapes, key, build_shape(deserialize_dag(data or {})))
+        try:
+            shape = build_shape(deserialize_dag(data or {}))
+        except Exception as exc:  # a row this version cannot read: no graph, not a 500
+            log.warning("ui: cannot rebuild DAG %s for its graph: %s", dag_id, exc)
+            return None
+        _remember(_shapes, key, shape)
     return row.dag_hash, _shapes[key]
 
 
@@ -104,7 +109,7 @@ def build_shape(dag: Any) -> _Shape:
         mark, count = ("↑ " if info["kind"] else ""), (" [99]" if info["mapped"] else "")
         sizes[tid] = f"{mark}{labels[tid]}{count}"
     for gid in groups:
-        sizes[gid] = f"▸ {labels[gid]}"
+        sizes[gid] = f"▸ {labels[gid]}" + (" [ ]" if groups[gid]["mapped"] else "")
     spec = GraphSpec(children=children, groups=frozenset(groups), labels=sizes,
                      edges=edges)
     return spec, {"tasks": tasks, "groups": groups}, members

@@ -118,7 +118,7 @@
     return svg("g", { class: "gnode group collapsed", "data-group-id": n.id, tabindex: 0, role: "button",
       transform: `translate(${n.x},${n.y})`, onclick: open, onkeydown: (ev) => { if (ev.key === "Enter") open(); } },
     svg("rect", { class: "box", width: n.w, height: n.h, rx: 8 }),
-    svg("text", { x: 10, y: 18, class: "node-title", text: fit(`▸ ${g.label}`, n.w - 30) }),
+    svg("text", { x: 10, y: 18, class: "node-title", text: fit(`▸ ${g.label}${g.mapped ? " [ ]" : ""}`, n.w - 30) }),
     svg("text", { x: 10, y: 35, class: "node-sub", text: `${g.tasks} task${g.tasks === 1 ? "" : "s"}` }),
     svg("circle", { class: "state-dot", cx: n.w - 11, cy: 12, r: 5 }),
     svg("title", { text: `${n.id} (task group: click to expand)${g.tooltip ? `\n${g.tooltip}` : ""}` }));
@@ -269,6 +269,14 @@
   document.getElementById("graph-expand").addEventListener("click", () => {
     expanded = new Set(Object.keys(graph?.groups || {}));
     saveAndLoad();
+  });
+  // the whole graph in the page's width (a big DAG), or its natural size
+  const fitBox = document.getElementById("graph-fit");
+  fitBox.checked = localStorage.getItem("squall.graph.fit") === "true";
+  wrap.classList.toggle("fit", fitBox.checked);
+  fitBox.addEventListener("change", () => {
+    localStorage.setItem("squall.graph.fit", String(fitBox.checked));
+    wrap.classList.toggle("fit", fitBox.checked);
   });
   document.getElementById("graph-collapse").addEventListener("click", () => {
     expanded = new Set();
