@@ -4,6 +4,7 @@
 * :mod:`.pages`: the pages (DAG list, grid, backfills, pools), jinja2 skeletons;
 * :mod:`.data`: ``GET /ui/api/...``, what the pages show (viewer);
 * :mod:`.durations`: ``GET /ui/api/...``, a run's Gantt chart, a task's durations;
+* :mod:`.graph`: ``GET /ui/api/dags/ID/graph[/states]``, the graph page's layout and states;
 * :mod:`.actions`: ``POST /ui/api/...``, pause, trigger, clear, mark (op, CSRF header);
 * :mod:`.render`: templates and ``/ui/static/NAME``.
 
@@ -11,9 +12,9 @@ None of these routes is in the OpenAPI document: it describes the Airflow-shaped
 
 from fastapi import APIRouter
 
-from squall.api.ui import actions, data, durations, pages, render, session
+from squall.api.ui import actions, data, durations, graph, pages, render, session
 
 router = APIRouter(include_in_schema=False)
 for _sub in (session.router, render.router, pages.router, data.router, durations.router,
-             actions.router):
+             graph.router, actions.router):
     router.include_router(_sub)

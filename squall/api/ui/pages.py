@@ -45,6 +45,11 @@ def dag_grid(dag_id: str, request: Request) -> Response:
     return _page(request, "grid.html", "grid", f"{dag_id} · grid", dag_id=dag_id)
 
 
+@router.get("/dags/{dag_id}/graph")
+def dag_graph(dag_id: str, request: Request) -> Response:
+    return _page(request, "graph.html", "graph", f"{dag_id} · graph", dag_id=dag_id)
+
+
 @router.get("/backfills")
 def backfills(request: Request) -> Response:
     return _page(request, "backfills.html", "backfills", "Backfills")

@@ -49,7 +49,8 @@
     const tags = (d.tags || []).map((t) => el("span", { class: "tag", text: t }));
     return el("tr", { class: d.is_paused ? "paused" : "", dataset: { dagId: d.dag_id, search: `${d.dag_id} ${d.dag_display_name || ""} ${(d.tags || []).join(" ")}`.toLowerCase() } },
       el("td", { class: "narrow" }, pausedCell),
-      el("td", {}, el("a", { class: "dag-link", href: grid, text: d.dag_display_name || d.dag_id, title: d.dag_id }), " ", ...tags,
+      el("td", {}, el("a", { class: "dag-link", href: grid, text: d.dag_display_name || d.dag_id, title: d.dag_id }), " ",
+        el("a", { class: "graph-link small", href: `/dags/${encodeURIComponent(d.dag_id)}/graph`, text: "graph", title: "the DAG's graph" }), " ", ...tags,
         d.description ? el("div", { class: "muted small", text: d.description }) : null),
       el("td", {}, el("code", { text: d.schedule || "None" }),
         d.timetable_description ? el("div", { class: "muted small", text: d.timetable_description }) : null),

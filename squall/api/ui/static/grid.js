@@ -492,6 +492,9 @@
 
   // ---------------------------------------------------------------- actions (op and admin)
   const refresh = poll(refreshGrid, 2000);
+  // ?task_id=T&run_id=R (the graph page's links): open that task instance's panel
+  const asked = new URLSearchParams(window.location.search);
+  if (asked.get("task_id") && asked.get("run_id")) select(asked.get("task_id"), asked.get("run_id"));
   if (!mayAct()) return;
 
   const option = (id) => document.getElementById(id).checked;
