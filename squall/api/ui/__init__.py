@@ -4,14 +4,16 @@
 * :mod:`.pages`: the pages (DAG list, grid, backfills, pools), jinja2 skeletons;
 * :mod:`.data`: ``GET /ui/api/...``, what the pages show (viewer);
 * :mod:`.actions`: ``POST /ui/api/...``, pause, trigger, clear, mark (op, CSRF header);
-* :mod:`.render`: templates and ``/ui/static/NAME``.
+* :mod:`.render`: templates and ``/ui/static/NAME``;
+* :mod:`.runs`: the runs list and the run actions (clear, mark a whole run).
 
 None of these routes is in the OpenAPI document: it describes the Airflow-shaped API."""
 
 from fastapi import APIRouter
 
-from squall.api.ui import actions, data, pages, render, session
+from squall.api.ui import actions, data, pages, render, runs, session
 
 router = APIRouter(include_in_schema=False)
-for _sub in (session.router, render.router, pages.router, data.router, actions.router):
+for _sub in (session.router, render.router, pages.router, data.router, actions.router,
+             runs.router):
     router.include_router(_sub)

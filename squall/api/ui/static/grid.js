@@ -25,7 +25,7 @@
 
   function header(runs) {
     return el("tr", { class: "runs" }, el("th", { class: "task-head", text: `${runs.length} run${runs.length === 1 ? "" : "s"}` }),
-      ...runs.map((r) => el("th", { class: "run-head", title: runTitle(r) },
+      ...runs.map((r) => el("th", { class: "run-head", title: runTitle(r), onclick: () => SquallRunPanel.open(r.run_id) },
         el("span", { class: `run-bar ${stateClass(r.state)}`, dataset: { runId: r.run_id } }),
         el("span", { class: "run-label", text: fmtDate(r.logical_date).slice(5, 16) }))));
   }
