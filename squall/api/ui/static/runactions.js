@@ -29,13 +29,16 @@ const SquallRunActions = (() => {
     const multiDag = new Set(preview.task_instances.map((t) => t.dag_id)).size > 1;
     const multiRun = new Set(preview.task_instances.map((t) => t.run_id)).size > 1;
     const head = [...(multiDag ? ["DAG"] : []), ...(multiRun ? ["run"] : []), "task", "map index", "now", "becomes"];
+    const tiRow = (t) => el("tr", {
+      class: "preview-ti", dataset: { dagId: t.dag_id, runId: t.run_id, taskId: t.task_id, mapIndex: t.map_index },
+    }, ...(multiDag ? [el("td", { text: t.dag_id })] : []),
+    ...(multiRun ? [el("td", { class: "small", text: t.run_id })] : []),
+    el("td", {}, el("code", { text: t.task_id })),
+    el("td", { text: t.map_index < 0 ? "" : String(t.map_index) }),
+    el("td", {}, state(t.state)), el("td", {}, state(t.new_state)));
     document.getElementById("run-confirm-tis").replaceChildren(
       el("thead", {}, el("tr", {}, ...head.map((h) => el("th", { text: h })))),
-      el("tbody", {}, ...preview.task_instances.map((t) => el("tr", {
-        class: "preview-ti", dataset: { dagId: t.dag_id, runId: t.run_id, taskId: t.task_id, mapIndex: t.map_index },
-      }, ...(multiDag ? [el("td", { text: t.dag_id })] : []), ...(multiRun ? [el("td", { class: "small", text: t.run_id })] : []),
-      el("td", {}, el("code", { text: t.task_id })), el("td", { text: t.map_index < 0 ? "" : String(t.map_index) }),
-      el("td", {}, state(t.state)), el("td", {}, state(t.new_state)))))));
+      el("tbody", {}, ...preview.task_instances.map(tiRow)));
     const nothing = n === 0 && !runChanges.length;
     document.getElementById("run-confirm-ok").disabled = nothing;
     if (nothing) document.getElementById("run-confirm-summary").textContent = "Nothing would change.";
