@@ -188,7 +188,7 @@ def test_the_runs_list_filters_by_each_field_and_pages(
     wait(browser, "the first page", lambda d: rows(d) == [backfill, ui.failed_run])
     browser.find_element(By.ID, "runs-next").click()
     wait(browser, "the second page", lambda d: rows(d) == [SECOND, FIRST])
-    assert "3–4 of 4 · page 2 of 2" in browser.find_element(By.ID, "runs-range").text
+    assert "3\u20134 of 4 · page 2 of 2" in browser.find_element(By.ID, "runs-range").text
     browser.find_element(By.CSS_SELECTOR, f'tr[data-run-id="{SECOND}"] a.run-link').click()
     wait(browser, "the grid with the run's panel open", lambda d: d.find_elements(
         By.ID, "run-title") and d.find_element(By.ID, "run-title").text == SECOND)
