@@ -9,6 +9,9 @@ Screenshots (``ui-run-panel.png``, ``ui-run-clear-preview.png``, ``ui-runs-list.
 
 from __future__ import annotations
 
+import json
+import re
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -16,8 +19,11 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
+from sqlalchemy import update
 
-from tests.browser.conftest import DAG_ID, Ui
+from squall.common.db import session_scope
+from squall.common.models import DagRun
+from tests.browser.conftest import DAG_ID, DAY, Ui
 from tests.browser.test_ui import cell_state, login, screenshot, wait
 from tests.browser.test_ui_runs_api import REPORTS, add_runs, run_state
 
@@ -62,14 +68,21 @@ def confirm(browser: WebDriver) -> None:
 def test_the_run_panel_clears_only_the_failed_tasks_after_a_preview(
         ui: Ui, browser: WebDriver, artifacts: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
+    with session_scope(ui.factory) as session:
+        session.execute(update(DagRun).where(DagRun.run_id == ui.failed_run).values(
+            conf={"source": "s3://raw/2024-03-03/", "rows": 1200},
+            data_interval_start=DAY + timedelta(days=2),
+            data_interval_end=DAY + timedelta(days=3)))
     login(browser, ui, "op")
     open_grid(browser, ui)
     open_run(browser, ui.failed_run, "failed")
     facts = browser.find_element(By.ID, "run-facts").text
-    for shown in ("scheduled", "2024-03-03", "Data interval", "Duration",
+    for shown in ("scheduled", "2024-03-03", "Duration",
                   "1 failed, 2 success, 1 upstream_failed"):
         assert shown in facts, facts
-    assert browser.find_element(By.ID, "run-conf").text == "{} (none)"
+    assert re.search(r"Data interval\s+2024-03-03 \d\d:00:00 → 2024-03-04", facts), facts
+    assert json.loads(browser.find_element(By.ID, "run-conf").text) == {
+        "source": "s3://raw/2024-03-03/", "rows": 1200}
     assert "run-selected" in (browser.find_element(
         By.CSS_SELECTOR, f'.run-bar[data-run-id="{ui.failed_run}"]').find_element(
         By.XPATH, "..").get_attribute("class") or "")
