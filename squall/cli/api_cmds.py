@@ -40,7 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "logged); it is stored as a salted scrypt hash.")
     p.add_argument("--username", "-u", required=True)
     p.add_argument("--role", "-r", required=True, choices=ROLES)
-    p.add_argument("--password", "-p", help="(asked for when not given)")
+    secret = p.add_mutually_exclusive_group()
+    secret.add_argument("--password", "-p",
+                        help="the password (asked for when not given); on the command line "
+                        "it is visible to other users of this host (ps): prefer "
+                        "--password-stdin in scripts")
+    secret.add_argument("--password-stdin", action="store_true",
+                        help="read the password from standard input (its first line)")
     p.set_defaults(func=create)
     p = usub.add_parser("list", help="the users and their roles")
     add_output_flag(p)
@@ -81,6 +87,11 @@ def run_api(ctx: CliContext, args: argparse.Namespace) -> int:
 def _password(args: argparse.Namespace) -> str:
     if args.password is not None:
         return str(args.password)
+    if args.password_stdin:
+        line = sys.stdin.readline().rstrip("\r\n")
+        if not line:
+            raise CliError("--password-stdin: standard input held no password; nothing created")
+        return line
     if not sys.stdin.isatty():
         raise CliError("--password is required when there is no terminal to ask on")
     first = getpass.getpass(f"Password for {args.username}: ")

@@ -57,15 +57,14 @@ def record_event(session: Session, event: str, *, owner: str | None,
                  dag_id: str | None = None, task_id: str | None = None,
                  run_id: str | None = None, map_index: int | None = None,
                  try_number: int | None = None, logical_date: datetime | None = None,
-                 extra: Mapping[str, Any] | None = None,
-                 owner_display_name: str | None = None) -> AuditLog:
+                 extra: Mapping[str, Any] | None = None) -> AuditLog:
     """Add one audit entry for ``event`` in the caller's transaction. ``extra`` is stored as
     JSON; the caller leaves secrets out of it (a connection's password, a variable's
     value)."""
     if event not in EVENTS:
         raise ValueError(f"unknown audit event {event!r}; known: {sorted(EVENTS)}")
     row = AuditLog(
-        dttm=utcnow(), event=event, owner=owner, owner_display_name=owner_display_name,
+        dttm=utcnow(), event=event, owner=owner, owner_display_name=owner,
         dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=map_index,
         try_number=try_number, execution_date=logical_date,
         extra=json.dumps(dict(extra), default=str, sort_keys=True) if extra else None)
