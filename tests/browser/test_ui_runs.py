@@ -80,7 +80,7 @@ def test_the_run_panel_clears_only_the_failed_tasks_after_a_preview(
     for shown in ("scheduled", "2024-03-03", "Duration",
                   "1 failed, 2 success, 1 upstream_failed"):
         assert shown in facts, facts
-    assert re.search(r"Data interval\s+2024-03-03 \d\d:00:00 → 2024-03-04", facts), facts
+    assert re.search(r"Data interval\s+2024-03-03 00:00:00\D* → 2024-03-04 00:00:00", facts), facts
     assert json.loads(browser.find_element(By.ID, "run-conf").text) == {
         "source": "s3://raw/2024-03-03/", "rows": 1200}
     assert "run-selected" in (browser.find_element(

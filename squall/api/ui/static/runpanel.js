@@ -2,7 +2,8 @@
 // state, logical date, data interval, start, end, duration, conf) and, for op and admin,
 // its actions (clear, clear only failed, mark success, mark failed; runactions.js confirms
 // each with a preview). grid.js calls SquallRunPanel.open(runId) on a header click; the
-// grid's URL with ?run_id=... opens the panel of that run (the runs list links there).
+// grid's URL with ?run_id=... (and no task_id) opens the panel of that run (the runs list
+// links there).
 "use strict";
 
 const SquallRunPanel = (() => {
@@ -87,7 +88,8 @@ const SquallRunPanel = (() => {
     document.getElementById("run-mark-failed").addEventListener("click", act("mark_failed"));
   }
 
-  const asked = new URLSearchParams(window.location.search).get("run_id");
-  if (asked) open(asked);
+  // ?run_id=R alone (with task_id too, grid.js opens that task instance's panel instead)
+  const query = new URLSearchParams(window.location.search);
+  if (query.get("run_id") && !query.get("task_id")) open(query.get("run_id"));
   return { open, close };
 })();
