@@ -6,15 +6,16 @@
 * :mod:`.durations`: ``GET /ui/api/...``, a run's Gantt chart, a task's durations;
 * :mod:`.graph`: ``GET /ui/api/dags/ID/graph[/states]``, the graph page's layout and states;
 * :mod:`.actions`: ``POST /ui/api/...``, pause, trigger, clear, mark (op, CSRF header);
-* :mod:`.render`: templates and ``/ui/static/NAME``.
+* :mod:`.render`: templates and ``/ui/static/NAME``;
+* :mod:`.runs`: the runs list and the run actions (clear, mark a whole run).
 
 None of these routes is in the OpenAPI document: it describes the Airflow-shaped API."""
 
 from fastapi import APIRouter
 
-from squall.api.ui import actions, data, durations, graph, pages, render, session
+from squall.api.ui import actions, data, durations, graph, pages, render, runs, session
 
 router = APIRouter(include_in_schema=False)
 for _sub in (session.router, render.router, pages.router, data.router, durations.router,
-             graph.router, actions.router):
+             graph.router, actions.router, runs.router):
     router.include_router(_sub)

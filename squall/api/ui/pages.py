@@ -63,3 +63,12 @@ def datasets(request: Request) -> Response:
 @router.get("/pools")
 def pools(request: Request) -> Response:
     return _page(request, "pools.html", "pools", "Pools")
+
+
+@router.get("/dagruns")
+def dag_runs(request: Request) -> Response:
+    """Runs of every DAG, filtered (Airflow's Browse → DAG Runs)."""
+    from squall.common.state import DagRunState, DagRunType
+
+    return _page(request, "runs.html", "runs", "Runs",
+                 states=[s.value for s in DagRunState], run_types=[t.value for t in DagRunType])

@@ -27,7 +27,7 @@
     return el("tr", { class: "runs" }, el("th", { class: "task-head" },
       el("span", { class: "duration-axis", id: "duration-axis" }),
       el("span", { text: `${runs.length} run${runs.length === 1 ? "" : "s"}` })),
-      ...runs.map((r) => el("th", { class: "run-head", title: runTitle(r) },
+      ...runs.map((r) => el("th", { class: "run-head", title: runTitle(r), onclick: () => SquallRunPanel.open(r.run_id) },
         el("span", { class: `run-bar ${stateClass(r.state)}`, dataset: { runId: r.run_id, runType: r.run_type } },
           SquallCharts.runTypeIcon(r.run_type)),
         el("span", { class: "run-label", text: fmtDate(r.logical_date).slice(5, 16) }))));
