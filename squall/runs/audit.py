@@ -106,15 +106,17 @@ def cli_owner() -> str:
 def record_event(session: Session, event: str, *, owner: str | None,
                  dag_id: str | None = None, task_id: str | None = None,
                  run_id: str | None = None, map_index: int | None = None,
-                 try_number: int | None = None, logical_date: datetime | None = None,
-                 extra: Mapping[str, Any] | None = None,
-                 owner_display_name: str | None = None,
+                 logical_date: datetime | None = None, extra: Mapping[str, Any] | None = None,
                  source: str | None = None) -> AuditLog:
     """Add one audit entry for ``event`` in the caller's transaction. ``extra`` is stored as
     JSON, with ``source`` (``api``, ``ui``, ``cli``) as its ``"source"`` when given; the
     caller leaves secrets out of it (a connection's password, a variable's value), and what
     slips in (a run's conf) is masked as task logs are: a value under a sensitive key
-    (``password``, ``token``, ...) and every secret this process knows become ``***``."""
+    (``password``, ``token``, ...) and every secret this process knows become ``***``.
+
+    The table's ``try_number`` and ``owner_display_name`` (Airflow's) stay empty: Airflow
+    fills the first for the events its tasks log themselves, which Squall does not record,
+    and Squall's users have no display name."""
     if event not in EVENTS:
         raise ValueError(f"unknown audit event {event!r}; known: {sorted(EVENTS)}")
     if source is not None:
@@ -122,9 +124,8 @@ def record_event(session: Session, event: str, *, owner: str | None,
             raise ValueError(f"unknown audit source {source!r}; known: {sorted(SOURCES)}")
         extra = {"source": source, **(extra or {})}
     row = AuditLog(
-        dttm=utcnow(), event=event, owner=owner, owner_display_name=owner_display_name,
-        dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=map_index,
-        try_number=try_number, execution_date=logical_date,
+        dttm=utcnow(), event=event, owner=owner, dag_id=dag_id, task_id=task_id,
+        run_id=run_id, map_index=map_index, execution_date=logical_date,
         extra=json.dumps(masker().redact(dict(extra)), default=str, sort_keys=True)
         if extra else None)
     session.add(row)

@@ -261,9 +261,9 @@ def _seed(sf: SessionFactory) -> list[int]:
         for n, (event, dag_id, run_id, task_id, map_index, owner) in enumerate(rows):
             row = audit.record_event(session, event, owner=owner, dag_id=dag_id,
                                      run_id=run_id, task_id=task_id, map_index=map_index,
-                                     try_number=2 if event == audit.CLEAR else None,
                                      logical_date=DAY if run_id else None, source="api")
             row.dttm = start + timedelta(hours=n)
+            row.try_number = 2 if event == audit.CLEAR else None
             made.append(row)
         session.flush()
         return [r.id for r in made]
