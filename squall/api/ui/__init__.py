@@ -1,7 +1,7 @@
 """The web UI (issue 12): pages and static files served by the API process.
 
 * :mod:`.session`: ``/login`` and ``/logout`` (the session cookie, CSRF tokens);
-* :mod:`.pages`: the pages (DAG list, grid, backfills, pools), jinja2 skeletons;
+* :mod:`.pages`: the pages (DAG list, grid, backfills, pools, audit log), jinja2 skeletons;
 * :mod:`.data`: ``GET /ui/api/...``, what the pages show (viewer);
 * :mod:`.actions`: ``POST /ui/api/...``, pause, trigger, clear, mark (op, CSRF header);
 * :mod:`.render`: templates and ``/ui/static/NAME``.

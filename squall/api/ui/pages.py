@@ -12,6 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 from squall.api.auth import Principal, Role
 from squall.api.ui.render import render
 from squall.api.ui.session import page_csrf, page_user
+from squall.runs import audit
 
 log = logging.getLogger(__name__)
 
@@ -51,3 +52,9 @@ def datasets(request: Request) -> Response:
 @router.get("/pools")
 def pools(request: Request) -> Response:
     return _page(request, "pools.html", "pools", "Pools")
+
+
+@router.get("/audit")
+def audit_log(request: Request) -> Response:
+    """Who did what, newest first (``/api/v1/eventLogs``); ``?dag_id=``: one DAG's."""
+    return _page(request, "audit.html", "audit", "Audit log", events=sorted(audit.EVENTS))
