@@ -185,6 +185,10 @@ def backfill(ctx: CliContext, args: argparse.Namespace) -> int:
             return 1
         row = create_requested(session, dag, options, plan, now=utcnow())
         backfill_id = row.id
+        from squall.runs import audit
+        audit.record_event(session, audit.BACKFILL, owner=audit.cli_owner(),
+                           dag_id=dag.dag_id, source="cli",
+                           extra=audit.backfill_extra(backfill_id, options, len(plan.runs)))
     if args.output == "json":
         json.dump({"backfill_id": backfill_id, "dag_id": dag.dag_id,
                    "runs": [r.run_id for r in plan.runs],
@@ -456,6 +460,11 @@ def cancel(ctx: CliContext, args: argparse.Namespace) -> int:
                            + ("" if args.end_running else
                               " (--end-running ends the runs it left unfinished)"))
         state = row.state  # (each run ended wakes the schedulers: mark_run)
+        from squall.runs import audit
+        audit.record_event(session, audit.BACKFILL_CANCEL, owner=audit.cli_owner(),
+                           dag_id=row.dag_id, source="cli",
+                           extra={"backfill_id": args.backfill_id,
+                                  "end_running": args.end_running, "ended_runs": len(ended)})
     if args.end_running:
         what = "cancelled" if state in ("queued", "running") else f"{state} already"
         print(f"Backfill {args.backfill_id}: {what}; {len(ended)} unfinished run(s) "

@@ -270,6 +270,10 @@ def set_paused(ctx: CliContext, args: argparse.Namespace) -> int:
         parse_and_sync(ctx)
     with session_scope(factory) as session:
         changed = pausing.set_paused(session, args.dag_id, args.paused, by="CLI") is not None
+        if changed:
+            from squall.runs import audit
+            audit.record_event(session, audit.paused_event(args.paused),
+                               owner=audit.cli_owner(), dag_id=args.dag_id, source="cli")
     if not changed:
         raise CliError(f"DAG {args.dag_id!r} not found (see `squall dags list`)")
     print(f"DAG {args.dag_id}: {'paused' if args.paused else 'unpaused'}")

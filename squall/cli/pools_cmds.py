@@ -99,8 +99,12 @@ def get_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 def set_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
     try:
         with session_scope(ctx.session_factory()) as session:
-            pools.set_pool(session, args.name, args.slots, args.description)
+            from squall.runs import audit
+            created = pools.set_pool(session, args.name, args.slots, args.description)
             notify_scheduler(session, f"pool {args.name}")
+            audit.record_event(session, audit.POOL_CREATE if created else audit.POOL_EDIT,
+                               owner=audit.cli_owner(), source="cli",
+                               extra={"pool": args.name, "slots": args.slots})
     except PoolError as exc:
         raise CliError(str(exc)) from None
     except IntegrityError:
@@ -115,6 +119,9 @@ def delete_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
         with session_scope(ctx.session_factory()) as session:
             usage = pools.get_pool(session, args.name)
             pools.delete_pool(session, args.name)
+            from squall.runs import audit
+            audit.record_event(session, audit.POOL_DELETE, owner=audit.cli_owner(),
+                               source="cli", extra={"pool": args.name})
     except PoolError as exc:
         raise CliError(str(exc)) from None
     print_rows([usage.as_row()], POOL_COLUMNS, args.output)
@@ -133,6 +140,9 @@ def import_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
         with session_scope(ctx.session_factory()) as session:
             names = pools.import_pools(session, document)
             notify_scheduler(session, "pools imported")
+            from squall.runs import audit
+            audit.record_event(session, audit.POOL_EDIT, owner=audit.cli_owner(), source="cli",
+                               extra={"imported": names, "file": str(path)})
     except PoolError as exc:
         raise CliError(f"{path}: {exc}; nothing was imported") from None
     except IntegrityError:

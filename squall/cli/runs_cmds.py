@@ -183,6 +183,10 @@ def trigger_dag_run(ctx: CliContext, dag_id: str, *, conf: dict[str, Any] | None
                                default_queue=ctx.settings.celery.default_queue)
         except TriggerError as exc:
             raise CliError(str(exc)) from None
+        from squall.runs import audit
+        audit.record_event(session, audit.TRIGGER, owner=audit.cli_owner(), dag_id=dag_id,
+                           run_id=done.run.run_id, logical_date=done.run.logical_date,
+                           source="cli", extra={"conf": conf} if conf else None)
         return done.run.run_id, done.paused
 
 
@@ -353,6 +357,16 @@ def set_task_state(ctx: CliContext, args: argparse.Namespace) -> int:
     with session_scope(factory) as session:
         result = apply_marks(session, dag, selection, now=utcnow(),
                              reason=f"set to {new.value} by `squall tasks set-state`")
+        from squall.runs import audit
+        audit.record_event(
+            session, audit.task_mark_event(new), owner=audit.cli_owner(), dag_id=args.dag_id,
+            run_id=args.run_id, task_id=args.task_id, source="cli",
+            map_index=args.map_index[0] if args.map_index and len(args.map_index) == 1
+            else None,
+            extra={"changed": len(result.changed),
+                   "cleared_downstream": len(result.cleared.cleared),
+                   **{f: True for f in ("upstream", "downstream", "past", "future")
+                      if getattr(args, f)}})
     for t in result.changed:
         note = (" (the running try is killed at its supervisor's next heartbeat)"
                 if t.state == TaskInstanceState.RUNNING else "")

@@ -148,8 +148,8 @@ def test_clear_only_failed_previews_then_clears_and_is_audited(ui: Ui) -> None:
     assert [ui.ti_state(t, ui.failed_run) for t in ("extract", "transform", "load")] == [
         "success", "none", "none"]
     assert run_state(ui, DAG_ID, ui.failed_run) == "queued"
-    assert audit_rows(ui) == [("clear", "op", DAG_ID, ui.failed_run, {
-        "source": "ui", "scope": "run", "only_failed": True, "cleared": 2})]
+    assert audit_rows(ui) == [("dagrun_clear", "op", DAG_ID, ui.failed_run, {
+        "source": "ui", "only_failed": True, "cleared": 2})]
 
 
 def test_clear_every_task_of_two_runs(ui: Ui) -> None:
@@ -161,8 +161,8 @@ def test_clear_every_task_of_two_runs(ui: Ui) -> None:
     done = call(ui, "POST", "/ui/api/runs/clear", body={"runs": runs})
     assert len(done.json()["cleared"]) == 8
     assert ui.ti_state("report", first) == "none" and ui.ti_state("report", ui.failed_run) == "none"
-    assert [(e, r) for e, _, _, r, _ in audit_rows(ui)] == [("clear", first),
-                                                          ("clear", ui.failed_run)]
+    assert [(e, r) for e, _, _, r, _ in audit_rows(ui)] == [("dagrun_clear", first),
+                                                          ("dagrun_clear", ui.failed_run)]
 
 
 def test_mark_success_and_failed_preview_then_mark_and_are_audited(ui: Ui) -> None:
@@ -187,10 +187,8 @@ def test_mark_success_and_failed_preview_then_mark_and_are_audited(ui: Ui) -> No
     assert call(ui, "POST", "/ui/api/runs/mark", body=to_fail).status_code == 200
     assert run_state(ui, DAG_ID, first) == "failed"
     assert audit_rows(ui) == [
-        ("success", "op", DAG_ID, ui.failed_run,
-         {"source": "ui", "scope": "run", "task_instances_changed": 2}),
-        ("failed", "op", DAG_ID, first,
-         {"source": "ui", "scope": "run", "task_instances_changed": 0})]
+        ("dagrun_success", "op", DAG_ID, ui.failed_run, {"source": "ui", "changed": 2}),
+        ("dagrun_failed", "op", DAG_ID, first, {"source": "ui", "changed": 0})]
 
 
 def test_run_actions_need_the_op_role_and_good_input(ui: Ui) -> None:

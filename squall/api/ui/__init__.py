@@ -1,7 +1,7 @@
 """The web UI (issue 12): pages and static files served by the API process.
 
 * :mod:`.session`: ``/login`` and ``/logout`` (the session cookie, CSRF tokens);
-* :mod:`.pages`: the pages (DAG list, grid, backfills, pools), jinja2 skeletons;
+* :mod:`.pages`: the pages (DAG list, grid, backfills, pools, audit log), jinja2 skeletons;
 * :mod:`.data`: ``GET /ui/api/...``, what the pages show (viewer);
 * :mod:`.durations`: ``GET /ui/api/...``, a run's Gantt chart, a task's durations;
 * :mod:`.graph`: ``GET /ui/api/dags/ID/graph[/states]``, the graph page's layout and states;

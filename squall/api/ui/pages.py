@@ -13,6 +13,7 @@ from squall.api.auth import Principal, Role
 from squall.api.state import api_state
 from squall.api.ui.render import render
 from squall.api.ui.session import page_csrf, page_user
+from squall.runs import audit
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +73,9 @@ def dag_runs(request: Request) -> Response:
 
     return _page(request, "runs.html", "runs", "Runs",
                  states=[s.value for s in DagRunState], run_types=[t.value for t in DagRunType])
+
+
+@router.get("/audit")
+def audit_log(request: Request) -> Response:
+    """Who did what, newest first (``/api/v1/eventLogs``); ``?dag_id=``: one DAG's."""
+    return _page(request, "audit.html", "audit", "Audit log", events=sorted(audit.EVENTS))

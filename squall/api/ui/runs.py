@@ -54,8 +54,8 @@ MAX_RUNS_PAGE = 100
 #: runs one action takes at most, and task instances a preview lists at most
 MAX_ACTION_RUNS = 100
 MAX_PREVIEW = 500
-MARKS = {"success": (DagRunState.SUCCESS, audit.MARK_SUCCESS),
-         "failed": (DagRunState.FAILED, audit.MARK_FAILED)}
+MARKS = {"success": (DagRunState.SUCCESS, audit.RUN_SUCCESS),
+         "failed": (DagRunState.FAILED, audit.RUN_FAILED)}
 
 
 def run_json(run: DagRun) -> dict[str, Any]:
@@ -215,9 +215,9 @@ def clear_runs(body: JsonBody, session: DB, user: Op) -> dict[str, Any]:
         changed += [{"dag_id": k.dag_id, "run_id": k.run_id, "task_id": k.task_id,
                      "map_index": k.map_index} for k in result.changed]
         requeued += [{"dag_id": d, "run_id": r} for d, r in result.reactivated_runs]
-        audit.record_event(session, audit.CLEAR, owner=user.username, dag_id=run.dag_id,
-                           run_id=run.run_id, logical_date=run.logical_date,
-                           extra={"source": "ui", "scope": "run", "only_failed": only_failed,
+        audit.record_event(session, audit.RUN_CLEAR, owner=user.username, dag_id=run.dag_id,
+                           run_id=run.run_id, logical_date=run.logical_date, source="ui",
+                           extra={"only_failed": only_failed,
                                   "cleared": len(result.cleared)})
         log.info("ui: %s cleared run %s %s%s: %d task instance(s)", user.username,
                  run.dag_id, run.run_id, " (only failed)" if only_failed else "",
@@ -257,9 +257,8 @@ def mark_runs(body: JsonBody, session: DB, user: Op) -> dict[str, Any]:
             continue
         marked.append({"dag_id": run.dag_id, "run_id": run.run_id, "changed": count})
         audit.record_event(session, event, owner=user.username, dag_id=run.dag_id,
-                           run_id=run.run_id, logical_date=run.logical_date,
-                           extra={"source": "ui", "scope": "run",
-                                  "task_instances_changed": count})
+                           run_id=run.run_id, logical_date=run.logical_date, source="ui",
+                           extra={"changed": count})
         log.info("ui: %s marked run %s %s %s: %d task instance(s) changed", user.username,
                  run.dag_id, run.run_id, state.value, count)
     return {"dry_run": False, "state": state.value, "marked": marked,
