@@ -54,8 +54,7 @@ MAX_RUNS_PAGE = 100
 #: runs one action takes at most, and task instances a preview lists at most
 MAX_ACTION_RUNS = 100
 MAX_PREVIEW = 500
-MARKS = {"success": (DagRunState.SUCCESS, audit.RUN_SUCCESS),
-         "failed": (DagRunState.FAILED, audit.RUN_FAILED)}
+MARKS = {"success": DagRunState.SUCCESS, "failed": DagRunState.FAILED}
 
 
 def run_json(run: DagRun) -> dict[str, Any]:
@@ -230,10 +229,9 @@ def clear_runs(body: JsonBody, session: DB, user: Op) -> dict[str, Any]:
 def mark_runs(body: JsonBody, session: DB, user: Op) -> dict[str, Any]:
     """Mark the runs success or failed (``state``), their task instances with them as the
     REST API's ``PATCH`` of a run does (:mod:`squall.runs.mark_run`)."""
-    mark = MARKS.get(str(body.get("state")))
-    if mark is None:
+    state = MARKS.get(str(body.get("state")))
+    if state is None:
         raise bad_request("state must be success or failed")
-    state, event = mark
     dry_run = _flag(body, "dry_run")
     targets = _targets(session, body)
     if dry_run:
@@ -256,7 +254,8 @@ def mark_runs(body: JsonBody, session: DB, user: Op) -> dict[str, Any]:
             left.append({"dag_id": run.dag_id, "run_id": run.run_id})
             continue
         marked.append({"dag_id": run.dag_id, "run_id": run.run_id, "changed": count})
-        audit.record_event(session, event, owner=user.username, dag_id=run.dag_id,
+        audit.record_event(session, audit.run_mark_event(state), owner=user.username,
+                           dag_id=run.dag_id,
                            run_id=run.run_id, logical_date=run.logical_date, source="ui",
                            extra={"changed": count})
         log.info("ui: %s marked run %s %s %s: %d task instance(s) changed", user.username,
