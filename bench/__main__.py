@@ -1,4 +1,4 @@
-"""``python -m bench run ...``, ``scaling``, ``profile``, ``api`` and ``triggerer``; see
+"""``python -m bench run ...``, ``scaling``, ``profile``, ``api``, ``triggerer`` and ``cli``; see
 bench/README.md."""
 
 from __future__ import annotations
@@ -302,6 +302,28 @@ def _triggerer_through_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cli(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bench.cli import append_cli_results, print_cli_table, run_cli_bench
+
+    load_before = _loadavg()
+    times = run_cli_bench(Path(args.tree), repeat=args.repeat, db=args.db,
+                          commit=args.tree_commit)
+    load_after = _loadavg()
+    print_cli_table(times)
+    print(f"load average (1/5/15 min): {load_before} at the start, {load_after} at the end")
+    if not args.no_record:
+        notes = ("Wall time of each command as a new process (the venv's `squall` script, "
+                 "stdout to /dev/null), from the bench's clock; the commands interleaved, "
+                 f"{args.repeat} rounds. DAG folder bench/dags (6 files), examples off; "
+                 "`db migrate` and one `dags list` unmeasured first. p90: nearest rank. "
+                 f"Load average (1/5/15 min) at the start: {load_before}; at the end: "
+                 f"{load_after}.")
+        append_cli_results(times, notes)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -374,6 +396,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-home", action="store_true", help="keep the temp SQUALL_HOME")
     p.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     p.set_defaults(func=cmd_triggerer)
+    p = sub.add_parser("cli", help="wall time of short squall commands (--help, version, "
+                       "dags list, dags report, pools list): median and p90")
+    p.add_argument("--repeat", type=int, default=20, help="runs of each command (default 20)")
+    p.add_argument("--db", choices=("sqlite", "pg"), default="sqlite",
+                   help="a fresh SQLite file (default) or a fresh PostgreSQL database "
+                   "(squall_bench_cli)")
+    p.add_argument("--tree", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                   help="the Squall source tree to measure (PYTHONPATH; default: this one)")
+    p.add_argument("--tree-commit", default=None,
+                   help="the commit --tree holds, for the record (default: git's answer)")
+    p.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    p.set_defaults(func=cmd_cli)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)

@@ -1,0 +1,159 @@
+"""``python -m bench cli``: the wall time of short ``squall`` commands (issue 26).
+
+Each command runs ``--repeat`` times as a new process, the way a user types it (the venv's
+``squall`` console script, or ``python -m squall`` when there is none), with the commands
+interleaved so that a change in the machine's load falls on all of them alike. The DAG
+folder is ``bench/dags`` (6 files, examples off); the database is a fresh SQLite file in a
+temp ``SQUALL_HOME`` (the default) or ``--db pg``, a PostgreSQL database recreated for the
+run. Before measuring, ``squall db migrate`` and one ``squall dags list`` run unmeasured, so
+every measured ``dags list`` re-parses an already known folder (its steady state).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.report import REPO_ROOT, RESULTS, commit_id, fmt, machine_facts
+
+COMMANDS: dict[str, list[str]] = {
+    "squall --help": ["--help"],
+    "squall version": ["version"],
+    "squall dags list": ["dags", "list"],
+    "squall dags report": ["dags", "report"],
+    "squall pools list": ["pools", "list"],
+}
+PG_DB = "squall_bench_cli"
+PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+
+
+@dataclass
+class CliTimes:
+    tree: Path
+    commit: str
+    db: str
+    repeat: int
+    ms: dict[str, list[float]] = field(default_factory=dict)
+
+    def rows(self) -> list[tuple[str, int, float, float, float, float]]:
+        """(command, n, median, p90, min, max), in ms."""
+        out = []
+        for name, values in self.ms.items():
+            out.append((name, len(values), statistics.median(values), p90(values),
+                        min(values), max(values)))
+        return out
+
+
+def p90(values: list[float]) -> float:
+    """The 90th percentile (nearest rank) of ``values``."""
+    ordered = sorted(values)
+    return ordered[max(0, -(-9 * len(ordered) // 10) - 1)]
+
+
+def _squall_cmd() -> list[str]:
+    script = Path(sys.executable).parent / "squall"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "squall"]
+
+
+def _tree_commit(tree: Path) -> str:
+    if tree.resolve() == REPO_ROOT:
+        return commit_id()
+    try:
+        out = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return out.stdout.strip() if out.returncode == 0 else "?"
+
+
+def _recreate_pg(drop_only: bool = False) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)"))
+        if not drop_only:
+            conn.execute(text(f"CREATE DATABASE {PG_DB}"))
+    engine.dispose()
+
+
+def _run(cmd: list[str], env: dict[str, str]) -> float:
+    """Run ``cmd``; its wall time in ms. A failing command stops the bench."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, check=False)
+    elapsed = (time.perf_counter() - t0) * 1000
+    if proc.returncode != 0:
+        raise SystemExit(f"bench cli: {' '.join(cmd)} exited {proc.returncode}:\n"
+                         f"{proc.stderr[-2000:]}")
+    return elapsed
+
+
+def run_cli_bench(tree: Path, *, repeat: int, db: str, commit: str | None = None) -> CliTimes:
+    home = Path(tempfile.mkdtemp(prefix="squall-bench-cli-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SQUALL")}
+    env.update({
+        "PYTHONPATH": str(tree.resolve()),
+        "SQUALL_HOME": str(home),
+        "SQUALL__CORE__DAGS_FOLDER": str(REPO_ROOT / "bench" / "dags"),
+        "SQUALL__CORE__LOAD_EXAMPLES": "false",
+    })
+    if db == "pg":
+        _recreate_pg()
+        env["SQUALL__DATABASE__SQL_ALCHEMY_CONN"] = (
+            f"postgresql+psycopg2://postgres@127.0.0.1:5432/{PG_DB}")
+    squall = _squall_cmd()
+    result = CliTimes(tree=tree, commit=commit or _tree_commit(tree), db=db, repeat=repeat,
+                      ms={name: [] for name in COMMANDS})
+    try:
+        _run([*squall, "db", "migrate"], env)
+        _run([*squall, "dags", "list"], env)
+        for rep in range(repeat):
+            for name, args in COMMANDS.items():
+                result.ms[name].append(_run([*squall, *args], env))
+            print(f"bench: cli #{rep + 1}: "
+                  + ", ".join(f"{n.removeprefix('squall ')} {v[-1]:.0f} ms"
+                              for n, v in result.ms.items()), flush=True)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+        if db == "pg":
+            _recreate_pg(drop_only=True)
+    return result
+
+
+def title_of(times: CliTimes) -> str:
+    db = "SQLite (fresh file)" if times.db == "sqlite" else f"PostgreSQL ({PG_DB}, fresh)"
+    return (f"bench cli: wall time of short squall commands, tree `{times.commit}`, "
+            f"{db}, repeat {times.repeat}")
+
+
+def print_cli_table(times: CliTimes) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title_of(times))
+    for col in ("command", "n", "median ms", "p90 ms", "min ms", "max ms"):
+        table.add_column(col, justify="left" if col == "command" else "right")
+    for name, n, med, p, lo, hi in times.rows():
+        table.add_row(name, str(n), fmt(med), fmt(p), fmt(lo), fmt(hi))
+    Console().print(table)
+
+
+def append_cli_results(times: CliTimes, notes: str) -> None:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = ["| command | n | median ms | p90 ms | min ms | max ms |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, n, med, p, lo, hi in times.rows():
+        lines.append(f"| `{name}` | {n} | {fmt(med)} | {fmt(p)} | {fmt(lo)} | {fmt(hi)} |")
+    text = (f"\n## {title_of(times)}\n\nbench `{commit_id()}`, {stamp}; {machine_facts()}\n\n"
+            + "\n".join(lines) + f"\n\n{notes}\n")
+    with RESULTS.open("a") as f:
+        f.write(text)
