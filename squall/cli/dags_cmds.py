@@ -9,21 +9,15 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-import pendulum
-from sqlalchemy import func, select
+from typing import TYPE_CHECKING, Any
 
 from squall.cli.common import CliContext, CliError, add_output_flag, console, print_rows
-from squall.common.db import session_scope
 from squall.common.errors import SquallError
-from squall.common.models import DagFile, DagModel, ImportError_, SlaMiss, utcnow
 from squall.common.state import SUCCEEDED_STATES, DagRunState
-from squall.dag_processing.dagbag import DagBag
-from squall.dag_processing.sync import sync_to_db
-from squall.runs import pausing
-from squall.runs.sla_misses import sla_miss_dict
-from squall.sdk.dag import DAG
+
+if TYPE_CHECKING:
+    from squall.dag_processing.dagbag import DagBag
+    from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +102,17 @@ def register_tasks(sub: argparse._SubParsersAction) -> None:
 
 
 def _bag(ctx: CliContext) -> DagBag:
+    from squall.dag_processing.dagbag import DagBag
+
     return DagBag.from_settings(ctx.settings)
 
 
 def parse_and_sync(ctx: CliContext) -> None:
     """Parse every DAG file (in child processes) and record the result in the database."""
+    from squall.common.db import session_scope
+    from squall.common.models import utcnow
+    from squall.dag_processing.sync import sync_to_db
+
     factory = ctx.session_factory()
     bag = _bag(ctx)
     if not bag.dag_folder.is_dir():
@@ -138,6 +138,11 @@ def load_dag(ctx: CliContext, dag_id: str) -> DAG:
 
 
 def list_dags(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy import func, select
+
+    from squall.common.db import session_scope
+    from squall.common.models import DagModel, ImportError_
+
     parse_and_sync(ctx)
     with session_scope(ctx.session_factory()) as session:
         rows = session.scalars(select(DagModel).where(DagModel.is_active.is_(True))
@@ -155,6 +160,12 @@ def list_dags(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def list_sla_misses(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from squall.common.db import session_scope
+    from squall.common.models import DagModel, SlaMiss
+    from squall.runs.sla_misses import sla_miss_dict
+
     with session_scope(ctx.session_factory()) as session:
         if session.get(DagModel, args.dag_id) is None:
             raise CliError(f"DAG {args.dag_id!r} is not in the metadata database (squall dags "
@@ -172,6 +183,11 @@ def list_sla_misses(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def list_import_errors(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from squall.common.db import session_scope
+    from squall.common.models import ImportError_
+
     parse_and_sync(ctx)
     with session_scope(ctx.session_factory()) as session:
         rows = session.scalars(select(ImportError_).order_by(ImportError_.filename)).all()
@@ -211,6 +227,11 @@ REPORT_COLUMNS = ["file", "duration", "dag_num", "task_num", "dags", "last_parse
 
 
 def report(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from squall.common.db import session_scope
+    from squall.common.models import DagFile, utcnow
+
     with session_scope(ctx.session_factory()) as session:
         rows = session.scalars(select(DagFile).order_by(DagFile.last_duration.desc(),
                                                         DagFile.fileloc)).all()
@@ -263,6 +284,10 @@ def show_dag(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def set_paused(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.db import session_scope
+    from squall.common.models import DagModel
+    from squall.runs import pausing
+
     factory = ctx.session_factory()
     with session_scope(factory) as session:
         exists = session.get(DagModel, args.dag_id) is not None
@@ -279,6 +304,8 @@ def set_paused(ctx: CliContext, args: argparse.Namespace) -> int:
 def _parse_date(value: str | None, timezone: str) -> datetime | None:
     """A logical date from the command line; without an offset it is a wall time in
     ``timezone`` (``[core] default_timezone``, as Airflow's CLI takes it)."""
+    import pendulum
+
     if value is None:
         return None
     try:
