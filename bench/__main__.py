@@ -315,7 +315,10 @@ def cmd_cli(args: argparse.Namespace) -> int:
     print(f"load average (1/5/15 min): {load_before} at the start, {load_after} at the end")
     if not args.no_record:
         notes = ("Wall time of each command as a new process (the venv's `squall` script, "
-                 "stdout to /dev/null), from the bench's clock; the commands interleaved, "
+                 "stdout to /dev/null), from the bench's clock; CPU: user + system time of "
+                 "the process and the children it waited for (the DAG parse's), less "
+                 "sensitive than wall time to other jobs on the machine; the commands "
+                 "interleaved, "
                  f"{args.repeat} rounds. DAG folder bench/dags (6 files), examples off; "
                  "`db migrate` and one `dags list` unmeasured first. p90: nearest rank. "
                  f"Load average (1/5/15 min) at the start: {load_before}; at the end: "

@@ -12,6 +12,7 @@ every measured ``dags list`` re-parses an already known folder (its steady state
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -41,14 +42,17 @@ class CliTimes:
     commit: str
     db: str
     repeat: int
+    #: wall ms of each run, by command
     ms: dict[str, list[float]] = field(default_factory=dict)
+    #: CPU ms (user + system, the process and the children it waited for) of each run
+    cpu_ms: dict[str, list[float]] = field(default_factory=dict)
 
-    def rows(self) -> list[tuple[str, int, float, float, float, float]]:
-        """(command, n, median, p90, min, max), in ms."""
+    def rows(self) -> list[tuple[str, int, float, float, float, float, float]]:
+        """(command, n, wall median, wall p90, wall min, wall max, CPU median), in ms."""
         out = []
         for name, values in self.ms.items():
             out.append((name, len(values), statistics.median(values), p90(values),
-                        min(values), max(values)))
+                        min(values), max(values), statistics.median(self.cpu_ms[name])))
         return out
 
 
@@ -85,8 +89,14 @@ def _recreate_pg(drop_only: bool = False) -> None:
     engine.dispose()
 
 
-def _run(cmd: list[str], env: dict[str, str]) -> float:
-    """Run ``cmd``; its wall time in ms. A failing command stops the bench."""
+def _cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Run ``cmd``: its wall time and CPU time in ms. A failing command stops the bench."""
+    cpu0 = _cpu_of_children()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True, check=False)
@@ -94,7 +104,7 @@ def _run(cmd: list[str], env: dict[str, str]) -> float:
     if proc.returncode != 0:
         raise SystemExit(f"bench cli: {' '.join(cmd)} exited {proc.returncode}:\n"
                          f"{proc.stderr[-2000:]}")
-    return elapsed
+    return elapsed, (_cpu_of_children() - cpu0) * 1000
 
 
 def run_cli_bench(tree: Path, *, repeat: int, db: str, commit: str | None = None) -> CliTimes:
@@ -112,13 +122,16 @@ def run_cli_bench(tree: Path, *, repeat: int, db: str, commit: str | None = None
             f"postgresql+psycopg2://postgres@127.0.0.1:5432/{PG_DB}")
     squall = _squall_cmd()
     result = CliTimes(tree=tree, commit=commit or _tree_commit(tree), db=db, repeat=repeat,
-                      ms={name: [] for name in COMMANDS})
+                      ms={name: [] for name in COMMANDS},
+                      cpu_ms={name: [] for name in COMMANDS})
     try:
         _run([*squall, "db", "migrate"], env)
-        _run([*squall, "dags", "list"], env)
+        _run([*squall, "dags", "list"], env)  # the first parse: new rows, not measured
         for rep in range(repeat):
             for name, args in COMMANDS.items():
-                result.ms[name].append(_run([*squall, *args], env))
+                wall, cpu = _run([*squall, *args], env)
+                result.ms[name].append(wall)
+                result.cpu_ms[name].append(cpu)
             print(f"bench: cli #{rep + 1}: "
                   + ", ".join(f"{n.removeprefix('squall ')} {v[-1]:.0f} ms"
                               for n, v in result.ms.items()), flush=True)
@@ -140,19 +153,20 @@ def print_cli_table(times: CliTimes) -> None:
     from rich.table import Table
 
     table = Table(title=title_of(times))
-    for col in ("command", "n", "median ms", "p90 ms", "min ms", "max ms"):
+    for col in ("command", "n", "median ms", "p90 ms", "min ms", "max ms", "CPU median ms"):
         table.add_column(col, justify="left" if col == "command" else "right")
-    for name, n, med, p, lo, hi in times.rows():
-        table.add_row(name, str(n), fmt(med), fmt(p), fmt(lo), fmt(hi))
+    for name, n, med, p, lo, hi, cpu in times.rows():
+        table.add_row(name, str(n), fmt(med), fmt(p), fmt(lo), fmt(hi), fmt(cpu))
     Console().print(table)
 
 
 def append_cli_results(times: CliTimes, notes: str) -> None:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    lines = ["| command | n | median ms | p90 ms | min ms | max ms |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for name, n, med, p, lo, hi in times.rows():
-        lines.append(f"| `{name}` | {n} | {fmt(med)} | {fmt(p)} | {fmt(lo)} | {fmt(hi)} |")
+    lines = ["| command | n | median ms | p90 ms | min ms | max ms | CPU median ms |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, n, med, p, lo, hi, cpu in times.rows():
+        lines.append(f"| `{name}` | {n} | {fmt(med)} | {fmt(p)} | {fmt(lo)} | {fmt(hi)} | "
+                     f"{fmt(cpu)} |")
     text = (f"\n## {title_of(times)}\n\nbench `{commit_id()}`, {stamp}; {machine_facts()}\n\n"
             + "\n".join(lines) + f"\n\n{notes}\n")
     with RESULTS.open("a") as f:
