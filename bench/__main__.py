@@ -320,7 +320,9 @@ def cmd_cli(args: argparse.Namespace) -> int:
                  "sensitive than wall time to other jobs on the machine; the commands "
                  "interleaved, "
                  f"{args.repeat} rounds. DAG folder bench/dags (6 files), examples off; "
-                 "`db migrate` and one `dags list` unmeasured first. p90: nearest rank. "
+                 "`db migrate` and one `dags list` unmeasured first (they also write the "
+                 "tree's bytecode: PYTHONDONTWRITEBYTECODE is removed from the commands' "
+                 "environment). p90: nearest rank. "
                  f"Load average (1/5/15 min) at the start: {load_before}; at the end: "
                  f"{load_after}.")
         append_cli_results(times, notes)

@@ -6,7 +6,9 @@ interleaved so that a change in the machine's load falls on all of them alike. T
 folder is ``bench/dags`` (6 files, examples off); the database is a fresh SQLite file in a
 temp ``SQUALL_HOME`` (the default) or ``--db pg``, a PostgreSQL database recreated for the
 run. Before measuring, ``squall db migrate`` and one ``squall dags list`` run unmeasured, so
-every measured ``dags list`` re-parses an already known folder (its steady state).
+every measured ``dags list`` re-parses an already known folder (its steady state), and the
+tree's bytecode is written (``PYTHONDONTWRITEBYTECODE`` is removed from the commands'
+environment, so they run as from a pip install, not compiling every module each time).
 """
 
 from __future__ import annotations
@@ -109,7 +111,10 @@ def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 def run_cli_bench(tree: Path, *, repeat: int, db: str, commit: str | None = None) -> CliTimes:
     home = Path(tempfile.mkdtemp(prefix="squall-bench-cli-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SQUALL")}
+    # Bytecode is written and used, as after a pip install: without it (this machine's
+    # shells set PYTHONDONTWRITEBYTECODE) every run compiles each Squall module again.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SQUALL") and k != "PYTHONDONTWRITEBYTECODE"}
     env.update({
         "PYTHONPATH": str(tree.resolve()),
         "SQUALL_HOME": str(home),

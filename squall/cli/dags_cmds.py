@@ -108,20 +108,36 @@ def _bag(ctx: CliContext) -> DagBag:
 
 
 def parse_and_sync(ctx: CliContext) -> None:
-    """Parse every DAG file (in child processes) and record the result in the database."""
+    """Parse every DAG file (in child processes) and record the result in the database.
+
+    As the DAG processor does, each file's last recorded answer (``dag_file.fingerprint``)
+    is given to the parse: a file that answers the same again is neither decoded nor
+    written, only its DAGs' ``last_parsed_time`` is (issue 26: most of a `dags list` on an
+    unchanged folder was rebuilding and comparing every DAG). An unchanged file that
+    ``sync_to_db`` says lost a DAG row is parsed again in full, in the same transaction."""
+    from sqlalchemy import select
+
     from squall.common.db import session_scope
-    from squall.common.models import utcnow
+    from squall.common.models import DagFile, utcnow
     from squall.dag_processing.sync import sync_to_db
 
     factory = ctx.session_factory()
     bag = _bag(ctx)
     if not bag.dag_folder.is_dir():
         log.warning("DAG folder %s does not exist", bag.dag_folder)
-    result = bag.parse_isolated()
+    files = bag.files()
     with session_scope(factory) as session:
-        sync_to_db(session, result,
-                   paused_at_creation=ctx.settings.core.dags_are_paused_at_creation,
-                   now=utcnow(), known_files=result.files_parsed)
+        previous = dict(session.execute(select(DagFile.fileloc, DagFile.fingerprint)).all())
+    result = bag.parse_isolated(files=files, previous=previous)
+    paused = ctx.settings.core.dags_are_paused_at_creation
+    known = [*result.files_parsed, *result.unchanged]
+    with session_scope(factory) as session:
+        stale = sync_to_db(session, result, paused_at_creation=paused, now=utcnow(),
+                           known_files=known)
+        if stale:
+            again = bag.parse_isolated(files=[(p, r) for p, r in files if str(p) in stale])
+            sync_to_db(session, again, paused_at_creation=paused, now=utcnow(),
+                       known_files=known)
 
 
 def load_dag(ctx: CliContext, dag_id: str) -> DAG:
