@@ -5,8 +5,10 @@ Each command runs ``--repeat`` times as a new process, the way a user types it (
 interleaved so that a change in the machine's load falls on all of them alike. The DAG
 folder is ``bench/dags`` (6 files, examples off); the database is a fresh SQLite file in a
 temp ``SQUALL_HOME`` (the default) or ``--db pg``, a PostgreSQL database recreated for the
-run. Before measuring, ``squall db migrate`` and one ``squall dags list`` run unmeasured, so
-every measured ``dags list`` re-parses an already known folder (its steady state), and the
+run. With several ``--tree`` (e.g. main before and after a change), each command runs once
+per tree in turn within every round. Before measuring, ``squall db migrate`` and one
+``squall dags list`` run unmeasured, so every measured ``dags list`` re-parses an already
+known folder (its steady state), and the
 tree's bytecode is written (``PYTHONDONTWRITEBYTECODE`` is removed from the commands'
 environment, so they run as from a pip install, not compiling every module each time).
 """
@@ -80,14 +82,14 @@ def _tree_commit(tree: Path) -> str:
     return out.stdout.strip() if out.returncode == 0 else "?"
 
 
-def _recreate_pg(drop_only: bool = False) -> None:
+def _recreate_pg(name: str, drop_only: bool = False) -> None:
     from sqlalchemy import create_engine, text
 
     engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)"))
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         if not drop_only:
-            conn.execute(text(f"CREATE DATABASE {PG_DB}"))
+            conn.execute(text(f"CREATE DATABASE {name}"))
     engine.dispose()
 
 
@@ -109,8 +111,7 @@ def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     return elapsed, (_cpu_of_children() - cpu0) * 1000
 
 
-def run_cli_bench(tree: Path, *, repeat: int, db: str, commit: str | None = None) -> CliTimes:
-    home = Path(tempfile.mkdtemp(prefix="squall-bench-cli-"))
+def _env(tree: Path, home: Path, db_name: str | None) -> dict[str, str]:
     # Bytecode is written and used, as after a pip install: without it (this machine's
     # shells set PYTHONDONTWRITEBYTECODE) every run compiles each Squall module again.
     env = {k: v for k, v in os.environ.items()
@@ -121,34 +122,54 @@ def run_cli_bench(tree: Path, *, repeat: int, db: str, commit: str | None = None
         "SQUALL__CORE__DAGS_FOLDER": str(REPO_ROOT / "bench" / "dags"),
         "SQUALL__CORE__LOAD_EXAMPLES": "false",
     })
-    if db == "pg":
-        _recreate_pg()
+    if db_name is not None:
         env["SQUALL__DATABASE__SQL_ALCHEMY_CONN"] = (
-            f"postgresql+psycopg2://postgres@127.0.0.1:5432/{PG_DB}")
+            f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db_name}")
+    return env
+
+
+def run_cli_bench(trees: list[tuple[Path, str | None]], *, repeat: int,
+                  db: str) -> list[CliTimes]:
+    """Measure each of ``trees`` (a source tree and its commit, None: ask git). With several
+    trees, each command runs once per tree in turn within every round, so the trees see the
+    same moments of the machine's load; each tree has its own home and database."""
+    homes = [Path(tempfile.mkdtemp(prefix="squall-bench-cli-")) for _ in trees]
+    db_names = [f"{PG_DB}_{i}" if db == "pg" else None for i in range(len(trees))]
+    envs = [_env(tree, home, name) for (tree, _), home, name in zip(trees, homes, db_names,
+                                                                    strict=True)]
     squall = _squall_cmd()
-    result = CliTimes(tree=tree, commit=commit or _tree_commit(tree), db=db, repeat=repeat,
-                      ms={name: [] for name in COMMANDS},
-                      cpu_ms={name: [] for name in COMMANDS})
+    results = [CliTimes(tree=tree, commit=commit or _tree_commit(tree), db=db, repeat=repeat,
+                        ms={name: [] for name in COMMANDS},
+                        cpu_ms={name: [] for name in COMMANDS})
+               for tree, commit in trees]
     try:
-        _run([*squall, "db", "migrate"], env)
-        _run([*squall, "dags", "list"], env)  # the first parse: new rows, not measured
+        for name in db_names:
+            if name is not None:
+                _recreate_pg(name)
+        for env in envs:
+            _run([*squall, "db", "migrate"], env)
+            _run([*squall, "dags", "list"], env)  # the first parse: new rows, not measured
         for rep in range(repeat):
             for name, args in COMMANDS.items():
-                wall, cpu = _run([*squall, *args], env)
-                result.ms[name].append(wall)
-                result.cpu_ms[name].append(cpu)
-            print(f"bench: cli #{rep + 1}: "
-                  + ", ".join(f"{n.removeprefix('squall ')} {v[-1]:.0f} ms"
-                              for n, v in result.ms.items()), flush=True)
+                for env, result in zip(envs, results, strict=True):
+                    wall, cpu = _run([*squall, *args], env)
+                    result.ms[name].append(wall)
+                    result.cpu_ms[name].append(cpu)
+            for result in results:
+                print(f"bench: cli #{rep + 1} `{result.commit}`: "
+                      + ", ".join(f"{n.removeprefix('squall ')} {v[-1]:.0f} ms"
+                                  for n, v in result.ms.items()), flush=True)
     finally:
-        shutil.rmtree(home, ignore_errors=True)
-        if db == "pg":
-            _recreate_pg(drop_only=True)
-    return result
+        for home in homes:
+            shutil.rmtree(home, ignore_errors=True)
+        for name in db_names:
+            if name is not None:
+                _recreate_pg(name, drop_only=True)
+    return results
 
 
 def title_of(times: CliTimes) -> str:
-    db = "SQLite (fresh file)" if times.db == "sqlite" else f"PostgreSQL ({PG_DB}, fresh)"
+    db = "SQLite (fresh file)" if times.db == "sqlite" else f"PostgreSQL ({PG_DB}_N, fresh)"
     return (f"bench cli: wall time of short squall commands, tree `{times.commit}`, "
             f"{db}, repeat {times.repeat}")
 
