@@ -8,13 +8,9 @@ import logging
 import os
 import sys
 
-from sqlalchemy import select
-
-from squall.api.users import ROLES, create_user, delete_user
+from squall.api.roles import ROLES
 from squall.cli.common import CliContext, CliError, add_output_flag, print_rows
-from squall.common.db import session_scope
 from squall.common.errors import UserError
-from squall.common.models import User
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +97,9 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def create(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.api.users import create_user
+    from squall.common.db import session_scope
+
     password = _password(args)
     with session_scope(ctx.session_factory()) as session:
         try:
@@ -112,6 +111,11 @@ def create(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def list_users(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from squall.common.db import session_scope
+    from squall.common.models import User
+
     with session_scope(ctx.session_factory()) as session:
         rows = [{"username": u.username, "role": u.role,
                  "created_at": u.created_at.isoformat(),
@@ -122,6 +126,9 @@ def list_users(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def delete(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.api.users import delete_user
+    from squall.common.db import session_scope
+
     with session_scope(ctx.session_factory()) as session:
         try:
             delete_user(session, args.username)

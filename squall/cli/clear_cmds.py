@@ -22,16 +22,7 @@ from squall.cli.runs_cmds import (
     load_dag,
     with_map_index,
 )
-from squall.common.db import session_scope
-from squall.common.models import DagModel, utcnow
 from squall.common.state import ONLY_FAILED_STATES, ONLY_RUNNING_STATES, TaskInstanceState
-from squall.runs.clear import (
-    clear_task_instances,
-    follow_markers,
-    matching_task_ids,
-    select_task_instances,
-)
-from squall.runs.external_clear import ClearError
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +70,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def clear(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.db import session_scope
+    from squall.common.models import DagModel, utcnow
+    from squall.runs.clear import (
+        clear_task_instances,
+        follow_markers,
+        matching_task_ids,
+        select_task_instances,
+    )
+    from squall.runs.external_clear import ClearError
+
     tz = ctx.settings.core.default_timezone
     start = _parse_date(args.start_date, tz)
     end = _parse_date(args.end_date, tz)

@@ -11,13 +11,8 @@ import json
 import logging
 from pathlib import Path
 
-from sqlalchemy.exc import IntegrityError
-
 from squall.cli.common import CliContext, CliError, add_output_flag, print_rows
-from squall.common.db import session_scope
 from squall.common.errors import PoolError
-from squall.common.wakeup import notify_scheduler
-from squall.runs import pools
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +70,9 @@ def _slots(value: str) -> int:
 
 
 def _print_pools(ctx: CliContext, names: list[str] | None, output: str) -> None:
+    from squall.common.db import session_scope
+    from squall.runs import pools
+
     with session_scope(ctx.session_factory()) as session:
         usages = pools.list_pools(session)
     rows = [u.as_row() for u in usages if names is None or u.name in names]
@@ -87,6 +85,9 @@ def list_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def get_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.db import session_scope
+    from squall.runs import pools
+
     try:
         with session_scope(ctx.session_factory()) as session:
             usage = pools.get_pool(session, args.name)
@@ -97,6 +98,12 @@ def get_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def set_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import IntegrityError
+
+    from squall.common.db import session_scope
+    from squall.common.wakeup import notify_scheduler
+    from squall.runs import pools
+
     try:
         with session_scope(ctx.session_factory()) as session:
             from squall.runs import audit
@@ -115,6 +122,9 @@ def set_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def delete_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.db import session_scope
+    from squall.runs import pools
+
     try:
         with session_scope(ctx.session_factory()) as session:
             usage = pools.get_pool(session, args.name)
@@ -129,6 +139,12 @@ def delete_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def import_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import IntegrityError
+
+    from squall.common.db import session_scope
+    from squall.common.wakeup import notify_scheduler
+    from squall.runs import pools
+
     path: Path = args.file
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -156,6 +172,9 @@ def import_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def export_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.db import session_scope
+    from squall.runs import pools
+
     path: Path = args.file
     with session_scope(ctx.session_factory()) as session:
         document = pools.export_pools(session)

@@ -42,9 +42,11 @@ def fernet_keys(value: str) -> list[Fernet]:
     first); a ValueError naming the position of a malformed key, never its value. The
     setting is checked with it when it loads, and the secrets' codec
     (:class:`squall.secrets.fernet.FernetCodec`) is built with it."""
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    if not parts:  # no encryption: cryptography is not even imported (issue 26)
+        return []
     from cryptography.fernet import Fernet
 
-    parts = [part.strip() for part in value.split(",") if part.strip()]
     keys = []
     for position, part in enumerate(parts, start=1):
         try:
