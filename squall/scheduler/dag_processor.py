@@ -216,11 +216,14 @@ class DagProcessor:
             log.error("DAG processor: cannot hand it its settings: %s", exc)
         ours.setblocking(False)
         self._process, self._sock = process, ours
-        log.info("DAG processor: started (pid %s, files checked every %g s and parsed every "
-                 "%g s, folder %s listed every %g s)", process.pid,
-                 self._settings.scheduler.file_check_interval,
-                 self._settings.scheduler.min_file_process_interval,
-                 self._settings.dags_folder, self._settings.scheduler.dag_dir_list_interval)
+        scheduler = self._settings.scheduler
+        log.info("DAG processor: started (pid %s, folder %s %s, listed in full every %g s; "
+                 "files checked every %g s and parsed every %g s)", process.pid,
+                 self._settings.dags_folder,
+                 "watched" if scheduler.dag_dir_watch
+                 else f"scanned every {scheduler.dag_dir_poll_interval:g} s",
+                 scheduler.dag_dir_list_interval, scheduler.file_check_interval,
+                 scheduler.min_file_process_interval)
 
     def _send(self, command: bytes) -> None:
         """Send a command without blocking; one that does not fit is dropped (commands are

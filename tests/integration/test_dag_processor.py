@@ -37,6 +37,10 @@ def write_dag(folder: Path, name: str, schedule: str = "None") -> None:
         DAG_FILE.replace("NAME", name).replace("SCHEDULE", schedule))
 
 
+#: no notifications and a scan every hour: what the listing and the stat check do alone
+LISTING_ONLY: dict[str, Any] = {"dag_dir_watch": False, "dag_dir_poll_interval": 3600}
+
+
 def settings_for(db_url: str, home: Path, **scheduler: Any) -> Settings:
     return Settings.load(env={"SQUALL_HOME": str(home)}, overrides={
         "database": {"sql_alchemy_conn": db_url},
@@ -150,7 +154,7 @@ def test_a_new_file_is_parsed_when_the_folder_is_listed(
     # dag_dir_list_interval: the folder is listed again, and a new file parsed, without
     # waiting for the next pass of the files already known
     settings = settings_for(db_url, tmp_path, min_file_process_interval=3600,
-                            dag_dir_list_interval=0.5)
+                            dag_dir_list_interval=0.5, **LISTING_ONLY)
     write_dag(tmp_path / "dags", "first")
     processor = DagProcessor(settings)
     processor.start()
@@ -167,7 +171,7 @@ def test_a_new_file_is_parsed_when_the_folder_is_listed(
 def test_new_files_wait_for_the_folder_listing(
         db_url: str, tmp_path: Path, session_factory: SessionFactory) -> None:
     settings = settings_for(db_url, tmp_path, min_file_process_interval=0.2,
-                            dag_dir_list_interval=3600)
+                            dag_dir_list_interval=3600, **LISTING_ONLY)
     folder = tmp_path / "dags"
     write_dag(folder, "known")
     processor = DagProcessor(settings)
@@ -267,9 +271,10 @@ def serialized_hashes(sf: SessionFactory) -> dict[str, str]:
 
 def test_a_changed_file_is_parsed_long_before_the_interval(
         db_url: str, tmp_path: Path, session_factory: SessionFactory) -> None:
-    # an hour between periodic parses and listings: only the stat check can see the change
+    # an hour between periodic parses, listings and scans: only the stat check can see it
     settings = settings_for(db_url, tmp_path, min_file_process_interval=3600,
-                            dag_dir_list_interval=3600, file_check_interval=0.2)
+                            dag_dir_list_interval=3600, file_check_interval=0.2,
+                            **LISTING_ONLY)
     folder = tmp_path / "dags"
     write_dag(folder, "changing")
     write_dag(folder, "still")
@@ -321,7 +326,8 @@ def test_an_unchanged_answer_is_not_synced_again(
 def test_a_removed_file_is_deactivated_at_once(
         db_url: str, tmp_path: Path, session_factory: SessionFactory) -> None:
     settings = settings_for(db_url, tmp_path, min_file_process_interval=3600,
-                            dag_dir_list_interval=3600, file_check_interval=0.2)
+                            dag_dir_list_interval=3600, file_check_interval=0.2,
+                            **LISTING_ONLY)
     folder = tmp_path / "dags"
     write_dag(folder, "staying")
     write_dag(folder, "leaving")
