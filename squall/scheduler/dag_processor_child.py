@@ -83,6 +83,8 @@ class _Listing:
 _FileStat = tuple[int, int, int] | None
 #: recorded for a file modified just before it was looked at: never equal to a real stat
 _RACY: _FileStat = (-1, -1, -1)
+#: the ``stat`` of a path never looked at
+_UNSEEN: _FileStat = (-2, -2, -2)
 
 
 def _stat(path: Path) -> _FileStat:
@@ -189,6 +191,8 @@ class _Processor:
                                      ignore_file_name=DEFAULT_IGNORE_FILE)
         #: the last listing dropped files: their DAGs become inactive at the next sync
         self.resync = False
+        #: the ``stat`` of paths not listed (folders, other files) at their last change
+        self.others: dict[Path, _FileStat] = {}
         self.state = _FileState()
         self.slas = SlaChecker(settings, factory) if settings.core.check_slas else None
         self.passes = 0
@@ -231,21 +235,29 @@ class _Processor:
 
     def _take_changes(self, now: float) -> bool:
         """Take what :attr:`changes` saw: a known file changed or gone is parsed next;
-        whether the folder must be listed again (a new file, an ignore file, a folder)."""
+        whether the folder must be listed again (a new file, an ignore file, a folder).
+
+        A path whose ``stat`` (modification time, size, inode) is what it was is left
+        alone: a notification for an access time or a mode only (reading the files, as a
+        listing or a parse does, may raise one) must not make them look changed."""
         paths, everything = self.changes.collect(now)
         if everything:
             return True
         if not paths:
             return False
         listed = {path for path, _ in self.listing.files}
+        stats = self.state.stats
         relist = False
         for path in paths:
+            stat = _stat(path)
             if path in listed:
-                self.changed.add(path)
-                relist = relist or not path.exists()
-            elif (path.suffix == ".py" or path.name == DEFAULT_IGNORE_FILE
-                  or path.is_dir() or not path.exists()):
-                relist = True
+                if stat == _RACY or stats.get(path, _UNSEEN) != stat:
+                    self.changed.add(path)
+                    relist = relist or stat is None
+            elif stat == _RACY or self.others.get(path, _UNSEEN) != stat:
+                self.others[path] = stat
+                relist = relist or (path.suffix == ".py" or path.name == DEFAULT_IGNORE_FILE
+                                    or stat is None or path.is_dir())
         return relist
 
     def _listed(self, before: DagFiles, *, retry_watch: bool) -> None:
@@ -258,7 +270,8 @@ class _Processor:
         if dropped:
             self.resync = True
             log.info("DAG processor: no longer listed: %s", ", ".join(dropped))
-        if retry_watch:
+        if retry_watch:  # the periodic listing
+            self.others.clear()
             self.changes.retry()
 
     def _check(self, now: float) -> None:

@@ -411,3 +411,35 @@ def test_the_processor_is_a_plain_subprocess_that_outlives_no_scheduler(
                 scheduler.wait(30)
             if processor_pid is not None and _alive(processor_pid):
                 os.kill(processor_pid, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------- the folder watch
+
+
+def test_new_files_are_seen_without_a_listing_and_a_burst_is_batched(
+        db_url: str, tmp_path: Path, session_factory: SessionFactory) -> None:
+    """With notifications (the default), new files are parsed though the folder is listed
+    only every hour; 200 files copied at once cost a few batches, not one each (ADR 32)."""
+    settings = settings_for(db_url, tmp_path, min_file_process_interval=3600,
+                            dag_dir_list_interval=3600)
+    folder = tmp_path / "dags"
+    write_dag(folder, "first")
+    processor = DagProcessor(settings)
+    processor.start()
+    try:
+        wait_until(lambda: "first" in active_dags(session_factory)
+                   and processor.passes >= 1, 60, message="the first pass")
+        staging = tmp_path / "staging"
+        for n in range(200):
+            write_dag(staging, f"burst_{n:03d}")
+        passes = processor.passes
+        for path in sorted(staging.iterdir()):
+            path.rename(folder / path.name)
+        wanted = {f"burst_{n:03d}" for n in range(200)}
+        wait_until(lambda: wanted <= active_dags(session_factory), 120,
+                   message="the 200 new files parsed")
+        # 200 files at most 64 a batch: 4 batches, a few more when the copy straddles
+        # two notification batches; one batch per file would be 200
+        assert processor.passes - passes < 40
+    finally:
+        processor.stop(grace=30)
