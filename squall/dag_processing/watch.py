@@ -142,8 +142,9 @@ class FolderWatcher:
             self._notify.close()
         except Exception:  # already closed by a failed watch
             pass
-        for fd in (self._read_fd, self._write_fd):
-            os.close(fd)
+        if not self._thread.is_alive():  # else it may still write: leave the pipe be
+            for fd in (self._read_fd, self._write_fd):
+                os.close(fd)
 
 
 #: what a scan records of a path: (modification time, size); directories: (0, 0)
