@@ -16,9 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Runs the scheduler loop: creates the due DAG runs, decides which task "
         "instances are ready, queues them on their Celery queues within pool and concurrency "
         "limits, and reacts to tasks that died before starting. A DAG processor child "
-        "process parses a changed DAG file within [scheduler] file_check_interval seconds, "
-        "every file again every [scheduler] min_file_process_interval seconds, and lists "
-        "[core] dags_folder for new ones every [scheduler] dag_dir_list_interval seconds "
+        "process watches [core] dags_folder and parses a new, changed or removed DAG file "
+        "within seconds ([scheduler] dag_dir_watch; [scheduler] dag_dir_poll_interval where "
+        "it cannot watch), every file again every [scheduler] min_file_process_interval "
+        "seconds, and lists the whole folder every [scheduler] dag_dir_list_interval seconds "
         "(`squall dags report` shows each file's last parse). Stops cleanly on SIGTERM or "
         "Ctrl-C. Several schedulers may run at once on PostgreSQL.")
     p.add_argument("-n", "--num-runs", type=int, default=None, metavar="N",

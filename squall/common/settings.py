@@ -172,8 +172,16 @@ class SchedulerSettings(_Section):
     min_file_process_interval: float = Field(default=30.0, ge=0)
     #: how often the DAG processor stats the DAG files it knows: a changed one is parsed at once
     file_check_interval: float = Field(default=1.0, gt=0)
-    #: how often the DAG processor lists the DAG folder for new DAG files (0: every pass)
+    #: how often the DAG processor lists the whole DAG folder again (0: every pass); a
+    #: safety net: new, changed and removed files are found by the two settings below
     dag_dir_list_interval: float = Field(default=300.0, ge=0)
+    #: watch the DAG folder with file-system notifications (inotify, FSEvents), so a new,
+    #: changed or removed DAG file is seen within a couple of seconds; off, or where there
+    #: are none (a network file system), the folder is scanned every dag_dir_poll_interval
+    dag_dir_watch: bool = True
+    #: how often the DAG folder is scanned for new, changed and removed files when it is not
+    #: watched (names, sizes and modification times: no file is read)
+    dag_dir_poll_interval: float = Field(default=2.0, gt=0)
     #: child processes the DAG processor parses DAG files in at a time (each parses a batch
     #: of files in turn)
     parsing_processes: int = Field(default=2, ge=1)

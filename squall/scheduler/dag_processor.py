@@ -2,8 +2,12 @@
 
 Which files there are is found by listing the folders, those of ``[core] dags_folder`` and
 the examples with ``[core] load_examples`` (a walk that reads every ``.py`` file), every
-``[scheduler] dag_dir_list_interval`` seconds and on a request: a file added meanwhile is
-parsed as soon as the listing finds it. Every ``[scheduler] file_check_interval`` seconds
+``[scheduler] dag_dir_list_interval`` seconds, on a request, and whenever the watch of the
+DAG folder (:class:`~squall.dag_processing.watch.FolderChanges`: file-system notifications,
+or a scan every ``[scheduler] dag_dir_poll_interval`` where there are none) reports a
+``.py`` file, an ignore file or a folder that appeared, changed or went; a known file it
+reports changed or gone is parsed at once (ADR 32). A file the listing finds is parsed as
+soon as it is found. Every ``[scheduler] file_check_interval`` seconds
 the processor ``stat``\\ s each listed file (modification time, size, inode): a file that
 changed, or has gone, is parsed at once, together with the others changed since, and the
 DAGs of a file that has gone become inactive (ADR 20). Besides, each file is parsed again
@@ -216,11 +220,14 @@ class DagProcessor:
             log.error("DAG processor: cannot hand it its settings: %s", exc)
         ours.setblocking(False)
         self._process, self._sock = process, ours
-        log.info("DAG processor: started (pid %s, files checked every %g s and parsed every "
-                 "%g s, folder %s listed every %g s)", process.pid,
-                 self._settings.scheduler.file_check_interval,
-                 self._settings.scheduler.min_file_process_interval,
-                 self._settings.dags_folder, self._settings.scheduler.dag_dir_list_interval)
+        scheduler = self._settings.scheduler
+        log.info("DAG processor: started (pid %s, folder %s %s, listed in full every %g s; "
+                 "files checked every %g s and parsed every %g s)", process.pid,
+                 self._settings.dags_folder,
+                 "watched" if scheduler.dag_dir_watch
+                 else f"scanned every {scheduler.dag_dir_poll_interval:g} s",
+                 scheduler.dag_dir_list_interval, scheduler.file_check_interval,
+                 scheduler.min_file_process_interval)
 
     def _send(self, command: bytes) -> None:
         """Send a command without blocking; one that does not fit is dropped (commands are

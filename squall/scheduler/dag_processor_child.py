@@ -23,6 +23,8 @@ from types import FrameType
 from squall.common.db import SessionFactory, make_engine, make_session_factory
 from squall.common.settings import Settings
 from squall.dag_processing.dagbag import DagBag
+from squall.dag_processing.files import DEFAULT_IGNORE_FILE
+from squall.dag_processing.watch import FolderChanges
 from squall.scheduler.callback_runner import run_pending_callbacks
 from squall.scheduler.dag_processor import (
     _BATCH_FILES,
@@ -54,6 +56,7 @@ class _Listing:
 
     def __init__(self, bag: DagBag, interval: float) -> None:
         self._bag = bag
+        self.folder = bag.dag_folder
         self._interval = interval
         self.files: DagFiles = []
         self._listed_at = -math.inf
@@ -80,6 +83,8 @@ class _Listing:
 _FileStat = tuple[int, int, int] | None
 #: recorded for a file modified just before it was looked at: never equal to a real stat
 _RACY: _FileStat = (-1, -1, -1)
+#: the ``stat`` of a path never looked at
+_UNSEEN: _FileStat = (-2, -2, -2)
 
 
 def _stat(path: Path) -> _FileStat:
@@ -124,11 +129,13 @@ class _Commands:
         self.stop = False
         self._unsent: bytes | None = None
 
-    def read(self, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds for a command, then read all there are."""
+    def read(self, timeout: float, also: int | None = None) -> None:
+        """Wait up to ``timeout`` seconds for a command (or for ``also`` to be readable),
+        then read all the commands there are."""
         if timeout > 0:
-            ready, _, _ = select.select([self.sock], [], [], timeout)
-            if not ready:
+            fds: list[int | socket.socket] = [self.sock] if also is None else [self.sock, also]
+            ready, _, _ = select.select(fds, [], [], timeout)
+            if self.sock not in ready:
                 return
         while True:
             try:
@@ -178,6 +185,14 @@ class _Processor:
         self.check_interval = scheduler.file_check_interval
         self.listing = _Listing(DagBag.from_settings(settings, examples_folder=examples_folder),
                                 scheduler.dag_dir_list_interval)
+        #: new, changed and removed files under the DAG folder, as they happen (ADR 32)
+        self.changes = FolderChanges(self.listing.folder, watch=scheduler.dag_dir_watch,
+                                     poll_interval=scheduler.dag_dir_poll_interval,
+                                     ignore_file_name=DEFAULT_IGNORE_FILE)
+        #: the last listing dropped files: their DAGs become inactive at the next sync
+        self.resync = False
+        #: the ``stat`` of paths not listed (folders, other files) at their last change
+        self.others: dict[Path, _FileStat] = {}
         self.state = _FileState()
         self.slas = SlaChecker(settings, factory) if settings.core.check_slas else None
         self.passes = 0
@@ -196,16 +211,17 @@ class _Processor:
             self.commands.parse = self.commands.wake = False
             did = False
             try:
-                if self.listing.refresh(now, force=force):
-                    self.state.forget_except(self.listing.files)
-                    self.changed &= {path for path, _ in self.listing.files}
+                before = self.listing.files
+                relist = self._take_changes(now)
+                if self.listing.refresh(now, force=force or relist):
+                    self._listed(before, retry_watch=not relist)
                 if force:
                     self.state.fingerprints.clear()
                     self.state.parsed_at.clear()
                 if force or now - self.checked_at >= self.check_interval:
                     self._check(now)
                 batch = self._batch(now, all_due=wake) if now >= self.retry_at else []
-                if batch:
+                if batch or (self.resync and now >= self.retry_at):
                     self._parse(batch)
                     did = True
             except Exception:
@@ -216,6 +232,47 @@ class _Processor:
                 self._run_callbacks()
             self.commands.report()
             self._wait()
+
+    def _take_changes(self, now: float) -> bool:
+        """Take what :attr:`changes` saw: a known file changed or gone is parsed next;
+        whether the folder must be listed again (a new file, an ignore file, a folder).
+
+        A path whose ``stat`` (modification time, size, inode) is what it was is left
+        alone: a notification for an access time or a mode only (reading the files, as a
+        listing or a parse does, may raise one) must not make them look changed."""
+        paths, everything = self.changes.collect(now)
+        if everything:
+            return True
+        if not paths:
+            return False
+        listed = {path for path, _ in self.listing.files}
+        stats = self.state.stats
+        relist = False
+        for path in paths:
+            stat = _stat(path)
+            if path in listed:
+                if stat == _RACY or stats.get(path, _UNSEEN) != stat:
+                    self.changed.add(path)
+                    relist = relist or stat is None
+            elif stat == _RACY or self.others.get(path, _UNSEEN) != stat:
+                self.others[path] = stat
+                relist = relist or (path.suffix == ".py" or path.name == DEFAULT_IGNORE_FILE
+                                    or stat is None or path.is_dir())
+        return relist
+
+    def _listed(self, before: DagFiles, *, retry_watch: bool) -> None:
+        """The folder was just listed: forget the files no longer there (their DAGs become
+        inactive at the next sync, even with nothing to parse)."""
+        self.state.forget_except(self.listing.files)
+        now_listed = {path for path, _ in self.listing.files}
+        self.changed &= now_listed
+        dropped = [str(path) for path, _ in before if path not in now_listed]
+        if dropped:
+            self.resync = True
+            log.info("DAG processor: no longer listed: %s", ", ".join(dropped))
+        if retry_watch:  # the periodic listing
+            self.others.clear()
+            self.changes.retry()
 
     def _check(self, now: float) -> None:
         """``stat`` every listed file: the ones that changed or went since their last parse
@@ -264,6 +321,7 @@ class _Processor:
                 state.fingerprints.pop(str(path), None)
         for name, stat in result.file_stats.items():
             state.fingerprints[name] = stat.fingerprint
+        self.resync = False
         self.passes += 1
         self.commands.report(b"pass %d" % self.passes)
         gone = [str(path) for path, _ in batch if stats[path] is None]
@@ -290,15 +348,16 @@ class _Processor:
         now = time.monotonic()
         deadlines = [self.checked_at + self.check_interval,
                      self.callbacks_at + _PARENT_CHECK_SECONDS]
-        if self.listing.deadline is not None:
-            deadlines.append(self.listing.deadline)
+        for deadline in (self.listing.deadline, self.changes.deadline):
+            if deadline is not None:
+                deadlines.append(deadline)
         files = self.listing.files
-        if self.changed or any(p not in self.state.parsed_at for p, _ in files):
+        if self.changed or self.resync or any(p not in self.state.parsed_at for p, _ in files):
             deadlines.append(now)
         elif self.interval > 0 and files:
             deadlines.append(min(self._due_at(p) for p, _ in files))
         deadline = max(min(deadlines), self.retry_at)
-        self.commands.read(max(0.0, deadline - now))
+        self.commands.read(max(0.0, deadline - now), also=self.changes.fileno())
 
 
 def _run_callbacks(settings: Settings, factory: SessionFactory,
@@ -338,6 +397,7 @@ def _main(argv: list[str]) -> int:
     engine = make_engine(settings.sql_alchemy_conn, pool_size=1, max_overflow=1,
                          pool_recycle=db.sql_alchemy_pool_recycle,
                          pool_pre_ping=db.sql_alchemy_pool_pre_ping)
+    processor: _Processor | None = None
     try:
         processor = _Processor(settings, examples_folder, _Commands(sock), parent_pid,
                                make_session_factory(engine))
@@ -345,6 +405,8 @@ def _main(argv: list[str]) -> int:
     except _Terminated:
         log.info("DAG processor: terminated")
     finally:
+        if processor is not None:
+            processor.changes.close()
         engine.dispose()
         sock.close()
     return 0

@@ -37,6 +37,10 @@ def write_dag(folder: Path, name: str, schedule: str = "None") -> None:
         DAG_FILE.replace("NAME", name).replace("SCHEDULE", schedule))
 
 
+#: no notifications and a scan every hour: what the listing and the stat check do alone
+LISTING_ONLY: dict[str, Any] = {"dag_dir_watch": False, "dag_dir_poll_interval": 3600}
+
+
 def settings_for(db_url: str, home: Path, **scheduler: Any) -> Settings:
     return Settings.load(env={"SQUALL_HOME": str(home)}, overrides={
         "database": {"sql_alchemy_conn": db_url},
@@ -150,7 +154,7 @@ def test_a_new_file_is_parsed_when_the_folder_is_listed(
     # dag_dir_list_interval: the folder is listed again, and a new file parsed, without
     # waiting for the next pass of the files already known
     settings = settings_for(db_url, tmp_path, min_file_process_interval=3600,
-                            dag_dir_list_interval=0.5)
+                            dag_dir_list_interval=0.5, **LISTING_ONLY)
     write_dag(tmp_path / "dags", "first")
     processor = DagProcessor(settings)
     processor.start()
@@ -167,7 +171,7 @@ def test_a_new_file_is_parsed_when_the_folder_is_listed(
 def test_new_files_wait_for_the_folder_listing(
         db_url: str, tmp_path: Path, session_factory: SessionFactory) -> None:
     settings = settings_for(db_url, tmp_path, min_file_process_interval=0.2,
-                            dag_dir_list_interval=3600)
+                            dag_dir_list_interval=3600, **LISTING_ONLY)
     folder = tmp_path / "dags"
     write_dag(folder, "known")
     processor = DagProcessor(settings)
@@ -267,9 +271,10 @@ def serialized_hashes(sf: SessionFactory) -> dict[str, str]:
 
 def test_a_changed_file_is_parsed_long_before_the_interval(
         db_url: str, tmp_path: Path, session_factory: SessionFactory) -> None:
-    # an hour between periodic parses and listings: only the stat check can see the change
+    # an hour between periodic parses, listings and scans: only the stat check can see it
     settings = settings_for(db_url, tmp_path, min_file_process_interval=3600,
-                            dag_dir_list_interval=3600, file_check_interval=0.2)
+                            dag_dir_list_interval=3600, file_check_interval=0.2,
+                            **LISTING_ONLY)
     folder = tmp_path / "dags"
     write_dag(folder, "changing")
     write_dag(folder, "still")
@@ -321,7 +326,8 @@ def test_an_unchanged_answer_is_not_synced_again(
 def test_a_removed_file_is_deactivated_at_once(
         db_url: str, tmp_path: Path, session_factory: SessionFactory) -> None:
     settings = settings_for(db_url, tmp_path, min_file_process_interval=3600,
-                            dag_dir_list_interval=3600, file_check_interval=0.2)
+                            dag_dir_list_interval=3600, file_check_interval=0.2,
+                            **LISTING_ONLY)
     folder = tmp_path / "dags"
     write_dag(folder, "staying")
     write_dag(folder, "leaving")
@@ -405,3 +411,35 @@ def test_the_processor_is_a_plain_subprocess_that_outlives_no_scheduler(
                 scheduler.wait(30)
             if processor_pid is not None and _alive(processor_pid):
                 os.kill(processor_pid, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------- the folder watch
+
+
+def test_new_files_are_seen_without_a_listing_and_a_burst_is_batched(
+        db_url: str, tmp_path: Path, session_factory: SessionFactory) -> None:
+    """With notifications (the default), new files are parsed though the folder is listed
+    only every hour; 200 files copied at once cost a few batches, not one each (ADR 32)."""
+    settings = settings_for(db_url, tmp_path, min_file_process_interval=3600,
+                            dag_dir_list_interval=3600)
+    folder = tmp_path / "dags"
+    write_dag(folder, "first")
+    processor = DagProcessor(settings)
+    processor.start()
+    try:
+        wait_until(lambda: "first" in active_dags(session_factory)
+                   and processor.passes >= 1, 60, message="the first pass")
+        staging = tmp_path / "staging"
+        for n in range(200):
+            write_dag(staging, f"burst_{n:03d}")
+        passes = processor.passes
+        for path in sorted(staging.iterdir()):
+            path.rename(folder / path.name)
+        wanted = {f"burst_{n:03d}" for n in range(200)}
+        wait_until(lambda: wanted <= active_dags(session_factory), 120,
+                   message="the 200 new files parsed")
+        # 200 files at most 64 a batch: 4 batches, a few more when the copy straddles
+        # two notification batches; one batch per file would be 200
+        assert processor.passes - passes < 40
+    finally:
+        processor.stop(grace=30)
