@@ -293,8 +293,7 @@ class SchedulerJob:
                 self._end_job(final)
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
-        log.info("scheduler: job %s stopped after %d loop(s)", self.job_id, loops,
-                 extra=CONSOLE)
+        log.info("scheduler: job %s stopped after %d loop(s)", self.job_id, loops, extra=CONSOLE)
 
     def idle_seconds(self, stats: LoopStats) -> float:
         """How long to sleep after a loop that did nothing: ``scheduler_idle_sleep_time``;
@@ -342,8 +341,7 @@ class SchedulerJob:
         def on_signal(signum: int, frame: FrameType | None) -> None:
             # only a flag: the loop finishes the transaction it is in, then returns
             self._signalled = True
-            log.info("scheduler: got %s; stopping after this loop",
-                     signal.Signals(signum).name, extra=CONSOLE)
+            log.info("scheduler: got %s; stopping", signal.Signals(signum).name, extra=CONSOLE)
 
         return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
 
