@@ -1,4 +1,4 @@
-"""``python -m bench run ...``, ``scaling``, ``profile``, ``api`` and ``triggerer``; see
+"""``python -m bench run ...``, ``scaling``, ``profile``, ``api``, ``triggerer`` and ``cli``; see
 bench/README.md."""
 
 from __future__ import annotations
@@ -302,6 +302,43 @@ def _triggerer_through_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cli(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bench.cli import append_cli_results, print_cli_table, run_cli_bench
+
+    trees = args.tree or [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+    commits = args.tree_commit or []
+    if len(commits) > len(trees):
+        raise SystemExit("--tree-commit: at most one per --tree")
+    pairs = [(Path(tree), commits[i] if i < len(commits) else None)
+             for i, tree in enumerate(trees)]
+    load_before = _loadavg()
+    results = run_cli_bench(pairs, repeat=args.repeat, db=args.db)
+    load_after = _loadavg()
+    for times in results:
+        print_cli_table(times)
+    print(f"load average (1/5/15 min): {load_before} at the start, {load_after} at the end")
+    if not args.no_record:
+        alternated = (" The trees " + ", ".join(f"`{t.commit}`" for t in results)
+                      + " ran alternately: each command once per tree in turn within every "
+                      "round." if len(results) > 1 else "")
+        notes = ("Wall time of each command as a new process (the venv's `squall` script, "
+                 "stdout to /dev/null), from the bench's clock; CPU: user + system time of "
+                 "the process and the children it waited for (the DAG parse's), less "
+                 "sensitive than wall time to other jobs on the machine; the commands "
+                 f"interleaved, {args.repeat} rounds.{alternated} DAG folder bench/dags "
+                 "(6 files), examples off; "
+                 "`db migrate` and one `dags list` unmeasured first (they also write the "
+                 "tree's bytecode: PYTHONDONTWRITEBYTECODE is removed from the commands' "
+                 "environment). p90: nearest rank. "
+                 f"Load average (1/5/15 min) at the start: {load_before}; at the end: "
+                 f"{load_after}.")
+        for times in results:
+            append_cli_results(times, notes)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -374,6 +411,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-home", action="store_true", help="keep the temp SQUALL_HOME")
     p.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     p.set_defaults(func=cmd_triggerer)
+    p = sub.add_parser("cli", help="wall time of short squall commands (--help, version, "
+                       "dags list, dags report, pools list): median and p90")
+    p.add_argument("--repeat", type=int, default=20, help="runs of each command (default 20)")
+    p.add_argument("--db", choices=("sqlite", "pg"), default="sqlite",
+                   help="a fresh SQLite file (default) or a fresh PostgreSQL database "
+                   "(squall_bench_cli)")
+    p.add_argument("--tree", action="append", default=[],
+                   help="a Squall source tree to measure (PYTHONPATH; default: this one); "
+                   "repeat it to measure several alternately")
+    p.add_argument("--tree-commit", action="append", default=[],
+                   help="the commit each --tree holds, in order, for the record (default: "
+                   "git's answer)")
+    p.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    p.set_defaults(func=cmd_cli)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)

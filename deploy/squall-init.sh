@@ -27,7 +27,9 @@ if [ -n "$username" ]; then
         exit 1
     else
         log "creating the admin user $username"
-        squall users create --username "$username" --role admin --password "$SQUALL_ADMIN_PASSWORD"
+        # on standard input, not the command line, where any process of the host sees it
+        printf '%s\n' "$SQUALL_ADMIN_PASSWORD" |
+            squall users create --username "$username" --role admin --password-stdin
     fi
 fi
 

@@ -6,7 +6,7 @@ import logging
 
 from fastapi import Depends, FastAPI
 
-from squall.api import problems
+from squall.api import api_docs, problems
 from squall.api.routes import ROUTERS
 from squall.api.routes.dag_runs import refuse_nul
 from squall.api.state import ApiState
@@ -30,13 +30,15 @@ def _version() -> str:
 def create_app(settings: Settings, session_factory: SessionFactory | None = None) -> FastAPI:
     """The API and web UI application for ``settings`` (its own engine when no
     ``session_factory`` is given). The OpenAPI document is served at
-    ``/api/v1/openapi.json`` and browsable at ``/api/v1/ui``."""
+    ``/api/v1/openapi.json`` and browsable at ``/api/v1/ui`` (Swagger UI) and ``/api/v1/redoc``
+    (ReDoc), both served from the package (:mod:`squall.api.api_docs`)."""
     factory = session_factory or make_session_factory(make_engine(settings.sql_alchemy_conn))
     app = FastAPI(
         title="Squall API", version=_version(),
         description="Squall's REST API, shaped like Airflow 2's stable REST API. Every "
         "endpoint but /api/v1/health needs HTTP basic auth (users: `squall users create`).",
-        openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/ui", redoc_url=None,
+        # the docs pages are served from the package (api_docs.py), not from a CDN
+        openapi_url=f"{API_PREFIX}/openapi.json", docs_url=None, redoc_url=None,
         # a NUL in a path or query is a 400 everywhere, not a database error
         dependencies=[Depends(refuse_nul)],
     )
@@ -45,6 +47,7 @@ def create_app(settings: Settings, session_factory: SessionFactory | None = None
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(api_docs.router)
     _document_problems_not_422(app)
     return app
 

@@ -8,10 +8,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from squall.api.passwords import hash_password
+from squall.api.roles import ROLES
 from squall.common.errors import UserError
 from squall.common.models import User
 
-ROLES = ("viewer", "op", "admin")
 _NAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
 #: the shortest password accepted
 MIN_PASSWORD = 8

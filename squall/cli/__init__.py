@@ -33,8 +33,6 @@ from squall.cli import (
 from squall.cli.common import CliContext, CliError
 from squall.common.console import make_quiet, pass_on
 from squall.common.errors import SettingsError, SquallError
-from squall.common.settings import Settings
-from squall.secrets import backend as secrets_backend
 from squall.secrets.masking import RedactingFilter
 
 log = logging.getLogger(__name__)
@@ -144,6 +142,10 @@ def configure_logging(level: str, *, quiet: bool = False) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # imported once the command is known: `squall --help` needs neither (issue 26)
+    from squall.common.settings import Settings
+    from squall.secrets import backend as secrets_backend
+
     try:
         settings = Settings.load(config_file=args.config)
     except SettingsError as exc:

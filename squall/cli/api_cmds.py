@@ -8,14 +8,10 @@ import logging
 import os
 import sys
 
-from sqlalchemy import select
-
-from squall.api.users import ROLES, create_user, delete_user
+from squall.api.roles import ROLES
 from squall.cli.common import CliContext, CliError, add_output_flag, print_rows
 from squall.common.console import CONSOLE
-from squall.common.db import session_scope
 from squall.common.errors import UserError
-from squall.common.models import User
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "logged); it is stored as a salted scrypt hash.")
     p.add_argument("--username", "-u", required=True)
     p.add_argument("--role", "-r", required=True, choices=ROLES)
-    p.add_argument("--password", "-p", help="(asked for when not given)")
+    secret = p.add_mutually_exclusive_group()
+    secret.add_argument("--password", "-p",
+                        help="the password (asked for when not given); on the command line "
+                        "it is visible to other users of this host (ps): prefer "
+                        "--password-stdin in scripts")
+    secret.add_argument("--password-stdin", action="store_true",
+                        help="read the password from standard input (its first line)")
     p.set_defaults(func=create)
     p = usub.add_parser("list", help="the users and their roles")
     add_output_flag(p)
@@ -85,6 +87,11 @@ def run_api(ctx: CliContext, args: argparse.Namespace) -> int:
 def _password(args: argparse.Namespace) -> str:
     if args.password is not None:
         return str(args.password)
+    if args.password_stdin:
+        line = sys.stdin.readline().rstrip("\r\n")
+        if not line:
+            raise CliError("--password-stdin: standard input held no password; nothing created")
+        return line
     if not sys.stdin.isatty():
         raise CliError("--password is required when there is no terminal to ask on")
     first = getpass.getpass(f"Password for {args.username}: ")
@@ -94,6 +101,9 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def create(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.api.users import create_user
+    from squall.common.db import session_scope
+
     password = _password(args)
     with session_scope(ctx.session_factory()) as session:
         try:
@@ -105,6 +115,11 @@ def create(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def list_users(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from squall.common.db import session_scope
+    from squall.common.models import User
+
     with session_scope(ctx.session_factory()) as session:
         rows = [{"username": u.username, "role": u.role,
                  "created_at": u.created_at.isoformat(),
@@ -115,6 +130,9 @@ def list_users(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def delete(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.api.users import delete_user
+    from squall.common.db import session_scope
+
     with session_scope(ctx.session_factory()) as session:
         try:
             delete_user(session, args.username)

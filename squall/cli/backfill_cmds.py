@@ -19,8 +19,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from squall.cli.common import (
     CliContext,
     CliError,
@@ -31,22 +29,15 @@ from squall.cli.common import (
 )
 from squall.cli.dags_cmds import _parse_conf, _parse_date
 from squall.cli.runs_cmds import _subcommands, load_dag
-from squall.common.db import session_scope
 from squall.common.errors import BackfillError
-from squall.common.models import Backfill, utcnow
 from squall.common.state import BackfillState
-from squall.runs.backfill import (
-    BackfillOptions,
-    BackfillPlan,
-    cancel_backfill,
-    create_requested,
-    plan_requested,
-)
-from squall.runs.backfill_progress import BackfillProgress, backfill_progress
-from squall.sdk.dag import DAG
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
+
+    from squall.runs.backfill import BackfillPlan
+    from squall.runs.backfill_progress import BackfillProgress
+    from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +141,10 @@ def _date(value: str, ctx: CliContext) -> datetime:
 
 
 def backfill(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.db import session_scope
+    from squall.common.models import utcnow
+    from squall.runs.backfill import BackfillOptions, create_requested, plan_requested
+
     if args.local and args.detach:
         raise CliError("--local drives the backfill from this process: it cannot --detach")
     options = BackfillOptions(
@@ -185,6 +180,10 @@ def backfill(ctx: CliContext, args: argparse.Namespace) -> int:
             return 1
         row = create_requested(session, dag, options, plan, now=utcnow())
         backfill_id = row.id
+        from squall.runs import audit
+        audit.record_event(session, audit.BACKFILL, owner=audit.cli_owner(),
+                           dag_id=dag.dag_id, source="cli",
+                           extra=audit.backfill_extra(backfill_id, options, len(plan.runs)))
     if args.output == "json":
         json.dump({"backfill_id": backfill_id, "dag_id": dag.dag_id,
                    "runs": [r.run_id for r in plan.runs],
@@ -261,6 +260,8 @@ def follow_local(ctx: CliContext, backfill_id: int, *, quiet: bool = False) -> i
 
 def _check_scheduler(ctx: CliContext, backfill_id: int) -> None:
     """Raise :class:`CliError` when no scheduler heartbeats: nothing would drive it."""
+    from squall.common.db import session_scope
+    from squall.common.models import utcnow
     from squall.runs.jobs import scheduler_alive
 
     threshold = ctx.settings.scheduler.scheduler_health_check_threshold
@@ -274,6 +275,9 @@ def _check_scheduler(ctx: CliContext, backfill_id: int) -> None:
 
 
 def _progress(ctx: CliContext, backfill_id: int) -> BackfillProgress:
+    from squall.common.db import session_scope
+    from squall.runs.backfill_progress import backfill_progress
+
     with session_scope(ctx.session_factory()) as session:
         progress = backfill_progress(session, backfill_id)
     if progress is None:
@@ -403,6 +407,11 @@ def _estimate(progress: BackfillProgress, elapsed: float) -> str:
 
 
 def list_backfills(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from squall.common.db import session_scope
+    from squall.common.models import Backfill
+
     stmt = select(Backfill).order_by(Backfill.id.desc())
     if args.dag_id:
         stmt = stmt.where(Backfill.dag_id == args.dag_id)
@@ -417,6 +426,8 @@ def list_backfills(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def show_backfill(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.models import utcnow
+
     if args.follow:
         return follow(ctx, args.backfill_id, quiet=args.output == "json")
     progress = _progress(ctx, args.backfill_id)
@@ -445,6 +456,10 @@ def show_backfill(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def cancel(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.db import session_scope
+    from squall.common.models import Backfill, utcnow
+    from squall.runs.backfill import cancel_backfill
+
     with session_scope(ctx.session_factory()) as session:
         row = session.get(Backfill, args.backfill_id)
         if row is None:
@@ -456,6 +471,11 @@ def cancel(ctx: CliContext, args: argparse.Namespace) -> int:
                            + ("" if args.end_running else
                               " (--end-running ends the runs it left unfinished)"))
         state = row.state  # (each run ended wakes the schedulers: mark_run)
+        from squall.runs import audit
+        audit.record_event(session, audit.BACKFILL_CANCEL, owner=audit.cli_owner(),
+                           dag_id=row.dag_id, source="cli",
+                           extra={"backfill_id": args.backfill_id,
+                                  "end_running": args.end_running, "ended_runs": len(ended)})
     if args.end_running:
         what = "cancelled" if state in ("queued", "running") else f"{state} already"
         print(f"Backfill {args.backfill_id}: {what}; {len(ended)} unfinished run(s) "

@@ -111,7 +111,33 @@ def run_flower(ctx: CliContext, args: argparse.Namespace) -> int:
         raise CliError("Flower is not installed (pip install flower)") from None
     if not authenticated:
         os.environ.setdefault(FLOWER_API_ENV, "true")
+    else:
+        _protect_flower_metrics()
     # Flower's task API (/api/task/apply/...) looks the task up in its app
     app = register_tasks(create_celery_app(ctx.settings))
     log.info("Flower: starting on http://%s:%d", args.address, args.port, extra=CONSOLE)
     return int(app.start(["flower", f"--port={args.port}", f"--address={args.address}"]) or 0)
+
+
+def _protect_flower_metrics() -> None:
+    """Make Flower's ``/metrics`` ask for the same authentication as its pages.
+
+    Flower 2.2 serves its Prometheus metrics (worker names, task names and counts) to
+    anyone, even with ``FLOWER_BASIC_AUTH`` set. Its handler table is a module-level list that
+    its application reads when it starts: the entry is replaced, in place, by a subclass whose
+    ``get`` needs a logged-in user (a Basic-auth header, or Flower's OAuth cookie)."""
+    import tornado.web
+    from flower import urls
+    from flower.views.monitor import Metrics
+
+    class AuthenticatedMetrics(Metrics):
+        @tornado.web.authenticated
+        async def get(self) -> None:
+            await super().get()
+
+    for index, handler in enumerate(urls.handlers):
+        if isinstance(handler, tuple) and handler[0] == r"/metrics":
+            urls.handlers[index] = (r"/metrics", AuthenticatedMetrics, *handler[2:])
+            return
+    raise CliError("this Flower has no /metrics route to protect; "
+                   "check the installed Flower version (2.2 is tested)")

@@ -22,16 +22,7 @@ from squall.cli.runs_cmds import (
     load_dag,
     with_map_index,
 )
-from squall.common.db import session_scope
-from squall.common.models import DagModel, utcnow
 from squall.common.state import ONLY_FAILED_STATES, ONLY_RUNNING_STATES, TaskInstanceState
-from squall.runs.clear import (
-    clear_task_instances,
-    follow_markers,
-    matching_task_ids,
-    select_task_instances,
-)
-from squall.runs.external_clear import ClearError
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +70,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def clear(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.db import session_scope
+    from squall.common.models import DagModel, utcnow
+    from squall.runs.clear import (
+        clear_task_instances,
+        follow_markers,
+        matching_task_ids,
+        select_task_instances,
+    )
+    from squall.runs.external_clear import ClearError
+
     tz = ctx.settings.core.default_timezone
     start = _parse_date(args.start_date, tz)
     end = _parse_date(args.end_date, tz)
@@ -125,6 +126,17 @@ def clear(ctx: CliContext, args: argparse.Namespace) -> int:
     # listed (compare-and-set), else reported
     with session_scope(factory) as session:
         result = clear_task_instances(session, tis, dag, utcnow())
+        from squall.runs import audit
+        runs, tasks = {ti.run_id for ti in tis}, {ti.task_id for ti in tis}
+        audit.record_event(
+            session, audit.CLEAR, owner=audit.cli_owner(), dag_id=args.dag_id, source="cli",
+            run_id=runs.pop() if len(runs) == 1 else None,
+            task_id=tasks.pop() if len(tasks) == 1 else None,
+            extra={"cleared": len(result.cleared),
+                   **{f: getattr(args, f) for f in ("task_regex", "start_date", "end_date")
+                      if getattr(args, f)},
+                   **{f: True for f in ("only_failed", "only_running", "upstream",
+                                        "downstream") if getattr(args, f)}})
     stopped = sum(c.new_state == TaskInstanceState.RESTARTING for c in result.cleared)
     note = (f" ({stopped} running: stopped at their supervisor's next heartbeat, then run "
             "again)" if stopped else "")

@@ -10,17 +10,18 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
-
-from squall.common import dbops
-from squall.common.db import SessionFactory, make_engine, make_session_factory
 from squall.common.errors import CliError
-from squall.common.settings import Settings
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from sqlalchemy import Engine
+
+    from squall.common.db import SessionFactory
+    from squall.common.settings import Settings
 
 # rich is imported where it prints: long-running commands (scheduler, worker) never need it.
+# Nor do the database, the settings model or SQLAlchemy load with this module: building the
+# argument parser (`squall --help`) imports every command module (issue 26).
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ class CliContext:
 
     @cached_property
     def engine(self) -> Engine:
+        from squall.common.db import make_engine
+
         db = self.settings.database
         return make_engine(self.settings.sql_alchemy_conn, pool_size=db.sql_alchemy_pool_size,
                            max_overflow=db.sql_alchemy_max_overflow,
@@ -49,6 +52,9 @@ class CliContext:
         ``auto_migrate``; one at an older revision is an error asking for ``squall db migrate``.
         The check runs once per command.
         """
+        from squall.common import dbops
+        from squall.common.db import make_session_factory
+
         if self._checked_factory is not None:
             return self._checked_factory
         self.ensure_home()

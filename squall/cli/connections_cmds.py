@@ -11,18 +11,15 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy.exc import IntegrityError
+from typing import TYPE_CHECKING, Any
 
 from squall.cli.common import CliContext, CliError, add_output_flag, print_rows
 from squall.cli.variables_cmds import read_json_file, write_json_file
-from squall.common.db import session_scope
-from squall.secrets import backend as secrets_backend
-from squall.secrets import connection_store as store
-from squall.secrets.connections import Connection, ConnectionError_
-from squall.secrets.fernet import FernetCodec, generate_fernet_key
 from squall.secrets.masking import MASK, SecretsMasker
+
+if TYPE_CHECKING:
+    from squall.secrets.connections import Connection
+    from squall.secrets.fernet import FernetCodec
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _codec(ctx: CliContext) -> FernetCodec:
+    from squall.secrets.fernet import FernetCodec
+
     return FernetCodec(ctx.settings.core.fernet_key)
 
 
@@ -110,6 +109,9 @@ def _row(conn: Connection) -> dict[str, Any]:
 
 
 def list_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.db import session_scope
+    from squall.secrets import connection_store as store
+
     with session_scope(ctx.session_factory()) as session:
         conns = store.list_connections(session, _codec(ctx))
     print_rows([_row(c) for c in conns], COLUMNS, args.output)
@@ -117,6 +119,11 @@ def list_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def get_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.db import session_scope
+    from squall.secrets import backend as secrets_backend
+    from squall.secrets import connection_store as store
+    from squall.secrets.connections import Connection, ConnectionError_
+
     found = secrets_backend.current().connection_from_env(args.conn_id)
     if found is not None:
         try:
@@ -136,6 +143,8 @@ def get_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def _from_args(args: argparse.Namespace) -> Connection:
+    from squall.secrets.connections import Connection
+
     fields = {"conn_type": args.conn_type, "description": args.conn_description,
               "host": args.conn_host, "login": args.conn_login,
               "password": args.conn_password, "schema": args.conn_schema,
@@ -157,6 +166,12 @@ def _from_args(args: argparse.Namespace) -> Connection:
 
 
 def add_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import IntegrityError
+
+    from squall.common.db import session_scope
+    from squall.secrets import connection_store as store
+    from squall.secrets.connections import ConnectionError_
+
     try:
         conn = _from_args(args)
         with session_scope(ctx.session_factory()) as session:
@@ -177,6 +192,9 @@ def _masked_uri(conn: Connection) -> str:
 
 
 def delete_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.db import session_scope
+    from squall.secrets import connection_store as store
+
     with session_scope(ctx.session_factory()) as session:
         existed = store.delete_connection(session, args.conn_id)
     if not existed:
@@ -186,6 +204,12 @@ def delete_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def import_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import IntegrityError
+
+    from squall.common.db import session_scope
+    from squall.secrets import connection_store as store
+    from squall.secrets.connections import ConnectionError_
+
     path: Path = args.file
     document = read_json_file(path)
     try:
@@ -202,6 +226,9 @@ def import_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def export_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.db import session_scope
+    from squall.secrets import connection_store as store
+
     with session_scope(ctx.session_factory()) as session:
         document = store.export_connections(session, _codec(ctx))
     write_json_file(args.file, document)
@@ -210,6 +237,10 @@ def export_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def rotate_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.db import session_scope
+    from squall.secrets import backend as secrets_backend
+    from squall.secrets.fernet import generate_fernet_key
+
     if args.generate:
         print(generate_fernet_key())
         return 0

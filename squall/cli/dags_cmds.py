@@ -9,21 +9,15 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-import pendulum
-from sqlalchemy import func, select
+from typing import TYPE_CHECKING, Any
 
 from squall.cli.common import CliContext, CliError, add_output_flag, console, print_rows
-from squall.common.db import session_scope
 from squall.common.errors import SquallError
-from squall.common.models import DagFile, DagModel, ImportError_, SlaMiss, utcnow
 from squall.common.state import SUCCEEDED_STATES, DagRunState
-from squall.dag_processing.dagbag import DagBag
-from squall.dag_processing.sync import sync_to_db
-from squall.runs import pausing
-from squall.runs.sla_misses import sla_miss_dict
-from squall.sdk.dag import DAG
+
+if TYPE_CHECKING:
+    from squall.dag_processing.dagbag import DagBag
+    from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
 
@@ -108,20 +102,42 @@ def register_tasks(sub: argparse._SubParsersAction) -> None:
 
 
 def _bag(ctx: CliContext) -> DagBag:
+    from squall.dag_processing.dagbag import DagBag
+
     return DagBag.from_settings(ctx.settings)
 
 
 def parse_and_sync(ctx: CliContext) -> None:
-    """Parse every DAG file (in child processes) and record the result in the database."""
+    """Parse every DAG file (in child processes) and record the result in the database.
+
+    As the DAG processor does, each file's last recorded answer (``dag_file.fingerprint``)
+    is given to the parse: a file that answers the same again is neither decoded nor
+    written, only its DAGs' ``last_parsed_time`` is (issue 26: most of a `dags list` on an
+    unchanged folder was rebuilding and comparing every DAG). An unchanged file that
+    ``sync_to_db`` says lost a DAG row is parsed again in full, in the same transaction."""
+    from sqlalchemy import select
+
+    from squall.common.db import session_scope
+    from squall.common.models import DagFile, utcnow
+    from squall.dag_processing.sync import sync_to_db
+
     factory = ctx.session_factory()
     bag = _bag(ctx)
     if not bag.dag_folder.is_dir():
         log.warning("DAG folder %s does not exist", bag.dag_folder)
-    result = bag.parse_isolated()
+    files = bag.files()
     with session_scope(factory) as session:
-        sync_to_db(session, result,
-                   paused_at_creation=ctx.settings.core.dags_are_paused_at_creation,
-                   now=utcnow(), known_files=result.files_parsed)
+        previous = dict(session.execute(select(DagFile.fileloc, DagFile.fingerprint)).all())
+    result = bag.parse_isolated(files=files, previous=previous)
+    paused = ctx.settings.core.dags_are_paused_at_creation
+    known = [*result.files_parsed, *result.unchanged]
+    with session_scope(factory) as session:
+        stale = sync_to_db(session, result, paused_at_creation=paused, now=utcnow(),
+                           known_files=known)
+        if stale:
+            again = bag.parse_isolated(files=[(p, r) for p, r in files if str(p) in stale])
+            sync_to_db(session, again, paused_at_creation=paused, now=utcnow(),
+                       known_files=known)
 
 
 def load_dag(ctx: CliContext, dag_id: str) -> DAG:
@@ -138,6 +154,11 @@ def load_dag(ctx: CliContext, dag_id: str) -> DAG:
 
 
 def list_dags(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy import func, select
+
+    from squall.common.db import session_scope
+    from squall.common.models import DagModel, ImportError_
+
     parse_and_sync(ctx)
     with session_scope(ctx.session_factory()) as session:
         rows = session.scalars(select(DagModel).where(DagModel.is_active.is_(True))
@@ -155,6 +176,12 @@ def list_dags(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def list_sla_misses(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from squall.common.db import session_scope
+    from squall.common.models import DagModel, SlaMiss
+    from squall.runs.sla_misses import sla_miss_dict
+
     with session_scope(ctx.session_factory()) as session:
         if session.get(DagModel, args.dag_id) is None:
             raise CliError(f"DAG {args.dag_id!r} is not in the metadata database (squall dags "
@@ -172,6 +199,11 @@ def list_sla_misses(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def list_import_errors(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from squall.common.db import session_scope
+    from squall.common.models import ImportError_
+
     parse_and_sync(ctx)
     with session_scope(ctx.session_factory()) as session:
         rows = session.scalars(select(ImportError_).order_by(ImportError_.filename)).all()
@@ -211,6 +243,11 @@ REPORT_COLUMNS = ["file", "duration", "dag_num", "task_num", "dags", "last_parse
 
 
 def report(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from squall.common.db import session_scope
+    from squall.common.models import DagFile, utcnow
+
     with session_scope(ctx.session_factory()) as session:
         rows = session.scalars(select(DagFile).order_by(DagFile.last_duration.desc(),
                                                         DagFile.fileloc)).all()
@@ -263,6 +300,10 @@ def show_dag(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def set_paused(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.db import session_scope
+    from squall.common.models import DagModel
+    from squall.runs import pausing
+
     factory = ctx.session_factory()
     with session_scope(factory) as session:
         exists = session.get(DagModel, args.dag_id) is not None
@@ -270,6 +311,10 @@ def set_paused(ctx: CliContext, args: argparse.Namespace) -> int:
         parse_and_sync(ctx)
     with session_scope(factory) as session:
         changed = pausing.set_paused(session, args.dag_id, args.paused, by="CLI") is not None
+        if changed:
+            from squall.runs import audit
+            audit.record_event(session, audit.paused_event(args.paused),
+                               owner=audit.cli_owner(), dag_id=args.dag_id, source="cli")
     if not changed:
         raise CliError(f"DAG {args.dag_id!r} not found (see `squall dags list`)")
     print(f"DAG {args.dag_id}: {'paused' if args.paused else 'unpaused'}")
@@ -279,6 +324,8 @@ def set_paused(ctx: CliContext, args: argparse.Namespace) -> int:
 def _parse_date(value: str | None, timezone: str) -> datetime | None:
     """A logical date from the command line; without an offset it is a wall time in
     ``timezone`` (``[core] default_timezone``, as Airflow's CLI takes it)."""
+    import pendulum
+
     if value is None:
         return None
     try:

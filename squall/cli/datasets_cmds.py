@@ -15,12 +15,7 @@ import logging
 import sys
 from typing import Any
 
-from sqlalchemy import func, select
-
 from squall.cli.common import CliContext, CliError, add_output_flag, console, print_rows
-from squall.common.db import session_scope
-from squall.common.models import DatasetEvent, DatasetModel
-from squall.runs import dataset_catalog as catalog
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +86,10 @@ def _last_event(event: dict[str, Any] | None) -> str | None:
 
 
 def list_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.db import session_scope
+    from squall.common.models import DatasetModel
+    from squall.runs import dataset_catalog as catalog
+
     with session_scope(ctx.session_factory()) as session:
         rows = list(session.scalars(
             catalog.select_datasets(uri_pattern=args.uri_pattern, dag_ids=args.dag_ids)
@@ -122,6 +121,12 @@ def list_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def details_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy import func, select
+
+    from squall.common.db import session_scope
+    from squall.common.models import DatasetEvent
+    from squall.runs import dataset_catalog as catalog
+
     with session_scope(ctx.session_factory()) as session:
         row = catalog.find_dataset(session, args.uri)
         if row is None:
@@ -171,6 +176,10 @@ def details_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def events_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.db import session_scope
+    from squall.common.models import DatasetEvent
+    from squall.runs import dataset_catalog as catalog
+
     with session_scope(ctx.session_factory()) as session:
         dataset_id = None
         if args.uri is not None:

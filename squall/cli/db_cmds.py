@@ -7,7 +7,6 @@ import logging
 import sys
 
 from squall.cli.common import CliContext, CliError, ask_yes
-from squall.common import dbops
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def migrate(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common import dbops
+
     ctx.ensure_home()
     before = dbops.current_revision(ctx.engine)
     dbops.migrate(ctx.engine, default_pool_slots=ctx.settings.core.default_pool_task_slot_count)
@@ -35,6 +36,8 @@ def migrate(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def reset(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common import dbops
+
     if not args.yes:
         if not sys.stdin.isatty():
             raise CliError("db reset deletes every DAG run and task instance: pass --yes")
@@ -48,6 +51,8 @@ def reset(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def check(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common import dbops
+
     problems = dbops.check(ctx.engine)
     if problems:
         for problem in problems:

@@ -7,12 +7,7 @@ import argparse
 import logging
 import socket
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from squall.cli.common import CliContext, CliError
-from squall.common.db import session_scope
-from squall.common.models import utcnow
-from squall.runs.jobs import SCHEDULER_JOB_TYPE, TRIGGERER_JOB_TYPE, alive_job_hostnames
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_check(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from squall.common.db import session_scope
+    from squall.common.models import utcnow
+    from squall.runs.jobs import SCHEDULER_JOB_TYPE, TRIGGERER_JOB_TYPE, alive_job_hostnames
+
     if args.limit < 0:
         raise CliError(f"--limit {args.limit}: must be 0 (no limit) or more")
     if args.allow_multiple and args.limit == 1:

@@ -8,8 +8,6 @@ import argparse
 import inspect
 
 from squall.cli.common import CliContext, add_output_flag, print_rows
-from squall.dag_processing import plugins
-from squall.sdk.timetables.custom import class_path
 
 COLUMNS = ["name", "source", "timetables"]
 
@@ -22,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def plugins_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.dag_processing import plugins
+    from squall.sdk.timetables.custom import class_path
+
     plugins.ensure_loaded(ctx.settings.plugins_folder, ctx.settings.core.airflow_compat)
     rows = [{"name": name, "source": inspect.getsourcefile(plugin) or "",
              "timetables": ", ".join(class_path(t) for t in plugin.timetables)}

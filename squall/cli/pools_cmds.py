@@ -11,13 +11,8 @@ import json
 import logging
 from pathlib import Path
 
-from sqlalchemy.exc import IntegrityError
-
 from squall.cli.common import CliContext, CliError, add_output_flag, print_rows
-from squall.common.db import session_scope
 from squall.common.errors import PoolError
-from squall.common.wakeup import notify_scheduler
-from squall.runs import pools
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +70,9 @@ def _slots(value: str) -> int:
 
 
 def _print_pools(ctx: CliContext, names: list[str] | None, output: str) -> None:
+    from squall.common.db import session_scope
+    from squall.runs import pools
+
     with session_scope(ctx.session_factory()) as session:
         usages = pools.list_pools(session)
     rows = [u.as_row() for u in usages if names is None or u.name in names]
@@ -87,6 +85,9 @@ def list_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def get_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.db import session_scope
+    from squall.runs import pools
+
     try:
         with session_scope(ctx.session_factory()) as session:
             usage = pools.get_pool(session, args.name)
@@ -97,10 +98,20 @@ def get_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def set_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import IntegrityError
+
+    from squall.common.db import session_scope
+    from squall.common.wakeup import notify_scheduler
+    from squall.runs import pools
+
     try:
         with session_scope(ctx.session_factory()) as session:
-            pools.set_pool(session, args.name, args.slots, args.description)
+            from squall.runs import audit
+            created = pools.set_pool(session, args.name, args.slots, args.description)
             notify_scheduler(session, f"pool {args.name}")
+            audit.record_event(session, audit.POOL_CREATE if created else audit.POOL_EDIT,
+                               owner=audit.cli_owner(), source="cli",
+                               extra={"pool": args.name, "slots": args.slots})
     except PoolError as exc:
         raise CliError(str(exc)) from None
     except IntegrityError:
@@ -111,10 +122,16 @@ def set_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def delete_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.db import session_scope
+    from squall.runs import pools
+
     try:
         with session_scope(ctx.session_factory()) as session:
             usage = pools.get_pool(session, args.name)
             pools.delete_pool(session, args.name)
+            from squall.runs import audit
+            audit.record_event(session, audit.POOL_DELETE, owner=audit.cli_owner(),
+                               source="cli", extra={"pool": args.name})
     except PoolError as exc:
         raise CliError(str(exc)) from None
     print_rows([usage.as_row()], POOL_COLUMNS, args.output)
@@ -122,6 +139,12 @@ def delete_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def import_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import IntegrityError
+
+    from squall.common.db import session_scope
+    from squall.common.wakeup import notify_scheduler
+    from squall.runs import pools
+
     path: Path = args.file
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -133,6 +156,9 @@ def import_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
         with session_scope(ctx.session_factory()) as session:
             names = pools.import_pools(session, document)
             notify_scheduler(session, "pools imported")
+            from squall.runs import audit
+            audit.record_event(session, audit.POOL_EDIT, owner=audit.cli_owner(), source="cli",
+                               extra={"imported": names, "file": str(path)})
     except PoolError as exc:
         raise CliError(f"{path}: {exc}; nothing was imported") from None
     except IntegrityError:
@@ -146,6 +172,9 @@ def import_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def export_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.db import session_scope
+    from squall.runs import pools
+
     path: Path = args.file
     with session_scope(ctx.session_factory()) as session:
         document = pools.export_pools(session)

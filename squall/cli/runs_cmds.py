@@ -12,22 +12,18 @@ import argparse
 import logging
 import sys
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy import func, select, true
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any
 
 from squall.cli.common import CliContext, CliError, add_output_flag, confirm, print_rows
 from squall.cli.dags_cmds import _bag, _parse_conf, _parse_date
-from squall.common.db import session_scope
 from squall.common.errors import TaskNotFound, TriggerError
-from squall.common.models import DagModel, DagRun, TaskInstance, utcnow
 from squall.common.state import SETTABLE_STATES, DagRunState, TaskInstanceState
-from squall.dag_processing.sync import load_serialized_dags, sync_to_db
-from squall.runs.backfill_progress import ended_backfill_notes
-from squall.runs.mark import apply_marks, select_marks
-from squall.runs.trigger import trigger_run
-from squall.sdk.dag import DAG
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from squall.common.models import DagRun
+    from squall.sdk.dag import DAG
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +171,9 @@ def trigger_dag_run(ctx: CliContext, dag_id: str, *, conf: dict[str, Any] | None
                     logical_date: datetime | None = None) -> tuple[str, bool]:
     """Create a QUEUED manual run of ``dag_id`` (parsing the DAG folder first when the DAG
     is not in the database yet); returns the run id and whether the DAG is paused."""
+    from squall.common.db import session_scope
+    from squall.runs.trigger import trigger_run
+
     load_dag(ctx, dag_id)
     with session_scope(ctx.session_factory()) as session:
         try:
@@ -183,6 +182,10 @@ def trigger_dag_run(ctx: CliContext, dag_id: str, *, conf: dict[str, Any] | None
                                default_queue=ctx.settings.celery.default_queue)
         except TriggerError as exc:
             raise CliError(str(exc)) from None
+        from squall.runs import audit
+        audit.record_event(session, audit.TRIGGER, owner=audit.cli_owner(), dag_id=dag_id,
+                           run_id=done.run.run_id, logical_date=done.run.logical_date,
+                           source="cli", extra={"conf": conf} if conf else None)
         return done.run.run_id, done.paused
 
 
@@ -199,6 +202,9 @@ def load_dag(ctx: CliContext, dag_id: str, *, only_active: bool = True,
     """``dag_id`` as the database has it (``serialized_dag``), parsing the DAG folder first
     when it is not there (e.g. its runs were made by `squall dags test`); ``missing``
     (formatted with ``dag_id``) is the error when it is still not there."""
+    from squall.common.db import session_scope
+    from squall.dag_processing.sync import load_serialized_dags
+
     factory = ctx.session_factory()
     with session_scope(factory) as session:
         dag = load_serialized_dags(session, [dag_id], only_active=only_active).get(dag_id)
@@ -217,6 +223,10 @@ def _parse_and_add(ctx: CliContext) -> None:
     """Parse the DAG folder (in child processes) and record what it defines, deactivating
     nothing: this command's settings (``load_examples``, the folder) may differ from the
     scheduler's, whose DAG processor owns the full picture."""
+    from squall.common.db import session_scope
+    from squall.common.models import utcnow
+    from squall.dag_processing.sync import sync_to_db
+
     result = _bag(ctx).parse_isolated()
     with session_scope(ctx.session_factory()) as session:
         # a DAG processor recording the same DAGs now is waited for (sync_to_db serialises)
@@ -226,6 +236,10 @@ def _parse_and_add(ctx: CliContext) -> None:
 
 
 def _get_run(session: Session, dag_id: str, run_id: str) -> DagRun:
+    from sqlalchemy import select
+
+    from squall.common.models import DagModel, DagRun
+
     run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id,
                                               DagRun.run_id == run_id))
     if run is None:
@@ -237,6 +251,8 @@ def _get_run(session: Session, dag_id: str, run_id: str) -> DagRun:
 
 
 def dag_run_state(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.db import session_scope
+
     with session_scope(ctx.session_factory()) as session:
         run = _get_run(session, args.dag_id, args.run_id)
         print(run.state)
@@ -248,6 +264,11 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def list_runs(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from squall.common.db import session_scope
+    from squall.common.models import DagModel, DagRun
+
     with session_scope(ctx.session_factory()) as session:
         if session.get(DagModel, args.dag_id) is None:
             raise CliError(f"DAG {args.dag_id!r} not found (see `squall dags list`)")
@@ -266,6 +287,11 @@ def list_runs(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def task_state(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from squall.common.db import session_scope
+    from squall.common.models import TaskInstance
+
     with session_scope(ctx.session_factory()) as session:
         _get_run(session, args.dag_id, args.run_id)
         row = session.execute(select(TaskInstance.state, TaskInstance.state_reason).where(
@@ -287,6 +313,10 @@ def _no_instance(session: Session, dag_id: str, run_id: str, task_id: str,
                  map_index: int) -> str:
     """Why (dag_id, task_id, run_id, map_index) is not there: no such task in the run, a
     mapped task named without --map-index, or no such instance of it."""
+    from sqlalchemy import select
+
+    from squall.common.models import TaskInstance
+
     indexes = sorted(session.scalars(select(TaskInstance.map_index).where(
         TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id,
         TaskInstance.task_id == task_id)))
@@ -300,6 +330,12 @@ def _no_instance(session: Session, dag_id: str, run_id: str, task_id: str,
 
 
 def set_task_state(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy import func, select, true
+
+    from squall.common.db import session_scope
+    from squall.common.models import DagModel, TaskInstance, utcnow
+    from squall.runs.mark import apply_marks, select_marks
+
     new = TaskInstanceState(args.state)
     factory = ctx.session_factory()
     with session_scope(factory) as session:
@@ -353,6 +389,16 @@ def set_task_state(ctx: CliContext, args: argparse.Namespace) -> int:
     with session_scope(factory) as session:
         result = apply_marks(session, dag, selection, now=utcnow(),
                              reason=f"set to {new.value} by `squall tasks set-state`")
+        from squall.runs import audit
+        audit.record_event(
+            session, audit.task_mark_event(new), owner=audit.cli_owner(), dag_id=args.dag_id,
+            run_id=args.run_id, task_id=args.task_id, source="cli",
+            map_index=args.map_index[0] if args.map_index and len(args.map_index) == 1
+            else None,
+            extra={"changed": len(result.changed),
+                   "cleared_downstream": len(result.cleared.cleared),
+                   **{f: True for f in ("upstream", "downstream", "past", "future")
+                      if getattr(args, f)}})
     for t in result.changed:
         note = (" (the running try is killed at its supervisor's next heartbeat)"
                 if t.state == TaskInstanceState.RUNNING else "")
@@ -384,6 +430,12 @@ def _confirm_marks(count: int, state: TaskInstanceState) -> None:
 
 
 def states_for_dag_run(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from squall.common.db import session_scope
+    from squall.common.models import TaskInstance
+    from squall.runs.backfill_progress import ended_backfill_notes
+
     with session_scope(ctx.session_factory()) as session:
         _get_run(session, args.dag_id, args.run_id)
         tis = session.scalars(select(TaskInstance).where(

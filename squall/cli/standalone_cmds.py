@@ -26,16 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from sqlalchemy import select
-
-from squall.api.passwords import check_password
 from squall.cli.common import CliContext, CliError
-from squall.common import dbops
-from squall.common.celery_app import broker_url, result_backend_url
-from squall.common.db import session_scope
 from squall.common.errors import SquallError
-from squall.common.models import User
-from squall.common.settings import Settings
 from squall.common.state import DAGRUN_FINISHED_STATES, DagRunState
 
 log = logging.getLogger(__name__)
@@ -158,7 +150,12 @@ def _ensure_admin(ctx: CliContext) -> tuple[str, str] | None:
     no user), or the one created by an earlier start while the kept password still works;
     else ``None``. The password is kept in $SQUALL_HOME/standalone_admin_password.txt
     (mode 0600), never logged."""
+    from sqlalchemy import select
+
+    from squall.api.passwords import check_password
     from squall.api.users import create_user
+    from squall.common.db import session_scope
+    from squall.common.models import User
 
     path = ctx.settings.home / ADMIN_PASSWORD_FILE
     stored: str | None = None
@@ -212,6 +209,9 @@ def _child_env(ctx: CliContext, load_examples: bool) -> dict[str, str]:
 
 
 def standalone(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common import dbops
+    from squall.common.settings import Settings
+
     settings = ctx.settings
     settings.home.mkdir(parents=True, exist_ok=True)
     settings.dags_folder.mkdir(parents=True, exist_ok=True)
@@ -318,6 +318,8 @@ def _report_finished(ctx: CliContext,
     """Print each watched run once it has finished, with its task instances' states."""
     if not watching:
         return watching
+    from sqlalchemy import select
+
     from squall.common.db import session_scope
     from squall.common.models import DagRun, TaskInstance
 
@@ -373,6 +375,8 @@ def _api_lines(ctx: CliContext, api: ApiServer | None,
 def _print_banner(ctx: CliContext, children: list[Child], load_examples: bool,
                   api: ApiServer | None = None, admin: tuple[str, str] | None = None,
                   ) -> None:
+    from squall.common.celery_app import broker_url, result_backend_url
+
     s = ctx.settings
     db = ctx.engine.url.render_as_string(hide_password=True)
     pids = ", ".join(f"{c.name} pid {c.process.pid}" for c in children)

@@ -15,17 +15,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy.exc import IntegrityError
+from typing import TYPE_CHECKING, Any
 
 from squall.cli.common import CliContext, CliError, add_output_flag, print_rows
-from squall.common.db import session_scope
-from squall.secrets import backend as secrets_backend
-from squall.secrets import variables as store
-from squall.secrets.fernet import FernetCodec
 from squall.secrets.masking import MASK, is_sensitive_key
-from squall.secrets.variables import VariableError, VariableRecord
+
+if TYPE_CHECKING:
+    from squall.secrets.fernet import FernetCodec
+    from squall.secrets.variables import VariableRecord
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _codec(ctx: CliContext) -> FernetCodec:
+    from squall.secrets.fernet import FernetCodec
+
     return FernetCodec(ctx.settings.core.fernet_key)
 
 
@@ -95,6 +94,9 @@ def _row(record: VariableRecord) -> dict[str, Any]:
 
 
 def list_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.db import session_scope
+    from squall.secrets import variables as store
+
     with session_scope(ctx.session_factory()) as session:
         records = store.list_variables(session, _codec(ctx))
     print_rows([_row(r) for r in records], COLUMNS, args.output)
@@ -102,6 +104,10 @@ def list_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def get_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.db import session_scope
+    from squall.secrets import backend as secrets_backend
+    from squall.secrets import variables as store
+
     backend = secrets_backend.current()
     found = backend.variable_from_env(args.key)
     if found is not None:
@@ -127,6 +133,12 @@ def get_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def set_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import IntegrityError
+
+    from squall.common.db import session_scope
+    from squall.secrets import variables as store
+    from squall.secrets.variables import VariableError
+
     value: Any = args.value
     if args.serialize_json:
         try:
@@ -149,6 +161,9 @@ def set_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def delete_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.db import session_scope
+    from squall.secrets import variables as store
+
     with session_scope(ctx.session_factory()) as session:
         existed = store.delete_variable(session, args.key)
     if not existed:
@@ -178,6 +193,12 @@ def write_json_file(path: Path, document: Any) -> None:
 
 
 def import_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import IntegrityError
+
+    from squall.common.db import session_scope
+    from squall.secrets import variables as store
+    from squall.secrets.variables import VariableError
+
     path: Path = args.file
     document = read_json_file(path)
     try:
@@ -195,6 +216,9 @@ def import_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def export_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
+    from squall.common.db import session_scope
+    from squall.secrets import variables as store
+
     with session_scope(ctx.session_factory()) as session:
         document = store.export_variables(session, _codec(ctx))
     write_json_file(args.file, document)

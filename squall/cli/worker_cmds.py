@@ -10,9 +10,12 @@ import shutil
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from squall.cli.common import CliContext, CliError
-from squall.common.models import TaskInstanceKey
+
+if TYPE_CHECKING:
+    from squall.common.models import TaskInstanceKey
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _key(args: argparse.Namespace) -> TaskInstanceKey:
+    from squall.common.models import TaskInstanceKey
+
     for name in ("dag_id", "task_id", "run_id"):
         value = getattr(args, name)
         if not value or "/" in value or "\x00" in value or value in (".", ".."):

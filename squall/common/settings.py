@@ -42,9 +42,11 @@ def fernet_keys(value: str) -> list[Fernet]:
     first); a ValueError naming the position of a malformed key, never its value. The
     setting is checked with it when it loads, and the secrets' codec
     (:class:`squall.secrets.fernet.FernetCodec`) is built with it."""
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    if not parts:  # no encryption: cryptography is not even imported (issue 26)
+        return []
     from cryptography.fernet import Fernet
 
-    parts = [part.strip() for part in value.split(",") if part.strip()]
     keys = []
     for position, part in enumerate(parts, start=1):
         try:
@@ -245,6 +247,24 @@ class ApiSettings(_Section):
     maximum_page_limit: int = Field(default=1000, ge=1)
     #: server processes of ``squall api`` (one uses one core)
     workers: int = Field(default=1, ge=1)
+    #: the time zone the web UI shows times in until a user picks another in its header
+    #: (Airflow's ``[webserver] default_ui_timezone``): ``UTC``, an IANA name, or
+    #: ``system`` (the browser's own zone)
+    default_ui_timezone: str = "UTC"
+
+    @field_validator("default_ui_timezone")
+    @classmethod
+    def _known_ui_timezone(cls, value: str) -> str:
+        import pendulum
+
+        if value == "system":
+            return value
+        try:
+            pendulum.timezone(value)
+        except ValueError:
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as "
+                             "'Europe/Amsterdam', 'UTC' or 'system')") from None
+        return value
 
 
 class MetricsSettings(_Section):

@@ -85,6 +85,15 @@ class ClearResult:
     reactivated_runs: list[tuple[str, str]] = field(default_factory=list)
 
 
+def cleared_state(old: TaskInstanceState) -> TaskInstanceState | None:
+    """What a clear makes of a task instance in ``old`` (what the UI's preview shows): a
+    running try is stopped (RESTARTING), a RESTARTING one is already being cleared (None:
+    left as it is), any other goes back to ``none``."""
+    if old == TI.RESTARTING:
+        return None
+    return TI.RESTARTING if old == TI.RUNNING else TI.NONE
+
+
 def clear_task_instances(session: Session, tis: Iterable[TaskInstance], dag: DAG | None,
                          now: datetime, *, reason: str = REASON_CLEARED) -> ClearResult:
     """Clear ``tis`` (rows as read, of ``dag``; see the module docstring) in the caller's
@@ -102,7 +111,8 @@ def clear_task_instances(session: Session, tis: Iterable[TaskInstance], dag: DAG
         dags[dag.dag_id] = dag
     for ti in tis:
         old = TI(ti.state)
-        if old == TI.RESTARTING:
+        new_state = cleared_state(old)
+        if new_state is None:
             continue
         ti_dag = dags.get(ti.dag_id)
         task = ti_dag.task_dict.get(ti.task_id) if ti_dag is not None else None
@@ -110,11 +120,10 @@ def clear_task_instances(session: Session, tis: Iterable[TaskInstance], dag: DAG
         max_tries = ti.try_number + retries
         # the next try starts in execute, and a deferred one's trigger goes (Airflow's
         # clear_next_method_args, and Trigger.clean_unused)
-        if old == TI.RUNNING:
-            new = TI.RESTARTING
+        new = new_state
+        if new == TI.RESTARTING:
             values: dict[str, Any] = {"state_reason": REASON_CLEARED_RUNNING, **NO_RESUME}
         else:
-            new = TI.NONE
             values = {"state_reason": reason, "start_date": None, "end_date": None,
                       "duration": None, "next_retry_at": None, "queued_dttm": None,
                       "external_executor_id": None, **NO_RESUME}

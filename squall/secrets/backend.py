@@ -21,16 +21,13 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from squall.common.db import SessionFactory, make_engine, make_session_factory
-from squall.common.models import ConnectionModel, VariableModel
 from squall.secrets.fernet import FernetCodec, SecretsError
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
 
+    from squall.common.db import SessionFactory
     from squall.common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -108,6 +105,8 @@ class _LazyFactory:
         self._factory: SessionFactory | None = None
 
     def __call__(self) -> SessionFactory:
+        from squall.common.db import make_engine, make_session_factory
+
         with self._lock:
             if self._factory is None or self._pid != os.getpid():
                 if self._engine is not None:
@@ -166,6 +165,10 @@ def warn_if_plain(codec: FernetCodec) -> None:
 def rotate_fernet_key(session: Session, codec: FernetCodec) -> tuple[int, int]:
     """Re-encrypt every variable value and connection password and extra under the first
     key of ``codec`` (encrypting plain ones); ``(variables, connections)`` rewritten."""
+    from sqlalchemy import select
+
+    from squall.common.models import ConnectionModel, VariableModel
+
     variables = 0
     for var in session.scalars(select(VariableModel)):
         if var.val is not None:

@@ -10,8 +10,13 @@ key values are stored as they are, and a warning says so.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from squall.common.errors import SquallError
 from squall.common.settings import fernet_keys
+
+if TYPE_CHECKING:
+    from cryptography.fernet import MultiFernet
 
 __all__ = ["FernetCodec", "SecretsError", "generate_fernet_key"]
 
@@ -36,13 +41,15 @@ class FernetCodec:
     """
 
     def __init__(self, keys: str) -> None:
-        from cryptography.fernet import MultiFernet
-
         try:
             fernets = fernet_keys(keys)
         except ValueError as exc:
             raise SecretsError(f"[core] fernet_key: {exc}") from None
-        self._multi = MultiFernet(fernets) if fernets else None
+        self._multi: MultiFernet | None = None
+        if fernets:
+            from cryptography.fernet import MultiFernet
+
+            self._multi = MultiFernet(fernets)
         self.key_count = len(fernets)
 
     def __repr__(self) -> str:

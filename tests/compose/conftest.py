@@ -276,6 +276,7 @@ def compose_cluster(squall_image: str, tmp_path_factory: pytest.TempPathFactory
         "POSTGRES_USER": "squall",
         "POSTGRES_PASSWORD": secrets.token_urlsafe(16),
         "POSTGRES_DB": "squall",
+        "REDIS_PASSWORD": secrets.token_hex(16),
         "SQUALL__API__SECRET_KEY": secrets.token_urlsafe(32),
         "SQUALL_ADMIN_USERNAME": admin[0],
         "SQUALL_ADMIN_PASSWORD": admin[1],

@@ -196,7 +196,7 @@ def _build_from_folder(image: BaseImage, wanted: str) -> None:
 #: latest commit (``git archive HEAD``), so that work in progress beside it cannot break the
 #: build; ``worktree``, the checkout as it is on disk (with .dockerignore).
 BUILD_FROM_ENV = "SQUALL_TEST_BUILD_FROM"
-CONTEXT_PATHS = ("pyproject.toml", "README.md", "squall", "deploy")
+CONTEXT_PATHS = ("pyproject.toml", "constraints.txt", "README.md", "squall", "deploy")
 
 
 def build_squall_image(tag: str = SQUALL) -> float:

@@ -157,6 +157,34 @@ def test_flower_answers_behind_basic_auth(compose_cluster: Cluster) -> None:
     assert all(name.startswith("worker@") for name in found), found
 
 
+def test_flower_metrics_ask_for_basic_auth(compose_cluster: Cluster) -> None:
+    """Flower alone serves /metrics to anyone; Squall's Flower asks for its login there too."""
+    url = f"{compose_cluster.flower_url}/metrics"
+    assert httpx.get(url, timeout=10).status_code == 401
+    response = httpx.get(url, auth=compose_cluster.flower_auth, timeout=10)
+    assert response.status_code == 200 and "flower_" in response.text, response.text[:300]
+
+
+def test_redis_asks_for_its_password_and_no_command_line_shows_a_secret(
+        compose_cluster: Cluster) -> None:
+    """Redis refuses clients without the password; the password (and the admin's) is on no
+    process's command line in any container (`ps` shows command lines to every user)."""
+    project = compose_cluster.project
+    (redis,) = project.service_containers("redis")
+    refused = exec_in(redis["Id"], ["env", "-u", "REDISCLI_AUTH", "redis-cli", "ping"])
+    assert "NOAUTH" in refused.stdout + refused.stderr, refused
+    answered = exec_in(redis["Id"], ["redis-cli", "ping"])  # REDISCLI_AUTH is set there
+    assert answered.stdout.strip() == "PONG", answered
+    secrets_ = [project.env["REDIS_PASSWORD"], compose_cluster.admin[1],
+                project.env["POSTGRES_PASSWORD"]]
+    for service in ("redis", "scheduler", "worker", "api", "flower"):
+        for c in project.service_containers(service):
+            top = docker("top", c["Id"], "-o", "args")
+            assert top.returncode == 0, top.stderr
+            for secret in secrets_:
+                assert secret not in top.stdout, f"{service}: a secret on a command line"
+
+
 def test_squall_init_runs_again_unchanged(compose_cluster: Cluster) -> None:
     """An upgrade re-runs squall-init: the migration is a no-op, the admin user is kept."""
     started = time.monotonic()

@@ -15,11 +15,12 @@ import pytest
 
 from tests.compose.conftest import COMPOSE_FILE, ENV_EXAMPLE, compose_binary, unavailable
 
-SECRETS = ("POSTGRES_PASSWORD", "SQUALL__API__SECRET_KEY", "SQUALL_ADMIN_PASSWORD",
-           "FLOWER_BASIC_AUTH")
+SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "SQUALL__API__SECRET_KEY",
+           "SQUALL_ADMIN_PASSWORD", "FLOWER_BASIC_AUTH")
 # required by docker-compose itself; FLOWER_BASIC_AUTH is required by Flower's command
 # (`--require-auth`), so that the cluster without the profile "flower" does not need it
-REQUIRED = ("POSTGRES_PASSWORD", "SQUALL__API__SECRET_KEY", "SQUALL_ADMIN_PASSWORD")
+REQUIRED = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "SQUALL__API__SECRET_KEY",
+            "SQUALL_ADMIN_PASSWORD")
 ONE_SHOT = ("squall-init",)
 SECRET_KEY = re.compile(r"PASSWORD|SECRET|BASIC_AUTH|TOKEN", re.IGNORECASE)
 REFERENCE = re.compile(r"\$\{(\w+)(?::?[-?][^}]*)?\}")
@@ -104,7 +105,8 @@ def test_secrets_come_from_the_environment_only(compose: dict[str, Any]) -> None
                 assert refs and all(r in SECRETS or r.endswith(("_USERNAME", "_USER"))
                                     for r in refs), f"{name}: {key}={value!r} is not ${{VAR}}"
             if "://" in str(value) and "@" in str(value):  # a URL with credentials
-                assert "${POSTGRES_PASSWORD" in str(value), f"{name}: {key}"
+                assert ("${POSTGRES_PASSWORD" in str(value)
+                        or "${REDIS_PASSWORD" in str(value)), f"{name}: {key}"
     assert set(SECRETS) <= referenced
     # every variable the file reads is documented in .env.example, the secrets left empty
     text = COMPOSE_FILE.read_text()

@@ -175,7 +175,8 @@ def _routes(api: Api) -> list[tuple[str, str]]:
 def _concrete(path: str) -> str:
     return (path.replace("{dag_id}", "dag_1").replace("{dag_run_id}", "r").replace(
         "{task_id}", "t").replace("{task_try_number}", "1").replace("{pool_name}", "p")
-        .replace("{import_error_id}", "1").replace("{backfill_id}", "1").replace("{map_index}", "0")
+        .replace("{import_error_id}", "1").replace("{backfill_id}", "1")
+        .replace("{event_log_id}", "1").replace("{map_index}", "0")
         .replace("{execution_date}", "2024-01-01T00:00:00+00:00")
         .replace("{variable_key}", "v").replace("{connection_id}", "c")
         .replace("{uri}", "s3%3A%2F%2Fb%2Fk"))

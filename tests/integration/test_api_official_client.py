@@ -9,9 +9,11 @@ document against Airflow's ``v1.yaml``)."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -20,6 +22,7 @@ from airflow_client.client.api.connection_api import ConnectionApi
 from airflow_client.client.api.dag_api import DAGApi
 from airflow_client.client.api.dag_run_api import DAGRunApi
 from airflow_client.client.api.dataset_api import DatasetApi
+from airflow_client.client.api.event_log_api import EventLogApi
 from airflow_client.client.api.import_error_api import ImportErrorApi
 from airflow_client.client.api.monitoring_api import MonitoringApi
 from airflow_client.client.api.pool_api import PoolApi
@@ -274,6 +277,23 @@ def test_pools(env: Env) -> None:
     for name in ("client_pool", "client_unlimited"):
         pools.delete_pool(name)
     assert not {"client_pool", "client_unlimited"} & {p.name for p in pools.get_pools().pools}
+
+
+def test_event_logs(env: Env) -> None:
+    """The audit log of the fixture's unpause and trigger, through the client (whose models
+    check every field's type)."""
+    events = EventLogApi(env.client)
+    triggered = events.get_event_logs(dag_id=DAG_ID, event="trigger", run_id="first")
+    assert triggered.total_entries == 1
+    entry = triggered.event_logs[0]
+    assert (entry.owner, entry.dag_id, entry.run_id) == ("admin", DAG_ID, "first")
+    assert json.loads(entry.extra) == {"source": "api", "conf": {"from": "fixture"}}
+    assert events.get_event_log(entry.event_log_id).event == "trigger"
+    since = events.get_event_logs(after=entry.when - timedelta(hours=1), order_by="-when",
+                                  included_events="trigger,unpaused", dag_id=DAG_ID)
+    assert {e.event for e in since.event_logs} == {"trigger", "unpaused"}
+    with pytest.raises(NotFoundException):
+        events.get_event_log(entry.event_log_id + 100_000)
 
 
 def test_variables(env: Env) -> None:

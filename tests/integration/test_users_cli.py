@@ -73,3 +73,41 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_create_reads_the_password_from_standard_input(tmp_path: Path) -> None:
+    """``--password-stdin``: what scripts (squall-init) use, so that the password is never on
+    a command line that ``ps`` shows."""
+    secret = "from-stdin-pass-7"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SQUALL")}
+    environ["SQUALL_HOME"] = str(tmp_path)
+
+    def create(user: str, stdin: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "squall", "users", "create", "-u", user,
+                               "-r", "admin", "--password-stdin", *extra], input=stdin,
+                              env=environ, capture_output=True, text=True, timeout=120,
+                              check=False)
+
+    made = ok(create("root-admin", secret + "\n"))
+    assert "User root-admin created (admin)" in made.stdout
+    assert secret not in made.stdout + made.stderr
+    assert_clean_error(create("other", ""), 1, "standard input held no password")
+    both = create("other", secret, "-p", secret)
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+    from sqlalchemy import select
+
+    from squall.api.passwords import check_password  # the stored hash is of the line read
+    from squall.common.db import make_engine
+    from squall.common.models import User
+    from squall.common.settings import Settings
+
+    engine = make_engine(Settings.load(env=environ).sql_alchemy_conn)
+    try:
+        with engine.connect() as conn:
+            stored = conn.scalars(select(User.password_hash)
+                                  .where(User.username == "root-admin")).one()
+    finally:
+        engine.dispose()
+    assert check_password(secret, stored)
+    assert not check_password(secret + "\n", stored)

@@ -913,3 +913,49 @@ def test_flower_shows_workers_and_tasks(env: Env, worker: Worker) -> None:
         except subprocess.TimeoutExpired:
             flower.kill()
             flower.wait()
+
+
+def test_flower_with_basic_auth_asks_for_it_on_metrics_too(env: Env) -> None:
+    import base64
+    import urllib.error
+    import urllib.request
+
+    from tests.support.services import free_port
+
+    port = free_port()
+    log_path = env.home / "flower-auth.log"
+    user, password = "watcher", "s3cret-metrics"
+    with log_path.open("wb") as out:
+        flower = subprocess.Popen(
+            [sys.executable, "-m", "squall", "celery", "flower", "--port", str(port)],
+            env={**env.environ, "FLOWER_BASIC_AUTH": f"{user}:{password}"}, cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+
+    def status(path: str, auth: tuple[str, str] | None = None) -> int | None:
+        assert flower.poll() is None, log_path.read_text(errors="replace")
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+        if auth is not None:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except OSError:
+            return None  # not listening yet
+
+    try:
+        wait_until(lambda: status("/healthcheck") == 200, 30, interval=0.3,
+                   message="Flower to answer /healthcheck (which asks for no login)")
+        assert status("/metrics") == 401
+        assert status("/metrics", (user, "wrong")) == 401
+        assert status("/metrics", (user, password)) == 200
+        assert status("/api/workers") == 401  # as Flower's own API does
+    finally:
+        flower.terminate()
+        try:
+            flower.wait(10)
+        except subprocess.TimeoutExpired:
+            flower.kill()
+            flower.wait()

@@ -410,3 +410,12 @@ def test_smtp_defaults_are_airflows_and_the_password_is_secret(home: Path) -> No
     with pytest.raises(SettingsError) as info:
         Settings.load(env=env_for(home, SQUALL__SMTP__SMTP_PORT="0"))
     assert "[smtp] smtp_port" in str(info.value)
+
+
+def test_the_default_ui_timezone_setting_is_checked(tmp_path: Path) -> None:
+    env = {"SQUALL_HOME": str(tmp_path)}
+    assert Settings.load(env=env).api.default_ui_timezone == "UTC"
+    chosen = Settings.load(env={**env, "SQUALL__API__DEFAULT_UI_TIMEZONE": "Europe/Paris"})
+    assert chosen.api.default_ui_timezone == "Europe/Paris"
+    with pytest.raises(SettingsError, match="unknown time zone"):
+        Settings.load(env={**env, "SQUALL__API__DEFAULT_UI_TIMEZONE": "Mars/Olympus"})

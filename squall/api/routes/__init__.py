@@ -10,6 +10,7 @@ from squall.api.routes import (
     dag_runs,
     dags,
     datasets,
+    event_logs,
     experimental,
     logs,
     misc,
@@ -23,5 +24,5 @@ from squall.api.routes import (
 ROUTERS: list[APIRouter] = [monitor.router, dags.router, dag_runs.router,
                             task_instances.router, logs.router, pools.router, misc.router,
                             variables.router, connections.router, sla_misses.router,
-                            dag_files.router, datasets.router,
+                            dag_files.router, datasets.router, event_logs.router,
                             experimental.router, metrics_router, ui.router]

@@ -53,6 +53,7 @@ from squall.common.models import (
 from squall.common.state import DagRunState, TaskInstanceState
 from squall.common.wakeup import notify_scheduler
 from squall.dag_processing.sync import load_serialized_dags
+from squall.runs import audit
 from squall.runs.clear import clear_task_instances, select_task_instances
 from squall.runs.mark_run import mark_run
 from squall.runs.trigger import trigger_run
@@ -280,6 +281,9 @@ def trigger_dag_run(dag_id: str, body: TriggerDAGRun, request: Request, session:
                           default_queue=settings.celery.default_queue).run
     except TriggerError as exc:
         raise trigger_problem(exc) from None
+    audit.record_event(session, audit.TRIGGER, owner=user.username, dag_id=dag_id,
+                       run_id=run.run_id, logical_date=run.logical_date, source="api",
+                       extra={"conf": body.conf} if body.conf else None)
     return dag_run_json(run)
 
 
@@ -290,6 +294,9 @@ def update_dag_run_state(dag_id: str, dag_run_id: str, body: UpdateDagRunState,
     run = get_run(session, dag_id, dag_run_id)
     mark_run(session, run.dag_id, run.run_id, DagRunState(body.state), now=utcnow(),
              reason=f"run set to {body.state} through the API by {user.username}")
+    audit.record_event(session, audit.run_mark_event(body.state), owner=user.username,
+                       dag_id=run.dag_id, run_id=run.run_id, logical_date=run.logical_date,
+                       source="api")
     session.expire_all()
     return dag_run_json(get_run(session, dag_id, dag_run_id))
 
@@ -302,6 +309,9 @@ def delete_dag_run(dag_id: str, dag_run_id: str, session: DB, user: Op) -> Respo
     session.execute(delete(DagRun).where(DagRun.dag_id == run.dag_id,
                                          DagRun.run_id == run.run_id))
     notify_scheduler(session, f"{dag_id} run deleted")
+    audit.record_event(session, audit.RUN_DELETE, owner=user.username, dag_id=dag_id,
+                       run_id=dag_run_id, logical_date=run.logical_date, source="api",
+                       extra={"state": run.state})
     log.info("DagRun %s %s (%s) deleted through the API by %s", dag_id, dag_run_id, run.state,
              user.username)
     return Response(status_code=204)
@@ -319,6 +329,10 @@ def clear_dag_run(dag_id: str, dag_run_id: str, body: ClearDagRun, session: DB,
         return {"task_instances": tis_json(session, [(ti, run) for ti in tis]),
                 "total_entries": len(tis)}
     result = clear_task_instances(session, tis, dag, utcnow())
+    if tis:  # (nothing selected: nothing done, no entry)
+        audit.record_event(session, audit.RUN_CLEAR, owner=user.username, dag_id=dag_id,
+                           run_id=run.run_id, logical_date=run.logical_date, source="api",
+                           extra={"cleared": len(result.cleared)})
     log.info("DagRun %s %s: %d task instances cleared through the API by %s (%d changed "
              "meanwhile)", dag_id, dag_run_id, len(result.cleared), user.username,
              len(result.changed))

@@ -17,6 +17,7 @@ from squall.api.serializers import dag_display_names, dag_json, iso
 from squall.api.state import DB, api_state
 from squall.common.models import DagModel
 from squall.dag_processing.sync import load_serialized_dags
+from squall.runs import audit
 from squall.runs.pausing import set_paused
 from squall.sdk import dag as sdk_dag
 
@@ -81,6 +82,8 @@ def patch_dag(dag_id: str, body: Annotated[dict[str, Any], Body()], request: Req
     if "is_paused" not in body or not isinstance(body["is_paused"], bool):
         raise bad_request("is_paused must be given as true or false")
     set_paused(session, dag_id, body["is_paused"], by=f"API, by {user.username}")
+    audit.record_event(session, audit.paused_event(body["is_paused"]), owner=user.username,
+                       dag_id=dag_id, source="api")
     return _dags_json(session, [row], api_state(request).secret_key)[0]
 
 

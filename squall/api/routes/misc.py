@@ -39,6 +39,7 @@ from squall.api.state import DB, api_state
 from squall.common.errors import BackfillError
 from squall.common.models import Backfill, DagModel, ImportError_, utcnow
 from squall.dag_processing.sync import load_serialized_dags
+from squall.runs import audit
 from squall.runs.backfill import (
     BackfillOptions,
     cancel_backfill,
@@ -155,6 +156,9 @@ def cancel(backfill_id: int, session: DB, user: Op,
                             " (end_running ends the runs it left unfinished)"))
     session.flush()
     session.refresh(row)
+    audit.record_event(session, audit.BACKFILL_CANCEL, owner=user.username, dag_id=row.dag_id,
+                       source="api", extra={"backfill_id": backfill_id,
+                                            "end_running": end_running, "ended_runs": len(ended)})
     log.info("api: %s cancelled backfill %s (%d runs ended)", user.username, backfill_id,
              len(ended))
     return {**_detail(session, row), "ended_runs": ended}
@@ -200,6 +204,9 @@ def post_backfill(body: BackfillBody, request: Request, session: DB,
         row = create_requested(session, dag, options, plan, now=utcnow())
     except BackfillError as exc:
         raise bad_request(str(exc)) from None
+    audit.record_event(session, audit.BACKFILL, owner=user.username, dag_id=dag.dag_id,
+                       source="api",
+                       extra=audit.backfill_extra(row.id, options, len(plan.runs)))
     log.info("api: %s created backfill %s of %s", user.username, row.id, dag.dag_id)
     return {**_detail(session, row), "planned_runs": [r.run_id for r in plan.runs],
             "rerun": [r.run_id for r in plan.rerun],

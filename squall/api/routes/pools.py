@@ -26,7 +26,7 @@ from squall.common.models import DEFAULT_POOL, TaskInstance
 from squall.common.models import Pool as PoolRow
 from squall.common.state import TaskInstanceState
 from squall.common.wakeup import notify_scheduler
-from squall.runs import pools
+from squall.runs import audit, pools
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,8 @@ def post_pool(body: PoolBody, session: DB, user: Admin) -> dict[str, Any]:
     except IntegrityError:
         raise ApiProblem(409, f"Pool: {name} was created by someone else meanwhile") from None
     notify_scheduler(session, f"pool {name} created (API, by {user.username})")
+    audit.record_event(session, audit.POOL_CREATE, owner=user.username, source="api",
+                       extra={"pool": name, "slots": slots})
     log.info("api: %s created pool %s (%d slots)", user.username, name, slots)
     return _pool_json(session, _find(session, name))
 
@@ -186,6 +188,10 @@ def patch_pool(pool_name: str, body: PoolBody, session: DB, user: Admin,
     if name != pool_name:
         pools.clear_missing_pool_reasons(session, name)
     notify_scheduler(session, f"pool {name} changed (API, by {user.username})")
+    audit.record_event(session, audit.POOL_EDIT, owner=user.username, source="api",
+                       extra={"pool": pool_name, **({"new_name": name} if name != pool_name
+                                                     else {}), "slots": slots,
+                              "fields": sorted(fields)})
     log.info("api: %s changed pool %s: %s", user.username, pool_name, sorted(fields))
     return _pool_json(session, row)
 
@@ -200,5 +206,7 @@ def delete_pool(pool_name: str, session: DB, user: Admin) -> Response:
         pools.delete_pool(session, pool_name)
     except PoolError as exc:  # deleted by someone else meanwhile
         raise not_found(str(exc)) from None
+    audit.record_event(session, audit.POOL_DELETE, owner=user.username, source="api",
+                       extra={"pool": pool_name})
     log.info("api: %s deleted pool %s", user.username, pool_name)
     return Response(status_code=204)

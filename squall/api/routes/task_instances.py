@@ -56,6 +56,7 @@ from squall.api.state import DB
 from squall.common.errors import TaskNotFound
 from squall.common.models import DagRun, TaskInstance, TaskInstanceKey, utcnow
 from squall.common.state import ONLY_FAILED_STATES, ONLY_RUNNING_STATES, TaskInstanceState
+from squall.runs import audit
 from squall.runs.clear import clear_task_instances, follow_markers, select_task_instances
 from squall.runs.external_clear import ClearError
 from squall.runs.mark import apply_marks, select_marks
@@ -231,6 +232,12 @@ def _mark(session: Session, run: DagRun, task_id: str, new: TaskInstanceState, *
         raise ApiProblem(409, f"Task instance(s) {', '.join(str(t.key) for t in result.lost)} "
                          f"changed while being marked {new.value}; nothing changed: look "
                          "again and retry")
+    audit.record_event(
+        session, audit.task_mark_event(new), owner=by, dag_id=run.dag_id, task_id=task_id,
+        run_id=run.run_id, logical_date=run.logical_date, source="api",
+        map_index=map_indexes[0] if map_indexes and len(map_indexes) == 1 else None,
+        extra={"changed": len(result.changed), "cleared_downstream":
+               len(result.cleared.cleared), **{k: v for k, v in (relatives or {}).items() if v}})
     log.info("DAG %s: %d task instance(s) of %s marked %s through the API by %s (%d cleared "
              "downstream)", run.dag_id, len(result.changed), task_id, new.value, by,
              len(result.cleared.cleared))
@@ -338,10 +345,26 @@ def clear_tis(dag_id: str, body: ClearTaskInstances, request: Request, session: 
     if not body.dry_run and tis:
         result = clear_task_instances(session, tis, dag, utcnow())
         keys = [c.key for c in result.cleared]
+        _record_clear(session, dag_id, body, tis, len(keys), user.username)
         log.info("DAG %s: %d task instances cleared through the API by %s (%d changed "
                  "meanwhile)", dag_id, len(keys), user.username, len(result.changed))
     dates = logical_dates(session, [(k.dag_id, k.run_id) for k in keys])
     return {"task_instances": [_reference(k, dates[(k.dag_id, k.run_id)]) for k in keys]}
+
+
+def _record_clear(session: Session, dag_id: str, body: ClearTaskInstances,
+                  tis: list[TaskInstance], cleared: int, owner: str) -> None:
+    """The audit entry of a clear: its run and task when it was one of each."""
+    runs = {ti.run_id for ti in tis}
+    tasks = {ti.task_id for ti in tis}
+    flags = ("only_failed", "only_running", "include_upstream", "include_downstream",
+             "include_past", "include_future", "include_subdags")
+    audit.record_event(
+        session, audit.CLEAR, owner=owner, dag_id=dag_id, source="api",
+        run_id=runs.pop() if len(runs) == 1 else None,
+        task_id=tasks.pop() if len(tasks) == 1 else None,
+        extra={"cleared": cleared, "task_ids": body.task_ids,
+               **{f: True for f in flags if getattr(body, f)}})
 
 
 _MAPPED_ORDER = {"map_index": TI.map_index, "state": TI.state, "duration": TI.duration,

@@ -1,17 +1,21 @@
 """The web UI (issue 12): pages and static files served by the API process.
 
 * :mod:`.session`: ``/login`` and ``/logout`` (the session cookie, CSRF tokens);
-* :mod:`.pages`: the pages (DAG list, grid, backfills, pools), jinja2 skeletons;
+* :mod:`.pages`: the pages (DAG list, grid, backfills, pools, audit log), jinja2 skeletons;
 * :mod:`.data`: ``GET /ui/api/...``, what the pages show (viewer);
+* :mod:`.durations`: ``GET /ui/api/...``, a run's Gantt chart, a task's durations;
+* :mod:`.graph`: ``GET /ui/api/dags/ID/graph[/states]``, the graph page's layout and states;
 * :mod:`.actions`: ``POST /ui/api/...``, pause, trigger, clear, mark (op, CSRF header);
-* :mod:`.render`: templates and ``/ui/static/NAME``.
+* :mod:`.render`: templates and ``/ui/static/NAME``;
+* :mod:`.runs`: the runs list and the run actions (clear, mark a whole run).
 
 None of these routes is in the OpenAPI document: it describes the Airflow-shaped API."""
 
 from fastapi import APIRouter
 
-from squall.api.ui import actions, data, pages, render, session
+from squall.api.ui import actions, data, durations, graph, pages, render, runs, session
 
 router = APIRouter(include_in_schema=False)
-for _sub in (session.router, render.router, pages.router, data.router, actions.router):
+for _sub in (session.router, render.router, pages.router, data.router, durations.router,
+             graph.router, actions.router, runs.router):
     router.include_router(_sub)

@@ -24,6 +24,7 @@ from squall.common.errors import DagRunNotFound, TaskNotFound, TriggerError
 from squall.common.models import utcnow
 from squall.common.state import TaskInstanceState
 from squall.dag_processing.sync import load_serialized_dags
+from squall.runs import audit
 from squall.runs.clear import clear_task_instances, follow_markers, select_task_instances
 from squall.runs.external_clear import ClearError
 from squall.runs.mark import apply_marks, select_marks
@@ -62,6 +63,8 @@ def pause(dag_id: str, body: JsonBody, session: DB, user: Op) -> dict[str, Any]:
     if not isinstance(paused, bool):
         raise bad_request("is_paused must be true or false")
     set_paused(session, dag_id, paused, by=f"UI, by {user.username}")
+    audit.record_event(session, audit.paused_event(paused), owner=user.username, dag_id=dag_id,
+                       source="ui")
     return {"dag_id": dag_id, "is_paused": paused}
 
 
@@ -76,6 +79,9 @@ def trigger(dag_id: str, body: JsonBody, session: DB, user: Op,
     except TriggerError as exc:
         raise trigger_problem(exc) from None
     run = done.run
+    audit.record_event(session, audit.TRIGGER, owner=user.username, dag_id=dag_id,
+                       run_id=run.run_id, logical_date=run.logical_date, source="ui",
+                       extra={"conf": conf} if conf else None)
     log.info("ui: %s triggered DAG %s: run %s", user.username, dag_id, run.run_id)
     return {"dag_id": dag_id, "run_id": run.run_id, "state": run.state,
             "logical_date": iso(run.logical_date), "is_paused": done.paused}
@@ -110,6 +116,12 @@ def clear(dag_id: str, run_id: str, task_id: str, body: JsonBody, session: DB,
         raise bad_request(str(exc)) from None
     result = clear_task_instances(session, tis, dag, utcnow(),
                                   reason=f"cleared by {user.username} in the web UI")
+    if tis:  # (nothing selected: nothing done, no entry)
+        audit.record_event(session, audit.CLEAR, owner=user.username, dag_id=dag_id,
+                           run_id=run_id, task_id=task_id, map_index=index, source="ui",
+                           extra={"cleared": len(result.cleared),
+                                  **{f: True for f in ("upstream", "downstream", "recursive")
+                                     if body.get(f) is True}})
     log.info("ui: %s cleared %d task instance(s) of %s %s from %s", user.username,
              len(result.cleared), dag_id, run_id, task_id)
     return {"cleared": [{"task_id": c.key.task_id, "run_id": c.key.run_id,
@@ -137,6 +149,13 @@ def mark(dag_id: str, run_id: str, task_id: str, body: JsonBody, session: DB,
         raise not_found(str(exc)) from None
     result = apply_marks(session, dag, selection, now=utcnow(),
                          reason=f"marked {state.value} by {user.username} in the web UI")
+    if selection.targets or selection.to_clear:  # (all already so: no entry)
+        audit.record_event(
+            session, audit.task_mark_event(state), owner=user.username, dag_id=dag_id,
+            run_id=run_id, task_id=task_id, map_index=index, source="ui",
+            extra={"changed": len(result.changed),
+                   "cleared_downstream": len(result.cleared.cleared),
+                   **{f: True for f in ("upstream", "downstream") if body.get(f) is True}})
     log.info("ui: %s marked %s %s %s %s: %d changed", user.username, dag_id, run_id, task_id,
              state.value, len(result.changed))
     return {"state": state.value, "already": selection.already,

@@ -220,6 +220,7 @@ def task_instance(dag_id: str, run_id: str, task_id: str, session: DB, user: Vie
                                               DagRun.run_id == run_id))
     run_facts = {
         "run_state": run.state if run is not None else None,
+        "run_type": run.run_type if run is not None else None,
         "logical_date": iso(run.logical_date) if run is not None else None,
         "run_note": ended_backfill_notes(session, dag_id, [run_id]).get(run_id),
     }

@@ -10,8 +10,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from squall.api.auth import Principal, Role
+from squall.api.state import api_state
 from squall.api.ui.render import render
 from squall.api.ui.session import page_csrf, page_user
+from squall.runs import audit
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +27,13 @@ def _page(request: Request, template: str, page: str, title: str,
         return RedirectResponse("/login", status_code=303)
     return render(request, template, {
         "page": page, "title": title, "user": user, "may_act": user.may(Role.OP),
-        "csrf": page_csrf(request), **extra})
+        "csrf": page_csrf(request), "default_tz": _default_tz(request), **extra})
+
+
+def _default_tz(request: Request) -> str:
+    """``[api] default_ui_timezone``: the zone the pages show times in until the user picks
+    another in the header (``system``: the browser's)."""
+    return api_state(request).settings.api.default_ui_timezone
 
 
 @router.get("/")
@@ -36,6 +44,11 @@ def dag_list(request: Request) -> Response:
 @router.get("/dags/{dag_id}/grid")
 def dag_grid(dag_id: str, request: Request) -> Response:
     return _page(request, "grid.html", "grid", f"{dag_id} · grid", dag_id=dag_id)
+
+
+@router.get("/dags/{dag_id}/graph")
+def dag_graph(dag_id: str, request: Request) -> Response:
+    return _page(request, "graph.html", "graph", f"{dag_id} · graph", dag_id=dag_id)
 
 
 @router.get("/backfills")
@@ -51,3 +64,18 @@ def datasets(request: Request) -> Response:
 @router.get("/pools")
 def pools(request: Request) -> Response:
     return _page(request, "pools.html", "pools", "Pools")
+
+
+@router.get("/dagruns")
+def dag_runs(request: Request) -> Response:
+    """Runs of every DAG, filtered (Airflow's Browse → DAG Runs)."""
+    from squall.common.state import DagRunState, DagRunType
+
+    return _page(request, "runs.html", "runs", "Runs",
+                 states=[s.value for s in DagRunState], run_types=[t.value for t in DagRunType])
+
+
+@router.get("/audit")
+def audit_log(request: Request) -> Response:
+    """Who did what, newest first (``/api/v1/eventLogs``); ``?dag_id=``: one DAG's."""
+    return _page(request, "audit.html", "audit", "Audit log", events=sorted(audit.EVENTS))

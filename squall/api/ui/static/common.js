@@ -42,11 +42,16 @@ const Squall = (() => {
     return node;
   }
 
-  const pad = (n) => String(n).padStart(2, "0");
+  // every time a page shows: "2024-03-01 00:00:00 UTC", in the zone picked in the header
+  // (timeZone() below); "—" for none
   function fmtDate(iso) {
     if (!iso) return "—";
     const d = new Date(iso);
-    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+    if (Number.isNaN(d.getTime())) return String(iso);
+    const p = {};
+    for (const part of zoneFormat().formatToParts(d)) p[part.type] = part.value;
+    const zone = zoneLabel(p.timeZoneName);
+    return `${p.year}-${p.month}-${p.day} ${p.hour === "24" ? "00" : p.hour}:${p.minute}:${p.second} ${zone}`;
   }
   function fmtDuration(seconds) {
     if (seconds === null || seconds === undefined) return "—";
@@ -153,5 +158,60 @@ const Squall = (() => {
     };
   }
 
-  return { request, el, fmtDate, fmtDuration, flash, poll, mayAct, STATES, stateClass, triggerDialog, ApiError };
+  // ---------------------------------------------------------------- time zones
+  // The zone every time is shown in: the header's choice (UTC, the browser's own zone, or
+  // the deployment's default, [api] default_ui_timezone), remembered in localStorage; a
+  // change fires "squall:timezone" on window, which pages answer by drawing again.
+  const TZ_KEY = "squall.timezone";
+  const browserZone = () => Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+  const knownZone = (z) => { try { new Intl.DateTimeFormat("en-US", { timeZone: z }); return true; } catch (e) { return false; } };
+  function defaultZone() {
+    const z = document.body?.dataset.defaultTz || "UTC";
+    return z === "system" ? browserZone() : knownZone(z) ? z : "UTC";
+  }
+  function zoneChoice() {
+    let c = null;
+    try { c = localStorage.getItem(TZ_KEY); } catch (e) { /* storage off: the default */ }
+    return c === "UTC" || c === "local" || c === "default" ? c : "default";
+  }
+  function timeZone() {
+    const c = zoneChoice();
+    return c === "UTC" ? "UTC" : c === "local" ? browserZone() : defaultZone();
+  }
+  let formatCache = null;
+  function zoneFormat() {
+    const zone = timeZone();
+    if (!formatCache || formatCache.zone !== zone) {
+      formatCache = { zone, format: new Intl.DateTimeFormat("en-US", {
+        timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit",
+        minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZoneName: "short" }) };
+    }
+    return formatCache.format;
+  }
+  const zoneLabel = (short) => (timeZone() === "UTC" ? "UTC" : short || timeZone());
+  function setZoneChoice(choice) {
+    try { localStorage.setItem(TZ_KEY, choice); } catch (e) { /* not remembered */ }
+    window.dispatchEvent(new CustomEvent("squall:timezone", { detail: { zone: timeZone() } }));
+  }
+  // the header's switch: UTC, local (the browser's zone), the default when it is neither
+  function zoneSwitch() {
+    const select = document.getElementById("tz-select");
+    if (!select) return;
+    const local = browserZone(), fallback = defaultZone();
+    const options = [el("option", { value: "UTC", text: "UTC" }),
+      el("option", { value: "local", text: `Local (${local})` })];
+    if (fallback !== "UTC") options.push(el("option", { value: "default", text: `Default (${fallback})` }));
+    select.replaceChildren(...options);
+    const c = zoneChoice();
+    select.value = c === "default" ? (fallback === "UTC" ? "UTC" : "default") : c;
+    select.title = `Times are shown in ${timeZone()}`;
+    select.addEventListener("change", () => {
+      setZoneChoice(select.value);
+      select.title = `Times are shown in ${timeZone()}`;
+    });
+  }
+  zoneSwitch();
+
+  return { request, el, fmtDate, fmtDuration, flash, poll, mayAct, STATES, stateClass, triggerDialog, ApiError,
+    timeZone, setZoneChoice };
 })();

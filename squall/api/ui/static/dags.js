@@ -1,4 +1,4 @@
-// The DAG list: paused switch, schedule, last runs, next run, import errors.
+// The DAG list: the pause switch (on: active, as Airflow's), schedule, last runs, next run, import errors.
 "use strict";
 
 (() => {
@@ -36,7 +36,7 @@
     const grid = `/dags/${encodeURIComponent(d.dag_id)}/grid`;
     let pausedCell;
     if (mayAct()) {
-      const input = el("input", { type: "checkbox", class: "action pause-switch", title: d.is_paused ? "Paused: click to unpause" : "Active: click to pause", dataset: { dagId: d.dag_id } });
+      const input = el("input", { type: "checkbox", class: "action pause-switch", title: "Pause/Unpause DAG", "aria-label": "Pause/Unpause DAG", dataset: { dagId: d.dag_id } });
       input.checked = !d.is_paused;
       input.addEventListener("change", () => setPaused(d.dag_id, !input.checked, input));
       pausedCell = el("label", { class: "switch" }, input);
@@ -49,7 +49,8 @@
     const tags = (d.tags || []).map((t) => el("span", { class: "tag", text: t }));
     return el("tr", { class: d.is_paused ? "paused" : "", dataset: { dagId: d.dag_id, search: `${d.dag_id} ${d.dag_display_name || ""} ${(d.tags || []).join(" ")}`.toLowerCase() } },
       el("td", { class: "narrow" }, pausedCell),
-      el("td", {}, el("a", { class: "dag-link", href: grid, text: d.dag_display_name || d.dag_id, title: d.dag_id }), " ", ...tags,
+      el("td", {}, el("a", { class: "dag-link", href: grid, text: d.dag_display_name || d.dag_id, title: d.dag_id }), " ",
+        el("a", { class: "graph-link small", href: `/dags/${encodeURIComponent(d.dag_id)}/graph`, text: "graph", title: "the DAG's graph" }), " ", ...tags,
         d.description ? el("div", { class: "muted small", text: d.description }) : null),
       el("td", {}, el("code", { text: d.schedule || "None" }),
         d.timetable_description ? el("div", { class: "muted small", text: d.timetable_description }) : null),
@@ -78,4 +79,5 @@
     applyFilter();
   }, 3000);
   filter.addEventListener("input", applyFilter);
+  window.addEventListener("squall:timezone", () => { last = null; refresh.now(); });
 })();

@@ -71,6 +71,7 @@
 
   filter.addEventListener("input", () => { if (data) render(); });
   showOrphaned.addEventListener("change", () => { if (data) render(); });
+  window.addEventListener("squall:timezone", () => { if (data) render(); });
   poll(async () => {
     const got = await request("GET", "/ui/api/datasets");
     const text = JSON.stringify(got.datasets);

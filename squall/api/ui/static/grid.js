@@ -24,15 +24,19 @@
   const tiUrl = (t, r) => `${dagUrl}/runs/${encodeURIComponent(r)}/tasks/${encodeURIComponent(t)}`;
 
   function header(runs) {
-    return el("tr", { class: "runs" }, el("th", { class: "task-head", text: `${runs.length} run${runs.length === 1 ? "" : "s"}` }),
-      ...runs.map((r) => el("th", { class: "run-head", title: runTitle(r) },
-        el("span", { class: `run-bar ${stateClass(r.state)}`, dataset: { runId: r.run_id } }),
+    return el("tr", { class: "runs" }, el("th", { class: "task-head" },
+      el("span", { class: "duration-axis", id: "duration-axis" }),
+      el("span", { text: `${runs.length} run${runs.length === 1 ? "" : "s"}` })),
+      ...runs.map((r) => el("th", { class: "run-head", title: runTitle(r), onclick: () => SquallRunPanel.open(r.run_id) },
+        el("span", { class: `run-bar ${stateClass(r.state)}`, dataset: { runId: r.run_id, runType: r.run_type } },
+          SquallCharts.runTypeIcon(r.run_type)),
         el("span", { class: "run-label", text: fmtDate(r.logical_date).slice(5, 16) }))));
   }
 
   // a run its backfill left unfinished says so, with the command that resumes it
-  const runTitle = (r) => `${r.run_id}\n${r.run_type}, ${r.state}\nlogical date ${fmtDate(r.logical_date)}` +
-    (r.note ? `\n${r.note}` : "");
+  const runTitle = (r) => `${r.run_id}\n${SquallCharts.runTypeLabel(r.run_type)} run, ${r.state}\n` +
+    `logical date ${fmtDate(r.logical_date)}\nstarted ${fmtDate(r.start_date)}\nended ${fmtDate(r.end_date)}\n` +
+    `duration ${fmtDuration(runSeconds(r))}` + (r.note ? `\n${r.note}` : "");
 
   // "5 mapped: 3 success, 2 running"
   const mappedSummary = (m) => `${m.count} mapped: ` +
@@ -62,6 +66,7 @@
   }
 
   function paint(data) {
+    paintRunBars(data);
     data.runs.forEach((r, i) => {
       const bar = table.querySelectorAll(".run-bar")[i];
       if (bar) {
@@ -90,7 +95,7 @@
     document.getElementById("dag-schedule").textContent =
       `schedule ${data.schedule || "None"} · next run ${fmtDate(data.next_dagrun)}`;
     const toggle = document.getElementById("pause-toggle");
-    if (toggle && !toggle.disabled) toggle.checked = data.is_paused;
+    if (toggle && !toggle.disabled) toggle.checked = !data.is_paused;  // on: active (Airflow's)
   }
 
   // a consumer DAG: its schedule's dataset condition, each dataset queued (an event no run
@@ -132,7 +137,11 @@
   }
 
   async function refreshGrid() {
-    const data = await request("GET", `${dagUrl}/grid`);
+    let data;
+    try { data = await request("GET", `${dagUrl}/grid`); }
+    catch (e) { if (e.status === 404) { showMissing(e.message); return; } throw e; }
+    showMissing(null);
+    lastGrid = data;
     const key = JSON.stringify([data.runs.map((r) => r.run_id), data.tasks, Object.keys(data.mapped || {}), data.setup_teardown]);
     const first = shape === null;
     if (key !== shape) { build(data); shape = key; }
@@ -140,6 +149,7 @@
     if (first) performance.mark("squall-grid-shown");  // ms after navigation: how long it took
     showDag(data);
     showWaiting(data);
+    if (view === "gantt") await refreshGantt(data);
     if (selected) await refreshPanel(false);
   }
 
@@ -157,6 +167,7 @@
         ...fact("Mapped", mappedSummary({ count: t.count, states: t.mapped_states })),
         ...fact("Operator", t.operator),
         ...fact("Run", `${t.run_id} (${t.run_state})`),
+        ...fact("Run type", SquallCharts.runTypeLabel(t.run_type), "run-type-text"),
         ...(t.run_note ? fact("Run note", t.run_note, "run-note") : []));
       return;
     }
@@ -173,6 +184,7 @@
       ...(kinds[t.task_id] ? fact("Kind", `${kinds[t.task_id]} task`, `st-text st-${kinds[t.task_id]}`) : []),
       ...fact("Pool / queue", `${t.pool} / ${t.queue}`),
       ...fact("Run", `${t.run_id} (${t.run_state})`),
+      ...fact("Run type", SquallCharts.runTypeLabel(t.run_type), "run-type-text"),
       ...(t.run_note ? fact("Run note", t.run_note, "run-note") : []));
   }
 
@@ -264,6 +276,7 @@
     document.getElementById("ti-title").textContent =
       t.mapped ? (t.map_index === null ? `${t.task_id} [${t.count}]` : `${t.task_id} [${t.map_index}]`) : `${t.task_id}`;
     renderFacts(t);
+    if (force || changed) refreshDurations(sel).catch((e) => console.warn(e));
     renderInstances(t);
     if (t.mapped && t.map_index === null) return;
     tries(t);
@@ -292,8 +305,196 @@
   });
   trySelect.addEventListener("change", () => { shownTry = Number(trySelect.value); if (ti) showLog(ti, true); });
 
+  // ---------------------------------------------------------------- durations and time
+  // A run's bar in the header is as tall as its duration relative to the longest shown (as
+  // Airflow's grid); the Gantt tab draws one run's task instances; the panel charts the
+  // selected task's duration over the last runs (charts.js).
+  const BAR_MAX = 64, BAR_MIN = 12;
+  let lastGrid = null, view = "grid", ganttRun = null, ganttShown = null;
+
+  // a run's seconds from start to end (to now while it runs); null before it starts
+  const runSeconds = (r) => SquallCharts.seconds(r.start_date, r.end_date);
+
+  function paintRunBars(data) {
+    const secs = data.runs.map(runSeconds);
+    const max = Math.max(0, ...secs.filter((s) => s !== null));
+    const bars = table.querySelectorAll(".run-bar");
+    data.runs.forEach((r, i) => {
+      const bar = bars[i];
+      if (!bar) return;
+      const s = secs[i];
+      const h = s === null || max === 0 ? BAR_MIN : Math.max(BAR_MIN, Math.round((s / max) * BAR_MAX));
+      if (bar.style.height !== `${h}px`) bar.style.height = `${h}px`;
+      bar.dataset.seconds = s === null ? "" : String(s);
+    });
+    const axis = document.getElementById("duration-axis");
+    if (axis) axis.textContent = max ? `longest ${fmtDuration(max)}` : "";
+  }
+
+  // an unknown DAG (or one deleted since): say so instead of "Loading…" for ever
+  function showMissing(message) {
+    const box = document.getElementById("grid-missing");
+    const missing = message !== null;
+    if (!missing && box.hidden) return;  // the usual case
+    box.hidden = !missing;
+    box.textContent = missing ? `DAG ${dagId} not found: ${message}. It may have been deleted, or its file not parsed yet.` : "";
+    for (const id of ["legend", "view-tabs", "dag-schedule"]) {
+      const node = document.getElementById(id);
+      if (node) node.hidden = missing;
+    }
+    for (const node of document.querySelectorAll("#pause-toggle, #trigger-button")) {
+      (node.closest("label") || node).hidden = missing;
+    }
+    if (missing) {
+      shape = null;
+      table.replaceChildren(el("tbody", {}, el("tr", {}, el("td", { class: "muted", id: "grid-not-found", text: `DAG ${dagId} not found.` }))));
+    }
+  }
+
+  // the tabs: the grid, or the Gantt chart of one run (picked in its list; at first the
+  // selected task instance's run, else the newest)
+  function showView(name) {
+    view = name;
+    for (const tab of document.querySelectorAll("#view-tabs .tab")) {
+      tab.classList.toggle("active", tab.dataset.view === name);
+      tab.setAttribute("aria-selected", String(tab.dataset.view === name));
+    }
+    document.querySelector(".grid-wrap").hidden = name !== "grid";
+    document.getElementById("gantt-view").hidden = name !== "gantt";
+    document.getElementById("legend").hidden = false;
+    if (name === "gantt") {
+      if (selected) ganttRun = selected.run_id;
+      ganttShown = null;
+      if (lastGrid) refreshGantt(lastGrid).catch((e) => flash(e.message, "error"));
+    }
+  }
+  for (const tab of document.querySelectorAll("#view-tabs .tab")) tab.addEventListener("click", () => showView(tab.dataset.view));
+
+  const ganttSelect = document.getElementById("gantt-run");
+  ganttSelect.addEventListener("change", () => {
+    ganttRun = ganttSelect.value; ganttShown = null;
+    if (lastGrid) refreshGantt(lastGrid).catch((e) => flash(e.message, "error"));
+  });
+
+  async function refreshGantt(data) {
+    const runs = [...data.runs].reverse();  // newest first
+    if (!runs.some((r) => r.run_id === ganttRun)) ganttRun = runs.length ? runs[0].run_id : null;
+    const options = runs.map((r) => `${r.run_id}|${r.run_type}`).join(",");
+    if (ganttSelect.dataset.options !== options) {
+      ganttSelect.replaceChildren(...runs.map((r) => el("option", { value: r.run_id,
+        text: `${fmtDate(r.logical_date)} · ${SquallCharts.runTypeLabel(r.run_type)} · ${r.state}` })));
+      ganttSelect.dataset.options = options;
+    }
+    const svg = document.getElementById("gantt");
+    if (!ganttRun) { svg.replaceChildren(); document.getElementById("gantt-summary").textContent = "No runs yet."; return; }
+    ganttSelect.value = ganttRun;
+    const run = ganttRun;
+    const g = await request("GET", `${dagUrl}/runs/${encodeURIComponent(run)}/gantt`);
+    if (run !== ganttRun || view !== "gantt") return;
+    const text = JSON.stringify(g) + SquallTime();
+    const running = g.task_instances.some((t) => t.start_date && !t.end_date);
+    if (text === ganttShown && !running) return;
+    ganttShown = text;
+    ganttData = g;
+    drawGantt();
+    document.getElementById("gantt-summary").textContent =
+      `${SquallCharts.runTypeLabel(g.run_type)} run, ${g.state} · started ${fmtDate(g.start_date)} · ` +
+      `ended ${fmtDate(g.end_date)} · ${fmtDuration(SquallCharts.seconds(g.start_date, g.end_date))}`;
+  }
+  const SquallTime = () => Squall.timeZone();
+  let ganttData = null;
+  function drawGantt() {
+    const box = document.getElementById("gantt-view");
+    if (!ganttData || box.hidden) return;
+    const svg = document.getElementById("gantt"), run = ganttData.run_id;
+    SquallCharts.gantt(svg, ganttData, Math.max(480, box.clientWidth - 24), (task) => select(task, run));
+    svg.dataset.runId = run;
+  }
+  // the charts fit their boxes again when the panel opens, closes or is resized
+  if (window.ResizeObserver) {
+    const widths = new Map();
+    const observer = new ResizeObserver((entries) => {
+      for (const entry of entries) {
+        const w = Math.round(entry.contentRect.width);
+        if (widths.get(entry.target) === w || w === 0) continue;
+        widths.set(entry.target, w);
+        if (entry.target.id === "gantt-view") drawGantt(); else drawDurations();
+      }
+    });
+    observer.observe(document.getElementById("gantt-view"));
+    observer.observe(document.getElementById("ti-durations"));
+  }
+
+  // the selected task's duration in the last runs (the panel's chart)
+  async function refreshDurations(sel) {
+    const box = document.getElementById("ti-durations");
+    const d = await request("GET", `${dagUrl}/tasks/${encodeURIComponent(sel.task_id)}/durations`);
+    if (selected !== sel && (!selected || selected.task_id !== sel.task_id)) return;
+    box.dataset.taskId = sel.task_id;
+    box.lastData = d;
+    drawDurations();
+  }
+  function drawDurations() {
+    const box = document.getElementById("ti-durations");
+    if (!box.lastData || !selected) return;
+    const width = Math.max(240, box.clientWidth || panel.clientWidth - 30);
+    SquallCharts.taskDurations(document.getElementById("ti-duration-chart"), box.lastData, width,
+      selected.run_id, (run) => select(selected.task_id, run));
+  }
+
+  // the header's time zone switch: draw every time again in the new zone
+  window.addEventListener("squall:timezone", () => {
+    shape = null; ganttShown = null;
+    if (lastGrid) {
+      build(lastGrid); shape = JSON.stringify([lastGrid.runs.map((r) => r.run_id), lastGrid.tasks, Object.keys(lastGrid.mapped || {}), lastGrid.setup_teardown]);
+      paint(lastGrid); showDag(lastGrid); waitShown = null; showWaiting(lastGrid);
+      if (view === "gantt") refreshGantt(lastGrid).catch((e) => console.warn(e));
+    }
+    if (ti) renderFacts(ti);
+    drawDurations();
+  });
+
+  // ---------------------------------------------------------------- the log panel
+  // wide by default (a share of the page, dragged wider or narrower by its left edge, or
+  // the whole width), log lines unwrapped with a horizontal scroll unless "wrap lines"
+  const layout = document.querySelector(".grid-layout");
+  const remembered = (key, fallback) => { try { return localStorage.getItem(key) ?? fallback; } catch (e) { return fallback; } };
+  const remember = (key, value) => { try { localStorage.setItem(key, value); } catch (e) { /* not kept */ } };
+  const wrapBox = document.getElementById("log-wrap");
+  wrapBox.checked = remembered("squall.logWrap", "false") === "true";
+  logBox.classList.toggle("wrap", wrapBox.checked);
+  wrapBox.addEventListener("change", () => { logBox.classList.toggle("wrap", wrapBox.checked); remember("squall.logWrap", String(wrapBox.checked)); });
+  const savedWidth = Number(remembered("squall.panelWidth", "0"));
+  if (savedWidth >= 320) panel.style.setProperty("--panel-width", `${savedWidth}px`);
+  const wideButton = document.getElementById("panel-wide");
+  wideButton.addEventListener("click", () => {
+    const full = layout.classList.toggle("panel-full");
+    wideButton.textContent = full ? "⇔ show the grid" : "⇔ full width";
+    drawDurations();
+  });
+  document.getElementById("ti-close").addEventListener("click", () => {
+    layout.classList.remove("panel-full"); wideButton.textContent = "⇔ full width";
+  });
+  document.getElementById("panel-resizer").addEventListener("pointerdown", (ev) => {
+    ev.preventDefault();
+    const right = panel.getBoundingClientRect().right;
+    const move = (e) => {
+      const w = Math.min(Math.max(320, right - e.clientX), layout.clientWidth - 120);
+      panel.style.setProperty("--panel-width", `${w}px`);
+    };
+    const up = () => {
+      window.removeEventListener("pointermove", move); window.removeEventListener("pointerup", up);
+      remember("squall.panelWidth", String(Math.round(panel.getBoundingClientRect().width)));
+      drawDurations();
+    };
+    window.addEventListener("pointermove", move); window.addEventListener("pointerup", up);
+  });
+
   // ---------------------------------------------------------------- actions (op and admin)
   const refresh = poll(refreshGrid, 2000);
+  // ?task_id=T&run_id=R (the graph page's links): open that task instance's panel
+  const asked = new URLSearchParams(window.location.search);
+  if (asked.get("task_id") && asked.get("run_id")) select(asked.get("task_id"), asked.get("run_id"));
   if (!mayAct()) return;
 
   const option = (id) => document.getElementById(id).checked;
@@ -326,8 +527,8 @@
   toggle.addEventListener("change", async () => {
     toggle.disabled = true;
     try {
-      await request("POST", `${dagUrl}/pause`, { is_paused: toggle.checked });
-      flash(`${dagId} ${toggle.checked ? "paused" : "unpaused"}`, "ok");
+      await request("POST", `${dagUrl}/pause`, { is_paused: !toggle.checked });
+      flash(`${dagId} ${toggle.checked ? "unpaused" : "paused"}`, "ok");
     } catch (e) { toggle.checked = !toggle.checked; flash(e.message, "error"); }
     finally { toggle.disabled = false; refresh.now(); }
   });

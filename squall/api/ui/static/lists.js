@@ -62,7 +62,7 @@
   if (!view) return;
   const body = document.getElementById(view.rows);
   let last = null;
-  poll(async () => {
+  const refresh = poll(async () => {
     const data = await request("GET", view.url);
     const text = JSON.stringify(data);
     if (text === last) return;
@@ -71,4 +71,5 @@
     body.replaceChildren(...(items.length ? items.map(view.row)
       : [el("tr", {}, el("td", { colspan: view.cols, class: "muted", text: view.empty }))]));
   }, 3000);
+  window.addEventListener("squall:timezone", () => { last = null; refresh.now(); });
 })();
