@@ -9,6 +9,7 @@ import select
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from squall.cli import (
     api_cmds,
@@ -34,6 +35,9 @@ from squall.cli.common import CliContext, CliError
 from squall.common.console import make_quiet, pass_on
 from squall.common.errors import SettingsError, SquallError
 from squall.secrets.masking import RedactingFilter
+
+if TYPE_CHECKING:
+    from squall.common.settings import Settings
 
 log = logging.getLogger(__name__)
 

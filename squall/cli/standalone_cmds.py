@@ -302,6 +302,7 @@ def _trigger_all(ctx: CliContext, dag_ids: list[str]) -> dict[tuple[str, str], s
 
 
 def _unpause(ctx: CliContext, dag_id: str) -> bool:
+    from squall.common.db import session_scope
     from squall.runs.audit import UNPAUSED, cli_owner, record_event
     from squall.runs.pausing import set_paused
 
