@@ -303,14 +303,14 @@ def _trigger_all(ctx: CliContext, dag_ids: list[str]) -> dict[tuple[str, str], s
 
 def _unpause(ctx: CliContext, dag_id: str) -> bool:
     from squall.common.db import session_scope
-    from squall.runs.audit import UNPAUSED, cli_owner, record_event
+    from squall.runs import audit
     from squall.runs.pausing import set_paused
 
     with session_scope(ctx.session_factory()) as session:
         if set_paused(session, dag_id, False, by="`squall standalone --trigger`") is None:
             return False
-        record_event(session, UNPAUSED, owner=cli_owner(), dag_id=dag_id,
-                     extra={"source": "cli", "command": "standalone --trigger"})
+        audit.record_event(session, audit.UNPAUSED, owner=audit.cli_owner(), dag_id=dag_id,
+                           source="cli", extra={"command": "standalone --trigger"})
     return True
 
 

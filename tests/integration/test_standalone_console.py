@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 from tests.support.cluster import REPO_ROOT
@@ -76,6 +78,9 @@ def test_standalone_console_shows_what_a_person_needs(tmp_path: Path) -> None:
         for dag_id in ("example_bash_operator", "example_task_group"):
             runs = json.loads(cli("dags", "list-runs", dag_id, "-o", "json").stdout)
             assert runs == [], runs
+        with closing(sqlite3.connect(home / "squall.db")) as db:  # the audit log says who
+            unpaused = db.execute("SELECT dag_id, owner FROM log WHERE event = 'unpaused'")
+            assert [row[0] for row in unpaused] == ["example_taskflow"]
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
