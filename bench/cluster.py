@@ -164,6 +164,9 @@ class BenchCluster:
             "SQUALL_HOME": str(self.home),
             "SQUALL__CORE__DAGS_FOLDER": str(self.dags_folder),
             "SQUALL__CORE__LOAD_EXAMPLES": "false",
+            # the bench's DAGs run as soon as they are parsed; its services log in full
+            "SQUALL__CORE__DAGS_ARE_PAUSED_AT_CREATION": "false",
+            "SQUALL__LOGGING__QUIET_CONSOLE": "false",
             "PYTHONPATH": str(REPO_ROOT),
         })
         if self.kind == "redis-pg":

@@ -109,6 +109,7 @@ def scheduler_env() -> Iterator[Env]:
         settings = Settings.load(env={"SQUALL_HOME": str(home),
                                       "SQUALL__DATABASE__SQL_ALCHEMY_CONN": url,
                                       "SQUALL__CORE__LOAD_EXAMPLES": "false",
+                                      "SQUALL__CORE__DAGS_ARE_PAUSED_AT_CREATION": "false",
                                       # the DAGs are made in this file: it must be under the
                                       # DAG folder for a task-run command to name it
                                       "SQUALL__CORE__DAGS_FOLDER": str(Path(__file__).parent)})

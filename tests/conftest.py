@@ -47,6 +47,11 @@ if TYPE_CHECKING:
 DEFAULT_PG_SERVER_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 
+# The suite's DAGs are scheduled as soon as they are parsed, as before `[core]
+# dags_are_paused_at_creation` defaulted to true (Airflow's default); tests of that default
+# unset it. Settings built from an explicit env= say so themselves.
+os.environ.setdefault("SQUALL__CORE__DAGS_ARE_PAUSED_AT_CREATION", "false")
+
 
 # --------------------------------------------------------------------------- services
 

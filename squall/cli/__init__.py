@@ -9,6 +9,7 @@ import select
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from squall.cli import (
     api_cmds,
@@ -31,8 +32,12 @@ from squall.cli import (
     worker_cmds,
 )
 from squall.cli.common import CliContext, CliError
+from squall.common.console import make_quiet, pass_on
 from squall.common.errors import SettingsError, SquallError
 from squall.secrets.masking import RedactingFilter
+
+if TYPE_CHECKING:
+    from squall.common.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +115,30 @@ def log_level(configured: str, *, verbose: bool, service: bool) -> str:
     return configured if logging.getLevelName(configured) >= logging.WARNING else "WARNING"
 
 
-def configure_logging(level: str) -> None:
+def quiet_console(args: argparse.Namespace, settings: Settings, level: str) -> bool:
+    """Whether a service's console shows only what a person needs there (ADR 34): the
+    services that ask for it (``quiet_console``), unless ``[logging] quiet_console`` is
+    false or ``-v`` (or a DEBUG logging level) asks for the detail."""
+    return (bool(getattr(args, "quiet_console", False)) and settings.logging.quiet_console
+            and level != "DEBUG")
+
+
+def configure_logging(level: str, *, quiet: bool = False) -> None:
+    """A console handler on standard error; ``quiet``: it shows only warnings, errors and
+    the records meant for the console, and no try's records (:mod:`squall.common.console`)."""
+    root = logging.getLogger()
+    before = list(root.handlers)
     logging.basicConfig(
         level=level, stream=sys.stderr,
         format="[%(asctime)s] %(levelname)s %(name)s: %(message)s",
     )
-    for handler in logging.getLogger().handlers:  # secrets a task read never reach stderr
+    for handler in root.handlers:  # secrets a task read never reach stderr
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
+        if quiet and handler not in before:
+            make_quiet(handler)
+    if root.handlers != before:  # our console (not a host's, such as a test runner's)
+        pass_on(quiet)
     if level != "DEBUG":
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -134,9 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"squall: {exc}", file=sys.stderr)
         return 2
-    configure_logging(log_level(settings.logging.logging_level, verbose=args.verbose,
-                                service=getattr(args, "service", False)))
-    ctx = CliContext(settings=settings)
+    level = log_level(settings.logging.logging_level, verbose=args.verbose,
+                      service=getattr(args, "service", False))
+    quiet = quiet_console(args, settings, level)
+    configure_logging(level, quiet=quiet)
+    ctx = CliContext(settings=settings, quiet_console=quiet)
     try:
         # Variable.get / BaseHook.get_connection in DAG files and tasks read through it
         secrets_backend.configure(secrets_backend.from_settings(settings))

@@ -10,6 +10,7 @@ import sys
 
 from squall.api.roles import ROLES
 from squall.cli.common import CliContext, CliError, add_output_flag, print_rows
+from squall.common.console import CONSOLE
 from squall.common.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, help="port to listen on (default: [api] port, 8080)")
     p.add_argument("--workers", type=int,
                    help="server processes (default: [api] workers, 1; one uses one core)")
-    p.set_defaults(func=run_api, service=True)
+    p.set_defaults(func=run_api, service=True, quiet_console=True)
 
     users = sub.add_parser("users", help="create, list and delete the API's users")
     usub = users.add_subparsers(dest="users_command", required=True, metavar="COMMAND")
@@ -65,9 +66,12 @@ def run_api(ctx: CliContext, args: argparse.Namespace) -> int:
     workers = args.workers or settings.api.workers
     if workers < 1:
         raise CliError(f"--workers {workers}: at least 1")
+    # uvicorn's own start-up lines are detail on a quiet console (ours says where it serves)
     level = settings.logging.logging_level.lower()
+    if ctx.quiet_console and level == "info":
+        level = "warning"
     log.info("api: serving on http://%s:%d/ (API under /api/v1, %d process(es))", host, port,
-             workers)
+             workers, extra=CONSOLE)
     if workers == 1:
         uvicorn.run(create_app(settings, ctx.session_factory()), host=host, port=port,
                     log_level=level, access_log=False)

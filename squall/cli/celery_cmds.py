@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import warnings
 
 from squall.cli.common import CliContext, CliError
+from squall.common.console import CONSOLE
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "default: celery@%%h). Recorded as the task instances' hostname")
     p.add_argument("--loglevel", type=str.upper, choices=LOG_LEVELS,
                    help="log level (default: [logging] logging_level)")
-    p.set_defaults(func=run_worker, service=True)
+    p.set_defaults(func=run_worker, service=True, quiet_console=True)
 
     p = csub.add_parser(
         "flower", help="start Flower, the Celery monitoring web UI, on the same broker",
@@ -72,7 +74,15 @@ def run_worker(ctx: CliContext, args: argparse.Namespace) -> int:
             "--task-events", f"--loglevel={args.loglevel or settings.logging.logging_level}"]
     if args.name:
         argv.append(f"--hostname={args.name}")
-    log.info("Worker: starting on queues %s with %d process(es)", ",".join(names), concurrency)
+    if ctx.quiet_console:
+        # Celery's banner, and its warning that a worker runs as root (every container):
+        # detail, shown with -v (ADR 34); tasks are JSON, never pickle, so it is harmless
+        from celery.exceptions import SecurityWarning
+
+        argv.insert(0, "--quiet")
+        warnings.filterwarnings("ignore", category=SecurityWarning)
+    log.info("Worker: starting on queues %s with %d process(es)", ",".join(names), concurrency,
+             extra=CONSOLE)
     from squall.worker.log_server import start_log_server
     from squall.worker.worker_job import WorkerJob, worker_node_name
 
@@ -105,7 +115,7 @@ def run_flower(ctx: CliContext, args: argparse.Namespace) -> int:
         _protect_flower_metrics()
     # Flower's task API (/api/task/apply/...) looks the task up in its app
     app = register_tasks(create_celery_app(ctx.settings))
-    log.info("Flower: starting on http://%s:%d", args.address, args.port)
+    log.info("Flower: starting on http://%s:%d", args.address, args.port, extra=CONSOLE)
     return int(app.start(["flower", f"--port={args.port}", f"--address={args.address}"]) or 0)
 
 

@@ -31,6 +31,8 @@ class CliContext:
     """Built once in ``main`` and handed to each command."""
 
     settings: Settings
+    #: a service's console without -v: start-up, run outcomes, warnings, errors (ADR 34)
+    quiet_console: bool = False
     _checked_factory: SessionFactory | None = None
 
     @cached_property

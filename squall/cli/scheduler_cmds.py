@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from squall.cli.common import CliContext, CliError
+from squall.common.console import CONSOLE
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stop after N loops (default: run until stopped)")
     p.add_argument("--no-dag-processor", action="store_true",
                    help="do not parse DAG files here (another process keeps them synced)")
-    p.set_defaults(func=run_scheduler, service=True)
+    p.set_defaults(func=run_scheduler, service=True, quiet_console=True)
 
 
 def _hide_password(url: str) -> str:
@@ -51,7 +52,7 @@ def run_scheduler(ctx: CliContext, args: argparse.Namespace) -> int:
     log.info("scheduler: database %s, broker %s, result backend %s, DAG folder %s",
              ctx.engine.url.render_as_string(hide_password=True),
              _hide_password(str(app.conf.broker_url)),
-             _hide_password(str(app.conf.result_backend)), settings.dags_folder)
+             _hide_password(str(app.conf.result_backend)), settings.dags_folder, extra=CONSOLE)
     metrics = metrics_from_settings(settings)
     executor = CeleryExecutor.from_settings(app, settings, metrics)
     processor = None if args.no_dag_processor else DagProcessor(settings)

@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "standalone", help="run a scheduler, a worker, a triggerer and the API and web UI on "
         "this machine (no servers needed)",
         description="Creates $SQUALL_HOME (default ~/squall) with a SQLite metadata database "
-        "and an embedded Celery broker and result backend, loads the example DAGs, and runs "
+        "and an embedded Celery broker and result backend, loads the example DAGs (paused, "
+        "as every new DAG is unless [core] dags_are_paused_at_creation is false), and runs "
         "one scheduler, one Celery worker and one triggerer as child processes, and the "
         "REST API and web UI ([api] host and port), until Ctrl-C. When there is no API user "
         "yet it creates `admin` with a random password and prints it. Settings from squall.toml / "
@@ -58,9 +59,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-examples", action="store_true",
                    help="do not load the example DAGs")
     p.add_argument("--trigger", metavar="DAG_ID", action="append", default=[],
-                   help="trigger a run of DAG_ID once everything is up, and print its "
-                   "outcome (repeatable); e.g. --trigger example_taskflow")
-    p.set_defaults(func=standalone, service=True)
+                   help="unpause DAG_ID and trigger a run of it once everything is up, and "
+                   "print its outcome (repeatable); e.g. --trigger example_taskflow")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="show everything on the console (every process's log at DEBUG, "
+                   "Celery's banner); by default it shows the start-up, each DAG run's "
+                   "outcome, warnings and errors (task output is in the task logs)")
+    p.set_defaults(func=standalone, service=True, quiet_console=True)
 
 
 @dataclass
@@ -219,15 +224,16 @@ def standalone(ctx: CliContext, args: argparse.Namespace) -> int:
     if args.config:
         env["SQUALL_CONFIG"] = os.path.abspath(args.config)
 
-    worker_cmd = [sys.executable, "-m", "squall", "celery", "worker"]
+    squall = [sys.executable, "-m", "squall"] + ([] if ctx.quiet_console else ["-v"])
+    worker_cmd = [*squall, "celery", "worker"]
     if args.concurrency:
         worker_cmd += ["-c", str(args.concurrency)]
     if args.queues:
         worker_cmd += ["-q", args.queues]
     commands = {
-        "scheduler": [sys.executable, "-m", "squall", "scheduler"],
+        "scheduler": [*squall, "scheduler"],
         "worker": worker_cmd,
-        "triggerer": [sys.executable, "-m", "squall", "triggerer"],
+        "triggerer": [*squall, "triggerer"],
     }
 
     stopping = False
@@ -252,7 +258,8 @@ def standalone(ctx: CliContext, args: argparse.Namespace) -> int:
         # our own commands see what the children see (load_examples as set above)
         own = CliContext(settings=Settings.load(
             config_file=args.config,
-            overrides={"core": {"load_examples": load_examples}}))
+            overrides={"core": {"load_examples": load_examples}}),
+            quiet_console=ctx.quiet_console)
         watching = _trigger_all(own, args.trigger)
         while not stopping:
             watching = _report_finished(own, watching)
@@ -276,6 +283,8 @@ def standalone(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def _trigger_all(ctx: CliContext, dag_ids: list[str]) -> dict[tuple[str, str], str]:
+    """Trigger a run of each DAG and unpause it, as Airflow's web UI does by default
+    (``squall dags trigger`` leaves a paused DAG's run queued, as ``airflow dags trigger``)."""
     from squall.cli.runs_cmds import trigger_dag_run
 
     watching: dict[tuple[str, str], str] = {}
@@ -286,10 +295,23 @@ def _trigger_all(ctx: CliContext, dag_ids: list[str]) -> dict[tuple[str, str], s
             print(f"squall standalone: could not trigger {dag_id}: {exc}", file=sys.stderr,
                   flush=True)
             continue
-        note = " (the DAG is paused: unpause it to start the run)" if paused else ""
+        note = f" (and unpaused {dag_id})" if paused and _unpause(ctx, dag_id) else ""
         print(f"Triggered DagRun {dag_id} {run_id}{note}", flush=True)
         watching[(dag_id, run_id)] = DagRunState.QUEUED.value
     return watching
+
+
+def _unpause(ctx: CliContext, dag_id: str) -> bool:
+    from squall.common.db import session_scope
+    from squall.runs import audit
+    from squall.runs.pausing import set_paused
+
+    with session_scope(ctx.session_factory()) as session:
+        if set_paused(session, dag_id, False, by="`squall standalone --trigger`") is None:
+            return False
+        audit.record_event(session, audit.UNPAUSED, owner=audit.cli_owner(), dag_id=dag_id,
+                           source="cli", extra={"command": "standalone --trigger"})
+    return True
 
 
 def _report_finished(ctx: CliContext,

@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from squall.cli.common import CliContext, CliError
+from squall.common.console import CONSOLE
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "default_capacity, 1000)")
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                    help="log at DEBUG level")
-    p.set_defaults(func=run_triggerer, service=True)
+    p.set_defaults(func=run_triggerer, service=True, quiet_console=True)
 
 
 def run_triggerer(ctx: CliContext, args: argparse.Namespace) -> int:
@@ -42,7 +43,8 @@ def run_triggerer(ctx: CliContext, args: argparse.Namespace) -> int:
     if args.capacity is not None and args.capacity < 1:
         raise CliError(f"--capacity {args.capacity}: must be at least 1")
     factory = ctx.session_factory()
-    log.info("triggerer: database %s", ctx.engine.url.render_as_string(hide_password=True))
+    log.info("triggerer: database %s", ctx.engine.url.render_as_string(hide_password=True),
+             extra=CONSOLE)
     job = TriggererJob(ctx.settings, factory, capacity=args.capacity,
                        metrics=metrics_from_settings(ctx.settings))
     if not job.run():

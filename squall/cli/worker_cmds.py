@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a pipe to the supervisor, told when the outcome is being recorded")
     p.add_argument("--raw", action="store_true",
                    help="run the task in this process (the only mode there is)")
-    p.set_defaults(func=run_raw, service=True)
+    p.set_defaults(func=run_raw, service=True, quiet_console=True)
 
 
 def _key(args: argparse.Namespace) -> TaskInstanceKey:

@@ -86,7 +86,9 @@ class CoreSettings(_Section):
     #: the slots of default_pool when a migration creates it (an existing pool keeps its own)
     default_pool_task_slot_count: int = Field(default=128, ge=1)
     execute_tasks_new_python_interpreter: bool = False
-    dags_are_paused_at_creation: bool = False
+    #: a DAG the database has not seen yet starts paused, as in Airflow (`squall dags
+    #: unpause`, the UI's switch, or its is_paused_upon_creation)
+    dags_are_paused_at_creation: bool = True
     #: a task's retries when neither the task nor default_args say
     default_task_retries: int = Field(default=0, ge=0)
     #: the most task instances a mapped task expands into; an upstream whose return value
@@ -230,6 +232,10 @@ class TriggererSettings(_Section):
 class LoggingSettings(_Section):
     base_log_folder: str = ""  # default: $SQUALL_HOME/logs
     logging_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    #: the services' consoles show their start-up, each DAG run's outcome, warnings and
+    #: errors, and task output only in the task logs; false: every record at
+    #: logging_level, the tasks' included. ``squall -v`` shows everything at DEBUG (ADR 34)
+    quiet_console: bool = True
     #: the port each ``squall celery worker`` serves its task logs on (as Airflow's)
     worker_log_server_port: int = Field(default=8793, ge=1, le=65535)
 

@@ -14,7 +14,7 @@ import socket
 import threading
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -26,6 +26,7 @@ import pendulum
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from squall.common.console import tries_off_console
 from squall.common.db import SessionFactory, session_scope
 from squall.common.errors import (
     Reschedule,
@@ -501,8 +502,11 @@ def run_try(spec: TrySpec, session_factory: SessionFactory, hooks: TryHooks) -> 
                         session_factory=session_factory,
                         hostname=spec.hostname or socket.gethostname(),
                         map_index=spec.map_index)
-    # what the task writes to stdout / stderr (subprocesses included) goes where its log goes
-    with task_log_handler(spec.log_path), capture_task_output(spec.log_path is not None):
+    # what the task writes to stdout / stderr (subprocesses included) goes where its log goes,
+    # and, with a log, to its log only: not to a service's quiet console (ADR 34)
+    with task_log_handler(spec.log_path), \
+            tries_off_console() if spec.log_path is not None else nullcontext(), \
+            capture_task_output(spec.log_path is not None):
         log.info("TaskInstance %s: starting try %d of %d", ti.key, try_number, max_tries + 1)
         # a mapped task runs the operator built for this map index; rendering templates
         # must not change the DAG's own task either way

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from squall.common.console import quiet_if_inherited
 from squall.common.db import SessionFactory, make_engine, make_session_factory
 from squall.common.settings import Settings
 from squall.dag_processing.dagbag import DagBag
@@ -393,6 +394,7 @@ def _main(argv: list[str]) -> int:
         raise TypeError(f"the DAG processor was sent {type(settings).__name__}, not Settings")
     logging.basicConfig(level=settings.logging.logging_level, stream=sys.stderr,
                         format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    quiet_if_inherited()  # the scheduler's console without -v (ADR 34)
     db = settings.database
     engine = make_engine(settings.sql_alchemy_conn, pool_size=1, max_overflow=1,
                          pool_recycle=db.sql_alchemy_pool_recycle,

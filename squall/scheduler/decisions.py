@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from squall.common.console import CONSOLE
 from squall.common.models import DagRun, TaskInstance, clip_reason
 from squall.common.state import (
     DAGRUN_FINISHED_STATES,
@@ -200,7 +201,7 @@ def update_dag_run(
                              ti.task_id: why for ti, why in plan.waiting_on_past}, tis=tis)
     _finish(dag_run, final, now)
     log.info("DagRun %s %s: %s%s", dag_run.dag_id, dag_run.run_id, final.value,
-             f" ({reason})" if reason else "")
+             f" ({reason})" if reason else "", extra=CONSOLE)
     if final == DagRunState.FAILED and reason and reason.startswith(TASK_FAILURE):
         paused = pause_after_failed_runs(session, dag, dag_run)
         reason = f"{reason}; {paused}" if paused else reason

@@ -64,6 +64,7 @@ from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from squall.common.console import CONSOLE
 from squall.common.db import SessionFactory, session_scope
 from squall.common.metrics import (
     DATASET_TRIGGERED_DAGRUNS,
@@ -292,7 +293,7 @@ class SchedulerJob:
                 self._end_job(final)
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
-        log.info("scheduler: job %s stopped after %d loop(s)", self.job_id, loops)
+        log.info("scheduler: job %s stopped after %d loop(s)", self.job_id, loops, extra=CONSOLE)
 
     def idle_seconds(self, stats: LoopStats) -> float:
         """How long to sleep after a loop that did nothing: ``scheduler_idle_sleep_time``;
@@ -340,8 +341,7 @@ class SchedulerJob:
         def on_signal(signum: int, frame: FrameType | None) -> None:
             # only a flag: the loop finishes the transaction it is in, then returns
             self._signalled = True
-            log.info("scheduler: got %s; stopping after this loop",
-                     signal.Signals(signum).name)
+            log.info("scheduler: got %s; stopping", signal.Signals(signum).name, extra=CONSOLE)
 
         return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
 
@@ -357,7 +357,7 @@ class SchedulerJob:
                 job_id = job.id
             self.job_id = job_id
             self._last_heartbeat = time.monotonic()
-            log.info("scheduler: job %d started (pid %d)", job_id, os.getpid())
+            log.info("scheduler: job %d started (pid %d)", job_id, os.getpid(), extra=CONSOLE)
         return self.job_id
 
     def _end_job(self, state: JobState) -> None:

@@ -46,6 +46,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
+from squall.common.console import CONSOLE
 from squall.common.db import SessionFactory, session_scope
 from squall.common.errors import SerializationError, TriggerLoadError
 from squall.common.lease_terms import HeartbeatLease, LeaseTerms, trigger_lease_terms
@@ -176,7 +177,7 @@ class TriggererJob:
                 session.execute(update(Job).where(Job.id == self.job_id).values(
                     state=final.value, end_date=self._clock()))
             log.info("Triggerer: job %d stopped (%s); %d trigger(s) released", self.job_id,
-                     final.value, released)
+                     final.value, released, extra=CONSOLE)
         except SQLAlchemyError as exc:
             log.error("Triggerer: could not mark job %d ended: %s", self.job_id,
                       _one_line(exc))
@@ -188,7 +189,7 @@ class TriggererJob:
         def on_signal(signum: int, frame: FrameType | None) -> None:
             # only a flag (no locks in a signal handler): the main loop polls it
             self._signalled = True
-            log.info("Triggerer: got %s; stopping", signal.Signals(signum).name)
+            log.info("Triggerer: got %s; stopping", signal.Signals(signum).name, extra=CONSOLE)
 
         return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
 
@@ -252,7 +253,7 @@ class TriggererJob:
             return
         if new_job:  # committed: only now is the row there to heartbeat
             self.job_id = job_id
-            log.info("Triggerer: job %d started (pid %d)", job_id, os.getpid())
+            log.info("Triggerer: job %d started (pid %d)", job_id, os.getpid(), extra=CONSOLE)
         self.lease.renew(sent_at)
         self._outage.ok()
         self._metrics.incr(TRIGGERER_HEARTBEAT)

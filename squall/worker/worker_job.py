@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import update
 
+from squall.common.console import CONSOLE
 from squall.common.db import SessionFactory, make_engine, make_session_factory, session_scope
 from squall.common.metrics import WORKER_OUTAGE, Metrics, metrics_from_settings
 from squall.common.models import Job, utcnow
@@ -182,7 +183,7 @@ class WorkerJob:
             if not updated:
                 self.job_id = job_id
                 log.info("Worker %s: job %d started (pid %d)", self.hostname, job_id,
-                         os.getpid())
+                         os.getpid(), extra=CONSOLE)
         except Exception as exc:
             self._outage.failed("cannot heartbeat its job row (trying again in %.0f s): %s",
                                 self.interval, _one_line(exc))
@@ -200,7 +201,7 @@ class WorkerJob:
             log.error("Worker %s: could not mark job %d ended: %s", self.hostname,
                       self.job_id, _one_line(exc))
             return
-        log.info("Worker %s: job %d ended", self.hostname, self.job_id)
+        log.info("Worker %s: job %d ended", self.hostname, self.job_id, extra=CONSOLE)
 
 
 def _one_line(exc: BaseException) -> str:

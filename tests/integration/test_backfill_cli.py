@@ -27,7 +27,9 @@ with DAG("daily", schedule="@daily", start_date=pendulum.datetime(2024, 1, 1, tz
 
 def squall(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("SQUALL")}
-    environ.update({"SQUALL_HOME": str(home), "PYTHONPATH": str(REPO_ROOT)})
+    environ.update({"SQUALL_HOME": str(home), "PYTHONPATH": str(REPO_ROOT),
+                    # a manual run of an active DAG (a paused DAG's run joins a backfill)
+                    "SQUALL__CORE__DAGS_ARE_PAUSED_AT_CREATION": "false"})
     return subprocess.run([sys.executable, "-m", "squall", *args], env=environ,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=120, check=False)

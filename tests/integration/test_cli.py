@@ -296,7 +296,8 @@ def test_dags_list_shows_the_good_dags(dag_home: Path) -> None:
     assert rows["alpha"]["schedule"] == "@daily"
     assert rows["alpha"]["tags"] == "team"
     assert rows["beta"]["fileloc"] == str(dag_home / "dags" / "beta.py")
-    assert all(row["is_paused"] is False for row in rows.values())
+    # new DAGs start paused ([core] dags_are_paused_at_creation), as in Airflow
+    assert all(row["is_paused"] is True for row in rows.values())
     # broken.py failed to load: said on stderr (as Airflow 2's dags list says it), with how
     # to see why; stdout is the list alone
     assert proc.stderr.strip() == (
@@ -343,10 +344,10 @@ def test_dags_pause_and_unpause(dag_home: Path) -> None:
         return {row["dag_id"]: row["is_paused"] for row in rows}
 
     # pausing works before any `dags list` has recorded the DAGs
-    assert "alpha: paused" in ok(squall(dag_home, "dags", "pause", "alpha")).stdout
-    assert paused() == {"alpha": True, "beta": False}
     assert "alpha: unpaused" in ok(squall(dag_home, "dags", "unpause", "alpha")).stdout
-    assert paused() == {"alpha": False, "beta": False}
+    assert paused() == {"alpha": False, "beta": True}  # new DAGs start paused
+    assert "alpha: paused" in ok(squall(dag_home, "dags", "pause", "alpha")).stdout
+    assert paused() == {"alpha": True, "beta": True}
 
     proc = squall(dag_home, "dags", "pause", "nope")
     assert_clean_error(proc, 1, "'nope'", "not found")

@@ -287,6 +287,8 @@ def test_standalone_runs_an_example_from_an_empty_home(tmp_path: Path) -> None:
         # its triggerer heartbeats too (deferred tasks wait there)
         wait_until(lambda: cli("jobs", "check", "--job-type", "triggerer", "--local")
                    .returncode == 0, 60, interval=0.5, message="standalone's triggerer")
+        # the examples start paused ([core] dags_are_paused_at_creation), as in Airflow
+        assert cli("dags", "unpause", "example_taskflow").returncode == 0
         trig = cli("dags", "trigger", "example_taskflow", "--run-id", "from_test")
         assert trig.returncode == 0, trig.stderr
         try:

@@ -44,7 +44,8 @@ LISTING_ONLY: dict[str, Any] = {"dag_dir_watch": False, "dag_dir_poll_interval":
 def settings_for(db_url: str, home: Path, **scheduler: Any) -> Settings:
     return Settings.load(env={"SQUALL_HOME": str(home)}, overrides={
         "database": {"sql_alchemy_conn": db_url},
-        "core": {"dags_folder": str(home / "dags"), "dagbag_import_timeout": 20},
+        "core": {"dags_folder": str(home / "dags"), "dagbag_import_timeout": 20,
+                 "dags_are_paused_at_creation": False},
         "scheduler": {"scheduler_idle_sleep_time": 0.05, **scheduler},
     })
 

@@ -186,6 +186,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, _pg_engine: Engine,
         "SQUALL__CORE__DAGS_FOLDER": str(dags),
         "SQUALL__SCHEDULER__JOB_HEARTBEAT_SEC": str(HEARTBEAT),
         "SQUALL__LOGGING__LOGGING_LEVEL": "INFO",
+        "SQUALL__LOGGING__QUIET_CONSOLE": "false",  # the tests read the workers' logs
         "PYTHONPATH": os.pathsep.join(
             [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
     })

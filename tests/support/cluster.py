@@ -73,6 +73,9 @@ class Cluster:
             "SQUALL__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.1",
             "SQUALL__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             "SQUALL__SCHEDULER__JOB_HEARTBEAT_SEC": "1",
+            # tests create DAGs and expect them scheduled, and read the services' logs
+            "SQUALL__CORE__DAGS_ARE_PAUSED_AT_CREATION": "false",
+            "SQUALL__LOGGING__QUIET_CONSOLE": "false",
             "PYTHONPATH": str(REPO_ROOT),
         })
         environ.update(self.extra_env)

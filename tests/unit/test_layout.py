@@ -34,7 +34,7 @@ TOP_LEVEL = 7
 CYCLES_ALLOWED_IN = "squall.sdk"
 #: what ``squall/common`` may hold: the shared core, no features (ADR 13 says why each is core)
 COMMON_CORE = frozenset({
-    "celery_app", "db", "dbops", "errors", "lease_terms", "metrics", "models", "outage",
+    "celery_app", "console", "db", "dbops", "errors", "lease_terms", "metrics", "models", "outage",
     "payload", "procutil", "settings", "state", "transports", "wakeup",
 })
 

@@ -43,6 +43,9 @@ def test_defaults_are_derived_from_squall_home(home: Path) -> None:
     assert settings.core.parallelism == 32
     assert settings.core.load_examples is False
     assert settings.logging.logging_level == "INFO"
+    assert settings.logging.quiet_console is True
+    # as in Airflow: a DAG the database has not seen starts paused
+    assert settings.core.dags_are_paused_at_creation is True
     assert settings.sources == {}
 
 

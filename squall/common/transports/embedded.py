@@ -97,6 +97,12 @@ class EmbeddedBrokerTransport(filesystem.Transport):
     Channel = _EmbeddedChannel
     polling_interval = EMBEDDED_POLLING_INTERVAL
 
+    @property
+    def default_connection_params(self) -> dict[str, Any]:
+        # folders, no host: kombu's default `localhost` only made every connection warn
+        # "No hostname was supplied. Reverting to default 'localhost'"
+        return {"port": self.default_port}
+
 
 def embedded_broker_options(home: Path) -> dict[str, Any]:
     """Transport options of the embedded broker: its folders under ``home``."""
