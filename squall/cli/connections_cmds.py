@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from squall.cli.common import CliContext, CliError, add_output_flag, print_rows
 from squall.cli.variables_cmds import read_json_file, write_json_file
 from squall.common.db import session_scope
+from squall.runs.audit import CONNECTION_DELETE, CONNECTION_EDIT, cli_owner, record_event
 from squall.secrets import backend as secrets_backend
 from squall.secrets import connection_store as store
 from squall.secrets.connections import Connection, ConnectionError_
@@ -95,6 +97,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=rotate_cmd)
 
 
+def audit(session: Session, event: str, conn_id: str) -> None:
+    """The audit entry of a change made here (never the password nor the extra)."""
+    record_event(session, event, owner=cli_owner(),
+                 extra={"source": "cli", "conn_id": conn_id})
+
+
 def _codec(ctx: CliContext) -> FernetCodec:
     return FernetCodec(ctx.settings.core.fernet_key)
 
@@ -161,6 +169,7 @@ def add_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
         conn = _from_args(args)
         with session_scope(ctx.session_factory()) as session:
             store.add_connection(session, _codec(ctx), conn, overwrite=args.overwrite)
+            audit(session, CONNECTION_EDIT, args.conn_id)
     except ConnectionError_ as exc:
         raise CliError(str(exc)) from None
     except IntegrityError:
@@ -179,6 +188,8 @@ def _masked_uri(conn: Connection) -> str:
 def delete_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
     with session_scope(ctx.session_factory()) as session:
         existed = store.delete_connection(session, args.conn_id)
+        if existed:
+            audit(session, CONNECTION_DELETE, args.conn_id)
     if not existed:
         raise CliError(f"connection {args.conn_id} does not exist")
     print(f"Successfully deleted connection with `conn_id`={args.conn_id}")
@@ -192,6 +203,8 @@ def import_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
         with session_scope(ctx.session_factory()) as session:
             ids = store.import_connections(session, _codec(ctx), document,
                                            overwrite=args.overwrite)
+            for conn_id in ids:
+                audit(session, CONNECTION_EDIT, conn_id)
     except ConnectionError_ as exc:
         raise CliError(f"{path}: {exc}; nothing was imported") from None
     except IntegrityError:

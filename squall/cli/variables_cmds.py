@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from squall.cli.common import CliContext, CliError, add_output_flag, print_rows
 from squall.common.db import session_scope
+from squall.runs.audit import VARIABLE_DELETE, VARIABLE_EDIT, cli_owner, record_event
 from squall.secrets import backend as secrets_backend
 from squall.secrets import variables as store
 from squall.secrets.fernet import FernetCodec
@@ -30,6 +32,11 @@ from squall.secrets.variables import VariableError, VariableRecord
 log = logging.getLogger(__name__)
 
 COLUMNS = ["key", "val", "description", "is_encrypted"]
+
+
+def audit(session: Session, event: str, key: str) -> None:
+    """The audit entry of a change made here (never the value)."""
+    record_event(session, event, owner=cli_owner(), extra={"source": "cli", "key": key})
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -139,6 +146,7 @@ def set_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
             store.set_variable(session, _codec(ctx), args.key, value,
                                description=args.description,
                                serialize_json=args.serialize_json)
+            audit(session, VARIABLE_EDIT, args.key)
     except VariableError as exc:
         raise CliError(str(exc)) from None
     except IntegrityError:
@@ -151,6 +159,8 @@ def set_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 def delete_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
     with session_scope(ctx.session_factory()) as session:
         existed = store.delete_variable(session, args.key)
+        if existed:
+            audit(session, VARIABLE_DELETE, args.key)
     if not existed:
         raise CliError(f"variable {args.key} does not exist")
     print(f"Variable {args.key} deleted")
@@ -184,6 +194,8 @@ def import_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
         with session_scope(ctx.session_factory()) as session:
             done, skipped = store.import_variables(
                 session, _codec(ctx), document, on_existing=args.action_on_existing_key)
+            for key in done:
+                audit(session, VARIABLE_EDIT, key)
     except VariableError as exc:
         raise CliError(f"{path}: {exc}; nothing was imported") from None
     except IntegrityError:

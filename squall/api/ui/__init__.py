@@ -4,14 +4,27 @@
 * :mod:`.pages`: the pages (DAG list, grid, backfills, pools), jinja2 skeletons;
 * :mod:`.data`: ``GET /ui/api/...``, what the pages show (viewer);
 * :mod:`.actions`: ``POST /ui/api/...``, pause, trigger, clear, mark (op, CSRF header);
-* :mod:`.render`: templates and ``/ui/static/NAME``.
+* :mod:`.render`: templates and ``/ui/static/NAME``;
+* :mod:`.variables`, :mod:`.connections`: ``/ui/api/variables``, ``/ui/api/connections``
+  (list: viewer; add, edit, delete: op, the REST API's operations);
+* :mod:`.dag_details`: a DAG's details and code (viewer).
 
 None of these routes is in the OpenAPI document: it describes the Airflow-shaped API."""
 
 from fastapi import APIRouter
 
-from squall.api.ui import actions, data, pages, render, session
+from squall.api.ui import (
+    actions,
+    connections,
+    dag_details,
+    data,
+    pages,
+    render,
+    session,
+    variables,
+)
 
 router = APIRouter(include_in_schema=False)
-for _sub in (session.router, render.router, pages.router, data.router, actions.router):
+for _sub in (session.router, render.router, pages.router, data.router, actions.router,
+             variables.router, connections.router, dag_details.router):
     router.include_router(_sub)

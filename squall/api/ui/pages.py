@@ -10,8 +10,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from squall.api.auth import Principal, Role
+from squall.api.state import api_state
 from squall.api.ui.render import render
 from squall.api.ui.session import page_csrf, page_user
+from squall.common.db import session_scope
+from squall.common.models import DagModel
 
 log = logging.getLogger(__name__)
 
@@ -51,3 +54,35 @@ def datasets(request: Request) -> Response:
 @router.get("/pools")
 def pools(request: Request) -> Response:
     return _page(request, "pools.html", "pools", "Pools")
+
+
+@router.get("/variables")
+def variables_page(request: Request) -> Response:
+    return _page(request, "variables.html", "variables", "Variables")
+
+
+@router.get("/connections")
+def connections_page(request: Request) -> Response:
+    return _page(request, "connections.html", "connections", "Connections")
+
+
+def _dag_page(request: Request, dag_id: str, template: str, page: str,
+              title: str) -> Response:
+    """A page about one DAG; a "not found" page (404) for a DAG the database does not know."""
+    with session_scope(api_state(request).session_factory) as session:
+        known = session.get(DagModel, dag_id) is not None
+    response = _page(request, template if known else "not_found.html", page,
+                     title if known else "Not found", dag_id=dag_id)
+    if not known and response.status_code == 200:
+        response.status_code = 404
+    return response
+
+
+@router.get("/dags/{dag_id}/details")
+def dag_details(dag_id: str, request: Request) -> Response:
+    return _dag_page(request, dag_id, "dag_details.html", "details", f"{dag_id} · details")
+
+
+@router.get("/dags/{dag_id}/code")
+def dag_code(dag_id: str, request: Request) -> Response:
+    return _dag_page(request, dag_id, "dag_code.html", "code", f"{dag_id} · code")
