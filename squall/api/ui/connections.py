@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Body, Query, Request
 
 from squall.api.auth import Op, Role, Viewer
 from squall.api.problems import ApiProblem
@@ -72,7 +72,7 @@ def edit(conn_id: str, body: JsonBody, request: Request, session: DB,
                              source="ui")
 
 
-@router.delete("/connections/{conn_id:path}", status_code=204, response_class=Response)
-def delete(conn_id: str, session: DB, user: Op) -> Response:
+@router.delete("/connections/{conn_id:path}")
+def delete(conn_id: str, session: DB, user: Op) -> dict[str, Any]:
     remove_connection(session, conn_id, owner=user.username, source="ui")
-    return Response(status_code=204)
+    return {"deleted": conn_id}  # a body: the page's fetch helper reads JSON

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Body, Query, Request
 
 from squall.api.auth import Op, Role, Viewer
 from squall.api.problems import ApiProblem
@@ -62,7 +62,7 @@ def edit(key: str, body: JsonBody, request: Request, session: DB, user: Op) -> d
                            source="ui")
 
 
-@router.delete("/variables/{key:path}", status_code=204, response_class=Response)
-def delete(key: str, session: DB, user: Op) -> Response:
+@router.delete("/variables/{key:path}")
+def delete(key: str, session: DB, user: Op) -> dict[str, Any]:
     remove_variable(session, key, owner=user.username, source="ui")
-    return Response(status_code=204)
+    return {"deleted": key}  # a body: the page's fetch helper reads JSON
