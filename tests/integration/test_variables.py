@@ -5,8 +5,8 @@ and ``squall variables`` as a user runs it."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import logging
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
