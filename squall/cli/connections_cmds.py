@@ -18,6 +18,8 @@ from squall.cli.variables_cmds import read_json_file, write_json_file
 from squall.secrets.masking import MASK, SecretsMasker
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from squall.secrets.connections import Connection
     from squall.secrets.fernet import FernetCodec
 
@@ -90,6 +92,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--generate", action="store_true",
                    help="only print a new random key to use, changing nothing")
     p.set_defaults(func=rotate_cmd)
+
+
+def audit(session: Session, conn_id: str, *, deleted: bool = False) -> None:
+    """The audit entry of a change made here (never the value, the password nor the extra)."""
+    from squall.runs import audit as audit_log
+
+    audit_log.record_event(
+        session, audit_log.CONNECTION_DELETE if deleted else audit_log.CONNECTION_EDIT,
+        owner=audit_log.cli_owner(), source="cli", extra={"conn_id": conn_id})
 
 
 def _codec(ctx: CliContext) -> FernetCodec:
@@ -176,6 +187,7 @@ def add_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
         conn = _from_args(args)
         with session_scope(ctx.session_factory()) as session:
             store.add_connection(session, _codec(ctx), conn, overwrite=args.overwrite)
+            audit(session, args.conn_id)
     except ConnectionError_ as exc:
         raise CliError(str(exc)) from None
     except IntegrityError:
@@ -197,6 +209,8 @@ def delete_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 
     with session_scope(ctx.session_factory()) as session:
         existed = store.delete_connection(session, args.conn_id)
+        if existed:
+            audit(session, args.conn_id, deleted=True)
     if not existed:
         raise CliError(f"connection {args.conn_id} does not exist")
     print(f"Successfully deleted connection with `conn_id`={args.conn_id}")
@@ -216,6 +230,8 @@ def import_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
         with session_scope(ctx.session_factory()) as session:
             ids = store.import_connections(session, _codec(ctx), document,
                                            overwrite=args.overwrite)
+            for conn_id in ids:
+                audit(session, conn_id)
     except ConnectionError_ as exc:
         raise CliError(f"{path}: {exc}; nothing was imported") from None
     except IntegrityError:

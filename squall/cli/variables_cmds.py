@@ -21,12 +21,23 @@ from squall.cli.common import CliContext, CliError, add_output_flag, print_rows
 from squall.secrets.masking import MASK, is_sensitive_key
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from squall.secrets.fernet import FernetCodec
     from squall.secrets.variables import VariableRecord
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ["key", "val", "description", "is_encrypted"]
+
+
+def audit(session: Session, key: str, *, deleted: bool = False) -> None:
+    """The audit entry of a change made here (never the value)."""
+    from squall.runs import audit as audit_log
+
+    audit_log.record_event(
+        session, audit_log.VARIABLE_DELETE if deleted else audit_log.VARIABLE_EDIT,
+        owner=audit_log.cli_owner(), source="cli", extra={"key": key})
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -151,6 +162,7 @@ def set_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
             store.set_variable(session, _codec(ctx), args.key, value,
                                description=args.description,
                                serialize_json=args.serialize_json)
+            audit(session, args.key)
     except VariableError as exc:
         raise CliError(str(exc)) from None
     except IntegrityError:
@@ -166,6 +178,8 @@ def delete_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
 
     with session_scope(ctx.session_factory()) as session:
         existed = store.delete_variable(session, args.key)
+        if existed:
+            audit(session, args.key, deleted=True)
     if not existed:
         raise CliError(f"variable {args.key} does not exist")
     print(f"Variable {args.key} deleted")
@@ -205,6 +219,8 @@ def import_cmd(ctx: CliContext, args: argparse.Namespace) -> int:
         with session_scope(ctx.session_factory()) as session:
             done, skipped = store.import_variables(
                 session, _codec(ctx), document, on_existing=args.action_on_existing_key)
+            for key in done:
+                audit(session, key)
     except VariableError as exc:
         raise CliError(f"{path}: {exc}; nothing was imported") from None
     except IntegrityError:

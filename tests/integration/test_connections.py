@@ -6,6 +6,7 @@ as a user runs it, key rotation, and a real task run (``squall dags test``) whos
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -349,3 +350,17 @@ def test_a_worker_run_logs_stars_for_the_password(request: pytest.FixtureRequest
         assert_task_output(response.json()["content"], cluster.dags_folder)
     finally:
         cluster.stop_all()
+
+
+def test_the_connections_commands_write_audit_entries(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ok(squall(home, "connections", "add", "warehouse", "--conn-uri",
+              "postgres://etl:pw-98765@db:5432/dw"))
+    ok(squall(home, "connections", "delete", "warehouse"))
+    with sqlite3.connect(home / "squall.db") as db:
+        rows = db.execute("SELECT event, owner, extra FROM log ORDER BY id").fetchall()
+    assert [(e, json.loads(x)) for e, _, x in rows] == [
+        ("connection.edit", {"conn_id": "warehouse", "source": "cli"}),
+        ("connection.delete", {"conn_id": "warehouse", "source": "cli"})]
+    assert all(owner.startswith("cli:") for _, owner, _ in rows)
+    assert "pw-98765" not in json.dumps(rows)

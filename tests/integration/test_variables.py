@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -229,3 +230,20 @@ def test_the_variables_commands(tmp_path: Path) -> None:
     env2 = {"SQUALL__CORE__FERNET_KEY": Fernet.generate_key().decode()}
     ok(squall(other, "variables", "import", str(exported), env=env2))
     assert ok(squall(other, "variables", "get", "my_password", env=env2)).stdout == "pw-98765\n"
+
+
+def test_the_variables_commands_write_audit_entries(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ok(squall(home, "variables", "set", "db_password", "pw-98765"))
+    ok(squall(home, "variables", "delete", "db_password"))
+    document = tmp_path / "vars.json"
+    document.write_text(json.dumps({"region": "eu"}))
+    ok(squall(home, "variables", "import", str(document)))
+    with sqlite3.connect(home / "squall.db") as db:
+        rows = db.execute("SELECT event, owner, extra FROM log ORDER BY id").fetchall()
+    assert [(e, json.loads(x)) for e, _, x in rows] == [
+        ("variable.edit", {"key": "db_password", "source": "cli"}),
+        ("variable.delete", {"key": "db_password", "source": "cli"}),
+        ("variable.edit", {"key": "region", "source": "cli"})]
+    assert all(owner.startswith("cli:") for _, owner, _ in rows)
+    assert "pw-98765" not in json.dumps(rows)

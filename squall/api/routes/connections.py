@@ -29,6 +29,7 @@ from squall.api.schemas_secrets import Connection as ConnectionOut
 from squall.api.schemas_secrets import ConnectionCollection
 from squall.api.state import DB, api_state
 from squall.common.models import ConnectionModel
+from squall.runs.audit import CONNECTION_DELETE, CONNECTION_EDIT, record_event
 from squall.secrets import connection_store
 from squall.secrets.connections import Connection, ConnectionError_
 from squall.secrets.fernet import FernetCodec, SecretsError
@@ -86,14 +87,16 @@ def _unmasked_extra(extra: Any, old_extra: str | None) -> Any:
     return json.dumps(restore_masked(new, old))
 
 
-def _item(conn: Connection) -> dict[str, Any]:
+def connection_item(conn: Connection) -> dict[str, Any]:
+    """A connection as the API lists it: never its password nor its extra."""
     return {"connection_id": conn.conn_id, "conn_type": conn.conn_type,
             "description": conn.description, "host": conn.host, "login": conn.login,
             "schema": conn.schema, "port": conn.port}
 
 
-def _json(conn: Connection) -> dict[str, Any]:
-    return {**_item(conn), "extra": masked_extra(conn.extra)}
+def connection_json(conn: Connection) -> dict[str, Any]:
+    """A connection as the API answers it: no password, the extra's secrets masked."""
+    return {**connection_item(conn), "extra": masked_extra(conn.extra)}
 
 
 def _read(session: Session, codec: FernetCodec, conn_id: str) -> Connection:
@@ -144,7 +147,7 @@ def list_connections(request: Request, pages: Paged, session: DB, user: Viewer,
     codec = _codec(request)
     stmt = select(ConnectionModel.conn_id)
     ids = list(session.scalars(pages.apply(order_by(stmt, order, _ORDER, "id"))))
-    return {"connections": [_item(_read(session, codec, conn_id)) for conn_id in ids],
+    return {"connections": [connection_item(_read(session, codec, conn_id)) for conn_id in ids],
             "total_entries": total(session, stmt)}
 
 
@@ -152,13 +155,19 @@ def list_connections(request: Request, pages: Paged, session: DB, user: Viewer,
             response_model=ConnectionOut)
 def get_connection(connection_id: str, request: Request, session: DB,
                    user: Viewer) -> dict[str, Any]:
-    return _json(_read(session, _codec(request), connection_id))
+    return connection_json(_read(session, _codec(request), connection_id))
 
 
-@router.post("/connections", summary="Create a connection", response_model=ConnectionOut,
-             responses=CONFLICT)
-def post_connection(body: ConnectionBody, request: Request, session: DB,
-                    user: Op) -> dict[str, Any]:
+def _audit(session: Session, conn_id: str, owner: str, source: str, *,
+           deleted: bool = False) -> None:
+    record_event(session, CONNECTION_DELETE if deleted else CONNECTION_EDIT, owner=owner,
+                 source=source, extra={"conn_id": conn_id})
+
+
+def create_connection(session: Session, codec: FernetCodec, body: dict[str, Any], *,
+                      owner: str, source: str) -> dict[str, Any]:
+    """Create the connection ``body`` gives (API fields), audited as ``owner``'s
+    (``source``: api, ui); the API's answer for it. Shared by the REST API and the web UI."""
     fields = _fields(body, None)
     missing = [f for f in ("connection_id", "conn_type") if f not in fields]
     if missing:
@@ -167,21 +176,20 @@ def post_connection(body: ConnectionBody, request: Request, session: DB,
     if not isinstance(conn_id, str):
         raise bad_request("connection_id must be a string")
     conn = _build(conn_id, fields)
-    codec = _codec(request)
     if connection_store.read_connection(session, codec, conn_id) is not None:
         raise ApiProblem(409, f"Connection already exist. ID: {conn_id}")
     connection_store.add_connection(session, codec, conn)
-    log.info("api: %s created connection %s", user.username, conn_id)
-    return _json(_read(session, codec, conn_id))
+    _audit(session, conn_id, owner, source)
+    log.info("%s: %s created connection %s", source, owner, conn_id)
+    return connection_json(_read(session, codec, conn_id))
 
 
-@router.patch("/connections/{connection_id}", summary="Update a connection",
-              response_model=ConnectionOut)
-def patch_connection(connection_id: str, body: ConnectionBody, request: Request,
-                     session: DB, user: Op,
-                     update_mask: Annotated[list[str] | None, Query()] = None,
-                     ) -> dict[str, Any]:
-    codec = _codec(request)
+def update_connection(session: Session, codec: FernetCodec, connection_id: str,
+                      body: dict[str, Any], update_mask: list[str] | None = None, *,
+                      owner: str, source: str) -> dict[str, Any]:
+    """Change connection ``connection_id``: without ``update_mask`` the body replaces it,
+    but its password only when the body gives one; a ``***`` in the extra keeps the stored
+    value. Audited as ``owner``'s; the API's answer for it."""
     old = _read(session, codec, connection_id)
     fields = _fields(body, update_mask)
     if update_mask is None:
@@ -201,16 +209,42 @@ def patch_connection(connection_id: str, body: ConnectionBody, request: Request,
         values = {**values, "extra": _unmasked_extra(values["extra"], old.extra)}
     conn = _build(connection_id, values)
     connection_store.add_connection(session, codec, conn, overwrite=True)
-    log.info("api: %s changed connection %s: %s", user.username, connection_id,
+    _audit(session, connection_id, owner, source)
+    log.info("%s: %s changed connection %s: %s", source, owner, connection_id,
              sorted(fields))
-    return _json(_read(session, codec, connection_id))
+    return connection_json(_read(session, codec, connection_id))
+
+
+def remove_connection(session: Session, connection_id: str, *, owner: str,
+                      source: str) -> None:
+    """Delete connection ``connection_id`` (a 404 when there is none), audited."""
+    if not connection_store.delete_connection(session, connection_id):
+        raise not_found(f"Connection with connection_id: `{connection_id}` was not found")
+    _audit(session, connection_id, owner, source, deleted=True)
+    log.info("%s: %s deleted connection %s", source, owner, connection_id)
+
+
+@router.post("/connections", summary="Create a connection", response_model=ConnectionOut,
+             responses=CONFLICT)
+def post_connection(body: ConnectionBody, request: Request, session: DB,
+                    user: Op) -> dict[str, Any]:
+    return create_connection(session, _codec(request), body, owner=user.username,
+                             source="api")
+
+
+@router.patch("/connections/{connection_id}", summary="Update a connection",
+              response_model=ConnectionOut)
+def patch_connection(connection_id: str, body: ConnectionBody, request: Request,
+                     session: DB, user: Op,
+                     update_mask: Annotated[list[str] | None, Query()] = None,
+                     ) -> dict[str, Any]:
+    return update_connection(session, _codec(request), connection_id, body, update_mask,
+                             owner=user.username, source="api")
 
 
 @router.delete("/connections/{connection_id}", summary="Delete a connection",
                status_code=204, response_class=Response,
                responses={204: {"description": "deleted"}})
 def delete_connection(connection_id: str, session: DB, user: Op) -> Response:
-    if not connection_store.delete_connection(session, connection_id):
-        raise not_found(f"Connection with connection_id: `{connection_id}` was not found")
-    log.info("api: %s deleted connection %s", user.username, connection_id)
+    remove_connection(session, connection_id, owner=user.username, source="api")
     return Response(status_code=204)

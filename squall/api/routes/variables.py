@@ -27,6 +27,7 @@ from squall.api.schemas_misc import CONFLICT
 from squall.api.schemas_secrets import Variable, VariableCollection
 from squall.api.state import DB, api_state
 from squall.common.models import VariableModel
+from squall.runs.audit import VARIABLE_DELETE, VARIABLE_EDIT, record_event
 from squall.secrets import variables
 from squall.secrets.fernet import FernetCodec, SecretsError
 from squall.secrets.masking import MASK, is_sensitive_key
@@ -46,7 +47,8 @@ def _codec(request: Request) -> FernetCodec:
     return FernetCodec(api_state(request).settings.core.fernet_key)
 
 
-def _json(record: variables.VariableRecord) -> dict[str, Any]:
+def variable_json(record: variables.VariableRecord) -> dict[str, Any]:
+    """A variable as the API answers it: a sensitive key's value as ``***``."""
     value = record.value or ""
     if value and is_sensitive_key(record.key):
         value = MASK
@@ -102,20 +104,27 @@ def list_variables(request: Request, pages: Paged, session: DB, user: Viewer,
     codec = _codec(request)
     stmt = select(VariableModel.key)
     keys = list(session.scalars(pages.apply(order_by(stmt, order, _ORDER, "id"))))
-    return {"variables": [_json(_read(session, codec, key)) for key in keys],
+    return {"variables": [variable_json(_read(session, codec, key)) for key in keys],
             "total_entries": total(session, stmt)}
 
 
 @router.get("/variables/{variable_key}", summary="Get a variable", response_model=Variable)
 def get_variable(variable_key: str, request: Request, session: DB,
                  user: Viewer) -> dict[str, Any]:
-    return _json(_read(session, _codec(request), variable_key))
+    return variable_json(_read(session, _codec(request), variable_key))
 
 
-@router.post("/variables", summary="Create a variable", response_model=Variable,
-             responses=CONFLICT)
-def post_variable(body: VariableBody, request: Request, session: DB,
-                  user: Op) -> dict[str, Any]:
+def _audit(session: Session, key: str, owner: str, source: str, *,
+           deleted: bool = False) -> None:
+    record_event(session, VARIABLE_DELETE if deleted else VARIABLE_EDIT, owner=owner,
+                 source=source, extra={"key": key})
+
+
+def create_variable(session: Session, codec: FernetCodec, body: dict[str, Any], *,
+                    owner: str, source: str) -> dict[str, Any]:
+    """Create the variable ``body`` gives (key, value, description), audited as
+    ``owner``'s (``source``: api, ui); the API's answer for it. Shared by the REST API and
+    the web UI."""
     fields = _fields(body, None)
     missing = [f for f in ("key", "value") if f not in fields]
     if missing:
@@ -124,20 +133,19 @@ def post_variable(body: VariableBody, request: Request, session: DB,
     description = fields.get("description")
     if description is not None:
         description = _text(description, "description")
-    codec = _codec(request)
     if session.scalar(select(VariableModel.id).where(VariableModel.key == key)) is not None:
         raise ApiProblem(409, f"Variable {key} already exists")
     _set(session, codec, key, value, description)
-    log.info("api: %s created variable %s", user.username, key)
-    return _json(_read(session, codec, key))
+    _audit(session, key, owner, source)
+    log.info("%s: %s created variable %s", source, owner, key)
+    return variable_json(_read(session, codec, key))
 
 
-@router.patch("/variables/{variable_key}", summary="Update a variable",
-              response_model=Variable)
-def patch_variable(variable_key: str, body: VariableBody, request: Request, session: DB,
-                   user: Op, update_mask: Annotated[list[str] | None, Query()] = None,
-                   ) -> dict[str, Any]:
-    codec = _codec(request)
+def update_variable(session: Session, codec: FernetCodec, variable_key: str,
+                    body: dict[str, Any], update_mask: list[str] | None = None, *,
+                    owner: str, source: str) -> dict[str, Any]:
+    """Change variable ``variable_key`` (a ``***`` sent for a sensitive key's value keeps
+    the stored one), audited as ``owner``'s; the API's answer for it."""
     record = _read(session, codec, variable_key)
     fields = _fields(body, update_mask)
     if update_mask is None:
@@ -156,14 +164,38 @@ def patch_variable(variable_key: str, body: VariableBody, request: Request, sess
     row = session.scalars(select(VariableModel).where(VariableModel.key == variable_key)).one()
     row.description = description
     _set(session, codec, variable_key, value, description)
-    log.info("api: %s changed variable %s: %s", user.username, variable_key, sorted(fields))
-    return _json(_read(session, codec, variable_key))
+    _audit(session, variable_key, owner, source)
+    log.info("%s: %s changed variable %s: %s", source, owner, variable_key, sorted(fields))
+    return variable_json(_read(session, codec, variable_key))
+
+
+def remove_variable(session: Session, variable_key: str, *, owner: str, source: str) -> None:
+    """Delete variable ``variable_key`` (a 404 when there is none), audited."""
+    if not variables.delete_variable(session, variable_key):
+        raise not_found(f"Variable does not exist: {variable_key}")
+    _audit(session, variable_key, owner, source, deleted=True)
+    log.info("%s: %s deleted variable %s", source, owner, variable_key)
+
+
+@router.post("/variables", summary="Create a variable", response_model=Variable,
+             responses=CONFLICT)
+def post_variable(body: VariableBody, request: Request, session: DB,
+                  user: Op) -> dict[str, Any]:
+    return create_variable(session, _codec(request), body, owner=user.username,
+                           source="api")
+
+
+@router.patch("/variables/{variable_key}", summary="Update a variable",
+              response_model=Variable)
+def patch_variable(variable_key: str, body: VariableBody, request: Request, session: DB,
+                   user: Op, update_mask: Annotated[list[str] | None, Query()] = None,
+                   ) -> dict[str, Any]:
+    return update_variable(session, _codec(request), variable_key, body, update_mask,
+                           owner=user.username, source="api")
 
 
 @router.delete("/variables/{variable_key}", summary="Delete a variable", status_code=204,
                response_class=Response, responses={204: {"description": "deleted"}})
 def delete_variable(variable_key: str, session: DB, user: Op) -> Response:
-    if not variables.delete_variable(session, variable_key):
-        raise not_found(f"Variable does not exist: {variable_key}")
-    log.info("api: %s deleted variable %s", user.username, variable_key)
+    remove_variable(session, variable_key, owner=user.username, source="api")
     return Response(status_code=204)

@@ -13,6 +13,8 @@ from squall.api.auth import Principal, Role
 from squall.api.state import api_state
 from squall.api.ui.render import render
 from squall.api.ui.session import page_csrf, page_user
+from squall.common.db import session_scope
+from squall.common.models import DagModel
 from squall.runs import audit
 
 log = logging.getLogger(__name__)
@@ -79,3 +81,35 @@ def dag_runs(request: Request) -> Response:
 def audit_log(request: Request) -> Response:
     """Who did what, newest first (``/api/v1/eventLogs``); ``?dag_id=``: one DAG's."""
     return _page(request, "audit.html", "audit", "Audit log", events=sorted(audit.EVENTS))
+
+
+@router.get("/variables")
+def variables_page(request: Request) -> Response:
+    return _page(request, "variables.html", "variables", "Variables")
+
+
+@router.get("/connections")
+def connections_page(request: Request) -> Response:
+    return _page(request, "connections.html", "connections", "Connections")
+
+
+def _dag_page(request: Request, dag_id: str, template: str, page: str,
+              title: str) -> Response:
+    """A page about one DAG; a "not found" page (404) for a DAG the database does not know."""
+    with session_scope(api_state(request).session_factory) as session:
+        known = session.get(DagModel, dag_id) is not None
+    response = _page(request, template if known else "not_found.html", page,
+                     title if known else "Not found", dag_id=dag_id)
+    if not known and response.status_code == 200:
+        response.status_code = 404
+    return response
+
+
+@router.get("/dags/{dag_id}/details")
+def dag_details(dag_id: str, request: Request) -> Response:
+    return _dag_page(request, dag_id, "dag_details.html", "details", f"{dag_id} · details")
+
+
+@router.get("/dags/{dag_id}/code")
+def dag_code(dag_id: str, request: Request) -> Response:
+    return _dag_page(request, dag_id, "dag_code.html", "code", f"{dag_id} · code")
