@@ -172,8 +172,11 @@ class SchedulerSettings(_Section):
     #: how often the DAG processor parses each DAG file it knows, changed or not (0: every
     #: scheduler loop)
     min_file_process_interval: float = Field(default=30.0, ge=0)
-    #: how often the DAG processor stats the DAG files it knows: a changed one is parsed at once
-    file_check_interval: float = Field(default=1.0, gt=0)
+    #: how often the DAG processor stats the DAG files it knows: a changed one is parsed at
+    #: once. Beside the folder's watch (or scan) a safety net, which also sees a symlinked
+    #: file's target change outside the folder; 5 s, not 1 s: 1,000 stats a second were most
+    #: of an idle DAG processor's own CPU (bench/RESULTS.md, "pickup")
+    file_check_interval: float = Field(default=5.0, gt=0)
     #: how often the DAG processor lists the whole DAG folder again (0: every pass); a
     #: safety net: new, changed and removed files are found by the two settings below
     dag_dir_list_interval: float = Field(default=300.0, ge=0)
