@@ -349,10 +349,15 @@ def cmd_pickup(args: argparse.Namespace) -> int:
              + (f" squall from {args.code}" if args.code else ""))
     print_table(title, rows)
     if not args.no_record:
+        from squall.common.settings import SchedulerSettings
+
+        d = SchedulerSettings()
         notes = ("A fresh cluster per mode (scheduler only), DAG folder bench/dags plus 1,000 "
                  "generated files (bench/many_files.py), DAG processor settings at their "
-                 "defaults (min_file_process_interval 30, dag_dir_list_interval 300, "
-                 "file_check_interval 1, dag_dir_poll_interval 2); notify: dag_dir_watch on "
+                 f"defaults (min_file_process_interval {d.min_file_process_interval:g}, "
+                 f"dag_dir_list_interval {d.dag_dir_list_interval:g}, file_check_interval "
+                 f"{d.file_check_interval:g}, dag_dir_poll_interval "
+                 f"{d.dag_dir_poll_interval:g}) unless --set says otherwise; notify: dag_dir_watch on "
                  "(file-system notifications), poll: dag_dir_watch = false. Times from the "
                  "bench's clock, from writing / rewriting (an 11th task) / removing one file "
                  "until the database shows it (polled every 0.1 s). Idle CPU: /proc utime + "
