@@ -907,12 +907,7 @@ def test_flower_shows_workers_and_tasks(env: Env, worker: Worker) -> None:
                    .get("state") == "SUCCESS", 15, interval=0.3,
                    message="Flower to show the task")
     finally:
-        flower.terminate()
-        try:
-            flower.wait(10)
-        except subprocess.TimeoutExpired:
-            flower.kill()
-            flower.wait()
+        _stop(flower)
 
 
 def test_flower_with_basic_auth_asks_for_it_on_metrics_too(env: Env) -> None:
@@ -953,9 +948,14 @@ def test_flower_with_basic_auth_asks_for_it_on_metrics_too(env: Env) -> None:
         assert status("/metrics", (user, password)) == 200
         assert status("/api/workers") == 401  # as Flower's own API does
     finally:
-        flower.terminate()
-        try:
-            flower.wait(10)
-        except subprocess.TimeoutExpired:
-            flower.kill()
-            flower.wait()
+        _stop(flower)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate ``process``; kill it when it has not exited 10 s later."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
