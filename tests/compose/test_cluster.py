@@ -179,7 +179,7 @@ def test_redis_asks_for_its_password_and_no_command_line_shows_a_secret(
                 project.env["POSTGRES_PASSWORD"]]
     for service in ("redis", "scheduler", "worker", "api", "flower"):
         for c in project.service_containers(service):
-            top = docker("top", c["Id"], "-o", "args")
+            top = docker("top", c["Id"], "-o", "pid,args")
             assert top.returncode == 0, top.stderr
             for secret in secrets_:
                 assert secret not in top.stdout, f"{service}: a secret on a command line"
