@@ -336,6 +336,9 @@ def cmd_cli(args: argparse.Namespace) -> int:
                  f"{load_after}.")
         for times in results:
             append_cli_results(times, notes)
+    return 0
+
+
 def cmd_pickup(args: argparse.Namespace) -> int:
     from bench.pickup import MODES, run_pickup
 
