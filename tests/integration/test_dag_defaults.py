@@ -56,7 +56,9 @@ def settings_for(db_url: str, home: Path, **core: Any) -> Settings:
                  "catchup_by_default": core.pop("catchup_by_default", True)}
     return Settings.load(env={"SQUALL_HOME": str(home)}, overrides={
         "database": {"sql_alchemy_conn": db_url},
-        "core": {"dags_folder": str(home / "dags"), "dagbag_import_timeout": 20, **core},
+        # the DAGs run at once (new DAGs start paused by default, as in Airflow)
+        "core": {"dags_folder": str(home / "dags"), "dagbag_import_timeout": 20,
+                 "dags_are_paused_at_creation": False, **core},
         "scheduler": scheduler,
     })
 

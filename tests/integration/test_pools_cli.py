@@ -118,7 +118,9 @@ def test_import_of_a_missing_file(tmp_path: Path) -> None:
 def test_a_task_in_a_missing_pool_says_so_until_the_pool_is_created(tmp_path: Path) -> None:
     (tmp_path / "dags").mkdir()
     (tmp_path / "dags" / "etl.py").write_text(ETL_DAG)
-    env = {"SQUALL__CORE__LOAD_EXAMPLES": "false"}
+    env = {"SQUALL__CORE__LOAD_EXAMPLES": "false",
+           # etl_dag is scheduled at once (new DAGs start paused by default, as in Airflow)
+           "SQUALL__CORE__DAGS_ARE_PAUSED_AT_CREATION": "false"}
     ok(squall(tmp_path, "dags", "trigger", "etl_dag", "-r", "r1", env=env))
     first = ok(squall(tmp_path, "scheduler", "-n", "3", env=env))
     assert first.stderr.count("pool 'etl' does not exist") == 1, first.stderr
